@@ -1,0 +1,5 @@
+"""The ``hedui`` command line."""
+
+def main() -> None:
+    from hedui.node.cli._app import run
+    run()
