@@ -1,0 +1,50 @@
+"""Canonical records: what every adapter yields, whatever the department's format.
+
+A record is one person's identity (already normalised, see :mod:`hedui.adapters.idnum`)
+plus typed, dated facts. Money is always in yuan as :class:`~decimal.Decimal`; the
+adapter converts from fen or 10k yuan. Nothing else of the source row survives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Mapping
+
+__all__ = ["Fact", "Record", "RowProblem"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One typed, dated fact about a person.
+
+    ``name`` is the mapping's fact name (e.g. ``wage``, ``inpatient_stay``, ``vehicle``);
+    ``unit`` is ``CNY`` for money, or ``m2``, ``count``, ``code``, ``bool``.
+    ``on`` is the date the fact describes (pay date, discharge date, certificate date).
+    ``attrs`` holds further typed columns the mapping declares (strings, ISO dates).
+    """
+
+    name: str
+    value: Decimal
+    unit: str
+    on: date | None = None
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One source row turned canonical. ``locator`` says where it came from
+    (``table:pk=17`` or ``file.csv:line 12``) and never contains the identity."""
+
+    identity: str
+    locator: str
+    facts: tuple[Fact, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RowProblem:
+    """A row an adapter could not use, reported by locator, never by identity."""
+
+    locator: str
+    reason: str
