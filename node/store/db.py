@@ -1,0 +1,53 @@
+"""Engines for the node's own database: SQLite (WAL) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from hedui.node.errors import ConfigError
+
+__all__ = ["open_engine", "sqlite_url", "is_sqlite"]
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def open_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Opens the node store. SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL
+    uses psycopg 3. A bad URL is a :class:`ConfigError` naming the problem (the password,
+    if any, is masked)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"store.url: got an unparseable URL, want e.g. sqlite:///node.db ({exc})") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(parsed, pool_size=pool_size, pool_pre_ping=True)
+    raise ConfigError(
+        f"store.url: got backend {parsed.get_backend_name()!r}, want sqlite or postgresql"
+    )

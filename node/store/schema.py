@@ -1,0 +1,37 @@
+"""The node's one SQLAlchemy ``MetaData``. Each concept module declares its own tables on it
+(``hedui.node.audit.tables``, ``hedui.node.index_tables`` …); :func:`load_all` imports them so
+that Alembic and tests see the whole schema."""
+
+from __future__ import annotations
+
+import importlib
+
+from sqlalchemy import MetaData
+
+__all__ = ["metadata", "load_all", "TABLE_MODULES"]
+
+# Stable constraint names so migrations are identical on SQLite and PostgreSQL.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Every module that declares tables. Add new ones here (and an Alembic revision).
+TABLE_MODULES: tuple[str, ...] = (
+    "hedui.node.store.tables",
+)
+
+
+def load_all() -> MetaData:
+    for name in TABLE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a module listed before it is written
+            if exc.name != name:
+                raise
+    return metadata

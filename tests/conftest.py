@@ -1,0 +1,78 @@
+"""Shared fixtures: conformance vectors, and a fresh node store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from hedui.node.store import schema
+from hedui.node.store.db import open_engine, sqlite_url
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT.parent / "shared" / "vectors"
+PG_ADMIN_URL = os.environ.get("HEDUI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture(scope="session")
+def vectors() -> Path:
+    if not VECTORS.is_dir():
+        pytest.skip("conformance vectors not found at ../shared/vectors/ (see shared/vectors/README.md)")
+    return VECTORS
+
+
+def _pg_available() -> bool:
+    try:
+        eng = create_engine(PG_ADMIN_URL, connect_args={"connect_timeout": 3})
+        with eng.connect():
+            pass
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_admin():
+    if not _pg_available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is not reachable in CI")
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    eng = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin):
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    name = f"hedui_t_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with pg_admin.connect() as c:
+        c.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+        ), {"n": name})
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path) -> str:
+    """A store URL for each backend: every storage test runs on both."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "node.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def engine(store_url):
+    """An engine on a fresh store with the whole schema created."""
+    eng = open_engine(store_url)
+    schema.load_all().create_all(eng)
+    yield eng
+    eng.dispose()
