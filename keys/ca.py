@@ -1,0 +1,183 @@
+"""Federation CA and member TLS certificates (X.509, ECDSA P-256).
+
+Members generate their TLS key and a CSR; the federation authority checks the CSR's
+self-signature and issues a certificate with serverAuth+clientAuth EKU and the member's
+endpoint host as SAN (RFC 5280 §4.2.1.6), so one certificate serves both ends of mTLS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from hedui.keys.keyfile import load_private_key, save_private_key
+from hedui.node.errors import ConfigError, VerificationError
+
+__all__ = [
+    "Authority",
+    "create_authority",
+    "new_tls_key",
+    "make_csr",
+    "issue",
+    "load_cert",
+    "cert_fingerprint",
+    "check_issued_by",
+    "member_of_cert",
+]
+
+_CA_YEARS = 10
+_MEMBER_DAYS = 397
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_tls_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"certificate {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"certificate {path}: got unreadable PEM, want an X.509 certificate") from None
+
+
+def cert_fingerprint(cert: x509.Certificate) -> bytes:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+def member_of_cert(cert: x509.Certificate) -> str:
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else ""
+
+
+@dataclass
+class Authority:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path, pw: bytes) -> "Authority":
+        cert = load_cert(cert_path)
+        key = load_private_key(key_path, pw)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise ConfigError(f"CA key {key_path}: does not match certificate {cert_path}")
+        return cls(cert, key)
+
+
+def create_authority(name: str, cert_path: Path, key_path: Path, pw: bytes) -> Authority:
+    key = new_tls_key()
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hedui federation"),
+        x509.NameAttribute(NameOID.COMMON_NAME, name),
+    ])
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365 * _CA_YEARS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    save_private_key(key_path, key, pw)
+    Path(cert_path).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Authority(cert, key)
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def make_csr(member: str, host: str, key: ec.EllipticCurvePrivateKey) -> x509.CertificateSigningRequest:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, member)]))
+        .add_extension(x509.SubjectAlternativeName([_san(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, days: int = _MEMBER_DAYS) -> x509.Certificate:
+    """Issues a member certificate for a CSR whose self-signature verifies."""
+    if not csr.is_signature_valid:
+        raise VerificationError("csr: self-signature does not verify", reason="BAD_CSR")
+    member = member_of_cert(csr)  # type: ignore[arg-type]
+    if not member:
+        raise VerificationError("csr.subject: got no common name, want the member code", reason="BAD_CSR")
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise VerificationError("csr: got no subjectAltName, want the endpoint host", reason="BAD_CSR") from None
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(csr.subject)
+        .issuer_name(ca.cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(san, critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.cert.public_key()), critical=False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
+def check_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
+    """Raises :class:`VerificationError` unless ``cert`` is signed by ``ca_cert`` and valid now."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, Exception) as exc:  # InvalidSignature, issuer mismatch
+        raise VerificationError(
+            f"certificate {member_of_cert(cert)!r}: not issued by federation CA {member_of_cert(ca_cert)!r} ({type(exc).__name__})",
+            reason="FOREIGN_CA",
+        ) from None
+    now = _now()
+    if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
+        raise VerificationError(
+            f"certificate {member_of_cert(cert)!r}: valid {cert.not_valid_before_utc:%Y-%m-%d}..{cert.not_valid_after_utc:%Y-%m-%d}, now outside",
+            reason="CERT_EXPIRED",
+        )

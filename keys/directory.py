@@ -1,0 +1,275 @@
+"""The federation directory: built from a TOML spec, signed by the authority, verified by nodes.
+
+The directory is a DSSE envelope over a serialised :class:`hedui.v1.directory_pb2.Directory`.
+Nodes verify the authority's signature over the exact bytes, then parse, then refuse an
+expired directory or one older than the newest version they have accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hedui.keys import dsse
+from hedui.keys.ca import cert_fingerprint, load_cert
+from hedui.keys.signing import SigningKey, VerifyingKey, load_public
+from hedui.node.errors import ConfigError, VerificationError
+from hedui.v1 import common_pb2, directory_pb2
+
+__all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory", "load_directory", "PURPOSES", "ROLES"]
+
+PURPOSES = {
+    "dibao": common_pb2.PURPOSE_DIBAO,
+    "tekun": common_pb2.PURPOSE_TEKUN,
+    "temporary_assistance": common_pb2.PURPOSE_TEMPORARY_ASSISTANCE,
+    "periodic_review": common_pb2.PURPOSE_PERIODIC_REVIEW,
+    "bulk_cross_check": common_pb2.PURPOSE_BULK_CROSS_CHECK,
+    "active_discovery": common_pb2.PURPOSE_ACTIVE_DISCOVERY,
+}
+PURPOSE_NAMES = {v: k for k, v in PURPOSES.items()}
+ROLES = {"provider": directory_pb2.ROLE_PROVIDER, "hub": directory_pb2.ROLE_HUB}
+FIELD_TYPES = {
+    "money": directory_pb2.FIELD_TYPE_MONEY,
+    "integer": directory_pb2.FIELD_TYPE_INTEGER,
+    "decimal": directory_pb2.FIELD_TYPE_DECIMAL,
+    "boolean": directory_pb2.FIELD_TYPE_BOOLEAN,
+    "code": directory_pb2.FIELD_TYPE_CODE,
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OprfKeySpec(_Strict):
+    epoch: int = Field(ge=1)
+    public_key_hex: str
+
+
+class FieldSpecModel(_Strict):
+    name: str
+    type: str
+    unit: str = ""
+    description: str = ""
+
+
+class MemberSpec(_Strict):
+    code: str = Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")
+    name: str
+    endpoint: str
+    cert: Path
+    signing_key: Path
+    roles: list[str]
+    region: str = ""
+    sealing_key_hex: str = ""
+    oprf_keys: list[OprfKeySpec] = []
+    fields: list[FieldSpecModel] = []
+
+
+class RuleSpec(_Strict):
+    caller: str
+    provider: str = "*"
+    method: str
+    purposes: list[str]
+    fields: list[str] = []
+    per_minute: int = Field(default=0, ge=0)
+    per_day: int = Field(default=0, ge=0)
+    max_batch: int = Field(default=0, ge=0)
+
+
+class DirectorySpec(_Strict):
+    federation: str
+    version: int = Field(ge=1)
+    valid_days: int = Field(default=30, ge=1, le=3660)
+    ca_cert: Path
+    members: list[MemberSpec]
+    policy: list[RuleSpec] = []
+
+    @classmethod
+    def load(cls, path: Path) -> "DirectorySpec":
+        from hedui.node.config import format_validation_error
+
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"directory spec {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"directory spec {path}: {exc}") from None
+        base = Path(path).parent
+        try:
+            spec = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(f"directory spec {path}: {format_validation_error(exc)}") from None
+        return spec._resolved(base)
+
+    def _resolved(self, base: Path) -> "DirectorySpec":
+        def r(p: Path) -> Path:
+            return p if p.is_absolute() else base / p
+
+        members = [m.model_copy(update={"cert": r(m.cert), "signing_key": r(m.signing_key)}) for m in self.members]
+        return self.model_copy(update={"ca_cert": r(self.ca_cert), "members": members})
+
+
+def _ts(t: dt.datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(t.astimezone(dt.timezone.utc))
+    return ts
+
+
+def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_pb2.Directory:
+    """Turns a spec into a Directory message, checking every reference on the way."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    ca = load_cert(spec.ca_cert)
+    from hedui.keys.ca import check_issued_by
+
+    d = directory_pb2.Directory(
+        federation=spec.federation,
+        version=spec.version,
+        issued_at=_ts(now),
+        expires_at=_ts(now + dt.timedelta(days=spec.valid_days)),
+        ca_fingerprint=cert_fingerprint(ca),
+    )
+    codes: set[str] = set()
+    for m in spec.members:
+        if m.code in codes:
+            raise ConfigError(f"members.code: got {m.code!r} twice, want unique codes")
+        codes.add(m.code)
+        cert = load_cert(m.cert)
+        check_issued_by(cert, ca)
+        from hedui.keys.ca import member_of_cert
+
+        if member_of_cert(cert) != m.code:
+            raise ConfigError(f"members[{m.code}].cert: got CN {member_of_cert(cert)!r}, want {m.code!r}")
+        pm = d.members.add(
+            code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
+            signing_key=load_public(m.code, m.signing_key).raw, region=m.region,
+        )
+        for role in m.roles:
+            if role not in ROLES:
+                raise ConfigError(f"members[{m.code}].roles: got {role!r}, want one of {sorted(ROLES)}")
+            pm.roles.append(ROLES[role])
+        if m.sealing_key_hex:
+            pm.sealing_key = bytes.fromhex(m.sealing_key_hex)
+        for k in m.oprf_keys:
+            pm.oprf_keys.add(epoch=k.epoch, public_key=bytes.fromhex(k.public_key_hex))
+        for f in m.fields:
+            if f.type not in FIELD_TYPES:
+                raise ConfigError(f"members[{m.code}].fields[{f.name}].type: got {f.type!r}, want one of {sorted(FIELD_TYPES)}")
+            pm.fields.add(name=f.name, type=FIELD_TYPES[f.type], unit=f.unit, description=f.description)
+    for i, rule in enumerate(spec.policy):
+        if rule.caller not in codes:
+            raise ConfigError(f"policy[{i}].caller: got {rule.caller!r}, want a member code")
+        if rule.provider != "*" and rule.provider not in codes:
+            raise ConfigError(f"policy[{i}].provider: got {rule.provider!r}, want a member code or '*'")
+        pr = d.policy.add(
+            caller=rule.caller, provider=rule.provider, method=rule.method, fields=rule.fields,
+            per_minute=rule.per_minute, per_day=rule.per_day, max_batch=rule.max_batch,
+        )
+        for p in rule.purposes:
+            if p not in PURPOSES:
+                raise ConfigError(f"policy[{i}].purposes: got {p!r}, want one of {sorted(PURPOSES)}")
+            pr.purposes.append(PURPOSES[p])
+    return d
+
+
+def sign_directory(d: directory_pb2.Directory, authority: SigningKey) -> common_pb2.Envelope:
+    # Serialise once; these exact bytes are what is signed and what nodes verify.
+    return dsse.sign(dsse.DIRECTORY, d.SerializeToString(deterministic=True), [authority])
+
+
+@dataclass
+class TrustedDirectory:
+    """A verified directory with the look-ups nodes need."""
+
+    envelope: common_pb2.Envelope
+    msg: directory_pb2.Directory
+    by_code: dict[str, directory_pb2.Member] = field(default_factory=dict)
+    by_cert: dict[bytes, directory_pb2.Member] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for m in self.msg.members:
+            self.by_code[m.code] = m
+            self.by_cert[bytes(m.tls_cert_sha256)] = m
+
+    @property
+    def version(self) -> int:
+        return self.msg.version
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return self.msg.expires_at.ToDatetime(tzinfo=dt.timezone.utc)
+
+    def member(self, code: str) -> directory_pb2.Member:
+        try:
+            return self.by_code[code]
+        except KeyError:
+            raise ConfigError(f"member: got {code!r}, want a member of directory v{self.version}") from None
+
+    def signing_keys(self) -> dict[str, VerifyingKey]:
+        out = {}
+        for m in self.msg.members:
+            vk = VerifyingKey(m.code, bytes(m.signing_key))
+            out[vk.keyid] = vk
+        return out
+
+    def verifying_key(self, code: str) -> VerifyingKey:
+        m = self.member(code)
+        return VerifyingKey(m.code, bytes(m.signing_key))
+
+    def members_with(self, role: int) -> list[directory_pb2.Member]:
+        return [m for m in self.msg.members if role in m.roles]
+
+    def rules(self, caller: str, provider: str, method: str) -> list[directory_pb2.AccessRule]:
+        return [
+            r for r in self.msg.policy
+            if r.caller == caller and r.provider in ("*", provider) and r.method == method
+        ]
+
+
+def verify_directory(
+    env: common_pb2.Envelope,
+    authority: VerifyingKey,
+    *,
+    min_version: int = 0,
+    now: dt.datetime | None = None,
+) -> TrustedDirectory:
+    payload, _ = dsse.verify(env, {authority.keyid: authority}, payload_type=dsse.DIRECTORY)
+    try:
+        msg = directory_pb2.Directory.FromString(payload)
+    except DecodeError:
+        raise VerificationError("directory: signed payload is not a Directory", reason="BAD_DIRECTORY") from None
+    now = now or dt.datetime.now(dt.timezone.utc)
+    td = TrustedDirectory(env, msg)
+    if td.expires_at <= now:
+        raise VerificationError(
+            f"directory v{msg.version}: expired at {td.expires_at:%Y-%m-%dT%H:%M:%SZ}, want a current one",
+            reason="DIRECTORY_EXPIRED",
+        )
+    if msg.version < min_version:
+        raise VerificationError(
+            f"directory version: got {msg.version}, want >= {min_version} (already accepted)",
+            reason="DIRECTORY_ROLLBACK",
+        )
+    return td
+
+
+def load_directory(
+    path: Path, authority: VerifyingKey, *, min_version: int = 0, now: dt.datetime | None = None
+) -> TrustedDirectory:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"directory {path}: {exc.strerror}") from None
+    try:
+        return verify_directory(dsse.from_json(text), authority, min_version=min_version, now=now)
+    except VerificationError as exc:
+        raise ConfigError(f"directory {path}: {exc.message}", reason=exc.reason) from None
+
+

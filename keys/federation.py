@@ -1,0 +1,124 @@
+"""Federation files on disk and the operations the authority and members perform on them.
+
+Layout (the authority's folder and each member's folder may live on different machines)::
+
+    authority/ca.crt  ca.key (encrypted)  signing.key (encrypted)  signing.pub
+    members/<code>/tls.key (encrypted)  tls.csr  tls.crt  signing.key (encrypted)  signing.pub
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from hedui.keys import ca as _ca
+from hedui.keys import dsse
+from hedui.keys.directory import DirectorySpec, build, sign_directory
+from hedui.keys.keyfile import load_private_key, save_private_key, write_private
+from hedui.keys.signing import SigningKey
+from hedui.node.errors import ConfigError, VerificationError
+
+__all__ = ["AuthorityDir", "MemberDir", "init_authority", "init_member", "issue_cert", "sign_directory_file"]
+
+
+@dataclass(frozen=True)
+class AuthorityDir:
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.root / "signing.key"
+
+    @property
+    def signing_pub(self) -> Path:
+        return self.root / "signing.pub"
+
+
+@dataclass(frozen=True)
+class MemberDir:
+    root: Path
+
+    tls_key = property(lambda self: self.root / "tls.key")
+    tls_csr = property(lambda self: self.root / "tls.csr")
+    tls_cert = property(lambda self: self.root / "tls.crt")
+    signing_key = property(lambda self: self.root / "signing.key")
+    signing_pub = property(lambda self: self.root / "signing.pub")
+
+
+def _refuse_overwrite(*paths: Path) -> None:
+    for p in paths:
+        if p.exists():
+            raise ConfigError(f"{p}: already exists; refusing to overwrite a key (move it away first)")
+
+
+def init_authority(root: Path, name: str, pw: bytes) -> AuthorityDir:
+    a = AuthorityDir(Path(root))
+    _refuse_overwrite(a.ca_cert, a.ca_key, a.signing_key)
+    a.root.mkdir(parents=True, exist_ok=True)
+    _ca.create_authority(name, a.ca_cert, a.ca_key, pw)
+    sk = SigningKey.generate("authority")
+    sk.save(a.signing_key, pw)
+    sk.save_public(a.signing_pub)
+    return a
+
+
+def init_member(root: Path, member: str, host: str, pw: bytes) -> MemberDir:
+    """Member side: TLS key + CSR and the Ed25519 signing key. Private keys never leave."""
+    m = MemberDir(Path(root))
+    _refuse_overwrite(m.tls_key, m.signing_key)
+    m.root.mkdir(parents=True, exist_ok=True)
+    key = _ca.new_tls_key()
+    save_private_key(m.tls_key, key, pw)
+    csr = _ca.make_csr(member, host, key)
+    m.tls_csr.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    sk = SigningKey.generate(member)
+    sk.save(m.signing_key, pw)
+    sk.save_public(m.signing_pub)
+    return m
+
+
+def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes) -> x509.Certificate:
+    """Authority side: checks the CSR and issues the member certificate."""
+    auth = _ca.Authority.load(authority.ca_cert, authority.ca_key, pw)
+    try:
+        csr = x509.load_pem_x509_csr(Path(csr_path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"csr {csr_path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"csr {csr_path}: got unreadable PEM, want a certificate signing request") from None
+    try:
+        cert = _ca.issue(auth, csr)
+    except VerificationError as exc:
+        raise ConfigError(f"csr {csr_path}: {exc.message}", reason=exc.reason) from None
+    Path(out).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert
+
+
+def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw: bytes) -> int:
+    """Builds, signs and writes the directory; returns its version."""
+    spec = DirectorySpec.load(spec_path)
+    try:
+        d = build(spec)
+    except VerificationError as exc:
+        raise ConfigError(f"directory spec {spec_path}: {exc.message}", reason=exc.reason) from None
+    sk = SigningKey.load("authority", authority.signing_key, pw)
+    env = sign_directory(d, sk)
+    write_private(Path(out), dsse.to_json(env).encode())
+    Path(out).chmod(0o644)
+    return d.version
+
+
+def load_tls_key_pem(path: Path, pw: bytes) -> bytes:
+    key = load_private_key(path, pw)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

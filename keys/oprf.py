@@ -1,0 +1,222 @@
+"""Pseudonyms: RFC 9497 VOPRF, suite ristretto255-SHA512, behind one small module.
+
+A provider holds one OPRF key per key epoch (:class:`ServerKey`). Its pseudonym for an
+identity number ``id`` is ``F(k, id)`` (RFC 9497 §3.3.2 ``Finalize`` / §3.3.1 ``Evaluate``
+over the normalised 18-character number as ASCII). The hub never sends an identity: it
+blinds (:func:`blind`, §3.3.2 ``Blind``), the provider evaluates a batch and proves it with
+one batched DLEQ proof (:meth:`ServerKey.evaluate_batch`, §3.3.2 ``BlindEvaluate`` and
+§2.2.1 ``GenerateProof``), and the hub verifies and unblinds (:func:`finalize`, §2.2.2
+``VerifyProof`` and §3.3.2 ``Finalize``).
+
+Only bytes cross this module's boundary (elements, proofs, keys, tokens), so the
+implementation underneath (today the ``voprf`` package, a binding of the Rust ``voprf``
+crate) can be swapped without touching callers. The ``voprf`` package implements mode
+VOPRF (``modeVOPRF = 0x01``, §3.1) only, which is the mode Hedui uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from voprf import ristretto as _r
+
+from hedui.adapters.idnum import normalize
+from hedui.node.errors import InvalidArgument, VerificationError
+
+__all__ = [
+    "SUITE",
+    "ELEMENT_SIZE",
+    "PROOF_SIZE",
+    "TOKEN_SIZE",
+    "MAX_BATCH",
+    "ServerKey",
+    "BlindState",
+    "blind",
+    "finalize",
+    "InvalidBlindedElement",
+    "ProofError",
+]
+
+SUITE = "ristretto255-SHA512"
+#: Ne, Ns for ristretto255 (§4.1): serialized group elements and scalars are 32 bytes.
+ELEMENT_SIZE = 32
+#: A DLEQ proof is ``c || s``, two serialized scalars (§2.2.1).
+PROOF_SIZE = 64
+#: Nh for SHA-512: the length of an OPRF output, i.e. of a token (§4.1).
+TOKEN_SIZE = 64
+#: The library caps a batch (and an input) at 2^16 - 1 items.
+MAX_BATCH = 65535
+
+_INFO_PREFIX = b"hedui-oprf-epoch-"
+_SEED_SIZE = 32
+
+
+class InvalidBlindedElement(InvalidArgument):
+    """A blinded element in a request is not a valid ristretto255 encoding (§4.1 DeserializeElement)."""
+
+    default_reason = "INVALID_ELEMENT"
+
+
+class ProofError(VerificationError):
+    """An evaluation did not verify against the provider's public key (§2.2.2 VerifyProof)."""
+
+    default_reason = "BAD_PROOF"
+
+
+def _is_library_error(exc: BaseException) -> bool:
+    # The binding reports a failed proof as pyo3's PanicException, which derives from
+    # BaseException rather than Exception; nothing else it raises is a BaseException only.
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
+def _ascii(identity: str) -> bytes:
+    return normalize(identity).encode("ascii")
+
+
+class ServerKey:
+    """A provider's OPRF key for one epoch. Holds the secret; never log or print it."""
+
+    __slots__ = ("_seed", "_epoch", "_evaluator", "_public")
+
+    def __init__(self, seed: bytes, epoch: int) -> None:
+        if not isinstance(seed, (bytes, bytearray)) or len(seed) != _SEED_SIZE:
+            n = len(seed) if isinstance(seed, (bytes, bytearray)) else type(seed).__name__
+            raise InvalidArgument(f"oprf seed: got {n} bytes, want {_SEED_SIZE}")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise InvalidArgument(f"epoch: got {epoch!r}, want an integer >= 0")
+        self._seed = bytes(seed)
+        self._epoch = epoch
+        # §3.2.1 DeriveKeyPair(seed, info); info binds the key to its epoch.
+        self._evaluator = _r.Evaluator.from_seed(self._seed, _INFO_PREFIX + str(epoch).encode("ascii"))
+        self._public = self._evaluator.public_key.serialize()
+
+    @classmethod
+    def derive(cls, seed: bytes, epoch: int) -> ServerKey:
+        """Derives the epoch's key pair from a 32-byte secret seed (RFC 9497 §3.2.1)."""
+        return cls(seed, epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def public_key_bytes(self) -> bytes:
+        """``pkS`` serialized (§4.1 SerializeElement), published in the directory."""
+        return self._public
+
+    def evaluate_batch(self, blinded: Sequence[bytes]) -> tuple[list[bytes], bytes]:
+        """Evaluates blinded elements and proves all of them with one DLEQ proof.
+
+        Returns ``(evaluated elements in request order, proof)`` (§3.3.2 BlindEvaluate with
+        the batched §2.2.1 GenerateProof). Raises :class:`InvalidBlindedElement` naming the
+        first bad index, or :class:`InvalidArgument` for an empty or oversized batch.
+        """
+        n = len(blinded)
+        if not 1 <= n <= MAX_BATCH:
+            raise InvalidArgument(f"blinded: got {n} elements, want 1 to {MAX_BATCH}")
+        inputs = []
+        for i, b in enumerate(blinded):
+            if not isinstance(b, (bytes, bytearray)) or len(b) != ELEMENT_SIZE:
+                got = f"{len(b)} bytes" if isinstance(b, (bytes, bytearray)) else type(b).__name__
+                raise InvalidBlindedElement(f"blinded[{i}]: got {got}, want {ELEMENT_SIZE} bytes")
+            try:
+                # §4.1 DeserializeElement rejects non-canonical encodings and the identity.
+                inputs.append(_r.BlindedInput.deserialize(bytes(b)))
+            except BaseException as exc:
+                if not _is_library_error(exc):
+                    raise
+                raise InvalidBlindedElement(
+                    f"blinded[{i}]: got an invalid encoding, want a ristretto255 element other than the identity"
+                ) from None
+        out = self._evaluator.evaluate_batch(inputs).serialize()
+        # The library's wire form is proof (c || s) followed by the evaluated elements.
+        proof = out[:PROOF_SIZE]
+        elements = [out[PROOF_SIZE + i * ELEMENT_SIZE: PROOF_SIZE + (i + 1) * ELEMENT_SIZE] for i in range(n)]
+        return elements, proof
+
+    def token(self, identity: str) -> bytes:
+        """``F(k, id)`` for a (normalised here) identity number: RFC 9497 §3.3.1 Evaluate.
+
+        Equal to what a hub obtains through :func:`blind`, :meth:`evaluate_batch` and
+        :func:`finalize`. Raises :class:`~hedui.adapters.idnum.InvalidIdentity`.
+        """
+        return self._evaluator.evaluate_known_input(_ascii(identity))
+
+    def __reduce__(self):  # lets a process pool ship the key to its workers
+        return (ServerKey, (self._seed, self._epoch))
+
+    def __repr__(self) -> str:
+        return f"ServerKey(epoch={self._epoch}, public_key={self._public.hex()[:16]}…)"
+
+
+class BlindState:
+    """The hub's private half of a blinding: the blinds for one batch, in order.
+
+    ``blinded`` is what to send to the provider. Keep the state in memory only; it is not
+    serialisable (the blinds must never leave the process).
+    """
+
+    __slots__ = ("_clients", "blinded")
+
+    def __init__(self, clients: list, blinded: list[bytes]) -> None:
+        self._clients = clients
+        self.blinded = blinded
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __reduce__(self):
+        raise TypeError("BlindState holds blinding scalars and cannot be pickled")
+
+
+def blind(identities: Sequence[str]) -> BlindState:
+    """Normalises and blinds identity numbers (RFC 9497 §3.3.2 Blind, fresh random blinds).
+
+    Raises :class:`~hedui.adapters.idnum.InvalidIdentity` for an invalid number (the
+    message does not contain it), :class:`InvalidArgument` for an empty or oversized batch.
+    """
+    n = len(identities)
+    if not 1 <= n <= MAX_BATCH:
+        raise InvalidArgument(f"identities: got {n}, want 1 to {MAX_BATCH}")
+    inputs = [_ascii(i) for i in identities]
+    clients, blinded = [], []
+    for x in inputs:
+        client, b = _r.Client.blind(x)
+        clients.append(client)
+        blinded.append(b.serialize())
+    return BlindState(clients, blinded)
+
+
+def finalize(state: BlindState, elements: Sequence[bytes], proof: bytes, public_key: bytes) -> list[bytes]:
+    """Verifies the batched proof against ``public_key`` and unblinds (RFC 9497 §3.3.2 Finalize).
+
+    Returns the tokens in the order of :func:`blind`'s input. Raises :class:`ProofError`
+    when the proof does not verify, the element count differs from the blinded count, or an
+    element, the proof or the public key is malformed.
+    """
+    n = len(state)
+    if len(elements) != n:
+        raise ProofError(f"elements: got {len(elements)}, want {n} (one per blinded element)")
+    if not isinstance(proof, (bytes, bytearray)) or len(proof) != PROOF_SIZE:
+        raise ProofError(f"proof: got {len(proof) if isinstance(proof, (bytes, bytearray)) else type(proof).__name__} bytes, want {PROOF_SIZE}")
+    for i, e in enumerate(elements):
+        if not isinstance(e, (bytes, bytearray)) or len(e) != ELEMENT_SIZE:
+            raise ProofError(f"elements[{i}]: got {len(e) if isinstance(e, (bytes, bytearray)) else type(e).__name__} bytes, want {ELEMENT_SIZE}")
+    try:
+        pk = _r.PublicKey.deserialize(bytes(public_key))
+    except BaseException as exc:
+        if not _is_library_error(exc):
+            raise
+        raise ProofError("public_key: got an invalid encoding, want a ristretto255 element") from None
+    try:
+        output = _r.VerifiableBatchOutput.deserialize(bytes(proof) + b"".join(bytes(e) for e in elements))
+    except BaseException as exc:
+        if not _is_library_error(exc):
+            raise
+        raise ProofError("elements: got an invalid encoding, want ristretto255 elements and a proof c || s") from None
+    try:
+        return list(_r.Client.finalize_batch(state._clients, output, pk))
+    except BaseException as exc:
+        if not _is_library_error(exc):
+            raise
+        raise ProofError("proof: got a DLEQ proof that does not verify against the public key, want a valid one") from None

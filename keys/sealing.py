@@ -1,0 +1,172 @@
+"""Sealing personal data to the hub: HPKE (RFC 9180), base mode, with the hybrid
+post-quantum KEM ML-KEM-768 + X25519, HKDF-SHA256 and AES-256-GCM, from ``cryptography``.
+
+- Public key bytes (what the directory publishes as the hub sealing key): the ML-KEM-768
+  encapsulation key (1,184 bytes) followed by the X25519 public key (32 bytes), 1,216 bytes.
+- ``seal`` returns ``(enc, ciphertext, suite_label)``: ``enc`` is the KEM's encapsulated
+  key (1,120 bytes), ``ciphertext`` the AEAD output (plaintext + 16-byte tag).
+- Binding: ``cryptography`` exposes HPKE's ``info`` (key-schedule context) but not the
+  AEAD's ``aad`` in its public API, so the caller's ``aad`` (the notice's public metadata)
+  is bound through ``info = b"hedui/seal/v1\\x00" + aad``. Any change to it makes opening
+  fail exactly as a changed AEAD aad would.
+- Private key at rest: one PEM file with two PKCS#8 ``ENCRYPTED PRIVATE KEY`` blocks, the
+  ML-KEM-768 key (seed form) then the X25519 key, each encrypted with
+  ``BestAvailableEncryption(passphrase)`` (PBES2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
+
+from hedui.node.errors import ConfigError, InvalidArgument, VerificationError
+
+__all__ = ["SealingKey", "SealError", "seal", "open", "SUITE_LABEL", "PUBLIC_KEY_SIZE"]
+
+SUITE_LABEL = "MLKEM768-X25519/HKDF-SHA256/AES-256-GCM"
+_MLKEM_PUB = 1184
+_X25519_PUB = 32
+PUBLIC_KEY_SIZE = _MLKEM_PUB + _X25519_PUB
+_INFO_PREFIX = b"hedui/seal/v1\x00"
+_SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+_ENC_LEN = hpke.KEM.MLKEM768_X25519.enc_length()
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN ENCRYPTED PRIVATE KEY-----\r?\n.*?-----END ENCRYPTED PRIVATE KEY-----\r?\n?",
+    re.S,
+)
+_HEADER = b"# hedui sealing key: " + SUITE_LABEL.encode() + b" (ML-KEM-768 PKCS#8, then X25519 PKCS#8)\n"
+
+
+class SealError(VerificationError):
+    """A sealed payload could not be opened: wrong key, or ciphertext, encapsulated key or
+    bound metadata altered. Deliberately says no more than that."""
+
+    default_reason = "SEAL_OPEN_FAILED"
+
+
+class SealingKey:
+    """A hub's private sealing key (hybrid ML-KEM-768 + X25519)."""
+
+    __slots__ = ("_mlkem", "_x25519", "_hpke")
+
+    def __init__(self, mlkem_key: mlkem.MLKEM768PrivateKey, x25519_key: x25519.X25519PrivateKey) -> None:
+        self._mlkem = mlkem_key
+        self._x25519 = x25519_key
+        self._hpke = hpke.MLKEM768X25519PrivateKey(mlkem_key, x25519_key)
+
+    def __repr__(self) -> str:
+        return f"SealingKey(id={self.key_id()})"
+
+    @classmethod
+    def generate(cls) -> SealingKey:
+        return cls(mlkem.MLKEM768PrivateKey.generate(), x25519.X25519PrivateKey.generate())
+
+    def public_bytes(self) -> bytes:
+        return (
+            self._mlkem.public_key().public_bytes_raw()
+            + self._x25519.public_key().public_bytes_raw()
+        )
+
+    def key_id(self) -> str:
+        """Hex SHA-256 of :meth:`public_bytes`, first 16 characters."""
+        return hashlib.sha256(self.public_bytes()).hexdigest()[:16]
+
+    def to_pem(self, passphrase: bytes) -> bytes:
+        """The encrypted private key file contents."""
+        enc = serialization.BestAvailableEncryption(_check_passphrase(passphrase))
+        blocks = [
+            k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+            for k in (self._mlkem, self._x25519)
+        ]
+        return _HEADER + b"".join(blocks)
+
+    @classmethod
+    def from_pem(cls, data: bytes, passphrase: bytes, *, source: str = "sealing key") -> SealingKey:
+        blocks = _PEM_BLOCK.findall(data)
+        if len(blocks) != 2:
+            raise ConfigError(
+                f"{source}: got {len(blocks)} encrypted PKCS#8 blocks, want 2 (ML-KEM-768, X25519)"
+            )
+        pw = _check_passphrase(passphrase)
+        keys = []
+        for block in blocks:
+            try:
+                keys.append(serialization.load_pem_private_key(block, pw))
+            except (ValueError, TypeError):
+                raise ConfigError(
+                    f"{source}: got a key block that does not decrypt, want the right passphrase "
+                    "and an intact file"
+                ) from None
+        m, x = keys
+        if not isinstance(m, mlkem.MLKEM768PrivateKey) or not isinstance(x, x25519.X25519PrivateKey):
+            raise ConfigError(
+                f"{source}: got key types {type(m).__name__}, {type(x).__name__}, "
+                "want MLKEM768PrivateKey then X25519PrivateKey"
+            )
+        return cls(m, x)
+
+    def save(self, path: str | Path, passphrase: bytes) -> None:
+        """Writes the encrypted private key (file mode 0600)."""
+        p = Path(path)
+        data = self.to_pem(passphrase)
+        p.touch(mode=0o600, exist_ok=True)
+        p.chmod(0o600)
+        p.write_bytes(data)
+
+    @classmethod
+    def load(cls, path: str | Path, passphrase: bytes) -> SealingKey:
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"sealing key {p}: got an unreadable file ({exc.strerror}), want a PEM file") from None
+        return cls.from_pem(data, passphrase, source=f"sealing key {p}")
+
+
+def _check_passphrase(passphrase: bytes) -> bytes:
+    if not isinstance(passphrase, (bytes, bytearray)) or not passphrase:
+        raise ConfigError("sealing key passphrase: got an empty or non-bytes value, want non-empty bytes")
+    return bytes(passphrase)
+
+
+def _public_key(public: bytes) -> hpke.MLKEM768X25519PublicKey:
+    if not isinstance(public, (bytes, bytearray)) or len(public) != PUBLIC_KEY_SIZE:
+        got = len(public) if isinstance(public, (bytes, bytearray)) else type(public).__name__
+        raise InvalidArgument(f"sealing public key: got {got} bytes, want {PUBLIC_KEY_SIZE}")
+    try:
+        m = mlkem.MLKEM768PublicKey.from_public_bytes(bytes(public[:_MLKEM_PUB]))
+        x = x25519.X25519PublicKey.from_public_bytes(bytes(public[_MLKEM_PUB:]))
+    except ValueError:
+        raise InvalidArgument(
+            "sealing public key: got bytes that are not a valid ML-KEM-768 + X25519 key, want the "
+            "hub's published sealing key"
+        ) from None
+    return hpke.MLKEM768X25519PublicKey(m, x)
+
+
+def seal(public_bytes: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes, str]:
+    """Seals ``plaintext`` to the holder of ``public_bytes``, bound to ``aad``.
+    Returns ``(enc, ciphertext, suite_label)``."""
+    pk = _public_key(public_bytes)
+    out = _SUITE.encrypt(bytes(plaintext), pk, info=_INFO_PREFIX + bytes(aad))
+    return out[:_ENC_LEN], out[_ENC_LEN:], SUITE_LABEL
+
+
+def open(  # noqa: A001 - the name the protocol uses; shadows the builtin inside this module only
+    private: SealingKey, enc: bytes, ciphertext: bytes, aad: bytes, *, suite: str = SUITE_LABEL
+) -> bytes:
+    """Opens a sealed payload; :class:`SealError` on any failure."""
+    if suite != SUITE_LABEL:
+        raise SealError(f"sealed suite: got {suite!r}, want {SUITE_LABEL!r}", reason="SEAL_SUITE_UNSUPPORTED")
+    if len(enc) != _ENC_LEN:
+        raise SealError(f"sealed enc: got {len(enc)} bytes, want {_ENC_LEN}")
+    try:
+        return _SUITE.decrypt(bytes(enc) + bytes(ciphertext), private._hpke, info=_INFO_PREFIX + bytes(aad))
+    except Exception:  # InvalidTag, ValueError: the library's reasons are not more useful
+        raise SealError(
+            "sealed payload: could not open (wrong key, or ciphertext or bound metadata altered)"
+        ) from None

@@ -1,0 +1,87 @@
+"""Ed25519 signing keys of members and of the federation authority, with stable key ids."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from hedui.keys.keyfile import load_private_key, save_private_key
+from hedui.node.errors import ConfigError, VerificationError
+
+__all__ = ["SigningKey", "VerifyingKey", "keyid_for", "load_public"]
+
+
+def keyid_for(owner: str, raw_public: bytes) -> str:
+    """``owner/<first 16 hex of SHA-256(raw public key)>`` — names the signer in DSSE."""
+    return f"{owner}/{hashlib.sha256(raw_public).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class VerifyingKey:
+    owner: str
+    raw: bytes
+
+    @property
+    def keyid(self) -> str:
+        return keyid_for(self.owner, self.raw)
+
+    def verify(self, sig: bytes, msg: bytes) -> None:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.raw).verify(sig, msg)
+        except (InvalidSignature, ValueError):
+            raise VerificationError(f"signature by {self.keyid}: does not verify", reason="BAD_SIGNATURE") from None
+
+
+class SigningKey:
+    def __init__(self, owner: str, key: Ed25519PrivateKey) -> None:
+        self.owner = owner
+        self._key = key
+        self.public = VerifyingKey(owner, key.public_key().public_bytes_raw())
+
+    @classmethod
+    def generate(cls, owner: str) -> "SigningKey":
+        return cls(owner, Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load(cls, owner: str, path: Path, pw: bytes) -> "SigningKey":
+        key = load_private_key(path, pw)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError(f"key file {path}: got {type(key).__name__}, want an Ed25519 private key")
+        return cls(owner, key)
+
+    @property
+    def keyid(self) -> str:
+        return self.public.keyid
+
+    @property
+    def private_key(self) -> Ed25519PrivateKey:
+        return self._key
+
+    def sign(self, msg: bytes) -> bytes:
+        return self._key.sign(msg)
+
+    def save(self, path: Path, pw: bytes) -> None:
+        save_private_key(path, self._key, pw)
+
+    def save_public(self, path: Path) -> None:
+        pem = self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        Path(path).write_bytes(pem)
+
+
+def load_public(owner: str, path: Path) -> VerifyingKey:
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"public key {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"public key {path}: got unreadable PEM, want an Ed25519 public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"public key {path}: got {type(key).__name__}, want Ed25519")
+    return VerifyingKey(owner, key.public_bytes_raw())

@@ -1,0 +1,51 @@
+"""Shared CLI plumbing: one-line errors with non-zero exit, JSON output, rich consoles."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+import typer
+from rich.console import Console
+
+from hedui.node.errors import HeduiError
+
+__all__ = ["console", "err_console", "cli_errors", "emit_json", "fail", "EXIT_USAGE", "EXIT_ERROR"]
+
+console = Console()
+err_console = Console(stderr=True)
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def cli_errors(fn: Callable) -> Callable:
+    """Turns every expected error into one clear line and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except HeduiError as exc:
+            fail(exc.message)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:  # a bug: say so plainly, log details at debug level
+            logging.getLogger("hedui.cli").debug("unexpected error", exc_info=True)
+            fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''} (run with HEDUI_DEBUG=1 for details)")
+
+    return wrapper
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=1, default=str) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,112 @@
+"""``hedui keys``: what the federation authority and each member do with keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from hedui.keys import federation as fed
+from hedui.keys.ca import cert_fingerprint, load_cert
+from hedui.keys.directory import PURPOSE_NAMES, load_directory
+from hedui.keys.keyfile import passphrase
+from hedui.keys.signing import load_public
+from hedui.node.cli._common import cli_errors, console, emit_json
+
+app = typer.Typer(no_args_is_help=True)
+
+_PW_HELP = "Passphrase comes from $HEDUI_KEY_PASSPHRASE or the file named by $HEDUI_KEY_PASSPHRASE_FILE."
+
+
+@app.command("init-authority")
+@cli_errors
+def init_authority(
+    dir: Path = typer.Option(..., "--dir", help="Authority folder to create"),
+    name: str = typer.Option("Hedui federation CA", help="CA common name"),
+) -> None:
+    """Create the federation CA and the authority's directory-signing key. """
+    a = fed.init_authority(dir, name, passphrase())
+    console.print(f"created CA {a.ca_cert} and directory-signing key {a.signing_pub}")
+
+
+@app.command("init-member")
+@cli_errors
+def init_member(
+    dir: Path = typer.Option(..., "--dir", help="Member folder to create"),
+    member: str = typer.Option(..., help="Member code, e.g. tax"),
+    host: str = typer.Option(..., help="Endpoint host name or IP (becomes the certificate SAN)"),
+) -> None:
+    """Member side: TLS key + CSR and the Ed25519 signing key. Send tls.csr and signing.pub to the authority."""
+    m = fed.init_member(dir, member, host, passphrase())
+    console.print(f"created {m.tls_csr} and {m.signing_pub}; private keys stay in {m.root}")
+
+
+@app.command("issue")
+@cli_errors
+def issue(
+    authority: Path = typer.Option(..., help="Authority folder"),
+    csr: Path = typer.Option(..., help="Member CSR (PEM)"),
+    out: Path = typer.Option(..., help="Where to write the certificate"),
+) -> None:
+    """Authority side: issue a member TLS certificate (serverAuth+clientAuth) from a CSR."""
+    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase())
+    console.print(f"issued {out} (sha256 {cert_fingerprint(cert).hex()[:16]}…, valid to {cert.not_valid_after_utc:%Y-%m-%d})")
+
+
+@app.command("sign-directory")
+@cli_errors
+def sign_directory(
+    authority: Path = typer.Option(..., help="Authority folder"),
+    spec: Path = typer.Option(..., help="Directory spec (TOML)"),
+    out: Path = typer.Option(..., help="Signed directory (DSSE JSON) to write"),
+) -> None:
+    """Build and sign the directory (members, keys, fields, access policy, version, expiry)."""
+    v = fed.sign_directory_file(fed.AuthorityDir(authority), spec, out, passphrase())
+    console.print(f"signed directory v{v} → {out}")
+
+
+@app.command("show-directory")
+@cli_errors
+def show_directory(
+    path: Path = typer.Argument(..., help="Signed directory (DSSE JSON)"),
+    authority_key: Path = typer.Option(..., help="Authority public key (PEM)"),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Verify a signed directory and print what it says."""
+    td = load_directory(path, load_public("authority", authority_key))
+    d = td.msg
+    summary = {
+        "federation": d.federation,
+        "version": d.version,
+        "expires_at": td.expires_at.isoformat(),
+        "members": [
+            {
+                "code": m.code, "name": m.name, "endpoint": m.endpoint, "region": m.region,
+                "roles": [r for r in ("provider", "hub") if (1 if r == "provider" else 2) in m.roles],
+                "tls_cert_sha256": bytes(m.tls_cert_sha256).hex(),
+                "oprf_epochs": [k.epoch for k in m.oprf_keys],
+                "fields": [f.name for f in m.fields],
+            }
+            for m in d.members
+        ],
+        "policy": [
+            {"caller": r.caller, "provider": r.provider, "method": r.method,
+             "purposes": [PURPOSE_NAMES.get(p, str(p)) for p in r.purposes], "fields": list(r.fields),
+             "per_minute": r.per_minute, "per_day": r.per_day, "max_batch": r.max_batch}
+            for r in d.policy
+        ],
+    }
+    if json_out:
+        emit_json(summary)
+        return
+    console.print(f"[bold]{d.federation}[/] directory v{d.version}, expires {td.expires_at:%Y-%m-%d %H:%M} UTC")
+    for m in summary["members"]:
+        console.print(f"  {m['code']:<20} {m['endpoint']:<22} {','.join(m['roles']):<14} {m['name']}")
+    console.print(f"  {len(summary['policy'])} access rules")
+
+
+@app.command("fingerprint")
+@cli_errors
+def fingerprint(cert: Path = typer.Argument(..., help="Certificate (PEM)")) -> None:
+    """Print a certificate's SHA-256 fingerprint (as listed in the directory)."""
+    console.print(cert_fingerprint(load_cert(cert)).hex())

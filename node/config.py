@@ -1,0 +1,138 @@
+"""``node.toml``: the one configuration file of a node, validated by pydantic.
+
+Relative paths are relative to the config file's folder. Unknown keys and wrong types are
+refused with one line naming the key (``tls.cert: Field required``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hedui.node.errors import ConfigError
+
+__all__ = ["NodeConfig", "load_config", "format_validation_error"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSection(_Section):
+    member: str = Field(description="This node's member code in the directory")
+    listen: str = Field(default="127.0.0.1:0", description="host:port to bind; port 0 picks a free port")
+    roles: list[Literal["provider", "hub"]] = Field(min_length=1)
+    workers: int = Field(default=16, ge=1, le=256, description="gRPC handler threads")
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"got {v!r}, want host:port")
+        return v
+
+
+class TlsSection(_Section):
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class KeysSection(_Section):
+    signing: Path = Field(description="Encrypted PKCS#8 Ed25519 key that signs answers, notices, checkpoints")
+    passphrase_env: str = Field(default="HEDUI_KEY_PASSPHRASE")
+
+
+class DirectorySection(_Section):
+    path: Path = Field(description="DSSE JSON envelope of the signed directory")
+    authority_key: Path = Field(description="PEM Ed25519 public key of the federation authority")
+
+
+class StoreSection(_Section):
+    url: str = Field(default="sqlite:///node.db")
+
+
+class ProviderSection(_Section):
+    mapping: Path | None = None
+    oprf_seed: Path | None = Field(default=None, description="Encrypted OPRF seed file of the current epoch")
+    epoch: int = Field(default=1, ge=1)
+    previous_epoch: int | None = Field(default=None, ge=1)
+    previous_oprf_seed: Path | None = None
+    fields: Path | None = Field(default=None, description="Field catalogue TOML")
+    rules: Path | None = Field(default=None, description="Detection rules TOML")
+    hub: str | None = Field(default=None, description="Member code of the hub notices go to")
+
+
+class HubSection(_Section):
+    sealing_key: Path | None = None
+    rules: Path | None = Field(default=None, description="Verification rules TOML (standards, thresholds)")
+    calendar_overrides: Path | None = None
+    routing: Path | None = None
+
+
+class MetricsSection(_Section):
+    listen: str | None = Field(default=None, description="host:port of the Prometheus endpoint; off when unset")
+
+
+class NodeConfig(_Section):
+    node: NodeSection
+    tls: TlsSection
+    keys: KeysSection
+    directory: DirectorySection
+    store: StoreSection = StoreSection()
+    provider: ProviderSection | None = None
+    hub: HubSection | None = None
+    metrics: MetricsSection = MetricsSection()
+
+    base: Path = Field(default=Path("."), exclude=True)
+
+    def path(self, p: Path) -> Path:
+        return p if p.is_absolute() else (self.base / p)
+
+    def store_url(self) -> str:
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+            return prefix + str((self.base / url[len(prefix):]).resolve())
+        return url
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``a.b: message (got X)``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = err.get("input")
+        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, (dict, list)):
+            msg += f" (got {str(got)[:40]!r})"
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+def load_config(path: Path) -> NodeConfig:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
+    if "base" in raw:
+        raise ConfigError(f"config {path}: base: unknown key")
+    try:
+        cfg = NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config {path}: {format_validation_error(exc)}") from None
+    cfg.base = path.resolve().parent
+    if "provider" in cfg.node.roles and cfg.provider is None:
+        raise ConfigError(f"config {path}: provider: section required for role provider")
+    if "hub" in cfg.node.roles and cfg.hub is None:
+        raise ConfigError(f"config {path}: hub: section required for role hub")
+    return cfg

@@ -1,0 +1,40 @@
+"""Prometheus metrics of one node (own registry, so several nodes can share a process).
+
+Labels are method names, peers' member codes and status codes only: never tokens, case
+references or identities.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+__all__ = ["Metrics"]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # noqa: D401 - silence per-request lines
+        pass
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter("hedui_rpc_total", "RPCs served, by method and outcome", ["method", "code"], registry=self.registry)
+        self.latency = Histogram("hedui_rpc_seconds", "RPC handling time", ["method"], registry=self.registry)
+        self.audit_size = Gauge("hedui_audit_tree_size", "Entries in the audit log", registry=self.registry)
+        self.outbox_pending = Gauge("hedui_outbox_pending", "Notices waiting to be pushed", registry=self.registry)
+        self._server: WSGIServer | None = None
+
+    def serve(self, hostport: str) -> int:
+        host, _, port = hostport.rpartition(":")
+        self._server = make_server(host, int(port), make_wsgi_app(self.registry), handler_class=_QuietHandler)
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="metrics").start()
+        return self._server.server_port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

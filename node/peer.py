@@ -1,0 +1,40 @@
+"""Who is calling: the peer's TLS client certificate, matched against the directory."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from hedui.keys.directory import TrustedDirectory
+from hedui.node.errors import PermissionDenied, Unauthenticated
+from hedui.v1 import directory_pb2
+
+__all__ = ["caller_of"]
+
+
+def caller_of(context: grpc.ServicerContext, directory: TrustedDirectory) -> directory_pb2.Member:
+    """The directory member whose certificate the peer presented.
+
+    The TLS layer already required a client certificate chaining to the federation CA; here
+    the exact certificate must be the one the directory lists (a revoked or replaced
+    certificate from the same CA is refused).
+    """
+    auth = context.auth_context()
+    pems = auth.get("x509_pem_cert") or []
+    if not pems:
+        raise Unauthenticated("peer: got no client certificate, want a federation member certificate", reason="NO_CLIENT_CERT")
+    try:
+        cert = x509.load_pem_x509_certificate(pems[0])
+    except ValueError:
+        raise Unauthenticated("peer: client certificate unreadable", reason="BAD_CLIENT_CERT") from None
+    fp = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+    member = directory.by_cert.get(fp)
+    if member is None:
+        raise PermissionDenied(
+            f"peer: certificate {fp.hex()[:16]}… is not in directory v{directory.version}",
+            reason="NOT_A_MEMBER",
+        )
+    return member

@@ -1,0 +1,85 @@
+"""The one wrapper every servicer method goes through.
+
+It identifies the caller from its certificate, runs the method's validator and policy, maps
+every :class:`~hedui.node.errors.HeduiError` to a gRPC status whose details start with a
+stable reason, records refusals in the audit log, and never lets a traceback reach the peer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from typing import Callable
+
+import grpc
+
+from hedui.node.errors import HeduiError, to_status
+
+__all__ = ["rpc_method", "Call"]
+
+log = logging.getLogger("hedui.node.rpc")
+
+
+class Call:
+    """What a servicer method receives besides the request."""
+
+    __slots__ = ("caller", "method", "context", "started")
+
+    def __init__(self, caller, method: str, context: grpc.ServicerContext) -> None:
+        self.caller = caller
+        self.method = method
+        self.context = context
+        self.started = time.monotonic()
+
+
+def rpc_method(full_name: str) -> Callable:
+    """Decorates ``def m(self, request, call: Call)`` on a servicer holding ``self.rt``."""
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(self, request, context: grpc.ServicerContext):
+            from hedui.node.peer import caller_of
+
+            rt = self.rt
+            caller_code = "?"
+            try:
+                member = caller_of(context, rt.directory)
+                caller_code = member.code
+                result = fn(self, request, Call(member, full_name, context))
+                rt.metrics.calls.labels(full_name, "OK").inc()
+                return result
+            except HeduiError as err:
+                code, details = to_status(err)
+                rt.metrics.calls.labels(full_name, code.name).inc()
+                _record_refusal(rt, full_name, caller_code, err, request)
+                context.abort(code, details)
+            except Exception:  # a bug: log it here, tell the peer nothing internal
+                log.exception("internal error in %s (caller %s)", full_name, caller_code)
+                rt.metrics.calls.labels(full_name, "INTERNAL").inc()
+                context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
+
+        return wrapper
+
+    return deco
+
+
+def _record_refusal(rt, method: str, caller: str, err: HeduiError, request) -> None:
+    ctx = getattr(request, "context", None)
+    fields = {
+        "method": method,
+        "peer": caller,
+        "code": err.code.name,
+        "reason": err.reason,
+    }
+    if ctx is not None:
+        fields.update(
+            request_id=bytes(ctx.request_id).hex()[:64],
+            purpose=int(ctx.purpose),
+            case_ref=ctx.case_ref[:64],
+        )
+    try:
+        rt.audit.record("refusal", fields)
+    except Exception:  # the refusal itself must still reach the peer
+        log.exception("could not audit a refusal")
+    log.info("refused %s from %s: %s", method, caller, err.reason)

@@ -1,0 +1,190 @@
+"""The gRPC server factory: mutual TLS, health checking, reflection, role-based services.
+
+``build_server(rt)`` binds the configured address (tests pass ``listen="127.0.0.1:0"``)
+and returns a :class:`NodeServer` that knows its port. ``serve(config)`` is what
+``hedui node serve`` runs: start, wait for SIGTERM/SIGINT, stop gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hedui.node.errors import ConfigError
+from hedui.node.runtime import Runtime
+from hedui.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    lookup_pb2,
+    lookup_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+    notice_pb2,
+    notice_pb2_grpc,
+    pseudonym_pb2,
+    pseudonym_pb2_grpc,
+)
+
+__all__ = ["NodeServer", "build_server", "server_options"]
+
+log = logging.getLogger("hedui.node.server")
+
+# No SO_REUSEPORT: a second node on the same port must fail loudly, not share it.
+_BASE_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+]
+
+
+def server_options() -> list[tuple[str, int]]:
+    return list(_BASE_OPTIONS)
+
+
+@dataclass
+class NodeServer:
+    rt: Runtime
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    background: list = field(default_factory=list)
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def address(self) -> str:
+        host = self.rt.config.node.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def start(self) -> "NodeServer":
+        self.server.start()
+        for b in self.background:
+            b.start()
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("node %s serving on %s (directory v%d)", self.rt.member, self.address, self.rt.directory.version)
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        for b in reversed(self.background):
+            try:
+                b.stop()
+            except Exception:  # keep stopping the rest
+                log.exception("stopping %s", b)
+        self.server.stop(grace).wait(grace + 1)
+        self.rt.close()
+        log.info("node %s stopped", self.rt.member)
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+
+def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | None = None) -> NodeServer:
+    """Builds (does not start) the server for ``rt``'s roles, bound with mTLS."""
+    listen = listen or rt.config.node.listen
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=rt.config.node.workers, thread_name_prefix=f"rpc-{rt.member}"),
+        options=server_options(),
+    )
+    names = [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name]
+    from hedui.node.svc_node import NodeServicer
+
+    node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(rt), server)
+    from hedui.node.svc_audit import AuditServicer
+
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(rt), server)
+    names.append(audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)
+    background: list = []
+    if "provider" in rt.config.node.roles:
+        from hedui.node.svc_provider import LookupServicer, PseudonymServicer, provider_background
+
+        pseudonym_pb2_grpc.add_PseudonymServiceServicer_to_server(PseudonymServicer(rt), server)
+        lookup_pb2_grpc.add_LookupServiceServicer_to_server(LookupServicer(rt), server)
+        names += [
+            pseudonym_pb2.DESCRIPTOR.services_by_name["PseudonymService"].full_name,
+            lookup_pb2.DESCRIPTOR.services_by_name["LookupService"].full_name,
+        ]
+        background += provider_background(rt)
+    if "hub" in rt.config.node.roles:
+        from hedui.node.svc_hub import NoticeServicer, hub_background
+
+        notice_pb2_grpc.add_NoticeServiceServicer_to_server(NoticeServicer(rt), server)
+        names.append(notice_pb2.DESCRIPTOR.services_by_name["NoticeService"].full_name)
+        background += hub_background(rt)
+    background += _audit_background(rt)
+    hs = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(hs, server)
+    for n in names:
+        hs.set(n, health_pb2.HealthCheckResponse.SERVING)
+    names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    if extra is not None:
+        extra(server)
+
+    creds = grpc.ssl_server_credentials(
+        [(rt.tls_key_pem, rt.tls_cert_pem)],
+        root_certificates=rt.ca_pem,
+        require_client_auth=True,
+    )
+    try:
+        port = server.add_secure_port(listen, creds)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        rt.close()
+        raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason="BIND_FAILED")
+    if rt.config.metrics.listen:
+        try:
+            rt.metrics.serve(rt.config.metrics.listen)
+        except OSError as exc:
+            server.stop(0)
+            rt.close()
+            raise ConfigError(f"metrics.listen: cannot bind {rt.config.metrics.listen} ({exc.strerror})", reason="BIND_FAILED") from None
+        background.append(_Stopper(rt.metrics.stop))
+    return NodeServer(rt=rt, server=server, port=port, health=hs, background=background)
+
+
+class _Stopper:
+    def __init__(self, fn: Callable) -> None:
+        self._fn = fn
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self._fn()
+
+
+def _audit_background(rt: Runtime) -> list:
+    sched = getattr(rt.audit, "scheduler", None)
+    return [sched] if sched is not None else []
+
+
+def serve(config_path) -> None:
+    """Runs a node until SIGTERM or SIGINT, then stops gracefully."""
+    rt = Runtime.open(config_path)
+    ns = build_server(rt)
+    ns.start()
+
+    def _on_signal(signum, _frame) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        threading.Thread(target=ns.stop, name="stopper").start()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(f"hedui node {rt.member} serving on {ns.address}", flush=True)
+    ns.wait()
+    # Let the stopping thread finish closing the store before the process exits.
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join(timeout=10)
