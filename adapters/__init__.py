@@ -1,0 +1,58 @@
+"""Data-source adapters: department data in, canonical records out.
+
+``open_adapter(mapping)`` returns the adapter for a mapping (a :class:`Mapping`, or the path
+of a mapping TOML file). Every adapter has the same small surface (:class:`Adapter`):
+``check()`` validates the mapping against the real source before any work, ``records()``
+yields one :class:`Record` or :class:`RowProblem` per source row, and ``scan()`` yields the
+same with a resume position after each item (what the index builder persists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping, SqlSource, load_mapping
+from hedui.adapters.records import Fact, Record, RowProblem
+
+__all__ = ["Adapter", "open_adapter", "Mapping", "load_mapping", "Fact", "Record", "RowProblem"]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    mapping: Mapping
+
+    @property
+    def source(self) -> str:
+        """The mapping's stable source name."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the mapping (or, for files, the file) changes: then a full re-read is due."""
+
+    def check(self) -> None:
+        """Raises ConfigError naming the mapping key if a table, column, sheet or header is missing."""
+
+    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
+        """Yields each row's record or problem with the opaque position after it."""
+
+    def records(self, since: str | None = None) -> Iterator[Record | RowProblem]:
+        """Yields each row's record or problem, after position ``since`` if given."""
+
+    def close(self) -> None: ...
+
+
+def open_adapter(mapping: Mapping | str | Path) -> Adapter:
+    """The adapter for a mapping; nothing is opened or read until ``check()``/``scan()``."""
+    m = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
+    if isinstance(m.source, SqlSource):
+        from hedui.adapters.sql import SqlAdapter
+
+        return SqlAdapter(m)
+    from hedui.adapters.tabular import CsvAdapter, ExcelAdapter
+
+    if isinstance(m.source, CsvSource):
+        return CsvAdapter(m)
+    assert isinstance(m.source, ExcelSource)
+    return ExcelAdapter(m)

@@ -76,24 +76,24 @@ def _ascii(identity: str) -> bytes:
 class ServerKey:
     """A provider's OPRF key for one epoch. Holds the secret; never log or print it."""
 
-    __slots__ = ("_seed", "_epoch", "_evaluator", "_public")
+    __slots__ = ("_seed", "_info", "_epoch", "_evaluator", "_public")
 
-    def __init__(self, seed: bytes, epoch: int) -> None:
+    def __init__(self, seed: bytes, info: bytes, epoch: int) -> None:
+        # Private: use derive(). ``info`` is the §3.2.1 KeyInfo (tests pass the vectors').
+        self._seed, self._info, self._epoch = bytes(seed), bytes(info), epoch
+        self._evaluator = _r.Evaluator.from_seed(self._seed, self._info)
+        self._public = self._evaluator.public_key.serialize()
+
+    @classmethod
+    def derive(cls, seed: bytes, epoch: int) -> ServerKey:
+        """Derives the epoch's key pair from a 32-byte secret seed: RFC 9497 §3.2.1
+        DeriveKeyPair(seed, info) with info = ``b"hedui-oprf-epoch-" || epoch``."""
         if not isinstance(seed, (bytes, bytearray)) or len(seed) != _SEED_SIZE:
             n = len(seed) if isinstance(seed, (bytes, bytearray)) else type(seed).__name__
             raise InvalidArgument(f"oprf seed: got {n} bytes, want {_SEED_SIZE}")
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise InvalidArgument(f"epoch: got {epoch!r}, want an integer >= 0")
-        self._seed = bytes(seed)
-        self._epoch = epoch
-        # §3.2.1 DeriveKeyPair(seed, info); info binds the key to its epoch.
-        self._evaluator = _r.Evaluator.from_seed(self._seed, _INFO_PREFIX + str(epoch).encode("ascii"))
-        self._public = self._evaluator.public_key.serialize()
-
-    @classmethod
-    def derive(cls, seed: bytes, epoch: int) -> ServerKey:
-        """Derives the epoch's key pair from a 32-byte secret seed (RFC 9497 §3.2.1)."""
-        return cls(seed, epoch)
+        return cls(seed, _INFO_PREFIX + str(epoch).encode("ascii"), epoch)
 
     @property
     def epoch(self) -> int:
@@ -140,10 +140,14 @@ class ServerKey:
         Equal to what a hub obtains through :func:`blind`, :meth:`evaluate_batch` and
         :func:`finalize`. Raises :class:`~hedui.adapters.idnum.InvalidIdentity`.
         """
-        return self._evaluator.evaluate_known_input(_ascii(identity))
+        return self._evaluate(_ascii(identity))
+
+    def _evaluate(self, x: bytes) -> bytes:
+        # §3.3.1 Evaluate on raw input bytes (conformance tests feed the vectors' inputs).
+        return self._evaluator.evaluate_known_input(x)
 
     def __reduce__(self):  # lets a process pool ship the key to its workers
-        return (ServerKey, (self._seed, self._epoch))
+        return (ServerKey, (self._seed, self._info, self._epoch))
 
     def __repr__(self) -> str:
         return f"ServerKey(epoch={self._epoch}, public_key={self._public.hex()[:16]}…)"

@@ -336,14 +336,18 @@ def _first_error(exc: ValidationError) -> str:
         return f"{ctx_err}{more}"
     loc = _loc(e["loc"])
     if e["type"] == "extra_forbidden":
+        if len(e["loc"]) == 1:
+            return f"{loc}: got an unknown key, want one of {', '.join(Rule.model_fields)}{more}"
         return f"{loc}: got an unknown key, want none of that name{more}"
     if e["type"] == "missing":
         return f"{loc}: got nothing, want a value{more}"
     msg = e["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+    for prefix in ("Value error, ", "Input should be ", "Input should have "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
     if msg.startswith("got "):
         return f"{loc}: {msg}{more}"
+    msg = msg.replace("String should match pattern", "a string matching")
     return f"{loc}: got {_show(e.get('input'))}, want {msg[0].lower() + msg[1:]}{more}"
 
 

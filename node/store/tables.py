@@ -25,6 +25,8 @@ seen_requests = Table(
     Column("caller", String(64), nullable=False),
     Column("method", String(128), nullable=False),
     Column("seen_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("request_digest", LargeBinary(32), nullable=True),
+    Column("answer", LargeBinary, nullable=True),
 )
 
 # Fixed-window counters per caller, method and window ("m" minute, "d" day).

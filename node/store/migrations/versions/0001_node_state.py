@@ -34,6 +34,8 @@ def upgrade() -> None:
     sa.Column('caller', sa.String(length=64), nullable=False),
     sa.Column('method', sa.String(length=128), nullable=False),
     sa.Column('seen_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('request_digest', sa.LargeBinary(length=32), nullable=True),
+    sa.Column('answer', sa.LargeBinary(), nullable=True),
     sa.PrimaryKeyConstraint('request_id', name=op.f('pk_seen_requests'))
     )
     with op.batch_alter_table('seen_requests', schema=None) as batch_op:

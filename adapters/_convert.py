@@ -1,0 +1,248 @@
+"""Cell values to canonical facts: the one conversion every adapter shares.
+
+Each source row becomes exactly one :class:`Record` or one :class:`RowProblem`. Problem
+reasons name the field and what was wrong (``wage: got text that is not a number, want
+money in fen``) and never contain the cell's content, so an identity number typed into a
+wrong column cannot leak through a report.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from hedui.adapters.idnum import InvalidIdentity, contains_idnum, normalize
+from hedui.adapters.mapping import FactSpec, Mapping
+from hedui.adapters.records import Fact, Record, RowProblem
+
+__all__ = ["RowConverter", "BadCell", "is_blank"]
+
+_FEN = Decimal("0.01")
+_UNIT_FACTOR = {"fen": Decimal("0.01"), "yuan": Decimal(1), "wan_yuan": Decimal(10000)}
+_UNIT_WORD = {"fen": "money in fen", "yuan": "money in yuan", "wan_yuan": "money in 10,000 yuan"}
+_MAX_ABS = Decimal(10) ** 15          # larger amounts or quantities are not plausible data
+_MAX_TEXT = 64                        # a number or date cell longer than this is not one
+_MAX_ATTR = 256
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
+_GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_BLANK = " \t\r\n\u00a0\u3000\ufeff"
+_TRUE = {"1", "true", "t", "yes", "y", "是", "有"}
+_FALSE = {"0", "false", "f", "no", "n", "否", "无"}
+_DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d", "%Y年%m月%d日", "%Y-%m", "%Y/%m", "%Y年%m月")
+
+
+class BadCell(Exception):
+    """A cell that cannot be converted; ``got`` describes it without quoting it."""
+
+    def __init__(self, got: str) -> None:
+        super().__init__(got)
+        self.got = got
+
+
+def is_blank(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and not v.strip(_BLANK))
+
+
+def _has_surrogates(s: str) -> bool:
+    # Undecodable bytes arrive as lone surrogates (errors="surrogateescape").
+    return any("\udc80" <= ch <= "\udcff" for ch in s)
+
+
+def _text(v: str) -> str:
+    if _has_surrogates(v):
+        raise BadCell("bytes that are not valid in the declared encoding")
+    t = unicodedata.normalize("NFKC", v).strip(_BLANK)
+    if len(t) > _MAX_TEXT:
+        raise BadCell(f"{len(t)} characters")
+    return t
+
+
+def _number(v: Any) -> Decimal:
+    if isinstance(v, bool):
+        raise BadCell("a boolean")
+    if isinstance(v, int):
+        d = Decimal(v)
+    elif isinstance(v, Decimal):
+        d = v
+    elif isinstance(v, float):
+        d = Decimal(repr(v))
+    elif isinstance(v, str):
+        t = _text(v).replace(" ", "")
+        if _GROUPED.match(t):
+            t = t.replace(",", "")
+        if not _NUMBER.match(t):
+            raise BadCell("text that is not a number")
+        d = Decimal(t)
+    else:
+        raise BadCell(f"a {type(v).__name__}")
+    if not d.is_finite():
+        raise BadCell("a value that is not finite")
+    if abs(d) >= _MAX_ABS:
+        raise BadCell("a number out of range")
+    return d
+
+
+def _integral(d: Decimal) -> int:
+    if d != d.to_integral_value():
+        raise BadCell("a fractional number")
+    return int(d)
+
+
+def _canonical_decimal(d: Decimal) -> Decimal:
+    # One representation per value: no exponent, no trailing zeros ("12.50" -> "12.5").
+    if d == 0:
+        return Decimal(0)
+    return Decimal(format(d.normalize(), "f"))
+
+
+def _date(v: Any) -> date:
+    if isinstance(v, datetime):
+        d = v.date()
+    elif isinstance(v, date):
+        d = v
+    elif isinstance(v, bool):
+        raise BadCell("a boolean")
+    elif isinstance(v, int) and 10_000_000 <= v <= 99_999_999:
+        return _date(str(v))
+    elif isinstance(v, str):
+        t = _text(v)
+        t = t.split(" ")[0].split("T")[0] if re.match(r"^\d{4}-\d{2}-\d{2}[ T]", t) else t
+        for fmt in _DATE_FORMATS:
+            try:
+                d = datetime.strptime(t, fmt).date()
+                break
+            except ValueError:
+                continue
+        else:
+            raise BadCell("text that is not a date")
+    else:
+        raise BadCell(f"a {type(v).__name__}")
+    if not 1900 <= d.year <= 2200:
+        raise BadCell("a date out of range")
+    return d
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, Decimal)) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str):
+        t = _text(v).lower()
+        if t in _TRUE:
+            return True
+        if t in _FALSE:
+            return False
+        raise BadCell("text that is not yes/no")
+    raise BadCell(f"a {type(v).__name__}")
+
+
+def _value(spec: FactSpec, v: Any) -> Decimal:
+    if spec.type == "bool":
+        return Decimal(int(_bool(v)))
+    d = _number(v)
+    if spec.type == "money":
+        if spec.unit == "fen":
+            _integral(d)
+        return (d * _UNIT_FACTOR[spec.unit or "yuan"]).quantize(_FEN, rounding=ROUND_HALF_UP)
+    if spec.type in ("integer", "code"):
+        n = _integral(d)
+        if spec.type == "code" and n < 0:
+            raise BadCell("a negative code")
+        return Decimal(n)
+    return _canonical_decimal(d)
+
+
+def _want(spec: FactSpec) -> str:
+    if spec.type == "money":
+        return _UNIT_WORD[spec.unit or "yuan"]
+    return {"decimal": "a decimal number", "integer": "a whole number",
+            "code": "a whole-number code", "bool": "yes/no (1/0)"}[spec.type]
+
+
+def _identity(v: Any) -> str:
+    if is_blank(v):
+        raise InvalidIdentity("identity: got an empty cell, want an identity number")
+    if isinstance(v, bool) or isinstance(v, float):
+        raise InvalidIdentity(f"identity: got a {type(v).__name__} cell, want text "
+                              "(spreadsheet numbers lose the last digits)")
+    if isinstance(v, (int, Decimal)):
+        v = str(v)
+    if not isinstance(v, str):
+        raise InvalidIdentity(f"identity: got a {type(v).__name__}, want text")
+    if _has_surrogates(v):
+        raise InvalidIdentity("identity: got bytes that are not valid in the declared encoding, want text")
+    return normalize(v)
+
+
+def _attr(kind: str, v: Any) -> str:
+    if kind == "date":
+        return _date(v).isoformat()
+    if isinstance(v, datetime):
+        return v.isoformat(sep=" ")
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, Decimal):
+        return format(_canonical_decimal(v), "f") if v.is_finite() else str(v)
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, bytes):
+        raise BadCell("binary data")
+    text = str(v)
+    if _has_surrogates(text):
+        raise BadCell("bytes that are not valid in the declared encoding")
+    text = text.strip(_BLANK)
+    if len(text) > _MAX_ATTR:
+        raise BadCell(f"{len(text)} characters")
+    if contains_idnum(text):
+        raise BadCell("a value shaped like an identity number")
+    return text
+
+
+class RowConverter:
+    """Turns one row, read through ``get(column reference)``, into a Record or RowProblem."""
+
+    def __init__(self, mapping: Mapping) -> None:
+        self._m = mapping
+
+    def convert(self, locator: str, get: Callable[[str], Any]) -> Record | RowProblem:
+        try:
+            identity = _identity(get(self._m.identity.column))
+        except InvalidIdentity as err:
+            return RowProblem(locator, err.message)
+        facts: list[Fact] = []
+        for spec in self._m.facts:
+            raw = get(spec.column)
+            if is_blank(raw):
+                if spec.optional:
+                    continue
+                return RowProblem(locator, f"{spec.name}: got an empty cell, want {_want(spec)}")
+            try:
+                value = _value(spec, raw)
+            except BadCell as bad:
+                return RowProblem(locator, f"{spec.name}: got {bad.got}, want {_want(spec)}")
+            on = None
+            if spec.date:
+                d = get(spec.date)
+                if is_blank(d):
+                    return RowProblem(locator, f"{spec.name}.date: got an empty cell, want a date")
+                try:
+                    on = _date(d)
+                except BadCell as bad:
+                    return RowProblem(locator, f"{spec.name}.date: got {bad.got}, want a date")
+            attrs: dict[str, str] = {}
+            for name, a in spec.attrs.items():
+                av = get(a.column)
+                if is_blank(av):
+                    continue
+                try:
+                    attrs[name] = _attr(a.type, av)
+                except BadCell as bad:
+                    want = "a date" if a.type == "date" else "text"
+                    return RowProblem(locator, f"{spec.name}.{name}: got {bad.got}, want {want}")
+            facts.append(Fact(spec.name, value, spec.out_unit, on, attrs))
+        return Record(identity, locator, tuple(facts))

@@ -1,0 +1,308 @@
+"""Mapping files: how one department source (a SQL table or an export file) becomes records.
+
+A mapping is a TOML file validated by the pydantic models below. Unknown keys and wrong
+types are refused with one :class:`~hedui.node.errors.ConfigError` that names every bad key
+(``facts[1].unit: got 'cents', want one of 'fen', 'yuan', 'wan_yuan'``). Whether the tables,
+columns, sheets and headers it names exist is checked by the adapter's ``check()``, before
+any row is read.
+
+Column references: in a SQL mapping ``column`` or ``table.column`` (a bare name is a column
+of ``source.table``); in a CSV/Excel mapping the header text, as written in the file.
+
+Units: ``money`` facts declare the source unit (``fen``, ``yuan`` or ``wan_yuan`` = 10,000
+yuan) and always come out as yuan (``CNY``, rounded half-up to the fen); ``decimal`` and
+``integer`` facts carry a free unit label (``m2``, ``count`` …); ``code`` and ``bool``
+facts have units ``code`` and ``bool``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from hedui.adapters.idnum import IDNUM_PATTERN
+from hedui.node.errors import ConfigError
+
+__all__ = [
+    "Mapping",
+    "SqlSource",
+    "CsvSource",
+    "ExcelSource",
+    "Join",
+    "IdentitySpec",
+    "FactSpec",
+    "AttrSpec",
+    "load_mapping",
+    "parse_mapping",
+]
+
+_NAME = r"^[a-z][a-z0-9_]{0,62}$"
+_ON = re.compile(r"^\s*([^=\s]+)\s*=\s*([^=\s]+)\s*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Join(_Model):
+    """A many-to-one LEFT JOIN: ``on = "earlier_table.col = this_table.col"``."""
+
+    table: str
+    on: str
+
+    @field_validator("on")
+    @classmethod
+    def _on_shape(cls, v: str) -> str:
+        m = _ON.match(v)
+        if not m or "." not in m.group(1) or "." not in m.group(2):
+            raise ValueError(f"got {_describe(v)}, want 'table.column = table.column'")
+        return v
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        m = _ON.match(self.on)
+        assert m
+        return m.group(1), m.group(2)
+
+
+class SqlSource(_Model):
+    kind: Literal["sql"]
+    #: Any SQLAlchemy URL. Prefer ``url_env`` (the name of an environment variable holding
+    #: the URL) so that passwords stay out of the file.
+    url: str | None = None
+    url_env: str | None = None
+    table: str
+    primary_key: str
+    #: A column that grows whenever a row is inserted or updated (timestamp or counter).
+    #: Without one the source is treated as append-only and read incrementally by key.
+    watermark: str | None = None
+    joins: list[Join] = Field(default_factory=list)
+    page_size: int = Field(default=5000, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> SqlSource:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("url: want exactly one of 'url' and 'url_env'")
+        return self
+
+    def resolved_url(self) -> str:
+        if self.url is not None:
+            return self.url
+        value = os.environ.get(self.url_env or "")
+        if not value:
+            raise ConfigError(f"source.url_env: got {self.url_env!r} unset or empty, want an environment variable holding the URL")
+        return value
+
+
+class CsvSource(_Model):
+    kind: Literal["csv"]
+    path: str
+    encoding: Literal["utf-8", "utf-8-sig", "gbk"]
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    #: An optional column whose value names the row (else the line number does).
+    primary_key: str | None = None
+
+
+class ExcelSource(_Model):
+    kind: Literal["excel"]
+    path: str
+    sheet: str | None = None  # the first sheet when absent
+    header_row: int = Field(default=1, ge=1)
+    primary_key: str | None = None
+
+
+class IdentitySpec(_Model):
+    column: str
+    format: Literal["gb11643"] = "gb11643"
+
+
+class AttrSpec(_Model):
+    column: str
+    type: Literal["string", "date"] = "string"
+
+
+_MONEY_UNITS = ("fen", "yuan", "wan_yuan")
+
+
+class FactSpec(_Model):
+    name: Annotated[str, Field(pattern=_NAME)]
+    column: str
+    type: Literal["money", "decimal", "integer", "code", "bool"]
+    unit: str | None = Field(default=None, validate_default=True)
+    #: The column holding the date the fact describes (pay date, discharge date …).
+    date: str | None = None
+    #: Further columns kept with the fact: ``{name = "column"}`` or ``{name = {column, type}}``.
+    attrs: dict[str, AttrSpec] = Field(default_factory=dict)
+    #: When true an empty cell means "no such fact in this row"; else it is a row problem.
+    optional: bool = False
+
+    @field_validator("attrs", mode="before")
+    @classmethod
+    def _attr_shorthand(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        for k in v:
+            if not isinstance(k, str) or not re.match(_NAME, k):
+                raise ValueError(f"got attribute name {_describe(k)}, want lower_snake_case")
+        return {k: ({"column": c} if isinstance(c, str) else c) for k, c in v.items()}
+
+    @field_validator("unit")
+    @classmethod
+    def _unit_fits_type(cls, unit: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind == "money" and unit is None:
+            raise ValueError("missing, want one of 'fen', 'yuan', 'wan_yuan' for type money")
+        if kind == "money" and unit not in _MONEY_UNITS:
+            raise ValueError(f"got {_describe(unit)}, want one of 'fen', 'yuan', 'wan_yuan' for type money")
+        if kind in ("code", "bool") and unit not in (None, kind):
+            raise ValueError(f"got {_describe(unit)}, want none for type {kind}")
+        if kind in ("decimal", "integer") and unit is not None and not re.match(r"^[A-Za-z0-9_]{1,16}$", unit):
+            raise ValueError(f"got {_describe(unit)}, want a short label such as m2 or count")
+        return unit
+
+    @property
+    def out_unit(self) -> str:
+        """The unit of the canonical fact."""
+        if self.type == "money":
+            return "CNY"
+        if self.type in ("code", "bool"):
+            return self.type
+        return self.unit or ("count" if self.type == "integer" else "")
+
+
+
+class Mapping(_Model):
+    """One source: where rows come from, which column is the identity, which facts to derive."""
+
+    version: Literal[1] = 1
+    #: A stable name for this source; index progress and row keys are recorded under it.
+    name: Annotated[str, Field(pattern=_NAME)]
+    department: str | None = None
+    source: Annotated[Union[SqlSource, CsvSource, ExcelSource], Field(discriminator="kind")]
+    identity: IdentitySpec
+    facts: list[FactSpec] = Field(default_factory=list)
+    #: Where relative paths in ``source.path`` are resolved (set by :func:`load_mapping`).
+    base_dir: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_fact_names(self) -> Mapping:
+        # Fact names may repeat (two columns can feed one fact name) but not with other types.
+        types: dict[str, str] = {}
+        for f in self.facts:
+            if types.setdefault(f.name, f.type) != f.type:
+                raise ValueError(f"facts: got fact {f.name!r} with types {types[f.name]} and {f.type}, want one type per name")
+        return self
+
+    def columns(self) -> list[tuple[str, str]]:
+        """Every column the mapping reads, as ``(key path, column reference)``."""
+        out = [("identity.column", self.identity.column)]
+        src = self.source
+        if isinstance(src, SqlSource):
+            out.append(("source.primary_key", src.primary_key))
+            if src.watermark:
+                out.append(("source.watermark", src.watermark))
+            for i, j in enumerate(src.joins):
+                a, b = j.pair
+                out += [(f"source.joins[{i}].on", a), (f"source.joins[{i}].on", b)]
+        elif src.primary_key:
+            out.append(("source.primary_key", src.primary_key))
+        for i, f in enumerate(self.facts):
+            out.append((f"facts[{i}].column", f.column))
+            if f.date:
+                out.append((f"facts[{i}].date", f.date))
+            for k, a in f.attrs.items():
+                out.append((f"facts[{i}].attrs.{k}", a.column))
+        return out
+
+    def resolved_path(self) -> Path:
+        src = self.source
+        assert not isinstance(src, SqlSource)
+        p = Path(src.path)
+        return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
+
+    def fingerprint(self) -> str:
+        """A digest of everything that shapes the output (not the URL or base_dir)."""
+        data = self.model_dump(mode="json", exclude={"base_dir"})
+        data["source"].pop("url", None)
+        data["source"].pop("url_env", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("sql", "csv", "excel"):
+            continue  # pydantic's union-branch labels
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if IDNUM_PATTERN.search(text):
+        return f"a {type(value).__name__} shaped like an identity number"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _format(err: ValidationError, origin: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = _loc(e["loc"])
+        where = loc or "mapping"
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"{where}: unknown key")
+        elif kind == "missing":
+            lines.append(f"{where}: missing, want a value")
+        elif kind == "value_error":
+            msg = e.get("ctx", {}).get("error", e["msg"])
+            lines.append(f"{loc}: {msg}" if loc else str(msg))
+        elif kind == "string_pattern_mismatch":
+            lines.append(f"{where}: got {_describe(e['input'])}, want lower_snake_case ({e['ctx']['pattern']})")
+        elif kind == "literal_error":
+            lines.append(f"{where}: got {_describe(e['input'])}, want one of {e['ctx']['expected']}")
+        elif kind == "union_tag_invalid":
+            lines.append(f"{where}.kind: got {_describe(e['ctx']['tag'])}, want one of {e['ctx']['expected_tags']}")
+        elif kind == "union_tag_not_found":
+            lines.append(f"{where}.kind: missing, want one of 'sql', 'csv', 'excel'")
+        else:
+            lines.append(f"{where}: got {_describe(e['input'])}, want {e['msg'].removeprefix('Input should be ').removeprefix('Value should be ')}")
+    seen: list[str] = []
+    for line in lines:  # unions can report one key twice
+        if line not in seen:
+            seen.append(line)
+    return f"{origin}: " + "; ".join(seen)
+
+
+def parse_mapping(data: dict[str, Any], *, origin: str = "mapping", base_dir: str | Path | None = None) -> Mapping:
+    """Validates a mapping given as a dict (parsed TOML). Raises :class:`ConfigError`."""
+    if base_dir is not None:
+        data = {**data, "base_dir": str(base_dir)}
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err, origin)) from None
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Reads and validates a mapping TOML file; relative source paths are resolved next to it."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p.name}: cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p.name}: got invalid TOML, want a mapping file ({exc})") from None
+    return parse_mapping(data, origin=p.name, base_dir=p.resolve().parent)

@@ -1,0 +1,268 @@
+"""SQL adapter: reads one department table (plus many-to-one joins) through SQLAlchemy.
+
+Read-only by construction: SQLite files are opened with ``mode=ro``; PostgreSQL sessions
+are ``READ ONLY``; only SELECTs are issued. Rows are read in keyset pages ordered by
+``(watermark, primary key)`` (or by primary key alone), each page streamed with a
+server-side cursor, so a resume position is just the last key read and a table of any size
+is read in constant memory.
+
+Rows whose watermark is NULL are read first, ordered by primary key, in a full scan only
+(an incremental scan cannot tell whether they changed).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from urllib.parse import quote
+from collections.abc import Iterator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Column, Engine, MetaData, Table, and_, create_engine, inspect, or_, select, true
+from sqlalchemy.pool import NullPool
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+
+from hedui.adapters._convert import RowConverter
+from hedui.adapters.idnum import contains_idnum
+from hedui.adapters.mapping import Mapping, SqlSource
+from hedui.adapters.records import Record, RowProblem
+from hedui.node.errors import ConfigError
+
+__all__ = ["SqlAdapter"]
+
+_YIELD_PER = 1000
+
+
+def _encode(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, datetime):
+        return {"$dt": v.isoformat()}
+    if isinstance(v, date):
+        return {"$d": v.isoformat()}
+    if isinstance(v, Decimal):
+        return {"$dec": str(v)}
+    if isinstance(v, float):
+        return {"$f": repr(v)}
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return {"$b": bytes(v).hex()}
+    raise ConfigError(f"source.primary_key: got values of type {type(v).__name__}, want integers, text, dates or decimals")
+
+
+def _decode(v: Any) -> Any:
+    if not isinstance(v, dict):
+        return v
+    (tag, s), = v.items()
+    return {"$dt": datetime.fromisoformat, "$d": date.fromisoformat, "$dec": Decimal,
+            "$f": float, "$b": bytes.fromhex}[tag](s)
+
+
+class SqlAdapter:
+    """Yields canonical records from a SQL source described by a :class:`Mapping`."""
+
+    kind = "sql"
+
+    def __init__(self, mapping: Mapping) -> None:
+        if not isinstance(mapping.source, SqlSource):
+            raise ConfigError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'sql'")
+        self.mapping = mapping
+        self._src: SqlSource = mapping.source
+        self._conv = RowConverter(mapping)
+        self._engine: Engine | None = None
+        self._plan: dict[str, Any] | None = None
+
+    @property
+    def source(self) -> str:
+        return self.mapping.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self.mapping.fingerprint()
+
+    # --- connection and schema ------------------------------------------------------------
+
+    def _open(self) -> Engine:
+        if self._engine is not None:
+            return self._engine
+        url_text = self._src.resolved_url()
+        try:
+            url = make_url(url_text)
+        except Exception:
+            raise ConfigError(f"{self.source}: source.url: got an unparseable URL, want a SQLAlchemy URL") from None
+        backend = url.get_backend_name()
+        try:
+            if backend == "sqlite" and url.database and url.database != ":memory:":
+                path = url.database
+
+                def _ro() -> sqlite3.Connection:
+                    return sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, check_same_thread=False)
+
+                self._engine = create_engine("sqlite://", creator=_ro, poolclass=NullPool)
+            else:
+                if url.drivername == "postgresql":
+                    url = url.set(drivername="postgresql+psycopg")
+                self._engine = create_engine(url, pool_pre_ping=True)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise ConfigError(f"{self.source}: source.url: cannot use {url.render_as_string(hide_password=True)} ({type(exc).__name__})") from None
+        return self._engine
+
+    def _connect(self):
+        conn = self._open().connect()
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(postgresql_readonly=True)
+        return conn
+
+    def check(self) -> None:
+        """Connects, reflects the tables and checks every column the mapping names.
+        Raises :class:`ConfigError` naming the mapping key; reads no rows."""
+        src, name = self._src, self.source
+        tables: dict[str, Table] = {}
+        md = MetaData()
+        try:
+            with self._connect() as conn:
+                insp = inspect(conn)
+                for key, tname in [("source.table", src.table)] + [(f"source.joins[{i}].table", j.table) for i, j in enumerate(src.joins)]:
+                    schema, _, bare = tname.rpartition(".")
+                    try:
+                        tables[tname] = Table(bare, md, autoload_with=conn, schema=schema or None)
+                    except NoSuchTableError:
+                        known = sorted(insp.get_table_names(schema=schema or None))
+                        raise ConfigError(f"{name}: {key}: got {tname!r}, want an existing table "
+                                          f"({', '.join(known[:20]) or 'none found'})") from None
+        except ConfigError:
+            raise
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"{name}: source.url: cannot read the database ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:200]})") from None
+
+        def col(key: str, ref: str) -> Column:
+            tname, _, cname = ref.rpartition(".")
+            tname = tname or src.table
+            if tname not in tables:
+                raise ConfigError(f"{name}: {key}: got table {tname!r}, want {src.table!r} or a joined table")
+            t = tables[tname]
+            if cname not in t.c:
+                raise ConfigError(f"{name}: {key}: got column {cname!r}, want a column of {tname} "
+                                  f"({', '.join(c.name for c in t.c)})")
+            return t.c[cname]
+
+        cols = {ref: col(key, ref) for key, ref in self.mapping.columns()}
+        pk = cols[src.primary_key]
+        ident = cols[self.mapping.identity.column]
+        if pk is ident:
+            raise ConfigError(f"{name}: source.primary_key: got the identity column, want a row key that is "
+                              "not an identity number (locators must not contain identities)")
+        if pk.table is not tables[src.table]:
+            raise ConfigError(f"{name}: source.primary_key: got a column of a joined table, want one of {src.table}")
+        joined = tables[src.table]
+        for i, j in enumerate(src.joins):
+            a, b = (cols[r] for r in j.pair)
+            if b.table is not tables[j.table]:
+                a, b = b, a
+            if b.table is not tables[j.table]:
+                raise ConfigError(f"{name}: source.joins[{i}].on: got no column of {j.table}, want 'earlier.col = {j.table}.col'")
+            joined = joined.outerjoin(tables[j.table], a == b)  # LEFT JOIN: no row is dropped
+        labels = {ref: f"c{i}" for i, ref in enumerate(cols)}
+        self._plan = {
+            "cols": cols,
+            "labels": labels,
+            "stmt": select(*[c.label(labels[r]) for r, c in cols.items()]).select_from(joined),
+            "pk": pk,
+            "wm": cols[src.watermark] if src.watermark else None,
+            "table": src.table.rpartition(".")[2],
+        }
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _pages(self, where, order) -> Iterator[Any]:
+        """Rows of ``stmt WHERE where(last_row) ORDER BY order`` in keyset pages."""
+        plan = self._plan
+        assert plan is not None
+        last = None
+        with self._connect() as conn:
+            while True:
+                stmt = plan["stmt"].where(where(last)).order_by(*order).limit(self._src.page_size)
+                n = 0
+                with conn.begin():
+                    result = conn.execution_options(stream_results=True, yield_per=_YIELD_PER).execute(stmt)
+                    for row in result:
+                        n += 1
+                        last = row
+                        yield row
+                if n < self._src.page_size:
+                    return
+
+    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
+        """Yields ``(record or problem, position after it)``. Pass a position back as
+        ``since`` to continue after it (resume, or an incremental run)."""
+        if self._plan is None:
+            self.check()
+        plan = self._plan
+        assert plan is not None
+        pk, wm, labels, table = plan["pk"], plan["wm"], plan["labels"], plan["table"]
+        pk_l = labels[self._src.primary_key]
+        wm_l = labels[self._src.watermark] if wm is not None else None
+        pos = json.loads(since) if since else None
+
+        prev: list[Any] = [object()]
+
+        def emit(row, position: dict) -> tuple[Record | RowProblem, str]:
+            m = row._mapping
+            key = m[pk_l]
+            locator = f"{table}:{pk.name}={key}"
+            after = json.dumps(position)
+            if contains_idnum(locator):
+                return RowProblem(f"{table}:{pk.name}=<withheld>", "source.primary_key: got an identity-shaped "
+                                  "key, want a key that is not an identity number"), after
+            if key == prev[0]:  # a one-to-many join repeated the row
+                return RowProblem(locator, "source.joins: got several joined rows for one row, want "
+                                  "many-to-one joins"), after
+            prev[0] = key
+            return self._conv.convert(locator, lambda ref: m[labels[ref]]), after
+
+        def after_pk(start: Any):
+            def where(last):
+                if last is not None:
+                    return pk > last._mapping[pk_l]
+                return pk > _decode(start) if start is not None else true()
+            return where
+
+        if wm is None:
+            start = pos["pk"] if pos else None
+            for row in self._pages(after_pk(start), [pk]):
+                yield emit(row, {"pk": _encode(row._mapping[pk_l])})
+            return
+        if pos is None or pos.get("phase") == "null":
+            start = pos["pk"] if pos else None
+            null_where = after_pk(start)
+            for row in self._pages(lambda last: and_(wm.is_(None), null_where(last)), [pk]):
+                yield emit(row, {"phase": "null", "pk": _encode(row._mapping[pk_l])})
+            pos = None
+
+        def after_wm(last):
+            if last is None and pos is None:
+                return wm.isnot(None)
+            w, p = (_decode(pos["wm"]), _decode(pos["pk"])) if last is None else (last._mapping[wm_l], last._mapping[pk_l])
+            return or_(wm > w, and_(wm == w, pk > p))
+
+        for row in self._pages(after_wm, [wm, pk]):
+            m = row._mapping
+            yield emit(row, {"wm": _encode(m[wm_l]), "pk": _encode(m[pk_l])})
+
+    def records(self, since: str | None = None) -> Iterator[Record | RowProblem]:
+        for item, _ in self.scan(since):
+            yield item
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> SqlAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,214 @@
+"""CSV and Excel (.xlsx) export adapters.
+
+CSV files are decoded with the declared encoding (UTF-8, UTF-8 with BOM, GBK); bytes that
+do not decode make that row a problem rather than stopping the read. ``.xlsx`` workbooks are
+read with openpyxl in read-only mode. Columns are named by header text. Locators are
+``file.csv:line N`` (the physical line or sheet row where the row starts).
+
+An export is re-read in full when its content changes (the fingerprint covers the file's
+digest); the position inside one unchanged file is the last line read, so an interrupted
+build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hedui.adapters._convert import RowConverter, is_blank
+from hedui.adapters.idnum import contains_idnum
+from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping
+from hedui.adapters.records import Record, RowProblem
+from hedui.node.errors import ConfigError
+
+__all__ = ["CsvAdapter", "ExcelAdapter"]
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _FileAdapter:
+    kind = "file"
+
+    def __init__(self, mapping: Mapping) -> None:
+        self.mapping = mapping
+        self._conv = RowConverter(mapping)
+        self._path = mapping.resolved_path()
+        self._index: dict[str, int] | None = None
+        self._digest: str | None = None
+
+    @property
+    def source(self) -> str:
+        return self.mapping.name
+
+    @property
+    def fingerprint(self) -> str:
+        if self._digest is None:
+            self._digest = _digest(self._path)
+        return f"{self.mapping.fingerprint()}:{self._digest}"
+
+    def _resolve(self, headers: list[str]) -> dict[str, int]:
+        name = self.mapping.name
+        index: dict[str, int] = {}
+        for i, h in enumerate(headers):
+            index.setdefault(h, i)
+        for key, ref in self.mapping.columns():
+            if ref not in index:
+                shown = ", ".join(repr(h) for h in headers[:30])
+                raise ConfigError(f"{name}: {key}: got header {ref!r}, want one of the file's headers ({shown})")
+            if headers.count(ref) > 1:
+                raise ConfigError(f"{name}: {key}: got header {ref!r} {headers.count(ref)} times, want it once")
+        return index
+
+    def _locator(self, line: int) -> str:
+        return f"{self._path.name}:line {line}"
+
+    def _emit(self, line: int, cells: list[Any], index: dict[str, int]) -> Record | RowProblem:
+        locator = self._locator(line)
+        pk_col = getattr(self.mapping.source, "primary_key", None)
+        if pk_col:
+            key = cells[index[pk_col]] if index[pk_col] < len(cells) else None
+            if is_blank(key):
+                return RowProblem(locator, "source.primary_key: got an empty cell, want a row key")
+            locator = f"{self._path.name}:{pk_col}={str(key).strip()}"
+            if contains_idnum(locator):
+                return RowProblem(self._locator(line), "source.primary_key: got an identity-shaped key, "
+                                  "want a key that is not an identity number")
+        return self._conv.convert(locator, lambda ref: cells[index[ref]] if index[ref] < len(cells) else None)
+
+    def records(self, since: str | None = None) -> Iterator[Record | RowProblem]:
+        for item, _ in self.scan(since):
+            yield item
+
+    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CsvAdapter(_FileAdapter):
+    """A CSV export with a header line."""
+
+    kind = "csv"
+
+    def __init__(self, mapping: Mapping) -> None:
+        if not isinstance(mapping.source, CsvSource):
+            raise ConfigError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'csv'")
+        super().__init__(mapping)
+        self._src: CsvSource = mapping.source
+
+    def _open(self) -> io.TextIOWrapper:
+        try:
+            raw = self._path.open("rb")
+        except OSError as exc:
+            raise ConfigError(f"{self.source}: source.path: cannot open {self._path.name} ({exc.strerror})") from None
+        return io.TextIOWrapper(raw, encoding=self._src.encoding, errors="surrogateescape", newline="")
+
+    def _header(self, reader) -> list[str]:
+        try:
+            row = next(reader)
+        except StopIteration:
+            raise ConfigError(f"{self.source}: source.path: got an empty file, want a header line") from None
+        except csv.Error as exc:
+            raise ConfigError(f"{self.source}: source.path: got an unreadable header line ({exc})") from None
+        headers = [h.strip().lstrip("\ufeff").strip() for h in row]
+        if any("\udc80" <= ch <= "\udcff" for h in headers for ch in h):
+            raise ConfigError(f"{self.source}: source.encoding: got a header line that is not valid "
+                              f"{self._src.encoding}, want the file's real encoding")
+        return headers
+
+    def check(self) -> None:
+        """Opens the file and checks that every header the mapping names is present."""
+        with self._open() as f:
+            self._index = self._resolve(self._header(csv.reader(f, delimiter=self._src.delimiter)))
+
+    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
+        start = int(since) if since else 0
+        with self._open() as f:
+            reader = csv.reader(f, delimiter=self._src.delimiter)
+            index = self._index = self._resolve(self._header(reader))
+            line = reader.line_num + 1
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    item: Record | RowProblem | None = RowProblem(self._locator(line), f"line: got malformed CSV ({str(exc)[:80]}), want CSV text")
+                else:
+                    # Blank lines carry no data; short rows read their missing cells as empty.
+                    item = None if all(is_blank(c) for c in cells) else self._emit(line, cells, index)
+                this, line = line, reader.line_num + 1
+                if item is not None and this > start:
+                    yield item, str(this)
+
+
+class ExcelAdapter(_FileAdapter):
+    """An .xlsx workbook: one sheet, a header row, one row per record."""
+
+    kind = "excel"
+
+    def __init__(self, mapping: Mapping) -> None:
+        if not isinstance(mapping.source, ExcelSource):
+            raise ConfigError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'excel'")
+        super().__init__(mapping)
+        self._src: ExcelSource = mapping.source
+
+    def _sheet(self):
+        import openpyxl  # imported here: only Excel sources need it
+
+        try:
+            wb = openpyxl.load_workbook(self._path, read_only=True, data_only=True)
+        except FileNotFoundError:
+            raise ConfigError(f"{self.source}: source.path: got {self._path.name}, want an existing file") from None
+        except Exception as exc:
+            raise ConfigError(f"{self.source}: source.path: got a file that is not a readable .xlsx workbook "
+                              f"({type(exc).__name__})") from None
+        if self._src.sheet is None:
+            return wb, wb.worksheets[0]
+        if self._src.sheet not in wb.sheetnames:
+            wb.close()
+            raise ConfigError(f"{self.source}: source.sheet: got {self._src.sheet!r}, want one of {wb.sheetnames}")
+        return wb, wb[self._src.sheet]
+
+    def _header(self, ws) -> list[str]:
+        for row in ws.iter_rows(min_row=self._src.header_row, max_row=self._src.header_row, values_only=True):
+            return ["" if v is None else str(v).strip() for v in row]
+        raise ConfigError(f"{self.source}: source.header_row: got row {self._src.header_row}, want a row with headers")
+
+    def check(self) -> None:
+        wb, ws = self._sheet()
+        try:
+            self._index = self._resolve(self._header(ws))
+        finally:
+            wb.close()
+
+    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
+        start = int(since) if since else 0
+        wb, ws = self._sheet()
+        try:
+            index = self._index = self._resolve(self._header(ws))
+            first = max(self._src.header_row + 1, start + 1)
+            for line, cells in enumerate(ws.iter_rows(min_row=first, values_only=True), start=first):
+                cells = list(cells)
+                if all(is_blank(c) for c in cells):
+                    continue
+                yield self._emit(line, cells, index), str(line)
+        finally:
+            wb.close()

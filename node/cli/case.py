@@ -1,0 +1,245 @@
+"""``hedui case``: the caseworker's household verification commands (run on the hub)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from hedui.node.cli._common import cli_errors, console, emit_json, fail
+
+app = typer.Typer(no_args_is_help=True)
+_CONFIG = typer.Option(..., "--config", "-c", help="The hub's node.toml")
+
+
+def _runtime(config: Path):
+    from hedui.node.runtime import Runtime
+
+    rt = Runtime.open(config)
+    if "hub" not in rt.config.node.roles:
+        rt.close()
+        fail(f"{config}: node.roles has no 'hub'; cases run on the hub")
+    return rt
+
+
+def _read_members(path: str) -> list[tuple[str, str]]:
+    """CSV ``identity,relation`` (header optional); ``-`` reads standard input. Identity
+    numbers are read from a file, never from the command line (shell history, ps)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        fail(f"--members-file {path}: {exc.strerror}")
+    except UnicodeDecodeError:
+        fail(f"--members-file {path}: not UTF-8 text")
+    rows = []
+    for i, row in enumerate(csv.reader(io.StringIO(text))):
+        if not row or not row[0].strip() or row[0].strip().lower() in ("identity", "身份证号"):
+            continue
+        rows.append((row[0], row[1].strip() if len(row) > 1 else "member"))
+    return rows
+
+
+@app.command("open")
+@cli_errors
+def open_(
+    config: Path = _CONFIG,
+    members_file: str = typer.Option(..., "--members-file", help="CSV identity,relation per member ('-' for stdin)"),
+    purpose: str = typer.Option(..., help="dibao | tekun | temporary_assistance | periodic_review"),
+    consent_file: Path | None = typer.Option(None, help="The signed authorisation (授权书) scan; its SHA-256 is recorded"),
+    consent_digest: str | None = typer.Option(None, help="SHA-256 hex of the authorisation, instead of --consent-file"),
+    operator: str = typer.Option(..., help="Caseworker's staff code"),
+    region: str = typer.Option(..., help="Region code (行政区划代码) of the household"),
+    expenditure: str | None = typer.Option(None, help="One-off necessary expenditure in CNY (temporary assistance)"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Open a verification case for an applicant household."""
+    from hedui.node.hub.cases import consent_digest_of, open_case
+
+    if (consent_file is None) == (consent_digest is None):
+        fail("give exactly one of --consent-file or --consent-digest: no check runs without the signed authorisation")
+    if consent_file is not None:
+        try:
+            digest = consent_digest_of(consent_file.read_bytes())
+        except OSError as exc:
+            fail(f"--consent-file {consent_file}: {exc.strerror}")
+    else:
+        try:
+            digest = bytes.fromhex(consent_digest or "")
+        except ValueError:
+            fail("--consent-digest: got non-hex text, want 64 hex characters")
+    exp = None
+    if expenditure is not None:
+        try:
+            exp = Decimal(expenditure)
+        except InvalidOperation:
+            fail(f"--expenditure: got {expenditure[:20]!r}, want an amount in CNY")
+    rt = _runtime(config)
+    try:
+        ref = open_case(rt.engine, _read_members(members_file), purpose=purpose, consent_digest=digest,
+                        operator=operator, region=region, expenditure=exp)
+        rt.audit.record("case.opened", {"case_ref": ref, "purpose": purpose, "operator": operator, "consent_digest": digest.hex()})
+    finally:
+        rt.close()
+    if json_out:
+        emit_json({"case_ref": ref})
+    else:
+        console.print(f"opened case [bold]{ref}[/]")
+
+
+@app.command("run")
+@cli_errors
+def run(
+    case_ref: str = typer.Argument(...),
+    config: Path = _CONFIG,
+    timeout: float = typer.Option(10.0, help="Deadline per provider call, seconds"),
+    retries: int = typer.Option(2, help="Retries (same request id) for an unavailable provider"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Ask every provider for the household's figures (tokens via OPRF, then one lookup each)."""
+    from hedui.node.hub.cases import run_case
+
+    rt = _runtime(config)
+    try:
+        with console.status(f"verifying {case_ref} with every department…", spinner="dots") if not json_out else _Null():
+            res = run_case(rt, case_ref, timeout=timeout, retries=retries)
+    finally:
+        for p in rt.extras.get("peers", {}).values():
+            p.close()
+        rt.close()
+    out = {"case_ref": res.case_ref, "complete": res.complete, "seconds": round(res.seconds, 3),
+           "providers": [o.__dict__ for o in res.outcomes]}
+    if json_out:
+        emit_json(out)
+        return
+    t = Table(title=f"case {case_ref}")
+    for col in ("department", "status", "attempts", "reason"):
+        t.add_column(col)
+    for o in res.outcomes:
+        t.add_row(o.provider, o.status, str(o.attempts), o.reason)
+    console.print(t)
+    if not res.complete:
+        console.print("[yellow]incomplete[/]: run again later to complete the missing departments")
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+@app.command("report")
+@cli_errors
+def report(
+    case_ref: str = typer.Argument(...),
+    config: Path = _CONFIG,
+    format: str = typer.Option("json", "--format", help="json | html"),
+    lang: str = typer.Option("zh", help="zh | en (HTML labels)"),
+    out: Path | None = typer.Option(None, help="Write to this file instead of standard output"),
+) -> None:
+    """The verification report (核对报告): per member × department × field, income, assets, tier."""
+    from hedui.node.hub.cases import hub_rules
+    from hedui.node.hub.report import build_report, render_html
+
+    if format not in ("json", "html"):
+        fail(f"--format: got {format!r}, want json or html")
+    rt = _runtime(config)
+    try:
+        r = build_report(rt.engine, case_ref, hub_rules(rt))
+    finally:
+        rt.close()
+    text = json.dumps(r, ensure_ascii=False, indent=1) if format == "json" else render_html(r, lang)
+    if out:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {out}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@app.command("export")
+@cli_errors
+def export(case_ref: str = typer.Argument(...), config: Path = _CONFIG, out: Path = typer.Option(..., help="Evidence file (JSON)")) -> None:
+    """Export a case's signed evidence with the directories in force (identities masked)."""
+    from hedui.node.hub.evidence import export_case
+
+    rt = _runtime(config)
+    try:
+        doc = export_case(rt.engine, case_ref)
+    finally:
+        rt.close()
+    out.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    console.print(f"wrote {out}")
+
+
+@app.command("verify")
+@cli_errors
+def verify(
+    case_ref: str | None = typer.Argument(None, help="Case on the hub (with --config)"),
+    config: Path | None = typer.Option(None, "--config", "-c"),
+    file: Path | None = typer.Option(None, help="An exported evidence file instead of the hub store"),
+    authority_key: Path | None = typer.Option(None, help="Authority public key (PEM); default: the hub's"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Re-check every signature offline against the directory version in force at the time."""
+    from hedui.keys.signing import load_public
+    from hedui.node.hub.evidence import verify_case_data, verify_export
+    from hedui.node.hub.report import load_case
+
+    if file is not None:
+        if authority_key is None:
+            fail("--file needs --authority-key")
+        verdicts = verify_export(file, load_public("authority", authority_key))
+    else:
+        if config is None or case_ref is None:
+            fail("give CASE and --config, or --file and --authority-key")
+        from hedui.node.config import load_config
+        from hedui.node.store.db import open_engine
+
+        cfg = load_config(config)
+        key = load_public("authority", authority_key or cfg.path(cfg.directory.authority_key))
+        eng = open_engine(cfg.store_url())
+        try:
+            verdicts = verify_case_data(load_case(eng, case_ref), key)
+        finally:
+            eng.dispose()
+    ok = all(v["status"] in ("ok", "unavailable", "refused") for v in verdicts)
+    if json_out:
+        emit_json({"ok": ok, "providers": verdicts})
+    else:
+        for v in verdicts:
+            mark = "[green]✓[/]" if v["status"] == "ok" else ("[red]✗[/]" if v["status"] in ("bad_signature", "bad_proof") else "[yellow]–[/]")
+            console.print(f"{mark} {v['provider']:<14} {v['status']:<14} {v['evidence'] or v['reason']}")
+    if not ok:
+        raise typer.Exit(3)
+
+
+@app.command("list")
+@cli_errors
+def list_(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")) -> None:
+    """List cases with their status."""
+    from sqlalchemy import select
+
+    from hedui.node.config import load_config
+    from hedui.node.hub.tables import cases
+    from hedui.node.store.db import open_engine
+
+    cfg = load_config(config)
+    eng = open_engine(cfg.store_url())
+    try:
+        with eng.connect() as c:
+            rows = c.execute(select(cases.c.case_ref, cases.c.purpose, cases.c.status, cases.c.created_at).order_by(cases.c.created_at)).all()
+    finally:
+        eng.dispose()
+    data = [{"case_ref": r.case_ref, "purpose": r.purpose, "status": r.status, "created_at": str(r.created_at)} for r in rows]
+    if json_out:
+        emit_json(data)
+    else:
+        for d in data:
+            console.print(f"{d['case_ref']}  {d['purpose']:<22} {d['status']:<11} {d['created_at']}")

@@ -1,0 +1,326 @@
+"""The provider's durable notice outbox and its pusher.
+
+- :func:`enqueue` writes a detection's signed, sealed notice into ``notice_outbox`` on the
+  caller's connection, so it commits (or not) together with whatever else the caller writes
+  in that transaction. Idempotent on ``dedup_key``: a re-run of a period adds nothing and does
+  not even call the signer.
+- :class:`Pusher` sends pending notices, retries with exponential backoff and jitter, checks the
+  hub's receipt with the caller's verifier, and marks the row delivered with the receipt. A row
+  is claimed by bumping ``attempts`` (compare-and-set) and pushing ``next_attempt_at`` one lease
+  ahead, so several pushers can share a store and a crash mid-send only delays the row. Since
+  the hub is idempotent on ``notice_id`` (a resend gets a receipt marked duplicate), the effect is
+  exactly once.
+- :func:`seal_notice` builds the :class:`~hedui.v1.notice_pb2.Notice` for a detection, sealing
+  identity and details to the hub with the public metadata bound in (:func:`notice_aad`).
+
+Transport (gRPC ``NoticeService.Push``), DSSE signing and receipt verification are injected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import re
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from sqlalchemy import Connection, Engine, select, update
+
+from hedui.keys import sealing
+from hedui.node.discovery.detect import Detection
+from hedui.node.discovery.tables import insert_ignore, notice_outbox, utc
+from hedui.node.errors import InvalidArgument, VerificationError
+from hedui.v1 import common_pb2, notice_pb2
+
+__all__ = [
+    "enqueue",
+    "Pusher",
+    "PushStats",
+    "seal_notice",
+    "notice_aad",
+    "NOTICE_PAYLOAD_TYPE",
+    "RECEIPT_PAYLOAD_TYPE",
+]
+
+log = logging.getLogger(__name__)
+
+NOTICE_PAYLOAD_TYPE = "application/vnd.hedui.notice.v1+proto"
+RECEIPT_PAYLOAD_TYPE = "application/vnd.hedui.receipt.v1+proto"
+
+SignAndSeal = Callable[[Detection, bytes], bytes]
+"""``(detection, notice_id) -> serialised DSSE Envelope of the sealed Notice``."""
+
+_IDLIKE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])|(?<![0-9])[0-9]{15}(?![0-9])")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------- notices
+
+
+def notice_aad(notice: notice_pb2.Notice) -> bytes:
+    """The public metadata a notice's sealed part is bound to: every public field except the
+    sealed ones, length-prefixed, in field order."""
+    parts = [
+        notice.notice_id,
+        notice.provider.encode(),
+        notice.hub.encode(),
+        notice.rule.encode(),
+        notice.event_type.encode(),
+        notice.region.encode(),
+        notice.event_date.encode(),
+        notice.due_date.encode(),
+        f"{notice.created_at.seconds}.{notice.created_at.nanos:09d}".encode(),
+    ]
+    out = bytearray(b"hedui.notice.v1")
+    for p in parts:
+        out += len(p).to_bytes(4, "big") + p
+    return bytes(out)
+
+
+def seal_notice(
+    detection: Detection,
+    *,
+    notice_id: bytes,
+    provider: str,
+    hub: str,
+    hub_sealing_key: bytes,
+    name: str = "",
+    created_at: datetime | None = None,
+) -> notice_pb2.Notice:
+    """The notice for ``detection``: public metadata in clear, identity and details sealed to
+    ``hub_sealing_key`` (the hub's published 1,216-byte key). The caller signs its bytes."""
+    if len(notice_id) != 16:
+        raise InvalidArgument(f"notice_id: got {len(notice_id)} bytes, want 16")
+    notice = notice_pb2.Notice(
+        notice_id=notice_id,
+        provider=provider,
+        hub=hub,
+        rule=detection.rule,
+        event_type=detection.event_type,
+        region=detection.region,
+        event_date=detection.event_date.isoformat(),
+        due_date=detection.due_date.isoformat(),
+    )
+    notice.created_at.FromDatetime((created_at or _now()).astimezone(timezone.utc))
+    details = notice_pb2.SealedDetails(identity=detection.identity, name=name, details=dict(detection.details))
+    enc, ct, suite = sealing.seal(hub_sealing_key, details.SerializeToString(), notice_aad(notice))
+    notice.sealed_enc = enc
+    notice.sealed_ciphertext = ct
+    notice.sealed_suite = suite
+    return notice
+
+
+# ---------------------------------------------------------------- outbox
+
+
+def enqueue(
+    conn: Connection,
+    detection: Detection,
+    sign_and_seal: SignAndSeal,
+    *,
+    hub: str,
+    now: datetime | None = None,
+) -> tuple[bytes, bool]:
+    """Puts the notice for ``detection`` in the outbox on ``conn`` (the caller's transaction).
+    Returns ``(notice_id, created)``; ``created`` is False when the detection was already
+    queued (then ``sign_and_seal`` is not called)."""
+    existing = conn.execute(
+        select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == detection.dedup_key)
+    ).scalar_one_or_none()
+    if existing is not None:
+        return bytes(existing), False
+    notice_id = os.urandom(16)
+    envelope = sign_and_seal(detection, notice_id)
+    if not isinstance(envelope, (bytes, bytearray)) or not envelope:
+        raise InvalidArgument(
+            f"sign_and_seal: got {type(envelope).__name__}, want the serialised envelope bytes"
+        )
+    at = now or _now()
+    inserted = insert_ignore(
+        conn,
+        notice_outbox,
+        {
+            "notice_id": notice_id,
+            "dedup_key": detection.dedup_key,
+            "rule": detection.rule,
+            "hub": hub,
+            "event_type": detection.event_type,
+            "due_date": detection.due_date,
+            "envelope": bytes(envelope),
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": at,
+            "created_at": at,
+        },
+        ["dedup_key"],
+    )
+    if inserted:
+        return notice_id, True
+    # A concurrent run queued the same detection first.
+    winner = conn.execute(
+        select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == detection.dedup_key)
+    ).scalar_one()
+    return bytes(winner), False
+
+
+@dataclass(frozen=True, slots=True)
+class PushStats:
+    attempted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    duplicates: int = 0
+
+
+class Pusher:
+    """Pushes pending outbox rows to the hub.
+
+    ``send(envelope) -> receipt envelope bytes`` is the transport (raises on failure).
+    ``verify(envelope, receipt) -> Receipt`` verifies the hub's signature and returns the parsed
+    receipt, raising (or returning ``None``) to reject it. The pusher then checks that the
+    receipt names this notice and the SHA-256 of its exact payload.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        send: Callable[[bytes], bytes],
+        verify: Callable[[bytes, bytes], notice_pb2.Receipt | None],
+        *,
+        base_delay: float = 2.0,
+        max_delay: float = 900.0,
+        lease: float = 120.0,
+        batch: int = 100,
+        clock: Callable[[], datetime] = _now,
+        rng: random.Random | None = None,
+    ) -> None:
+        if base_delay <= 0 or max_delay < base_delay or lease <= 0 or batch < 1:
+            raise InvalidArgument(
+                f"pusher settings: got base_delay={base_delay}, max_delay={max_delay}, lease={lease}, "
+                f"batch={batch}, want 0 < base_delay <= max_delay, lease > 0, batch >= 1"
+            )
+        self._engine = engine
+        self._send = send
+        self._verify = verify
+        self._base = base_delay
+        self._max = max_delay
+        self._lease = timedelta(seconds=lease)
+        self._batch = batch
+        self._clock = clock
+        self._rng = rng or random.Random()
+
+    def backoff(self, attempts: int) -> timedelta:
+        """Delay before the next try after ``attempts`` failures: exponential, capped, with
+        "equal jitter" (half fixed, half random) so retries from many rows spread out."""
+        d = min(self._max, self._base * (2 ** min(max(attempts - 1, 0), 30)))
+        return timedelta(seconds=d / 2 + self._rng.uniform(0, d / 2))
+
+    def push_due(self) -> PushStats:
+        """One pass over every pending row whose ``next_attempt_at`` has come."""
+        stats = PushStats()
+        while True:
+            now = self._clock()
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    select(
+                        notice_outbox.c.notice_id,
+                        notice_outbox.c.attempts,
+                        notice_outbox.c.envelope,
+                    )
+                    .where(notice_outbox.c.status == "pending", notice_outbox.c.next_attempt_at <= now)
+                    .order_by(notice_outbox.c.next_attempt_at, notice_outbox.c.notice_id)
+                    .limit(self._batch)
+                ).all()
+            if not rows:
+                return stats
+            for row in rows:
+                stats = _add(stats, self._push_one(bytes(row.notice_id), row.attempts, bytes(row.envelope)))
+            if len(rows) < self._batch:
+                return stats
+
+    def run(self, stop: threading.Event, *, poll_interval: float = 1.0) -> None:
+        """Pushes until ``stop`` is set; errors of one pass are logged, never raised."""
+        while not stop.is_set():
+            try:
+                self.push_due()
+            except Exception as exc:  # the store may be briefly unavailable
+                log.warning("notice pusher pass failed: %s", _scrub(f"{type(exc).__name__}: {exc}"))
+            stop.wait(poll_interval)
+
+    # ------------------------------------------------------------ internals
+
+    def _push_one(self, notice_id: bytes, attempts: int, envelope: bytes) -> PushStats:
+        now = self._clock()
+        with self._engine.begin() as conn:
+            claimed = conn.execute(
+                update(notice_outbox)
+                .where(
+                    notice_outbox.c.notice_id == notice_id,
+                    notice_outbox.c.status == "pending",
+                    notice_outbox.c.attempts == attempts,
+                )
+                .values(attempts=attempts + 1, next_attempt_at=now + self._lease)
+            ).rowcount
+        if claimed != 1:
+            return PushStats()  # another pusher has it, or it was delivered meanwhile
+        try:
+            receipt_bytes = self._send(envelope)
+            receipt = self._check(notice_id, envelope, receipt_bytes)
+        except Exception as exc:
+            error = _scrub(f"{type(exc).__name__}: {exc}")[:500]
+            retry_at = self._clock() + self.backoff(attempts + 1)
+            with self._engine.begin() as conn:
+                conn.execute(
+                    update(notice_outbox)
+                    .where(notice_outbox.c.notice_id == notice_id, notice_outbox.c.status == "pending")
+                    .values(next_attempt_at=retry_at, last_error=error)
+                )
+            log.info("notice %s: push attempt %d failed: %s", notice_id.hex(), attempts + 1, error)
+            return PushStats(attempted=1, failed=1)
+        delivered_at = self._clock()
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(notice_outbox)
+                .where(notice_outbox.c.notice_id == notice_id, notice_outbox.c.status == "pending")
+                .values(status="delivered", receipt=receipt_bytes, delivered_at=delivered_at, last_error=None)
+            )
+        return PushStats(attempted=1, delivered=1, duplicates=1 if receipt.duplicate else 0)
+
+    def _check(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
+        if not isinstance(receipt_bytes, (bytes, bytearray)) or not receipt_bytes:
+            raise VerificationError("receipt: got no bytes, want a signed receipt envelope", reason="RECEIPT_INVALID")
+        receipt = self._verify(envelope, bytes(receipt_bytes))
+        if receipt is None:
+            raise VerificationError("receipt: got a receipt the verifier rejected", reason="RECEIPT_INVALID")
+        if bytes(receipt.notice_id) != notice_id:
+            raise VerificationError(
+                f"receipt.notice_id: got {bytes(receipt.notice_id).hex()}, want {notice_id.hex()}",
+                reason="RECEIPT_MISMATCH",
+            )
+        env = common_pb2.Envelope.FromString(envelope)
+        digest = hashlib.sha256(env.payload).digest()
+        if bytes(receipt.notice_digest) != digest:
+            raise VerificationError(
+                f"receipt.notice_digest: got {bytes(receipt.notice_digest).hex()[:16]}…, "
+                f"want {digest.hex()[:16]}…",
+                reason="RECEIPT_MISMATCH",
+            )
+        return receipt
+
+
+def _add(a: PushStats, b: PushStats) -> PushStats:
+    return PushStats(
+        a.attempted + b.attempted, a.delivered + b.delivered, a.failed + b.failed, a.duplicates + b.duplicates
+    )
+
+
+def _scrub(text: str) -> str:
+    """Masks anything shaped like an identity number (defence in depth for injected errors)."""
+    return _IDLIKE.sub("[id]", text)
+

@@ -1,0 +1,154 @@
+"""Provider-side access policy from the signed directory, enforced before any work.
+
+Order of checks (each refusal has a stable reason): the method is allowed for this caller
+(``METHOD_NOT_ALLOWED``), the purpose (``PURPOSE_NOT_ALLOWED``), every field is in the
+catalogue (``UNKNOWN_FIELD``) and allowed (``FIELD_NOT_ALLOWED``), consent is present
+(``CONSENT_MISSING``), the batch fits (``BATCH_TOO_LARGE``), the request id is fresh
+(``REPLAYED_REQUEST``) and the quota holds (``QUOTA_EXCEEDED``). Request ids are stored with
+the request digest and the answer, so a retry of the *same* request (same id, same digest)
+gets the same signed answer back instead of a refusal, and does not count twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from hedui.keys.directory import PURPOSE_NAMES
+from hedui.node.errors import InvalidArgument, PermissionDenied, ResourceExhausted
+from hedui.node.store.tables import quota_counters, seen_requests
+from hedui.v1 import common_pb2, directory_pb2
+
+__all__ = ["Grant", "check", "remember", "DEFAULT_MAX_BATCH"]
+
+DEFAULT_MAX_BATCH = 4096
+_ID_MIN, _ID_MAX = 16, 32
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What the policy allowed: the matching rules, and a cached answer for a retry."""
+
+    rules: tuple[directory_pb2.AccessRule, ...]
+    cached_answer: bytes | None = None
+
+
+def validate_context(ctx: common_pb2.RequestContext, *, need_consent: bool) -> None:
+    """Shape checks, messages as ``Field: got X, want Y`` (Trillian validate.go style)."""
+    if ctx.purpose == common_pb2.PURPOSE_UNSPECIFIED or ctx.purpose not in PURPOSE_NAMES:
+        raise InvalidArgument(f"context.purpose: got {int(ctx.purpose)}, want one of {sorted(PURPOSE_NAMES.values())}", reason="BAD_PURPOSE")
+    if not (_ID_MIN <= len(ctx.request_id) <= _ID_MAX):
+        raise InvalidArgument(f"context.request_id: got {len(ctx.request_id)} bytes, want {_ID_MIN}..{_ID_MAX}", reason="BAD_REQUEST_ID")
+    if not ctx.case_ref or len(ctx.case_ref) > 64 or not ctx.case_ref.isprintable():
+        raise InvalidArgument(f"context.case_ref: got {len(ctx.case_ref)} characters, want 1..64 printable", reason="BAD_CASE_REF")
+    from hedui.adapters.idnum import contains_idnum
+
+    if contains_idnum(ctx.case_ref) or contains_idnum(ctx.operator):
+        # An identity number smuggled into a free-text field: refuse, and never echo it.
+        raise InvalidArgument("context: got something shaped like an identity number, want pseudonymous references only", reason="IDENTITY_IN_REQUEST")
+    if len(ctx.operator) > 64:
+        raise InvalidArgument(f"context.operator: got {len(ctx.operator)} characters, want at most 64")
+    if need_consent:
+        if not ctx.consent_digest:
+            raise PermissionDenied("context.consent_digest: got none, want the SHA-256 of the signed authorisation", reason="CONSENT_MISSING")
+        if len(ctx.consent_digest) != 32:
+            raise InvalidArgument(f"context.consent_digest: got {len(ctx.consent_digest)} bytes, want 32", reason="BAD_CONSENT_DIGEST")
+
+
+def check(
+    rt,
+    caller: str,
+    method: str,
+    ctx: common_pb2.RequestContext,
+    *,
+    fields: list[str] = (),  # type: ignore[assignment]
+    batch: int = 0,
+    need_consent: bool = True,
+    request_digest: bytes = b"",
+) -> Grant:
+    validate_context(ctx, need_consent=need_consent)
+    rules = rt.directory.rules(caller, rt.member, method)
+    if not rules:
+        raise PermissionDenied(f"policy: {caller} may not call {method} at {rt.member}", reason="METHOD_NOT_ALLOWED")
+    rules = [r for r in rules if ctx.purpose in r.purposes]
+    if not rules:
+        raise PermissionDenied(
+            f"policy: purpose {PURPOSE_NAMES[ctx.purpose]} not allowed for {caller} on {method}", reason="PURPOSE_NOT_ALLOWED"
+        )
+    if fields:
+        catalogue = {f.name for f in rt.directory.member(rt.member).fields}
+        allowed = set().union(*(set(r.fields) for r in rules))
+        for f in fields:
+            if f not in catalogue:
+                raise InvalidArgument(f"queries.field: got {f[:64]!r}, want one of {sorted(catalogue)}", reason="UNKNOWN_FIELD")
+            if f not in allowed:
+                raise PermissionDenied(f"policy: field {f} not allowed for {caller} with purpose {PURPOSE_NAMES[ctx.purpose]}", reason="FIELD_NOT_ALLOWED")
+    max_batch = max((r.max_batch or DEFAULT_MAX_BATCH) for r in rules)
+    if batch > max_batch:
+        raise ResourceExhausted(f"batch: got {batch} items, want at most {max_batch}", reason="BATCH_TOO_LARGE")
+    cached = _replay(rt, caller, method, ctx, request_digest)
+    if cached is not None:
+        return Grant(tuple(rules), cached_answer=cached)
+    per_minute = max((r.per_minute for r in rules), default=0) if all(r.per_minute for r in rules) else 0
+    per_day = max((r.per_day for r in rules), default=0) if all(r.per_day for r in rules) else 0
+    _charge(rt, caller, method, per_minute, per_day, ctx, request_digest)
+    return Grant(tuple(rules))
+
+
+def _replay(rt, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
+    with rt.engine.connect() as c:
+        row = c.execute(
+            select(seen_requests.c.caller, seen_requests.c.method, seen_requests.c.request_digest, seen_requests.c.answer)
+            .where(seen_requests.c.request_id == bytes(ctx.request_id))
+        ).first()
+    if row is None:
+        return None
+    if row.caller == caller and row.method == method and request_digest and row.request_digest == request_digest and row.answer:
+        return bytes(row.answer)
+    raise PermissionDenied(
+        f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason="REPLAYED_REQUEST"
+    )
+
+
+def _charge(rt, caller: str, method: str, per_minute: int, per_day: int, ctx, request_digest: bytes) -> None:
+    """Records the request id and counts it against the quota, in one transaction."""
+    now = time.time()
+    windows = [("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)]
+    try:
+        with rt.engine.begin() as c:
+            c.execute(seen_requests.insert().values(
+                request_id=bytes(ctx.request_id), caller=caller, method=method,
+                seen_at=dt.datetime.now(dt.timezone.utc), request_digest=request_digest or None,
+            ))
+            for window, start, limit in windows:
+                if not limit:
+                    continue
+                count = _bump(c, caller, method, window, start)
+                if count > limit:
+                    span = "minute" if window == "m" else "day"
+                    raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason="QUOTA_EXCEEDED")
+    except IntegrityError:
+        raise PermissionDenied(
+            f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason="REPLAYED_REQUEST"
+        ) from None
+
+
+def _bump(c, caller: str, method: str, window: str, start: int) -> int:
+    key = and_(
+        quota_counters.c.caller == caller, quota_counters.c.method == method,
+        quota_counters.c.window == window, quota_counters.c.window_start == start,
+    )
+    if c.execute(update(quota_counters).where(key).values(count=quota_counters.c.count + 1)).rowcount == 0:
+        c.execute(quota_counters.insert().values(caller=caller, method=method, window=window, window_start=start, count=1))
+        return 1
+    return int(c.execute(select(quota_counters.c.count).where(key)).scalar_one())
+
+
+def remember(rt, ctx, answer: bytes) -> None:
+    """Stores the signed answer with the request id so a retry of the same request gets it."""
+    with rt.engine.begin() as c:
+        c.execute(update(seen_requests).where(seen_requests.c.request_id == bytes(ctx.request_id)).values(answer=answer))
