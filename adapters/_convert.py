@@ -12,7 +12,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from hedui.adapters.idnum import InvalidIdentity, contains_idnum, normalize
@@ -29,6 +29,7 @@ _MAX_TEXT = 64                        # a number or date cell longer than this i
 _MAX_ATTR = 256
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_LONG_DIGITS = re.compile(r"\d{15,}")
 _BLANK = " \t\r\n\u00a0\u3000\ufeff"
 _TRUE = {"1", "true", "t", "yes", "y", "是", "有"}
 _FALSE = {"0", "false", "f", "no", "n", "否", "无"}
@@ -200,6 +201,8 @@ def _attr(kind: str, v: Any) -> str:
         raise BadCell(f"{len(text)} characters")
     if contains_idnum(text):
         raise BadCell("a value shaped like an identity number")
+    if _LONG_DIGITS.search(text):   # e.g. a 20-digit certificate number that embeds one
+        raise BadCell("a run of 15 or more digits")
     return text
 
 

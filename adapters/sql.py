@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from urllib.parse import quote
 from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
-from sqlalchemy import Column, Engine, MetaData, Table, and_, create_engine, inspect, or_, select, true
-from sqlalchemy.pool import NullPool
+from sqlalchemy import (Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, inspect,
+                        or_, select, true, type_coerce)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 from hedui.adapters._convert import RowConverter
 from hedui.adapters.idnum import contains_idnum
@@ -34,6 +35,19 @@ from hedui.node.errors import ConfigError
 __all__ = ["SqlAdapter"]
 
 _YIELD_PER = 1000
+
+
+def _raw(col: Column) -> Any:
+    """The column as stored, for ordering and resume positions. SQLite keeps dates and
+    timestamps as text in whatever format the department wrote; comparing that text with a
+    re-formatted bound value would skip or repeat rows, so positions keep the stored text."""
+    if isinstance(col.type, (Date, DateTime, Time)) and _is_sqlite(col):
+        return type_coerce(col, String())
+    return col
+
+
+def _is_sqlite(col: Column) -> bool:
+    return bool(col.table.info.get("sqlite"))
 
 
 def _encode(v: Any) -> Any:
@@ -127,7 +141,8 @@ class SqlAdapter:
                 for key, tname in [("source.table", src.table)] + [(f"source.joins[{i}].table", j.table) for i, j in enumerate(src.joins)]:
                     schema, _, bare = tname.rpartition(".")
                     try:
-                        tables[tname] = Table(bare, md, autoload_with=conn, schema=schema or None)
+                        tables[tname] = Table(bare, md, autoload_with=conn, schema=schema or None,
+                                              info={"sqlite": conn.dialect.name == "sqlite"})
                     except NoSuchTableError:
                         known = sorted(insp.get_table_names(schema=schema or None))
                         raise ConfigError(f"{name}: {key}: got {tname!r}, want an existing table "
@@ -166,12 +181,15 @@ class SqlAdapter:
                 raise ConfigError(f"{name}: source.joins[{i}].on: got no column of {j.table}, want 'earlier.col = {j.table}.col'")
             joined = joined.outerjoin(tables[j.table], a == b)  # LEFT JOIN: no row is dropped
         labels = {ref: f"c{i}" for i, ref in enumerate(cols)}
+        wm = cols[src.watermark] if src.watermark else None
         self._plan = {
-            "cols": cols,
             "labels": labels,
-            "stmt": select(*[c.label(labels[r]) for r, c in cols.items()]).select_from(joined),
-            "pk": pk,
-            "wm": cols[src.watermark] if src.watermark else None,
+            "stmt": select(*[c.label(labels[r]) for r, c in cols.items()],
+                           _raw(pk).label("_pk"), *([_raw(wm).label("_wm")] if wm is not None else []),
+                           ).select_from(joined),
+            "pk": _raw(pk),
+            "pk_name": pk.name,
+            "wm": _raw(wm) if wm is not None else None,
             "table": src.table.rpartition(".")[2],
         }
 
@@ -203,8 +221,7 @@ class SqlAdapter:
         plan = self._plan
         assert plan is not None
         pk, wm, labels, table = plan["pk"], plan["wm"], plan["labels"], plan["table"]
-        pk_l = labels[self._src.primary_key]
-        wm_l = labels[self._src.watermark] if wm is not None else None
+        pk_l, wm_l, pk_name = "_pk", "_wm", plan["pk_name"]
         pos = json.loads(since) if since else None
 
         prev: list[Any] = [object()]
@@ -212,10 +229,10 @@ class SqlAdapter:
         def emit(row, position: dict) -> tuple[Record | RowProblem, str]:
             m = row._mapping
             key = m[pk_l]
-            locator = f"{table}:{pk.name}={key}"
+            locator = f"{table}:{pk_name}={key}"
             after = json.dumps(position)
             if contains_idnum(locator):
-                return RowProblem(f"{table}:{pk.name}=<withheld>", "source.primary_key: got an identity-shaped "
+                return RowProblem(f"{table}:{pk_name}=<withheld>", "source.primary_key: got an identity-shaped "
                                   "key, want a key that is not an identity number"), after
             if key == prev[0]:  # a one-to-many join repeated the row
                 return RowProblem(locator, "source.joins: got several joined rows for one row, want "

@@ -60,6 +60,7 @@ class _Sum:
     last: date
     region: str
     unit: str
+    seen: set[str]
 
 
 def detect(
@@ -139,10 +140,13 @@ def detect(
                     region = record_region
                 kind = rule.kind
                 if kind == "cumulative":
+                    # The same event seen twice (overlapping exports) is counted once.
+                    ekey = _event_key(fact)
                     acc = sums.setdefault(plan.index, {}).get(rec.identity)
                     if acc is None:
-                        sums[plan.index][rec.identity] = _Sum(fact.value, 1, on, region, fact.unit)
-                    else:
+                        sums[plan.index][rec.identity] = _Sum(fact.value, 1, on, region, fact.unit, {ekey})
+                    elif ekey not in acc.seen:
+                        acc.seen.add(ekey)
                         acc.total += fact.value
                         acc.count += 1
                         if on >= acc.last:

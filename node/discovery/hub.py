@@ -32,7 +32,7 @@ import html
 import re
 import tomllib
 from calendar import monthrange
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -41,6 +41,8 @@ from typing import Annotated, Any, Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, Engine, and_, func, select, true, update
 
+from hedui.adapters.idnum import contains_idnum
+from hedui.adapters.idnum import normalize as normalise_identity
 from hedui.keys import sealing
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
 from hedui.node.discovery.outbox import NOTICE_PAYLOAD_TYPE, notice_aad
@@ -790,32 +792,12 @@ def _check_notice(n: notice_pb2.Notice, hub: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- identity numbers
 
 _FULLWIDTH = str.maketrans("０１２３４５６７８９ｘＸ", "0123456789XX")
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_CHECK = "10X98765432"
-_IDSHAPE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])|(?<![0-9])[0-9]{15}(?![0-9])")
-
-
-def normalise_identity(raw: str) -> str:
-    """GB 11643-1999: trimmed, full-width folded, upper-case X, 15-digit legacy numbers
-    converted, MOD 11-2 check digit verified. Errors never echo the number."""
-    if not isinstance(raw, str):
-        raise InvalidArgument(f"identity: got {type(raw).__name__}, want a string")
-    s = raw.strip().translate(_FULLWIDTH).upper()
-    if len(s) == 15 and s.isdigit() and s.isascii():
-        body = s[:6] + "19" + s[6:]
-        s = body + _CHECK[sum(int(c) * w for c, w in zip(body, _WEIGHTS)) % 11]
-    if len(s) != 18 or not s[:17].isdigit() or not s[:17].isascii() or s[17] not in "0123456789X":
-        raise InvalidArgument(
-            f"identity: got a value of {len(s)} characters that is not an identity number, "
-            "want 18 characters (17 digits and a check digit)"
-        )
-    if _CHECK[sum(int(c) * w for c, w in zip(s[:17], _WEIGHTS)) % 11] != s[17]:
-        raise InvalidArgument("identity: got a number whose check digit does not match, want a valid number")
-    return s
+_LEGACY15 = re.compile(r"(?<![0-9])[0-9]{15}(?![0-9])")
 
 
 def _looks_like_identity(text: str) -> bool:
-    return bool(_IDSHAPE.search(text.translate(_FULLWIDTH)))
+    folded = text.translate(_FULLWIDTH)
+    return contains_idnum(folded) or bool(_LEGACY15.search(folded))
 
 
 # ---------------------------------------------------------------- HTML

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from hedui.keys import sealing
 from hedui.node.discovery.detect import Detection
-from hedui.node.discovery.tables import insert_ignore, notice_outbox, utc
+from hedui.node.discovery.tables import insert_ignore, notice_outbox
 from hedui.node.errors import InvalidArgument, VerificationError
 from hedui.v1 import common_pb2, notice_pb2
 

@@ -169,5 +169,7 @@ def insert_ignore(conn: Connection, table: Table, values: dict[str, Any], confli
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - the store supports only these two
         raise NotImplementedError(conn.dialect.name)
-    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict)
-    return conn.execute(stmt).rowcount == 1
+    pk = list(table.primary_key.columns)[0]
+    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict).returning(pk)
+    # rowcount is unreliable with RETURNING on psycopg; a returned row is not.
+    return conn.execute(stmt).first() is not None

@@ -1,0 +1,288 @@
+"""``hedui audit …``: the security officer's offline tools (export, verify, proof, reconcile).
+
+Exit codes: 0 OK; 1 error (one message on stderr, never a traceback); 2 usage error;
+``verify`` and ``proof --check`` exit with the verdict code (3 TAMPERED, 4 TRUNCATED,
+5 FORK, 6 UNKNOWN_KEY, 7 STALE, 8 EMPTY); ``reconcile`` exits 9 when it found
+discrepancies.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from hedui.node.audit import offline
+from hedui.node.audit.errors import NoteError, ProofError, UnknownKeyError
+from hedui.node.errors import HeduiError
+
+__all__ = ["app", "RECONCILE_MISMATCH_EXIT"]
+
+RECONCILE_MISMATCH_EXIT = 9
+
+app = typer.Typer(
+    help="Audit log tools for security officers: export, verify, prove and reconcile logs offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """One clear message and a non-zero exit for every expected failure."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except HeduiError as exc:
+            raise _fail(exc.message) from None
+        except OSError as exc:
+            raise _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+        except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback
+            raise _fail(f"{type(exc).__name__}: {exc}") from None
+
+    return wrapper
+
+
+class _Bar:
+    """A rich progress bar on stderr (silent when stderr is not a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self._p = Progress(
+            TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=_err, transient=True, disable=not _err.is_terminal,
+        )
+        self._task = None
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        self._p.__enter__()
+        self._task = self._p.add_task("", total=None)
+
+        def update(done: int, total: int) -> None:
+            self._p.update(self._task, completed=done, total=total or None)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        self._p.__exit__(*exc)
+
+
+def _source(db: Optional[str], file: Optional[Path]) -> offline.Source:
+    if bool(db) == bool(file):
+        raise _fail("give exactly one of --db URL or --file EXPORT.ndjson", 2)
+    return db if db else file  # type: ignore[return-value]
+
+
+_DURATION = re.compile(r"(\d+)\s*([smhd]?)")
+
+
+def _duration(text: Optional[str]) -> Optional[timedelta]:
+    if text is None:
+        return None
+    m = _DURATION.fullmatch(text.strip())
+    if not m:
+        raise _fail(f"--max-age: got {text!r}, want e.g. 3600, 90m, 2h or 1d", 2)
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return timedelta(seconds=int(m.group(1)) * unit)
+
+
+def _when(text: Optional[str], *, end: bool) -> Optional[datetime]:
+    """ISO date or date-time; a bare date is local midnight (the day after, for --to)."""
+    if text is None:
+        return None
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            d = datetime.combine(datetime.fromisoformat(text).date(), time())
+            return (d + timedelta(days=1) if end else d).astimezone()
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return t if t.tzinfo else t.astimezone()
+    except ValueError:
+        raise _fail(f"got {text!r}, want a date (2026-05-01) or ISO date-time", 2) from None
+
+
+DbOpt = Annotated[Optional[str], typer.Option("--db", help="Node store URL, e.g. sqlite:///node.db.")]
+FileOpt = Annotated[Optional[Path], typer.Option("--file", help="An export file (NDJSON).")]
+KeyOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--key", "-k", help="Trusted verifier key (name+hexid+base64) or a file of keys; repeatable."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+def _keys(key: Optional[list[str]]):
+    if not key:
+        raise _fail("give at least one trusted verifier key with --key", 2)
+    return offline.load_trusted_keys(key)
+
+
+@app.command("export")
+@_guard
+def export_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.ndjson).")],
+    db: DbOpt = None,
+    start: Annotated[int, typer.Option(help="First entry (sequence number).")] = 0,
+    end: Annotated[Optional[int], typer.Option(help="End (exclusive); default: the latest checkpoint.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export entries, checkpoints, cosignatures and fork evidence to an NDJSON file."""
+    if not db:
+        raise _fail("--db URL is required", 2)
+    with _Bar("exporting") as progress:
+        s = offline.export(db, start, end, out, progress=progress)
+    summary = {"path": str(s.path), "origin": s.origin, "start": s.start, "end": s.end, "entries": s.entries,
+               "checkpoints": s.checkpoints, "cosignatures": s.cosignatures, "forks": s.forks, "sha256": s.sha256}
+    if as_json:
+        _out.print_json(json.dumps(summary))
+    else:
+        _out.print(f"exported {s.entries} entries [{s.start}, {s.end}) of {s.origin} "
+                   f"with {s.checkpoints} checkpoints, {s.cosignatures} cosignatures to {s.path}")
+
+
+@app.command("verify")
+@_guard
+def verify_cmd(
+    key: KeyOpt = None,
+    db: DbOpt = None,
+    file: FileOpt = None,
+    trusted_checkpoint: Annotated[
+        Optional[Path], typer.Option("--trusted-checkpoint", help="A signed checkpoint you verified before.")
+    ] = None,
+    max_age: Annotated[
+        Optional[str], typer.Option("--max-age", help="Fail as STALE if the latest checkpoint is older (2h, 90m).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-derive the Merkle tree and check every checkpoint, cosignature and proof."""
+    src = _source(db, file)
+    keys = _keys(key)
+    last = trusted_checkpoint.read_text(encoding="utf-8") if trusted_checkpoint else None
+    with _Bar("verifying") as progress:
+        r = offline.verify(src, keys, last, max_age=_duration(max_age), progress=progress)
+    if as_json:
+        _out.print_json(json.dumps(r.to_dict()))
+    else:
+        colour = "green" if r.ok else "bold red"
+        _out.print(f"[{colour}]{r.verdict.name}[/] {escape(r.origin or '')}: {r.entries} entries "
+                   f"[{r.start}, {r.tree_size}), {r.checkpoints_verified}/{r.checkpoints} checkpoints verified, "
+                   f"{r.cosignatures} cosignatures, latest checkpoint size {r.latest_checkpoint_size}, "
+                   f"{r.unsigned_tail} entries not yet checkpointed")
+        for p in r.problems:
+            _out.print(f"  [red]{p.verdict.name}[/]: {escape(p.message)}", soft_wrap=True)
+        for n in r.notes:
+            _out.print(f"  note: {escape(n)}", soft_wrap=True)
+    raise typer.Exit(int(r.verdict))
+
+
+@app.command("proof")
+@_guard
+def proof_cmd(
+    db: DbOpt = None,
+    seq: Annotated[Optional[int], typer.Option(help="Entry to prove (with --db).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Checkpoint size to prove against (default latest).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the proof here (.tlog-proof).")] = None,
+    check: Annotated[Optional[Path], typer.Option("--check", help="Verify this .tlog-proof file instead.")] = None,
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Produce a c2sp.org/tlog-proof for one entry, or verify one (--check)."""
+    if check is not None:
+        keys = _keys(key)
+        try:
+            res = offline.verify_proof(check.read_bytes(), keys)
+        except UnknownKeyError as exc:
+            raise _fail(exc.message, int(offline.Verdict.UNKNOWN_KEY)) from None
+        except (ProofError, NoteError) as exc:
+            raise _fail(exc.message, int(offline.Verdict.TAMPERED)) from None
+        info = {"verdict": "OK", "index": res.index, "origin": res.checkpoint.origin,
+                "tree_size": res.checkpoint.size, "entry": (res.entry or b"").decode("utf-8", "replace")}
+        if as_json:
+            _out.print_json(json.dumps(info))
+        else:
+            _out.print(f"[green]OK[/] entry {res.index} is in {escape(res.checkpoint.origin)} at tree size "
+                       f"{res.checkpoint.size}")
+            _out.print(info["entry"], markup=False, soft_wrap=True)
+        return
+    if not db or seq is None:
+        raise _fail("give --db URL and --seq N (or --check FILE --key K)", 2)
+    text = offline.proof(db, seq, size=size)
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
+        if as_json:
+            _out.print_json(json.dumps({"path": str(out), "seq": seq}))
+        else:
+            _out.print(f"wrote the proof of entry {seq} to {out}")
+    elif as_json:
+        _out.print_json(json.dumps({"seq": seq, "proof": text}))
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("reconcile")
+@_guard
+def reconcile_cmd(
+    hub: Annotated[str, typer.Option("--hub", help="The hub's store URL or export file.")],
+    provider: Annotated[
+        list[str], typer.Option("--provider", "-p", help="CODE=URL-or-file for each provider; repeatable.")
+    ],
+    date_from: Annotated[Optional[str], typer.Option("--from", help="Period start (date or ISO time).")] = None,
+    date_to: Annotated[Optional[str], typer.Option("--to", help="Period end (date inclusive, or ISO time).")] = None,
+    hub_code: Annotated[Optional[str], typer.Option("--hub-code", help="The hub's member code.")] = None,
+    cases: Annotated[
+        Optional[Path], typer.Option("--cases", help="File of case references that exist on the hub.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Match the hub's sent queries to each provider's received queries."""
+    providers: dict[str, str] = {}
+    for p in provider:
+        code, sep, src = p.partition("=")
+        if not sep or not code or not src:
+            raise _fail(f"--provider: got {p!r}, want CODE=URL-or-file", 2)
+        providers[code] = src
+    period = (_when(date_from, end=False), _when(date_to, end=True))
+    case_set = None
+    if cases is not None:
+        case_set = {ln.strip() for ln in cases.read_text(encoding="utf-8").splitlines() if ln.strip()}
+    r = offline.reconcile(hub, providers, period, hub_code=hub_code, hub_cases=case_set)
+    if as_json:
+        _out.print_json(json.dumps(r.to_dict(), ensure_ascii=False))
+    else:
+        c = r.counts
+        _out.print(f"{'[green]CLEAN[/]' if r.clean else '[bold red]DISCREPANCIES[/]'}: "
+                   f"{c.get('hub_sent', 0)} queries sent, {c.get('provider_received', 0)} received")
+        for title, items in (
+            ("sent, not received", r.sent_not_received),
+            ("received, not sent", r.received_not_sent),
+            ("request mismatches", r.request_mismatches),
+            ("answer mismatches", r.answer_mismatches),
+            ("queries with no case", r.no_case),
+        ):
+            if items:
+                _out.print(f"[bold]{title}[/] ({len(items)})")
+                for it in items[:200]:
+                    _out.print(f"  {it['time']} {it['provider']} {it['request_id']} {it['purpose']} "
+                               f"{it['case_ref']!r}: {it['detail']}", markup=False, soft_wrap=True)
+    if not r.clean:
+        raise typer.Exit(RECONCILE_MISMATCH_EXIT)

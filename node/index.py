@@ -1,0 +1,431 @@
+"""The token index: every identity in a department's data, as its OPRF token, with the
+facts the department derives for it.
+
+:func:`build_index` reads a source through its adapter, computes ``F(k, id)`` (RFC 9497
+§3.3.1 Evaluate, the expensive step) for each identity in a process pool, groups the facts
+by token and writes them in batches. Each batch commits together with the adapter position
+after it, so a build killed at any point (``kill -9`` included) resumes from the last
+committed batch without losing or duplicating a row: facts are filed by source row
+(locator), so re-reading a row replaces it. A later build of the same epoch reads only what
+the adapter reports as changed since (watermark or key) and moves a row whose identity
+changed to its new token; a full re-read (mapping or export file changed, or ``full=True``)
+also removes the rows that disappeared from the source.
+
+Key rotation: build epoch N+1 with the new key while N keeps answering;
+:func:`live_epochs` lists the epochs whose every source has completed a build;
+:func:`retire_epoch` drops an old one.
+
+Nothing here stores an identity number: tokens, locators (table and key, or file and
+line), derived facts and problem reasons only — and text is scrubbed of anything shaped
+like one before it is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, delete, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from hedui.adapters import Adapter
+from hedui.adapters.idnum import IDNUM_PATTERN
+from hedui.adapters.records import Fact, Record, RowProblem
+from hedui.keys.oprf import ServerKey
+from hedui.node.errors import InvalidArgument
+from hedui.node.index_tables import index_problems, index_progress, index_rows, token_index
+
+__all__ = ["IndexReport", "build_index", "facts_for_tokens", "live_epochs", "retire_epoch", "list_problems"]
+
+_IN_CHUNK = 500          # bound parameters per IN (...) list
+_MAX_LOCATOR = 255
+_IN_FLIGHT = 3           # batches whose tokens are being computed while one is written
+
+
+@dataclass(frozen=True, slots=True)
+class IndexReport:
+    epoch: int
+    source: str
+    mode: str            # "full" (read everything, then drop vanished rows) or "incremental"
+    resumed: bool        # continued an interrupted run
+    rows: int            # source rows read by this call
+    records: int         # of which usable records
+    problems: int        # of which problem rows
+    removed: int         # rows dropped because they left the source (full runs)
+    tokens: int          # tokens in the epoch after the build
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Rows per second."""
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+# --- token computation (worker side) ----------------------------------------------------------
+
+_worker_key: ServerKey | None = None
+
+
+def _init_worker(key: ServerKey) -> None:
+    global _worker_key
+    _worker_key = key
+
+
+def _tokens(identities: list[str]) -> list[bytes]:
+    assert _worker_key is not None
+    token = _worker_key.token
+    return [token(i) for i in identities]
+
+
+class _Tokenizer:
+    """Computes tokens in a process pool (or inline when ``workers == 0``)."""
+
+    def __init__(self, key: ServerKey, workers: int) -> None:
+        self._key, self._workers = key, workers
+        self._pool = None
+        if workers > 0:
+            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_init_worker, initargs=(key,))
+
+    def submit(self, identities: list[str]) -> list[Future] | list[bytes]:
+        if self._pool is None:
+            return [self._key.token(i) for i in identities]
+        n = max(1, -(-len(identities) // self._workers))
+        return [self._pool.submit(_tokens, identities[i:i + n]) for i in range(0, len(identities), n)]
+
+    @staticmethod
+    def result(pending: list) -> list[bytes]:
+        if not pending or isinstance(pending[0], bytes):
+            return pending
+        out: list[bytes] = []
+        for f in pending:
+            out.extend(f.result())
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+
+# --- serialisation ----------------------------------------------------------------------------
+
+def _scrub(text_: str) -> str:
+    return IDNUM_PATTERN.sub("<withheld>", text_)
+
+
+def _fit(locator: str) -> str:
+    locator = _scrub(locator)
+    if len(locator) <= _MAX_LOCATOR:
+        return locator
+    return locator[:200] + "…#" + hashlib.sha256(locator.encode()).hexdigest()[:16]
+
+
+def _fact_json(f: Fact) -> dict[str, Any]:
+    return {"name": f.name, "value": str(f.value), "unit": f.unit,
+            "on": f.on.isoformat() if f.on else None, "attrs": dict(f.attrs)}
+
+
+def _dump(doc: dict) -> str:
+    return _scrub(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _chunks(seq: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _upsert(conn, table, rows: list[dict], keys: list[str], update_cols: list[str]) -> None:
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in update_cols})
+    conn.execute(stmt, rows)
+
+
+# --- the build ----------------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    epoch: int
+    source: str
+    run: int
+    mode: str
+    position: str | None
+    resumed: bool
+
+
+def _start(engine: Engine, adapter: Adapter, epoch: int, full: bool) -> _Run:
+    fp = adapter.fingerprint
+    now = _now()
+    with engine.begin() as conn:
+        row = conn.execute(select(index_progress).where(
+            index_progress.c.epoch == epoch, index_progress.c.source == adapter.source)).mappings().first()
+        if row is None:
+            run = _Run(epoch, adapter.source, 1, "full", None, False)
+            conn.execute(index_progress.insert().values(
+                epoch=epoch, source=adapter.source, run=1, mode="full", status="running", position=None,
+                fingerprint=fp, rows_read=0, started_at=now, updated_at=now, completed_at=None))
+            return run
+        if row["status"] == "running" and row["fingerprint"] == fp and not full:
+            return _Run(epoch, adapter.source, row["run"], row["mode"], row["position"], True)
+        incremental = row["status"] == "done" and row["fingerprint"] == fp and not full
+        run = _Run(epoch, adapter.source, row["run"] + 1, "incremental" if incremental else "full",
+                   row["position"] if incremental else None, False)
+        conn.execute(update(index_progress).where(
+            index_progress.c.epoch == epoch, index_progress.c.source == adapter.source).values(
+            run=run.run, mode=run.mode, status="running", position=run.position, fingerprint=fp,
+            rows_read=0, started_at=now, updated_at=now))
+        return run
+
+
+def _lock(conn, epoch: int) -> None:
+    # Batches of concurrent builders of one epoch touch the same tokens: serialise them.
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k, :e)"), {"k": 0x48454449, "e": epoch})
+
+
+def _load_docs(conn, epoch: int, tokens: Iterable[bytes]) -> dict[bytes, dict]:
+    docs: dict[bytes, dict] = {}
+    toks = list(tokens)
+    for part in _chunks(toks):
+        for tok, facts in conn.execute(select(token_index.c.token, token_index.c.facts).where(
+                token_index.c.epoch == epoch, token_index.c.token.in_(part))):
+            docs[bytes(tok)] = json.loads(facts)
+    return docs
+
+
+def _store_docs(conn, epoch: int, docs: dict[bytes, dict], existing: set[bytes], now: datetime) -> None:
+    inserts, updates, deletes = [], [], []
+    for tok, doc in docs.items():
+        doc = {s: locs for s, locs in doc.items() if locs}
+        count = sum(len(locs) for locs in doc.values())
+        if count == 0:
+            if tok in existing:
+                deletes.append(tok)
+            continue
+        row = {"facts": _dump(doc), "row_count": count, "updated_at": now}
+        if tok in existing:
+            updates.append({"b_token": tok, **row})
+        else:
+            inserts.append({"epoch": epoch, "token": tok, **row})
+    if inserts:
+        conn.execute(token_index.insert(), inserts)
+    if updates:
+        conn.execute(update(token_index).where(token_index.c.epoch == epoch,
+                                               token_index.c.token == bindparam("b_token")), updates)
+    for part in _chunks(deletes):
+        conn.execute(delete(token_index).where(token_index.c.epoch == epoch, token_index.c.token.in_(part)))
+
+
+def _write_batch(engine: Engine, run: _Run, items: list[Record | RowProblem], tokens: dict[str, bytes],
+                 position: str | None) -> None:
+    now = _now()
+    # The last item for a locator wins (a re-read row, or a duplicate reported as a problem).
+    latest: dict[str, tuple[bytes, list] | str] = {}
+    for item in items:
+        loc = _fit(item.locator)
+        if isinstance(item, Record):
+            latest[loc] = (tokens[item.identity], [_fact_json(f) for f in item.facts])
+        else:
+            latest[loc] = _scrub(item.reason)
+    locs = list(latest)
+    ep, src = run.epoch, run.source
+    with engine.begin() as conn:
+        _lock(conn, ep)
+        old: dict[str, bytes] = {}
+        for part in _chunks(locs):
+            for loc, tok in conn.execute(select(index_rows.c.locator, index_rows.c.token).where(
+                    index_rows.c.epoch == ep, index_rows.c.source == src, index_rows.c.locator.in_(part))):
+                old[loc] = bytes(tok)
+        touched = set(old.values()) | {v[0] for v in latest.values() if isinstance(v, tuple)}
+        docs = _load_docs(conn, ep, touched)
+        existing = set(docs)
+        for loc, tok in old.items():           # take every re-read row out of its old place
+            docs.get(tok, {}).get(src, {}).pop(loc, None)
+        row_rows, prob_rows, gone, fixed = [], [], [], []
+        for loc, v in latest.items():
+            if isinstance(v, tuple):
+                tok, facts = v
+                docs.setdefault(tok, {}).setdefault(src, {})[loc] = facts
+                row_rows.append({"epoch": ep, "source": src, "locator": loc, "token": tok, "run": run.run})
+                fixed.append(loc)
+            else:
+                prob_rows.append({"epoch": ep, "source": src, "locator": loc, "reason": v, "run": run.run})
+                if loc in old:
+                    gone.append(loc)
+        _store_docs(conn, ep, docs, existing, now)
+        _upsert(conn, index_rows, row_rows, ["epoch", "source", "locator"], ["token", "run"])
+        for part in _chunks(gone):
+            conn.execute(delete(index_rows).where(index_rows.c.epoch == ep, index_rows.c.source == src,
+                                                  index_rows.c.locator.in_(part)))
+        _upsert(conn, index_problems, prob_rows, ["epoch", "source", "locator"], ["reason", "run"])
+        for part in _chunks(fixed):
+            conn.execute(delete(index_problems).where(index_problems.c.epoch == ep, index_problems.c.source == src,
+                                                      index_problems.c.locator.in_(part)))
+        values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + len(items), "updated_at": now}
+        if position is not None:
+            values["position"] = position
+        conn.execute(update(index_progress).where(index_progress.c.epoch == ep,
+                                                  index_progress.c.source == src).values(**values))
+
+
+def _sweep(engine: Engine, run: _Run) -> int:
+    """After a full read: drop rows (and problems) this run did not see."""
+    ep, src = run.epoch, run.source
+    removed = 0
+    while True:
+        with engine.begin() as conn:
+            _lock(conn, ep)
+            stale = conn.execute(select(index_rows.c.locator, index_rows.c.token).where(
+                index_rows.c.epoch == ep, index_rows.c.source == src, index_rows.c.run < run.run,
+            ).limit(_IN_CHUNK * 4)).all()
+            if not stale:
+                conn.execute(delete(index_problems).where(index_problems.c.epoch == ep, index_problems.c.source == src,
+                                                          index_problems.c.run < run.run))
+                return removed
+            docs = _load_docs(conn, ep, {bytes(t) for _, t in stale})
+            existing = set(docs)
+            for loc, tok in stale:
+                docs.get(bytes(tok), {}).get(src, {}).pop(loc, None)
+            _store_docs(conn, ep, docs, existing, _now())
+            for part in _chunks([loc for loc, _ in stale]):
+                conn.execute(delete(index_rows).where(index_rows.c.epoch == ep, index_rows.c.source == src,
+                                                      index_rows.c.locator.in_(part)))
+            removed += len(stale)
+
+
+def _finish(engine: Engine, run: _Run) -> None:
+    now = _now()
+    with engine.begin() as conn:
+        conn.execute(update(index_progress).where(
+            index_progress.c.epoch == run.epoch, index_progress.c.source == run.source).values(
+            status="done", updated_at=now,
+            completed_at=func.coalesce(index_progress.c.completed_at, now)))
+
+
+def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: int, *,
+                workers: int | None = None, progress: Any = None, full: bool = False,
+                batch_size: int = 2000) -> IndexReport:
+    """Builds or updates the token index of ``epoch`` from one adapter's source.
+
+    Resumes an interrupted run of the same source and epoch; otherwise reads what changed
+    since the last completed run (or everything, when the mapping or file changed or
+    ``full`` is set). ``workers`` processes compute tokens (default: CPU count; 0 computes
+    inline). ``progress`` is an optional ``rich.progress.Progress``. Checks the adapter
+    (``check()``) before anything is written.
+    """
+    if server_key.epoch != epoch:
+        raise InvalidArgument(f"epoch: got {epoch}, want the server key's epoch {server_key.epoch}")
+    if batch_size < 1:
+        raise InvalidArgument(f"batch_size: got {batch_size}, want at least 1")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 0:
+        raise InvalidArgument(f"workers: got {workers}, want 0 or more")
+    started = time.perf_counter()
+    adapter.check()
+    run = _start(engine, adapter, epoch, full)
+    task = progress.add_task(f"index {run.source} (epoch {epoch}, {run.mode})", total=None) if progress else None
+    counts = {"rows": 0, "records": 0, "problems": 0}
+    tokenizer = _Tokenizer(server_key, workers)
+    inflight: deque = deque()
+
+    def drain_one() -> None:
+        items, idents, pending, position = inflight.popleft()
+        tokens = dict(zip(idents, tokenizer.result(pending)))
+        _write_batch(engine, run, items, tokens, position)
+        if progress is not None:
+            progress.advance(task, len(items))
+
+    try:
+        batch: list[Record | RowProblem] = []
+        position = None
+        for item, position in adapter.scan(run.position):
+            batch.append(item)
+            if isinstance(item, Record):
+                counts["records"] += 1
+            else:
+                counts["problems"] += 1
+            if len(batch) >= batch_size:
+                idents = list({i.identity: None for i in batch if isinstance(i, Record)})
+                inflight.append((batch, idents, tokenizer.submit(idents), position))
+                counts["rows"] += len(batch)
+                batch = []
+                if len(inflight) > _IN_FLIGHT:
+                    drain_one()
+        if batch:
+            idents = list({i.identity: None for i in batch if isinstance(i, Record)})
+            inflight.append((batch, idents, tokenizer.submit(idents), position))
+            counts["rows"] += len(batch)
+        while inflight:
+            drain_one()
+    finally:
+        tokenizer.close()
+        adapter.close()
+    removed = _sweep(engine, run) if run.mode == "full" else 0
+    _finish(engine, run)
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(token_index).where(token_index.c.epoch == epoch)).scalar_one()
+    return IndexReport(epoch, run.source, run.mode, run.resumed, counts["rows"], counts["records"],
+                       counts["problems"], removed, total, time.perf_counter() - started)
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+def facts_for_tokens(engine: Engine, epoch: int, tokens: Iterable[bytes]) -> dict[bytes, list[Fact]]:
+    """The facts filed under each token in ``epoch`` (tokens not in the index are absent),
+    ordered by source, source row and mapping order."""
+    out: dict[bytes, list[Fact]] = {}
+    with engine.connect() as conn:
+        docs = _load_docs(conn, epoch, {bytes(t) for t in tokens})
+    for tok, doc in docs.items():
+        facts: list[Fact] = []
+        for src in sorted(doc):
+            for loc in sorted(doc[src]):
+                for f in doc[src][loc]:
+                    facts.append(Fact(f["name"], Decimal(f["value"]), f["unit"],
+                                      date.fromisoformat(f["on"]) if f["on"] else None, f["attrs"]))
+        out[tok] = facts
+    return out
+
+
+def list_problems(engine: Engine, epoch: int, source: str | None = None) -> list[RowProblem]:
+    """Rows the last builds could not use, by locator (never by identity)."""
+    q = select(index_problems.c.locator, index_problems.c.reason).where(index_problems.c.epoch == epoch)
+    if source is not None:
+        q = q.where(index_problems.c.source == source)
+    with engine.connect() as conn:
+        return [RowProblem(loc, reason) for loc, reason in conn.execute(q.order_by(index_problems.c.source,
+                                                                                   index_problems.c.locator))]
+
+
+def live_epochs(engine: Engine) -> list[int]:
+    """Epochs whose every source has completed a build at least once (they can answer)."""
+    q = (select(index_progress.c.epoch).group_by(index_progress.c.epoch)
+         .having(func.count() == func.count(index_progress.c.completed_at)).order_by(index_progress.c.epoch))
+    with engine.connect() as conn:
+        return [e for (e,) in conn.execute(q)]
+
+
+def retire_epoch(engine: Engine, epoch: int) -> int:
+    """Deletes an epoch's index, rows, problems and progress; returns the tokens removed."""
+    with engine.begin() as conn:
+        _lock(conn, epoch)
+        n = conn.execute(delete(token_index).where(token_index.c.epoch == epoch)).rowcount
+        for t in (index_rows, index_problems, index_progress):
+            conn.execute(delete(t).where(t.c.epoch == epoch))
+    return n

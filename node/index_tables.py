@@ -1,0 +1,70 @@
+"""Token index tables: pseudonymous derived facts per OPRF token and key epoch.
+
+No table here holds an identity number. ``token_index`` is what lookups read;
+``index_rows`` maps each source row (by locator: table and primary key, or file and line)
+to the token it was filed under, so that a changed or deleted row replaces or removes its
+facts; ``index_progress`` is the resumable position of each source's build;
+``index_problems`` lists the rows that could not be used, by locator and reason.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, String, Table, Text
+
+from hedui.node.store.schema import metadata
+
+__all__ = ["token_index", "index_rows", "index_progress", "index_problems"]
+
+# One row per (epoch, token). ``facts`` is canonical JSON (sorted keys, no spaces, ASCII):
+# {"<source>": {"<locator>": [{"name", "value", "unit", "on", "attrs"}, ...]}}; values are
+# decimal strings, dates ISO. ``row_count`` is the number of source rows behind the token.
+token_index = Table(
+    "token_index",
+    metadata,
+    Column("epoch", Integer, primary_key=True),
+    Column("token", LargeBinary(64), primary_key=True),
+    Column("facts", Text, nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Which token each source row is filed under (the reverse map), and the run that last saw it.
+index_rows = Table(
+    "index_rows",
+    metadata,
+    Column("epoch", Integer, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("locator", String(255), primary_key=True),
+    Column("token", LargeBinary(64), nullable=False),
+    Column("run", Integer, nullable=False),
+    Index("ix_index_rows_sweep", "epoch", "source", "run"),
+)
+
+# Build state per (epoch, source). ``position`` is the adapter's opaque resume position after
+# the last committed batch; ``fingerprint`` the mapping (and file) digest of the current run.
+index_progress = Table(
+    "index_progress",
+    metadata,
+    Column("epoch", Integer, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("run", Integer, nullable=False),
+    Column("mode", String(16), nullable=False),        # fresh | full | incremental
+    Column("status", String(16), nullable=False),      # running | done
+    Column("position", Text, nullable=True),
+    Column("fingerprint", String(200), nullable=False),
+    Column("rows_read", BigInteger, nullable=False),   # in the current run
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("completed_at", DateTime(timezone=True), nullable=True),   # first completion of the epoch
+)
+
+# Rows an adapter could not use, by locator; never the identity.
+index_problems = Table(
+    "index_problems",
+    metadata,
+    Column("epoch", Integer, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("locator", String(255), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("run", Integer, nullable=False),
+)

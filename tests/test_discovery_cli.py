@@ -1,0 +1,219 @@
+"""``hedui notices | leads | referrals | report``: outputs, one-line errors, no identities."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from hedui.keys.sealing import SealingKey
+from hedui.node.cli import discovery as cli
+from hedui.node.discovery import tables  # noqa: F401 - registers the tables
+from hedui.node.store.db import open_engine, sqlite_url
+from hedui.node.store.schema import metadata
+
+runner = CliRunner()
+
+
+def _idn(body17: str) -> str:
+    w = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+    return body17 + "10X98765432"[sum(int(c) * x for c, x in zip(body17, w)) % 11]
+
+
+P1, P2 = _idn("37030419600101001"), _idn("37030419600101002")
+
+app = typer.Typer()
+app.add_typer(cli.notices_app, name="notices")
+app.add_typer(cli.leads_app, name="leads")
+app.add_typer(cli.referrals_app, name="referrals")
+app.add_typer(cli.report_app, name="report")
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    db = sqlite_url(tmp_path / "node.db")
+    eng = open_engine(db)
+    metadata.create_all(eng)
+    eng.dispose()
+    key = SealingKey.generate()
+    key.save(tmp_path / "sealing.pem", b"pw")
+    (tmp_path / "sealing.pub").write_bytes(key.public_bytes())
+    (tmp_path / "person.secret").write_bytes(b"k" * 32)
+    (tmp_path / "dedup.secret").write_bytes(b"d" * 32)
+    (tmp_path / "hub.toml").write_text(
+        """
+hub = "370304-mz"
+person_secret_file = "person.secret"
+sealing_public_file = "sealing.pub"
+
+[[routes]]
+region = ""
+event_type = "*"
+assignee = "370304-mz-center"
+assignee_kind = "department"
+name = "区社会救助综合服务中心"
+
+[[routes]]
+region = "370304001"
+assignee = "370304001"
+assignee_kind = "town"
+name = "城东街道"
+""",
+        encoding="utf-8",
+    )
+    (tmp_path / "stays.csv").write_text(
+        "identity,fact,value,unit,on,hospital,region\n"
+        f"{P1},inpatient_stay,20000.00,CNY,2025-05-31,区医院,370304001\n"
+        f"{P2},inpatient_stay,19999.99,CNY,2025-05-30,区医院,370304001\n"
+        f"{P2},inpatient_stay,30000,CNY,2025-06-01,区医院,370304001\n",
+        encoding="utf-8-sig",
+    )
+    monkeypatch.setenv("HEDUI_SEALING_PASSPHRASE", "pw")
+    return tmp_path, db
+
+
+def invoke(*args: str, input: str | None = None):
+    result = runner.invoke(app, list(args), input=input)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_detect_from_csv_lists_public_fields_only(env):
+    tmp, _ = env
+    r = invoke("notices", "detect", "--provider", "370304-medins", "--department", "medins",
+               "--records-csv", str(tmp / "stays.csv"), "--as-of", "2025-06-03",
+               "--dedup-secret-file", str(tmp / "dedup.secret"), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    # P1's stay is exactly 20,000 in May; P2's 19,999.99 is not, but with June's 30,000 P2's
+    # year-to-date total (49,999.99) crosses the yearly 40,000 rule.
+    assert [(d["rule"], d["event_date"], d["due_date"]) for d in out["detections"]] == [
+        ("medins.inpatient_single_20k", "2025-05-31", "2025-06-05"),
+        ("medins.inpatient_yearly_40k", "2025-06-01", "2025-12-31"),
+    ]
+    assert P1 not in r.output and P2 not in r.output
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--as-of", "2025-13-01"], "--as-of: got '2025-13-01'"),
+        (["--department", "police"], "department: got 'police'"),
+        (["--enqueue", "370304-mz"], "--db: got nothing"),
+    ],
+)
+def test_detect_bad_input_is_one_line_error(env, args, needle):
+    tmp, _ = env
+    base = ["notices", "detect", "--provider", "p", "--records-csv", str(tmp / "stays.csv"),
+            "--dedup-secret-file", str(tmp / "dedup.secret")]
+    if "--department" not in args:
+        base += ["--department", "medins"]
+    r = invoke(*base, *args)
+    assert r.exit_code != 0
+    assert needle in r.output
+    assert "Traceback" not in r.output
+
+
+def test_bad_csv_names_line_not_identity(env):
+    tmp, _ = env
+    bad = tmp / "bad.csv"
+    bad.write_text(f"identity,fact,value,unit,on\n{P1},inpatient_stay,lots,CNY,2025-05-31\n", encoding="utf-8")
+    r = invoke("notices", "detect", "--provider", "p", "--department", "medins", "--records-csv", str(bad),
+               "--dedup-secret-file", str(tmp / "dedup.secret"))
+    assert r.exit_code != 0
+    assert "line 2: value: got 'lots', want a decimal" in r.output
+    assert P1 not in r.output
+
+
+def test_hub_commands_end_to_end(env):
+    tmp, db = env
+    common = ["--db", db, "--hub-config", str(tmp / "hub.toml")]
+    (tmp / "id.txt").write_text(P1 + "\n", encoding="utf-8")
+    today = date.today().isoformat()
+    r = invoke("leads", "add", *common, "--identity-file", str(tmp / "id.txt"), "--region", "370304001",
+               "--event-type", "illness", "--reporter", "grid-0107", "--json")
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    assert first["new_lead"] and first["referral_id"]
+    r = invoke("leads", "add", *common, "--identity-file", "-", "--region", "370304001",
+               "--event-type", "fire_loss", "--reporter", "grid-0107", "--json", input=P1 + "\n")
+    assert json.loads(r.stdout) == {"lead_id": first["lead_id"], "new_lead": False, "referral_id": None}
+
+    r = invoke("leads", "list", *common, "--json")
+    assert [(x["lead_id"], x["events"]) for x in json.loads(r.stdout)] == [(first["lead_id"], 2)]
+    r = invoke("leads", "merged", *common, "--json")
+    assert json.loads(r.stdout)[0]["event_types"] == ["fire_loss", "illness"]
+    r = invoke("leads", "show", str(first["lead_id"]), *common, "--json")
+    assert P1 not in r.output
+    r = invoke("leads", "show", str(first["lead_id"]), *common, "--reveal", "--sealing-key",
+               str(tmp / "sealing.pem"), "--json")
+    assert json.loads(r.stdout)["identity"] == P1
+
+    r = invoke("referrals", "list", *common, "--status", "open", "--json")
+    (ref,) = json.loads(r.stdout)
+    assert ref["assignee"] == "370304001"
+    r = invoke("referrals", "overdue", *common, "--as-of", ref["due_date"], "--json")
+    assert json.loads(r.stdout) == []
+    r = invoke("referrals", "respond", str(ref["referral_id"]), *common, "--outcome", "assisted", "--json")
+    assert r.exit_code != 0 and "programme: got None" in r.output
+    r = invoke("referrals", "respond", str(ref["referral_id"]), *common, "--outcome", "assisted",
+               "--programme", "dibao", "--json")
+    assert json.loads(r.stdout)["status"] == "responded"
+    r = invoke("referrals", "respond", "999", *common, "--outcome", "found")
+    assert r.exit_code != 0 and "referral: got 999" in r.output
+
+    y, m = int(today[:4]), int(today[5:7])
+    r = invoke("report", "monthly", *common, "--year", str(y), "--month", str(m))
+    rep = json.loads(r.stdout)
+    assert rep["referred"] == 1 and rep["received"]["manual"] == 2
+    out = tmp / "report.html"
+    r = invoke("report", "monthly", *common, "--year", str(y), "--month", str(m), "--format", "html",
+               "--out", str(out))
+    assert r.exit_code == 0 and "<svg" in out.read_text(encoding="utf-8")
+    r = invoke("report", "monthly", *common, "--year", str(y), "--month", "13")
+    assert r.exit_code != 0 and "month: got" in r.output
+
+
+def test_identity_file_and_store_errors(env, tmp_path):
+    tmp, db = env
+    common = ["--db", db, "--hub-config", str(tmp / "hub.toml")]
+    (tmp / "two.txt").write_text(f"{P1}\n{P2}\n", encoding="utf-8")
+    r = invoke("leads", "add", *common, "--identity-file", str(tmp / "two.txt"), "--region", "370304001",
+               "--event-type", "illness", "--reporter", "g")
+    assert r.exit_code != 0 and "got 2 non-empty lines" in r.output and P1 not in r.output
+    empty = sqlite_url(tmp_path / "empty.db")
+    r = invoke("leads", "list", "--db", empty, "--hub-config", str(tmp / "hub.toml"))
+    assert r.exit_code != 0 and "is missing" in r.output
+    r = invoke("leads", "list", "--db", db, "--hub-config", str(tmp / "nope.toml"))
+    assert r.exit_code != 0 and "unreadable" in r.output
+
+
+def test_detect_enqueue_with_wired_signer_and_status(env, monkeypatch):
+    tmp, db = env
+    calls = []
+
+    def factory(provider: str, hub: str):
+        def sign_and_seal(detection, notice_id: bytes) -> bytes:
+            calls.append((provider, hub, detection.rule))
+            return b"envelope:" + notice_id
+
+        return sign_and_seal
+
+    monkeypatch.setattr(cli.wiring, "sign_and_seal", factory)
+    args = ["notices", "detect", "--provider", "370304-medins", "--department", "medins",
+            "--records-csv", str(tmp / "stays.csv"), "--as-of", "2025-06-03",
+            "--dedup-secret-file", str(tmp / "dedup.secret"), "--enqueue", "370304-mz", "--db", db, "--json"]
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["queued"] == 2
+    r = invoke(*args)  # a re-run of the same period queues nothing new
+    assert json.loads(r.stdout)["queued"] == 0
+    assert len(calls) == 2 and {c[:2] for c in calls} == {("370304-medins", "370304-mz")}
+    r = invoke("notices", "status", "--db", db, "--json")
+    st = json.loads(r.stdout)
+    assert (st["pending"], st["delivered"]) == (2, 0)
+    assert {p["rule"] for p in st["oldest_pending"]} == {"medins.inpatient_single_20k", "medins.inpatient_yearly_40k"}
+    assert P1 not in r.output and P2 not in r.output
