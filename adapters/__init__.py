@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping, SqlSource, load_mapping
 from hedui.adapters.records import Fact, Record, RowProblem
@@ -34,10 +34,11 @@ class Adapter(Protocol):
     def check(self) -> None:
         """Raises ConfigError naming the mapping key if a table, column, sheet or header is missing."""
 
-    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
-        """Yields each row's record or problem with the opaque position after it."""
+    def scan(self, since: Any = None) -> Iterator[tuple[Record | RowProblem, Any]]:
+        """Yields each row's record or problem with the position after it (an opaque JSON
+        value: the index stores the last one of each committed batch)."""
 
-    def records(self, since: str | None = None) -> Iterator[Record | RowProblem]:
+    def records(self, since: Any = None) -> Iterator[Record | RowProblem]:
         """Yields each row's record or problem, after position ``since`` if given."""
 
     def close(self) -> None: ...

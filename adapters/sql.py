@@ -12,7 +12,6 @@ Rows whose watermark is NULL are read first, ordered by primary key, in a full s
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -213,24 +212,23 @@ class SqlAdapter:
                 if n < self._src.page_size:
                     return
 
-    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
-        """Yields ``(record or problem, position after it)``. Pass a position back as
-        ``since`` to continue after it (resume, or an incremental run)."""
+    def scan(self, since: Any = None) -> Iterator[tuple[Record | RowProblem, Any]]:
+        """Yields ``(record or problem, position after it)``; a position is a JSON value.
+        Pass one back as ``since`` to continue after it (resume, or an incremental run)."""
         if self._plan is None:
             self.check()
         plan = self._plan
         assert plan is not None
         pk, wm, labels, table = plan["pk"], plan["wm"], plan["labels"], plan["table"]
         pk_l, wm_l, pk_name = "_pk", "_wm", plan["pk_name"]
-        pos = json.loads(since) if since else None
+        pos = since or None
 
         prev: list[Any] = [object()]
 
-        def emit(row, position: dict) -> tuple[Record | RowProblem, str]:
+        def emit(row, after: dict) -> tuple[Record | RowProblem, dict]:
             m = row._mapping
             key = m[pk_l]
             locator = f"{table}:{pk_name}={key}"
-            after = json.dumps(position)
             if contains_idnum(locator):
                 return RowProblem(f"{table}:{pk_name}=<withheld>", "source.primary_key: got an identity-shaped "
                                   "key, want a key that is not an identity number"), after
@@ -269,7 +267,7 @@ class SqlAdapter:
             m = row._mapping
             yield emit(row, {"wm": _encode(m[wm_l]), "pk": _encode(m[pk_l])})
 
-    def records(self, since: str | None = None) -> Iterator[Record | RowProblem]:
+    def records(self, since: Any = None) -> Iterator[Record | RowProblem]:
         for item, _ in self.scan(since):
             yield item
 

@@ -45,6 +45,7 @@ class _FileAdapter:
         self._path = mapping.resolved_path()
         self._index: dict[str, int] | None = None
         self._digest: str | None = None
+        self._seen: dict[str, int] = {}
 
     @property
     def source(self) -> str:
@@ -83,13 +84,17 @@ class _FileAdapter:
             if contains_idnum(locator):
                 return RowProblem(self._locator(line), "source.primary_key: got an identity-shaped key, "
                                   "want a key that is not an identity number")
+            first = self._seen.setdefault(locator, line)
+            if first != line:
+                return RowProblem(locator, f"source.primary_key: got the key of line {first} again, want unique keys")
         return self._conv.convert(locator, lambda ref: cells[index[ref]] if index[ref] < len(cells) else None)
 
-    def records(self, since: str | None = None) -> Iterator[Record | RowProblem]:
+    def records(self, since: int | None = None) -> Iterator[Record | RowProblem]:
         for item, _ in self.scan(since):
             yield item
 
-    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
+    def scan(self, since: int | None = None) -> Iterator[tuple[Record | RowProblem, int]]:
+        """Yields ``(record or problem, its line)``; pass a line as ``since`` to continue after it."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -138,8 +143,10 @@ class CsvAdapter(_FileAdapter):
         with self._open() as f:
             self._index = self._resolve(self._header(csv.reader(f, delimiter=self._src.delimiter)))
 
-    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
-        start = int(since) if since else 0
+    def scan(self, since: int | None = None) -> Iterator[tuple[Record | RowProblem, int]]:
+        # Lines up to ``since`` are parsed again but not yielded: duplicate keys stay detectable.
+        start = int(since or 0)
+        self._seen = {}
         with self._open() as f:
             reader = csv.reader(f, delimiter=self._src.delimiter)
             index = self._index = self._resolve(self._header(reader))
@@ -156,7 +163,7 @@ class CsvAdapter(_FileAdapter):
                     item = None if all(is_blank(c) for c in cells) else self._emit(line, cells, index)
                 this, line = line, reader.line_num + 1
                 if item is not None and this > start:
-                    yield item, str(this)
+                    yield item, this
 
 
 class ExcelAdapter(_FileAdapter):
@@ -199,16 +206,20 @@ class ExcelAdapter(_FileAdapter):
         finally:
             wb.close()
 
-    def scan(self, since: str | None = None) -> Iterator[tuple[Record | RowProblem, str]]:
-        start = int(since) if since else 0
+    def scan(self, since: int | None = None) -> Iterator[tuple[Record | RowProblem, int]]:
+        # Rows up to ``since`` are read again but not yielded: duplicate keys stay detectable.
+        start = int(since or 0)
+        self._seen = {}
         wb, ws = self._sheet()
         try:
             index = self._index = self._resolve(self._header(ws))
-            first = max(self._src.header_row + 1, start + 1)
+            first = self._src.header_row + 1
             for line, cells in enumerate(ws.iter_rows(min_row=first, values_only=True), start=first):
                 cells = list(cells)
                 if all(is_blank(c) for c in cells):
                     continue
-                yield self._emit(line, cells, index), str(line)
+                item = self._emit(line, cells, index)
+                if line > start:
+                    yield item, line
         finally:
             wb.close()

@@ -1,19 +1,29 @@
-"""The node's facade over its audit log: one call, ``record(kind, fields)``.
+"""The node's facade over its audit log: ``record(kind, fields)``, checkpoints to attach to
+answers, and cross-cosigning of the peers' checkpoints they attach to theirs.
 
 Every event a node takes part in goes through here into the RFC 9162 log of
 :mod:`hedui.node.audit.log`. Field values are digests, pseudonymous tokens (hex), codes and
-counts; the log itself refuses anything shaped like an identity number.
+counts; the log itself refuses anything shaped like an identity number. A node's log origin
+(and checkpoint key name) is ``hedui.<federation>/<member>``; its checkpoint key is the
+member's Ed25519 signing key from the directory, so any peer can verify it.
 """
 
 from __future__ import annotations
 
 import logging
 
+from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.audit.log import AuditLog, CheckpointScheduler
+from hedui.node.audit.note import Signer, Verifier
+from hedui.node.errors import VerificationError
 
-__all__ = ["NodeAudit", "open_audit"]
+__all__ = ["NodeAudit", "open_audit", "origin_of"]
 
 log = logging.getLogger("hedui.node.audit")
+
+
+def origin_of(federation: str, member: str) -> str:
+    return f"hedui.{federation}/{member}"
 
 
 class NodeAudit:
@@ -23,16 +33,38 @@ class NodeAudit:
         self.scheduler = scheduler
 
     def record(self, kind: str, fields: dict) -> int:
-        seq = self.log.append(kind, fields)
+        """Appends one entry; durable when it returns (group-committed with concurrent ones)."""
+        f = dict(fields)
+        if isinstance(f.get("purpose"), int):
+            f["purpose"] = PURPOSE_NAMES.get(f["purpose"], str(f["purpose"]))
+        seq = self.log.submit(kind, f).result()
         if self._rt.metrics is not None:
             self._rt.metrics.audit_size.set(seq + 1)
         return seq
 
     def latest_checkpoint_note(self) -> bytes:
         cp = self.log.latest_checkpoint()
-        if cp is None:
-            cp = self.log.checkpoint(force=True)
-        return cp.encode() if isinstance(cp, str) else bytes(cp)
+        if cp is None or cp.size < self.log.size():
+            cp = self.log.checkpoint()
+        return cp.note.encode()
+
+    def verifier_for(self, code: str) -> Verifier:
+        d = self._rt.directory
+        return Verifier(origin_of(d.msg.federation, code), bytes(d.member(code).signing_key))
+
+    def observe_peer(self, code: str, note: bytes) -> str | None:
+        """Verifies and cosigns a peer's checkpoint (fetching a consistency proof from the
+        peer when needed). A fork raises after the evidence is stored."""
+        from hedui.node.client import PeerClient
+        from hedui.v1 import audit_pb2
+
+        def fetch(size1: int, size2: int) -> list[bytes]:
+            peers = self._rt.extras.setdefault("peers", {})
+            p = peers.get(code) or peers.setdefault(code, PeerClient.to_member(self._rt, code))
+            r = p.audit.GetConsistencyProof(audit_pb2.GetConsistencyProofRequest(first=size1, second=size2), timeout=10)
+            return list(r.hashes)
+
+        return self.log.observe_peer_checkpoint(code, note, self.verifier_for(code), fetch)
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -40,6 +72,18 @@ class NodeAudit:
 
 
 def open_audit(rt) -> NodeAudit:
-    origin = f"hedui.{rt.directory.msg.federation}/{rt.member}"
-    al = AuditLog(rt.engine, origin=origin, signer=rt.signer)
+    origin = origin_of(rt.directory.msg.federation, rt.member)
+    al = AuditLog(rt.engine, origin=origin, signer=Signer(origin, rt.signer.private_key))
     return NodeAudit(rt, al, CheckpointScheduler(al))
+
+
+def safe_observe(rt, code: str, note: bytes) -> None:
+    """Cosigning must never fail the exchange it rides on; a fork is logged loudly."""
+    if not note:
+        return
+    try:
+        rt.audit.observe_peer(code, note)
+    except VerificationError as exc:
+        log.warning("checkpoint from %s not cosigned: %s %s", code, exc.reason, exc.message[:200])
+    except Exception as exc:  # peer unreachable for a proof, etc.
+        log.warning("checkpoint from %s not cosigned: %s", code, type(exc).__name__)

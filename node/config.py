@@ -65,6 +65,27 @@ class ProviderSection(_Section):
     fields: Path | None = Field(default=None, description="Field catalogue TOML")
     rules: Path | None = Field(default=None, description="Detection rules TOML")
     hub: str | None = Field(default=None, description="Member code of the hub notices go to")
+    dedup_secret: Path | None = Field(
+        default=None,
+        description="Encrypted node-local secret keying notice dedup keys; created on first use "
+        "(default: dedup.secret next to a SQLite store, else next to node.toml)",
+    )
+    calendar_overrides: Path | None = Field(default=None, description="Working-day override file for due dates")
+    detect_at: str = Field(
+        default="01:30",
+        description="Local (China) time of the daily detection run, HH:MM; \"manual\" runs detection only "
+        "through `hedui notices detect`",
+    )
+
+    @field_validator("detect_at")
+    @classmethod
+    def _detect_at(cls, v: str) -> str:
+        if v == "manual":
+            return v
+        hh, sep, mm = v.partition(":")
+        if not sep or not (hh.isdigit() and mm.isdigit() and len(mm) == 2) or not (0 <= int(hh) <= 23 and 0 <= int(mm) <= 59):
+            raise ValueError(f"got {v!r}, want HH:MM (local time) or \"manual\"")
+        return v
 
 
 class HubSection(_Section):

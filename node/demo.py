@@ -54,3 +54,9 @@ def _mtls_matrix(tb: Testbed) -> int:
 
 # Later flows append (testbed, step) callables here.
 DEMO_STEPS: list[Callable] = []
+
+
+# Active discovery: detection at several departments, push, leads, referrals, escalation.
+from hedui.node.demo_discovery import discovery_step as _discovery_step  # noqa: E402
+
+DEMO_STEPS.append(_discovery_step)

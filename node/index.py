@@ -35,8 +35,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, delete, func, select, text, update
 
 from hedui.adapters import Adapter
 from hedui.adapters.idnum import IDNUM_PATTERN
@@ -148,13 +147,80 @@ def _chunks(seq: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
         yield seq[i:i + n]
 
 
-def _upsert(conn, table, rows: list[dict], keys: list[str], update_cols: list[str]) -> None:
-    if not rows:
-        return
-    dialect = conn.dialect.name
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    stmt = ins.on_conflict_do_update(index_elements=keys, set_={c: ins.excluded[c] for c in update_cols})
-    conn.execute(stmt, rows)
+class _Sql:
+    """The bulk statements of a batch, written for the driver: SQLAlchemy's per-row
+    parameter processing would cost more than the rest of a batch. SQLite gets executemany
+    with tuples (in-process, cheap per row); PostgreSQL gets one statement per batch over
+    arrays (``unnest``), since a statement per row costs a server round trip each."""
+
+    def __init__(self, dialect: str) -> None:
+        self.pg = dialect == "postgresql"
+
+    @staticmethod
+    def _pg(conn, sql: str, params: tuple) -> list[tuple]:
+        # Binary parameters (%b): psycopg's text format escapes every array element with a regex.
+        with conn.connection.dbapi_connection.cursor() as cur:
+            cur.execute(sql.replace("%s", "%b"), params, binary=True)
+            return cur.fetchall() if cur.description else []
+
+    def stamp(self, t: datetime) -> Any:
+        # SQLAlchemy's DateTime on SQLite is text in this format (UTC here); PostgreSQL takes the object.
+        return t if self.pg else t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def insert_tokens(self, conn, epoch: int, rows: list[tuple[bytes, str, int]], stamp: Any) -> None:
+        if not rows:
+            return
+        if self.pg:
+            toks, facts, counts = map(list, zip(*rows))
+            self._pg(conn,
+                "INSERT INTO token_index (epoch, token, facts, row_count, updated_at) "
+                "SELECT %s, t, f, c, %s FROM unnest(%s::bytea[], %s::text[], %s::int[]) AS u(t, f, c)",
+                (epoch, stamp, toks, facts, counts))
+        else:
+            conn.exec_driver_sql("INSERT INTO token_index (epoch, token, facts, row_count, updated_at) "
+                                 "VALUES (?, ?, ?, ?, ?)", [(epoch, t, f, c, stamp) for t, f, c in rows])
+
+    def update_tokens(self, conn, epoch: int, rows: list[tuple[bytes, str, int]], stamp: Any) -> None:
+        if not rows:
+            return
+        if self.pg:
+            toks, facts, counts = map(list, zip(*rows))
+            self._pg(conn,
+                "UPDATE token_index AS x SET facts = u.f, row_count = u.c, updated_at = %s "
+                "FROM unnest(%s::bytea[], %s::text[], %s::int[]) AS u(t, f, c) WHERE x.epoch = %s AND x.token = u.t",
+                (stamp, toks, facts, counts, epoch))
+        else:
+            conn.exec_driver_sql("UPDATE token_index SET facts = ?, row_count = ?, updated_at = ? "
+                                 "WHERE epoch = ? AND token = ?", [(f, c, stamp, epoch, t) for t, f, c in rows])
+
+    def upsert(self, conn, table: str, value_col: str, epoch: int, source: str, run: int,
+               rows: list[tuple[str, Any]]) -> None:
+        """``(epoch, source, locator) -> (value_col, run)`` for index_rows / index_problems."""
+        if not rows:
+            return
+        conflict = (f"ON CONFLICT (epoch, source, locator) DO UPDATE SET {value_col} = excluded.{value_col}, "
+                    "run = excluded.run")
+        if self.pg:
+            locs, vals = map(list, zip(*rows))
+            kind = "bytea" if value_col == "token" else "text"
+            self._pg(conn,
+                f"INSERT INTO {table} (epoch, source, locator, {value_col}, run) "
+                f"SELECT %s, %s, l, v, %s FROM unnest(%s::text[], %s::{kind}[]) AS u(l, v) {conflict}",
+                (epoch, source, run, locs, vals))
+        else:
+            conn.exec_driver_sql(f"INSERT INTO {table} (epoch, source, locator, {value_col}, run) "
+                                 f"VALUES (?, ?, ?, ?, ?) {conflict}",
+                                 [(epoch, source, loc, v, run) for loc, v in rows])
+
+    def select_in(self, conn, sql: str, params: tuple, values: Sequence) -> Iterator[tuple]:
+        """Runs ``sql`` (ending in a column, ``?`` placeholders) for ``column IN values``."""
+        if not values:
+            return
+        if self.pg:
+            yield from self._pg(conn, sql.replace("?", "%s") + " = ANY(%s)", params + (list(values),))
+            return
+        for part in _chunks(values):
+            yield from conn.exec_driver_sql(f"{sql} IN ({', '.join('?' * len(part))})", params + tuple(part))
 
 
 # --- the build ----------------------------------------------------------------------------------
@@ -167,6 +233,12 @@ class _Run:
     mode: str
     position: str | None
     resumed: bool
+
+    @property
+    def fresh(self) -> bool:
+        # The first run of a source in an epoch reads each row once, in increasing position,
+        # so a record's locator cannot be in the index yet (even after a resume).
+        return self.run == 1 and self.mode == "full"
 
 
 def _start(engine: Engine, adapter: Adapter, epoch: int, full: bool) -> _Run:
@@ -200,40 +272,35 @@ def _lock(conn, epoch: int) -> None:
 
 
 def _load_docs(conn, epoch: int, tokens: Iterable[bytes]) -> dict[bytes, dict]:
-    docs: dict[bytes, dict] = {}
-    toks = list(tokens)
-    for part in _chunks(toks):
-        for tok, facts in conn.execute(select(token_index.c.token, token_index.c.facts).where(
-                token_index.c.epoch == epoch, token_index.c.token.in_(part))):
-            docs[bytes(tok)] = json.loads(facts)
-    return docs
+    rows = _Sql(conn.dialect.name).select_in(conn, "SELECT token, facts FROM token_index WHERE epoch = ? AND token",
+                                             (epoch,), list(tokens))
+    return {bytes(tok): json.loads(facts) for tok, facts in rows}
 
 
-def _store_docs(conn, epoch: int, docs: dict[bytes, dict], existing: set[bytes], now: datetime) -> None:
+def _store_docs(conn, sql: _Sql, epoch: int, docs: dict[bytes, dict], existing: set[bytes], now: datetime) -> None:
     inserts, updates, deletes = [], [], []
+    stamp = sql.stamp(now)
     for tok, doc in docs.items():
-        doc = {s: locs for s, locs in doc.items() if locs}
-        count = sum(len(locs) for locs in doc.values())
+        count = 0
+        for src in [s for s, locs in doc.items() if not locs]:
+            del doc[src]
+        for locs in doc.values():
+            count += len(locs)
         if count == 0:
             if tok in existing:
                 deletes.append(tok)
-            continue
-        row = {"facts": _dump(doc), "row_count": count, "updated_at": now}
-        if tok in existing:
-            updates.append({"b_token": tok, **row})
+        elif tok in existing:
+            updates.append((tok, _dump(doc), count))
         else:
-            inserts.append({"epoch": epoch, "token": tok, **row})
-    if inserts:
-        conn.execute(token_index.insert(), inserts)
-    if updates:
-        conn.execute(update(token_index).where(token_index.c.epoch == epoch,
-                                               token_index.c.token == bindparam("b_token")), updates)
+            inserts.append((tok, _dump(doc), count))
+    sql.insert_tokens(conn, epoch, inserts, stamp)
+    sql.update_tokens(conn, epoch, updates, stamp)
     for part in _chunks(deletes):
         conn.execute(delete(token_index).where(token_index.c.epoch == epoch, token_index.c.token.in_(part)))
 
 
 def _write_batch(engine: Engine, run: _Run, items: list[Record | RowProblem], tokens: dict[str, bytes],
-                 position: str | None) -> None:
+                 position: Any) -> None:
     now = _now()
     # The last item for a locator wins (a re-read row, or a duplicate reported as a problem).
     latest: dict[str, tuple[bytes, list] | str] = {}
@@ -245,13 +312,13 @@ def _write_batch(engine: Engine, run: _Run, items: list[Record | RowProblem], to
             latest[loc] = _scrub(item.reason)
     locs = list(latest)
     ep, src = run.epoch, run.source
+    sql = _Sql(engine.dialect.name)
     with engine.begin() as conn:
         _lock(conn, ep)
-        old: dict[str, bytes] = {}
-        for part in _chunks(locs):
-            for loc, tok in conn.execute(select(index_rows.c.locator, index_rows.c.token).where(
-                    index_rows.c.epoch == ep, index_rows.c.source == src, index_rows.c.locator.in_(part))):
-                old[loc] = bytes(tok)
+        q = "SELECT locator, token FROM index_rows WHERE epoch = ? AND source = ? AND locator"
+        if run.fresh:   # only a problem can follow an earlier record of the same locator
+            locs = [loc for loc, v in latest.items() if not isinstance(v, tuple)]
+        old = {loc: bytes(tok) for loc, tok in sql.select_in(conn, q, (ep, src), locs)}
         touched = set(old.values()) | {v[0] for v in latest.values() if isinstance(v, tuple)}
         docs = _load_docs(conn, ep, touched)
         existing = set(docs)
@@ -262,24 +329,24 @@ def _write_batch(engine: Engine, run: _Run, items: list[Record | RowProblem], to
             if isinstance(v, tuple):
                 tok, facts = v
                 docs.setdefault(tok, {}).setdefault(src, {})[loc] = facts
-                row_rows.append({"epoch": ep, "source": src, "locator": loc, "token": tok, "run": run.run})
+                row_rows.append((loc, tok))
                 fixed.append(loc)
             else:
-                prob_rows.append({"epoch": ep, "source": src, "locator": loc, "reason": v, "run": run.run})
+                prob_rows.append((loc, v))
                 if loc in old:
                     gone.append(loc)
-        _store_docs(conn, ep, docs, existing, now)
-        _upsert(conn, index_rows, row_rows, ["epoch", "source", "locator"], ["token", "run"])
+        _store_docs(conn, sql, ep, docs, existing, now)
+        sql.upsert(conn, "index_rows", "token", ep, src, run.run, row_rows)
         for part in _chunks(gone):
             conn.execute(delete(index_rows).where(index_rows.c.epoch == ep, index_rows.c.source == src,
                                                   index_rows.c.locator.in_(part)))
-        _upsert(conn, index_problems, prob_rows, ["epoch", "source", "locator"], ["reason", "run"])
-        for part in _chunks(fixed):
+        sql.upsert(conn, "index_problems", "reason", ep, src, run.run, prob_rows)
+        for part in _chunks([] if run.fresh else fixed):
             conn.execute(delete(index_problems).where(index_problems.c.epoch == ep, index_problems.c.source == src,
                                                       index_problems.c.locator.in_(part)))
         values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + len(items), "updated_at": now}
         if position is not None:
-            values["position"] = position
+            values["position"] = json.dumps(position, sort_keys=True)
         conn.execute(update(index_progress).where(index_progress.c.epoch == ep,
                                                   index_progress.c.source == src).values(**values))
 
@@ -302,7 +369,7 @@ def _sweep(engine: Engine, run: _Run) -> int:
             existing = set(docs)
             for loc, tok in stale:
                 docs.get(bytes(tok), {}).get(src, {}).pop(loc, None)
-            _store_docs(conn, ep, docs, existing, _now())
+            _store_docs(conn, _Sql(engine.dialect.name), ep, docs, existing, _now())
             for part in _chunks([loc for loc, _ in stale]):
                 conn.execute(delete(index_rows).where(index_rows.c.epoch == ep, index_rows.c.source == src,
                                                       index_rows.c.locator.in_(part)))
@@ -354,7 +421,7 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
     try:
         batch: list[Record | RowProblem] = []
         position = None
-        for item, position in adapter.scan(run.position):
+        for item, position in adapter.scan(json.loads(run.position) if run.position else None):
             batch.append(item)
             if isinstance(item, Record):
                 counts["records"] += 1

@@ -23,7 +23,7 @@ from hedui.node.errors import InvalidArgument, PermissionDenied, ResourceExhaust
 from hedui.node.store.tables import quota_counters, seen_requests
 from hedui.v1 import common_pb2, directory_pb2
 
-__all__ = ["Grant", "check", "remember", "DEFAULT_MAX_BATCH"]
+__all__ = ["Grant", "check", "check_method", "remember", "DEFAULT_MAX_BATCH"]
 
 DEFAULT_MAX_BATCH = 4096
 _ID_MIN, _ID_MAX = 16, 32
@@ -97,6 +97,15 @@ def check(
     per_day = max((r.per_day for r in rules), default=0) if all(r.per_day for r in rules) else 0
     _charge(rt, caller, method, per_minute, per_day, ctx, request_digest)
     return Grant(tuple(rules))
+
+
+def check_method(rt, caller: str, method: str) -> tuple[directory_pb2.AccessRule, ...]:
+    """For methods without a :class:`RequestContext` (``NoticeService/Push``): the caller
+    must have a directory rule for ``method`` whose provider is this node or ``"*"``."""
+    rules = rt.directory.rules(caller, rt.member, method)
+    if not rules:
+        raise PermissionDenied(f"policy: {caller} may not call {method} at {rt.member}", reason="METHOD_NOT_ALLOWED")
+    return tuple(rules)
 
 
 def _replay(rt, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:

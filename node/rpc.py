@@ -8,6 +8,7 @@ stable reason, records refusals in the audit log, and never lets a traceback rea
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
 from typing import Callable
@@ -33,8 +34,11 @@ class Call:
         self.started = time.monotonic()
 
 
-def rpc_method(full_name: str) -> Callable:
-    """Decorates ``def m(self, request, call: Call)`` on a servicer holding ``self.rt``."""
+def rpc_method(full_name: str, *, refusal_fields: Callable | None = None) -> Callable:
+    """Decorates ``def m(self, request, call: Call)`` on a servicer holding ``self.rt``.
+
+    ``refusal_fields(request) -> dict`` adds method-specific fields to the audit entry of a
+    refusal (e.g. the notice id of a refused Push, whose request has no ``context``)."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -52,7 +56,7 @@ def rpc_method(full_name: str) -> Callable:
             except HeduiError as err:
                 code, details = to_status(err)
                 rt.metrics.calls.labels(full_name, code.name).inc()
-                _record_refusal(rt, full_name, caller_code, err, request)
+                _record_refusal(rt, full_name, caller_code, err, request, refusal_fields)
                 context.abort(code, details)
             except Exception:  # a bug: log it here, tell the peer nothing internal
                 log.exception("internal error in %s (caller %s)", full_name, caller_code)
@@ -64,13 +68,14 @@ def rpc_method(full_name: str) -> Callable:
     return deco
 
 
-def _record_refusal(rt, method: str, caller: str, err: HeduiError, request) -> None:
+def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extra: Callable | None = None) -> None:
     ctx = getattr(request, "context", None)
     fields = {
         "method": method,
         "peer": caller,
         "code": err.code.name,
         "reason": err.reason,
+        "outcome": err.reason,
     }
     if ctx is not None:
         fields.update(
@@ -78,6 +83,14 @@ def _record_refusal(rt, method: str, caller: str, err: HeduiError, request) -> N
             purpose=int(ctx.purpose),
             case_ref=ctx.case_ref[:64],
         )
+    if extra is not None:
+        try:
+            fields.update(extra(request))
+        except Exception:  # the request may be malformed: that is often why it was refused
+            log.debug("refusal fields of %s unavailable", method, exc_info=True)
+    if not fields.get("request_id"):
+        # No request id to name (a request without a context): the digest of its bytes stands in.
+        fields["request_id"] = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()[:16].hex()
     try:
         rt.audit.record("refusal", fields)
     except Exception:  # the refusal itself must still reach the peer

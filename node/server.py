@@ -105,8 +105,10 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(rt), server)
     names.append(audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)
     background: list = []
-    if "provider" in rt.config.node.roles:
-        from hedui.node.svc_provider import LookupServicer, PseudonymServicer, provider_background
+    if "provider" in rt.config.node.roles and rt.config.provider.oprf_seed is not None:
+        # Lookups need an OPRF key and a field catalogue; a department that only pushes
+        # notices (fire, traffic police) runs without them.
+        from hedui.node.svc_provider import LookupServicer, PseudonymServicer
 
         pseudonym_pb2_grpc.add_PseudonymServiceServicer_to_server(PseudonymServicer(rt), server)
         lookup_pb2_grpc.add_LookupServiceServicer_to_server(LookupServicer(rt), server)
@@ -114,6 +116,9 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
             pseudonym_pb2.DESCRIPTOR.services_by_name["PseudonymService"].full_name,
             lookup_pb2.DESCRIPTOR.services_by_name["LookupService"].full_name,
         ]
+    if "provider" in rt.config.node.roles:
+        from hedui.node.notices import provider_background
+
         background += provider_background(rt)
     if "hub" in rt.config.node.roles:
         from hedui.node.svc_hub import NoticeServicer, hub_background

@@ -15,7 +15,7 @@ from hedui.node.provider import load_provider
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
 
-__all__ = ["PseudonymServicer", "LookupServicer", "provider_background", "request_digest"]
+__all__ = ["PseudonymServicer", "LookupServicer", "request_digest"]
 
 _EVALUATE = "/hedui.v1.PseudonymService/Evaluate"
 _FILTER = "/hedui.v1.PseudonymService/GetTokenFilter"
@@ -174,9 +174,3 @@ def _validate_lookup(req: lookup_pb2.LookupRequest, st) -> list:
         operand = parse_operand(fd, q.operand) if op else None
         out.append((fd, op, operand))
     return out
-
-
-def provider_background(rt) -> list:
-    from hedui.node.notices import provider_pusher
-
-    return provider_pusher(rt)

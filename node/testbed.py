@@ -43,7 +43,10 @@ DEFAULT_MEMBERS = [
     MemberPlan("hub", "博山区社会救助服务中心", ["hub"]),
     MemberPlan("tax", "博山区税务局", ["provider"]),
     MemberPlan("hrss", "博山区人力资源和社会保障局", ["provider"]),
+    MemberPlan("realestate", "博山区不动产登记中心", ["provider"]),
+    MemberPlan("vehicles", "博山交警大队车管所", ["provider"]),
     MemberPlan("medins", "博山区医疗保障分局", ["provider"]),
+    MemberPlan("disability", "博山区残疾人联合会", ["provider"]),
 ]
 
 
@@ -60,6 +63,8 @@ class Testbed:
     valid_days: int = 30
     policy: list[dict] = field(default_factory=list)
     passphrase: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    residents: int | None = None  # synthetic population size (default HEDUI_TESTBED_RESIDENTS or 400)
+    data_seed: int = 7
     servers: dict = field(default_factory=dict)
 
     @property
@@ -161,6 +166,11 @@ class Testbed:
             if codes is None or code in codes:
                 self.servers.pop(code).stop(grace=1.0)
 
+    def build_indexes(self, codes: list[str] | None = None, *, workers: int = 0) -> dict[str, int]:
+        from hedui.node.testbed_provider import build_indexes
+
+        return build_indexes(self, codes, workers=workers)
+
     def runtime(self, code: str):
         return self.servers[code].rt
 
@@ -199,3 +209,8 @@ def default_policy(members: list[MemberPlan]) -> list[dict]:
             rules.append({"caller": p.code, "provider": h, "method": "/hedui.v1.NoticeService/Push",
                           "purposes": ["active_discovery"], "per_minute": 0, "per_day": 0})
     return rules
+
+
+# Registers the provider/hub data hooks (kept in their own modules).
+from hedui.node import testbed_provider as _testbed_provider  # noqa: E402,F401
+from hedui.node import testbed_discovery as _testbed_discovery  # noqa: E402,F401

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from hedui.node.store import schema
 from hedui.node.store.db import open_engine, sqlite_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,8 +70,10 @@ def store_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def engine(store_url):
-    """An engine on a fresh store with the whole schema created."""
+    """An engine on a fresh store, brought to the newest schema by the real migrations."""
+    from hedui.node.store import migrate
+
     eng = open_engine(store_url)
-    schema.load_all().create_all(eng)
+    migrate.upgrade(eng)
     yield eng
     eng.dispose()

@@ -77,6 +77,7 @@ ROWS = [
     (13, ID["a"], 1, None, None, None, None, None, True, None, None),
     (14, ID["a"], 1, date(2024, 1, 31), None, None, None, None, True, None, "notadate"),
     (15, ID["a"], 7654321, date(2024, 6, 30), D("1500.50"), "-0.5", None, 1, True, "某某公司", "2024-06-01"),
+    (16, ID["a"], 1, date(2024, 1, 31), None, None, None, None, True, "证号" + ID["c"] + "12", None),
 ]
 
 EXPECTED = {
@@ -122,6 +123,7 @@ EXPECTED = {
     12: "wage.employer: got a value shaped like an identity number, want text",
     13: "wage.date: got an empty cell, want a date",
     14: "wage.admitted: got text that is not a date, want a date",
+    16: "wage.employer: got a run of 15 or more digits, want text",   # e.g. a certificate embedding an id
 }
 
 

@@ -505,3 +505,64 @@ def test_export_encodes_entries_in_base64(audit: AuditLog, engine, tmp_path) -> 
     entry = json.loads([ln for ln in lines if '"type":"entry"' in ln][0])
     assert base64.b64decode(entry["entry"]) == audit.entry(0)
     assert json.loads(lines[-1])["type"] == "footer"
+
+
+def test_last_cosigned(audit: AuditLog) -> None:
+    peer = Peer()
+    assert audit.last_cosigned("P1") is None
+    peer.grow(9)
+    audit.observe_peer_checkpoint("P1", peer.note(), peer.signer.vkey, peer.fetch)
+    assert audit.last_cosigned("P1") == (9, peer.tree.root())
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+
+def test_cli(audit: AuditLog, engine, store_url, signer, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from hedui.node.cli.audit import RECONCILE_MISMATCH_EXIT, app
+
+    run = CliRunner().invoke
+    audit.append_many(admin(i) for i in range(40))
+    audit.append(*_q(Kind.QUERY_SENT, "ab" * 16, "P1"))
+    audit.checkpoint()
+    keyfile = tmp_path / "keys.txt"
+    keyfile.write_text(f"# the log's key\n{signer.vkey}\n")
+    export = tmp_path / "e.ndjson"
+    r = run(app, ["export", "--db", store_url, "--out", str(export), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["entries"] == 41
+    r = run(app, ["verify", "--file", str(export), "--key", str(keyfile), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["verdict"] == "OK", r.output
+    r = run(app, ["verify", "--db", store_url, "--key", signer.vkey])
+    assert r.exit_code == 0 and r.output.startswith("OK"), r.output
+    r = run(app, ["verify", "--db", store_url, "--key", Signer.generate(ORIGIN).vkey, "--json"])
+    assert r.exit_code == int(offline.Verdict.UNKNOWN_KEY), r.output
+    cut = tmp_path / "cut.ndjson"
+    cut.write_bytes(export.read_bytes()[: export.stat().st_size // 2])
+    r = run(app, ["verify", "--file", str(cut), "--key", signer.vkey])
+    assert r.exit_code == int(offline.Verdict.TRUNCATED), r.output
+    proof = tmp_path / "p.tlog-proof"
+    assert run(app, ["proof", "--db", store_url, "--seq", "7", "--out", str(proof)]).exit_code == 0
+    r = run(app, ["proof", "--check", str(proof), "--key", signer.vkey, "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["index"] == 7, r.output
+    proof.write_text(proof.read_text().replace("index 7", "index 8"))
+    assert run(app, ["proof", "--check", str(proof), "--key", signer.vkey]).exit_code == int(offline.Verdict.TAMPERED)
+    r = run(app, ["reconcile", "--hub", store_url, "--provider", f"P1={export}", "--from", "2026-05-01T00:00:00Z",
+                  "--to", "2026-05-02T00:00:00Z", "--json"])
+    assert r.exit_code == RECONCILE_MISMATCH_EXIT, r.output
+    assert [i["request_id"] for i in json.loads(r.output)["received_not_sent"]] == []
+    assert [i["request_id"] for i in json.loads(r.output)["sent_not_received"]] == ["ab" * 16]
+    # errors: one line, non-zero, no traceback
+    for args in (
+        ["verify", "--db", store_url, "--key", "not-a-key"],
+        ["verify", "--key", signer.vkey],
+        ["export", "--db", store_url, "--out", str(tmp_path / "no" / "such" / "dir.ndjson")],
+        ["proof", "--db", store_url, "--seq", "4000"],
+        ["reconcile", "--hub", store_url, "--provider", "P1"],
+    ):
+        r = run(app, args)
+        assert r.exit_code not in (0, None), args
+        assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), args
+        assert "error:" in r.output, (args, r.output)

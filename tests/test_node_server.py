@@ -26,8 +26,6 @@ def _plan():
 @pytest.fixture
 def fedbed(tmp_path, monkeypatch):
     tb = Testbed(tmp_path / "fed", _plan())
-    from hedui.node import testbed_data  # noqa: F401  (registers provider data hooks)
-
     tb.create()
     monkeypatch.setenv(PASSPHRASE_ENV, tb.passphrase)
     yield tb

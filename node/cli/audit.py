@@ -92,6 +92,8 @@ class _Bar:
 def _source(db: Optional[str], file: Optional[Path]) -> offline.Source:
     if bool(db) == bool(file):
         raise _fail("give exactly one of --db URL or --file EXPORT.ndjson", 2)
+    if db and "://" not in db:
+        raise _fail(f"--db: got {db!r}, want a URL such as sqlite:///path/node.db", 2)
     return db if db else file  # type: ignore[return-value]
 
 

@@ -3,9 +3,12 @@
 Department side: ``notices detect`` runs a department's rules over its records (a CSV export
 for now, or the adapter the node wires in through :data:`wiring`) and, with ``--enqueue``,
 queues signed, sealed notices in the outbox; ``notices status`` shows the outbox.
+On a configured node, ``notices detect --config node.toml`` runs the node's own rules over its
+own data and queues the notices, and ``notices push --config node.toml`` delivers them now.
 Hub side: ``leads``, ``referrals`` and ``report`` work the hub's leads and referral slips; they
-take ``--db`` and ``--hub-config`` (hub code, person-key secret, the hub's public sealing key,
-routing table; see :meth:`hedui.node.discovery.hub.Hub.from_config`).
+take the hub's ``--config node.toml``, or ``--db`` with ``--hub-config`` (hub code, person-key
+secret, the hub's public sealing key, routing table; see
+:meth:`hedui.node.discovery.hub.Hub.from_config`).
 
 Identity numbers are never taken as command-line arguments (shell history, ``ps``): a manual
 lead reads the identity from a file or standard input. Output never shows one unless
@@ -37,8 +40,9 @@ leads_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 referrals_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 report_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
-_DB = typer.Option(..., "--db", help="Node store URL (sqlite:///node.db, postgresql://…)")
-_HUB_CONFIG = typer.Option(..., "--hub-config", help="Hub discovery config (TOML: hub, secrets, routes)")
+_DB = typer.Option(None, "--db", help="Node store URL (sqlite:///node.db, postgresql://…); or use --config")
+_HUB_CONFIG = typer.Option(None, "--hub-config", help="Hub discovery config (TOML: hub, secrets, routes); with --db")
+_CONFIG = typer.Option(None, "--config", "-c", help="The hub node's node.toml (instead of --db and --hub-config)")
 _JSON = typer.Option(False, "--json", help="Machine-readable output")
 
 _DISCOVERY_TABLES = ("notice_outbox", "notice_inbox", "leads", "lead_events", "referrals")
@@ -63,7 +67,7 @@ wiring = Wiring()
 # ---------------------------------------------------------------- helpers
 
 
-def _store(db: str):
+def _store(db: str, option: str = "--db"):
     from sqlalchemy import inspect
 
     from hedui.node.discovery import tables  # noqa: F401 - registers the tables
@@ -74,18 +78,51 @@ def _store(db: str):
         present = set(inspect(engine).get_table_names())
     except Exception as exc:
         engine.dispose()
-        fail(f"--db: got a store that cannot be opened ({type(exc).__name__}), want a reachable node store")
+        fail(f"{option}: got a store that cannot be opened ({type(exc).__name__}), want a reachable node store")
     missing = [t for t in _DISCOVERY_TABLES if t not in present]
     if missing:
         engine.dispose()
-        fail(f"--db: table {missing[0]} is missing, want a migrated store (run `hedui node migrate`)")
+        fail(f"{option}: table {missing[0]} is missing, want a migrated store (run `hedui node migrate`)")
     return engine
 
 
-def _hub(db: str, hub_config: Path):
+def _node_config(config: Path, role: str):
+    from hedui.node.config import load_config
+
+    cfg = load_config(config)
+    if role not in cfg.node.roles:
+        fail(f"--config {config}: node.roles: got {', '.join(cfg.node.roles)}, want a node with the {role} role")
+    return cfg
+
+
+def _hub_with_config(db: str | None, hub_config: Path | None, config: Path | None):
+    """``(hub, node config or None)`` from ``--config``, or from ``--db`` with ``--hub-config``."""
     from hedui.node.discovery.hub import Hub
 
-    return Hub.from_config(_store(db), hub_config)
+    if config is not None:
+        if db is not None or hub_config is not None:
+            fail("give --config, or --db with --hub-config, not both")
+        from hedui.keys.directory import load_directory
+        from hedui.keys.signing import load_public
+        from hedui.node.svc_hub import load_hub
+
+        cfg = _node_config(config, "hub")
+        directory = load_directory(
+            cfg.path(cfg.directory.path), load_public("authority", cfg.path(cfg.directory.authority_key))
+        )
+        engine = _store(cfg.store_url(), "--config store.url")
+        try:
+            return load_hub(cfg, engine, directory), cfg
+        except BaseException:
+            engine.dispose()
+            raise
+    if db is None or hub_config is None:
+        fail("--config: got nothing, want the hub's node.toml (or both --db and --hub-config)")
+    return Hub.from_config(_store(db), hub_config), None
+
+
+def _hub(db: str | None, hub_config: Path | None, config: Path | None = None):
+    return _hub_with_config(db, hub_config, config)[0]
 
 
 def _parse_date(value: str | None, option: str) -> date:
@@ -163,7 +200,10 @@ def read_records_csv(path: str) -> list[Record]:
 @notices_app.command("detect")
 @cli_errors
 def detect_cmd(
-    provider: str = typer.Option(..., help="This department's member code"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="node.toml: run this node's rules over its own data and queue the notices"
+    ),
+    provider: str | None = typer.Option(None, help="This department's member code (without --config)"),
     department: str | None = typer.Option(None, help="Use the shipped rules of this department (e.g. medins)"),
     rules: Path | None = typer.Option(None, "--rules", help="A rule file, instead of --department"),
     records_csv: str | None = typer.Option(None, "--records-csv", help="Department export CSV ('-' for stdin)"),
@@ -182,6 +222,17 @@ def detect_cmd(
     from hedui.node.discovery.outbox import enqueue
     from hedui.node.discovery.rules import default_rules, load_rules
 
+    if config is not None:
+        given = [name for name, v in (("--provider", provider), ("--department", department), ("--rules", rules),
+                                      ("--records-csv", records_csv), ("--dedup-secret-file", dedup_secret_file),
+                                      ("--calendar-overrides", calendar_overrides), ("--enqueue", enqueue_to),
+                                      ("--db", db)) if v is not None]
+        if given:
+            fail(f"{given[0]}: not with --config (the node's config names its rules, data, secret and hub)")
+        _detect_on_node(config, _parse_date(as_of, "--as-of"), json_out)
+        return
+    if provider is None:
+        fail("--provider: got nothing, want this department's member code (or --config node.toml)")
     if (department is None) == (rules is None):
         fail("give exactly one of --department or --rules")
     ruleset = default_rules(department) if department is not None else load_rules(rules)  # type: ignore[arg-type]
@@ -223,17 +274,80 @@ def detect_cmd(
     if json_out:
         emit_json({"as_of": run_date.isoformat(), "detections": rows, "queued": queued})
         return
+    _print_detections(rows, run_date, f"; {queued} newly queued" if enqueue_to else "")
+
+
+def _print_detections(rows: list[dict], run_date: date, tail: str) -> None:
     table = Table("rule", "event type", "region", "event date", "due", "period", "key")
     for r in rows:
         table.add_row(r["rule"], r["event_type"], r["region"], r["event_date"], r["due_date"], r["period"],
                       r["dedup_key"][:12])
     console.print(table)
-    console.print(f"{len(rows)} detection(s) for {run_date}" + (f"; {queued} newly queued" if enqueue_to else ""))
+    console.print(f"{len(rows)} detection(s) for {run_date}{tail}")
+
+
+def _detect_on_node(config: Path, run_date: date, json_out: bool) -> None:
+    from hedui.node.notices import provider_notices
+    from hedui.node.runtime import Runtime
+
+    _node_config(config, "provider")
+    rt = Runtime.open(config)
+    try:
+        run = provider_notices(rt).run(run_date)
+    finally:
+        rt.close()
+    out = run.as_dict()
+    if json_out:
+        emit_json(out)
+        return
+    _print_detections(out["detections"], run_date,
+                      f"; {run.queued} newly queued; {run.records} record(s) read, {run.problems} row(s) skipped")
+
+
+@notices_app.command("push")
+@cli_errors
+def push_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="The provider node's node.toml"),
+    retry_now: bool = typer.Option(False, "--retry-now", help="Push every pending notice now, ignoring the backoff"),
+    json_out: bool = _JSON,
+) -> None:
+    """Push queued notices to the hub now and store the signed receipts (the node does this
+    in the background too). Exits 1 if a notice could not be delivered; it stays queued."""
+    from hedui.node.notices import provider_notices
+    from hedui.node.runtime import Runtime
+
+    _node_config(config, "provider")
+    rt = Runtime.open(config)
+    try:
+        notices = provider_notices(rt)
+        try:
+            stats = notices.push(retry_now=retry_now)
+            pending = notices.pending()
+        finally:
+            notices.close()
+    finally:
+        rt.close()
+    out = {"attempted": stats.attempted, "delivered": stats.delivered, "duplicates": stats.duplicates,
+           "failed": stats.failed, "pending": pending}
+    if json_out:
+        emit_json(out)
+    else:
+        console.print(f"delivered {stats.delivered} of {stats.attempted} attempted "
+                      f"({stats.duplicates} already at the hub); {pending} pending")
+    if stats.failed:
+        if json_out:
+            raise typer.Exit(1)
+        fail(f"push: {stats.failed} notice(s) not delivered; they stay queued and are retried "
+             "(see `hedui notices status` for the last error)")
 
 
 @notices_app.command("status")
 @cli_errors
-def status_cmd(db: str = _DB, json_out: bool = _JSON) -> None:
+def status_cmd(
+    db: str | None = _DB,
+    config: Path | None = typer.Option(None, "--config", "-c", help="The provider node's node.toml (instead of --db)"),
+    json_out: bool = _JSON,
+) -> None:
     """The outbox: pending and delivered notices, retries, late deliveries."""
     from sqlalchemy import func, select
 
@@ -241,7 +355,9 @@ def status_cmd(db: str = _DB, json_out: bool = _JSON) -> None:
     from hedui.node.discovery.tables import notice_outbox as o
     from hedui.node.discovery.tables import utc
 
-    engine = _store(db)
+    if (db is None) == (config is None):
+        fail("give exactly one of --db or --config")
+    engine = _store(db) if db is not None else _store(_node_config(config, "provider").store_url(), "--config store.url")
     try:
         with engine.connect() as conn:
             counts = dict(conn.execute(select(o.c.status, func.count()).group_by(o.c.status)).all())
@@ -296,14 +412,15 @@ def status_cmd(db: str = _DB, json_out: bool = _JSON) -> None:
 @leads_app.command("list")
 @cli_errors
 def leads_list(
-    db: str = _DB,
-    hub_config: Path = _HUB_CONFIG,
+    db: str | None = _DB,
+    hub_config: Path | None = _HUB_CONFIG,
+    config: Path | None = _CONFIG,
     status: str | None = typer.Option(None, help="open | closed"),
     region: str | None = typer.Option(None, help="Region code prefix"),
     json_out: bool = _JSON,
 ) -> None:
     """Leads, newest first."""
-    hub = _hub(db, hub_config)
+    hub = _hub(db, hub_config, config)
     try:
         rows = hub.list_leads(status=status, region=region)
     finally:
@@ -322,26 +439,39 @@ def leads_list(
 @cli_errors
 def leads_show(
     lead_id: int = typer.Argument(..., help="Lead id"),
-    db: str = _DB,
-    hub_config: Path = _HUB_CONFIG,
-    reveal: bool = typer.Option(False, "--reveal", help="Open the sealed identity (needs --sealing-key)"),
+    db: str | None = _DB,
+    hub_config: Path | None = _HUB_CONFIG,
+    config: Path | None = _CONFIG,
+    reveal: bool = typer.Option(
+        False, "--reveal", help="Open the sealed identity (needs --sealing-key, or --config with [hub] sealing_key)"
+    ),
     sealing_key: Path | None = typer.Option(None, "--sealing-key", help="Hub private sealing key (PEM)"),
-    passphrase_env: str = typer.Option("HEDUI_SEALING_PASSPHRASE", help="Environment variable with its passphrase"),
+    passphrase_env: str = typer.Option(
+        "HEDUI_SEALING_PASSPHRASE", help="Environment variable with its passphrase (with --sealing-key)"
+    ),
     json_out: bool = _JSON,
 ) -> None:
     """One lead: which notices and reports merged into it, and its referrals."""
     from hedui.keys.sealing import SealingKey
 
-    if reveal and sealing_key is None:
+    if reveal and sealing_key is None and config is None:
         fail("--sealing-key: got nothing, want the hub's private sealing key to --reveal")
-    hub = _hub(db, hub_config)
+    hub, cfg = _hub_with_config(db, hub_config, config)
     try:
         info = hub.lead(lead_id)
         if reveal:
-            pw = os.environ.get(passphrase_env, "").encode()
-            if not pw:
-                fail(f"{passphrase_env}: got nothing, want the sealing key passphrase in the environment")
-            info["identity"] = hub.reveal_identity(lead_id, SealingKey.load(sealing_key, pw))  # type: ignore[arg-type]
+            if sealing_key is not None:
+                pw = os.environ.get(passphrase_env, "").encode()
+                if not pw:
+                    fail(f"{passphrase_env}: got nothing, want the sealing key passphrase in the environment")
+                key = SealingKey.load(sealing_key, pw)
+            else:
+                from hedui.keys.keyfile import passphrase
+
+                if cfg.hub.sealing_key is None:
+                    fail(f"--config {config}: hub.sealing_key: got none, want the hub's sealing key to --reveal")
+                key = SealingKey.load(cfg.path(cfg.hub.sealing_key), passphrase(env=cfg.keys.passphrase_env))
+            info["identity"] = hub.reveal_identity(lead_id, key)
     finally:
         hub.engine.dispose()
     if json_out:
@@ -361,8 +491,9 @@ def leads_show(
 @leads_app.command("add")
 @cli_errors
 def leads_add(
-    db: str = _DB,
-    hub_config: Path = _HUB_CONFIG,
+    db: str | None = _DB,
+    hub_config: Path | None = _HUB_CONFIG,
+    config: Path | None = _CONFIG,
     identity_file: str = typer.Option(..., "--identity-file", help="File holding the identity number ('-' for stdin)"),
     region: str = typer.Option(..., help="Region code where the person lives"),
     event_type: str = typer.Option(..., help="What happened, e.g. illness, fire_loss, disability"),
@@ -381,7 +512,7 @@ def leads_add(
     lines = [ln for ln in raw.splitlines() if ln.strip()]
     if len(lines) != 1:
         fail(f"--identity-file {identity_file}: got {len(lines)} non-empty lines, want exactly one identity")
-    hub = _hub(db, hub_config)
+    hub = _hub(db, hub_config, config)
     try:
         acc = hub.add_manual_lead(identity=lines[0], region=region, event_type=event_type,
                                   event_date=_parse_date(event_date, "--event-date"), reporter=reporter, note=note)
@@ -398,9 +529,11 @@ def leads_add(
 
 @leads_app.command("merged")
 @cli_errors
-def leads_merged(db: str = _DB, hub_config: Path = _HUB_CONFIG, json_out: bool = _JSON) -> None:
+def leads_merged(
+    db: str | None = _DB, hub_config: Path | None = _HUB_CONFIG, config: Path | None = _CONFIG, json_out: bool = _JSON
+) -> None:
     """Leads into which several notices or reports were merged (merge information)."""
-    hub = _hub(db, hub_config)
+    hub = _hub(db, hub_config, config)
     try:
         rows = [hub.lead(r["lead_id"]) for r in hub.merged_leads()]
     finally:
@@ -444,14 +577,15 @@ def _emit_referrals(views, json_out: bool) -> None:
 @referrals_app.command("list")
 @cli_errors
 def referrals_list(
-    db: str = _DB,
-    hub_config: Path = _HUB_CONFIG,
+    db: str | None = _DB,
+    hub_config: Path | None = _HUB_CONFIG,
+    config: Path | None = _CONFIG,
     status: str | None = typer.Option(None, help="open | responded | escalated"),
     assignee: str | None = typer.Option(None, help="Town or department code"),
     json_out: bool = _JSON,
 ) -> None:
     """Referral slips (线索转办单)."""
-    hub = _hub(db, hub_config)
+    hub = _hub(db, hub_config, config)
     try:
         _emit_referrals(hub.list_referrals(status=status, assignee=assignee), json_out)
     finally:
@@ -462,14 +596,15 @@ def referrals_list(
 @cli_errors
 def referrals_respond(
     referral_id: int = typer.Argument(..., help="Referral id"),
-    db: str = _DB,
-    hub_config: Path = _HUB_CONFIG,
+    db: str | None = _DB,
+    hub_config: Path | None = _HUB_CONFIG,
+    config: Path | None = _CONFIG,
     outcome: str = typer.Option(..., help="found | assisted | not_eligible | unreachable"),
     programme: str | None = typer.Option(None, help="With assisted: dibao, tekun, temporary_assistance, medical, …"),
     json_out: bool = _JSON,
 ) -> None:
     """Record the town's or department's answer."""
-    hub = _hub(db, hub_config)
+    hub = _hub(db, hub_config, config)
     try:
         view = hub.record_response(referral_id, outcome=outcome, programme=programme)
     finally:
@@ -483,13 +618,14 @@ def referrals_respond(
 @referrals_app.command("overdue")
 @cli_errors
 def referrals_overdue(
-    db: str = _DB,
-    hub_config: Path = _HUB_CONFIG,
+    db: str | None = _DB,
+    hub_config: Path | None = _HUB_CONFIG,
+    config: Path | None = _CONFIG,
     as_of: str | None = typer.Option(None, "--as-of", help="Date (default: today)"),
     json_out: bool = _JSON,
 ) -> None:
     """Referrals not answered within their working-day deadline."""
-    hub = _hub(db, hub_config)
+    hub = _hub(db, hub_config, config)
     try:
         _emit_referrals(hub.overdue(_parse_date(as_of, "--as-of")), json_out)
     finally:
@@ -499,13 +635,14 @@ def referrals_overdue(
 @referrals_app.command("escalate")
 @cli_errors
 def referrals_escalate(
-    db: str = _DB,
-    hub_config: Path = _HUB_CONFIG,
+    db: str | None = _DB,
+    hub_config: Path | None = _HUB_CONFIG,
+    config: Path | None = _CONFIG,
     as_of: str | None = typer.Option(None, "--as-of", help="Date (default: today)"),
     json_out: bool = _JSON,
 ) -> None:
     """Mark overdue open referrals escalated (通报督办); lists the ones escalated now."""
-    hub = _hub(db, hub_config)
+    hub = _hub(db, hub_config, config)
     try:
         _emit_referrals(hub.escalate(_parse_date(as_of, "--as-of")), json_out)
     finally:
@@ -518,8 +655,9 @@ def referrals_escalate(
 @report_app.command("monthly")
 @cli_errors
 def report_monthly(
-    db: str = _DB,
-    hub_config: Path = _HUB_CONFIG,
+    db: str | None = _DB,
+    hub_config: Path | None = _HUB_CONFIG,
+    config: Path | None = _CONFIG,
     year: int = typer.Option(..., help="Year"),
     month: int = typer.Option(..., help="Month 1-12"),
     fmt: str = typer.Option("json", "--format", help="json | html"),
@@ -532,7 +670,7 @@ def report_monthly(
 
     if fmt not in ("json", "html"):
         fail(f"--format: got {fmt!r}, want json or html")
-    hub = _hub(db, hub_config)
+    hub = _hub(db, hub_config, config)
     try:
         rep = hub.monthly_report(year, month)
     finally:

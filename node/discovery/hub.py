@@ -221,7 +221,14 @@ class Hub:
         self.referral_workdays = referral_workdays
 
     @classmethod
-    def from_config(cls, engine: Engine, path: str | Path) -> Hub:
+    def from_config(
+        cls,
+        engine: Engine,
+        path: str | Path,
+        *,
+        sealing_public: bytes | None = None,
+        calendar_overrides: str | Path | None = None,
+    ) -> Hub:
         """Builds a hub from a TOML config file (paths in it are relative to the file)::
 
             hub = "370304-mz"
@@ -230,6 +237,10 @@ class Hub:
             calendar_overrides = "calendar.toml"   # optional
             referral_workdays = 5                  # optional
             [[routes]] ...
+
+        A node passes ``sealing_public`` (its key as published in the directory; then
+        ``sealing_public_file`` may be left out, and must match if given) and its
+        ``[hub] calendar_overrides`` (used when the file names none).
         """
         p = Path(path)
         try:
@@ -266,13 +277,22 @@ class Hub:
         workdays = doc.get("referral_workdays", 5)
         if not isinstance(workdays, int) or isinstance(workdays, bool):
             raise ConfigError(f"hub config {p}: referral_workdays: got {workdays!r}, want an integer")
+        public = sealing_public
+        if public is None or doc.get("sealing_public_file") is not None:
+            from_file = read("sealing_public_file")
+            if public is not None and bytes(public) != from_file:
+                raise ConfigError(
+                    f"hub config {p}: sealing_public_file: got a key that differs from the hub's published "
+                    "sealing key, want the same key (or leave the line out)"
+                )
+            public = from_file
         return cls(
             engine,
             hub=hub,
             person_secret=read("person_secret_file"),
-            sealing_public=read("sealing_public_file"),
+            sealing_public=public,
             routing=Routing.from_list(doc.get("routes"), source=f"hub config {p}: routes"),
-            calendar=WorkCalendar(rel("calendar_overrides", required=False)),
+            calendar=WorkCalendar(rel("calendar_overrides", required=False) or calendar_overrides),
             referral_workdays=workdays,
         )
 

@@ -185,6 +185,9 @@ class Pusher:
     ``verify(envelope, receipt) -> Receipt`` verifies the hub's signature and returns the parsed
     receipt, raising (or returning ``None``) to reject it. The pusher then checks that the
     receipt names this notice and the SHA-256 of its exact payload.
+    ``on_delivered(notice_id, envelope, receipt_bytes, receipt)``, if given, runs after the
+    receipt checked out and before the row is marked delivered (the node audits there); if it
+    raises, the attempt counts as failed and is retried (the hub answers a duplicate receipt).
     """
 
     def __init__(
@@ -199,6 +202,7 @@ class Pusher:
         batch: int = 100,
         clock: Callable[[], datetime] = _now,
         rng: random.Random | None = None,
+        on_delivered: Callable[[bytes, bytes, bytes, notice_pb2.Receipt], None] | None = None,
     ) -> None:
         if base_delay <= 0 or max_delay < base_delay or lease <= 0 or batch < 1:
             raise InvalidArgument(
@@ -214,6 +218,7 @@ class Pusher:
         self._batch = batch
         self._clock = clock
         self._rng = rng or random.Random()
+        self._on_delivered = on_delivered
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failures: exponential, capped, with
@@ -272,6 +277,8 @@ class Pusher:
         try:
             receipt_bytes = self._send(envelope)
             receipt = self._check(notice_id, envelope, receipt_bytes)
+            if self._on_delivered is not None:
+                self._on_delivered(notice_id, envelope, bytes(receipt_bytes), receipt)
         except Exception as exc:
             error = _scrub(f"{type(exc).__name__}: {exc}")[:500]
             retry_at = self._clock() + self.backoff(attempts + 1)

@@ -281,12 +281,9 @@ def verify_answer(signing_keys, code: str, env, digest: bytes, tokens: list[byte
 
 
 def _observe_checkpoint(rt, code: str, cp) -> None:
-    observe = getattr(rt.audit, "observe_peer", None)
-    if observe is not None and cp is not None and cp.note:
-        try:
-            observe(code, bytes(cp.note))
-        except VerificationError as exc:
-            log.warning("checkpoint from %s: %s", code, exc.reason)
+    from hedui.node.auditing import safe_observe
+
+    safe_observe(rt, code, bytes(cp.note) if cp is not None else b"")
 
 
 def _store_outcome(engine, row: dict) -> None:

@@ -24,14 +24,14 @@ metadata = MetaData(
 # Every module that declares tables. Add new ones here (and an Alembic revision).
 TABLE_MODULES: tuple[str, ...] = (
     "hedui.node.store.tables",
+    "hedui.node.audit.tables",
+    "hedui.node.index_tables",
+    "hedui.node.hub.tables",
+    "hedui.node.discovery.tables",
 )
 
 
 def load_all() -> MetaData:
     for name in TABLE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a module listed before it is written
-            if exc.name != name:
-                raise
+        importlib.import_module(name)
     return metadata

@@ -1,0 +1,193 @@
+"""Token index build rate against the crypto floor, and pseudonym micro-benchmarks.
+
+    python bench/bench_index.py [--residents N] [--workers W] [--json] [--no-postgres]
+
+1. Floor: bare OPRF evaluations (RFC 9497 §3.3.1 Evaluate, via ``ServerKey.token``) per
+   second with W processes, nothing else: the rate no index build can beat.
+2. Build: synthetic residents (one tax record per adult resident) in a department database,
+   ``build_index`` into a fresh node store, W token workers; on SQLite (files in a temporary
+   directory) and on PostgreSQL (fresh databases, dropped afterwards). Reported as records
+   per second and as a share of the floor.
+3. Micro: provider ``evaluate_batch`` tokens/s for batches of 4, 64 and 4096 (one process,
+   proof included); hub-side blind and verify+finalise cost per token.
+
+Results are figures, not assertions. The machine's other load shows in them: run it on a
+quiet machine and say what else was running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from hedui.adapters import open_adapter
+from hedui.adapters.synthetic import residents as synthetic_residents
+from hedui.adapters.synthetic import write_sql
+from hedui.keys import oprf
+from hedui.keys.oprf import ServerKey
+from hedui.node.index import build_index
+from hedui.node.store import schema
+from hedui.node.store.db import open_engine, sqlite_url
+
+import hedui.node.index_tables  # noqa: F401  (tables on the shared metadata)
+
+SEED = bytes(range(32))
+PG_ADMIN = os.environ.get("HEDUI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+_key: ServerKey | None = None
+
+
+def _init(key: ServerKey) -> None:
+    global _key
+    _key = key
+
+
+def _eval(ids: list[str]) -> int:
+    assert _key is not None
+    for i in ids:
+        _key.token(i)
+    return len(ids)
+
+
+def floor(ids: list[str], workers: int) -> float:
+    """OPRF evaluations per second with ``workers`` processes (inline when 0)."""
+    key = ServerKey.derive(SEED, 1)
+    if workers == 0:
+        t = time.perf_counter()
+        for i in ids:
+            key.token(i)
+        return len(ids) / (time.perf_counter() - t)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init, initargs=(key,)) as pool:
+        list(pool.map(_eval, [ids[:50]] * workers))                   # warm the workers up
+        chunk = 2000
+        t = time.perf_counter()
+        n = sum(pool.map(_eval, [ids[i:i + chunk] for i in range(0, len(ids), chunk)]))
+        return n / (time.perf_counter() - t)
+
+
+def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Path) -> dict:
+    t = time.perf_counter()
+    maps = write_sql(source_url, residents=residents, seed=1, departments=["tax"], share={"tax": 1.0}, years=1,
+                     mapping_dir=tmp / f"maps-{uuid.uuid4().hex[:6]}")
+    generated = time.perf_counter() - t
+    engine = open_engine(store_url)
+    schema.load_all().create_all(engine)
+    try:
+        report = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers)
+    finally:
+        engine.dispose()
+    return {"records": report.records, "seconds": round(report.seconds, 2), "records_per_s": round(report.rate),
+            "tokens": report.tokens, "generate_seconds": round(generated, 2)}
+
+
+def micro() -> dict:
+    key = ServerKey.derive(SEED, 1)
+    ids = [r.id_number for r in synthetic_residents(4096, seed=2)]
+    out: dict = {"evaluate_batch_tokens_per_s": {}}
+    for size in (4, 64, 4096):
+        state = oprf.blind(ids[:size])
+        reps = max(1, 8192 // size)
+        t = time.perf_counter()
+        for _ in range(reps):
+            key.evaluate_batch(state.blinded)
+        out["evaluate_batch_tokens_per_s"][size] = round(size * reps / (time.perf_counter() - t))
+    for size in (64, 4096):
+        reps = max(1, 4096 // size)
+        tb = tf = 0.0
+        for r in range(reps):
+            batch = ids[:size]
+            t = time.perf_counter()
+            state = oprf.blind(batch)
+            tb += time.perf_counter() - t
+            elements, proof = key.evaluate_batch(state.blinded)
+            t = time.perf_counter()
+            oprf.finalize(state, elements, proof, key.public_key_bytes)
+            tf += time.perf_counter() - t
+        out[f"hub_blind_us_per_token_batch_{size}"] = round(tb / (size * reps) * 1e6, 1)
+        out[f"hub_verify_finalize_us_per_token_batch_{size}"] = round(tf / (size * reps) * 1e6, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--residents", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--no-postgres", action="store_true")
+    args = ap.parse_args(argv)
+
+    res: dict = {"residents": args.residents, "workers": args.workers, "cpus": os.cpu_count(),
+                 "python": platform.python_version(), "loadavg_before": os.getloadavg()[0]}
+    floor_ids = [r.id_number for r in synthetic_residents(min(args.residents, 200_000), seed=3)]
+    res["floor_tokens_per_s"] = round(floor(floor_ids, args.workers))
+    res["floor_inline_tokens_per_s"] = round(floor(floor_ids[:20_000], 0))
+    with tempfile.TemporaryDirectory(prefix="hedui-bench-") as d:
+        tmp = Path(d)
+        res["sqlite"] = build(f"sqlite:///{tmp / 'dept.db'}", sqlite_url(tmp / "node.db"), args.residents,
+                              args.workers, tmp)
+        if not args.no_postgres:
+            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            names = [f"hedui_bench_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("src", "store")]
+            try:
+                with admin.connect() as c:
+                    for n in names:
+                        c.execute(text(f'CREATE DATABASE "{n}"'))
+                base = PG_ADMIN.rsplit("/", 1)[0]
+                res["postgres"] = build(f"{base}/{names[0]}", f"{base}/{names[1]}", args.residents, args.workers, tmp)
+            finally:
+                with admin.connect() as c:
+                    for n in names:
+                        c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": n})
+                        c.execute(text(f'DROP DATABASE IF EXISTS "{n}"'))
+                admin.dispose()
+    for kind in ("sqlite", "postgres"):
+        if kind in res:
+            res[kind]["share_of_floor"] = round(res[kind]["records_per_s"] / res["floor_tokens_per_s"], 2)
+    res["micro"] = micro()
+    res["loadavg_after"] = os.getloadavg()[0]
+
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"Token index build, {args.residents:,} residents, {args.workers} token workers "
+                    f"({res['cpus']} CPUs, load {res['loadavg_before']:.1f} → {res['loadavg_after']:.1f})")
+    for col in ("", "records", "seconds", "records/s", "share of floor", "data generation s"):
+        t.add_column(col, justify="right")
+    t.add_row("crypto floor", "", "", f"{res['floor_tokens_per_s']:,}", "1.00", "")
+    for kind in ("sqlite", "postgres"):
+        if kind in res:
+            r = res[kind]
+            t.add_row(f"build, {kind}", f"{r['records']:,}", f"{r['seconds']}", f"{r['records_per_s']:,}",
+                      f"{r['share_of_floor']:.2f}", f"{r['generate_seconds']}")
+    con.print(t)
+    m = res["micro"]
+    t2 = Table(title="Pseudonym crypto, one process")
+    t2.add_column("measure")
+    t2.add_column("value", justify="right")
+    t2.add_row("F(k, id) inline (token index path)", f"{res['floor_inline_tokens_per_s']:,} tokens/s")
+    for size, rate in m["evaluate_batch_tokens_per_s"].items():
+        t2.add_row(f"provider evaluate_batch, batch {size}", f"{rate:,} tokens/s")
+    for size in (64, 4096):
+        t2.add_row(f"hub blind, batch {size}", f"{m[f'hub_blind_us_per_token_batch_{size}']} µs/token")
+        t2.add_row(f"hub verify + finalise, batch {size}", f"{m[f'hub_verify_finalize_us_per_token_batch_{size}']} µs/token")
+    con.print(t2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

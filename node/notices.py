@@ -1,0 +1,517 @@
+"""Provider side of active discovery on a node: detection on the rules' schedules, the
+durable outbox, and the pusher that delivers notices to the hub over mTLS.
+
+A provider takes part when its ``node.toml`` names rules and a hub::
+
+    [provider]
+    mapping = "mapping.toml"       # the department data detection reads (the adapter mapping)
+    rules = "rules.toml"           # detection rules (docs/discovery.md)
+    hub = "hub"                    # member code of the hub notices go to
+    dedup_secret = "dedup.secret"  # optional: default next to a SQLite store, else next to node.toml
+    calendar_overrides = "cal.toml"  # optional working-day overrides for due dates
+    detect_at = "01:30"            # daily detection run (China time), or "manual"
+
+- :meth:`ProviderNotices.run` reads every record through the mapping's adapter (rows the
+  adapter cannot use are counted, never read further), runs the rules, and in **one
+  transaction** queues a sealed, signed notice per new detection and records which rule
+  periods have run. A re-run of a period queues nothing new (dedup keys).
+- The notice's personal part is sealed (HPKE, ML-KEM-768 + X25519) to the hub's sealing key
+  as published in the directory, and the notice is DSSE-signed with the node's signing key.
+- :meth:`ProviderNotices.push` pushes due outbox rows (:class:`~hedui.node.discovery.outbox.Pusher`:
+  claims, retries with exponential backoff and jitter), verifies each receipt against the
+  hub's directory signing key and the SHA-256 of the exact notice payload, audits
+  ``notice.sent`` and ``receipt``, then marks the row delivered with the receipt. The hub is
+  idempotent on notice ids, so a crash anywhere repeats at most a push, never a notice.
+
+The dedup secret keys the ``dedup_key`` column (HMAC-SHA256 over provider, rule, period,
+identity and event). It is created on first use (32 random bytes, encrypted with the key
+passphrase like the other node secrets) and must then stay: a new secret gives every
+detection a new key, so a re-run of a period already queued would queue it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import grpc
+from google.protobuf.message import DecodeError
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import make_url
+
+from hedui.keys import dsse, sealing
+from hedui.keys.keyfile import load_secret, save_secret
+from hedui.keys.signing import VerifyingKey
+from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
+from hedui.node.discovery.detect import Detection, detect
+from hedui.node.discovery.outbox import Pusher, PushStats, enqueue, seal_notice
+from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
+from hedui.node.discovery.tables import notice_outbox
+from hedui.node.errors import ConfigError, FailedPrecondition, Unavailable, VerificationError
+from hedui.node.store.tables import node_state
+from hedui.v1 import common_pb2, directory_pb2, notice_pb2
+
+__all__ = [
+    "ProviderNotices",
+    "DetectionRun",
+    "DetectionScheduler",
+    "PushLoop",
+    "provider_background",
+    "provider_notices",
+    "dedup_secret_path",
+    "load_or_create_dedup_secret",
+    "run_key",
+    "DEDUP_SECRET_LABEL",
+]
+
+log = logging.getLogger("hedui.node.notices")
+
+DEDUP_SECRET_LABEL = "hedui-dedup-secret"
+_RUNS_KEY = "discovery.runs"
+_STATE_LOCK = threading.Lock()
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------- the dedup secret
+
+
+def dedup_secret_path(cfg) -> Path:
+    """``[provider] dedup_secret``, else ``dedup.secret`` next to a SQLite store file, else
+    next to ``node.toml``."""
+    p = cfg.provider
+    if p is not None and p.dedup_secret is not None:
+        return cfg.path(p.dedup_secret)
+    url = make_url(cfg.store_url())
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database).parent / "dedup.secret"
+    return cfg.base / "dedup.secret"
+
+
+def load_or_create_dedup_secret(path: Path, passphrase: bytes) -> bytes:
+    """The secret in ``path``; creates it first (atomically: of two processes creating it at
+    once, both end up with the same one) if the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+        try:
+            save_secret(tmp, os.urandom(32), passphrase, label=DEDUP_SECRET_LABEL)
+            try:
+                os.link(tmp, path)  # fails if another process created it meanwhile
+                log.info("created the notice dedup secret %s; keep it with the node's keys", path)
+            except FileExistsError:
+                pass
+        except OSError as exc:
+            raise ConfigError(f"provider.dedup_secret {path}: cannot create it ({exc.strerror})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    return load_secret(path, passphrase, label=DEDUP_SECRET_LABEL)
+
+
+# ---------------------------------------------------------------- detection runs
+
+
+def run_key(rule: Rule, as_of: date) -> str:
+    """What one scheduled run of ``rule`` covers: the period for last-week and last-month
+    rules (run once per period), the day for rolling and this-year rules (run daily)."""
+    if rule.period in ("last_week", "last_month"):
+        return period_for(rule, as_of).key
+    return as_of.isoformat()
+
+
+@dataclass(frozen=True)
+class DetectionRun:
+    """What one detection run did (public fields only; the detections hide their identity)."""
+
+    as_of: date
+    rules: tuple[str, ...]
+    records: int
+    problems: int
+    detections: tuple[Detection, ...] = field(repr=False)
+    queued: int
+
+    def as_dict(self) -> dict:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "rules": list(self.rules),
+            "records": self.records,
+            "problems": self.problems,
+            "queued": self.queued,
+            "detections": [
+                {
+                    "rule": d.rule,
+                    "event_type": d.event_type,
+                    "region": d.region,
+                    "event_date": d.event_date.isoformat(),
+                    "due_date": d.due_date.isoformat(),
+                    "period": d.period,
+                    "dedup_key": d.dedup_key,
+                }
+                for d in self.detections
+            ],
+        }
+
+
+class _Counted:
+    """Yields the adapter's records, counting (and skipping) the rows it could not use."""
+
+    def __init__(self, items: Iterable) -> None:
+        self._items = items
+        self.records = 0
+        self.problems = 0
+
+    def __iter__(self) -> Iterator:
+        from hedui.adapters.records import RowProblem
+
+        for item in self._items:
+            if isinstance(item, RowProblem):
+                self.problems += 1
+                continue
+            self.records += 1
+            yield item
+
+
+# ---------------------------------------------------------------- the provider's notices
+
+
+class ProviderNotices:
+    """Detection, outbox and pushing for one provider runtime."""
+
+    def __init__(
+        self,
+        rt,
+        *,
+        clock: Callable[[], datetime] = _now,
+        base_delay: float = 2.0,
+        max_delay: float = 900.0,
+        lease: float = 120.0,
+        timeout: float = 10.0,
+    ) -> None:
+        cfg = rt.config
+        p = cfg.provider
+        if p is None or p.rules is None:
+            raise ConfigError("provider.rules: got none, want a detection rule file (docs/discovery.md)")
+        if not p.hub:
+            raise ConfigError("provider.hub: got none, want the member code of the hub notices go to")
+        if p.mapping is None:
+            raise ConfigError("provider.mapping: got none, want the mapping of the department data detection reads")
+        self.rt = rt
+        self.rules: RuleSet = load_rules(cfg.path(p.rules))
+        self.hub = p.hub
+        hub_member = rt.directory.member(p.hub)
+        if directory_pb2.ROLE_HUB not in hub_member.roles:
+            raise ConfigError(f"provider.hub: got {p.hub!r}, a member without the hub role in directory v{rt.directory.version}")
+        self.hub_public = bytes(hub_member.sealing_key)
+        if len(self.hub_public) != sealing.PUBLIC_KEY_SIZE:
+            raise ConfigError(
+                f"provider.hub: {p.hub!r} publishes a sealing key of {len(self.hub_public)} bytes in directory "
+                f"v{rt.directory.version}, want {sealing.PUBLIC_KEY_SIZE}"
+            )
+        self.hub_verifier = VerifyingKey(p.hub, bytes(hub_member.signing_key))
+        self.mapping_path = cfg.path(p.mapping)
+        self.calendar = WorkCalendar(cfg.path(p.calendar_overrides) if p.calendar_overrides is not None else None)
+        self.secret_path = dedup_secret_path(cfg)
+        self._secret: bytes | None = None
+        self._clock = clock
+        self.timeout = timeout
+        self.wake = threading.Event()
+        self._client = None
+        self._client_lock = threading.Lock()
+        self.pusher = Pusher(
+            rt.engine, self._send, self._verify,
+            base_delay=base_delay, max_delay=max_delay, lease=lease, clock=clock, on_delivered=self._delivered,
+        )
+
+    # ------------------------------------------------------------ detection
+
+    def dedup_secret(self) -> bytes:
+        if self._secret is None:
+            self._secret = load_or_create_dedup_secret(self.secret_path, self.rt.passphrase)
+        return self._secret
+
+    def due_rules(self, as_of: date) -> tuple[Rule, ...]:
+        """Rules whose run for ``as_of`` has not been recorded yet."""
+        runs = self._runs()
+        return tuple(r for r in self.rules.rules if runs.get(r.id) != run_key(r, as_of))
+
+    def run(self, as_of: date | None = None, *, only_due: bool = False) -> DetectionRun:
+        """Runs the rules over the department's records for ``as_of`` (default: today in
+        China) and queues the notices; ``only_due`` runs only the rules whose period (or day)
+        has not run yet — what the scheduler does."""
+        from hedui.adapters import open_adapter
+
+        as_of = as_of or local_date(self._clock())
+        rules = self.due_rules(as_of) if only_due else self.rules.rules
+        if not rules:
+            return DetectionRun(as_of, (), 0, 0, (), 0)
+        ruleset = replace(self.rules, rules=rules)
+        secret = self.dedup_secret()
+        adapter = open_adapter(self.mapping_path)
+        try:
+            adapter.check()
+            counted = _Counted(adapter.records())
+            found = detect(counted, ruleset, as_of, self.calendar, provider=self.rt.member, dedup_secret=secret)
+        finally:
+            adapter.close()
+        queued = 0
+        with self.rt.engine.begin() as conn:
+            for d in found:
+                queued += enqueue(conn, d, self.sign_and_seal, hub=self.hub)[1]
+            self._record_runs(conn, {r.id: run_key(r, as_of) for r in rules})
+        log.info(
+            "detection for %s: %d rule(s), %d record(s), %d row(s) skipped, %d detection(s), %d newly queued",
+            as_of, len(rules), counted.records, counted.problems, len(found), queued,
+        )
+        if queued:
+            self.wake.set()
+        return DetectionRun(as_of, tuple(r.id for r in rules), counted.records, counted.problems, tuple(found), queued)
+
+    def sign_and_seal(self, detection: Detection, notice_id: bytes) -> bytes:
+        notice = seal_notice(
+            detection, notice_id=notice_id, provider=self.rt.member, hub=self.hub,
+            hub_sealing_key=self.hub_public, created_at=self._clock(),
+        )
+        return dsse.sign(dsse.NOTICE, notice.SerializeToString(), [self.rt.signer]).SerializeToString()
+
+    def _runs(self) -> dict[str, str]:
+        with self.rt.engine.connect() as conn:
+            raw = conn.execute(select(node_state.c.value).where(node_state.c.key == _RUNS_KEY)).scalar()
+        return json.loads(raw) if raw else {}
+
+    @staticmethod
+    def _record_runs(conn, keys: dict[str, str]) -> None:
+        raw = conn.execute(select(node_state.c.value).where(node_state.c.key == _RUNS_KEY)).scalar()
+        runs = json.loads(raw) if raw else {}
+        runs.update(keys)
+        value = json.dumps(runs, sort_keys=True)
+        if raw is None:
+            conn.execute(node_state.insert().values(key=_RUNS_KEY, value=value))
+        else:
+            conn.execute(update(node_state).where(node_state.c.key == _RUNS_KEY).values(value=value))
+
+    # ------------------------------------------------------------ pushing
+
+    def push(self, *, retry_now: bool = False) -> PushStats:
+        """One pass over the due outbox rows; ``retry_now`` first makes every pending row due
+        (an operator's "push now", ignoring the backoff)."""
+        if retry_now:
+            with self.rt.engine.begin() as conn:
+                conn.execute(
+                    update(notice_outbox)
+                    .where(notice_outbox.c.status == "pending")
+                    .values(next_attempt_at=self._clock())
+                )
+        stats = self.pusher.push_due()
+        self._gauge()
+        return stats
+
+    def pending(self) -> int:
+        with self.rt.engine.connect() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(notice_outbox).where(notice_outbox.c.status == "pending")
+            ).scalar_one())
+
+    def _gauge(self) -> None:
+        m = getattr(self.rt, "metrics", None)
+        if m is not None:
+            try:
+                m.outbox_pending.set(self.pending())
+            except Exception:  # metrics never break pushing
+                log.debug("outbox gauge not updated", exc_info=True)
+
+    def _peer(self):
+        from hedui.node.client import PeerClient
+
+        with self._client_lock:
+            if self._client is None:
+                self._client = PeerClient.to_member(self.rt, self.hub)
+            return self._client
+
+    def close(self) -> None:
+        """Closes the channel to the hub (cancels an RPC in flight)."""
+        with self._client_lock:
+            c, self._client = self._client, None
+        if c is not None:
+            c.close()
+
+    def _send(self, envelope: bytes) -> bytes:
+        req = notice_pb2.PushRequest(notice=common_pb2.Envelope.FromString(envelope))
+        try:
+            req.checkpoint.note = self.rt.audit.latest_checkpoint_note()
+        except Exception:  # the checkpoint is for cosigning; a push goes without it
+            log.debug("no checkpoint for the push", exc_info=True)
+        client = self._peer()
+        try:
+            resp = client.notice.Push(req, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+            if code in _TRANSIENT:
+                # Start the next attempt on a fresh channel rather than wait out gRPC's own
+                # reconnect backoff, which grows while the hub is away.
+                with self._client_lock:
+                    if self._client is client:
+                        self._client = None
+                client.close()
+            details = (exc.details() if hasattr(exc, "details") else "") or ""
+            kind = Unavailable if code in _TRANSIENT else FailedPrecondition
+            raise kind(f"hub {self.hub}: {code.name}: {details[:300]}", reason=code.name) from None
+        if not resp.HasField("receipt"):
+            raise VerificationError("push response: got no receipt, want a signed receipt", reason="RECEIPT_INVALID")
+        return resp.receipt.SerializeToString()
+
+    def _verify(self, _envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
+        try:
+            env = common_pb2.Envelope.FromString(receipt_bytes)
+        except DecodeError:
+            raise VerificationError("receipt: got bytes that are not an envelope", reason="RECEIPT_INVALID") from None
+        vk = self.hub_verifier
+        payload, _ = dsse.verify(env, {vk.keyid: vk}, payload_type=dsse.RECEIPT)
+        try:
+            receipt = notice_pb2.Receipt.FromString(payload)
+        except DecodeError:
+            raise VerificationError("receipt: signed payload is not a Receipt", reason="RECEIPT_INVALID") from None
+        if receipt.hub != self.hub:
+            raise VerificationError(f"receipt.hub: got {receipt.hub[:64]!r}, want {self.hub!r}", reason="RECEIPT_MISMATCH")
+        return receipt
+
+    def _delivered(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes, receipt: notice_pb2.Receipt) -> None:
+        payload = common_pb2.Envelope.FromString(envelope).payload
+        notice = notice_pb2.Notice.FromString(payload)
+        nid = notice_id.hex()
+        self.rt.audit.record("notice.sent", {
+            "request_id": nid,
+            "peer": self.hub,
+            "request_digest": hashlib.sha256(payload).hexdigest(),
+            "rule": notice.rule,
+            "event_type": notice.event_type,
+            "due_date": notice.due_date,
+        })
+        self.rt.audit.record("receipt", {
+            "request_id": nid,
+            "peer": self.hub,
+            "answer_digest": hashlib.sha256(common_pb2.Envelope.FromString(receipt_bytes).payload).hexdigest(),
+            "duplicate": receipt.duplicate,
+            "received_at": receipt.received_at.ToDatetime(tzinfo=timezone.utc).isoformat(),
+        })
+
+
+def provider_notices(rt) -> ProviderNotices:
+    """The runtime's :class:`ProviderNotices` (one per runtime, in ``rt.extras["notices"]``)."""
+    with _STATE_LOCK:
+        pn = rt.extras.get("notices")
+        if pn is None:
+            pn = rt.extras["notices"] = ProviderNotices(rt)
+    return pn
+
+
+# ---------------------------------------------------------------- background jobs
+
+
+class _Loop:
+    name = "loop"
+
+    def __init__(self, notices: ProviderNotices) -> None:
+        self.notices = notices
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"{self.name}-{self.notices.rt.member}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        t, self._thread = self._thread, None
+        self._stop.set()
+        self.notices.wake.set()
+        self._interrupt()
+        if t is not None:
+            t.join(timeout=15)
+
+    def _interrupt(self) -> None:
+        pass
+
+    def _run(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class DetectionScheduler(_Loop):
+    """Runs the due rules once a day at ``at`` (China time), and at start if that time has
+    passed today: monthly and weekly rules once per period, rolling and this-year rules once
+    per day (see :func:`run_key`). A failed run is retried within the hour."""
+
+    name = "detection"
+
+    def __init__(self, notices: ProviderNotices, *, at: time = time(1, 30), clock: Callable[[], datetime] = _now) -> None:
+        super().__init__(notices)
+        self.at = at
+        self._clock = clock
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = self._clock().astimezone(CHINA_TZ)
+            wait = 3600.0
+            if now.time() >= self.at:
+                try:
+                    self.notices.run(now.date(), only_due=True)
+                    nxt = datetime.combine(now.date() + timedelta(days=1), self.at, CHINA_TZ)
+                    wait = min(wait, max(1.0, (nxt - now).total_seconds()))
+                except Exception as exc:
+                    log.error("detection run failed: %s: %s", type(exc).__name__, str(exc)[:300])
+            else:
+                nxt = datetime.combine(now.date(), self.at, CHINA_TZ)
+                wait = min(wait, max(1.0, (nxt - now).total_seconds()))
+            self._stop.wait(wait)
+
+
+class PushLoop(_Loop):
+    """Pushes due outbox rows every ``poll_interval`` seconds, or at once when a detection
+    run queued something. ``stop()`` closes the channel, so an RPC in flight ends now."""
+
+    name = "pusher"
+
+    def __init__(self, notices: ProviderNotices, *, poll_interval: float = 1.0) -> None:
+        super().__init__(notices)
+        self.poll_interval = poll_interval
+
+    def _interrupt(self) -> None:
+        self.notices.close()
+
+    def _run(self) -> None:
+        n = self.notices
+        while not self._stop.is_set():
+            try:
+                n.push()
+            except Exception as exc:  # the store may be briefly unavailable
+                log.warning("notice push pass failed: %s", type(exc).__name__)
+            n.wake.wait(self.poll_interval)
+            n.wake.clear()
+        n.close()
+
+
+def provider_background(rt) -> list:
+    """Background jobs of a provider node that detects and pushes notices: the daily
+    detection scheduler (unless ``detect_at = "manual"``) and the pusher. ``[]`` when the
+    provider has no ``[provider] rules``."""
+    p = rt.config.provider
+    if p is None or p.rules is None:
+        return []
+    notices = provider_notices(rt)
+    jobs: list = []
+    if p.detect_at != "manual":
+        hh, mm = p.detect_at.split(":")
+        jobs.append(DetectionScheduler(notices, at=time(int(hh), int(mm))))
+    jobs.append(PushLoop(notices))
+    return jobs
