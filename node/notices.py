@@ -264,9 +264,10 @@ class ProviderNotices:
         finally:
             adapter.close()
         queued = 0
+        now = self._clock()
         with self.rt.engine.begin() as conn:
             for d in found:
-                queued += enqueue(conn, d, self.sign_and_seal, hub=self.hub)[1]
+                queued += enqueue(conn, d, self.sign_and_seal, hub=self.hub, now=now)[1]
             self._record_runs(conn, {r.id: run_key(r, as_of) for r in rules})
         log.info(
             "detection for %s: %d rule(s), %d record(s), %d row(s) skipped, %d detection(s), %d newly queued",

@@ -15,6 +15,7 @@ from typing import Callable
 
 import grpc
 
+from hedui.adapters.idnum import contains_idnum
 from hedui.node.errors import HeduiError, to_status
 
 __all__ = ["rpc_method", "Call"]

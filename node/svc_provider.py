@@ -109,7 +109,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         }
         if grant.cached_answer is not None:
             env = common_pb2.Envelope.FromString(grant.cached_answer)
-            rt.audit.record("answer.resent", {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest()})
+            rt.audit.record("answer.sent", {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
             return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
         epoch = _epoch(st, request.epoch)
         rt.audit.record("query.received", {
@@ -141,7 +141,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         payload = answer.SerializeToString(deterministic=True)
         env = dsse.sign(dsse.ANSWER, payload, [rt.signer])
         policy.remember(rt, ctx, env.SerializeToString(deterministic=True))
-        rt.audit.record("answer.sent", {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "found": found})
+        rt.audit.record("answer.sent", {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "outcome": "ok", "found": found})
         return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
 
 

@@ -312,3 +312,31 @@ def test_resume_after_kill_9(engine, store_url, tmp_path):
     with engine.connect() as c:
         assert c.execute(select(index_rows.c.locator)).all().__len__() == total - len(want[1])
     assert _scan_store(engine) == []
+
+
+def test_duplicate_export_keys_are_problems(engine, tmp_path):
+    maps = write_csv(tmp_path / "csv", residents=80, seed=3, departments=["tax"])
+    m = maps["tax"]
+    m.write_text(m.read_text().replace('encoding = "utf-8"', 'encoding = "utf-8"\nprimary_key = "编号"'))
+    path = tmp_path / "csv" / "tax.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    dup = lines[1]                                     # row with key 1 appears again at the end
+    path.write_text("\n".join(lines + [dup]) + "\n", encoding="utf-8")
+    build_index(engine, open_adapter(m), KEY1, 1, workers=0, batch_size=7)
+    problems = {p.locator: p.reason for p in list_problems(engine, 1)}
+    assert problems["tax.csv:编号=1"] == "source.primary_key: got the key of line 2 again, want unique keys"
+    got, _ = _actual(engine, 1)
+    assert _row_counts(engine, 1) == len(lines) - 2    # header and the duplicated key left out
+    assert got == _expected(m, KEY1)[0]
+
+
+def test_progress_bar_advances(engine, dept):
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(file=StringIO())) as progress:
+        report = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, batch_size=50, progress=progress)
+        (task,) = progress.tasks
+        assert task.completed == report.rows > 50

@@ -110,3 +110,50 @@ def show_directory(
 def fingerprint(cert: Path = typer.Argument(..., help="Certificate (PEM)")) -> None:
     """Print a certificate's SHA-256 fingerprint (as listed in the directory)."""
     console.print(cert_fingerprint(load_cert(cert)).hex())
+
+
+@app.command("oprf-init")
+@cli_errors
+def oprf_init(
+    out: Path = typer.Option(..., help="Encrypted OPRF seed file to create (node.toml provider.oprf_seed)"),
+    epoch: int = typer.Option(1, min=1, help="Key epoch"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Provider: create an OPRF key (RFC 9497 VOPRF, ristretto255-SHA512) for one epoch."""
+    import os
+
+    from hedui.keys.keyfile import save_secret
+    from hedui.keys.oprf import ServerKey
+    from hedui.node.errors import ConfigError
+    from hedui.node.provider import OPRF_SEED_LABEL
+
+    if out.exists():
+        raise ConfigError(f"{out}: already exists; refusing to overwrite a key")
+    seed = os.urandom(32)
+    save_secret(out, seed, passphrase(), label=OPRF_SEED_LABEL)
+    pub = ServerKey.derive(seed, epoch).public_key_bytes.hex()
+    if json_out:
+        emit_json({"epoch": epoch, "public_key_hex": pub})
+    else:
+        console.print(f"created {out}; directory entry: oprf_keys = [{{ epoch = {epoch}, public_key_hex = \"{pub}\" }}]")
+
+
+@app.command("sealing-init")
+@cli_errors
+def sealing_init(
+    out: Path = typer.Option(..., help="Encrypted HPKE private key to create (node.toml hub.sealing_key)"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Hub: create the HPKE key (ML-KEM-768 + X25519) that discovery notices are sealed to."""
+    from hedui.keys.sealing import SealingKey
+    from hedui.node.errors import ConfigError
+
+    if out.exists():
+        raise ConfigError(f"{out}: already exists; refusing to overwrite a key")
+    k = SealingKey.generate()
+    k.save(out, passphrase())
+    pub = k.public_bytes().hex()
+    if json_out:
+        emit_json({"sealing_key_hex": pub})
+    else:
+        console.print(f"created {out}; directory entry: sealing_key_hex = \"{pub[:32]}…\" ({len(pub) // 2} bytes; use --json for all)")

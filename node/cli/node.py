@@ -63,3 +63,106 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
         emit_json(out)
     else:
         console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} until {out['directory_expires_at']}, store {out['store']}")
+
+
+def _provider_cfg(config: Path):
+    from hedui.node.config import load_config
+    from hedui.node.errors import ConfigError
+
+    cfg = load_config(config)
+    if cfg.provider is None or cfg.provider.mapping is None or cfg.provider.oprf_seed is None:
+        raise ConfigError(f"config {config}: provider.mapping and provider.oprf_seed are required to build a token index")
+    return cfg
+
+
+def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None, json_out: bool) -> dict:
+    from hedui.adapters import open_adapter
+    from hedui.keys.keyfile import load_secret, passphrase
+    from hedui.keys.oprf import ServerKey
+    from hedui.node.index import build_index, list_problems
+    from hedui.node.provider import OPRF_SEED_LABEL
+    from hedui.node.store import migrate
+    from hedui.node.store.db import open_engine
+
+    key = ServerKey.derive(load_secret(seed_path, passphrase(env=cfg.keys.passphrase_env), label=OPRF_SEED_LABEL), epoch)
+    eng = open_engine(cfg.store_url())
+    adapter = open_adapter(cfg.path(cfg.provider.mapping))
+    try:
+        migrate.upgrade(eng)
+        from hedui.node.cli._common import progress_bar
+
+        progress = progress_bar(disable=json_out)
+        with progress:
+            rep = build_index(eng, adapter, key, epoch, workers=workers, progress=progress, full=full)
+        problems = list_problems(eng, epoch, rep.source)
+    finally:
+        adapter.close()
+        eng.dispose()
+    return {
+        "epoch": epoch, "source": rep.source, "mode": rep.mode, "resumed": rep.resumed, "rows": rep.rows,
+        "records": rep.records, "problems": rep.problems, "removed": rep.removed, "tokens": rep.tokens,
+        "seconds": round(rep.seconds, 2), "rows_per_second": round(rep.rate, 1), "public_key_hex": key.public_key_bytes.hex(),
+        "problem_rows": [{"locator": p.locator, "reason": p.reason} for p in problems[:200]],
+    }
+
+
+def _print_build(out: dict) -> None:
+    console.print(
+        f"epoch {out['epoch']} {out['source']} ({out['mode']}{', resumed' if out['resumed'] else ''}): "
+        f"{out['rows']:,} rows → {out['records']:,} records, {out['problems']:,} problems, {out['tokens']:,} tokens "
+        f"in {out['seconds']} s ({out['rows_per_second']:,.0f} rows/s)"
+    )
+    for p in out["problem_rows"][:20]:
+        console.print(f"  [yellow]problem[/] {p['locator']}: {p['reason']}")
+    if out["problems"] > 20:
+        console.print(f"  … {out['problems'] - 20} more (see --json)")
+
+
+@app.command("index")
+@cli_errors
+def index(
+    config: Path = _CONFIG,
+    full: bool = typer.Option(False, help="Re-read everything (default: only what changed; resumes an interrupted run)"),
+    workers: int | None = typer.Option(None, help="Processes computing tokens (default: all cores)"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build or update the token index of the current OPRF epoch from the department's data."""
+    cfg = _provider_cfg(config)
+    out = _build(cfg, cfg.path(cfg.provider.oprf_seed), cfg.provider.epoch, full=full, workers=workers, json_out=json_out)
+    emit_json(out) if json_out else _print_build(out)
+
+
+@app.command("rotate-oprf-key")
+@cli_errors
+def rotate_oprf_key(
+    config: Path = _CONFIG,
+    workers: int | None = typer.Option(None, help="Processes computing tokens (default: all cores)"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create the next epoch's OPRF key and build its index while the current epoch keeps answering."""
+    import os
+
+    from hedui.keys.keyfile import passphrase, save_secret
+    from hedui.node.errors import ConfigError
+    from hedui.node.provider import OPRF_SEED_LABEL
+
+    cfg = _provider_cfg(config)
+    nxt = cfg.provider.epoch + 1
+    seed_path = cfg.path(Path(f"oprf-epoch{nxt}.seed"))
+    if not seed_path.exists():
+        save_secret(seed_path, os.urandom(32), passphrase(env=cfg.keys.passphrase_env), label=OPRF_SEED_LABEL)
+    elif not seed_path.is_file():
+        raise ConfigError(f"{seed_path}: exists and is not a file")
+    out = _build(cfg, seed_path, nxt, full=True, workers=workers, json_out=json_out)
+    out["seed_file"] = str(seed_path)
+    out["next_steps"] = [
+        f"authority: add oprf_keys {{ epoch = {nxt}, public_key_hex = \"{out['public_key_hex']}\" }} to this member (keep epoch {cfg.provider.epoch}) and re-sign the directory",
+        f"node.toml [provider]: epoch = {nxt}, oprf_seed = \"{seed_path.name}\", previous_epoch = {cfg.provider.epoch}, previous_oprf_seed = \"{cfg.provider.oprf_seed}\"; restart",
+        "after the overlap: drop the previous epoch from node.toml and the directory",
+    ]
+    if json_out:
+        emit_json(out)
+        return
+    _print_build(out)
+    for s in out["next_steps"]:
+        console.print(f"  next: {s}")

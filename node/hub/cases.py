@@ -247,7 +247,8 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
                    answered_at=dt.datetime.now(dt.timezone.utc))
         rt.audit.record("answer.received", {
             "peer": code, "case_ref": req.context.case_ref, "request_id": rid.hex(), "request_digest": digest.hex(),
-            "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "found": sum(1 for a in answer.members if a.found),
+            "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",
+            "found": sum(1 for a in answer.members if a.found),
         })
     except grpc.RpcError as err:
         attempts += getattr(err, "attempts", 1)

@@ -1,0 +1,260 @@
+"""Household verification end to end: hub + departments on loopback over mTLS, real OPRF,
+real signed answers, policy refusals, unavailable departments, offline evidence checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from decimal import Decimal
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, text
+
+from hedui.adapters.synthetic import resident
+from hedui.keys import oprf
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.client import PeerClient
+from hedui.node.errors import InvalidArgument
+from hedui.node.hub.cases import consent_digest_of, open_case, run_case
+from hedui.node.hub.report import build_report, render_html
+from hedui.node.hub.rules import default_rules
+from hedui.node.testbed import MemberPlan, Testbed
+from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
+
+SEED = 7
+HOUSEHOLD = [1, 2, 3, 4]
+CODES = ["hub", "tax", "hrss", "realestate", "vehicles"]
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    names = {"hub": ["hub"], "tax": ["provider"], "hrss": ["provider"], "realestate": ["provider"], "vehicles": ["provider"]}
+    tb = Testbed(tmp_path_factory.mktemp("case") / "fed", [MemberPlan(c, c, r) for c, r in names.items()], residents=300, data_seed=SEED)
+    tb.create()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    tb.build_indexes()
+    tb.start()
+    yield tb
+    tb.stop()
+
+
+def _ids():
+    return [resident(n, SEED).id_number for n in HOUSEHOLD]
+
+
+def _open(tb, purpose="dibao", expenditure=None, members=None):
+    hub = tb.runtime("hub")
+    return open_case(hub.engine, [(i, "member") for i in (members or _ids())], purpose=purpose,
+                     consent_digest=consent_digest_of(b"signed authorisation scan"), operator="cw01", region="370304",
+                     expenditure=expenditure)
+
+
+def _expected_wages(tb, identity: str) -> Decimal | None:
+    """Independent of Hedui: straight SQL over the department's own table."""
+    eng = create_engine(f"sqlite:///{tb.member_dir('hrss') / 'dept.db'}")
+    since = dt.date.today()
+    y, m = divmod(since.year * 12 + since.month - 1 - 12, 12)
+    start = dt.date(y, m + 1, min(since.day, 28)).isoformat()
+    with eng.connect() as c:
+        person = c.execute(text("SELECT id FROM ss_person WHERE id_number = :i"), {"i": identity}).scalar()
+        if person is None:
+            return None
+        fen = c.execute(text("SELECT COALESCE(SUM(wage_fen), 0) FROM ss_monthly WHERE person_id = :p AND month > :s AND month <= :t"),
+                        {"p": person, "s": start, "t": dt.date.today().isoformat()}).scalar()
+    eng.dispose()
+    return (Decimal(fen) / 100).quantize(Decimal("0.01"))
+
+
+def test_full_case_report_matches_department_data(bed):
+    ref = _open(bed, purpose="temporary_assistance", expenditure=Decimal("30000"))
+    res = run_case(bed.runtime("hub"), ref)
+    assert res.complete, res.outcomes
+    rep = build_report(bed.runtime("hub").engine, ref, default_rules())
+    assert rep["conclusion"] == "complete" and rep["unavailable"] == []
+    ids = _ids()
+    wants = [_expected_wages(bed, i) for i in ids]
+    assert any(w for w in wants), "the synthetic household should have wages somewhere"
+    for pos, ident in enumerate(ids):
+        want = wants[pos]
+        got = [f for f in rep["fields"] if f["member"] == pos and f["field"] == "wages_12m"]
+        assert len(got) == 1
+        if want is None:
+            assert got[0]["found"] is False and got[0]["present"] is False  # no record, not zero
+        else:
+            assert Decimal(got[0]["value"]) == want
+    # Every figure carries the evidence id and signer.
+    assert all(f["evidence"] and f["signer"].startswith(f["provider"] + "/") for f in rep["fields"])
+    assert rep["temporary_assistance"]["expenditure"] == "30000.00"
+    html = render_html(rep, "zh")
+    assert "居民家庭经济状况核对报告" in html and ref in html
+    assert "Household economic status" in render_html(rep, "en")
+    for ident in ids:  # masked, never raw
+        assert ident not in html and ident not in str(rep)
+
+
+def test_unavailable_department_is_never_zero(bed):
+    ref = _open(bed)
+    bed.stop(["vehicles"])
+    try:
+        res = run_case(bed.runtime("hub"), ref, timeout=2, retries=1)
+        status = {o.provider: o.status for o in res.outcomes}
+        assert status["vehicles"] == "unavailable" and status["tax"] == "ok"
+        rep = build_report(bed.runtime("hub").engine, ref, default_rules())
+        assert rep["conclusion"] == "incomplete"
+        assert [u["provider"] for u in rep["unavailable"]] == ["vehicles"]
+        vehicle_flag = next(a for a in rep["assets"] if a["flag"] == "vehicle")
+        assert vehicle_flag["state"] == "unknown"
+    finally:
+        bed.start(["vehicles"])
+    # Re-running later completes only what was missing.
+    res2 = run_case(bed.runtime("hub"), ref)
+    assert [o.provider for o in res2.outcomes] == ["vehicles"] and res2.complete
+
+
+def _lookup_request(bed, *, fields=("income_last_year",), purpose=common_pb2.PURPOSE_DIBAO, consent=b"c" * 32, rid=None, ops=None):
+    hub = bed.runtime("hub")
+    m = hub.directory.member("tax")
+    state = oprf.blind(_ids()[:2])
+    with PeerClient.to_member(hub, "tax") as c:
+        ev = c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(
+            context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="T-1", request_id=os.urandom(16)),
+            epoch=1, blinded_elements=state.blinded), timeout=10)
+    tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, bytes(m.oprf_keys[0].public_key))
+    queries = [lookup_pb2.FieldQuery(field=f) for f in fields]
+    if ops:
+        queries = ops
+    return lookup_pb2.LookupRequest(
+        context=common_pb2.RequestContext(purpose=purpose, case_ref="T-1", consent_digest=consent, request_id=rid or os.urandom(16)),
+        epoch=1, tokens=tokens, queries=queries)
+
+
+def _call(bed, req):
+    with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
+        return c.lookup.Lookup(req, timeout=10)
+
+
+@pytest.mark.parametrize("kwargs, code, reason", [
+    ({"fields": ("no_such_field",)}, grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_FIELD"),
+    ({"purpose": common_pb2.PURPOSE_UNSPECIFIED}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PURPOSE"),
+    ({"consent": b""}, grpc.StatusCode.PERMISSION_DENIED, "CONSENT_MISSING"),
+    ({"consent": b"short"}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONSENT_DIGEST"),
+    ({"ops": [lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="abc")]}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+])
+def test_policy_refusals_have_reasons_and_are_audited(bed, kwargs, code, reason):
+    req = _lookup_request(bed, **kwargs)
+    with pytest.raises(grpc.RpcError) as e:
+        _call(bed, req)
+    assert e.value.code() == code and e.value.details().startswith(reason), e.value.details()
+    from sqlalchemy import select
+
+    from hedui.node.audit.tables import audit_entries
+
+    with bed.runtime("tax").engine.connect() as c:
+        entries = [bytes(r.entry) for r in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "refusal"))]
+    assert any(reason.encode() in e for e in entries)
+
+
+def test_predicate_answers_truth_not_value(bed):
+    req = _lookup_request(bed, ops=[lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="9600")])
+    resp = _call(bed, req)
+    from hedui.node.hub.cases import verify_answer
+    from hedui.node.svc_provider import request_digest
+
+    ans = verify_answer(bed.runtime("hub").directory.signing_keys(), "tax", resp.answer, request_digest(req), list(req.tokens))
+    for m in ans.members:
+        fa = m.fields[0]
+        assert fa.value == "" and fa.truth in (lookup_pb2.TRUTH_TRUE, lookup_pb2.TRUTH_FALSE, lookup_pb2.TRUTH_UNKNOWN)
+        if not m.found:
+            assert fa.truth == lookup_pb2.TRUTH_UNKNOWN
+
+
+def test_replayed_request_id_refused_but_identical_retry_gets_same_answer(bed):
+    req = _lookup_request(bed)
+    first = _call(bed, req)
+    again = _call(bed, req)  # a retry of the very same request: same signed answer
+    assert again.answer.SerializeToString(deterministic=True) == first.answer.SerializeToString(deterministic=True)
+    other = _lookup_request(bed, rid=bytes(req.context.request_id), fields=("income_last_year",))
+    other.context.case_ref = "T-2"
+    with pytest.raises(grpc.RpcError) as e:
+        _call(bed, other)
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and e.value.details().startswith("REPLAYED_REQUEST")
+
+
+def test_answer_bound_to_request_digest(bed):
+    from hedui.node.errors import VerificationError
+    from hedui.node.hub.cases import verify_answer
+    from hedui.node.svc_provider import request_digest
+
+    req = _lookup_request(bed)
+    resp = _call(bed, req)
+    other = lookup_pb2.LookupRequest()
+    other.CopyFrom(req)
+    other.context.case_ref = "T-OTHER"
+    with pytest.raises(VerificationError) as e:
+        verify_answer(bed.runtime("hub").directory.signing_keys(), "tax", resp.answer, request_digest(other), list(req.tokens))
+    assert e.value.reason == "ANSWER_NOT_BOUND"
+    tampered = type(resp.answer)()
+    tampered.CopyFrom(resp.answer)
+    tampered.payload = tampered.payload[:-1] + bytes([tampered.payload[-1] ^ 1])
+    with pytest.raises(VerificationError):
+        verify_answer(bed.runtime("hub").directory.signing_keys(), "tax", tampered, request_digest(req), list(req.tokens))
+
+
+def test_bad_blinded_element_and_oversized_batch(bed):
+    hub = bed.runtime("hub")
+    with PeerClient.to_member(hub, "tax") as c:
+        ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="T-3", request_id=os.urandom(16))
+        with pytest.raises(grpc.RpcError) as e:
+            c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(context=ctx, epoch=1, blinded_elements=[b"\xff" * 32]), timeout=10)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "INVALID_ELEMENT" in e.value.details()
+        ctx.request_id = os.urandom(16)
+        state = oprf.blind(["11010519491231002X"])
+        with pytest.raises(grpc.RpcError) as e:
+            c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(context=ctx, epoch=1, blinded_elements=state.blinded * 4097), timeout=30)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "BATCH_TOO_LARGE" in e.value.details()
+
+
+def test_proof_from_wrong_key_is_refused(bed):
+    state = oprf.blind(_ids()[:2])
+    other = oprf.ServerKey.derive(os.urandom(32), 1)
+    elements, proof = other.evaluate_batch(state.blinded)
+    real = bytes(bed.runtime("hub").directory.member("tax").oprf_keys[0].public_key)
+    with pytest.raises(oprf.ProofError):
+        oprf.finalize(state, elements, proof, real)
+
+
+def test_case_open_rejects_bad_households(bed):
+    ids = _ids()
+    with pytest.raises(InvalidArgument, match=r"members\[1\]: same person as members\[0\]"):
+        _open(bed, members=[ids[0], ids[0].lower()])
+    bad = ids[0][:-1] + ("0" if ids[0][-1] != "0" else "1")
+    with pytest.raises(InvalidArgument) as e:
+        _open(bed, members=[ids[1], bad])
+    assert "members[1]" in e.value.message and bad not in e.value.message
+    with pytest.raises(InvalidArgument, match="purpose"):
+        _open(bed, purpose="lottery")
+
+
+def test_evidence_verifies_offline_and_detects_tampering(bed, tmp_path):
+    import base64
+    import json
+
+    from hedui.keys.signing import load_public
+    from hedui.node.hub.evidence import export_case, verify_export
+
+    ref = _open(bed)
+    assert run_case(bed.runtime("hub"), ref).complete
+    doc = export_case(bed.runtime("hub").engine, ref)
+    p = tmp_path / "case.json"
+    p.write_text(json.dumps(doc))
+    authority = load_public("authority", bed.authority.signing_pub)
+    assert all(v["status"] == "ok" for v in verify_export(p, authority))
+    env = bytearray(base64.b64decode(doc["answers"][0]["envelope"]))
+    env[len(env) // 2] ^= 1
+    doc["answers"][0]["envelope"] = base64.b64encode(bytes(env)).decode()
+    p.write_text(json.dumps(doc))
+    verdicts = verify_export(p, authority)
+    assert verdicts[0]["status"] == "bad_signature"
+    for ident in _ids():
+        assert ident not in p.read_text()
