@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Callable
 
 from hedui.node.client import PeerClient
+from hedui.node.errors import VerificationError
 from hedui.node.testbed import DEFAULT_MEMBERS, MemberPlan, Testbed
 from hedui.v1 import node_pb2
 
 __all__ = ["run_demo"]
 
 
-def run_demo(root: Path, say: Callable = print) -> dict:
+def run_demo(root: Path, say: Callable = print, *, residents: int = 2000) -> dict:
     steps: list[dict] = []
 
     def step(name: str, result: str) -> None:
@@ -21,9 +22,11 @@ def run_demo(root: Path, say: Callable = print) -> dict:
         say(f"[bold cyan]•[/] {name}: {result}")
 
     members = [MemberPlan(m.code, m.name, list(m.roles), m.region) for m in DEFAULT_MEMBERS]
-    tb = Testbed(root, members)
+    tb = Testbed(root, members, residents=residents)
     tb.create()
-    step("federation", f"CA, {len(members)} members, directory v{tb.version} signed")
+    step("federation", f"CA, {len(members)} members (certificates from CSRs), directory v{tb.version} signed")
+    built = tb.build_indexes()
+    step("token index", ", ".join(f"{c} {n:,} records" for c, n in built.items()) + " (RFC 9497 VOPRF tokens; no identity stored)")
     with tb:
         tb.start()
         step("nodes", ", ".join(f"{c}@127.0.0.1:{tb.servers[c].port}" for c in tb.servers))
@@ -43,17 +46,59 @@ def _mtls_matrix(tb: Testbed) -> int:
             continue
         with PeerClient.to_member(hub, code) as c:
             r = c.node.Ping(node_pb2.PingRequest(nonce=os.urandom(8)), timeout=10)
-            assert r.member == code and r.caller == "hub", (r.member, r.caller)
+            _expect(r, code, "hub")
             n += 1
         with PeerClient.to_member(tb.runtime(code), "hub") as c:
             r = c.node.Ping(node_pb2.PingRequest(nonce=os.urandom(8)), timeout=10)
-            assert r.member == "hub" and r.caller == code
+            _expect(r, "hub", code)
             n += 1
     return n
 
 
+def _expect(r, member: str, caller: str) -> None:
+    if (r.member, r.caller) != (member, caller):
+        raise VerificationError(f"ping: got {r.member}/{r.caller}, want {member}/{caller}", reason="DEMO_MISMATCH")
+
+
+def _case_step(tb: Testbed, step: Callable) -> None:
+    """A household of four applies for dibao: tokens from every department, one lookup each,
+    the report, and an offline re-check of every signature."""
+    from decimal import Decimal
+
+    from hedui.adapters.synthetic import resident
+    from hedui.keys.signing import load_public
+    from hedui.node.hub.cases import consent_digest_of, hub_rules, open_case, run_case
+    from hedui.node.hub.evidence import verify_case_data
+    from hedui.node.hub.report import build_report, load_case
+
+    hub = tb.runtime("hub")
+    members = [(resident(n, tb.data_seed).id_number, rel) for n, rel in ((1, "applicant"), (2, "spouse"), (3, "child"), (4, "parent"))]
+    ref = open_case(hub.engine, members, purpose="temporary_assistance", consent_digest=consent_digest_of(b"demo authorisation"),
+                    operator="demo-caseworker", region="370304", expenditure=Decimal("45000"))
+    res = run_case(hub, ref)
+    step("case run", f"{ref}: " + ", ".join(f"{o.provider} {o.status}" for o in res.outcomes) + f" in {res.seconds:.2f} s")
+    rep = build_report(hub.engine, ref, hub_rules(hub))
+    held: dict[str, set[int]] = {}
+    for f in rep["fields"]:
+        if f["found"]:
+            held.setdefault(f["provider"], set()).add(f["member"] + 1)
+    step("records held", "; ".join(f"{p}: members {sorted(v)}" for p, v in sorted(held.items())) or "none")
+    inc = rep["income"]
+    step("report", f"per-capita monthly income {inc['per_capita_monthly']} CNY vs standard {inc['standard']} → "
+         f"{'below' if inc['below_standard'] else 'not below'}; assets: "
+         + ", ".join(f"{a['flag']}={a['state']}" for a in rep["assets"])
+         + (f"; temporary assistance: {rep['temporary_assistance']['aid']}" if rep["temporary_assistance"] else "")
+         + f"; conclusion {rep['conclusion']}")
+    verdicts = verify_case_data(load_case(hub.engine, ref), load_public("authority", tb.authority.signing_pub))
+    bad = [v for v in verdicts if v["status"] != "ok"]
+    if bad:
+        raise VerificationError(f"evidence: {bad}", reason="DEMO_EVIDENCE")
+    step("evidence", f"{len(verdicts)} signed answers re-verified offline against directory v{tb.version}")
+    tb.demo_case = ref  # type: ignore[attr-defined]
+
+
 # Later flows append (testbed, step) callables here.
-DEMO_STEPS: list[Callable] = []
+DEMO_STEPS: list[Callable] = [_case_step]
 
 
 # Active discovery: detection at several departments, push, leads, referrals, escalation.

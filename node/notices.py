@@ -51,7 +51,7 @@ from hedui.keys.keyfile import load_secret, save_secret
 from hedui.keys.signing import VerifyingKey
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
 from hedui.node.discovery.detect import Detection, detect
-from hedui.node.discovery.outbox import Pusher, PushStats, enqueue, seal_notice
+from hedui.node.discovery.outbox import Pusher, PushStats, _scrub, enqueue, seal_notice
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
 from hedui.node.discovery.tables import notice_outbox
 from hedui.node.errors import ConfigError, FailedPrecondition, Unavailable, VerificationError
@@ -460,21 +460,23 @@ class DetectionScheduler(_Loop):
         self.at = at
         self._clock = clock
 
+    def tick(self) -> float:
+        """One scheduler step: runs the due rules if today's run time has come; returns the
+        seconds to wait before the next step (at most an hour)."""
+        now = self._clock().astimezone(CHINA_TZ)
+        today_at = datetime.combine(now.date(), self.at, CHINA_TZ)
+        if now < today_at:
+            return min(3600.0, max(1.0, (today_at - now).total_seconds()))
+        try:
+            self.notices.run(now.date(), only_due=True)
+        except Exception as exc:  # retried at the next step
+            log.error("detection run failed: %s", _scrub(f"{type(exc).__name__}: {exc}")[:300])
+            return 3600.0
+        return min(3600.0, max(1.0, (today_at + timedelta(days=1) - now).total_seconds()))
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            now = self._clock().astimezone(CHINA_TZ)
-            wait = 3600.0
-            if now.time() >= self.at:
-                try:
-                    self.notices.run(now.date(), only_due=True)
-                    nxt = datetime.combine(now.date() + timedelta(days=1), self.at, CHINA_TZ)
-                    wait = min(wait, max(1.0, (nxt - now).total_seconds()))
-                except Exception as exc:
-                    log.error("detection run failed: %s: %s", type(exc).__name__, str(exc)[:300])
-            else:
-                nxt = datetime.combine(now.date(), self.at, CHINA_TZ)
-                wait = min(wait, max(1.0, (nxt - now).total_seconds()))
-            self._stop.wait(wait)
+            self._stop.wait(self.tick())
 
 
 class PushLoop(_Loop):

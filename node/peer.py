@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import grpc
@@ -15,6 +16,17 @@ from hedui.v1 import directory_pb2
 __all__ = ["caller_of"]
 
 
+@functools.lru_cache(maxsize=1024)
+def _fingerprint(pem: bytes) -> bytes:
+    # Parsing the PEM on every call costs more than the rest of a trivial rpc; the same
+    # peer presents the same bytes on every call of a connection.
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise Unauthenticated("peer: client certificate unreadable", reason="BAD_CLIENT_CERT") from None
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
 def caller_of(context: grpc.ServicerContext, directory: TrustedDirectory) -> directory_pb2.Member:
     """The directory member whose certificate the peer presented.
 
@@ -26,11 +38,7 @@ def caller_of(context: grpc.ServicerContext, directory: TrustedDirectory) -> dir
     pems = auth.get("x509_pem_cert") or []
     if not pems:
         raise Unauthenticated("peer: got no client certificate, want a federation member certificate", reason="NO_CLIENT_CERT")
-    try:
-        cert = x509.load_pem_x509_certificate(pems[0])
-    except ValueError:
-        raise Unauthenticated("peer: client certificate unreadable", reason="BAD_CLIENT_CERT") from None
-    fp = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+    fp = _fingerprint(bytes(pems[0]))
     member = directory.by_cert.get(fp)
     if member is None:
         raise PermissionDenied(
