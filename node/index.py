@@ -49,6 +49,7 @@ __all__ = ["IndexReport", "build_index", "facts_for_tokens", "live_epochs", "ret
 _IN_CHUNK = 500          # bound parameters per IN (...) list
 _MAX_LOCATOR = 255
 _IN_FLIGHT = 3           # batches whose tokens are being computed while one is written
+_SQLITE_CACHE_KIB = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,10 @@ def _lock(conn, epoch: int) -> None:
     # Batches of concurrent builders of one epoch touch the same tokens: serialise them.
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k, :e)"), {"k": 0x48454449, "e": epoch})
+    else:
+        # Tokens are random keys, so every insert lands on a random index page: SQLite's
+        # default 2 MB page cache turns a large build into page reads.
+        conn.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
 
 
 def _load_docs(conn, epoch: int, tokens: Iterable[bytes]) -> dict[bytes, dict]:

@@ -40,7 +40,7 @@ case "$cmd" in
   test)
     setup
     ensure_postgres
-    exec "$VENV/bin/python" -m pytest -n "${HEDUI_TEST_WORKERS:-2}" "$@"
+    exec "$VENV/bin/python" -m pytest -n "${HEDUI_TEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   bench)
     setup

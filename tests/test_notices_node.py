@@ -196,17 +196,18 @@ def test_escalation_job_escalates_overdue_referrals_and_audits_it(tb, open_rt):
     acc = hub.add_manual_lead(identity=planted_identity(tb, 5), region="370304001", event_type="illness",
                               event_date=date(2025, 10, 9), reporter="grid-017", now=_local(date(2025, 10, 9), 10))
     ref = hub.referral(acc.referral_id)
-    assert ref.due_date == date(2025, 10, 16)  # 5 working days after Thursday 9 October
+    # 5 working days after Thursday 9 October: 10, 11 (a Saturday worked after National Day), 13, 14, 15.
+    assert ref.due_date == date(2025, 10, 15)
     job = EscalationJob(rt)
-    assert job.run_once(date(2025, 10, 16)) == []  # due today: not overdue yet
-    (done,) = job.run_once(date(2025, 10, 17))
+    assert job.run_once(date(2025, 10, 15)) == []  # due today: not overdue yet
+    (done,) = job.run_once(date(2025, 10, 16))
     assert (done.referral_id, done.status) == (acc.referral_id, "escalated")
     assert job.run_once(date(2025, 10, 20)) == []  # once
     rt.audit.log.flush()
     with rt.engine.connect() as c:
         entries = [decode_entry(bytes(e)) for e in c.execute(select(audit_entries.c.entry)).scalars()]
     admin = [e["fields"] for e in entries if e["kind"] == "admin"]
-    assert admin == [{"action": "referrals.escalate", "operator": "hedui/escalation-job", "as_of": "2025-10-17",
+    assert admin == [{"action": "referrals.escalate", "operator": "hedui/escalation-job", "as_of": "2025-10-16",
                       "count": 1, "referral_ids": [acc.referral_id]}]
     job.start()
     job.stop()

@@ -1,0 +1,3 @@
+from hedui.node.cli import main
+
+main()

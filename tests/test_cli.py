@@ -1,0 +1,136 @@
+"""The command line as a user runs it: real processes, real signals, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hedui.adapters.synthetic import resident
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.testbed import MemberPlan, Testbed
+
+HEDUI = [sys.executable, "-m", "hedui.node.cli"]
+SEED = 7
+
+
+def run(args, env, *, check=True, input=None, timeout=120):
+    p = subprocess.run(HEDUI + args, env=env, capture_output=True, text=True, input=input, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{args}: exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    tb = Testbed(tmp_path_factory.mktemp("cli") / "fed",
+                 [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"]), MemberPlan("hrss", "hrss", ["provider"])],
+                 residents=80, data_seed=SEED)
+    tb.create()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    env = {**os.environ, PASSPHRASE_ENV: tb.passphrase}
+    for code in ("tax", "hrss"):
+        out = json.loads(run(["node", "index", "--config", str(tb.config_path(code)), "--json", "--workers", "0"], env).stdout)
+        assert out["tokens"] > 0 and out["records"] > 0
+    procs = {}
+    for code in ("hub", "tax", "hrss"):
+        procs[code] = subprocess.Popen(HEDUI + ["node", "serve", "--config", str(tb.config_path(code))], env=env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for code, p in procs.items():
+        line = p.stdout.readline()
+        assert "serving on" in line, (code, line, p.stderr.read() if p.poll() is not None else "")
+    tb.env_ = env
+    tb.procs = procs
+    yield tb
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs.values():
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def test_case_open_run_report_verify(bed, tmp_path):
+    env, hub = bed.env_, str(bed.config_path("hub"))
+    members = tmp_path / "members.csv"
+    members.write_text("identity,relation\n" + "".join(f"{resident(n, SEED).id_number},m{n}\n" for n in (1, 2, 3)))
+    consent = tmp_path / "auth.pdf"
+    consent.write_bytes(b"%PDF signed authorisation")
+    ref = json.loads(run(["case", "open", "--config", hub, "--members-file", str(members), "--purpose", "dibao",
+                          "--consent-file", str(consent), "--operator", "cw7", "--region", "370304", "--json"], env).stdout)["case_ref"]
+    out = json.loads(run(["case", "run", ref, "--config", hub, "--json"], env).stdout)
+    assert out["complete"], out
+    rep = json.loads(run(["case", "report", ref, "--config", hub, "--format", "json"], env).stdout)
+    assert rep["case_ref"] == ref and rep["conclusion"] == "complete"
+    html = tmp_path / "r.html"
+    run(["case", "report", ref, "--config", hub, "--format", "html", "--out", str(html)], env)
+    assert "核对报告" in html.read_text()
+    v = json.loads(run(["case", "verify", ref, "--config", hub, "--json"], env).stdout)
+    assert v["ok"] and {p["provider"] for p in v["providers"]} == {"tax", "hrss"}
+    exp = tmp_path / "ev.json"
+    run(["case", "export", ref, "--config", hub, "--out", str(exp)], env)
+    v2 = json.loads(run(["case", "verify", "--file", str(exp), "--authority-key", str(bed.authority.signing_pub), "--json"], env).stdout)
+    assert v2["ok"]
+    for n in (1, 2, 3):
+        ident = resident(n, SEED).id_number
+        assert ident not in html.read_text() and ident not in exp.read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--operator", "x", "--region", "370304"], "consent"),
+    (["case", "open", "--members-file", "MEMBERS", "--purpose", "lottery", "--consent-digest", "00" * 32, "--operator", "x", "--region", "370304"], "purpose"),
+    (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--consent-digest", "zz", "--operator", "x", "--region", "370304"], "consent-digest"),
+    (["case", "run", "HUB-0000-999999"], "case"),
+    (["case", "report", "HUB-0000-999999", "--format", "pdf"], "--format"),
+])
+def test_case_cli_errors_are_one_line(bed, tmp_path, args, message):
+    members = tmp_path / "m.csv"
+    members.write_text(f"{resident(5, SEED).id_number},self\n{resident(5, SEED).id_number},dup\n")
+    args = [str(members) if a == "MEMBERS" else a for a in args]
+    p = run(args[:2] + ["--config", str(bed.config_path("hub"))] + args[2:], bed.env_, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr and message in p.stderr, p.stderr
+    assert resident(5, SEED).id_number not in p.stderr + p.stdout
+
+
+def test_duplicate_member_in_file_is_refused_without_echo(bed, tmp_path):
+    ident = resident(6, SEED).id_number
+    members = tmp_path / "dup.csv"
+    members.write_text(f"{ident},self\n {ident.lower()} ,again\n")
+    p = run(["case", "open", "--config", str(bed.config_path("hub")), "--members-file", str(members), "--purpose", "dibao",
+             "--consent-digest", "ab" * 32, "--operator", "x", "--region", "370304"], bed.env_, check=False)
+    assert p.returncode != 0 and "same person" in p.stderr and ident not in p.stderr
+
+
+def test_node_check_and_keys_show_directory(bed):
+    out = json.loads(run(["node", "check", "--config", str(bed.config_path("tax")), "--json"], bed.env_).stdout)
+    assert out["member"] == "tax" and out["directory_version"] == 1
+    d = json.loads(run(["keys", "show-directory", str(bed.directory_path), "--authority-key", str(bed.authority.signing_pub), "--json"], bed.env_).stdout)
+    assert {m["code"] for m in d["members"]} == {"hub", "tax", "hrss"}
+
+
+def test_missing_passphrase_is_a_clear_cli_error(bed):
+    env = {k: v for k, v in bed.env_.items() if not k.startswith("HEDUI_KEY_PASSPHRASE")}
+    p = run(["node", "check", "--config", str(bed.config_path("tax"))], env, check=False)
+    assert p.returncode == 1 and "HEDUI_KEY_PASSPHRASE" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_second_node_on_same_port_fails_cleanly(bed):
+    p = run(["node", "serve", "--config", str(bed.config_path("tax"))], bed.env_, check=False, timeout=60)
+    assert p.returncode == 1 and "cannot bind" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sigterm_stops_a_node_gracefully(bed, tmp_path):
+    # Stop hrss with SIGTERM: it exits 0 and its store stays consistent (migrations at head).
+    p = bed.procs["hrss"]
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 0
+    out = json.loads(run(["node", "migrate", "--config", str(bed.config_path("hrss")), "--json"], bed.env_).stdout)
+    assert out["before"] == out["after"]
