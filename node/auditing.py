@@ -31,6 +31,9 @@ class NodeAudit:
         self._rt = rt
         self.log = log_
         self.scheduler = scheduler
+        self._peers: set[str] = set()
+        self._cosigned_size: dict[str, int] = {}
+        self.cosigner = _CosignLoop(self)
 
     def record(self, kind: str, fields: dict) -> int:
         """Appends one entry; durable when it returns (group-committed with concurrent ones)."""
@@ -66,9 +69,69 @@ class NodeAudit:
 
         return self.log.observe_peer_checkpoint(code, note, self.verifier_for(code), fetch)
 
+    def note_peer(self, code: str) -> None:
+        """Remembers a peer this node exchanged with; it will be asked to cosign."""
+        if code != self._rt.member:
+            self._peers.add(code)
+
+    def request_cosignatures(self, timeout: float = 10.0) -> dict[str, str]:
+        """Asks every peer this node exchanged with to cosign its latest checkpoint
+        (tlog-cosignature/v1). The peer checks consistency with the last checkpoint it
+        cosigned for us before it signs; what it returns is logged as ``cosignature``."""
+        from hedui.node.client import PeerClient
+        from hedui.v1 import audit_pb2, common_pb2
+
+        note = self.latest_checkpoint_note()
+        size = self.log.latest_checkpoint().size
+        out: dict[str, str] = {}
+        for code in sorted(self._peers):
+            if self._cosigned_size.get(code) == size:
+                continue
+            peers = self._rt.extras.setdefault("peers", {})
+            try:
+                p = peers.get(code) or peers.setdefault(code, PeerClient.to_member(self._rt, code))
+                r = p.audit.Cosign(audit_pb2.CosignRequest(checkpoint=common_pb2.SignedCheckpoint(note=note)), timeout=timeout)
+            except Exception as exc:  # the peer is down or refuses: try again next round
+                log.info("cosignature from %s: %s", code, getattr(exc, "code", lambda: type(exc).__name__)())
+                continue
+            self._cosigned_size[code] = size
+            out[code] = r.cosignature
+            self.record("cosignature", {"peer": code, "size": size, "cosignature": r.cosignature[:300]})
+        return out
+
     def close(self) -> None:
+        self.cosigner.stop()
         self.scheduler.stop()
         self.log.close()
+
+
+class _CosignLoop:
+    """Background: every ``interval`` seconds, ask peers to cosign our newest checkpoint."""
+
+    def __init__(self, audit: "NodeAudit", interval: float = 30.0) -> None:
+        import threading
+
+        self._audit, self._interval = audit, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="cosign", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._audit.request_cosignatures()
+            except Exception:
+                log.exception("cosignature round failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def open_audit(rt) -> NodeAudit:
@@ -81,6 +144,7 @@ def safe_observe(rt, code: str, note: bytes) -> None:
     """Cosigning must never fail the exchange it rides on; a fork is logged loudly."""
     if not note:
         return
+    rt.audit.note_peer(code)
     try:
         rt.audit.observe_peer(code, note)
     except VerificationError as exc:

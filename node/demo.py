@@ -34,6 +34,7 @@ def run_demo(root: Path, say: Callable = print, *, residents: int = 2000) -> dic
         step("mTLS", f"{pings} authenticated pings (hub↔departments), each side identified by certificate + directory")
         for extend in DEMO_STEPS:
             extend(tb, step)
+        audit_step(tb, step)
     step("stop", "all nodes stopped")
     return {"steps": steps, "members": [m.code for m in members]}
 
@@ -97,7 +98,42 @@ def _case_step(tb: Testbed, step: Callable) -> None:
     tb.demo_case = ref  # type: ignore[attr-defined]
 
 
-# Later flows append (testbed, step) callables here.
+def audit_step(tb: Testbed, step: Callable) -> None:
+    """The security officer's view: every node's log verifies offline (signatures, tree,
+    cosignatures), and the hub's queries reconcile with every department's log."""
+    from hedui.node.audit import offline
+    from hedui.node.audit.note import Verifier, Verifiers
+    from hedui.node.auditing import origin_of
+
+    for ns in tb.servers.values():
+        ns.rt.audit.request_cosignatures()
+    for ns in tb.servers.values():
+        ns.rt.audit.log.flush()
+        ns.rt.audit.log.checkpoint()
+    fedname = tb.runtime("hub").directory.msg.federation
+    keys = Verifiers([Verifier(origin_of(fedname, m.code), bytes(m.signing_key)) for m in tb.runtime("hub").directory.msg.members])
+    verdicts = {}
+    for code, ns in tb.servers.items():
+        rep = offline.verify(ns.rt.config.store_url(), keys)
+        verdicts[code] = (rep.verdict.name, rep.entries, rep.cosignatures)
+    bad = {c: v for c, v in verdicts.items() if v[0] != "OK"}
+    if bad:
+        raise VerificationError(f"audit verify: {bad}", reason="DEMO_AUDIT")
+    step("audit verify", ", ".join(f"{c} {v[0]} ({v[1]} entries, {v[2]} cosig.)" for c, v in verdicts.items()))
+    providers = {c: ns.rt.config.store_url() for c, ns in tb.servers.items() if c != "hub" and "provider" in ns.rt.config.node.roles}
+    from sqlalchemy import select
+
+    from hedui.node.hub.tables import cases
+
+    with tb.runtime("hub").engine.connect() as c:
+        refs = [r for (r,) in c.execute(select(cases.c.case_ref))]
+    rec = offline.reconcile(tb.servers["hub"].rt.config.store_url(), providers, hub_code="hub", hub_cases=refs)
+    if not rec.clean:
+        raise VerificationError(f"reconcile: {rec.to_dict()}", reason="DEMO_RECONCILE")
+    step("reconcile", f"hub ↔ {len(providers)} departments: " + ", ".join(f"{k} {v}" for k, v in rec.counts.items()) + "; nothing unmatched")
+
+
+# Later flows append (testbed, step) callables here; the audit check runs last (run_demo).
 DEMO_STEPS: list[Callable] = [_case_step]
 
 

@@ -171,8 +171,7 @@ class _Stopper:
 
 
 def _audit_background(rt: Runtime) -> list:
-    sched = getattr(rt.audit, "scheduler", None)
-    return [sched] if sched is not None else []
+    return [rt.audit.scheduler, rt.audit.cosigner]
 
 
 def serve(config_path) -> None:

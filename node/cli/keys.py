@@ -157,3 +157,25 @@ def sealing_init(
         emit_json({"sealing_key_hex": pub})
     else:
         console.print(f"created {out}; directory entry: sealing_key_hex = \"{pub[:32]}…\" ({len(pub) // 2} bytes; use --json for all)")
+
+
+@app.command("log-keys")
+@cli_errors
+def log_keys(
+    directory: Path = typer.Argument(..., help="Signed directory (DSSE JSON)"),
+    authority_key: Path = typer.Option(..., help="Authority public key (PEM)"),
+    out: Path | None = typer.Option(None, help="Write the keys to this file (for `hedui audit verify --key FILE`)"),
+) -> None:
+    """Security officer: the audit-log checkpoint keys (C2SP signed-note verifier keys) of every
+    member, taken from a directory whose signature verifies."""
+    from hedui.node.audit.note import Verifier
+    from hedui.node.auditing import origin_of
+
+    td = load_directory(directory, load_public("authority", authority_key))
+    lines = [f"# {m.code} {m.name}\n{Verifier(origin_of(td.msg.federation, m.code), bytes(m.signing_key)).vkey}" for m in td.msg.members]
+    text = f"# checkpoint keys from directory v{td.version} ({td.msg.federation})\n" + "\n".join(lines) + "\n"
+    if out:
+        out.write_text(text, encoding="utf-8")
+        console.print(f"wrote {len(lines)} keys to {out}")
+    else:
+        console.print(text, end="", highlight=False, soft_wrap=True)
