@@ -25,7 +25,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from hedui.adapters.idnum import IDNUM_PATTERN
 from hedui.node.errors import ConfigError
@@ -177,7 +178,6 @@ class FactSpec(_Model):
         return self.unit or ("count" if self.type == "integer" else "")
 
 
-
 class Mapping(_Model):
     """One source: where rows come from, which column is the identity, which facts to derive."""
 
@@ -188,8 +188,8 @@ class Mapping(_Model):
     source: Annotated[Union[SqlSource, CsvSource, ExcelSource], Field(discriminator="kind")]
     identity: IdentitySpec
     facts: list[FactSpec] = Field(default_factory=list)
-    #: Where relative paths in ``source.path`` are resolved (set by :func:`load_mapping`).
-    base_dir: str | None = None
+    # Where relative paths in ``source.path`` are resolved (set by load_mapping / parse_mapping).
+    _base_dir: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _unique_fact_names(self) -> Mapping:
@@ -225,11 +225,11 @@ class Mapping(_Model):
         src = self.source
         assert not isinstance(src, SqlSource)
         p = Path(src.path)
-        return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
+        return p if p.is_absolute() or not self._base_dir else Path(self._base_dir) / p
 
     def fingerprint(self) -> str:
         """A digest of everything that shapes the output (not the URL or base_dir)."""
-        data = self.model_dump(mode="json", exclude={"base_dir"})
+        data = self.model_dump(mode="json")
         data["source"].pop("url", None)
         data["source"].pop("url_env", None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -286,12 +286,12 @@ def _format(err: ValidationError, origin: str) -> str:
 
 def parse_mapping(data: dict[str, Any], *, origin: str = "mapping", base_dir: str | Path | None = None) -> Mapping:
     """Validates a mapping given as a dict (parsed TOML). Raises :class:`ConfigError`."""
-    if base_dir is not None:
-        data = {**data, "base_dir": str(base_dir)}
     try:
-        return Mapping.model_validate(data)
+        m = Mapping.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format(err, origin)) from None
+    m._base_dir = None if base_dir is None else str(base_dir)
+    return m
 
 
 def load_mapping(path: str | Path) -> Mapping:

@@ -32,24 +32,64 @@ class NodeAudit:
         self.log = log_
         self.scheduler = scheduler
         self._peers: set[str] = set()
+        self._pending: dict[str, bytes] = {}
         self._cosigned_size: dict[str, int] = {}
         self.cosigner = _CosignLoop(self)
 
-    def record(self, kind: str, fields: dict) -> int:
-        """Appends one entry; durable when it returns (group-committed with concurrent ones)."""
+    def record(self, kind: str, fields: dict, *, wait: bool = True):
+        """Appends one entry; durable when it returns (group-committed with concurrent ones).
+
+        ``wait=False`` validates the entry now, queues it and returns the future: use it for
+        the first entry of an exchange whose last entry is recorded with ``wait=True`` — the
+        writer commits in order, so both are durable before the exchange completes.
+        """
         f = dict(fields)
         if isinstance(f.get("purpose"), int):
             f["purpose"] = PURPOSE_NAMES.get(f["purpose"], str(f["purpose"]))
-        seq = self.log.submit(kind, f).result()
+        fut = self.log.submit(kind, f)
+        if not wait:
+            return fut
+        seq = fut.result()
         if self._rt.metrics is not None:
             self._rt.metrics.audit_size.set(seq + 1)
         return seq
 
+    def record_many(self, items: list[tuple[str, dict]]) -> list[int]:
+        """Appends several entries (one event's, e.g. a notice and its receipt); they are
+        submitted together so the writer commits them in one transaction. Durable on return."""
+        futures = []
+        for kind, fields in items:
+            f = dict(fields)
+            if isinstance(f.get("purpose"), int):
+                f["purpose"] = PURPOSE_NAMES.get(f["purpose"], str(f["purpose"]))
+            futures.append(self.log.submit(kind, f))
+        seqs = [fut.result() for fut in futures]
+        if self._rt.metrics is not None and seqs:
+            self._rt.metrics.audit_size.set(max(seqs) + 1)
+        return seqs
+
     def latest_checkpoint_note(self) -> bytes:
+        """The newest signed checkpoint (the scheduler signs one every few seconds while the
+        log grows); one is signed here only if none exists yet. Never on the hot path."""
         cp = self.log.latest_checkpoint()
-        if cp is None or cp.size < self.log.size():
+        if cp is None:
             cp = self.log.checkpoint()
         return cp.note.encode()
+
+    def offer_peer_checkpoint(self, code: str, note: bytes) -> None:
+        """Keeps the newest checkpoint a peer attached to an exchange; the background loop
+        verifies and cosigns it (consistency proof fetched from the peer), off the hot path."""
+        if note and code != self._rt.member:
+            self._peers.add(code)
+            self._pending[code] = bytes(note)
+
+    def process_peer_checkpoints(self) -> int:
+        n = 0
+        while self._pending:
+            code, note = self._pending.popitem()
+            safe_observe(self._rt, code, note)
+            n += 1
+        return n
 
     def verifier_for(self, code: str) -> Verifier:
         d = self._rt.directory
@@ -112,6 +152,7 @@ class _CosignLoop:
         import threading
 
         self._audit, self._interval = audit, interval
+        self._tick = 2.0  # peers' checkpoints are cosigned within this many seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -122,16 +163,23 @@ class _CosignLoop:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        ticks = 0
+        while not self._stop.wait(self._tick):
+            ticks += 1
             try:
-                self._audit.request_cosignatures()
+                self._audit.process_peer_checkpoints()
+                if ticks * self._tick >= self._interval:
+                    ticks = 0
+                    self._audit.request_cosignatures()
             except Exception:
                 log.exception("cosignature round failed")
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        t, self._thread = self._thread, None
+        if t is not None:
+            t.join(timeout=5)
+            self._audit.process_peer_checkpoints()
 
 
 def open_audit(rt) -> NodeAudit:

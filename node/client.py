@@ -24,7 +24,15 @@ class PeerClient:
         self.channel = grpc.secure_channel(
             endpoint,
             creds,
-            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024), ("grpc.enable_retries", 0)],
+            options=[
+                ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ("grpc.enable_retries", 0),
+                # A peer that restarts should be reachable again within a second, not after
+                # gRPC's default reconnect backoff (which grows to two minutes).
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
         )
         self.node = node_pb2_grpc.NodeServiceStub(self.channel)
         self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(self.channel)

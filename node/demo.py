@@ -106,6 +106,8 @@ def audit_step(tb: Testbed, step: Callable) -> None:
     from hedui.node.auditing import origin_of
 
     for ns in tb.servers.values():
+        ns.rt.audit.process_peer_checkpoints()
+    for ns in tb.servers.values():
         ns.rt.audit.request_cosignatures()
     for ns in tb.servers.values():
         ns.rt.audit.log.flush()

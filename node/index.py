@@ -44,12 +44,12 @@ from hedui.keys.oprf import ServerKey
 from hedui.node.errors import InvalidArgument
 from hedui.node.index_tables import index_problems, index_progress, index_rows, token_index
 
-__all__ = ["IndexReport", "build_index", "facts_for_tokens", "live_epochs", "retire_epoch", "list_problems"]
+__all__ = ["IndexReport", "build_index", "facts_for_tokens", "all_tokens", "live_epochs", "retire_epoch",
+           "list_problems"]
 
 _IN_CHUNK = 500          # bound parameters per IN (...) list
 _MAX_LOCATOR = 255
 _IN_FLIGHT = 3           # batches whose tokens are being computed while one is written
-_SQLITE_CACHE_KIB = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,10 +270,6 @@ def _lock(conn, epoch: int) -> None:
     # Batches of concurrent builders of one epoch touch the same tokens: serialise them.
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:k, :e)"), {"k": 0x48454449, "e": epoch})
-    else:
-        # Tokens are random keys, so every insert lands on a random index page: SQLite's
-        # default 2 MB page cache turns a large build into page reads.
-        conn.exec_driver_sql(f"PRAGMA cache_size = -{_SQLITE_CACHE_KIB}")
 
 
 def _load_docs(conn, epoch: int, tokens: Iterable[bytes]) -> dict[bytes, dict]:
@@ -475,6 +471,22 @@ def facts_for_tokens(engine: Engine, epoch: int, tokens: Iterable[bytes]) -> dic
     return out
 
 
+def all_tokens(engine: Engine, epoch: int, *, page: int = 50_000) -> Iterator[bytes]:
+    """Every token of ``epoch`` in byte order, read in keyset pages (for the token filter
+    of a bulk cross-check; the caller decides how much of each token to disclose)."""
+    last: bytes | None = None
+    while True:
+        q = select(token_index.c.token).where(token_index.c.epoch == epoch)
+        if last is not None:
+            q = q.where(token_index.c.token > last)
+        with engine.connect() as conn:
+            toks = [bytes(t) for t in conn.execute(q.order_by(token_index.c.token).limit(page)).scalars()]
+        yield from toks
+        if len(toks) < page:
+            return
+        last = toks[-1]
+
+
 def list_problems(engine: Engine, epoch: int, source: str | None = None) -> list[RowProblem]:
     """Rows the last builds could not use, by locator (never by identity)."""
     q = select(index_problems.c.locator, index_problems.c.reason).where(index_problems.c.epoch == epoch)
@@ -485,12 +497,17 @@ def list_problems(engine: Engine, epoch: int, source: str | None = None) -> list
                                                                                    index_problems.c.locator))]
 
 
-def live_epochs(engine: Engine) -> list[int]:
-    """Epochs whose every source has completed a build at least once (they can answer)."""
-    q = (select(index_progress.c.epoch).group_by(index_progress.c.epoch)
-         .having(func.count() == func.count(index_progress.c.completed_at)).order_by(index_progress.c.epoch))
+def live_epochs(engine: Engine, sources: Iterable[str] | None = None) -> list[int]:
+    """Epochs that can answer: every source built in them has completed a build at least
+    once (and, if ``sources`` is given, each of those sources has)."""
+    done = (select(index_progress.c.epoch, index_progress.c.source, index_progress.c.completed_at))
     with engine.connect() as conn:
-        return [e for (e,) in conn.execute(q)]
+        rows = conn.execute(done).all()
+    by_epoch: dict[int, dict[str, bool]] = {}
+    for epoch, source, completed in rows:
+        by_epoch.setdefault(epoch, {})[source] = completed is not None
+    want = set(sources or ())
+    return sorted(e for e, srcs in by_epoch.items() if all(srcs.values()) and want <= {s for s, ok in srcs.items() if ok})
 
 
 def retire_epoch(engine: Engine, epoch: int) -> int:

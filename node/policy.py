@@ -69,7 +69,15 @@ def check(
     batch: int = 0,
     need_consent: bool = True,
     request_digest: bytes = b"",
+    replay_guard: bool = True,
 ) -> Grant:
+    """Checks everything a request can be refused for before any work.
+
+    With ``replay_guard`` the request id is looked up (a retry of the same request returns
+    the cached answer) and the quota is charged later, in the same transaction that stores
+    the answer (:func:`commit`). Without it (pseudonym evaluation, which discloses nothing
+    and needs no idempotency) the quota is charged here.
+    """
     validate_context(ctx, need_consent=need_consent)
     rules = rt.directory.rules(caller, rt.member, method)
     if not rules:
@@ -90,22 +98,51 @@ def check(
     max_batch = max((r.max_batch or DEFAULT_MAX_BATCH) for r in rules)
     if batch > max_batch:
         raise ResourceExhausted(f"batch: got {batch} items, want at most {max_batch}", reason="BATCH_TOO_LARGE")
-    cached = _replay(rt, caller, method, ctx, request_digest)
-    if cached is not None:
-        return Grant(tuple(rules), cached_answer=cached)
-    per_minute = max((r.per_minute for r in rules), default=0) if all(r.per_minute for r in rules) else 0
-    per_day = max((r.per_day for r in rules), default=0) if all(r.per_day for r in rules) else 0
-    _charge(rt, caller, method, per_minute, per_day, ctx, request_digest)
-    return Grant(tuple(rules))
+    grant = Grant(tuple(rules))
+    if replay_guard:
+        cached = _replay(rt, caller, method, ctx, request_digest)
+        if cached is not None:
+            return Grant(tuple(rules), cached_answer=cached)
+        return grant
+    with rt.engine.begin() as c:
+        _charge_quota(c, caller, method, grant)
+    return grant
 
 
-def check_method(rt, caller: str, method: str) -> tuple[directory_pb2.AccessRule, ...]:
-    """For methods without a :class:`RequestContext` (``NoticeService/Push``): the caller
-    must have a directory rule for ``method`` whose provider is this node or ``"*"``."""
-    rules = rt.directory.rules(caller, rt.member, method)
-    if not rules:
-        raise PermissionDenied(f"policy: {caller} may not call {method} at {rt.member}", reason="METHOD_NOT_ALLOWED")
-    return tuple(rules)
+def _limits(rules) -> tuple[int, int]:
+    # The most generous matching rule wins; 0 means unlimited.
+    per_minute = max(r.per_minute for r in rules) if all(r.per_minute for r in rules) else 0
+    per_day = max(r.per_day for r in rules) if all(r.per_day for r in rules) else 0
+    return per_minute, per_day
+
+
+def _charge_quota(c, caller: str, method: str, grant: Grant) -> None:
+    per_minute, per_day = _limits(grant.rules)
+    now = time.time()
+    for window, start, limit in (("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)):
+        if not limit:
+            continue
+        count = _bump(c, caller, method, window, start)
+        if count > limit:
+            span = "minute" if window == "m" else "day"
+            raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason="QUOTA_EXCEEDED")
+
+
+def commit(rt, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes) -> None:
+    """One transaction: charge the quota, record the request id with the digest and the
+    signed answer. A quota overrun rolls it all back (the answer is never sent); a request id
+    that another, concurrent request took first is a replay."""
+    try:
+        with rt.engine.begin() as c:
+            _charge_quota(c, caller, method, grant)
+            c.execute(seen_requests.insert().values(
+                request_id=bytes(ctx.request_id), caller=caller, method=method,
+                seen_at=dt.datetime.now(dt.timezone.utc), request_digest=request_digest or None, answer=answer,
+            ))
+    except IntegrityError:
+        raise PermissionDenied(
+            f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason="REPLAYED_REQUEST"
+        ) from None
 
 
 def _replay(rt, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
@@ -123,29 +160,6 @@ def _replay(rt, caller: str, method: str, ctx, request_digest: bytes) -> bytes |
     )
 
 
-def _charge(rt, caller: str, method: str, per_minute: int, per_day: int, ctx, request_digest: bytes) -> None:
-    """Records the request id and counts it against the quota, in one transaction."""
-    now = time.time()
-    windows = [("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)]
-    try:
-        with rt.engine.begin() as c:
-            c.execute(seen_requests.insert().values(
-                request_id=bytes(ctx.request_id), caller=caller, method=method,
-                seen_at=dt.datetime.now(dt.timezone.utc), request_digest=request_digest or None,
-            ))
-            for window, start, limit in windows:
-                if not limit:
-                    continue
-                count = _bump(c, caller, method, window, start)
-                if count > limit:
-                    span = "minute" if window == "m" else "day"
-                    raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason="QUOTA_EXCEEDED")
-    except IntegrityError:
-        raise PermissionDenied(
-            f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason="REPLAYED_REQUEST"
-        ) from None
-
-
 def _bump(c, caller: str, method: str, window: str, start: int) -> int:
     key = and_(
         quota_counters.c.caller == caller, quota_counters.c.method == method,
@@ -155,9 +169,3 @@ def _bump(c, caller: str, method: str, window: str, start: int) -> int:
         c.execute(quota_counters.insert().values(caller=caller, method=method, window=window, window_start=start, count=1))
         return 1
     return int(c.execute(select(quota_counters.c.count).where(key)).scalar_one())
-
-
-def remember(rt, ctx, answer: bytes) -> None:
-    """Stores the signed answer with the request id so a retry of the same request gets it."""
-    with rt.engine.begin() as c:
-        c.execute(update(seen_requests).where(seen_requests.c.request_id == bytes(ctx.request_id)).values(answer=answer))

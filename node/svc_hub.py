@@ -53,6 +53,7 @@ from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.hub import Hub, ReferralView, open_notice
 from hedui.node.discovery.outbox import _scrub
 from hedui.node.errors import ConfigError, InvalidArgument, PermissionDenied, VerificationError
+from hedui.node.notices import observe_checkpoint
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
 
@@ -174,23 +175,26 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
             )
         receipt = common_pb2.Envelope.FromString(acc.receipt)
         nid = bytes(notice.notice_id).hex()
-        rt.audit.record("notice.received", {
-            "request_id": nid,
-            "peer": caller,
-            "request_digest": hashlib.sha256(payload).hexdigest(),
-            "outcome": "duplicate" if acc.duplicate else "ok",
-            "rule": notice.rule,
-            "event_type": notice.event_type,
-            "lead_id": acc.lead_id,
-            "new_lead": acc.new_lead,
-            "referral_id": acc.referral_id,
-        })
-        rt.audit.record("receipt", {
-            "request_id": nid,
-            "peer": caller,
-            "answer_digest": hashlib.sha256(receipt.payload).hexdigest(),
-            "duplicate": acc.duplicate,
-        })
+        rt.audit.record_many([
+            ("notice.received", {
+                "request_id": nid,
+                "peer": caller,
+                "request_digest": hashlib.sha256(payload).hexdigest(),
+                "outcome": "duplicate" if acc.duplicate else "ok",
+                "rule": notice.rule,
+                "event_type": notice.event_type,
+                "lead_id": acc.lead_id,
+                "new_lead": acc.new_lead,
+                "referral_id": acc.referral_id,
+            }),
+            ("receipt", {
+                "request_id": nid,
+                "peer": caller,
+                "answer_digest": hashlib.sha256(receipt.payload).hexdigest(),
+                "duplicate": acc.duplicate,
+            }),
+        ])
+        observe_checkpoint(rt, caller, bytes(request.checkpoint.note))
         log.info("notice %s from %s: %s", nid, caller, "duplicate" if acc.duplicate else f"lead {acc.lead_id}")
         return notice_pb2.PushResponse(
             receipt=receipt, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note())

@@ -56,7 +56,7 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
         if n == 0:
             raise InvalidArgument("blinded_elements: got 0, want at least 1")
         epoch = _epoch(st, request.epoch)
-        policy.check(self.rt, call.caller.code, _EVALUATE, request.context, batch=n, need_consent=False)
+        policy.check(self.rt, call.caller.code, _EVALUATE, request.context, batch=n, need_consent=False, replay_guard=False)
         elements, proof = st.keys[epoch].evaluate_batch(list(request.blinded_elements))
         self.rt.audit.record("pseudonym.evaluated", {
             "peer": call.caller.code, "purpose": int(request.context.purpose), "case_ref": request.context.case_ref,
@@ -70,7 +70,8 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
 
         st = _state(self.rt)
         epoch = _epoch(st, request.epoch)
-        policy.check(self.rt, call.caller.code, _FILTER, request.context, need_consent=False)
+        grant = policy.check(self.rt, call.caller.code, _FILTER, request.context, need_consent=False)
+        policy.commit(self.rt, call.caller.code, _FILTER, request.context, grant, b"", b"")
         prefixes = sorted({t[:_FILTER_PREFIX] for t in all_tokens(self.rt.engine, epoch)})
         blob = zlib.compress(b"".join(prefixes), 6)
         self.rt.audit.record("filter.sent", {
@@ -115,7 +116,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         rt.audit.record("query.received", {
             **base, "epoch": epoch, "count": len(request.tokens),
             "fields": [q.field for q in request.queries], "tokens": [bytes(t).hex() for t in request.tokens],
-        })
+        }, wait=False)
         facts = facts_for_tokens(rt.engine, epoch, list(request.tokens))
         today = dt.date.today()
         answer = lookup_pb2.LookupAnswer(provider=rt.member, request_digest=digest, directory_version=rt.directory.version)
@@ -140,7 +141,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
                     fa.value = d.value
         payload = answer.SerializeToString(deterministic=True)
         env = dsse.sign(dsse.ANSWER, payload, [rt.signer])
-        policy.remember(rt, ctx, env.SerializeToString(deterministic=True))
+        policy.commit(rt, call.caller.code, _LOOKUP, ctx, grant, digest, env.SerializeToString(deterministic=True))
         rt.audit.record("answer.sent", {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "outcome": "ok", "found": found})
         return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
 

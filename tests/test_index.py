@@ -23,7 +23,8 @@ from hedui.adapters.records import Record
 from hedui.adapters.synthetic import write_csv, write_sql
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, InvalidArgument
-from hedui.node.index import build_index, facts_for_tokens, list_problems, live_epochs, retire_epoch
+from hedui.node.index import (all_tokens, build_index, facts_for_tokens, list_problems, live_epochs,
+                              retire_epoch)
 from hedui.node.index_tables import index_progress, index_rows, token_index
 
 SEED = bytes(range(32))
@@ -39,10 +40,12 @@ def dept(tmp_path) -> dict[str, Path]:
 
 
 def _expected(mapping: Path, key: ServerKey) -> tuple[dict[bytes, list], dict[str, str]]:
-    """What the index must hold, computed straight from the adapter."""
+    """What the index must hold, computed straight from the adapter (for a locator reported
+    twice, the later report wins)."""
+    last = {item.locator: item for item in open_adapter(mapping).records()}
     by_token: dict[bytes, list] = defaultdict(list)
     problems: dict[str, str] = {}
-    for item in open_adapter(mapping).records():
+    for item in last.values():
         if isinstance(item, Record):
             by_token[key.token(item.identity)].append((item.locator, list(item.facts)))
         else:
@@ -92,6 +95,14 @@ def test_sources_share_tokens(engine, dept):
     for t in both:
         assert got[t] == tax[t] + veh[t]      # sources in name order: tax < vehicles
     assert set(got) == set(tax) | set(veh)
+
+
+def test_all_tokens_pages_in_byte_order(engine, dept):
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    want = sorted(_expected(dept["tax"], KEY1)[0])
+    assert list(all_tokens(engine, 1, page=7)) == want
+    assert list(all_tokens(engine, 1)) == want
+    assert list(all_tokens(engine, 9)) == []
 
 
 def test_lookup_of_unknown_token(engine, dept):
@@ -224,6 +235,8 @@ def test_rotation_keeps_old_epoch_live(engine, dept):
     build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
     build_index(engine, open_adapter(dept["tax"]), key2, 2, workers=0)
     assert live_epochs(engine) == [1, 2]
+    assert live_epochs(engine, sources=["tax"]) == [1, 2]
+    assert live_epochs(engine, sources=["tax", "vehicles"]) == []     # vehicles not built yet
     one, _ = _actual(engine, 1)
     two, _ = _actual(engine, 2)
     assert not set(one) & set(two)                              # new key, new tokens

@@ -238,7 +238,7 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
         rt.audit.record("query.sent", {
             "peer": code, "purpose": int(req.context.purpose), "case_ref": req.context.case_ref,
             "request_id": rid.hex(), "request_digest": digest.hex(), "count": len(tokens), "fields": fields,
-        })
+        }, wait=False)
         resp, n = _call(peer.lookup.Lookup, req, timeout, retries)
         attempts += n
         answer = verify_answer(rt.directory.signing_keys(), code, resp.answer, digest, tokens)
@@ -282,9 +282,7 @@ def verify_answer(signing_keys, code: str, env, digest: bytes, tokens: list[byte
 
 
 def _observe_checkpoint(rt, code: str, cp) -> None:
-    from hedui.node.auditing import safe_observe
-
-    safe_observe(rt, code, bytes(cp.note) if cp is not None else b"")
+    rt.audit.offer_peer_checkpoint(code, bytes(cp.note) if cp is not None else b"")
 
 
 def _store_outcome(engine, row: dict) -> None:
