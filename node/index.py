@@ -294,6 +294,8 @@ def _store_docs(conn, sql: _Sql, epoch: int, docs: dict[bytes, dict], existing: 
             updates.append((tok, _dump(doc), count))
         else:
             inserts.append((tok, _dump(doc), count))
+    inserts.sort()   # in key order: neighbouring keys share index pages
+    updates.sort()
     sql.insert_tokens(conn, epoch, inserts, stamp)
     sql.update_tokens(conn, epoch, updates, stamp)
     for part in _chunks(deletes):
