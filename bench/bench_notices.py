@@ -92,6 +92,19 @@ def _detections(provider: int, n: int, start: int) -> list[Detection]:
     return out
 
 
+def _delays(rts, since: datetime) -> list[float]:
+    """Seconds from enqueue to receipt stored, for outbox rows queued since ``since``."""
+    out: list[float] = []
+    for rt in rts:
+        with rt.engine.connect() as c:
+            rows = c.execute(
+                notice_outbox.select().with_only_columns(notice_outbox.c.created_at, notice_outbox.c.delivered_at)
+                .where(notice_outbox.c.status == "delivered", notice_outbox.c.created_at >= since)
+            ).all()
+        out += [(utc(r.delivered_at) - utc(r.created_at)).total_seconds() for r in rows]
+    return out
+
+
 def _cpu(pid: int) -> float:
     """User + system CPU seconds of a process (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -110,17 +123,23 @@ def _start_hub(tb: Testbed) -> subprocess.Popen:
     return proc
 
 
-def _hedui_run(pns: list[ProviderNotices], per: list[list[Detection]], batch: int) -> float:
+def _hedui_run(pns: list[ProviderNotices], per: list[list[Detection]], batch: int, rate: float = 0.0) -> float:
     """Enqueue (seal + sign, one transaction per batch) and push, overlapped; returns seconds
-    from the first enqueue to the last receipt stored."""
+    from the first enqueue to the last receipt stored. With ``rate`` (notices/s in total) the
+    batches are queued at that pace instead of as fast as possible."""
     done = [threading.Event() for _ in pns]
     wake = [threading.Event() for _ in pns]
     errors: list[BaseException] = []
 
     def enqueuer(i: int) -> None:
         pn, dets = pns[i], per[i]
+        start = time.perf_counter()
         try:
             for a in range(0, len(dets), batch):
+                if rate:
+                    ahead = start + a * len(pns) / rate - time.perf_counter()
+                    if ahead > 0:
+                        time.sleep(ahead)
                 with pn.rt.engine.begin() as conn:
                     for d in dets[a:a + batch]:
                         enqueue(conn, d, pn.sign_and_seal, hub=pn.hub)
@@ -196,11 +215,17 @@ def _baseline(port: int, per: list[list[Detection]]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--notices", type=int, default=100_000, help="notices in total (split over the providers)")
+    ap.add_argument("--notices", type=int, default=20_000,
+                    help="notices in total (split over the providers); 10^5 takes about 13 minutes on 2 cores")
+    ap.add_argument("--paced", type=int, default=2000,
+                    help="notices for the delay measurement at half the measured throughput (0: skip)")
     ap.add_argument("--providers", type=int, default=5)
     ap.add_argument("--batch", type=int, default=500, help="notices queued per outbox transaction")
+    ap.add_argument("--hub-store", default=None,
+                    help="the hub's store URL (an empty PostgreSQL database); default a SQLite file")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    load_before = os.getloadavg()[0]
     n_per = a.notices // a.providers
     total = n_per * a.providers
     rules = str(resources.files("hedui.node") / "data" / "rules-fire.toml")
@@ -211,7 +236,8 @@ def main() -> None:
                 "rules": rules, "hub": "hub", "mapping": "unused.toml", "detect_at": "manual"}})
             for c in codes
         ]
-        tb = Testbed(Path(d) / "fed", members, residents=10).create()
+        store = (lambda code: a.hub_store if code == "hub" else f"sqlite:///{Path(d) / 'fed' / 'members' / code / 'node.db'}")
+        tb = Testbed(Path(d) / "fed", members, residents=10, store=store if a.hub_store else None).create()
         os.environ[PASSPHRASE_ENV] = tb.passphrase
         hub = _start_hub(tb)
         rts = [Runtime.open(tb.config_path(c)) for c in codes]
@@ -229,14 +255,17 @@ def main() -> None:
             cpu0 = _cpu(hub.pid), time.process_time()
             t_hedui = _hedui_run(pns, per, a.batch)
             cpu_hub, cpu_dept = _cpu(hub.pid) - cpu0[0], time.process_time() - cpu0[1]
-            delays = []
-            for rt in rts:
-                with rt.engine.connect() as c:
-                    rows = c.execute(
-                        notice_outbox.select().with_only_columns(notice_outbox.c.created_at, notice_outbox.c.delivered_at)
-                        .where(notice_outbox.c.status == "delivered", notice_outbox.c.created_at >= mark)
-                    ).all()
-                delays += [(utc(r.delivered_at) - utc(r.created_at)).total_seconds() for r in rows]
+            delays = _delays(rts, mark)
+            paced: list[float] = []
+            paced_rate = 0.5 * total / t_hedui
+            if a.paced:
+                # The delay a notice sees when the hub is not behind: queued one by one at half
+                # the throughput just measured.
+                n_paced = a.paced // a.providers
+                mark2 = datetime.now(timezone.utc)
+                _hedui_run(pns, [_detections(i, n_paced, 20_000_000 + i * n_paced) for i in range(a.providers)], 1,
+                           rate=paced_rate)
+                paced = _delays(rts, mark2)
         finally:
             for pn in pns:
                 pn.close()
@@ -255,7 +284,7 @@ def main() -> None:
         with eng.connect() as c:
             received = c.execute(select(func.count()).select_from(notice_inbox)).scalar_one()
         eng.dispose()
-        warm_n = 20 * a.providers
+        warm_n = 20 * a.providers + len(paced)
         if received != total + warm_n or len(delays) != total:
             raise SystemExit(f"hub holds {received} notices and the outboxes {len(delays)} receipts, want {total + warm_n}")
         rows = [
@@ -267,11 +296,14 @@ def main() -> None:
         extra = {
             "providers": a.providers,
             "ratio hedui/baseline (notices/s)": round((total / t_hedui) / (total / t_base), 3),
-            "delivery delay p50 s (enqueue → receipt stored)": round(percentile(delays, 50), 3),
-            "delivery delay p99 s (enqueue → receipt stored)": round(percentile(delays, 99), 3),
+            "delivery delay p50 / p99 s, burst (all queued at once; mostly queueing)":
+                f"{percentile(delays, 50):.3f} / {percentile(delays, 99):.3f}",
+            f"delivery delay p50 / p99 s, paced at {paced_rate:.0f} notices/s ({len(paced)} notices)":
+                f"{percentile(paced, 50):.3f} / {percentile(paced, 99):.3f}" if paced else "skipped",
             "CPU s during the hedui run: hub process / department processes": f"{cpu_hub:.1f} / {cpu_dept:.1f}",
-            "hub store": "SQLite (WAL)",
-            "notices at the hub (incl. warm-up)": received,
+            "hub store": "PostgreSQL" if a.hub_store else "SQLite (WAL)",
+            "load average (1 min) before / after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
+            "notices at the hub (incl. warm-up and paced)": received,
         }
         report("bench_notices", rows, json_out=a.json, extra=extra)
 

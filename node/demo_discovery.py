@@ -28,7 +28,7 @@ def discovery_step(tb, step: Callable[[str, str], None], *, wait: float = 60.0) 
     hub_rt = tb.runtime(hubs[0])
     runs = {}
     for code in providers:
-        run = tb.runtime(code).extras["notices"].run(SCENARIO_AS_OF)
+        run = tb.runtime(code).extras["notices"].run_now(SCENARIO_AS_OF)
         runs[code] = run
         due = sorted({d.due_date.isoformat() for d in run.detections})
         step(

@@ -47,8 +47,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
 from hedui.keys import dsse, sealing
+from hedui.adapters.records import RowProblem
 from hedui.keys.keyfile import load_secret, save_secret
-from hedui.keys.signing import VerifyingKey
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
 from hedui.node.discovery.detect import Detection, detect
 from hedui.node.discovery.outbox import Pusher, PushStats, _scrub, enqueue, seal_notice
@@ -81,12 +81,6 @@ _TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, gr
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _monotonic() -> float:
-    import time as _t
-
-    return _t.monotonic()
 
 
 # ---------------------------------------------------------------- the dedup secret
@@ -177,8 +171,6 @@ class _Counted:
         self.problems = 0
 
     def __iter__(self) -> Iterator:
-        from hedui.adapters.records import RowProblem
-
         for item in self._items:
             if isinstance(item, RowProblem):
                 self.problems += 1
@@ -223,7 +215,7 @@ class ProviderNotices:
                 f"provider.hub: {p.hub!r} publishes a sealing key of {len(self.hub_public)} bytes in directory "
                 f"v{rt.directory.version}, want {sealing.PUBLIC_KEY_SIZE}"
             )
-        self.hub_verifier = VerifyingKey(p.hub, bytes(hub_member.signing_key))
+        self.hub_verifier = rt.directory.verifying_key(p.hub)
         self.mapping_path = cfg.path(p.mapping)
         self.calendar = WorkCalendar(cfg.path(p.calendar_overrides) if p.calendar_overrides is not None else None)
         self.secret_path = dedup_secret_path(cfg)
@@ -233,7 +225,6 @@ class ProviderNotices:
         self.wake = threading.Event()
         self._client = None
         self._client_lock = threading.Lock()
-        self._hub_note = b""
         self.pusher = Pusher(
             rt.engine, self._send, self._verify,
             base_delay=base_delay, max_delay=max_delay, lease=lease, clock=clock, on_delivered=self._delivered,
@@ -283,6 +274,11 @@ class ProviderNotices:
         if queued:
             self.wake.set()
         return DetectionRun(as_of, tuple(r.id for r in rules), counted.records, counted.problems, tuple(found), queued)
+
+    def run_now(self, as_of: date | None = None) -> DetectionRun:
+        """Every rule, now (what ``hedui notices detect --config`` runs); the scheduler runs
+        ``run(only_due=True)`` instead."""
+        return self.run(as_of)
 
     def sign_and_seal(self, detection: Detection, notice_id: bytes) -> bytes:
         notice = seal_notice(
@@ -378,7 +374,9 @@ class ProviderNotices:
             raise kind(f"hub {self.hub}: {code.name}: {details[:300]}", reason=code.name) from None
         if not resp.HasField("receipt"):
             raise VerificationError("push response: got no receipt, want a signed receipt", reason="RECEIPT_INVALID")
-        self._hub_note = bytes(resp.checkpoint.note)
+        # The hub's checkpoint: cosigned in the background (consistency-checked against the
+        # last one this node cosigned for the hub), off the push path.
+        self.rt.audit.offer_peer_checkpoint(self.hub, bytes(resp.checkpoint.note))
         return resp.receipt.SerializeToString()
 
     def _verify(self, _envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
@@ -417,26 +415,6 @@ class ProviderNotices:
                 "received_at": receipt.received_at.ToDatetime(tzinfo=timezone.utc).isoformat(),
             }),
         ])
-        note, self._hub_note = self._hub_note, b""
-        observe_checkpoint(self.rt, self.hub, note)
-
-
-def observe_checkpoint(rt, peer: str, note: bytes, *, every: float = 60.0) -> None:
-    """Cross-cosigning on the notice path: verifies and cosigns ``peer``'s checkpoint (see
-    :func:`hedui.node.auditing.safe_observe`, which never raises) at most once per ``every``
-    seconds per peer, so a stream of notices costs one consistency check a minute, not one
-    per notice."""
-    if not note:
-        return
-    from hedui.node.auditing import safe_observe
-
-    now = _monotonic()
-    with _STATE_LOCK:
-        seen = rt.extras.setdefault("notices.observed", {})
-        if now - seen.get(peer, -every) < every:
-            return
-        seen[peer] = now
-    safe_observe(rt, peer, note)
 
 
 def provider_notices(rt) -> ProviderNotices:

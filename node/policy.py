@@ -23,7 +23,7 @@ from hedui.node.errors import InvalidArgument, PermissionDenied, ResourceExhaust
 from hedui.node.store.tables import quota_counters, seen_requests
 from hedui.v1 import common_pb2, directory_pb2
 
-__all__ = ["Grant", "check", "check_method", "remember", "DEFAULT_MAX_BATCH"]
+__all__ = ["Grant", "check", "check_method", "commit", "DEFAULT_MAX_BATCH"]
 
 DEFAULT_MAX_BATCH = 4096
 _ID_MIN, _ID_MAX = 16, 32
@@ -107,6 +107,15 @@ def check(
     with rt.engine.begin() as c:
         _charge_quota(c, caller, method, grant)
     return grant
+
+
+def check_method(rt, caller: str, method: str) -> tuple[directory_pb2.AccessRule, ...]:
+    """For methods without a :class:`RequestContext` (``NoticeService/Push``): the caller
+    must have a directory rule for ``method`` whose provider is this node or ``"*"``."""
+    rules = rt.directory.rules(caller, rt.member, method)
+    if not rules:
+        raise PermissionDenied(f"policy: {caller} may not call {method} at {rt.member}", reason="METHOD_NOT_ALLOWED")
+    return tuple(rules)
 
 
 def _limits(rules) -> tuple[int, int]:

@@ -53,7 +53,6 @@ from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.hub import Hub, ReferralView, open_notice
 from hedui.node.discovery.outbox import _scrub
 from hedui.node.errors import ConfigError, InvalidArgument, PermissionDenied, VerificationError
-from hedui.node.notices import observe_checkpoint
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
 
@@ -194,7 +193,7 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
                 "duplicate": acc.duplicate,
             }),
         ])
-        observe_checkpoint(rt, caller, bytes(request.checkpoint.note))
+        rt.audit.offer_peer_checkpoint(caller, bytes(request.checkpoint.note))  # cosigned in the background
         log.info("notice %s from %s: %s", nid, caller, "duplicate" if acc.duplicate else f"lead {acc.lead_id}")
         return notice_pb2.PushResponse(
             receipt=receipt, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note())

@@ -293,7 +293,7 @@ def _detect_on_node(config: Path, run_date: date, json_out: bool) -> None:
     _node_config(config, "provider")
     rt = Runtime.open(config)
     try:
-        run = provider_notices(rt).run(run_date)
+        run = provider_notices(rt).run_now(run_date)
     finally:
         rt.close()
     out = run.as_dict()

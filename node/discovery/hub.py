@@ -469,7 +469,8 @@ class Hub:
         elif not new_lead:
             conn.execute(update(leads).where(leads.c.lead_id == lead_id).values(updated_at=at))
         conn.execute(
-            lead_events.insert().values(
+            lead_events.insert(),  # values as parameters: one compiled statement for every call
+            dict(
                 lead_id=lead_id,
                 source=source,
                 notice_id=notice_id,
@@ -480,7 +481,7 @@ class Hub:
                 sealed_enc=sealed[0] if sealed else None,
                 sealed_ciphertext=sealed[1] if sealed else None,
                 created_at=at,
-            )
+            ),
         )
         active = conn.execute(
             select(referrals.c.referral_id)
@@ -492,7 +493,8 @@ class Hub:
         route = self.routing.route(region, event_type)
         due = self.calendar.add_workdays(local_date(at), self.referral_workdays)
         result = conn.execute(
-            referrals.insert().values(
+            referrals.insert(),
+            dict(
                 lead_id=lead_id,
                 assignee=route.assignee,
                 assignee_kind=route.assignee_kind,
@@ -500,7 +502,7 @@ class Hub:
                 created_at=at,
                 due_date=due,
                 status="open",
-            )
+            ),
         )
         return lead_id, new_lead, int(result.inserted_primary_key[0])
 

@@ -160,16 +160,23 @@ def utc(value: datetime | None) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
+_IGNORE: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+
+
 def insert_ignore(conn: Connection, table: Table, values: dict[str, Any], conflict: list[str]) -> bool:
     """``INSERT … ON CONFLICT (conflict) DO NOTHING`` on SQLite and PostgreSQL; True when a
     row was inserted."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the store supports only these two
-        raise NotImplementedError(conn.dialect.name)
-    pk = list(table.primary_key.columns)[0]
-    stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=conflict).returning(pk)
+    key = (conn.dialect.name, table.name, tuple(conflict))
+    stmt = _IGNORE.get(key)
+    if stmt is None:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif conn.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - the store supports only these two
+            raise NotImplementedError(conn.dialect.name)
+        pk = list(table.primary_key.columns)[0]
+        # Built once; the values go in as parameters, so the compiled statement is reused.
+        stmt = _IGNORE[key] = insert(table).on_conflict_do_nothing(index_elements=conflict).returning(pk)
     # rowcount is unreliable with RETURNING on psycopg; a returned row is not.
-    return conn.execute(stmt).first() is not None
+    return conn.execute(stmt, values).first() is not None
