@@ -22,7 +22,7 @@ from operator import mul as _mul
 
 from hedui.node.errors import InvalidArgument
 
-__all__ = ["InvalidIdentity", "normalize", "IDNUM_PATTERN", "contains_idnum", "synthetic"]
+__all__ = ["InvalidIdentity", "normalize", "IDNUM_PATTERN", "IDNUM_LIKE", "contains_idnum", "looks_like_idnum", "scrub", "synthetic"]
 
 # Weights 2^(17-i) mod 11 for positions 1..17 (ISO 7064 MOD 11-2, as tabulated in GB 11643).
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -93,6 +93,25 @@ def normalize(s: str) -> str:
     if _check_char(body) != check:
         raise InvalidIdentity("identity: check digit mismatch")
     return t
+
+
+#: The broader net for text that must never carry a number (logs, errors, public columns):
+#: ASCII or full-width digits, 18 characters (last may be X/x) or a 15-digit legacy number.
+_FW = "\uff10-\uff19"
+IDNUM_LIKE = re.compile(
+    rf"(?<![0-9A-Za-z{_FW}])[0-9{_FW}]{{17}}[0-9Xx{_FW}\uff38\uff58](?![0-9A-Za-z{_FW}])"
+    rf"|(?<![0-9{_FW}])[0-9{_FW}]{{15}}(?![0-9{_FW}])"
+)
+
+
+def looks_like_idnum(text: str) -> bool:
+    """True if ``text`` holds anything :data:`IDNUM_LIKE` matches (full-width, 15-digit too)."""
+    return IDNUM_LIKE.search(text) is not None
+
+
+def scrub(text: str, mask: str = "[id]") -> str:
+    """``text`` with everything :data:`IDNUM_LIKE` matches replaced by ``mask``."""
+    return IDNUM_LIKE.sub(mask, text)
 
 
 def contains_idnum(text: str | bytes) -> bool:

@@ -11,7 +11,6 @@ import datetime as dt
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError

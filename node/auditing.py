@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 
+import grpc
+
 from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.audit.log import AuditLog, CheckpointScheduler
 from hedui.node.audit.note import Signer, Verifier
@@ -132,7 +134,8 @@ class NodeAudit:
                 p = peers.get(code) or peers.setdefault(code, PeerClient.to_member(self._rt, code))
                 r = p.audit.Cosign(audit_pb2.CosignRequest(checkpoint=common_pb2.SignedCheckpoint(note=note)), timeout=timeout)
             except Exception as exc:  # the peer is down or refuses: try again next round
-                log.info("cosignature from %s: %s", code, getattr(exc, "code", lambda: type(exc).__name__)())
+                why = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
+                log.info("cosignature from %s: %s", code, why)
                 continue
             self._cosigned_size[code] = size
             out[code] = r.cosignature

@@ -82,7 +82,9 @@ def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extr
         fields.update(
             request_id=bytes(ctx.request_id).hex()[:64],
             purpose=int(ctx.purpose),
-            case_ref=ctx.case_ref[:64],
+            # A case reference carrying an identity number is itself the refusal reason
+            # (IDENTITY_IN_REQUEST); it must still be audited, without the number.
+            case_ref=ctx.case_ref[:64] if ctx.case_ref.isprintable() and not contains_idnum(ctx.case_ref) else "[redacted]",
         )
     if extra is not None:
         try:

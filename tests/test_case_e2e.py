@@ -258,3 +258,21 @@ def test_evidence_verifies_offline_and_detects_tampering(bed, tmp_path):
     assert verdicts[0]["status"] == "bad_signature"
     for ident in _ids():
         assert ident not in p.read_text()
+
+
+def test_identity_smuggled_into_case_ref_is_refused_and_audited_without_it(bed):
+    from sqlalchemy import select
+
+    from hedui.node.audit.tables import audit_entries
+
+    ident = _ids()[0]
+    req = _lookup_request(bed)
+    req.context.case_ref = f"case of {ident}"
+    with pytest.raises(grpc.RpcError) as e:
+        _call(bed, req)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith("IDENTITY_IN_REQUEST")
+    assert ident not in e.value.details()
+    with bed.runtime("tax").engine.connect() as c:
+        entries = [bytes(r.entry) for r in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "refusal"))]
+    hits = [x for x in entries if b"IDENTITY_IN_REQUEST" in x]
+    assert hits and all(b"[redacted]" in x and ident.encode() not in x for x in hits)

@@ -41,7 +41,6 @@ from typing import Annotated, Any, Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, Engine, and_, func, select, true, update
 
-from hedui.adapters.idnum import contains_idnum
 from hedui.adapters.idnum import normalize as normalise_identity
 from hedui.keys import sealing
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
@@ -813,13 +812,10 @@ def _check_notice(n: notice_pb2.Notice, hub: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- identity numbers
 
-_FULLWIDTH = str.maketrans("０１２３４５６７８９ｘＸ", "0123456789XX")
-_LEGACY15 = re.compile(r"(?<![0-9])[0-9]{15}(?![0-9])")
-
-
 def _looks_like_identity(text: str) -> bool:
-    folded = text.translate(_FULLWIDTH)
-    return contains_idnum(folded) or bool(_LEGACY15.search(folded))
+    from hedui.adapters.idnum import looks_like_idnum
+
+    return looks_like_idnum(text)
 
 
 # ---------------------------------------------------------------- HTML

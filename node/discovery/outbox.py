@@ -22,7 +22,6 @@ import hashlib
 import logging
 import os
 import random
-import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -54,7 +53,6 @@ RECEIPT_PAYLOAD_TYPE = "application/vnd.hedui.receipt.v1+proto"
 SignAndSeal = Callable[[Detection, bytes], bytes]
 """``(detection, notice_id) -> serialised DSSE Envelope of the sealed Notice``."""
 
-_IDLIKE = re.compile(r"(?<![0-9])[0-9]{17}[0-9Xx](?![0-9A-Za-z])|(?<![0-9])[0-9]{15}(?![0-9])")
 
 
 def _now() -> datetime:
@@ -329,5 +327,7 @@ def _add(a: PushStats, b: PushStats) -> PushStats:
 
 def _scrub(text: str) -> str:
     """Masks anything shaped like an identity number (defence in depth for injected errors)."""
-    return _IDLIKE.sub("[id]", text)
+    from hedui.adapters.idnum import scrub
+
+    return scrub(text)
 

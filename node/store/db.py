@@ -34,7 +34,9 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(parsed, connect_args={"timeout": 30})
+        # Many handler threads share one file; SQLite serialises writers itself (busy_timeout),
+        # so the pool must not be what runs out first under load.
+        engine = create_engine(parsed, connect_args={"timeout": 30}, pool_size=16, max_overflow=112, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
@@ -49,7 +51,7 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(parsed, pool_size=pool_size, pool_pre_ping=True)
+        return create_engine(parsed, pool_size=pool_size, max_overflow=32, pool_timeout=120, pool_pre_ping=True)
     raise ConfigError(
         f"store.url: got backend {parsed.get_backend_name()!r}, want sqlite or postgresql"
     )
