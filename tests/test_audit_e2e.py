@@ -71,3 +71,43 @@ def test_reconcile_finds_an_injected_unmatched_query(bed):
     assert not rec.clean
     assert [i["request_id"] for i in rec.sent_not_received] == [ghost]
     assert len(rec.received_not_sent) == 1 and rec.received_not_sent[0]["case_ref"] == "HUB-9999-000001"
+
+
+def test_reconcile_pairs_discovery_notices(tmp_path):
+    from hedui.node.audit.log import AuditLog
+    from hedui.node.audit.note import Signer
+    from hedui.node.store import migrate
+    from hedui.node.store.db import open_engine, sqlite_url
+
+    def log(name):
+        eng = open_engine(sqlite_url(tmp_path / f"{name}.db"))
+        migrate.upgrade(eng)
+        return eng, AuditLog(eng, f"hedui.t/{name}", Signer.generate(f"hedui.t/{name}"))
+
+    hub_eng, hub = log("hub")
+    med_eng, med = log("medins")
+    nid = {k: os.urandom(16).hex() for k in ("ok", "retried", "lost", "rogue", "digest", "receipt")}
+    d = {k: os.urandom(32).hex() for k in nid}
+    r = {k: os.urandom(32).hex() for k in nid}
+
+    def sent(k, digest=None, receipt=None):
+        return [("notice.sent", {"request_id": nid[k], "peer": "hub", "request_digest": digest or d[k]}),
+                ("receipt", {"request_id": nid[k], "peer": "hub", "answer_digest": receipt or r[k]})]
+
+    def received(k, digest=None, receipt=None, outcome="ok"):
+        return [("notice.received", {"request_id": nid[k], "peer": "medins", "request_digest": digest or d[k], "outcome": outcome}),
+                ("receipt", {"request_id": nid[k], "peer": "medins", "answer_digest": receipt or r[k]})]
+
+    # A retried push: the hub issued two receipts, the department kept the second.
+    hub.append_many(received("ok") + received("retried", receipt="ee" * 32) + received("retried", outcome="duplicate")
+                    + received("rogue") + received("digest", digest="aa" * 32) + received("receipt"))
+    med.append_many(sent("ok") + sent("retried") + sent("lost") + sent("digest") + sent("receipt", receipt="bb" * 32))
+    for al in (hub, med):
+        al.close()
+    rep = offline.reconcile(sqlite_url(tmp_path / "hub.db"), {"medins": sqlite_url(tmp_path / "medins.db")}, hub_code="hub")
+    assert [i["request_id"] for i in rep.notices_sent_not_received] == [nid["lost"]]
+    assert [i["request_id"] for i in rep.notices_received_not_sent] == [nid["rogue"]]
+    assert sorted(i["request_id"] for i in rep.notice_mismatches) == sorted([nid["digest"], nid["receipt"]])
+    assert rep.counts["notices_sent"] == 5 and rep.counts["notices_received"] == 5 and not rep.clean
+    hub_eng.dispose()
+    med_eng.dispose()

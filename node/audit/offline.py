@@ -884,12 +884,18 @@ class ReconcileReport:
     request_mismatches: list[dict] = field(default_factory=list)
     answer_mismatches: list[dict] = field(default_factory=list)
     no_case: list[dict] = field(default_factory=list)
+    # Discovery notices, the other direction: department "sent" (logged with the receipt it
+    # got back) versus hub "received", matched by notice id, notice digest and receipt digest.
+    notices_sent_not_received: list[dict] = field(default_factory=list)
+    notices_received_not_sent: list[dict] = field(default_factory=list)
+    notice_mismatches: list[dict] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
         return not (self.sent_not_received or self.received_not_sent or self.request_mismatches
-                    or self.answer_mismatches or self.no_case)
+                    or self.answer_mismatches or self.no_case or self.notices_sent_not_received
+                    or self.notices_received_not_sent or self.notice_mismatches)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -897,11 +903,15 @@ class ReconcileReport:
             "sent_not_received": self.sent_not_received, "received_not_sent": self.received_not_sent,
             "request_mismatches": self.request_mismatches, "answer_mismatches": self.answer_mismatches,
             "no_case": self.no_case,
+            "notices_sent_not_received": self.notices_sent_not_received,
+            "notices_received_not_sent": self.notices_received_not_sent,
+            "notice_mismatches": self.notice_mismatches,
         }
 
 
 _HUB_KINDS = (Kind.QUERY_SENT, Kind.ANSWER_RECEIVED)
 _PROVIDER_KINDS = (Kind.QUERY_RECEIVED, Kind.ANSWER_SENT, Kind.REFUSAL)
+_NOTICE_KINDS = (Kind.NOTICE_SENT, Kind.NOTICE_RECEIVED, Kind.RECEIPT)
 
 
 def _iter_decoded(source: Source, kinds: Sequence[str], lo: datetime | None, hi: datetime | None):
@@ -946,6 +956,49 @@ def _iter_decoded(source: Source, kinds: Sequence[str], lo: datetime | None, hi:
                 continue
             if k:
                 yield k
+
+
+def _reconcile_notices(report, hub_source, provider_sources, in_period, lo, hi, hub_code) -> tuple[int, int]:
+    """A department logs ``notice.sent`` with the ``receipt`` the hub signed; the hub logs
+    ``notice.received`` and each ``receipt`` it issued (a retried push gets a duplicate
+    receipt). Each department's sent notice must appear at the hub with the same notice
+    digest, and the receipt the department kept must be one the hub logged."""
+    hub_in: dict[str, dict[str, tuple[datetime, dict]]] = defaultdict(dict)
+    hub_receipts: dict[str, set] = defaultdict(set)
+    for t, kind, f in _iter_decoded(hub_source, _NOTICE_KINDS, lo, hi):
+        if kind == Kind.NOTICE_RECEIVED:
+            hub_in[str(f.get("peer"))].setdefault(f.get("request_id"), (t, f))
+        elif kind == Kind.RECEIPT:
+            hub_receipts[f.get("request_id")].add(f.get("answer_digest"))
+    n_sent = n_received = 0
+    for code, src in provider_sources.items():
+        sent: dict[str, tuple[datetime, dict]] = {}
+        kept: dict[str, str] = {}
+        for t, kind, f in _iter_decoded(src, _NOTICE_KINDS, lo, hi):
+            if hub_code is not None and f.get("peer") != hub_code:
+                continue
+            if kind == Kind.NOTICE_SENT:
+                sent[f.get("request_id")] = (t, f)
+            elif kind == Kind.RECEIPT:
+                kept[f.get("request_id")] = f.get("answer_digest")
+        got = hub_in.get(code, {})
+        for nid, (t, f) in sent.items():
+            if not in_period(t):
+                continue
+            n_sent += 1
+            if nid not in got:
+                report.notices_sent_not_received.append(_item(code, t, f, "hub logged no notice.received"))
+            elif got[nid][1].get("request_digest") != f.get("request_digest"):
+                report.notice_mismatches.append(_item(code, t, f, "notice digests differ"))
+            elif kept.get(nid) not in hub_receipts.get(nid, set()):
+                report.notice_mismatches.append(_item(code, t, f, "the department's receipt is not one the hub logged"))
+        for nid, (t, f) in got.items():
+            if not in_period(t):
+                continue
+            n_received += 1
+            if nid not in sent:
+                report.notices_received_not_sent.append(_item(code, t, f, "department logged no notice.sent"))
+    return n_sent, n_received
 
 
 def _item(provider: str, t: datetime, f: Mapping[str, Any], detail: str) -> dict:
@@ -1032,9 +1085,14 @@ def reconcile(
             n_received += 1
             if rid not in hub_q:
                 report.received_not_sent.append(_item(code, t, f, "hub logged no query.sent"))
+    n_notices_sent, n_notices_received = _reconcile_notices(
+        report, hub_source, provider_sources, in_period, wide_lo, wide_hi, hub_code
+    )
     report.counts = {
         "hub_sent": n_sent,
         "provider_received": n_received,
+        "notices_sent": n_notices_sent,
+        "notices_received": n_notices_received,
         "providers": len(provider_sources),
         "sent_to_other_providers": sum(
             1 for code, q in sent.items() if code not in provider_sources for t, _ in q.values() if in_period(t)

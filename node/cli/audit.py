@@ -273,13 +273,17 @@ def reconcile_cmd(
     else:
         c = r.counts
         _out.print(f"{'[green]CLEAN[/]' if r.clean else '[bold red]DISCREPANCIES[/]'}: "
-                   f"{c.get('hub_sent', 0)} queries sent, {c.get('provider_received', 0)} received")
+                   f"{c.get('hub_sent', 0)} queries sent, {c.get('provider_received', 0)} received; "
+                   f"{c.get('notices_sent', 0)} notices sent, {c.get('notices_received', 0)} received")
         for title, items in (
             ("sent, not received", r.sent_not_received),
             ("received, not sent", r.received_not_sent),
             ("request mismatches", r.request_mismatches),
             ("answer mismatches", r.answer_mismatches),
             ("queries with no case", r.no_case),
+            ("notices sent, not received", r.notices_sent_not_received),
+            ("notices received, not sent", r.notices_received_not_sent),
+            ("notice mismatches", r.notice_mismatches),
         ):
             if items:
                 _out.print(f"[bold]{title}[/] ({len(items)})")
