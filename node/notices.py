@@ -228,6 +228,7 @@ class ProviderNotices:
         self.pusher = Pusher(
             rt.engine, self._send, self._verify,
             base_delay=base_delay, max_delay=max_delay, lease=lease, clock=clock, on_delivered=self._delivered,
+            permanent=permanent_refusal,
         )
 
     # ------------------------------------------------------------ detection
@@ -415,6 +416,19 @@ class ProviderNotices:
                 "received_at": receipt.received_at.ToDatetime(tzinfo=timezone.utc).isoformat(),
             }),
         ])
+
+
+# Refusals about the notice itself: the same bytes can never be accepted. Policy, membership
+# and signature refusals are not here — they may be a directory not yet updated at the hub.
+PERMANENT_REASONS = ("BAD_NOTICE", "PROVIDER_MISMATCH", "WRONG_HUB", "NOTICE_ID_REUSED", "SEAL_OPEN_FAILED", "INVALID_IDENTITY")
+
+
+def permanent_refusal(exc: BaseException) -> bool:
+    import grpc
+
+    if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        return False
+    return (exc.details() or "").split(":", 1)[0] in PERMANENT_REASONS
 
 
 def provider_notices(rt) -> ProviderNotices:

@@ -341,6 +341,27 @@ def push_cmd(
              "(see `hedui notices status` for the last error)")
 
 
+@notices_app.command("retry")
+@cli_errors
+def retry_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="The provider node's node.toml"),
+    json_out: bool = _JSON,
+) -> None:
+    """Queue again every notice the hub rejected (after the cause — e.g. a wrong hub sealing
+    key or an identity fixed at the source — has been dealt with)."""
+    from hedui.node.discovery.outbox import retry_rejected
+
+    engine = _store(_node_config(config, "provider").store_url(), "--config store.url")
+    try:
+        n = retry_rejected(engine)
+    finally:
+        engine.dispose()
+    if json_out:
+        emit_json({"requeued": n})
+    else:
+        console.print(f"{n} rejected notice(s) queued again")
+
+
 @notices_app.command("status")
 @cli_errors
 def status_cmd(
@@ -379,6 +400,7 @@ def status_cmd(
     out = {
         "pending": counts.get("pending", 0),
         "delivered": counts.get("delivered", 0),
+        "rejected": counts.get("rejected", 0),
         "delivered_after_due_date": late,
         "oldest_pending": [
             {
@@ -397,7 +419,8 @@ def status_cmd(
         emit_json(out)
         return
     console.print(f"pending {out['pending']}, delivered {out['delivered']} "
-                  f"({out['delivered_after_due_date']} after their due date)")
+                  f"({out['delivered_after_due_date']} after their due date), rejected {out['rejected']}"
+                  + (" — see `hedui notices retry` once the cause is fixed" if out["rejected"] else ""))
     if pending:
         table = Table("notice", "rule", "hub", "due", "attempts", "next try", "last error")
         for r in out["oldest_pending"]:

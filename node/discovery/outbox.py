@@ -201,6 +201,7 @@ class Pusher:
         clock: Callable[[], datetime] = _now,
         rng: random.Random | None = None,
         on_delivered: Callable[[bytes, bytes, bytes, notice_pb2.Receipt], None] | None = None,
+        permanent: Callable[[BaseException], bool] | None = None,
     ) -> None:
         if base_delay <= 0 or max_delay < base_delay or lease <= 0 or batch < 1:
             raise InvalidArgument(
@@ -217,6 +218,7 @@ class Pusher:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_delivered = on_delivered
+        self._permanent = permanent or (lambda exc: False)
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failures: exponential, capped, with
@@ -279,6 +281,16 @@ class Pusher:
                 self._on_delivered(notice_id, envelope, bytes(receipt_bytes), receipt)
         except Exception as exc:
             error = _scrub(f"{type(exc).__name__}: {exc}")[:500]
+            if self._permanent(exc):
+                # The hub refused the notice itself: retrying the same bytes cannot succeed.
+                with self._engine.begin() as conn:
+                    conn.execute(
+                        update(notice_outbox)
+                        .where(notice_outbox.c.notice_id == notice_id, notice_outbox.c.status == "pending")
+                        .values(status="rejected", last_error=error)
+                    )
+                log.warning("notice %s: rejected by the hub, not retried: %s", notice_id.hex(), error)
+                return PushStats(attempted=1, failed=1)
             retry_at = self._clock() + self.backoff(attempts + 1)
             with self._engine.begin() as conn:
                 conn.execute(
@@ -317,6 +329,16 @@ class Pusher:
                 reason="RECEIPT_MISMATCH",
             )
         return receipt
+
+
+def retry_rejected(engine: Engine, *, clock: Callable[[], datetime] = _now) -> int:
+    """Puts every rejected notice back in the queue (after the cause was fixed); returns how many."""
+    with engine.begin() as conn:
+        return conn.execute(
+            update(notice_outbox)
+            .where(notice_outbox.c.status == "rejected")
+            .values(status="pending", next_attempt_at=clock(), attempts=0)
+        ).rowcount
 
 
 def _add(a: PushStats, b: PushStats) -> PushStats:

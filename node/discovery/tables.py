@@ -54,7 +54,9 @@ notice_outbox = Table(
     Column("created_at", _TS, nullable=False),
     Column("delivered_at", _TS),
     UniqueConstraint("dedup_key"),
-    CheckConstraint("status IN ('pending', 'delivered')", name="status"),
+    # rejected: the hub refused the notice itself (e.g. an invalid identity inside); it is not
+    # retried until an operator runs `hedui notices retry`.
+    CheckConstraint("status IN ('pending', 'delivered', 'rejected')", name="status"),
     Index("ix_notice_outbox_due", "status", "next_attempt_at"),
 )
 
