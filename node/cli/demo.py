@@ -18,7 +18,7 @@ def demo(
     workdir: Path | None = typer.Option(None, "--workdir", help="Keep the federation's files here (default: a temporary folder, removed)"),
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary"),
 ) -> None:
-    """Build a CA, a hub and three department nodes on loopback with synthetic data; run every flow; stop."""
+    """Build a CA, a hub and seven department nodes on loopback with synthetic data; run every flow; stop."""
     from hedui.node.demo import run_demo
 
     keep = workdir is not None
