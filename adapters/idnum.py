@@ -22,7 +22,7 @@ from operator import mul as _mul
 
 from hedui.node.errors import InvalidArgument
 
-__all__ = ["InvalidIdentity", "normalize", "IDNUM_PATTERN", "IDNUM_LIKE", "contains_idnum", "looks_like_idnum", "scrub", "synthetic"]
+__all__ = ["InvalidIdentity", "normalize", "IDNUM_PATTERN", "IDNUM_WIDE", "IDNUM_LIKE", "contains_idnum", "looks_like_idnum", "scrub", "synthetic"]
 
 # Weights 2^(17-i) mod 11 for positions 1..17 (ISO 7064 MOD 11-2, as tabulated in GB 11643).
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -95,13 +95,15 @@ def normalize(s: str) -> str:
     return t
 
 
-#: The broader net for text that must never carry a number (logs, errors, public columns):
-#: ASCII or full-width digits, 18 characters (last may be X/x) or a 15-digit legacy number.
+#: An 18-character number in ASCII or full-width digits (last may be X/x), not part of a
+#: longer run of letters or digits (so hex digests do not trip it). The audit log refuses
+#: entries that match.
 _FW = "\uff10-\uff19"
-IDNUM_LIKE = re.compile(
-    rf"(?<![0-9A-Za-z{_FW}])[0-9{_FW}]{{17}}[0-9Xx{_FW}\uff38\uff58](?![0-9A-Za-z{_FW}])"
-    rf"|(?<![0-9{_FW}])[0-9{_FW}]{{15}}(?![0-9{_FW}])"
-)
+_WIDE18 = rf"(?<![0-9A-Za-z{_FW}])[0-9{_FW}]{{17}}[0-9Xx{_FW}\uff38\uff58](?![0-9A-Za-z{_FW}])"
+IDNUM_WIDE = re.compile(_WIDE18)
+#: The broader net for text that must never carry a number (logs, errors, public columns):
+#: :data:`IDNUM_WIDE` or a 15-digit legacy number.
+IDNUM_LIKE = re.compile(_WIDE18 + rf"|(?<![0-9{_FW}])[0-9{_FW}]{{15}}(?![0-9{_FW}])")
 
 
 def looks_like_idnum(text: str) -> bool:

@@ -131,7 +131,6 @@ class Testbed:
         return d
 
     def _write_config(self, m: MemberPlan) -> None:
-        md = self.member_dir(m.code)
         cfg: dict = {
             "node": {"member": m.code, "listen": f"127.0.0.1:{m.port}", "roles": m.roles, "workers": 8},
             "tls": {"cert": "tls.crt", "key": "tls.key", "ca": "../../authority/ca.crt"},

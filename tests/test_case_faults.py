@@ -3,7 +3,6 @@ a department whose answer signature fails."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent import futures

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -11,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from hedui.keys import dsse
 from hedui.keys import federation as fed
 from hedui.keys.ca import check_issued_by, load_cert, member_of_cert
-from hedui.keys.directory import DirectorySpec, build, load_directory, sign_directory, verify_directory
+from hedui.keys.directory import DirectorySpec, build, load_directory, verify_directory
 from hedui.keys.keyfile import PASSPHRASE_ENV, PASSPHRASE_FILE_ENV, load_secret, passphrase, save_secret
 from hedui.keys.signing import SigningKey, load_public
 from hedui.node.errors import ConfigError, VerificationError

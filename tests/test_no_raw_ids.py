@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from pathlib import Path
 
 from hedui.adapters.idnum import IDNUM_PATTERN
 from hedui.node.demo import run_demo

@@ -59,7 +59,6 @@ import logging
 import queue
 import re
 import threading
-import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -86,6 +85,7 @@ from hedui.node.audit.tables import (
     audit_head,
     audit_nodes,
 )
+from hedui.adapters.idnum import IDNUM_WIDE
 from hedui.node.errors import ConfigError, InvalidArgument, NotFound
 
 __all__ = [
@@ -105,12 +105,9 @@ __all__ = [
 
 log = logging.getLogger("hedui.audit")
 
-# The one definition of "shaped like a resident identity number" (GB 11643-1999: 17
-# digits then a digit or X), ASCII or full-width, not part of a longer run of letters or
-# digits (so 64-character hex digests do not trip it).
-IDENTITY_SHAPE = re.compile(
-    r"(?<![0-9A-Za-z\uff10-\uff19])[0-9\uff10-\uff19]{17}[0-9Xx\uff10-\uff19\uff38\uff58](?![0-9A-Za-z\uff10-\uff19])"
-)
+# "Shaped like a resident identity number" (GB 11643-1999), ASCII or full-width: the one
+# definition lives with the identity code.
+IDENTITY_SHAPE = IDNUM_WIDE
 
 
 def contains_identity(text: str | bytes) -> bool:

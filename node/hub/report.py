@@ -8,18 +8,19 @@ it is marked incomplete: it never counts as zero.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 
 from sqlalchemy import select
 
-from hedui.keys.directory import verify_directory
+from hedui.keys.directory import TrustedDirectory, verify_directory
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import NotFound, VerificationError
 from hedui.node.hub.rules import Rules
 from hedui.node.hub.tables import case_answers, case_members, cases, directory_history
-from hedui.v1 import common_pb2, lookup_pb2
+from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["build_report", "render_html", "mask_identity", "load_case"]
 
@@ -45,20 +46,13 @@ def load_case(engine, case_ref: str) -> dict:
 
 def _keys_for(dirs: dict[int, bytes], version: int, authority: VerifyingKey | None) -> dict:
     env = common_pb2.Envelope.FromString(dirs[version])
-    if authority is not None:
-        # Offline: the directory must verify under the authority key; expiry is judged at the
-        # time of use, so only the signature and version are checked here.
-        import datetime as dt
-
-        from hedui.keys.directory import TrustedDirectory
-
-        td = verify_directory(env, authority, now=dt.datetime(1970, 1, 2, tzinfo=dt.timezone.utc))
-    else:
-        from hedui.keys.directory import TrustedDirectory
-        from hedui.v1 import directory_pb2
-
-        td = TrustedDirectory(env, directory_pb2.Directory.FromString(env.payload))
-    return td.signing_keys()
+    if authority is None:
+        # The hub's own store: it accepted (verified) this directory when it used it.
+        return TrustedDirectory(env, directory_pb2.Directory.FromString(env.payload)).signing_keys()
+    # Offline: the directory must verify under the authority key. Expiry was judged at the
+    # time of use, so only the signature is checked here (a clock at the epoch).
+    epoch = dt.datetime(1970, 1, 2, tzinfo=dt.timezone.utc)
+    return verify_directory(env, authority, now=epoch).signing_keys()
 
 
 def verified_answers(data: dict, authority: VerifyingKey | None = None) -> dict[str, dict]:
