@@ -53,9 +53,11 @@ def _open(tb, purpose="dibao", expenditure=None, members=None):
 def _expected_wages(tb, identity: str) -> Decimal | None:
     """Independent of Hedui: straight SQL over the department's own table."""
     eng = create_engine(f"sqlite:///{tb.member_dir('hrss') / 'dept.db'}")
+    import calendar as _cal
+
     since = dt.date.today()
     y, m = divmod(since.year * 12 + since.month - 1 - 12, 12)
-    start = dt.date(y, m + 1, min(since.day, 28)).isoformat()
+    start = dt.date(y, m + 1, min(since.day, _cal.monthrange(y, m + 1)[1])).isoformat()
     with eng.connect() as c:
         person = c.execute(text("SELECT id FROM ss_person WHERE id_number = :i"), {"i": identity}).scalar()
         if person is None:
