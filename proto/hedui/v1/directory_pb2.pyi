@@ -97,12 +97,18 @@ class Directory(_message.Message):
     MEMBERS_FIELD_NUMBER: _builtins.int
     POLICY_FIELD_NUMBER: _builtins.int
     CA_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     federation: _builtins.str
     """Name of the federation, e.g. "cn-demo-district"."""
     version: _builtins.int
     """Monotonic version; a node refuses anything older than what it has seen."""
     ca_fingerprint: _builtins.bytes
     """SHA-256 fingerprint of the federation CA certificate (DER), 32 bytes."""
+    time_zone: _builtins.str
+    """IANA time zone that decides every local date in the federation: income
+    windows, report months, working-day deadlines, what a person reads
+    (DESIGN.md "Time"). Empty means "Asia/Shanghai".
+    """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp:
         """When the authority signed it."""
@@ -129,10 +135,11 @@ class Directory(_message.Message):
         members: _abc.Iterable[Global___Member] | None = ...,
         policy: _abc.Iterable[Global___AccessRule] | None = ...,
         ca_fingerprint: _builtins.bytes = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_fingerprint", b"ca_fingerprint", "expires_at", b"expires_at", "federation", b"federation", "issued_at", b"issued_at", "members", b"members", "policy", b"policy", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_fingerprint", b"ca_fingerprint", "expires_at", b"expires_at", "federation", b"federation", "issued_at", b"issued_at", "members", b"members", "policy", b"policy", "time_zone", b"time_zone", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

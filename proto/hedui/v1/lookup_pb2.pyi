@@ -73,6 +73,54 @@ TRUTH_UNKNOWN: Truth.ValueType  # 3
 """The provider holds no value to decide on."""
 Global___Truth: _TypeAlias = Truth  # noqa: Y015
 
+class _AnswerState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AnswerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AnswerState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ANSWER_STATE_UNSPECIFIED: _AnswerState.ValueType  # 0
+    """Not set (never sent by a provider of this version)."""
+    ANSWER_STATE_VALUE: _AnswerState.ValueType  # 1
+    """`value` (or `truth`) holds the answer; a real zero is answered here."""
+    ANSWER_STATE_NO_VALUE: _AnswerState.ValueType  # 2
+    """The provider holds the person but no value for this field (e.g. the
+    latest of no facts): nothing to report, not zero.
+    """
+    ANSWER_STATE_NO_RECORD: _AnswerState.ValueType  # 3
+    """The provider holds no record of the person at all (TokenAnswer.found is
+    false).
+    """
+    ANSWER_STATE_NOT_CURRENT: _AnswerState.ValueType  # 4
+    """The field's window is not covered by the provider's data: its extract is
+    older than the window's end (`data_date` says how current it is). Never
+    a zero; the hub concludes nothing from it.
+    """
+
+class AnswerState(_AnswerState, metaclass=_AnswerStateEnumTypeWrapper):
+    """What a FieldAnswer says about its value. "No record", "not current" and
+    zero are different facts and never stand in for each other.
+    """
+
+ANSWER_STATE_UNSPECIFIED: AnswerState.ValueType  # 0
+"""Not set (never sent by a provider of this version)."""
+ANSWER_STATE_VALUE: AnswerState.ValueType  # 1
+"""`value` (or `truth`) holds the answer; a real zero is answered here."""
+ANSWER_STATE_NO_VALUE: AnswerState.ValueType  # 2
+"""The provider holds the person but no value for this field (e.g. the
+latest of no facts): nothing to report, not zero.
+"""
+ANSWER_STATE_NO_RECORD: AnswerState.ValueType  # 3
+"""The provider holds no record of the person at all (TokenAnswer.found is
+false).
+"""
+ANSWER_STATE_NOT_CURRENT: AnswerState.ValueType  # 4
+"""The field's window is not covered by the provider's data: its extract is
+older than the window's end (`data_date` says how current it is). Never
+a zero; the hub concludes nothing from it.
+"""
+Global___AnswerState: _TypeAlias = AnswerState  # noqa: Y015
+
 @_typing.final
 class LookupRequest(_message.Message):
     """Lookup input."""
@@ -83,8 +131,14 @@ class LookupRequest(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
     QUERIES_FIELD_NUMBER: _builtins.int
+    REFERENCE_MONTH_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """OPRF epoch the tokens belong to."""
+    reference_month: _builtins.str
+    """The case's reference month, "YYYY-MM" in the federation time zone. Every
+    field's window is relative to it (e.g. the 12 whole months before it);
+    required: a provider never computes a window from its own "today".
+    """
     @_builtins.property
     def context(self) -> _common_pb2.RequestContext:
         """Why, for which case, under which consent; request_id must be fresh."""
@@ -104,10 +158,11 @@ class LookupRequest(_message.Message):
         epoch: _builtins.int = ...,
         tokens: _abc.Iterable[_builtins.bytes] | None = ...,
         queries: _abc.Iterable[Global___FieldQuery] | None = ...,
+        reference_month: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "epoch", b"epoch", "queries", b"queries", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "epoch", b"epoch", "queries", b"queries", "reference_month", b"reference_month", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -261,6 +316,9 @@ class FieldAnswer(_message.Message):
     TRUTH_FIELD_NUMBER: _builtins.int
     AS_OF_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    DATA_DATE_FIELD_NUMBER: _builtins.int
     field: _builtins.str
     """Field name."""
     present: _builtins.bool
@@ -273,6 +331,16 @@ class FieldAnswer(_message.Message):
     """Date the value describes (ISO 8601 date, "" when absent)."""
     unit: _builtins.str
     """Unit of the value."""
+    state: Global___AnswerState.ValueType
+    """What this answer says (value, no value, no record, not current)."""
+    window: _builtins.str
+    """The days the value covers, "YYYY-MM-DD..YYYY-MM-DD", derived from the
+    request's reference month and the field's window ("" for all-time fields).
+    """
+    data_date: _builtins.str
+    """ISO date up to which the provider's data for this field is complete (the
+    date of its extract); set for every state except NO_RECORD.
+    """
     def __init__(
         self,
         *,
@@ -282,10 +350,13 @@ class FieldAnswer(_message.Message):
         truth: Global___Truth.ValueType = ...,
         as_of: _builtins.str = ...,
         unit: _builtins.str = ...,
+        state: Global___AnswerState.ValueType = ...,
+        window: _builtins.str = ...,
+        data_date: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "field", b"field", "present", b"present", "truth", b"truth", "unit", b"unit", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of", b"as_of", "data_date", b"data_date", "field", b"field", "present", b"present", "state", b"state", "truth", b"truth", "unit", b"unit", "value", b"value", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
