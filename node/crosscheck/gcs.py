@@ -75,6 +75,7 @@ MAX_P = 57
 #: Items in one set (one shard); far above a shard's intended ~2^16.
 MAX_ITEMS = (1 << 32) - 1
 
+_MAX_UNARY_BITS = 8
 _U64 = np.uint64
 _M32 = _U64(0xFFFFFFFF)
 _S32 = _U64(32)
@@ -111,15 +112,17 @@ def _int(name: str, v) -> int:
 def check_params(n: int, p: int, m: int) -> int:
     """Validates ``(N, P, M)`` and returns ``F = N·M``.
 
-    Besides the ranges, requires ``N·(M + 2^P) < 2^64``: every value is below ``F`` and a
-    partial sum of deltas adds at most ``N`` remainders below ``2^P`` to it, so 64-bit
-    arithmetic (NumPy ``uint64``) never wraps.
+    Besides the ranges, requires ``M ≤ 2^(P+8)``: the unary parts then average at most
+    ~256 bits (Rice coding with ``M`` far above ``2^P`` is a unary code in disguise), which
+    caps any valid set at ``N·(P + 258)`` bits. And ``N·(M + 2^P) < 2^64``: every value is
+    below ``F`` and a partial sum of deltas adds at most ``N`` remainders below ``2^P`` to
+    it, so 64-bit arithmetic (NumPy ``uint64``) never wraps.
     """
     n, p, m = _int("n", n), _int("p", p), _int("m", m)
     if not 1 <= p <= MAX_P:
         raise BadParameters(f"p: got {p}, want 1 to {MAX_P}")
-    if m < 1:
-        raise BadParameters(f"m: got {m}, want >= 1")
+    if not 1 <= m <= 1 << (p + _MAX_UNARY_BITS):
+        raise BadParameters(f"m: got {m}, want 1 to 2^(p+{_MAX_UNARY_BITS}) = {1 << (p + _MAX_UNARY_BITS)}")
     if not 0 <= n <= MAX_ITEMS:
         raise BadParameters(f"n: got {n}, want 0 to {MAX_ITEMS}")
     if n * (m + (1 << p)) >= 1 << 64:
