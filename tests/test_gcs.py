@@ -389,6 +389,18 @@ def test_process_pool_gives_the_serial_result() -> None:
     assert hits[:10_000].all()
 
 
+def test_map_only_shard_builds_equal_the_central_build() -> None:
+    toks = _tokens(8_000, 13)
+    central = shards.build(toks, shard_bits=3)
+    shard, _ = shards.token_keys(toks, 3)
+    for i in range(8):
+        assert shards.build_shard(toks[shard == i], i, 3) == (central.counts[i], central.bodies[i])
+    with pytest.raises(InvalidArgument, match="want 2"):
+        shards.build_shard(toks[:50], 2, 3)
+    with pytest.raises(InvalidArgument):
+        shards.build_shard(toks[shard == 0], 8, 3)
+
+
 def test_corrupt_shard_surfaces_as_filter_error() -> None:
     toks = _tokens(2_000, 8)
     filt = shards.build(toks, shard_bits=1)

@@ -40,6 +40,7 @@ __all__ = [
     "token_array",
     "token_keys",
     "build",
+    "build_shard",
     "intersect",
     "shard_of",
     "contains",
@@ -160,6 +161,20 @@ def build(tokens, *, p: int = gcs.P, m: int = gcs.M, shard_bits: int | None = No
         gcs.check_params(len(hs), p, m)
     done = _run(_build_shard, tasks, executor)
     return ShardedSet(p, m, k, tuple(c for c, _ in done), tuple(b for _, b in done))
+
+
+def build_shard(tokens, index: int, shard_bits: int, *, p: int = gcs.P, m: int = gcs.M) -> tuple[int, bytes]:
+    """``(count, body)`` of one shard from that shard's tokens only: the map-only path for
+    large builds, where each worker reads its own token range (the index is partitioned by
+    token prefix) and no process gathers all tokens. Refuses a token of another shard."""
+    shard, h = token_keys(tokens, shard_bits)
+    if not 0 <= index < 1 << shard_bits:
+        raise InvalidArgument(f"index: got {index}, want 0 to {(1 << shard_bits) - 1}")
+    stray = np.flatnonzero(shard != index)
+    if stray.size:
+        raise InvalidArgument(f"tokens[{int(stray[0])}]: got shard {int(shard[stray[0]])}, want {index}")
+    gcs.check_params(len(h), p, m)
+    return _build_shard((h, p, m))
 
 
 def intersect(tokens, filt: ShardedSet, *, executor: Executor | None = None) -> np.ndarray:
