@@ -13,8 +13,13 @@ shard and the per-query false-positive rate stays ``≤ 1/M``. BIP-158 hashes it
 SipHash keyed by the block hash because its items (scripts) are chosen by whoever pays, who
 could grind collisions with a victim's scripts; nobody can choose an identity whose token
 hits a given value without evaluating the OPRF, which takes the provider's key and a logged
-online request, so a keyed hash would add nothing here. The provider itself can put any
-value in its filter; that costs the hub only a ``Lookup`` answered "no record".
+online request, so a keyed hash would add nothing here.
+
+The provider, which holds the key, can put tokens of people it has no record of into its
+filter, to draw ``Lookup`` calls for them and learn whom the hub asks about. Each such draw
+leaves the hub two signed statements that contradict each other — the filter says "held",
+the answer says "no record" — and honest filters produce such pairs at rate ≤ 1/M per token,
+so the hub can count them per provider and treat more than a handful as signed evidence.
 
 Each shard is an independent Golomb-coded set (``gcs``, split layout), so shards are built
 and intersected independently — in a process pool — and a refreshed filter re-sends only
@@ -49,7 +54,7 @@ __all__ = [
 TOKEN_SIZE = 64
 #: The shard index comes from the first two bytes of a token.
 MAX_SHARD_BITS = 16
-#: Shard size the default shard count aims at (≈ 250 KiB of filter, ≈ 2 ms to decode).
+#: Shard size the default shard count aims at (≈ 260 KB of filter, ≈ 3 ms to decode).
 TARGET_SHARD_ITEMS = 1 << 16
 _HASH = slice(8, 16)
 
