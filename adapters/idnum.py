@@ -20,7 +20,8 @@ import re
 from datetime import date
 from operator import mul as _mul
 
-from hedui.node.errors import InvalidArgument
+from hedui.adapters.errors import InvalidIdentity
+from hedui.common.errors import InvalidArgument
 
 __all__ = ["InvalidIdentity", "normalize", "IDNUM_PATTERN", "IDNUM_WIDE", "IDNUM_LIKE", "contains_idnum", "looks_like_idnum", "scrub", "synthetic"]
 
@@ -40,11 +41,6 @@ _EARLIEST_BIRTH = date(1850, 1, 1)
 IDNUM_PATTERN = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 _IDNUM_BYTES = re.compile(IDNUM_PATTERN.pattern.encode("ascii"))
 
-
-class InvalidIdentity(InvalidArgument):
-    """An identity number failed validation. The message never contains the input."""
-
-    default_reason = "INVALID_IDENTITY"
 
 
 _ZERO_BIAS = 48 * sum(_WEIGHTS)  # the weights applied to ord("0") in every position

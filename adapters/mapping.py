@@ -1,7 +1,7 @@
 """Mapping files: how one department source (a SQL table or an export file) becomes records.
 
 A mapping is a TOML file validated by the pydantic models below. Unknown keys and wrong
-types are refused with one :class:`~hedui.node.errors.ConfigError` that names every bad key
+types are refused with one :class:`~hedui.adapters.errors.MappingError` that names every bad key
 (``facts[1].unit: got 'cents', want one of 'fen', 'yuan', 'wan_yuan'``). Whether the tables,
 columns, sheets and headers it names exist is checked by the adapter's ``check()``, before
 any row is read.
@@ -29,7 +29,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from hedui.adapters.idnum import IDNUM_PATTERN
-from hedui.node.errors import ConfigError
+from hedui.adapters.errors import MappingError
 
 __all__ = [
     "Mapping",
@@ -98,7 +98,7 @@ class SqlSource(_Model):
             return self.url
         value = os.environ.get(self.url_env or "")
         if not value:
-            raise ConfigError(f"source.url_env: got {self.url_env!r} unset or empty, want an environment variable holding the URL")
+            raise MappingError(f"source.url_env: got {self.url_env!r} unset or empty, want an environment variable holding the URL")
         return value
 
 
@@ -285,11 +285,11 @@ def _format(err: ValidationError, origin: str) -> str:
 
 
 def parse_mapping(data: dict[str, Any], *, origin: str = "mapping", base_dir: str | Path | None = None) -> Mapping:
-    """Validates a mapping given as a dict (parsed TOML). Raises :class:`ConfigError`."""
+    """Validates a mapping given as a dict (parsed TOML). Raises :class:`MappingError`."""
     try:
         m = Mapping.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format(err, origin)) from None
+        raise MappingError(_format(err, origin)) from None
     m._base_dir = None if base_dir is None else str(base_dir)
     return m
 
@@ -300,9 +300,9 @@ def load_mapping(path: str | Path) -> Mapping:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{p.name}: cannot read ({exc.strerror})") from None
+        raise MappingError(f"{p.name}: cannot read ({exc.strerror})") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{p.name}: got invalid TOML, want a mapping file ({exc})") from None
+        raise MappingError(f"{p.name}: got invalid TOML, want a mapping file ({exc})") from None
     return parse_mapping(data, origin=p.name, base_dir=p.resolve().parent)

@@ -30,7 +30,7 @@ from sqlalchemy import (BigInteger, Column, Date, DateTime, Integer, MetaData, N
 from sqlalchemy.engine import make_url
 
 from hedui.adapters.idnum import _check_char
-from hedui.node.errors import InvalidArgument
+from hedui.common.errors import InvalidArgument
 
 __all__ = ["DEPARTMENTS", "Resident", "resident", "residents", "write_sql", "write_csv"]
 

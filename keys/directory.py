@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hedui.keys import dsse
 from hedui.keys.ca import cert_fingerprint, load_cert
 from hedui.keys.signing import SigningKey, VerifyingKey, load_public
-from hedui.node.errors import ConfigError, VerificationError
+from hedui.common.errors import ConfigError, Reason, VerificationError
+from hedui.keys.errors import DirectoryError, DirectorySpecError
 from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory", "load_directory", "PURPOSES", "ROLES"]
@@ -138,21 +139,21 @@ def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_p
     codes: set[str] = set()
     for m in spec.members:
         if m.code in codes:
-            raise ConfigError(f"members.code: got {m.code!r} twice, want unique codes")
+            raise DirectorySpecError(f"members.code: got {m.code!r} twice, want unique codes")
         codes.add(m.code)
         cert = load_cert(m.cert)
         check_issued_by(cert, ca)
         from hedui.keys.ca import member_of_cert
 
         if member_of_cert(cert) != m.code:
-            raise ConfigError(f"members[{m.code}].cert: got CN {member_of_cert(cert)!r}, want {m.code!r}")
+            raise DirectorySpecError(f"members[{m.code}].cert: got CN {member_of_cert(cert)!r}, want {m.code!r}")
         pm = d.members.add(
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
             signing_key=load_public(m.code, m.signing_key).raw, region=m.region,
         )
         for role in m.roles:
             if role not in ROLES:
-                raise ConfigError(f"members[{m.code}].roles: got {role!r}, want one of {sorted(ROLES)}")
+                raise DirectorySpecError(f"members[{m.code}].roles: got {role!r}, want one of {sorted(ROLES)}")
             pm.roles.append(ROLES[role])
         if m.sealing_key_hex:
             pm.sealing_key = bytes.fromhex(m.sealing_key_hex)
@@ -160,20 +161,20 @@ def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_p
             pm.oprf_keys.add(epoch=k.epoch, public_key=bytes.fromhex(k.public_key_hex))
         for f in m.fields:
             if f.type not in FIELD_TYPES:
-                raise ConfigError(f"members[{m.code}].fields[{f.name}].type: got {f.type!r}, want one of {sorted(FIELD_TYPES)}")
+                raise DirectorySpecError(f"members[{m.code}].fields[{f.name}].type: got {f.type!r}, want one of {sorted(FIELD_TYPES)}")
             pm.fields.add(name=f.name, type=FIELD_TYPES[f.type], unit=f.unit, description=f.description)
     for i, rule in enumerate(spec.policy):
         if rule.caller not in codes:
-            raise ConfigError(f"policy[{i}].caller: got {rule.caller!r}, want a member code")
+            raise DirectorySpecError(f"policy[{i}].caller: got {rule.caller!r}, want a member code")
         if rule.provider != "*" and rule.provider not in codes:
-            raise ConfigError(f"policy[{i}].provider: got {rule.provider!r}, want a member code or '*'")
+            raise DirectorySpecError(f"policy[{i}].provider: got {rule.provider!r}, want a member code or '*'")
         pr = d.policy.add(
             caller=rule.caller, provider=rule.provider, method=rule.method, fields=rule.fields,
             per_minute=rule.per_minute, per_day=rule.per_day, max_batch=rule.max_batch,
         )
         for p in rule.purposes:
             if p not in PURPOSES:
-                raise ConfigError(f"policy[{i}].purposes: got {p!r}, want one of {sorted(PURPOSES)}")
+                raise DirectorySpecError(f"policy[{i}].purposes: got {p!r}, want one of {sorted(PURPOSES)}")
             pr.purposes.append(PURPOSES[p])
     return d
 
@@ -243,18 +244,18 @@ def verify_directory(
     try:
         msg = directory_pb2.Directory.FromString(payload)
     except DecodeError:
-        raise VerificationError("directory: signed payload is not a Directory", reason="BAD_DIRECTORY") from None
+        raise DirectoryError("directory: signed payload is not a Directory", reason=Reason.BAD_DIRECTORY) from None
     now = now or dt.datetime.now(dt.timezone.utc)
     td = TrustedDirectory(env, msg)
     if td.expires_at <= now:
-        raise VerificationError(
+        raise DirectoryError(
             f"directory v{msg.version}: expired at {td.expires_at:%Y-%m-%dT%H:%M:%SZ}, want a current one",
-            reason="DIRECTORY_EXPIRED",
+            reason=Reason.DIRECTORY_EXPIRED,
         )
     if msg.version < min_version:
-        raise VerificationError(
+        raise DirectoryError(
             f"directory version: got {msg.version}, want >= {min_version} (already accepted)",
-            reason="DIRECTORY_ROLLBACK",
+            reason=Reason.DIRECTORY_ROLLBACK,
         )
     return td
 

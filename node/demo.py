@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from hedui.node.client import PeerClient
-from hedui.node.errors import VerificationError
+from hedui.node.errors import Reason, VerificationError
 from hedui.node.testbed import DEFAULT_MEMBERS, MemberPlan, Testbed
 from hedui.v1 import node_pb2
 
@@ -58,7 +58,7 @@ def _mtls_matrix(tb: Testbed) -> int:
 
 def _expect(r, member: str, caller: str) -> None:
     if (r.member, r.caller) != (member, caller):
-        raise VerificationError(f"ping: got {r.member}/{r.caller}, want {member}/{caller}", reason="DEMO_MISMATCH")
+        raise VerificationError(f"ping: got {r.member}/{r.caller}, want {member}/{caller}", reason=Reason.DEMO_MISMATCH)
 
 
 def _case_step(tb: Testbed, step: Callable) -> None:
@@ -93,7 +93,7 @@ def _case_step(tb: Testbed, step: Callable) -> None:
     verdicts = verify_case_data(load_case(hub.engine, ref), load_public("authority", tb.authority.signing_pub))
     bad = [v for v in verdicts if v["status"] != "ok"]
     if bad:
-        raise VerificationError(f"evidence: {bad}", reason="DEMO_EVIDENCE")
+        raise VerificationError(f"evidence: {bad}", reason=Reason.DEMO_EVIDENCE)
     step("evidence", f"{len(verdicts)} signed answers re-verified offline against directory v{tb.version}")
     tb.demo_case = ref  # type: ignore[attr-defined]
 
@@ -120,7 +120,7 @@ def audit_step(tb: Testbed, step: Callable) -> None:
         verdicts[code] = (rep.verdict.name, rep.entries, rep.cosignatures)
     bad = {c: v for c, v in verdicts.items() if v[0] != "OK"}
     if bad:
-        raise VerificationError(f"audit verify: {bad}", reason="DEMO_AUDIT")
+        raise VerificationError(f"audit verify: {bad}", reason=Reason.DEMO_AUDIT)
     step("audit verify", ", ".join(f"{c} {v[0]} ({v[1]} entries, {v[2]} cosig.)" for c, v in verdicts.items()))
     providers = {c: ns.rt.config.store_url() for c, ns in tb.servers.items() if c != "hub" and "provider" in ns.rt.config.node.roles}
     from sqlalchemy import select
@@ -131,7 +131,7 @@ def audit_step(tb: Testbed, step: Callable) -> None:
         refs = [r for (r,) in c.execute(select(cases.c.case_ref))]
     rec = offline.reconcile(tb.servers["hub"].rt.config.store_url(), providers, hub_code="hub", hub_cases=refs)
     if not rec.clean:
-        raise VerificationError(f"reconcile: {rec.to_dict()}", reason="DEMO_RECONCILE")
+        raise VerificationError(f"reconcile: {rec.to_dict()}", reason=Reason.DEMO_RECONCILE)
     step("reconcile", f"hub ↔ {len(providers)} departments: " + ", ".join(f"{k} {v}" for k, v in rec.counts.items()) + "; nothing unmatched")
 
 

@@ -32,7 +32,7 @@ from typing import Iterable, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hedui.adapters.records import Fact
-from hedui.node.errors import ConfigError, InvalidArgument
+from hedui.node.errors import ConfigError, InvalidArgument, Reason
 
 __all__ = ["FieldDef", "Catalogue", "Derived", "load_catalogue", "derive", "evaluate_predicate"]
 
@@ -149,7 +149,7 @@ def evaluate_predicate(fd: FieldDef, op: str, operand: Decimal | str, d: Derived
         return None
     if op == "ge":
         if not fd.numeric:
-            raise InvalidArgument(f"queries[{fd.name}].op: got >= on a {fd.type} field, want == or a numeric field", reason="BAD_PREDICATE")
+            raise InvalidArgument(f"queries[{fd.name}].op: got >= on a {fd.type} field, want == or a numeric field", reason=Reason.BAD_PREDICATE)
         return Decimal(d.value) >= operand  # type: ignore[operator]
     if fd.numeric:
         return Decimal(d.value) == operand

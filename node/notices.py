@@ -54,7 +54,15 @@ from hedui.node.discovery.detect import Detection, detect
 from hedui.node.discovery.outbox import Pusher, PushStats, _scrub, enqueue, seal_notice
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
 from hedui.node.discovery.tables import notice_outbox
-from hedui.node.errors import ConfigError, FailedPrecondition, Unavailable, VerificationError
+from hedui.node.errors import (
+    ConfigError,
+    InvalidArgument,
+    Reason,
+    Unavailable,
+    VerificationError,
+    describe_remote,
+    from_rpc_error,
+)
 from hedui.node.store.tables import node_state
 from hedui.v1 import common_pb2, directory_pb2, notice_pb2
 
@@ -76,7 +84,6 @@ log = logging.getLogger("hedui.node.notices")
 DEDUP_SECRET_LABEL = "hedui-dedup-secret"
 _RUNS_KEY = "discovery.runs"
 _STATE_LOCK = threading.Lock()
-_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
 def _now() -> datetime:
@@ -362,19 +369,18 @@ class ProviderNotices:
         try:
             resp = client.notice.Push(req, timeout=self.timeout)
         except grpc.RpcError as exc:
-            code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-            if code in _TRANSIENT:
+            err = from_rpc_error(exc)
+            if isinstance(err, Unavailable):
                 # Start the next attempt on a fresh channel rather than wait out gRPC's own
                 # reconnect backoff, which grows while the hub is away.
                 with self._client_lock:
                     if self._client is client:
                         self._client = None
                 client.close()
-            details = (exc.details() if hasattr(exc, "details") else "") or ""
-            kind = Unavailable if code in _TRANSIENT else FailedPrecondition
-            raise kind(f"hub {self.hub}: {code.name}: {details[:300]}", reason=code.name) from None
+            err.message = f"hub {self.hub}: {describe_remote(err)}"[:400]
+            raise err from None
         if not resp.HasField("receipt"):
-            raise VerificationError("push response: got no receipt, want a signed receipt", reason="RECEIPT_INVALID")
+            raise VerificationError("push response: got no receipt, want a signed receipt", reason=Reason.RECEIPT_INVALID)
         # The hub's checkpoint: cosigned in the background (consistency-checked against the
         # last one this node cosigned for the hub), off the push path.
         self.rt.audit.offer_peer_checkpoint(self.hub, bytes(resp.checkpoint.note))
@@ -384,15 +390,15 @@ class ProviderNotices:
         try:
             env = common_pb2.Envelope.FromString(receipt_bytes)
         except DecodeError:
-            raise VerificationError("receipt: got bytes that are not an envelope", reason="RECEIPT_INVALID") from None
+            raise VerificationError("receipt: got bytes that are not an envelope", reason=Reason.RECEIPT_INVALID) from None
         vk = self.hub_verifier
         payload, _ = dsse.verify(env, {vk.keyid: vk}, payload_type=dsse.RECEIPT)
         try:
             receipt = notice_pb2.Receipt.FromString(payload)
         except DecodeError:
-            raise VerificationError("receipt: signed payload is not a Receipt", reason="RECEIPT_INVALID") from None
+            raise VerificationError("receipt: signed payload is not a Receipt", reason=Reason.RECEIPT_INVALID) from None
         if receipt.hub != self.hub:
-            raise VerificationError(f"receipt.hub: got {receipt.hub[:64]!r}, want {self.hub!r}", reason="RECEIPT_MISMATCH")
+            raise VerificationError(f"receipt.hub: got {receipt.hub[:64]!r}, want {self.hub!r}", reason=Reason.RECEIPT_MISMATCH)
         return receipt
 
     def _delivered(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes, receipt: notice_pb2.Receipt) -> None:
@@ -420,15 +426,18 @@ class ProviderNotices:
 
 # Refusals about the notice itself: the same bytes can never be accepted. Policy, membership
 # and signature refusals are not here — they may be a directory not yet updated at the hub.
-PERMANENT_REASONS = ("BAD_NOTICE", "PROVIDER_MISMATCH", "WRONG_HUB", "NOTICE_ID_REUSED", "SEAL_OPEN_FAILED", "INVALID_IDENTITY")
+PERMANENT_REASONS = frozenset({
+    Reason.BAD_NOTICE, Reason.PROVIDER_MISMATCH, Reason.WRONG_HUB, Reason.NOTICE_ID_REUSED,
+    Reason.SEAL_OPEN_FAILED, Reason.INVALID_IDENTITY,
+})
 
 
 def permanent_refusal(exc: BaseException) -> bool:
-    import grpc
-
-    if not isinstance(exc, grpc.RpcError) or exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
-        return False
-    return (exc.details() or "").split(":", 1)[0] in PERMANENT_REASONS
+    """True for the hub's refusal of the notice itself (``INVALID_ARGUMENT`` with one of
+    :data:`PERMANENT_REASONS`), whether given as the raw status or as the typed error."""
+    if isinstance(exc, grpc.RpcError):
+        exc = from_rpc_error(exc)
+    return isinstance(exc, InvalidArgument) and exc.remote_code is not None and exc.reason in PERMANENT_REASONS
 
 
 def provider_notices(rt) -> ProviderNotices:

@@ -16,7 +16,7 @@ from typing import Callable
 import grpc
 
 from hedui.adapters.idnum import contains_idnum
-from hedui.node.errors import HeduiError, to_status
+from hedui.node.errors import HeduiError, status_code, to_status
 
 __all__ = ["rpc_method", "Call"]
 
@@ -74,7 +74,7 @@ def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extr
     fields = {
         "method": method,
         "peer": caller,
-        "code": err.code.name,
+        "code": status_code(err).name,
         "reason": err.reason,
         "outcome": err.reason,
     }

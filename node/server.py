@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hedui.node.errors import ConfigError
+from hedui.node.errors import ConfigError, Reason
 from hedui.node.runtime import Runtime
 from hedui.v1 import (
     audit_pb2,
@@ -147,14 +147,14 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         port = 0
     if port == 0:
         rt.close()
-        raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason="BIND_FAILED")
+        raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)
     if rt.config.metrics.listen:
         try:
             rt.metrics.serve(rt.config.metrics.listen)
         except OSError as exc:
             server.stop(0)
             rt.close()
-            raise ConfigError(f"metrics.listen: cannot bind {rt.config.metrics.listen} ({exc.strerror})", reason="BIND_FAILED") from None
+            raise ConfigError(f"metrics.listen: cannot bind {rt.config.metrics.listen} ({exc.strerror})", reason=Reason.BIND_FAILED) from None
         background.append(_Stopper(rt.metrics.stop))
     return NodeServer(rt=rt, server=server, port=port, health=hs, background=background)
 

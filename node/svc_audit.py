@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hedui.node.audit.note import split_note
-from hedui.node.errors import InvalidArgument, NotFound
+from hedui.node.errors import InvalidArgument, NotFound, Reason
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 
@@ -52,5 +52,5 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if size == 0:
             raise InvalidArgument("tree_size: got 0, want a checkpointed size > 0")
         if self._log.checkpoint_at(size) is None:
-            raise NotFound(f"tree_size: no checkpoint of size {size}", reason="NO_SUCH_CHECKPOINT")
+            raise NotFound(f"tree_size: no checkpoint of size {size}", reason=Reason.NO_SUCH_CHECKPOINT)
         return size

@@ -52,7 +52,7 @@ from hedui.node import policy
 from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.hub import Hub, ReferralView, open_notice
 from hedui.node.discovery.outbox import _scrub
-from hedui.node.errors import ConfigError, InvalidArgument, PermissionDenied, VerificationError
+from hedui.node.errors import ConfigError, InvalidArgument, PermissionDenied, Reason, VerificationError
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
 
@@ -131,11 +131,11 @@ def verify_notice(directory, caller: str, env: common_pb2.Envelope) -> bytes:
     try:
         payload, _ = dsse.verify(env, {vk.keyid: vk}, payload_type=dsse.NOTICE)
     except VerificationError as exc:
-        if exc.reason == "UNKNOWN_SIGNER":
+        if exc.reason == Reason.UNKNOWN_SIGNER:
             raise VerificationError(
                 f"notice envelope: signed by {', '.join(s.keyid[:60] for s in env.signatures)}, "
                 f"want the caller's key {vk.keyid}",
-                reason="UNKNOWN_SIGNER",
+                reason=Reason.UNKNOWN_SIGNER,
             ) from None
         raise
     return payload
@@ -155,18 +155,18 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
         caller = call.caller.code
         policy.check_method(rt, caller, PUSH_METHOD)
         if not request.HasField("notice"):
-            raise InvalidArgument("notice: got none, want a DSSE envelope of a Notice", reason="BAD_ENVELOPE")
+            raise InvalidArgument("notice: got none, want a DSSE envelope of a Notice", reason=Reason.BAD_ENVELOPE)
         payload = verify_notice(rt.directory, caller, request.notice)
         try:
             notice = notice_pb2.Notice.FromString(payload)
         except DecodeError:
-            raise InvalidArgument("notice: signed payload is not a Notice message", reason="BAD_NOTICE") from None
+            raise InvalidArgument("notice: signed payload is not a Notice message", reason=Reason.BAD_NOTICE) from None
         if notice.provider != caller:
             raise PermissionDenied(
-                f"notice.provider: got {notice.provider[:64]!r}, want the caller {caller!r}", reason="PROVIDER_MISMATCH"
+                f"notice.provider: got {notice.provider[:64]!r}, want the caller {caller!r}", reason=Reason.PROVIDER_MISMATCH
             )
         if notice.hub != rt.member:
-            raise InvalidArgument(f"notice.hub: got {notice.hub[:64]!r}, want {rt.member!r}", reason="WRONG_HUB")
+            raise InvalidArgument(f"notice.hub: got {notice.hub[:64]!r}, want {rt.member!r}", reason=Reason.WRONG_HUB)
         opened = open_notice(notice, st.sealing_key)
         with rt.engine.begin() as conn:
             acc = st.hub.accept_notice(

@@ -9,7 +9,7 @@ import zlib
 
 from hedui.keys import dsse
 from hedui.node import policy
-from hedui.node.errors import InvalidArgument, NotFound
+from hedui.node.errors import InvalidArgument, NotFound, Reason
 from hedui.node.fields import derive, evaluate_predicate, parse_operand
 from hedui.node.provider import load_provider
 from hedui.node.rpc import Call, rpc_method
@@ -40,7 +40,7 @@ def _state(rt):
 def _epoch(st, asked: int) -> int:
     epoch = asked or st.current_epoch
     if epoch not in st.keys:
-        raise NotFound(f"epoch: got {asked}, want one of {sorted(st.keys)}", reason="UNKNOWN_EPOCH")
+        raise NotFound(f"epoch: got {asked}, want one of {sorted(st.keys)}", reason=Reason.UNKNOWN_EPOCH)
     return epoch
 
 
@@ -152,9 +152,9 @@ def _validate_lookup(req: lookup_pb2.LookupRequest, st) -> list:
         raise InvalidArgument("tokens: got 0, want at least 1")
     for i, t in enumerate(req.tokens):
         if len(t) != _TOKEN_SIZE:
-            raise InvalidArgument(f"tokens[{i}]: got {len(t)} bytes, want {_TOKEN_SIZE}", reason="BAD_TOKEN")
+            raise InvalidArgument(f"tokens[{i}]: got {len(t)} bytes, want {_TOKEN_SIZE}", reason=Reason.BAD_TOKEN)
     if len(set(req.tokens)) != len(req.tokens):
-        raise InvalidArgument("tokens: got duplicates, want each member once", reason="DUPLICATE_TOKEN")
+        raise InvalidArgument("tokens: got duplicates, want each member once", reason=Reason.DUPLICATE_TOKEN)
     if not req.queries:
         raise InvalidArgument("queries: got 0, want at least 1")
     if len(req.queries) > 64:
@@ -164,12 +164,12 @@ def _validate_lookup(req: lookup_pb2.LookupRequest, st) -> list:
     for i, q in enumerate(req.queries):
         fd = cat.get(q.field)
         if fd is None:
-            raise InvalidArgument(f"queries[{i}].field: got {q.field[:64]!r}, want one of {sorted(cat)}", reason="UNKNOWN_FIELD")
+            raise InvalidArgument(f"queries[{i}].field: got {q.field[:64]!r}, want one of {sorted(cat)}", reason=Reason.UNKNOWN_FIELD)
         if q.op not in _OPS:
             raise InvalidArgument(f"queries[{i}].op: got {int(q.op)}, want GE or EQ or unspecified")
         op = _OPS[q.op]
         if op == "ge" and not fd.numeric:
-            raise InvalidArgument(f"queries[{i}]: got >= on {fd.type} field {fd.name}, want a numeric field", reason="BAD_PREDICATE")
+            raise InvalidArgument(f"queries[{i}]: got >= on {fd.type} field {fd.name}, want a numeric field", reason=Reason.BAD_PREDICATE)
         if not op and q.operand:
             raise InvalidArgument(f"queries[{i}].operand: got one without an operator, want op GE or EQ")
         operand = parse_operand(fd, q.operand) if op else None

@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 
 from hedui.adapters.synthetic import resident
 from hedui.keys import oprf
+from hedui.keys.errors import OprfProofError
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.client import PeerClient
 from hedui.node.errors import InvalidArgument
@@ -222,7 +223,7 @@ def test_proof_from_wrong_key_is_refused(bed):
     other = oprf.ServerKey.derive(os.urandom(32), 1)
     elements, proof = other.evaluate_batch(state.blinded)
     real = bytes(bed.runtime("hub").directory.member("tax").oprf_keys[0].public_key)
-    with pytest.raises(oprf.ProofError):
+    with pytest.raises(OprfProofError):
         oprf.finalize(state, elements, proof, real)
 
 

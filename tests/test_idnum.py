@@ -8,9 +8,9 @@ import re
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from hedui.adapters.errors import InvalidIdentity
 from hedui.adapters.idnum import (
     IDNUM_PATTERN,
-    InvalidIdentity,
     contains_idnum,
     normalize,
     synthetic,

@@ -34,7 +34,7 @@ from hedui.node.discovery import tables as t
 from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.hub import open_notice
-from hedui.node.discovery.outbox import seal_notice
+from hedui.node.discovery.outbox import enqueue, seal_notice
 from hedui.node.notices import DetectionScheduler, ProviderNotices, PushLoop
 from hedui.node.runtime import Runtime
 from hedui.node.svc_hub import hub_state
@@ -314,6 +314,29 @@ def test_refused_notices_are_audited_and_nothing_is_stored(fed_tb):
         assert refusals[0]["request_digest"] == hashlib.sha256(env.payload).hexdigest()
         assert hub_counts(tb) == {"notice_inbox": 0, "leads": 0, "lead_events": 0, "referrals": 0}, name
     assert not [x for x in audit_log(hub_rt) if x["kind"] in ("notice.received", "receipt")]
+
+
+def test_notice_the_hub_refuses_as_such_is_rejected_by_the_node_pusher(fed_tb):
+    """The node's own push path turns the hub's status back into the typed error, so a
+    refusal of the notice itself (here an invalid identity in the sealed part) marks the
+    outbox row rejected instead of retrying it forever; a transient failure would not."""
+    tb = fed_tb
+    pn = notices(tb, "fire")
+    idn = planted_identity(tb, 33)
+    bad = idn[:17] + ("0" if idn[17] != "0" else "1")
+    det = Detection(rule="fire.large_loss", event_type="fire_loss", identity=bad, region="370304001",
+                    event_date=date(2025, 10, 7), due_date=date(2025, 10, 10), period="2025-10-07",
+                    details={"fact": "fire"}, dedup_key="f" * 64)
+    with tb.runtime("fire").engine.begin() as conn:
+        nid, created = enqueue(conn, det, pn.sign_and_seal, hub="hub")
+    assert created
+    stats = pn.push()
+    assert (stats.attempted, stats.failed) == (1, 1)
+    with tb.runtime("fire").engine.connect() as c:
+        row = c.execute(select(t.notice_outbox.c.status, t.notice_outbox.c.last_error)
+                        .where(t.notice_outbox.c.notice_id == nid)).one()
+    assert row.status == "rejected" and "INVALID_IDENTITY" in row.last_error and bad not in row.last_error
+    assert hub_counts(tb) == {"notice_inbox": 0, "leads": 0, "lead_events": 0, "referrals": 0}
 
 
 def test_certificate_from_the_ca_but_not_in_the_directory_is_refused(fed_tb, tmp_path):

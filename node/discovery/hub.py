@@ -51,6 +51,7 @@ from hedui.node.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Reason,
 )
 from hedui.v1 import common_pb2, notice_pb2
 
@@ -355,7 +356,7 @@ class Hub:
                 raise InvalidArgument(
                     f"notice_id: got {bytes(notice.notice_id).hex()} again with different contents, "
                     "want a new id for a new notice",
-                    reason="NOTICE_ID_REUSED",
+                    reason=Reason.NOTICE_ID_REUSED,
                 )
             receipt = sign_receipt(self._receipt(notice.notice_id, digest, utc(row.received_at), duplicate=True))
             return Acceptance(True, row.lead_id, None, False, receipt)
@@ -537,7 +538,7 @@ class Hub:
             if row.status == "responded":
                 raise FailedPrecondition(
                     f"referral {referral_id} status: got 'responded', want 'open' or 'escalated'",
-                    reason="ALREADY_RESPONDED",
+                    reason=Reason.ALREADY_RESPONDED,
                 )
             conn.execute(
                 update(referrals)

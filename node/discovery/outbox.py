@@ -32,7 +32,7 @@ from sqlalchemy import Connection, Engine, select, update
 from hedui.keys import sealing
 from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.tables import insert_ignore, notice_outbox
-from hedui.node.errors import InvalidArgument, VerificationError
+from hedui.node.errors import InvalidArgument, Reason, VerificationError
 from hedui.v1 import common_pb2, notice_pb2
 
 __all__ = [
@@ -311,14 +311,14 @@ class Pusher:
 
     def _check(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
         if not isinstance(receipt_bytes, (bytes, bytearray)) or not receipt_bytes:
-            raise VerificationError("receipt: got no bytes, want a signed receipt envelope", reason="RECEIPT_INVALID")
+            raise VerificationError("receipt: got no bytes, want a signed receipt envelope", reason=Reason.RECEIPT_INVALID)
         receipt = self._verify(envelope, bytes(receipt_bytes))
         if receipt is None:
-            raise VerificationError("receipt: got a receipt the verifier rejected", reason="RECEIPT_INVALID")
+            raise VerificationError("receipt: got a receipt the verifier rejected", reason=Reason.RECEIPT_INVALID)
         if bytes(receipt.notice_id) != notice_id:
             raise VerificationError(
                 f"receipt.notice_id: got {bytes(receipt.notice_id).hex()}, want {notice_id.hex()}",
-                reason="RECEIPT_MISMATCH",
+                reason=Reason.RECEIPT_MISMATCH,
             )
         env = common_pb2.Envelope.FromString(envelope)
         digest = hashlib.sha256(env.payload).digest()
@@ -326,7 +326,7 @@ class Pusher:
             raise VerificationError(
                 f"receipt.notice_digest: got {bytes(receipt.notice_digest).hex()[:16]}…, "
                 f"want {digest.hex()[:16]}…",
-                reason="RECEIPT_MISMATCH",
+                reason=Reason.RECEIPT_MISMATCH,
             )
         return receipt
 

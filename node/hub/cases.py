@@ -26,7 +26,18 @@ from hedui.adapters.idnum import normalize
 from hedui.keys import dsse, oprf
 from hedui.keys.directory import PURPOSES
 from hedui.node.client import PeerClient
-from hedui.node.errors import InvalidArgument, NotFound, VerificationError
+from hedui.node.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    ResourceExhausted,
+    Unauthenticated,
+    VerificationError,
+    describe_remote,
+    from_rpc_error,
+)
 from hedui.node.hub.rules import Rules, load_rules
 from hedui.node.hub.tables import case_answers, case_members, cases, directory_history
 from hedui.node.svc_provider import request_digest
@@ -82,7 +93,7 @@ def open_case(
         except InvalidArgument as exc:
             raise InvalidArgument(f"members[{i}]: {exc.message}", reason=exc.reason) from None
         if ident in seen:
-            raise InvalidArgument(f"members[{i}]: same person as members[{seen[ident]}], want each member once", reason="DUPLICATE_MEMBER")
+            raise InvalidArgument(f"members[{i}]: same person as members[{seen[ident]}], want each member once", reason=Reason.DUPLICATE_MEMBER)
         seen[ident] = i
         norm.append((ident, (relation or "member")[:32]))
     now = dt.datetime.now(dt.timezone.utc)
@@ -181,14 +192,11 @@ def run_case(rt, case_ref: str, *, timeout: float = 10.0, retries: int = 2, reru
 
 
 def _status_of(err: grpc.RpcError) -> tuple[str, str]:
-    code = err.code()
-    details = (err.details() or "")[:300]
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return "unavailable", f"{code.name}: {details}"
-    if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
-        return "refused", f"{code.name}: {details}"
-    return "unavailable", f"{code.name}: {details}"
+    """``unavailable`` for a peer that did not answer (or failed internally), ``refused`` for
+    a typed refusal; the reason text keeps the status name and the peer's reason."""
+    e = from_rpc_error(err)
+    refused = isinstance(e, (PermissionDenied, ResourceExhausted, InvalidArgument, Unauthenticated, FailedPrecondition, NotFound))
+    return ("refused" if refused else "unavailable"), describe_remote(e)[:300]
 
 
 def _retryable(err: grpc.RpcError) -> bool:
@@ -217,7 +225,7 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
     attempts = 0
     try:
         if not epochs:
-            raise VerificationError(f"directory: {code} publishes no OPRF key", reason="NO_OPRF_KEY")
+            raise VerificationError(f"directory: {code} publishes no OPRF key", reason=Reason.NO_OPRF_KEY)
         epoch, pub = epochs[0]
         state = oprf.blind(idents)
         ev_req = pseudonym_pb2.EvaluateRequest(
@@ -227,7 +235,7 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
         ev, n = _call(peer.pseudonym.Evaluate, ev_req, timeout, retries)
         attempts += n
         if ev.epoch != epoch:
-            raise VerificationError(f"evaluate: got epoch {ev.epoch}, want {epoch}", reason="BAD_EPOCH")
+            raise VerificationError(f"evaluate: got epoch {ev.epoch}, want {epoch}", reason=Reason.BAD_EPOCH)
         tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, pub)
         req = lookup_pb2.LookupRequest(
             context=common_pb2.RequestContext(request_id=rid, **ctx_base), epoch=epoch, tokens=tokens,
@@ -256,7 +264,7 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
         row.update(status=status, reason=reason)
         rt.audit.record("query.failed", {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": reason[:120]})
     except VerificationError as exc:
-        status = "bad_proof" if exc.reason == "BAD_PROOF" else "bad_signature"
+        status = "bad_proof" if exc.reason == Reason.BAD_PROOF else "bad_signature"
         row.update(status=status, reason=f"{exc.reason}: {exc.message}"[:300])
         rt.audit.record("query.failed", {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason})
     row["attempts"] = attempts
@@ -271,13 +279,13 @@ def verify_answer(signing_keys, code: str, env, digest: bytes, tokens: list[byte
     try:
         answer = lookup_pb2.LookupAnswer.FromString(payload)
     except Exception:
-        raise VerificationError("answer: signed payload is not a LookupAnswer", reason="BAD_ANSWER") from None
+        raise VerificationError("answer: signed payload is not a LookupAnswer", reason=Reason.BAD_ANSWER) from None
     if answer.provider != code:
-        raise VerificationError(f"answer.provider: got {answer.provider[:32]!r}, want {code!r}", reason="BAD_ANSWER")
+        raise VerificationError(f"answer.provider: got {answer.provider[:32]!r}, want {code!r}", reason=Reason.BAD_ANSWER)
     if bytes(answer.request_digest) != digest:
-        raise VerificationError("answer.request_digest: does not match the request sent (replayed answer?)", reason="ANSWER_NOT_BOUND")
+        raise VerificationError("answer.request_digest: does not match the request sent (replayed answer?)", reason=Reason.ANSWER_NOT_BOUND)
     if [bytes(a.token) for a in answer.members] != list(tokens):
-        raise VerificationError("answer.members: tokens differ from the request", reason="BAD_ANSWER")
+        raise VerificationError("answer.members: tokens differ from the request", reason=Reason.BAD_ANSWER)
     return answer
 
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from hedui.keys.signing import VerifyingKey
-from hedui.node.errors import VerificationError
+from hedui.node.errors import Reason, VerificationError
 from hedui.node.hub.report import load_case, mask_identity, verified_answers
 
 __all__ = ["export_case", "verify_case_data", "verify_export", "EXPORT_FORMAT"]
@@ -69,7 +69,7 @@ def verify_export(path: Path, authority: VerifyingKey) -> list[dict]:
             "directories": {int(v): base64.b64decode(b) for v, b in doc["directories"].items()},
         }
     except OSError as exc:
-        raise VerificationError(f"case file {path}: {exc.strerror}", reason="BAD_EXPORT") from None
+        raise VerificationError(f"case file {path}: {exc.strerror}", reason=Reason.BAD_EXPORT) from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise VerificationError(f"case file {path}: got malformed evidence ({type(exc).__name__}), want {EXPORT_FORMAT}", reason="BAD_EXPORT") from None
+        raise VerificationError(f"case file {path}: got malformed evidence ({type(exc).__name__}), want {EXPORT_FORMAT}", reason=Reason.BAD_EXPORT) from None
     return verify_case_data(data, authority)
