@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from hedui.adapters.idnum import IDNUM_PATTERN
+from hedui.adapters import idnum
 from hedui.adapters.errors import MappingError
 
 __all__ = [
@@ -249,7 +249,7 @@ def _loc(loc: tuple) -> str:
 
 def _describe(value: Any) -> str:
     text = repr(value)
-    if IDNUM_PATTERN.search(text):
+    if idnum.contains(text):
         return f"a {type(value).__name__} shaped like an identity number"
     return text if len(text) <= 60 else text[:57] + "..."
 

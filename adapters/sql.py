@@ -26,7 +26,7 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from hedui.adapters._convert import RowConverter
-from hedui.adapters.idnum import contains_idnum
+from hedui.adapters import idnum
 from hedui.adapters.mapping import Mapping, SqlSource
 from hedui.adapters.records import Record, RowProblem
 from hedui.adapters.errors import SourceError
@@ -229,7 +229,7 @@ class SqlAdapter:
             m = row._mapping
             key = m[pk_l]
             locator = f"{table}:{pk_name}={key}"
-            if contains_idnum(locator):
+            if idnum.contains(locator):
                 return RowProblem(f"{table}:{pk_name}=<withheld>", "source.primary_key: got an identity-shaped "
                                   "key, want a key that is not an identity number"), after
             if key == prev[0]:  # a one-to-many join repeated the row

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hedui.adapters._convert import RowConverter, is_blank
-from hedui.adapters.idnum import contains_idnum
+from hedui.adapters import idnum
 from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping
 from hedui.adapters.records import Record, RowProblem
 from hedui.adapters.errors import SourceError
@@ -81,7 +81,7 @@ class _FileAdapter:
             if is_blank(key):
                 return RowProblem(locator, "source.primary_key: got an empty cell, want a row key")
             locator = f"{self._path.name}:{pk_col}={str(key).strip()}"
-            if contains_idnum(locator):
+            if idnum.contains(locator):
                 return RowProblem(self._locator(line), "source.primary_key: got an identity-shaped key, "
                                   "want a key that is not an identity number")
             first = self._seen.setdefault(locator, line)

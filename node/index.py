@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, select, text, update
 
 from hedui.adapters import Adapter
-from hedui.adapters.idnum import IDNUM_PATTERN
+from hedui.adapters import idnum
 from hedui.adapters.records import Fact, Record, RowProblem
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import InvalidArgument
@@ -120,7 +120,7 @@ class _Tokenizer:
 # --- serialisation ----------------------------------------------------------------------------
 
 def _scrub(text_: str) -> str:
-    return IDNUM_PATTERN.sub("<withheld>", text_)
+    return idnum.scrub(text_, "<withheld>")
 
 
 def _fit(locator: str) -> str:

@@ -46,12 +46,13 @@ from google.protobuf.message import DecodeError
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
+from hedui.adapters.idnum import scrub
 from hedui.keys import dsse, sealing
 from hedui.adapters.records import RowProblem
 from hedui.keys.keyfile import load_secret, save_secret
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
 from hedui.node.discovery.detect import Detection, detect
-from hedui.node.discovery.outbox import Pusher, PushStats, _scrub, enqueue, seal_notice
+from hedui.node.discovery.outbox import Pusher, PushStats, enqueue, seal_notice
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
 from hedui.node.discovery.tables import notice_outbox
 from hedui.node.errors import (
@@ -504,7 +505,7 @@ class DetectionScheduler(_Loop):
         try:
             self.notices.run(now.date(), only_due=True)
         except Exception as exc:  # retried at the next step
-            log.error("detection run failed: %s", _scrub(f"{type(exc).__name__}: {exc}")[:300])
+            log.error("detection run failed: %s", scrub(f"{type(exc).__name__}: {exc}")[:300])
             return 3600.0
         return min(3600.0, max(1.0, (today_at + timedelta(days=1) - now).total_seconds()))
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hedui.adapters import idnum
 from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, ResourceExhausted
 from hedui.node.store.tables import quota_counters, seen_requests
@@ -45,9 +46,7 @@ def validate_context(ctx: common_pb2.RequestContext, *, need_consent: bool) -> N
         raise InvalidArgument(f"context.request_id: got {len(ctx.request_id)} bytes, want {_ID_MIN}..{_ID_MAX}", reason=Reason.BAD_REQUEST_ID)
     if not ctx.case_ref or len(ctx.case_ref) > 64 or not ctx.case_ref.isprintable():
         raise InvalidArgument(f"context.case_ref: got {len(ctx.case_ref)} characters, want 1..64 printable", reason=Reason.BAD_CASE_REF)
-    from hedui.adapters.idnum import contains_idnum
-
-    if contains_idnum(ctx.case_ref) or contains_idnum(ctx.operator):
+    if idnum.contains(ctx.case_ref) or idnum.contains(ctx.operator):
         # An identity number smuggled into a free-text field: refuse, and never echo it.
         raise InvalidArgument("context: got something shaped like an identity number, want pseudonymous references only", reason=Reason.IDENTITY_IN_REQUEST)
     if len(ctx.operator) > 64:

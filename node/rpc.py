@@ -15,7 +15,7 @@ from typing import Callable
 
 import grpc
 
-from hedui.adapters.idnum import contains_idnum
+from hedui.adapters import idnum
 from hedui.node.errors import HeduiError, status_code, to_status
 
 __all__ = ["rpc_method", "Call"]
@@ -84,7 +84,7 @@ def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extr
             purpose=int(ctx.purpose),
             # A case reference carrying an identity number is itself the refusal reason
             # (IDENTITY_IN_REQUEST); it must still be audited, without the number.
-            case_ref=ctx.case_ref[:64] if ctx.case_ref.isprintable() and not contains_idnum(ctx.case_ref) else "[redacted]",
+            case_ref=ctx.case_ref[:64] if ctx.case_ref.isprintable() and not idnum.contains(ctx.case_ref) else "[redacted]",
         )
     if extra is not None:
         try:

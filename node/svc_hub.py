@@ -46,12 +46,12 @@ from typing import Callable
 
 from google.protobuf.message import DecodeError
 
+from hedui.adapters.idnum import scrub
 from hedui.keys import dsse, sealing
 from hedui.keys.sealing import SealingKey
 from hedui.node import policy
 from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.hub import Hub, ReferralView, open_notice
-from hedui.node.discovery.outbox import _scrub
 from hedui.node.errors import ConfigError, InvalidArgument, PermissionDenied, Reason, VerificationError
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
@@ -251,7 +251,7 @@ class EscalationJob:
                     self.run_once(now.date())
                     last = now.date()
                 except Exception as exc:  # keep the job alive; the store may be briefly away
-                    log.error("referral escalation failed: %s", _scrub(f"{type(exc).__name__}: {exc}")[:300])
+                    log.error("referral escalation failed: %s", scrub(f"{type(exc).__name__}: {exc}")[:300])
             # Wake at least hourly, so a failed run is retried and a changed clock is noticed.
             self._stop.wait(min(self._seconds_to_next(), 3600.0))
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 import hedui.node.audit.tables  # noqa: F401 - registers the tables before `engine` creates them
+from hedui.adapters import idnum
 from hedui.node.audit import merkle, offline
 from hedui.node.audit.errors import (
     CheckpointError,
@@ -28,7 +29,6 @@ from hedui.node.audit.log import (
     CheckpointScheduler,
     Kind,
     TreeReader,
-    contains_identity,
     decode_entry,
     encode_entry,
 )
@@ -207,7 +207,7 @@ def test_identity_shaped_values_are_refused(audit: AuditLog, value) -> None:
 )
 def test_non_identity_values_pass(audit: AuditLog, value: str) -> None:
     audit.append(Kind.ADMIN, {"action": "x", "operator": "op", "note": value})
-    assert not contains_identity("ab" * 32)
+    assert not idnum.contains("ab" * 32)
 
 
 @pytest.mark.parametrize(

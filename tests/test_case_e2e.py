@@ -4,6 +4,7 @@ real signed answers, policy refusals, unavailable departments, offline evidence 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from decimal import Decimal
 
@@ -263,19 +264,38 @@ def test_evidence_verifies_offline_and_detects_tampering(bed, tmp_path):
         assert ident not in p.read_text()
 
 
-def test_identity_smuggled_into_case_ref_is_refused_and_audited_without_it(bed):
-    from sqlalchemy import select
+FULLWIDTH = str.maketrans({str(d): chr(0xFF10 + d) for d in range(10)} | {"X": "\uff38"})
+
+
+@pytest.mark.parametrize("form", [
+    pytest.param(lambda n: n, id="ascii"),
+    # Issue 11: the policy let a full-width number through, then the audit log refused the
+    # entry and the refusal itself was never audited. One guard decides both now.
+    pytest.param(lambda n: n.translate(FULLWIDTH), id="full-width"),
+    pytest.param(lambda n: f"{n[:6]} {n[6:14]} {n[14:]}", id="spaced"),
+    pytest.param(lambda n: n[:6] + n[8:17], id="legacy-15"),
+])
+def test_identity_smuggled_into_case_ref_is_refused_and_audited_without_it(bed, form):
+    from sqlalchemy import func, select
 
     from hedui.node.audit.tables import audit_entries
 
     ident = _ids()[0]
+    shown = form(ident)
     req = _lookup_request(bed)
-    req.context.case_ref = f"case of {ident}"
+    req.context.case_ref = f"case of {shown}"
+    rid = bytes(req.context.request_id).hex()
+    tax = bed.runtime("tax")
+    tax.audit.log.flush()
+    with tax.engine.connect() as c:
+        before = c.execute(select(func.count()).select_from(audit_entries)).scalar_one()
     with pytest.raises(grpc.RpcError) as e:
         _call(bed, req)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith("IDENTITY_IN_REQUEST")
-    assert ident not in e.value.details()
-    with bed.runtime("tax").engine.connect() as c:
-        entries = [bytes(r.entry) for r in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "refusal"))]
-    hits = [x for x in entries if b"IDENTITY_IN_REQUEST" in x]
-    assert hits and all(b"[redacted]" in x and ident.encode() not in x for x in hits)
+    assert shown not in e.value.details() and ident not in e.value.details()
+    tax.audit.log.flush()
+    with tax.engine.connect() as c:
+        new = [bytes(r.entry) for r in c.execute(select(audit_entries.c.entry).where(audit_entries.c.seq >= before))]
+    refusals = [json.loads(x)["fields"] for x in new if json.loads(x)["kind"] == "refusal"]
+    assert [(f["request_id"], f["outcome"], f["case_ref"]) for f in refusals] == [(rid, "IDENTITY_IN_REQUEST", "[redacted]")]
+    assert all(shown.encode() not in x and ident.encode() not in x for x in new)

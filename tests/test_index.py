@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, inspect, select, text
 
 import hedui.node.index_tables  # noqa: F401  (registers the tables on the shared metadata)
 from hedui.adapters import open_adapter
-from hedui.adapters.idnum import contains_idnum
+from hedui.adapters import idnum
 from hedui.adapters.records import Record
 from hedui.adapters.synthetic import write_csv, write_sql
 from hedui.keys.oprf import ServerKey
@@ -122,12 +122,12 @@ def _scan_store(engine) -> list[str]:
                         v = bytes(v)
                     elif v is not None:
                         v = str(v)
-                    if v is not None and contains_idnum(v):
+                    if v is not None and idnum.contains(v):
                         hits.append(name)
     if engine.dialect.name == "sqlite":
         db = Path(engine.url.database)
         for f in (db, Path(f"{db}-wal")):
-            if f.exists() and contains_idnum(f.read_bytes()):
+            if f.exists() and idnum.contains(f.read_bytes()):
                 hits.append(f.name)
     return hits
 

@@ -36,8 +36,8 @@ other side's member code. ``request_id`` is the lower-case hex of the 16-byte re
 exact signed bytes. ``purpose`` is the ``hedui.v1.Purpose`` enum name. ``case_ref`` is
 the hub's case reference ("" only if there is none — reconciliation reports those).
 
-Entries never hold identity numbers: :data:`IDENTITY_SHAPE` (the one definition) is
-checked on every serialised entry and an entry that matches is refused with
+Entries never hold identity numbers: the one identity guard (:func:`hedui.adapters.idnum.contains`)
+checks every serialised entry and an entry that matches is refused with
 :class:`IdentityInEntryError`.
 
 Writes and crashes
@@ -85,12 +85,10 @@ from hedui.node.audit.tables import (
     audit_head,
     audit_nodes,
 )
-from hedui.adapters.idnum import IDNUM_WIDE
+from hedui.adapters import idnum
 from hedui.node.errors import ConfigError, InvalidArgument, NotFound
 
 __all__ = [
-    "IDENTITY_SHAPE",
-    "contains_identity",
     "Kind",
     "REQUIRED_FIELDS",
     "TIME_EXTENSION",
@@ -104,18 +102,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("hedui.audit")
-
-# "Shaped like a resident identity number" (GB 11643-1999), ASCII or full-width: the one
-# definition lives with the identity code.
-IDENTITY_SHAPE = IDNUM_WIDE
-
-
-def contains_identity(text: str | bytes) -> bool:
-    """True if ``text`` contains something shaped like an 18-character identity number."""
-    if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8", "replace")
-    return IDENTITY_SHAPE.search(text) is not None
-
 
 class Kind:
     """Entry kinds (see the module docstring for their fields)."""
@@ -235,9 +221,9 @@ def encode_entry(kind: str, fields: Mapping[str, Any], at: datetime) -> bytes:
         raise InvalidArgument(f"audit entry {kind}: not serialisable ({exc})") from None
     if len(data) > _MAX_ENTRY_BYTES:
         raise InvalidArgument(f"audit entry {kind}: {len(data)} bytes, want <= {_MAX_ENTRY_BYTES}")
-    if contains_identity(data.decode("utf-8")):
+    if idnum.contains(data):
         where = next(
-            (k for k, v in fields.items() if contains_identity(k) or contains_identity(_canonical(v).decode())),
+            (k for k, v in fields.items() if idnum.contains(k) or idnum.contains(_canonical(v))),
             "kind",
         )
         raise IdentityInEntryError(

@@ -41,6 +41,7 @@ from typing import Annotated, Any, Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, Engine, and_, func, select, true, update
 
+from hedui.adapters import idnum
 from hedui.adapters.idnum import normalize as normalise_identity
 from hedui.keys import sealing
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
@@ -405,7 +406,7 @@ class Hub:
             raise InvalidArgument(f"event_date: got {event_date}, want a date not after today")
         if len(note) > 2000:
             raise InvalidArgument(f"note: got {len(note)} characters, want at most 2000")
-        if _looks_like_identity(note):
+        if idnum.contains(note):
             raise InvalidArgument("note: got text containing an identity number, want none (it is sealed separately)")
         pkey = self.person_key(identity)
         details = notice_pb2.SealedDetails(
@@ -809,14 +810,6 @@ def _check_notice(n: notice_pb2.Notice, hub: str) -> dict[str, Any]:
             raise InvalidArgument(f"notice.{name}: got {v[:32]!r}, want an ISO date") from None
     out["created_at"] = n.created_at.ToDatetime(tzinfo=timezone.utc)
     return out
-
-
-# ---------------------------------------------------------------- identity numbers
-
-def _looks_like_identity(text: str) -> bool:
-    from hedui.adapters.idnum import looks_like_idnum
-
-    return looks_like_idnum(text)
 
 
 # ---------------------------------------------------------------- HTML

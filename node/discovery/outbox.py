@@ -29,6 +29,7 @@ from typing import Callable
 
 from sqlalchemy import Connection, Engine, select, update
 
+from hedui.adapters.idnum import scrub
 from hedui.keys import sealing
 from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.tables import insert_ignore, notice_outbox
@@ -255,7 +256,7 @@ class Pusher:
             try:
                 self.push_due()
             except Exception as exc:  # the store may be briefly unavailable
-                log.warning("notice pusher pass failed: %s", _scrub(f"{type(exc).__name__}: {exc}"))
+                log.warning("notice pusher pass failed: %s", scrub(f"{type(exc).__name__}: {exc}"))
             stop.wait(poll_interval)
 
     # ------------------------------------------------------------ internals
@@ -280,7 +281,7 @@ class Pusher:
             if self._on_delivered is not None:
                 self._on_delivered(notice_id, envelope, bytes(receipt_bytes), receipt)
         except Exception as exc:
-            error = _scrub(f"{type(exc).__name__}: {exc}")[:500]
+            error = scrub(f"{type(exc).__name__}: {exc}")[:500]
             if self._permanent(exc):
                 # The hub refused the notice itself: retrying the same bytes cannot succeed.
                 with self._engine.begin() as conn:
@@ -347,9 +348,4 @@ def _add(a: PushStats, b: PushStats) -> PushStats:
     )
 
 
-def _scrub(text: str) -> str:
-    """Masks anything shaped like an identity number (defence in depth for injected errors)."""
-    from hedui.adapters.idnum import scrub
-
-    return scrub(text)
 
