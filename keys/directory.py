@@ -8,18 +8,18 @@ expired directory or one older than the newest version they have accepted.
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from hedui.keys import dsse
 from hedui.keys.ca import cert_fingerprint, load_cert
 from hedui.keys.signing import SigningKey, VerifyingKey, load_public
 from hedui.common.errors import ConfigError, Reason, VerificationError
+from hedui.common.toml import load_toml
 from hedui.keys.errors import DirectoryError, DirectorySpecError
 from hedui.v1 import common_pb2, directory_pb2
 
@@ -94,20 +94,8 @@ class DirectorySpec(_Strict):
 
     @classmethod
     def load(cls, path: Path) -> "DirectorySpec":
-        from hedui.node.config import format_validation_error
-
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"directory spec {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"directory spec {path}: {exc}") from None
-        base = Path(path).parent
-        try:
-            spec = cls.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(f"directory spec {path}: {format_validation_error(exc)}") from None
-        return spec._resolved(base)
+        spec = load_toml(path, cls, what="a directory spec", error=DirectorySpecError)
+        return spec._resolved(Path(path).parent)
 
     def _resolved(self, base: Path) -> "DirectorySpec":
         def r(p: Path) -> Path:

@@ -23,15 +23,15 @@ used (or the evaluation date for an empty sum/count).
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from hedui.adapters.records import Fact
+from hedui.common.toml import load_toml
 from hedui.node.errors import ConfigError, InvalidArgument, Reason
 
 __all__ = ["FieldDef", "Catalogue", "Derived", "load_catalogue", "derive", "evaluate_predicate"]
@@ -66,20 +66,10 @@ class Catalogue(BaseModel):
 
 
 def load_catalogue(path: Path) -> Catalogue:
-    from hedui.node.config import format_validation_error
-
-    try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        cat = Catalogue.model_validate(raw)
-    except OSError as exc:
-        raise ConfigError(f"field catalogue {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"field catalogue {path}: {exc}") from None
-    except ValidationError as exc:
-        raise ConfigError(f"field catalogue {path}: {format_validation_error(exc)}") from None
+    cat = load_toml(path, Catalogue, what="a field catalogue")
     names = [f.name for f in cat.fields]
     if len(names) != len(set(names)):
-        raise ConfigError(f"field catalogue {path}: fields.name: got duplicates, want unique names")
+        raise ConfigError(f"{path}: fields.name: got duplicates, want unique names")
     return cat
 
 

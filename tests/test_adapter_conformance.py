@@ -354,8 +354,8 @@ def test_mapping_errors_name_the_key(tmp_path):
         parse_mapping(m, origin="payroll.toml")
     msg = str(ei.value)
     assert msg.startswith("payroll.toml: ")
-    assert "facts[0].unit: got 'cents', want one of 'fen', 'yuan', 'wan_yuan'" in msg
-    assert "facts[1].colum: unknown key" in msg
+    assert "facts['wage'].unit: got 'cents', want one of 'fen', 'yuan', 'wan_yuan'" in msg
+    assert "facts['pension'].colum: got an unknown key" in msg
 
 
 # --- hostile input ---------------------------------------------------------------------------

@@ -157,7 +157,7 @@ def test_directory_expired_and_rollback(tb):
 def test_directory_spec_unknown_key(tb):
     text = tb.spec_path.read_text() + '\nsurprise = "x"\n'
     tb.spec_path.write_text(text)
-    with pytest.raises(ConfigError, match="surprise: unknown key"):
+    with pytest.raises(ConfigError, match="surprise: got an unknown key"):
         DirectorySpec.load(tb.spec_path)
 
 

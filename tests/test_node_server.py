@@ -165,11 +165,11 @@ def test_tampered_directory_refused_at_start(fedbed):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda t: t.replace("[node]", "[node]\ncolour = \"blue\""), "node.colour: unknown key"),
+        (lambda t: t.replace("[node]", "[node]\ncolour = \"blue\""), "node.colour: got an unknown key"),
         (lambda t: t.replace("workers = 8", "workers = \"many\""), "node.workers"),
         (lambda t: t.replace('listen = "127.0.0.1:', 'listen = "nowhere'), "node.listen"),
-        (lambda t: t + "\n[surprise]\nx = 1\n", "surprise: unknown key"),
-        (lambda t: t.replace("[tls]", "[tls]\n[[oops"), "not valid TOML"),
+        (lambda t: t + "\n[surprise]\nx = 1\n", "surprise: got an unknown key"),
+        (lambda t: t.replace("[tls]", "[tls]\n[[oops"), "got invalid TOML"),
     ],
 )
 def test_bad_config_is_one_line(fedbed, mutate, message):

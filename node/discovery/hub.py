@@ -30,7 +30,6 @@ import hashlib
 import hmac
 import html
 import re
-import tomllib
 from calendar import monthrange
 from collections import Counter
 from dataclasses import dataclass
@@ -38,11 +37,12 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, Engine, and_, func, select, true, update
 
 from hedui.adapters import idnum
 from hedui.adapters.idnum import normalize as normalise_identity
+from hedui.common.toml import load_toml
 from hedui.keys import sealing
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
 from hedui.node.discovery.outbox import NOTICE_PAYLOAD_TYPE, notice_aad
@@ -118,26 +118,24 @@ class Routing:
         self.names = {r.assignee: (r.name or r.assignee) for r in routes}
         self.kinds = {r.assignee: r.assignee_kind for r in routes}
 
-    @classmethod
-    def from_list(cls, raw: Any, *, source: str = "routes") -> Routing:
-        if not isinstance(raw, list) or not raw:
-            raise ConfigError(f"{source}: got {type(raw).__name__}, want one or more [[routes]] tables")
-        routes = []
-        for i, item in enumerate(raw, start=1):
-            try:
-                routes.append(Route.model_validate(item))
-            except ValidationError as exc:
-                e = exc.errors(include_url=False)[0]
-                loc = ".".join(str(p) for p in e["loc"]) or "route"
-                got = "an unknown key" if e["type"] == "extra_forbidden" else repr(e.get("input"))[:60]
-                raise ConfigError(f"{source}[{i}].{loc}: got {got}, want {e['msg'].lower()}") from None
-        return cls(routes)
-
     def route(self, region: str, event_type: str) -> Route:
         for r in self._routes:
             if region.startswith(r.region) and r.event_type in ("*", event_type):
                 return r
         raise AssertionError("unreachable: the catch-all route matches everything")  # pragma: no cover
+
+
+class HubFile(BaseModel):
+    """The hub's discovery file as written (see :meth:`Hub.from_config`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    hub: Annotated[str, Field(pattern=_CODE, description="the hub's member code")]
+    person_secret_file: Annotated[str, Field(min_length=1, description="a file path")]
+    sealing_public_file: Annotated[str, Field(min_length=1, description="a file path")] | None = None
+    calendar_overrides: Annotated[str, Field(min_length=1, description="a file path")] | None = None
+    referral_workdays: int = 5
+    routes: Annotated[list[Route], Field(min_length=1)]
 
 
 # ---------------------------------------------------------------- results
@@ -244,57 +242,41 @@ class Hub:
         ``[hub] calendar_overrides`` (used when the file names none).
         """
         p = Path(path)
-        try:
-            doc = tomllib.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"hub config {p}: got an unreadable file ({exc.strerror}), want a TOML file") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"hub config {p}: got invalid TOML ({exc}), want a hub config") from None
-        allowed = {"hub", "person_secret_file", "sealing_public_file", "calendar_overrides", "referral_workdays", "routes"}
-        extra = sorted(set(doc) - allowed)
-        if extra:
-            raise ConfigError(f"hub config {p}: {extra[0]}: got an unknown key, want one of {sorted(allowed)}")
-        hub = doc.get("hub")
-        if not isinstance(hub, str) or not re.fullmatch(_CODE, hub):
-            raise ConfigError(f"hub config {p}: hub: got {hub!r}, want the hub's member code")
+        doc = load_toml(p, HubFile, what="a hub discovery file (hub, person_secret_file, routes)")
 
-        def rel(key: str, required: bool = True) -> Path | None:
-            v = doc.get(key)
-            if v is None and not required:
-                return None
-            if not isinstance(v, str) or not v:
-                raise ConfigError(f"hub config {p}: {key}: got {v!r}, want a file path")
+        def rel(v: str) -> Path:
             q = Path(v)
             return q if q.is_absolute() else p.parent / q
 
-        def read(key: str) -> bytes:
-            q = rel(key)
-            assert q is not None
+        def read(key: str, v: str) -> bytes:
             try:
-                return q.read_bytes()
+                return rel(v).read_bytes()
             except OSError as exc:
-                raise ConfigError(f"hub config {p}: {key}: got an unreadable file {q} ({exc.strerror})") from None
+                raise ConfigError(f"{p}: {key}: got an unreadable file {rel(v)} ({exc.strerror}), want a file") from None
 
-        workdays = doc.get("referral_workdays", 5)
-        if not isinstance(workdays, int) or isinstance(workdays, bool):
-            raise ConfigError(f"hub config {p}: referral_workdays: got {workdays!r}, want an integer")
         public = sealing_public
-        if public is None or doc.get("sealing_public_file") is not None:
-            from_file = read("sealing_public_file")
+        if public is None or doc.sealing_public_file is not None:
+            if doc.sealing_public_file is None:
+                raise ConfigError(f"{p}: sealing_public_file: got nothing, want the hub's public sealing key file")
+            from_file = read("sealing_public_file", doc.sealing_public_file)
             if public is not None and bytes(public) != from_file:
                 raise ConfigError(
-                    f"hub config {p}: sealing_public_file: got a key that differs from the hub's published "
+                    f"{p}: sealing_public_file: got a key that differs from the hub's published "
                     "sealing key, want the same key (or leave the line out)"
                 )
             public = from_file
+        try:
+            routing = Routing(doc.routes)
+        except ConfigError as exc:
+            raise ConfigError(f"{p}: {exc.message}") from None
         return cls(
             engine,
-            hub=hub,
-            person_secret=read("person_secret_file"),
+            hub=doc.hub,
+            person_secret=read("person_secret_file", doc.person_secret_file),
             sealing_public=public,
-            routing=Routing.from_list(doc.get("routes"), source=f"hub config {p}: routes"),
-            calendar=WorkCalendar(rel("calendar_overrides", required=False) or calendar_overrides),
-            referral_workdays=workdays,
+            routing=routing,
+            calendar=WorkCalendar(rel(doc.calendar_overrides) if doc.calendar_overrides is not None else calendar_overrides),
+            referral_workdays=doc.referral_workdays,
         )
 
     # ------------------------------------------------------------ intake

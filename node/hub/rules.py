@@ -8,15 +8,14 @@ its reference. Every amount is CNY.
 
 from __future__ import annotations
 
-import tomllib
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hedui.node.errors import ConfigError
+from hedui.common.toml import FieldValueError, load_toml, parse_toml
 
 __all__ = ["Rules", "load_rules", "default_rules"]
 
@@ -66,7 +65,7 @@ class Rules(_M):
     @model_validator(mode="after")
     def _has_default(self) -> "Rules":
         if "default" not in self.standards:
-            raise ValueError("standards.default: missing, want the fallback monthly standard")
+            raise FieldValueError("standards.default", "nothing", "the fallback monthly standard")
         return self
 
     def standard_for(self, region: str) -> Decimal:
@@ -91,27 +90,15 @@ class Rules(_M):
         return need
 
 
-def _parse(text: str, where: str) -> Rules:
-    from hedui.node.config import format_validation_error
-
-    try:
-        return Rules.model_validate(tomllib.loads(text))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"rules {where}: {exc}") from None
-    except ValidationError as exc:
-        raise ConfigError(f"rules {where}: {format_validation_error(exc)}") from None
+_WHAT = "verification rules"
 
 
 def load_rules(path: Path | None) -> Rules:
     if path is None:
         return default_rules()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"rules {path}: {exc.strerror}") from None
-    return _parse(text, str(path))
+    return load_toml(path, Rules, what=_WHAT)
 
 
 def default_rules() -> Rules:
     text = resources.files("hedui.node").joinpath("data/verification-rules.toml").read_text(encoding="utf-8")
-    return _parse(text, "(packaged default)")
+    return parse_toml(text, Rules, source="verification-rules.toml (packaged default)", what=_WHAT)
