@@ -38,11 +38,11 @@ from hedui.adapters.synthetic import resident  # noqa: E402
 from hedui.keys import dsse  # noqa: E402
 from hedui.keys.keyfile import PASSPHRASE_ENV, load_secret  # noqa: E402
 from hedui.keys.oprf import ServerKey  # noqa: E402
-from hedui.node import testbed_provider  # noqa: E402
-from hedui.node.fields import derive, load_catalogue  # noqa: E402
-from hedui.node.hub.cases import consent_digest_of, open_case, run_case  # noqa: E402
-from hedui.node.index import facts_for_tokens  # noqa: E402
-from hedui.node.provider import OPRF_SEED_LABEL  # noqa: E402
+from hedui.node.testbed import provider as testbed_provider  # noqa: E402
+from hedui.node.verification.catalogue import derive, load_catalogue  # noqa: E402
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case  # noqa: E402
+from hedui.node.verification.index import facts_for_tokens  # noqa: E402
+from hedui.node.verification.provider import OPRF_SEED_LABEL  # noqa: E402
 from hedui.node.server import server_options  # noqa: E402
 from hedui.node.store.db import open_engine  # noqa: E402
 from hedui.node.testbed import MemberPlan, Testbed  # noqa: E402

@@ -37,11 +37,11 @@ from hedui.adapters.synthetic import residents as synthetic_residents
 from hedui.adapters.synthetic import write_sql
 from hedui.keys import oprf
 from hedui.keys.oprf import ServerKey
-from hedui.node.index import build_index
+from hedui.node.verification.index import build_index
 from hedui.node.store import schema
 from hedui.node.store.db import open_engine, sqlite_url
 
-import hedui.node.index_tables  # noqa: F401  (tables on the shared metadata)
+import hedui.node.verification.index_tables  # noqa: F401  (tables on the shared metadata)
 
 SEED = bytes(range(32))
 PG_ADMIN = os.environ.get("HEDUI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

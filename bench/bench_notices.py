@@ -43,7 +43,7 @@ from hedui.keys.keyfile import PASSPHRASE_ENV  # noqa: E402
 from hedui.node.discovery.detect import Detection  # noqa: E402
 from hedui.node.discovery.outbox import enqueue  # noqa: E402
 from hedui.node.discovery.tables import notice_inbox, notice_outbox, utc  # noqa: E402
-from hedui.node.notices import ProviderNotices  # noqa: E402
+from hedui.node.discovery.provider import ProviderNotices  # noqa: E402
 from hedui.node.runtime import Runtime  # noqa: E402
 from hedui.node.testbed import MemberPlan, Testbed  # noqa: E402
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc  # noqa: E402

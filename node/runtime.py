@@ -120,7 +120,7 @@ class Runtime:
 
 
 def _open_audit(rt: "Runtime"):
-    from hedui.node.auditing import open_audit
+    from hedui.node.audit.recorder import open_audit
 
     return open_audit(rt)
 

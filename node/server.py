@@ -97,10 +97,10 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         options=server_options(),
     )
     names = [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name]
-    from hedui.node.svc_node import NodeServicer
+    from hedui.node.node_service import NodeServicer
 
     node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(rt), server)
-    from hedui.node.svc_audit import AuditServicer
+    from hedui.node.audit.service import AuditServicer
 
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(rt), server)
     names.append(audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)
@@ -108,7 +108,7 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
     if "provider" in rt.config.node.roles and rt.config.provider.oprf_seed is not None:
         # Lookups need an OPRF key and a field catalogue; a department that only pushes
         # notices (fire, traffic police) runs without them.
-        from hedui.node.svc_provider import LookupServicer, PseudonymServicer
+        from hedui.node.verification.service import LookupServicer, PseudonymServicer
 
         pseudonym_pb2_grpc.add_PseudonymServiceServicer_to_server(PseudonymServicer(rt), server)
         lookup_pb2_grpc.add_LookupServiceServicer_to_server(LookupServicer(rt), server)
@@ -117,11 +117,11 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
             lookup_pb2.DESCRIPTOR.services_by_name["LookupService"].full_name,
         ]
     if "provider" in rt.config.node.roles:
-        from hedui.node.notices import provider_background
+        from hedui.node.discovery.provider import provider_background
 
         background += provider_background(rt)
     if "hub" in rt.config.node.roles:
-        from hedui.node.svc_hub import NoticeServicer, hub_background
+        from hedui.node.discovery.service import NoticeServicer, hub_background
 
         notice_pb2_grpc.add_NoticeServiceServicer_to_server(NoticeServicer(rt), server)
         names.append(notice_pb2.DESCRIPTOR.services_by_name["NoticeService"].full_name)

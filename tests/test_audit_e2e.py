@@ -11,8 +11,8 @@ from hedui.adapters.synthetic import resident
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.audit import offline
 from hedui.node.audit.note import Verifier, Verifiers
-from hedui.node.auditing import origin_of
-from hedui.node.hub.cases import consent_digest_of, open_case, run_case
+from hedui.node.audit.recorder import origin_of
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.testbed import MemberPlan, Testbed
 
 SEED = 7

@@ -18,9 +18,9 @@ from hedui.keys.errors import OprfProofError
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.client import PeerClient
 from hedui.node.errors import InvalidArgument
-from hedui.node.hub.cases import consent_digest_of, open_case, run_case
-from hedui.node.hub.report import build_report, render_html
-from hedui.node.hub.rules import default_rules
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+from hedui.node.verification.report import build_report, render_html
+from hedui.node.verification.rules import default_rules
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 
@@ -162,8 +162,8 @@ def test_policy_refusals_have_reasons_and_are_audited(bed, kwargs, code, reason)
 def test_predicate_answers_truth_not_value(bed):
     req = _lookup_request(bed, ops=[lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="9600")])
     resp = _call(bed, req)
-    from hedui.node.hub.cases import verify_answer
-    from hedui.node.svc_provider import request_digest
+    from hedui.node.verification.cases import verify_answer
+    from hedui.node.verification.service import request_digest
 
     ans = verify_answer(bed.runtime("hub").directory.signing_keys(), "tax", resp.answer, request_digest(req), list(req.tokens))
     for m in ans.members:
@@ -187,8 +187,8 @@ def test_replayed_request_id_refused_but_identical_retry_gets_same_answer(bed):
 
 def test_answer_bound_to_request_digest(bed):
     from hedui.node.errors import VerificationError
-    from hedui.node.hub.cases import verify_answer
-    from hedui.node.svc_provider import request_digest
+    from hedui.node.verification.cases import verify_answer
+    from hedui.node.verification.service import request_digest
 
     req = _lookup_request(bed)
     resp = _call(bed, req)
@@ -245,7 +245,7 @@ def test_evidence_verifies_offline_and_detects_tampering(bed, tmp_path):
     import json
 
     from hedui.keys.signing import load_public
-    from hedui.node.hub.evidence import export_case, verify_export
+    from hedui.node.verification.evidence import export_case, verify_export
 
     ref = _open(bed)
     assert run_case(bed.runtime("hub"), ref).complete

@@ -12,7 +12,7 @@ import pytest
 
 from hedui.adapters.synthetic import resident
 from hedui.keys.keyfile import PASSPHRASE_ENV
-from hedui.node.hub.cases import consent_digest_of, open_case, run_case
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.server import server_options
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
 from hedui.v1 import lookup_pb2_grpc, pseudonym_pb2_grpc
@@ -104,7 +104,7 @@ def test_answer_with_bad_signature_is_rejected_and_shown(bed, monkeypatch):
     def forged(payload_type, payload, signers):
         return real_sign(payload_type, payload, [rogue] if payload_type == dsse.ANSWER else signers)
 
-    monkeypatch.setattr("hedui.node.svc_provider.dsse.sign", forged)
+    monkeypatch.setattr("hedui.node.verification.service.dsse.sign", forged)
     res = run_case(hub, _case(bed))
     st = {o.provider: o for o in res.outcomes}
     assert st["tax"].status == "bad_signature" and "UNKNOWN_SIGNER" in st["tax"].reason

@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
-import hedui.node.index_tables  # noqa: F401  (registers the tables on the shared metadata)
+import hedui.node.verification.index_tables  # noqa: F401  (registers the tables on the shared metadata)
 from hedui.adapters import open_adapter
 from hedui.adapters import idnum
 from hedui.adapters.records import Record
 from hedui.adapters.synthetic import write_csv, write_sql
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, InvalidArgument
-from hedui.node.index import (all_tokens, build_index, facts_for_tokens, list_problems, live_epochs,
+from hedui.node.verification.index import (all_tokens, build_index, facts_for_tokens, list_problems, live_epochs,
                               retire_epoch)
-from hedui.node.index_tables import index_progress, index_rows, token_index
+from hedui.node.verification.index_tables import index_progress, index_rows, token_index
 
 SEED = bytes(range(32))
 KEY1 = ServerKey.derive(SEED, 1)
@@ -269,7 +269,7 @@ _CHILD = textwrap.dedent("""
     import sys, time
     from hedui.adapters import open_adapter
     from hedui.keys.oprf import ServerKey
-    from hedui.node.index import build_index
+    from hedui.node.verification.index import build_index
     from hedui.node.store.db import open_engine
 
     def main():

@@ -10,7 +10,7 @@ import logging
 import sqlite3
 
 from hedui.adapters import idnum
-from hedui.node.demo import run_demo
+from hedui.node.testbed.demo import run_demo
 
 # Where raw numbers are allowed (DESIGN.md "Parties and what each may learn").
 ALLOWED_FILES = {"dept.db", "dept.db-wal", "dept.db-shm"}

@@ -37,11 +37,11 @@ from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.hub import open_notice
 from hedui.node.discovery.outbox import enqueue, seal_notice
-from hedui.node.notices import DetectionScheduler, ProviderNotices, PushLoop
+from hedui.node.discovery.provider import DetectionScheduler, ProviderNotices, PushLoop
 from hedui.node.runtime import Runtime
-from hedui.node.svc_hub import hub_state
+from hedui.node.discovery.service import hub_state
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
-from hedui.node.testbed_discovery import SCENARIO_AS_OF, expected_detections, planted_identity
+from hedui.node.testbed.discovery import SCENARIO_AS_OF, expected_detections, planted_identity
 from hedui.v1 import common_pb2, notice_pb2
 
 PUSH = "/hedui.v1.NoticeService/Push"
@@ -449,8 +449,8 @@ _KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
 from hedui.node.runtime import Runtime
-from hedui.node.notices import ProviderNotices
-from hedui.node.testbed_discovery import SCENARIO_AS_OF
+from hedui.node.discovery.provider import ProviderNotices
+from hedui.node.testbed.discovery import SCENARIO_AS_OF
 
 config, mode = Path(sys.argv[1]), sys.argv[2]
 rt = Runtime.open(config)

@@ -19,7 +19,7 @@ from hedui.node.config import load_config
 from hedui.node.discovery.calendar import CHINA_TZ
 from hedui.node.discovery.tables import notice_outbox
 from hedui.node.errors import ConfigError
-from hedui.node.notices import (
+from hedui.node.discovery.provider import (
     DetectionScheduler,
     ProviderNotices,
     PushLoop,
@@ -28,9 +28,9 @@ from hedui.node.notices import (
     provider_background,
 )
 from hedui.node.runtime import Runtime
-from hedui.node.svc_hub import EscalationJob, hub_state
+from hedui.node.discovery.service import EscalationJob, hub_state
 from hedui.node.testbed import MemberPlan, Testbed
-from hedui.node.testbed_discovery import SCENARIO_AS_OF, planted_identity
+from hedui.node.testbed.discovery import SCENARIO_AS_OF, planted_identity
 
 runner = CliRunner()
 

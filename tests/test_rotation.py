@@ -57,13 +57,13 @@ def test_rotation_overlap_both_epochs_answer(tmp_path, monkeypatch):
     assert rot["epoch"] == 2 and rot["tokens"] > 0 and rot["next_steps"]
     # Authority: publish both epochs. Department: serve epoch 2, keep epoch 1 during the overlap.
     tax = next(m for m in tb.members if m.code == "tax")
-    from hedui.node import testbed_provider
+    from hedui.node.testbed import provider as testbed_provider
 
     spec_hook = testbed_provider._spec
     monkeypatch.setattr(testbed_provider, "_spec", lambda t, m: (
         {"oprf_keys": [{"epoch": 1, "public_key_hex": tax._oprf_pub.hex()}, {"epoch": 2, "public_key_hex": rot["public_key_hex"]}]}
         if m.code == "tax" else spec_hook(t, m)))
-    import hedui.node.testbed as tbm
+    import hedui.node.testbed.federation as tbm
 
     monkeypatch.setattr(tbm, "_SPEC_HOOKS", [testbed_provider._spec if h is spec_hook else h for h in tbm._SPEC_HOOKS])
     tb.version = 2
@@ -90,8 +90,8 @@ def test_rotation_overlap_both_epochs_answer(tmp_path, monkeypatch):
 
 
 def test_predicate_on_code_field_is_refused():
-    from hedui.node.fields import Catalogue, FieldDef
-    from hedui.node.svc_provider import _validate_lookup
+    from hedui.node.verification.catalogue import Catalogue, FieldDef
+    from hedui.node.verification.service import _validate_lookup
 
     class _St:
         catalogue = Catalogue(fields=[FieldDef(name="disability_grade", type="code", fact="disability", agg="latest")])

@@ -22,7 +22,7 @@ def test_imports_and_cli_from_built_wheel(tmp_path):
                    check=True, capture_output=True, timeout=300)
     code = (
         "import hedui, hedui.v1.lookup_pb2, hedui.node.server, hedui.adapters.idnum, hedui.keys.oprf, hedui.node.store.migrate as m;"
-        "import hedui.node.audit.log, hedui.node.discovery.hub, hedui.node.hub.report;"
+        "import hedui.node.audit.log, hedui.node.discovery.hub, hedui.node.verification.report;"
         "from importlib import resources;"
         f"assert hedui.__file__.startswith({str(target)!r}), hedui.__file__;"
         f"assert hedui.node.server.__file__.startswith({str(target)!r});"

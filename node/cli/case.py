@@ -59,7 +59,7 @@ def open_(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Open a verification case for an applicant household."""
-    from hedui.node.hub.cases import consent_digest_of, open_case
+    from hedui.node.verification.cases import consent_digest_of, open_case
 
     if (consent_file is None) == (consent_digest is None):
         fail("give exactly one of --consent-file or --consent-digest: no check runs without the signed authorisation")
@@ -102,7 +102,7 @@ def run(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Ask every provider for the household's figures (tokens via OPRF, then one lookup each)."""
-    from hedui.node.hub.cases import run_case
+    from hedui.node.verification.cases import run_case
 
     rt = _runtime(config)
     try:
@@ -145,8 +145,8 @@ def report(
     out: Path | None = typer.Option(None, help="Write to this file instead of standard output"),
 ) -> None:
     """The verification report (核对报告): per member × department × field, income, assets, tier."""
-    from hedui.node.hub.cases import hub_rules
-    from hedui.node.hub.report import build_report, render_html
+    from hedui.node.verification.cases import hub_rules
+    from hedui.node.verification.report import build_report, render_html
 
     if format not in ("json", "html"):
         fail(f"--format: got {format!r}, want json or html")
@@ -167,7 +167,7 @@ def report(
 @cli_errors
 def export(case_ref: str = typer.Argument(...), config: Path = _CONFIG, out: Path = typer.Option(..., help="Evidence file (JSON)")) -> None:
     """Export a case's signed evidence with the directories in force (identities masked)."""
-    from hedui.node.hub.evidence import export_case
+    from hedui.node.verification.evidence import export_case
 
     rt = _runtime(config)
     try:
@@ -189,8 +189,8 @@ def verify(
 ) -> None:
     """Re-check every signature offline against the directory version in force at the time."""
     from hedui.keys.signing import load_public
-    from hedui.node.hub.evidence import verify_case_data, verify_export
-    from hedui.node.hub.report import load_case
+    from hedui.node.verification.evidence import verify_case_data, verify_export
+    from hedui.node.verification.report import load_case
 
     if file is not None:
         if authority_key is None:
@@ -227,7 +227,7 @@ def list_(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
     from sqlalchemy import select
 
     from hedui.node.config import load_config
-    from hedui.node.hub.tables import cases
+    from hedui.node.verification.hub_tables import cases
     from hedui.node.store.db import open_engine
 
     cfg = load_config(config)

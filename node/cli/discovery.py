@@ -104,7 +104,7 @@ def _hub_with_config(db: str | None, hub_config: Path | None, config: Path | Non
             fail("give --config, or --db with --hub-config, not both")
         from hedui.keys.directory import load_directory
         from hedui.keys.signing import load_public
-        from hedui.node.svc_hub import load_hub
+        from hedui.node.discovery.service import load_hub
 
         cfg = _node_config(config, "hub")
         directory = load_directory(
@@ -287,7 +287,7 @@ def _print_detections(rows: list[dict], run_date: date, tail: str) -> None:
 
 
 def _detect_on_node(config: Path, run_date: date, json_out: bool) -> None:
-    from hedui.node.notices import provider_notices
+    from hedui.node.discovery.provider import provider_notices
     from hedui.node.runtime import Runtime
 
     _node_config(config, "provider")
@@ -313,7 +313,7 @@ def push_cmd(
 ) -> None:
     """Push queued notices to the hub now and store the signed receipts (the node does this
     in the background too). Exits 1 if a notice could not be delivered; it stays queued."""
-    from hedui.node.notices import provider_notices
+    from hedui.node.discovery.provider import provider_notices
     from hedui.node.runtime import Runtime
 
     _node_config(config, "provider")

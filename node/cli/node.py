@@ -79,8 +79,8 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
     from hedui.adapters import open_adapter
     from hedui.keys.keyfile import load_secret, passphrase
     from hedui.keys.oprf import ServerKey
-    from hedui.node.index import build_index, list_problems
-    from hedui.node.provider import OPRF_SEED_LABEL
+    from hedui.node.verification.index import build_index, list_problems
+    from hedui.node.verification.provider import OPRF_SEED_LABEL
     from hedui.node.store import migrate
     from hedui.node.store.db import open_engine
 
@@ -144,7 +144,7 @@ def rotate_oprf_key(
 
     from hedui.keys.keyfile import passphrase, save_secret
     from hedui.node.errors import ConfigError
-    from hedui.node.provider import OPRF_SEED_LABEL
+    from hedui.node.verification.provider import OPRF_SEED_LABEL
 
     cfg = _provider_cfg(config)
     nxt = cfg.provider.epoch + 1

@@ -80,7 +80,7 @@ __all__ = [
     "DEDUP_SECRET_LABEL",
 ]
 
-log = logging.getLogger("hedui.node.notices")
+log = logging.getLogger("hedui.node.discovery.provider")
 
 DEDUP_SECRET_LABEL = "hedui-dedup-secret"
 _RUNS_KEY = "discovery.runs"

@@ -10,8 +10,8 @@ import zlib
 from hedui.keys import dsse
 from hedui.node import policy
 from hedui.node.errors import InvalidArgument, NotFound, Reason
-from hedui.node.fields import derive, evaluate_predicate, parse_operand
-from hedui.node.provider import load_provider
+from hedui.node.verification.catalogue import derive, evaluate_predicate, parse_operand
+from hedui.node.verification.provider import load_provider
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
 
@@ -66,7 +66,7 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
 
     @rpc_method(_FILTER)
     def GetTokenFilter(self, request: pseudonym_pb2.GetTokenFilterRequest, call: Call):
-        from hedui.node.index import all_tokens
+        from hedui.node.verification.index import all_tokens
 
         st = _state(self.rt)
         epoch = _epoch(st, request.epoch)
@@ -94,7 +94,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
 
     @rpc_method(_LOOKUP)
     def Lookup(self, request: lookup_pb2.LookupRequest, call: Call) -> lookup_pb2.LookupResponse:
-        from hedui.node.index import facts_for_tokens
+        from hedui.node.verification.index import facts_for_tokens
 
         rt, st = self.rt, _state(self.rt)
         queries = _validate_lookup(request, st)

@@ -1,4 +1,4 @@
-"""The demo's active-discovery step (appended to :data:`hedui.node.demo.DEMO_STEPS`).
+"""The demo's active-discovery step (appended to :data:`hedui.node.testbed.demo.DEMO_STEPS`).
 
 Departments run one detection cycle for the scenario date, their nodes push the sealed,
 signed notices to the hub in the background, and the hub shows the leads (merged per person
@@ -12,13 +12,13 @@ import time as _time
 from datetime import timedelta
 from typing import Callable
 
-from hedui.node.testbed_discovery import SCENARIO_AS_OF
+from hedui.node.testbed.discovery import SCENARIO_AS_OF
 
 __all__ = ["discovery_step"]
 
 
 def discovery_step(tb, step: Callable[[str, str], None], *, wait: float = 60.0) -> dict:
-    from hedui.node.svc_hub import hub_state
+    from hedui.node.discovery.service import hub_state
 
     hubs = [c for c, ns in tb.servers.items() if "discovery.hub" in ns.rt.extras]
     providers = [c for c, ns in tb.servers.items() if "notices" in ns.rt.extras]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from hedui.keys.keyfile import load_secret
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError
-from hedui.node.fields import Catalogue, load_catalogue
+from hedui.node.verification.catalogue import Catalogue, load_catalogue
 
 __all__ = ["ProviderState", "load_provider", "OPRF_SEED_LABEL"]
 

@@ -17,8 +17,8 @@ import tomli_w
 
 from hedui.keys.keyfile import save_secret
 from hedui.keys.oprf import ServerKey
-from hedui.node import testbed as _tb
-from hedui.node.provider import OPRF_SEED_LABEL
+from hedui.node.testbed import federation as _tb
+from hedui.node.verification.provider import OPRF_SEED_LABEL
 
 DEPARTMENT_OF = {
     "tax": "tax",
@@ -115,7 +115,7 @@ def build_indexes(tb, codes: list[str] | None = None, *, workers: int = 0) -> di
     from hedui.adapters import open_adapter
     from hedui.keys.keyfile import load_secret
     from hedui.node.config import load_config
-    from hedui.node.index import build_index
+    from hedui.node.verification.index import build_index
     from hedui.node.store import migrate
     from hedui.node.store.db import open_engine
 

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from hedui.keys.directory import TrustedDirectory, verify_directory
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import NotFound, VerificationError
-from hedui.node.hub.rules import Rules
-from hedui.node.hub.tables import case_answers, case_members, cases, directory_history
+from hedui.node.verification.rules import Rules
+from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["build_report", "render_html", "mask_identity", "load_case"]
@@ -57,7 +57,7 @@ def _keys_for(dirs: dict[int, bytes], version: int, authority: VerifyingKey | No
 
 def verified_answers(data: dict, authority: VerifyingKey | None = None) -> dict[str, dict]:
     """provider -> {"status", "reason", "answer" (LookupAnswer or None), "evidence"}."""
-    from hedui.node.hub.cases import verify_answer
+    from hedui.node.verification.cases import verify_answer
 
     out: dict[str, dict] = {}
     for a in data["answers"]:

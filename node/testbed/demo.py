@@ -68,9 +68,9 @@ def _case_step(tb: Testbed, step: Callable) -> None:
 
     from hedui.adapters.synthetic import resident
     from hedui.keys.signing import load_public
-    from hedui.node.hub.cases import consent_digest_of, hub_rules, open_case, run_case
-    from hedui.node.hub.evidence import verify_case_data
-    from hedui.node.hub.report import build_report, load_case
+    from hedui.node.verification.cases import consent_digest_of, hub_rules, open_case, run_case
+    from hedui.node.verification.evidence import verify_case_data
+    from hedui.node.verification.report import build_report, load_case
 
     hub = tb.runtime("hub")
     members = [(resident(n, tb.data_seed).id_number, rel) for n, rel in ((1, "applicant"), (2, "spouse"), (3, "child"), (4, "parent"))]
@@ -103,7 +103,7 @@ def audit_step(tb: Testbed, step: Callable) -> None:
     cosignatures), and the hub's queries reconcile with every department's log."""
     from hedui.node.audit import offline
     from hedui.node.audit.note import Verifier, Verifiers
-    from hedui.node.auditing import origin_of
+    from hedui.node.audit.recorder import origin_of
 
     for ns in tb.servers.values():
         ns.rt.audit.process_peer_checkpoints()
@@ -125,7 +125,7 @@ def audit_step(tb: Testbed, step: Callable) -> None:
     providers = {c: ns.rt.config.store_url() for c, ns in tb.servers.items() if c != "hub" and "provider" in ns.rt.config.node.roles}
     from sqlalchemy import select
 
-    from hedui.node.hub.tables import cases
+    from hedui.node.verification.hub_tables import cases
 
     with tb.runtime("hub").engine.connect() as c:
         refs = [r for (r,) in c.execute(select(cases.c.case_ref))]
@@ -140,6 +140,6 @@ DEMO_STEPS: list[Callable] = [_case_step]
 
 
 # Active discovery: detection at several departments, push, leads, referrals, escalation.
-from hedui.node.demo_discovery import discovery_step as _discovery_step  # noqa: E402
+from hedui.node.testbed.demo_discovery import discovery_step as _discovery_step  # noqa: E402
 
 DEMO_STEPS.append(_discovery_step)

@@ -11,7 +11,7 @@
   themselves). Set ``member.discovery = False`` on a :class:`~hedui.node.testbed.MemberPlan`
   to leave a member out.
 
-Data: where :mod:`hedui.node.testbed_provider` already gave the member a synthetic
+Data: where :mod:`hedui.node.testbed.provider` already gave the member a synthetic
 department database (medical insurance, disability federation), the scenario's events are
 added to that database as extra rows and the rules are pointed at the synthetic fact names
 (a department's rules name the facts its mapping yields); otherwise the member gets a small
@@ -35,7 +35,7 @@ import tomli_w
 
 from hedui.keys.keyfile import write_private
 from hedui.keys.sealing import SealingKey
-from hedui.node import testbed as _tb
+from hedui.node.testbed import federation as _tb
 
 __all__ = [
     "SCENARIO_AS_OF",

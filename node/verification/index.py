@@ -42,7 +42,7 @@ from hedui.adapters import idnum
 from hedui.adapters.records import Fact, Record, RowProblem
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import InvalidArgument
-from hedui.node.index_tables import index_problems, index_progress, index_rows, token_index
+from hedui.node.verification.index_tables import index_problems, index_progress, index_rows, token_index
 
 __all__ = ["IndexReport", "build_index", "facts_for_tokens", "all_tokens", "live_epochs", "retire_epoch",
            "list_problems"]

@@ -38,9 +38,9 @@ from hedui.node.errors import (
     describe_remote,
     from_rpc_error,
 )
-from hedui.node.hub.rules import Rules, load_rules
-from hedui.node.hub.tables import case_answers, case_members, cases, directory_history
-from hedui.node.svc_provider import request_digest
+from hedui.node.verification.rules import Rules, load_rules
+from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
+from hedui.node.verification.service import request_digest
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 
 __all__ = ["open_case", "run_case", "CaseRun", "record_directory", "consent_digest_of", "hub_rules"]

@@ -58,7 +58,7 @@ from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
 
 __all__ = ["NoticeServicer", "hub_background", "hub_state", "load_hub", "HubState", "EscalationJob", "PUSH_METHOD"]
 
-log = logging.getLogger("hedui.node.hub")
+log = logging.getLogger("hedui.node.verification")
 
 PUSH_METHOD = "/hedui.v1.NoticeService/Push"
 _STATE_LOCK = threading.Lock()

@@ -166,7 +166,7 @@ class Testbed:
                 self.servers.pop(code).stop(grace=1.0)
 
     def build_indexes(self, codes: list[str] | None = None, *, workers: int = 0) -> dict[str, int]:
-        from hedui.node.testbed_provider import build_indexes
+        from hedui.node.testbed.provider import build_indexes
 
         return build_indexes(self, codes, workers=workers)
 
@@ -211,5 +211,5 @@ def default_policy(members: list[MemberPlan]) -> list[dict]:
 
 
 # Registers the provider/hub data hooks (kept in their own modules).
-from hedui.node import testbed_provider as _testbed_provider  # noqa: E402,F401
-from hedui.node import testbed_discovery as _testbed_discovery  # noqa: E402,F401
+from hedui.node.testbed import provider as _testbed_provider  # noqa: E402,F401
+from hedui.node.testbed import discovery as _testbed_discovery  # noqa: E402,F401

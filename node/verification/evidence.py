@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import Reason, VerificationError
-from hedui.node.hub.report import load_case, mask_identity, verified_answers
+from hedui.node.verification.report import load_case, mask_identity, verified_answers
 
 __all__ = ["export_case", "verify_case_data", "verify_export", "EXPORT_FORMAT"]
 
