@@ -39,7 +39,8 @@ from hedui.keys import dsse  # noqa: E402
 from hedui.keys.keyfile import PASSPHRASE_ENV, load_secret  # noqa: E402
 from hedui.keys.oprf import ServerKey  # noqa: E402
 from hedui.node.testbed import provider as testbed_provider  # noqa: E402
-from hedui.node.verification.catalogue import derive, load_catalogue  # noqa: E402
+from hedui.node.verification.answer import derive  # noqa: E402
+from hedui.node.verification.catalogue import load_catalogue  # noqa: E402
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case  # noqa: E402
 from hedui.node.verification.index import facts_for_tokens  # noqa: E402
 from hedui.node.verification.provider import OPRF_SEED_LABEL  # noqa: E402

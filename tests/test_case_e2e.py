@@ -162,8 +162,7 @@ def test_policy_refusals_have_reasons_and_are_audited(bed, kwargs, code, reason)
 def test_predicate_answers_truth_not_value(bed):
     req = _lookup_request(bed, ops=[lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="9600")])
     resp = _call(bed, req)
-    from hedui.node.verification.cases import verify_answer
-    from hedui.node.verification.service import request_digest
+    from hedui.node.verification.protocol import request_digest, verify_answer
 
     ans = verify_answer(bed.runtime("hub").directory.signing_keys(), "tax", resp.answer, request_digest(req), list(req.tokens))
     for m in ans.members:
@@ -187,8 +186,7 @@ def test_replayed_request_id_refused_but_identical_retry_gets_same_answer(bed):
 
 def test_answer_bound_to_request_digest(bed):
     from hedui.node.errors import VerificationError
-    from hedui.node.verification.cases import verify_answer
-    from hedui.node.verification.service import request_digest
+    from hedui.node.verification.protocol import request_digest, verify_answer
 
     req = _lookup_request(bed)
     resp = _call(bed, req)
@@ -299,3 +297,46 @@ def test_identity_smuggled_into_case_ref_is_refused_and_audited_without_it(bed, 
     refusals = [json.loads(x)["fields"] for x in new if json.loads(x)["kind"] == "refusal"]
     assert [(f["request_id"], f["outcome"], f["case_ref"]) for f in refusals] == [(rid, "IDENTITY_IN_REQUEST", "[redacted]")]
     assert all(shown.encode() not in x and ident.encode() not in x for x in new)
+
+
+def test_token_filter_round_trip_and_refusals():
+    """Both ends of the filter format: what a provider encodes, the hub decodes exactly;
+    a filter that was cut, padded or is not zlib is refused."""
+    import zlib
+
+    from hedui.node.errors import VerificationError
+    from hedui.node.verification.protocol import FILTER_PREFIX, decode_token_filter, encode_token_filter
+
+    tokens = [os.urandom(64) for _ in range(3000)]
+    tokens += tokens[:10]  # repeated tokens count once
+    total, chunks = encode_token_filter(tokens)
+    assert total == 3000
+    assert decode_token_filter(chunks, total) == {t[:FILTER_PREFIX] for t in tokens}
+    assert encode_token_filter([]) == (0, [zlib.compress(b"", 6)]) and decode_token_filter(encode_token_filter([])[1], 0) == set()
+    for bad, n in ((chunks, total + 1), ([chunks[0][:-5]], total), ([b"not zlib"], 1),
+                   ([zlib.compress(b"x" * (FILTER_PREFIX * 2))], 2)):
+        with pytest.raises(VerificationError):
+            decode_token_filter(bad, n)
+
+
+def test_token_filter_download_holds_every_indexed_token(bed):
+    """GetTokenFilter at a department: the hub decodes the streamed filter with the shared
+    protocol and finds exactly the department's index (straight SQL), including the token it
+    computes itself for a household member the department holds."""
+    from sqlalchemy import select
+
+    from hedui.node.verification.index_tables import token_index
+    from hedui.node.verification.protocol import FILTER_PREFIX, decode_token_filter
+
+    with bed.runtime("tax").engine.connect() as c:
+        stored = {bytes(t) for t in c.execute(select(token_index.c.token).where(token_index.c.epoch == 1)).scalars()}
+    assert len(stored) > 100
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_BULK_CROSS_CHECK, case_ref="XC-2026-01", request_id=os.urandom(16))
+    with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
+        parts = list(c.pseudonym.GetTokenFilter(pseudonym_pb2.GetTokenFilterRequest(context=ctx, epoch=1), timeout=20))
+    assert parts and {p.epoch for p in parts} == {1} and len({p.total for p in parts}) == 1
+    prefixes = decode_token_filter([p.data for p in parts], parts[0].total)
+    assert prefixes == {t[:FILTER_PREFIX] for t in stored}
+    req = _lookup_request(bed)
+    held = [bytes(t) for t in req.tokens if bytes(t) in stored]
+    assert held and all(t[:FILTER_PREFIX] in prefixes for t in held)

@@ -91,14 +91,13 @@ def test_rotation_overlap_both_epochs_answer(tmp_path, monkeypatch):
 
 def test_predicate_on_code_field_is_refused():
     from hedui.node.verification.catalogue import Catalogue, FieldDef
-    from hedui.node.verification.service import _validate_lookup
+    from hedui.node.verification.protocol import parse_lookup
 
-    class _St:
-        catalogue = Catalogue(fields=[FieldDef(name="disability_grade", type="code", fact="disability", agg="latest")])
+    catalogue = Catalogue(fields=[FieldDef(name="disability_grade", type="code", fact="disability", agg="latest")])
 
     req = lookup_pb2.LookupRequest(tokens=[b"t" * 64], queries=[lookup_pb2.FieldQuery(field="disability_grade", op=lookup_pb2.OPERATOR_GE, operand="2")])
     with pytest.raises(InvalidArgument) as e:
-        _validate_lookup(req, _St())
+        parse_lookup(req, catalogue)
     assert e.value.reason == "BAD_PREDICATE"
     req.queries[0].op = lookup_pb2.OPERATOR_EQ
-    assert _validate_lookup(req, _St())[0][1] == "eq"
+    assert parse_lookup(req, catalogue)[0].op == "eq"

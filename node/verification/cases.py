@@ -23,7 +23,7 @@ import grpc
 from sqlalchemy import func, insert, select, update
 
 from hedui.adapters.idnum import normalize
-from hedui.keys import dsse, oprf
+from hedui.keys import oprf
 from hedui.keys.directory import PURPOSES
 from hedui.node.client import PeerClient
 from hedui.node.errors import (
@@ -40,7 +40,7 @@ from hedui.node.errors import (
 )
 from hedui.node.verification.rules import Rules, load_rules
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
-from hedui.node.verification.service import request_digest
+from hedui.node.verification.protocol import request_digest, verify_answer
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 
 __all__ = ["open_case", "run_case", "CaseRun", "record_directory", "consent_digest_of", "hub_rules"]
@@ -270,23 +270,6 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
     row["attempts"] = attempts
     _store_outcome(rt.engine, row)
     return ProviderOutcome(code, row["status"], row.get("reason", ""), attempts)
-
-
-def verify_answer(signing_keys, code: str, env, digest: bytes, tokens: list[bytes]) -> lookup_pb2.LookupAnswer:
-    """Verifies an answer envelope over its exact bytes, then checks what it binds."""
-    key = {k: v for k, v in signing_keys.items() if v.owner == code}
-    payload, _ = dsse.verify(env, key, payload_type=dsse.ANSWER)
-    try:
-        answer = lookup_pb2.LookupAnswer.FromString(payload)
-    except Exception:
-        raise VerificationError("answer: signed payload is not a LookupAnswer", reason=Reason.BAD_ANSWER) from None
-    if answer.provider != code:
-        raise VerificationError(f"answer.provider: got {answer.provider[:32]!r}, want {code!r}", reason=Reason.BAD_ANSWER)
-    if bytes(answer.request_digest) != digest:
-        raise VerificationError("answer.request_digest: does not match the request sent (replayed answer?)", reason=Reason.ANSWER_NOT_BOUND)
-    if [bytes(a.token) for a in answer.members] != list(tokens):
-        raise VerificationError("answer.members: tokens differ from the request", reason=Reason.BAD_ANSWER)
-    return answer
 
 
 def _observe_checkpoint(rt, code: str, cp) -> None:

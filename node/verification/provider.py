@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hedui.keys.keyfile import load_secret
 from hedui.keys.oprf import ServerKey
-from hedui.node.errors import ConfigError
+from hedui.node.errors import ConfigError, NotFound, Reason
 from hedui.node.verification.catalogue import Catalogue, load_catalogue
 
 __all__ = ["ProviderState", "load_provider", "OPRF_SEED_LABEL"]
@@ -16,9 +16,19 @@ OPRF_SEED_LABEL = "hedui-oprf-seed"
 
 @dataclass
 class ProviderState:
+    """A provider's OPRF keys by live epoch (RFC 9497 §3.2, one per epoch during a
+    rotation overlap), the epoch it answers by default, and its field catalogue."""
+
     keys: dict[int, ServerKey]
     current_epoch: int
     catalogue: Catalogue
+
+    def epoch(self, asked: int) -> int:
+        """The epoch a request names (0: the current one), if this provider holds its key."""
+        epoch = asked or self.current_epoch
+        if epoch not in self.keys:
+            raise NotFound(f"epoch: got {asked}, want one of {sorted(self.keys)}", reason=Reason.UNKNOWN_EPOCH)
+        return epoch
 
 
 def load_provider(rt) -> ProviderState:

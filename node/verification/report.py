@@ -18,6 +18,7 @@ from sqlalchemy import select
 from hedui.keys.directory import TrustedDirectory, verify_directory
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import NotFound, VerificationError
+from hedui.node.verification.protocol import verify_answer
 from hedui.node.verification.rules import Rules
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.v1 import common_pb2, directory_pb2
@@ -57,7 +58,6 @@ def _keys_for(dirs: dict[int, bytes], version: int, authority: VerifyingKey | No
 
 def verified_answers(data: dict, authority: VerifyingKey | None = None) -> dict[str, dict]:
     """provider -> {"status", "reason", "answer" (LookupAnswer or None), "evidence"}."""
-    from hedui.node.verification.cases import verify_answer
 
     out: dict[str, dict] = {}
     for a in data["answers"]:
