@@ -121,7 +121,8 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
 
         background += provider_background(rt)
     if "hub" in rt.config.node.roles:
-        from hedui.node.discovery.service import NoticeServicer, hub_background
+        from hedui.node.discovery.referrals import hub_background
+        from hedui.node.discovery.service import NoticeServicer
 
         notice_pb2_grpc.add_NoticeServiceServicer_to_server(NoticeServicer(rt), server)
         names.append(notice_pb2.DESCRIPTOR.services_by_name["NoticeService"].full_name)

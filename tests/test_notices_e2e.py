@@ -35,11 +35,11 @@ from hedui.node.client import PeerClient, channel_credentials
 from hedui.node.discovery import tables as t
 from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.detect import Detection
-from hedui.node.discovery.hub import open_notice
-from hedui.node.discovery.outbox import enqueue, seal_notice
+from hedui.node.discovery.hub import hub_state
+from hedui.node.discovery.notice import open_notice, seal_notice
+from hedui.node.discovery.outbox import enqueue
 from hedui.node.discovery.provider import DetectionScheduler, ProviderNotices, PushLoop
 from hedui.node.runtime import Runtime
-from hedui.node.discovery.service import hub_state
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
 from hedui.node.testbed.discovery import SCENARIO_AS_OF, expected_detections, planted_identity
 from hedui.v1 import common_pb2, notice_pb2
@@ -222,7 +222,8 @@ def _detection(tb: Testbed, *, identity: str | None = None) -> Detection:
 def _notice(tb: Testbed, *, provider: str = "fire", hub: str = "hub", sealed_to: bytes | None = None,
             identity: str | None = None, notice_id: bytes | None = None) -> notice_pb2.Notice:
     return seal_notice(_detection(tb, identity=identity), notice_id=notice_id or os.urandom(16), provider=provider,
-                       hub=hub, hub_sealing_key=sealed_to or notices(tb, "fire").hub_public)
+                       hub=hub, hub_sealing_key=sealed_to or notices(tb, "fire").hub_public,
+                       created_at=datetime.combine(SCENARIO_AS_OF, datetime.min.time(), timezone.utc))
 
 
 def _signed(notice: notice_pb2.Notice, signer: SigningKey) -> common_pb2.Envelope:

@@ -28,7 +28,8 @@ from hedui.node.discovery.provider import (
     provider_background,
 )
 from hedui.node.runtime import Runtime
-from hedui.node.discovery.service import EscalationJob, hub_state
+from hedui.node.discovery.hub import hub_state
+from hedui.node.discovery.referrals import EscalationJob
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.testbed.discovery import SCENARIO_AS_OF, planted_identity
 

@@ -27,7 +27,8 @@ def test_imports_and_cli_from_built_wheel(tmp_path):
         f"assert hedui.__file__.startswith({str(target)!r}), hedui.__file__;"
         f"assert hedui.node.server.__file__.startswith({str(target)!r});"
         "assert m.head() is not None;"
-        "assert resources.files('hedui.node').joinpath('templates/report.html').is_file();"
+        "assert resources.files('hedui.node').joinpath('templates/case-report.html').is_file();"
+        "assert resources.files('hedui.node').joinpath('templates/monthly-report.html').is_file();"
         "assert resources.files('hedui.node').joinpath('data/verification-rules.toml').is_file();"
         "print('ok')"
     )

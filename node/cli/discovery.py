@@ -104,7 +104,7 @@ def _hub_with_config(db: str | None, hub_config: Path | None, config: Path | Non
             fail("give --config, or --db with --hub-config, not both")
         from hedui.keys.directory import load_directory
         from hedui.keys.signing import load_public
-        from hedui.node.discovery.service import load_hub
+        from hedui.node.discovery.hub import load_hub
 
         cfg = _node_config(config, "hub")
         directory = load_directory(
@@ -689,16 +689,16 @@ def report_monthly(
     """The month's received leads, referrals and their completion, by department and town."""
     import json
 
-    from hedui.node.discovery.hub import monthly_report_html
+    from hedui.node.discovery import report
 
     if fmt not in ("json", "html"):
         fail(f"--format: got {fmt!r}, want json or html")
     hub = _hub(db, hub_config, config)
     try:
-        rep = hub.monthly_report(year, month)
+        rep = report.monthly_report(hub, year, month)
     finally:
         hub.engine.dispose()
-    text = json.dumps(rep, ensure_ascii=False, indent=1) + "\n" if fmt == "json" else monthly_report_html(rep)
+    text = json.dumps(rep, ensure_ascii=False, indent=1) + "\n" if fmt == "json" else report.render_html(rep)
     if out is None:
         sys.stdout.write(text)
         return

@@ -10,19 +10,16 @@
   ahead, so several pushers can share a store and a crash mid-send only delays the row. Since
   the hub is idempotent on ``notice_id`` (a resend gets a receipt marked duplicate), the effect is
   exactly once.
-- :func:`seal_notice` builds the :class:`~hedui.v1.notice_pb2.Notice` for a detection, sealing
-  identity and details to the hub with the public metadata bound in (:func:`notice_aad`).
 
-Transport (gRPC ``NoticeService.Push``), DSSE signing and receipt verification are injected.
+Transport (gRPC ``NoticeService.Push``), sealing and signing (:mod:`~hedui.node.discovery.notice`)
+and receipt verification are injected, so the outbox is tested on both stores without a network.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable
@@ -30,26 +27,15 @@ from typing import Callable
 from sqlalchemy import Connection, Engine, select, update
 
 from hedui.adapters.idnum import scrub
-from hedui.keys import sealing
 from hedui.node.discovery.detect import Detection
+from hedui.node.discovery.notice import check_receipt
 from hedui.node.discovery.tables import insert_ignore, notice_outbox
 from hedui.node.errors import InvalidArgument, Reason, VerificationError
-from hedui.v1 import common_pb2, notice_pb2
+from hedui.v1 import notice_pb2
 
-__all__ = [
-    "enqueue",
-    "Pusher",
-    "PushStats",
-    "seal_notice",
-    "notice_aad",
-    "NOTICE_PAYLOAD_TYPE",
-    "RECEIPT_PAYLOAD_TYPE",
-]
+__all__ = ["enqueue", "Pusher", "PushStats", "retry_rejected"]
 
 log = logging.getLogger(__name__)
-
-NOTICE_PAYLOAD_TYPE = "application/vnd.hedui.notice.v1+proto"
-RECEIPT_PAYLOAD_TYPE = "application/vnd.hedui.receipt.v1+proto"
 
 SignAndSeal = Callable[[Detection, bytes], bytes]
 """``(detection, notice_id) -> serialised DSSE Envelope of the sealed Notice``."""
@@ -58,62 +44,6 @@ SignAndSeal = Callable[[Detection, bytes], bytes]
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-# ---------------------------------------------------------------- notices
-
-
-def notice_aad(notice: notice_pb2.Notice) -> bytes:
-    """The public metadata a notice's sealed part is bound to: every public field except the
-    sealed ones, length-prefixed, in field order."""
-    parts = [
-        notice.notice_id,
-        notice.provider.encode(),
-        notice.hub.encode(),
-        notice.rule.encode(),
-        notice.event_type.encode(),
-        notice.region.encode(),
-        notice.event_date.encode(),
-        notice.due_date.encode(),
-        f"{notice.created_at.seconds}.{notice.created_at.nanos:09d}".encode(),
-    ]
-    out = bytearray(b"hedui.notice.v1")
-    for p in parts:
-        out += len(p).to_bytes(4, "big") + p
-    return bytes(out)
-
-
-def seal_notice(
-    detection: Detection,
-    *,
-    notice_id: bytes,
-    provider: str,
-    hub: str,
-    hub_sealing_key: bytes,
-    name: str = "",
-    created_at: datetime | None = None,
-) -> notice_pb2.Notice:
-    """The notice for ``detection``: public metadata in clear, identity and details sealed to
-    ``hub_sealing_key`` (the hub's published 1,216-byte key). The caller signs its bytes."""
-    if len(notice_id) != 16:
-        raise InvalidArgument(f"notice_id: got {len(notice_id)} bytes, want 16")
-    notice = notice_pb2.Notice(
-        notice_id=notice_id,
-        provider=provider,
-        hub=hub,
-        rule=detection.rule,
-        event_type=detection.event_type,
-        region=detection.region,
-        event_date=detection.event_date.isoformat(),
-        due_date=detection.due_date.isoformat(),
-    )
-    notice.created_at.FromDatetime((created_at or _now()).astimezone(timezone.utc))
-    details = notice_pb2.SealedDetails(identity=detection.identity, name=name, details=dict(detection.details))
-    enc, ct, suite = sealing.seal(hub_sealing_key, details.SerializeToString(), notice_aad(notice))
-    notice.sealed_enc = enc
-    notice.sealed_ciphertext = ct
-    notice.sealed_suite = suite
-    return notice
 
 
 # ---------------------------------------------------------------- outbox
@@ -250,15 +180,6 @@ class Pusher:
             if len(rows) < self._batch:
                 return stats
 
-    def run(self, stop: threading.Event, *, poll_interval: float = 1.0) -> None:
-        """Pushes until ``stop`` is set; errors of one pass are logged, never raised."""
-        while not stop.is_set():
-            try:
-                self.push_due()
-            except Exception as exc:  # the store may be briefly unavailable
-                log.warning("notice pusher pass failed: %s", scrub(f"{type(exc).__name__}: {exc}"))
-            stop.wait(poll_interval)
-
     # ------------------------------------------------------------ internals
 
     def _push_one(self, notice_id: bytes, attempts: int, envelope: bytes) -> PushStats:
@@ -316,19 +237,7 @@ class Pusher:
         receipt = self._verify(envelope, bytes(receipt_bytes))
         if receipt is None:
             raise VerificationError("receipt: got a receipt the verifier rejected", reason=Reason.RECEIPT_INVALID)
-        if bytes(receipt.notice_id) != notice_id:
-            raise VerificationError(
-                f"receipt.notice_id: got {bytes(receipt.notice_id).hex()}, want {notice_id.hex()}",
-                reason=Reason.RECEIPT_MISMATCH,
-            )
-        env = common_pb2.Envelope.FromString(envelope)
-        digest = hashlib.sha256(env.payload).digest()
-        if bytes(receipt.notice_digest) != digest:
-            raise VerificationError(
-                f"receipt.notice_digest: got {bytes(receipt.notice_digest).hex()[:16]}…, "
-                f"want {digest.hex()[:16]}…",
-                reason=Reason.RECEIPT_MISMATCH,
-            )
+        check_receipt(receipt, notice_id, envelope)
         return receipt
 
 

@@ -42,22 +42,21 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import grpc
-from google.protobuf.message import DecodeError
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
 from hedui.adapters.idnum import scrub
-from hedui.keys import dsse, sealing
+from hedui.keys import sealing
 from hedui.adapters.records import RowProblem
 from hedui.keys.keyfile import load_secret, save_secret
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
 from hedui.node.discovery.detect import Detection, detect
-from hedui.node.discovery.outbox import Pusher, PushStats, enqueue, seal_notice
+from hedui.node.discovery.notice import permanent_refusal, seal_notice, sign_notice, verify_receipt
+from hedui.node.discovery.outbox import Pusher, PushStats, enqueue
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
 from hedui.node.discovery.tables import notice_outbox
 from hedui.node.errors import (
     ConfigError,
-    InvalidArgument,
     Reason,
     Unavailable,
     VerificationError,
@@ -294,7 +293,7 @@ class ProviderNotices:
             detection, notice_id=notice_id, provider=self.rt.member, hub=self.hub,
             hub_sealing_key=self.hub_public, created_at=self._clock(),
         )
-        return dsse.sign(dsse.NOTICE, notice.SerializeToString(), [self.rt.signer]).SerializeToString()
+        return sign_notice(notice, self.rt.signer)
 
     def _runs(self) -> dict[str, str]:
         with self.rt.engine.connect() as conn:
@@ -388,19 +387,7 @@ class ProviderNotices:
         return resp.receipt.SerializeToString()
 
     def _verify(self, _envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
-        try:
-            env = common_pb2.Envelope.FromString(receipt_bytes)
-        except DecodeError:
-            raise VerificationError("receipt: got bytes that are not an envelope", reason=Reason.RECEIPT_INVALID) from None
-        vk = self.hub_verifier
-        payload, _ = dsse.verify(env, {vk.keyid: vk}, payload_type=dsse.RECEIPT)
-        try:
-            receipt = notice_pb2.Receipt.FromString(payload)
-        except DecodeError:
-            raise VerificationError("receipt: signed payload is not a Receipt", reason=Reason.RECEIPT_INVALID) from None
-        if receipt.hub != self.hub:
-            raise VerificationError(f"receipt.hub: got {receipt.hub[:64]!r}, want {self.hub!r}", reason=Reason.RECEIPT_MISMATCH)
-        return receipt
+        return verify_receipt(receipt_bytes, hub=self.hub, verifier=self.hub_verifier)
 
     def _delivered(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes, receipt: notice_pb2.Receipt) -> None:
         payload = common_pb2.Envelope.FromString(envelope).payload
@@ -423,22 +410,6 @@ class ProviderNotices:
                 "received_at": receipt.received_at.ToDatetime(tzinfo=timezone.utc).isoformat(),
             }),
         ])
-
-
-# Refusals about the notice itself: the same bytes can never be accepted. Policy, membership
-# and signature refusals are not here — they may be a directory not yet updated at the hub.
-PERMANENT_REASONS = frozenset({
-    Reason.BAD_NOTICE, Reason.PROVIDER_MISMATCH, Reason.WRONG_HUB, Reason.NOTICE_ID_REUSED,
-    Reason.SEAL_OPEN_FAILED, Reason.INVALID_IDENTITY,
-})
-
-
-def permanent_refusal(exc: BaseException) -> bool:
-    """True for the hub's refusal of the notice itself (``INVALID_ARGUMENT`` with one of
-    :data:`PERMANENT_REASONS`), whether given as the raw status or as the typed error."""
-    if isinstance(exc, grpc.RpcError):
-        exc = from_rpc_error(exc)
-    return isinstance(exc, InvalidArgument) and exc.remote_code is not None and exc.reason in PERMANENT_REASONS
 
 
 def provider_notices(rt) -> ProviderNotices:

@@ -18,7 +18,8 @@ __all__ = ["discovery_step"]
 
 
 def discovery_step(tb, step: Callable[[str, str], None], *, wait: float = 60.0) -> dict:
-    from hedui.node.discovery.service import hub_state
+    from hedui.node.discovery.hub import hub_state
+    from hedui.node.discovery.report import monthly_report
 
     hubs = [c for c, ns in tb.servers.items() if "discovery.hub" in ns.rt.extras]
     providers = [c for c, ns in tb.servers.items() if "notices" in ns.rt.extras]
@@ -67,7 +68,7 @@ def discovery_step(tb, step: Callable[[str, str], None], *, wait: float = 60.0) 
          f"as of {as_of} referral {late.referral_id} to {late.assignee} is overdue (due {late.due_date}) "
          f"→ escalated: {', '.join(str(v.referral_id) for v in escalated)}")
     now = refs[-1].created_at
-    rep = hub.monthly_report(now.year, now.month)
+    rep = monthly_report(hub, now.year, now.month)
     step("monthly report", f"{rep['period']}: {rep['received']['notices']} notice(s) by department "
          f"{rep['received']['by_provider']}, {rep['referred']} referred, {rep['completed_on_time']} completed on time")
     return {"runs": {c: r.queued for c, r in runs.items()}, "leads": len(leads), "merged": len(merged),

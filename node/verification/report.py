@@ -11,12 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from decimal import ROUND_HALF_UP, Decimal
-from importlib import resources
 
 from sqlalchemy import select
 
 from hedui.keys.directory import TrustedDirectory, verify_directory
 from hedui.keys.signing import VerifyingKey
+from hedui.node.html import render
 from hedui.node.errors import NotFound, VerificationError
 from hedui.node.verification.protocol import verify_answer
 from hedui.node.verification.rules import Rules
@@ -232,8 +232,4 @@ _LABELS = {
 
 
 def render_html(report: dict, lang: str = "zh") -> str:
-    from jinja2 import Environment, select_autoescape
-
-    env = Environment(autoescape=select_autoescape(default=True))
-    tpl = env.from_string(resources.files("hedui.node").joinpath("templates/report.html").read_text(encoding="utf-8"))
-    return tpl.render(r=report, L=_LABELS["en" if lang == "en" else "zh"], lang=lang)
+    return render("case-report.html", r=report, L=_LABELS["en" if lang == "en" else "zh"], lang=lang)
