@@ -31,8 +31,10 @@ from pathlib import Path
 from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, MetaData, String, Table, create_engine, insert, text
 
 import hedui.node.audit.tables  # noqa: F401 - registers the audit tables
-from hedui.node.audit import merkle, offline
-from hedui.node.audit.log import AuditLog, Kind, encode_entry
+from hedui.node.audit import merkle
+from hedui.node.audit import export as audit_export, verify as audit_verify
+from hedui.node.audit.entry import Kind, encode_entry
+from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Signer
 from hedui.node.store import schema
 from hedui.node.store.db import open_engine, sqlite_url
@@ -173,16 +175,16 @@ def bench_verify_and_proofs(n: int, tmp: Path, progress: bool) -> dict:
         log.checkpoint()
         path = tmp / "bench-export.ndjson"
         t = time.perf_counter()
-        offline.export(store.engine, 0, None, path)
+        audit_export.export(store.engine, 0, None, path)
         out["export_s"] = time.perf_counter() - t
         out["export_mb"] = path.stat().st_size / 1e6
 
         t = time.perf_counter()
-        r = offline.verify(path, [signer.vkey])
+        r = audit_verify.verify(path, [signer.vkey])
         out["verify_export_s"] = time.perf_counter() - t
         out["verify_export_verdict"] = r.verdict.name
         t = time.perf_counter()
-        r = offline.verify(store.engine, [signer.vkey])
+        r = audit_verify.verify(store.engine, [signer.vkey])
         out["verify_db_s"] = time.perf_counter() - t
         out["verify_db_verdict"] = r.verdict.name
 

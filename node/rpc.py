@@ -17,6 +17,7 @@ import grpc
 
 from hedui.adapters import idnum
 from hedui.node.errors import HeduiError, status_code, to_status
+from hedui.node.audit.entry import Kind
 
 __all__ = ["rpc_method", "Call"]
 
@@ -95,7 +96,7 @@ def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extr
         # No request id to name (a request without a context): the digest of its bytes stands in.
         fields["request_id"] = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()[:16].hex()
     try:
-        rt.audit.record("refusal", fields)
+        rt.audit.record(Kind.REFUSAL, fields)
     except Exception:  # the refusal itself must still reach the peer
         log.exception("could not audit a refusal")
     log.info("refused %s from %s: %s", method, caller, err.reason)

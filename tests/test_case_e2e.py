@@ -47,7 +47,7 @@ def _ids():
 
 def _open(tb, purpose="dibao", expenditure=None, members=None):
     hub = tb.runtime("hub")
-    return open_case(hub.engine, [(i, "member") for i in (members or _ids())], purpose=purpose,
+    return open_case(hub, [(i, "member") for i in (members or _ids())], purpose=purpose,
                      consent_digest=consent_digest_of(b"signed authorisation scan"), operator="cw01", region="370304",
                      expenditure=expenditure)
 
@@ -340,3 +340,19 @@ def test_token_filter_download_holds_every_indexed_token(bed):
     req = _lookup_request(bed)
     held = [bytes(t) for t in req.tokens if bytes(t) in stored]
     assert held and all(t[:FILTER_PREFIX] in prefixes for t in held)
+
+
+def test_open_case_records_case_opened_once(bed):
+    """The Python API audits the act itself (issue 11: the CLI used to, so other callers did not)."""
+    from sqlalchemy import select
+
+    from hedui.node.audit.tables import audit_entries
+
+    hub = bed.runtime("hub")
+    ref = _open(bed)
+    hub.audit.log.flush()
+    with hub.engine.connect() as c:
+        entries = [json.loads(bytes(e)) for e in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "case.opened")).scalars()]
+    mine = [e["fields"] for e in entries if e["fields"]["case_ref"] == ref]
+    assert mine == [{"case_ref": ref, "purpose": "dibao", "operator": "cw01",
+                     "consent_digest": consent_digest_of(b"signed authorisation scan").hex()}]

@@ -41,7 +41,7 @@ def bed(tmp_path, monkeypatch):
 
 def _case(tb):
     ids = [(resident(n, SEED).id_number, "m") for n in (1, 2)]
-    return open_case(tb.runtime("hub").engine, ids, purpose="dibao", consent_digest=consent_digest_of(b"auth"),
+    return open_case(tb.runtime("hub"), ids, purpose="dibao", consent_digest=consent_digest_of(b"auth"),
                      operator="cw", region="370304")
 
 

@@ -6,6 +6,7 @@ every table of every node store (row by row, every column), and every log line."
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 
@@ -53,6 +54,15 @@ def test_demo_leaves_no_raw_identity_numbers(tmp_path, caplog):
             if _hits(text):
                 problems.append(f"{path.relative_to(root)}: {_hits(text)}")
     assert scanned_tables > 20
+    # The demo's case is audited as opened exactly once, by the domain call (not the entry point).
+    hub_db = root / "members" / "hub" / "node.db"
+    con = sqlite3.connect(hub_db)
+    try:
+        refs = [r for (r,) in con.execute("SELECT case_ref FROM cases")]
+        opened = [json.loads(e)["fields"]["case_ref"] for (e,) in con.execute("SELECT entry FROM audit_entries WHERE kind = 'case.opened'")]
+    finally:
+        con.close()
+    assert refs and sorted(opened) == sorted(refs)
     for rec in caplog.records:
         msg = rec.getMessage() + (rec.exc_text or "")
         if _hits(msg):

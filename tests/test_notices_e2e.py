@@ -29,7 +29,7 @@ from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey
 from hedui.adapters import idnum
-from hedui.node.audit.log import decode_entry
+from hedui.node.audit.entry import decode_entry
 from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient, channel_credentials
 from hedui.node.discovery import tables as t

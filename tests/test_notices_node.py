@@ -12,7 +12,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from hedui.keys.keyfile import PASSPHRASE_ENV
-from hedui.node.audit.log import decode_entry
+from hedui.node.audit.entry import decode_entry
 from hedui.node.audit.tables import audit_entries
 from hedui.node.cli._app import app
 from hedui.node.config import load_config

@@ -18,6 +18,7 @@ from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.audit.log import AuditLog, CheckpointScheduler
 from hedui.node.audit.note import Signer, Verifier
 from hedui.node.errors import VerificationError
+from hedui.node.audit.entry import Kind
 
 __all__ = ["NodeAudit", "open_audit", "origin_of"]
 
@@ -139,7 +140,7 @@ class NodeAudit:
                 continue
             self._cosigned_size[code] = size
             out[code] = r.cosignature
-            self.record("cosignature", {"peer": code, "size": size, "cosignature": r.cosignature[:300]})
+            self.record(Kind.COSIGNATURE, {"peer": code, "size": size, "cosignature": r.cosignature[:300]})
         return out
 
     def close(self) -> None:

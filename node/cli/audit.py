@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hedui.node.audit import offline
+from hedui.node.audit import export as audit_export, proof as audit_proof, reconcile as audit_reconcile, sources as audit_sources, verdict as audit_verdict, verify as audit_verify
 from hedui.node.audit.errors import NoteError, ProofError, UnknownKeyError
 from hedui.node.errors import HeduiError
 
@@ -89,7 +89,7 @@ class _Bar:
         self._p.__exit__(*exc)
 
 
-def _source(db: Optional[str], file: Optional[Path]) -> offline.Source:
+def _source(db: Optional[str], file: Optional[Path]) -> audit_sources.Source:
     if bool(db) == bool(file):
         raise _fail("give exactly one of --db URL or --file EXPORT.ndjson", 2)
     if db and "://" not in db:
@@ -136,7 +136,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on 
 def _keys(key: Optional[list[str]]):
     if not key:
         raise _fail("give at least one trusted verifier key with --key", 2)
-    return offline.load_trusted_keys(key)
+    return audit_sources.load_trusted_keys(key)
 
 
 @app.command("export")
@@ -152,7 +152,7 @@ def export_cmd(
     if not db:
         raise _fail("--db URL is required", 2)
     with _Bar("exporting") as progress:
-        s = offline.export(db, start, end, out, progress=progress)
+        s = audit_export.export(db, start, end, out, progress=progress)
     summary = {"path": str(s.path), "origin": s.origin, "start": s.start, "end": s.end, "entries": s.entries,
                "checkpoints": s.checkpoints, "cosignatures": s.cosignatures, "forks": s.forks, "sha256": s.sha256}
     if as_json:
@@ -181,7 +181,7 @@ def verify_cmd(
     keys = _keys(key)
     last = trusted_checkpoint.read_text(encoding="utf-8") if trusted_checkpoint else None
     with _Bar("verifying") as progress:
-        r = offline.verify(src, keys, last, max_age=_duration(max_age), progress=progress)
+        r = audit_verify.verify(src, keys, last, max_age=_duration(max_age), progress=progress)
     if as_json:
         _out.print_json(json.dumps(r.to_dict()))
     else:
@@ -212,11 +212,11 @@ def proof_cmd(
     if check is not None:
         keys = _keys(key)
         try:
-            res = offline.verify_proof(check.read_bytes(), keys)
+            res = audit_proof.verify_proof(check.read_bytes(), keys)
         except UnknownKeyError as exc:
-            raise _fail(exc.message, int(offline.Verdict.UNKNOWN_KEY)) from None
+            raise _fail(exc.message, int(audit_verdict.Verdict.UNKNOWN_KEY)) from None
         except (ProofError, NoteError) as exc:
-            raise _fail(exc.message, int(offline.Verdict.TAMPERED)) from None
+            raise _fail(exc.message, int(audit_verdict.Verdict.TAMPERED)) from None
         info = {"verdict": "OK", "index": res.index, "origin": res.checkpoint.origin,
                 "tree_size": res.checkpoint.size, "entry": (res.entry or b"").decode("utf-8", "replace")}
         if as_json:
@@ -228,7 +228,7 @@ def proof_cmd(
         return
     if not db or seq is None:
         raise _fail("give --db URL and --seq N (or --check FILE --key K)", 2)
-    text = offline.proof(db, seq, size=size)
+    text = audit_proof.proof(db, seq, size=size)
     if out is not None:
         out.write_text(text, encoding="utf-8")
         if as_json:
@@ -267,7 +267,7 @@ def reconcile_cmd(
     case_set = None
     if cases is not None:
         case_set = {ln.strip() for ln in cases.read_text(encoding="utf-8").splitlines() if ln.strip()}
-    r = offline.reconcile(hub, providers, period, hub_code=hub_code, hub_cases=case_set)
+    r = audit_reconcile.reconcile(hub, providers, period, hub_code=hub_code, hub_cases=case_set)
     if as_json:
         _out.print_json(json.dumps(r.to_dict(), ensure_ascii=False))
     else:

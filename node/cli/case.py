@@ -81,9 +81,8 @@ def open_(
             fail(f"--expenditure: got {expenditure[:20]!r}, want an amount in CNY")
     rt = _runtime(config)
     try:
-        ref = open_case(rt.engine, _read_members(members_file), purpose=purpose, consent_digest=digest,
+        ref = open_case(rt, _read_members(members_file), purpose=purpose, consent_digest=digest,
                         operator=operator, region=region, expenditure=exp)
-        rt.audit.record("case.opened", {"case_ref": ref, "purpose": purpose, "operator": operator, "consent_digest": digest.hex()})
     finally:
         rt.close()
     if json_out:

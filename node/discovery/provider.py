@@ -65,6 +65,7 @@ from hedui.node.errors import (
 )
 from hedui.node.store.tables import node_state
 from hedui.v1 import common_pb2, directory_pb2, notice_pb2
+from hedui.node.audit.entry import Kind
 
 __all__ = [
     "ProviderNotices",
@@ -394,7 +395,7 @@ class ProviderNotices:
         notice = notice_pb2.Notice.FromString(payload)
         nid = notice_id.hex()
         self.rt.audit.record_many([
-            ("notice.sent", {
+            (Kind.NOTICE_SENT, {
                 "request_id": nid,
                 "peer": self.hub,
                 "request_digest": hashlib.sha256(payload).hexdigest(),
@@ -402,7 +403,7 @@ class ProviderNotices:
                 "event_type": notice.event_type,
                 "due_date": notice.due_date,
             }),
-            ("receipt", {
+            (Kind.RECEIPT, {
                 "request_id": nid,
                 "peer": self.hub,
                 "answer_digest": hashlib.sha256(common_pb2.Envelope.FromString(receipt_bytes).payload).hexdigest(),

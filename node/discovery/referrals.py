@@ -19,6 +19,7 @@ from hedui.adapters.idnum import scrub
 from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.tables import leads, referrals, utc
 from hedui.node.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
+from hedui.node.audit.entry import Kind
 
 __all__ = ["ReferralView", "Referrals", "OUTCOMES", "PROGRAMMES", "EscalationJob", "hub_background"]
 
@@ -212,7 +213,7 @@ class EscalationJob:
         as_of = as_of or local_date(self._clock())
         views = hub.escalate(as_of)
         if views:
-            self.rt.audit.record("admin", {
+            self.rt.audit.record(Kind.ADMIN, {
                 "action": "referrals.escalate",
                 "operator": "hedui/escalation-job",
                 "as_of": as_of.isoformat(),

@@ -47,6 +47,7 @@ from hedui.node.discovery.hub import hub_state
 from hedui.node.errors import InvalidArgument, Reason
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
+from hedui.node.audit.entry import Kind
 
 __all__ = ["NoticeServicer", "PUSH_METHOD"]
 
@@ -91,7 +92,7 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
         receipt = common_pb2.Envelope.FromString(acc.receipt)
         nid = bytes(notice.notice_id).hex()
         rt.audit.record_many([
-            ("notice.received", {
+            (Kind.NOTICE_RECEIVED, {
                 "request_id": nid,
                 "peer": caller,
                 "request_digest": hashlib.sha256(payload).hexdigest(),
@@ -102,7 +103,7 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
                 "new_lead": acc.new_lead,
                 "referral_id": acc.referral_id,
             }),
-            ("receipt", {
+            (Kind.RECEIPT, {
                 "request_id": nid,
                 "peer": caller,
                 "answer_digest": hashlib.sha256(receipt.payload).hexdigest(),

@@ -74,7 +74,7 @@ def _case_step(tb: Testbed, step: Callable) -> None:
 
     hub = tb.runtime("hub")
     members = [(resident(n, tb.data_seed).id_number, rel) for n, rel in ((1, "applicant"), (2, "spouse"), (3, "child"), (4, "parent"))]
-    ref = open_case(hub.engine, members, purpose="temporary_assistance", consent_digest=consent_digest_of(b"demo authorisation"),
+    ref = open_case(hub, members, purpose="temporary_assistance", consent_digest=consent_digest_of(b"demo authorisation"),
                     operator="demo-caseworker", region="370304", expenditure=Decimal("45000"))
     res = run_case(hub, ref)
     step("case run", f"{ref}: " + ", ".join(f"{o.provider} {o.status}" for o in res.outcomes) + f" in {res.seconds:.2f} s")
@@ -101,7 +101,7 @@ def _case_step(tb: Testbed, step: Callable) -> None:
 def audit_step(tb: Testbed, step: Callable) -> None:
     """The security officer's view: every node's log verifies offline (signatures, tree,
     cosignatures), and the hub's queries reconcile with every department's log."""
-    from hedui.node.audit import offline
+    from hedui.node.audit import reconcile as audit_reconcile, verify as audit_verify
     from hedui.node.audit.note import Verifier, Verifiers
     from hedui.node.audit.recorder import origin_of
 
@@ -116,7 +116,7 @@ def audit_step(tb: Testbed, step: Callable) -> None:
     keys = Verifiers([Verifier(origin_of(fedname, m.code), bytes(m.signing_key)) for m in tb.runtime("hub").directory.msg.members])
     verdicts = {}
     for code, ns in tb.servers.items():
-        rep = offline.verify(ns.rt.config.store_url(), keys)
+        rep = audit_verify.verify(ns.rt.config.store_url(), keys)
         verdicts[code] = (rep.verdict.name, rep.entries, rep.cosignatures)
     bad = {c: v for c, v in verdicts.items() if v[0] != "OK"}
     if bad:
@@ -129,7 +129,7 @@ def audit_step(tb: Testbed, step: Callable) -> None:
 
     with tb.runtime("hub").engine.connect() as c:
         refs = [r for (r,) in c.execute(select(cases.c.case_ref))]
-    rec = offline.reconcile(tb.servers["hub"].rt.config.store_url(), providers, hub_code="hub", hub_cases=refs)
+    rec = audit_reconcile.reconcile(tb.servers["hub"].rt.config.store_url(), providers, hub_code="hub", hub_cases=refs)
     if not rec.clean:
         raise VerificationError(f"reconcile: {rec.to_dict()}", reason=Reason.DEMO_RECONCILE)
     step("reconcile", f"hub ↔ {len(providers)} departments: " + ", ".join(f"{k} {v}" for k, v in rec.counts.items()) + "; nothing unmatched")

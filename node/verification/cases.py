@@ -42,6 +42,7 @@ from hedui.node.verification.rules import Rules, load_rules
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.node.verification.protocol import request_digest, verify_answer
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
+from hedui.node.audit.entry import Kind
 
 __all__ = ["open_case", "run_case", "CaseRun", "record_directory", "consent_digest_of", "hub_rules"]
 
@@ -61,7 +62,7 @@ def hub_rules(rt) -> Rules:
 
 
 def open_case(
-    engine,
+    rt,
     members: list[tuple[str, str]],
     *,
     purpose: str,
@@ -70,7 +71,8 @@ def open_case(
     region: str,
     expenditure: Decimal | None = None,
 ) -> str:
-    """Validates everything up front, then writes the case in one transaction."""
+    """Validates everything up front, writes the case in one transaction, then records
+    ``case.opened`` (the act is audited where it happens, whoever opens the case)."""
     if purpose not in PURPOSES:
         raise InvalidArgument(f"purpose: got {purpose[:32]!r}, want one of {sorted(PURPOSES)}")
     if len(consent_digest) != 32:
@@ -97,7 +99,7 @@ def open_case(
         seen[ident] = i
         norm.append((ident, (relation or "member")[:32]))
     now = dt.datetime.now(dt.timezone.utc)
-    with engine.begin() as c:
+    with rt.engine.begin() as c:
         n = c.execute(select(func.count()).select_from(cases)).scalar_one()
         ref = f"HUB-{now:%Y}-{n + 1:06d}"
         while c.execute(select(cases.c.case_ref).where(cases.c.case_ref == ref)).first():
@@ -110,6 +112,7 @@ def open_case(
         c.execute(insert(case_members), [
             {"case_ref": ref, "position": i, "identity": ident, "relation": rel} for i, (ident, rel) in enumerate(norm)
         ])
+    rt.audit.record(Kind.CASE_OPENED, {"case_ref": ref, "purpose": purpose, "operator": operator, "consent_digest": consent_digest.hex()})
     return ref
 
 
@@ -243,7 +246,7 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
         )
         digest = request_digest(req)
         row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens))
-        rt.audit.record("query.sent", {
+        rt.audit.record(Kind.QUERY_SENT, {
             "peer": code, "purpose": int(req.context.purpose), "case_ref": req.context.case_ref,
             "request_id": rid.hex(), "request_digest": digest.hex(), "count": len(tokens), "fields": fields,
         }, wait=False)
@@ -253,7 +256,7 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
         _observe_checkpoint(rt, code, resp.checkpoint)
         row.update(status="ok", reason="", envelope=resp.answer.SerializeToString(deterministic=True),
                    answered_at=dt.datetime.now(dt.timezone.utc))
-        rt.audit.record("answer.received", {
+        rt.audit.record(Kind.ANSWER_RECEIVED, {
             "peer": code, "case_ref": req.context.case_ref, "request_id": rid.hex(), "request_digest": digest.hex(),
             "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",
             "found": sum(1 for a in answer.members if a.found),
@@ -262,11 +265,11 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
         attempts += getattr(err, "attempts", 1)
         status, reason = _status_of(err)
         row.update(status=status, reason=reason)
-        rt.audit.record("query.failed", {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": reason[:120]})
+        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": reason[:120]})
     except VerificationError as exc:
         status = "bad_proof" if exc.reason == Reason.BAD_PROOF else "bad_signature"
         row.update(status=status, reason=f"{exc.reason}: {exc.message}"[:300])
-        rt.audit.record("query.failed", {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason})
+        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason})
     row["attempts"] = attempts
     _store_outcome(rt.engine, row)
     return ProviderOutcome(code, row["status"], row.get("reason", ""), attempts)

@@ -17,6 +17,7 @@ from hedui.node.verification.answer import answer_lookup
 from hedui.node.verification.index import all_tokens, facts_for_tokens
 from hedui.node.verification.provider import load_provider
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
+from hedui.node.audit.entry import Kind
 
 __all__ = ["PseudonymServicer", "LookupServicer"]
 
@@ -51,7 +52,7 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
         epoch = st.epoch(request.epoch)
         policy.check(self.rt, call.caller.code, _EVALUATE, request.context, batch=n, need_consent=False, replay_guard=False)
         elements, proof = st.keys[epoch].evaluate_batch(list(request.blinded_elements))
-        self.rt.audit.record("pseudonym.evaluated", {**_base(call.caller.code, request.context), "epoch": epoch, "count": n})
+        self.rt.audit.record(Kind.PSEUDONYM_EVALUATED, {**_base(call.caller.code, request.context), "epoch": epoch, "count": n})
         return pseudonym_pb2.EvaluateResponse(epoch=epoch, evaluated_elements=elements, proof=proof)
 
     @rpc_method(_FILTER)
@@ -61,7 +62,7 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
         grant = policy.check(self.rt, call.caller.code, _FILTER, request.context, need_consent=False)
         policy.commit(self.rt, call.caller.code, _FILTER, request.context, grant, b"", b"")
         total, chunks = protocol.encode_token_filter(all_tokens(self.rt.engine, epoch))
-        self.rt.audit.record("filter.sent", {**_base(call.caller.code, request.context), "epoch": epoch, "count": total})
+        self.rt.audit.record(Kind.FILTER_SENT, {**_base(call.caller.code, request.context), "epoch": epoch, "count": total})
         # A server-streaming method hands gRPC an iterator (a list is refused: the filter
         # download never worked before this test existed).
         return iter([pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, data=c) for c in chunks])
@@ -84,10 +85,10 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         base = {**_base(call.caller.code, request.context), "request_digest": digest.hex()}
         if grant.cached_answer is not None:
             env = common_pb2.Envelope.FromString(grant.cached_answer)
-            rt.audit.record("answer.sent", {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
+            rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
             return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
         epoch = st.epoch(request.epoch)
-        rt.audit.record("query.received", {
+        rt.audit.record(Kind.QUERY_RECEIVED, {
             **base, "epoch": epoch, "count": len(request.tokens),
             "fields": [q.field for q in request.queries], "tokens": [bytes(t).hex() for t in request.tokens],
         }, wait=False)
@@ -99,5 +100,5 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         env = dsse.sign(dsse.ANSWER, payload, [rt.signer])
         policy.commit(rt, call.caller.code, _LOOKUP, request.context, grant, digest, env.SerializeToString(deterministic=True))
         found = sum(1 for m in answer.members if m.found)
-        rt.audit.record("answer.sent", {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "outcome": "ok", "found": found})
+        rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "outcome": "ok", "found": found})
         return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
