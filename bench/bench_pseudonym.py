@@ -37,7 +37,7 @@ def main() -> None:
         os.environ[PASSPHRASE_ENV] = tb.passphrase
         tb.start()
         hub = tb.runtime("hub")
-        key = tb.runtime("tax").extras["provider"].keys[1]
+        key = tb.runtime("tax").provider.keys[1]
         pub = bytes(hub.directory.member("tax").oprf_keys[0].public_key)
         rows = []
         try:

@@ -105,9 +105,9 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(rt), server)
     names.append(audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)
     background: list = []
-    if "provider" in rt.config.node.roles and rt.config.provider.oprf_seed is not None:
+    if rt.provider is not None:
         # Lookups need an OPRF key and a field catalogue; a department that only pushes
-        # notices (fire, traffic police) runs without them.
+        # notices (fire, traffic police) runs without them (rt.provider is None).
         from hedui.node.verification.service import LookupServicer, PseudonymServicer
 
         pseudonym_pb2_grpc.add_PseudonymServiceServicer_to_server(PseudonymServicer(rt), server)
@@ -116,7 +116,7 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
             pseudonym_pb2.DESCRIPTOR.services_by_name["PseudonymService"].full_name,
             lookup_pb2.DESCRIPTOR.services_by_name["LookupService"].full_name,
         ]
-    if "provider" in rt.config.node.roles:
+    if rt.notices is not None:
         from hedui.node.discovery.provider import provider_background
 
         background += provider_background(rt)

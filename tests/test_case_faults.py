@@ -83,7 +83,7 @@ def test_hanging_department_is_unavailable_after_its_deadline(bed):
     s.start()
     try:
         # Drop the cached channel to the stopped node so the new server is dialled.
-        hub.extras.pop("peers", None)
+        hub.peers.reset("tax")
         res = run_case(hub, _case(bed), timeout=1.0, retries=1)
         st = {o.provider: o for o in res.outcomes}
         assert st["tax"].status == "unavailable" and "DEADLINE_EXCEEDED" in st["tax"].reason

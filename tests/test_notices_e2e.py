@@ -35,7 +35,6 @@ from hedui.node.client import PeerClient, channel_credentials
 from hedui.node.discovery import tables as t
 from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.detect import Detection
-from hedui.node.discovery.hub import hub_state
 from hedui.node.discovery.notice import open_notice, seal_notice
 from hedui.node.discovery.outbox import enqueue
 from hedui.node.discovery.provider import DetectionScheduler, ProviderNotices, PushLoop
@@ -86,7 +85,9 @@ def fed_tb(tmp_path, monkeypatch):
 
 
 def notices(tb: Testbed, code: str) -> ProviderNotices:
-    return tb.runtime(code).extras["notices"]
+    n = tb.runtime(code).notices
+    assert n is not None
+    return n
 
 
 def hub_counts(tb: Testbed) -> dict[str, int]:
@@ -112,8 +113,8 @@ def run_all(tb: Testbed) -> dict:
 
 def _check_delivered(tb: Testbed, runs: dict) -> None:
     hub_rt = tb.runtime("hub")
-    hub = hub_state(hub_rt).hub
-    hub_key = hub_state(hub_rt).sealing_key
+    hub = hub_rt.hub.discovery
+    hub_key = hub_rt.hub.sealing_key
     total = sum(len(r.detections) for r in runs.values())
     assert total == sum(r.queued for r in runs.values()) > 0
 
@@ -201,7 +202,7 @@ def test_notices_arrive_sealed_and_signed_and_become_merged_leads(fed_tb):
     _check_delivered(tb, runs)
     # The same person at two departments is one lead: resident 1 (hospital stay + new
     # disability certificate) and resident 2 (hospital stay + fire).
-    hub = hub_state(tb.runtime("hub")).hub
+    hub = tb.runtime("hub").hub.discovery
     merged = {tuple(lead["providers"]) for lead in (hub.lead(m["lead_id"]) for m in hub.merged_leads())}
     assert ("disability", "medins") in merged and ("fire", "medins") in merged
     # A re-run of the same periods queues nothing new.

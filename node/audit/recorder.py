@@ -101,13 +101,10 @@ class NodeAudit:
     def observe_peer(self, code: str, note: bytes) -> str | None:
         """Verifies and cosigns a peer's checkpoint (fetching a consistency proof from the
         peer when needed). A fork raises after the evidence is stored."""
-        from hedui.node.client import PeerClient
         from hedui.v1 import audit_pb2
 
         def fetch(size1: int, size2: int) -> list[bytes]:
-            peers = self._rt.extras.setdefault("peers", {})
-            p = peers.get(code) or peers.setdefault(code, PeerClient.to_member(self._rt, code))
-            r = p.audit.GetConsistencyProof(audit_pb2.GetConsistencyProofRequest(first=size1, second=size2), timeout=10)
+            r = self._rt.peers.get(code).audit.GetConsistencyProof(audit_pb2.GetConsistencyProofRequest(first=size1, second=size2), timeout=10)
             return list(r.hashes)
 
         return self.log.observe_peer_checkpoint(code, note, self.verifier_for(code), fetch)
@@ -121,7 +118,6 @@ class NodeAudit:
         """Asks every peer this node exchanged with to cosign its latest checkpoint
         (tlog-cosignature/v1). The peer checks consistency with the last checkpoint it
         cosigned for us before it signs; what it returns is logged as ``cosignature``."""
-        from hedui.node.client import PeerClient
         from hedui.v1 import audit_pb2, common_pb2
 
         note = self.latest_checkpoint_note()
@@ -130,10 +126,8 @@ class NodeAudit:
         for code in sorted(self._peers):
             if self._cosigned_size.get(code) == size:
                 continue
-            peers = self._rt.extras.setdefault("peers", {})
             try:
-                p = peers.get(code) or peers.setdefault(code, PeerClient.to_member(self._rt, code))
-                r = p.audit.Cosign(audit_pb2.CosignRequest(checkpoint=common_pb2.SignedCheckpoint(note=note)), timeout=timeout)
+                r = self._rt.peers.get(code).audit.Cosign(audit_pb2.CosignRequest(checkpoint=common_pb2.SignedCheckpoint(note=note)), timeout=timeout)
             except Exception as exc:  # the peer is down or refuses: try again next round
                 why = exc.code().name if isinstance(exc, grpc.RpcError) else type(exc).__name__
                 log.info("cosignature from %s: %s", code, why)

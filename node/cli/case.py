@@ -108,8 +108,6 @@ def run(
         with console.status(f"verifying {case_ref} with every department…", spinner="dots") if not json_out else _Null():
             res = run_case(rt, case_ref, timeout=timeout, retries=retries)
     finally:
-        for p in rt.extras.get("peers", {}).values():
-            p.close()
         rt.close()
     out = {"case_ref": res.case_ref, "complete": res.complete, "seconds": round(res.seconds, 3),
            "providers": [o.__dict__ for o in res.outcomes]}
@@ -144,14 +142,13 @@ def report(
     out: Path | None = typer.Option(None, help="Write to this file instead of standard output"),
 ) -> None:
     """The verification report (核对报告): per member × department × field, income, assets, tier."""
-    from hedui.node.verification.cases import hub_rules
     from hedui.node.verification.report import build_report, render_html
 
     if format not in ("json", "html"):
         fail(f"--format: got {format!r}, want json or html")
     rt = _runtime(config)
     try:
-        r = build_report(rt.engine, case_ref, hub_rules(rt))
+        r = build_report(rt.engine, case_ref, rt.hub.rules)
     finally:
         rt.close()
     text = json.dumps(r, ensure_ascii=False, indent=1) if format == "json" else render_html(r, lang)

@@ -125,6 +125,13 @@ def _hub(db: str | None, hub_config: Path | None, config: Path | None = None):
     return _hub_with_config(db, hub_config, config)[0]
 
 
+def _notices(rt, config: Path):
+    if rt.notices is None:
+        rt.close()
+        fail(f"--config {config}: provider.rules: got none, want a detection rule file (docs/discovery.md)")
+    return rt.notices
+
+
 def _parse_date(value: str | None, option: str) -> date:
     if value is None:
         from hedui.node.discovery.calendar import local_date
@@ -287,13 +294,12 @@ def _print_detections(rows: list[dict], run_date: date, tail: str) -> None:
 
 
 def _detect_on_node(config: Path, run_date: date, json_out: bool) -> None:
-    from hedui.node.discovery.provider import provider_notices
     from hedui.node.runtime import Runtime
 
     _node_config(config, "provider")
     rt = Runtime.open(config)
     try:
-        run = provider_notices(rt).run_now(run_date)
+        run = _notices(rt, config).run_now(run_date)
     finally:
         rt.close()
     out = run.as_dict()
@@ -313,13 +319,12 @@ def push_cmd(
 ) -> None:
     """Push queued notices to the hub now and store the signed receipts (the node does this
     in the background too). Exits 1 if a notice could not be delivered; it stays queued."""
-    from hedui.node.discovery.provider import provider_notices
     from hedui.node.runtime import Runtime
 
     _node_config(config, "provider")
     rt = Runtime.open(config)
     try:
-        notices = provider_notices(rt)
+        notices = _notices(rt, config)
         try:
             stats = notices.push(retry_now=retry_now)
             pending = notices.pending()

@@ -18,40 +18,35 @@ referrals: :mod:`~hedui.node.discovery.referrals`; the monthly report: :mod:`~he
 from __future__ import annotations
 
 import hashlib
-import threading
 import hmac
-import html
 import re
-from calendar import monthrange
-from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Sequence
+from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Connection, Engine, and_, func, select, true, update
+from sqlalchemy import Connection, Engine, select, update
 
 from hedui.adapters import idnum
 from hedui.adapters.idnum import normalize as normalise_identity
 from hedui.common.toml import load_toml
 from hedui.keys import sealing
+from hedui.keys.directory import TrustedDirectory
 from hedui.keys.sealing import SealingKey
-from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
+from hedui.node.config import NodeConfig
+from hedui.node.discovery.calendar import WorkCalendar, local_date
 from hedui.node.discovery.leads import Leads
 from hedui.node.discovery.notice import NOTICE_PAYLOAD_TYPE, make_receipt, notice_fields
 from hedui.node.discovery.routing import CODE_PATTERN, HubFile, Routing
 from hedui.node.discovery.tables import insert_ignore, lead_events, leads, notice_inbox, referrals, utc
 from hedui.node.errors import (
     ConfigError,
-    FailedPrecondition,
     InvalidArgument,
-    NotFound,
     Reason,
 )
 from hedui.v1 import common_pb2, notice_pb2
 
-__all__ = ["Hub", "Acceptance", "load_hub", "HubState", "hub_state"]
+__all__ = ["Hub", "Acceptance", "load_hub", "load_sealing_key"]
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -379,16 +374,8 @@ class Hub(Leads):
 
 # ---------------------------------------------------------------- on a node
 
-_STATE_LOCK = threading.Lock()
 
-
-@dataclass(frozen=True)
-class HubState:
-    hub: Hub
-    sealing_key: SealingKey
-
-
-def load_hub(cfg, engine, directory) -> Hub:
+def load_hub(cfg: NodeConfig, engine: Engine, directory: TrustedDirectory) -> Hub:
     """The discovery :class:`Hub` of a hub node from its config, without its private key
     (what the ``leads``/``referrals``/``report`` commands need)."""
     h = cfg.hub
@@ -411,19 +398,16 @@ def load_hub(cfg, engine, directory) -> Hub:
     return hub
 
 
-def hub_state(rt) -> HubState:
-    """The hub's discovery state (loaded once per runtime): the Hub and the private key."""
-    with _STATE_LOCK:
-        st = rt.extras.get("discovery.hub")
-        if st is None:
-            hub = load_hub(rt.config, rt.engine, rt.directory)
-            if rt.config.hub.sealing_key is None:
-                raise ConfigError('hub.sealing_key: got none, want the hub\'s encrypted sealing key, e.g. sealing_key = "sealing.key"')
-            key = SealingKey.load(rt.config.path(rt.config.hub.sealing_key), rt.passphrase)
-            if key.public_bytes() != bytes(rt.directory.member(rt.member).sealing_key):
-                raise ConfigError(
-                    f"hub.sealing_key: public part differs from the sealing key in directory v{rt.directory.version}, "
-                    "want the key the directory publishes"
-                )
-            st = rt.extras["discovery.hub"] = HubState(hub, key)
-    return st
+def load_sealing_key(cfg: NodeConfig, directory: TrustedDirectory, passphrase: bytes) -> SealingKey:
+    """The hub's private sealing key (``[hub] sealing_key``), which must be the one the
+    directory publishes for this member."""
+    h = cfg.hub
+    if h is None or h.sealing_key is None:
+        raise ConfigError('hub.sealing_key: got none, want the hub\'s encrypted sealing key, e.g. sealing_key = "sealing.key"')
+    key = SealingKey.load(cfg.path(h.sealing_key), passphrase)
+    if key.public_bytes() != bytes(directory.member(cfg.node.member).sealing_key):
+        raise ConfigError(
+            f"hub.sealing_key: public part differs from the sealing key in directory v{directory.version}, "
+            "want the key the directory publishes"
+        )
+    return key

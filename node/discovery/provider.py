@@ -39,7 +39,7 @@ import threading
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import grpc
 from sqlalchemy import func, select, update
@@ -67,13 +67,15 @@ from hedui.node.store.tables import node_state
 from hedui.v1 import common_pb2, directory_pb2, notice_pb2
 from hedui.node.audit.entry import Kind
 
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
+
 __all__ = [
     "ProviderNotices",
     "DetectionRun",
     "DetectionScheduler",
     "PushLoop",
     "provider_background",
-    "provider_notices",
     "dedup_secret_path",
     "load_or_create_dedup_secret",
     "run_key",
@@ -84,7 +86,6 @@ log = logging.getLogger("hedui.node.discovery.provider")
 
 DEDUP_SECRET_LABEL = "hedui-dedup-secret"
 _RUNS_KEY = "discovery.runs"
-_STATE_LOCK = threading.Lock()
 
 
 def _now() -> datetime:
@@ -195,7 +196,7 @@ class ProviderNotices:
 
     def __init__(
         self,
-        rt,
+        rt: Runtime,
         *,
         clock: Callable[[], datetime] = _now,
         base_delay: float = 2.0,
@@ -231,8 +232,6 @@ class ProviderNotices:
         self._clock = clock
         self.timeout = timeout
         self.wake = threading.Event()
-        self._client = None
-        self._client_lock = threading.Lock()
         self.pusher = Pusher(
             rt.engine, self._send, self._verify,
             base_delay=base_delay, max_delay=max_delay, lease=lease, clock=clock, on_delivered=self._delivered,
@@ -342,20 +341,9 @@ class ProviderNotices:
             except Exception:  # metrics never break pushing
                 log.debug("outbox gauge not updated", exc_info=True)
 
-    def _peer(self):
-        from hedui.node.client import PeerClient
-
-        with self._client_lock:
-            if self._client is None:
-                self._client = PeerClient.to_member(self.rt, self.hub)
-            return self._client
-
     def close(self) -> None:
         """Closes the channel to the hub (cancels an RPC in flight)."""
-        with self._client_lock:
-            c, self._client = self._client, None
-        if c is not None:
-            c.close()
+        self.rt.peers.reset(self.hub)
 
     def _send(self, envelope: bytes) -> bytes:
         req = notice_pb2.PushRequest(notice=common_pb2.Envelope.FromString(envelope))
@@ -366,7 +354,7 @@ class ProviderNotices:
             req.checkpoint.note = cp.note.encode() if cp is not None else self.rt.audit.latest_checkpoint_note()
         except Exception:  # the checkpoint is for cosigning; a push goes without it
             log.debug("no checkpoint for the push", exc_info=True)
-        client = self._peer()
+        client = self.rt.peers.get(self.hub)
         try:
             resp = client.notice.Push(req, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -374,10 +362,7 @@ class ProviderNotices:
             if isinstance(err, Unavailable):
                 # Start the next attempt on a fresh channel rather than wait out gRPC's own
                 # reconnect backoff, which grows while the hub is away.
-                with self._client_lock:
-                    if self._client is client:
-                        self._client = None
-                client.close()
+                self.rt.peers.reset(self.hub, client)
             err.message = f"hub {self.hub}: {describe_remote(err)}"[:400]
             raise err from None
         if not resp.HasField("receipt"):
@@ -411,15 +396,6 @@ class ProviderNotices:
                 "received_at": receipt.received_at.ToDatetime(tzinfo=timezone.utc).isoformat(),
             }),
         ])
-
-
-def provider_notices(rt) -> ProviderNotices:
-    """The runtime's :class:`ProviderNotices` (one per runtime, in ``rt.extras["notices"]``)."""
-    with _STATE_LOCK:
-        pn = rt.extras.get("notices")
-        if pn is None:
-            pn = rt.extras["notices"] = ProviderNotices(rt)
-    return pn
 
 
 # ---------------------------------------------------------------- background jobs
@@ -511,14 +487,14 @@ class PushLoop(_Loop):
         n.close()
 
 
-def provider_background(rt) -> list:
+def provider_background(rt: Runtime) -> list:
     """Background jobs of a provider node that detects and pushes notices: the daily
     detection scheduler (unless ``detect_at = "manual"``) and the pusher. ``[]`` when the
     provider has no ``[provider] rules``."""
     p = rt.config.provider
-    if p is None or p.rules is None:
+    notices = rt.notices
+    if p is None or notices is None:
         return []
-    notices = provider_notices(rt)
     jobs: list = []
     if p.detect_at != "manual":
         hh, mm = p.detect_at.split(":")

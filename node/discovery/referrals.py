@@ -11,15 +11,18 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import Engine, and_, func, select, true, update
 
 from hedui.adapters.idnum import scrub
 from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.tables import leads, referrals, utc
-from hedui.node.errors import FailedPrecondition, InvalidArgument, NotFound, Reason
+from hedui.node.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound, Reason
 from hedui.node.audit.entry import Kind
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["ReferralView", "Referrals", "OUTCOMES", "PROGRAMMES", "EscalationJob", "hub_background"]
 
@@ -198,7 +201,7 @@ class EscalationJob:
     start to catch up; each run that escalates something is audited (``admin`` entry,
     action ``referrals.escalate``). ``stop()`` returns promptly."""
 
-    def __init__(self, rt, *, at: time = time(8, 0), clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, rt: Runtime, *, at: time = time(8, 0), clock: Callable[[], datetime] = _now) -> None:
         self.rt = rt
         self.at = at
         self._clock = clock
@@ -207,9 +210,9 @@ class EscalationJob:
 
     def run_once(self, as_of=None) -> list[ReferralView]:
         """Escalates every open referral due before ``as_of`` (default: today in China)."""
-        from hedui.node.discovery.hub import hub_state
-
-        hub = hub_state(self.rt).hub
+        hub = self.rt.hub.discovery if self.rt.hub is not None else None
+        if hub is None:
+            raise ConfigError("hub.routing: got none, want the hub discovery file to escalate referrals")
         as_of = as_of or local_date(self._clock())
         views = hub.escalate(as_of)
         if views:
@@ -257,9 +260,6 @@ class EscalationJob:
             t.join(timeout=10)
 
 
-def hub_background(rt) -> list:
+def hub_background(rt: Runtime) -> list:
     """Background jobs of a hub node: the daily overdue-referral escalation."""
-    from hedui.node.discovery.hub import hub_state
-
-    hub_state(rt)
-    return [EscalationJob(rt)]
+    return [EscalationJob(rt)] if rt.hub is not None and rt.hub.discovery is not None else []

@@ -40,14 +40,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError
 
 from hedui.node import policy
 from hedui.node.discovery import notice as notice_
-from hedui.node.discovery.hub import hub_state
-from hedui.node.errors import InvalidArgument, Reason
+from hedui.node.errors import ConfigError, InvalidArgument, Reason
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
 from hedui.node.audit.entry import Kind
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["NoticeServicer", "PUSH_METHOD"]
 
@@ -71,22 +76,30 @@ def _push_refusal_fields(request: notice_pb2.PushRequest) -> dict:
 
 
 class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
-    def __init__(self, rt) -> None:
+    def __init__(self, rt: Runtime) -> None:
+        # A hub without its discovery file or sealing key cannot take notices: it does not start.
+        if rt.hub is None or rt.hub.discovery is None:
+            raise ConfigError(
+                'hub.routing: got none, want the hub discovery file (hub code, person-key secret, routes), '
+                'e.g. routing = "hub-discovery.toml"'
+            )
+        if rt.hub.sealing_key is None:
+            raise ConfigError('hub.sealing_key: got none, want the hub\'s encrypted sealing key, e.g. sealing_key = "sealing.key"')
         self.rt = rt
-        self.state = hub_state(rt)  # a bad hub config stops the node at start
+        self.hub, self.sealing_key = rt.hub.discovery, rt.hub.sealing_key
 
     @rpc_method(PUSH_METHOD, refusal_fields=_push_refusal_fields)
     def Push(self, request: notice_pb2.PushRequest, call: Call) -> notice_pb2.PushResponse:
-        rt, st = self.rt, self.state
+        rt = self.rt
         caller = call.caller.code
         policy.check_method(rt, caller, PUSH_METHOD)
         if not request.HasField("notice"):
             raise InvalidArgument("notice: got none, want a DSSE envelope of a Notice", reason=Reason.BAD_ENVELOPE)
         payload = notice_.verify_notice(rt.directory, caller, request.notice)
         notice = notice_.read_notice(payload, caller=caller, hub=rt.member)
-        opened = notice_.open_notice(notice, st.sealing_key)
+        opened = notice_.open_notice(notice, self.sealing_key)
         with rt.engine.begin() as conn:
-            acc = st.hub.accept_notice(
+            acc = self.hub.accept_notice(
                 conn, notice, opened, envelope=request.notice.SerializeToString(), sign_receipt=lambda r: notice_.sign_receipt(r, rt.signer)
             )
         receipt = common_pb2.Envelope.FromString(acc.receipt)

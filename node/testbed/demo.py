@@ -68,7 +68,7 @@ def _case_step(tb: Testbed, step: Callable) -> None:
 
     from hedui.adapters.synthetic import resident
     from hedui.keys.signing import load_public
-    from hedui.node.verification.cases import consent_digest_of, hub_rules, open_case, run_case
+    from hedui.node.verification.cases import consent_digest_of, open_case, run_case
     from hedui.node.verification.evidence import verify_case_data
     from hedui.node.verification.report import build_report, load_case
 
@@ -78,7 +78,7 @@ def _case_step(tb: Testbed, step: Callable) -> None:
                     operator="demo-caseworker", region="370304", expenditure=Decimal("45000"))
     res = run_case(hub, ref)
     step("case run", f"{ref}: " + ", ".join(f"{o.provider} {o.status}" for o in res.outcomes) + f" in {res.seconds:.2f} s")
-    rep = build_report(hub.engine, ref, hub_rules(hub))
+    rep = build_report(hub.engine, ref, hub.hub.rules)
     held: dict[str, set[int]] = {}
     for f in rep["fields"]:
         if f["found"]:

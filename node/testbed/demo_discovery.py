@@ -18,18 +18,17 @@ __all__ = ["discovery_step"]
 
 
 def discovery_step(tb, step: Callable[[str, str], None], *, wait: float = 60.0) -> dict:
-    from hedui.node.discovery.hub import hub_state
     from hedui.node.discovery.report import monthly_report
 
-    hubs = [c for c, ns in tb.servers.items() if "discovery.hub" in ns.rt.extras]
-    providers = [c for c, ns in tb.servers.items() if "notices" in ns.rt.extras]
+    hubs = [c for c, ns in tb.servers.items() if ns.rt.hub is not None and ns.rt.hub.discovery is not None]
+    providers = [c for c, ns in tb.servers.items() if ns.rt.notices is not None]
     if not hubs or not providers:
         step("discovery", "skipped (no hub with a sealing key, or no department with detection rules)")
         return {}
     hub_rt = tb.runtime(hubs[0])
     runs = {}
     for code in providers:
-        run = tb.runtime(code).extras["notices"].run_now(SCENARIO_AS_OF)
+        run = tb.runtime(code).notices.run_now(SCENARIO_AS_OF)
         runs[code] = run
         due = sorted({d.due_date.isoformat() for d in run.detections})
         step(
@@ -40,14 +39,14 @@ def discovery_step(tb, step: Callable[[str, str], None], *, wait: float = 60.0) 
         )
     # The nodes' pushers deliver in the background; wait until every outbox is empty.
     deadline = _time.monotonic() + wait
-    while _time.monotonic() < deadline and any(tb.runtime(c).extras["notices"].pending() for c in providers):
+    while _time.monotonic() < deadline and any(tb.runtime(c).notices.pending() for c in providers):
         _time.sleep(0.1)
-    left = sum(tb.runtime(c).extras["notices"].pending() for c in providers)
+    left = sum(tb.runtime(c).notices.pending() for c in providers)
     queued = sum(r.queued for r in runs.values())
     step("push", f"{queued - left} of {queued} notice(s) delivered over mTLS with signed receipts"
          + (f"; {left} still queued (retrying)" if left else ""))
 
-    hub = hub_state(hub_rt).hub
+    hub = hub_rt.hub.discovery
     leads = hub.list_leads()
     merged = [hub.lead(r["lead_id"]) for r in leads if r["sources"] > 1]
     step("leads", f"{len(leads)} lead(s) from {sum(r['events'] for r in leads)} notice(s); merged across departments: "

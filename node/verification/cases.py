@@ -25,8 +25,8 @@ from sqlalchemy import func, insert, select, update
 from hedui.adapters.idnum import normalize
 from hedui.keys import oprf
 from hedui.keys.directory import PURPOSES
-from hedui.node.client import PeerClient
 from hedui.node.errors import (
+    ConfigError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -38,13 +38,13 @@ from hedui.node.errors import (
     describe_remote,
     from_rpc_error,
 )
-from hedui.node.verification.rules import Rules, load_rules
+from hedui.node.verification.rules import Rules
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.node.verification.protocol import request_digest, verify_answer
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 from hedui.node.audit.entry import Kind
 
-__all__ = ["open_case", "run_case", "CaseRun", "record_directory", "consent_digest_of", "hub_rules"]
+__all__ = ["open_case", "run_case", "CaseRun", "record_directory", "consent_digest_of"]
 
 log = logging.getLogger("hedui.hub.cases")
 _MAX_MEMBERS = 20
@@ -52,13 +52,6 @@ _MAX_MEMBERS = 20
 
 def consent_digest_of(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def hub_rules(rt) -> Rules:
-    r = rt.extras.get("rules")
-    if r is None:
-        r = rt.extras["rules"] = load_rules(rt.config.path(rt.config.hub.rules) if rt.config.hub and rt.config.hub.rules else None)
-    return r
 
 
 def open_case(
@@ -146,14 +139,6 @@ class CaseRun:
         return all(o.status == "ok" for o in self.outcomes)
 
 
-def _peer(rt, code: str) -> PeerClient:
-    peers = rt.extras.setdefault("peers", {})
-    p = peers.get(code)
-    if p is None:
-        p = peers[code] = PeerClient.to_member(rt, code)
-    return p
-
-
 def _providers(rt, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]:
     need = rules.fields_by_provider()
     out = []
@@ -180,7 +165,9 @@ def run_case(rt, case_ref: str, *, timeout: float = 10.0, retries: int = 2, reru
             raise NotFound(f"case: got {case_ref[:32]!r}, want an open case reference")
         idents = [r.identity for r in c.execute(select(case_members.c.identity).where(case_members.c.case_ref == case_ref).order_by(case_members.c.position))]
         done = {r.provider for r in c.execute(select(case_answers.c.provider).where(case_answers.c.case_ref == case_ref, case_answers.c.status == "ok"))}
-    rules = hub_rules(rt)
+    if rt.hub is None:
+        raise ConfigError(f"node.roles: got {', '.join(rt.config.node.roles)}, want the hub role to run cases")
+    rules = rt.hub.rules
     todo = [(m, f) for m, f in _providers(rt, rules) if rerun_ok or m.code not in done]
     ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator)
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
@@ -221,7 +208,7 @@ def _call(fn, req, timeout: float, retries: int):
 
 def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> ProviderOutcome:
     code = m.code
-    peer = _peer(rt, code)
+    peer = rt.peers.get(code)
     epochs = sorted(((k.epoch, bytes(k.public_key)) for k in m.oprf_keys), reverse=True)
     rid = os.urandom(16)
     row = {"case_ref": ctx_base["case_ref"], "provider": code, "request_id": rid, "directory_version": rt.directory.version}

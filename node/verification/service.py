@@ -7,17 +7,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from hedui.keys import dsse
 from hedui.node import policy
-from hedui.node.errors import InvalidArgument
+from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method
 from hedui.node.verification import protocol
 from hedui.node.verification.answer import answer_lookup
 from hedui.node.verification.index import all_tokens, facts_for_tokens
-from hedui.node.verification.provider import load_provider
+from hedui.node.verification.provider import ProviderState
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
 from hedui.node.audit.entry import Kind
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["PseudonymServicer", "LookupServicer"]
 
@@ -26,11 +30,10 @@ _FILTER = "/hedui.v1.PseudonymService/GetTokenFilter"
 _LOOKUP = "/hedui.v1.LookupService/Lookup"
 
 
-def _state(rt):
-    st = rt.extras.get("provider")
-    if st is None:
-        st = rt.extras["provider"] = load_provider(rt)
-    return st
+def _state(rt: Runtime) -> ProviderState:
+    if rt.provider is None:
+        raise ConfigError("provider.oprf_seed: got none, want the encrypted OPRF seed file (hedui keys oprf-init)")
+    return rt.provider
 
 
 def _base(caller: str, ctx: common_pb2.RequestContext) -> dict:
