@@ -578,3 +578,46 @@ def test_cli(audit: AuditLog, engine, store_url, signer, tmp_path) -> None:
         assert r.exit_code not in (0, None), args
         assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), args
         assert "error:" in r.output, (args, r.output)
+
+
+def test_periodic_job_steps_survives_errors_and_stops_promptly() -> None:
+    """The one loop shape (node/loops.py): steps at once, retries after an error, wakes
+    early on ``wake``, and stop() interrupts, joins and runs ``final`` once."""
+    import time as _time
+
+    from hedui.node.loops import PeriodicJob
+
+    calls: list[str] = []
+    wake = threading.Event()
+
+    class Job(PeriodicJob):
+        def step(self) -> float:
+            calls.append("step")
+            if len(calls) == 2:
+                raise RuntimeError("store briefly away 110105194912310021")
+            return 3600.0
+
+        def interrupt(self) -> None:
+            calls.append("interrupt")
+
+        def final(self) -> None:
+            calls.append("final")
+
+    job = Job("test-job", interval=0.01, wake=wake)
+    with pytest.raises(ValueError):
+        Job("bad", interval=0)
+    job.start()
+    deadline = _time.monotonic() + 10
+    while calls.count("step") < 1 and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    assert job.next_due is not None and job.next_due > _time.monotonic() + 3000  # waits an hour...
+    wake.set()  # ...unless woken: the second step fails, the third comes after `interval`
+    while calls.count("step") < 3 and _time.monotonic() < deadline:
+        _time.sleep(0.01)
+    assert calls.count("step") == 3 and job.last_error is None
+    started = _time.monotonic()
+    job.stop()
+    assert _time.monotonic() - started < 5 and job.next_due is None
+    assert calls[-2:] == ["interrupt", "final"]
+    job.stop()  # idempotent: no second final
+    assert calls.count("final") == 1

@@ -36,6 +36,7 @@ from hedui.node.audit.note import Checkpoint, Signer, Verifier, Verifiers, open_
 from hedui.node.audit.tables import audit_checkpoints, audit_cosignatures, audit_entries, audit_forks, audit_head, audit_nodes
 from hedui.node.audit.tree import DEFAULT_TILE_HEIGHT, HEAD_ID, TIME_EXTENSION, StoredCheckpoint, TreeReader, perfect_root
 from hedui.node.errors import ConfigError, InvalidArgument
+from hedui.node.loops import PeriodicJob
 
 __all__ = ["AuditLog", "CheckpointScheduler"]
 
@@ -404,55 +405,29 @@ class AuditLog(TreeReader):
         raise ForkError(f"peer {peer} ({origin}): {reason}")
 
 
-class CheckpointScheduler:
+class CheckpointScheduler(PeriodicJob):
     """Calls :meth:`AuditLog.checkpoint` every ``interval`` seconds (a new checkpoint is
     signed only if the tree grew) and re-signs an unchanged tree every ``idle_interval``
-    seconds so its checkpoints stay fresh. ``start()`` / ``stop()``."""
+    seconds so its checkpoints stay fresh; :meth:`stop` signs one last checkpoint if the
+    tree grew."""
 
     def __init__(self, audit_log: AuditLog, *, interval: float = 5.0, idle_interval: float = 3600.0) -> None:
         if interval <= 0 or idle_interval <= 0:
             raise ConfigError("checkpoint intervals must be > 0")
+        super().__init__("audit-checkpoints", interval=interval, join_timeout=60.0)
         self._log = audit_log
-        self._interval = interval
         self._idle = idle_interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: BaseException | None = None
+        self._final = True
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="audit-checkpoints", daemon=True)
-        self._thread.start()
+    def step(self) -> None:
+        self._log.flush()
+        self._log.checkpoint(max_idle=self._idle)
 
     def stop(self, *, final: bool = True) -> None:
         """Stops the thread; with ``final`` signs one last checkpoint if the tree grew."""
-        t, self._thread = self._thread, None
-        if t is None:
-            return
-        self._stop.set()
-        t.join()
-        if final:
-            self._tick()
+        self._final = final
+        super().stop()
 
-    def _tick(self) -> None:
-        try:
-            self._log.flush()
-            self._log.checkpoint(max_idle=self._idle)
-            self.last_error = None
-        except Exception as exc:  # noqa: BLE001 - keep the scheduler alive, report loudly
-            self.last_error = exc
-            log.error("audit checkpoint failed: %s", exc)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._tick()
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> "CheckpointScheduler":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def final(self) -> None:
+        if self._final:
+            self.tick()

@@ -18,6 +18,7 @@ from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.audit.log import AuditLog, CheckpointScheduler
 from hedui.node.audit.note import Signer, Verifier
 from hedui.node.errors import VerificationError
+from hedui.node.loops import PeriodicJob
 from hedui.node.audit.entry import Kind
 
 __all__ = ["NodeAudit", "open_audit", "origin_of"]
@@ -143,41 +144,24 @@ class NodeAudit:
         self.log.close()
 
 
-class _CosignLoop:
-    """Background: every ``interval`` seconds, ask peers to cosign our newest checkpoint."""
+class _CosignLoop(PeriodicJob):
+    """Every ``tick`` seconds cosigns the peers' checkpoints queued by exchanges; every
+    ``interval`` seconds asks the peers to cosign this node's newest checkpoint."""
 
-    def __init__(self, audit: "NodeAudit", interval: float = 30.0) -> None:
-        import threading
+    def __init__(self, audit: NodeAudit, interval: float = 30.0, tick: float = 2.0) -> None:
+        super().__init__("cosign", interval=tick, join_timeout=5.0)
+        self._audit, self._every = audit, max(1, round(interval / tick))
+        self._ticks = 0
 
-        self._audit, self._interval = audit, interval
-        self._tick = 2.0  # peers' checkpoints are cosigned within this many seconds
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    def step(self) -> None:
+        self._ticks += 1
+        self._audit.process_peer_checkpoints()
+        if self._ticks >= self._every:
+            self._ticks = 0
+            self._audit.request_cosignatures()
 
-    def start(self) -> None:
-        import threading
-
-        self._thread = threading.Thread(target=self._run, name="cosign", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        ticks = 0
-        while not self._stop.wait(self._tick):
-            ticks += 1
-            try:
-                self._audit.process_peer_checkpoints()
-                if ticks * self._tick >= self._interval:
-                    ticks = 0
-                    self._audit.request_cosignatures()
-            except Exception:
-                log.exception("cosignature round failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        t, self._thread = self._thread, None
-        if t is not None:
-            t.join(timeout=5)
-            self._audit.process_peer_checkpoints()
+    def final(self) -> None:
+        self._audit.process_peer_checkpoints()
 
 
 def open_audit(rt) -> NodeAudit:

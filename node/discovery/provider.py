@@ -45,7 +45,6 @@ import grpc
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from hedui.adapters.idnum import scrub
 from hedui.keys import sealing
 from hedui.adapters.records import RowProblem
 from hedui.keys.keyfile import load_secret, save_secret
@@ -55,6 +54,7 @@ from hedui.node.discovery.notice import permanent_refusal, seal_notice, sign_not
 from hedui.node.discovery.outbox import Pusher, PushStats, enqueue
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
 from hedui.node.discovery.tables import notice_outbox
+from hedui.node.loops import PeriodicJob
 from hedui.node.errors import (
     ConfigError,
     Reason,
@@ -401,90 +401,45 @@ class ProviderNotices:
 # ---------------------------------------------------------------- background jobs
 
 
-class _Loop:
-    name = "loop"
-
-    def __init__(self, notices: ProviderNotices) -> None:
-        self.notices = notices
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"{self.name}-{self.notices.rt.member}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        t, self._thread = self._thread, None
-        self._stop.set()
-        self.notices.wake.set()
-        self._interrupt()
-        if t is not None:
-            t.join(timeout=15)
-
-    def _interrupt(self) -> None:
-        pass
-
-    def _run(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-
-class DetectionScheduler(_Loop):
+class DetectionScheduler(PeriodicJob):
     """Runs the due rules once a day at ``at`` (China time), and at start if that time has
     passed today: monthly and weekly rules once per period, rolling and this-year rules once
     per day (see :func:`run_key`). A failed run is retried within the hour."""
 
-    name = "detection"
-
     def __init__(self, notices: ProviderNotices, *, at: time = time(1, 30), clock: Callable[[], datetime] = _now) -> None:
-        super().__init__(notices)
+        super().__init__(f"detection-{notices.rt.member}", interval=3600.0)
+        self.notices = notices
         self.at = at
         self._clock = clock
 
-    def tick(self) -> float:
-        """One scheduler step: runs the due rules if today's run time has come; returns the
-        seconds to wait before the next step (at most an hour)."""
+    def step(self) -> float:
+        """Runs the due rules if today's run time has come; returns the seconds to wait
+        before the next step (at most an hour)."""
         now = self._clock().astimezone(CHINA_TZ)
         today_at = datetime.combine(now.date(), self.at, CHINA_TZ)
         if now < today_at:
             return min(3600.0, max(1.0, (today_at - now).total_seconds()))
-        try:
-            self.notices.run(now.date(), only_due=True)
-        except Exception as exc:  # retried at the next step
-            log.error("detection run failed: %s", scrub(f"{type(exc).__name__}: {exc}")[:300])
-            return 3600.0
+        self.notices.run(now.date(), only_due=True)
         return min(3600.0, max(1.0, (today_at + timedelta(days=1) - now).total_seconds()))
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._stop.wait(self.tick())
 
-
-class PushLoop(_Loop):
+class PushLoop(PeriodicJob):
     """Pushes due outbox rows every ``poll_interval`` seconds, or at once when a detection
-    run queued something. ``stop()`` closes the channel, so an RPC in flight ends now."""
-
-    name = "pusher"
+    run queued something (``notices.wake``). ``stop()`` closes the channel, so an RPC in
+    flight ends now."""
 
     def __init__(self, notices: ProviderNotices, *, poll_interval: float = 1.0) -> None:
-        super().__init__(notices)
-        self.poll_interval = poll_interval
+        super().__init__(f"pusher-{notices.rt.member}", interval=poll_interval, wake=notices.wake)
+        self.notices = notices
 
-    def _interrupt(self) -> None:
+    def step(self) -> None:
+        self.notices.push()
+
+    def interrupt(self) -> None:
         self.notices.close()
 
-    def _run(self) -> None:
-        n = self.notices
-        while not self._stop.is_set():
-            try:
-                n.push()
-            except Exception as exc:  # the store may be briefly unavailable
-                log.warning("notice push pass failed: %s", type(exc).__name__)
-            n.wake.wait(self.poll_interval)
-            n.wake.clear()
-        n.close()
+    def final(self) -> None:
+        self.notices.close()
 
 
 def provider_background(rt: Runtime) -> list:

@@ -8,16 +8,15 @@ is answered (:meth:`Referrals.record_response`), listed, found overdue and escal
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy import Engine, and_, func, select, true, update
 
-from hedui.adapters.idnum import scrub
 from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.tables import leads, referrals, utc
+from hedui.node.loops import PeriodicJob
 from hedui.node.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound, Reason
 from hedui.node.audit.entry import Kind
 
@@ -196,17 +195,17 @@ class Referrals:
 # ---------------------------------------------------------------- the daily escalation job
 
 
-class EscalationJob:
+class EscalationJob(PeriodicJob):
     """Escalates overdue referrals (通报督办) once a day at ``at`` (China time), and once at
     start to catch up; each run that escalates something is audited (``admin`` entry,
-    action ``referrals.escalate``). ``stop()`` returns promptly."""
+    action ``referrals.escalate``). A failed run is retried within the hour."""
 
     def __init__(self, rt: Runtime, *, at: time = time(8, 0), clock: Callable[[], datetime] = _now) -> None:
+        super().__init__(f"escalation-{rt.member}", interval=3600.0, join_timeout=10.0)
         self.rt = rt
         self.at = at
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._last: date | None = None  # the China date of the last successful run; None: run at start
 
     def run_once(self, as_of=None) -> list[ReferralView]:
         """Escalates every open referral due before ``as_of`` (default: today in China)."""
@@ -233,31 +232,13 @@ class EscalationJob:
             nxt += timedelta(days=1)
         return (nxt - now).total_seconds()
 
-    def _run(self) -> None:
-        last = None  # the China date of the last successful run; None: run at start
-        while not self._stop.is_set():
-            now = self._clock().astimezone(CHINA_TZ)
-            if last is None or (now.date() != last and now.time() >= self.at):
-                try:
-                    self.run_once(now.date())
-                    last = now.date()
-                except Exception as exc:  # keep the job alive; the store may be briefly away
-                    log.error("referral escalation failed: %s", scrub(f"{type(exc).__name__}: {exc}")[:300])
-            # Wake at least hourly, so a failed run is retried and a changed clock is noticed.
-            self._stop.wait(min(self._seconds_to_next(), 3600.0))
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"escalation-{self.rt.member}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        t, self._thread = self._thread, None
-        self._stop.set()
-        if t is not None:
-            t.join(timeout=10)
+    def step(self) -> float:
+        now = self._clock().astimezone(CHINA_TZ)
+        if self._last is None or (now.date() != self._last and now.time() >= self.at):
+            self.run_once(now.date())
+            self._last = now.date()
+        # Wake at least hourly, so a failed run is retried and a changed clock is noticed.
+        return min(self._seconds_to_next(), 3600.0)
 
 
 def hub_background(rt: Runtime) -> list:
