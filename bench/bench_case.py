@@ -101,7 +101,7 @@ def _setup(root: Path, residents: int):
     pub = ServerKey.derive(seed, 1).public_key_bytes
     for m in tb.members:
         if m.code in PROVIDERS:
-            m._oprf_pub = pub  # type: ignore[attr-defined]
+            m.oprf_public = pub
     tb.sign_directory()
     return tb, built["p1"], index_s, ServerKey.derive(seed, 1)
 

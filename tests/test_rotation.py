@@ -57,15 +57,8 @@ def test_rotation_overlap_both_epochs_answer(tmp_path, monkeypatch):
     assert rot["epoch"] == 2 and rot["tokens"] > 0 and rot["next_steps"]
     # Authority: publish both epochs. Department: serve epoch 2, keep epoch 1 during the overlap.
     tax = next(m for m in tb.members if m.code == "tax")
-    from hedui.node.testbed import provider as testbed_provider
-
-    spec_hook = testbed_provider._spec
-    monkeypatch.setattr(testbed_provider, "_spec", lambda t, m: (
-        {"oprf_keys": [{"epoch": 1, "public_key_hex": tax._oprf_pub.hex()}, {"epoch": 2, "public_key_hex": rot["public_key_hex"]}]}
-        if m.code == "tax" else spec_hook(t, m)))
-    import hedui.node.testbed.federation as tbm
-
-    monkeypatch.setattr(tbm, "_SPEC_HOOKS", [testbed_provider._spec if h is spec_hook else h for h in tbm._SPEC_HOOKS])
+    tax.extra_spec = {"oprf_keys": [{"epoch": 1, "public_key_hex": tax.oprf_public.hex()},
+                                     {"epoch": 2, "public_key_hex": rot["public_key_hex"]}]}
     tb.version = 2
     tb.sign_directory()
     text = cfg.read_text().replace("epoch = 1", 'epoch = 2\nprevious_epoch = 1\nprevious_oprf_seed = "oprf-epoch1.seed"')

@@ -8,7 +8,8 @@ from typing import Callable
 
 from hedui.node.client import PeerClient
 from hedui.node.errors import Reason, VerificationError
-from hedui.node.testbed import DEFAULT_MEMBERS, MemberPlan, Testbed
+from hedui.node.testbed.demo_discovery import discovery_step
+from hedui.node.testbed.federation import DEFAULT_MEMBERS, MemberPlan, Testbed
 from hedui.v1 import node_pb2
 
 __all__ = ["run_demo"]
@@ -135,11 +136,6 @@ def audit_step(tb: Testbed, step: Callable) -> None:
     step("reconcile", f"hub ↔ {len(providers)} departments: " + ", ".join(f"{k} {v}" for k, v in rec.counts.items()) + "; nothing unmatched")
 
 
-# Later flows append (testbed, step) callables here; the audit check runs last (run_demo).
-DEMO_STEPS: list[Callable] = [_case_step]
-
-
-# Active discovery: detection at several departments, push, leads, referrals, escalation.
-from hedui.node.testbed.demo_discovery import discovery_step as _discovery_step  # noqa: E402
-
-DEMO_STEPS.append(_discovery_step)
+# The flows the demo runs, in order; the audit check runs last (run_demo). Active discovery:
+# detection at several departments, push, leads, referrals, escalation.
+DEMO_STEPS: tuple[Callable[[Testbed, Callable[[str, str], None]], object], ...] = (_case_step, discovery_step)

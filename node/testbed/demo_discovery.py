@@ -1,4 +1,4 @@
-"""The demo's active-discovery step (appended to :data:`hedui.node.testbed.demo.DEMO_STEPS`).
+"""The demo's active-discovery step (one of :data:`hedui.node.testbed.demo.DEMO_STEPS`).
 
 Departments run one detection cycle for the scenario date, their nodes push the sealed,
 signed notices to the hub in the background, and the hub shows the leads (merged per person

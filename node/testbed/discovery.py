@@ -1,4 +1,5 @@
-"""Testbed set-up for active discovery. Imported by :mod:`hedui.node.testbed`.
+"""Testbed set-up for active discovery (:class:`~hedui.node.testbed.federation.Testbed` calls
+:func:`create`, :func:`spec` and :func:`config` explicitly).
 
 - Every hub member gets a sealing key (``sealing.key``, encrypted with the testbed passphrase;
   the public half is published in its directory entry as ``sealing_key_hex``), a person-key
@@ -8,7 +9,7 @@
   (``medins``, ``disability``, ``fire``, ``traffic``) gets discovery data, a ``rules.toml``
   (the department's shipped rules) and ``[provider] rules``, ``hub``, ``mapping`` and
   ``detect_at = "manual"`` (tests and the demo run detection for :data:`SCENARIO_AS_OF`
-  themselves). Set ``member.discovery = False`` on a :class:`~hedui.node.testbed.MemberPlan`
+  themselves). Set ``discovery=False`` on a :class:`~hedui.node.testbed.MemberPlan`
   to leave a member out.
 
 Data: where :mod:`hedui.node.testbed.provider` already gave the member a synthetic
@@ -30,12 +31,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import tomli_w
 
 from hedui.keys.keyfile import write_private
 from hedui.keys.sealing import SealingKey
-from hedui.node.testbed import federation as _tb
+
+if TYPE_CHECKING:
+    from hedui.node.testbed.federation import MemberPlan, Testbed
 
 __all__ = [
     "SCENARIO_AS_OF",
@@ -116,7 +120,7 @@ _SYNTHETIC_RULES = {
 
 def discovery_department(tb, m) -> str | None:
     """The discovery department of member ``m``, or None."""
-    if "provider" not in m.roles or getattr(m, "discovery", True) is False or hub_code(tb) is None:
+    if "provider" not in m.roles or not m.discovery or hub_code(tb) is None:
         return None
     dept = m.code.replace("-", "_")
     return dept if dept in DISCOVERY_DEPARTMENTS else None
@@ -129,7 +133,7 @@ def hub_code(tb) -> str | None:
 def planted_identity(tb, resident: int) -> str:
     from hedui.adapters.synthetic import resident as _resident
 
-    return _resident(resident, getattr(tb, "data_seed", 7)).id_number
+    return _resident(resident, tb.data_seed).id_number
 
 
 def expected_detections(department: str) -> list[tuple[int, str]]:
@@ -140,7 +144,7 @@ def expected_detections(department: str) -> list[tuple[int, str]]:
 # ---------------------------------------------------------------- hooks
 
 
-def _create(tb) -> None:
+def create(tb: Testbed) -> None:
     pw = tb.passphrase.encode()
     for m in tb.members:
         md = tb.member_dir(m.code)
@@ -185,10 +189,10 @@ def _create_provider(tb, m, dept: str, md) -> None:
             r["fact"] = adapt["facts"].get(r["fact"], r["fact"])
             if "details" in adapt and "details" in r:
                 r["details"] = adapt["details"]
-        m._discovery_mapping = "mapping.toml"  # type: ignore[attr-defined]
+        m.discovery_mapping = "mapping.toml"
     else:
         rules.setdefault("default_region", DISTRICT)
-        m._discovery_mapping = _write_csv(tb, md, dept, events)  # type: ignore[attr-defined]
+        m.discovery_mapping = _write_csv(tb, md, dept, events)
     (md / "rules.toml").write_text(
         f"# {dept} detection rules for the testbed (from the shipped rules-{dept}.toml).\n" + tomli_w.dumps(rules),
         encoding="utf-8",
@@ -281,26 +285,17 @@ def _write_csv(tb, md, dept: str, events: list[Event]) -> str:
     return f"discovery/{dept}.toml"
 
 
-def _spec(tb, m) -> dict:
+def spec(tb: Testbed, m: MemberPlan) -> dict:
     if "hub" not in m.roles:
         return {}
     return {"sealing_key_hex": (tb.member_dir(m.code) / "sealing.pub").read_bytes().hex()}
 
 
-def _config(tb, m) -> dict:
+def config(tb: Testbed, m: MemberPlan) -> dict:
     out: dict = {}
     if "hub" in m.roles:
         out["hub"] = {"sealing_key": "sealing.key", "routing": "hub-discovery.toml"}
-    if discovery_department(tb, m) is not None and hasattr(m, "_discovery_mapping"):
-        out["provider"] = {"rules": "rules.toml", "hub": hub_code(tb), "mapping": m._discovery_mapping,
+    if discovery_department(tb, m) is not None and m.discovery_mapping is not None:
+        out["provider"] = {"rules": "rules.toml", "hub": hub_code(tb), "mapping": m.discovery_mapping,
                            "detect_at": "manual"}
     return out
-
-
-_tb._CREATE_HOOKS.append(_create)
-_tb._SPEC_HOOKS.append(_spec)
-_tb._CONFIG_HOOKS.append(_config)
-
-# The demo federation has a department that reports within 3 working days.
-if not any(m.code == "fire" for m in _tb.DEFAULT_MEMBERS):
-    _tb.DEFAULT_MEMBERS.append(_tb.MemberPlan("fire", "博山区消防救援大队", ["provider"]))

@@ -18,6 +18,7 @@ import tomli_w
 
 from hedui.keys import federation as fed
 from hedui.keys.keyfile import PASSPHRASE_ENV, write_private
+from hedui.node.testbed import discovery, provider
 
 __all__ = ["MemberPlan", "Testbed", "free_port", "DEFAULT_MEMBERS"]
 
@@ -37,6 +38,13 @@ class MemberPlan:
     port: int = 0
     fields: list[dict] = field(default_factory=list)
     extra_config: dict = field(default_factory=dict)
+    #: Added to (and overriding) the member's directory entry, e.g. a second OPRF epoch.
+    extra_spec: dict = field(default_factory=dict)
+    #: Set ``False`` to leave a provider out of active discovery.
+    discovery: bool = True
+    # Filled in by the set-up steps:
+    oprf_public: bytes | None = None       # epoch 1 OPRF public key (testbed.provider)
+    discovery_mapping: str | None = None   # the mapping detection reads (testbed.discovery)
 
 
 DEFAULT_MEMBERS = [
@@ -47,6 +55,8 @@ DEFAULT_MEMBERS = [
     MemberPlan("vehicles", "博山交警大队车管所", ["provider"]),
     MemberPlan("medins", "博山区医疗保障分局", ["provider"]),
     MemberPlan("disability", "博山区残疾人联合会", ["provider"]),
+    # A department that reports within 3 working days and answers no lookups.
+    MemberPlan("fire", "博山区消防救援大队", ["provider"]),
 ]
 
 
@@ -98,8 +108,10 @@ class Testbed:
             m.port = m.port or free_port()
             md = fed.init_member(self.member_dir(m.code), m.code, "127.0.0.1", pw)
             fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, pw)
-        for hook in _CREATE_HOOKS:
-            hook(self)
+        # The set-up steps, in order: department data and OPRF seeds, then discovery (which
+        # adds events to the department data where there is some).
+        provider.create(self)
+        discovery.create(self)
         self.sign_directory()
         for m in self.members:
             self._write_config(m)
@@ -124,10 +136,11 @@ class Testbed:
             "cert": f"{rel}/tls.crt", "signing_key": f"{rel}/signing.pub",
             "roles": m.roles, "region": m.region,
         }
-        for hook in _SPEC_HOOKS:
-            d.update(hook(self, m))
+        d.update(provider.spec(self, m))
+        d.update(discovery.spec(self, m))
         if m.fields:
             d["fields"] = m.fields
+        d.update(m.extra_spec)
         return d
 
     def _write_config(self, m: MemberPlan) -> None:
@@ -138,8 +151,8 @@ class Testbed:
             "directory": {"path": "../../directory.dsse.json", "authority_key": "../../authority/signing.pub"},
             "store": {"url": self.store(m.code) if self.store else "sqlite:///node.db"},
         }
-        for hook in _CONFIG_HOOKS:
-            for section, values in hook(self, m).items():
+        for part in (provider.config(self, m), discovery.config(self, m)):
+            for section, values in part.items():
                 cfg.setdefault(section, {}).update(values)
         for section, values in m.extra_config.items():
             cfg.setdefault(section, {}).update(values)
@@ -166,9 +179,7 @@ class Testbed:
                 self.servers.pop(code).stop(grace=1.0)
 
     def build_indexes(self, codes: list[str] | None = None, *, workers: int = 0) -> dict[str, int]:
-        from hedui.node.testbed.provider import build_indexes
-
-        return build_indexes(self, codes, workers=workers)
+        return provider.build_indexes(self, codes, workers=workers)
 
     def runtime(self, code: str):
         return self.servers[code].rt
@@ -178,13 +189,6 @@ class Testbed:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-# Later capabilities register what they add to member specs and configs here, so the
-# testbed stays one piece: hooks take (testbed, member) and return dicts.
-_CREATE_HOOKS: list[Callable] = []
-_SPEC_HOOKS: list[Callable] = []
-_CONFIG_HOOKS: list[Callable] = []
 
 
 def default_policy(members: list[MemberPlan]) -> list[dict]:
@@ -209,7 +213,3 @@ def default_policy(members: list[MemberPlan]) -> list[dict]:
                           "purposes": ["active_discovery"], "per_minute": 0, "per_day": 0})
     return rules
 
-
-# Registers the provider/hub data hooks (kept in their own modules).
-from hedui.node.testbed import provider as _testbed_provider  # noqa: E402,F401
-from hedui.node.testbed import discovery as _testbed_discovery  # noqa: E402,F401

@@ -1,5 +1,6 @@
-"""Testbed set-up for provider and hub members: synthetic department data, mappings,
-OPRF seeds, field catalogues and the token index. Imported by :mod:`hedui.node.testbed`.
+"""Testbed set-up for provider members: synthetic department data, mappings, OPRF seeds, field
+catalogues and the token index. :class:`~hedui.node.testbed.federation.Testbed` calls
+:func:`create`, :func:`spec` and :func:`config` explicitly.
 
 Each provider member whose code is in :data:`DEPARTMENT_OF` gets its own department
 database (``members/<code>/dept.db``, written by :mod:`hedui.adapters.synthetic`), the
@@ -12,13 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from typing import TYPE_CHECKING
 
 import tomli_w
 
 from hedui.keys.keyfile import save_secret
 from hedui.keys.oprf import ServerKey
-from hedui.node.testbed import federation as _tb
 from hedui.node.verification.provider import OPRF_SEED_LABEL
+
+if TYPE_CHECKING:
+    from hedui.node.testbed.federation import MemberPlan, Testbed
 
 DEPARTMENT_OF = {
     "tax": "tax",
@@ -68,12 +72,12 @@ CATALOGUES: dict[str, list[dict]] = {
 RESIDENTS = int(os.environ.get("HEDUI_TESTBED_RESIDENTS", "400"))
 
 
-def _is_provider(tb, m) -> bool:
+def _is_provider(tb: Testbed, m: MemberPlan) -> bool:
     return "provider" in m.roles and m.code in DEPARTMENT_OF
 
 
-def _create(tb, *, residents: int | None = None) -> None:
-    n = residents or getattr(tb, "residents", None) or RESIDENTS
+def create(tb: Testbed, *, residents: int | None = None) -> None:
+    n = residents or tb.residents or RESIDENTS
     pw = tb.passphrase.encode()
     today = dt.date.today()
     from hedui.adapters.synthetic import write_sql
@@ -84,12 +88,12 @@ def _create(tb, *, residents: int | None = None) -> None:
         md = tb.member_dir(m.code)
         seed = os.urandom(32)
         save_secret(md / "oprf-epoch1.seed", seed, pw, label=OPRF_SEED_LABEL)
-        m._oprf_pub = ServerKey.derive(seed, 1).public_key_bytes  # type: ignore[attr-defined]
+        m.oprf_public = ServerKey.derive(seed, 1).public_key_bytes
         m.fields = [{k: f[k] for k in ("name", "type", "unit", "description")} for f in CATALOGUES[m.code]]
         (md / "fields.toml").write_text(tomli_w.dumps({"fields": CATALOGUES[m.code]}), encoding="utf-8")
         dept = DEPARTMENT_OF[m.code]
         url = f"sqlite:///{(md / 'dept.db').resolve()}"
-        paths = write_sql(url, residents=n, seed=getattr(tb, "data_seed", 7), departments=[dept],
+        paths = write_sql(url, residents=n, seed=tb.data_seed, departments=[dept],
                           mapping_dir=md / "mapping", as_of=today, share=_SHARE)
         (md / "mapping.toml").write_text(paths[dept].read_text(encoding="utf-8"), encoding="utf-8")
 
@@ -98,19 +102,20 @@ def _create(tb, *, residents: int | None = None) -> None:
 _SHARE = {"tax": 0.8, "social_security": 0.9}
 
 
-def _spec(tb, m) -> dict:
-    if not _is_provider(tb, m):
+def spec(tb: Testbed, m: MemberPlan) -> dict:
+    """The member's directory entry additions: its epoch 1 OPRF public key."""
+    if not _is_provider(tb, m) or m.oprf_public is None:
         return {}
-    return {"oprf_keys": [{"epoch": 1, "public_key_hex": m._oprf_pub.hex()}]}  # type: ignore[attr-defined]
+    return {"oprf_keys": [{"epoch": 1, "public_key_hex": m.oprf_public.hex()}]}
 
 
-def _config(tb, m) -> dict:
+def config(tb: Testbed, m: MemberPlan) -> dict:
     if not _is_provider(tb, m):
         return {}
     return {"provider": {"mapping": "mapping.toml", "oprf_seed": "oprf-epoch1.seed", "epoch": 1, "fields": "fields.toml"}}
 
 
-def build_indexes(tb, codes: list[str] | None = None, *, workers: int = 0) -> dict[str, int]:
+def build_indexes(tb: Testbed, codes: list[str] | None = None, *, workers: int = 0) -> dict[str, int]:
     """Builds epoch 1 of every provider's token index (before or while nodes run)."""
     from hedui.adapters import open_adapter
     from hedui.keys.keyfile import load_secret
@@ -138,7 +143,3 @@ def build_indexes(tb, codes: list[str] | None = None, *, workers: int = 0) -> di
             eng.dispose()
     return out
 
-
-_tb._CREATE_HOOKS.append(_create)
-_tb._SPEC_HOOKS.append(_spec)
-_tb._CONFIG_HOOKS.append(_config)
