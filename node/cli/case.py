@@ -220,20 +220,16 @@ def verify(
 @cli_errors
 def list_(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")) -> None:
     """List cases with their status."""
-    from sqlalchemy import select
-
     from hedui.node.config import load_config
-    from hedui.node.verification.hub_tables import cases
     from hedui.node.store.db import open_engine
+    from hedui.node.verification.cases import list_cases
 
     cfg = load_config(config)
     eng = open_engine(cfg.store_url())
     try:
-        with eng.connect() as c:
-            rows = c.execute(select(cases.c.case_ref, cases.c.purpose, cases.c.status, cases.c.created_at).order_by(cases.c.created_at)).all()
+        data = list_cases(eng)
     finally:
         eng.dispose()
-    data = [{"case_ref": r.case_ref, "purpose": r.purpose, "status": r.status, "created_at": str(r.created_at)} for r in rows]
     if json_out:
         emit_json(data)
     else:

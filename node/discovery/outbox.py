@@ -22,18 +22,19 @@ import os
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable
+from typing import Any, Callable
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from hedui.adapters.idnum import scrub
 from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.notice import check_receipt
-from hedui.node.discovery.tables import insert_ignore, notice_outbox
+from hedui.node.discovery.calendar import local_date
+from hedui.node.discovery.tables import insert_ignore, notice_outbox, utc
 from hedui.node.errors import InvalidArgument, Reason, VerificationError
 from hedui.v1 import notice_pb2
 
-__all__ = ["enqueue", "Pusher", "PushStats", "retry_rejected"]
+__all__ = ["enqueue", "Pusher", "PushStats", "retry_rejected", "outbox_status"]
 
 log = logging.getLogger(__name__)
 
@@ -257,4 +258,38 @@ def _add(a: PushStats, b: PushStats) -> PushStats:
     )
 
 
-
+def outbox_status(engine: Engine, *, limit: int = 50) -> dict[str, Any]:
+    """The outbox at a glance: counts by status, how many were delivered after their due
+    date, and the oldest pending notices with their last error (public columns only)."""
+    o = notice_outbox
+    with engine.connect() as conn:
+        counts = dict(conn.execute(select(o.c.status, func.count()).group_by(o.c.status)).all())
+        pending = conn.execute(
+            select(o.c.notice_id, o.c.rule, o.c.hub, o.c.due_date, o.c.attempts, o.c.next_attempt_at, o.c.last_error)
+            .where(o.c.status == "pending")
+            .order_by(o.c.created_at)
+            .limit(limit)
+        ).all()
+        late = sum(
+            1
+            for due, at in conn.execute(select(o.c.due_date, o.c.delivered_at).where(o.c.status == "delivered"))
+            if local_date(utc(at)) > due  # type: ignore[arg-type]
+        )
+    return {
+        "pending": counts.get("pending", 0),
+        "delivered": counts.get("delivered", 0),
+        "rejected": counts.get("rejected", 0),
+        "delivered_after_due_date": late,
+        "oldest_pending": [
+            {
+                "notice_id": bytes(r.notice_id).hex(),
+                "rule": r.rule,
+                "hub": r.hub,
+                "due_date": r.due_date.isoformat(),
+                "attempts": r.attempts,
+                "next_attempt_at": utc(r.next_attempt_at).isoformat(),  # type: ignore[union-attr]
+                "last_error": r.last_error,
+            }
+            for r in pending
+        ],
+    }

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import grpc
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from hedui.adapters.idnum import normalize
 from hedui.keys import oprf
@@ -44,7 +44,7 @@ from hedui.node.verification.protocol import request_digest, verify_answer
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 from hedui.node.audit.entry import Kind
 
-__all__ = ["open_case", "run_case", "CaseRun", "record_directory", "consent_digest_of"]
+__all__ = ["open_case", "run_case", "list_cases", "CaseRun", "record_directory", "consent_digest_of"]
 
 log = logging.getLogger("hedui.hub.cases")
 _MAX_MEMBERS = 20
@@ -107,6 +107,13 @@ def open_case(
         ])
     rt.audit.record(Kind.CASE_OPENED, {"case_ref": ref, "purpose": purpose, "operator": operator, "consent_digest": consent_digest.hex()})
     return ref
+
+
+def list_cases(engine: Engine) -> list[dict[str, str]]:
+    """Every case on the hub, oldest first: reference, purpose, status, when opened."""
+    with engine.connect() as c:
+        rows = c.execute(select(cases.c.case_ref, cases.c.purpose, cases.c.status, cases.c.created_at).order_by(cases.c.created_at)).all()
+    return [{"case_ref": r.case_ref, "purpose": r.purpose, "status": r.status, "created_at": str(r.created_at)} for r in rows]
 
 
 def record_directory(rt) -> None:
