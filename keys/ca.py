@@ -59,6 +59,27 @@ def cert_fingerprint(cert: x509.Certificate) -> bytes:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
 
 
+def cert_pem(cert: x509.Certificate) -> bytes:
+    """The certificate in PEM, as gRPC's TLS credentials take it."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """An (already decrypted) TLS private key as unencrypted PKCS#8 PEM, for gRPC's TLS
+    credentials in memory; never written to disk."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def pem_fingerprint(pem: bytes) -> bytes:
+    """SHA-256 of the DER of a PEM certificate (what the directory lists per member); a
+    :class:`CertificateError` if it is not one."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise CertificateError("certificate: got unreadable PEM, want an X.509 certificate", reason=Reason.BAD_CLIENT_CERT) from None
+    return cert_fingerprint(cert)
+
+
 def member_of_cert(cert: x509.Certificate) -> str:
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(cns[0].value) if cns else ""

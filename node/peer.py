@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
+from hedui.keys.ca import pem_fingerprint
 from hedui.keys.directory import TrustedDirectory
+from hedui.keys.errors import CertificateError
 from hedui.node.errors import PermissionDenied, Reason, Unauthenticated
 from hedui.v1 import directory_pb2
 
@@ -21,10 +19,9 @@ def _fingerprint(pem: bytes) -> bytes:
     # Parsing the PEM on every call costs more than the rest of a trivial rpc; the same
     # peer presents the same bytes on every call of a connection.
     try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
+        return pem_fingerprint(pem)
+    except CertificateError:
         raise Unauthenticated("peer: client certificate unreadable", reason=Reason.BAD_CLIENT_CERT) from None
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
 
 
 def caller_of(context: grpc.ServicerContext, directory: TrustedDirectory) -> directory_pb2.Member:

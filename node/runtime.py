@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from hedui.keys.ca import cert_fingerprint, check_issued_by, load_cert, member_of_cert
+from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, member_of_cert
 from hedui.keys.directory import TrustedDirectory, load_directory
 from hedui.keys.keyfile import passphrase
 from hedui.keys.sealing import SealingKey
@@ -78,8 +78,6 @@ class Runtime:
 
     @classmethod
     def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True) -> "Runtime":
-        from cryptography.hazmat.primitives import serialization
-
         from hedui.keys.keyfile import load_private_key
 
         pw = passphrase(env=cfg.keys.passphrase_env)
@@ -116,7 +114,7 @@ class Runtime:
             raise ConfigError(f"tls.cert: fingerprint differs from directory v{directory.version} entry for {member!r}")
         if bytes(me.signing_key) != signer.public.raw:
             raise ConfigError(f"keys.signing: public key differs from directory v{directory.version} entry for {member!r}")
-        if bytes(ca.public_bytes(serialization.Encoding.DER)) and cert_fingerprint(ca) != bytes(directory.msg.ca_fingerprint):
+        if cert_fingerprint(ca) != bytes(directory.msg.ca_fingerprint):
             raise ConfigError("tls.ca: differs from the CA named in the directory")
         _set_state(engine, "directory_version", str(directory.version))
         rt = cls(
@@ -125,11 +123,9 @@ class Runtime:
             signer=signer,
             directory=directory,
             engine=engine,
-            tls_cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-            tls_key_pem=tls_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-            ca_pem=ca.public_bytes(serialization.Encoding.PEM),
+            tls_cert_pem=cert_pem(cert),
+            tls_key_pem=key_pem(tls_key),
+            ca_pem=cert_pem(ca),
             passphrase=pw,
         )
         rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem))
