@@ -15,8 +15,8 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from hedui.adapters.errors import InvalidIdentity
 from hedui.adapters import idnum
+from hedui.adapters.errors import InvalidIdentity
 from hedui.adapters.idnum import normalize
 from hedui.adapters.mapping import FactSpec, Mapping
 from hedui.adapters.records import Fact, Record, RowProblem

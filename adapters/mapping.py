@@ -22,10 +22,9 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from hedui.adapters import idnum
 from hedui.adapters.errors import MappingError
@@ -185,7 +184,7 @@ class Mapping(_Model):
     #: A stable name for this source; index progress and row keys are recorded under it.
     name: Annotated[str, Field(pattern=_NAME, description="lower_snake_case")]
     department: str | None = None
-    source: Annotated[Union[SqlSource, CsvSource, ExcelSource], Field(discriminator="kind")]
+    source: Annotated[SqlSource | CsvSource | ExcelSource, Field(discriminator="kind")]
     identity: IdentitySpec
     facts: list[FactSpec] = Field(default_factory=list)
     # Where relative paths in ``source.path`` are resolved (set by load_mapping / parse_mapping).

@@ -19,17 +19,16 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import (Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, inspect,
-                        or_, select, true, type_coerce)
+from sqlalchemy import Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, inspect, or_, select, true, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from hedui.adapters._convert import RowConverter
 from hedui.adapters import idnum
+from hedui.adapters._convert import RowConverter
+from hedui.adapters.errors import SourceError
 from hedui.adapters.mapping import Mapping, SqlSource
 from hedui.adapters.records import Record, RowProblem
-from hedui.adapters.errors import SourceError
 
 __all__ = ["SqlAdapter"]
 

@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hedui.adapters._convert import RowConverter, is_blank
 from hedui.adapters import idnum
+from hedui.adapters._convert import RowConverter, is_blank
+from hedui.adapters.errors import SourceError
 from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping
 from hedui.adapters.records import Record, RowProblem
-from hedui.adapters.errors import SourceError
 
 __all__ = ["CsvAdapter", "ExcelAdapter"]
 

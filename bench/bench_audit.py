@@ -25,14 +25,15 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, MetaData, String, Table, create_engine, insert, text
 
 import hedui.node.audit.tables  # noqa: F401 - registers the audit tables
+from hedui.node.audit import export as audit_export
 from hedui.node.audit import merkle
-from hedui.node.audit import export as audit_export, verify as audit_verify
+from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.entry import Kind, encode_entry
 from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Signer
@@ -106,7 +107,7 @@ def bench_append(backend: str, m: int, batch: int, tmp: Path) -> dict:
     # Baseline: the same rows, prepared up front, bare batched INSERTs (one transaction per batch).
     store = Store(backend, tmp)
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows = []
         for i, (kind, f) in enumerate(items):
             data = encode_entry(kind, f, now)
@@ -258,7 +259,7 @@ def main() -> None:
         for b in backends:
             try:
                 results["append"].append(bench_append(b, args.append_entries, args.batch, tmp))
-            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL not running
+            except Exception as exc:
                 results["notes"].append(f"{b}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0]})")
         results["verify"] = bench_verify_and_proofs(args.entries, tmp, progress=not args.json)
 

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hedui.keys.keyfile import load_private_key, save_private_key
 from hedui.common.errors import Reason
 from hedui.keys.errors import CertificateError, KeyFileError
+from hedui.keys.keyfile import load_private_key, save_private_key
 
 __all__ = [
     "Authority",
@@ -39,7 +39,7 @@ _MEMBER_DAYS = 397
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_tls_key() -> ec.EllipticCurvePrivateKey:
@@ -91,7 +91,7 @@ class Authority:
     key: ec.EllipticCurvePrivateKey
 
     @classmethod
-    def load(cls, cert_path: Path, key_path: Path, pw: bytes) -> "Authority":
+    def load(cls, cert_path: Path, key_path: Path, pw: bytes) -> Authority:
         cert = load_cert(cert_path)
         key = load_private_key(key_path, pw)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():

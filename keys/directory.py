@@ -15,12 +15,12 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field
 
-from hedui.keys import dsse
-from hedui.keys.ca import cert_fingerprint, load_cert
-from hedui.keys.signing import SigningKey, VerifyingKey, load_public
 from hedui.common.errors import ConfigError, Reason, VerificationError
 from hedui.common.toml import load_toml
+from hedui.keys import dsse
+from hedui.keys.ca import cert_fingerprint, load_cert
 from hedui.keys.errors import DirectoryError, DirectorySpecError
+from hedui.keys.signing import SigningKey, VerifyingKey, load_public
 from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory", "load_directory", "PURPOSES", "ROLES"]
@@ -93,11 +93,11 @@ class DirectorySpec(_Strict):
     policy: list[RuleSpec] = []
 
     @classmethod
-    def load(cls, path: Path) -> "DirectorySpec":
+    def load(cls, path: Path) -> DirectorySpec:
         spec = load_toml(path, cls, what="a directory spec", error=DirectorySpecError)
         return spec._resolved(Path(path).parent)
 
-    def _resolved(self, base: Path) -> "DirectorySpec":
+    def _resolved(self, base: Path) -> DirectorySpec:
         def r(p: Path) -> Path:
             return p if p.is_absolute() else base / p
 
@@ -107,13 +107,13 @@ class DirectorySpec(_Strict):
 
 def _ts(t: dt.datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(t.astimezone(dt.timezone.utc))
+    ts.FromDatetime(t.astimezone(dt.UTC))
     return ts
 
 
 def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_pb2.Directory:
     """Turns a spec into a Directory message, checking every reference on the way."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     ca = load_cert(spec.ca_cert)
     from hedui.keys.ca import check_issued_by
 
@@ -192,7 +192,7 @@ class TrustedDirectory:
 
     @property
     def expires_at(self) -> dt.datetime:
-        return self.msg.expires_at.ToDatetime(tzinfo=dt.timezone.utc)
+        return self.msg.expires_at.ToDatetime(tzinfo=dt.UTC)
 
     def member(self, code: str) -> directory_pb2.Member:
         try:
@@ -233,7 +233,7 @@ def verify_directory(
         msg = directory_pb2.Directory.FromString(payload)
     except DecodeError:
         raise DirectoryError("directory: signed payload is not a Directory", reason=Reason.BAD_DIRECTORY) from None
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     td = TrustedDirectory(env, msg)
     if td.expires_at <= now:
         raise DirectoryError(

@@ -8,11 +8,11 @@ the payload only after :func:`verify` returns it.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-from hedui.keys.signing import SigningKey, VerifyingKey
 from hedui.common.errors import Reason, VerificationError
 from hedui.keys.errors import SignatureError
+from hedui.keys.signing import SigningKey, VerifyingKey
 from hedui.v1 import common_pb2
 
 __all__ = ["pae", "sign", "verify", "ANSWER", "NOTICE", "RECEIPT", "DIRECTORY"]

@@ -14,13 +14,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from hedui.common.errors import ConfigError, VerificationError
 from hedui.keys import ca as _ca
 from hedui.keys import dsse
 from hedui.keys.directory import DirectorySpec, build, sign_directory
+from hedui.keys.errors import KeyFileError
 from hedui.keys.keyfile import load_private_key, save_private_key, write_private
 from hedui.keys.signing import SigningKey
-from hedui.common.errors import ConfigError, VerificationError
-from hedui.keys.errors import KeyFileError
 
 __all__ = ["AuthorityDir", "MemberDir", "init_authority", "init_member", "issue_cert", "sign_directory_file"]
 

@@ -151,7 +151,7 @@ def seal(public_bytes: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, byte
     return out[:_ENC_LEN], out[_ENC_LEN:], SUITE_LABEL
 
 
-def open(  # noqa: A001 - the name the protocol uses; shadows the builtin inside this module only
+def open(
     private: SealingKey, enc: bytes, ciphertext: bytes, aad: bytes, *, suite: str = SUITE_LABEL
 ) -> bytes:
     """Opens a sealed payload; :class:`SealError` on any failure."""

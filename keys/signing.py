@@ -10,9 +10,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from hedui.keys.keyfile import load_private_key, save_private_key
 from hedui.common.errors import Reason
 from hedui.keys.errors import KeyFileError, SignatureError
+from hedui.keys.keyfile import load_private_key, save_private_key
 
 __all__ = ["SigningKey", "VerifyingKey", "keyid_for", "load_public"]
 
@@ -45,11 +45,11 @@ class SigningKey:
         self.public = VerifyingKey(owner, key.public_key().public_bytes_raw())
 
     @classmethod
-    def generate(cls, owner: str) -> "SigningKey":
+    def generate(cls, owner: str) -> SigningKey:
         return cls(owner, Ed25519PrivateKey.generate())
 
     @classmethod
-    def load(cls, owner: str, path: Path, pw: bytes) -> "SigningKey":
+    def load(cls, owner: str, path: Path, pw: bytes) -> SigningKey:
         key = load_private_key(path, pw)
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"key file {path}: got {type(key).__name__}, want an Ed25519 private key")

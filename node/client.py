@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import grpc
-
-from typing import TYPE_CHECKING
 
 from hedui.keys.directory import TrustedDirectory
 from hedui.v1 import audit_pb2_grpc, lookup_pb2_grpc, node_pb2_grpc, notice_pb2_grpc, pseudonym_pb2_grpc
@@ -49,7 +48,7 @@ class PeerClient:
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
 
     @classmethod
-    def to_member(cls, rt: "Runtime", code: str) -> "PeerClient":
+    def to_member(cls, rt: Runtime, code: str) -> PeerClient:
         """A new client to member ``code`` with ``rt``'s certificate (a node itself goes
         through :attr:`Runtime.peers <hedui.node.runtime.Runtime.peers>`, which caches them)."""
         m = rt.directory.member(code)
@@ -58,7 +57,7 @@ class PeerClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "PeerClient":
+    def __enter__(self) -> PeerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

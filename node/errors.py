@@ -77,7 +77,7 @@ _FAMILIES: dict[grpc.StatusCode, tuple[type[HeduiError], Reason]] = {
 def status_code(err: HeduiError) -> grpc.StatusCode:
     """The gRPC status code of ``err``'s family."""
     for cls in type(err).__mro__:
-        code = _CODES.get(cls)  # type: ignore[call-overload]
+        code = _CODES.get(cls)
         if code is not None:
             return code
     return grpc.StatusCode.INTERNAL  # pragma: no cover - HeduiError is always in the MRO
@@ -92,8 +92,8 @@ def from_rpc_error(err: grpc.RpcError) -> HeduiError:
     """The typed error a peer's status stands for: the family from the status code, the
     reason from the details (``REASON: message``; a status without one of our reasons, such
     as a transport failure, gets the code's own). ``remote_code`` keeps the status name."""
-    code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-    details = (err.details() if callable(getattr(err, "details", None)) else "") or ""  # type: ignore[attr-defined]
+    code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = (err.details() if callable(getattr(err, "details", None)) else "") or ""
     cls, default = _FAMILIES.get(code, (HeduiError, Reason.UNKNOWN))
     head, sep, rest = details.partition(": ")
     known = Reason.__members__.get(head) if sep else None

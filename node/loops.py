@@ -60,7 +60,7 @@ class PeriodicJob:
         try:
             delay = self.step()
             self.last_error = None
-        except Exception as exc:  # noqa: BLE001 - keep the job alive, report loudly
+        except Exception as exc:
             self.last_error = exc
             log.error("%s failed: %s", self.name, scrub(f"{type(exc).__name__}: {exc}")[:300])
             delay = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import grpc
+
 from hedui.keys.ca import pem_fingerprint
 from hedui.keys.directory import TrustedDirectory
 from hedui.keys.errors import CertificateError

@@ -145,7 +145,7 @@ def commit(rt, caller: str, method: str, ctx, grant: Grant, request_digest: byte
             _charge_quota(c, caller, method, grant)
             c.execute(seen_requests.insert().values(
                 request_id=bytes(ctx.request_id), caller=caller, method=method,
-                seen_at=dt.datetime.now(dt.timezone.utc), request_digest=request_digest or None, answer=answer,
+                seen_at=dt.datetime.now(dt.UTC), request_digest=request_digest or None, answer=answer,
             ))
     except IntegrityError:
         raise PermissionDenied(

@@ -11,13 +11,13 @@ import functools
 import hashlib
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import grpc
 
 from hedui.adapters import idnum
-from hedui.node.errors import HeduiError, status_code, to_status
 from hedui.node.audit.entry import Kind
+from hedui.node.errors import HeduiError, status_code, to_status
 
 __all__ = ["rpc_method", "Call"]
 

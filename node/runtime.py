@@ -72,12 +72,12 @@ class Runtime:
     hub: HubState | None = field(init=False, default=None)
 
     @classmethod
-    def open(cls, config_path: Path, *, run_migrations: bool = True) -> "Runtime":
+    def open(cls, config_path: Path, *, run_migrations: bool = True) -> Runtime:
         cfg = load_config(config_path)
         return cls.from_config(cfg, run_migrations=run_migrations)
 
     @classmethod
-    def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True) -> "Runtime":
+    def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True) -> Runtime:
         from hedui.keys.keyfile import load_private_key
 
         pw = passphrase(env=cfg.keys.passphrase_env)

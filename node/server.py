@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -63,7 +63,7 @@ class NodeServer:
         host = self.rt.config.node.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
-    def start(self) -> "NodeServer":
+    def start(self) -> NodeServer:
         self.server.start()
         for b in self.background:
             b.start()

@@ -16,11 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import BigInteger, Boolean, Column, Date, Integer, MetaData, Numeric, String, Table, create_engine
 
-from hedui.adapters import open_adapter
-from hedui.adapters import idnum
+from hedui.adapters import idnum, open_adapter
 from hedui.adapters.idnum import synthetic
 from hedui.adapters.mapping import parse_mapping
 from hedui.adapters.records import Fact, Record, RowProblem
@@ -402,7 +402,7 @@ def test_hostile_cells_never_crash(tmp_path, rows):
 @given(body=st.binary(max_size=400), encoding=st.sampled_from(["utf-8", "utf-8-sig", "gbk"]))
 def test_random_bytes_never_crash(tmp_path, body, encoding):
     path = tmp_path / "r.csv"
-    path.write_bytes("idno,m,d,a,q,b\n".encode() + body)
+    path.write_bytes(b"idno,m,d,a,q,b\n" + body)
     items = list(_adapter(_hostile_mapping(path, encoding), tmp_path).records())
     for item in items:
         assert isinstance(item, (Record, RowProblem))

@@ -6,105 +6,22 @@ meet only in the platform that wires them."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Folder -> import name (pyproject's package-dir); the generated proto code is left out.
-PACKAGES = {"common": "hedui.common", "keys": "hedui.keys", "adapters": "hedui.adapters", "node": "hedui.node"}
+_spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
+assert _spec is not None and _spec.loader is not None
+import_graph = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(import_graph)
 
-
-def _modules() -> dict[str, Path]:
-    out = {}
-    for folder, name in PACKAGES.items():
-        for p in sorted((ROOT / folder).rglob("*.py")):
-            rel = p.relative_to(ROOT / folder).with_suffix("")
-            if "migrations" in rel.parts:
-                continue
-            parts = [name, *rel.parts]
-            if parts[-1] == "__init__":
-                parts.pop()
-            out[".".join(parts)] = p
-    return out
-
-
-MODULES = _modules()
-
-
-def _is_type_checking(node: ast.If) -> bool:
-    t = node.test
-    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
-
-
-def _imports(path: Path, *, top_level_only: bool) -> set[str]:
-    """The ``hedui.*`` modules ``path`` imports: at module level only (what runs on import;
-    ``if TYPE_CHECKING:`` blocks do not), or everywhere (functions too)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found: set[str] = set()
-
-    def visit(nodes: list[ast.stmt]) -> None:
-        for node in nodes:
-            if isinstance(node, ast.Import):
-                found.update(a.name for a in node.names if a.name.startswith("hedui"))
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hedui"):
-                for a in node.names:
-                    sub = f"{node.module}.{a.name}"
-                    found.add(sub if sub in MODULES else node.module)
-            elif isinstance(node, ast.If):
-                if not _is_type_checking(node):
-                    visit(node.body)
-                    visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-                for h in node.handlers:
-                    visit(h.body)
-                visit(node.orelse)
-                visit(node.finalbody)
-            elif not top_level_only:
-                for child in ast.iter_child_nodes(node):
-                    if isinstance(child, ast.stmt):
-                        visit([child])
-                    else:
-                        for sub in ast.walk(child):
-                            if isinstance(sub, (ast.Import, ast.ImportFrom)):
-                                visit([sub])
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.With, ast.For, ast.While)):
-                    visit(node.body)
-
-    visit(tree.body)
-    return found
-
-
-def _graph(top_level_only: bool = True) -> dict[str, set[str]]:
-    return {m: {i for i in _imports(p, top_level_only=top_level_only) if i in MODULES and i != m} for m, p in MODULES.items()}
-
-
-def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def dfs(m: str) -> list[str] | None:
-        state[m] = 1
-        stack.append(m)
-        for n in sorted(graph[m]):
-            if state.get(n) == 1:
-                return stack[stack.index(n):] + [n]
-            if n not in state:
-                found = dfs(n)
-                if found:
-                    return found
-        stack.pop()
-        state[m] = 2
-        return None
-
-    for m in sorted(graph):
-        if m not in state:
-            found = dfs(m)
-            if found:
-                return found
-    return None
+MODULES: dict[str, Path] = import_graph.MODULES
+_imports = import_graph._imports
+_graph = import_graph._graph
+_cycle = import_graph._cycle
 
 
 def test_the_scan_sees_the_whole_tree():

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 
 import hedui.node.audit.tables  # noqa: F401 - registers the tables before `engine` creates them
 from hedui.node.audit import merkle
-from hedui.node.audit import verdict as audit_verdict, verify as audit_verify
+from hedui.node.audit import verdict as audit_verdict
+from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Signer
 from hedui.node.audit.tables import audit_entries

@@ -9,11 +9,12 @@ import pytest
 
 from hedui.adapters.synthetic import resident
 from hedui.keys.keyfile import PASSPHRASE_ENV
-from hedui.node.audit import reconcile as audit_reconcile, verify as audit_verify
+from hedui.node.audit import reconcile as audit_reconcile
+from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.note import Verifier, Verifiers
 from hedui.node.audit.recorder import origin_of
-from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.testbed import MemberPlan, Testbed
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 
 SEED = 7
 

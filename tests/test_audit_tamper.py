@@ -6,20 +6,22 @@ from __future__ import annotations
 import base64
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, insert, select, update
 
 import hedui.node.audit.tables  # noqa: F401 - registers the tables before `engine` creates them
+from hedui.node.audit import export as audit_export
 from hedui.node.audit import merkle
-from hedui.node.audit import export as audit_export, proof as audit_proof, verdict as audit_verdict, verify as audit_verify
-from hedui.node.audit.errors import InclusionProofError, ProofFormatError, UnknownKeyError
+from hedui.node.audit import proof as audit_proof
+from hedui.node.audit import verdict as audit_verdict
+from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.entry import Kind
+from hedui.node.audit.errors import InclusionProofError, ProofFormatError, UnknownKeyError
 from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Checkpoint, Signer
-from hedui.node.audit.verdict import Verdict
 from hedui.node.audit.tables import (
     audit_checkpoints,
     audit_cosignatures,
@@ -27,9 +29,10 @@ from hedui.node.audit.tables import (
     audit_head,
     audit_nodes,
 )
+from hedui.node.audit.verdict import Verdict
 
 ORIGIN = "tamper.hedui/audit"
-T0 = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 
 
 class Built:

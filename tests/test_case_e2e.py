@@ -18,10 +18,10 @@ from hedui.keys.errors import OprfProofError
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.client import PeerClient
 from hedui.node.errors import InvalidArgument
+from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.verification.report import build_report, render_html
 from hedui.node.verification.rules import default_rules
-from hedui.node.testbed import MemberPlan, Testbed
 from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 
 SEED = 7
@@ -79,7 +79,7 @@ def test_full_case_report_matches_department_data(bed):
     ids = _ids()
     wants = [_expected_wages(bed, i) for i in ids]
     assert any(w for w in wants), "the synthetic household should have wages somewhere"
-    for pos, ident in enumerate(ids):
+    for pos in range(len(ids)):
         want = wants[pos]
         got = [f for f in rep["fields"] if f["member"] == pos and f["field"] == "wages_12m"]
         assert len(got) == 1
@@ -143,7 +143,8 @@ def _call(bed, req):
     ({"purpose": common_pb2.PURPOSE_UNSPECIFIED}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PURPOSE"),
     ({"consent": b""}, grpc.StatusCode.PERMISSION_DENIED, "CONSENT_MISSING"),
     ({"consent": b"short"}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONSENT_DIGEST"),
-    ({"ops": [lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="abc")]}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    ({"ops": [lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="abc")]},
+     grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
 ])
 def test_policy_refusals_have_reasons_and_are_audited(bed, kwargs, code, reason):
     req = _lookup_request(bed, **kwargs)

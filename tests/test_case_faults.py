@@ -12,9 +12,9 @@ import pytest
 
 from hedui.adapters.synthetic import resident
 from hedui.keys.keyfile import PASSPHRASE_ENV
-from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.server import server_options
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.v1 import lookup_pb2_grpc, pseudonym_pb2_grpc
 
 SEED = 7

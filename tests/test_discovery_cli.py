@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import pytest
 import typer
@@ -132,9 +133,10 @@ def test_hub_commands_end_to_end(env):
     tmp, db = env
     common = ["--db", db, "--hub-config", str(tmp / "hub.toml")]
     (tmp / "id.txt").write_text(P1 + "\n", encoding="utf-8")
+    from datetime import datetime
+
     from hedui.node.discovery.calendar import local_date
-    from datetime import datetime, timezone
-    today = local_date(datetime.now(timezone.utc)).isoformat()  # the China date the product files under
+    today = local_date(datetime.now(UTC)).isoformat()  # the China date the product files under
     r = invoke("leads", "add", *common, "--identity-file", str(tmp / "id.txt"), "--region", "370304001",
                "--event-type", "illness", "--reporter", "grid-0107", "--json")
     assert r.exit_code == 0, r.output

@@ -6,7 +6,8 @@ import random
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hedui.adapters.errors import InvalidIdentity
 from hedui.adapters.idnum import contains, long_digit_run, normalize, scrub, synthetic

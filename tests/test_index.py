@@ -17,14 +17,12 @@ import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
 import hedui.node.verification.index_tables  # noqa: F401  (registers the tables on the shared metadata)
-from hedui.adapters import open_adapter
-from hedui.adapters import idnum
+from hedui.adapters import idnum, open_adapter
 from hedui.adapters.records import Record
 from hedui.adapters.synthetic import write_csv, write_sql
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, InvalidArgument
-from hedui.node.verification.index import (all_tokens, build_index, facts_for_tokens, list_problems, live_epochs,
-                              retire_epoch)
+from hedui.node.verification.index import all_tokens, build_index, facts_for_tokens, list_problems, live_epochs, retire_epoch
 from hedui.node.verification.index_tables import index_progress, index_rows, token_index
 
 SEED = bytes(range(32))

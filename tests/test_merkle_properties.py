@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hedui.adapters import idnum
 from hedui.node.audit import merkle
 from hedui.node.audit.errors import ConsistencyProofError, InclusionProofError, NoteError
-from hedui.adapters import idnum
 from hedui.node.audit.note import Signer, open_note, sign_note
 
 MAX = 1100

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -133,10 +132,11 @@ def test_expired_directory_refused_at_start(fedbed):
     import datetime as dt
     from unittest import mock
 
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
     with mock.patch("hedui.keys.directory.dt") as mdt:
         mdt.datetime.now.return_value = later
         mdt.timezone = dt.timezone
+        mdt.UTC = dt.UTC
         mdt.timedelta = dt.timedelta
         with pytest.raises(ConfigError, match="expired"):
             Runtime.open(fedbed.config_path("tax"))

@@ -16,19 +16,19 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 from sqlalchemy import func, select
 
+from hedui.adapters import idnum
 from hedui.keys import dsse
 from hedui.keys import federation as fed
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey
-from hedui.adapters import idnum
 from hedui.node.audit.entry import decode_entry
 from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient, channel_credentials
@@ -224,7 +224,7 @@ def _notice(tb: Testbed, *, provider: str = "fire", hub: str = "hub", sealed_to:
             identity: str | None = None, notice_id: bytes | None = None) -> notice_pb2.Notice:
     return seal_notice(_detection(tb, identity=identity), notice_id=notice_id or os.urandom(16), provider=provider,
                        hub=hub, hub_sealing_key=sealed_to or notices(tb, "fire").hub_public,
-                       created_at=datetime.combine(SCENARIO_AS_OF, datetime.min.time(), timezone.utc))
+                       created_at=datetime.combine(SCENARIO_AS_OF, datetime.min.time(), UTC))
 
 
 def _signed(notice: notice_pb2.Notice, signer: SigningKey) -> common_pb2.Envelope:
@@ -397,7 +397,7 @@ def test_replayed_notice_gets_a_duplicate_receipt_and_no_new_lead(fed_tb):
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -545,7 +545,7 @@ def test_no_identity_number_in_stores_audit_entries_or_logs(fed_tb, caplog):
     runs = run_all(tb)
     for code in PROVIDERS:
         notices(tb, code).push()
-    for name, (make, _code, _reason) in REFUSALS.items():
+    for make, _code, _reason in REFUSALS.values():
         caller, env = make(tb)
         with pytest.raises(grpc.RpcError):
             _push(tb, caller, env)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -17,8 +17,6 @@ from hedui.node.audit.tables import audit_entries
 from hedui.node.cli._app import app
 from hedui.node.config import load_config
 from hedui.node.discovery.calendar import CHINA_TZ
-from hedui.node.discovery.tables import notice_outbox
-from hedui.node.errors import ConfigError
 from hedui.node.discovery.provider import (
     DetectionScheduler,
     ProviderNotices,
@@ -27,9 +25,11 @@ from hedui.node.discovery.provider import (
     load_or_create_dedup_secret,
     provider_background,
 )
-from hedui.node.runtime import Runtime
-from hedui.node.discovery.service import NoticeServicer
 from hedui.node.discovery.referrals import EscalationJob
+from hedui.node.discovery.service import NoticeServicer
+from hedui.node.discovery.tables import notice_outbox
+from hedui.node.errors import ConfigError
+from hedui.node.runtime import Runtime
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.testbed.discovery import SCENARIO_AS_OF, planted_identity
 
@@ -69,7 +69,7 @@ class Clock:
 
 
 def _local(d: date, hh: int, mm: int = 0) -> datetime:
-    return datetime.combine(d, time(hh, mm), CHINA_TZ).astimezone(timezone.utc)
+    return datetime.combine(d, time(hh, mm), CHINA_TZ).astimezone(UTC)
 
 
 # ---------------------------------------------------------------- schedules

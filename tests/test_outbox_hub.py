@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import logging
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -23,9 +23,9 @@ from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar
 from hedui.node.discovery.detect import detect
 from hedui.node.discovery.hub import Hub
 from hedui.node.discovery.notice import NOTICE_PAYLOAD_TYPE, RECEIPT_PAYLOAD_TYPE, open_notice, seal_notice
+from hedui.node.discovery.outbox import Pusher, enqueue
 from hedui.node.discovery.report import monthly_report, render_html
 from hedui.node.discovery.routing import Route, Routing
-from hedui.node.discovery.outbox import Pusher, enqueue
 from hedui.node.discovery.rules import default_rules
 from hedui.node.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from hedui.node.store.schema import metadata
@@ -53,7 +53,7 @@ ROUTING = Routing(
 
 
 def local(y: int, m: int, d: int, hh: int = 10) -> datetime:
-    return datetime(y, m, d, hh, tzinfo=CHINA_TZ).astimezone(timezone.utc)
+    return datetime(y, m, d, hh, tzinfo=CHINA_TZ).astimezone(UTC)
 
 
 class Clock:
@@ -385,7 +385,7 @@ def test_referral_due_in_five_working_days_and_routed(engine, hub):
     # Late on 24 Jan UTC is already 25 Jan in China: counted from Saturday.
     acc2 = hub.add_manual_lead(identity=PEOPLE[1], region="370304009", event_type="education_aid_application",
                                event_date=date(2025, 1, 24), reporter="grid-0201",
-                               now=datetime(2025, 1, 24, 17, 0, tzinfo=timezone.utc))
+                               now=datetime(2025, 1, 24, 17, 0, tzinfo=UTC))
     ref2 = hub.referral(acc2.referral_id)
     assert ref2.due_date == date(2025, 2, 7)
     assert (ref2.assignee, ref2.assignee_kind) == ("370304-edu", "department")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hedui.common.errors import ConfigError
@@ -29,12 +30,12 @@ class Weekly(_M):
 class Item(_M):
     id: Annotated[str, Field(pattern=r"^[a-z]+$", description="a lower-case id")]
     size: int = 0
-    when: Annotated[Union[Daily, Weekly], Field(discriminator="kind")] | None = None
+    when: Annotated[Daily | Weekly, Field(discriminator="kind")] | None = None
     lo: int = 0
     hi: int = 0
 
     @model_validator(mode="after")
-    def _order(self) -> "Item":
+    def _order(self) -> Item:
         if self.hi < self.lo:
             raise FieldValueError("hi", str(self.hi), f"at least lo ({self.lo})")
         return self

@@ -56,7 +56,7 @@ import enum
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from hedui.adapters import idnum
@@ -151,16 +151,14 @@ def _check_value(path: str, v: Any, depth: int = 0) -> None:
 
 
 def utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def format_time(t: datetime) -> str:
     if t.tzinfo is not None and t.utcoffset():
-        t = t.astimezone(timezone.utc)
+        t = t.astimezone(UTC)
     # a naive datetime is UTC (SQLite returns stored UTC times without a zone)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond
-    )
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
 
 
 def encode_entry(kind: Kind | str, fields: Mapping[str, Any], at: datetime) -> bytes:

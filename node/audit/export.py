@@ -29,14 +29,14 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, select
 
-from hedui.node.audit.sources import PROGRESS_EVERY, Progress, Source, b64, b64d, engine_for, iso
 from hedui.node.audit.entry import utc
+from hedui.node.audit.sources import PROGRESS_EVERY, Progress, Source, b64, b64d, engine_for, iso
 from hedui.node.audit.tables import audit_checkpoints, audit_cosignatures, audit_entries, audit_forks
 from hedui.node.audit.tree import TreeReader
 from hedui.node.audit.verdict import Verdict, VerifyReport
@@ -98,7 +98,7 @@ def export(
             emit({
                 "type": "header", "format": EXPORT_FORMAT, "origin": tree.origin, "start": start,
                 "end": end, "tree_size": size, "tile_height": tree.tile_height,
-                "frontier": [b64(h) for h in frontier], "exported_at": iso(datetime.now(timezone.utc)),
+                "frontier": [b64(h) for h in frontier], "exported_at": iso(datetime.now(UTC)),
             })
             t = audit_checkpoints
             for r in conn.execute(

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
@@ -82,7 +82,7 @@ class AuditLog(TreeReader):
         self._origin = origin
         self._signer = signer
         self._max_batch = max(1, max_batch)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._ensure_head(tile_height)
         super().__init__(engine)
         self._queue: queue.Queue = queue.Queue()
@@ -152,7 +152,7 @@ class AuditLog(TreeReader):
         """Appends one entry and returns its sequence number once it is committed."""
         return self.submit(kind, fields).result()
 
-    def submit(self, kind: str, fields: Mapping[str, Any]) -> "Future[int]":
+    def submit(self, kind: str, fields: Mapping[str, Any]) -> Future[int]:
         """Validates the entry now and queues it for the background writer; the future
         resolves to its sequence number after the commit (or to the database error)."""
         prepared = self._prepare(kind, fields)
@@ -183,7 +183,7 @@ class AuditLog(TreeReader):
             self._queue.put(_STOP)
             w.join()
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -219,7 +219,7 @@ class AuditLog(TreeReader):
                 batch.append(nxt)
             try:
                 first = self._write([p for p, _ in batch])
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            except BaseException as exc:
                 for _, fut in batch:
                     fut.set_exception(exc)
             else:
@@ -400,7 +400,7 @@ class AuditLog(TreeReader):
         try:
             self.append_many([(Kind.PEER_FORK, {"peer": peer, "origin": origin, "size_a": size_a,
                                                  "size_b": size_b, "reason": reason[:500]})])
-        except Exception:  # noqa: BLE001 - the evidence row is already stored
+        except Exception:
             log.exception("could not log the fork of peer %s in the audit log", peer)
         raise ForkError(f"peer {peer} ({origin}): {reason}")
 

@@ -15,11 +15,11 @@ import logging
 import grpc
 
 from hedui.keys.directory import PURPOSE_NAMES
+from hedui.node.audit.entry import Kind
 from hedui.node.audit.log import AuditLog, CheckpointScheduler
 from hedui.node.audit.note import Signer, Verifier
 from hedui.node.errors import VerificationError
 from hedui.node.loops import PeriodicJob
-from hedui.node.audit.entry import Kind
 
 __all__ = ["NodeAudit", "open_audit", "origin_of"]
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -25,7 +25,7 @@ from hedui.node.store.db import open_engine
 __all__ = ["Source", "Progress", "PROGRESS_EVERY", "engine_for", "is_url", "load_trusted_keys", "cosigners",
            "b64", "b64d", "iso", "parse_iso"]
 
-Source = Union[str, os.PathLike, Engine]
+Source = str | os.PathLike[str] | Engine
 Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 20_000
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, select
@@ -146,7 +146,7 @@ def verify(
             eng = eng_ctx.__enter__()
             try:
                 meta = _db_meta(eng, report)
-            except Exception as exc:  # noqa: BLE001 - no tables, unreachable server...
+            except Exception as exc:
                 report._add(Verdict.EMPTY, f"cannot read an audit log from the store ({type(exc).__name__})")
                 return report
             entries = _db_entries(eng, report) if meta is not None else iter(())
@@ -270,7 +270,7 @@ def _verify_all(
         report.unsigned_tail = max(0, end - max(cp.size for cp, _ in valid))
         if max_age is not None:
             limit = max_age.total_seconds() if isinstance(max_age, timedelta) else float(max_age)
-            t_now = (now or datetime.now(timezone.utc)).timestamp()
+            t_now = (now or datetime.now(UTC)).timestamp()
             if latest_t is None or t_now - latest_t > limit:
                 age = "unknown" if latest_t is None else f"{int(t_now - latest_t)} s"
                 report._add(Verdict.STALE, f"the latest checkpoint is {age} old, more than {int(limit)} s")

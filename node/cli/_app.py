@@ -8,9 +8,9 @@ import os
 import typer
 
 from hedui.node.cli import audit, case, leads, notices
+from hedui.node.cli.demo import demo
 from hedui.node.cli.keys import app as keys_app
 from hedui.node.cli.node import app as node_app
-from hedui.node.cli.demo import demo
 
 app = typer.Typer(
     name="hedui",

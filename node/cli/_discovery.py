@@ -5,7 +5,7 @@ migrated store, a node's config of a given role, the hub's discovery workflow fr
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import typer
@@ -84,7 +84,7 @@ def parse_date(value: str | None, option: str) -> date:
     if value is None:
         from hedui.node.discovery.calendar import local_date
 
-        return local_date(datetime.now(timezone.utc))
+        return local_date(datetime.now(UTC))
     try:
         return date.fromisoformat(value)
     except ValueError:

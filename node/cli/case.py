@@ -38,7 +38,7 @@ def _read_members(path: str) -> list[tuple[str, str]]:
     except UnicodeDecodeError:
         fail(f"--members-file {path}: not UTF-8 text")
     rows = []
-    for i, row in enumerate(csv.reader(io.StringIO(text))):
+    for row in csv.reader(io.StringIO(text)):
         if not row or not row[0].strip() or row[0].strip().lower() in ("identity", "身份证号"):
             continue
         rows.append((row[0], row[1].strip() if len(row) > 1 else "member"))

@@ -11,9 +11,9 @@ queues again what the hub rejected. Identity numbers are never shown.
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Callable
 
 import typer
 from rich.table import Table
@@ -97,18 +97,7 @@ def detect_cmd(
                     queued += enqueue(conn, d, sign_and_seal, hub=enqueue_to)[1]
         finally:
             engine.dispose()
-    rows = [
-        {
-            "rule": d.rule,
-            "event_type": d.event_type,
-            "region": d.region,
-            "event_date": d.event_date.isoformat(),
-            "due_date": d.due_date.isoformat(),
-            "period": d.period,
-            "dedup_key": d.dedup_key,
-        }
-        for d in found
-    ]
+    rows = [d.public() for d in found]
     if json_out:
         emit_json({"as_of": run_date.isoformat(), "detections": rows, "queued": queued})
         return
@@ -150,7 +139,7 @@ def _signer(provider: str, hub: str, signing_key: Path, hub_sealing_key: Path) -
 
     def sign_and_seal(detection: Detection, notice_id: bytes) -> bytes:
         notice = seal_notice(detection, notice_id=notice_id, provider=provider, hub=hub, hub_sealing_key=public,
-                             created_at=datetime.now(timezone.utc))
+                             created_at=datetime.now(UTC))
         return sign_notice(notice, key)
 
     return sign_and_seal

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,7 +45,7 @@ _MAX_WORKDAYS = 3660  # ten years of working days: a bound against runaway loops
 def local_date(moment: datetime) -> date:
     """The date in China of an aware ``datetime`` (naive values are taken as UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(CHINA_TZ).date()
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Callable
 
 from sqlalchemy import Connection, Engine, select, update
 
@@ -49,7 +49,7 @@ from hedui.v1 import common_pb2, notice_pb2
 __all__ = ["Hub", "Acceptance", "load_hub", "load_sealing_key"]
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- results

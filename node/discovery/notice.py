@@ -16,7 +16,7 @@ answer it.
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import grpc
@@ -99,7 +99,7 @@ def seal_notice(
         event_date=detection.event_date.isoformat(),
         due_date=detection.due_date.isoformat(),
     )
-    notice.created_at.FromDatetime(created_at.astimezone(timezone.utc))
+    notice.created_at.FromDatetime(created_at.astimezone(UTC))
     details = notice_pb2.SealedDetails(identity=detection.identity, name=name, details=dict(detection.details))
     enc, ct, suite = sealing.seal(hub_sealing_key, details.SerializeToString(), notice_aad(notice))
     notice.sealed_enc = enc
@@ -165,7 +165,7 @@ def notice_fields(n: notice_pb2.Notice, hub: str) -> dict[str, Any]:
             out[name] = date.fromisoformat(v)
         except ValueError:
             raise InvalidArgument(f"notice.{name}: got {v[:32]!r}, want an ISO date") from None
-    out["created_at"] = n.created_at.ToDatetime(tzinfo=timezone.utc)
+    out["created_at"] = n.created_at.ToDatetime(tzinfo=UTC)
     return out
 
 
@@ -186,7 +186,7 @@ def open_notice(notice: notice_pb2.Notice, key: sealing.SealingKey) -> notice_pb
 def make_receipt(hub: str, notice_id: bytes, digest: bytes, received_at: datetime, *, duplicate: bool) -> notice_pb2.Receipt:
     """The hub's receipt for the notice whose payload has SHA-256 ``digest``."""
     r = notice_pb2.Receipt(hub=hub, notice_id=bytes(notice_id), notice_digest=digest, duplicate=duplicate)
-    r.received_at.FromDatetime(received_at.astimezone(timezone.utc))
+    r.received_at.FromDatetime(received_at.astimezone(UTC))
     return r
 
 

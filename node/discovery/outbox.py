@@ -20,16 +20,17 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
 from hedui.adapters.idnum import scrub
+from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.notice import check_receipt
-from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.tables import insert_ignore, notice_outbox, utc
 from hedui.node.errors import InvalidArgument, Reason, VerificationError
 from hedui.v1 import notice_pb2
@@ -44,7 +45,7 @@ SignAndSeal = Callable[[Detection, bytes], bytes]
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- outbox

@@ -36,25 +36,26 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
-from hedui.keys import sealing
 from hedui.adapters.records import RowProblem
+from hedui.keys import sealing
 from hedui.keys.keyfile import load_secret, save_secret
+from hedui.node.audit.entry import Kind
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
 from hedui.node.discovery.detect import Detection, detect
 from hedui.node.discovery.notice import permanent_refusal, seal_notice, sign_notice, verify_receipt
 from hedui.node.discovery.outbox import Pusher, PushStats, enqueue
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
 from hedui.node.discovery.tables import notice_outbox
-from hedui.node.loops import PeriodicJob
 from hedui.node.errors import (
     ConfigError,
     Reason,
@@ -63,9 +64,9 @@ from hedui.node.errors import (
     describe_remote,
     from_rpc_error,
 )
+from hedui.node.loops import PeriodicJob
 from hedui.node.store.tables import node_state
 from hedui.v1 import common_pb2, directory_pb2, notice_pb2
-from hedui.node.audit.entry import Kind
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
@@ -89,7 +90,7 @@ _RUNS_KEY = "discovery.runs"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- the dedup secret
@@ -157,16 +158,7 @@ class DetectionRun:
             "problems": self.problems,
             "queued": self.queued,
             "detections": [
-                {
-                    "rule": d.rule,
-                    "event_type": d.event_type,
-                    "region": d.region,
-                    "event_date": d.event_date.isoformat(),
-                    "due_date": d.due_date.isoformat(),
-                    "period": d.period,
-                    "dedup_key": d.dedup_key,
-                }
-                for d in self.detections
+                d.public() for d in self.detections
             ],
         }
 
@@ -393,7 +385,7 @@ class ProviderNotices:
                 "peer": self.hub,
                 "answer_digest": hashlib.sha256(common_pb2.Envelope.FromString(receipt_bytes).payload).hexdigest(),
                 "duplicate": receipt.duplicate,
-                "received_at": receipt.received_at.ToDatetime(tzinfo=timezone.utc).isoformat(),
+                "received_at": receipt.received_at.ToDatetime(tzinfo=UTC).isoformat(),
             }),
         ])
 

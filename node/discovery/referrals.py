@@ -8,17 +8,18 @@ is answered (:meth:`Referrals.record_response`), listed, found overdue and escal
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, and_, func, select, true, update
 
+from hedui.node.audit.entry import Kind
 from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.tables import leads, referrals, utc
-from hedui.node.loops import PeriodicJob
 from hedui.node.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound, Reason
-from hedui.node.audit.entry import Kind
+from hedui.node.loops import PeriodicJob
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
@@ -41,7 +42,7 @@ PROGRAMMES = (
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

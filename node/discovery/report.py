@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from calendar import monthrange
 from collections import Counter
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
@@ -40,8 +40,8 @@ def monthly_report(hub: Hub, year: int, month: int) -> dict[str, Any]:
         raise InvalidArgument(f"month: got {year}-{month}, want a year 2000..2100 and a month 1..12")
     first = date(year, month, 1)
     last = date(year, month, monthrange(year, month)[1])
-    start = datetime.combine(first, time(), CHINA_TZ).astimezone(timezone.utc)
-    cutoff = datetime.combine(last + timedelta(days=1), time(), CHINA_TZ).astimezone(timezone.utc)
+    start = datetime.combine(first, time(), CHINA_TZ).astimezone(UTC)
+    cutoff = datetime.combine(last + timedelta(days=1), time(), CHINA_TZ).astimezone(UTC)
     with hub.engine.connect() as conn:
         events = conn.execute(
             select(lead_events.c.source, lead_events.c.provider).where(

@@ -42,7 +42,7 @@ from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -114,7 +114,7 @@ class WithinWorkdays(_Strict):
     workdays: Annotated[int, Field(ge=1, le=60)]
 
 
-Schedule = Annotated[Union[Monthly, Weekly, Yearly, WithinWorkdays], Field(discriminator="kind")]
+Schedule = Annotated[Monthly | Weekly | Yearly | WithinWorkdays, Field(discriminator="kind")]
 
 _PAIRS = {
     "last_month": "monthly",

@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING
 from google.protobuf.message import DecodeError
 
 from hedui.node import policy
+from hedui.node.audit.entry import Kind
 from hedui.node.discovery import notice as notice_
 from hedui.node.errors import ConfigError, InvalidArgument, Reason
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
-from hedui.node.audit.entry import Kind
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime

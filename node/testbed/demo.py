@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from hedui.node.client import PeerClient
 from hedui.node.errors import Reason, VerificationError
@@ -102,7 +102,8 @@ def _case_step(tb: Testbed, step: Callable) -> None:
 def audit_step(tb: Testbed, step: Callable) -> None:
     """The security officer's view: every node's log verifies offline (signatures, tree,
     cosignatures), and the hub's queries reconcile with every department's log."""
-    from hedui.node.audit import reconcile as audit_reconcile, verify as audit_verify
+    from hedui.node.audit import reconcile as audit_reconcile
+    from hedui.node.audit import verify as audit_verify
     from hedui.node.audit.note import Verifier, Verifiers
     from hedui.node.audit.recorder import origin_of
 

@@ -9,8 +9,8 @@ departments' answers, and one overdue referral escalated (as of a date after its
 from __future__ import annotations
 
 import time as _time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 from hedui.node.testbed.discovery import SCENARIO_AS_OF
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import tomli_w
 
@@ -98,7 +98,7 @@ class Testbed:
     def env(self) -> dict[str, str]:
         return {PASSPHRASE_ENV: self.passphrase}
 
-    def create(self) -> "Testbed":
+    def create(self) -> Testbed:
         os.environ[PASSPHRASE_ENV] = self.passphrase
         pw = self.passphrase.encode()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ class Testbed:
 
     # -- running -------------------------------------------------------------------------
 
-    def start(self, codes: list[str] | None = None) -> "Testbed":
+    def start(self, codes: list[str] | None = None) -> Testbed:
         from hedui.node.runtime import Runtime
         from hedui.node.server import build_server
 
@@ -184,7 +184,7 @@ class Testbed:
     def runtime(self, code: str):
         return self.servers[code].rt
 
-    def __enter__(self) -> "Testbed":
+    def __enter__(self) -> Testbed:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -120,9 +120,9 @@ def build_indexes(tb: Testbed, codes: list[str] | None = None, *, workers: int =
     from hedui.adapters import open_adapter
     from hedui.keys.keyfile import load_secret
     from hedui.node.config import load_config
-    from hedui.node.verification.index import build_index
     from hedui.node.store import migrate
     from hedui.node.store.db import open_engine
+    from hedui.node.verification.index import build_index
 
     out = {}
     for m in tb.members:

@@ -25,6 +25,7 @@ from sqlalchemy import Engine, func, insert, select, update
 from hedui.adapters.idnum import normalize
 from hedui.keys import oprf
 from hedui.keys.directory import PURPOSES
+from hedui.node.audit.entry import Kind
 from hedui.node.errors import (
     ConfigError,
     FailedPrecondition,
@@ -38,11 +39,10 @@ from hedui.node.errors import (
     describe_remote,
     from_rpc_error,
 )
-from hedui.node.verification.rules import Rules
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.node.verification.protocol import request_digest, verify_answer
+from hedui.node.verification.rules import Rules
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
-from hedui.node.audit.entry import Kind
 
 __all__ = ["open_case", "run_case", "list_cases", "CaseRun", "record_directory", "consent_digest_of"]
 
@@ -91,7 +91,7 @@ def open_case(
             raise InvalidArgument(f"members[{i}]: same person as members[{seen[ident]}], want each member once", reason=Reason.DUPLICATE_MEMBER)
         seen[ident] = i
         norm.append((ident, (relation or "member")[:32]))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with rt.engine.begin() as c:
         n = c.execute(select(func.count()).select_from(cases)).scalar_one()
         ref = f"HUB-{now:%Y}-{n + 1:06d}"
@@ -123,7 +123,7 @@ def record_directory(rt) -> None:
         if c.execute(select(directory_history.c.version).where(directory_history.c.version == v)).first() is None:
             c.execute(insert(directory_history).values(
                 version=v, envelope=rt.directory.envelope.SerializeToString(deterministic=True),
-                accepted_at=dt.datetime.now(dt.timezone.utc),
+                accepted_at=dt.datetime.now(dt.UTC),
             ))
 
 
@@ -184,7 +184,7 @@ def run_case(rt, case_ref: str, *, timeout: float = 10.0, retries: int = 2, reru
         statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
     status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
     with rt.engine.begin() as c:
-        c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=dt.datetime.now(dt.timezone.utc)))
+        c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=dt.datetime.now(dt.UTC)))
     return CaseRun(case_ref, outcomes, time.monotonic() - started)
 
 
@@ -249,7 +249,7 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
         answer = verify_answer(rt.directory.signing_keys(), code, resp.answer, digest, tokens)
         _observe_checkpoint(rt, code, resp.checkpoint)
         row.update(status="ok", reason="", envelope=resp.answer.SerializeToString(deterministic=True),
-                   answered_at=dt.datetime.now(dt.timezone.utc))
+                   answered_at=dt.datetime.now(dt.UTC))
         rt.audit.record(Kind.ANSWER_RECEIVED, {
             "peer": code, "case_ref": req.context.case_ref, "request_id": rid.hex(), "request_digest": digest.hex(),
             "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",

@@ -7,7 +7,17 @@ case's members. Everything the hub sends or logs uses tokens and digests.
 from __future__ import annotations
 
 from sqlalchemy import (
-    BigInteger, Column, DateTime, ForeignKey, Integer, LargeBinary, Numeric, String, Table, Text, UniqueConstraint,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
 )
 
 from hedui.node.store.schema import metadata

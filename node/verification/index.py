@@ -31,14 +31,13 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, text, update
 
-from hedui.adapters import Adapter
-from hedui.adapters import idnum
+from hedui.adapters import Adapter, idnum
 from hedui.adapters.records import Fact, Record, RowProblem
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import InvalidArgument
@@ -140,7 +139,7 @@ def _dump(doc: dict) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _chunks(seq: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
@@ -166,7 +165,7 @@ class _Sql:
 
     def stamp(self, t: datetime) -> Any:
         # SQLAlchemy's DateTime on SQLite is text in this format (UTC here); PostgreSQL takes the object.
-        return t if self.pg else t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return t if self.pg else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
     def insert_tokens(self, conn, epoch: int, rows: list[tuple[bytes, str, int]], stamp: Any) -> None:
         if not rows:

@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from hedui.keys.directory import TrustedDirectory, verify_directory
 from hedui.keys.signing import VerifyingKey
-from hedui.node.html import render
 from hedui.node.errors import NotFound, VerificationError
-from hedui.node.verification.protocol import verify_answer
-from hedui.node.verification.rules import Rules
+from hedui.node.html import render
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
+from hedui.node.verification.protocol import verify_answer
+from hedui.node.verification.rules import AssetFlag, Rules
 from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["build_report", "render_html", "mask_identity", "load_case"]
@@ -52,7 +52,7 @@ def _keys_for(dirs: dict[int, bytes], version: int, authority: VerifyingKey | No
         return TrustedDirectory(env, directory_pb2.Directory.FromString(env.payload)).signing_keys()
     # Offline: the directory must verify under the authority key. Expiry was judged at the
     # time of use, so only the signature is checked here (a clock at the epoch).
-    epoch = dt.datetime(1970, 1, 2, tzinfo=dt.timezone.utc)
+    epoch = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)
     return verify_directory(env, authority, now=epoch).signing_keys()
 
 
@@ -136,7 +136,7 @@ def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey
         vals = values.get((af.provider, af.field), {})
         nums = {pos: _dec(v) for pos, (p, v, _) in vals.items() if p}
 
-        def hit(x: Decimal) -> bool:
+        def hit(x: Decimal, af: AssetFlag = af) -> bool:
             return x >= af.threshold if af.op == ">=" else x == af.threshold
 
         if af.scope == "household":

@@ -63,7 +63,7 @@ class Rules(_M):
     temporary_assistance: TemporaryAssistance | None = None
 
     @model_validator(mode="after")
-    def _has_default(self) -> "Rules":
+    def _has_default(self) -> Rules:
         if "default" not in self.standards:
             raise FieldValueError("standards.default", "nothing", "the fallback monthly standard")
         return self

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from hedui.keys import dsse
 from hedui.node import policy
+from hedui.node.audit.entry import Kind
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method
 from hedui.node.verification import protocol
@@ -18,7 +19,6 @@ from hedui.node.verification.answer import answer_lookup
 from hedui.node.verification.index import all_tokens, facts_for_tokens
 from hedui.node.verification.provider import ProviderState
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
-from hedui.node.audit.entry import Kind
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
