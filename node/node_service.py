@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hedui.node.errors import InvalidArgument
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import node_pb2, node_pb2_grpc
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["NodeServicer"]
 
@@ -12,7 +17,7 @@ _MAX_NONCE = 1024
 
 
 class NodeServicer(node_pb2_grpc.NodeServiceServicer):
-    def __init__(self, rt) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
     @rpc_method("/hedui.v1.NodeService/Ping")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +24,9 @@ from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, ResourceExhausted
 from hedui.node.store.tables import quota_counters, seen_requests
 from hedui.v1 import common_pb2, directory_pb2
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["Grant", "check", "check_method", "commit", "DEFAULT_MAX_BATCH"]
 
@@ -59,7 +63,7 @@ def validate_context(ctx: common_pb2.RequestContext, *, need_consent: bool) -> N
 
 
 def check(
-    rt,
+    rt: Runtime,
     caller: str,
     method: str,
     ctx: common_pb2.RequestContext,
@@ -108,7 +112,7 @@ def check(
     return grant
 
 
-def check_method(rt, caller: str, method: str) -> tuple[directory_pb2.AccessRule, ...]:
+def check_method(rt: Runtime, caller: str, method: str) -> tuple[directory_pb2.AccessRule, ...]:
     """For methods without a :class:`RequestContext` (``NoticeService/Push``): the caller
     must have a directory rule for ``method`` whose provider is this node or ``"*"``."""
     rules = rt.directory.rules(caller, rt.member, method)
@@ -136,7 +140,7 @@ def _charge_quota(c, caller: str, method: str, grant: Grant) -> None:
             raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason=Reason.QUOTA_EXCEEDED)
 
 
-def commit(rt, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes) -> None:
+def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes) -> None:
     """One transaction: charge the quota, record the request id with the digest and the
     signed answer. A quota overrun rolls it all back (the answer is never sent); a request id
     that another, concurrent request took first is a replay."""
@@ -153,7 +157,7 @@ def commit(rt, caller: str, method: str, ctx, grant: Grant, request_digest: byte
         ) from None
 
 
-def _replay(rt, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
+def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
     with rt.engine.connect() as c:
         row = c.execute(
             select(seen_requests.c.caller, seen_requests.c.method, seen_requests.c.request_digest, seen_requests.c.answer)

@@ -12,12 +12,16 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
 from hedui.adapters import idnum
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import HeduiError, status_code, to_status
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["rpc_method", "Call"]
 
@@ -70,7 +74,7 @@ def rpc_method(full_name: str, *, refusal_fields: Callable | None = None) -> Cal
     return deco
 
 
-def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extra: Callable | None = None) -> None:
+def _record_refusal(rt: Runtime, method: str, caller: str, err: HeduiError, request, extra: Callable | None = None) -> None:
     ctx = getattr(request, "context", None)
     fields = {
         "method": method,

@@ -11,6 +11,7 @@ member's Ed25519 signing key from the directory, so any peer can verify it.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -20,6 +21,9 @@ from hedui.node.audit.log import AuditLog, CheckpointScheduler
 from hedui.node.audit.note import Signer, Verifier
 from hedui.node.errors import VerificationError
 from hedui.node.loops import PeriodicJob
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["NodeAudit", "open_audit", "origin_of"]
 
@@ -31,7 +35,7 @@ def origin_of(federation: str, member: str) -> str:
 
 
 class NodeAudit:
-    def __init__(self, rt, log_: AuditLog, scheduler: CheckpointScheduler) -> None:
+    def __init__(self, rt: Runtime, log_: AuditLog, scheduler: CheckpointScheduler) -> None:
         self._rt = rt
         self.log = log_
         self.scheduler = scheduler
@@ -164,13 +168,13 @@ class _CosignLoop(PeriodicJob):
         self._audit.process_peer_checkpoints()
 
 
-def open_audit(rt) -> NodeAudit:
+def open_audit(rt: Runtime) -> NodeAudit:
     origin = origin_of(rt.directory.msg.federation, rt.member)
     al = AuditLog(rt.engine, origin=origin, signer=Signer(origin, rt.signer.private_key))
     return NodeAudit(rt, al, CheckpointScheduler(al))
 
 
-def safe_observe(rt, code: str, note: bytes) -> None:
+def safe_observe(rt: Runtime, code: str, note: bytes) -> None:
     """Cosigning must never fail the exchange it rides on; a fork is logged loudly."""
     if not note:
         return

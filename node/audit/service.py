@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hedui.node.audit.note import split_note
 from hedui.node.errors import InvalidArgument, NotFound, Reason
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import audit_pb2, audit_pb2_grpc, common_pb2
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["AuditServicer"]
 
@@ -13,7 +18,7 @@ _MAX_NOTE = 16 * 1024
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, rt) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
 
     @property

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -23,6 +24,10 @@ from hedui.adapters.records import Record
 from hedui.node.cli._common import cli_errors, console, emit_json, fail
 from hedui.node.cli._discovery import DB, JSON, node_config, parse_date, secret_file, store
 from hedui.node.discovery.detect import Detection
+
+if TYPE_CHECKING:
+    from hedui.node.discovery.provider import ProviderNotices
+    from hedui.node.runtime import Runtime
 
 __all__ = ["app"]
 
@@ -104,7 +109,7 @@ def detect_cmd(
     _print_detections(rows, run_date, f"; {queued} newly queued" if enqueue_to else "")
 
 
-def _notices(rt, config: Path):
+def _notices(rt: Runtime, config: Path) -> ProviderNotices:
     if rt.notices is None:
         rt.close()
         fail(f"--config {config}: provider.rules: got none, want a detection rule file (docs/discovery.md)")

@@ -18,6 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import grpc
 from sqlalchemy import Engine, func, insert, select, update
@@ -44,6 +45,9 @@ from hedui.node.verification.protocol import request_digest, verify_answer
 from hedui.node.verification.rules import Rules
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
+
 __all__ = ["open_case", "run_case", "list_cases", "CaseRun", "record_directory", "consent_digest_of"]
 
 log = logging.getLogger("hedui.hub.cases")
@@ -55,7 +59,7 @@ def consent_digest_of(data: bytes) -> bytes:
 
 
 def open_case(
-    rt,
+    rt: Runtime,
     members: list[tuple[str, str]],
     *,
     purpose: str,
@@ -116,7 +120,7 @@ def list_cases(engine: Engine) -> list[dict[str, str]]:
     return [{"case_ref": r.case_ref, "purpose": r.purpose, "status": r.status, "created_at": str(r.created_at)} for r in rows]
 
 
-def record_directory(rt) -> None:
+def record_directory(rt: Runtime) -> None:
     """Keeps a copy of every directory version the hub used, for offline evidence checks."""
     v = rt.directory.version
     with rt.engine.begin() as c:
@@ -146,7 +150,7 @@ class CaseRun:
         return all(o.status == "ok" for o in self.outcomes)
 
 
-def _providers(rt, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]:
+def _providers(rt: Runtime, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]:
     need = rules.fields_by_provider()
     out = []
     for m in rt.directory.members_with(directory_pb2.ROLE_PROVIDER):
@@ -163,7 +167,7 @@ def _providers(rt, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]
     return out
 
 
-def run_case(rt, case_ref: str, *, timeout: float = 10.0, retries: int = 2, rerun_ok: bool = False) -> CaseRun:
+def run_case(rt: Runtime, case_ref: str, *, timeout: float = 10.0, retries: int = 2, rerun_ok: bool = False) -> CaseRun:
     started = time.monotonic()
     record_directory(rt)
     with rt.engine.connect() as c:
@@ -213,7 +217,7 @@ def _call(fn, req, timeout: float, retries: int):
             time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
 
 
-def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> ProviderOutcome:
+def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries) -> ProviderOutcome:
     code = m.code
     peer = rt.peers.get(code)
     epochs = sorted(((k.epoch, bytes(k.public_key)) for k in m.oprf_keys), reverse=True)
@@ -269,7 +273,7 @@ def _ask_provider(rt, m, fields, idents, ctx_base, timeout, retries) -> Provider
     return ProviderOutcome(code, row["status"], row.get("reason", ""), attempts)
 
 
-def _observe_checkpoint(rt, code: str, cp) -> None:
+def _observe_checkpoint(rt: Runtime, code: str, cp) -> None:
     rt.audit.offer_peer_checkpoint(code, bytes(cp.note) if cp is not None else b"")
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hedui.keys.keyfile import load_secret
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, NotFound, Reason
 from hedui.node.verification.catalogue import Catalogue, load_catalogue
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["ProviderState", "load_provider", "OPRF_SEED_LABEL"]
 
@@ -31,7 +35,7 @@ class ProviderState:
         return epoch
 
 
-def load_provider(rt) -> ProviderState:
+def load_provider(rt: Runtime) -> ProviderState:
     p = rt.config.provider
     if p is None or p.oprf_seed is None:
         raise ConfigError("provider.oprf_seed: got none, want the encrypted OPRF seed file (hedui keys oprf-init)")

@@ -42,7 +42,7 @@ def _base(caller: str, ctx: common_pb2.RequestContext) -> dict:
 
 
 class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
-    def __init__(self, rt) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         _state(rt)
 
@@ -72,7 +72,7 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
 
 
 class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
-    def __init__(self, rt) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         _state(rt)
 
