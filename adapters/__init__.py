@@ -32,7 +32,7 @@ class Adapter(Protocol):
         """Changes when the mapping (or, for files, the file) changes: then a full re-read is due."""
 
     def check(self) -> None:
-        """Raises ConfigError naming the mapping key if a table, column, sheet or header is missing."""
+        """Raises SourceError naming the mapping key if a table, column, sheet or header is missing."""
 
     def scan(self, since: Any = None) -> Iterator[tuple[Record | RowProblem, Any]]:
         """Yields each row's record or problem with the position after it (an opaque JSON

@@ -15,7 +15,9 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from hedui.adapters.idnum import InvalidIdentity, contains_idnum, normalize
+from hedui.adapters import idnum
+from hedui.adapters.errors import InvalidIdentity
+from hedui.adapters.idnum import normalize
 from hedui.adapters.mapping import FactSpec, Mapping
 from hedui.adapters.records import Fact, Record, RowProblem
 
@@ -29,7 +31,6 @@ _MAX_TEXT = 64                        # a number or date cell longer than this i
 _MAX_ATTR = 256
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_LONG_DIGITS = re.compile(r"\d{15,}")
 _BLANK = " \t\r\n\u00a0\u3000\ufeff"
 _TRUE = {"1", "true", "t", "yes", "y", "是", "有"}
 _FALSE = {"0", "false", "f", "no", "n", "否", "无"}
@@ -199,9 +200,9 @@ def _attr(kind: str, v: Any) -> str:
     text = text.strip(_BLANK)
     if len(text) > _MAX_ATTR:
         raise BadCell(f"{len(text)} characters")
-    if contains_idnum(text):
+    if idnum.contains(text):
         raise BadCell("a value shaped like an identity number")
-    if _LONG_DIGITS.search(text):   # e.g. a 20-digit certificate number that embeds one
+    if idnum.long_digit_run(text):   # e.g. a 20-digit certificate number that embeds one
         raise BadCell("a run of 15 or more digits")
     return text
 

@@ -6,11 +6,16 @@ Legacy 15-digit numbers (GB 11643-1989) have a 2-digit year and no check charact
 are converted by inserting ``19`` after the region and computing the check character.
 
 :func:`normalize` is the one place where a number enters Hedui. Its errors
-(:class:`InvalidIdentity`) describe the problem without ever echoing the number or any run
-of its digits, so they are safe to log, count and return to callers.
+(:class:`~hedui.adapters.errors.InvalidIdentity`) describe the problem without ever echoing
+the number or any run of its digits, so they are safe to log, count and return to callers.
 
-:data:`IDNUM_PATTERN` is the one shape scanners look for (tests scan stores and logs with
-it); :func:`contains_idnum` applies it to text or bytes.
+This module is also the one guard that knows the *shape* of a number in free text: no other
+module compiles an identity pattern (``tests/test_architecture.py`` checks). :func:`contains`
+answers "is there one in here?" (the policy refuses such requests, the audit log such
+entries, adapters such cells), :func:`scrub` masks them (log lines, error messages, stored
+problem texts), :func:`long_digit_run` flags a longer number that may embed one. All three
+use the one wide shape: ASCII or full-width digits, 18 characters (the last may be ``X``) or
+15 (GB 11643-1989), with or without a single space between digit groups.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import re
 from datetime import date
 from operator import mul as _mul
 
-from hedui.node.errors import InvalidArgument
+from hedui.adapters.errors import InvalidIdentity
+from hedui.common.errors import InvalidArgument
 
-__all__ = ["InvalidIdentity", "normalize", "IDNUM_PATTERN", "IDNUM_WIDE", "IDNUM_LIKE", "contains_idnum", "looks_like_idnum", "scrub", "synthetic"]
+__all__ = ["normalize", "contains", "scrub", "long_digit_run", "synthetic"]
 
 # Weights 2^(17-i) mod 11 for positions 1..17 (ISO 7064 MOD 11-2, as tabulated in GB 11643).
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -33,18 +39,6 @@ _CHECK_CHARS = "10X98765432"  # index: weighted sum mod 11
 _FOLD = {0xFF10 + i: ord("0") + i for i in range(10)} | {0xFF38: ord("X"), 0xFF58: ord("X"), ord("x"): ord("X")}
 _WHITESPACE = " \t\r\n\v\f\u00a0\u3000\ufeff"
 _EARLIEST_BIRTH = date(1850, 1, 1)
-
-#: The shape of an 18-character identity number in free text: 17 ASCII digits then a digit
-#: or X/x, not glued to further letters or digits. Shape only, no check-digit test: a
-#: scanner must also catch numbers that are wrong by a digit.
-IDNUM_PATTERN = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
-_IDNUM_BYTES = re.compile(IDNUM_PATTERN.pattern.encode("ascii"))
-
-
-class InvalidIdentity(InvalidArgument):
-    """An identity number failed validation. The message never contains the input."""
-
-    default_reason = "INVALID_IDENTITY"
 
 
 _ZERO_BIAS = 48 * sum(_WEIGHTS)  # the weights applied to ord("0") in every position
@@ -95,32 +89,42 @@ def normalize(s: str) -> str:
     return t
 
 
-#: An 18-character number in ASCII or full-width digits (last may be X/x), not part of a
-#: longer run of letters or digits (so hex digests do not trip it). The audit log refuses
-#: entries that match.
-_FW = "\uff10-\uff19"
-_WIDE18 = rf"(?<![0-9A-Za-z{_FW}])[0-9{_FW}]{{17}}[0-9Xx{_FW}\uff38\uff58](?![0-9A-Za-z{_FW}])"
-IDNUM_WIDE = re.compile(_WIDE18)
-#: The broader net for text that must never carry a number (logs, errors, public columns):
-#: :data:`IDNUM_WIDE` or a 15-digit legacy number.
-IDNUM_LIKE = re.compile(_WIDE18 + rf"|(?<![0-9{_FW}])[0-9{_FW}]{{15}}(?![0-9{_FW}])")
+# -- the shape in free text ---------------------------------------------------------------
+# Shape only, no check-digit test: a scanner must also catch numbers that are wrong by a
+# digit. Not glued to further letters or digits on either side, so hex digests and longer
+# numbers do not trip it (a longer run is :func:`long_digit_run`'s business).
+_D = "0-9\uff10-\uff19"                      # ASCII and full-width digits
+_X = "Xx\uff38\uff58"                        # the check character X, ASCII or full-width
+_GAP = "[ \u00a0\u3000]?"                    # at most one space between digit groups
+_EDGE_BEFORE = f"(?<![{_D}A-Za-z{_X}])"
+_EDGE_AFTER = f"(?![{_D}A-Za-z{_X}])"
+# 15 digits (GB 11643-1989), or those and 2 more digits and the check character (18).
+_SHAPE = re.compile(
+    f"{_EDGE_BEFORE}[{_D}](?:{_GAP}[{_D}]){{14}}(?:{_GAP}[{_D}]{_GAP}[{_D}]{_GAP}[{_D}{_X}])?{_EDGE_AFTER}"
+)
+_LONG_RUN = re.compile(f"[{_D}]{{15,}}")
 
 
-def looks_like_idnum(text: str) -> bool:
-    """True if ``text`` holds anything :data:`IDNUM_LIKE` matches (full-width, 15-digit too)."""
-    return IDNUM_LIKE.search(text) is not None
+def _text(value: str | bytes | bytearray | memoryview) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return value
+
+
+def contains(text: str | bytes | bytearray | memoryview) -> bool:
+    """True if ``text`` (or UTF-8 bytes) holds anything shaped like an identity number."""
+    return _SHAPE.search(_text(text)) is not None
 
 
 def scrub(text: str, mask: str = "[id]") -> str:
-    """``text`` with everything :data:`IDNUM_LIKE` matches replaced by ``mask``."""
-    return IDNUM_LIKE.sub(mask, text)
+    """``text`` with everything shaped like an identity number replaced by ``mask``."""
+    return _SHAPE.sub(mask, text)
 
 
-def contains_idnum(text: str | bytes) -> bool:
-    """True if ``text`` contains anything shaped like an 18-character identity number."""
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        return _IDNUM_BYTES.search(bytes(text)) is not None
-    return IDNUM_PATTERN.search(text) is not None
+def long_digit_run(text: str) -> bool:
+    """True if ``text`` holds a run of 15 or more digits (ASCII or full-width): a number that
+    is not itself shaped like an identity may still embed one (a 20-digit certificate number)."""
+    return _LONG_RUN.search(text) is not None
 
 
 # A few real county-level region codes (GB/T 2260) so synthetic numbers look plausible.

@@ -1,7 +1,7 @@
 """Mapping files: how one department source (a SQL table or an export file) becomes records.
 
 A mapping is a TOML file validated by the pydantic models below. Unknown keys and wrong
-types are refused with one :class:`~hedui.node.errors.ConfigError` that names every bad key
+types are refused with one :class:`~hedui.adapters.errors.MappingError` that names every bad key
 (``facts[1].unit: got 'cents', want one of 'fen', 'yuan', 'wan_yuan'``). Whether the tables,
 columns, sheets and headers it names exist is checked by the adapter's ``check()``, before
 any row is read.
@@ -21,15 +21,14 @@ import hashlib
 import json
 import os
 import re
-import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from hedui.adapters.idnum import IDNUM_PATTERN
-from hedui.node.errors import ConfigError
+from hedui.adapters import idnum
+from hedui.adapters.errors import MappingError
+from hedui.common.toml import FieldValueError, read_toml, show, validate
 
 __all__ = [
     "Mapping",
@@ -90,7 +89,7 @@ class SqlSource(_Model):
     @model_validator(mode="after")
     def _one_url(self) -> SqlSource:
         if (self.url is None) == (self.url_env is None):
-            raise ValueError("url: want exactly one of 'url' and 'url_env'")
+            raise FieldValueError("url", "both" if self.url is not None else "neither", "exactly one of 'url' and 'url_env'")
         return self
 
     def resolved_url(self) -> str:
@@ -98,7 +97,7 @@ class SqlSource(_Model):
             return self.url
         value = os.environ.get(self.url_env or "")
         if not value:
-            raise ConfigError(f"source.url_env: got {self.url_env!r} unset or empty, want an environment variable holding the URL")
+            raise MappingError(f"source.url_env: got {self.url_env!r} unset or empty, want an environment variable holding the URL")
         return value
 
 
@@ -133,7 +132,7 @@ _MONEY_UNITS = ("fen", "yuan", "wan_yuan")
 
 
 class FactSpec(_Model):
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: Annotated[str, Field(pattern=_NAME, description="lower_snake_case")]
     column: str
     type: Literal["money", "decimal", "integer", "code", "bool"]
     unit: str | None = Field(default=None, validate_default=True)
@@ -159,7 +158,7 @@ class FactSpec(_Model):
     def _unit_fits_type(cls, unit: str | None, info: ValidationInfo) -> str | None:
         kind = info.data.get("type")
         if kind == "money" and unit is None:
-            raise ValueError("missing, want one of 'fen', 'yuan', 'wan_yuan' for type money")
+            raise ValueError("got nothing, want one of 'fen', 'yuan', 'wan_yuan' for type money")
         if kind == "money" and unit not in _MONEY_UNITS:
             raise ValueError(f"got {_describe(unit)}, want one of 'fen', 'yuan', 'wan_yuan' for type money")
         if kind in ("code", "bool") and unit not in (None, kind):
@@ -183,9 +182,9 @@ class Mapping(_Model):
 
     version: Literal[1] = 1
     #: A stable name for this source; index progress and row keys are recorded under it.
-    name: Annotated[str, Field(pattern=_NAME)]
+    name: Annotated[str, Field(pattern=_NAME, description="lower_snake_case")]
     department: str | None = None
-    source: Annotated[Union[SqlSource, CsvSource, ExcelSource], Field(discriminator="kind")]
+    source: Annotated[SqlSource | CsvSource | ExcelSource, Field(discriminator="kind")]
     identity: IdentitySpec
     facts: list[FactSpec] = Field(default_factory=list)
     # Where relative paths in ``source.path`` are resolved (set by load_mapping / parse_mapping).
@@ -197,7 +196,7 @@ class Mapping(_Model):
         types: dict[str, str] = {}
         for f in self.facts:
             if types.setdefault(f.name, f.type) != f.type:
-                raise ValueError(f"facts: got fact {f.name!r} with types {types[f.name]} and {f.type}, want one type per name")
+                raise FieldValueError("facts", f"fact {f.name!r} with types {types[f.name]} and {f.type}", "one type per name")
         return self
 
     def columns(self) -> list[tuple[str, str]]:
@@ -235,61 +234,16 @@ class Mapping(_Model):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("sql", "csv", "excel"):
-            continue  # pydantic's union-branch labels
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def _describe(value: Any) -> str:
-    text = repr(value)
-    if IDNUM_PATTERN.search(text):
+    """A value for a message: never one shaped like an identity number."""
+    if idnum.contains(repr(value)):
         return f"a {type(value).__name__} shaped like an identity number"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _format(err: ValidationError, origin: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = _loc(e["loc"])
-        where = loc or "mapping"
-        kind = e["type"]
-        if kind == "extra_forbidden":
-            lines.append(f"{where}: unknown key")
-        elif kind == "missing":
-            lines.append(f"{where}: missing, want a value")
-        elif kind == "value_error":
-            msg = e.get("ctx", {}).get("error", e["msg"])
-            lines.append(f"{loc}: {msg}" if loc else str(msg))
-        elif kind == "string_pattern_mismatch":
-            lines.append(f"{where}: got {_describe(e['input'])}, want lower_snake_case ({e['ctx']['pattern']})")
-        elif kind == "literal_error":
-            lines.append(f"{where}: got {_describe(e['input'])}, want one of {e['ctx']['expected']}")
-        elif kind == "union_tag_invalid":
-            lines.append(f"{where}.kind: got {_describe(e['ctx']['tag'])}, want one of {e['ctx']['expected_tags']}")
-        elif kind == "union_tag_not_found":
-            lines.append(f"{where}.kind: missing, want one of 'sql', 'csv', 'excel'")
-        else:
-            lines.append(f"{where}: got {_describe(e['input'])}, want {e['msg'].removeprefix('Input should be ').removeprefix('Value should be ')}")
-    seen: list[str] = []
-    for line in lines:  # unions can report one key twice
-        if line not in seen:
-            seen.append(line)
-    return f"{origin}: " + "; ".join(seen)
+    return show(value)
 
 
 def parse_mapping(data: dict[str, Any], *, origin: str = "mapping", base_dir: str | Path | None = None) -> Mapping:
-    """Validates a mapping given as a dict (parsed TOML). Raises :class:`ConfigError`."""
-    try:
-        m = Mapping.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_format(err, origin)) from None
+    """Validates a mapping given as a dict (parsed TOML). Raises :class:`MappingError`."""
+    m = validate(data, Mapping, source=origin, error=MappingError)
     m._base_dir = None if base_dir is None else str(base_dir)
     return m
 
@@ -297,12 +251,4 @@ def parse_mapping(data: dict[str, Any], *, origin: str = "mapping", base_dir: st
 def load_mapping(path: str | Path) -> Mapping:
     """Reads and validates a mapping TOML file; relative source paths are resolved next to it."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{p.name}: cannot read ({exc.strerror})") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{p.name}: got invalid TOML, want a mapping file ({exc})") from None
-    return parse_mapping(data, origin=p.name, base_dir=p.resolve().parent)
+    return parse_mapping(read_toml(p, what="a mapping file", error=MappingError), origin=str(p), base_dir=p.resolve().parent)

@@ -7,10 +7,10 @@ adapter converts from fen or 10k yuan. Nothing else of the source row survives.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Mapping
 
 __all__ = ["Fact", "Record", "RowProblem"]
 

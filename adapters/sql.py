@@ -19,17 +19,16 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import (Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, inspect,
-                        or_, select, true, type_coerce)
+from sqlalchemy import Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, inspect, or_, select, true, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from hedui.adapters import idnum
 from hedui.adapters._convert import RowConverter
-from hedui.adapters.idnum import contains_idnum
+from hedui.adapters.errors import SourceError
 from hedui.adapters.mapping import Mapping, SqlSource
 from hedui.adapters.records import Record, RowProblem
-from hedui.node.errors import ConfigError
 
 __all__ = ["SqlAdapter"]
 
@@ -62,7 +61,7 @@ def _encode(v: Any) -> Any:
         return {"$f": repr(v)}
     if isinstance(v, (bytes, bytearray, memoryview)):
         return {"$b": bytes(v).hex()}
-    raise ConfigError(f"source.primary_key: got values of type {type(v).__name__}, want integers, text, dates or decimals")
+    raise SourceError(f"source.primary_key: got values of type {type(v).__name__}, want integers, text, dates or decimals")
 
 
 def _decode(v: Any) -> Any:
@@ -80,7 +79,7 @@ class SqlAdapter:
 
     def __init__(self, mapping: Mapping) -> None:
         if not isinstance(mapping.source, SqlSource):
-            raise ConfigError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'sql'")
+            raise SourceError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'sql'")
         self.mapping = mapping
         self._src: SqlSource = mapping.source
         self._conv = RowConverter(mapping)
@@ -104,7 +103,7 @@ class SqlAdapter:
         try:
             url = make_url(url_text)
         except Exception:
-            raise ConfigError(f"{self.source}: source.url: got an unparseable URL, want a SQLAlchemy URL") from None
+            raise SourceError(f"{self.source}: source.url: got an unparseable URL, want a SQLAlchemy URL") from None
         backend = url.get_backend_name()
         try:
             if backend == "sqlite" and url.database and url.database != ":memory:":
@@ -119,7 +118,7 @@ class SqlAdapter:
                     url = url.set(drivername="postgresql+psycopg")
                 self._engine = create_engine(url, pool_pre_ping=True)
         except (SQLAlchemyError, ImportError) as exc:
-            raise ConfigError(f"{self.source}: source.url: cannot use {url.render_as_string(hide_password=True)} ({type(exc).__name__})") from None
+            raise SourceError(f"{self.source}: source.url: cannot use {url.render_as_string(hide_password=True)} ({type(exc).__name__})") from None
         return self._engine
 
     def _connect(self):
@@ -130,7 +129,7 @@ class SqlAdapter:
 
     def check(self) -> None:
         """Connects, reflects the tables and checks every column the mapping names.
-        Raises :class:`ConfigError` naming the mapping key; reads no rows."""
+        Raises :class:`~hedui.adapters.errors.SourceError` naming the mapping key; reads no rows."""
         src, name = self._src, self.source
         tables: dict[str, Table] = {}
         md = MetaData()
@@ -144,22 +143,22 @@ class SqlAdapter:
                                               info={"sqlite": conn.dialect.name == "sqlite"})
                     except NoSuchTableError:
                         known = sorted(insp.get_table_names(schema=schema or None))
-                        raise ConfigError(f"{name}: {key}: got {tname!r}, want an existing table "
+                        raise SourceError(f"{name}: {key}: got {tname!r}, want an existing table "
                                           f"({', '.join(known[:20]) or 'none found'})") from None
-        except ConfigError:
+        except SourceError:
             raise
         except SQLAlchemyError as exc:
-            raise ConfigError(f"{name}: source.url: cannot read the database ({type(exc).__name__}: "
+            raise SourceError(f"{name}: source.url: cannot read the database ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200]})") from None
 
         def col(key: str, ref: str) -> Column:
             tname, _, cname = ref.rpartition(".")
             tname = tname or src.table
             if tname not in tables:
-                raise ConfigError(f"{name}: {key}: got table {tname!r}, want {src.table!r} or a joined table")
+                raise SourceError(f"{name}: {key}: got table {tname!r}, want {src.table!r} or a joined table")
             t = tables[tname]
             if cname not in t.c:
-                raise ConfigError(f"{name}: {key}: got column {cname!r}, want a column of {tname} "
+                raise SourceError(f"{name}: {key}: got column {cname!r}, want a column of {tname} "
                                   f"({', '.join(c.name for c in t.c)})")
             return t.c[cname]
 
@@ -167,17 +166,17 @@ class SqlAdapter:
         pk = cols[src.primary_key]
         ident = cols[self.mapping.identity.column]
         if pk is ident:
-            raise ConfigError(f"{name}: source.primary_key: got the identity column, want a row key that is "
+            raise SourceError(f"{name}: source.primary_key: got the identity column, want a row key that is "
                               "not an identity number (locators must not contain identities)")
         if pk.table is not tables[src.table]:
-            raise ConfigError(f"{name}: source.primary_key: got a column of a joined table, want one of {src.table}")
+            raise SourceError(f"{name}: source.primary_key: got a column of a joined table, want one of {src.table}")
         joined = tables[src.table]
         for i, j in enumerate(src.joins):
             a, b = (cols[r] for r in j.pair)
             if b.table is not tables[j.table]:
                 a, b = b, a
             if b.table is not tables[j.table]:
-                raise ConfigError(f"{name}: source.joins[{i}].on: got no column of {j.table}, want 'earlier.col = {j.table}.col'")
+                raise SourceError(f"{name}: source.joins[{i}].on: got no column of {j.table}, want 'earlier.col = {j.table}.col'")
             joined = joined.outerjoin(tables[j.table], a == b)  # LEFT JOIN: no row is dropped
         labels = {ref: f"c{i}" for i, ref in enumerate(cols)}
         wm = cols[src.watermark] if src.watermark else None
@@ -229,7 +228,7 @@ class SqlAdapter:
             m = row._mapping
             key = m[pk_l]
             locator = f"{table}:{pk_name}={key}"
-            if contains_idnum(locator):
+            if idnum.contains(locator):
                 return RowProblem(f"{table}:{pk_name}=<withheld>", "source.primary_key: got an identity-shaped "
                                   "key, want a key that is not an identity number"), after
             if key == prev[0]:  # a one-to-many join repeated the row

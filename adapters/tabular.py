@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hedui.adapters import idnum
 from hedui.adapters._convert import RowConverter, is_blank
-from hedui.adapters.idnum import contains_idnum
+from hedui.adapters.errors import SourceError
 from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping
 from hedui.adapters.records import Record, RowProblem
-from hedui.node.errors import ConfigError
 
 __all__ = ["CsvAdapter", "ExcelAdapter"]
 
@@ -65,9 +65,9 @@ class _FileAdapter:
         for key, ref in self.mapping.columns():
             if ref not in index:
                 shown = ", ".join(repr(h) for h in headers[:30])
-                raise ConfigError(f"{name}: {key}: got header {ref!r}, want one of the file's headers ({shown})")
+                raise SourceError(f"{name}: {key}: got header {ref!r}, want one of the file's headers ({shown})")
             if headers.count(ref) > 1:
-                raise ConfigError(f"{name}: {key}: got header {ref!r} {headers.count(ref)} times, want it once")
+                raise SourceError(f"{name}: {key}: got header {ref!r} {headers.count(ref)} times, want it once")
         return index
 
     def _locator(self, line: int) -> str:
@@ -81,7 +81,7 @@ class _FileAdapter:
             if is_blank(key):
                 return RowProblem(locator, "source.primary_key: got an empty cell, want a row key")
             locator = f"{self._path.name}:{pk_col}={str(key).strip()}"
-            if contains_idnum(locator):
+            if idnum.contains(locator):
                 return RowProblem(self._locator(line), "source.primary_key: got an identity-shaped key, "
                                   "want a key that is not an identity number")
             first = self._seen.setdefault(locator, line)
@@ -114,7 +114,7 @@ class CsvAdapter(_FileAdapter):
 
     def __init__(self, mapping: Mapping) -> None:
         if not isinstance(mapping.source, CsvSource):
-            raise ConfigError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'csv'")
+            raise SourceError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'csv'")
         super().__init__(mapping)
         self._src: CsvSource = mapping.source
 
@@ -122,19 +122,19 @@ class CsvAdapter(_FileAdapter):
         try:
             raw = self._path.open("rb")
         except OSError as exc:
-            raise ConfigError(f"{self.source}: source.path: cannot open {self._path.name} ({exc.strerror})") from None
+            raise SourceError(f"{self.source}: source.path: cannot open {self._path.name} ({exc.strerror})") from None
         return io.TextIOWrapper(raw, encoding=self._src.encoding, errors="surrogateescape", newline="")
 
     def _header(self, reader) -> list[str]:
         try:
             row = next(reader)
         except StopIteration:
-            raise ConfigError(f"{self.source}: source.path: got an empty file, want a header line") from None
+            raise SourceError(f"{self.source}: source.path: got an empty file, want a header line") from None
         except csv.Error as exc:
-            raise ConfigError(f"{self.source}: source.path: got an unreadable header line ({exc})") from None
+            raise SourceError(f"{self.source}: source.path: got an unreadable header line ({exc})") from None
         headers = [h.strip().lstrip("\ufeff").strip() for h in row]
         if any("\udc80" <= ch <= "\udcff" for h in headers for ch in h):
-            raise ConfigError(f"{self.source}: source.encoding: got a header line that is not valid "
+            raise SourceError(f"{self.source}: source.encoding: got a header line that is not valid "
                               f"{self._src.encoding}, want the file's real encoding")
         return headers
 
@@ -173,7 +173,7 @@ class ExcelAdapter(_FileAdapter):
 
     def __init__(self, mapping: Mapping) -> None:
         if not isinstance(mapping.source, ExcelSource):
-            raise ConfigError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'excel'")
+            raise SourceError(f"{mapping.name}: source.kind: got {mapping.source.kind!r}, want 'excel'")
         super().__init__(mapping)
         self._src: ExcelSource = mapping.source
 
@@ -183,21 +183,21 @@ class ExcelAdapter(_FileAdapter):
         try:
             wb = openpyxl.load_workbook(self._path, read_only=True, data_only=True)
         except FileNotFoundError:
-            raise ConfigError(f"{self.source}: source.path: got {self._path.name}, want an existing file") from None
+            raise SourceError(f"{self.source}: source.path: got {self._path.name}, want an existing file") from None
         except Exception as exc:
-            raise ConfigError(f"{self.source}: source.path: got a file that is not a readable .xlsx workbook "
+            raise SourceError(f"{self.source}: source.path: got a file that is not a readable .xlsx workbook "
                               f"({type(exc).__name__})") from None
         if self._src.sheet is None:
             return wb, wb.worksheets[0]
         if self._src.sheet not in wb.sheetnames:
             wb.close()
-            raise ConfigError(f"{self.source}: source.sheet: got {self._src.sheet!r}, want one of {wb.sheetnames}")
+            raise SourceError(f"{self.source}: source.sheet: got {self._src.sheet!r}, want one of {wb.sheetnames}")
         return wb, wb[self._src.sheet]
 
     def _header(self, ws) -> list[str]:
         for row in ws.iter_rows(min_row=self._src.header_row, max_row=self._src.header_row, values_only=True):
             return ["" if v is None else str(v).strip() for v in row]
-        raise ConfigError(f"{self.source}: source.header_row: got row {self._src.header_row}, want a row with headers")
+        raise SourceError(f"{self.source}: source.header_row: got row {self._src.header_row}, want a row with headers")
 
     def check(self) -> None:
         wb, ws = self._sheet()

@@ -24,7 +24,7 @@ def machine() -> dict:
         pass
     mem = ""
     try:
-        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        kb = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")).split()[1])
         mem = f"{kb / 1024 / 1024:.0f} GiB"
     except (OSError, StopIteration, ValueError):
         pass

@@ -25,14 +25,17 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, MetaData, String, Table, create_engine, insert, text
 
 import hedui.node.audit.tables  # noqa: F401 - registers the audit tables
-from hedui.node.audit import merkle, offline
-from hedui.node.audit.log import AuditLog, Kind, encode_entry
+from hedui.node.audit import export as audit_export
+from hedui.node.audit import merkle
+from hedui.node.audit import verify as audit_verify
+from hedui.node.audit.entry import Kind, encode_entry
+from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Signer
 from hedui.node.store import schema
 from hedui.node.store.db import open_engine, sqlite_url
@@ -104,7 +107,7 @@ def bench_append(backend: str, m: int, batch: int, tmp: Path) -> dict:
     # Baseline: the same rows, prepared up front, bare batched INSERTs (one transaction per batch).
     store = Store(backend, tmp)
     try:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rows = []
         for i, (kind, f) in enumerate(items):
             data = encode_entry(kind, f, now)
@@ -173,16 +176,16 @@ def bench_verify_and_proofs(n: int, tmp: Path, progress: bool) -> dict:
         log.checkpoint()
         path = tmp / "bench-export.ndjson"
         t = time.perf_counter()
-        offline.export(store.engine, 0, None, path)
+        audit_export.export(store.engine, 0, None, path)
         out["export_s"] = time.perf_counter() - t
         out["export_mb"] = path.stat().st_size / 1e6
 
         t = time.perf_counter()
-        r = offline.verify(path, [signer.vkey])
+        r = audit_verify.verify(path, [signer.vkey])
         out["verify_export_s"] = time.perf_counter() - t
         out["verify_export_verdict"] = r.verdict.name
         t = time.perf_counter()
-        r = offline.verify(store.engine, [signer.vkey])
+        r = audit_verify.verify(store.engine, [signer.vkey])
         out["verify_db_s"] = time.perf_counter() - t
         out["verify_db_verdict"] = r.verdict.name
 
@@ -256,7 +259,7 @@ def main() -> None:
         for b in backends:
             try:
                 results["append"].append(bench_append(b, args.append_entries, args.batch, tmp))
-            except Exception as exc:  # noqa: BLE001 - e.g. PostgreSQL not running
+            except Exception as exc:
                 results["notes"].append(f"{b}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0]})")
         results["verify"] = bench_verify_and_proofs(args.entries, tmp, progress=not args.json)
 

@@ -32,21 +32,22 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, report  # noqa: E402
+from _common import percentile, report
 
-from hedui.adapters.synthetic import resident  # noqa: E402
-from hedui.keys import dsse  # noqa: E402
-from hedui.keys.keyfile import PASSPHRASE_ENV, load_secret  # noqa: E402
-from hedui.keys.oprf import ServerKey  # noqa: E402
-from hedui.node import testbed_provider  # noqa: E402
-from hedui.node.fields import derive, load_catalogue  # noqa: E402
-from hedui.node.hub.cases import consent_digest_of, open_case, run_case  # noqa: E402
-from hedui.node.index import facts_for_tokens  # noqa: E402
-from hedui.node.provider import OPRF_SEED_LABEL  # noqa: E402
-from hedui.node.server import server_options  # noqa: E402
-from hedui.node.store.db import open_engine  # noqa: E402
-from hedui.node.testbed import MemberPlan, Testbed  # noqa: E402
-from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc  # noqa: E402
+from hedui.adapters.synthetic import resident
+from hedui.keys import dsse
+from hedui.keys.keyfile import PASSPHRASE_ENV, load_secret
+from hedui.keys.oprf import ServerKey
+from hedui.node.server import server_options
+from hedui.node.store.db import open_engine
+from hedui.node.testbed import MemberPlan, Testbed
+from hedui.node.testbed import provider as testbed_provider
+from hedui.node.verification.answer import derive
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+from hedui.node.verification.catalogue import load_catalogue
+from hedui.node.verification.index import facts_for_tokens
+from hedui.node.verification.provider import OPRF_SEED_LABEL
+from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc
 
 PROVIDERS = [f"p{i}" for i in range(1, 9)]
 SEED = 7
@@ -100,7 +101,7 @@ def _setup(root: Path, residents: int):
     pub = ServerKey.derive(seed, 1).public_key_bytes
     for m in tb.members:
         if m.code in PROVIDERS:
-            m._oprf_pub = pub  # type: ignore[attr-defined]
+            m.oprf_public = pub
     tb.sign_directory()
     return tb, built["p1"], index_s, ServerKey.derive(seed, 1)
 
@@ -112,7 +113,7 @@ def _households(n_cases: int, residents: int) -> list[list[str]]:
 
 def _run_hedui(tb, households, conc: int) -> tuple[list[float], float, int]:
     hub = tb.runtime("hub")
-    refs = [open_case(hub.engine, [(i, "m") for i in dict.fromkeys(h)], purpose="dibao",
+    refs = [open_case(hub, [(i, "m") for i in dict.fromkeys(h)], purpose="dibao",
                       consent_digest=consent_digest_of(b"bench"), operator="bench", region="370304") for h in households]
     lat: list[float] = []
     incomplete = 0

@@ -32,16 +32,15 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+import hedui.node.verification.index_tables  # noqa: F401  (tables on the shared metadata)
 from hedui.adapters import open_adapter
 from hedui.adapters.synthetic import residents as synthetic_residents
 from hedui.adapters.synthetic import write_sql
 from hedui.keys import oprf
 from hedui.keys.oprf import ServerKey
-from hedui.node.index import build_index
 from hedui.node.store import schema
 from hedui.node.store.db import open_engine, sqlite_url
-
-import hedui.node.index_tables  # noqa: F401  (tables on the shared metadata)
+from hedui.node.verification.index import build_index
 
 SEED = bytes(range(32))
 PG_ADMIN = os.environ.get("HEDUI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -106,7 +105,7 @@ def micro() -> dict:
     for size in (64, 4096):
         reps = max(1, 4096 // size)
         tb = tf = 0.0
-        for r in range(reps):
+        for _ in range(reps):
             batch = ids[:size]
             t = time.perf_counter()
             state = oprf.blind(batch)

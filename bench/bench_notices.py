@@ -29,24 +29,24 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, report  # noqa: E402
+from _common import percentile, report
 
-from hedui.adapters.synthetic import resident  # noqa: E402
-from hedui.keys.keyfile import PASSPHRASE_ENV  # noqa: E402
-from hedui.node.discovery.detect import Detection  # noqa: E402
-from hedui.node.discovery.outbox import enqueue  # noqa: E402
-from hedui.node.discovery.tables import notice_inbox, notice_outbox, utc  # noqa: E402
-from hedui.node.notices import ProviderNotices  # noqa: E402
-from hedui.node.runtime import Runtime  # noqa: E402
-from hedui.node.testbed import MemberPlan, Testbed  # noqa: E402
-from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc  # noqa: E402
+from hedui.adapters.synthetic import resident
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.discovery.detect import Detection
+from hedui.node.discovery.outbox import enqueue
+from hedui.node.discovery.provider import ProviderNotices
+from hedui.node.discovery.tables import notice_inbox, notice_outbox, utc
+from hedui.node.runtime import Runtime
+from hedui.node.testbed import MemberPlan, Testbed
+from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
 
 _TOWNS = ("370304001", "370304002", "370304003")
 
@@ -144,7 +144,7 @@ def _hedui_run(pns: list[ProviderNotices], per: list[list[Detection]], batch: in
                     for d in dets[a:a + batch]:
                         enqueue(conn, d, pn.sign_and_seal, hub=pn.hub)
                 wake[i].set()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             done[i].set()
@@ -163,7 +163,7 @@ def _hedui_run(pns: list[ProviderNotices], per: list[list[Detection]], batch: in
                 if stats.attempted == 0:
                     wake[i].wait(0.05)
                     wake[i].clear()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=f, args=(i,)) for i in range(len(pns)) for f in (enqueuer, pusher)]
@@ -197,7 +197,7 @@ def _baseline(port: int, per: list[list[Detection]]) -> float:
                 env = common_pb2.Envelope(payload_type="application/vnd.hedui.notice.v1+proto", payload=n.SerializeToString())
                 resp = stub.Push(notice_pb2.PushRequest(notice=env), timeout=30)
                 notice_pb2.Receipt.FromString(resp.receipt.payload)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=push, args=(i,)) for i in range(len(per))]
@@ -236,7 +236,9 @@ def main() -> None:
                 "rules": rules, "hub": "hub", "mapping": "unused.toml", "detect_at": "manual"}})
             for c in codes
         ]
-        store = (lambda code: a.hub_store if code == "hub" else f"sqlite:///{Path(d) / 'fed' / 'members' / code / 'node.db'}")
+        def store(code: str) -> str:
+            return a.hub_store if code == "hub" else f"sqlite:///{Path(d) / 'fed' / 'members' / code / 'node.db'}"
+
         tb = Testbed(Path(d) / "fed", members, residents=10, store=store if a.hub_store else None).create()
         os.environ[PASSPHRASE_ENV] = tb.passphrase
         hub = _start_hub(tb)
@@ -251,7 +253,7 @@ def main() -> None:
             _baseline(bare_port, warm)
             per = [_detections(i, n_per, 1 + i * n_per) for i in range(a.providers)]
             t_base = _baseline(bare_port, per)
-            mark = datetime.now(timezone.utc)
+            mark = datetime.now(UTC)
             cpu0 = _cpu(hub.pid), time.process_time()
             t_hedui = _hedui_run(pns, per, a.batch)
             cpu_hub, cpu_dept = _cpu(hub.pid) - cpu0[0], time.process_time() - cpu0[1]
@@ -262,7 +264,7 @@ def main() -> None:
                 # The delay a notice sees when the hub is not behind: queued one by one at half
                 # the throughput just measured.
                 n_paced = a.paced // a.providers
-                mark2 = datetime.now(timezone.utc)
+                mark2 = datetime.now(UTC)
                 _hedui_run(pns, [_detections(i, n_paced, 20_000_000 + i * n_paced) for i in range(a.providers)], 1,
                            rate=paced_rate)
                 paced = _delays(rts, mark2)

@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import report  # noqa: E402
+from _common import report
 
-from hedui.adapters.synthetic import resident  # noqa: E402
-from hedui.keys import oprf  # noqa: E402
-from hedui.keys.keyfile import PASSPHRASE_ENV  # noqa: E402
-from hedui.node.client import PeerClient  # noqa: E402
-from hedui.node.testbed import MemberPlan, Testbed  # noqa: E402
-from hedui.v1 import common_pb2, pseudonym_pb2  # noqa: E402
+from hedui.adapters.synthetic import resident
+from hedui.keys import oprf
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.client import PeerClient
+from hedui.node.testbed import MemberPlan, Testbed
+from hedui.v1 import common_pb2, pseudonym_pb2
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         os.environ[PASSPHRASE_ENV] = tb.passphrase
         tb.start()
         hub = tb.runtime("hub")
-        key = tb.runtime("tax").extras["provider"].keys[1]
+        key = tb.runtime("tax").provider.keys[1]
         pub = bytes(hub.directory.member("tax").oprf_keys[0].public_key)
         rows = []
         try:

@@ -20,13 +20,13 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile, report  # noqa: E402
+from _common import percentile, report
 
-from hedui.keys.keyfile import PASSPHRASE_ENV  # noqa: E402
-from hedui.node.client import channel_credentials  # noqa: E402
-from hedui.node.server import server_options  # noqa: E402
-from hedui.node.testbed import MemberPlan, Testbed  # noqa: E402
-from hedui.v1 import node_pb2, node_pb2_grpc  # noqa: E402
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.client import channel_credentials
+from hedui.node.server import server_options
+from hedui.node.testbed import MemberPlan, Testbed
+from hedui.v1 import node_pb2, node_pb2_grpc
 
 
 class _Echo(node_pb2_grpc.NodeServiceServicer):

@@ -18,8 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hedui.common.errors import Reason
+from hedui.keys.errors import CertificateError, KeyFileError
 from hedui.keys.keyfile import load_private_key, save_private_key
-from hedui.node.errors import ConfigError, VerificationError
 
 __all__ = [
     "Authority",
@@ -38,7 +39,7 @@ _MEMBER_DAYS = 397
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_tls_key() -> ec.EllipticCurvePrivateKey:
@@ -49,13 +50,34 @@ def load_cert(path: Path) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(Path(path).read_bytes())
     except OSError as exc:
-        raise ConfigError(f"certificate {path}: {exc.strerror}") from None
+        raise KeyFileError(f"certificate {path}: {exc.strerror}") from None
     except ValueError:
-        raise ConfigError(f"certificate {path}: got unreadable PEM, want an X.509 certificate") from None
+        raise KeyFileError(f"certificate {path}: got unreadable PEM, want an X.509 certificate") from None
 
 
 def cert_fingerprint(cert: x509.Certificate) -> bytes:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    """The certificate in PEM, as gRPC's TLS credentials take it."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """An (already decrypted) TLS private key as unencrypted PKCS#8 PEM, for gRPC's TLS
+    credentials in memory; never written to disk."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def pem_fingerprint(pem: bytes) -> bytes:
+    """SHA-256 of the DER of a PEM certificate (what the directory lists per member); a
+    :class:`CertificateError` if it is not one."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise CertificateError("certificate: got unreadable PEM, want an X.509 certificate", reason=Reason.BAD_CLIENT_CERT) from None
+    return cert_fingerprint(cert)
 
 
 def member_of_cert(cert: x509.Certificate) -> str:
@@ -69,11 +91,11 @@ class Authority:
     key: ec.EllipticCurvePrivateKey
 
     @classmethod
-    def load(cls, cert_path: Path, key_path: Path, pw: bytes) -> "Authority":
+    def load(cls, cert_path: Path, key_path: Path, pw: bytes) -> Authority:
         cert = load_cert(cert_path)
         key = load_private_key(key_path, pw)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
-            raise ConfigError(f"CA key {key_path}: does not match certificate {cert_path}")
+            raise KeyFileError(f"CA key {key_path}: does not match certificate {cert_path}")
         return cls(cert, key)
 
 
@@ -128,14 +150,14 @@ def make_csr(member: str, host: str, key: ec.EllipticCurvePrivateKey) -> x509.Ce
 def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, days: int = _MEMBER_DAYS) -> x509.Certificate:
     """Issues a member certificate for a CSR whose self-signature verifies."""
     if not csr.is_signature_valid:
-        raise VerificationError("csr: self-signature does not verify", reason="BAD_CSR")
+        raise CertificateError("csr: self-signature does not verify", reason=Reason.BAD_CSR)
     member = member_of_cert(csr)  # type: ignore[arg-type]
     if not member:
-        raise VerificationError("csr.subject: got no common name, want the member code", reason="BAD_CSR")
+        raise CertificateError("csr.subject: got no common name, want the member code", reason=Reason.BAD_CSR)
     try:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        raise VerificationError("csr: got no subjectAltName, want the endpoint host", reason="BAD_CSR") from None
+        raise CertificateError("csr: got no subjectAltName, want the endpoint host", reason=Reason.BAD_CSR) from None
     now = _now()
     return (
         x509.CertificateBuilder()
@@ -167,17 +189,17 @@ def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, days: int = _ME
 
 
 def check_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
-    """Raises :class:`VerificationError` unless ``cert`` is signed by ``ca_cert`` and valid now."""
+    """Raises :class:`~hedui.keys.errors.CertificateError` unless ``cert`` is signed by ``ca_cert`` and valid now."""
     try:
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, Exception) as exc:  # InvalidSignature, issuer mismatch
-        raise VerificationError(
+        raise CertificateError(
             f"certificate {member_of_cert(cert)!r}: not issued by federation CA {member_of_cert(ca_cert)!r} ({type(exc).__name__})",
-            reason="FOREIGN_CA",
+            reason=Reason.FOREIGN_CA,
         ) from None
     now = _now()
     if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
-        raise VerificationError(
+        raise CertificateError(
             f"certificate {member_of_cert(cert)!r}: valid {cert.not_valid_before_utc:%Y-%m-%d}..{cert.not_valid_after_utc:%Y-%m-%d}, now outside",
-            reason="CERT_EXPIRED",
+            reason=Reason.CERT_EXPIRED,
         )

@@ -8,18 +8,19 @@ expired directory or one older than the newest version they have accepted.
 from __future__ import annotations
 
 import datetime as dt
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from hedui.common.errors import ConfigError, Reason, VerificationError
+from hedui.common.toml import load_toml
 from hedui.keys import dsse
 from hedui.keys.ca import cert_fingerprint, load_cert
+from hedui.keys.errors import DirectoryError, DirectorySpecError
 from hedui.keys.signing import SigningKey, VerifyingKey, load_public
-from hedui.node.errors import ConfigError, VerificationError
 from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory", "load_directory", "PURPOSES", "ROLES"]
@@ -92,23 +93,11 @@ class DirectorySpec(_Strict):
     policy: list[RuleSpec] = []
 
     @classmethod
-    def load(cls, path: Path) -> "DirectorySpec":
-        from hedui.node.config import format_validation_error
+    def load(cls, path: Path) -> DirectorySpec:
+        spec = load_toml(path, cls, what="a directory spec", error=DirectorySpecError)
+        return spec._resolved(Path(path).parent)
 
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"directory spec {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"directory spec {path}: {exc}") from None
-        base = Path(path).parent
-        try:
-            spec = cls.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(f"directory spec {path}: {format_validation_error(exc)}") from None
-        return spec._resolved(base)
-
-    def _resolved(self, base: Path) -> "DirectorySpec":
+    def _resolved(self, base: Path) -> DirectorySpec:
         def r(p: Path) -> Path:
             return p if p.is_absolute() else base / p
 
@@ -118,13 +107,13 @@ class DirectorySpec(_Strict):
 
 def _ts(t: dt.datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(t.astimezone(dt.timezone.utc))
+    ts.FromDatetime(t.astimezone(dt.UTC))
     return ts
 
 
 def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_pb2.Directory:
     """Turns a spec into a Directory message, checking every reference on the way."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     ca = load_cert(spec.ca_cert)
     from hedui.keys.ca import check_issued_by
 
@@ -138,21 +127,21 @@ def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_p
     codes: set[str] = set()
     for m in spec.members:
         if m.code in codes:
-            raise ConfigError(f"members.code: got {m.code!r} twice, want unique codes")
+            raise DirectorySpecError(f"members.code: got {m.code!r} twice, want unique codes")
         codes.add(m.code)
         cert = load_cert(m.cert)
         check_issued_by(cert, ca)
         from hedui.keys.ca import member_of_cert
 
         if member_of_cert(cert) != m.code:
-            raise ConfigError(f"members[{m.code}].cert: got CN {member_of_cert(cert)!r}, want {m.code!r}")
+            raise DirectorySpecError(f"members[{m.code}].cert: got CN {member_of_cert(cert)!r}, want {m.code!r}")
         pm = d.members.add(
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
             signing_key=load_public(m.code, m.signing_key).raw, region=m.region,
         )
         for role in m.roles:
             if role not in ROLES:
-                raise ConfigError(f"members[{m.code}].roles: got {role!r}, want one of {sorted(ROLES)}")
+                raise DirectorySpecError(f"members[{m.code}].roles: got {role!r}, want one of {sorted(ROLES)}")
             pm.roles.append(ROLES[role])
         if m.sealing_key_hex:
             pm.sealing_key = bytes.fromhex(m.sealing_key_hex)
@@ -160,20 +149,20 @@ def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_p
             pm.oprf_keys.add(epoch=k.epoch, public_key=bytes.fromhex(k.public_key_hex))
         for f in m.fields:
             if f.type not in FIELD_TYPES:
-                raise ConfigError(f"members[{m.code}].fields[{f.name}].type: got {f.type!r}, want one of {sorted(FIELD_TYPES)}")
+                raise DirectorySpecError(f"members[{m.code}].fields[{f.name}].type: got {f.type!r}, want one of {sorted(FIELD_TYPES)}")
             pm.fields.add(name=f.name, type=FIELD_TYPES[f.type], unit=f.unit, description=f.description)
     for i, rule in enumerate(spec.policy):
         if rule.caller not in codes:
-            raise ConfigError(f"policy[{i}].caller: got {rule.caller!r}, want a member code")
+            raise DirectorySpecError(f"policy[{i}].caller: got {rule.caller!r}, want a member code")
         if rule.provider != "*" and rule.provider not in codes:
-            raise ConfigError(f"policy[{i}].provider: got {rule.provider!r}, want a member code or '*'")
+            raise DirectorySpecError(f"policy[{i}].provider: got {rule.provider!r}, want a member code or '*'")
         pr = d.policy.add(
             caller=rule.caller, provider=rule.provider, method=rule.method, fields=rule.fields,
             per_minute=rule.per_minute, per_day=rule.per_day, max_batch=rule.max_batch,
         )
         for p in rule.purposes:
             if p not in PURPOSES:
-                raise ConfigError(f"policy[{i}].purposes: got {p!r}, want one of {sorted(PURPOSES)}")
+                raise DirectorySpecError(f"policy[{i}].purposes: got {p!r}, want one of {sorted(PURPOSES)}")
             pr.purposes.append(PURPOSES[p])
     return d
 
@@ -203,7 +192,7 @@ class TrustedDirectory:
 
     @property
     def expires_at(self) -> dt.datetime:
-        return self.msg.expires_at.ToDatetime(tzinfo=dt.timezone.utc)
+        return self.msg.expires_at.ToDatetime(tzinfo=dt.UTC)
 
     def member(self, code: str) -> directory_pb2.Member:
         try:
@@ -243,18 +232,18 @@ def verify_directory(
     try:
         msg = directory_pb2.Directory.FromString(payload)
     except DecodeError:
-        raise VerificationError("directory: signed payload is not a Directory", reason="BAD_DIRECTORY") from None
-    now = now or dt.datetime.now(dt.timezone.utc)
+        raise DirectoryError("directory: signed payload is not a Directory", reason=Reason.BAD_DIRECTORY) from None
+    now = now or dt.datetime.now(dt.UTC)
     td = TrustedDirectory(env, msg)
     if td.expires_at <= now:
-        raise VerificationError(
+        raise DirectoryError(
             f"directory v{msg.version}: expired at {td.expires_at:%Y-%m-%dT%H:%M:%SZ}, want a current one",
-            reason="DIRECTORY_EXPIRED",
+            reason=Reason.DIRECTORY_EXPIRED,
         )
     if msg.version < min_version:
-        raise VerificationError(
+        raise DirectoryError(
             f"directory version: got {msg.version}, want >= {min_version} (already accepted)",
-            reason="DIRECTORY_ROLLBACK",
+            reason=Reason.DIRECTORY_ROLLBACK,
         )
     return td
 

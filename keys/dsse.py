@@ -8,10 +8,11 @@ the payload only after :func:`verify` returns it.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
+from hedui.common.errors import Reason, VerificationError
+from hedui.keys.errors import SignatureError
 from hedui.keys.signing import SigningKey, VerifyingKey
-from hedui.node.errors import VerificationError
 from hedui.v1 import common_pb2
 
 __all__ = ["pae", "sign", "verify", "ANSWER", "NOTICE", "RECEIPT", "DIRECTORY"]
@@ -47,16 +48,16 @@ def verify(
 ) -> tuple[bytes, list[VerifyingKey]]:
     """Returns ``(payload, signers)`` once ``threshold`` distinct trusted keys verify.
 
-    Raises :class:`VerificationError` (reason ``BAD_ENVELOPE`` / ``UNKNOWN_SIGNER`` /
+    Raises :class:`~hedui.keys.errors.SignatureError` (reason ``BAD_ENVELOPE`` / ``UNKNOWN_SIGNER`` /
     ``BAD_SIGNATURE``) otherwise.
     """
     if env.payload_type != payload_type:
-        raise VerificationError(
+        raise SignatureError(
             f"envelope.payload_type: got {env.payload_type[:80]!r}, want {payload_type!r}",
-            reason="BAD_ENVELOPE",
+            reason=Reason.BAD_ENVELOPE,
         )
     if not env.signatures:
-        raise VerificationError("envelope.signatures: got none, want at least one", reason="BAD_ENVELOPE")
+        raise SignatureError("envelope.signatures: got none, want at least one", reason=Reason.BAD_ENVELOPE)
     msg = pae(env.payload_type, env.payload)
     good: dict[str, VerifyingKey] = {}
     unknown = 0
@@ -73,11 +74,11 @@ def verify(
     if len(good) >= threshold:
         return env.payload, list(good.values())
     if unknown == len(env.signatures):
-        raise VerificationError(
+        raise SignatureError(
             f"envelope: signed by {', '.join(s.keyid[:60] for s in env.signatures)}, want a trusted key",
-            reason="UNKNOWN_SIGNER",
+            reason=Reason.UNKNOWN_SIGNER,
         )
-    raise VerificationError("envelope: signature does not verify", reason="BAD_SIGNATURE")
+    raise SignatureError("envelope: signature does not verify", reason=Reason.BAD_SIGNATURE)
 
 
 def to_json(env: common_pb2.Envelope) -> str:
@@ -112,7 +113,7 @@ def from_json(text: str | bytes) -> common_pb2.Envelope:
             env.signatures.add(keyid=str(s["keyid"]), sig=base64.b64decode(s["sig"], validate=True))
         return env
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise VerificationError(
+        raise SignatureError(
             f"envelope: got malformed DSSE JSON, want payloadType/payload/signatures ({type(exc).__name__})",
-            reason="BAD_ENVELOPE",
+            reason=Reason.BAD_ENVELOPE,
         ) from None

@@ -14,12 +14,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from hedui.common.errors import ConfigError, VerificationError
 from hedui.keys import ca as _ca
 from hedui.keys import dsse
 from hedui.keys.directory import DirectorySpec, build, sign_directory
+from hedui.keys.errors import KeyFileError
 from hedui.keys.keyfile import load_private_key, save_private_key, write_private
 from hedui.keys.signing import SigningKey
-from hedui.node.errors import ConfigError, VerificationError
 
 __all__ = ["AuthorityDir", "MemberDir", "init_authority", "init_member", "issue_cert", "sign_directory_file"]
 
@@ -59,7 +60,7 @@ class MemberDir:
 def _refuse_overwrite(*paths: Path) -> None:
     for p in paths:
         if p.exists():
-            raise ConfigError(f"{p}: already exists; refusing to overwrite a key (move it away first)")
+            raise KeyFileError(f"{p}: already exists; refusing to overwrite a key (move it away first)")
 
 
 def init_authority(root: Path, name: str, pw: bytes) -> AuthorityDir:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from hedui.node.errors import ConfigError
+from hedui.keys.errors import KeyFileError
 
 __all__ = [
     "PASSPHRASE_ENV",
@@ -37,7 +37,7 @@ _SECRET_FORMAT = "hedui-secret-v1"
 
 
 def passphrase(explicit: str | bytes | None = None, *, env: str = PASSPHRASE_ENV) -> bytes:
-    """Returns the key passphrase, or raises :class:`ConfigError` saying where to put one."""
+    """Returns the key passphrase, or raises :class:`KeyFileError` saying where to put one."""
     if explicit is not None:
         value = explicit.encode() if isinstance(explicit, str) else explicit
     elif os.environ.get(env):
@@ -47,13 +47,13 @@ def passphrase(explicit: str | bytes | None = None, *, env: str = PASSPHRASE_ENV
         try:
             value = path.read_bytes().rstrip(b"\r\n")
         except OSError as exc:
-            raise ConfigError(f"{PASSPHRASE_FILE_ENV}: cannot read {path}: {exc.strerror}") from None
+            raise KeyFileError(f"{PASSPHRASE_FILE_ENV}: cannot read {path}: {exc.strerror}") from None
     else:
-        raise ConfigError(
+        raise KeyFileError(
             f"key passphrase: got none, want it in ${env} or a file named by ${PASSPHRASE_FILE_ENV}"
         )
     if len(value) < 8:
-        raise ConfigError(f"key passphrase: got {len(value)} characters, want at least 8")
+        raise KeyFileError(f"key passphrase: got {len(value)} characters, want at least 8")
     return value
 
 
@@ -84,14 +84,14 @@ def load_private_key(path: Path, pw: bytes):
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"key file {path}: {exc.strerror}") from None
+        raise KeyFileError(f"key file {path}: {exc.strerror}") from None
     try:
         return serialization.load_pem_private_key(data, password=pw)
     except (ValueError, TypeError) as exc:
         text = str(exc).lower()
         if "password" in text or "decrypt" in text or "bad decrypt" in text:
-            raise ConfigError(f"key file {path}: wrong passphrase") from None
-        raise ConfigError(f"key file {path}: not an encrypted PKCS#8 PEM private key") from None
+            raise KeyFileError(f"key file {path}: wrong passphrase") from None
+        raise KeyFileError(f"key file {path}: not an encrypted PKCS#8 PEM private key") from None
 
 
 def _kdf(salt: bytes) -> Scrypt:
@@ -123,12 +123,12 @@ def load_secret(path: Path, pw: bytes, *, label: str) -> bytes:
         nonce = base64.b64decode(doc["nonce"])
         ct = base64.b64decode(doc["ciphertext"])
     except OSError as exc:
-        raise ConfigError(f"secret file {path}: {exc.strerror}") from None
+        raise KeyFileError(f"secret file {path}: {exc.strerror}") from None
     except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"secret file {path}: got an unreadable file, want {_SECRET_FORMAT} JSON") from None
+        raise KeyFileError(f"secret file {path}: got an unreadable file, want {_SECRET_FORMAT} JSON") from None
     if doc.get("label") != label:
-        raise ConfigError(f"secret file {path}: label: got {doc.get('label')!r}, want {label!r}")
+        raise KeyFileError(f"secret file {path}: label: got {doc.get('label')!r}, want {label!r}")
     try:
         return AESGCM(_kdf(salt).derive(pw)).decrypt(nonce, ct, label.encode())
     except InvalidTag:
-        raise ConfigError(f"secret file {path}: wrong passphrase") from None
+        raise KeyFileError(f"secret file {path}: wrong passphrase") from None

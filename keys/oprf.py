@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from voprf import ristretto as _r
 
 from hedui.adapters.idnum import normalize
-from hedui.node.errors import InvalidArgument, VerificationError
+from hedui.common.errors import InvalidArgument
+from hedui.keys.errors import InvalidBlindedElement, OprfProofError
 
 __all__ = [
     "SUITE",
@@ -34,7 +35,7 @@ __all__ = [
     "blind",
     "finalize",
     "InvalidBlindedElement",
-    "ProofError",
+    "OprfProofError",
 ]
 
 SUITE = "ristretto255-SHA512"
@@ -50,17 +51,6 @@ MAX_BATCH = 65535
 _INFO_PREFIX = b"hedui-oprf-epoch-"
 _SEED_SIZE = 32
 
-
-class InvalidBlindedElement(InvalidArgument):
-    """A blinded element in a request is not a valid ristretto255 encoding (§4.1 DeserializeElement)."""
-
-    default_reason = "INVALID_ELEMENT"
-
-
-class ProofError(VerificationError):
-    """An evaluation did not verify against the provider's public key (§2.2.2 VerifyProof)."""
-
-    default_reason = "BAD_PROOF"
 
 
 def _is_library_error(exc: BaseException) -> bool:
@@ -194,33 +184,33 @@ def blind(identities: Sequence[str]) -> BlindState:
 def finalize(state: BlindState, elements: Sequence[bytes], proof: bytes, public_key: bytes) -> list[bytes]:
     """Verifies the batched proof against ``public_key`` and unblinds (RFC 9497 §3.3.2 Finalize).
 
-    Returns the tokens in the order of :func:`blind`'s input. Raises :class:`ProofError`
+    Returns the tokens in the order of :func:`blind`'s input. Raises :class:`~hedui.keys.errors.OprfProofError`
     when the proof does not verify, the element count differs from the blinded count, or an
     element, the proof or the public key is malformed.
     """
     n = len(state)
     if len(elements) != n:
-        raise ProofError(f"elements: got {len(elements)}, want {n} (one per blinded element)")
+        raise OprfProofError(f"elements: got {len(elements)}, want {n} (one per blinded element)")
     if not isinstance(proof, (bytes, bytearray)) or len(proof) != PROOF_SIZE:
-        raise ProofError(f"proof: got {len(proof) if isinstance(proof, (bytes, bytearray)) else type(proof).__name__} bytes, want {PROOF_SIZE}")
+        raise OprfProofError(f"proof: got {len(proof) if isinstance(proof, (bytes, bytearray)) else type(proof).__name__} bytes, want {PROOF_SIZE}")
     for i, e in enumerate(elements):
         if not isinstance(e, (bytes, bytearray)) or len(e) != ELEMENT_SIZE:
-            raise ProofError(f"elements[{i}]: got {len(e) if isinstance(e, (bytes, bytearray)) else type(e).__name__} bytes, want {ELEMENT_SIZE}")
+            raise OprfProofError(f"elements[{i}]: got {len(e) if isinstance(e, (bytes, bytearray)) else type(e).__name__} bytes, want {ELEMENT_SIZE}")
     try:
         pk = _r.PublicKey.deserialize(bytes(public_key))
     except BaseException as exc:
         if not _is_library_error(exc):
             raise
-        raise ProofError("public_key: got an invalid encoding, want a ristretto255 element") from None
+        raise OprfProofError("public_key: got an invalid encoding, want a ristretto255 element") from None
     try:
         output = _r.VerifiableBatchOutput.deserialize(bytes(proof) + b"".join(bytes(e) for e in elements))
     except BaseException as exc:
         if not _is_library_error(exc):
             raise
-        raise ProofError("elements: got an invalid encoding, want ristretto255 elements and a proof c || s") from None
+        raise OprfProofError("elements: got an invalid encoding, want ristretto255 elements and a proof c || s") from None
     try:
         return list(_r.Client.finalize_batch(state._clients, output, pk))
     except BaseException as exc:
         if not _is_library_error(exc):
             raise
-        raise ProofError("proof: got a DLEQ proof that does not verify against the public key, want a valid one") from None
+        raise OprfProofError("proof: got a DLEQ proof that does not verify against the public key, want a valid one") from None

@@ -23,7 +23,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
-from hedui.node.errors import ConfigError, InvalidArgument, VerificationError
+from hedui.common.errors import InvalidArgument, Reason
+from hedui.keys.errors import KeyFileError, SealError
 
 __all__ = ["SealingKey", "SealError", "seal", "open", "SUITE_LABEL", "PUBLIC_KEY_SIZE"]
 
@@ -40,12 +41,6 @@ _PEM_BLOCK = re.compile(
 )
 _HEADER = b"# hedui sealing key: " + SUITE_LABEL.encode() + b" (ML-KEM-768 PKCS#8, then X25519 PKCS#8)\n"
 
-
-class SealError(VerificationError):
-    """A sealed payload could not be opened: wrong key, or ciphertext, encapsulated key or
-    bound metadata altered. Deliberately says no more than that."""
-
-    default_reason = "SEAL_OPEN_FAILED"
 
 
 class SealingKey:
@@ -88,7 +83,7 @@ class SealingKey:
     def from_pem(cls, data: bytes, passphrase: bytes, *, source: str = "sealing key") -> SealingKey:
         blocks = _PEM_BLOCK.findall(data)
         if len(blocks) != 2:
-            raise ConfigError(
+            raise KeyFileError(
                 f"{source}: got {len(blocks)} encrypted PKCS#8 blocks, want 2 (ML-KEM-768, X25519)"
             )
         pw = _check_passphrase(passphrase)
@@ -97,13 +92,13 @@ class SealingKey:
             try:
                 keys.append(serialization.load_pem_private_key(block, pw))
             except (ValueError, TypeError):
-                raise ConfigError(
+                raise KeyFileError(
                     f"{source}: got a key block that does not decrypt, want the right passphrase "
                     "and an intact file"
                 ) from None
         m, x = keys
         if not isinstance(m, mlkem.MLKEM768PrivateKey) or not isinstance(x, x25519.X25519PrivateKey):
-            raise ConfigError(
+            raise KeyFileError(
                 f"{source}: got key types {type(m).__name__}, {type(x).__name__}, "
                 "want MLKEM768PrivateKey then X25519PrivateKey"
             )
@@ -123,13 +118,13 @@ class SealingKey:
         try:
             data = p.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"sealing key {p}: got an unreadable file ({exc.strerror}), want a PEM file") from None
+            raise KeyFileError(f"sealing key {p}: got an unreadable file ({exc.strerror}), want a PEM file") from None
         return cls.from_pem(data, passphrase, source=f"sealing key {p}")
 
 
 def _check_passphrase(passphrase: bytes) -> bytes:
     if not isinstance(passphrase, (bytes, bytearray)) or not passphrase:
-        raise ConfigError("sealing key passphrase: got an empty or non-bytes value, want non-empty bytes")
+        raise KeyFileError("sealing key passphrase: got an empty or non-bytes value, want non-empty bytes")
     return bytes(passphrase)
 
 
@@ -156,12 +151,12 @@ def seal(public_bytes: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, byte
     return out[:_ENC_LEN], out[_ENC_LEN:], SUITE_LABEL
 
 
-def open(  # noqa: A001 - the name the protocol uses; shadows the builtin inside this module only
+def open(
     private: SealingKey, enc: bytes, ciphertext: bytes, aad: bytes, *, suite: str = SUITE_LABEL
 ) -> bytes:
     """Opens a sealed payload; :class:`SealError` on any failure."""
     if suite != SUITE_LABEL:
-        raise SealError(f"sealed suite: got {suite!r}, want {SUITE_LABEL!r}", reason="SEAL_SUITE_UNSUPPORTED")
+        raise SealError(f"sealed suite: got {suite!r}, want {SUITE_LABEL!r}", reason=Reason.SEAL_SUITE_UNSUPPORTED)
     if len(enc) != _ENC_LEN:
         raise SealError(f"sealed enc: got {len(enc)} bytes, want {_ENC_LEN}")
     try:

@@ -10,8 +10,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from hedui.common.errors import Reason
+from hedui.keys.errors import KeyFileError, SignatureError
 from hedui.keys.keyfile import load_private_key, save_private_key
-from hedui.node.errors import ConfigError, VerificationError
 
 __all__ = ["SigningKey", "VerifyingKey", "keyid_for", "load_public"]
 
@@ -34,7 +35,7 @@ class VerifyingKey:
         try:
             Ed25519PublicKey.from_public_bytes(self.raw).verify(sig, msg)
         except (InvalidSignature, ValueError):
-            raise VerificationError(f"signature by {self.keyid}: does not verify", reason="BAD_SIGNATURE") from None
+            raise SignatureError(f"signature by {self.keyid}: does not verify", reason=Reason.BAD_SIGNATURE) from None
 
 
 class SigningKey:
@@ -44,14 +45,14 @@ class SigningKey:
         self.public = VerifyingKey(owner, key.public_key().public_bytes_raw())
 
     @classmethod
-    def generate(cls, owner: str) -> "SigningKey":
+    def generate(cls, owner: str) -> SigningKey:
         return cls(owner, Ed25519PrivateKey.generate())
 
     @classmethod
-    def load(cls, owner: str, path: Path, pw: bytes) -> "SigningKey":
+    def load(cls, owner: str, path: Path, pw: bytes) -> SigningKey:
         key = load_private_key(path, pw)
         if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"key file {path}: got {type(key).__name__}, want an Ed25519 private key")
+            raise KeyFileError(f"key file {path}: got {type(key).__name__}, want an Ed25519 private key")
         return cls(owner, key)
 
     @property
@@ -79,9 +80,9 @@ def load_public(owner: str, path: Path) -> VerifyingKey:
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except OSError as exc:
-        raise ConfigError(f"public key {path}: {exc.strerror}") from None
+        raise KeyFileError(f"public key {path}: {exc.strerror}") from None
     except ValueError:
-        raise ConfigError(f"public key {path}: got unreadable PEM, want an Ed25519 public key") from None
+        raise KeyFileError(f"public key {path}: got unreadable PEM, want an Ed25519 public key") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError(f"public key {path}: got {type(key).__name__}, want Ed25519")
+        raise KeyFileError(f"public key {path}: got {type(key).__name__}, want Ed25519")
     return VerifyingKey(owner, key.public_bytes_raw())

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from typing import TYPE_CHECKING
+
 import grpc
 
+from hedui.keys.directory import TrustedDirectory
 from hedui.v1 import audit_pb2_grpc, lookup_pb2_grpc, node_pb2_grpc, notice_pb2_grpc, pseudonym_pb2_grpc
 
-__all__ = ["PeerClient", "channel_credentials"]
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
+
+__all__ = ["PeerClient", "Peers", "channel_credentials"]
 
 
 def channel_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ChannelCredentials:
@@ -41,15 +48,54 @@ class PeerClient:
         self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
 
     @classmethod
-    def to_member(cls, rt, code: str) -> "PeerClient":
+    def to_member(cls, rt: Runtime, code: str) -> PeerClient:
+        """A new client to member ``code`` with ``rt``'s certificate (a node itself goes
+        through :attr:`Runtime.peers <hedui.node.runtime.Runtime.peers>`, which caches them)."""
         m = rt.directory.member(code)
         return cls(m.endpoint, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), code=code)
 
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "PeerClient":
+    def __enter__(self) -> PeerClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Peers:
+    """The one place a node creates and caches its clients to other members: one mTLS
+    channel per peer, shared by every caller on the node (cases, the pusher, cosigning)."""
+
+    def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials) -> None:
+        self._directory = directory
+        self._credentials = credentials
+        self._clients: dict[str, PeerClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, code: str) -> PeerClient:
+        """The cached client to member ``code`` (dialled on first use)."""
+        with self._lock:
+            client = self._clients.get(code)
+            if client is None:
+                m = self._directory.member(code)
+                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code)
+            return client
+
+    def reset(self, code: str, client: PeerClient | None = None) -> None:
+        """Closes the channel to ``code`` (only if it is still ``client``, when given), so the
+        next call dials afresh instead of waiting out gRPC's reconnect backoff; closing also
+        cancels an RPC in flight on it."""
+        with self._lock:
+            current = self._clients.get(code)
+            if current is None or (client is not None and current is not client):
+                return
+            del self._clients[code]
+        current.close()
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            c.close()

@@ -1,20 +1,21 @@
 """``node.toml``: the one configuration file of a node, validated by pydantic.
 
 Relative paths are relative to the config file's folder. Unknown keys and wrong types are
-refused with one line naming the key (``tls.cert: Field required``), never a traceback.
+refused with one line naming the key (``node.toml: tls.cert: got nothing, want a value``,
+:func:`hedui.common.toml.load_toml`), never a traceback.
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from hedui.common.toml import load_toml
 from hedui.node.errors import ConfigError
 
-__all__ = ["NodeConfig", "load_config", "format_validation_error"]
+__all__ = ["NodeConfig", "load_config"]
 
 
 class _Section(BaseModel):
@@ -109,7 +110,17 @@ class NodeConfig(_Section):
     hub: HubSection | None = None
     metrics: MetricsSection = MetricsSection()
 
-    base: Path = Field(default=Path("."), exclude=True)
+    # The folder of the file it was read from: relative paths are relative to it. Not a key
+    # of the file (a private attribute, so ``base = ...`` in node.toml is an unknown key).
+    _base: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def base(self) -> Path:
+        return self._base
+
+    @base.setter
+    def base(self, value: Path) -> None:
+        self._base = value
 
     def path(self, p: Path) -> Path:
         return p if p.is_absolute() else (self.base / p)
@@ -122,38 +133,12 @@ class NodeConfig(_Section):
         return url
 
 
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``a.b: message (got X)``."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        got = err.get("input")
-        if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, (dict, list)):
-            msg += f" (got {str(got)[:40]!r})"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
-
-
 def load_config(path: Path) -> NodeConfig:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"config {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config {path}: not valid TOML: {exc}") from None
-    if "base" in raw:
-        raise ConfigError(f"config {path}: base: unknown key")
-    try:
-        cfg = NodeConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(f"config {path}: {format_validation_error(exc)}") from None
+    cfg = load_toml(path, NodeConfig, what="a node.toml")
     cfg.base = path.resolve().parent
     if "provider" in cfg.node.roles and cfg.provider is None:
-        raise ConfigError(f"config {path}: provider: section required for role provider")
+        raise ConfigError(f"{path}: provider: got nothing, want a [provider] section for role provider")
     if "hub" in cfg.node.roles and cfg.hub is None:
-        raise ConfigError(f"config {path}: hub: section required for role hub")
+        raise ConfigError(f"{path}: hub: got nothing, want a [hub] section for role hub")
     return cfg

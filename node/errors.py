@@ -1,16 +1,33 @@
-"""Typed errors of the node, grouped by source, and their one mapping to gRPC statuses.
+"""The one mapping between Hedui's typed errors and gRPC statuses, both ways.
 
-Every refusal a node gives is a subclass of :class:`HeduiError` carrying a stable,
-machine-readable ``reason`` (UPPER_SNAKE) and a human message. Messages never contain an
-identity number. :func:`to_status` is the only place that maps errors to gRPC codes
-(after google api-core ``exceptions.py`` and Boulder ``grpc/errors.go``).
+:func:`to_status` maps every error family (``hedui.common.errors`` and the subclasses in
+``keys/errors.py``, ``adapters/errors.py``, ``node/audit/errors.py``) to a status code by
+its class hierarchy, with details that start with the stable :class:`Reason`
+(``REASON: message``). :func:`from_rpc_error` is the client side: it turns a peer's status
+back into the typed error, so hub and peer code branch on classes and reasons instead of
+parsing details (after google api-core ``exceptions.py`` and Boulder ``grpc/errors.go``).
 """
 
 from __future__ import annotations
 
 import grpc
 
+from hedui.common.errors import (
+    ConfigError,
+    FailedPrecondition,
+    HeduiError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    VerificationError,
+)
+
 __all__ = [
+    "Reason",
     "HeduiError",
     "ConfigError",
     "InvalidArgument",
@@ -21,82 +38,75 @@ __all__ = [
     "FailedPrecondition",
     "Unavailable",
     "VerificationError",
+    "status_code",
     "to_status",
+    "from_rpc_error",
+    "describe_remote",
 ]
 
+# Family -> status. A subclass takes its nearest listed ancestor's code.
+_CODES: dict[type[HeduiError], grpc.StatusCode] = {
+    HeduiError: grpc.StatusCode.INTERNAL,
+    ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    # A bad signature or proof is a malformed request as far as the caller is concerned.
+    VerificationError: grpc.StatusCode.INVALID_ARGUMENT,
+}
 
-class HeduiError(Exception):
-    """Base of every error Hedui raises on purpose."""
-
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
-    default_reason = "INTERNAL"
-
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.reason = reason or self.default_reason
-
-    def __str__(self) -> str:  # pragma: no cover - trivial
-        return self.message
-
-
-class ConfigError(HeduiError):
-    """A configuration, key file or directory problem found at start."""
-
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    default_reason = "CONFIG"
-
-
-class InvalidArgument(HeduiError):
-    """The request is malformed: ``Field: got X, want Y``."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    default_reason = "INVALID_ARGUMENT"
-
-
-class Unauthenticated(HeduiError):
-    """The peer could not be identified (no or unknown client certificate)."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-    default_reason = "UNAUTHENTICATED"
+# Status -> (family, reason when the details carry none of ours). INVALID_ARGUMENT decodes to
+# InvalidArgument even when the peer raised a VerificationError: the reason tells them apart.
+_FAMILIES: dict[grpc.StatusCode, tuple[type[HeduiError], Reason]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: (InvalidArgument, Reason.INVALID_ARGUMENT),
+    grpc.StatusCode.UNAUTHENTICATED: (Unauthenticated, Reason.UNAUTHENTICATED),
+    grpc.StatusCode.PERMISSION_DENIED: (PermissionDenied, Reason.POLICY_DENIED),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (ResourceExhausted, Reason.QUOTA_EXCEEDED),
+    grpc.StatusCode.NOT_FOUND: (NotFound, Reason.NOT_FOUND),
+    grpc.StatusCode.FAILED_PRECONDITION: (FailedPrecondition, Reason.FAILED_PRECONDITION),
+    grpc.StatusCode.UNAVAILABLE: (Unavailable, Reason.UNAVAILABLE),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (Unavailable, Reason.DEADLINE_EXCEEDED),
+    grpc.StatusCode.CANCELLED: (Unavailable, Reason.CANCELLED),
+}
 
 
-class PermissionDenied(HeduiError):
-    """The peer is known but the policy does not allow this call."""
-
-    code = grpc.StatusCode.PERMISSION_DENIED
-    default_reason = "POLICY_DENIED"
-
-
-class ResourceExhausted(HeduiError):
-    """A quota or batch limit was exceeded."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    default_reason = "QUOTA_EXCEEDED"
-
-
-class NotFound(HeduiError):
-    code = grpc.StatusCode.NOT_FOUND
-    default_reason = "NOT_FOUND"
-
-
-class FailedPrecondition(HeduiError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-    default_reason = "FAILED_PRECONDITION"
-
-
-class Unavailable(HeduiError):
-    code = grpc.StatusCode.UNAVAILABLE
-    default_reason = "UNAVAILABLE"
-
-
-class VerificationError(HeduiError):
-    """A signature, proof or envelope did not verify."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    default_reason = "VERIFICATION_FAILED"
+def status_code(err: HeduiError) -> grpc.StatusCode:
+    """The gRPC status code of ``err``'s family."""
+    for cls in type(err).__mro__:
+        code = _CODES.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL  # pragma: no cover - HeduiError is always in the MRO
 
 
 def to_status(err: HeduiError) -> tuple[grpc.StatusCode, str]:
     """Maps an error to ``(code, details)``; details start with the stable reason."""
-    return err.code, f"{err.reason}: {err.message}"
+    return status_code(err), f"{err.reason}: {err.message}"
+
+
+def from_rpc_error(err: grpc.RpcError) -> HeduiError:
+    """The typed error a peer's status stands for: the family from the status code, the
+    reason from the details (``REASON: message``; a status without one of our reasons, such
+    as a transport failure, gets the code's own). ``remote_code`` keeps the status name."""
+    code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = (err.details() if callable(getattr(err, "details", None)) else "") or ""
+    cls, default = _FAMILIES.get(code, (HeduiError, Reason.UNKNOWN))
+    head, sep, rest = details.partition(": ")
+    known = Reason.__members__.get(head) if sep else None
+    exc = cls(rest if known is not None else details, reason=known or default)
+    exc.remote_code = code.name
+    return exc
+
+
+def describe_remote(err: HeduiError) -> str:
+    """``CODE: REASON: message`` of a decoded peer error (the reason left out where it is
+    only the code's own), for stored outcomes and operator messages."""
+    parts = [err.remote_code or "LOCAL"]
+    if err.reason != err.remote_code:
+        parts.append(err.reason)
+    parts.append(err.message)
+    return ": ".join(parts)

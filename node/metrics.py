@@ -15,7 +15,7 @@ __all__ = ["Metrics"]
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args) -> None:  # noqa: D401 - silence per-request lines
+    def log_message(self, *args) -> None:
         pass
 
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
+from hedui.keys.ca import pem_fingerprint
 from hedui.keys.directory import TrustedDirectory
-from hedui.node.errors import PermissionDenied, Unauthenticated
+from hedui.keys.errors import CertificateError
+from hedui.node.errors import PermissionDenied, Reason, Unauthenticated
 from hedui.v1 import directory_pb2
 
 __all__ = ["caller_of"]
@@ -21,10 +20,9 @@ def _fingerprint(pem: bytes) -> bytes:
     # Parsing the PEM on every call costs more than the rest of a trivial rpc; the same
     # peer presents the same bytes on every call of a connection.
     try:
-        cert = x509.load_pem_x509_certificate(pem)
-    except ValueError:
-        raise Unauthenticated("peer: client certificate unreadable", reason="BAD_CLIENT_CERT") from None
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
+        return pem_fingerprint(pem)
+    except CertificateError:
+        raise Unauthenticated("peer: client certificate unreadable", reason=Reason.BAD_CLIENT_CERT) from None
 
 
 def caller_of(context: grpc.ServicerContext, directory: TrustedDirectory) -> directory_pb2.Member:
@@ -37,12 +35,12 @@ def caller_of(context: grpc.ServicerContext, directory: TrustedDirectory) -> dir
     auth = context.auth_context()
     pems = auth.get("x509_pem_cert") or []
     if not pems:
-        raise Unauthenticated("peer: got no client certificate, want a federation member certificate", reason="NO_CLIENT_CERT")
+        raise Unauthenticated("peer: got no client certificate, want a federation member certificate", reason=Reason.NO_CLIENT_CERT)
     fp = _fingerprint(bytes(pems[0]))
     member = directory.by_cert.get(fp)
     if member is None:
         raise PermissionDenied(
             f"peer: certificate {fp.hex()[:16]}… is not in directory v{directory.version}",
-            reason="NOT_A_MEMBER",
+            reason=Reason.NOT_A_MEMBER,
         )
     return member

@@ -14,14 +14,19 @@ from __future__ import annotations
 import datetime as dt
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hedui.adapters import idnum
 from hedui.keys.directory import PURPOSE_NAMES
-from hedui.node.errors import InvalidArgument, PermissionDenied, ResourceExhausted
+from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, ResourceExhausted
 from hedui.node.store.tables import quota_counters, seen_requests
 from hedui.v1 import common_pb2, directory_pb2
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["Grant", "check", "check_method", "commit", "DEFAULT_MAX_BATCH"]
 
@@ -40,27 +45,25 @@ class Grant:
 def validate_context(ctx: common_pb2.RequestContext, *, need_consent: bool) -> None:
     """Shape checks, messages as ``Field: got X, want Y`` (Trillian validate.go style)."""
     if ctx.purpose == common_pb2.PURPOSE_UNSPECIFIED or ctx.purpose not in PURPOSE_NAMES:
-        raise InvalidArgument(f"context.purpose: got {int(ctx.purpose)}, want one of {sorted(PURPOSE_NAMES.values())}", reason="BAD_PURPOSE")
+        raise InvalidArgument(f"context.purpose: got {int(ctx.purpose)}, want one of {sorted(PURPOSE_NAMES.values())}", reason=Reason.BAD_PURPOSE)
     if not (_ID_MIN <= len(ctx.request_id) <= _ID_MAX):
-        raise InvalidArgument(f"context.request_id: got {len(ctx.request_id)} bytes, want {_ID_MIN}..{_ID_MAX}", reason="BAD_REQUEST_ID")
+        raise InvalidArgument(f"context.request_id: got {len(ctx.request_id)} bytes, want {_ID_MIN}..{_ID_MAX}", reason=Reason.BAD_REQUEST_ID)
     if not ctx.case_ref or len(ctx.case_ref) > 64 or not ctx.case_ref.isprintable():
-        raise InvalidArgument(f"context.case_ref: got {len(ctx.case_ref)} characters, want 1..64 printable", reason="BAD_CASE_REF")
-    from hedui.adapters.idnum import contains_idnum
-
-    if contains_idnum(ctx.case_ref) or contains_idnum(ctx.operator):
+        raise InvalidArgument(f"context.case_ref: got {len(ctx.case_ref)} characters, want 1..64 printable", reason=Reason.BAD_CASE_REF)
+    if idnum.contains(ctx.case_ref) or idnum.contains(ctx.operator):
         # An identity number smuggled into a free-text field: refuse, and never echo it.
-        raise InvalidArgument("context: got something shaped like an identity number, want pseudonymous references only", reason="IDENTITY_IN_REQUEST")
+        raise InvalidArgument("context: got something shaped like an identity number, want pseudonymous references only", reason=Reason.IDENTITY_IN_REQUEST)
     if len(ctx.operator) > 64:
         raise InvalidArgument(f"context.operator: got {len(ctx.operator)} characters, want at most 64")
     if need_consent:
         if not ctx.consent_digest:
-            raise PermissionDenied("context.consent_digest: got none, want the SHA-256 of the signed authorisation", reason="CONSENT_MISSING")
+            raise PermissionDenied("context.consent_digest: got none, want the SHA-256 of the signed authorisation", reason=Reason.CONSENT_MISSING)
         if len(ctx.consent_digest) != 32:
-            raise InvalidArgument(f"context.consent_digest: got {len(ctx.consent_digest)} bytes, want 32", reason="BAD_CONSENT_DIGEST")
+            raise InvalidArgument(f"context.consent_digest: got {len(ctx.consent_digest)} bytes, want 32", reason=Reason.BAD_CONSENT_DIGEST)
 
 
 def check(
-    rt,
+    rt: Runtime,
     caller: str,
     method: str,
     ctx: common_pb2.RequestContext,
@@ -81,23 +84,23 @@ def check(
     validate_context(ctx, need_consent=need_consent)
     rules = rt.directory.rules(caller, rt.member, method)
     if not rules:
-        raise PermissionDenied(f"policy: {caller} may not call {method} at {rt.member}", reason="METHOD_NOT_ALLOWED")
+        raise PermissionDenied(f"policy: {caller} may not call {method} at {rt.member}", reason=Reason.METHOD_NOT_ALLOWED)
     rules = [r for r in rules if ctx.purpose in r.purposes]
     if not rules:
         raise PermissionDenied(
-            f"policy: purpose {PURPOSE_NAMES[ctx.purpose]} not allowed for {caller} on {method}", reason="PURPOSE_NOT_ALLOWED"
+            f"policy: purpose {PURPOSE_NAMES[ctx.purpose]} not allowed for {caller} on {method}", reason=Reason.PURPOSE_NOT_ALLOWED
         )
     if fields:
         catalogue = {f.name for f in rt.directory.member(rt.member).fields}
         allowed = set().union(*(set(r.fields) for r in rules))
         for f in fields:
             if f not in catalogue:
-                raise InvalidArgument(f"queries.field: got {f[:64]!r}, want one of {sorted(catalogue)}", reason="UNKNOWN_FIELD")
+                raise InvalidArgument(f"queries.field: got {f[:64]!r}, want one of {sorted(catalogue)}", reason=Reason.UNKNOWN_FIELD)
             if f not in allowed:
-                raise PermissionDenied(f"policy: field {f} not allowed for {caller} with purpose {PURPOSE_NAMES[ctx.purpose]}", reason="FIELD_NOT_ALLOWED")
+                raise PermissionDenied(f"policy: field {f} not allowed for {caller} with purpose {PURPOSE_NAMES[ctx.purpose]}", reason=Reason.FIELD_NOT_ALLOWED)
     max_batch = max((r.max_batch or DEFAULT_MAX_BATCH) for r in rules)
     if batch > max_batch:
-        raise ResourceExhausted(f"batch: got {batch} items, want at most {max_batch}", reason="BATCH_TOO_LARGE")
+        raise ResourceExhausted(f"batch: got {batch} items, want at most {max_batch}", reason=Reason.BATCH_TOO_LARGE)
     grant = Grant(tuple(rules))
     if replay_guard:
         cached = _replay(rt, caller, method, ctx, request_digest)
@@ -109,12 +112,12 @@ def check(
     return grant
 
 
-def check_method(rt, caller: str, method: str) -> tuple[directory_pb2.AccessRule, ...]:
+def check_method(rt: Runtime, caller: str, method: str) -> tuple[directory_pb2.AccessRule, ...]:
     """For methods without a :class:`RequestContext` (``NoticeService/Push``): the caller
     must have a directory rule for ``method`` whose provider is this node or ``"*"``."""
     rules = rt.directory.rules(caller, rt.member, method)
     if not rules:
-        raise PermissionDenied(f"policy: {caller} may not call {method} at {rt.member}", reason="METHOD_NOT_ALLOWED")
+        raise PermissionDenied(f"policy: {caller} may not call {method} at {rt.member}", reason=Reason.METHOD_NOT_ALLOWED)
     return tuple(rules)
 
 
@@ -134,10 +137,10 @@ def _charge_quota(c, caller: str, method: str, grant: Grant) -> None:
         count = _bump(c, caller, method, window, start)
         if count > limit:
             span = "minute" if window == "m" else "day"
-            raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason="QUOTA_EXCEEDED")
+            raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason=Reason.QUOTA_EXCEEDED)
 
 
-def commit(rt, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes) -> None:
+def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes) -> None:
     """One transaction: charge the quota, record the request id with the digest and the
     signed answer. A quota overrun rolls it all back (the answer is never sent); a request id
     that another, concurrent request took first is a replay."""
@@ -146,15 +149,15 @@ def commit(rt, caller: str, method: str, ctx, grant: Grant, request_digest: byte
             _charge_quota(c, caller, method, grant)
             c.execute(seen_requests.insert().values(
                 request_id=bytes(ctx.request_id), caller=caller, method=method,
-                seen_at=dt.datetime.now(dt.timezone.utc), request_digest=request_digest or None, answer=answer,
+                seen_at=dt.datetime.now(dt.UTC), request_digest=request_digest or None, answer=answer,
             ))
     except IntegrityError:
         raise PermissionDenied(
-            f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason="REPLAYED_REQUEST"
+            f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason=Reason.REPLAYED_REQUEST
         ) from None
 
 
-def _replay(rt, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
+def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
     with rt.engine.connect() as c:
         row = c.execute(
             select(seen_requests.c.caller, seen_requests.c.method, seen_requests.c.request_digest, seen_requests.c.answer)
@@ -165,7 +168,7 @@ def _replay(rt, caller: str, method: str, ctx, request_digest: bytes) -> bytes |
     if row.caller == caller and row.method == method and request_digest and row.request_digest == request_digest and row.answer:
         return bytes(row.answer)
     raise PermissionDenied(
-        f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason="REPLAYED_REQUEST"
+        f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason=Reason.REPLAYED_REQUEST
     )
 
 

@@ -11,12 +11,17 @@ import functools
 import hashlib
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
 
-from hedui.adapters.idnum import contains_idnum
-from hedui.node.errors import HeduiError, to_status
+from hedui.adapters import idnum
+from hedui.node.audit.entry import Kind
+from hedui.node.errors import HeduiError, status_code, to_status
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["rpc_method", "Call"]
 
@@ -69,12 +74,12 @@ def rpc_method(full_name: str, *, refusal_fields: Callable | None = None) -> Cal
     return deco
 
 
-def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extra: Callable | None = None) -> None:
+def _record_refusal(rt: Runtime, method: str, caller: str, err: HeduiError, request, extra: Callable | None = None) -> None:
     ctx = getattr(request, "context", None)
     fields = {
         "method": method,
         "peer": caller,
-        "code": err.code.name,
+        "code": status_code(err).name,
         "reason": err.reason,
         "outcome": err.reason,
     }
@@ -84,7 +89,7 @@ def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extr
             purpose=int(ctx.purpose),
             # A case reference carrying an identity number is itself the refusal reason
             # (IDENTITY_IN_REQUEST); it must still be audited, without the number.
-            case_ref=ctx.case_ref[:64] if ctx.case_ref.isprintable() and not contains_idnum(ctx.case_ref) else "[redacted]",
+            case_ref=ctx.case_ref[:64] if ctx.case_ref.isprintable() and not idnum.contains(ctx.case_ref) else "[redacted]",
         )
     if extra is not None:
         try:
@@ -95,7 +100,7 @@ def _record_refusal(rt, method: str, caller: str, err: HeduiError, request, extr
         # No request id to name (a request without a context): the digest of its bytes stands in.
         fields["request_id"] = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()[:16].hex()
     try:
-        rt.audit.record("refusal", fields)
+        rt.audit.record(Kind.REFUSAL, fields)
     except Exception:  # the refusal itself must still reach the peer
         log.exception("could not audit a refusal")
     log.info("refused %s from %s: %s", method, caller, err.reason)

@@ -1,36 +1,58 @@
-"""Everything a running node holds: config, keys, the trusted directory, store and audit log.
+"""Everything a running node holds: config, keys, the trusted directory, store, audit log,
+metrics, its clients to peers, and what each of its roles needs.
 
-Built once at start by :meth:`Runtime.open`; every problem found here is a
-:class:`~hedui.node.errors.ConfigError` with a one-line message, so ``hedui node serve``
-refuses to start instead of serving with a bad directory or key.
+Built once at start by :meth:`Runtime.open`, explicitly and typed (no service locator): the
+role slots :attr:`Runtime.provider` (OPRF keys and field catalogue, for lookups),
+:attr:`Runtime.notices` (detection and the outbox) and :attr:`Runtime.hub` (verification
+rules, the discovery workflow and the sealing key) are ``None`` for a role the node does not
+play. Every problem found here is a :class:`~hedui.node.errors.ConfigError` with a one-line
+message, so ``hedui node serve`` refuses to start instead of serving with a bad directory or key.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import Engine, select
 
-from hedui.keys.ca import cert_fingerprint, check_issued_by, load_cert, member_of_cert
+from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, member_of_cert
 from hedui.keys.directory import TrustedDirectory, load_directory
 from hedui.keys.keyfile import passphrase
+from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey, load_public
+from hedui.node.audit.recorder import NodeAudit, open_audit
+from hedui.node.client import Peers, channel_credentials
 from hedui.node.config import NodeConfig, load_config
+from hedui.node.discovery.hub import Hub, load_hub, load_sealing_key
+from hedui.node.discovery.provider import ProviderNotices
 from hedui.node.errors import ConfigError, VerificationError
+from hedui.node.metrics import Metrics
 from hedui.node.store import migrate
 from hedui.node.store.db import open_engine
 from hedui.node.store.tables import node_state
+from hedui.node.verification.provider import ProviderState, load_provider
+from hedui.node.verification.rules import Rules, load_rules
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "HubState"]
 
 log = logging.getLogger("hedui.node")
 
 
-@dataclass
+@dataclass(frozen=True)
+class HubState:
+    """What a hub node holds for its role: the verification rules its reports apply, and for
+    active discovery the workflow over its store and its private sealing key (``None`` when
+    ``[hub] routing`` / ``sealing_key`` are not configured: then the node does not serve
+    ``NoticeService``)."""
+
+    rules: Rules
+    discovery: Hub | None
+    sealing_key: SealingKey | None
+
+
+@dataclass(eq=False)
 class Runtime:
     config: NodeConfig
     member: str
@@ -41,20 +63,21 @@ class Runtime:
     tls_key_pem: bytes
     ca_pem: bytes
     passphrase: bytes
-    audit: Any = None
-    metrics: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    metrics: Metrics = field(default_factory=Metrics)
+    # Built in from_config, in this order (each needs the ones before it).
+    peers: Peers = field(init=False)
+    audit: NodeAudit = field(init=False)
+    provider: ProviderState | None = field(init=False, default=None)
+    notices: ProviderNotices | None = field(init=False, default=None)
+    hub: HubState | None = field(init=False, default=None)
 
     @classmethod
-    def open(cls, config_path: Path, *, run_migrations: bool = True) -> "Runtime":
+    def open(cls, config_path: Path, *, run_migrations: bool = True) -> Runtime:
         cfg = load_config(config_path)
         return cls.from_config(cfg, run_migrations=run_migrations)
 
     @classmethod
-    def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True) -> "Runtime":
-        from cryptography.hazmat.primitives import serialization
-
+    def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True) -> Runtime:
         from hedui.keys.keyfile import load_private_key
 
         pw = passphrase(env=cfg.keys.passphrase_env)
@@ -91,7 +114,7 @@ class Runtime:
             raise ConfigError(f"tls.cert: fingerprint differs from directory v{directory.version} entry for {member!r}")
         if bytes(me.signing_key) != signer.public.raw:
             raise ConfigError(f"keys.signing: public key differs from directory v{directory.version} entry for {member!r}")
-        if bytes(ca.public_bytes(serialization.Encoding.DER)) and cert_fingerprint(ca) != bytes(directory.msg.ca_fingerprint):
+        if cert_fingerprint(ca) != bytes(directory.msg.ca_fingerprint):
             raise ConfigError("tls.ca: differs from the CA named in the directory")
         _set_state(engine, "directory_version", str(directory.version))
         rt = cls(
@@ -100,29 +123,47 @@ class Runtime:
             signer=signer,
             directory=directory,
             engine=engine,
-            tls_cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-            tls_key_pem=tls_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-            ca_pem=ca.public_bytes(serialization.Encoding.PEM),
+            tls_cert_pem=cert_pem(cert),
+            tls_key_pem=key_pem(tls_key),
+            ca_pem=cert_pem(ca),
             passphrase=pw,
         )
-        from hedui.node.metrics import Metrics
-
-        rt.metrics = Metrics()
-        rt.audit = _open_audit(rt)
+        rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem))
+        rt.audit = open_audit(rt)
+        try:
+            rt._open_roles()
+        except BaseException:
+            rt.close()
+            raise
         return rt
 
+    def _open_roles(self) -> None:
+        cfg = self.config
+        roles = cfg.node.roles
+        p = cfg.provider
+        if "provider" in roles and p is not None:
+            # Lookups need an OPRF key and a field catalogue; a department that only pushes
+            # notices (fire, traffic police) runs without them.
+            if p.oprf_seed is not None:
+                self.provider = load_provider(self)
+            if p.rules is not None:
+                self.notices = ProviderNotices(self)
+        h = cfg.hub
+        if "hub" in roles and h is not None:
+            self.hub = HubState(
+                rules=load_rules(cfg.path(h.rules) if h.rules else None),
+                discovery=load_hub(cfg, self.engine, self.directory) if h.routing is not None else None,
+                sealing_key=load_sealing_key(cfg, self.directory, self.passphrase) if h.sealing_key is not None else None,
+            )
+
     def close(self) -> None:
-        if self.audit is not None and hasattr(self.audit, "close"):
+        if self.notices is not None:
+            self.notices.close()
+        if getattr(self, "peers", None) is not None:
+            self.peers.close()
+        if getattr(self, "audit", None) is not None:
             self.audit.close()
         self.engine.dispose()
-
-
-def _open_audit(rt: "Runtime"):
-    from hedui.node.auditing import open_audit
-
-    return open_audit(rt)
 
 
 def _state_int(engine: Engine, key: str) -> int:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hedui.node.errors import ConfigError
+from hedui.node.errors import ConfigError, Reason
 from hedui.node.runtime import Runtime
 from hedui.v1 import (
     audit_pb2,
@@ -63,7 +63,7 @@ class NodeServer:
         host = self.rt.config.node.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
-    def start(self) -> "NodeServer":
+    def start(self) -> NodeServer:
         self.server.start()
         for b in self.background:
             b.start()
@@ -97,18 +97,18 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         options=server_options(),
     )
     names = [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name]
-    from hedui.node.svc_node import NodeServicer
+    from hedui.node.node_service import NodeServicer
 
     node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(rt), server)
-    from hedui.node.svc_audit import AuditServicer
+    from hedui.node.audit.service import AuditServicer
 
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(rt), server)
     names.append(audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name)
     background: list = []
-    if "provider" in rt.config.node.roles and rt.config.provider.oprf_seed is not None:
+    if rt.provider is not None:
         # Lookups need an OPRF key and a field catalogue; a department that only pushes
-        # notices (fire, traffic police) runs without them.
-        from hedui.node.svc_provider import LookupServicer, PseudonymServicer
+        # notices (fire, traffic police) runs without them (rt.provider is None).
+        from hedui.node.verification.service import LookupServicer, PseudonymServicer
 
         pseudonym_pb2_grpc.add_PseudonymServiceServicer_to_server(PseudonymServicer(rt), server)
         lookup_pb2_grpc.add_LookupServiceServicer_to_server(LookupServicer(rt), server)
@@ -116,12 +116,13 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
             pseudonym_pb2.DESCRIPTOR.services_by_name["PseudonymService"].full_name,
             lookup_pb2.DESCRIPTOR.services_by_name["LookupService"].full_name,
         ]
-    if "provider" in rt.config.node.roles:
-        from hedui.node.notices import provider_background
+    if rt.notices is not None:
+        from hedui.node.discovery.provider import provider_background
 
         background += provider_background(rt)
     if "hub" in rt.config.node.roles:
-        from hedui.node.svc_hub import NoticeServicer, hub_background
+        from hedui.node.discovery.referrals import hub_background
+        from hedui.node.discovery.service import NoticeServicer
 
         notice_pb2_grpc.add_NoticeServiceServicer_to_server(NoticeServicer(rt), server)
         names.append(notice_pb2.DESCRIPTOR.services_by_name["NoticeService"].full_name)
@@ -147,14 +148,14 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         port = 0
     if port == 0:
         rt.close()
-        raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason="BIND_FAILED")
+        raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)
     if rt.config.metrics.listen:
         try:
             rt.metrics.serve(rt.config.metrics.listen)
         except OSError as exc:
             server.stop(0)
             rt.close()
-            raise ConfigError(f"metrics.listen: cannot bind {rt.config.metrics.listen} ({exc.strerror})", reason="BIND_FAILED") from None
+            raise ConfigError(f"metrics.listen: cannot bind {rt.config.metrics.listen} ({exc.strerror})", reason=Reason.BIND_FAILED) from None
         background.append(_Stopper(rt.metrics.stop))
     return NodeServer(rt=rt, server=server, port=port, health=hs, background=background)
 

@@ -13,7 +13,9 @@ import pytest
 from sqlalchemy import func, select
 
 import hedui.node.audit.tables  # noqa: F401 - registers the tables before `engine` creates them
-from hedui.node.audit import merkle, offline
+from hedui.node.audit import merkle
+from hedui.node.audit import verdict as audit_verdict
+from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Signer
 from hedui.node.audit.tables import audit_entries
@@ -69,6 +71,6 @@ def test_kill_9_mid_append_leaves_a_consistent_log(engine, store_url) -> None:
         assert log.root() == tree.root()
         log.checkpoint()
         log.close()
-        report = offline.verify(engine, [signer.vkey])
-        assert report.verdict is offline.Verdict.OK, report.problems
+        report = audit_verify.verify(engine, [signer.vkey])
+        assert report.verdict is audit_verdict.Verdict.OK, report.problems
         assert report.entries == size and report.unsigned_tail == 0

@@ -9,11 +9,12 @@ import pytest
 
 from hedui.adapters.synthetic import resident
 from hedui.keys.keyfile import PASSPHRASE_ENV
-from hedui.node.audit import offline
+from hedui.node.audit import reconcile as audit_reconcile
+from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.note import Verifier, Verifiers
-from hedui.node.auditing import origin_of
-from hedui.node.hub.cases import consent_digest_of, open_case, run_case
+from hedui.node.audit.recorder import origin_of
 from hedui.node.testbed import MemberPlan, Testbed
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 
 SEED = 7
 
@@ -36,7 +37,7 @@ def _keys(tb):
 
 def test_exchange_is_logged_cosigned_verified_and_reconciled(bed):
     hub, tax = bed.runtime("hub"), bed.runtime("tax")
-    ref = open_case(hub.engine, [(resident(1, SEED).id_number, "self")], purpose="dibao",
+    ref = open_case(hub, [(resident(1, SEED).id_number, "self")], purpose="dibao",
                     consent_digest=consent_digest_of(b"a"), operator="cw", region="370304")
     assert run_case(hub, ref).complete
     # The provider's checkpoint rode on its answer: the hub cosigns it off the hot path.
@@ -48,16 +49,16 @@ def test_exchange_is_logged_cosigned_verified_and_reconciled(bed):
     for rt in (hub, tax):
         rt.audit.log.flush()
         rt.audit.log.checkpoint()
-        rep = offline.verify(rt.config.store_url(), _keys(bed))
+        rep = audit_verify.verify(rt.config.store_url(), _keys(bed))
         assert rep.verdict.name == "OK", rep.to_dict()
-    rec = offline.reconcile(hub.config.store_url(), {"tax": tax.config.store_url()}, hub_code="hub", hub_cases=[ref])
+    rec = audit_reconcile.reconcile(hub.config.store_url(), {"tax": tax.config.store_url()}, hub_code="hub", hub_cases=[ref])
     assert rec.clean, rec.to_dict()
     assert rec.counts.get("hub_sent") == 1
 
 
 def test_reconcile_finds_an_injected_unmatched_query(bed):
     hub, tax = bed.runtime("hub"), bed.runtime("tax")
-    ref = open_case(hub.engine, [(resident(2, SEED).id_number, "self")], purpose="dibao",
+    ref = open_case(hub, [(resident(2, SEED).id_number, "self")], purpose="dibao",
                     consent_digest=consent_digest_of(b"b"), operator="cw", region="370304")
     assert run_case(hub, ref).complete
     # A query the provider received that the hub never sent (e.g. a rogue client with a
@@ -67,7 +68,7 @@ def test_reconcile_finds_an_injected_unmatched_query(bed):
     ghost = os.urandom(16).hex()
     hub.audit.record("query.sent", {"peer": "tax", "purpose": "PURPOSE_DIBAO", "case_ref": ref,
                                     "request_id": ghost, "request_digest": "cd" * 32})
-    rec = offline.reconcile(hub.config.store_url(), {"tax": tax.config.store_url()}, hub_code="hub", hub_cases=[ref])
+    rec = audit_reconcile.reconcile(hub.config.store_url(), {"tax": tax.config.store_url()}, hub_code="hub", hub_cases=[ref])
     assert not rec.clean
     assert [i["request_id"] for i in rec.sent_not_received] == [ghost]
     assert len(rec.received_not_sent) == 1 and rec.received_not_sent[0]["case_ref"] == "HUB-9999-000001"
@@ -104,7 +105,7 @@ def test_reconcile_pairs_discovery_notices(tmp_path):
     med.append_many(sent("ok") + sent("retried") + sent("lost") + sent("digest") + sent("receipt", receipt="bb" * 32))
     for al in (hub, med):
         al.close()
-    rep = offline.reconcile(sqlite_url(tmp_path / "hub.db"), {"medins": sqlite_url(tmp_path / "medins.db")}, hub_code="hub")
+    rep = audit_reconcile.reconcile(sqlite_url(tmp_path / "hub.db"), {"medins": sqlite_url(tmp_path / "medins.db")}, hub_code="hub")
     assert [i["request_id"] for i in rep.notices_sent_not_received] == [nid["lost"]]
     assert [i["request_id"] for i in rep.notices_received_not_sent] == [nid["rogue"]]
     assert sorted(i["request_id"] for i in rep.notice_mismatches) == sorted([nid["digest"], nid["receipt"]])

@@ -1,23 +1,27 @@
 """Every kind of tampering with a stored log, an export file or a proof is detected, with
-the right verdict (offline.verify) or typed error (offline.verify_proof)."""
+the right verdict (audit_verify.verify) or typed error (audit_proof.verify_proof)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, insert, select, update
 
 import hedui.node.audit.tables  # noqa: F401 - registers the tables before `engine` creates them
-from hedui.node.audit import merkle, offline
+from hedui.node.audit import export as audit_export
+from hedui.node.audit import merkle
+from hedui.node.audit import proof as audit_proof
+from hedui.node.audit import verdict as audit_verdict
+from hedui.node.audit import verify as audit_verify
+from hedui.node.audit.entry import Kind
 from hedui.node.audit.errors import InclusionProofError, ProofFormatError, UnknownKeyError
-from hedui.node.audit.log import AuditLog, Kind
+from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Checkpoint, Signer
-from hedui.node.audit.offline import Verdict
 from hedui.node.audit.tables import (
     audit_checkpoints,
     audit_cosignatures,
@@ -25,9 +29,10 @@ from hedui.node.audit.tables import (
     audit_head,
     audit_nodes,
 )
+from hedui.node.audit.verdict import Verdict
 
 ORIGIN = "tamper.hedui/audit"
-T0 = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 
 
 class Built:
@@ -50,8 +55,8 @@ class Built:
         )
         self.log.close()
 
-    def verify(self, **kw) -> offline.VerifyReport:
-        return offline.verify(self.engine, self.keys, **kw)
+    def verify(self, **kw) -> audit_verdict.VerifyReport:
+        return audit_verify.verify(self.engine, self.keys, **kw)
 
     def sql(self, stmt) -> None:
         with self.engine.begin() as conn:
@@ -191,21 +196,21 @@ def test_stale_checkpoint(built: Built) -> None:
 
 
 def test_wrong_key_is_unknown_key(built: Built) -> None:
-    r = offline.verify(built.engine, [Signer.generate(ORIGIN).vkey])
+    r = audit_verify.verify(built.engine, [Signer.generate(ORIGIN).vkey])
     assert r.verdict is Verdict.UNKNOWN_KEY and r.checkpoints_verified == 0
 
 
 def test_empty_and_missing_logs_are_never_ok(engine, tmp_path: Path) -> None:
     keys = [Signer.generate(ORIGIN).vkey]
-    assert offline.verify(engine, keys).verdict is Verdict.EMPTY  # tables, no log
+    assert audit_verify.verify(engine, keys).verdict is Verdict.EMPTY  # tables, no log
     log = AuditLog(engine, ORIGIN, Signer.generate(ORIGIN))
-    assert offline.verify(engine, keys).verdict is Verdict.EMPTY  # empty log
+    assert audit_verify.verify(engine, keys).verdict is Verdict.EMPTY  # empty log
     log.append(Kind.ADMIN, {"action": "x", "operator": "op"})
-    assert offline.verify(engine, [log.signer.vkey]).verdict is Verdict.EMPTY  # nothing signed
+    assert audit_verify.verify(engine, [log.signer.vkey]).verdict is Verdict.EMPTY  # nothing signed
     log.close()
-    assert offline.verify(tmp_path / "missing.ndjson", keys).verdict is Verdict.EMPTY
+    assert audit_verify.verify(tmp_path / "missing.ndjson", keys).verdict is Verdict.EMPTY
     (tmp_path / "empty.ndjson").write_bytes(b"")
-    assert offline.verify(tmp_path / "empty.ndjson", keys).verdict is Verdict.EMPTY
+    assert audit_verify.verify(tmp_path / "empty.ndjson", keys).verdict is Verdict.EMPTY
 
 
 # -- export files ----------------------------------------------------------------------
@@ -214,8 +219,8 @@ def test_empty_and_missing_logs_are_never_ok(engine, tmp_path: Path) -> None:
 @pytest.fixture
 def exported(built: Built, tmp_path: Path) -> tuple[Built, Path]:
     path = tmp_path / "log.ndjson"
-    offline.export(built.engine, 0, None, path)
-    assert offline.verify(path, built.keys).verdict is Verdict.OK
+    audit_export.export(built.engine, 0, None, path)
+    assert audit_verify.verify(path, built.keys).verdict is Verdict.OK
     return built, path
 
 
@@ -232,7 +237,7 @@ def test_export_cut_anywhere_is_truncated(exported, tmp_path: Path) -> None:
     for cut in cuts:
         p = tmp_path / "cut.ndjson"
         p.write_bytes(data[:cut])
-        r = offline.verify(p, built.keys)
+        r = audit_verify.verify(p, built.keys)
         assert r.verdict is Verdict.TRUNCATED, (cut, r.problems)
 
 
@@ -244,7 +249,7 @@ def test_export_with_a_changed_entry(exported, tmp_path: Path) -> None:
     rec["entry"] = base64.b64encode(_flip(base64.b64decode(rec["entry"]), 12)).decode()
     lines[i] = json.dumps(rec, separators=(",", ":")).encode() + b"\n"
     path.write_bytes(b"".join(lines))
-    assert offline.verify(path, built.keys).verdict is Verdict.TAMPERED
+    assert audit_verify.verify(path, built.keys).verdict is Verdict.TAMPERED
 
 
 def test_export_with_swapped_or_missing_lines(exported, tmp_path: Path) -> None:
@@ -253,24 +258,24 @@ def test_export_with_swapped_or_missing_lines(exported, tmp_path: Path) -> None:
     i = next(k for k, ln in enumerate(lines) if b'"seq":70,' in ln)
     swapped = lines[:i] + [lines[i + 1], lines[i]] + lines[i + 2 :]
     (tmp_path / "swapped.ndjson").write_bytes(b"".join(swapped))
-    assert offline.verify(tmp_path / "swapped.ndjson", built.keys).verdict is Verdict.TAMPERED
+    assert audit_verify.verify(tmp_path / "swapped.ndjson", built.keys).verdict is Verdict.TAMPERED
     missing = lines[:i] + lines[i + 1 :]
     (tmp_path / "missing.ndjson").write_bytes(b"".join(missing))
-    assert offline.verify(tmp_path / "missing.ndjson", built.keys).verdict is Verdict.TAMPERED
+    assert audit_verify.verify(tmp_path / "missing.ndjson", built.keys).verdict is Verdict.TAMPERED
     padded = lines + [lines[i]]
     (tmp_path / "padded.ndjson").write_bytes(b"".join(padded))
-    assert offline.verify(tmp_path / "padded.ndjson", built.keys).verdict is Verdict.TAMPERED
+    assert audit_verify.verify(tmp_path / "padded.ndjson", built.keys).verdict is Verdict.TAMPERED
 
 
 def test_export_with_a_removed_footer_or_checkpoint(exported, tmp_path: Path) -> None:
     built, path = exported
     lines = _lines(path)
     (tmp_path / "nofooter.ndjson").write_bytes(b"".join(lines[:-1]))
-    assert offline.verify(tmp_path / "nofooter.ndjson", built.keys).verdict is Verdict.TRUNCATED
+    assert audit_verify.verify(tmp_path / "nofooter.ndjson", built.keys).verdict is Verdict.TRUNCATED
     no_cp = [ln for ln in lines if b'"type":"checkpoint","size":40' not in ln]
     assert len(no_cp) == len(lines) - 1
     (tmp_path / "nocp.ndjson").write_bytes(b"".join(no_cp))
-    assert offline.verify(tmp_path / "nocp.ndjson", built.keys).verdict is Verdict.TAMPERED
+    assert audit_verify.verify(tmp_path / "nocp.ndjson", built.keys).verdict is Verdict.TAMPERED
 
 
 # -- proofs ----------------------------------------------------------------------------
@@ -278,8 +283,8 @@ def test_export_with_a_removed_footer_or_checkpoint(exported, tmp_path: Path) ->
 
 @pytest.fixture
 def proof_text(built: Built) -> str:
-    text = offline.proof(built.engine, 37)
-    assert offline.verify_proof(text, built.keys).index == 37
+    text = audit_proof.proof(built.engine, 37)
+    assert audit_proof.verify_proof(text, built.keys).index == 37
     return text
 
 
@@ -304,7 +309,7 @@ def test_truncated_and_padded_proofs_fail(built: Built, proof_text: str) -> None
         lines[:3] + hashes[::-1],  # reordered
     ):
         with pytest.raises(InclusionProofError):
-            offline.verify_proof(_join(bad, note), built.keys)
+            audit_proof.verify_proof(_join(bad, note), built.keys)
 
 
 def test_bit_flips_in_a_proof_fail(built: Built, proof_text: str) -> None:
@@ -315,25 +320,25 @@ def test_bit_flips_in_a_proof_fail(built: Built, proof_text: str) -> None:
             bad = lines.copy()
             bad[k] = base64.b64encode(raw[: bit // 8] + bytes([raw[bit // 8] ^ (1 << (bit % 8))]) + raw[bit // 8 + 1 :]).decode()
             with pytest.raises(InclusionProofError):
-                offline.verify_proof(_join(bad, note), built.keys)
+                audit_proof.verify_proof(_join(bad, note), built.keys)
     extra = base64.b64decode(lines[1][6:])
     bad = lines.copy()
     bad[1] = "extra " + base64.b64encode(_flip(extra, 3)).decode()
     with pytest.raises(InclusionProofError):
-        offline.verify_proof(_join(bad, note), built.keys)
+        audit_proof.verify_proof(_join(bad, note), built.keys)
     for index in ("index 36", "index 38", "index 0"):
         with pytest.raises(InclusionProofError):
-            offline.verify_proof(_join(lines[:2] + [index] + lines[3:], note), built.keys)
+            audit_proof.verify_proof(_join(lines[:2] + [index] + lines[3:], note), built.keys)
     with pytest.raises(InclusionProofError):
-        offline.verify_proof(proof_text, built.keys, entry=b"another entry")
+        audit_proof.verify_proof(proof_text, built.keys, entry=b"another entry")
 
 
 def test_malformed_proofs_and_unknown_keys(built: Built, proof_text: str) -> None:
     lines, note = _parts(proof_text)
     with pytest.raises(UnknownKeyError):
-        offline.verify_proof(proof_text, [Signer.generate(ORIGIN).vkey])
+        audit_proof.verify_proof(proof_text, [Signer.generate(ORIGIN).vkey])
     for bad in (
-        proof_text.replace(offline.PROOF_HEADER, "c2sp.org/tlog-proof@v2"),
+        proof_text.replace(audit_proof.PROOF_HEADER, "c2sp.org/tlog-proof@v2"),
         _join(lines[:2] + ["index 037"] + lines[3:], note),
         _join(lines[:3] + ["not-base64!"] + lines[3:], note),
         _join(lines[:3] + ["AAAA"] + lines[3:], note),
@@ -341,7 +346,7 @@ def test_malformed_proofs_and_unknown_keys(built: Built, proof_text: str) -> Non
         _join([lines[0], lines[2]] + lines[3:], note),  # no extra and no entry given
     ):
         with pytest.raises(ProofFormatError):
-            offline.verify_proof(bad, built.keys)
+            audit_proof.verify_proof(bad, built.keys)
     # without the extra line, the entry can be supplied by the caller
-    assert offline.verify_proof(_join([lines[0], lines[2]] + lines[3:], note), built.keys,
+    assert audit_proof.verify_proof(_join([lines[0], lines[2]] + lines[3:], note), built.keys,
                                 entry=base64.b64decode(lines[1][6:])).index == 37

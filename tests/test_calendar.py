@@ -102,18 +102,18 @@ workday = false
     ("text", "needle"),
     [
         ("[[days]]\ndate = 2025-13-01\nworkday = true\n", "invalid TOML"),
-        ('[[days]]\ndate = "2025-02-30"\nworkday = true\n', "days[1].date: got '2025-02-30'"),
-        ("[[days]]\ndate = 2025-03-03\n", "days[1].workday: got nothing"),
-        ('[[days]]\ndate = 2025-03-03\nworkday = "no"\n', "days[1].workday: got 'no', want true or false"),
-        ("[[days]]\ndate = 2025-03-03\nworkday = true\nholiday = 1\n", "unknown key 'holiday'"),
-        ("[[days]]\nworkday = true\n", "days[1].date: got nothing"),
-        ("days = 3\n", "days: got int"),
-        ("[[day]]\ndate = 2025-03-03\nworkday = true\n", "unknown key 'day'"),
+        ('[[days]]\ndate = "2025-02-30"\nworkday = true\n', "days[0].date: got '2025-02-30'"),
+        ("[[days]]\ndate = 2025-03-03\n", "days[0].workday: got nothing"),
+        ('[[days]]\ndate = 2025-03-03\nworkday = "no"\n', "days[0].workday: got 'no', want a valid boolean"),
+        ("[[days]]\ndate = 2025-03-03\nworkday = true\nholiday = 1\n", "days[0].holiday: got an unknown key"),
+        ("[[days]]\nworkday = true\n", "days[0].date: got nothing"),
+        ("days = 3\n", "days: got 3, want a valid list"),
+        ("[[day]]\ndate = 2025-03-03\nworkday = true\n", "day: got an unknown key"),
         (
             "[[days]]\ndate = 2025-03-03\nworkday = true\n[[days]]\ndate = 2025-03-03\nworkday = false\n",
-            "days[2].date: got 2025-03-03 twice",
+            "days[1].date: got 2025-03-03 twice",
         ),
-        ("[[days]]\ndate = 2025-03-03T08:00:00\nworkday = true\n", "days[1].date"),
+        ("[[days]]\ndate = 2025-03-03T08:00:00\nworkday = true\n", "days[0].date: got the date-time"),
     ],
 )
 def test_malformed_override_file_is_a_clear_config_error(tmp_path, text, needle):

@@ -4,6 +4,7 @@ real signed answers, policy refusals, unavailable departments, offline evidence 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from decimal import Decimal
 
@@ -13,13 +14,14 @@ from sqlalchemy import create_engine, text
 
 from hedui.adapters.synthetic import resident
 from hedui.keys import oprf
+from hedui.keys.errors import OprfProofError
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.client import PeerClient
 from hedui.node.errors import InvalidArgument
-from hedui.node.hub.cases import consent_digest_of, open_case, run_case
-from hedui.node.hub.report import build_report, render_html
-from hedui.node.hub.rules import default_rules
 from hedui.node.testbed import MemberPlan, Testbed
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+from hedui.node.verification.report import build_report, render_html
+from hedui.node.verification.rules import default_rules
 from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 
 SEED = 7
@@ -45,7 +47,7 @@ def _ids():
 
 def _open(tb, purpose="dibao", expenditure=None, members=None):
     hub = tb.runtime("hub")
-    return open_case(hub.engine, [(i, "member") for i in (members or _ids())], purpose=purpose,
+    return open_case(hub, [(i, "member") for i in (members or _ids())], purpose=purpose,
                      consent_digest=consent_digest_of(b"signed authorisation scan"), operator="cw01", region="370304",
                      expenditure=expenditure)
 
@@ -77,7 +79,7 @@ def test_full_case_report_matches_department_data(bed):
     ids = _ids()
     wants = [_expected_wages(bed, i) for i in ids]
     assert any(w for w in wants), "the synthetic household should have wages somewhere"
-    for pos, ident in enumerate(ids):
+    for pos in range(len(ids)):
         want = wants[pos]
         got = [f for f in rep["fields"] if f["member"] == pos and f["field"] == "wages_12m"]
         assert len(got) == 1
@@ -141,7 +143,8 @@ def _call(bed, req):
     ({"purpose": common_pb2.PURPOSE_UNSPECIFIED}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_PURPOSE"),
     ({"consent": b""}, grpc.StatusCode.PERMISSION_DENIED, "CONSENT_MISSING"),
     ({"consent": b"short"}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONSENT_DIGEST"),
-    ({"ops": [lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="abc")]}, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    ({"ops": [lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="abc")]},
+     grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
 ])
 def test_policy_refusals_have_reasons_and_are_audited(bed, kwargs, code, reason):
     req = _lookup_request(bed, **kwargs)
@@ -160,8 +163,7 @@ def test_policy_refusals_have_reasons_and_are_audited(bed, kwargs, code, reason)
 def test_predicate_answers_truth_not_value(bed):
     req = _lookup_request(bed, ops=[lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="9600")])
     resp = _call(bed, req)
-    from hedui.node.hub.cases import verify_answer
-    from hedui.node.svc_provider import request_digest
+    from hedui.node.verification.protocol import request_digest, verify_answer
 
     ans = verify_answer(bed.runtime("hub").directory.signing_keys(), "tax", resp.answer, request_digest(req), list(req.tokens))
     for m in ans.members:
@@ -185,8 +187,7 @@ def test_replayed_request_id_refused_but_identical_retry_gets_same_answer(bed):
 
 def test_answer_bound_to_request_digest(bed):
     from hedui.node.errors import VerificationError
-    from hedui.node.hub.cases import verify_answer
-    from hedui.node.svc_provider import request_digest
+    from hedui.node.verification.protocol import request_digest, verify_answer
 
     req = _lookup_request(bed)
     resp = _call(bed, req)
@@ -222,7 +223,7 @@ def test_proof_from_wrong_key_is_refused(bed):
     other = oprf.ServerKey.derive(os.urandom(32), 1)
     elements, proof = other.evaluate_batch(state.blinded)
     real = bytes(bed.runtime("hub").directory.member("tax").oprf_keys[0].public_key)
-    with pytest.raises(oprf.ProofError):
+    with pytest.raises(OprfProofError):
         oprf.finalize(state, elements, proof, real)
 
 
@@ -243,7 +244,7 @@ def test_evidence_verifies_offline_and_detects_tampering(bed, tmp_path):
     import json
 
     from hedui.keys.signing import load_public
-    from hedui.node.hub.evidence import export_case, verify_export
+    from hedui.node.verification.evidence import export_case, verify_export
 
     ref = _open(bed)
     assert run_case(bed.runtime("hub"), ref).complete
@@ -262,19 +263,97 @@ def test_evidence_verifies_offline_and_detects_tampering(bed, tmp_path):
         assert ident not in p.read_text()
 
 
-def test_identity_smuggled_into_case_ref_is_refused_and_audited_without_it(bed):
-    from sqlalchemy import select
+FULLWIDTH = str.maketrans({str(d): chr(0xFF10 + d) for d in range(10)} | {"X": "\uff38"})
+
+
+@pytest.mark.parametrize("form", [
+    pytest.param(lambda n: n, id="ascii"),
+    # Issue 11: the policy let a full-width number through, then the audit log refused the
+    # entry and the refusal itself was never audited. One guard decides both now.
+    pytest.param(lambda n: n.translate(FULLWIDTH), id="full-width"),
+    pytest.param(lambda n: f"{n[:6]} {n[6:14]} {n[14:]}", id="spaced"),
+    pytest.param(lambda n: n[:6] + n[8:17], id="legacy-15"),
+])
+def test_identity_smuggled_into_case_ref_is_refused_and_audited_without_it(bed, form):
+    from sqlalchemy import func, select
 
     from hedui.node.audit.tables import audit_entries
 
     ident = _ids()[0]
+    shown = form(ident)
     req = _lookup_request(bed)
-    req.context.case_ref = f"case of {ident}"
+    req.context.case_ref = f"case of {shown}"
+    rid = bytes(req.context.request_id).hex()
+    tax = bed.runtime("tax")
+    tax.audit.log.flush()
+    with tax.engine.connect() as c:
+        before = c.execute(select(func.count()).select_from(audit_entries)).scalar_one()
     with pytest.raises(grpc.RpcError) as e:
         _call(bed, req)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and e.value.details().startswith("IDENTITY_IN_REQUEST")
-    assert ident not in e.value.details()
+    assert shown not in e.value.details() and ident not in e.value.details()
+    tax.audit.log.flush()
+    with tax.engine.connect() as c:
+        new = [bytes(r.entry) for r in c.execute(select(audit_entries.c.entry).where(audit_entries.c.seq >= before))]
+    refusals = [json.loads(x)["fields"] for x in new if json.loads(x)["kind"] == "refusal"]
+    assert [(f["request_id"], f["outcome"], f["case_ref"]) for f in refusals] == [(rid, "IDENTITY_IN_REQUEST", "[redacted]")]
+    assert all(shown.encode() not in x and ident.encode() not in x for x in new)
+
+
+def test_token_filter_round_trip_and_refusals():
+    """Both ends of the filter format: what a provider encodes, the hub decodes exactly;
+    a filter that was cut, padded or is not zlib is refused."""
+    import zlib
+
+    from hedui.node.errors import VerificationError
+    from hedui.node.verification.protocol import FILTER_PREFIX, decode_token_filter, encode_token_filter
+
+    tokens = [os.urandom(64) for _ in range(3000)]
+    tokens += tokens[:10]  # repeated tokens count once
+    total, chunks = encode_token_filter(tokens)
+    assert total == 3000
+    assert decode_token_filter(chunks, total) == {t[:FILTER_PREFIX] for t in tokens}
+    assert encode_token_filter([]) == (0, [zlib.compress(b"", 6)]) and decode_token_filter(encode_token_filter([])[1], 0) == set()
+    for bad, n in ((chunks, total + 1), ([chunks[0][:-5]], total), ([b"not zlib"], 1),
+                   ([zlib.compress(b"x" * (FILTER_PREFIX * 2))], 2)):
+        with pytest.raises(VerificationError):
+            decode_token_filter(bad, n)
+
+
+def test_token_filter_download_holds_every_indexed_token(bed):
+    """GetTokenFilter at a department: the hub decodes the streamed filter with the shared
+    protocol and finds exactly the department's index (straight SQL), including the token it
+    computes itself for a household member the department holds."""
+    from sqlalchemy import select
+
+    from hedui.node.verification.index_tables import token_index
+    from hedui.node.verification.protocol import FILTER_PREFIX, decode_token_filter
+
     with bed.runtime("tax").engine.connect() as c:
-        entries = [bytes(r.entry) for r in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "refusal"))]
-    hits = [x for x in entries if b"IDENTITY_IN_REQUEST" in x]
-    assert hits and all(b"[redacted]" in x and ident.encode() not in x for x in hits)
+        stored = {bytes(t) for t in c.execute(select(token_index.c.token).where(token_index.c.epoch == 1)).scalars()}
+    assert len(stored) > 100
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_BULK_CROSS_CHECK, case_ref="XC-2026-01", request_id=os.urandom(16))
+    with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
+        parts = list(c.pseudonym.GetTokenFilter(pseudonym_pb2.GetTokenFilterRequest(context=ctx, epoch=1), timeout=20))
+    assert parts and {p.epoch for p in parts} == {1} and len({p.total for p in parts}) == 1
+    prefixes = decode_token_filter([p.data for p in parts], parts[0].total)
+    assert prefixes == {t[:FILTER_PREFIX] for t in stored}
+    req = _lookup_request(bed)
+    held = [bytes(t) for t in req.tokens if bytes(t) in stored]
+    assert held and all(t[:FILTER_PREFIX] in prefixes for t in held)
+
+
+def test_open_case_records_case_opened_once(bed):
+    """The Python API audits the act itself (issue 11: the CLI used to, so other callers did not)."""
+    from sqlalchemy import select
+
+    from hedui.node.audit.tables import audit_entries
+
+    hub = bed.runtime("hub")
+    ref = _open(bed)
+    hub.audit.log.flush()
+    with hub.engine.connect() as c:
+        entries = [json.loads(bytes(e)) for e in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "case.opened")).scalars()]
+    mine = [e["fields"] for e in entries if e["fields"]["case_ref"] == ref]
+    assert mine == [{"case_ref": ref, "purpose": "dibao", "operator": "cw01",
+                     "consent_digest": consent_digest_of(b"signed authorisation scan").hex()}]

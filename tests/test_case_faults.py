@@ -12,9 +12,9 @@ import pytest
 
 from hedui.adapters.synthetic import resident
 from hedui.keys.keyfile import PASSPHRASE_ENV
-from hedui.node.hub.cases import consent_digest_of, open_case, run_case
 from hedui.node.server import server_options
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.v1 import lookup_pb2_grpc, pseudonym_pb2_grpc
 
 SEED = 7
@@ -41,7 +41,7 @@ def bed(tmp_path, monkeypatch):
 
 def _case(tb):
     ids = [(resident(n, SEED).id_number, "m") for n in (1, 2)]
-    return open_case(tb.runtime("hub").engine, ids, purpose="dibao", consent_digest=consent_digest_of(b"auth"),
+    return open_case(tb.runtime("hub"), ids, purpose="dibao", consent_digest=consent_digest_of(b"auth"),
                      operator="cw", region="370304")
 
 
@@ -83,7 +83,7 @@ def test_hanging_department_is_unavailable_after_its_deadline(bed):
     s.start()
     try:
         # Drop the cached channel to the stopped node so the new server is dialled.
-        hub.extras.pop("peers", None)
+        hub.peers.reset("tax")
         res = run_case(hub, _case(bed), timeout=1.0, retries=1)
         st = {o.provider: o for o in res.outcomes}
         assert st["tax"].status == "unavailable" and "DEADLINE_EXCEEDED" in st["tax"].reason
@@ -104,7 +104,7 @@ def test_answer_with_bad_signature_is_rejected_and_shown(bed, monkeypatch):
     def forged(payload_type, payload, signers):
         return real_sign(payload_type, payload, [rogue] if payload_type == dsse.ANSWER else signers)
 
-    monkeypatch.setattr("hedui.node.svc_provider.dsse.sign", forged)
+    monkeypatch.setattr("hedui.node.verification.service.dsse.sign", forged)
     res = run_case(hub, _case(bed))
     st = {o.provider: o for o in res.outcomes}
     assert st["tax"].status == "bad_signature" and "UNKNOWN_SIGNER" in st["tax"].reason

@@ -18,6 +18,18 @@ HEDUI = [sys.executable, "-m", "hedui.node.cli"]
 SEED = 7
 
 
+def case_opened_entries(db, case_ref: str) -> int:
+    """``case.opened`` entries for ``case_ref`` in a hub's SQLite store (read as a file)."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        rows = [json.loads(e) for (e,) in con.execute("SELECT entry FROM audit_entries WHERE kind = 'case.opened'")]
+    finally:
+        con.close()
+    return sum(1 for r in rows if r["fields"]["case_ref"] == case_ref)
+
+
 def run(args, env, *, check=True, input=None, timeout=120):
     p = subprocess.run(HEDUI + args, env=env, capture_output=True, text=True, input=input, timeout=timeout)
     if check and p.returncode != 0:
@@ -64,6 +76,7 @@ def test_case_open_run_report_verify(bed, tmp_path):
     consent.write_bytes(b"%PDF signed authorisation")
     ref = json.loads(run(["case", "open", "--config", hub, "--members-file", str(members), "--purpose", "dibao",
                           "--consent-file", str(consent), "--operator", "cw7", "--region", "370304", "--json"], env).stdout)["case_ref"]
+    assert case_opened_entries(bed.member_dir("hub") / "node.db", ref) == 1  # recorded by open_case, once
     out = json.loads(run(["case", "run", ref, "--config", hub, "--json"], env).stdout)
     assert out["complete"], out
     rep = json.loads(run(["case", "report", ref, "--config", hub, "--format", "json"], env).stdout)

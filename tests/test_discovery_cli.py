@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from hedui.keys.sealing import SealingKey
-from hedui.node.cli import discovery as cli
+from hedui.node.cli import leads as leads_cli
+from hedui.node.cli import notices as notices_cli
 from hedui.node.discovery import tables  # noqa: F401 - registers the tables
 from hedui.node.store.db import open_engine, sqlite_url
 from hedui.node.store.schema import metadata
@@ -26,10 +27,10 @@ def _idn(body17: str) -> str:
 P1, P2 = _idn("37030419600101001"), _idn("37030419600101002")
 
 app = typer.Typer()
-app.add_typer(cli.notices_app, name="notices")
-app.add_typer(cli.leads_app, name="leads")
-app.add_typer(cli.referrals_app, name="referrals")
-app.add_typer(cli.report_app, name="report")
+app.add_typer(notices_cli.app, name="notices")
+app.add_typer(leads_cli.leads_app, name="leads")
+app.add_typer(leads_cli.referrals_app, name="referrals")
+app.add_typer(leads_cli.report_app, name="report")
 
 
 @pytest.fixture
@@ -132,9 +133,10 @@ def test_hub_commands_end_to_end(env):
     tmp, db = env
     common = ["--db", db, "--hub-config", str(tmp / "hub.toml")]
     (tmp / "id.txt").write_text(P1 + "\n", encoding="utf-8")
+    from datetime import datetime
+
     from hedui.node.discovery.calendar import local_date
-    from datetime import datetime, timezone
-    today = local_date(datetime.now(timezone.utc)).isoformat()  # the China date the product files under
+    today = local_date(datetime.now(UTC)).isoformat()  # the China date the product files under
     r = invoke("leads", "add", *common, "--identity-file", str(tmp / "id.txt"), "--region", "370304001",
                "--event-type", "illness", "--reporter", "grid-0107", "--json")
     assert r.exit_code == 0, r.output
@@ -193,27 +195,48 @@ def test_identity_file_and_store_errors(env, tmp_path):
     assert r.exit_code != 0 and "unreadable" in r.output
 
 
-def test_detect_enqueue_with_wired_signer_and_status(env, monkeypatch):
+def test_detect_enqueue_with_keys_and_status(env, monkeypatch):
+    """Queueing off the node: the notices are sealed to the hub's key and signed with the
+    department's key given on the command line (no module global, issue 11)."""
+    from sqlalchemy import select
+
+    from hedui.keys import dsse
+    from hedui.keys.keyfile import PASSPHRASE_ENV
+    from hedui.keys.signing import SigningKey
+    from hedui.node.discovery.notice import open_notice
+    from hedui.node.discovery.tables import notice_outbox
+    from hedui.v1 import common_pb2, notice_pb2
+
     tmp, db = env
-    calls = []
-
-    def factory(provider: str, hub: str):
-        def sign_and_seal(detection, notice_id: bytes) -> bytes:
-            calls.append((provider, hub, detection.rule))
-            return b"envelope:" + notice_id
-
-        return sign_and_seal
-
-    monkeypatch.setattr(cli.wiring, "sign_and_seal", factory)
+    monkeypatch.setenv(PASSPHRASE_ENV, "department passphrase")
+    signer = SigningKey.generate("370304-medins")
+    signer.save(tmp / "signing.key", b"department passphrase")
     args = ["notices", "detect", "--provider", "370304-medins", "--department", "medins",
             "--records-csv", str(tmp / "stays.csv"), "--as-of", "2025-06-03",
-            "--dedup-secret-file", str(tmp / "dedup.secret"), "--enqueue", "370304-mz", "--db", db, "--json"]
+            "--dedup-secret-file", str(tmp / "dedup.secret"), "--enqueue", "370304-mz", "--db", db,
+            "--signing-key", str(tmp / "signing.key"), "--hub-sealing-key", str(tmp / "sealing.pub"), "--json"]
     r = invoke(*args)
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["queued"] == 2
     r = invoke(*args)  # a re-run of the same period queues nothing new
     assert json.loads(r.stdout)["queued"] == 0
-    assert len(calls) == 2 and {c[:2] for c in calls} == {("370304-medins", "370304-mz")}
+    eng = open_engine(db)
+    try:
+        with eng.connect() as c:
+            envelopes = [common_pb2.Envelope.FromString(bytes(e)) for e in c.execute(select(notice_outbox.c.envelope)).scalars()]
+    finally:
+        eng.dispose()
+    hub_key = SealingKey.load(tmp / "sealing.pem", b"pw")
+    opened = set()
+    for env_ in envelopes:
+        payload, _ = dsse.verify(env_, {signer.public.keyid: signer.public}, payload_type=dsse.NOTICE)
+        notice = notice_pb2.Notice.FromString(payload)
+        assert (notice.provider, notice.hub) == ("370304-medins", "370304-mz")
+        opened.add(open_notice(notice, hub_key).identity)
+    assert opened == {P1, P2}
+    r = invoke("notices", "detect", "--provider", "p", "--department", "medins", "--records-csv", str(tmp / "stays.csv"),
+               "--dedup-secret-file", str(tmp / "dedup.secret"), "--enqueue", "370304-mz", "--db", db)
+    assert r.exit_code != 0 and "--signing-key" in r.output
     r = invoke("notices", "status", "--db", db, "--json")
     st = json.loads(r.stdout)
     assert (st["pending"], st["delivered"]) == (2, 0)

@@ -16,16 +16,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
-import hedui.node.index_tables  # noqa: F401  (registers the tables on the shared metadata)
-from hedui.adapters import open_adapter
-from hedui.adapters.idnum import contains_idnum
+import hedui.node.verification.index_tables  # noqa: F401  (registers the tables on the shared metadata)
+from hedui.adapters import idnum, open_adapter
 from hedui.adapters.records import Record
 from hedui.adapters.synthetic import write_csv, write_sql
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, InvalidArgument
-from hedui.node.index import (all_tokens, build_index, facts_for_tokens, list_problems, live_epochs,
-                              retire_epoch)
-from hedui.node.index_tables import index_progress, index_rows, token_index
+from hedui.node.verification.index import all_tokens, build_index, facts_for_tokens, list_problems, live_epochs, retire_epoch
+from hedui.node.verification.index_tables import index_progress, index_rows, token_index
 
 SEED = bytes(range(32))
 KEY1 = ServerKey.derive(SEED, 1)
@@ -122,12 +120,12 @@ def _scan_store(engine) -> list[str]:
                         v = bytes(v)
                     elif v is not None:
                         v = str(v)
-                    if v is not None and contains_idnum(v):
+                    if v is not None and idnum.contains(v):
                         hits.append(name)
     if engine.dialect.name == "sqlite":
         db = Path(engine.url.database)
         for f in (db, Path(f"{db}-wal")):
-            if f.exists() and contains_idnum(f.read_bytes()):
+            if f.exists() and idnum.contains(f.read_bytes()):
                 hits.append(f.name)
     return hits
 
@@ -269,7 +267,7 @@ _CHILD = textwrap.dedent("""
     import sys, time
     from hedui.adapters import open_adapter
     from hedui.keys.oprf import ServerKey
-    from hedui.node.index import build_index
+    from hedui.node.verification.index import build_index
     from hedui.node.store.db import open_engine
 
     def main():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hedui.keys import dsse
 from hedui.keys import federation as fed
@@ -145,7 +146,7 @@ def test_directory_signed_by_someone_else(tb):
 
 def test_directory_expired_and_rollback(tb):
     env = dsse.from_json(tb.directory_path.read_text())
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=31)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
     with pytest.raises(VerificationError) as e:
         verify_directory(env, _authority(tb), now=later)
     assert e.value.reason == "DIRECTORY_EXPIRED"
@@ -157,7 +158,7 @@ def test_directory_expired_and_rollback(tb):
 def test_directory_spec_unknown_key(tb):
     text = tb.spec_path.read_text() + '\nsurprise = "x"\n'
     tb.spec_path.write_text(text)
-    with pytest.raises(ConfigError, match="surprise: unknown key"):
+    with pytest.raises(ConfigError, match="surprise: got an unknown key"):
         DirectorySpec.load(tb.spec_path)
 
 

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hedui.adapters import idnum
 from hedui.node.audit import merkle
 from hedui.node.audit.errors import ConsistencyProofError, InclusionProofError, NoteError
-from hedui.node.audit.log import contains_identity
 from hedui.node.audit.note import Signer, open_note, sign_note
 
 MAX = 1100
@@ -100,6 +100,6 @@ def test_signed_notes_round_trip_and_edits_fail(text: str, data) -> None:
 @given(digest=st.binary(min_size=32, max_size=32), n=st.integers(0, 10**17 - 1), check=st.sampled_from("0123456789X"),
        sep=st.sampled_from([" ", ":", "\"", "-", "/", "=", ",", "\n"]))
 def test_identity_shape(digest: bytes, n: int, check: str, sep: str) -> None:
-    assert not contains_identity(digest.hex())
-    assert not contains_identity(f"{n:017d}")
-    assert contains_identity(f"x{sep}{n:017d}{check}{sep}y")
+    assert not idnum.contains(digest.hex())
+    assert not idnum.contains(f"{n:017d}")
+    assert idnum.contains(f"x{sep}{n:017d}{check}{sep}y")

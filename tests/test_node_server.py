@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -133,10 +132,11 @@ def test_expired_directory_refused_at_start(fedbed):
     import datetime as dt
     from unittest import mock
 
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
     with mock.patch("hedui.keys.directory.dt") as mdt:
         mdt.datetime.now.return_value = later
         mdt.timezone = dt.timezone
+        mdt.UTC = dt.UTC
         mdt.timedelta = dt.timedelta
         with pytest.raises(ConfigError, match="expired"):
             Runtime.open(fedbed.config_path("tax"))
@@ -165,11 +165,11 @@ def test_tampered_directory_refused_at_start(fedbed):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda t: t.replace("[node]", "[node]\ncolour = \"blue\""), "node.colour: unknown key"),
+        (lambda t: t.replace("[node]", "[node]\ncolour = \"blue\""), "node.colour: got an unknown key"),
         (lambda t: t.replace("workers = 8", "workers = \"many\""), "node.workers"),
         (lambda t: t.replace('listen = "127.0.0.1:', 'listen = "nowhere'), "node.listen"),
-        (lambda t: t + "\n[surprise]\nx = 1\n", "surprise: unknown key"),
-        (lambda t: t.replace("[tls]", "[tls]\n[[oops"), "not valid TOML"),
+        (lambda t: t + "\n[surprise]\nx = 1\n", "surprise: got an unknown key"),
+        (lambda t: t.replace("[tls]", "[tls]\n[[oops"), "got invalid TOML"),
     ],
 )
 def test_bad_config_is_one_line(fedbed, mutate, message):

@@ -12,34 +12,35 @@ import hashlib
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 from sqlalchemy import func, select
 
+from hedui.adapters import idnum
 from hedui.keys import dsse
 from hedui.keys import federation as fed
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey
-from hedui.node.audit.log import IDENTITY_SHAPE, decode_entry
+from hedui.node.audit.entry import decode_entry
 from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient, channel_credentials
 from hedui.node.discovery import tables as t
 from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.detect import Detection
-from hedui.node.discovery.hub import open_notice
-from hedui.node.discovery.outbox import seal_notice
-from hedui.node.notices import DetectionScheduler, ProviderNotices, PushLoop
+from hedui.node.discovery.notice import open_notice, seal_notice
+from hedui.node.discovery.outbox import enqueue
+from hedui.node.discovery.provider import DetectionScheduler, ProviderNotices, PushLoop
 from hedui.node.runtime import Runtime
-from hedui.node.svc_hub import hub_state
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
-from hedui.node.testbed_discovery import SCENARIO_AS_OF, expected_detections, planted_identity
+from hedui.node.testbed.discovery import SCENARIO_AS_OF, expected_detections, planted_identity
 from hedui.v1 import common_pb2, notice_pb2
 
 PUSH = "/hedui.v1.NoticeService/Push"
@@ -84,7 +85,9 @@ def fed_tb(tmp_path, monkeypatch):
 
 
 def notices(tb: Testbed, code: str) -> ProviderNotices:
-    return tb.runtime(code).extras["notices"]
+    n = tb.runtime(code).notices
+    assert n is not None
+    return n
 
 
 def hub_counts(tb: Testbed) -> dict[str, int]:
@@ -110,8 +113,8 @@ def run_all(tb: Testbed) -> dict:
 
 def _check_delivered(tb: Testbed, runs: dict) -> None:
     hub_rt = tb.runtime("hub")
-    hub = hub_state(hub_rt).hub
-    hub_key = hub_state(hub_rt).sealing_key
+    hub = hub_rt.hub.discovery
+    hub_key = hub_rt.hub.sealing_key
     total = sum(len(r.detections) for r in runs.values())
     assert total == sum(r.queued for r in runs.values()) > 0
 
@@ -199,7 +202,7 @@ def test_notices_arrive_sealed_and_signed_and_become_merged_leads(fed_tb):
     _check_delivered(tb, runs)
     # The same person at two departments is one lead: resident 1 (hospital stay + new
     # disability certificate) and resident 2 (hospital stay + fire).
-    hub = hub_state(tb.runtime("hub")).hub
+    hub = tb.runtime("hub").hub.discovery
     merged = {tuple(lead["providers"]) for lead in (hub.lead(m["lead_id"]) for m in hub.merged_leads())}
     assert ("disability", "medins") in merged and ("fire", "medins") in merged
     # A re-run of the same periods queues nothing new.
@@ -220,7 +223,8 @@ def _detection(tb: Testbed, *, identity: str | None = None) -> Detection:
 def _notice(tb: Testbed, *, provider: str = "fire", hub: str = "hub", sealed_to: bytes | None = None,
             identity: str | None = None, notice_id: bytes | None = None) -> notice_pb2.Notice:
     return seal_notice(_detection(tb, identity=identity), notice_id=notice_id or os.urandom(16), provider=provider,
-                       hub=hub, hub_sealing_key=sealed_to or notices(tb, "fire").hub_public)
+                       hub=hub, hub_sealing_key=sealed_to or notices(tb, "fire").hub_public,
+                       created_at=datetime.combine(SCENARIO_AS_OF, datetime.min.time(), UTC))
 
 
 def _signed(notice: notice_pb2.Notice, signer: SigningKey) -> common_pb2.Envelope:
@@ -316,6 +320,29 @@ def test_refused_notices_are_audited_and_nothing_is_stored(fed_tb):
     assert not [x for x in audit_log(hub_rt) if x["kind"] in ("notice.received", "receipt")]
 
 
+def test_notice_the_hub_refuses_as_such_is_rejected_by_the_node_pusher(fed_tb):
+    """The node's own push path turns the hub's status back into the typed error, so a
+    refusal of the notice itself (here an invalid identity in the sealed part) marks the
+    outbox row rejected instead of retrying it forever; a transient failure would not."""
+    tb = fed_tb
+    pn = notices(tb, "fire")
+    idn = planted_identity(tb, 33)
+    bad = idn[:17] + ("0" if idn[17] != "0" else "1")
+    det = Detection(rule="fire.large_loss", event_type="fire_loss", identity=bad, region="370304001",
+                    event_date=date(2025, 10, 7), due_date=date(2025, 10, 10), period="2025-10-07",
+                    details={"fact": "fire"}, dedup_key="f" * 64)
+    with tb.runtime("fire").engine.begin() as conn:
+        nid, created = enqueue(conn, det, pn.sign_and_seal, hub="hub")
+    assert created
+    stats = pn.push()
+    assert (stats.attempted, stats.failed) == (1, 1)
+    with tb.runtime("fire").engine.connect() as c:
+        row = c.execute(select(t.notice_outbox.c.status, t.notice_outbox.c.last_error)
+                        .where(t.notice_outbox.c.notice_id == nid)).one()
+    assert row.status == "rejected" and "INVALID_IDENTITY" in row.last_error and bad not in row.last_error
+    assert hub_counts(tb) == {"notice_inbox": 0, "leads": 0, "lead_events": 0, "referrals": 0}
+
+
 def test_certificate_from_the_ca_but_not_in_the_directory_is_refused(fed_tb, tmp_path):
     tb = fed_tb
     pw = tb.passphrase.encode()
@@ -370,7 +397,7 @@ def test_replayed_notice_gets_a_duplicate_receipt_and_no_new_lead(fed_tb):
 
 class Clock:
     def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
+        self.now = datetime.now(UTC)
 
     def __call__(self) -> datetime:
         return self.now
@@ -424,8 +451,8 @@ _KILL_SCRIPT = r"""
 import sys, time
 from pathlib import Path
 from hedui.node.runtime import Runtime
-from hedui.node.notices import ProviderNotices
-from hedui.node.testbed_discovery import SCENARIO_AS_OF
+from hedui.node.discovery.provider import ProviderNotices
+from hedui.node.testbed.discovery import SCENARIO_AS_OF
 
 config, mode = Path(sys.argv[1]), sys.argv[2]
 rt = Runtime.open(config)
@@ -518,7 +545,7 @@ def test_no_identity_number_in_stores_audit_entries_or_logs(fed_tb, caplog):
     runs = run_all(tb)
     for code in PROVIDERS:
         notices(tb, code).push()
-    for name, (make, _code, _reason) in REFUSALS.items():
+    for make, _code, _reason in REFUSALS.values():
         caller, env = make(tb)
         with pytest.raises(grpc.RpcError):
             _push(tb, caller, env)
@@ -526,25 +553,36 @@ def test_no_identity_number_in_stores_audit_entries_or_logs(fed_tb, caplog):
     identities |= {planted_identity(tb, n) for n in range(1, 40)}
     assert len(identities) > 10
 
-    # Every node store (database file and WAL): outbox, inbox, leads, audit, state.
+    # Every node store: each column of each row through the one identity guard (reading the
+    # raw file would join neighbouring columns, a date and a region code, into a false hit),
+    # and the raw database file and WAL, free pages included, for the identities we know.
     for m in tb.members:
+        db = tb.member_dir(m.code) / "node.db"
+        con = sqlite3.connect(db)
+        try:
+            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+                for row in con.execute(f'SELECT * FROM "{table}"'):
+                    for v in row:
+                        if isinstance(v, (str, bytes)):
+                            assert not idnum.contains(v), (m.code, table)
+        finally:
+            con.close()
         for f in sorted(tb.member_dir(m.code).glob("node.db*")):
             data = f.read_bytes()
-            assert not IDENTITY_SHAPE.search(data.decode("latin-1")), f
             assert not any(i.encode() in data for i in identities), f
     # The provider outbox's public columns, explicitly.
     for code in PROVIDERS:
         for row in _outbox(tb.runtime(code)):
             public = " ".join(str(row._mapping[k]) for k in row._mapping.keys() if k not in ("envelope", "receipt"))
-            assert not IDENTITY_SHAPE.search(public)
+            assert not idnum.contains(public)
     # Every audit entry of every node.
     for code in tb.servers:
         for e in audit_log(tb.runtime(code)):
             text = repr(e)
-            assert not IDENTITY_SHAPE.search(text) and not any(i in text for i in identities)
+            assert not idnum.contains(text) and not any(i in text for i in identities)
     # Every log line of the run.
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
-    assert logged and not IDENTITY_SHAPE.search(logged)
+    assert logged and not idnum.contains(logged)
     assert not any(i in logged for i in identities)
 
 

@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from hedui.keys.keyfile import PASSPHRASE_ENV
-from hedui.node.audit.log import decode_entry
+from hedui.node.audit.entry import decode_entry
 from hedui.node.audit.tables import audit_entries
 from hedui.node.cli._app import app
 from hedui.node.config import load_config
 from hedui.node.discovery.calendar import CHINA_TZ
-from hedui.node.discovery.tables import notice_outbox
-from hedui.node.errors import ConfigError
-from hedui.node.notices import (
+from hedui.node.discovery.provider import (
     DetectionScheduler,
     ProviderNotices,
     PushLoop,
@@ -27,10 +25,13 @@ from hedui.node.notices import (
     load_or_create_dedup_secret,
     provider_background,
 )
+from hedui.node.discovery.referrals import EscalationJob
+from hedui.node.discovery.service import NoticeServicer
+from hedui.node.discovery.tables import notice_outbox
+from hedui.node.errors import ConfigError
 from hedui.node.runtime import Runtime
-from hedui.node.svc_hub import EscalationJob, hub_state
 from hedui.node.testbed import MemberPlan, Testbed
-from hedui.node.testbed_discovery import SCENARIO_AS_OF, planted_identity
+from hedui.node.testbed.discovery import SCENARIO_AS_OF, planted_identity
 
 runner = CliRunner()
 
@@ -68,7 +69,7 @@ class Clock:
 
 
 def _local(d: date, hh: int, mm: int = 0) -> datetime:
-    return datetime.combine(d, time(hh, mm), CHINA_TZ).astimezone(timezone.utc)
+    return datetime.combine(d, time(hh, mm), CHINA_TZ).astimezone(UTC)
 
 
 # ---------------------------------------------------------------- schedules
@@ -144,21 +145,18 @@ def test_hub_config_errors_stop_the_hub_at_start(tb, tmp_path):
     p = tb.config_path("hub")
     text = p.read_text()
     p.write_text(text.replace('routing = "hub-discovery.toml"\n', ""))
-    rt = Runtime.open(p)
+    rt = Runtime.open(p)  # cases still run without discovery...
     try:
+        assert rt.hub is not None and rt.hub.discovery is None
         with pytest.raises(ConfigError, match="hub.routing: got none"):
-            hub_state(rt)
+            NoticeServicer(rt)  # ...but the node does not start its NoticeService
     finally:
         rt.close()
     # A private key that is not the one the directory publishes.
     SealingKey.generate().save(tmp_path / "other.key", tb.passphrase.encode())
     p.write_text(text.replace('sealing_key = "sealing.key"', f'sealing_key = "{tmp_path / "other.key"}"'))
-    rt = Runtime.open(p)
-    try:
-        with pytest.raises(ConfigError, match="differs from the sealing key in directory"):
-            hub_state(rt)
-    finally:
-        rt.close()
+    with pytest.raises(ConfigError, match="differs from the sealing key in directory"):
+        Runtime.open(p)
 
 
 # ---------------------------------------------------------------- the dedup secret
@@ -192,7 +190,7 @@ def test_dedup_secret_is_created_once_next_to_the_store(tb, tmp_path):
 def test_escalation_job_escalates_overdue_referrals_and_audits_it(tb, open_rt):
     tb.start(["hub"])
     rt = tb.runtime("hub")
-    hub = hub_state(rt).hub
+    hub = rt.hub.discovery
     acc = hub.add_manual_lead(identity=planted_identity(tb, 5), region="370304001", event_type="illness",
                               event_date=date(2025, 10, 9), reporter="grid-017", now=_local(date(2025, 10, 9), 10))
     ref = hub.referral(acc.referral_id)

@@ -8,9 +8,11 @@ import random
 
 import pytest
 
-from hedui.adapters.idnum import InvalidIdentity, synthetic
+from hedui.adapters.errors import InvalidIdentity
+from hedui.adapters.idnum import synthetic
 from hedui.keys import oprf
-from hedui.keys.oprf import InvalidBlindedElement, ProofError, ServerKey
+from hedui.keys.errors import InvalidBlindedElement, OprfProofError
+from hedui.keys.oprf import ServerKey
 from hedui.node.errors import InvalidArgument, VerificationError
 
 SEED = bytes(range(32))
@@ -140,7 +142,7 @@ def test_wrong_key_proof_rejected(key, ids):
     state = oprf.blind(ids)
     elements, proof = key.evaluate_batch(state.blinded)
     other = ServerKey.derive(SEED, 4)
-    with pytest.raises(ProofError) as ei:
+    with pytest.raises(OprfProofError) as ei:
         oprf.finalize(state, elements, proof, other.public_key_bytes)
     assert isinstance(ei.value, VerificationError) and ei.value.reason == "BAD_PROOF"
 
@@ -158,22 +160,22 @@ def test_tampered_evaluation_rejected(key, ids, tamper):
         elements[2] = ServerKey.derive(SEED, 9).evaluate_batch([state.blinded[2]])[0][0]
     else:
         elements[0], elements[1] = elements[1], elements[0]
-    with pytest.raises(ProofError, match="^(proof|elements)"):
+    with pytest.raises(OprfProofError, match="^(proof|elements)"):
         oprf.finalize(state, elements, proof, key.public_key_bytes)
 
 
 def test_count_and_shape_mismatches_rejected(key, ids):
     state = oprf.blind(ids)
     elements, proof = key.evaluate_batch(state.blinded)
-    with pytest.raises(ProofError, match="elements: got 4, want 5"):
+    with pytest.raises(OprfProofError, match="elements: got 4, want 5"):
         oprf.finalize(state, elements[:4], proof, key.public_key_bytes)
-    with pytest.raises(ProofError, match="proof: got 63 bytes, want 64"):
+    with pytest.raises(OprfProofError, match="proof: got 63 bytes, want 64"):
         oprf.finalize(state, elements, proof[:63], key.public_key_bytes)
-    with pytest.raises(ProofError, match=r"elements\[1\]: got 31 bytes"):
+    with pytest.raises(OprfProofError, match=r"elements\[1\]: got 31 bytes"):
         oprf.finalize(state, [elements[0], elements[1][:31]] + elements[2:], proof, key.public_key_bytes)
-    with pytest.raises(ProofError, match="elements: got an invalid encoding"):
+    with pytest.raises(OprfProofError, match="elements: got an invalid encoding"):
         oprf.finalize(state, elements[:4] + [bytes(32)], proof, key.public_key_bytes)
-    with pytest.raises(ProofError, match="public_key"):
+    with pytest.raises(OprfProofError, match="public_key"):
         oprf.finalize(state, elements, proof, b"\xff" * 32)
 
 

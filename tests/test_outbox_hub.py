@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import logging
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -21,14 +21,11 @@ from hedui.keys.sealing import SealingKey
 from hedui.node.discovery import tables as t
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar
 from hedui.node.discovery.detect import detect
-from hedui.node.discovery.hub import Hub, Route, Routing, monthly_report_html, open_notice
-from hedui.node.discovery.outbox import (
-    NOTICE_PAYLOAD_TYPE,
-    RECEIPT_PAYLOAD_TYPE,
-    Pusher,
-    enqueue,
-    seal_notice,
-)
+from hedui.node.discovery.hub import Hub
+from hedui.node.discovery.notice import NOTICE_PAYLOAD_TYPE, RECEIPT_PAYLOAD_TYPE, open_notice, seal_notice
+from hedui.node.discovery.outbox import Pusher, enqueue
+from hedui.node.discovery.report import monthly_report, render_html
+from hedui.node.discovery.routing import Route, Routing
 from hedui.node.discovery.rules import default_rules
 from hedui.node.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from hedui.node.store.schema import metadata
@@ -56,7 +53,7 @@ ROUTING = Routing(
 
 
 def local(y: int, m: int, d: int, hh: int = 10) -> datetime:
-    return datetime(y, m, d, hh, tzinfo=CHINA_TZ).astimezone(timezone.utc)
+    return datetime(y, m, d, hh, tzinfo=CHINA_TZ).astimezone(UTC)
 
 
 class Clock:
@@ -388,7 +385,7 @@ def test_referral_due_in_five_working_days_and_routed(engine, hub):
     # Late on 24 Jan UTC is already 25 Jan in China: counted from Saturday.
     acc2 = hub.add_manual_lead(identity=PEOPLE[1], region="370304009", event_type="education_aid_application",
                                event_date=date(2025, 1, 24), reporter="grid-0201",
-                               now=datetime(2025, 1, 24, 17, 0, tzinfo=timezone.utc))
+                               now=datetime(2025, 1, 24, 17, 0, tzinfo=UTC))
     ref2 = hub.referral(acc2.referral_id)
     assert ref2.due_date == date(2025, 2, 7)
     assert (ref2.assignee, ref2.assignee_kind) == ("370304-edu", "department")
@@ -468,7 +465,7 @@ def test_monthly_report_adds_up(engine, hub, hub_key):
                         event_date=date(2025, 4, 1), reporter="grid-0107", now=local(2025, 4, 1))
     assert r5 is not None and len({r0, r1, r2, r3, r4, r5}) == 6
 
-    rep = hub.monthly_report(2025, 3)
+    rep = monthly_report(hub, 2025, 3)
     assert rep["received"] == {
         "total": 6, "notices": 4, "manual": 2, "new_leads": 5,
         "by_provider": {"370304-cl": 1, "370304-medins": 3},
@@ -490,10 +487,10 @@ def test_monthly_report_adds_up(engine, hub, hub_key):
         "name": "区社会救助综合服务中心", "referred": 1, "completed_on_time": 0, "completed_late": 0,
         "overdue": 1, "pending": 0, "escalated": 1}}
 
-    april = hub.monthly_report(2025, 4)
+    april = monthly_report(hub, 2025, 4)
     assert (april["received"]["total"], april["referred"], april["overdue"]) == (1, 1, 1)  # unanswered by 30 April
 
-    page = monthly_report_html(rep)
+    page = render_html(rep)
     assert "社会救助主动发现工作月报 2025年3月" in page and "按时办结" in page and "城西街道" in page
     assert "<svg" in page and "</svg>" in page
     assert not re.search(r"(src|href)=\"?(https?:)?//", page)

@@ -9,9 +9,9 @@ import grpc
 from sqlalchemy import select
 
 from hedui.node.discovery.detect import Detection
+from hedui.node.discovery.notice import permanent_refusal
 from hedui.node.discovery.outbox import Pusher, enqueue, retry_rejected
 from hedui.node.discovery.tables import notice_outbox
-from hedui.node.notices import permanent_refusal
 
 
 class _Refused(grpc.RpcError):

@@ -57,15 +57,8 @@ def test_rotation_overlap_both_epochs_answer(tmp_path, monkeypatch):
     assert rot["epoch"] == 2 and rot["tokens"] > 0 and rot["next_steps"]
     # Authority: publish both epochs. Department: serve epoch 2, keep epoch 1 during the overlap.
     tax = next(m for m in tb.members if m.code == "tax")
-    from hedui.node import testbed_provider
-
-    spec_hook = testbed_provider._spec
-    monkeypatch.setattr(testbed_provider, "_spec", lambda t, m: (
-        {"oprf_keys": [{"epoch": 1, "public_key_hex": tax._oprf_pub.hex()}, {"epoch": 2, "public_key_hex": rot["public_key_hex"]}]}
-        if m.code == "tax" else spec_hook(t, m)))
-    import hedui.node.testbed as tbm
-
-    monkeypatch.setattr(tbm, "_SPEC_HOOKS", [testbed_provider._spec if h is spec_hook else h for h in tbm._SPEC_HOOKS])
+    tax.extra_spec = {"oprf_keys": [{"epoch": 1, "public_key_hex": tax.oprf_public.hex()},
+                                     {"epoch": 2, "public_key_hex": rot["public_key_hex"]}]}
     tb.version = 2
     tb.sign_directory()
     text = cfg.read_text().replace("epoch = 1", 'epoch = 2\nprevious_epoch = 1\nprevious_oprf_seed = "oprf-epoch1.seed"')
@@ -90,15 +83,14 @@ def test_rotation_overlap_both_epochs_answer(tmp_path, monkeypatch):
 
 
 def test_predicate_on_code_field_is_refused():
-    from hedui.node.fields import Catalogue, FieldDef
-    from hedui.node.svc_provider import _validate_lookup
+    from hedui.node.verification.catalogue import Catalogue, FieldDef
+    from hedui.node.verification.protocol import parse_lookup
 
-    class _St:
-        catalogue = Catalogue(fields=[FieldDef(name="disability_grade", type="code", fact="disability", agg="latest")])
+    catalogue = Catalogue(fields=[FieldDef(name="disability_grade", type="code", fact="disability", agg="latest")])
 
     req = lookup_pb2.LookupRequest(tokens=[b"t" * 64], queries=[lookup_pb2.FieldQuery(field="disability_grade", op=lookup_pb2.OPERATOR_GE, operand="2")])
     with pytest.raises(InvalidArgument) as e:
-        _validate_lookup(req, _St())
+        parse_lookup(req, catalogue)
     assert e.value.reason == "BAD_PREDICATE"
     req.queries[0].op = lookup_pb2.OPERATOR_EQ
-    assert _validate_lookup(req, _St())[0][1] == "eq"
+    assert parse_lookup(req, catalogue)[0].op == "eq"

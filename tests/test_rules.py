@@ -277,18 +277,18 @@ def test_rule_file_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        (('kind = "threshold"', 'kind = "threshold"\nthreshhold = 1'), "rule 'medins.a': threshhold: got an unknown key"),
-        (('threshold = "20000"', "threshold = 20000.0"), "rule 'medins.a': threshold: got float 20000.0"),
-        (('threshold = "20000"', 'threshold = "2e4"'), "rule 'medins.a': threshold: got '2e4'"),
-        (('threshold = "20000"', ""), "rule 'medins.a': threshold: got nothing"),
-        (("day = 5", "day = 31"), "rule 'medins.a': schedule.day: got 31"),
-        (("day = 5", 'day = "5"'), "rule 'medins.a': schedule.day: got '5'"),
-        (('kind = "monthly", day = 5', 'kind = "weekly", weekday = "monday"'), "rule 'medins.a': schedule.kind: got 'weekly'"),
-        (('period = "last_month"', 'period = "last_quarter"'), "rule 'medins.a': period: got 'last_quarter'"),
-        (('period = "last_month"', 'period = "last_month"\nlookback_days = 7'), "rule 'medins.a': lookback_days"),
-        (('fact = "inpatient_stay"', ""), "rule 'medins.a': fact: got nothing"),
-        (('kind = "threshold"', 'kind = "sum"'), "rule 'medins.a': kind: got 'sum'"),
-        (('id = "medins.a"', 'id = "Medins A"'), "rule '#1': id: got 'Medins A'"),
+        (('kind = "threshold"', 'kind = "threshold"\nthreshhold = 1'), "rules['medins.a'].threshhold: got an unknown key"),
+        (('threshold = "20000"', "threshold = 20000.0"), "rules['medins.a'].threshold: got float 20000.0"),
+        (('threshold = "20000"', 'threshold = "2e4"'), "rules['medins.a'].threshold: got '2e4'"),
+        (('threshold = "20000"', ""), "rules['medins.a'].threshold: got nothing"),
+        (("day = 5", "day = 31"), "rules['medins.a'].schedule.day: got 31"),
+        (("day = 5", 'day = "5"'), "rules['medins.a'].schedule.day: got '5'"),
+        (('kind = "monthly", day = 5', 'kind = "weekly", weekday = "monday"'), "rules['medins.a'].schedule.kind: got 'weekly'"),
+        (('period = "last_month"', 'period = "last_quarter"'), "rules['medins.a'].period: got 'last_quarter'"),
+        (('period = "last_month"', 'period = "last_month"\nlookback_days = 7'), "rules['medins.a'].lookback_days"),
+        (('fact = "inpatient_stay"', ""), "rules['medins.a'].fact: got nothing"),
+        (('kind = "threshold"', 'kind = "sum"'), "rules['medins.a'].kind: got 'sum'"),
+        (('id = "medins.a"', 'id = "Medins A"'), "rules['Medins A'].id: got 'Medins A'"),
         (('department = "medins"', ""), "department: got nothing"),
         (('department = "medins"', 'department = "medins"\nowner = "x"'), "owner: got an unknown key"),
     ],
@@ -304,7 +304,7 @@ def test_malformed_rule_file_names_rule_and_key(change, needle):
 
 def test_duplicate_rule_ids():
     text = GOOD + GOOD.split("\n", 2)[2]
-    with pytest.raises(ConfigError, match="rule 'medins.a': id: got a duplicate"):
+    with pytest.raises(ConfigError, match=r"rules\['medins.a'\]\.id: got a duplicate"):
         parse_rules(text)
 
 
@@ -346,7 +346,7 @@ def _only_config_errors(text: str) -> None:
         rs = parse_rules(text)
     except ConfigError as exc:
         msg = str(exc)
-        assert msg.startswith("rules ") and "\n" not in msg.split(" (", 1)[0]
+        assert msg.startswith("<rules>: ") and "\n" not in msg.split(" (", 1)[0]
     else:
         assert isinstance(rs, RuleSet)
 

@@ -22,12 +22,13 @@ def test_imports_and_cli_from_built_wheel(tmp_path):
                    check=True, capture_output=True, timeout=300)
     code = (
         "import hedui, hedui.v1.lookup_pb2, hedui.node.server, hedui.adapters.idnum, hedui.keys.oprf, hedui.node.store.migrate as m;"
-        "import hedui.node.audit.log, hedui.node.discovery.hub, hedui.node.hub.report;"
+        "import hedui.node.audit.log, hedui.node.discovery.hub, hedui.node.verification.report;"
         "from importlib import resources;"
         f"assert hedui.__file__.startswith({str(target)!r}), hedui.__file__;"
         f"assert hedui.node.server.__file__.startswith({str(target)!r});"
         "assert m.head() is not None;"
-        "assert resources.files('hedui.node').joinpath('templates/report.html').is_file();"
+        "assert resources.files('hedui.node').joinpath('templates/case-report.html').is_file();"
+        "assert resources.files('hedui.node').joinpath('templates/monthly-report.html').is_file();"
         "assert resources.files('hedui.node').joinpath('data/verification-rules.toml').is_file();"
         "print('ok')"
     )

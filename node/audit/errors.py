@@ -8,7 +8,7 @@ which is a refused *write* (``InvalidArgument``). Messages never contain an iden
 
 from __future__ import annotations
 
-from hedui.node.errors import InvalidArgument, VerificationError
+from hedui.node.errors import InvalidArgument, Reason, VerificationError
 
 __all__ = [
     "AuditVerificationError",
@@ -33,7 +33,7 @@ __all__ = [
 class AuditVerificationError(VerificationError):
     """Base of every audit-log verification failure."""
 
-    default_reason = "AUDIT_VERIFICATION_FAILED"
+    default_reason = Reason.AUDIT_VERIFICATION_FAILED
 
 
 # -- Merkle proofs (RFC 9162 §2.1.3, §2.1.4) -------------------------------------------
@@ -42,25 +42,25 @@ class AuditVerificationError(VerificationError):
 class ProofError(AuditVerificationError):
     """A Merkle proof did not verify."""
 
-    default_reason = "PROOF_INVALID"
+    default_reason = Reason.PROOF_INVALID
 
 
 class InclusionProofError(ProofError):
     """An RFC 9162 §2.1.3 inclusion proof did not verify (or could not be produced)."""
 
-    default_reason = "INCLUSION_PROOF_INVALID"
+    default_reason = Reason.INCLUSION_PROOF_INVALID
 
 
 class ConsistencyProofError(ProofError):
     """An RFC 9162 §2.1.4 consistency proof did not verify (or could not be produced)."""
 
-    default_reason = "CONSISTENCY_PROOF_INVALID"
+    default_reason = Reason.CONSISTENCY_PROOF_INVALID
 
 
 class ProofFormatError(InclusionProofError):
     """A c2sp.org/tlog-proof text is malformed."""
 
-    default_reason = "TLOG_PROOF_MALFORMED"
+    default_reason = Reason.TLOG_PROOF_MALFORMED
 
 
 # -- Signed notes (c2sp.org/signed-note) -----------------------------------------------
@@ -69,38 +69,38 @@ class ProofFormatError(InclusionProofError):
 class NoteError(AuditVerificationError):
     """Base of signed-note failures."""
 
-    default_reason = "NOTE_INVALID"
+    default_reason = Reason.NOTE_INVALID
 
 
 class MalformedNoteError(NoteError):
     """The note is not a well-formed signed note (layout, encoding, signature lines)."""
 
-    default_reason = "NOTE_MALFORMED"
+    default_reason = Reason.NOTE_MALFORMED
 
 
 class NoteSignatureError(NoteError):
     """A signature by a known key failed to verify (the whole note is rejected)."""
 
-    default_reason = "NOTE_SIGNATURE_INVALID"
+    default_reason = Reason.NOTE_SIGNATURE_INVALID
 
 
 class UnknownKeyError(NoteError):
     """No trusted key matches: a lookup by (name, key id) failed, or a note carries no
     signature by any trusted key."""
 
-    default_reason = "UNKNOWN_KEY"
+    default_reason = Reason.UNKNOWN_KEY
 
 
 class AmbiguousKeyError(NoteError):
     """More than one trusted key has the same (name, key id)."""
 
-    default_reason = "AMBIGUOUS_KEY"
+    default_reason = Reason.AMBIGUOUS_KEY
 
 
 class KeyFormatError(AuditVerificationError):
     """A verifier or signer key string is malformed or its key id does not match."""
 
-    default_reason = "KEY_MALFORMED"
+    default_reason = Reason.KEY_MALFORMED
 
 
 # -- Checkpoints, cosignatures, forks --------------------------------------------------
@@ -110,26 +110,26 @@ class CheckpointError(AuditVerificationError):
     """A checkpoint body is malformed (c2sp.org/tlog-checkpoint) or is not acceptable
     (wrong origin, older than one already seen, ...)."""
 
-    default_reason = "CHECKPOINT_INVALID"
+    default_reason = Reason.CHECKPOINT_INVALID
 
 
 class CosignatureError(AuditVerificationError):
     """A tlog-cosignature/v1 signature is malformed or does not verify."""
 
-    default_reason = "COSIGNATURE_INVALID"
+    default_reason = Reason.COSIGNATURE_INVALID
 
 
 class ForkError(AuditVerificationError):
     """Two checkpoints signed by the same log cannot both be true (same size and other
     root, or no valid consistency proof between them): a split view."""
 
-    default_reason = "LOG_FORK"
+    default_reason = Reason.LOG_FORK
 
 
 class TamperedLogError(AuditVerificationError):
     """The stored log disagrees with itself (entries, tree, checkpoints)."""
 
-    default_reason = "LOG_TAMPERED"
+    default_reason = Reason.LOG_TAMPERED
 
 
 # -- Refused writes --------------------------------------------------------------------
@@ -138,4 +138,4 @@ class TamperedLogError(AuditVerificationError):
 class IdentityInEntryError(InvalidArgument):
     """An audit entry would contain something shaped like a resident identity number."""
 
-    default_reason = "IDENTITY_IN_AUDIT_ENTRY"
+    default_reason = Reason.IDENTITY_IN_AUDIT_ENTRY

@@ -1,44 +1,8 @@
-"""The node's tamper-evident audit log: an RFC 9162 Merkle log in the node store, signed
-C2SP checkpoints, proofs, and cross-cosigning of peers' checkpoints.
+"""The node's tamper-evident audit log: an RFC 9162 Merkle log in the node store (the writer),
+signed C2SP checkpoints, and cross-cosigning of peers' checkpoints.
 
-Entry format (the leaf bytes)
------------------------------
-An entry is canonical JSON, UTF-8, keys sorted, no whitespace, no floats::
-
-    {"fields":{...},"kind":"query.sent","time":"2026-05-04T08:00:00.123456Z","v":1}
-
-The exact bytes are stored (``audit_entries.entry``) and hashed (RFC 9162 §2.1.1 leaf
-hash); nothing is ever re-serialised to verify. Field values are str, int, bool, null,
-lists or objects of those; bytes must be hex (lower case) — digests are SHA-256 hex.
-
-Entry kinds (:class:`Kind`) and the fields each MUST carry (others are allowed)
--------------------------------------------------------------------------------
-==================  =========================================================  =====
-kind                required fields                                            side
-==================  =========================================================  =====
-query.sent          request_id, peer, purpose, case_ref, request_digest         hub
-query.received      request_id, peer, purpose, case_ref, request_digest         provider
-answer.sent         request_id, peer, answer_digest, outcome                   provider
-answer.received     request_id, peer, answer_digest, outcome                   hub
-refusal             request_id, peer, outcome (the refusal reason code)        provider
-notice.sent         request_id (= notice id), peer, request_digest (notice)    provider
-notice.received     request_id (= notice id), peer, request_digest, outcome    hub
-receipt             request_id (= notice id), peer, answer_digest (receipt)    both
-directory           version, digest                                            any
-admin               action, operator                                           any
-peer.fork           peer, origin, size_a, size_b, reason                       any
-==================  =========================================================  =====
-
-Common optional fields: ``method`` (gRPC method name), ``count`` (items in a batch),
-``outcome`` (``"ok"`` or a reason code such as ``"POLICY_DENIED"``). ``peer`` is the
-other side's member code. ``request_id`` is the lower-case hex of the 16-byte request id;
-``request_digest`` / ``answer_digest`` / ``digest`` are lower-case hex SHA-256 of the
-exact signed bytes. ``purpose`` is the ``hedui.v1.Purpose`` enum name. ``case_ref`` is
-the hub's case reference ("" only if there is none — reconciliation reports those).
-
-Entries never hold identity numbers: :data:`IDENTITY_SHAPE` (the one definition) is
-checked on every serialised entry and an entry that matches is refused with
-:class:`IdentityInEntryError`.
+Entries and their kinds: :mod:`hedui.node.audit.entry`; reading the tree and proofs:
+:mod:`hedui.node.audit.tree`.
 
 Writes and crashes
 ------------------
@@ -53,206 +17,30 @@ queued up in one transaction (group commit) and resolves the future afterwards.
 from __future__ import annotations
 
 import base64
-import functools
-import json
 import logging
 import queue
-import re
 import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine, TextClause, and_, func, insert, select, text, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from hedui.node.audit import merkle
-from hedui.node.audit.errors import (
-    CheckpointError,
-    ConsistencyProofError,
-    ForkError,
-    IdentityInEntryError,
-    InclusionProofError,
-    TamperedLogError,
-)
-from hedui.node.audit.note import Checkpoint, Signer, Verifier, Verifiers, open_checkpoint, split_note
-from hedui.node.audit.tables import (
-    audit_checkpoints,
-    audit_cosignatures,
-    audit_entries,
-    audit_forks,
-    audit_head,
-    audit_nodes,
-)
-from hedui.adapters.idnum import IDNUM_WIDE
-from hedui.node.errors import ConfigError, InvalidArgument, NotFound
+from hedui.node.audit.entry import Kind, encode_entry, utc
+from hedui.node.audit.errors import CheckpointError, ConsistencyProofError, ForkError, TamperedLogError
+from hedui.node.audit.note import Checkpoint, Signer, Verifier, Verifiers, open_checkpoint
+from hedui.node.audit.tables import audit_checkpoints, audit_cosignatures, audit_entries, audit_forks, audit_head, audit_nodes
+from hedui.node.audit.tree import DEFAULT_TILE_HEIGHT, HEAD_ID, TIME_EXTENSION, StoredCheckpoint, TreeReader, perfect_root
+from hedui.node.errors import ConfigError, InvalidArgument
+from hedui.node.loops import PeriodicJob
 
-__all__ = [
-    "IDENTITY_SHAPE",
-    "contains_identity",
-    "Kind",
-    "REQUIRED_FIELDS",
-    "TIME_EXTENSION",
-    "encode_entry",
-    "decode_entry",
-    "StoredCheckpoint",
-    "TreeReader",
-    "AuditLog",
-    "checkpoint_time",
-    "CheckpointScheduler",
-]
+__all__ = ["AuditLog", "CheckpointScheduler"]
 
 log = logging.getLogger("hedui.audit")
-
-# "Shaped like a resident identity number" (GB 11643-1999), ASCII or full-width: the one
-# definition lives with the identity code.
-IDENTITY_SHAPE = IDNUM_WIDE
-
-
-def contains_identity(text: str | bytes) -> bool:
-    """True if ``text`` contains something shaped like an 18-character identity number."""
-    if isinstance(text, (bytes, bytearray)):
-        text = bytes(text).decode("utf-8", "replace")
-    return IDENTITY_SHAPE.search(text) is not None
-
-
-class Kind:
-    """Entry kinds (see the module docstring for their fields)."""
-
-    QUERY_SENT = "query.sent"
-    QUERY_RECEIVED = "query.received"
-    ANSWER_SENT = "answer.sent"
-    ANSWER_RECEIVED = "answer.received"
-    REFUSAL = "refusal"
-    NOTICE_SENT = "notice.sent"
-    NOTICE_RECEIVED = "notice.received"
-    RECEIPT = "receipt"
-    DIRECTORY = "directory"
-    ADMIN = "admin"
-    PEER_FORK = "peer.fork"
-
-
-_QUERY = frozenset({"request_id", "peer", "purpose", "case_ref", "request_digest"})
-REQUIRED_FIELDS: Mapping[str, frozenset[str]] = {
-    Kind.QUERY_SENT: _QUERY,
-    Kind.QUERY_RECEIVED: _QUERY,
-    Kind.ANSWER_SENT: frozenset({"request_id", "peer", "answer_digest", "outcome"}),
-    Kind.ANSWER_RECEIVED: frozenset({"request_id", "peer", "answer_digest", "outcome"}),
-    Kind.REFUSAL: frozenset({"request_id", "peer", "outcome"}),
-    Kind.NOTICE_SENT: frozenset({"request_id", "peer", "request_digest"}),
-    Kind.NOTICE_RECEIVED: frozenset({"request_id", "peer", "request_digest", "outcome"}),
-    Kind.RECEIPT: frozenset({"request_id", "peer", "answer_digest"}),
-    Kind.DIRECTORY: frozenset({"version", "digest"}),
-    Kind.ADMIN: frozenset({"action", "operator"}),
-    Kind.PEER_FORK: frozenset({"peer", "origin", "size_a", "size_b", "reason"}),
-}
-
-_KIND_RE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")
-_HEX_ID = re.compile(r"(?:[0-9a-f]{2}){1,32}")
-_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
-_DIGEST_FIELDS = ("request_digest", "answer_digest", "digest")
-_MAX_ENTRY_BYTES = 64 * 1024
-ENTRY_VERSION = 1
-# Checkpoint extension line carrying the signing time (POSIX seconds), so that a
-# re-signed idle checkpoint proves freshness (c2sp.org/tlog-checkpoint "extension lines").
-TIME_EXTENSION = "hedui-time"
-# Complete subtrees are cached at heights 4, 8, 12, ...: one node row per 15 entries, and a
-# proof reads at most 15 stored hashes per 4 levels (measured: tile 4 gives ~35% faster
-# proofs than tile 8 at 2*10^5 entries, with the same append rate).
-DEFAULT_TILE_HEIGHT = 4
-_HEAD_ID = 1
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
-_SCALARS = (str, int, bool, type(None))
-
-
-def _check_value(path: str, v: Any, depth: int = 0) -> None:
-    if depth == 0 and isinstance(v, dict) and all(type(x) in _SCALARS for x in v.values()):
-        if all(type(k) is str for k in v):
-            return  # the common case: a flat object of scalars
-    if depth > 8:
-        raise InvalidArgument(f"audit entry {path}: nested too deep")
-    if v is None or isinstance(v, (bool, str)):
-        return
-    if isinstance(v, int):
-        return
-    if isinstance(v, (list, tuple)):
-        for i, x in enumerate(v):
-            _check_value(f"{path}[{i}]", x, depth + 1)
-        return
-    if isinstance(v, Mapping):
-        for k, x in v.items():
-            if not isinstance(k, str):
-                raise InvalidArgument(f"audit entry {path}: keys must be strings")
-            _check_value(f"{path}.{k}", x, depth + 1)
-        return
-    hint = " (hex-encode bytes)" if isinstance(v, (bytes, bytearray, memoryview)) else ""
-    raise InvalidArgument(
-        f"audit entry {path}: got {type(v).__name__}, want str, int, bool, null, list or object{hint}"
-    )
-
-
-def _utc(t: datetime) -> datetime:
-    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-
-
-def _format_time(t: datetime) -> str:
-    if t.tzinfo is not None and t.utcoffset():
-        t = t.astimezone(timezone.utc)
-    # a naive datetime is UTC (SQLite returns stored UTC times without a zone)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond
-    )
-
-
-def encode_entry(kind: str, fields: Mapping[str, Any], at: datetime) -> bytes:
-    """The canonical entry bytes; raises ``InvalidArgument`` / ``IdentityInEntryError``."""
-    if not isinstance(kind, str) or len(kind) > 64 or not _KIND_RE.fullmatch(kind):
-        raise InvalidArgument(f"audit entry kind: got {kind!r}, want e.g. 'query.sent'")
-    if not isinstance(fields, Mapping):
-        raise InvalidArgument("audit entry fields: want a mapping")
-    _check_value("fields", fields)
-    missing = REQUIRED_FIELDS.get(kind, frozenset()) - fields.keys()
-    if missing:
-        raise InvalidArgument(f"audit entry {kind}: missing fields {sorted(missing)}")
-    rid = fields.get("request_id")
-    if rid is not None and (not isinstance(rid, str) or not _HEX_ID.fullmatch(rid)):
-        raise InvalidArgument(f"audit entry {kind}: request_id must be lower-case hex (1-32 bytes)")
-    for name in _DIGEST_FIELDS:
-        d = fields.get(name)
-        if d is not None and d != "" and (not isinstance(d, str) or not _HEX_DIGEST.fullmatch(d)):
-            raise InvalidArgument(f"audit entry {kind}: {name} must be lower-case hex SHA-256")
-    try:
-        data = _canonical({"fields": dict(fields), "kind": kind, "time": _format_time(at), "v": ENTRY_VERSION})
-    except (UnicodeEncodeError, ValueError) as exc:
-        raise InvalidArgument(f"audit entry {kind}: not serialisable ({exc})") from None
-    if len(data) > _MAX_ENTRY_BYTES:
-        raise InvalidArgument(f"audit entry {kind}: {len(data)} bytes, want <= {_MAX_ENTRY_BYTES}")
-    if contains_identity(data.decode("utf-8")):
-        where = next(
-            (k for k, v in fields.items() if contains_identity(k) or contains_identity(_canonical(v).decode())),
-            "kind",
-        )
-        raise IdentityInEntryError(
-            f"audit entry {kind}: field {where!r} holds a value shaped like a resident identity "
-            "number; log a pseudonym or a digest instead"
-        )
-    return data
-
-
-def decode_entry(data: bytes) -> dict[str, Any]:
-    """Parses entry bytes into ``{"kind", "time", "fields", "v"}`` (no verification)."""
-    obj = json.loads(bytes(data).decode("utf-8"))
-    if not isinstance(obj, dict) or not isinstance(obj.get("fields"), dict) or "kind" not in obj:
-        raise ValueError("not an audit entry")
-    return obj
 
 
 @dataclass(frozen=True)
@@ -263,217 +51,7 @@ class _Prepared:
     data: bytes
 
 
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    """A checkpoint this log signed."""
-
-    size: int
-    root: bytes
-    note: str
-    created_at: datetime
-    time: int | None  # the signed ``hedui-time`` extension, if any
-
-    @property
-    def checkpoint(self) -> Checkpoint:
-        return Checkpoint.parse(split_note(self.note)[0])
-
-
-def checkpoint_time(cp: Checkpoint) -> int | None:
-    """The signed ``hedui-time`` extension of a checkpoint, if present."""
-    for line in cp.extensions:
-        name, _, value = line.partition(" ")
-        if name == TIME_EXTENSION and value.isdigit():
-            return int(value)
-    return None
-
-
 _STOP = object()
-
-
-class TreeReader:
-    """Read-only view of a stored audit tree: size, roots, proofs, entries, checkpoints.
-    Needs no key, so services that only serve proofs, and the offline tools, use it."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        try:
-            with engine.connect() as conn:
-                row = conn.execute(select(audit_head).where(audit_head.c.id == _HEAD_ID)).first()
-        except (OperationalError, ProgrammingError) as exc:
-            raise ConfigError(f"audit tables are missing or unreadable; run the migrations ({exc.orig})") from None
-        if row is None:
-            raise NotFound("this store has no audit log yet")
-        self._origin = str(row.origin)
-        self._tile = int(row.tile_height)
-        self._subtrees = merkle.SubtreeCache(self._load_subtrees)
-        self._known_size = 0
-
-    @property
-    def origin(self) -> str:
-        return self._origin
-
-    @property
-    def engine(self) -> Engine:
-        return self._engine
-
-    @property
-    def tile_height(self) -> int:
-        return self._tile
-
-    @property
-    def subtrees(self) -> merkle.SubtreeHashes:
-        """The cached :data:`merkle.SubtreeHashes` source over this store."""
-        return self._subtrees
-
-    def size(self) -> int:
-        """The current tree size (number of committed entries)."""
-        with self._engine.connect() as conn:
-            return int(conn.execute(select(audit_head.c.size).where(audit_head.c.id == _HEAD_ID)).scalar_one())
-
-    @staticmethod
-    def _read_level(conn, level: int, a: int, b: int) -> list[bytes]:
-        """Hashes of the complete subtrees at ``level`` with indices ``[a, b)``."""
-        if level == 0:
-            t = audit_entries
-            stmt = select(t.c.seq, t.c.leaf_hash).where(and_(t.c.seq >= a, t.c.seq < b)).order_by(t.c.seq)
-        else:
-            t = audit_nodes
-            stmt = (
-                select(t.c.idx, t.c.hash)
-                .where(and_(t.c.level == level, t.c.idx >= a, t.c.idx < b))
-                .order_by(t.c.idx)
-            )
-        rows = conn.execute(stmt).all()
-        if len(rows) != b - a or any(r[0] != a + i for i, r in enumerate(rows)):
-            raise TamperedLogError(f"audit tree level {level} is missing nodes in [{a}, {b})")
-        return [bytes(r[1]) for r in rows]
-
-    def _load_subtrees(self, ranges: Sequence[merkle.Range]) -> list[bytes]:
-        """:data:`merkle.SubtreeHashes` over the store: a complete subtree of height h is
-        folded from at most 2^(T-1) stored hashes at height T*floor(h/T). All the stored
-        hashes one call needs are read with at most two queries (leaves, cached nodes)."""
-        T = self._tile
-        plans = []
-        groups: dict[tuple[int, int], list[int]] = {}  # (level, tile) -> [lo, hi)
-        for a, b in ranges:
-            h = (b - a).bit_length() - 1
-            base = (h // T) * T
-            lo, hi = a >> base, b >> base
-            plans.append((base, lo, hi))
-            g = groups.setdefault((base, lo >> T), [lo, hi])
-            g[0], g[1] = min(g[0], lo), max(g[1], hi)
-        with self._engine.connect() as conn:
-            got = self._read_groups(conn, groups)
-        out = []
-        for base, lo, hi in plans:
-            g_lo = groups[(base, lo >> T)][0]
-            hashes = got[(base, lo >> T)]
-            out.append(_perfect_root(hashes[lo - g_lo : hi - g_lo]))
-        return out
-
-    @staticmethod
-    @functools.lru_cache(maxsize=64)
-    def _range_query(kind: str, n: int) -> TextClause:
-        # Plain SQL (cached per shape): building expression trees cost more than the reads.
-        if kind == "leaf":
-            terms = " OR ".join(f"(seq >= :lo{i} AND seq < :hi{i})" for i in range(n))
-            return text(f"SELECT 0, seq, leaf_hash FROM audit_entries WHERE {terms}")
-        terms = " OR ".join(f"(level = :lv{i} AND idx >= :lo{i} AND idx < :hi{i})" for i in range(n))
-        return text(f"SELECT level, idx, hash FROM audit_nodes WHERE {terms}")
-
-    @classmethod
-    def _read_groups(cls, conn, groups: Mapping[tuple[int, int], Sequence[int]]) -> dict[tuple[int, int], list[bytes]]:
-        """Reads several ``(level, key) -> [lo, hi)`` index ranges in two queries at most."""
-        found: dict[tuple[int, int], dict[int, bytes]] = {k: {} for k in groups}
-        for kind in ("leaf", "node"):
-            part = [(k, lo, hi) for k, (lo, hi) in groups.items() if (k[0] == 0) == (kind == "leaf")]
-            if not part:
-                continue
-            params: dict[str, int] = {}
-            for i, (k, lo, hi) in enumerate(part):
-                params[f"lo{i}"], params[f"hi{i}"] = lo, hi
-                if kind == "node":
-                    params[f"lv{i}"] = k[0]
-            for level, idx, h in conn.execute(cls._range_query(kind, len(part)), params):
-                for k, lo, hi in part:
-                    if k[0] == level and lo <= idx < hi:
-                        found[k][idx] = bytes(h)
-        out: dict[tuple[int, int], list[bytes]] = {}
-        for k, (lo, hi) in groups.items():
-            have = found[k]
-            if len(have) != hi - lo:
-                raise TamperedLogError(f"audit tree level {k[0]} is missing nodes in [{lo}, {hi})")
-            out[k] = [have[i] for i in range(lo, hi)]
-        return out
-
-    def _check_size(self, size: int) -> None:
-        # The tree only grows: a size seen before needs no query.
-        if 0 <= size <= self._known_size:
-            return
-        current = self._known_size = self.size()
-        if not 0 <= size <= current:
-            raise InvalidArgument(f"tree_size: got {size}, want 0..{current}")
-
-    def root(self, size: int | None = None) -> bytes:
-        """MTH(D[0:size]) (the current size by default)."""
-        if size is None:
-            size = self.size()
-        else:
-            self._check_size(size)
-        return merkle.root_at(size, self._subtrees)
-
-    def entry(self, seq: int) -> bytes:
-        """The stored bytes of entry ``seq``."""
-        with self._engine.connect() as conn:
-            data = conn.execute(select(audit_entries.c.entry).where(audit_entries.c.seq == seq)).scalar()
-        if data is None:
-            raise InvalidArgument(f"seq: got {seq}, no such entry")
-        return bytes(data)
-
-    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        """RFC 9162 §2.1.3.1 proof that leaf ``index`` is in the tree of ``size``."""
-        self._check_size(size)
-        if not 0 <= index < size:
-            raise InclusionProofError(f"index: got {index}, want 0 <= index < {size}")
-        return merkle.inclusion_proof(index, size, self._subtrees)
-
-    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
-        """RFC 9162 §2.1.4.1 proof that the tree of ``size2`` extends that of ``size1``."""
-        self._check_size(size2)
-        if not 0 < size1 <= size2:
-            raise ConsistencyProofError(f"sizes: got {size1} -> {size2}, want 0 < size1 <= size2")
-        return merkle.consistency_proof(size1, size2, self._subtrees)
-
-    # -- checkpoints -------------------------------------------------------------------
-
-    @staticmethod
-    def _row_to_checkpoint(row) -> StoredCheckpoint:
-        cp = Checkpoint.parse(split_note(row.note)[0])
-        return StoredCheckpoint(int(row.size), bytes(row.root), row.note, _utc(row.created_at), checkpoint_time(cp))
-
-    def latest_checkpoint(self) -> StoredCheckpoint | None:
-        """The most recently signed checkpoint, or None."""
-        with self._engine.connect() as conn:
-            return self._latest(conn)
-
-    def _latest(self, conn) -> StoredCheckpoint | None:
-        t = audit_checkpoints
-        row = conn.execute(select(t).order_by(t.c.id.desc()).limit(1)).first()
-        return None if row is None else self._row_to_checkpoint(row)
-
-    def checkpoint_at(self, size: int) -> StoredCheckpoint | None:
-        """The latest checkpoint signed at exactly ``size``, or None."""
-        t = audit_checkpoints
-        with self._engine.connect() as conn:
-            row = conn.execute(select(t).where(t.c.size == size).order_by(t.c.id.desc()).limit(1)).first()
-        return None if row is None else self._row_to_checkpoint(row)
-
-    def compact_range(self, size: int) -> list[bytes]:
-        """The complete subtrees D[0:size] splits into (largest first): the state a
-        :class:`merkle.CompactRange` needs to continue hashing from ``size``."""
-        self._check_size(size)
-        pieces = merkle.perfect_pieces(0, size)
-        return list(self._subtrees(pieces)) if pieces else []
 
 
 class AuditLog(TreeReader):
@@ -504,7 +82,7 @@ class AuditLog(TreeReader):
         self._origin = origin
         self._signer = signer
         self._max_batch = max(1, max_batch)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._ensure_head(tile_height)
         super().__init__(engine)
         self._queue: queue.Queue = queue.Queue()
@@ -526,7 +104,7 @@ class AuditLog(TreeReader):
                     top = select(func.max(audit_entries.c.seq)).scalar_subquery()
                     row = conn.execute(
                         select(audit_head.c.origin, audit_head.c.size, audit_head.c.tile_height, top)
-                        .where(audit_head.c.id == _HEAD_ID)
+                        .where(audit_head.c.id == HEAD_ID)
                     ).first()
                     if row is None:
                         if conn.execute(select(audit_entries.c.seq).limit(1)).first() is not None:
@@ -536,7 +114,7 @@ class AuditLog(TreeReader):
                 try:
                     with self._engine.begin() as conn:
                         conn.execute(insert(audit_head).values(
-                            id=_HEAD_ID, origin=self._origin, size=0,
+                            id=HEAD_ID, origin=self._origin, size=0,
                             tile_height=tile_height or DEFAULT_TILE_HEIGHT,
                         ))
                     return
@@ -565,7 +143,7 @@ class AuditLog(TreeReader):
     # -- appending ---------------------------------------------------------------------
 
     def _prepare(self, kind: str, fields: Mapping[str, Any]) -> _Prepared:
-        at = _utc(self._clock())
+        at = utc(self._clock())
         data = encode_entry(kind, fields, at)
         rid = fields.get("request_id")
         return _Prepared(kind, rid if isinstance(rid, str) else None, at, data)
@@ -574,7 +152,7 @@ class AuditLog(TreeReader):
         """Appends one entry and returns its sequence number once it is committed."""
         return self.submit(kind, fields).result()
 
-    def submit(self, kind: str, fields: Mapping[str, Any]) -> "Future[int]":
+    def submit(self, kind: str, fields: Mapping[str, Any]) -> Future[int]:
         """Validates the entry now and queues it for the background writer; the future
         resolves to its sequence number after the commit (or to the database error)."""
         prepared = self._prepare(kind, fields)
@@ -605,7 +183,7 @@ class AuditLog(TreeReader):
             self._queue.put(_STOP)
             w.join()
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -641,7 +219,7 @@ class AuditLog(TreeReader):
                 batch.append(nxt)
             try:
                 first = self._write([p for p, _ in batch])
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            except BaseException as exc:
                 for _, fut in batch:
                     fut.set_exception(exc)
             else:
@@ -658,7 +236,7 @@ class AuditLog(TreeReader):
         # or the database write lock (SQLite) and returns the new size.
         stmt = (
             update(audit_head)
-            .where(audit_head.c.id == _HEAD_ID)
+            .where(audit_head.c.id == HEAD_ID)
             .values(size=audit_head.c.size + grow)
             .returning(audit_head.c.size)
         )
@@ -695,7 +273,7 @@ class AuditLog(TreeReader):
                 return
             base = first << T
             children = (self._read_level(conn, level, base, lo) if base < lo else []) + new
-            parents = [_perfect_root(children[(p << T) - base : ((p + 1) << T) - base]) for p in range(first, end)]
+            parents = [perfect_root(children[(p << T) - base : ((p + 1) << T) - base]) for p in range(first, end)]
             level += T
             conn.execute(
                 insert(audit_nodes),
@@ -709,7 +287,7 @@ class AuditLog(TreeReader):
         latest checkpoint either way. Before signing it re-derives the root at the last
         signed size and refuses (``TamperedLogError``) if it differs: a log MUST NOT sign
         a checkpoint inconsistent with one it signed before (c2sp.org/tlog-checkpoint)."""
-        now_dt = _utc(self._clock())
+        now_dt = utc(self._clock())
         now = int(now_dt.timestamp())
         with self._engine.begin() as conn:
             size = self._lock_head(conn)
@@ -785,7 +363,7 @@ class AuditLog(TreeReader):
                     raise CheckpointError(
                         f"peer {peer_code}: checkpoint size {cp.size} is older than the last cosigned {p_size}"
                     )
-        now_dt = _utc(self._clock())
+        now_dt = utc(self._clock())
         sig = self._signer.cosign(note.text, int(now_dt.timestamp()))
         line = sig.line.rstrip("\n")
         with self._engine.begin() as conn:
@@ -814,7 +392,7 @@ class AuditLog(TreeReader):
             conn.execute(
                 insert(audit_forks).values(
                     peer=peer, origin=origin, reason=reason, size_a=size_a, note_a=note_a,
-                    size_b=size_b, note_b=note_b, proof=proof_text, created_at=_utc(self._clock()),
+                    size_b=size_b, note_b=note_b, proof=proof_text, created_at=utc(self._clock()),
                 )
             )
         log.warning("AUDIT FORK: peer %s (%s) signed inconsistent checkpoints %d and %d: %s",
@@ -822,69 +400,34 @@ class AuditLog(TreeReader):
         try:
             self.append_many([(Kind.PEER_FORK, {"peer": peer, "origin": origin, "size_a": size_a,
                                                  "size_b": size_b, "reason": reason[:500]})])
-        except Exception:  # noqa: BLE001 - the evidence row is already stored
+        except Exception:
             log.exception("could not log the fork of peer %s in the audit log", peer)
         raise ForkError(f"peer {peer} ({origin}): {reason}")
 
 
-def _perfect_root(hashes: Sequence[bytes]) -> bytes:
-    """Root of a complete subtree from its 2^k leftmost-to-rightmost children."""
-    row = list(hashes)
-    sha = merkle._sha256
-    while len(row) > 1:
-        row = [sha(b"\x01" + row[i] + row[i + 1]).digest() for i in range(0, len(row), 2)]
-    return row[0]
-
-
-class CheckpointScheduler:
+class CheckpointScheduler(PeriodicJob):
     """Calls :meth:`AuditLog.checkpoint` every ``interval`` seconds (a new checkpoint is
     signed only if the tree grew) and re-signs an unchanged tree every ``idle_interval``
-    seconds so its checkpoints stay fresh. ``start()`` / ``stop()``."""
+    seconds so its checkpoints stay fresh; :meth:`stop` signs one last checkpoint if the
+    tree grew."""
 
     def __init__(self, audit_log: AuditLog, *, interval: float = 5.0, idle_interval: float = 3600.0) -> None:
         if interval <= 0 or idle_interval <= 0:
             raise ConfigError("checkpoint intervals must be > 0")
+        super().__init__("audit-checkpoints", interval=interval, join_timeout=60.0)
         self._log = audit_log
-        self._interval = interval
         self._idle = idle_interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.last_error: BaseException | None = None
+        self._final = True
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="audit-checkpoints", daemon=True)
-        self._thread.start()
+    def step(self) -> None:
+        self._log.flush()
+        self._log.checkpoint(max_idle=self._idle)
 
     def stop(self, *, final: bool = True) -> None:
         """Stops the thread; with ``final`` signs one last checkpoint if the tree grew."""
-        t, self._thread = self._thread, None
-        if t is None:
-            return
-        self._stop.set()
-        t.join()
-        if final:
-            self._tick()
+        self._final = final
+        super().stop()
 
-    def _tick(self) -> None:
-        try:
-            self._log.flush()
-            self._log.checkpoint(max_idle=self._idle)
-            self.last_error = None
-        except Exception as exc:  # noqa: BLE001 - keep the scheduler alive, report loudly
-            self.last_error = exc
-            log.error("audit checkpoint failed: %s", exc)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._tick()
-            self._stop.wait(self._interval)
-
-    def __enter__(self) -> "CheckpointScheduler":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def final(self) -> None:
+        if self._final:
+            self.tick()

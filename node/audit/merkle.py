@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import threading
 from collections import OrderedDict
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from hedui.node.audit.errors import ConsistencyProofError, InclusionProofError
 
@@ -351,7 +351,7 @@ class CompactRange:
             return EMPTY_ROOT
         return _fold(self._stack)
 
-    def copy(self) -> "CompactRange":
+    def copy(self) -> CompactRange:
         return CompactRange(self._size, self._stack, self._on_node)
 
 

@@ -20,8 +20,8 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -120,7 +120,7 @@ class Signature:
         return f"{_SIG_PREFIX}{self.name} {self.base64}\n"
 
     @classmethod
-    def make(cls, name: str, kid: int, sig: bytes) -> "Signature":
+    def make(cls, name: str, kid: int, sig: bytes) -> Signature:
         return cls(name, kid, _b64(kid.to_bytes(4, "big") + sig))
 
 
@@ -162,7 +162,7 @@ class Verifier:
         self.key_id = key_id(name, self.alg, self.public_key)
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> "Verifier":
+    def from_vkey(cls, vkey: str) -> Verifier:
         name, _kid, alg, key = _split_vkey(vkey)
         if alg != ALG_ED25519:
             raise KeyFormatError(f"verifier key {name}: signature type 0x{alg:02x}, want 0x01 (Ed25519)")
@@ -209,7 +209,7 @@ class CosignatureVerifier(Verifier):
     alg = ALG_COSIGNATURE_V1
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> "CosignatureVerifier":
+    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
         """Accepts a 0x04 vkey, or an Ed25519 0x01 note vkey converted (the key id is
         recomputed with type 0x04), as transparency-dev/formats does."""
         name, _kid, alg, key = _split_vkey(vkey)
@@ -255,11 +255,11 @@ class Signer:
         self.cosignature_key_id = key_id(name, ALG_COSIGNATURE_V1, self.public_key)
 
     @classmethod
-    def generate(cls, name: str) -> "Signer":
+    def generate(cls, name: str) -> Signer:
         return cls(name, Ed25519PrivateKey.generate())
 
     @classmethod
-    def from_skey(cls, skey: str) -> "Signer":
+    def from_skey(cls, skey: str) -> Signer:
         """Parses ``PRIVATE+KEY+<name>+<hex id>+base64(0x01 || seed)``."""
         if not isinstance(skey, str):
             raise KeyFormatError("signer key: got a non-string")
@@ -318,7 +318,7 @@ def generate_key(name: str) -> tuple[str, str]:
     return s.skey, s.vkey
 
 
-VerifierLike = Union[Verifier, str]
+VerifierLike = Verifier | str
 
 
 class Verifiers:
@@ -493,7 +493,7 @@ class Checkpoint:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def parse(cls, text: str | bytes) -> "Checkpoint":
+    def parse(cls, text: str | bytes) -> Checkpoint:
         """Parses a checkpoint note *text* (no signatures)."""
         try:
             s = _decode(text)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 
 import typer
 
+from hedui.node.cli import audit, case, leads, notices
+from hedui.node.cli.demo import demo
 from hedui.node.cli.keys import app as keys_app
 from hedui.node.cli.node import app as node_app
-from hedui.node.cli.demo import demo
 
 app = typer.Typer(
     name="hedui",
@@ -23,23 +23,12 @@ app.add_typer(keys_app, name="keys", help="Federation CA, member certificates, s
 app.add_typer(node_app, name="node", help="Run and maintain a node.")
 app.command("demo")(demo)
 
-# Workflow sub-apps, each in its own module: (module, attribute, name, help).
-_SUBAPPS = [
-    ("hedui.node.cli.audit", "app", "audit", "Security officer: export, verify, prove and reconcile audit logs."),
-    ("hedui.node.cli.case", "app", "case", "Caseworker: open, run, report and verify household verification cases."),
-    ("hedui.node.cli.discovery", "notices_app", "notices", "Department: run detection rules and push notices."),
-    ("hedui.node.cli.discovery", "leads_app", "leads", "Hub: discovery leads."),
-    ("hedui.node.cli.discovery", "referrals_app", "referrals", "Hub: referral slips (线索转办单) and their deadlines."),
-    ("hedui.node.cli.discovery", "report_app", "report", "Hub: monthly reports."),
-]
-for _mod, _attr, _name, _help in _SUBAPPS:
-    try:
-        _m = importlib.import_module(_mod)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _mod:
-            raise
-        continue
-    app.add_typer(getattr(_m, _attr), name=_name, help=_help)
+app.add_typer(audit.app, name="audit", help="Security officer: export, verify, prove and reconcile audit logs.")
+app.add_typer(case.app, name="case", help="Caseworker: open, run, report and verify household verification cases.")
+app.add_typer(notices.app, name="notices", help="Department: run detection rules and push notices.")
+app.add_typer(leads.leads_app, name="leads", help="Hub: discovery leads.")
+app.add_typer(leads.referrals_app, name="referrals", help="Hub: referral slips (线索转办单) and their deadlines.")
+app.add_typer(leads.report_app, name="report", help="Hub: monthly reports.")
 
 
 def run() -> None:

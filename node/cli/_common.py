@@ -6,7 +6,8 @@ import functools
 import json
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -53,8 +54,7 @@ def emit_json(obj: Any) -> None:
 
 def progress_bar(*, disable: bool = False):
     """The one progress display for long jobs: bar, count, rate and ETA (when a total is known)."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.text import Text
 
     class _Rate(ProgressColumn):

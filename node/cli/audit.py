@@ -12,16 +12,22 @@ import functools
 import json
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from hedui.node.audit import offline
+from hedui.node.audit import export as audit_export
+from hedui.node.audit import proof as audit_proof
+from hedui.node.audit import reconcile as audit_reconcile
+from hedui.node.audit import sources as audit_sources
+from hedui.node.audit import verdict as audit_verdict
+from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.errors import NoteError, ProofError, UnknownKeyError
 from hedui.node.errors import HeduiError
 
@@ -60,7 +66,7 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from None
         except KeyboardInterrupt:
             raise _fail("interrupted", 130) from None
-        except Exception as exc:  # noqa: BLE001 - the CLI never shows a traceback
+        except Exception as exc:
             raise _fail(f"{type(exc).__name__}: {exc}") from None
 
     return wrapper
@@ -89,7 +95,7 @@ class _Bar:
         self._p.__exit__(*exc)
 
 
-def _source(db: Optional[str], file: Optional[Path]) -> offline.Source:
+def _source(db: str | None, file: Path | None) -> audit_sources.Source:
     if bool(db) == bool(file):
         raise _fail("give exactly one of --db URL or --file EXPORT.ndjson", 2)
     if db and "://" not in db:
@@ -100,7 +106,7 @@ def _source(db: Optional[str], file: Optional[Path]) -> offline.Source:
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 
 
-def _duration(text: Optional[str]) -> Optional[timedelta]:
+def _duration(text: str | None) -> timedelta | None:
     if text is None:
         return None
     m = _DURATION.fullmatch(text.strip())
@@ -110,7 +116,7 @@ def _duration(text: Optional[str]) -> Optional[timedelta]:
     return timedelta(seconds=int(m.group(1)) * unit)
 
 
-def _when(text: Optional[str], *, end: bool) -> Optional[datetime]:
+def _when(text: str | None, *, end: bool) -> datetime | None:
     """ISO date or date-time; a bare date is local midnight (the day after, for --to)."""
     if text is None:
         return None
@@ -124,19 +130,19 @@ def _when(text: Optional[str], *, end: bool) -> Optional[datetime]:
         raise _fail(f"got {text!r}, want a date (2026-05-01) or ISO date-time", 2) from None
 
 
-DbOpt = Annotated[Optional[str], typer.Option("--db", help="Node store URL, e.g. sqlite:///node.db.")]
-FileOpt = Annotated[Optional[Path], typer.Option("--file", help="An export file (NDJSON).")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="Node store URL, e.g. sqlite:///node.db.")]
+FileOpt = Annotated[Path | None, typer.Option("--file", help="An export file (NDJSON).")]
 KeyOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--key", "-k", help="Trusted verifier key (name+hexid+base64) or a file of keys; repeatable."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
-def _keys(key: Optional[list[str]]):
+def _keys(key: list[str] | None):
     if not key:
         raise _fail("give at least one trusted verifier key with --key", 2)
-    return offline.load_trusted_keys(key)
+    return audit_sources.load_trusted_keys(key)
 
 
 @app.command("export")
@@ -145,14 +151,14 @@ def export_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.ndjson).")],
     db: DbOpt = None,
     start: Annotated[int, typer.Option(help="First entry (sequence number).")] = 0,
-    end: Annotated[Optional[int], typer.Option(help="End (exclusive); default: the latest checkpoint.")] = None,
+    end: Annotated[int | None, typer.Option(help="End (exclusive); default: the latest checkpoint.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export entries, checkpoints, cosignatures and fork evidence to an NDJSON file."""
     if not db:
         raise _fail("--db URL is required", 2)
     with _Bar("exporting") as progress:
-        s = offline.export(db, start, end, out, progress=progress)
+        s = audit_export.export(db, start, end, out, progress=progress)
     summary = {"path": str(s.path), "origin": s.origin, "start": s.start, "end": s.end, "entries": s.entries,
                "checkpoints": s.checkpoints, "cosignatures": s.cosignatures, "forks": s.forks, "sha256": s.sha256}
     if as_json:
@@ -169,10 +175,10 @@ def verify_cmd(
     db: DbOpt = None,
     file: FileOpt = None,
     trusted_checkpoint: Annotated[
-        Optional[Path], typer.Option("--trusted-checkpoint", help="A signed checkpoint you verified before.")
+        Path | None, typer.Option("--trusted-checkpoint", help="A signed checkpoint you verified before.")
     ] = None,
     max_age: Annotated[
-        Optional[str], typer.Option("--max-age", help="Fail as STALE if the latest checkpoint is older (2h, 90m).")
+        str | None, typer.Option("--max-age", help="Fail as STALE if the latest checkpoint is older (2h, 90m).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -181,7 +187,7 @@ def verify_cmd(
     keys = _keys(key)
     last = trusted_checkpoint.read_text(encoding="utf-8") if trusted_checkpoint else None
     with _Bar("verifying") as progress:
-        r = offline.verify(src, keys, last, max_age=_duration(max_age), progress=progress)
+        r = audit_verify.verify(src, keys, last, max_age=_duration(max_age), progress=progress)
     if as_json:
         _out.print_json(json.dumps(r.to_dict()))
     else:
@@ -201,10 +207,10 @@ def verify_cmd(
 @_guard
 def proof_cmd(
     db: DbOpt = None,
-    seq: Annotated[Optional[int], typer.Option(help="Entry to prove (with --db).")] = None,
-    size: Annotated[Optional[int], typer.Option(help="Checkpoint size to prove against (default latest).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the proof here (.tlog-proof).")] = None,
-    check: Annotated[Optional[Path], typer.Option("--check", help="Verify this .tlog-proof file instead.")] = None,
+    seq: Annotated[int | None, typer.Option(help="Entry to prove (with --db).")] = None,
+    size: Annotated[int | None, typer.Option(help="Checkpoint size to prove against (default latest).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the proof here (.tlog-proof).")] = None,
+    check: Annotated[Path | None, typer.Option("--check", help="Verify this .tlog-proof file instead.")] = None,
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -212,11 +218,11 @@ def proof_cmd(
     if check is not None:
         keys = _keys(key)
         try:
-            res = offline.verify_proof(check.read_bytes(), keys)
+            res = audit_proof.verify_proof(check.read_bytes(), keys)
         except UnknownKeyError as exc:
-            raise _fail(exc.message, int(offline.Verdict.UNKNOWN_KEY)) from None
+            raise _fail(exc.message, int(audit_verdict.Verdict.UNKNOWN_KEY)) from None
         except (ProofError, NoteError) as exc:
-            raise _fail(exc.message, int(offline.Verdict.TAMPERED)) from None
+            raise _fail(exc.message, int(audit_verdict.Verdict.TAMPERED)) from None
         info = {"verdict": "OK", "index": res.index, "origin": res.checkpoint.origin,
                 "tree_size": res.checkpoint.size, "entry": (res.entry or b"").decode("utf-8", "replace")}
         if as_json:
@@ -228,7 +234,7 @@ def proof_cmd(
         return
     if not db or seq is None:
         raise _fail("give --db URL and --seq N (or --check FILE --key K)", 2)
-    text = offline.proof(db, seq, size=size)
+    text = audit_proof.proof(db, seq, size=size)
     if out is not None:
         out.write_text(text, encoding="utf-8")
         if as_json:
@@ -248,11 +254,11 @@ def reconcile_cmd(
     provider: Annotated[
         list[str], typer.Option("--provider", "-p", help="CODE=URL-or-file for each provider; repeatable.")
     ],
-    date_from: Annotated[Optional[str], typer.Option("--from", help="Period start (date or ISO time).")] = None,
-    date_to: Annotated[Optional[str], typer.Option("--to", help="Period end (date inclusive, or ISO time).")] = None,
-    hub_code: Annotated[Optional[str], typer.Option("--hub-code", help="The hub's member code.")] = None,
+    date_from: Annotated[str | None, typer.Option("--from", help="Period start (date or ISO time).")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Period end (date inclusive, or ISO time).")] = None,
+    hub_code: Annotated[str | None, typer.Option("--hub-code", help="The hub's member code.")] = None,
     cases: Annotated[
-        Optional[Path], typer.Option("--cases", help="File of case references that exist on the hub.")
+        Path | None, typer.Option("--cases", help="File of case references that exist on the hub.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -267,7 +273,7 @@ def reconcile_cmd(
     case_set = None
     if cases is not None:
         case_set = {ln.strip() for ln in cases.read_text(encoding="utf-8").splitlines() if ln.strip()}
-    r = offline.reconcile(hub, providers, period, hub_code=hub_code, hub_cases=case_set)
+    r = audit_reconcile.reconcile(hub, providers, period, hub_code=hub_code, hub_cases=case_set)
     if as_json:
         _out.print_json(json.dumps(r.to_dict(), ensure_ascii=False))
     else:

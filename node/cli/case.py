@@ -38,7 +38,7 @@ def _read_members(path: str) -> list[tuple[str, str]]:
     except UnicodeDecodeError:
         fail(f"--members-file {path}: not UTF-8 text")
     rows = []
-    for i, row in enumerate(csv.reader(io.StringIO(text))):
+    for row in csv.reader(io.StringIO(text)):
         if not row or not row[0].strip() or row[0].strip().lower() in ("identity", "身份证号"):
             continue
         rows.append((row[0], row[1].strip() if len(row) > 1 else "member"))
@@ -59,7 +59,7 @@ def open_(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Open a verification case for an applicant household."""
-    from hedui.node.hub.cases import consent_digest_of, open_case
+    from hedui.node.verification.cases import consent_digest_of, open_case
 
     if (consent_file is None) == (consent_digest is None):
         fail("give exactly one of --consent-file or --consent-digest: no check runs without the signed authorisation")
@@ -81,9 +81,8 @@ def open_(
             fail(f"--expenditure: got {expenditure[:20]!r}, want an amount in CNY")
     rt = _runtime(config)
     try:
-        ref = open_case(rt.engine, _read_members(members_file), purpose=purpose, consent_digest=digest,
+        ref = open_case(rt, _read_members(members_file), purpose=purpose, consent_digest=digest,
                         operator=operator, region=region, expenditure=exp)
-        rt.audit.record("case.opened", {"case_ref": ref, "purpose": purpose, "operator": operator, "consent_digest": digest.hex()})
     finally:
         rt.close()
     if json_out:
@@ -102,15 +101,13 @@ def run(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Ask every provider for the household's figures (tokens via OPRF, then one lookup each)."""
-    from hedui.node.hub.cases import run_case
+    from hedui.node.verification.cases import run_case
 
     rt = _runtime(config)
     try:
         with console.status(f"verifying {case_ref} with every department…", spinner="dots") if not json_out else _Null():
             res = run_case(rt, case_ref, timeout=timeout, retries=retries)
     finally:
-        for p in rt.extras.get("peers", {}).values():
-            p.close()
         rt.close()
     out = {"case_ref": res.case_ref, "complete": res.complete, "seconds": round(res.seconds, 3),
            "providers": [o.__dict__ for o in res.outcomes]}
@@ -145,14 +142,13 @@ def report(
     out: Path | None = typer.Option(None, help="Write to this file instead of standard output"),
 ) -> None:
     """The verification report (核对报告): per member × department × field, income, assets, tier."""
-    from hedui.node.hub.cases import hub_rules
-    from hedui.node.hub.report import build_report, render_html
+    from hedui.node.verification.report import build_report, render_html
 
     if format not in ("json", "html"):
         fail(f"--format: got {format!r}, want json or html")
     rt = _runtime(config)
     try:
-        r = build_report(rt.engine, case_ref, hub_rules(rt))
+        r = build_report(rt.engine, case_ref, rt.hub.rules)
     finally:
         rt.close()
     text = json.dumps(r, ensure_ascii=False, indent=1) if format == "json" else render_html(r, lang)
@@ -167,7 +163,7 @@ def report(
 @cli_errors
 def export(case_ref: str = typer.Argument(...), config: Path = _CONFIG, out: Path = typer.Option(..., help="Evidence file (JSON)")) -> None:
     """Export a case's signed evidence with the directories in force (identities masked)."""
-    from hedui.node.hub.evidence import export_case
+    from hedui.node.verification.evidence import export_case
 
     rt = _runtime(config)
     try:
@@ -189,8 +185,8 @@ def verify(
 ) -> None:
     """Re-check every signature offline against the directory version in force at the time."""
     from hedui.keys.signing import load_public
-    from hedui.node.hub.evidence import verify_case_data, verify_export
-    from hedui.node.hub.report import load_case
+    from hedui.node.verification.evidence import verify_case_data, verify_export
+    from hedui.node.verification.report import load_case
 
     if file is not None:
         if authority_key is None:
@@ -224,20 +220,16 @@ def verify(
 @cli_errors
 def list_(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")) -> None:
     """List cases with their status."""
-    from sqlalchemy import select
-
     from hedui.node.config import load_config
-    from hedui.node.hub.tables import cases
     from hedui.node.store.db import open_engine
+    from hedui.node.verification.cases import list_cases
 
     cfg = load_config(config)
     eng = open_engine(cfg.store_url())
     try:
-        with eng.connect() as c:
-            rows = c.execute(select(cases.c.case_ref, cases.c.purpose, cases.c.status, cases.c.created_at).order_by(cases.c.created_at)).all()
+        data = list_cases(eng)
     finally:
         eng.dispose()
-    data = [{"case_ref": r.case_ref, "purpose": r.purpose, "status": r.status, "created_at": str(r.created_at)} for r in rows]
     if json_out:
         emit_json(data)
     else:

@@ -19,7 +19,7 @@ def demo(
     json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary"),
 ) -> None:
     """Build a CA, a hub and seven department nodes on loopback with synthetic data; run every flow; stop."""
-    from hedui.node.demo import run_demo
+    from hedui.node.testbed.demo import run_demo
 
     keep = workdir is not None
     root = Path(workdir) if keep else Path(tempfile.mkdtemp(prefix="hedui-demo-"))

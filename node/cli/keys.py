@@ -125,7 +125,7 @@ def oprf_init(
     from hedui.keys.keyfile import save_secret
     from hedui.keys.oprf import ServerKey
     from hedui.node.errors import ConfigError
-    from hedui.node.provider import OPRF_SEED_LABEL
+    from hedui.node.verification.provider import OPRF_SEED_LABEL
 
     if out.exists():
         raise ConfigError(f"{out}: already exists; refusing to overwrite a key")
@@ -169,7 +169,7 @@ def log_keys(
     """Security officer: the audit-log checkpoint keys (C2SP signed-note verifier keys) of every
     member, taken from a directory whose signature verifies."""
     from hedui.node.audit.note import Verifier
-    from hedui.node.auditing import origin_of
+    from hedui.node.audit.recorder import origin_of
 
     td = load_directory(directory, load_public("authority", authority_key))
     lines = [f"# {m.code} {m.name}\n{Verifier(origin_of(td.msg.federation, m.code), bytes(m.signing_key)).vkey}" for m in td.msg.members]

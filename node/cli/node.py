@@ -62,7 +62,8 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
     if json_out:
         emit_json(out)
     else:
-        console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} until {out['directory_expires_at']}, store {out['store']}")
+        console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
+                      f"until {out['directory_expires_at']}, store {out['store']}")
 
 
 def _provider_cfg(config: Path):
@@ -79,10 +80,10 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
     from hedui.adapters import open_adapter
     from hedui.keys.keyfile import load_secret, passphrase
     from hedui.keys.oprf import ServerKey
-    from hedui.node.index import build_index, list_problems
-    from hedui.node.provider import OPRF_SEED_LABEL
     from hedui.node.store import migrate
     from hedui.node.store.db import open_engine
+    from hedui.node.verification.index import build_index, list_problems
+    from hedui.node.verification.provider import OPRF_SEED_LABEL
 
     key = ServerKey.derive(load_secret(seed_path, passphrase(env=cfg.keys.passphrase_env), label=OPRF_SEED_LABEL), epoch)
     eng = open_engine(cfg.store_url())
@@ -144,7 +145,7 @@ def rotate_oprf_key(
 
     from hedui.keys.keyfile import passphrase, save_secret
     from hedui.node.errors import ConfigError
-    from hedui.node.provider import OPRF_SEED_LABEL
+    from hedui.node.verification.provider import OPRF_SEED_LABEL
 
     cfg = _provider_cfg(config)
     nxt = cfg.provider.epoch + 1
@@ -156,8 +157,10 @@ def rotate_oprf_key(
     out = _build(cfg, seed_path, nxt, full=True, workers=workers, json_out=json_out)
     out["seed_file"] = str(seed_path)
     out["next_steps"] = [
-        f"authority: add oprf_keys {{ epoch = {nxt}, public_key_hex = \"{out['public_key_hex']}\" }} to this member (keep epoch {cfg.provider.epoch}) and re-sign the directory",
-        f"node.toml [provider]: epoch = {nxt}, oprf_seed = \"{seed_path.name}\", previous_epoch = {cfg.provider.epoch}, previous_oprf_seed = \"{cfg.provider.oprf_seed}\"; restart",
+        f"authority: add oprf_keys {{ epoch = {nxt}, public_key_hex = \"{out['public_key_hex']}\" }} to this member "
+        f"(keep epoch {cfg.provider.epoch}) and re-sign the directory",
+        f"node.toml [provider]: epoch = {nxt}, oprf_seed = \"{seed_path.name}\", previous_epoch = {cfg.provider.epoch}, "
+        f"previous_oprf_seed = \"{cfg.provider.oprf_seed}\"; restart",
         "after the overlap: drop the previous epoch from node.toml and the directory",
     ]
     if json_out:

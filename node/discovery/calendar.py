@@ -21,13 +21,15 @@ deadline is due on the following Wednesday in an ordinary week.
 from __future__ import annotations
 
 import logging
-import tomllib
 import warnings
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Annotated, Any
 
 import chinese_calendar
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
+from hedui.common.toml import load_toml
 from hedui.node.errors import ConfigError, InvalidArgument
 
 __all__ = ["WorkCalendar", "CalendarFallbackWarning", "CHINA_TZ", "local_date"]
@@ -43,7 +45,7 @@ _MAX_WORKDAYS = 3660  # ten years of working days: a bound against runaway loops
 def local_date(moment: datetime) -> date:
     """The date in China of an aware ``datetime`` (naive values are taken as UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(CHINA_TZ).date()
 
 
@@ -143,51 +145,32 @@ class WorkCalendar:
         warnings.warn(msg, CalendarFallbackWarning, stacklevel=3)
 
 
+class _Day(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    date: date
+    workday: Annotated[bool, Strict()] = Field(description="true or false")
+    note: Annotated[str, Strict()] = ""
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _a_date(cls, v: Any) -> Any:
+        if isinstance(v, datetime):
+            raise ValueError(f"got the date-time {v.isoformat()}, want a date like 2027-01-01")
+        return v
+
+
+class _Overrides(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: list[_Day] = []
+
+
 def _load_overrides(path: Path) -> dict[date, bool]:
-    where = f"calendar overrides {path}"
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{where}: got an unreadable file ({exc.strerror}), want a TOML file") from None
-    try:
-        doc = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: got non-UTF-8 bytes, want UTF-8 TOML") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: got invalid TOML ({exc}), want [[days]] tables") from None
-    unknown = sorted(set(doc) - {"days"})
-    if unknown:
-        raise ConfigError(f"{where}: got unknown key {unknown[0]!r}, want only [[days]]")
-    days = doc.get("days", [])
-    if not isinstance(days, list):
-        raise ConfigError(f"{where}: days: got {type(days).__name__}, want an array of tables [[days]]")
+    doc = load_toml(path, _Overrides, what="calendar overrides ([[days]] tables)")
     out: dict[date, bool] = {}
-    for i, entry in enumerate(days, start=1):
-        at = f"{where}: days[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{at}: got {type(entry).__name__}, want a table with date and workday")
-        extra = sorted(set(entry) - {"date", "workday", "note"})
-        if extra:
-            raise ConfigError(f"{at}: got unknown key {extra[0]!r}, want date, workday, note")
-        if "date" not in entry:
-            raise ConfigError(f"{at}.date: got nothing, want a date like 2027-01-01")
-        if "workday" not in entry:
-            raise ConfigError(f"{at}.workday: got nothing, want true or false")
-        d = entry["date"]
-        if isinstance(d, str):
-            try:
-                d = date.fromisoformat(d)
-            except ValueError:
-                raise ConfigError(f"{at}.date: got {entry['date']!r}, want a date like 2027-01-01") from None
-        if isinstance(d, datetime) or not isinstance(d, date):
-            raise ConfigError(f"{at}.date: got {entry['date']!r}, want a date like 2027-01-01")
-        wd = entry["workday"]
-        if not isinstance(wd, bool):
-            raise ConfigError(f"{at}.workday: got {wd!r}, want true or false")
-        note = entry.get("note", "")
-        if not isinstance(note, str):
-            raise ConfigError(f"{at}.note: got {type(note).__name__}, want a string")
-        if d in out and out[d] != wd:
-            raise ConfigError(f"{at}.date: got {d.isoformat()} twice with different workday values, want one")
-        out[d] = wd
+    for i, d in enumerate(doc.days):
+        if d.date in out and out[d.date] != d.workday:
+            raise ConfigError(f"{path}: days[{i}].date: got {d.date.isoformat()} twice with different workday values, want one")
+        out[d.date] = d.workday
     return out

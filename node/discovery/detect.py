@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Iterable, Mapping
 
 from hedui.adapters.records import Fact, Record
 from hedui.node.discovery.calendar import WorkCalendar
@@ -43,6 +43,18 @@ class Detection:
     period: str
     details: Mapping[str, str] = field(repr=False)
     dedup_key: str
+
+    def public(self) -> dict[str, str]:
+        """The fields that may be shown or logged (no identity, no details)."""
+        return {
+            "rule": self.rule,
+            "event_type": self.event_type,
+            "region": self.region,
+            "event_date": self.event_date.isoformat(),
+            "due_date": self.due_date.isoformat(),
+            "period": self.period,
+            "dedup_key": self.dedup_key,
+        }
 
 
 @dataclass(slots=True)

@@ -10,45 +10,34 @@
   ahead, so several pushers can share a store and a crash mid-send only delays the row. Since
   the hub is idempotent on ``notice_id`` (a resend gets a receipt marked duplicate), the effect is
   exactly once.
-- :func:`seal_notice` builds the :class:`~hedui.v1.notice_pb2.Notice` for a detection, sealing
-  identity and details to the hub with the public metadata bound in (:func:`notice_aad`).
 
-Transport (gRPC ``NoticeService.Push``), DSSE signing and receipt verification are injected.
+Transport (gRPC ``NoticeService.Push``), sealing and signing (:mod:`~hedui.node.discovery.notice`)
+and receipt verification are injected, so the outbox is tested on both stores without a network.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
-from hedui.keys import sealing
+from hedui.adapters.idnum import scrub
+from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.detect import Detection
-from hedui.node.discovery.tables import insert_ignore, notice_outbox
-from hedui.node.errors import InvalidArgument, VerificationError
-from hedui.v1 import common_pb2, notice_pb2
+from hedui.node.discovery.notice import check_receipt
+from hedui.node.discovery.tables import insert_ignore, notice_outbox, utc
+from hedui.node.errors import InvalidArgument, Reason, VerificationError
+from hedui.v1 import notice_pb2
 
-__all__ = [
-    "enqueue",
-    "Pusher",
-    "PushStats",
-    "seal_notice",
-    "notice_aad",
-    "NOTICE_PAYLOAD_TYPE",
-    "RECEIPT_PAYLOAD_TYPE",
-]
+__all__ = ["enqueue", "Pusher", "PushStats", "retry_rejected", "outbox_status"]
 
 log = logging.getLogger(__name__)
-
-NOTICE_PAYLOAD_TYPE = "application/vnd.hedui.notice.v1+proto"
-RECEIPT_PAYLOAD_TYPE = "application/vnd.hedui.receipt.v1+proto"
 
 SignAndSeal = Callable[[Detection, bytes], bytes]
 """``(detection, notice_id) -> serialised DSSE Envelope of the sealed Notice``."""
@@ -56,63 +45,7 @@ SignAndSeal = Callable[[Detection, bytes], bytes]
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-# ---------------------------------------------------------------- notices
-
-
-def notice_aad(notice: notice_pb2.Notice) -> bytes:
-    """The public metadata a notice's sealed part is bound to: every public field except the
-    sealed ones, length-prefixed, in field order."""
-    parts = [
-        notice.notice_id,
-        notice.provider.encode(),
-        notice.hub.encode(),
-        notice.rule.encode(),
-        notice.event_type.encode(),
-        notice.region.encode(),
-        notice.event_date.encode(),
-        notice.due_date.encode(),
-        f"{notice.created_at.seconds}.{notice.created_at.nanos:09d}".encode(),
-    ]
-    out = bytearray(b"hedui.notice.v1")
-    for p in parts:
-        out += len(p).to_bytes(4, "big") + p
-    return bytes(out)
-
-
-def seal_notice(
-    detection: Detection,
-    *,
-    notice_id: bytes,
-    provider: str,
-    hub: str,
-    hub_sealing_key: bytes,
-    name: str = "",
-    created_at: datetime | None = None,
-) -> notice_pb2.Notice:
-    """The notice for ``detection``: public metadata in clear, identity and details sealed to
-    ``hub_sealing_key`` (the hub's published 1,216-byte key). The caller signs its bytes."""
-    if len(notice_id) != 16:
-        raise InvalidArgument(f"notice_id: got {len(notice_id)} bytes, want 16")
-    notice = notice_pb2.Notice(
-        notice_id=notice_id,
-        provider=provider,
-        hub=hub,
-        rule=detection.rule,
-        event_type=detection.event_type,
-        region=detection.region,
-        event_date=detection.event_date.isoformat(),
-        due_date=detection.due_date.isoformat(),
-    )
-    notice.created_at.FromDatetime((created_at or _now()).astimezone(timezone.utc))
-    details = notice_pb2.SealedDetails(identity=detection.identity, name=name, details=dict(detection.details))
-    enc, ct, suite = sealing.seal(hub_sealing_key, details.SerializeToString(), notice_aad(notice))
-    notice.sealed_enc = enc
-    notice.sealed_ciphertext = ct
-    notice.sealed_suite = suite
-    return notice
+    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- outbox
@@ -249,15 +182,6 @@ class Pusher:
             if len(rows) < self._batch:
                 return stats
 
-    def run(self, stop: threading.Event, *, poll_interval: float = 1.0) -> None:
-        """Pushes until ``stop`` is set; errors of one pass are logged, never raised."""
-        while not stop.is_set():
-            try:
-                self.push_due()
-            except Exception as exc:  # the store may be briefly unavailable
-                log.warning("notice pusher pass failed: %s", _scrub(f"{type(exc).__name__}: {exc}"))
-            stop.wait(poll_interval)
-
     # ------------------------------------------------------------ internals
 
     def _push_one(self, notice_id: bytes, attempts: int, envelope: bytes) -> PushStats:
@@ -280,7 +204,7 @@ class Pusher:
             if self._on_delivered is not None:
                 self._on_delivered(notice_id, envelope, bytes(receipt_bytes), receipt)
         except Exception as exc:
-            error = _scrub(f"{type(exc).__name__}: {exc}")[:500]
+            error = scrub(f"{type(exc).__name__}: {exc}")[:500]
             if self._permanent(exc):
                 # The hub refused the notice itself: retrying the same bytes cannot succeed.
                 with self._engine.begin() as conn:
@@ -311,23 +235,11 @@ class Pusher:
 
     def _check(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
         if not isinstance(receipt_bytes, (bytes, bytearray)) or not receipt_bytes:
-            raise VerificationError("receipt: got no bytes, want a signed receipt envelope", reason="RECEIPT_INVALID")
+            raise VerificationError("receipt: got no bytes, want a signed receipt envelope", reason=Reason.RECEIPT_INVALID)
         receipt = self._verify(envelope, bytes(receipt_bytes))
         if receipt is None:
-            raise VerificationError("receipt: got a receipt the verifier rejected", reason="RECEIPT_INVALID")
-        if bytes(receipt.notice_id) != notice_id:
-            raise VerificationError(
-                f"receipt.notice_id: got {bytes(receipt.notice_id).hex()}, want {notice_id.hex()}",
-                reason="RECEIPT_MISMATCH",
-            )
-        env = common_pb2.Envelope.FromString(envelope)
-        digest = hashlib.sha256(env.payload).digest()
-        if bytes(receipt.notice_digest) != digest:
-            raise VerificationError(
-                f"receipt.notice_digest: got {bytes(receipt.notice_digest).hex()[:16]}…, "
-                f"want {digest.hex()[:16]}…",
-                reason="RECEIPT_MISMATCH",
-            )
+            raise VerificationError("receipt: got a receipt the verifier rejected", reason=Reason.RECEIPT_INVALID)
+        check_receipt(receipt, notice_id, envelope)
         return receipt
 
 
@@ -347,9 +259,38 @@ def _add(a: PushStats, b: PushStats) -> PushStats:
     )
 
 
-def _scrub(text: str) -> str:
-    """Masks anything shaped like an identity number (defence in depth for injected errors)."""
-    from hedui.adapters.idnum import scrub
-
-    return scrub(text)
-
+def outbox_status(engine: Engine, *, limit: int = 50) -> dict[str, Any]:
+    """The outbox at a glance: counts by status, how many were delivered after their due
+    date, and the oldest pending notices with their last error (public columns only)."""
+    o = notice_outbox
+    with engine.connect() as conn:
+        counts = dict(conn.execute(select(o.c.status, func.count()).group_by(o.c.status)).all())
+        pending = conn.execute(
+            select(o.c.notice_id, o.c.rule, o.c.hub, o.c.due_date, o.c.attempts, o.c.next_attempt_at, o.c.last_error)
+            .where(o.c.status == "pending")
+            .order_by(o.c.created_at)
+            .limit(limit)
+        ).all()
+        late = sum(
+            1
+            for due, at in conn.execute(select(o.c.due_date, o.c.delivered_at).where(o.c.status == "delivered"))
+            if local_date(utc(at)) > due  # type: ignore[arg-type]
+        )
+    return {
+        "pending": counts.get("pending", 0),
+        "delivered": counts.get("delivered", 0),
+        "rejected": counts.get("rejected", 0),
+        "delivered_after_due_date": late,
+        "oldest_pending": [
+            {
+                "notice_id": bytes(r.notice_id).hex(),
+                "rule": r.rule,
+                "hub": r.hub,
+                "due_date": r.due_date.isoformat(),
+                "attempts": r.attempts,
+                "next_attempt_at": utc(r.next_attempt_at).isoformat(),  # type: ignore[union-attr]
+                "last_error": r.last_error,
+            }
+            for r in pending
+        ],
+    }

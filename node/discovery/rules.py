@@ -37,16 +37,16 @@ that it stays within the year ("12月底前").
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hedui.common.toml import FieldValueError, load_toml, parse_toml, show
 from hedui.node.discovery.calendar import WorkCalendar
 from hedui.node.errors import ConfigError
 
@@ -56,6 +56,7 @@ __all__ = [
     "Period",
     "load_rules",
     "parse_rules",
+    "RuleFile",
     "default_rules",
     "DEFAULT_DEPARTMENTS",
 ]
@@ -113,7 +114,7 @@ class WithinWorkdays(_Strict):
     workdays: Annotated[int, Field(ge=1, le=60)]
 
 
-Schedule = Annotated[Union[Monthly, Weekly, Yearly, WithinWorkdays], Field(discriminator="kind")]
+Schedule = Annotated[Monthly | Weekly | Yearly | WithinWorkdays, Field(discriminator="kind")]
 
 _PAIRS = {
     "last_month": "monthly",
@@ -173,29 +174,21 @@ class Rule(_Strict):
     def _consistent(self) -> Rule:
         want = _PAIRS[self.period]
         if self.schedule.kind != want:
-            raise _KeyError("schedule.kind", repr(self.schedule.kind), f"{want!r} for period {self.period!r}")
+            raise FieldValueError("schedule.kind", repr(self.schedule.kind), f"{want!r} for period {self.period!r}")
         if self.kind == "within_workdays" and self.period != "rolling":
-            raise _KeyError("period", repr(self.period), "'rolling' for kind 'within_workdays'")
+            raise FieldValueError("period", repr(self.period), "'rolling' for kind 'within_workdays'")
         if self.period == "rolling" and self.kind != "within_workdays":
-            raise _KeyError("kind", repr(self.kind), "'within_workdays' for period 'rolling'")
+            raise FieldValueError("kind", repr(self.kind), "'within_workdays' for period 'rolling'")
         if self.kind in ("threshold", "cumulative") and self.threshold is None:
-            raise _KeyError("threshold", "nothing", f"a threshold for kind {self.kind!r}")
+            raise FieldValueError("threshold", "nothing", f"a threshold for kind {self.kind!r}")
         if self.kind not in ("threshold", "cumulative") and self.threshold is not None:
-            raise _KeyError("threshold", str(self.threshold), f"no threshold for kind {self.kind!r}")
+            raise FieldValueError("threshold", str(self.threshold), f"no threshold for kind {self.kind!r}")
         if self.lookback_days is not None and self.period != "rolling":
-            raise _KeyError("lookback_days", str(self.lookback_days), "no lookback_days unless period is 'rolling'")
+            raise FieldValueError("lookback_days", str(self.lookback_days), "no lookback_days unless period is 'rolling'")
         for key, values in self.where.items():
             if not values:
-                raise _KeyError(f"where.{key}", "[]", "a non-empty list of accepted values")
+                raise FieldValueError(f"where.{key}", "[]", "a non-empty list of accepted values")
         return self
-
-
-class _KeyError(ValueError):
-    """A cross-field problem, reported under the key it concerns."""
-
-    def __init__(self, key: str, got: str, want: str) -> None:
-        super().__init__(f"{key}: got {got}, want {want}")
-        self.key, self.got, self.want = key, got, want
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,62 +246,42 @@ def due_date(rule: Rule, period: Period, event_date: date, calendar: WorkCalenda
 # ---------------------------------------------------------------- loading
 
 
+class RuleFile(_Strict):
+    """A department's rule file as written (see the module docstring)."""
+
+    department: Annotated[str, Field(pattern=_NAME, description='a short code like "medins"')]
+    name: Annotated[str, Field(max_length=200)] | None = None
+    default_region: Annotated[str, Field(pattern=r"^[0-9A-Za-z]{0,32}$", description="a region code")] = ""
+    rules: Annotated[list[Rule], Field(min_length=1)]
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _tables(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"got {show(v)}, want one or more [[rules]] tables")
+        return v
+
+
+_WHAT = "a detection rule file"
+
+
+def _ruleset(f: RuleFile, source: str) -> RuleSet:
+    seen: set[str] = set()
+    for rule in f.rules:
+        if rule.id in seen:
+            raise ConfigError(f"{source}: rules[{rule.id!r}].id: got a duplicate, want each rule id once")
+        seen.add(rule.id)
+    return RuleSet(department=f.department, name=f.name or f.department, default_region=f.default_region, rules=tuple(f.rules))
+
+
 def parse_rules(text: str, *, source: str = "<rules>") -> RuleSet:
     """Parses a rule file's text. Any problem is one :class:`ConfigError` naming the file,
-    the rule id (or its position) and the key."""
-    if not isinstance(text, str):
-        raise ConfigError(f"rules {source}: got {type(text).__name__}, want TOML text")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"rules {source}: got invalid TOML ({exc}), want a rule file") from None
-    allowed = {"department", "name", "default_region", "rules"}
-    extra = sorted(set(doc) - allowed)
-    if extra:
-        raise ConfigError(f"rules {source}: {extra[0]}: got an unknown key, want one of {sorted(allowed)}")
-    dept = doc.get("department")
-    if not isinstance(dept, str) or not re.fullmatch(_NAME, dept):
-        raise ConfigError(f"rules {source}: department: got {_show(dept)}, want a short code like \"medins\"")
-    name = doc.get("name", dept)
-    if not isinstance(name, str) or len(name) > 200:
-        raise ConfigError(f"rules {source}: name: got {_show(name)}, want a string")
-    region = doc.get("default_region", "")
-    if not isinstance(region, str) or not re.fullmatch(r"[0-9A-Za-z]{0,32}", region):
-        raise ConfigError(f"rules {source}: default_region: got {_show(region)}, want a region code")
-    raw_rules = doc.get("rules")
-    if not isinstance(raw_rules, list) or not raw_rules:
-        raise ConfigError(f"rules {source}: rules: got {_show(raw_rules)}, want one or more [[rules]] tables")
-    rules: list[Rule] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(raw_rules, start=1):
-        label = f"#{i}"
-        if isinstance(raw, dict) and isinstance(raw.get("id"), str) and re.fullmatch(_ID, raw["id"]):
-            label = raw["id"]
-        where = f"rules {source}: rule {label!r}"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where}: got {type(raw).__name__}, want a [[rules]] table")
-        try:
-            rule = Rule.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(f"{where}: {_first_error(exc)}") from None
-        if rule.id in seen:
-            raise ConfigError(f"{where}: id: got a duplicate, want each rule id once")
-        seen.add(rule.id)
-        rules.append(rule)
-    return RuleSet(department=dept, name=name, default_region=region, rules=tuple(rules))
+    the rule (by id) and the key (:func:`hedui.common.toml.parse_toml`)."""
+    return _ruleset(parse_toml(text, RuleFile, source=source, what=_WHAT), source)
 
 
 def load_rules(path: str | Path) -> RuleSet:
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"rules {p}: got an unreadable file ({exc.strerror}), want a TOML file") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"rules {p}: got non-UTF-8 bytes, want UTF-8 TOML") from None
-    return parse_rules(text, source=str(p))
+    return _ruleset(load_toml(path, RuleFile, what=_WHAT), str(path))
 
 
 def default_rules(department: str) -> RuleSet:
@@ -319,43 +292,3 @@ def default_rules(department: str) -> RuleSet:
     res = resources.files("hedui.node") / "data" / name
     return parse_rules(res.read_text(encoding="utf-8"), source=name)
 
-
-def _show(v: Any) -> str:
-    if v is None:
-        return "nothing"
-    s = repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
-
-
-def _first_error(exc: ValidationError) -> str:
-    errors = exc.errors(include_url=False)
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    e = errors[0]
-    ctx_err = (e.get("ctx") or {}).get("error")
-    if isinstance(ctx_err, _KeyError):
-        return f"{ctx_err}{more}"
-    loc = _loc(e["loc"])
-    if e["type"] == "extra_forbidden":
-        if len(e["loc"]) == 1:
-            return f"{loc}: got an unknown key, want one of {', '.join(Rule.model_fields)}{more}"
-        return f"{loc}: got an unknown key, want none of that name{more}"
-    if e["type"] == "missing":
-        return f"{loc}: got nothing, want a value{more}"
-    msg = e["msg"]
-    for prefix in ("Value error, ", "Input should be ", "Input should have "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix):]
-    if msg.startswith("got "):
-        return f"{loc}: {msg}{more}"
-    msg = msg.replace("String should match pattern", "a string matching")
-    return f"{loc}: got {_show(e.get('input'))}, want {msg[0].lower() + msg[1:]}{more}"
-
-
-def _loc(parts: tuple[Any, ...]) -> str:
-    """``('schedule', 'monthly', 'day')`` → ``schedule.day`` (drops the union tag pydantic adds)."""
-    out: list[str] = []
-    for i, part in enumerate(parts):
-        if i == 1 and parts[0] == "schedule" and part in ("monthly", "weekly", "yearly", "within_workdays"):
-            continue
-        out.append(str(part))
-    return ".".join(out) or "rule"

@@ -11,7 +11,7 @@ with :func:`utc`). Dates (event, due) are calendar dates in China.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -158,8 +158,8 @@ def utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 _IGNORE: dict[tuple[str, str, tuple[str, ...]], Any] = {}

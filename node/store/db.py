@@ -39,7 +39,7 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": 30}, pool_size=16, max_overflow=112, pool_timeout=120)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")

@@ -1,5 +1,5 @@
 """The node's one SQLAlchemy ``MetaData``. Each concept module declares its own tables on it
-(``hedui.node.audit.tables``, ``hedui.node.index_tables`` …); :func:`load_all` imports them so
+(``hedui.node.audit.tables``, ``hedui.node.verification.index_tables`` …); :func:`load_all` imports them so
 that Alembic and tests see the whole schema."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ metadata = MetaData(
 TABLE_MODULES: tuple[str, ...] = (
     "hedui.node.store.tables",
     "hedui.node.audit.tables",
-    "hedui.node.index_tables",
-    "hedui.node.hub.tables",
+    "hedui.node.verification.index_tables",
+    "hedui.node.verification.hub_tables",
     "hedui.node.discovery.tables",
 )
 

@@ -1,0 +1,207 @@
+"""Audit entries: the closed vocabulary of kinds, the fields each must carry, and the
+canonical bytes that become a leaf of the log's Merkle tree.
+
+Entry format (the leaf bytes)
+-----------------------------
+An entry is canonical JSON, UTF-8, keys sorted, no whitespace, no floats::
+
+    {"fields":{...},"kind":"query.sent","time":"2026-05-04T08:00:00.123456Z","v":1}
+
+The exact bytes are stored (``audit_entries.entry``) and hashed (RFC 9162 §2.1.1 leaf
+hash); nothing is ever re-serialised to verify. Field values are str, int, bool, null,
+lists or objects of those; bytes must be hex (lower case) — digests are SHA-256 hex.
+
+Entry kinds (:class:`Kind`) and the fields each MUST carry (others are allowed)
+-------------------------------------------------------------------------------
+==================  =========================================================  =====
+kind                required fields                                            side
+==================  =========================================================  =====
+query.sent          request_id, peer, purpose, case_ref, request_digest         hub
+query.received      request_id, peer, purpose, case_ref, request_digest         provider
+answer.sent         request_id, peer, answer_digest, outcome                   provider
+answer.received     request_id, peer, answer_digest, outcome                   hub
+refusal             request_id, peer, outcome (the refusal reason code)        provider
+notice.sent         request_id (= notice id), peer, request_digest (notice)    provider
+notice.received     request_id (= notice id), peer, request_digest, outcome    hub
+receipt             request_id (= notice id), peer, answer_digest (receipt)    both
+query.failed        request_id, peer, status, reason                           hub
+pseudonym.evaluated request_id, peer, purpose, case_ref, epoch, count          provider
+filter.sent         request_id, peer, purpose, epoch, count                    provider
+case.opened         case_ref, purpose, operator, consent_digest                hub
+cosignature         peer, size, cosignature                                    any
+directory           version, digest                                            any
+admin               action, operator                                           any
+peer.fork           peer, origin, size_a, size_b, reason                       any
+==================  =========================================================  =====
+
+The vocabulary is closed: an entry of any other kind, or one missing a required field, is
+refused (``InvalidArgument``) before it is written, so a log holds only what a security
+officer's tools understand (docs/security-officer.md lists the same table).
+
+Common optional fields: ``method`` (gRPC method name), ``count`` (items in a batch),
+``outcome`` (``"ok"`` or a reason code such as ``"POLICY_DENIED"``). ``peer`` is the
+other side's member code. ``request_id`` is the lower-case hex of the 16-byte request id;
+``request_digest`` / ``answer_digest`` / ``digest`` are lower-case hex SHA-256 of the
+exact signed bytes. ``purpose`` is the ``hedui.v1.Purpose`` enum name. ``case_ref`` is
+the hub's case reference ("" only if there is none — reconciliation reports those).
+
+Entries never hold identity numbers: the one identity guard (:func:`hedui.adapters.idnum.contains`)
+checks every serialised entry and an entry that matches is refused with
+:class:`IdentityInEntryError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from hedui.adapters import idnum
+from hedui.node.audit.errors import IdentityInEntryError
+from hedui.node.errors import InvalidArgument
+
+__all__ = ["Kind", "REQUIRED_FIELDS", "ENTRY_VERSION", "encode_entry", "decode_entry", "format_time", "utc"]
+
+
+class Kind(enum.StrEnum):
+    """Entry kinds (see the module docstring for their fields); the value is what is logged."""
+
+    QUERY_SENT = "query.sent"
+    QUERY_RECEIVED = "query.received"
+    ANSWER_SENT = "answer.sent"
+    ANSWER_RECEIVED = "answer.received"
+    QUERY_FAILED = "query.failed"
+    REFUSAL = "refusal"
+    PSEUDONYM_EVALUATED = "pseudonym.evaluated"
+    FILTER_SENT = "filter.sent"
+    NOTICE_SENT = "notice.sent"
+    NOTICE_RECEIVED = "notice.received"
+    RECEIPT = "receipt"
+    CASE_OPENED = "case.opened"
+    COSIGNATURE = "cosignature"
+    DIRECTORY = "directory"
+    ADMIN = "admin"
+    PEER_FORK = "peer.fork"
+
+
+_QUERY = frozenset({"request_id", "peer", "purpose", "case_ref", "request_digest"})
+REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
+    Kind.QUERY_SENT: _QUERY,
+    Kind.QUERY_RECEIVED: _QUERY,
+    Kind.ANSWER_SENT: frozenset({"request_id", "peer", "answer_digest", "outcome"}),
+    Kind.ANSWER_RECEIVED: frozenset({"request_id", "peer", "answer_digest", "outcome"}),
+    Kind.QUERY_FAILED: frozenset({"request_id", "peer", "status", "reason"}),
+    Kind.REFUSAL: frozenset({"request_id", "peer", "outcome"}),
+    Kind.PSEUDONYM_EVALUATED: frozenset({"request_id", "peer", "purpose", "case_ref", "epoch", "count"}),
+    Kind.FILTER_SENT: frozenset({"request_id", "peer", "purpose", "epoch", "count"}),
+    Kind.NOTICE_SENT: frozenset({"request_id", "peer", "request_digest"}),
+    Kind.NOTICE_RECEIVED: frozenset({"request_id", "peer", "request_digest", "outcome"}),
+    Kind.RECEIPT: frozenset({"request_id", "peer", "answer_digest"}),
+    Kind.CASE_OPENED: frozenset({"case_ref", "purpose", "operator", "consent_digest"}),
+    Kind.COSIGNATURE: frozenset({"peer", "size", "cosignature"}),
+    Kind.DIRECTORY: frozenset({"version", "digest"}),
+    Kind.ADMIN: frozenset({"action", "operator"}),
+    Kind.PEER_FORK: frozenset({"peer", "origin", "size_a", "size_b", "reason"}),
+}
+assert set(REQUIRED_FIELDS) == set(Kind), "every kind names its required fields"
+
+_HEX_ID = re.compile(r"(?:[0-9a-f]{2}){1,32}")
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+_DIGEST_FIELDS = ("request_digest", "answer_digest", "digest")
+_MAX_ENTRY_BYTES = 64 * 1024
+ENTRY_VERSION = 1
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _check_value(path: str, v: Any, depth: int = 0) -> None:
+    if depth == 0 and isinstance(v, dict) and all(type(x) in _SCALARS for x in v.values()):
+        if all(type(k) is str for k in v):
+            return  # the common case: a flat object of scalars
+    if depth > 8:
+        raise InvalidArgument(f"audit entry {path}: nested too deep")
+    if v is None or isinstance(v, (bool, str)):
+        return
+    if isinstance(v, int):
+        return
+    if isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_value(f"{path}[{i}]", x, depth + 1)
+        return
+    if isinstance(v, Mapping):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise InvalidArgument(f"audit entry {path}: keys must be strings")
+            _check_value(f"{path}.{k}", x, depth + 1)
+        return
+    hint = " (hex-encode bytes)" if isinstance(v, (bytes, bytearray, memoryview)) else ""
+    raise InvalidArgument(
+        f"audit entry {path}: got {type(v).__name__}, want str, int, bool, null, list or object{hint}"
+    )
+
+
+def utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def format_time(t: datetime) -> str:
+    if t.tzinfo is not None and t.utcoffset():
+        t = t.astimezone(UTC)
+    # a naive datetime is UTC (SQLite returns stored UTC times without a zone)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
+
+
+def encode_entry(kind: Kind | str, fields: Mapping[str, Any], at: datetime) -> bytes:
+    """The canonical entry bytes; raises ``InvalidArgument`` (an unknown kind, a missing
+    required field, a value that is not JSON-able) or ``IdentityInEntryError``."""
+    try:
+        kind = Kind(kind)
+    except ValueError:
+        raise InvalidArgument(f"audit entry kind: got {str(kind)[:64]!r}, want one of {', '.join(Kind)}") from None
+    if not isinstance(fields, Mapping):
+        raise InvalidArgument("audit entry fields: want a mapping")
+    _check_value("fields", fields)
+    missing = REQUIRED_FIELDS[kind] - fields.keys()
+    if missing:
+        raise InvalidArgument(f"audit entry {kind}: missing fields {sorted(missing)}")
+    rid = fields.get("request_id")
+    if rid is not None and (not isinstance(rid, str) or not _HEX_ID.fullmatch(rid)):
+        raise InvalidArgument(f"audit entry {kind}: request_id must be lower-case hex (1-32 bytes)")
+    for name in _DIGEST_FIELDS:
+        d = fields.get(name)
+        if d is not None and d != "" and (not isinstance(d, str) or not _HEX_DIGEST.fullmatch(d)):
+            raise InvalidArgument(f"audit entry {kind}: {name} must be lower-case hex SHA-256")
+    try:
+        data = _canonical({"fields": dict(fields), "kind": kind, "time": format_time(at), "v": ENTRY_VERSION})
+    except (UnicodeEncodeError, ValueError) as exc:
+        raise InvalidArgument(f"audit entry {kind}: not serialisable ({exc})") from None
+    if len(data) > _MAX_ENTRY_BYTES:
+        raise InvalidArgument(f"audit entry {kind}: {len(data)} bytes, want <= {_MAX_ENTRY_BYTES}")
+    if idnum.contains(data):
+        where = next(
+            (k for k, v in fields.items() if idnum.contains(k) or idnum.contains(_canonical(v))),
+            "kind",
+        )
+        raise IdentityInEntryError(
+            f"audit entry {kind}: field {where!r} holds a value shaped like a resident identity "
+            "number; log a pseudonym or a digest instead"
+        )
+    return data
+
+
+def decode_entry(data: bytes) -> dict[str, Any]:
+    """Parses entry bytes into ``{"kind", "time", "fields", "v"}`` (no verification)."""
+    obj = json.loads(bytes(data).decode("utf-8"))
+    if not isinstance(obj, dict) or not isinstance(obj.get("fields"), dict) or "kind" not in obj:
+        raise ValueError("not an audit entry")
+    return obj

@@ -1,0 +1,285 @@
+"""Household verification cases on the hub: open, run against every provider, store evidence.
+
+``run_case`` obtains tokens from every provider in parallel (blind → Evaluate → verify the
+batched DLEQ proof against the directory's OPRF key → finalise), then sends each provider
+one ``Lookup`` with the member tokens and the fields the rules need. A provider that does
+not answer within its deadline is retried with the *same* request id (the provider returns
+the same signed answer if it had answered); one that still fails is recorded as
+``unavailable`` with the reason — never as zero.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import grpc
+from sqlalchemy import Engine, func, insert, select, update
+
+from hedui.adapters.idnum import normalize
+from hedui.keys import oprf
+from hedui.keys.directory import PURPOSES
+from hedui.node.audit.entry import Kind
+from hedui.node.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Reason,
+    ResourceExhausted,
+    Unauthenticated,
+    VerificationError,
+    describe_remote,
+    from_rpc_error,
+)
+from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
+from hedui.node.verification.protocol import request_digest, verify_answer
+from hedui.node.verification.rules import Rules
+from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
+
+__all__ = ["open_case", "run_case", "list_cases", "CaseRun", "record_directory", "consent_digest_of"]
+
+log = logging.getLogger("hedui.hub.cases")
+_MAX_MEMBERS = 20
+
+
+def consent_digest_of(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def open_case(
+    rt: Runtime,
+    members: list[tuple[str, str]],
+    *,
+    purpose: str,
+    consent_digest: bytes,
+    operator: str,
+    region: str,
+    expenditure: Decimal | None = None,
+) -> str:
+    """Validates everything up front, writes the case in one transaction, then records
+    ``case.opened`` (the act is audited where it happens, whoever opens the case)."""
+    if purpose not in PURPOSES:
+        raise InvalidArgument(f"purpose: got {purpose[:32]!r}, want one of {sorted(PURPOSES)}")
+    if len(consent_digest) != 32:
+        raise InvalidArgument(f"consent digest: got {len(consent_digest)} bytes, want 32 (SHA-256 of the signed authorisation)")
+    if not members:
+        raise InvalidArgument("members: got none, want at least one household member")
+    if len(members) > _MAX_MEMBERS:
+        raise InvalidArgument(f"members: got {len(members)}, want at most {_MAX_MEMBERS}")
+    if not operator or len(operator) > 64:
+        raise InvalidArgument("operator: got an empty or over-long code, want 1..64 characters")
+    if not region.isdigit() or len(region) not in (6, 9, 12):
+        raise InvalidArgument(f"region: got {region[:12]!r}, want a 6-, 9- or 12-digit region code")
+    if expenditure is not None and (not expenditure.is_finite() or expenditure < 0 or expenditure > Decimal("1e9")):
+        raise InvalidArgument("expenditure: got a negative or absurd amount, want 0..1e9 CNY")
+    seen: dict[str, int] = {}
+    norm: list[tuple[str, str]] = []
+    for i, (raw, relation) in enumerate(members):
+        try:
+            ident = normalize(raw)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"members[{i}]: {exc.message}", reason=exc.reason) from None
+        if ident in seen:
+            raise InvalidArgument(f"members[{i}]: same person as members[{seen[ident]}], want each member once", reason=Reason.DUPLICATE_MEMBER)
+        seen[ident] = i
+        norm.append((ident, (relation or "member")[:32]))
+    now = dt.datetime.now(dt.UTC)
+    with rt.engine.begin() as c:
+        n = c.execute(select(func.count()).select_from(cases)).scalar_one()
+        ref = f"HUB-{now:%Y}-{n + 1:06d}"
+        while c.execute(select(cases.c.case_ref).where(cases.c.case_ref == ref)).first():
+            n += 1
+            ref = f"HUB-{now:%Y}-{n + 1:06d}"
+        c.execute(insert(cases).values(
+            case_ref=ref, purpose=purpose, consent_digest=consent_digest, operator=operator, region=region,
+            expenditure=expenditure, status="open", created_at=now,
+        ))
+        c.execute(insert(case_members), [
+            {"case_ref": ref, "position": i, "identity": ident, "relation": rel} for i, (ident, rel) in enumerate(norm)
+        ])
+    rt.audit.record(Kind.CASE_OPENED, {"case_ref": ref, "purpose": purpose, "operator": operator, "consent_digest": consent_digest.hex()})
+    return ref
+
+
+def list_cases(engine: Engine) -> list[dict[str, str]]:
+    """Every case on the hub, oldest first: reference, purpose, status, when opened."""
+    with engine.connect() as c:
+        rows = c.execute(select(cases.c.case_ref, cases.c.purpose, cases.c.status, cases.c.created_at).order_by(cases.c.created_at)).all()
+    return [{"case_ref": r.case_ref, "purpose": r.purpose, "status": r.status, "created_at": str(r.created_at)} for r in rows]
+
+
+def record_directory(rt: Runtime) -> None:
+    """Keeps a copy of every directory version the hub used, for offline evidence checks."""
+    v = rt.directory.version
+    with rt.engine.begin() as c:
+        if c.execute(select(directory_history.c.version).where(directory_history.c.version == v)).first() is None:
+            c.execute(insert(directory_history).values(
+                version=v, envelope=rt.directory.envelope.SerializeToString(deterministic=True),
+                accepted_at=dt.datetime.now(dt.UTC),
+            ))
+
+
+@dataclass
+class ProviderOutcome:
+    provider: str
+    status: str
+    reason: str = ""
+    attempts: int = 0
+
+
+@dataclass
+class CaseRun:
+    case_ref: str
+    outcomes: list[ProviderOutcome]
+    seconds: float
+
+    @property
+    def complete(self) -> bool:
+        return all(o.status == "ok" for o in self.outcomes)
+
+
+def _providers(rt: Runtime, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]:
+    need = rules.fields_by_provider()
+    out = []
+    for m in rt.directory.members_with(directory_pb2.ROLE_PROVIDER):
+        if m.code == rt.member:
+            continue
+        catalogue = {f.name for f in m.fields}
+        fields = [f for f in need.get(m.code, []) if f in catalogue]
+        if not fields and m.fields:
+            # Ask at least the first catalogue field so the report shows whether the
+            # department holds a record of each member.
+            fields = [m.fields[0].name]
+        if fields:
+            out.append((m, fields))
+    return out
+
+
+def run_case(rt: Runtime, case_ref: str, *, timeout: float = 10.0, retries: int = 2, rerun_ok: bool = False) -> CaseRun:
+    started = time.monotonic()
+    record_directory(rt)
+    with rt.engine.connect() as c:
+        case = c.execute(select(cases).where(cases.c.case_ref == case_ref)).first()
+        if case is None:
+            raise NotFound(f"case: got {case_ref[:32]!r}, want an open case reference")
+        idents = [r.identity for r in c.execute(select(case_members.c.identity).where(case_members.c.case_ref == case_ref).order_by(case_members.c.position))]
+        done = {r.provider for r in c.execute(select(case_answers.c.provider).where(case_answers.c.case_ref == case_ref, case_answers.c.status == "ok"))}
+    if rt.hub is None:
+        raise ConfigError(f"node.roles: got {', '.join(rt.config.node.roles)}, want the hub role to run cases")
+    rules = rt.hub.rules
+    todo = [(m, f) for m, f in _providers(rt, rules) if rerun_ok or m.code not in done]
+    ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator)
+    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
+        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries) for m, fields in todo]
+        outcomes = [f.result() for f in futs]
+    with rt.engine.connect() as c:
+        statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
+    status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
+    with rt.engine.begin() as c:
+        c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=dt.datetime.now(dt.UTC)))
+    return CaseRun(case_ref, outcomes, time.monotonic() - started)
+
+
+def _status_of(err: grpc.RpcError) -> tuple[str, str]:
+    """``unavailable`` for a peer that did not answer (or failed internally), ``refused`` for
+    a typed refusal; the reason text keeps the status name and the peer's reason."""
+    e = from_rpc_error(err)
+    refused = isinstance(e, (PermissionDenied, ResourceExhausted, InvalidArgument, Unauthenticated, FailedPrecondition, NotFound))
+    return ("refused" if refused else "unavailable"), describe_remote(e)[:300]
+
+
+def _retryable(err: grpc.RpcError) -> bool:
+    return err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _call(fn, req, timeout: float, retries: int):
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn(req, timeout=timeout), attempt
+        except grpc.RpcError as err:
+            if attempt > retries or not _retryable(err):
+                err.attempts = attempt  # type: ignore[attr-defined]
+                raise
+            time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+
+
+def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries) -> ProviderOutcome:
+    code = m.code
+    peer = rt.peers.get(code)
+    epochs = sorted(((k.epoch, bytes(k.public_key)) for k in m.oprf_keys), reverse=True)
+    rid = os.urandom(16)
+    row = {"case_ref": ctx_base["case_ref"], "provider": code, "request_id": rid, "directory_version": rt.directory.version}
+    attempts = 0
+    try:
+        if not epochs:
+            raise VerificationError(f"directory: {code} publishes no OPRF key", reason=Reason.NO_OPRF_KEY)
+        epoch, pub = epochs[0]
+        state = oprf.blind(idents)
+        ev_req = pseudonym_pb2.EvaluateRequest(
+            context=common_pb2.RequestContext(request_id=os.urandom(16), **ctx_base), epoch=epoch,
+            blinded_elements=state.blinded,
+        )
+        ev, n = _call(peer.pseudonym.Evaluate, ev_req, timeout, retries)
+        attempts += n
+        if ev.epoch != epoch:
+            raise VerificationError(f"evaluate: got epoch {ev.epoch}, want {epoch}", reason=Reason.BAD_EPOCH)
+        tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, pub)
+        req = lookup_pb2.LookupRequest(
+            context=common_pb2.RequestContext(request_id=rid, **ctx_base), epoch=epoch, tokens=tokens,
+            queries=[lookup_pb2.FieldQuery(field=f) for f in fields],
+        )
+        digest = request_digest(req)
+        row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens))
+        rt.audit.record(Kind.QUERY_SENT, {
+            "peer": code, "purpose": int(req.context.purpose), "case_ref": req.context.case_ref,
+            "request_id": rid.hex(), "request_digest": digest.hex(), "count": len(tokens), "fields": fields,
+        }, wait=False)
+        resp, n = _call(peer.lookup.Lookup, req, timeout, retries)
+        attempts += n
+        answer = verify_answer(rt.directory.signing_keys(), code, resp.answer, digest, tokens)
+        _observe_checkpoint(rt, code, resp.checkpoint)
+        row.update(status="ok", reason="", envelope=resp.answer.SerializeToString(deterministic=True),
+                   answered_at=dt.datetime.now(dt.UTC))
+        rt.audit.record(Kind.ANSWER_RECEIVED, {
+            "peer": code, "case_ref": req.context.case_ref, "request_id": rid.hex(), "request_digest": digest.hex(),
+            "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",
+            "found": sum(1 for a in answer.members if a.found),
+        })
+    except grpc.RpcError as err:
+        attempts += getattr(err, "attempts", 1)
+        status, reason = _status_of(err)
+        row.update(status=status, reason=reason)
+        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": reason[:120]})
+    except VerificationError as exc:
+        status = "bad_proof" if exc.reason == Reason.BAD_PROOF else "bad_signature"
+        row.update(status=status, reason=f"{exc.reason}: {exc.message}"[:300])
+        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason})
+    row["attempts"] = attempts
+    _store_outcome(rt.engine, row)
+    return ProviderOutcome(code, row["status"], row.get("reason", ""), attempts)
+
+
+def _observe_checkpoint(rt: Runtime, code: str, cp) -> None:
+    rt.audit.offer_peer_checkpoint(code, bytes(cp.note) if cp is not None else b"")
+
+
+def _store_outcome(engine, row: dict) -> None:
+    key = (case_answers.c.case_ref == row["case_ref"]) & (case_answers.c.provider == row["provider"])
+    vals = {k: v for k, v in row.items() if k not in ("case_ref", "provider")}
+    with engine.begin() as c:
+        if c.execute(update(case_answers).where(key).values(**vals)).rowcount == 0:
+            c.execute(insert(case_answers).values(**row))

@@ -1,0 +1,76 @@
+"""Hub tables for household verification cases.
+
+Raw identity numbers are allowed here and only here on the hub (DESIGN.md "Parties"): the
+case's members. Everything the hub sends or logs uses tokens and digests.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from hedui.node.store.schema import metadata
+
+__all__ = ["cases", "case_members", "case_answers", "directory_history"]
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_ref", String(32), primary_key=True),
+    Column("purpose", String(32), nullable=False),
+    Column("consent_digest", LargeBinary(32), nullable=False),
+    Column("operator", String(64), nullable=False),
+    Column("region", String(12), nullable=False),
+    Column("expenditure", Numeric(14, 2), nullable=True),
+    Column("status", String(16), nullable=False),  # open | complete | incomplete
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("run_at", DateTime(timezone=True), nullable=True),
+)
+
+case_members = Table(
+    "case_members",
+    metadata,
+    Column("case_ref", String(32), ForeignKey("cases.case_ref", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("identity", String(18), nullable=False),
+    Column("relation", String(32), nullable=False),
+    UniqueConstraint("case_ref", "identity", name="uq_case_members_case_identity"),
+)
+
+# One row per (case, provider): the outcome of the latest attempt and the signed evidence.
+case_answers = Table(
+    "case_answers",
+    metadata,
+    Column("case_ref", String(32), ForeignKey("cases.case_ref", ondelete="CASCADE"), primary_key=True),
+    Column("provider", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # ok | unavailable | refused | bad_signature | bad_proof
+    Column("reason", Text, nullable=False, default=""),
+    Column("request_id", LargeBinary(32), nullable=False),
+    Column("request_digest", LargeBinary(32), nullable=True),
+    Column("epoch", Integer, nullable=True),
+    Column("tokens", LargeBinary, nullable=True),  # 64-byte tokens, member order, concatenated
+    Column("envelope", LargeBinary, nullable=True),  # serialised DSSE Envelope (answer)
+    Column("directory_version", BigInteger, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("answered_at", DateTime(timezone=True), nullable=True),
+)
+
+# Every directory the hub accepted, so evidence verifies offline against the version in force.
+directory_history = Table(
+    "directory_history",
+    metadata,
+    Column("version", BigInteger, primary_key=True),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("accepted_at", DateTime(timezone=True), nullable=False),
+)
