@@ -1,7 +1,7 @@
 """The designed cross-check recipients (issue 14): people receiving 低保/特困 whom a bulk
 cross-check as of the extract date must flag — dead, holding a vehicle bought for 100,000.00
-or more (the boundary itself included), holding two or more current properties — and decoys
-that must not be flagged. ``Designed.hits`` records the expected hits per recipient.
+or more (the boundary itself included), holding two or more current residential properties —
+and decoys that must not be flagged. ``Designed.hits`` records the expected hits per recipient.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _NAMES = {
     "X11": ("霍秀英", "2", date(1939, 10, 1)), "X12": ("綦海涛", "1", date(1983, 11, 11)),
     "X13": ("左凤兰", "2", date(1962, 4, 14)), "X14": ("毕永强", "1", date(1970, 2, 20)),
     "X15": ("齐乐天", "1", date(1980, 10, 10)), "X16": ("翟丽娟", "2", date(1974, 4, 24)),
-    "X18": ("桑志明", "1", date(1956, 6, 26)),
+    "X17": ("雷振华", "1", date(1963, 3, 13)), "X18": ("桑志明", "1", date(1956, 6, 26)),
 }
 
 HITS = {"X1": {DEAD}, "X2": {VEHICLE}, "X4": {PROPERTY}, "X9": {VEHICLE}, "X10": {VEHICLE},
@@ -75,6 +75,9 @@ def recipients(mk: Maker, d) -> None:
     x["X15"].ids["cheguan"] = fullwidth(x["X15"].id18)
     d.recipients["X15"].vehicles.append(mk.vehicle(x["X15"], "10.500000", at(2022, 2, 22, 10, 0)))
     d.recipients["X16"].vehicles.append(mk.vehicle(x["X16"], "20.000000", at(2021, 1, 1, 10, 0)))
+    # A home and a garage: one residential property.
+    d.recipients["X17"].rights += [mk.right([x["X17"]], date(2010, 1, 1)),
+                                   mk.right([x["X17"]], date(2015, 5, 5), area="18.00", use="车库")]
     company = Owner("淄博桑氏建材有限公司", uscc(mk.rng))
     d.recipients["X18"].rights += [mk.right([x["X18"]], date(2000, 10, 10)),
                                    mk.right([x["X18"], company], date(2018, 8, 8), shares="按份共有")]

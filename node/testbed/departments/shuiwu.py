@@ -1,7 +1,7 @@
 """税务 — individual income tax returns (自然人税收管理系统 style, lower-case pinyin initials).
 
 Every income line of a withholding or self-filed return is one row of ``sb_grsds_mx`` with the
-payee's identity number (``sfzjhm``, a CHAR(20) column: often space-padded), an income item code
+payee's identity number (``sfzjhm``, exported from a CHAR column: often space-padded), an income item code
 (``sdxmdm``, dictionary ``dm_sdxm``), the income in yuan with 2 decimals, the tax period from/to
 as ``YYYYMM`` text (monthly for wages and labour, quarterly for business income), the tax year
 as an INTEGER and a status: '1' valid, '2' cancelled (作废), '3' superseded by a correction
@@ -37,7 +37,7 @@ TABLES = (
     Table("sb_grsds_mx", "个人所得税申报明细（每个所得项目一行）", (
         Col("mxxh", "BIGINT", "明细序号", key=True),
         Col("pzxh", "VARCHAR(20)", "申报凭证序号"),
-        Col("sfzjhm", "CHAR(20)", "纳税人身份证件号码"),
+        Col("sfzjhm", "VARCHAR(20)", "纳税人身份证件号码（CHAR 导出，常带空格）"),
         Col("xm", "VARCHAR(50)", "纳税人姓名"),
         Col("sdxmdm", "VARCHAR(4)", "所得项目代码（见 dm_sdxm）"),
         Col("sre", "NUMERIC(14,2)", "收入额（元）"),
@@ -85,7 +85,7 @@ class Writer:
         self.row += 1
         filed = _filed(last)
         voucher = f"1{filed:%Y%m%d}{self.row:011d}"
-        self.emit("sb_grsds_mx", (self.row, voucher, p.ident(KEY).ljust(20), p.name, code, yuan(fen), str(first), str(last),
+        self.emit("sb_grsds_mx", (self.row, voucher, p.ident(KEY), p.name, code, yuan(fen), str(first), str(last),
                                   last // 100, status, original, agent or None, filed.isoformat()))
         return voucher
 
