@@ -14,6 +14,7 @@ Deterministic: no wall clock (every date derives from ``extract_date`` or is fix
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -94,9 +95,11 @@ def generate(sqlite_dir: Path | str | None = None, pg_url: str | None = None, *,
                 s.finish(k, tables[k])
         for s in sinks:
             s.commit()
-    except BaseException:
+    except BaseException as e:
         for s in sinks:
             s.abort()
+        if isinstance(e, (OSError, sqlite3.Error)) or type(e).__module__.startswith("psycopg"):
+            raise GenerateError(f"write: {type(e).__name__}: {e}".splitlines()[0]) from None
         raise
     return Summary(extract_date, residents, households, out.counts, data_dates(extract_date))
 
@@ -110,10 +113,11 @@ class _Progress:
     def __enter__(self):
         if not self.show:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
         self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn())
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
         self.bar.start()
         task = self.bar.add_task("residents", total=self.total)
         return lambda n: self.bar.advance(task, n)

@@ -10,7 +10,6 @@ the end, the PostgreSQL load is one transaction.
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,27 +181,30 @@ class Out:
     def __init__(self, sinks: list, tables: dict[str, tuple[Table, ...]], batch: int = 20_000) -> None:
         self.sinks, self.batch = sinks, batch
         self.tables = {(k, t.name): t for k, ts in tables.items() for t in ts}
-        self.buf: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+        self.buf: dict[tuple[str, str], list[tuple]] = {key: [] for key in self.tables}
         self.counts: dict[str, dict[str, int]] = {k: {t.name: 0 for t in ts} for k, ts in tables.items()}
 
     def emitter(self, key: str):
+        bufs = {name: b for (k, name), b in self.buf.items() if k == key}
+        batch, flush = self.batch, self._flush
+
         def emit(table: str, row: tuple) -> None:
-            t = self.tables[(key, table)]
-            if len(row) != len(t.cols):
-                raise AssertionError(f"{key}.{table}: got {len(row)} values, want {len(t.cols)}")
-            b = self.buf[(key, table)]
+            b = bufs[table]
             b.append(row)
-            if len(b) >= self.batch:
-                self._flush(key, table)
+            if len(b) >= batch:
+                flush(key, table)
         return emit
 
     def _flush(self, key: str, table: str) -> None:
-        rows = self.buf.pop((key, table), [])
+        rows = self.buf[(key, table)]
         if rows:
             t = self.tables[(key, table)]
+            if {len(r) for r in rows} != {len(t.cols)}:
+                raise AssertionError(f"{key}.{table}: a row does not have {len(t.cols)} values")
             for s in self.sinks:
                 s.write(key, t, rows)
             self.counts[key][table] += len(rows)
+            rows.clear()
 
     def flush(self) -> None:
         for key, table in sorted(self.buf):
