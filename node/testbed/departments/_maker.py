@@ -49,12 +49,16 @@ class Maker:
         return f"{REGION}{900000 + self.n_hh}"
 
     def right(self, owners: list[Person | Owner], start: date, *, end: date | None = None, ended_as: str = "历史",
-              area: str = "89.50", use: str = "住宅", shares: str | None = None) -> Right:
+              area: str = "89.50", use: str = "住宅", shares: str | None = None, after: Right | None = None) -> Right:
+        """A right; ``after`` is the right it follows on the same property (the seller's, in a sale)."""
         self.n_unit += 1
         unit = f"{REGION}{self.n_unit:03d}{self.rng.randint(1, 999):03d}GB{self.rng.randint(1, 99999):05d}" \
                f"F{self.rng.randint(1, 9999):04d}{self.rng.randint(101, 2604):04d}"
+        address = self.address()
+        if after is not None:
+            unit, address, area, use = after.unit, after.address, after.area, after.use
         held = [o if isinstance(o, Owner) else Owner(o.name, o.ident("budongchan"), o) for o in owners]
-        return Right(unit, self.address(), area, use, start, held, end=end, ended_as=ended_as,
+        return Right(unit, address, area, use, start, held, end=end, ended_as=ended_as,
                      shares=shares or ("单独所有" if len(held) == 1 else "共同共有"))
 
     def vehicle(self, owner: Person | Owner, price_wan: str, first_reg: datetime, **kw) -> Vehicle:

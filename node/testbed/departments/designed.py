@@ -128,7 +128,7 @@ def _applicants(mk: Maker, d: Designed) -> None:
     buyer = _side(mk, d, "S1", p("高峰", "1", date(1990, 2, 2), "户主"))
     h3.rights += [mk.right([a], date(2015, 3, 20)),
                   mk.right([a], date(2019, 6, 18), end=date(2026, 5, 15), area="72.15")]
-    d.side[-1].rights.append(mk.right([buyer], date(2026, 5, 15), area="72.15"))
+    d.side[-1].rights.append(mk.right([buyer], date(2026, 5, 15), after=h3.rights[-1]))
 
     # H4: all income outside the window (and in the reference month itself); a member present
     # in no department at all; one current and one historical property; assistance is not income.
@@ -138,8 +138,10 @@ def _applicants(mk: Maker, d: Designed) -> None:
     c = p("赵梓萱", "2", date(2019, 9, 9), "女", registered=False)
     h4 = _household(mk, d, "H4", {"A": a, "B": b, "C": c})
     buyer = _side(mk, d, "S2", p("孔令辉", "1", date(1968, 8, 8), "户主"))
-    h4.rights += [mk.right([a], date(2010, 8, 9), area="62.30"), mk.right([a], date(2005, 4, 12), end=date(2010, 8, 9))]
-    d.side[-1].rights.append(mk.right([buyer], date(2010, 8, 9)))
+    # The old (2005) registration recorded B as co-holder without an identity number: a blank.
+    h4.rights += [mk.right([a], date(2010, 8, 9), area="62.30"),
+                  mk.right([a, Owner(b.name, "", b)], date(2005, 4, 12), end=date(2010, 8, 9))]
+    d.side[-1].rights.append(mk.right([buyer], date(2010, 8, 9), after=h4.rights[-1]))
     h4.temporary.append(Temporary(a, date(2026, 1, 20), 300000, "突发重大疾病"))
     h4.assistance.append(Assistance("MZ370303000101", "低保", 202407, None, 120000, "370303001", [a, b], [a, b]))
 
