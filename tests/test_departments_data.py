@@ -263,3 +263,35 @@ def test_docs_describe_every_table_and_column():
             assert f"`{t.name}` —" in doc, t.name
             for c in t.cols:
                 assert f"| `{c.name}` | {c.type}" in doc, (t.name, c.name)
+
+
+def _ymd(col: str) -> str:
+    return f"replace(substr({col}, 1, 10), '-', '')"
+
+
+# Every dated column as integer YYYYMMDD: (department, table, expression, bound). Facts are
+# bounded by the department's data date; a tax return's filing date by the extract date.
+_DATED = [
+    ("huji", "RK_BDJL", '"BDRQ"', "data"), ("huji", "RK_BDJL", _ymd('"DJSJ"'), "data"),
+    ("shebao", "ac43", "aae002 * 100 + 1", "data"), ("shebao", "ac84", "aae003 || '01'", "data"),
+    ("shebao", "jc04", _ymd("aae030"), "data"), ("shebao", "ac01", _ymd("aae036"), "data"),
+    ("shuiwu", "sb_grsds_mx", "skssqz || '01'", "data"), ("shuiwu", "sb_grsds_mx", _ymd("sbrq"), "extract"),
+    ("budongchan", "fdcq", "djsj", "data"), ("budongchan", "fdcq", "zxsj", "data"),
+    ("cheguan", "jdc", _ymd("coalesce(djrq, ccdjrq)"), "data"), ("cheguan", "jdc", _ymd("zxrq"), "data"),
+    ("cheguan", "jdc", _ymd("gxsj"), "data"), ("gongjijin", "grmxz", _ymd("jzrq"), "data"),
+    ("gongjijin", "grmxz", "replace(hjny, '-', '') || '01'", "data"), ("gongjijin", "grzhxx", _ymd("khrq"), "data"),
+    ("yibao", "setl_d", _ymd("setl_time"), "data"), ("canlian", "cjrz_ffjl", _ymd("fzrq"), "data"),
+    ("minzheng", "jz_jt", "ksny || '01'", "data"), ("minzheng", "jz_lsjz", _ymd("jzrq"), "data"),
+]
+
+
+@settings(max_examples=4, deadline=None)
+@given(extract=st.dates(date(2024, 1, 1), date(2027, 12, 31)))
+def test_no_row_is_dated_after_its_extract(tmp_path_factory, extract):
+    folder = tmp_path_factory.mktemp("extract")
+    s = generate(folder, residents=40, extract_date=extract, seed=extract.toordinal())
+    for dept, table, expr, bound in _DATED:
+        until = int(f"{s.data_dates[dept] if bound == 'data' else extract:%Y%m%d}")
+        (latest,) = _sql(folder, dept, f"SELECT MAX(CAST({expr} AS INTEGER)) FROM {_q(table)}")[0]
+        assert latest is None or latest <= until, (extract, dept, expr, latest)
+    assert s.data_dates["shuiwu"] < extract

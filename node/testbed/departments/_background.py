@@ -30,6 +30,11 @@ _MODELS = ("大众朗逸", "丰田卡罗拉", "本田思域", "吉利帝豪", "�
 _TOWNS = ("370303001", "370303002", "370303003", "370303100", "370303101", "370303102")
 
 
+def _ten_years(d: date) -> date:
+    """The same day ten years on (a certificate's validity); 29 February becomes 28 February."""
+    return d.replace(year=d.year + 10, day=min(d.day, 28 if d.month == 2 else 31))
+
+
 class Background:
     def __init__(self, seed: int, extract: date, residents: int, recipient_share: float) -> None:
         self.rng = random.Random(f"hedui-departments-background:{seed}")
@@ -120,10 +125,10 @@ class Background:
         if r.random() < 0.025:
             issued = self._day(date(2008, 1, 1), date(2024, 6, 30))
             cat, grade = r.randint(1, 7), r.randint(1, 4)
-            p.certs = [Cert(cat, grade, "首次", issued, issued.replace(year=issued.year + 10) - timedelta(days=1))]
+            p.certs = [Cert(cat, grade, "首次", issued, _ten_years(issued) - timedelta(days=1))]
             if p.certs[0].valid_to < self.extract and r.random() < 0.8:
                 again = p.certs[0].valid_to + timedelta(days=r.randint(1, 60))
-                p.certs.append(Cert(cat, grade, "换领", again, again.replace(year=again.year + 10)))
+                p.certs.append(Cert(cat, grade, "换领", again, _ten_years(again)))
         return p
 
     def _working(self, p: Person, number: int, end: int | None, x: float) -> None:

@@ -83,8 +83,9 @@ class Writer:
                 continue
             pid = self._next("ac01")
             state = "1" if any(s.last is None for s in p.wages) else ("4" if p.pension else "2")
+            enrolled = min(date(p.birth.year + 18, 9, 1), self.until)
             self.emit("ac01", (pid, p.ident(KEY), p.name, p.sex, int(f"{p.birth:%Y%m%d}"), state,
-                               f"{p.birth.year + 18}-09-01 09:00:00"))
+                               f"{enrolled.isoformat()} 09:00:00"))
             unit = unit_code(p.employer)
             for s in p.wages:
                 for m in months(s.first, min(s.last or self.last, self.last)):
