@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import uuid
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path

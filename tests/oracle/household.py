@@ -161,7 +161,7 @@ def verify(fed: Federation, members: list[str], ref_month: int | str, months: in
             return Figure(dept, NOT_CURRENT, None, dates[dept], **meta)
         raws = fed.raws(dept, id18)
         if not raws:
-            return Figure(dept, NO_RECORD, pick([(None,)]) if False else None, dates[dept], **meta)
+            return Figure(dept, NO_RECORD, None, dates[dept], **meta)
         return Figure(dept, OK, pick(fed.rows(sql, raws, **params)), dates[dept], **meta)
 
     out: list[Member] = []
@@ -174,7 +174,8 @@ def verify(fed: Federation, members: list[str], ref_month: int | str, months: in
         else:
             status, day = reg.value
             counted = status == "正常"
-            reason = None if counted else f"{'dead' if status == '死亡' else 'moved out'} {day[:4]}-{day[4:6]}-{day[6:]}"
+            word = {"死亡": "dead", "迁出": "moved out"}.get(status, f"status {status}")
+            reason = None if counted else f"{word} {day[:4]}-{day[4:6]}-{day[6:]}"
         income = {}
         for item, (dept, sql) in INCOME.items():
             f = fig(dept, sql, id18, True, w)
@@ -183,10 +184,9 @@ def verify(fed: Federation, members: list[str], ref_month: int | str, months: in
         props = _zero(fig("budongchan", _PROPERTIES, id18, False, e))
         fund = _money(fig("gongjijin", _FUND, id18, False, e))
         med = fig("yibao", _MEDICAL, id18, True, w, pick=lambda r: r[0])
-        med_n = Figure(med.department, med.status, med.value[0] if med.status == OK else (0 if med.status == NO_RECORD else None),
-                       med.data_date, med.window)
-        med_own = _money(Figure(med.department, med.status, med.value[1] if med.status == OK else None,
-                                med.data_date, med.window))
+        count, own = med.value if med.status == OK else (0, 0) if med.status == NO_RECORD else (None, None)
+        med_n = Figure(med.department, med.status, count, med.data_date, med.window)
+        med_own = _money(Figure(med.department, med.status, own, med.data_date, med.window))
         certs = _zero(fig("canlian", _CERTS, id18, False, e))
         grade = fig("canlian", _GRADE, id18, False, e, pick=lambda r: r[0][0] if r else None)
         out.append(Member(id18, counted, reason, reg, income, vehicles, props, fund, med_own, med_n, certs, grade))

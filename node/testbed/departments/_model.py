@@ -47,10 +47,10 @@ def unit_code(name: str, prefix: str = "37") -> str:
     return f"{prefix}{zlib.crc32(name.encode('utf-8')) % 10**8:08d}" if name else ""
 
 
-def yuan(fen: int, places: int = 2) -> str:
-    """Exact decimal text of a fen amount (``places`` 2 for yuan)."""
+def yuan(fen: int) -> str:
+    """Exact decimal text, in yuan, of a fen amount."""
     sign, fen = ("-", -fen) if fen < 0 else ("", fen)
-    return f"{sign}{fen // 100}.{fen % 100:02d}" if places == 2 else f"{sign}{fen}"
+    return f"{sign}{fen // 100}.{fen % 100:02d}"
 
 
 @dataclass
