@@ -40,12 +40,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, report  # noqa: E402
+from _common import machine, report
 
-from hedui.adapters.synthetic import resident  # noqa: E402
-from hedui.keys import oprf  # noqa: E402
-from hedui.node.crosscheck import filterfmt, gcs, shards  # noqa: E402
-from hedui.v1 import common_pb2, pseudonym_pb2  # noqa: E402
+from hedui.adapters.synthetic import resident
+from hedui.keys import oprf
+from hedui.node.crosscheck import filterfmt, gcs, shards
+from hedui.v1 import common_pb2, pseudonym_pb2
 
 KEY_SEED = bytes(range(32))
 ID_SEED = 3
@@ -193,7 +193,7 @@ def bench_crosscheck(population: int, resident_n: int, overlap: int, rounds: int
         try:
             import private_set_intersection.python as psi
         except ImportError:
-            raise SystemExit("bench_filter: OpenMined PSI is not installed; run `.venv/bin/pip install -e .[bench]` or pass --skip psi")
+            raise SystemExit("bench_filter: OpenMined PSI is not installed; run `.venv/bin/pip install -e .[bench]` or pass --skip psi") from None
     key = oprf.ServerKey.derive(KEY_SEED, 1)
     dept_ids = [resident(i, ID_SEED).id_number for i in range(1, resident_n + 1)]
     pop_ids = dept_ids[resident_n - overlap:] + [resident(resident_n + i, ID_SEED).id_number for i in range(1, population - overlap + 1)]
@@ -216,14 +216,14 @@ def bench_crosscheck(population: int, resident_n: int, overlap: int, rounds: int
     if psi:
         psi_round(psi, pop_ids[: population // 10], dept_ids[: resident_n // 10])
 
-    H, O, S = [], [], []
+    H, OM, S = [], [], []
     with progress() as bar:
         task = bar.add_task("cross-check rounds", total=rounds)
         for r in range(rounds):
             H.append(hedui_round(header, content, pop_tokens, overlap))
             H[-1]["strict"] = hedui_round(strict_header, strict, pop_tokens, overlap)
             start = (r * SAMPLE) % max(1, population - SAMPLE)
-            O.append(oprf_round(key, pop_ids[start: start + SAMPLE]))
+            OM.append(oprf_round(key, pop_ids[start: start + SAMPLE]))
             if psi:
                 S.append(psi_round(psi, pop_ids, dept_ids))
             bar.advance(task)
@@ -233,9 +233,9 @@ def bench_crosscheck(population: int, resident_n: int, overlap: int, rounds: int
 
     recv, inter = col(H, "receive"), col(H, "intersect")
     step = (min(h["receive"] + h["intersect"] for h in H), statistics.median(h["receive"] + h["intersect"] for h in H))
-    per = {k: col(O, k) for k in ("blind", "evaluate", "finalize", "token")}
+    per = {k: col(OM, k) for k in ("blind", "evaluate", "finalize", "token")}
     oprf_el = (sum(per[k][0] for k in ("blind", "evaluate", "finalize")), sum(per[k][1] for k in ("blind", "evaluate", "finalize")))
-    oprf_bytes = O[0]["bytes_per_batch"] / O[0]["batch"] * population
+    oprf_bytes = OM[0]["bytes_per_batch"] / OM[0]["batch"] * population
     filter_bytes = content.size + header_bytes
     e2e = (oprf_el[0] * population + step[0], oprf_el[1] * population + step[1])
     provider_tokens = (per["token"][0] * resident_n, per["token"][1] * resident_n)

@@ -34,7 +34,7 @@ __all__ = [
 #: Every rule in the source documents is in China Standard Time (domain.md "Time zone").
 DEFAULT_ZONE = "Asia/Shanghai"
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 
 
 class ClockError(ValueError):

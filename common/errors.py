@@ -105,6 +105,9 @@ class Reason(enum.StrEnum):
     DUPLICATE_MEMBER = "DUPLICATE_MEMBER"
     BAD_EXPORT = "BAD_EXPORT"
 
+    # -- token filters and bulk cross-checks (node/crosscheck/) ----------------------------
+    FILTER_DIGEST = "FILTER_DIGEST"
+
     # -- active discovery (node/discovery/) -----------------------------------------------
     BAD_NOTICE = "BAD_NOTICE"
     PROVIDER_MISMATCH = "PROVIDER_MISMATCH"

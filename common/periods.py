@@ -24,7 +24,6 @@ import calendar
 import datetime as dt
 import re
 from dataclasses import dataclass
-from typing import Union
 
 __all__ = [
     "PeriodError",
@@ -200,7 +199,7 @@ class Week:
         return f"{y:04d}-W{w:02d}"
 
 
-Period = Union[Month, Year, Week, DateRange]
+Period = Month | Year | Week | DateRange
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$", re.ASCII)
 _YEAR = re.compile(r"^(\d{4})$", re.ASCII)

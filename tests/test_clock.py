@@ -18,7 +18,7 @@ from hedui.common.clock import (
     zone,
 )
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CN = zone(DEFAULT_ZONE)
 
 

@@ -11,14 +11,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oracle import IDENTITY_COLUMNS, Federation, canonical
 from sqlalchemy import create_engine, text
 
-from hedui.adapters.idnum import IDNUM_PATTERN, InvalidIdentity, normalize
+from hedui.adapters.idnum import InvalidIdentity, contains, normalize
 from hedui.node.testbed.departments import DEPARTMENTS, GenerateError, designed, generate
 from hedui.node.testbed.departments.__main__ import main
 from hedui.node.testbed.departments._ids import bad_check, fullwidth, legacy15, padded, resident_id
-from oracle import IDENTITY_COLUMNS, Federation, canonical
 
 ROOT = Path(__file__).resolve().parent.parent
 D = designed()
@@ -190,16 +191,16 @@ def test_hostile_identity_forms_are_present(folder):
     assert "huji" in forms["clean"] and all("huji" not in s for k, s in forms.items() if k != "clean")
     # The institution's all-digit code has an identity number's shape but is nobody's number.
     code = _sql(folder, "cheguan", "SELECT sfzmhm FROM jdc WHERE sfzmmc = 'B' AND sfzmhm GLOB '12*'")[0][0]
-    assert IDNUM_PATTERN.fullmatch(code) and canonical(code) is None
+    assert len(code) == 18 and contains(code) and canonical(code) is None
     with pytest.raises(InvalidIdentity):
         normalize(code)
 
 
 def test_long_numbers_are_not_identity_numbers(folder):
     for (sid, visit) in _sql(folder, "yibao", "SELECT setl_id, mdtrt_id FROM setl_d"):
-        assert len(sid) == 24 and len(visit) == 20 and not IDNUM_PATTERN.search(sid + " " + visit)
+        assert len(sid) == 24 and len(visit) == 20 and not contains(sid + " " + visit)
     for (voucher,) in _sql(folder, "shuiwu", "SELECT pzxh FROM sb_grsds_mx"):
-        assert len(voucher) == 20 and voucher.isdigit() and not IDNUM_PATTERN.search(voucher)
+        assert len(voucher) == 20 and voucher.isdigit() and not contains(voucher)
     # The disability certificate number embeds the holder's number (docs warn not to carry it).
     b = D.people["H3.B"].id18
     assert _sql(folder, "canlian", "SELECT DISTINCT cjrzh FROM cjrz_ffjl WHERE cjrzh LIKE ?", b + "%") == [(b + "43",)]

@@ -9,10 +9,10 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from oracle import NO_RECORD, NOT_CURRENT, OK, Federation, crosscheck, half_up_per_capita, verify
 from sqlalchemy import text
 
 from hedui.node.testbed.departments import designed, generate
-from oracle import NO_RECORD, NOT_CURRENT, OK, Federation, crosscheck, half_up_per_capita, verify
 
 D = designed()
 ITEMS = ("wages", "pension", "unemployment", "labour", "business")

@@ -14,12 +14,12 @@ import multiprocessing
 import random
 from concurrent.futures import ProcessPoolExecutor
 
+import bip158_blocks as bip
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bip158_blocks as bip
 from hedui.node.crosscheck import gcs, shards
 from hedui.node.errors import InvalidArgument
 

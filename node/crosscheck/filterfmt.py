@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 
+from hedui.common.errors import Reason
 from hedui.node.crosscheck import gcs
 from hedui.node.crosscheck.shards import MAX_SHARD_BITS, ShardedSet
 from hedui.node.errors import InvalidArgument, VerificationError
@@ -124,7 +125,8 @@ class FilterHeader:
             if s.index != i:
                 raise FilterFormatError(f"shards[{i}].index: got {s.index}, want {i}")
             if not isinstance(s.sha256, bytes) or len(s.sha256) != _DIGEST:
-                raise FilterFormatError(f"shards[{i}].sha256: got {len(s.sha256) if isinstance(s.sha256, bytes) else type(s.sha256).__name__} bytes, want {_DIGEST}")
+                got = f"{len(s.sha256)} bytes" if isinstance(s.sha256, bytes) else f"a {type(s.sha256).__name__}"
+                raise FilterFormatError(f"shards[{i}].sha256: got {got}, want {_DIGEST} bytes")
             try:
                 least, most = gcs.size_bounds(s.count, self.p, self.m)
             except gcs.BadParameters as exc:
@@ -219,7 +221,10 @@ class Assembler:
     def _verify(self, s: int, body: bytes) -> bytes:
         entry = self.header.shards[s]
         if len(body) != entry.size or shard_digest(body) != entry.sha256:
-            raise VerificationError(f"shard {s}: got bytes whose SHA-256 differs from the signed header, want {entry.sha256.hex()[:16]}…", reason="FILTER_DIGEST")
+            raise VerificationError(
+                f"shard {s}: got bytes whose SHA-256 differs from the signed header, want {entry.sha256.hex()[:16]}…",
+                reason=Reason.FILTER_DIGEST,
+            )
         # A signed but malformed shard is refused too: it must decode to `count` values.
         gcs.decode(body, entry.count, self.header.p, self.header.m)
         return body

@@ -162,7 +162,7 @@ def build(tokens, *, p: int = gcs.P, m: int = gcs.M, shard_bits: int | None = No
     shard, h = token_keys(arr, k)
     order, bounds = _groups(shard, k)
     tasks = [(h[order[bounds[s]: bounds[s + 1]]], p, m) for s in range(1 << k)]
-    for s, (hs, _, _) in enumerate(tasks):
+    for hs, _, _ in tasks:
         gcs.check_params(len(hs), p, m)
     done = _run(_build_shard, tasks, executor)
     return ShardedSet(p, m, k, tuple(c for c, _ in done), tuple(b for _, b in done))

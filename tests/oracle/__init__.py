@@ -13,8 +13,7 @@ by :mod:`.ids`, written from GB 11643 itself, so a product bug cannot hide in th
 
 from .crosscheck import DEAD, PROPERTY, VEHICLE, CrossCheck, crosscheck
 from .db import DEPARTMENTS, IDENTITY_COLUMNS, Federation
-from .household import (INCOME, NO_RECORD, NOT_CURRENT, OK, STANDARD, Figure, Member, Report,
-                        half_up_per_capita, verify)
+from .household import INCOME, NO_RECORD, NOT_CURRENT, OK, STANDARD, Figure, Member, Report, half_up_per_capita, verify
 from .ids import canonical
 
 __all__ = ["DEAD", "PROPERTY", "VEHICLE", "CrossCheck", "crosscheck", "DEPARTMENTS", "IDENTITY_COLUMNS",

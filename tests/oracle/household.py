@@ -22,7 +22,7 @@ OK, NO_RECORD, NOT_CURRENT = "ok", "no_record", "not_current"
 
 # item → (department, SQL summing fen over the window for the stored forms :raws)
 INCOME = {
-    "wages": ("shebao", f"""
+    "wages": ("shebao", """
         SELECT COALESCE(SUM(w.aic020), 0) FROM shebao.ac43 w JOIN shebao.ac01 p ON p.aac001 = w.aac001
         WHERE p.aac002 IN :raws AND w.aae140 = '110' AND w.aae100 = '1' AND w.aae002 BETWEEN :wf AND :wt"""),
     "pension": ("shebao", f"""
@@ -44,7 +44,7 @@ INCOME = {
         WHERE t.sfzjhm IN :raws AND t.sdxmdm = '0600' AND t.sbzt = '1' AND {ym('t.skssqz')} BETWEEN :wf AND :wt"""),
 }
 
-_STATUS = f"""
+_STATUS = """
     SELECT b."BDHZT", b."BDRQ" FROM huji."RK_BDJL" b
     WHERE b."GMSFHM" IN :raws AND CAST(b."BDRQ" AS INTEGER) <= :end
     ORDER BY CAST(b."BDRQ" AS INTEGER) DESC, b."BDID" DESC"""

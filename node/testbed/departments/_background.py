@@ -16,9 +16,27 @@ import random
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 
-from ._ids import Background as Ids, bad_check, fullwidth, legacy15, padded, uscc
-from ._model import (Assistance, Benefit, Cert, Event, Fund, Household, Owner, Person, Right, Settlement,
-                     Spell, TaxItem, Temporary, Vehicle, add_months, first_day, month_of)
+from ._ids import Background as Ids
+from ._ids import bad_check, fullwidth, legacy15, padded, uscc
+from ._model import (
+    Assistance,
+    Benefit,
+    Cert,
+    Event,
+    Fund,
+    Household,
+    Owner,
+    Person,
+    Right,
+    Settlement,
+    Spell,
+    TaxItem,
+    Temporary,
+    Vehicle,
+    add_months,
+    first_day,
+    month_of,
+)
 
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严"
 _GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂华建国玉红梅志海燕丹宁波婷雪辉鑫宇浩然子涵欣怡梓萱诗琪"

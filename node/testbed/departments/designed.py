@@ -14,8 +14,7 @@ from datetime import date, datetime
 
 from ._ids import fullwidth, legacy15, padded, uscc
 from ._maker import Maker, at
-from ._model import (Benefit, Cert, Event, Fund, Household, Owner, Person, Settlement, Spell, TaxItem,
-                     Temporary, Assistance)
+from ._model import Assistance, Benefit, Cert, Event, Fund, Household, Owner, Person, Settlement, Spell, TaxItem, Temporary
 
 __all__ = ["Designed", "build"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from ._model import Household, month_of, months, yuan, unit_code
+from ._model import Household, month_of, months, unit_code, yuan
 from ._sink import Col, Table
 
 KEY = "shebao"
