@@ -393,8 +393,9 @@ def run_module(module, copy, tmp, env, tmap: TestMap, ops, equivalents, args) ->
     err.print(f"{module}: {len(mutants)} mutants, running {len(chosen)}; {len(everything)} covering tests "
               f"take {clean_secs:.1f} s unmutated; timeout per mutant {timeout:.0f} s")
 
+    started = time.monotonic()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=False) as bar:
+                  TimeElapsedColumn(), console=err, transient=False, disable=not err.is_terminal) as bar:
         task = bar.add_task(module, total=len(chosen))
         for m in chosen:
             mutated = MutationVisitor.mutate_code(original, op_by_name[m.operator], m.occurrence)
@@ -428,7 +429,12 @@ def run_module(module, copy, tmp, env, tmap: TestMap, ops, equivalents, args) ->
                 why = equivalents.get((module, _norm(m.before), _norm(m.after)))
                 if why:
                     m.status, m.reason = "equivalent", why
-            bar.update(task, advance=1, description=f"{module} ({sum(x.status in ('killed', 'timeout') for x in chosen)} detected)")
+            done = sum(x.status != "pending" for x in chosen)
+            detected = sum(x.status in ("killed", "timeout") for x in chosen)
+            bar.update(task, advance=1, description=f"{module} ({detected} detected)")
+            if not err.is_terminal and (done % 10 == 0 or done == len(chosen)):  # a log gets a line now and then
+                err.print(f"{module}: {done}/{len(chosen)} mutants run, {detected} detected, "
+                          f"{time.monotonic() - started:.0f} s", highlight=False)
     return res
 
 
