@@ -137,7 +137,7 @@ def synthetic(rng: random.Random, *, region: str | None = None,
               born_from: date = date(1930, 1, 1), born_to: date = date(2020, 12, 31)) -> str:
     """A valid, random identity number drawn from ``rng`` (for tests and demos only)."""
     reg = region or rng.choice(_REGIONS)
-    if len(reg) != 6 or not reg.isdigit():
+    if len(reg) != 6 or not (reg.isascii() and reg.isdigit()):
         raise InvalidArgument(f"region: got {len(reg)} characters, want 6 digits")
     born = date.fromordinal(rng.randint(born_from.toordinal(), born_to.toordinal()))
     body = f"{reg}{born:%Y%m%d}{rng.randint(0, 999):03d}"

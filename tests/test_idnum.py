@@ -273,3 +273,33 @@ def test_synthetic_is_deterministic_and_valid():
         n = synthetic(rng)
         assert gb_check(n[:17]) == n[17]  # the table, not the module's own arithmetic
         assert normalize(n, today=FIXED_TODAY) == n
+
+
+class _Edge(random.Random):
+    """A Random whose randint always returns its lower (or upper) bound and whose choice
+    takes the first (or last) item: synthetic() then draws its extreme values."""
+
+    def __init__(self, upper: bool) -> None:
+        super().__init__(0)
+        self.upper = upper
+
+    def randint(self, a: int, b: int) -> int:
+        return b if self.upper else a
+
+    def choice(self, seq):
+        return seq[-1] if self.upper else seq[0]
+
+
+def test_synthetic_ranges_are_the_documented_defaults():
+    low, high = synthetic(_Edge(False)), synthetic(_Edge(True))
+    # Region from the table, born 1930-01-01 .. 2020-12-31, sequence 000 .. 999.
+    assert low[:17] == "110101" + "19300101" + "000"
+    assert high[:17] == "360721" + "20201231" + "999"
+    assert low[17] == gb_check(low[:17]) and high[17] == gb_check(high[:17])
+    assert synthetic(_Edge(False), region="370304", born_from=date(1999, 9, 9))[:14] == "37030419990909"
+
+
+@pytest.mark.parametrize("region", ["12345", "1234567", "12345a", "１２３４５６"])
+def test_synthetic_refuses_a_bad_region(region):
+    with pytest.raises(InvalidArgument, match="region: got"):
+        synthetic(random.Random(0), region=region)

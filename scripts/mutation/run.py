@@ -129,11 +129,17 @@ def make_copy() -> Path:
     return tmp
 
 
+# Files that cannot change which test executes which line: the tool itself, its list of
+# equivalents, the docs.
+_HASH_SKIP = ("scripts/mutation/", "tests/mutation-equivalents.md", "docs/")
+
+
 def content_hash(root: Path, extra: list[str]) -> str:
     h = hashlib.sha256("\0".join(extra).encode())
     for p in sorted(root.rglob("*")):
-        if p.is_file() and not any(part in _SKIP_DIRS for part in p.parts):
-            h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not any(part in _SKIP_DIRS for part in p.parts) and not rel.startswith(_HASH_SKIP):
+            h.update(rel.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:24]
 
 
@@ -348,7 +354,8 @@ def run(args: argparse.Namespace) -> list[ModuleResult]:
     tmp = make_copy()
     copy = tmp / "wt"
     try:
-        tmap = build_map(copy, tmp, modules, args.tests, None if args.no_cache else ROOT / ".mutation-cache")
+        test_args = [*args.tests, *(["-m", args.markers] if args.markers else [])]
+        tmap = build_map(copy, tmp, modules, test_args, None if args.no_cache else ROOT / ".mutation-cache")
         env = base_env(copy)
         results = []
         for module in modules:
@@ -389,9 +396,16 @@ def run_module(module, copy, tmp, env, tmap: TestMap, ops, equivalents, args) ->
     if rc != 0:
         tail = (tmp / "clean.log").read_text(errors="replace")[-3000:]
         raise RunError(f"{module}: its {len(everything)} covering tests fail without any mutant (exit {rc}):\n{tail}")
-    timeout = max(args.timeout_min, args.timeout_factor * clean_secs)
+    # Per mutant: factor x (start-up + what its own tests took in the mapping run), at least
+    # --timeout-min. Start-up is what the clean run took beyond its tests.
+    startup = max(1.0, clean_secs - sum(durations.get(t, 0.0) for t in everything))
+
+    def timeout_for(tests: list[str]) -> float:
+        return max(args.timeout_min, args.timeout_factor * (startup + sum(durations.get(t, 0.0) for t in tests)))
+
     err.print(f"{module}: {len(mutants)} mutants, running {len(chosen)}; {len(everything)} covering tests "
-              f"take {clean_secs:.1f} s unmutated; timeout per mutant {timeout:.0f} s")
+              f"take {clean_secs:.1f} s unmutated (start-up {startup:.1f} s); timeout up to "
+              f"{timeout_for(everything):.0f} s per mutant")
 
     started = time.monotonic()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -414,7 +428,7 @@ def run_module(module, copy, tmp, env, tmap: TestMap, ops, equivalents, args) ->
                 try:
                     path.write_text(mutated, encoding="utf-8")
                     rc, m.seconds = run_pytest(copy, env, ["-x", "--mutation-select", str(sel), *files],
-                                               tmp / "mutant.log", timeout=timeout)
+                                               tmp / "mutant.log", timeout=timeout_for(tests))
                 finally:
                     path.write_text(original, encoding="utf-8")
                 if rc is None:
@@ -470,10 +484,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, metavar="S", help="seed of --sample (default 0)")
     ap.add_argument("--min-score", type=float, default=None, metavar="PCT",
                     help="exit 1 if a module's score excluding listed equivalents is below PCT")
-    ap.add_argument("--timeout-factor", type=float, default=3.0, help="per-mutant timeout = factor x the covering tests' clean time")
-    ap.add_argument("--timeout-min", type=float, default=20.0, help="lower bound of the per-mutant timeout, seconds")
-    ap.add_argument("--tests", nargs="+", default=["tests"], metavar="PYTEST_ARG",
-                    help="what the mapping run executes (default: the whole suite in tests/)")
+    ap.add_argument("--timeout-factor", type=float, default=3.0,
+                    help="per-mutant timeout = factor x (pytest start-up + the mutant's tests' time in the mapping run)")
+    ap.add_argument("--timeout-min", type=float, default=10.0, help="lower bound of the per-mutant timeout, seconds")
+    ap.add_argument("--tests", nargs="+", default=["tests"], metavar="PATH",
+                    help="test files or folders the mapping run executes (default: tests/)")
+    ap.add_argument("--markers", default="not postgres and not slow", metavar="EXPR",
+                    help="pytest -m expression for the mapping run, hence for every mutant (default: "
+                         "'not postgres and not slow'; '' runs everything)")
     ap.add_argument("--equivalents", default="tests/mutation-equivalents.md", help="the list of equivalent mutants")
     ap.add_argument("--all-operators", action="store_true", help="every cosmic-ray core operator, not the curated set")
     ap.add_argument("--no-cache", action="store_true", help="redo the mapping run even if .mutation-cache has it")
