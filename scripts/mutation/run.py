@@ -91,6 +91,8 @@ class ModuleResult:
     module: str
     total: int
     mutants: list[Mutant] = field(default_factory=list)
+    tests_used: int = 0
+    tests_left_out: int = 0
 
     def count(self, *statuses: str) -> int:
         return sum(m.status in statuses for m in self.mutants)
@@ -209,6 +211,15 @@ class TestMap:
                 out |= self.in_file(c[len("collect:"):])
             elif c:
                 out.add(c)
+        return out
+
+    def lines_per_test(self, module: str) -> dict[str, int]:
+        """How many of the module's lines each test executes (import-time contexts spread to
+        their file's tests)."""
+        out: dict[str, int] = defaultdict(int)
+        for cs in self.lines.get(module, {}).values():
+            for t in self._expand(set(cs)):
+                out[t] += 1
         return out
 
     def module_tests(self, module: str) -> set[str]:
@@ -380,22 +391,47 @@ def run_module(module, copy, tmp, env, tmap: TestMap, ops, equivalents, args) ->
     res.mutants = chosen
     op_by_name = dict(ops)
     durations = {t: o["duration"] for t, o in tmap.outcomes.items()}
+    weight = tmap.lines_per_test(module)
+    slow = {t for t in tmap.module_tests(module) if durations.get(t, 0.0) > args.max_test_seconds}
+    dropped: set[str] = set(slow)
 
-    # The module's tests must pass unmutated when run on their own; their time bounds a mutant's.
-    everything = sorted(tmap.module_tests(module), key=lambda t: (durations.get(t, 0), t))
+    def order(tests) -> list[str]:
+        # Most of the module's lines per second first: focused unit tests before end-to-end ones.
+        return sorted(set(tests) - dropped, key=lambda t: (-weight.get(t, 0) / max(durations.get(t, 0.0), 0.01), t))
+
+    # The module's tests must pass unmutated when run on their own; a test that fails there
+    # (flaky, or dependent on order) is left out with a warning and the clean run repeated once.
+    sel = tmp / "select.txt"
+    report = tmp / "clean-outcomes.json"
+    for attempt in (1, 2):
+        everything = order(tmap.module_tests(module))
+        if not everything:
+            break
+        sel.write_text("\n".join(everything), encoding="utf-8")
+        files = sorted({t.split("::", 1)[0] for t in everything})
+        report.unlink(missing_ok=True)
+        clean_env = dict(env, HEDUI_MUTATION_REPORT=str(report))
+        rc, clean_secs = run_pytest(copy, clean_env, ["--mutation-select", str(sel), *files], tmp / "clean.log", timeout=None)
+        if rc == 0:
+            break
+        failed = {k for k, v in json.loads(report.read_text()).items() if v["outcome"] == "failed"} if report.is_file() else set()
+        if attempt == 2 or not failed:
+            tail = (tmp / "clean.log").read_text(errors="replace")[-3000:]
+            raise RunError(f"{module}: its {len(everything)} covering tests fail without any mutant (exit {rc}):\n{tail}")
+        err.print(f"[yellow]{module}: {len(failed)} covering test(s) fail unmutated when run on their own and are "
+                  f"left out: {', '.join(sorted(failed)[:5])}[/]")
+        dropped |= failed
     if not everything:
         err.print(f"[yellow]{module}: no test executes this module[/]")
         for m in chosen:
             m.before, m.after = describe(original, MutationVisitor.mutate_code(original, op_by_name[m.operator], m.occurrence) or original)
             m.status = "no-tests"
         return res
-    sel = tmp / "select.txt"
-    sel.write_text("\n".join(everything), encoding="utf-8")
-    files = sorted({t.split("::", 1)[0] for t in everything})
-    rc, clean_secs = run_pytest(copy, env, ["--mutation-select", str(sel), *files], tmp / "clean.log", timeout=None)
-    if rc != 0:
-        tail = (tmp / "clean.log").read_text(errors="replace")[-3000:]
-        raise RunError(f"{module}: its {len(everything)} covering tests fail without any mutant (exit {rc}):\n{tail}")
+    res.tests_used, res.tests_left_out = len(everything), len(dropped)
+    if slow:
+        err.print(f"{module}: {len(slow)} covering test(s) slower than {args.max_test_seconds:g} s are not used "
+                  f"(--max-test-seconds)")
+
     # Per mutant: factor x (start-up + what its own tests took in the mapping run), at least
     # --timeout-min. Start-up is what the clean run took beyond its tests.
     startup = max(1.0, clean_secs - sum(durations.get(t, 0.0) for t in everything))
@@ -418,7 +454,7 @@ def run_module(module, copy, tmp, env, tmap: TestMap, ops, equivalents, args) ->
                 bar.advance(task)
                 continue
             m.before, m.after = describe(original, mutated)
-            tests = sorted(tmap.covering(module, m.line, m.end_line), key=lambda t: (durations.get(t, 0), t))
+            tests = order(tmap.covering(module, m.line, m.end_line))
             m.tests = len(tests)
             if not tests:
                 m.status = "no-tests"
@@ -487,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-factor", type=float, default=3.0,
                     help="per-mutant timeout = factor x (pytest start-up + the mutant's tests' time in the mapping run)")
     ap.add_argument("--timeout-min", type=float, default=10.0, help="lower bound of the per-mutant timeout, seconds")
+    ap.add_argument("--max-test-seconds", type=float, default=5.0, metavar="S",
+                    help="leave out covering tests that took longer than S in the mapping run (default 5)")
     ap.add_argument("--tests", nargs="+", default=["tests"], metavar="PATH",
                     help="test files or folders the mapping run executes (default: tests/)")
     ap.add_argument("--markers", default="not postgres and not slow", metavar="EXPR",
@@ -521,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             "modules": [{
                 "module": r.module, "mutants": r.total, "run": r.run, "detected": r.detected,
                 "survived": r.count("survived"), "no_tests": r.count("no-tests"), "equivalent": r.count("equivalent"),
-                "errors": r.count("error"), "score": round(r.score, 1), "score_excl_equivalents": round(r.score_excl_equivalents, 1),
+                "errors": r.count("error"), "tests_used": r.tests_used, "tests_left_out": r.tests_left_out,
+                "score": round(r.score, 1), "score_excl_equivalents": round(r.score_excl_equivalents, 1),
                 "mutants_detail": [asdict(m) for m in r.mutants],
             } for r in results],
         }, ensure_ascii=False, indent=1))
