@@ -345,3 +345,14 @@ def test_cosigned_note_opens_with_either_verifier():
     assert [s.name for s in open_note(note, [A.vkey, B.cosignature_vkey]).signatures] == [A.name, B.name]
     with pytest.raises(UnknownKeyError):
         open_note(note, [B.vkey])  # B signed as a witness (0x04), not as a note signer (0x01)
+
+
+def test_cosignature_verifier_refuses_a_validly_signed_timestamp_of_2_63():
+    # Signed with the key directly (Signer.cosign refuses such a timestamp): the signature is
+    # genuine, so only the 2^63 - 1 limit can refuse it.
+    ts = 2**63
+    sig = B._key.sign(cosignature_message(TEXT, ts))
+    assert not B.cosignature_verifier()._verify(TEXT.encode(), ts.to_bytes(8, "big") + sig)
+    ok = 2**63 - 1
+    sig_ok = B._key.sign(cosignature_message(TEXT, ok))
+    assert B.cosignature_verifier()._verify(TEXT.encode(), ok.to_bytes(8, "big") + sig_ok)
