@@ -76,6 +76,7 @@ class Mutant:
     end_line: int
     before: str = ""
     after: str = ""
+    import_time: bool = False  # outside any function body: runs when the module is imported
     status: str = "pending"  # killed | timeout | survived | no-tests | equivalent | error
     tests: int = 0
     seconds: float = 0.0
@@ -310,16 +311,24 @@ def _annotation_ranges(tree) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     return out
 
 
+def _function_bodies(tree) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    return [(n.children[-1].start_pos, n.children[-1].end_pos) for n in ast_nodes(tree) if n.type == "funcdef"]
+
+
 def enumerate_mutants(module: str, code: str, ops) -> list[Mutant]:
     tree = get_ast(code)
     ann = _annotation_ranges(tree)
+    bodies = _function_bodies(tree)
     out = []
     for name, op in ops:
         occurrence = 0
         for node in ast_nodes(tree):
             for start, end in op.mutation_positions(node):
                 if not any(a <= start < b for a, b in ann):  # annotations are never evaluated here
-                    out.append(Mutant(module, name, occurrence, start[0], end[0]))
+                    # Constants, defaults, decorators, class bodies run at import, under whatever
+                    # test first imported the module: their coverage context says nothing.
+                    at_import = not any(a <= start < b for a, b in bodies)
+                    out.append(Mutant(module, name, occurrence, start[0], end[0], import_time=at_import))
                 occurrence += 1
     out.sort(key=lambda m: (m.line, m.operator, m.occurrence))
     return out
@@ -454,7 +463,7 @@ def run_module(module, copy, tmp, env, tmap: TestMap, ops, equivalents, args) ->
                 bar.advance(task)
                 continue
             m.before, m.after = describe(original, mutated)
-            tests = order(tmap.covering(module, m.line, m.end_line))
+            tests = order(tmap.module_tests(module) if m.import_time else tmap.covering(module, m.line, m.end_line))
             m.tests = len(tests)
             if not tests:
                 m.status = "no-tests"
