@@ -468,12 +468,23 @@ def run_module(module, copy, tmp, env, tmap: TestMap, ops, equivalents, args) ->
             if not tests:
                 m.status = "no-tests"
             else:
-                sel.write_text("\n".join(tests), encoding="utf-8")
-                files = sorted({t.split("::", 1)[0] for t in tests})
+                # Two stages: the test file with the best-ranked test first (a focused unit test
+                # file usually detects the mutant without collecting the end-to-end files),
+                # then the rest.
+                first_file = tests[0].split("::", 1)[0]
+                stages = [[t for t in tests if t.startswith(first_file + "::")],
+                          [t for t in tests if not t.startswith(first_file + "::")]]
+                rc, m.seconds = 0, 0.0
                 try:
                     path.write_text(mutated, encoding="utf-8")
-                    rc, m.seconds = run_pytest(copy, env, ["-x", "--mutation-select", str(sel), *files],
-                                               tmp / "mutant.log", timeout=timeout_for(tests))
+                    for stage in stages:
+                        if not stage or rc != 0:
+                            continue
+                        sel.write_text("\n".join(stage), encoding="utf-8")
+                        files = list(dict.fromkeys(t.split("::", 1)[0] for t in stage))
+                        rc, secs = run_pytest(copy, env, ["-x", "--mutation-select", str(sel), *files],
+                                              tmp / "mutant.log", timeout=timeout_for(stage))
+                        m.seconds += secs
                 finally:
                     path.write_text(original, encoding="utf-8")
                 if rc is None:

@@ -73,9 +73,15 @@ def pytest_collection_modifyitems(session, config, items):
     sel = config.getoption("--mutation-select")
     if not sel:
         return
-    wanted = set(Path(sel).read_text(encoding="utf-8").splitlines())
-    keep = [i for i in items if i.nodeid in wanted]
-    drop = [i for i in items if i.nodeid not in wanted]
+    ranked = Path(sel).read_text(encoding="utf-8").splitlines()
+    rank = {t: i for i, t in enumerate(ranked)}
+    keep = [i for i in items if i.nodeid in rank]
+    drop = [i for i in items if i.nodeid not in rank]
+    # The file's order (so module fixtures are set up once per file), then the listed order.
+    file_rank: dict[str, int] = {}
+    for t in ranked:
+        file_rank.setdefault(t.split("::", 1)[0], len(file_rank))
+    keep.sort(key=lambda i: (file_rank.get(i.nodeid.split("::", 1)[0], 0), rank[i.nodeid]))
     items[:] = keep
     if drop:
         config.hook.pytest_deselected(items=drop)
