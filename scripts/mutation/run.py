@@ -553,8 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-factor", type=float, default=3.0,
                     help="per-mutant timeout = factor x (pytest start-up + the mutant's tests' time in the mapping run)")
     ap.add_argument("--timeout-min", type=float, default=10.0, help="lower bound of the per-mutant timeout, seconds")
-    ap.add_argument("--max-test-seconds", type=float, default=5.0, metavar="S",
-                    help="leave out covering tests that took longer than S in the mapping run (default 5)")
+    ap.add_argument("--max-test-seconds", type=float, default=1.0, metavar="S",
+                    help="leave out covering tests that took longer than S in the mapping run (default 1)")
     ap.add_argument("--tests", nargs="+", default=["tests"], metavar="PATH",
                     help="test files or folders the mapping run executes (default: tests/)")
     ap.add_argument("--markers", default="not postgres and not slow", metavar="EXPR",
