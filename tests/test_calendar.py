@@ -125,6 +125,16 @@ def test_malformed_override_file_is_a_clear_config_error(tmp_path, text, needle)
     assert str(f) in str(err.value)
 
 
+def test_unknown_keys_name_the_first_in_order(tmp_path):
+    f = tmp_path / "keys.toml"
+    f.write_text("[[days]]\ndate = 2025-03-03\nworkday = true\nzz = 1\nholiday = 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 'holiday'"):
+        WorkCalendar(f)
+    f.write_text("zz = 1\nday = 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 'day'"):
+        WorkCalendar(f)
+
+
 def test_missing_override_file(tmp_path):
     with pytest.raises(ConfigError, match="unreadable"):
         WorkCalendar(tmp_path / "nope.toml")
@@ -241,12 +251,29 @@ def test_local_date_is_utc_plus_8():
     # 16:00 UTC is midnight in China: the last second before is still the old day.
     assert local_date(datetime(2025, 12, 31, 15, 59, 59, tzinfo=utc)) == date(2025, 12, 31)  # +9 says 1 Jan
     assert local_date(datetime(2025, 12, 31, 16, 0, 0, tzinfo=utc)) == date(2026, 1, 1)  # +7 says 31 Dec
-    # Naive values are taken as UTC.
+    # Naive values are taken as UTC (checked below on a machine set to another zone too).
     assert local_date(datetime(2026, 2, 28, 16, 0)) == date(2026, 3, 1)
     assert local_date(datetime(2026, 2, 28, 15, 59)) == date(2026, 2, 28)
     # Another zone's instant is converted, not re-labelled.
     tokyo = timezone(timedelta(hours=9))
     assert local_date(datetime(2026, 1, 1, 0, 30, tzinfo=tokyo)) == date(2025, 12, 31)
+
+
+def test_naive_datetimes_are_utc_whatever_the_machine_zone(monkeypatch):
+    import time as _time
+    from datetime import datetime
+
+    from hedui.node.discovery.calendar import local_date
+
+    # A naive value must not be read in the machine's zone (datetime.astimezone would).
+    monkeypatch.setenv("TZ", "America/New_York")
+    _time.tzset()
+    try:
+        assert local_date(datetime(2026, 2, 28, 16, 0)) == date(2026, 3, 1)
+        assert local_date(datetime(2026, 2, 28, 15, 59)) == date(2026, 2, 28)
+    finally:
+        monkeypatch.undo()
+        _time.tzset()
 
 
 # ---------------------------------------------------------------- stepping
@@ -274,8 +301,9 @@ def test_add_workdays_bounds_and_types(cal):
     with pytest.warns(CalendarFallbackWarning):  # ten years of working days reach uncovered years
         far = cal.add_workdays(date(2025, 1, 1), _MAX_WORKDAYS)  # the largest count is allowed
     assert cal.workdays_between(date(2025, 1, 1), far) == _MAX_WORKDAYS
-    for bad in (_MAX_WORKDAYS + 1, 1.0, "3", None):
-        with pytest.raises(InvalidArgument, match="workdays: got"):
+    assert _MAX_WORKDAYS == 3660  # the documented bound: ten years of days
+    for bad in (3661, -1, 1.0, "3", None):
+        with pytest.raises(InvalidArgument, match=r"workdays: got .*, want an integer 0\.\.3660"):
             cal.add_workdays(date(2025, 1, 1), bad)
 
 

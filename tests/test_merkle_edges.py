@@ -179,6 +179,16 @@ def test_verify_input_checks():
         merkle.verify_inclusion(HASHES[2], 5, 5, proof, root)
     with pytest.raises(InclusionProofError, match="want 0 <= index < tree size 5"):
         merkle.verify_inclusion(HASHES[2], -1, 5, proof, root)
+    with pytest.raises(InclusionProofError, match="too many for index 2 in size 5"):
+        merkle.verify_inclusion(HASHES[2], 2, 5, [*proof, proof[0]], root)
+    with pytest.raises(InclusionProofError, match="too few for index 2 in size 5"):
+        merkle.verify_inclusion(HASHES[2], 2, 5, proof[:-1], root)
+    r2, r5 = tree.root(2), tree.root(5)
+    cons = tree.consistency_proof(2, 5)
+    with pytest.raises(ConsistencyProofError, match="too many for 2 -> 5"):
+        merkle.verify_consistency(2, 5, [*cons, cons[0]], r2, r5)
+    with pytest.raises(ConsistencyProofError, match="too few for 2 -> 5"):
+        merkle.verify_consistency(2, 5, cons[:-1], r2, r5)
     # bytearray inputs are accepted like bytes
     merkle.verify_inclusion(bytearray(HASHES[2]), 2, 5, [bytearray(p) for p in proof], bytearray(root))
     r1, r3 = tree.root(1), tree.root(3)
