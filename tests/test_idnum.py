@@ -102,6 +102,24 @@ def test_hand_computed_numbers_with_no_zero_digit(raw):
                 normalize(raw[:17] + other)
 
 
+def test_full_width_x_in_either_case_folds():
+    fw = "".join(FULLWIDTH.get(c, c) for c in "45212419951118129X")
+    assert fw.endswith("\uff38")
+    assert normalize(fw) == "45212419951118129X"
+    assert normalize(fw[:-1] + "\uff58") == "45212419951118129X"  # full-width small x
+    # Its neighbours in the full-width block are not X.
+    for near in ("\uff37", "\uff39", "\uff57", "\uff59"):
+        with pytest.raises(InvalidIdentity, match="invalid last character"):
+            normalize(fw[:-1] + near)
+
+
+def test_today_is_keyword_only():
+    with pytest.raises(TypeError):
+        normalize(EARLIEST, date(2025, 6, 30))  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        synthetic(random.Random(0), "370304")  # type: ignore[misc]
+
+
 def test_hand_computed_legacy_number():
     # 15-digit 432524 681127 573 -> body 432524 19 681127 573, check "5" (worked out above).
     assert normalize("432524681127573") == "432524196811275735"
