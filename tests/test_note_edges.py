@@ -356,3 +356,19 @@ def test_cosignature_verifier_refuses_a_validly_signed_timestamp_of_2_63():
     ok = 2**63 - 1
     sig_ok = B._key.sign(cosignature_message(TEXT, ok))
     assert B.cosignature_verifier()._verify(TEXT.encode(), ok.to_bytes(8, "big") + sig_ok)
+
+
+def test_sign_accepts_text_or_bytes():
+    assert A.sign(TEXT.encode()) == A.sign(TEXT)
+    assert B.cosign(TEXT.encode(), 9) == B.cosign(TEXT, 9)
+
+
+def test_malformed_note_messages_say_what_is_wrong():
+    with pytest.raises(MalformedNoteError, match="no blank line"):
+        split_note(TEXT + A.sign(TEXT).line)
+    with pytest.raises(MalformedNoteError, match="no final newline"):
+        split_note(TEXT + "\n" + A.sign(TEXT).line.rstrip("\n"))
+    with pytest.raises(MalformedNoteError, match="not a signature"):
+        split_note(TEXT + "\n" + "x\n")
+    with pytest.raises(MalformedNoteError, match="bad signature line"):
+        split_note(TEXT + "\n" + "\u2014 n AAAA\n")
