@@ -125,6 +125,22 @@ def test_malformed_override_file_is_a_clear_config_error(tmp_path, text, needle)
     assert str(f) in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"days = [1]\n", "days[1]: got int, want a table with date and workday"),
+        (b"[[days]]\ndate = 2025-03-03\nworkday = true\nnote = 5\n", "days[1].note: got int, want a string"),
+        ("[[days]]\ndate = 2025-03-03\nworkday = true\nnote = '\u6e05\u660e'\n".encode("gbk"), "got non-UTF-8 bytes"),
+    ],
+)
+def test_more_malformed_override_files(tmp_path, content, needle):
+    f = tmp_path / "bad.toml"
+    f.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        WorkCalendar(f)
+    assert needle in str(err.value)
+
+
 def test_unknown_keys_name_the_first_in_order(tmp_path):
     f = tmp_path / "keys.toml"
     f.write_text("[[days]]\ndate = 2025-03-03\nworkday = true\nzz = 1\nholiday = 1\n", encoding="utf-8")
@@ -230,6 +246,14 @@ def test_every_day_of_the_year_matches_the_official_notice(cal, year):
         got = {d: cal.is_workday(d) for d in want}
     wrong = [d.isoformat() for d in want if got[d] != want[d]]
     assert not wrong, f"days that differ from the {year} notice: {wrong}"
+
+
+def test_the_first_covered_year_uses_official_data(cal):
+    # 2004 is chinese_calendar's first year: National Day 2004 (Friday 1 October) is a holiday,
+    # not a Monday-Friday fallback working day.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not cal.is_workday(date(2004, 10, 1))
 
 
 def test_official_years_cover_the_notices(cal):

@@ -372,3 +372,10 @@ def test_malformed_note_messages_say_what_is_wrong():
         split_note(TEXT + "\n" + "x\n")
     with pytest.raises(MalformedNoteError, match="bad signature line"):
         split_note(TEXT + "\n" + "\u2014 n AAAA\n")
+
+
+def test_a_note_whose_text_is_one_empty_line():
+    # Go's note.Open splits at the last "\n\n" even when it is at offset 0: the text is "\n".
+    note = sign_note("\n", A)
+    assert note.startswith("\n\n")
+    assert open_note(note, A.vkey).text == "\n"
