@@ -107,6 +107,22 @@ def test_subtree_cache_only_asks_for_what_it_lacks_and_keeps_order():
     assert src.calls[-1] == [(0, 4), (8, 16)]
 
 
+def test_subtree_cache_default_size_is_65536_entries():
+    calls = []
+
+    def source(ranges):
+        calls.append(list(ranges))
+        return [r[0].to_bytes(32, "big") for r in ranges]
+
+    cache = merkle.SubtreeCache(source)
+    cache([(i, i + 1) for i in range(1 << 16)])
+    cache([(0, 1)])
+    assert len(calls) == 1  # all 65536 kept
+    cache([(1 << 16, (1 << 16) + 1)])  # one more evicts the least recently used, (1, 2)
+    cache([(1, 2)])
+    assert calls[-1] == [(1, 2)] and len(calls) == 3
+
+
 def test_subtree_cache_refuses_a_source_that_answers_short():
     cache = merkle.SubtreeCache(lambda ranges: [b"\x00" * 32] * (len(ranges) - 1))
     with pytest.raises(ValueError, match="wrong number"):
@@ -214,6 +230,8 @@ def test_compact_range_checks_and_callbacks():
         merkle.CompactRange(3, [HASHES[0]])
     with pytest.raises(ValueError, match="size -1 needs 0 hashes"):
         merkle.CompactRange(-1, [])
+    with pytest.raises(ValueError, match="size -1 needs 0 hashes"):
+        merkle.CompactRange(-1, [HASHES[0]])  # bin(-1) has one "1": the sign must refuse it
     with pytest.raises(ValueError, match="must be 32 bytes"):
         merkle.CompactRange(1, [b"short"])
     seen = []

@@ -58,10 +58,11 @@ class _ReplaceCondition(Operator):
     def mutation_positions(self, node):
         for i in _conditions(node):
             expr = node.children[i]
-            yield (expr.start_pos, expr.end_pos)
+            if expr.get_code().strip() != self.value:  # "while True:" stays as it is
+                yield (expr.start_pos, expr.end_pos)
 
     def mutate(self, node, index):
-        i = _conditions(node)[index]
+        i = [j for j in _conditions(node) if node.children[j].get_code().strip() != self.value][index]
         prefix = node.children[i].get_first_leaf().prefix
         node.children[i] = parso.parse(f"{prefix}{self.value}")
         return node
