@@ -148,6 +148,10 @@ def _problem(e: Any, model: type[BaseModel] | None, data: Any) -> str:
     if kind == "string_pattern_mismatch":
         want = fields or f"a string matching {ctx.get('pattern')}"
         return f"{at()}got {got}, want {want}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        # pydantic names the class ("instance of _Day"); a person wrote a TOML table.
+        keys = _fields_at(model, e["loc"])
+        return f"{at()}got {got}, want a table" + (f" with {', '.join(keys)}" if keys else "")
     msg = e["msg"]
     for prefix in ("Input should be ", "Value should be ", "Input should have ", "Value error, "):
         msg = msg.removeprefix(prefix)

@@ -99,21 +99,36 @@ def to_json(env: common_pb2.Envelope) -> str:
 
 
 def from_json(text: str | bytes) -> common_pb2.Envelope:
-    import base64
+    """Parses the DSSE JSON envelope (envelope.md "Parsing rules": ``keyid`` is optional and
+    unset means empty; standard or URL-safe base64; unrecognised fields are ignored)."""
     import binascii
     import json
 
     try:
         doc = json.loads(text)
-        env = common_pb2.Envelope(
-            payload_type=str(doc["payloadType"]),
-            payload=base64.b64decode(doc["payload"], validate=True),
-        )
+        if not isinstance(doc, dict) or not isinstance(doc["signatures"], list):
+            raise TypeError("envelope")
+        if not isinstance(doc["payloadType"], str):
+            raise TypeError("payloadType")
+        env = common_pb2.Envelope(payload_type=doc["payloadType"], payload=_b64decode(doc["payload"]))
         for s in doc["signatures"]:
-            env.signatures.add(keyid=str(s["keyid"]), sig=base64.b64decode(s["sig"], validate=True))
+            keyid = s.get("keyid") if isinstance(s, dict) else None
+            if not isinstance(s, dict) or not isinstance("" if keyid is None else keyid, str):
+                raise TypeError("signature")
+            env.signatures.add(keyid=keyid or "", sig=_b64decode(s["sig"]))
         return env
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise SignatureError(
             f"envelope: got malformed DSSE JSON, want payloadType/payload/signatures ({type(exc).__name__})",
             reason=Reason.BAD_ENVELOPE,
         ) from None
+
+
+def _b64decode(s: object) -> bytes:
+    # envelope.md: "Either standard or URL-safe encoding is allowed" (RFC 4648 §4 or §5).
+    import base64
+
+    if not isinstance(s, str):
+        raise TypeError("base64")
+    alt = b"-_" if ("-" in s or "_" in s) else None
+    return base64.b64decode(s, altchars=alt, validate=True)

@@ -2,6 +2,7 @@
 # One entry point for a newcomer and for CI:
 #   bash scripts/dev.sh demo   — set up .venv and run `hedui demo`
 #   bash scripts/dev.sh test   — set up .venv and run the whole test suite
+#   bash scripts/dev.sh setup  — only set up .venv
 # Safe to run again: set-up is skipped when .venv is up to date with pyproject.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,9 @@ ensure_postgres() {
 cmd=${1:-}
 shift || true
 case "$cmd" in
+  setup)
+    setup
+    ;;
   demo)
     setup
     exec "$VENV/bin/hedui" demo "$@"
@@ -48,7 +52,7 @@ case "$cmd" in
     for b in bench/bench_*.py; do "$VENV/bin/python" "$b" "$@"; done
     ;;
   *)
-    echo "usage: bash scripts/dev.sh demo|test|bench [args]" >&2
+    echo "usage: bash scripts/dev.sh setup|demo|test|bench [args]" >&2
     exit 2
     ;;
 esac

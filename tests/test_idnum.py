@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from datetime import date
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from hedui.adapters.errors import InvalidIdentity
 from hedui.adapters.idnum import contains, long_digit_run, normalize, scrub, synthetic
 from hedui.node.errors import InvalidArgument
+from hedui.node.verification.report import mask_identity
 
 # Published example numbers (GB 11643-1999 annex and common references).
 KNOWN_VALID = ["11010519491231002X", "440524188001010014"]
@@ -20,9 +22,29 @@ FULLWIDTH = {str(d): chr(0xFF10 + d) for d in range(10)} | {"X": "\uff38"}
 ALTERNATIVES = "0123456789Xx\uff10\uff11\uff38\uff58 -A"
 
 
+# The GB 11643-1999 table, written out here so that generated numbers do not depend on the
+# module under test (its _check_char or synthetic()).
+GB_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+GB_CHECK = {0: "1", 1: "0", 2: "X", 3: "9", 4: "8", 5: "7", 6: "6", 7: "5", 8: "4", 9: "3", 10: "2"}
+FIXED_TODAY = date(2025, 6, 30)
+
+
+def gb_check(body17: str) -> str:
+    return GB_CHECK[sum(int(c) * w for c, w in zip(body17, GB_WEIGHTS, strict=True)) % 11]
+
+
 @st.composite
 def valid_numbers(draw) -> str:
-    return synthetic(random.Random(draw(st.integers(0, 2**64))))
+    region = draw(st.text(alphabet="0123456789", min_size=6, max_size=6))
+    born = draw(st.dates(min_value=date(1850, 1, 1), max_value=FIXED_TODAY))
+    seq = draw(st.integers(0, 999))
+    body = f"{region}{born:%Y%m%d}{seq:03d}"
+    return body + gb_check(body)
+
+
+def test_gb_table_reproduces_the_published_numbers():
+    for n in KNOWN_VALID + HAND_COMPUTED:
+        assert gb_check(n[:17]) == n[17]
 
 
 def _fold(ch: str) -> str:
@@ -40,6 +62,114 @@ def _assert_no_echo(err: InvalidIdentity, raw: str) -> None:
 @pytest.mark.parametrize("raw", KNOWN_VALID)
 def test_known_valid(raw):
     assert normalize(raw) == raw
+
+
+# Independent oracle: check characters worked out by hand from the GB 11643-1999 table
+# (weights 7 9 10 5 8 4 2 1 6 3 7 9 10 5 8 4 2 for positions 1-17; check character by
+# sum mod 11: 0->1 1->0 2->X 3->9 4->8 5->7 6->6 7->5 8->4 9->3 10->2), never with the
+# module's own _check_char. Every digit of these bodies is non-zero, so changing any one
+# weight changes the sum mod 11 (11 is prime) and the number is refused: the two published
+# numbers above have 0 at positions 3, 15 and 16 and cannot catch that.
+HAND_COMPUTED = [
+    # 3*7+4*9+1*10+1*5+2*8+2*4 +1*2+9*1+8*6+8*3+1*7+1*9+2*10+9*5 +3*8+5*4+7*2
+    # = 21+36+10+5+16+8+2+9+48+24+7+9+20+45+24+20+14 = 318; 318 mod 11 = 10 -> "2"
+    "341122198811293572",
+    # 6*7+2*9+2*10+9*5+2*8+3*4 +1*2+9*1+7*6+6*3+1*7+2*9+1*10+3*5 +4*8+6*4+5*2
+    # = 42+18+20+45+16+12+2+9+42+18+7+18+10+15+32+24+10 = 340; 340 mod 11 = 10 -> "2"
+    "622923197612134652",
+    # 4*7+5*9+2*10+1*5+2*8+4*4 +1*2+9*1+9*6+5*3+1*7+1*9+1*10+8*5 +1*8+2*4+9*2
+    # = 28+45+20+5+16+16+2+9+54+15+7+9+10+40+8+8+18 = 310; 310 mod 11 = 2 -> "X"
+    "45212419951118129X",
+    # 4*7+3*9+2*10+5*5+2*8+4*4 +1*2+9*1+6*6+8*3+1*7+1*9+2*10+7*5 +5*8+7*4+3*2
+    # = 28+27+20+25+16+16+2+9+36+24+7+9+20+35+40+28+6 = 348; 348 mod 11 = 7 -> "5"
+    "432524196811275735",
+]
+
+
+@pytest.mark.parametrize("raw", HAND_COMPUTED)
+def test_hand_computed_numbers_with_no_zero_digit(raw):
+    assert "0" not in raw[:17]
+    assert normalize(raw) == raw
+    assert normalize(raw.lower()) == raw
+    # Every other check character is refused.
+    for other in "0123456789X":
+        if other != raw[17]:
+            with pytest.raises(InvalidIdentity, match="check digit mismatch"):
+                normalize(raw[:17] + other)
+
+
+def test_full_width_x_in_either_case_folds():
+    fw = "".join(FULLWIDTH.get(c, c) for c in "45212419951118129X")
+    assert fw.endswith("\uff38")
+    assert normalize(fw) == "45212419951118129X"
+    assert normalize(fw[:-1] + "\uff58") == "45212419951118129X"  # full-width small x
+    # Its neighbours in the full-width block are not X.
+    for near in ("\uff37", "\uff39", "\uff57", "\uff59"):
+        with pytest.raises(InvalidIdentity, match="invalid last character"):
+            normalize(fw[:-1] + near)
+
+
+def test_today_is_keyword_only():
+    with pytest.raises(TypeError):
+        normalize(EARLIEST, date(2025, 6, 30))  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        synthetic(random.Random(0), "370304")  # type: ignore[misc]
+
+
+def test_hand_computed_legacy_number():
+    # 15-digit 432524 681127 573 -> body 432524 19 681127 573, check "5" (worked out above).
+    assert normalize("432524681127573") == "432524196811275735"
+
+
+# Birth-date bounds, at a fixed date (never the wall clock). Check characters by hand:
+# 110105 18500101 001: 7+9+0+5+0+20 +2+8+30+0+0+9+0+5 +0+0+2 = 97; 97 mod 11 = 9 -> "3"
+EARLIEST = "110105185001010013"
+# 110105 18491231 001: 7+9+0+5+0+20 +2+8+24+27+7+18+30+5 +0+0+2 = 164; mod 11 = 10 -> "2"
+TOO_EARLY = "110105184912310012"
+# 110105 20250630 001: 7+9+0+5+0+20 +4+0+12+15+0+54+30+0 +0+0+2 = 158; mod 11 = 4 -> "8"
+BORN_2025_06_30 = "110105202506300018"
+# 110105 20250701 001: 7+9+0+5+0+20 +4+0+12+15+0+63+0+5 +0+0+2 = 142; mod 11 = 10 -> "2"
+BORN_2025_07_01 = "110105202507010012"
+
+
+def test_birth_date_bounds_at_a_fixed_date():
+    today = date(2025, 6, 30)
+    assert normalize(EARLIEST, today=today) == EARLIEST  # 1850-01-01 is allowed
+    with pytest.raises(InvalidIdentity, match="impossible birth date"):
+        normalize(TOO_EARLY, today=today)  # 1849-12-31 is not
+    assert normalize(BORN_2025_06_30, today=today) == BORN_2025_06_30  # born today
+    with pytest.raises(InvalidIdentity, match="impossible birth date"):
+        normalize(BORN_2025_07_01, today=today)  # born tomorrow
+    assert normalize(BORN_2025_07_01, today=date(2025, 7, 1)) == BORN_2025_07_01
+
+
+def test_legacy_number_with_impossible_date():
+    # 15-digit numbers carry a 2-digit year (19xx): month 13 and 30 February do not exist.
+    for raw in ("110105491331002", "110105490230002", "110105490001002"):
+        with pytest.raises(InvalidIdentity, match="impossible birth date") as ei:
+            normalize(raw)
+        _assert_no_echo(ei.value, raw)
+
+
+@pytest.mark.parametrize("raw", [
+    # Arabic-Indic, Devanagari and superscript digits satisfy str.isdigit() but are not
+    # GB 11643 digits: the ASCII guard must refuse them as a typed error (no UnicodeEncodeError).
+    "".join(chr(0x0660 + int(c)) for c in "11010519491231002") + "X",
+    "".join(chr(0x0966 + int(c)) for c in "110105491231002"),
+    "11010519491231002¹",
+    "¹" + "1010519491231002X",
+    "1101051949123100٢X",
+])
+def test_non_ascii_digits_are_refused(raw):
+    with pytest.raises(InvalidIdentity, match="non-digit|invalid last character") as ei:
+        normalize(raw)
+    _assert_no_echo(ei.value, raw)
+
+
+def test_identity_mask_width():
+    # Six digits of region, eight masked (the birth date), last four kept: 6 + 8 + 4 = 18.
+    assert mask_identity("341122198811293572") == "341122********3572"
+    assert mask_identity("45212419951118129X") == "452124********129X"
 
 
 def test_legacy_15_digit_conversion():
@@ -85,8 +215,8 @@ def test_non_string_rejected():
 @given(valid_numbers())
 def test_valid_numbers_round_trip(n):
     assert contains(n) and scrub(n) == "[id]"
-    assert normalize(n) == n
-    assert normalize(normalize(n)) == n
+    assert normalize(n, today=FIXED_TODAY) == n
+    assert normalize(normalize(n, today=FIXED_TODAY), today=FIXED_TODAY) == n
 
 
 @settings(max_examples=300)
@@ -94,7 +224,7 @@ def test_valid_numbers_round_trip(n):
 def test_single_character_change_is_caught(n, pos, ch):
     mutated = n[:pos] + ch + n[pos + 1:]
     try:
-        got = normalize(mutated)
+        got = normalize(mutated, today=FIXED_TODAY)
     except InvalidIdentity as err:
         _assert_no_echo(err, mutated)
         return
@@ -112,7 +242,7 @@ def test_equivalent_forms_normalise(n, left, right, fullwidth, lower):
         form = "".join(FULLWIDTH.get(c, c) for c in form)
     if lower:
         form = form.replace("X", "x") if not fullwidth else form.replace("\uff38", "\uff58")
-    assert normalize(left + form + right) == n
+    assert normalize(left + form + right, today=FIXED_TODAY) == n
 
 
 @settings(max_examples=200)
@@ -121,7 +251,7 @@ def test_legacy_form_normalises(n):
     if n[6:8] != "19":
         return
     legacy = n[:6] + n[8:17]
-    assert normalize(legacy) == n
+    assert normalize(legacy, today=FIXED_TODAY) == n
 
 
 @settings(max_examples=300)
@@ -212,4 +342,35 @@ def test_synthetic_is_deterministic_and_valid():
     rng = random.Random(1)
     for _ in range(1000):
         n = synthetic(rng)
-        assert normalize(n) == n
+        assert gb_check(n[:17]) == n[17]  # the table, not the module's own arithmetic
+        assert normalize(n, today=FIXED_TODAY) == n
+
+
+class _Edge(random.Random):
+    """A Random whose randint always returns its lower (or upper) bound and whose choice
+    takes the first (or last) item: synthetic() then draws its extreme values."""
+
+    def __init__(self, upper: bool) -> None:
+        super().__init__(0)
+        self.upper = upper
+
+    def randint(self, a: int, b: int) -> int:
+        return b if self.upper else a
+
+    def choice(self, seq):
+        return seq[-1] if self.upper else seq[0]
+
+
+def test_synthetic_ranges_are_the_documented_defaults():
+    low, high = synthetic(_Edge(False)), synthetic(_Edge(True))
+    # Region from the table, born 1930-01-01 .. 2020-12-31, sequence 000 .. 999.
+    assert low[:17] == "110101" + "19300101" + "000"
+    assert high[:17] == "360721" + "20201231" + "999"
+    assert low[17] == gb_check(low[:17]) and high[17] == gb_check(high[:17])
+    assert synthetic(_Edge(False), region="370304", born_from=date(1999, 9, 9))[:14] == "37030419990909"
+
+
+@pytest.mark.parametrize("region", ["12345", "1234567", "12345a", "１２３４５６"])
+def test_synthetic_refuses_a_bad_region(region):
+    with pytest.raises(InvalidArgument, match="region: got"):
+        synthetic(random.Random(0), region=region)

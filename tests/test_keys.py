@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -162,13 +165,70 @@ def test_directory_spec_unknown_key(tb):
         DirectorySpec.load(tb.spec_path)
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.binary(max_size=300))
-def test_dsse_from_json_never_crashes(blob):
+def _b64_oracle(v: object) -> bytes | None:
+    # envelope.md: standard or URL-safe base64 (RFC 4648 §4/§5), decoded strictly.
+    if not isinstance(v, str):
+        return None
     try:
-        dsse.from_json(blob)
-    except VerificationError:
-        pass
+        return binascii.a2b_base64(v.replace("-", "+").replace("_", "/"), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _envelope_oracle(blob: bytes) -> tuple[str, bytes, list[tuple[str, bytes]]] | None:
+    """What a DSSE JSON envelope decodes to under envelope.md "Parsing rules", or None."""
+    try:
+        doc = json.loads(blob)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("payloadType"), str):
+        return None
+    payload, sigs = _b64_oracle(doc.get("payload")), doc.get("signatures")
+    if payload is None or not isinstance(sigs, list):
+        return None
+    out = []
+    for s in sigs:
+        if not isinstance(s, dict):
+            return None
+        kid = "" if s.get("keyid") is None else s["keyid"]
+        sig = _b64_oracle(s.get("sig"))
+        if not isinstance(kid, str) or sig is None:
+            return None
+        out.append((kid, sig))
+    return doc["payloadType"], payload, out
+
+
+_b64s = st.binary(max_size=24).flatmap(
+    lambda b: st.sampled_from([base64.b64encode(b).decode(), base64.urlsafe_b64encode(b).decode(),
+                               base64.b64encode(b).decode().rstrip("=")]))
+_leaf = st.one_of(_b64s, st.text(max_size=8), st.integers(), st.none(), st.booleans())
+_sig_docs = st.dictionaries(st.sampled_from(["keyid", "sig", "x"]), _leaf, max_size=3)
+_env_docs = st.dictionaries(
+    st.sampled_from(["payload", "payloadType", "signatures", "x"]),
+    st.one_of(_leaf, st.lists(st.one_of(_sig_docs, _leaf), max_size=3)),
+    max_size=4,
+)
+_blobs = st.one_of(
+    st.binary(max_size=300),
+    _env_docs.map(lambda d: json.dumps(d).encode()),
+    st.fixed_dictionaries({"payload": _b64s, "payloadType": st.text(max_size=20),
+                           "signatures": st.lists(st.fixed_dictionaries({"sig": _b64s}, optional={"keyid": st.text(max_size=8)}), max_size=3)})
+    .map(lambda d: json.dumps(d).encode()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_blobs)
+def test_dsse_from_json_parses_exactly_what_the_spec_allows(blob):
+    want = _envelope_oracle(blob)
+    try:
+        env = dsse.from_json(blob)
+    except VerificationError as err:
+        assert err.reason == "BAD_ENVELOPE"
+        assert want is None, "a well-formed envelope was refused"
+    else:
+        assert want is not None, "a malformed envelope was accepted"
+        assert (env.payload_type, env.payload, [(s.keyid, s.sig) for s in env.signatures]) == want
 
 
 @settings(max_examples=60, deadline=None)

@@ -1,4 +1,4 @@
-"""Signed notes, checkpoints and cosignature/v1 against ../shared/vectors/note/ (see its
+"""Signed notes, checkpoints and cosignature/v1 against tests/vectors/note/ (see its
 SOURCE.md): golang/mod sumdb/note, C2SP specs, transparency-dev/formats, derived vectors."""
 
 from __future__ import annotations

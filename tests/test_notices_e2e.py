@@ -141,12 +141,16 @@ def _check_delivered(tb: Testbed, runs: dict) -> None:
     with hub_rt.engine.connect() as c:
         inbox = c.execute(select(t.notice_inbox)).all()
     assert len(inbox) == total
+    opened = []
     for row in inbox:
         notice = notice_pb2.Notice.FromString(common_pb2.Envelope.FromString(row.envelope).payload)
         assert notice.provider == row.provider and notice.sealed_suite == "MLKEM768-X25519/HKDF-SHA256/AES-256-GCM"
-        assert open_notice(notice, hub_key).identity
+        opened.append((notice.provider, notice.rule, notice.event_date, open_notice(notice, hub_key).identity))
         with pytest.raises(Exception, match="could not open"):
             open_notice(notice, SealingKey.generate())
+    # The sealed identities are exactly the people the departments detected, notice by notice.
+    detected = [(code, d.rule, d.event_date.isoformat(), d.identity) for code, r in runs.items() for d in r.detections]
+    assert sorted(opened) == sorted(detected)
 
     # Leads: one per person, merging every department's notices about them.
     by_person: dict[str, list[tuple[str, Detection]]] = {}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import string
+import tomllib
 from datetime import date
 from decimal import Decimal
 
 import pytest
 import tomli_w
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hedui.adapters.records import Fact, Record
@@ -341,14 +343,71 @@ _rules_docs = st.fixed_dictionaries(
 )
 
 
+_TOP_KEYS = {"department", "name", "default_region", "rules"}
+_RULE_KEYS = {"id", "event_type", "fact", "kind", "threshold", "unit", "period", "lookback_days", "schedule",
+              "details", "where", "description"}
+
+
+def _top_level_problem(doc: dict) -> str | None:
+    """The first top-level problem the rule-file format (rules.py docstring) forbids, found
+    without the parser: the key the ConfigError must name, or None."""
+    extra = sorted(set(doc) - _TOP_KEYS)
+    if extra:
+        return extra[0]
+    dept = doc.get("department")
+    if not isinstance(dept, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", dept):
+        return "department"
+    if not isinstance(doc.get("name", ""), str) or len(doc.get("name", "")) > 200:
+        return "name"
+    region = doc.get("default_region", "")
+    if not isinstance(region, str) or not re.fullmatch(r"[0-9A-Za-z]{0,32}", region):
+        return "default_region"
+    if not isinstance(doc.get("rules"), list) or not doc["rules"]:
+        return "rules"
+    return None
+
+
 def _only_config_errors(text: str) -> None:
+    """Hostile input gives a ConfigError naming the offending key, or a RuleSet that is exactly
+    what the text says; which of the two is decided independently of the parser."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        with pytest.raises(ConfigError, match=r"^<rules>: got invalid TOML"):
+            parse_rules(text)
+        return
+    problem = _top_level_problem(doc)
+    if problem is not None:
+        with pytest.raises(ConfigError) as err:
+            parse_rules(text)
+        msg = str(err.value)
+        # One line naming every problem; the top-level one decided above is among them.
+        assert msg.startswith("<rules>: ") and "\n" not in msg, msg
+        assert re.match(r"^<rules>: [a-z_\[\]'.0-9]+: got ", msg), msg
+        named = f"<rules>: {problem}: got" in msg or f"; {problem}: got" in msg
+        assert named or re.search(r"\(and \d+ more\)$", msg), (problem, msg)
+        return
+    rules = doc["rules"]
+    bad_shape = any(not isinstance(r, dict) or set(r) - _RULE_KEYS for r in rules)
     try:
         rs = parse_rules(text)
     except ConfigError as exc:
+        # Past the top level, a refusal names a rule (by id or position) and one line.
         msg = str(exc)
-        assert msg.startswith("<rules>: ") and "\n" not in msg.split(" (", 1)[0]
-    else:
-        assert isinstance(rs, RuleSet)
+        assert re.match(r"^<rules>: rules(\['[^']+'\]|\[\d+\])[.:]", msg), msg
+        assert "\n" not in msg
+        return
+    assert not bad_shape, "a rule with an unknown key or that is not a table was accepted"
+    assert rs.department == doc["department"]
+    assert rs.name == doc.get("name", doc["department"])
+    assert rs.default_region == doc.get("default_region", "")
+    assert [r.id for r in rs.rules] == [r["id"] for r in rules]
+    assert len({r.id for r in rs.rules}) == len(rs.rules)
+    for got, raw in zip(rs.rules, rules):
+        assert (got.event_type, got.fact, got.kind, got.period) == (raw["event_type"], raw["fact"], raw["kind"], raw["period"])
+        if "threshold" in raw:
+            assert got.threshold == Decimal(str(raw["threshold"]).strip().replace(",", ""))
+        assert got.schedule.kind == raw["schedule"]["kind"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -365,5 +424,7 @@ def test_hostile_text_gives_config_errors(text):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from(GOOD.splitlines()), max_size=15))
+@example(GOOD.splitlines())  # the good file itself: must parse, and to exactly what it says
+@example(GOOD.splitlines()[:2])  # department only: "rules" is named
 def test_shuffled_good_lines_give_config_errors_or_rules(lines):
     _only_config_errors("\n".join(lines))

@@ -393,7 +393,7 @@ class MemoryTree:
         for a, b in ranges:
             n = b - a
             h = n.bit_length() - 1
-            if n <= 0 or n != 1 << h or a % n or b > self.size:
+            if a < 0 or n <= 0 or n != 1 << h or a % n or b > self.size:
                 raise ValueError(f"[{a}, {b}) is not a complete subtree of this tree")
             out.append(self._levels[h][a >> h])
         return out
