@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 import pytest
 
@@ -272,7 +272,7 @@ def test_local_date_is_utc_plus_8():
     from hedui.node.discovery.calendar import CHINA_TZ, local_date
 
     assert CHINA_TZ.utcoffset(None) == timedelta(hours=8)
-    utc = timezone.utc
+    utc = UTC
     # 16:00 UTC is midnight in China: the last second before is still the old day.
     assert local_date(datetime(2025, 12, 31, 15, 59, 59, tzinfo=utc)) == date(2025, 12, 31)  # +9 says 1 Jan
     assert local_date(datetime(2025, 12, 31, 16, 0, 0, tzinfo=utc)) == date(2026, 1, 1)  # +7 says 31 Dec

@@ -22,7 +22,7 @@ class _CopyFinder(importlib.abc.MetaPathFinder):
     def __init__(self, mapping: dict[str, Path]) -> None:
         self._mapping = mapping
 
-    def find_spec(self, fullname, path=None, target=None):  # noqa: D401
+    def find_spec(self, fullname, path=None, target=None):
         folder = self._mapping.get(fullname)
         if folder is None:
             return None
