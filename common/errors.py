@@ -106,6 +106,7 @@ class Reason(enum.StrEnum):
     BAD_EXPORT = "BAD_EXPORT"
 
     # -- token filters and bulk cross-checks (node/crosscheck/) ----------------------------
+    BAD_FILTER = "BAD_FILTER"
     FILTER_DIGEST = "FILTER_DIGEST"
 
     # -- active discovery (node/discovery/) -----------------------------------------------

@@ -60,8 +60,10 @@ def _free_string_reasons(path: Path) -> list[str]:
             if any(_code(c) for c in node.comparators):
                 found.append(f"{path.name}:{node.lineno}")
         elif isinstance(node, (ast.Tuple, ast.List, ast.Set)) and node.elts and all(_code(e) for e in node.elts):
-            # a collection of reason codes (e.g. which refusals are permanent)
-            found.append(f"{path.name}:{node.lineno}")
+            # a collection of reason codes (e.g. which refusals are permanent) — not any tuple
+            # of upper-case names (a department table's column names are those too)
+            if any(e.value in Reason.__members__ for e in node.elts):  # type: ignore[attr-defined]
+                found.append(f"{path.name}:{node.lineno}")
     return found
 
 

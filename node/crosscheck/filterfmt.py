@@ -60,7 +60,7 @@ _DIGEST = 32
 class FilterFormatError(InvalidArgument):
     """A header or chunk stream breaks the format: ``Field: got X, want Y``."""
 
-    default_reason = "BAD_FILTER"
+    default_reason = Reason.BAD_FILTER
 
 
 def shard_digest(body: bytes) -> bytes:

@@ -42,6 +42,7 @@ from collections.abc import Iterator
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from hedui.common.errors import Reason
 from hedui.node.errors import InvalidArgument
 
 __all__ = [
@@ -86,7 +87,7 @@ _S32 = _U64(32)
 class FilterError(InvalidArgument):
     """An encoded set is malformed or its parameters are unusable."""
 
-    default_reason = "BAD_FILTER"
+    default_reason = Reason.BAD_FILTER
 
 
 class BadParameters(FilterError):
