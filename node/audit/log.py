@@ -27,6 +27,16 @@ receipt             request_id (= notice id), peer, answer_digest (receipt)    b
 directory           version, digest                                            any
 admin               action, operator                                           any
 peer.fork           peer, origin, size_a, size_b, reason                       any
+case.opened         case_ref, operator                                         hub
+case.run            case_ref, operator                                         hub
+case.reviewed       case_ref, operator, decision                               hub
+case.members_shown  case_ref, operator, count                                  hub
+lead.details_opened operator, reason, leads, count                             hub
+referral.responded  referral_id, operator, outcome                             hub
+referral.escalated  operator, count                                            hub
+console.signin      operator                                                   hub
+console.signin_failed  operator ("" if the name is unknown), outcome           hub
+console.access_denied  operator, action, outcome                               hub
 ==================  =========================================================  =====
 
 Common optional fields: ``method`` (gRPC method name), ``count`` (items in a batch),
@@ -131,6 +141,17 @@ class Kind:
     DIRECTORY = "directory"
     ADMIN = "admin"
     PEER_FORK = "peer.fork"
+    # Acts of the hub's staff (the web console and the CLI), each with the operator.
+    CASE_OPENED = "case.opened"
+    CASE_RUN = "case.run"
+    CASE_REVIEWED = "case.reviewed"
+    CASE_MEMBERS_SHOWN = "case.members_shown"
+    LEAD_DETAILS_OPENED = "lead.details_opened"
+    REFERRAL_RESPONDED = "referral.responded"
+    REFERRAL_ESCALATED = "referral.escalated"
+    CONSOLE_SIGNIN = "console.signin"
+    CONSOLE_SIGNIN_FAILED = "console.signin_failed"
+    CONSOLE_ACCESS_DENIED = "console.access_denied"
 
 
 _QUERY = frozenset({"request_id", "peer", "purpose", "case_ref", "request_digest"})
@@ -146,6 +167,16 @@ REQUIRED_FIELDS: Mapping[str, frozenset[str]] = {
     Kind.DIRECTORY: frozenset({"version", "digest"}),
     Kind.ADMIN: frozenset({"action", "operator"}),
     Kind.PEER_FORK: frozenset({"peer", "origin", "size_a", "size_b", "reason"}),
+    Kind.CASE_OPENED: frozenset({"case_ref", "operator"}),
+    Kind.CASE_RUN: frozenset({"case_ref", "operator"}),
+    Kind.CASE_REVIEWED: frozenset({"case_ref", "operator", "decision"}),
+    Kind.CASE_MEMBERS_SHOWN: frozenset({"case_ref", "operator", "count"}),
+    Kind.LEAD_DETAILS_OPENED: frozenset({"operator", "reason", "leads", "count"}),
+    Kind.REFERRAL_RESPONDED: frozenset({"referral_id", "operator", "outcome"}),
+    Kind.REFERRAL_ESCALATED: frozenset({"operator", "count"}),
+    Kind.CONSOLE_SIGNIN: frozenset({"operator"}),
+    Kind.CONSOLE_SIGNIN_FAILED: frozenset({"operator", "outcome"}),
+    Kind.CONSOLE_ACCESS_DENIED: frozenset({"operator", "action", "outcome"}),
 }
 
 _KIND_RE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*")

@@ -28,6 +28,8 @@ TABLE_MODULES: tuple[str, ...] = (
     "hedui.node.index_tables",
     "hedui.node.hub.tables",
     "hedui.node.discovery.tables",
+    "hedui.node.hub.casework",
+    "hedui.node.console.tables",
 )
 
 
