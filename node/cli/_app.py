@@ -31,6 +31,7 @@ _SUBAPPS = [
     ("hedui.node.cli.discovery", "leads_app", "leads", "Hub: discovery leads."),
     ("hedui.node.cli.discovery", "referrals_app", "referrals", "Hub: referral slips (线索转办单) and their deadlines."),
     ("hedui.node.cli.discovery", "report_app", "report", "Hub: monthly reports."),
+    ("hedui.node.cli.console", "app", "console", "Hub: serve the caseworkers' web console (核对工作台); manage its operators."),
 ]
 for _mod, _attr, _name, _help in _SUBAPPS:
     try:

@@ -13,16 +13,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, distinct, select
+from sqlalchemy import and_, select
 
 from hedui.adapters.idnum import looks_like_idnum
 from hedui.keys import sealing
 from hedui.node.discovery.hub import Hub, ReferralView, open_notice
 from hedui.node.discovery.tables import lead_events, leads, notice_inbox, referrals, utc
-from hedui.node.errors import InvalidArgument
+from hedui.node.errors import InvalidArgument, NotFound
 from hedui.v1 import common_pb2, notice_pb2
 
-__all__ = ["leads_page", "event_types", "open_details", "respond", "escalate", "referrals_page", "MAX_PAGE"]
+__all__ = ["leads_page", "lead_row", "event_types", "open_details", "respond", "escalate", "referrals_page", "MAX_PAGE"]
 
 MAX_PAGE = 100
 # The bindings of the sealed parts (discovery/hub.py seals them this way).
@@ -31,7 +31,7 @@ _MANUAL_AAD = b"hedui.manual.v1\x00"
 
 
 def leads_page(hub: Hub, *, town: str | None = None, event_type: str | None = None, status: str | None = None,
-               limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+               lead_id: int | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
     """Leads, newest first, each with its merged events and its referrals (no identity)."""
     if status is not None and status not in ("open", "closed"):
         raise InvalidArgument(f"status: got {status[:20]!r}, want open or closed")
@@ -40,6 +40,8 @@ def leads_page(hub: Hub, *, town: str | None = None, event_type: str | None = No
     stmt = select(leads.c.lead_id, leads.c.region, leads.c.status, leads.c.created_at, leads.c.updated_at)
     if status is not None:
         stmt = stmt.where(leads.c.status == status)
+    if lead_id is not None:
+        stmt = stmt.where(leads.c.lead_id == lead_id)
     if town:
         stmt = stmt.where(leads.c.region.startswith(town, autoescape=True))
     if event_type:
@@ -66,9 +68,16 @@ def leads_page(hub: Hub, *, town: str | None = None, event_type: str | None = No
     ]
 
 
+def lead_row(hub: Hub, lead_id: int) -> dict[str, Any]:
+    rows = leads_page(hub, lead_id=lead_id, limit=1)
+    if not rows:
+        raise NotFound(f"lead: got {lead_id}, want an existing lead id")
+    return rows[0]
+
+
 def event_types(hub: Hub) -> list[str]:
     with hub.engine.connect() as c:
-        return sorted(c.execute(select(distinct(lead_events.c.event_type))).scalars())
+        return sorted(c.execute(select(lead_events.c.event_type).distinct()).scalars())
 
 
 def _check_reason(reason: str) -> str:
