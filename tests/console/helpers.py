@@ -120,3 +120,35 @@ def hidden(html: str, name: str) -> str:
     m = re.search(rf'name="{name}" value="([^"]*)"', html)
     assert m, f"no hidden field {name}"
     return m.group(1)
+
+
+class LogRecorder:
+    """The node's ``audit.record`` over a real :class:`~hedui.node.audit.log.AuditLog` on a
+    store, for domain functions tested without a whole node."""
+
+    def __init__(self, engine) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from hedui.node.audit.log import AuditLog
+        from hedui.node.audit.note import Signer
+
+        origin = "hedui.test/hub"
+        self.log = AuditLog(engine, origin=origin, signer=Signer(origin, Ed25519PrivateKey.generate()))
+
+    def record(self, kind: str, fields: dict, *, wait: bool = True):
+        return self.log.append(kind, fields)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def audit_entries(engine, kind: str | None = None) -> list[dict]:
+    """Every audit entry on a store (decoded), optionally of one kind."""
+    from sqlalchemy import select
+
+    from hedui.node.audit.log import decode_entry
+    from hedui.node.audit.tables import audit_entries as table
+
+    with engine.connect() as c:
+        rows = [decode_entry(bytes(e)) for e in c.execute(select(table.c.entry).order_by(table.c.seq)).scalars()]
+    return [r for r in rows if kind is None or r["kind"] == kind]
