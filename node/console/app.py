@@ -19,6 +19,7 @@ from starlette.datastructures import FormData
 
 from hedui.common.clock import Clock, fmt_instant
 from hedui.node.console import hub_api
+from hedui.node.console.forms import size_text
 from hedui.node.console.auth import SessionStore, SignIn, User, UserStore, may
 from hedui.node.console.auth import Session as OperatorSession
 from hedui.node.console.i18n import LANGS, Translator
@@ -80,6 +81,7 @@ class Console:
         env = Environment(loader=PackageLoader("hedui.node.console", "templates"), autoescape=select_autoescape(default=True))
         env.globals["fmt"] = lambda t, seconds=False: fmt_instant(t, clock.zone, seconds=seconds)
         env.globals["mask"] = hub_api.mask_identity
+        env.globals["size"] = size_text
         self.templates = Jinja2Templates(env=env)
 
     def translator(self, request_or_lang) -> Translator:

@@ -17,7 +17,7 @@ from hedui.node.console import hub_api
 from hedui.node.console.i18n import CODES, Translator
 
 __all__ = ["IdCheck", "id_check", "CaseForm", "parse_case_form", "parse_members_file", "check_consent", "RELATIONS",
-           "previous_month"]
+           "previous_month", "size_text"]
 
 RELATIONS = tuple(CODES["relation"])
 _REGION = re.compile(r"\d{6}|\d{9}|\d{12}")
@@ -50,6 +50,10 @@ def id_check(raw: str, t: Translator) -> IdCheck:
     if norm != text:
         return IdCheck(True, norm, t("id.repaired", id=norm))
     return IdCheck(True, norm, t("id.ok"))
+
+
+def size_text(n: int) -> str:
+    return f"{n / 1048576:.0f} MB" if n >= 1048576 else f"{n // 1024} KB"
 
 
 def previous_month(today: date) -> str:
@@ -162,7 +166,7 @@ def check_consent(data: bytes | None, t: Translator, limit: int) -> tuple[bytes 
     if not data:
         return None, t("val.consent_missing")
     if len(data) > limit:
-        return None, t("val.consent_large", limit=f"{limit // 1048576} MB")
+        return None, t("val.consent_large", limit=size_text(limit))
     if not data.lstrip(b"\r\n\t ")[:5] == b"%PDF-":
         return None, t("val.consent_pdf")
     return hashlib.sha256(data).digest(), ""

@@ -10,6 +10,7 @@ routing, logging or rendering it.
 from __future__ import annotations
 
 import hmac
+import re
 import logging
 import secrets
 import time
@@ -89,7 +90,7 @@ class SecurityMiddleware:
             await send(message)
 
         try:
-            if looks_like_idnum(unquote(path)) or looks_like_idnum(unquote(query.replace("+", " "))):
+            if _id_shaped(path) or _id_shaped(query):
                 return await self._refuse(scope, receive, send_wrapped, 400, "err.id_in_url", {})
             if scope["method"] == "POST":
                 length = dict(scope["headers"]).get(b"content-length")
@@ -117,8 +118,16 @@ class SecurityMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+def _id_shaped(part: str) -> bool:
+    """Anything shaped like an identity number, also written with spaces (``+``/``%20``)."""
+    text = unquote(part.replace("+", " "))
+    return looks_like_idnum(text) or looks_like_idnum(re.sub(r"[\s\u3000]+", "", text))
+
+
 def _size(n: int) -> str:
-    return f"{n / 1048576:.0f} MB" if n >= 1048576 else f"{n // 1024} KB"
+    from hedui.node.console.forms import size_text
+
+    return size_text(n)
 
 
 class FormTokens:

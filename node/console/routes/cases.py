@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from hedui.node.console import hub_api
 from hedui.node.console.app import Ctx, page_ctx, post_ctx, render
 from hedui.node.console.forms import RELATIONS, CaseForm, check_consent, id_check, parse_case_form, parse_members_file, \
-    previous_month
+    previous_month, size_text
 from hedui.node.console.security import DOCUMENT_CSP, new_token
 from hedui.node.errors import InvalidArgument
 
@@ -144,7 +144,7 @@ async def upload_case(request: Request):
         limit = ctx.console.settings.members_max_bytes
         data = await up.read(limit + 1) if up is not None and hasattr(up, "read") else b""
         if len(data) > limit:
-            members, errs = [], [ctx.t("err.too_large", limit=f"{limit // 1024} KB")]
+            members, errs = [], [ctx.t("err.too_large", limit=size_text(limit))]
         else:
             members, errs = parse_members_file(getattr(up, "filename", "") or "", data, ctx.t)
         f = parse_case_form(form, ctx.t, ctx.console.clock.today(), members=members)
