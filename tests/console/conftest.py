@@ -60,3 +60,52 @@ def small_bed(tmp_path_factory, hub_store):
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(NOW)
+
+
+def start_console(tb, clock, **kw):
+    """The console app over the testbed hub's runtime, served on a loopback port."""
+    from hedui.node.console.app import ConsoleSettings, create_app
+
+    from .helpers import ConsoleServer
+
+    settings = ConsoleSettings(users_path=tb.root / "console-users.toml", **kw)
+    app = create_app(tb.runtime("hub"), clock, settings)
+    return app, ConsoleServer(app)
+
+
+@pytest.fixture(scope="module")
+def full_bed(tmp_path_factory):
+    """The hub and the testbed's six departments; the discovery departments (medical
+    insurance, disability federation) have run detection for the scenario date and their
+    notices are delivered."""
+    import time
+
+    from hedui.node.testbed import DEFAULT_MEMBERS
+    from hedui.node.testbed_discovery import SCENARIO_AS_OF
+
+    root = tmp_path_factory.mktemp("console-full") / "fed"
+    tb = make_bed(root, [(m.code, m.name, m.roles) for m in DEFAULT_MEMBERS], residents=200)
+    add_operators(root / "console-users.toml")
+    senders = [c for c, ns in tb.servers.items() if "notices" in ns.rt.extras]
+    for code in senders:
+        tb.runtime(code).extras["notices"].run_now(SCENARIO_AS_OF)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(tb.runtime(c).extras["notices"].pending() for c in senders):
+        time.sleep(0.1)
+    assert senders and not any(tb.runtime(c).extras["notices"].pending() for c in senders)
+    yield tb
+    tb.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from .helpers import Browser
+
+    b = Browser()
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return tmp_path_factory.mktemp("console-shots")
