@@ -153,7 +153,7 @@ CODES: dict[str, dict[str, tuple[str, str]]] = {
                "category": ("类别", "category"), "cert_no": ("证号", "certificate no."), "cause": ("原因", "cause"),
                "channel": ("渠道", "channel"), "large_loss": ("重大损失", "large loss"), "outcome": ("结果", "outcome"),
                "platform": ("平台", "platform"), "programme": ("救助项目", "programme"), "reason": ("原因", "reason"),
-               "school": ("学校", "school"), "fact": ("数据项", "fact"), "unit": ("单位", "unit"), "value": ("数值", "value")},
+               "school": ("学校", "school"), "fact": ("数据项", "fact"), "total": ("合计", "total"), "events": ("次数", "events"), "unit": ("单位", "unit"), "value": ("数值", "value")},
 }
 
 

@@ -1,7 +1,7 @@
 """Case runs started from the console, and their live progress by department.
 
-A run goes on in a worker thread; the page polls :meth:`RunTracker.progress` (HTMX, every
-half second). Progress is read from the store, where the hub records each department's
+A run goes on in a worker thread; the page polls :meth:`RunTracker.progress` (HTMX, a quarter
+second after each answer). Progress is read from the store, where the hub records each department's
 outcome as soon as it has it, so it is the same truth the report is built from: a department
 shows as answered only once its signed answer is stored. Starting a run for a case already
 running returns the running one (a double click starts nothing twice).
