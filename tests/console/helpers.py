@@ -18,7 +18,7 @@ from hedui.node.testbed import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--lang=zh-CN"]
 PASSWORD = "Hedui-test-2026"
 OPERATORS = {"cw01": ("caseworker", "张敏"), "cw02": ("caseworker", "王强"), "rv01": ("reviewer", "李审"),
              "sv01": ("supervisor", "赵主任")}
