@@ -32,14 +32,14 @@ from hedui.keys.keyfile import PASSPHRASE_ENV  # noqa: E402
 from hedui.node.console.app import ConsoleSettings, create_app  # noqa: E402
 from hedui.node.hub.cases import consent_digest_of, open_case, run_case  # noqa: E402
 from hedui.node.testbed import DEFAULT_MEMBERS, MemberPlan, Testbed  # noqa: E402
-from tests.console.helpers import PASSWORD, Browser, ConsoleServer, add_operators, hidden  # noqa: E402
+from tests.console.helpers import PASSWORD, Browser, ConsoleServer, add_operators  # noqa: E402
 
 HOUSEHOLDS = [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20), (21, 22, 23, 24)]
 
 
 def _open(rt, n: int) -> str:
     ids = [resident(k, 7).id_number for k in HOUSEHOLDS[n % len(HOUSEHOLDS)]]
-    return open_case(rt.engine, list(zip(ids, ["applicant", "spouse", "child", "child"])), purpose="dibao",
+    return open_case(rt.engine, list(zip(ids, ["applicant", "spouse", "child", "child"], strict=True)), purpose="dibao",
                      consent_digest=consent_digest_of(f"scan {n}".encode()), operator="cw01", region="370304")
 
 
@@ -114,7 +114,7 @@ def main() -> None:
                 domain = time.perf_counter() - t
                 assert res.complete
                 if keep:
-                    for k, v in zip(times, (signin, first, report_page, console_run, cli_run, domain)):
+                    for k, v in zip(times, (signin, first, report_page, console_run, cli_run, domain), strict=True):
                         times[k].append(v)
             page.close()
     finally:

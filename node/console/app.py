@@ -24,7 +24,7 @@ from hedui.node.console.auth import SessionStore, SignIn, User, UserStore, may
 from hedui.node.console.auth import Session as OperatorSession
 from hedui.node.console.i18n import LANGS, Translator
 from hedui.node.console.runs import RunTracker
-from hedui.node.console.security import FormTokens, SecurityMiddleware, csrf_ok, new_token
+from hedui.node.console.security import FormTokens, SecurityMiddleware, csrf_ok
 from hedui.node.errors import FailedPrecondition, HeduiError, InvalidArgument, NotFound, PermissionDenied
 
 __all__ = ["ConsoleSettings", "Console", "create_app", "Ctx", "render", "AccessDenied", "NeedSignIn"]
@@ -232,6 +232,3 @@ def create_app(rt, clock: Clock, settings: ConsoleSettings) -> FastAPI:
     app.add_middleware(SecurityMiddleware, max_body=settings.max_body, refuse=refuse, hsts=settings.hsts)
     return app
 
-
-def form_token() -> str:
-    return new_token()

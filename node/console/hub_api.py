@@ -13,7 +13,6 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from hedui.adapters.idnum import InvalidIdentity, normalize  # noqa: F401 - the CLI's validator, re-exported
-from hedui.keys.directory import PURPOSES  # noqa: F401
 from hedui.node.discovery import worklist
 from hedui.node.discovery.hub import OUTCOMES, PROGRAMMES, Hub, monthly_report_html  # noqa: F401
 from hedui.node.hub import casework
@@ -117,7 +116,7 @@ def not_current_count(envelope: bytes | None) -> int:
     if envelope is None or field is None or value is None:
         return 0
     answer = lookup_pb2.LookupAnswer.FromString(common_pb2.Envelope.FromString(envelope).payload)
-    return sum(1 for m in answer.members for f in m.fields if getattr(f, "state") == value)
+    return sum(1 for m in answer.members for f in m.fields if getattr(f, "state") == value)  # noqa: B009 - in the proto from issue 12 on
 
 
 def department_names(rt) -> dict[str, str]:

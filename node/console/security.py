@@ -134,8 +134,6 @@ class FormTokens:
     """Once-only form tokens: ``claim`` is true the first time a token is submitted; later
     submissions get the page the first one led to (``result``), or ``None`` while it runs."""
 
-    PENDING = object()
-
     def __init__(self, engine, clock) -> None:
         self.engine, self.clock = engine, clock
 

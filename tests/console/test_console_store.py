@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from hedui.adapters.synthetic import resident
 from hedui.common.clock import FixedClock
-from hedui.node.console.auth import SessionStore, SignIn, UserStore
+from hedui.node.console.auth import SessionStore, SignIn
 from hedui.node.console.security import FormTokens
 from hedui.node.console.tables import console_sessions
 from hedui.node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
@@ -68,7 +68,7 @@ def test_session_idle_timeout_and_lifetime(engine):
 def test_lockout_after_repeated_failures_is_audited(engine, audit, tmp_path):
     clock = FixedClock(NOW)
     signin, sessions, _ = _signin(engine, audit, tmp_path, clock, max_failures=5, lock_minutes=15, per_minute=100)
-    for i in range(4):
+    for _ in range(4):
         assert signin.attempt("cw01", "wrong-password", "10.1.1.1").outcome == "BAD_CREDENTIALS"
     res = signin.attempt("cw01", "wrong-password", "10.1.1.1")
     assert res.outcome == "LOCKED_OUT" and res.locked_until == NOW + dt.timedelta(minutes=15)
