@@ -30,6 +30,9 @@ def test_imports_and_cli_from_built_wheel(tmp_path):
         "assert resources.files('hedui.node').joinpath('templates/case-report.html').is_file();"
         "assert resources.files('hedui.node').joinpath('templates/monthly-report.html').is_file();"
         "assert resources.files('hedui.node').joinpath('data/verification-rules.toml').is_file();"
+        "assert resources.files('hedui.node.console').joinpath('static/htmx.min.js').is_file();"
+        "assert resources.files('hedui.node.console').joinpath('templates/cases/show.html').is_file();"
+        "import hedui.node.console.app, hedui.common.clock;"
         "print('ok')"
     )
     # -I would drop the venv's site-packages (dependencies); PYTHONPATH puts the wheel's copy

@@ -81,6 +81,16 @@ class Kind(enum.StrEnum):
     NOTICE_RECEIVED = "notice.received"
     RECEIPT = "receipt"
     CASE_OPENED = "case.opened"
+    # Acts of the hub's staff (the web console and the CLI), each with the operator.
+    CASE_RUN = "case.run"
+    CASE_REVIEWED = "case.reviewed"
+    CASE_MEMBERS_SHOWN = "case.members_shown"
+    LEAD_DETAILS_OPENED = "lead.details_opened"
+    REFERRAL_RESPONDED = "referral.responded"
+    REFERRAL_ESCALATED = "referral.escalated"
+    CONSOLE_SIGNIN = "console.signin"
+    CONSOLE_SIGNIN_FAILED = "console.signin_failed"
+    CONSOLE_ACCESS_DENIED = "console.access_denied"
     COSIGNATURE = "cosignature"
     DIRECTORY = "directory"
     ADMIN = "admin"
@@ -101,6 +111,15 @@ REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
     Kind.NOTICE_RECEIVED: frozenset({"request_id", "peer", "request_digest", "outcome"}),
     Kind.RECEIPT: frozenset({"request_id", "peer", "answer_digest"}),
     Kind.CASE_OPENED: frozenset({"case_ref", "purpose", "operator", "consent_digest"}),
+    Kind.CASE_RUN: frozenset({"case_ref", "operator"}),
+    Kind.CASE_REVIEWED: frozenset({"case_ref", "operator", "decision"}),
+    Kind.CASE_MEMBERS_SHOWN: frozenset({"case_ref", "operator", "count"}),
+    Kind.LEAD_DETAILS_OPENED: frozenset({"operator", "reason", "leads", "count"}),
+    Kind.REFERRAL_RESPONDED: frozenset({"referral_id", "operator", "outcome"}),
+    Kind.REFERRAL_ESCALATED: frozenset({"operator", "count"}),
+    Kind.CONSOLE_SIGNIN: frozenset({"operator"}),
+    Kind.CONSOLE_SIGNIN_FAILED: frozenset({"operator", "outcome"}),
+    Kind.CONSOLE_ACCESS_DENIED: frozenset({"operator", "action", "outcome"}),
     Kind.COSIGNATURE: frozenset({"peer", "size", "cosignature"}),
     Kind.DIRECTORY: frozenset({"version", "digest"}),
     Kind.ADMIN: frozenset({"action", "operator"}),

@@ -28,6 +28,8 @@ TABLE_MODULES: tuple[str, ...] = (
     "hedui.node.verification.index_tables",
     "hedui.node.verification.hub_tables",
     "hedui.node.discovery.tables",
+    "hedui.node.verification.casework",
+    "hedui.node.console.tables",
 )
 
 

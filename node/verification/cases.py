@@ -167,7 +167,11 @@ def _providers(rt: Runtime, rules: Rules) -> list[tuple[directory_pb2.Member, li
     return out
 
 
-def run_case(rt: Runtime, case_ref: str, *, timeout: float = 10.0, retries: int = 2, rerun_ok: bool = False) -> CaseRun:
+def run_case(
+    rt: Runtime, case_ref: str, *, timeout: float = 10.0, retries: int = 2, rerun_ok: bool = False, operator: str | None = None,
+) -> CaseRun:
+    """``operator``: the staff member who started this run (recorded as ``case.run``); the
+    lookups themselves carry the case's own operator."""
     started = time.monotonic()
     record_directory(rt)
     with rt.engine.connect() as c:
@@ -178,6 +182,8 @@ def run_case(rt: Runtime, case_ref: str, *, timeout: float = 10.0, retries: int 
         done = {r.provider for r in c.execute(select(case_answers.c.provider).where(case_answers.c.case_ref == case_ref, case_answers.c.status == "ok"))}
     if rt.hub is None:
         raise ConfigError(f"node.roles: got {', '.join(rt.config.node.roles)}, want the hub role to run cases")
+    if operator is not None:
+        rt.audit.record("case.run", {"case_ref": case_ref, "operator": operator})
     rules = rt.hub.rules
     todo = [(m, f) for m, f in _providers(rt, rules) if rerun_ok or m.code not in done]
     ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator)
