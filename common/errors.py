@@ -137,6 +137,15 @@ class Reason(enum.StrEnum):
     NO_SUCH_CHECKPOINT = "NO_SUCH_CHECKPOINT"
     IDENTITY_IN_AUDIT_ENTRY = "IDENTITY_IN_AUDIT_ENTRY"
 
+    # -- staff acts at the hub: the console and the CLI (node/console/, casework, worklist) ---
+    IDENTITY_IN_TEXT = "IDENTITY_IN_TEXT"
+    SAME_OPERATOR = "SAME_OPERATOR"
+    NOT_RUN = "NOT_RUN"
+    INCOMPLETE = "INCOMPLETE"
+    REASON_REQUIRED = "REASON_REQUIRED"
+    CSRF = "CSRF"
+    ROLE = "ROLE"
+
     # -- the demo's own checks (node/testbed/) --------------------------------------------
     DEMO_MISMATCH = "DEMO_MISMATCH"
     DEMO_EVIDENCE = "DEMO_EVIDENCE"

@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from hedui.common.clock import Clock, fmt_instant
+from hedui.common.errors import Reason
 from hedui.node.console import hub_api
 from hedui.node.console.auth import Session as OperatorSession
 from hedui.node.console.auth import SessionStore, SignIn, User, UserStore, may
@@ -58,7 +59,7 @@ class NeedSignIn(Exception):
 
 
 class AccessDenied(Exception):
-    def __init__(self, ctx: Ctx, action: str, outcome: str = "ROLE") -> None:
+    def __init__(self, ctx: Ctx, action: str, outcome: str = Reason.ROLE) -> None:
         self.ctx, self.action, self.outcome = ctx, action, outcome
 
 
@@ -138,7 +139,7 @@ async def post_ctx(request: Request) -> tuple[Ctx, FormData]:
     form = await request.form(max_files=4, max_fields=400)
     given = form.get("csrf_token") or request.headers.get("x-csrf-token")
     if not csrf_ok(ctx.session.csrf, given if isinstance(given, str) else None):
-        raise AccessDenied(ctx, request.url.path, "CSRF")
+        raise AccessDenied(ctx, request.url.path, Reason.CSRF)
     return ctx, form
 
 
@@ -150,7 +151,7 @@ def render(request: Request, ctx: Ctx | None, template: str, *, code: int = 200,
     return c.templates.TemplateResponse(request, template, context, status_code=code)
 
 
-_REASON_KEYS = {"SAME_OPERATOR", "NOT_RUN", "INCOMPLETE", "ALREADY_RESPONDED", "REASON_REQUIRED", "IDENTITY_IN_TEXT"}
+_REASON_KEYS = {Reason.SAME_OPERATOR, Reason.NOT_RUN, Reason.INCOMPLETE, Reason.ALREADY_RESPONDED, Reason.REASON_REQUIRED, Reason.IDENTITY_IN_TEXT}
 
 
 def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
@@ -200,7 +201,7 @@ def create_app(rt, clock: Clock, settings: ConsoleSettings) -> FastAPI:
         ctx = exc.ctx
         await run_in_threadpool(rt.audit.record, "console.access_denied",
                                 {"operator": ctx.user.name, "action": exc.action[:100], "outcome": exc.outcome})
-        msg = ctx.t("err.csrf") if exc.outcome == "CSRF" else ctx.t("err.denied", role=ctx.t.code("role", ctx.user.role))
+        msg = ctx.t("err.csrf") if exc.outcome == Reason.CSRF else ctx.t("err.denied", role=ctx.t.code("role", ctx.user.role))
         request.state.ctx = ctx
         return _error_page(request, 403, msg)
 

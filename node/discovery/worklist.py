@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import and_, select
 
 from hedui.adapters.idnum import contains
+from hedui.common.errors import Reason
 from hedui.keys import sealing
 from hedui.node.discovery.hub import Hub
 from hedui.node.discovery.notice import open_notice
@@ -85,9 +86,9 @@ def event_types(hub: Hub) -> list[str]:
 def _check_reason(reason: str) -> str:
     reason = reason.strip()
     if not 2 <= len(reason) <= 200:
-        raise InvalidArgument(f"reason: got {len(reason)} characters, want 2..200", reason="REASON_REQUIRED")
+        raise InvalidArgument(f"reason: got {len(reason)} characters, want 2..200", reason=Reason.REASON_REQUIRED)
     if contains(reason):
-        raise InvalidArgument("reason: got text containing an identity number, want none", reason="IDENTITY_IN_TEXT")
+        raise InvalidArgument("reason: got text containing an identity number, want none", reason=Reason.IDENTITY_IN_TEXT)
     return reason
 
 

@@ -14,6 +14,7 @@ import datetime as dt
 from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Integer, String, Table, Text, func, insert, select
 
 from hedui.adapters.idnum import contains
+from hedui.common.errors import Reason
 from hedui.node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from hedui.node.store.schema import metadata
 from hedui.node.verification.hub_tables import case_answers, case_members, cases
@@ -114,18 +115,18 @@ def review_case(engine, audit, case_ref: str, *, reviewer: str, decision: str, n
     if len(note) > 500:
         raise InvalidArgument(f"note: got {len(note)} characters, want at most 500")
     if contains(note):
-        raise InvalidArgument("note: got text containing an identity number, want none", reason="IDENTITY_IN_TEXT")
+        raise InvalidArgument("note: got text containing an identity number, want none", reason=Reason.IDENTITY_IN_TEXT)
     with engine.begin() as c:
         case = c.execute(select(cases.c.status, cases.c.operator).where(cases.c.case_ref == case_ref)).first()
         if case is None:
             raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
         if case.operator == reviewer:
             raise PermissionDenied("reviewer: got the operator who opened the case, want another person (复核)",
-                                   reason="SAME_OPERATOR")
+                                   reason=Reason.SAME_OPERATOR)
         if case.status == "open":
-            raise FailedPrecondition("case status: got 'open' (not run yet), want a run case", reason="NOT_RUN")
+            raise FailedPrecondition("case status: got 'open' (not run yet), want a run case", reason=Reason.NOT_RUN)
         if decision == "approved" and case.status != "complete":
-            raise FailedPrecondition(f"case status: got {case.status!r}, want 'complete' to approve", reason="INCOMPLETE")
+            raise FailedPrecondition(f"case status: got {case.status!r}, want 'complete' to approve", reason=Reason.INCOMPLETE)
         c.execute(insert(case_reviews).values(case_ref=case_ref, reviewer=reviewer, decision=decision, note=note,
                                               reviewed_at=now))
     audit.record("case.reviewed", {"case_ref": case_ref, "operator": reviewer, "decision": decision})
