@@ -39,6 +39,7 @@ _CHECK_CHARS = "10X98765432"  # index: weighted sum mod 11
 _FOLD = {0xFF10 + i: ord("0") + i for i in range(10)} | {0xFF38: ord("X"), 0xFF58: ord("X"), ord("x"): ord("X")}
 _WHITESPACE = " \t\r\n\v\f\u00a0\u3000\ufeff"
 _EARLIEST_BIRTH = date(1850, 1, 1)
+_LATEST_BIRTH = date(2199, 12, 31)  # hedui.common.periods refuses years after 2199 too
 
 
 _ZERO_BIAS = 48 * sum(_WEIGHTS)  # the weights applied to ord("0") in every position
@@ -54,15 +55,16 @@ def _birth_ok(digits8: str, today: date | None) -> bool:
         born = date(int(digits8[0:4]), int(digits8[4:6]), int(digits8[6:8]))
     except ValueError:
         return False
-    # TODO(issue 10, Clock): every caller should pass ``today`` from the federation clock.
-    return _EARLIEST_BIRTH <= born <= (today if today is not None else date.today())
+    # The upper bound is the caller's clock's today (DESIGN.md "Time": nothing here reads the
+    # wall clock); without one, the last date any Hedui period can name.
+    return _EARLIEST_BIRTH <= born <= (today if today is not None else _LATEST_BIRTH)
 
 
 def normalize(s: str, *, today: date | None = None) -> str:
     """Returns the canonical 18-character form of a resident identity number.
 
     Trims whitespace, folds full-width digits and X, upper-cases ``x``, converts 15-digit
-    legacy numbers, checks the birth date (1850-01-01 to ``today``, both included) and the
+    legacy numbers, checks the birth date (1850-01-01 to ``today``, or 2199-12-31 when no day is given, both included) and the
     MOD 11-2 check character. Raises :class:`InvalidIdentity` (reason ``INVALID_IDENTITY``)
     otherwise.
     """

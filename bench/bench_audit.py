@@ -16,6 +16,7 @@ and dropped afterwards (skipped with a note if the server is unreachable).
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from pathlib import Path
 from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, MetaData, String, Table, create_engine, insert, text
 
 import hedui.node.audit.tables  # noqa: F401 - registers the audit tables
+from hedui.common.clock import FixedClock as _FixedClock
 from hedui.node.audit import export as audit_export
 from hedui.node.audit import merkle
 from hedui.node.audit import verify as audit_verify
@@ -39,6 +41,9 @@ from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Signer
 from hedui.node.store import schema
 from hedui.node.store.db import open_engine, sqlite_url
+
+# Entries and checkpoints are stamped with a fixed instant, never the wall clock.
+AUDIT_CLOCK = _FixedClock(_dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC))
 
 PG_ADMIN = os.environ.get("HEDUI_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 ORIGIN = "bench.hedui/audit"
@@ -120,7 +125,7 @@ def bench_append(backend: str, m: int, batch: int, tmp: Path) -> dict:
         out["bare_insert_per_s"] = rate(m, time.perf_counter() - t)
         del rows
 
-        log = AuditLog(store.engine, ORIGIN, Signer.generate(ORIGIN))
+        log = AuditLog(store.engine, ORIGIN, Signer.generate(ORIGIN), clock=AUDIT_CLOCK.now)
         t = time.perf_counter()
         for k in range(0, m, batch):
             log.append_many(items[k : k + batch])
@@ -165,7 +170,7 @@ def bench_verify_and_proofs(n: int, tmp: Path, progress: bool) -> dict:
     store = Store("sqlite", tmp)
     try:
         signer = Signer.generate(ORIGIN)
-        log = AuditLog(store.engine, ORIGIN, signer)
+        log = AuditLog(store.engine, ORIGIN, signer, clock=AUDIT_CLOCK.now)
         t = time.perf_counter()
         step = 5000
         for k in range(0, n, step):
@@ -176,7 +181,7 @@ def bench_verify_and_proofs(n: int, tmp: Path, progress: bool) -> dict:
         log.checkpoint()
         path = tmp / "bench-export.ndjson"
         t = time.perf_counter()
-        audit_export.export(store.engine, 0, None, path)
+        audit_export.export(store.engine, 0, None, path, now=AUDIT_CLOCK.now())
         out["export_s"] = time.perf_counter() - t
         out["export_mb"] = path.stat().st_size / 1e6
 
@@ -214,7 +219,7 @@ def bench_verify_and_proofs(n: int, tmp: Path, progress: bool) -> dict:
 
         # Proof generation from the store at size n.
         size = n
-        reader = AuditLog(store.engine, ORIGIN, signer)
+        reader = AuditLog(store.engine, ORIGIN, signer, clock=AUDIT_CLOCK.now)
         k = 1000
         idx = [rnd.randrange(size) for _ in range(k)]
         t = time.perf_counter()

@@ -27,6 +27,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -36,6 +37,7 @@ import hedui.node.verification.index_tables  # noqa: F401  (tables on the shared
 from hedui.adapters import open_adapter
 from hedui.adapters.synthetic import residents as synthetic_residents
 from hedui.adapters.synthetic import write_sql
+from hedui.common.clock import FixedClock
 from hedui.keys import oprf
 from hedui.keys.oprf import ServerKey
 from hedui.node.store import schema
@@ -43,6 +45,7 @@ from hedui.node.store.db import open_engine, sqlite_url
 from hedui.node.verification.index import build_index
 
 SEED = bytes(range(32))
+CLOCK = FixedClock(datetime(2026, 11, 30, 3, 0, tzinfo=UTC))  # a fixed instant: builds are stamped with it
 PG_ADMIN = os.environ.get("HEDUI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 _key: ServerKey | None = None
@@ -84,7 +87,7 @@ def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Pa
     engine = open_engine(store_url)
     schema.load_all().create_all(engine)
     try:
-        report = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers)
+        report = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers, clock=CLOCK)
     finally:
         engine.dispose()
     return {"records": report.records, "seconds": round(report.seconds, 2), "records_per_s": round(report.rate),

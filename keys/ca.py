@@ -38,10 +38,6 @@ _CA_YEARS = 10
 _MEMBER_DAYS = 397
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def new_tls_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -99,13 +95,12 @@ class Authority:
         return cls(cert, key)
 
 
-def create_authority(name: str, cert_path: Path, key_path: Path, pw: bytes) -> Authority:
+def create_authority(name: str, cert_path: Path, key_path: Path, pw: bytes, *, now: dt.datetime) -> Authority:
     key = new_tls_key()
     subject = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Hedui federation"),
         x509.NameAttribute(NameOID.COMMON_NAME, name),
     ])
-    now = _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -147,7 +142,7 @@ def make_csr(member: str, host: str, key: ec.EllipticCurvePrivateKey) -> x509.Ce
     )
 
 
-def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, days: int = _MEMBER_DAYS) -> x509.Certificate:
+def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, now: dt.datetime, days: int = _MEMBER_DAYS) -> x509.Certificate:
     """Issues a member certificate for a CSR whose self-signature verifies."""
     if not csr.is_signature_valid:
         raise CertificateError("csr: self-signature does not verify", reason=Reason.BAD_CSR)
@@ -158,7 +153,6 @@ def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, days: int = _ME
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise CertificateError("csr: got no subjectAltName, want the endpoint host", reason=Reason.BAD_CSR) from None
-    now = _now()
     return (
         x509.CertificateBuilder()
         .subject_name(csr.subject)
@@ -188,7 +182,7 @@ def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, days: int = _ME
     )
 
 
-def check_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
+def check_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate, *, now: dt.datetime) -> None:
     """Raises :class:`~hedui.keys.errors.CertificateError` unless ``cert`` is signed by ``ca_cert`` and valid now."""
     try:
         cert.verify_directly_issued_by(ca_cert)
@@ -197,7 +191,6 @@ def check_issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> None:
             f"certificate {member_of_cert(cert)!r}: not issued by federation CA {member_of_cert(ca_cert)!r} ({type(exc).__name__})",
             reason=Reason.FOREIGN_CA,
         ) from None
-    now = _now()
     if not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
         raise CertificateError(
             f"certificate {member_of_cert(cert)!r}: valid {cert.not_valid_before_utc:%Y-%m-%d}..{cert.not_valid_after_utc:%Y-%m-%d}, now outside",

@@ -111,9 +111,9 @@ def _ts(t: dt.datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_pb2.Directory:
-    """Turns a spec into a Directory message, checking every reference on the way."""
-    now = now or dt.datetime.now(dt.UTC)
+def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
+    """Turns a spec into a Directory message, checking every reference on the way; ``now`` is
+    when the authority signs it (its issued_at; certificates must be valid then)."""
     ca = load_cert(spec.ca_cert)
     from hedui.keys.ca import check_issued_by
 
@@ -130,7 +130,7 @@ def build(spec: DirectorySpec, *, now: dt.datetime | None = None) -> directory_p
             raise DirectorySpecError(f"members.code: got {m.code!r} twice, want unique codes")
         codes.add(m.code)
         cert = load_cert(m.cert)
-        check_issued_by(cert, ca)
+        check_issued_by(cert, ca, now=now)
         from hedui.keys.ca import member_of_cert
 
         if member_of_cert(cert) != m.code:
@@ -226,14 +226,13 @@ def verify_directory(
     authority: VerifyingKey,
     *,
     min_version: int = 0,
-    now: dt.datetime | None = None,
+    now: dt.datetime,
 ) -> TrustedDirectory:
     payload, _ = dsse.verify(env, {authority.keyid: authority}, payload_type=dsse.DIRECTORY)
     try:
         msg = directory_pb2.Directory.FromString(payload)
     except DecodeError:
         raise DirectoryError("directory: signed payload is not a Directory", reason=Reason.BAD_DIRECTORY) from None
-    now = now or dt.datetime.now(dt.UTC)
     td = TrustedDirectory(env, msg)
     if td.expires_at <= now:
         raise DirectoryError(
@@ -249,7 +248,7 @@ def verify_directory(
 
 
 def load_directory(
-    path: Path, authority: VerifyingKey, *, min_version: int = 0, now: dt.datetime | None = None
+    path: Path, authority: VerifyingKey, *, now: dt.datetime, min_version: int = 0
 ) -> TrustedDirectory:
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -8,6 +8,7 @@ Layout (the authority's folder and each member's folder may live on different ma
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,11 @@ def _refuse_overwrite(*paths: Path) -> None:
             raise KeyFileError(f"{p}: already exists; refusing to overwrite a key (move it away first)")
 
 
-def init_authority(root: Path, name: str, pw: bytes) -> AuthorityDir:
+def init_authority(root: Path, name: str, pw: bytes, *, now: dt.datetime) -> AuthorityDir:
     a = AuthorityDir(Path(root))
     _refuse_overwrite(a.ca_cert, a.ca_key, a.signing_key)
     a.root.mkdir(parents=True, exist_ok=True)
-    _ca.create_authority(name, a.ca_cert, a.ca_key, pw)
+    _ca.create_authority(name, a.ca_cert, a.ca_key, pw, now=now)
     sk = SigningKey.generate("authority")
     sk.save(a.signing_key, pw)
     sk.save_public(a.signing_pub)
@@ -89,7 +90,7 @@ def init_member(root: Path, member: str, host: str, pw: bytes) -> MemberDir:
     return m
 
 
-def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes) -> x509.Certificate:
+def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *, now: dt.datetime) -> x509.Certificate:
     """Authority side: checks the CSR and issues the member certificate."""
     auth = _ca.Authority.load(authority.ca_cert, authority.ca_key, pw)
     try:
@@ -99,18 +100,18 @@ def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes) ->
     except ValueError:
         raise ConfigError(f"csr {csr_path}: got unreadable PEM, want a certificate signing request") from None
     try:
-        cert = _ca.issue(auth, csr)
+        cert = _ca.issue(auth, csr, now=now)
     except VerificationError as exc:
         raise ConfigError(f"csr {csr_path}: {exc.message}", reason=exc.reason) from None
     Path(out).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert
 
 
-def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw: bytes) -> int:
+def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw: bytes, *, now: dt.datetime) -> int:
     """Builds, signs and writes the directory; returns its version."""
     spec = DirectorySpec.load(spec_path)
     try:
-        d = build(spec)
+        d = build(spec, now=now)
     except VerificationError as exc:
         raise ConfigError(f"directory spec {spec_path}: {exc.message}", reason=exc.reason) from None
     sk = SigningKey.load("authority", authority.signing_key, pw)

@@ -11,8 +11,6 @@ gets the same signed answer back instead of a refusal, and does not count twice.
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -108,7 +106,7 @@ def check(
             return Grant(tuple(rules), cached_answer=cached)
         return grant
     with rt.engine.begin() as c:
-        _charge_quota(c, caller, method, grant)
+        _charge_quota(c, caller, method, grant, rt.clock.now().timestamp())
     return grant
 
 
@@ -128,9 +126,8 @@ def _limits(rules) -> tuple[int, int]:
     return per_minute, per_day
 
 
-def _charge_quota(c, caller: str, method: str, grant: Grant) -> None:
+def _charge_quota(c, caller: str, method: str, grant: Grant, now: float) -> None:
     per_minute, per_day = _limits(grant.rules)
-    now = time.time()
     for window, start, limit in (("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)):
         if not limit:
             continue
@@ -146,10 +143,10 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
     that another, concurrent request took first is a replay."""
     try:
         with rt.engine.begin() as c:
-            _charge_quota(c, caller, method, grant)
+            _charge_quota(c, caller, method, grant, rt.clock.now().timestamp())
             c.execute(seen_requests.insert().values(
                 request_id=bytes(ctx.request_id), caller=caller, method=method,
-                seen_at=dt.datetime.now(dt.UTC), request_digest=request_digest or None, answer=answer,
+                seen_at=rt.clock.now(), request_digest=request_digest or None, answer=answer,
             ))
     except IntegrityError:
         raise PermissionDenied(

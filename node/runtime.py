@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
+from hedui.common.clock import Clock, ClockError, SystemClock, zone
 from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, member_of_cert
 from hedui.keys.directory import TrustedDirectory, load_directory
 from hedui.keys.keyfile import passphrase
@@ -63,6 +64,8 @@ class Runtime:
     tls_key_pem: bytes
     ca_pem: bytes
     passphrase: bytes
+    #: The one source of the time for everything the node does (hedui.common.clock).
+    clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
     # Built in from_config, in this order (each needs the ones before it).
     peers: Peers = field(init=False)
@@ -72,20 +75,24 @@ class Runtime:
     hub: HubState | None = field(init=False, default=None)
 
     @classmethod
-    def open(cls, config_path: Path, *, run_migrations: bool = True) -> Runtime:
+    def open(cls, config_path: Path, *, run_migrations: bool = True, clock: Clock | None = None) -> Runtime:
         cfg = load_config(config_path)
-        return cls.from_config(cfg, run_migrations=run_migrations)
+        return cls.from_config(cfg, run_migrations=run_migrations, clock=clock)
 
     @classmethod
-    def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True) -> Runtime:
+    def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True, clock: Clock | None = None) -> Runtime:
+        """``clock``: what the node reads the time from (DESIGN.md "Time"); by default the wall
+        clock in the zone the signed directory names. Tests and ``--as-of`` pass a FixedClock."""
         from hedui.keys.keyfile import load_private_key
+
+        wall = clock if clock is not None else SystemClock()
 
         pw = passphrase(env=cfg.keys.passphrase_env)
         member = cfg.node.member
         ca = load_cert(cfg.path(cfg.tls.ca))
         cert = load_cert(cfg.path(cfg.tls.cert))
         try:
-            check_issued_by(cert, ca)
+            check_issued_by(cert, ca, now=wall.now())
         except VerificationError as exc:
             raise ConfigError(f"tls.cert: {exc.message}", reason=exc.reason) from None
         if member_of_cert(cert) != member:
@@ -106,7 +113,13 @@ class Runtime:
         except Exception as exc:  # a store that is down or not ours
             engine.dispose()
             raise ConfigError(f"store.url: cannot open the store ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-        directory = load_directory(cfg.path(cfg.directory.path), authority, min_version=min_version)
+        directory = load_directory(cfg.path(cfg.directory.path), authority, min_version=min_version, now=wall.now())
+        if clock is None:
+            try:
+                clock = SystemClock(zone(directory.msg.time_zone))
+            except ClockError as exc:
+                engine.dispose()
+                raise ConfigError(f"directory v{directory.version}: {exc.message}") from None
         me = directory.by_code.get(member)
         if me is None:
             raise ConfigError(f"node.member: got {member!r}, not in directory v{directory.version}")
@@ -127,6 +140,7 @@ class Runtime:
             tls_key_pem=key_pem(tls_key),
             ca_pem=cert_pem(ca),
             passphrase=pw,
+            clock=clock,
         )
         rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem))
         rt.audit = open_audit(rt)

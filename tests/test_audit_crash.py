@@ -3,6 +3,7 @@ without leaves: after each crash the log reopens, re-derives and verifies OK."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import signal
 import subprocess
@@ -13,12 +14,16 @@ import pytest
 from sqlalchemy import func, select
 
 import hedui.node.audit.tables  # noqa: F401 - registers the tables before `engine` creates them
+from hedui.common.clock import FixedClock as _FixedClock
 from hedui.node.audit import merkle
 from hedui.node.audit import verdict as audit_verdict
 from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.log import AuditLog
 from hedui.node.audit.note import Signer
 from hedui.node.audit.tables import audit_entries
+
+# Entries and checkpoints are stamped with a fixed instant, never the wall clock.
+AUDIT_CLOCK = _FixedClock(_dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC))
 
 CHILD = textwrap.dedent(
     """
@@ -27,9 +32,12 @@ CHILD = textwrap.dedent(
     import hedui.node.audit.tables
     from hedui.node.audit.log import AuditLog
     from hedui.node.audit.note import Signer
+    from hedui.common.clock import FixedClock
+    from datetime import datetime, UTC
 
     signer = Signer.from_skey(sys.argv[2])
-    log = AuditLog(open_engine(sys.argv[1]), signer.name, signer, tile_height=3)
+    clock = FixedClock(datetime(2026, 11, 30, 3, 0, tzinfo=UTC))
+    log = AuditLog(open_engine(sys.argv[1]), signer.name, signer, tile_height=3, clock=clock.now)
     rnd = random.Random()
     i = 0
     while True:
@@ -62,7 +70,7 @@ def test_kill_9_mid_append_leaves_a_consistent_log(engine, store_url) -> None:
             child.wait()
         assert child.returncode == -signal.SIGKILL
 
-        log = AuditLog(engine, signer.name, signer, tile_height=3)  # checks head == entries
+        log = AuditLog(engine, signer.name, signer, tile_height=3, clock=AUDIT_CLOCK.now)  # checks head == entries
         size = log.size()
         with engine.connect() as conn:
             count, top = conn.execute(select(func.count(), func.max(audit_entries.c.seq))).one()

@@ -3,11 +3,13 @@ reconciled; an injected query with no counterpart is found."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 
 import pytest
 
 from hedui.adapters.synthetic import resident
+from hedui.common.clock import FixedClock as _FixedClock
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.audit import reconcile as audit_reconcile
 from hedui.node.audit import verify as audit_verify
@@ -15,6 +17,9 @@ from hedui.node.audit.note import Verifier, Verifiers
 from hedui.node.audit.recorder import origin_of
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+
+# Entries and checkpoints are stamped with a fixed instant, never the wall clock.
+AUDIT_CLOCK = _FixedClock(_dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC))
 
 SEED = 7
 
@@ -83,7 +88,7 @@ def test_reconcile_pairs_discovery_notices(tmp_path):
     def log(name):
         eng = open_engine(sqlite_url(tmp_path / f"{name}.db"))
         migrate.upgrade(eng)
-        return eng, AuditLog(eng, f"hedui.t/{name}", Signer.generate(f"hedui.t/{name}"))
+        return eng, AuditLog(eng, f"hedui.t/{name}", Signer.generate(f"hedui.t/{name}"), clock=AUDIT_CLOCK.now)
 
     hub_eng, hub = log("hub")
     med_eng, med = log("medins")

@@ -4,6 +4,7 @@ stored tree, checkpoints, the identity guard, peer cosigning, offline round trip
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import json
 import logging
 import random
@@ -15,6 +16,7 @@ from sqlalchemy import delete, func, select, update
 
 import hedui.node.audit.tables  # noqa: F401 - registers the tables before `engine` creates them
 from hedui.adapters import idnum
+from hedui.common.clock import FixedClock as _FixedClock
 from hedui.node.audit import export as audit_export
 from hedui.node.audit import merkle
 from hedui.node.audit import proof as audit_proof
@@ -37,6 +39,9 @@ from hedui.node.audit.tree import TreeReader
 from hedui.node.errors import ConfigError, InvalidArgument, VerificationError
 from hedui.node.store import schema
 from hedui.node.store.db import open_engine, sqlite_url
+
+# Entries and checkpoints are stamped with a fixed instant, never the wall clock.
+AUDIT_CLOCK = _FixedClock(_dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC))
 
 ORIGIN = "test.hedui/audit"
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
@@ -102,7 +107,7 @@ def test_append_stores_the_exact_canonical_bytes(audit: AuditLog, engine, clock:
 @pytest.mark.parametrize("tile", [1, 2, 3, 8])
 def test_store_proofs_equal_an_in_memory_tree(engine, signer, tile: int) -> None:
     rnd = random.Random(tile)
-    with AuditLog(engine, ORIGIN, signer, tile_height=tile) as log:
+    with AuditLog(engine, ORIGIN, signer, tile_height=tile, clock=AUDIT_CLOCK.now) as log:
         n = 0
         while n < 530:  # uneven batches, so subtrees complete across batch boundaries
             k = rnd.choice([1, 1, 2, 3, 7, 31, 64])
@@ -254,23 +259,23 @@ def test_every_kind_refuses_an_entry_missing_a_required_field(audit: AuditLog, k
 
 def test_origin_and_tile_height_are_fixed(engine, signer) -> None:
     with pytest.raises(ConfigError):
-        AuditLog(engine, "other.origin", signer)
-    AuditLog(engine, ORIGIN, signer, tile_height=4).close()
+        AuditLog(engine, "other.origin", signer, clock=AUDIT_CLOCK.now)
+    AuditLog(engine, ORIGIN, signer, tile_height=4, clock=AUDIT_CLOCK.now).close()
     with pytest.raises(ConfigError):
-        AuditLog(engine, ORIGIN, signer, tile_height=8)
+        AuditLog(engine, ORIGIN, signer, tile_height=8, clock=AUDIT_CLOCK.now)
     other = Signer.generate("other.origin")
     with pytest.raises(ConfigError):
-        AuditLog(engine, "other.origin", other)
+        AuditLog(engine, "other.origin", other, clock=AUDIT_CLOCK.now)
     assert TreeReader(engine).tile_height == 4
 
 
 def test_reopening_detects_a_head_that_disagrees_with_the_entries(audit: AuditLog, engine, signer) -> None:
     audit.append_many(admin(i) for i in range(10))
-    AuditLog(engine, ORIGIN, signer).close()  # consistent: fine
+    AuditLog(engine, ORIGIN, signer, clock=AUDIT_CLOCK.now).close()  # consistent: fine
     with engine.begin() as conn:
         conn.execute(delete(audit_entries).where(audit_entries.c.seq == 9))
     with pytest.raises(TamperedLogError):
-        AuditLog(engine, ORIGIN, signer)
+        AuditLog(engine, ORIGIN, signer, clock=AUDIT_CLOCK.now)
 
 
 # -- checkpoints -----------------------------------------------------------------------
@@ -303,7 +308,7 @@ def test_checkpoint_refuses_to_sign_over_a_changed_tree(audit: AuditLog, engine,
     # (a changed entry is the offline verifier's job: see test_audit_tamper.py).
     with engine.begin() as conn:
         conn.execute(update(audit_nodes).where(audit_nodes.c.level == 4).values(hash=b"\x00" * 32))
-    log = AuditLog(engine, ORIGIN, signer, tile_height=2)  # fresh subtree cache
+    log = AuditLog(engine, ORIGIN, signer, tile_height=2, clock=AUDIT_CLOCK.now)  # fresh subtree cache
     log.append(*admin(99))
     with pytest.raises(TamperedLogError):
         log.checkpoint()
@@ -420,14 +425,14 @@ def test_export_verify_and_proof_round_trip(audit: AuditLog, engine, signer, tmp
     r = audit_verify.verify(engine, keys, cp.note)
     assert r.verdict is audit_verdict.Verdict.OK, r.problems
     assert (r.entries, r.unsigned_tail, r.cosignatures, r.checkpoints_verified) == (320, 20, 1, 2)
-    out = audit_export.export(engine, 0, None, tmp_path / "all.ndjson")
+    out = audit_export.export(engine, 0, None, tmp_path / "all.ndjson", now=AUDIT_CLOCK.now())
     assert (out.entries, out.end, out.checkpoints, out.cosignatures) == (300, 300, 2, 1)
     r = audit_verify.verify(tmp_path / "all.ndjson", keys, cp.note)
     assert r.verdict is audit_verdict.Verdict.OK and r.entries == 300, r.problems
     first = json.loads((tmp_path / "all.ndjson").read_text().splitlines()[0])
     assert first["format"] == audit_export.EXPORT_FORMAT and first["origin"] == ORIGIN
     # a partial export verifies through its frontier
-    audit_export.export(engine, 123, None, tmp_path / "part.ndjson")
+    audit_export.export(engine, 123, None, tmp_path / "part.ndjson", now=AUDIT_CLOCK.now())
     r = audit_verify.verify(tmp_path / "part.ndjson", keys)
     assert r.verdict is audit_verdict.Verdict.OK and (r.start, r.entries) == (123, 177), r.problems
     # ...but cannot vouch for a trusted checkpoint before its start
@@ -495,8 +500,8 @@ def test_reconcile(engine, tmp_path) -> None:
     period = (T0, T0 + timedelta(hours=1))
     for hub_src, prov_src in ((engine, prov_engine), (tmp_path / "hub.ndjson", tmp_path / "p1.ndjson")):
         if not isinstance(hub_src, type(engine)):
-            audit_export.export(engine, 0, TreeReader(engine).size(), hub_src)
-            audit_export.export(prov_engine, 0, TreeReader(prov_engine).size(), prov_src)
+            audit_export.export(engine, 0, TreeReader(engine).size(), hub_src, now=AUDIT_CLOCK.now())
+            audit_export.export(prov_engine, 0, TreeReader(prov_engine).size(), prov_src, now=AUDIT_CLOCK.now())
         r = audit_reconcile.reconcile(hub_src, {"P1": prov_src}, period, hub_code="HUB")
         got = {k: sorted(i["request_id"] for i in getattr(r, k)) for k in
                ("sent_not_received", "received_not_sent", "request_mismatches", "answer_mismatches", "no_case")}
@@ -516,7 +521,7 @@ def test_reconcile(engine, tmp_path) -> None:
 def test_export_encodes_entries_in_base64(audit: AuditLog, engine, tmp_path) -> None:
     audit.append(*admin(0))
     audit.checkpoint()
-    audit_export.export(engine, 0, None, tmp_path / "e.ndjson")
+    audit_export.export(engine, 0, None, tmp_path / "e.ndjson", now=AUDIT_CLOCK.now())
     lines = (tmp_path / "e.ndjson").read_text().splitlines()
     entry = json.loads([ln for ln in lines if '"type":"entry"' in ln][0])
     assert base64.b64decode(entry["entry"]) == audit.entry(0)

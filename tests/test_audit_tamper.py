@@ -4,6 +4,7 @@ the right verdict (audit_verify.verify) or typed error (audit_proof.verify_proof
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import delete, insert, select, update
 
 import hedui.node.audit.tables  # noqa: F401 - registers the tables before `engine` creates them
+from hedui.common.clock import FixedClock as _FixedClock
 from hedui.node.audit import export as audit_export
 from hedui.node.audit import merkle
 from hedui.node.audit import proof as audit_proof
@@ -30,6 +32,9 @@ from hedui.node.audit.tables import (
     audit_nodes,
 )
 from hedui.node.audit.verdict import Verdict
+
+# Entries and checkpoints are stamped with a fixed instant, never the wall clock.
+AUDIT_CLOCK = _FixedClock(_dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC))
 
 ORIGIN = "tamper.hedui/audit"
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
@@ -203,7 +208,7 @@ def test_wrong_key_is_unknown_key(built: Built) -> None:
 def test_empty_and_missing_logs_are_never_ok(engine, tmp_path: Path) -> None:
     keys = [Signer.generate(ORIGIN).vkey]
     assert audit_verify.verify(engine, keys).verdict is Verdict.EMPTY  # tables, no log
-    log = AuditLog(engine, ORIGIN, Signer.generate(ORIGIN))
+    log = AuditLog(engine, ORIGIN, Signer.generate(ORIGIN), clock=AUDIT_CLOCK.now)
     assert audit_verify.verify(engine, keys).verdict is Verdict.EMPTY  # empty log
     log.append(Kind.ADMIN, {"action": "x", "operator": "op"})
     assert audit_verify.verify(engine, [log.signer.vkey]).verdict is Verdict.EMPTY  # nothing signed
@@ -219,7 +224,7 @@ def test_empty_and_missing_logs_are_never_ok(engine, tmp_path: Path) -> None:
 @pytest.fixture
 def exported(built: Built, tmp_path: Path) -> tuple[Built, Path]:
     path = tmp_path / "log.ndjson"
-    audit_export.export(built.engine, 0, None, path)
+    audit_export.export(built.engine, 0, None, path, now=AUDIT_CLOCK.now())
     assert audit_verify.verify(path, built.keys).verdict is Verdict.OK
     return built, path
 

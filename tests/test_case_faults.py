@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 from concurrent import futures
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
 
 from hedui.adapters.synthetic import resident
+from hedui.common.clock import FixedClock
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.server import server_options
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
@@ -22,7 +24,10 @@ SEED = 7
 @pytest.fixture
 def bed(tmp_path, monkeypatch):
     members = [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"]), MemberPlan("hrss", "hrss", ["provider"])]
-    tb = Testbed(tmp_path / "fed", members, residents=60, data_seed=SEED)
+    # A fixed instant 30 s into a minute (2026-11-30 03:00:30 UTC), shared by every node of the
+    # federation, so the quota cases below cannot straddle a minute as the wall clock could.
+    tb = Testbed(tmp_path / "fed", members, residents=60, data_seed=SEED,
+                 clock=FixedClock(datetime(2026, 11, 30, 3, 0, 30, tzinfo=UTC)))
     tb.create()
     # Tight quota on hrss lookups: two per minute.
     pol = default_policy(tb.members)
@@ -44,22 +49,8 @@ def _case(tb):
                      operator="cw", region="370304")
 
 
-class _FixedTime:
-    """Stands in for the ``time`` module inside hedui.node.policy only (the policy has no
-    injectable clock yet: issue 10's Clock). A fixed instant 30 s into a minute, so the
-    cases below cannot straddle a minute as the wall clock could."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def time(self) -> float:
-        return self.t
-
-
-def test_quota_exceeded_mid_case_then_completes_later(bed, monkeypatch):
+def test_quota_exceeded_mid_case_then_completes_later(bed):
     hub = bed.runtime("hub")
-    clock = _FixedTime(1_750_000_050.0)  # 2025-06-15 15:07:30 UTC
-    monkeypatch.setattr("hedui.node.policy.time", clock)
     for _ in range(2):
         assert run_case(hub, _case(bed)).complete
     ref = _case(bed)
@@ -68,7 +59,7 @@ def test_quota_exceeded_mid_case_then_completes_later(bed, monkeypatch):
     assert st["tax"].status == "ok"
     assert st["hrss"].status == "refused" and "QUOTA_EXCEEDED" in st["hrss"].reason
     # A minute later the same case completes, asking only the refused department.
-    clock.t += 61
+    bed.clock.advance(timedelta(seconds=61))
     res2 = run_case(hub, ref)
     assert [o.provider for o in res2.outcomes] == ["hrss"] and res2.complete
 

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ import hedui.node.verification.index_tables  # noqa: F401  (registers the tables
 from hedui.adapters import idnum, open_adapter
 from hedui.adapters.records import Record
 from hedui.adapters.synthetic import write_csv, write_sql
+from hedui.common.clock import FixedClock
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.verification.index import all_tokens, build_index, facts_for_tokens, list_problems, live_epochs, retire_epoch
@@ -27,6 +28,7 @@ from hedui.node.verification.index_tables import index_progress, index_rows, tok
 
 SEED = bytes(range(32))
 KEY1 = ServerKey.derive(SEED, 1)
+CLOCK = FixedClock(datetime(2026, 11, 30, 3, 0, tzinfo=UTC))  # a fixed instant: builds are stamped with it
 N = 150
 
 
@@ -64,7 +66,7 @@ def _row_counts(engine, epoch: int) -> int:
 
 
 def test_build_matches_source(engine, dept):
-    report = build_index(engine, open_adapter(dept["social_security"]), KEY1, 1, workers=0, batch_size=97)
+    report = build_index(engine, open_adapter(dept["social_security"]), KEY1, 1, workers=0, batch_size=97, clock=CLOCK)
     want_facts, want_problems = _expected(dept["social_security"], KEY1)
     got_facts, got_problems = _actual(engine, 1)
     assert report.mode == "full" and not report.resumed
@@ -78,13 +80,13 @@ def test_build_matches_source(engine, dept):
 
 
 def test_build_with_process_pool(engine, dept):
-    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=2, batch_size=64)
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=2, batch_size=64, clock=CLOCK)
     assert _actual(engine, 1)[0] == _expected(dept["tax"], KEY1)[0]
 
 
 def test_sources_share_tokens(engine, dept):
     for name in ("tax", "vehicles"):
-        build_index(engine, open_adapter(dept[name]), KEY1, 1, workers=0)
+        build_index(engine, open_adapter(dept[name]), KEY1, 1, workers=0, clock=CLOCK)
     tax, _ = _expected(dept["tax"], KEY1)
     veh, _ = _expected(dept["vehicles"], KEY1)
     got, _ = _actual(engine, 1)
@@ -96,7 +98,7 @@ def test_sources_share_tokens(engine, dept):
 
 
 def test_all_tokens_pages_in_byte_order(engine, dept):
-    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     want = sorted(_expected(dept["tax"], KEY1)[0])
     assert list(all_tokens(engine, 1, page=7)) == want
     assert list(all_tokens(engine, 1)) == want
@@ -104,7 +106,7 @@ def test_all_tokens_pages_in_byte_order(engine, dept):
 
 
 def test_lookup_of_unknown_token(engine, dept):
-    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     assert facts_for_tokens(engine, 1, [b"\x00" * 64]) == {}
     assert facts_for_tokens(engine, 2, []) == {}
 
@@ -132,7 +134,7 @@ def _scan_store(engine) -> list[str]:
 
 def test_no_raw_identity_in_store(engine, dept, tmp_path):
     for name in ("tax", "social_security", "vehicles"):
-        build_index(engine, open_adapter(dept[name]), KEY1, 1, workers=0)
+        build_index(engine, open_adapter(dept[name]), KEY1, 1, workers=0, clock=CLOCK)
     assert list_problems(engine, 1)
     assert _scan_store(engine) == []
     # Positive control: the same scan finds the numbers in the department's own database.
@@ -152,9 +154,9 @@ LATER = "2025-07-01 09:00:00.000000"
 def test_incremental_run_reads_only_changes(engine, dept, tmp_path):
     db = tmp_path / "dept.db"
     adapter = open_adapter(dept["vehicles"])
-    first = build_index(engine, adapter, KEY1, 1, workers=0, batch_size=50)
+    first = build_index(engine, adapter, KEY1, 1, workers=0, batch_size=50, clock=CLOCK)
     assert first.mode == "full"
-    again = build_index(engine, open_adapter(dept["vehicles"]), KEY1, 1, workers=0)
+    again = build_index(engine, open_adapter(dept["vehicles"]), KEY1, 1, workers=0, clock=CLOCK)
     assert (again.mode, again.rows) == ("incremental", 0)
 
     eng = create_engine(f"sqlite:///{db}")
@@ -168,7 +170,7 @@ def test_incremental_run_reads_only_changes(engine, dept, tmp_path):
     _touch(db, "UPDATE vehicle SET owner_idno = 'garbage', updated_at = :t WHERE id = 3", t=LATER)
     _touch(db, "INSERT INTO vehicle VALUES (100000, :o, '京A00001', '小型轿车', 12345600, '2025-06-30', :t)",
            o=ids[0], t=LATER)
-    second = build_index(engine, open_adapter(dept["vehicles"]), KEY1, 1, workers=0)
+    second = build_index(engine, open_adapter(dept["vehicles"]), KEY1, 1, workers=0, clock=CLOCK)
     assert (second.mode, second.rows, second.records, second.problems) == ("incremental", 4, 3, 1)
     want = _expected(dept["vehicles"], KEY1)
     assert _actual(engine, 1) == want
@@ -178,18 +180,18 @@ def test_incremental_run_reads_only_changes(engine, dept, tmp_path):
 
 def test_full_run_removes_deleted_rows(engine, dept, tmp_path):
     db = tmp_path / "dept.db"
-    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     _touch(db, "DELETE FROM tax_annual WHERE id IN (1, 2, 3)")
-    inc = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    inc = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     assert inc.rows == 0                 # a watermark cannot see deletions…
-    full = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, full=True)
+    full = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, full=True, clock=CLOCK)
     assert (full.mode, full.removed) == ("full", 3)      # …a full re-read does
     assert _actual(engine, 1) == _expected(dept["tax"], KEY1)
 
 
 def test_problem_rows_clear_when_fixed(engine, dept, tmp_path):
     db = tmp_path / "dept.db"
-    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     bad = list_problems(engine, 1)
     assert bad
     loc = bad[0].locator
@@ -200,16 +202,16 @@ def test_problem_rows_clear_when_fixed(engine, dept, tmp_path):
                               "AND taxpayer_idno GLOB '[0-9]*'"), {"i": pk}).first()[0]
     eng.dispose()
     _touch(db, "UPDATE tax_annual SET taxpayer_idno = :g, updated_at = :t WHERE id = :i", g=good, t=LATER, i=pk)
-    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     assert loc not in {p.locator for p in list_problems(engine, 1)}
     assert _actual(engine, 1) == _expected(dept["tax"], KEY1)
 
 
 def test_mapping_change_triggers_full_run(engine, dept):
-    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     text_ = dept["tax"].read_text().replace('name = "annual_taxable_income"', 'name = "taxable_income"')
     dept["tax"].write_text(text_)
-    report = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+    report = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     assert report.mode == "full" and report.removed == 0
     got, _ = _actual(engine, 1)
     assert {f.name for fs in got.values() for f in fs} == {"taxable_income"}
@@ -217,21 +219,21 @@ def test_mapping_change_triggers_full_run(engine, dept):
 
 def test_csv_export_replaced(engine, tmp_path):
     maps = write_csv(tmp_path / "csv", residents=60, seed=3, departments=["tax"], encoding="gbk")
-    build_index(engine, open_adapter(maps["tax"]), KEY1, 1, workers=0)
-    same = build_index(engine, open_adapter(maps["tax"]), KEY1, 1, workers=0)
+    build_index(engine, open_adapter(maps["tax"]), KEY1, 1, workers=0, clock=CLOCK)
+    same = build_index(engine, open_adapter(maps["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     assert (same.mode, same.rows) == ("incremental", 0)
     path = tmp_path / "csv" / "tax.csv"
     lines = path.read_bytes().split(b"\r\n")
     path.write_bytes(b"\r\n".join(lines[:1] + lines[4:]))       # three rows left the export
-    report = build_index(engine, open_adapter(maps["tax"]), KEY1, 1, workers=0)
+    report = build_index(engine, open_adapter(maps["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     assert report.mode == "full" and report.removed == 3
     assert _actual(engine, 1) == _expected(maps["tax"], KEY1)
 
 
 def test_rotation_keeps_old_epoch_live(engine, dept):
     key2 = ServerKey.derive(SEED, 2)
-    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
-    build_index(engine, open_adapter(dept["tax"]), key2, 2, workers=0)
+    build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
+    build_index(engine, open_adapter(dept["tax"]), key2, 2, workers=0, clock=CLOCK)
     assert live_epochs(engine) == [1, 2]
     assert live_epochs(engine, sources=["tax"]) == [1, 2]
     assert live_epochs(engine, sources=["tax", "vehicles"]) == []     # vehicles not built yet
@@ -252,11 +254,11 @@ def test_rotation_keeps_old_epoch_live(engine, dept):
 
 def test_bad_arguments(engine, dept):
     with pytest.raises(InvalidArgument, match="epoch: got 2, want the server key's epoch 1"):
-        build_index(engine, open_adapter(dept["tax"]), KEY1, 2)
+        build_index(engine, open_adapter(dept["tax"]), KEY1, 2, clock=CLOCK)
     broken = dept["tax"].read_text().replace('column = "taxable_income"', 'column = "income"')
     dept["tax"].write_text(broken)
     with pytest.raises(ConfigError, match=r"facts\[0\]\.column: got column 'income'"):
-        build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0)
+        build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     with engine.connect() as c:      # nothing was written before the check failed
         assert c.execute(select(index_progress)).first() is None
 
@@ -269,6 +271,9 @@ _CHILD = textwrap.dedent("""
     from hedui.keys.oprf import ServerKey
     from hedui.node.verification.index import build_index
     from hedui.node.store.db import open_engine
+    from hedui.common.clock import FixedClock
+    from datetime import datetime, UTC
+    CLOCK = FixedClock(datetime(2026, 11, 30, 3, 0, tzinfo=UTC))
 
     def main():
         store, mapping = sys.argv[1], sys.argv[2]
@@ -279,7 +284,7 @@ _CHILD = textwrap.dedent("""
                 time.sleep(0.004)
                 yield item
         adapter.scan = slow_scan
-        build_index(open_engine(store), adapter, ServerKey.derive(bytes(range(32)), 1), 1, workers=1, batch_size=40)
+        build_index(open_engine(store), adapter, ServerKey.derive(bytes(range(32)), 1), 1, workers=1, batch_size=40, clock=CLOCK)
 
     if __name__ == "__main__":   # the token workers are spawned and re-import this file
         main()
@@ -314,7 +319,7 @@ def test_resume_after_kill_9(engine, store_url, tmp_path):
         status, read = c.execute(select(index_progress.c.status, index_progress.c.rows_read)).one()
     assert status == "running" and 200 <= read < total
 
-    report = build_index(engine, open_adapter(mapping), KEY1, 1, workers=0)
+    report = build_index(engine, open_adapter(mapping), KEY1, 1, workers=0, clock=CLOCK)
     assert report.resumed and report.mode == "full"
     assert read + report.rows == total                       # nothing read twice, nothing skipped
     want = _expected(mapping, KEY1)
@@ -333,7 +338,7 @@ def test_duplicate_export_keys_are_problems(engine, tmp_path):
     lines = path.read_text(encoding="utf-8").splitlines()
     dup = lines[1]                                     # row with key 1 appears again at the end
     path.write_text("\n".join(lines + [dup]) + "\n", encoding="utf-8")
-    build_index(engine, open_adapter(m), KEY1, 1, workers=0, batch_size=7)
+    build_index(engine, open_adapter(m), KEY1, 1, workers=0, batch_size=7, clock=CLOCK)
     problems = {p.locator: p.reason for p in list_problems(engine, 1)}
     assert problems["tax.csv:编号=1"] == "source.primary_key: got the key of line 2 again, want unique keys"
     got, _ = _actual(engine, 1)
@@ -348,6 +353,6 @@ def test_progress_bar_advances(engine, dept):
     from rich.progress import Progress
 
     with Progress(console=Console(file=StringIO())) as progress:
-        report = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, batch_size=50, progress=progress)
+        report = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, batch_size=50, progress=progress, clock=CLOCK)
         (task,) = progress.tasks
         assert task.completed == report.rows > 50

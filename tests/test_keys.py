@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as _dt
 import datetime as dt
 import json
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hedui.common.clock import FixedClock
 from hedui.keys import dsse
 from hedui.keys import federation as fed
 from hedui.keys.ca import check_issued_by, load_cert, member_of_cert
@@ -20,13 +22,16 @@ from hedui.keys.signing import SigningKey, load_public
 from hedui.node.errors import ConfigError, VerificationError
 from hedui.node.testbed import DEFAULT_MEMBERS, MemberPlan, Testbed
 
+# Certificates and directories are issued and checked at a fixed instant, never the wall clock.
+NOW = _dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC)
+
 PW = b"correct horse battery"
 
 
 @pytest.fixture
 def tb(tmp_path, monkeypatch):
     members = [MemberPlan(m.code, m.name, list(m.roles)) for m in DEFAULT_MEMBERS[:2]]
-    t = Testbed(tmp_path / "fed", members)
+    t = Testbed(tmp_path / "fed", members, clock=FixedClock(NOW))
     t.create()
     monkeypatch.setenv(PASSPHRASE_ENV, t.passphrase)
     return t
@@ -42,7 +47,7 @@ def test_member_cert_has_both_ekus_and_san(tb):
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     assert member_of_cert(cert) == "tax"
-    check_issued_by(cert, load_cert(tb.authority.ca_cert))
+    check_issued_by(cert, load_cert(tb.authority.ca_cert), now=NOW)
 
 
 def test_private_keys_are_encrypted_on_disk(tb):
@@ -86,15 +91,15 @@ def test_secret_roundtrip_and_wrong_passphrase(tmp_path):
 
 
 def test_csr_from_another_federation_is_rejected_by_directory(tb, tmp_path):
-    other = fed.init_authority(tmp_path / "other", "Other CA", PW)
+    other = fed.init_authority(tmp_path / "other", "Other CA", PW, now=NOW)
     m = fed.init_member(tmp_path / "mallory", "tax", "127.0.0.1", PW)
-    fed.issue_cert(other, m.tls_csr, m.tls_cert, PW)
+    fed.issue_cert(other, m.tls_csr, m.tls_cert, PW, now=NOW)
     with pytest.raises(VerificationError, match="not issued by federation CA"):
-        check_issued_by(load_cert(m.tls_cert), load_cert(tb.authority.ca_cert))
+        check_issued_by(load_cert(m.tls_cert), load_cert(tb.authority.ca_cert), now=NOW)
     # Swap the foreign cert into the spec: signing the directory must refuse it.
     (tb.member_dir("tax") / "tls.crt").write_bytes(m.tls_cert.read_bytes())
     with pytest.raises(VerificationError, match="not issued by federation CA"):
-        build(DirectorySpec.load(tb.spec_path))
+        build(DirectorySpec.load(tb.spec_path), now=NOW)
 
 
 def test_tampered_csr_is_refused(tb, tmp_path):
@@ -106,12 +111,12 @@ def test_tampered_csr_is_refused(tb, tmp_path):
     body[i] = ord("A") if body[i] != ord("A") else ord("B")
     m.tls_csr.write_bytes(bytes(body))
     with pytest.raises(ConfigError):
-        fed.issue_cert(tb.authority, m.tls_csr, tmp_path / "x.crt", tb.passphrase.encode())
+        fed.issue_cert(tb.authority, m.tls_csr, tmp_path / "x.crt", tb.passphrase.encode(), now=NOW)
 
 
 def test_refuses_to_overwrite_keys(tb):
     with pytest.raises(ConfigError, match="refusing to overwrite"):
-        fed.init_authority(tb.authority.root, "again", tb.passphrase.encode())
+        fed.init_authority(tb.authority.root, "again", tb.passphrase.encode(), now=NOW)
 
 
 def _authority(tb):
@@ -119,7 +124,7 @@ def _authority(tb):
 
 
 def test_directory_verifies_and_lists_members(tb):
-    td = load_directory(tb.directory_path, _authority(tb))
+    td = load_directory(tb.directory_path, _authority(tb), now=NOW)
     assert td.version == 1 and set(td.by_code) == {"hub", "tax"}
 
 
@@ -127,7 +132,7 @@ def test_directory_bad_signature(tb):
     env = dsse.from_json(tb.directory_path.read_text())
     env.signatures[0].sig = bytes([env.signatures[0].sig[0] ^ 1]) + env.signatures[0].sig[1:]
     with pytest.raises(VerificationError) as e:
-        verify_directory(env, _authority(tb))
+        verify_directory(env, _authority(tb), now=NOW)
     assert e.value.reason == "BAD_SIGNATURE"
 
 
@@ -135,7 +140,7 @@ def test_directory_payload_flip(tb):
     env = dsse.from_json(tb.directory_path.read_text())
     env.payload = env.payload[:-1] + bytes([env.payload[-1] ^ 1])
     with pytest.raises(VerificationError):
-        verify_directory(env, _authority(tb))
+        verify_directory(env, _authority(tb), now=NOW)
 
 
 def test_directory_signed_by_someone_else(tb):
@@ -143,7 +148,7 @@ def test_directory_signed_by_someone_else(tb):
     rogue = SigningKey.generate("authority")
     forged = dsse.sign(dsse.DIRECTORY, env.payload, [rogue])
     with pytest.raises(VerificationError) as e:
-        verify_directory(forged, _authority(tb))
+        verify_directory(forged, _authority(tb), now=NOW)
     assert e.value.reason == "UNKNOWN_SIGNER"
 
 
@@ -154,7 +159,7 @@ def test_directory_expired_and_rollback(tb):
         verify_directory(env, _authority(tb), now=later)
     assert e.value.reason == "DIRECTORY_EXPIRED"
     with pytest.raises(VerificationError) as e:
-        verify_directory(env, _authority(tb), min_version=2)
+        verify_directory(env, _authority(tb), min_version=2, now=NOW)
     assert e.value.reason == "DIRECTORY_ROLLBACK"
 
 

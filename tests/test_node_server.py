@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from hedui.common.clock import FixedClock
 from hedui.keys import federation as fed
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.client import PeerClient, channel_credentials
@@ -16,6 +19,9 @@ from hedui.node.server import build_server
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.v1 import node_pb2, node_pb2_grpc
 
+# Certificates and directories are issued and checked at a fixed instant, never the wall clock.
+NOW = _dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC)
+
 
 def _plan():
     return [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])]
@@ -23,7 +29,7 @@ def _plan():
 
 @pytest.fixture
 def fedbed(tmp_path, monkeypatch):
-    tb = Testbed(tmp_path / "fed", _plan())
+    tb = Testbed(tmp_path / "fed", _plan(), clock=FixedClock(NOW))
     tb.create()
     monkeypatch.setenv(PASSPHRASE_ENV, tb.passphrase)
     yield tb
@@ -85,7 +91,7 @@ def test_certificate_from_ca_but_not_in_directory_is_refused(fedbed, tmp_path):
     fedbed.start(["tax"])
     pw = fedbed.passphrase.encode()
     m = fed.init_member(tmp_path / "stranger", "stranger", "127.0.0.1", pw)
-    fed.issue_cert(fedbed.authority, m.tls_csr, m.tls_cert, pw)
+    fed.issue_cert(fedbed.authority, m.tls_csr, m.tls_cert, pw, now=NOW)
     key_pem = fed.load_tls_key_pem(m.tls_key, pw)
     rt = fedbed.runtime("tax")
     creds = channel_credentials(rt.ca_pem, m.tls_cert.read_bytes(), key_pem)
@@ -99,9 +105,9 @@ def test_certificate_from_ca_but_not_in_directory_is_refused(fedbed, tmp_path):
 def test_certificate_from_another_ca_fails_handshake(fedbed, tmp_path):
     fedbed.start(["tax"])
     pw = b"another passphrase"
-    other = fed.init_authority(tmp_path / "otherca", "Other", pw)
+    other = fed.init_authority(tmp_path / "otherca", "Other", pw, now=NOW)
     m = fed.init_member(tmp_path / "mallory", "hub", "127.0.0.1", pw)
-    fed.issue_cert(other, m.tls_csr, m.tls_cert, pw)
+    fed.issue_cert(other, m.tls_csr, m.tls_cert, pw, now=NOW)
     rt = fedbed.runtime("tax")
     creds = channel_credentials(rt.ca_pem, m.tls_cert.read_bytes(), fed.load_tls_key_pem(m.tls_key, pw))
     with PeerClient(f"127.0.0.1:{fedbed.servers['tax'].port}", creds) as c:
@@ -129,17 +135,10 @@ def test_port_in_use_is_a_clear_error(fedbed):
 def test_expired_directory_refused_at_start(fedbed):
     fedbed.valid_days = 1
     fedbed.sign_directory()
-    import datetime as dt
-    from unittest import mock
-
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
-    with mock.patch("hedui.keys.directory.dt") as mdt:
-        mdt.datetime.now.return_value = later
-        mdt.timezone = dt.timezone
-        mdt.UTC = dt.UTC
-        mdt.timedelta = dt.timedelta
-        with pytest.raises(ConfigError, match="expired"):
-            Runtime.open(fedbed.config_path("tax"))
+    # Two days after the directory was signed (the federation's clock is fixed at NOW).
+    later = FixedClock(NOW + _dt.timedelta(days=2))
+    with pytest.raises(ConfigError, match="expired"):
+        Runtime.open(fedbed.config_path("tax"), clock=later)
 
 
 def test_older_directory_refused_after_newer_seen(fedbed):

@@ -8,6 +8,7 @@ decides when a push happens; every push below is the node's own code path.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import logging
 import os
@@ -42,6 +43,9 @@ from hedui.node.runtime import Runtime
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
 from hedui.node.testbed.discovery import SCENARIO_AS_OF, expected_detections, planted_identity
 from hedui.v1 import common_pb2, notice_pb2
+
+# Certificates and directories are issued and checked at a fixed instant, never the wall clock.
+NOW = _dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC)
 
 PUSH = "/hedui.v1.NoticeService/Push"
 PROVIDERS = ("medins", "disability", "fire")
@@ -351,7 +355,7 @@ def test_certificate_from_the_ca_but_not_in_the_directory_is_refused(fed_tb, tmp
     tb = fed_tb
     pw = tb.passphrase.encode()
     m = fed.init_member(tmp_path / "stranger", "stranger", "127.0.0.1", pw)
-    fed.issue_cert(tb.authority, m.tls_csr, m.tls_cert, pw)
+    fed.issue_cert(tb.authority, m.tls_csr, m.tls_cert, pw, now=NOW)
     hub_rt = tb.runtime("hub")
     creds = channel_credentials(hub_rt.ca_pem, m.tls_cert.read_bytes(), fed.load_tls_key_pem(m.tls_key, pw))
     env = _signed(_notice(tb), tb.runtime("fire").signer)  # even a well-signed member notice

@@ -29,7 +29,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ def export(
     end: int | None,
     out_path: str | os.PathLike,
     *,
+    now: datetime,
     progress: Progress | None = None,
 ) -> ExportSummary:
     """Writes entries ``[start, end)`` with their checkpoints, all cosignatures and fork
@@ -98,7 +99,7 @@ def export(
             emit({
                 "type": "header", "format": EXPORT_FORMAT, "origin": tree.origin, "start": start,
                 "end": end, "tree_size": size, "tile_height": tree.tile_height,
-                "frontier": [b64(h) for h in frontier], "exported_at": iso(datetime.now(UTC)),
+                "frontier": [b64(h) for h in frontier], "exported_at": iso(now),
             })
             t = audit_checkpoints
             for r in conn.execute(

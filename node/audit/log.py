@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, insert, select, update
@@ -69,10 +69,11 @@ class AuditLog(TreeReader):
         origin: str,
         signer: Signer,
         *,
+        clock: Callable[[], datetime],
         tile_height: int | None = None,
         max_batch: int = 1000,
-        clock: Callable[[], datetime] | None = None,
     ) -> None:
+        """``clock``: the instant of each entry and checkpoint (the node's Clock.now)."""
         if not isinstance(signer, Signer):
             raise ConfigError("audit signer: want a hedui.node.audit.note.Signer")
         if signer.name != origin:
@@ -82,7 +83,7 @@ class AuditLog(TreeReader):
         self._origin = origin
         self._signer = signer
         self._max_batch = max(1, max_batch)
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock
         self._ensure_head(tile_height)
         super().__init__(engine)
         self._queue: queue.Queue = queue.Queue()

@@ -170,7 +170,7 @@ class _CosignLoop(PeriodicJob):
 
 def open_audit(rt: Runtime) -> NodeAudit:
     origin = origin_of(rt.directory.msg.federation, rt.member)
-    al = AuditLog(rt.engine, origin=origin, signer=Signer(origin, rt.signer.private_key))
+    al = AuditLog(rt.engine, origin=origin, signer=Signer(origin, rt.signer.private_key), clock=rt.clock.now)
     return NodeAudit(rt, al, CheckpointScheduler(al))
 
 

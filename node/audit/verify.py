@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, select
@@ -270,7 +270,9 @@ def _verify_all(
         report.unsigned_tail = max(0, end - max(cp.size for cp, _ in valid))
         if max_age is not None:
             limit = max_age.total_seconds() if isinstance(max_age, timedelta) else float(max_age)
-            t_now = (now or datetime.now(UTC)).timestamp()
+            if now is None:
+                raise ValueError("verify: max_age needs now (the clock's instant)")
+            t_now = now.timestamp()
             if latest_t is None or t_now - latest_t > limit:
                 age = "unknown" if latest_t is None else f"{int(t_now - latest_t)} s"
                 report._add(Verdict.STALE, f"the latest checkpoint is {age} old, more than {int(limit)} s")

@@ -12,14 +12,22 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from hedui.common.clock import Clock, SystemClock, zone
 from hedui.node.errors import HeduiError
 
-__all__ = ["console", "err_console", "cli_errors", "emit_json", "fail", "EXIT_USAGE", "EXIT_ERROR"]
+__all__ = ["console", "err_console", "cli_errors", "emit_json", "fail", "wall_clock", "EXIT_USAGE", "EXIT_ERROR"]
 
 console = Console()
 err_console = Console(stderr=True)
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+
+def wall_clock(tz: str = "") -> Clock:
+    """The clock of a command run by a person: the wall clock, in the federation zone ``tz``
+    (the directory's; empty = Asia/Shanghai). Commands whose result depends on a date build a
+    FixedClock from ``--as-of`` instead (DESIGN.md "Time")."""
+    return SystemClock(zone(tz))
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:

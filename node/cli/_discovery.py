@@ -5,12 +5,12 @@ migrated store, a node's config of a given role, the hub's discovery workflow fr
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import typer
 
-from hedui.node.cli._common import fail
+from hedui.node.cli._common import fail, wall_clock
 
 __all__ = ["DB", "HUB_CONFIG", "CONFIG", "JSON", "store", "node_config", "hub_with_config", "open_hub", "parse_date", "secret_file"]
 
@@ -63,7 +63,7 @@ def hub_with_config(db: str | None, hub_config: Path | None, config: Path | None
 
         cfg = node_config(config, "hub")
         directory = load_directory(
-            cfg.path(cfg.directory.path), load_public("authority", cfg.path(cfg.directory.authority_key))
+            cfg.path(cfg.directory.path), load_public("authority", cfg.path(cfg.directory.authority_key)), now=wall_clock().now()
         )
         engine = store(cfg.store_url(), "--config store.url")
         try:
@@ -82,9 +82,7 @@ def open_hub(db: str | None, hub_config: Path | None, config: Path | None = None
 
 def parse_date(value: str | None, option: str) -> date:
     if value is None:
-        from hedui.node.discovery.calendar import local_date
-
-        return local_date(datetime.now(UTC))
+        return wall_clock().today()
     try:
         return date.fromisoformat(value)
     except ValueError:

@@ -29,6 +29,7 @@ from hedui.node.audit import sources as audit_sources
 from hedui.node.audit import verdict as audit_verdict
 from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.errors import NoteError, ProofError, UnknownKeyError
+from hedui.node.cli._common import wall_clock
 from hedui.node.errors import HeduiError
 
 __all__ = ["app", "RECONCILE_MISMATCH_EXIT"]
@@ -158,7 +159,7 @@ def export_cmd(
     if not db:
         raise _fail("--db URL is required", 2)
     with _Bar("exporting") as progress:
-        s = audit_export.export(db, start, end, out, progress=progress)
+        s = audit_export.export(db, start, end, out, now=wall_clock().now(), progress=progress)
     summary = {"path": str(s.path), "origin": s.origin, "start": s.start, "end": s.end, "entries": s.entries,
                "checkpoints": s.checkpoints, "cosignatures": s.cosignatures, "forks": s.forks, "sha256": s.sha256}
     if as_json:
@@ -187,7 +188,7 @@ def verify_cmd(
     keys = _keys(key)
     last = trusted_checkpoint.read_text(encoding="utf-8") if trusted_checkpoint else None
     with _Bar("verifying") as progress:
-        r = audit_verify.verify(src, keys, last, max_age=_duration(max_age), progress=progress)
+        r = audit_verify.verify(src, keys, last, max_age=_duration(max_age), now=wall_clock().now(), progress=progress)
     if as_json:
         _out.print_json(json.dumps(r.to_dict()))
     else:

@@ -11,7 +11,7 @@ from hedui.keys.ca import cert_fingerprint, load_cert
 from hedui.keys.directory import PURPOSE_NAMES, load_directory
 from hedui.keys.keyfile import passphrase
 from hedui.keys.signing import load_public
-from hedui.node.cli._common import cli_errors, console, emit_json
+from hedui.node.cli._common import cli_errors, console, emit_json, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -25,7 +25,7 @@ def init_authority(
     name: str = typer.Option("Hedui federation CA", help="CA common name"),
 ) -> None:
     """Create the federation CA and the authority's directory-signing key. """
-    a = fed.init_authority(dir, name, passphrase())
+    a = fed.init_authority(dir, name, passphrase(), now=wall_clock().now())
     console.print(f"created CA {a.ca_cert} and directory-signing key {a.signing_pub}")
 
 
@@ -49,7 +49,7 @@ def issue(
     out: Path = typer.Option(..., help="Where to write the certificate"),
 ) -> None:
     """Authority side: issue a member TLS certificate (serverAuth+clientAuth) from a CSR."""
-    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase())
+    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase(), now=wall_clock().now())
     console.print(f"issued {out} (sha256 {cert_fingerprint(cert).hex()[:16]}…, valid to {cert.not_valid_after_utc:%Y-%m-%d})")
 
 
@@ -61,7 +61,7 @@ def sign_directory(
     out: Path = typer.Option(..., help="Signed directory (DSSE JSON) to write"),
 ) -> None:
     """Build and sign the directory (members, keys, fields, access policy, version, expiry)."""
-    v = fed.sign_directory_file(fed.AuthorityDir(authority), spec, out, passphrase())
+    v = fed.sign_directory_file(fed.AuthorityDir(authority), spec, out, passphrase(), now=wall_clock().now())
     console.print(f"signed directory v{v} → {out}")
 
 
@@ -73,7 +73,7 @@ def show_directory(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Verify a signed directory and print what it says."""
-    td = load_directory(path, load_public("authority", authority_key))
+    td = load_directory(path, load_public("authority", authority_key), now=wall_clock().now())
     d = td.msg
     summary = {
         "federation": d.federation,
@@ -171,7 +171,7 @@ def log_keys(
     from hedui.node.audit.note import Verifier
     from hedui.node.audit.recorder import origin_of
 
-    td = load_directory(directory, load_public("authority", authority_key))
+    td = load_directory(directory, load_public("authority", authority_key), now=wall_clock().now())
     lines = [f"# {m.code} {m.name}\n{Verifier(origin_of(td.msg.federation, m.code), bytes(m.signing_key)).vkey}" for m in td.msg.members]
     text = f"# checkpoint keys from directory v{td.version} ({td.msg.federation})\n" + "\n".join(lines) + "\n"
     if out:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hedui.node.cli._common import cli_errors, console, emit_json
+from hedui.node.cli._common import cli_errors, console, emit_json, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -94,7 +94,7 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
 
         progress = progress_bar(disable=json_out)
         with progress:
-            rep = build_index(eng, adapter, key, epoch, workers=workers, progress=progress, full=full)
+            rep = build_index(eng, adapter, key, epoch, clock=wall_clock(), workers=workers, progress=progress, full=full)
         problems = list_problems(eng, epoch, rep.source)
     finally:
         adapter.close()

@@ -12,10 +12,12 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import tomli_w
 
+from hedui.common.clock import Clock, SystemClock
 from hedui.keys import federation as fed
 from hedui.keys.keyfile import PASSPHRASE_ENV, write_private
 from hedui.node.testbed import discovery, provider
@@ -76,6 +78,12 @@ class Testbed:
     residents: int | None = None  # synthetic population size (default HEDUI_TESTBED_RESIDENTS or 400)
     data_seed: int = 7
     servers: dict = field(default_factory=dict)
+    #: The federation's clock (tests pass a FixedClock); None = the wall clock in the
+    #: directory's zone, as a deployed node has.
+    clock: Clock | None = None
+
+    def now(self) -> datetime:
+        return (self.clock or SystemClock()).now()
 
     @property
     def authority(self) -> fed.AuthorityDir:
@@ -103,11 +111,11 @@ class Testbed:
         pw = self.passphrase.encode()
         self.root.mkdir(parents=True, exist_ok=True)
         write_private(self.root / "passphrase", pw + b"\n")
-        fed.init_authority(self.authority.root, "Hedui demo federation CA", pw)
+        fed.init_authority(self.authority.root, "Hedui demo federation CA", pw, now=self.now())
         for m in self.members:
             m.port = m.port or free_port()
             md = fed.init_member(self.member_dir(m.code), m.code, "127.0.0.1", pw)
-            fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, pw)
+            fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, pw, now=self.now())
         # The set-up steps, in order: department data and OPRF seeds, then discovery (which
         # adds events to the department data where there is some).
         provider.create(self)
@@ -127,7 +135,7 @@ class Testbed:
             "policy": self.policy or default_policy(self.members),
         }
         self.spec_path.write_text(tomli_w.dumps(spec), encoding="utf-8")
-        return fed.sign_directory_file(self.authority, self.spec_path, self.directory_path, self.passphrase.encode())
+        return fed.sign_directory_file(self.authority, self.spec_path, self.directory_path, self.passphrase.encode(), now=self.now())
 
     def _member_spec(self, m: MemberPlan) -> dict:
         rel = f"members/{m.code}"
@@ -168,7 +176,7 @@ class Testbed:
         for m in self.members:
             if codes is not None and m.code not in codes:
                 continue
-            ns = build_server(Runtime.open(self.config_path(m.code)))
+            ns = build_server(Runtime.open(self.config_path(m.code), clock=self.clock))
             ns.start()
             self.servers[m.code] = ns
         return self

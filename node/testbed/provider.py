@@ -11,12 +11,12 @@ of residents 1..4 has records in several departments.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from typing import TYPE_CHECKING
 
 import tomli_w
 
+from hedui.common.clock import SystemClock
 from hedui.keys.keyfile import save_secret
 from hedui.keys.oprf import ServerKey
 from hedui.node.verification.provider import OPRF_SEED_LABEL
@@ -79,7 +79,7 @@ def _is_provider(tb: Testbed, m: MemberPlan) -> bool:
 def create(tb: Testbed, *, residents: int | None = None) -> None:
     n = residents or tb.residents or RESIDENTS
     pw = tb.passphrase.encode()
-    today = dt.date.today()
+    today = (tb.clock or SystemClock()).today()  # the synthetic data ends on the federation's today
     from hedui.adapters.synthetic import write_sql
 
     for m in tb.members:
@@ -135,7 +135,7 @@ def build_indexes(tb: Testbed, codes: list[str] | None = None, *, workers: int =
             key = ServerKey.derive(load_secret(cfg.path(cfg.provider.oprf_seed), tb.passphrase.encode(), label=OPRF_SEED_LABEL), 1)
             adapter = open_adapter(cfg.path(cfg.provider.mapping))
             try:
-                rep = build_index(eng, adapter, key, 1, workers=workers)
+                rep = build_index(eng, adapter, key, 1, clock=tb.clock or SystemClock(), workers=workers)
             finally:
                 adapter.close()
             out[m.code] = rep.records

@@ -90,12 +90,13 @@ def answer_lookup(
     digest: bytes,
     directory_version: int,
     today: dt.date,
+    now: dt.datetime,
 ) -> lookup_pb2.LookupAnswer:
     """The unsigned answer to a parsed lookup: per token ``found`` and per query its value
     (or truth, for a predicate), ``present`` and ``as_of``. A token the provider does not
     hold is ``found = false``, every value absent and every truth ``UNKNOWN``."""
     answer = lookup_pb2.LookupAnswer(provider=provider, request_digest=digest, directory_version=directory_version)
-    answer.issued_at.GetCurrentTime()
+    answer.issued_at.FromDatetime(now)
     for tok in tokens:
         have = facts.get(bytes(tok))
         ta = answer.members.add(token=tok, found=have is not None)

@@ -10,7 +10,6 @@ the same signed answer if it had answered); one that still fails is recorded as
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import os
@@ -88,20 +87,21 @@ def open_case(
     norm: list[tuple[str, str]] = []
     for i, (raw, relation) in enumerate(members):
         try:
-            ident = normalize(raw)
+            ident = normalize(raw, today=rt.clock.today())
         except InvalidArgument as exc:
             raise InvalidArgument(f"members[{i}]: {exc.message}", reason=exc.reason) from None
         if ident in seen:
             raise InvalidArgument(f"members[{i}]: same person as members[{seen[ident]}], want each member once", reason=Reason.DUPLICATE_MEMBER)
         seen[ident] = i
         norm.append((ident, (relation or "member")[:32]))
-    now = dt.datetime.now(dt.UTC)
+    now = rt.clock.now()
+    year = rt.clock.today().year  # the case reference's year is the local (federation-zone) year
     with rt.engine.begin() as c:
         n = c.execute(select(func.count()).select_from(cases)).scalar_one()
-        ref = f"HUB-{now:%Y}-{n + 1:06d}"
+        ref = f"HUB-{year}-{n + 1:06d}"
         while c.execute(select(cases.c.case_ref).where(cases.c.case_ref == ref)).first():
             n += 1
-            ref = f"HUB-{now:%Y}-{n + 1:06d}"
+            ref = f"HUB-{year}-{n + 1:06d}"
         c.execute(insert(cases).values(
             case_ref=ref, purpose=purpose, consent_digest=consent_digest, operator=operator, region=region,
             expenditure=expenditure, status="open", created_at=now,
@@ -127,7 +127,7 @@ def record_directory(rt: Runtime) -> None:
         if c.execute(select(directory_history.c.version).where(directory_history.c.version == v)).first() is None:
             c.execute(insert(directory_history).values(
                 version=v, envelope=rt.directory.envelope.SerializeToString(deterministic=True),
-                accepted_at=dt.datetime.now(dt.UTC),
+                accepted_at=rt.clock.now(),
             ))
 
 
@@ -194,7 +194,7 @@ def run_case(
         statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
     status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
     with rt.engine.begin() as c:
-        c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=dt.datetime.now(dt.UTC)))
+        c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=rt.clock.now()))
     return CaseRun(case_ref, outcomes, time.monotonic() - started)
 
 
@@ -259,7 +259,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries) ->
         answer = verify_answer(rt.directory.signing_keys(), code, resp.answer, digest, tokens)
         _observe_checkpoint(rt, code, resp.checkpoint)
         row.update(status="ok", reason="", envelope=resp.answer.SerializeToString(deterministic=True),
-                   answered_at=dt.datetime.now(dt.UTC))
+                   answered_at=rt.clock.now())
         rt.audit.record(Kind.ANSWER_RECEIVED, {
             "peer": code, "case_ref": req.context.case_ref, "request_id": rid.hex(), "request_digest": digest.hex(),
             "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",

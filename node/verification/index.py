@@ -39,6 +39,7 @@ from sqlalchemy import Engine, delete, func, select, text, update
 
 from hedui.adapters import Adapter, idnum
 from hedui.adapters.records import Fact, Record, RowProblem
+from hedui.common.clock import Clock
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import InvalidArgument
 from hedui.node.verification.index_tables import index_problems, index_progress, index_rows, token_index
@@ -138,10 +139,6 @@ def _dump(doc: dict) -> str:
     return _scrub(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True))
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _chunks(seq: Sequence, n: int = _IN_CHUNK) -> Iterator[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -233,6 +230,7 @@ class _Run:
     mode: str
     position: str | None
     resumed: bool
+    clock: Clock
 
     @property
     def fresh(self) -> bool:
@@ -241,23 +239,23 @@ class _Run:
         return self.run == 1 and self.mode == "full"
 
 
-def _start(engine: Engine, adapter: Adapter, epoch: int, full: bool) -> _Run:
+def _start(engine: Engine, adapter: Adapter, epoch: int, full: bool, clock: Clock) -> _Run:
     fp = adapter.fingerprint
-    now = _now()
+    now = clock.now()
     with engine.begin() as conn:
         row = conn.execute(select(index_progress).where(
             index_progress.c.epoch == epoch, index_progress.c.source == adapter.source)).mappings().first()
         if row is None:
-            run = _Run(epoch, adapter.source, 1, "full", None, False)
+            run = _Run(epoch, adapter.source, 1, "full", None, False, clock)
             conn.execute(index_progress.insert().values(
                 epoch=epoch, source=adapter.source, run=1, mode="full", status="running", position=None,
                 fingerprint=fp, rows_read=0, started_at=now, updated_at=now, completed_at=None))
             return run
         if row["status"] == "running" and row["fingerprint"] == fp and not full:
-            return _Run(epoch, adapter.source, row["run"], row["mode"], row["position"], True)
+            return _Run(epoch, adapter.source, row["run"], row["mode"], row["position"], True, clock)
         incremental = row["status"] == "done" and row["fingerprint"] == fp and not full
         run = _Run(epoch, adapter.source, row["run"] + 1, "incremental" if incremental else "full",
-                   row["position"] if incremental else None, False)
+                   row["position"] if incremental else None, False, clock)
         conn.execute(update(index_progress).where(
             index_progress.c.epoch == epoch, index_progress.c.source == adapter.source).values(
             run=run.run, mode=run.mode, status="running", position=run.position, fingerprint=fp,
@@ -303,7 +301,7 @@ def _store_docs(conn, sql: _Sql, epoch: int, docs: dict[bytes, dict], existing: 
 
 def _write_batch(engine: Engine, run: _Run, items: list[Record | RowProblem], tokens: dict[str, bytes],
                  position: Any) -> None:
-    now = _now()
+    now = run.clock.now()
     # The last item for a locator wins (a re-read row, or a duplicate reported as a problem).
     latest: dict[str, tuple[bytes, list] | str] = {}
     for item in items:
@@ -371,7 +369,7 @@ def _sweep(engine: Engine, run: _Run) -> int:
             existing = set(docs)
             for loc, tok in stale:
                 docs.get(bytes(tok), {}).get(src, {}).pop(loc, None)
-            _store_docs(conn, _Sql(engine.dialect.name), ep, docs, existing, _now())
+            _store_docs(conn, _Sql(engine.dialect.name), ep, docs, existing, run.clock.now())
             for part in _chunks([loc for loc, _ in stale]):
                 conn.execute(delete(index_rows).where(index_rows.c.epoch == ep, index_rows.c.source == src,
                                                       index_rows.c.locator.in_(part)))
@@ -379,7 +377,7 @@ def _sweep(engine: Engine, run: _Run) -> int:
 
 
 def _finish(engine: Engine, run: _Run) -> None:
-    now = _now()
+    now = run.clock.now()
     with engine.begin() as conn:
         conn.execute(update(index_progress).where(
             index_progress.c.epoch == run.epoch, index_progress.c.source == run.source).values(
@@ -387,7 +385,7 @@ def _finish(engine: Engine, run: _Run) -> None:
             completed_at=func.coalesce(index_progress.c.completed_at, now)))
 
 
-def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: int, *,
+def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: int, *, clock: Clock,
                 workers: int | None = None, progress: Any = None, full: bool = False,
                 batch_size: int = 2000) -> IndexReport:
     """Builds or updates the token index of ``epoch`` from one adapter's source.
@@ -407,7 +405,7 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         raise InvalidArgument(f"workers: got {workers}, want 0 or more")
     started = time.perf_counter()
     adapter.check()
-    run = _start(engine, adapter, epoch, full)
+    run = _start(engine, adapter, epoch, full, clock)
     task = progress.add_task(f"index {run.source} (epoch {epoch}, {run.mode})", total=None) if progress else None
     counts = {"rows": 0, "records": 0, "problems": 0}
     tokenizer = _Tokenizer(server_key, workers)

@@ -4,7 +4,6 @@ asks the policy (:mod:`hedui.node.policy`), makes one domain call, audits and re
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -97,7 +96,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         }, wait=False)
         answer = answer_lookup(
             facts_for_tokens(rt.engine, epoch, list(request.tokens)), list(request.tokens), queries,
-            provider=rt.member, digest=digest, directory_version=rt.directory.version, today=dt.date.today(),
+            provider=rt.member, digest=digest, directory_version=rt.directory.version, today=rt.clock.today(), now=rt.clock.now(),
         )
         payload = answer.SerializeToString(deterministic=True)
         env = dsse.sign(dsse.ANSWER, payload, [rt.signer])

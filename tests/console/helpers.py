@@ -3,6 +3,7 @@ Debian's chromium driven by Playwright (never a downloaded browser), and form he
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import re
 import shutil
@@ -13,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from hedui.common.clock import FixedClock as _FixedClock
 from hedui.node.console.auth import UserStore
 from hedui.node.testbed import free_port
+
+# Entries and checkpoints are stamped with a fixed instant, never the wall clock.
+AUDIT_CLOCK = _FixedClock(_dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC))
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -133,7 +138,7 @@ class LogRecorder:
         from hedui.node.audit.note import Signer
 
         origin = "hedui.test/hub"
-        self.log = AuditLog(engine, origin=origin, signer=Signer(origin, Ed25519PrivateKey.generate()))
+        self.log = AuditLog(engine, origin=origin, signer=Signer(origin, Ed25519PrivateKey.generate()), clock=AUDIT_CLOCK.now)
 
     def record(self, kind: str, fields: dict, *, wait: bool = True):
         return self.log.append(kind, fields)

@@ -138,7 +138,7 @@ def test_form_tokens_once_only_under_races(engine):
 
 def _case(engine, audit, operator="cw01") -> str:
     # open_case needs only the store and the audit recorder of a hub runtime.
-    hub = types.SimpleNamespace(engine=engine, audit=audit)
+    hub = types.SimpleNamespace(engine=engine, audit=audit, clock=FixedClock(NOW))
     ids = [resident(n, 7).id_number for n in (1, 2)]
     return open_case(hub, [(ids[0], "applicant"), (ids[1], "spouse")], purpose="dibao",
                      consent_digest=consent_digest_of(b"%PDF-1.4 signed"), operator=operator, region="370304",
