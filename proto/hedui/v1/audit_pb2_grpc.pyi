@@ -3,20 +3,18 @@
 isort:skip_file
 Audit log exchange: checkpoints, proofs, cosignatures."""
 
+from collections import abc as _abc
+from grpc import aio as _aio
+from hedui.v1 import audit_pb2 as _audit_pb2
 import abc as _abc_1
+import grpc as _grpc
 import sys
 import typing as _typing
-from collections import abc as _abc
-
-import grpc as _grpc
-from grpc import aio as _aio
-
-from hedui.v1 import audit_pb2 as _audit_pb2
 
 if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
-    from typing import Self as _Self
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -66,7 +64,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _audit_pb2.GetCheckpointRequest,
         context: _ServicerContext,
-    ) -> _audit_pb2.GetCheckpointResponse | _abc.Awaitable[_audit_pb2.GetCheckpointResponse]:
+    ) -> _typing.Union[_audit_pb2.GetCheckpointResponse, _abc.Awaitable[_audit_pb2.GetCheckpointResponse]]:
         """Latest signed checkpoint."""
 
     @_abc_1.abstractmethod
@@ -74,7 +72,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _audit_pb2.GetInclusionProofRequest,
         context: _ServicerContext,
-    ) -> _audit_pb2.GetInclusionProofResponse | _abc.Awaitable[_audit_pb2.GetInclusionProofResponse]:
+    ) -> _typing.Union[_audit_pb2.GetInclusionProofResponse, _abc.Awaitable[_audit_pb2.GetInclusionProofResponse]]:
         """RFC 9162 §2.1.3 inclusion proof for one leaf."""
 
     @_abc_1.abstractmethod
@@ -82,7 +80,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _audit_pb2.GetConsistencyProofRequest,
         context: _ServicerContext,
-    ) -> _audit_pb2.GetConsistencyProofResponse | _abc.Awaitable[_audit_pb2.GetConsistencyProofResponse]:
+    ) -> _typing.Union[_audit_pb2.GetConsistencyProofResponse, _abc.Awaitable[_audit_pb2.GetConsistencyProofResponse]]:
         """RFC 9162 §2.1.4 consistency proof between two sizes."""
 
     @_abc_1.abstractmethod
@@ -90,7 +88,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _audit_pb2.CosignRequest,
         context: _ServicerContext,
-    ) -> _audit_pb2.CosignResponse | _abc.Awaitable[_audit_pb2.CosignResponse]:
+    ) -> _typing.Union[_audit_pb2.CosignResponse, _abc.Awaitable[_audit_pb2.CosignResponse]]:
         """Asks this node to cosign the caller's checkpoint (tlog-cosignature/v1)."""
 
-def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _grpc.Server | _aio.Server) -> None: ...
+def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,12 +3,11 @@
 isort:skip_file
 Shared messages of the Hedui wire contract, version 1."""
 
-import abc as _abc_1
-import typing as _typing
 from collections import abc as _abc
-
-import grpc as _grpc
 from grpc import aio as _aio
+import abc as _abc_1
+import grpc as _grpc
+import typing as _typing
 
 _T = _typing.TypeVar("_T")
 

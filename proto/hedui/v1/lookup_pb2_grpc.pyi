@@ -3,20 +3,18 @@
 isort:skip_file
 Consented, purpose-bound lookups of derived facts by token."""
 
+from collections import abc as _abc
+from grpc import aio as _aio
+from hedui.v1 import lookup_pb2 as _lookup_pb2
 import abc as _abc_1
+import grpc as _grpc
 import sys
 import typing as _typing
-from collections import abc as _abc
-
-import grpc as _grpc
-from grpc import aio as _aio
-
-from hedui.v1 import lookup_pb2 as _lookup_pb2
 
 if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
-    from typing import Self as _Self
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -60,10 +58,10 @@ class LookupServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _lookup_pb2.LookupRequest,
         context: _ServicerContext,
-    ) -> _lookup_pb2.LookupResponse | _abc.Awaitable[_lookup_pb2.LookupResponse]:
+    ) -> _typing.Union[_lookup_pb2.LookupResponse, _abc.Awaitable[_lookup_pb2.LookupResponse]]:
         """Answers the named fields (or predicates over them) for the given tokens
         as a DSSE envelope of payload type
         "application/vnd.hedui.answer.v1+proto" carrying a LookupAnswer.
         """
 
-def add_LookupServiceServicer_to_server(servicer: LookupServiceServicer, server: _grpc.Server | _aio.Server) -> None: ...
+def add_LookupServiceServicer_to_server(servicer: LookupServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

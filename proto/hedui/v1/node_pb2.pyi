@@ -3,21 +3,17 @@
 isort:skip_file
 Node-level services: liveness ping and the signed directory."""
 
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from hedui.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
 
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
-
-from hedui.v1 import common_pb2 as _common_pb2
-
 if sys.version_info >= (3, 11):
-    from typing import Never as _Never
-    from typing import TypeAlias as _TypeAlias
+    from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
-    from typing import Never as _Never
-    from typing import TypeAlias as _TypeAlias
+    from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
 

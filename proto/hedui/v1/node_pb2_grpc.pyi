@@ -3,20 +3,18 @@
 isort:skip_file
 Node-level services: liveness ping and the signed directory."""
 
+from collections import abc as _abc
+from grpc import aio as _aio
+from hedui.v1 import node_pb2 as _node_pb2
 import abc as _abc_1
+import grpc as _grpc
 import sys
 import typing as _typing
-from collections import abc as _abc
-
-import grpc as _grpc
-from grpc import aio as _aio
-
-from hedui.v1 import node_pb2 as _node_pb2
 
 if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
-    from typing import Self as _Self
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -66,7 +64,7 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.PingRequest,
         context: _ServicerContext,
-    ) -> _node_pb2.PingResponse | _abc.Awaitable[_node_pb2.PingResponse]:
+    ) -> _typing.Union[_node_pb2.PingResponse, _abc.Awaitable[_node_pb2.PingResponse]]:
         """Cheap authenticated round trip: proves mutual TLS and directory
         membership of both ends. Not audited (liveness only).
         """
@@ -76,9 +74,9 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _node_pb2.GetDirectoryRequest,
         context: _ServicerContext,
-    ) -> _node_pb2.GetDirectoryResponse | _abc.Awaitable[_node_pb2.GetDirectoryResponse]:
+    ) -> _typing.Union[_node_pb2.GetDirectoryResponse, _abc.Awaitable[_node_pb2.GetDirectoryResponse]]:
         """Returns the DSSE-signed directory this node currently trusts, so peers
         can notice version skew.
         """
 
-def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _grpc.Server | _aio.Server) -> None: ...
+def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

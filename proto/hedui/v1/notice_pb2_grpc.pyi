@@ -3,20 +3,18 @@
 isort:skip_file
 Discovery notices pushed from providers to the hub."""
 
+from collections import abc as _abc
+from grpc import aio as _aio
+from hedui.v1 import notice_pb2 as _notice_pb2
 import abc as _abc_1
+import grpc as _grpc
 import sys
 import typing as _typing
-from collections import abc as _abc
-
-import grpc as _grpc
-from grpc import aio as _aio
-
-from hedui.v1 import notice_pb2 as _notice_pb2
 
 if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
-    from typing import Self as _Self
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -60,10 +58,10 @@ class NoticeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _notice_pb2.PushRequest,
         context: _ServicerContext,
-    ) -> _notice_pb2.PushResponse | _abc.Awaitable[_notice_pb2.PushResponse]:
+    ) -> _typing.Union[_notice_pb2.PushResponse, _abc.Awaitable[_notice_pb2.PushResponse]]:
         """Accepts one signed notice (DSSE over a Notice) and answers with a signed
         receipt (DSSE over a Receipt). Idempotent: pushing the same notice again
         returns a receipt for the first delivery.
         """
 
-def add_NoticeServiceServicer_to_server(servicer: NoticeServiceServicer, server: _grpc.Server | _aio.Server) -> None: ...
+def add_NoticeServiceServicer_to_server(servicer: NoticeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,20 +3,18 @@
 isort:skip_file
 Pseudonym evaluation (RFC 9497 VOPRF) and token filters."""
 
+from collections import abc as _abc
+from grpc import aio as _aio
+from hedui.v1 import pseudonym_pb2 as _pseudonym_pb2
 import abc as _abc_1
+import grpc as _grpc
 import sys
 import typing as _typing
-from collections import abc as _abc
-
-import grpc as _grpc
-from grpc import aio as _aio
-
-from hedui.v1 import pseudonym_pb2 as _pseudonym_pb2
 
 if sys.version_info >= (3, 11):
     from typing import Self as _Self
 else:
-    from typing import Self as _Self
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -62,7 +60,7 @@ class PseudonymServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _pseudonym_pb2.EvaluateRequest,
         context: _ServicerContext,
-    ) -> _pseudonym_pb2.EvaluateResponse | _abc.Awaitable[_pseudonym_pb2.EvaluateResponse]:
+    ) -> _typing.Union[_pseudonym_pb2.EvaluateResponse, _abc.Awaitable[_pseudonym_pb2.EvaluateResponse]]:
         """Evaluates a batch of blinded elements with the provider's OPRF key of
         the requested epoch and returns one batched DLEQ proof (RFC 9497 §2.2).
         """
@@ -72,7 +70,7 @@ class PseudonymServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _pseudonym_pb2.GetTokenFilterRequest,
         context: _ServicerContext,
-    ) -> _abc.Iterator[_pseudonym_pb2.GetTokenFilterResponse] | _abc.AsyncIterator[_pseudonym_pb2.GetTokenFilterResponse]:
+    ) -> _typing.Union[_abc.Iterator[_pseudonym_pb2.GetTokenFilterResponse], _abc.AsyncIterator[_pseudonym_pb2.GetTokenFilterResponse]]:
         """Streams the provider's compressed token filter for bulk cross-checks."""
 
-def add_PseudonymServiceServicer_to_server(servicer: PseudonymServiceServicer, server: _grpc.Server | _aio.Server) -> None: ...
+def add_PseudonymServiceServicer_to_server(servicer: PseudonymServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
