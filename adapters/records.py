@@ -22,14 +22,19 @@ class Fact:
     ``name`` is the mapping's fact name (e.g. ``wage``, ``inpatient_stay``, ``vehicle``);
     ``unit`` is ``CNY`` for money, or ``m2``, ``count``, ``code``, ``bool``.
     ``on`` is the date the fact describes (pay date, discharge date, certificate date).
+    ``until`` is when the fact stops holding (a right's cancellation day, an award's end), for
+    facts that hold over a span; the mapping says whether that day itself is included.
     ``attrs`` holds further typed columns the mapping declares (strings, ISO dates).
+    Codes keep their text (``"0400"``, ``"住宅"``, ``"A"``): the value is a ``str`` for ``code``
+    facts and a :class:`~decimal.Decimal` for every other type.
     """
 
     name: str
-    value: Decimal
+    value: Decimal | str
     unit: str
     on: date | None = None
     attrs: Mapping[str, str] = field(default_factory=dict)
+    until: date | None = None
 
 
 @dataclass(frozen=True, slots=True)

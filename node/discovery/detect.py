@@ -152,6 +152,8 @@ def detect(
                     region = record_region
                 kind = rule.kind
                 if kind == "cumulative":
+                    if not isinstance(fact.value, Decimal):
+                        continue  # a code fact has no amount to add up (rules load refuses such a rule)
                     # The same event seen twice (overlapping exports) is counted once.
                     ekey = _event_key(fact)
                     acc = sums.setdefault(plan.index, {}).get(rec.identity)

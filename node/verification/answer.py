@@ -39,7 +39,9 @@ def _months_back(d: dt.date, months: int) -> dt.date:
     return dt.date(y, m + 1, day)
 
 
-def _fmt(v: Decimal, fd: FieldDef) -> str:
+def _fmt(v: Decimal | str, fd: FieldDef) -> str:
+    if isinstance(v, str):
+        return v  # a code keeps its text
     if fd.type == "money":
         return str(v.quantize(Decimal("0.01")))
     if fd.type == "integer" or fd.agg == "count":
