@@ -49,11 +49,11 @@ def zone(name: str = DEFAULT_ZONE) -> ZoneInfo:
     """The IANA zone ``name``; an empty name means the default zone."""
     name = name or DEFAULT_ZONE
     if len(name) > 64 or not re.fullmatch(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*", name):
-        raise ClockError(f"time_zone: got {name[:64]!r}, want an IANA zone name such as {DEFAULT_ZONE}")
+        raise ClockError(f"time_zone: got {name[:64]!r}, want an IANA zone such as {DEFAULT_ZONE}")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ClockError(f"time_zone: got {name!r}, want an IANA zone name such as {DEFAULT_ZONE}") from None
+        raise ClockError(f"time_zone: got {name!r}, want an IANA zone such as {DEFAULT_ZONE}") from None
 
 
 def utc(t: dt.datetime) -> dt.datetime:

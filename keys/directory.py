@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hedui.common import clock
+from hedui.common.clock import DEFAULT_ZONE
 from hedui.common.errors import ConfigError, Reason, VerificationError
 from hedui.common.toml import load_toml
 from hedui.keys import dsse
@@ -89,8 +92,20 @@ class DirectorySpec(_Strict):
     version: int = Field(ge=1)
     valid_days: int = Field(default=30, ge=1, le=3660)
     ca_cert: Path
+    #: The federation's IANA time zone: every local date (income windows, report months,
+    #: deadlines, what a person reads) is a date there (DESIGN.md "Time", docs/time.md).
+    time_zone: str = DEFAULT_ZONE
     members: list[MemberSpec]
     policy: list[RuleSpec] = []
+
+    @field_validator("time_zone")
+    @classmethod
+    def _an_iana_zone(cls, v: str) -> str:
+        try:
+            clock.zone(v or DEFAULT_ZONE)
+        except clock.ClockError:
+            raise ValueError(f"got {v[:64]!r}, want an IANA zone such as {DEFAULT_ZONE}") from None
+        return v or DEFAULT_ZONE
 
     @classmethod
     def load(cls, path: Path) -> DirectorySpec:
@@ -123,6 +138,7 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
         issued_at=_ts(now),
         expires_at=_ts(now + dt.timedelta(days=spec.valid_days)),
         ca_fingerprint=cert_fingerprint(ca),
+        time_zone=spec.time_zone,
     )
     codes: set[str] = set()
     for m in spec.members:
@@ -189,6 +205,14 @@ class TrustedDirectory:
     @property
     def version(self) -> int:
         return self.msg.version
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The federation zone the directory names (empty: Asia/Shanghai)."""
+        try:
+            return clock.zone(self.msg.time_zone)
+        except clock.ClockError as exc:
+            raise DirectoryError(f"directory v{self.version}: {exc.message}", reason=Reason.BAD_DIRECTORY) from None
 
     @property
     def expires_at(self) -> dt.datetime:

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine, select
 
-from hedui.common.clock import Clock, ClockError, SystemClock, zone
+from hedui.common.clock import Clock, SystemClock
 from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, member_of_cert
 from hedui.keys.directory import TrustedDirectory, load_directory
+from hedui.keys.errors import DirectoryError
 from hedui.keys.keyfile import passphrase
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey, load_public
@@ -116,10 +117,10 @@ class Runtime:
         directory = load_directory(cfg.path(cfg.directory.path), authority, min_version=min_version, now=wall.now())
         if clock is None:
             try:
-                clock = SystemClock(zone(directory.msg.time_zone))
-            except ClockError as exc:
+                clock = SystemClock(directory.zone)
+            except DirectoryError as exc:
                 engine.dispose()
-                raise ConfigError(f"directory v{directory.version}: {exc.message}") from None
+                raise ConfigError(exc.message, reason=exc.reason) from None
         me = directory.by_code.get(member)
         if me is None:
             raise ConfigError(f"node.member: got {member!r}, not in directory v{directory.version}")
@@ -166,7 +167,7 @@ class Runtime:
         if "hub" in roles and h is not None:
             self.hub = HubState(
                 rules=load_rules(cfg.path(h.rules) if h.rules else None),
-                discovery=load_hub(cfg, self.engine, self.directory) if h.routing is not None else None,
+                discovery=load_hub(cfg, self.engine, self.directory, self.clock) if h.routing is not None else None,
                 sealing_key=load_sealing_key(cfg, self.directory, self.passphrase) if h.sealing_key is not None else None,
             )
 

@@ -271,7 +271,7 @@ def test_local_date_is_utc_plus_8():
 
     from hedui.node.discovery.calendar import CHINA_TZ, local_date
 
-    assert CHINA_TZ.utcoffset(None) == timedelta(hours=8)
+    assert CHINA_TZ.utcoffset(datetime(2025, 6, 1)) == timedelta(hours=8)
     utc = UTC
     # 16:00 UTC is midnight in China: the last second before is still the old day.
     assert local_date(datetime(2025, 12, 31, 15, 59, 59, tzinfo=utc)) == date(2025, 12, 31)  # +9 says 1 Jan

@@ -98,7 +98,7 @@ def test_parse_as_of_refuses(text, fragment):
 
 @pytest.mark.parametrize("name", ["Mars/Olympus", "../../etc/passwd", "x" * 80, "Asia/Shanghai\n"])
 def test_bad_zone_names(name):
-    with pytest.raises(ClockError, match="time_zone: got .*want an IANA zone name"):
+    with pytest.raises(ClockError, match="time_zone: got .*want an IANA zone"):
         zone(name)
 
 

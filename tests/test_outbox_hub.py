@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from hedui.adapters.records import Fact, Record
+from hedui.common.clock import FixedClock
 from hedui.keys.sealing import SealingKey
 from hedui.node.discovery import tables as t
 from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar
@@ -33,6 +34,8 @@ from hedui.v1 import common_pb2, notice_pb2
 
 HUB = "370304-mz"
 CAL = WorkCalendar()
+#: The hub's clock where a call passes no ``now`` (a fixed instant: tests never read the wall clock).
+HUB_CLOCK = FixedClock(datetime(2025, 6, 3, 4, 0, tzinfo=UTC))
 SIGN_KEY = b"test-signing-key"
 
 
@@ -75,7 +78,7 @@ def hub_key() -> SealingKey:
 @pytest.fixture
 def hub(engine, hub_key) -> Hub:
     return Hub(engine, hub=HUB, person_secret=b"p" * 32, sealing_public=hub_key.public_bytes(),
-               routing=ROUTING, calendar=CAL)
+               routing=ROUTING, calendar=CAL, clock=HUB_CLOCK)
 
 
 def _sign(payload_type: str, payload: bytes) -> bytes:
@@ -175,7 +178,7 @@ def test_enqueue_rolls_back_with_the_callers_transaction(engine, hub_key):
     with pytest.raises(RuntimeError):
         with engine.begin() as conn:
             for d in found:
-                enqueue(conn, d, prov.sign_and_seal, hub=HUB)
+                enqueue(conn, d, prov.sign_and_seal, hub=HUB, now=clock())
             raise RuntimeError("detection run failed after queueing")
     assert count(engine, t.notice_outbox) == 0
 
@@ -341,7 +344,7 @@ def test_notice_for_another_hub_or_tampered_metadata_is_refused(engine, hub, hub
     with pytest.raises(SealError):
         open_notice(notice, hub_key)
     other_hub = Hub(engine, hub="other-hub", person_secret=b"p" * 32, sealing_public=hub_key.public_bytes(),
-                    routing=ROUTING, calendar=CAL)
+                    routing=ROUTING, calendar=CAL, clock=HUB_CLOCK)
     good = notice_pb2.Notice.FromString(common_pb2.Envelope.FromString(envelope).payload)
     with pytest.raises(InvalidArgument, match="notice.hub: got '370304-mz', want 'other-hub'"):
         with engine.begin() as conn:

@@ -3,7 +3,7 @@ forever; an operator re-queues it with `hedui notices retry` once the cause is f
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import grpc
 from sqlalchemy import select
@@ -12,6 +12,9 @@ from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.notice import permanent_refusal
 from hedui.node.discovery.outbox import Pusher, enqueue, retry_rejected
 from hedui.node.discovery.tables import notice_outbox
+
+#: The instant the test runs at (a fixed one: tests never read the wall clock).
+T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
 
 
 class _Refused(grpc.RpcError):
@@ -37,21 +40,21 @@ def _status(engine) -> list[str]:
 
 def test_permanent_refusal_is_rejected_transient_is_retried(engine):
     with engine.begin() as c:
-        enqueue(c, _det("a" * 64), lambda d, nid: b"envelope-a", hub="hub")
-        enqueue(c, _det("b" * 64), lambda d, nid: b"envelope-b", hub="hub")
+        enqueue(c, _det("a" * 64), lambda d, nid: b"envelope-a", hub="hub", now=T0)
+        enqueue(c, _det("b" * 64), lambda d, nid: b"envelope-b", hub="hub", now=T0)
 
     def send(envelope: bytes) -> bytes:
         if envelope == b"envelope-a":
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_IDENTITY: sealed identity: check digit mismatch")
         raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "NOT_A_MEMBER: peer certificate not in directory v3")
 
-    stats = Pusher(engine, send, lambda e, r: None, permanent=permanent_refusal).push_due()
+    stats = Pusher(engine, send, lambda e, r: None, permanent=permanent_refusal, clock=lambda: T0).push_due()
     assert stats.failed == 2
     assert _status(engine) == ["pending", "rejected"]  # membership refusal may be directory skew: retried
     with engine.connect() as c:
         err = c.execute(select(notice_outbox.c.last_error).where(notice_outbox.c.status == "rejected")).scalar_one()
     assert "INVALID_IDENTITY" in err
-    assert retry_rejected(engine) == 1
+    assert retry_rejected(engine, now=T0) == 1
     assert _status(engine) == ["pending", "pending"]
 
 

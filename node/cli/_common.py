@@ -5,17 +5,22 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 
-from hedui.common.clock import Clock, SystemClock, zone
+from hedui.common.clock import Clock, ClockError, FixedClock, SystemClock, fmt_instant, parse_as_of, zone
 from hedui.node.errors import HeduiError
 
-__all__ = ["console", "err_console", "cli_errors", "emit_json", "fail", "wall_clock", "EXIT_USAGE", "EXIT_ERROR"]
+__all__ = [
+    "console", "err_console", "cli_errors", "emit_json", "fail", "wall_clock", "as_of_clock", "AS_OF_HELP",
+    "EXIT_USAGE", "EXIT_ERROR",
+]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -30,7 +35,38 @@ def wall_clock(tz: str = "") -> Clock:
     return SystemClock(zone(tz))
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> None:
+#: The one help text of every ``--as-of`` (docs/time.md "--as-of").
+AS_OF_HELP = (
+    "Act as of this date (YYYY-MM-DD: the end of that day in the federation zone) or instant "
+    "(2026-12-01T02:40+08:00, with its offset); default: now"
+)
+
+
+def as_of_clock(as_of: str | None, tz: ZoneInfo | str = "", *, option: str = "--as-of",
+                future: bool = True, wall: Clock | None = None) -> Clock:
+    """The clock a date-dependent command runs on: the wall clock, or a FixedClock at
+    ``--as-of`` (parsed by :func:`hedui.common.clock.parse_as_of` in the zone ``tz``).
+
+    ``future=False`` refuses an ``--as-of`` after now, for commands where acting in the
+    future makes no sense (escalating referrals that are not yet due, detecting events that
+    have not happened): a date after today, or an instant after now, is a one-line error."""
+    wall = wall if wall is not None else wall_clock(tz.key if isinstance(tz, ZoneInfo) else tz)
+    if as_of is None:
+        return wall
+    try:
+        at = parse_as_of(as_of, wall.zone, field=option)
+    except ClockError as exc:
+        fail(exc.message, EXIT_USAGE)
+    if not future:
+        is_date = re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", as_of) is not None
+        today, now = wall.today(), wall.now()
+        if (is_date and at.astimezone(wall.zone).date() > today) or (not is_date and at > now):
+            fail(f"{option}: got {as_of.strip()[:32]}, in the future (now {fmt_instant(now, wall.zone)}), "
+                 "want a date or instant not after now", EXIT_USAGE)
+    return FixedClock(at, wall.zone)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from hedui.common.clock import Clock
 from hedui.node.cli._common import fail, wall_clock
 
 __all__ = ["DB", "HUB_CONFIG", "CONFIG", "JSON", "store", "node_config", "hub_with_config", "open_hub", "parse_date", "secret_file"]
@@ -65,24 +66,28 @@ def hub_with_config(db: str | None, hub_config: Path | None, config: Path | None
         directory = load_directory(
             cfg.path(cfg.directory.path), load_public("authority", cfg.path(cfg.directory.authority_key)), now=wall_clock().now()
         )
+        # The hub runs on the wall clock in the zone the directory names (DESIGN.md "Time").
+        wall = wall_clock(directory.zone.key)
         engine = store(cfg.store_url(), "--config store.url")
         try:
-            return load_hub(cfg, engine, directory), cfg
+            return load_hub(cfg, engine, directory, wall), cfg
         except BaseException:
             engine.dispose()
             raise
     if db is None or hub_config is None:
         fail("--config: got nothing, want the hub's node.toml (or both --db and --hub-config)")
-    return Hub.from_config(store(db), hub_config), None
+    # Without a directory the zone is the default one, Asia/Shanghai (docs/time.md).
+    return Hub.from_config(store(db), hub_config, clock=wall_clock()), None
 
 
 def open_hub(db: str | None, hub_config: Path | None, config: Path | None = None):
     return hub_with_config(db, hub_config, config)[0]
 
 
-def parse_date(value: str | None, option: str) -> date:
+def parse_date(value: str | None, option: str, clock: Clock | None = None) -> date:
+    """A plain local date option (``--event-date``); default: today in the federation zone."""
     if value is None:
-        return wall_clock().today()
+        return (clock or wall_clock()).today()
     try:
         return date.fromisoformat(value)
     except ValueError:

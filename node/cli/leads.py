@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import date, datetime
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from hedui.node.cli._common import cli_errors, console, emit_json, fail
+from hedui.common.clock import fmt_instant
+from hedui.node.cli._common import AS_OF_HELP, as_of_clock, cli_errors, console, emit_json, fail
 from hedui.node.cli._discovery import CONFIG, DB, HUB_CONFIG, JSON, hub_with_config, open_hub, parse_date
 
 __all__ = ["leads_app", "referrals_app", "report_app"]
@@ -35,21 +37,28 @@ def leads_list(
     config: Path | None = CONFIG,
     status: str | None = typer.Option(None, help="open | closed"),
     region: str | None = typer.Option(None, help="Region code prefix"),
+    as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP + " (leads created by then)"),
     json_out: bool = JSON,
 ) -> None:
     """Leads, newest first."""
     hub = open_hub(db, hub_config, config)
     try:
+        clock = as_of_clock(as_of, wall=hub.clock)
         rows = hub.list_leads(status=status, region=region)
     finally:
         hub.engine.dispose()
+    if as_of is not None:
+        cut = clock.now()
+        rows = [r for r in rows if datetime.fromisoformat(r["created_at"]) <= cut]
     if json_out:
         emit_json(rows)
         return
+    tz = clock.zone
     table = Table("lead", "region", "status", "events", "sources", "created", "updated")
     for r in rows:
         table.add_row(str(r["lead_id"]), r["region"], r["status"], str(r["events"]), str(r["sources"]),
-                      r["created_at"][:19], r["updated_at"][:19])
+                      fmt_instant(datetime.fromisoformat(r["created_at"]), tz),
+                      fmt_instant(datetime.fromisoformat(r["updated_at"]), tz))
     console.print(table)
 
 
@@ -75,6 +84,7 @@ def leads_show(
     if reveal and sealing_key is None and config is None:
         fail("--sealing-key: got nothing, want the hub's private sealing key to --reveal")
     hub, cfg = hub_with_config(db, hub_config, config)
+    tz = hub.clock.zone
     try:
         info = hub.lead(lead_id)
         if reveal:
@@ -101,7 +111,8 @@ def leads_show(
         console.print(f"identity {info['identity']}")
     events = Table("source", "provider", "event type", "event date", "received")
     for e in info["events"]:
-        events.add_row(e["source"], e["provider"], e["event_type"], e["event_date"], e["received_at"][:19])
+        events.add_row(e["source"], e["provider"], e["event_type"], e["event_date"],
+                       fmt_instant(datetime.fromisoformat(e["received_at"]), tz))
     console.print(events)
     _print_referrals(info["referrals"])
 
@@ -133,7 +144,8 @@ def leads_add(
     hub = open_hub(db, hub_config, config)
     try:
         acc = hub.add_manual_lead(identity=lines[0], region=region, event_type=event_type,
-                                  event_date=parse_date(event_date, "--event-date"), reporter=reporter, note=note)
+                                  event_date=parse_date(event_date, "--event-date", hub.clock), reporter=reporter,
+                                  note=note)
     finally:
         hub.engine.dispose()
     out = {"lead_id": acc.lead_id, "new_lead": acc.new_lead, "referral_id": acc.referral_id}
@@ -174,22 +186,37 @@ def leads_merged(
 # ---------------------------------------------------------------- referrals (hub)
 
 
-def _print_referrals(rows) -> None:
+def _due(r: dict) -> str:
+    """The due date as a person reads it: marked when no official calendar was behind it."""
+    basis = r.get("due_basis", "official")
+    return r["due_date"] + ("" if basis == "official" else f" ({basis})")
+
+
+def _print_referrals(rows, as_of: date | None = None) -> None:
+    """``created`` and ``due`` are both local dates in the federation zone, so the working
+    days between them read true (docs/time.md)."""
     table = Table("referral", "lead", "assignee", "type", "event", "created", "due", "status", "outcome")
     for r in rows:
         outcome = (r["outcome"] or "") + (f" ({r['programme']})" if r.get("programme") else "")
+        status = r["status"] + (" (overdue)" if r.get("overdue") else "")
         table.add_row(str(r["referral_id"]), str(r["lead_id"]), r["assignee"], r["assignee_kind"], r["event_type"],
-                      r["created_at"][:10], r["due_date"], r["status"], outcome)
+                      r["created_on"], _due(r), status, outcome)
     console.print(table)
+    if any(r.get("due_basis", "official") != "official" for r in rows):
+        console.print("due dates marked weekdays-only were counted Monday–Friday: the year has no official "
+                      "holiday data (`hedui calendar check`)")
 
 
-def _emit_referrals(views, json_out: bool) -> None:
+def _emit_referrals(views, json_out: bool, as_of: date | None = None, label: str = "") -> None:
     rows = [v.as_dict() for v in views]
+    if as_of is not None:
+        for r, v in zip(rows, views, strict=True):
+            r["overdue"] = v.status in ("open", "escalated") and v.due_date < as_of
     if json_out:
         emit_json(rows)
     else:
-        _print_referrals(rows)
-        console.print(f"{len(rows)} referral(s)")
+        _print_referrals(rows, as_of)
+        console.print(f"{len(rows)} referral(s){label}")
 
 
 @referrals_app.command("list")
@@ -200,12 +227,15 @@ def referrals_list(
     config: Path | None = CONFIG,
     status: str | None = typer.Option(None, help="open | responded | escalated"),
     assignee: str | None = typer.Option(None, help="Town or department code"),
+    as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP + " (referrals made by then, overdue then)"),
     json_out: bool = JSON,
 ) -> None:
-    """Referral slips (线索转办单)."""
+    """Referral slips (线索转办单), each marked overdue if it was not answered by its due date."""
     hub = open_hub(db, hub_config, config)
     try:
-        _emit_referrals(hub.list_referrals(status=status, assignee=assignee), json_out)
+        clock = as_of_clock(as_of, wall=hub.clock)
+        views = hub.list_referrals(status=status, assignee=assignee, made_by=clock.now() if as_of else None)
+        _emit_referrals(views, json_out, clock.today(), f" as of {fmt_instant(clock.now(), clock.zone)}")
     finally:
         hub.engine.dispose()
 
@@ -239,13 +269,14 @@ def referrals_overdue(
     db: str | None = DB,
     hub_config: Path | None = HUB_CONFIG,
     config: Path | None = CONFIG,
-    as_of: str | None = typer.Option(None, "--as-of", help="Date (default: today)"),
+    as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP),
     json_out: bool = JSON,
 ) -> None:
     """Referrals not answered within their working-day deadline."""
     hub = open_hub(db, hub_config, config)
     try:
-        _emit_referrals(hub.overdue(parse_date(as_of, "--as-of")), json_out)
+        clock = as_of_clock(as_of, wall=hub.clock)
+        _emit_referrals(hub.overdue(clock.today()), json_out, clock.today(), f" overdue as of {clock.today()}")
     finally:
         hub.engine.dispose()
 
@@ -256,13 +287,17 @@ def referrals_escalate(
     db: str | None = DB,
     hub_config: Path | None = HUB_CONFIG,
     config: Path | None = CONFIG,
-    as_of: str | None = typer.Option(None, "--as-of", help="Date (default: today)"),
+    as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP + "; not in the future"),
     json_out: bool = JSON,
 ) -> None:
-    """Mark overdue open referrals escalated (通报督办); lists the ones escalated now."""
+    """Mark overdue open referrals escalated (通报督办); lists the ones escalated now. An
+    ``--as-of`` in the future is refused: a referral cannot be chased before it is late."""
     hub = open_hub(db, hub_config, config)
     try:
-        _emit_referrals(hub.escalate(parse_date(as_of, "--as-of")), json_out)
+        clock = as_of_clock(as_of, wall=hub.clock, future=False)
+        # Which referrals are late depends on --as-of; the escalation itself happens now.
+        views = hub.escalate(clock.today(), now=hub.clock.now())
+        _emit_referrals(views, json_out, clock.today(), f" escalated as of {clock.today()}")
     finally:
         hub.engine.dispose()
 
@@ -276,21 +311,40 @@ def report_monthly(
     db: str | None = DB,
     hub_config: Path | None = HUB_CONFIG,
     config: Path | None = CONFIG,
-    year: int = typer.Option(..., help="Year"),
-    month: int = typer.Option(..., help="Month 1-12"),
+    year: int | None = typer.Option(None, help="Year (with --month 1-12)"),
+    month: str | None = typer.Option(None, help="Month: 2026-11, or 1-12 with --year (default: the month of --as-of)"),
+    as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP + " (counts as at then while the month runs)"),
     fmt: str = typer.Option("json", "--format", help="json | html"),
     out: Path | None = typer.Option(None, "--out", help="Write to this file instead of standard output"),
 ) -> None:
-    """The month's received leads, referrals and their completion, by department and town."""
+    """The month's received leads, referrals and their completion, by department and town
+    (months and dates in the federation zone, docs/time.md)."""
     import json
 
+    from hedui.common.periods import Month, PeriodError, parse_month
     from hedui.node.discovery import report
 
     if fmt not in ("json", "html"):
         fail(f"--format: got {fmt!r}, want json or html")
     hub = open_hub(db, hub_config, config)
     try:
-        rep = report.monthly_report(hub, year, month)
+        clock = as_of_clock(as_of, wall=hub.clock)
+        try:
+            if month is None:
+                if year is not None:
+                    fail("--month: got nothing with --year, want a month 1-12 (or --month 2026-11 alone)")
+                m = Month.of(clock.today())
+            elif month.strip().isdigit() and len(month.strip()) <= 2:
+                if year is None:
+                    fail(f"--year: got nothing with --month {month}, want a year (or --month {clock.today().year}-{int(month):02d})")
+                m = Month(year, int(month))
+            else:
+                if year is not None:
+                    fail(f"--year: got {year} with --month {month}, want one or the other")
+                m = parse_month(month, field="--month")
+        except PeriodError as exc:
+            fail(exc.message)
+        rep = report.monthly_report(hub, m.year, m.month, as_of=clock.today())
     finally:
         hub.engine.dispose()
     text = json.dumps(rep, ensure_ascii=False, indent=1) + "\n" if fmt == "json" else report.render_html(rep)

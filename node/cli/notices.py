@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,8 +21,9 @@ from rich.table import Table
 
 from hedui.adapters.facts_csv import read_facts_csv
 from hedui.adapters.records import Record
-from hedui.node.cli._common import cli_errors, console, emit_json, fail
-from hedui.node.cli._discovery import DB, JSON, node_config, parse_date, secret_file, store
+from hedui.common.clock import Clock, fmt_instant
+from hedui.node.cli._common import AS_OF_HELP, as_of_clock, cli_errors, console, emit_json, fail, wall_clock
+from hedui.node.cli._discovery import DB, JSON, node_config, secret_file, store
 from hedui.node.discovery.detect import Detection
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def detect_cmd(
     department: str | None = typer.Option(None, help="Use the shipped rules of this department (e.g. medins)"),
     rules: Path | None = typer.Option(None, "--rules", help="A rule file, instead of --department"),
     records_csv: str | None = typer.Option(None, "--records-csv", help="Department export CSV ('-' for stdin)"),
-    as_of: str | None = typer.Option(None, "--as-of", help="Run date (default: today in China)"),
+    as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP + "; the run date, not in the future"),
     dedup_secret_file: Path | None = typer.Option(
         None, "--dedup-secret-file", help="Node-local secret for dedup keys (or HEDUI_DEDUP_SECRET_FILE)"
     ),
@@ -73,14 +74,16 @@ def detect_cmd(
                                       ("--hub-sealing-key", hub_sealing_key)) if v is not None]
         if given:
             fail(f"{given[0]}: not with --config (the node's config names its rules, data, secret and hub)")
-        _detect_on_node(config, parse_date(as_of, "--as-of"), json_out)
+        _detect_on_node(config, as_of, json_out)
         return
     if provider is None:
         fail("--provider: got nothing, want this department's member code (or --config node.toml)")
     if (department is None) == (rules is None):
         fail("give exactly one of --department or --rules")
     ruleset = default_rules(department) if department is not None else load_rules(rules)  # type: ignore[arg-type]
-    run_date = parse_date(as_of, "--as-of")
+    # Without a node config there is no directory: the zone is the default (docs/time.md).
+    wall = wall_clock()
+    run_date = as_of_clock(as_of, wall=wall, future=False).today()
     secret = secret_file(dedup_secret_file, "HEDUI_DEDUP_SECRET_FILE", "--dedup-secret-file")
     if records_csv is None:
         fail("--records-csv: got nothing, want a department export (or --config node.toml to read the node's data)")
@@ -91,7 +94,7 @@ def detect_cmd(
             fail("--db: got nothing, want the node store URL to queue notices in")
         if signing_key is None or hub_sealing_key is None:
             fail("--enqueue: want --signing-key (this department's key) and --hub-sealing-key (the hub's public key)")
-        sign_and_seal = _signer(provider, enqueue_to, signing_key, hub_sealing_key)
+        sign_and_seal = _signer(provider, enqueue_to, signing_key, hub_sealing_key, wall)
     found = detect(records, ruleset, run_date, WorkCalendar(calendar_overrides), provider=provider, dedup_secret=secret)
     queued = 0
     if enqueue_to is not None and sign_and_seal is not None and db is not None:
@@ -99,7 +102,7 @@ def detect_cmd(
         try:
             with engine.begin() as conn:
                 for d in found:
-                    queued += enqueue(conn, d, sign_and_seal, hub=enqueue_to)[1]
+                    queued += enqueue(conn, d, sign_and_seal, hub=enqueue_to, now=wall.now())[1]
         finally:
             engine.dispose()
     rows = [d.public() for d in found]
@@ -126,7 +129,8 @@ def _read_records(path: str) -> list[Record]:
     return read_facts_csv(text, name=f"--records-csv {Path(path).name if path != '-' else 'stdin'}")
 
 
-def _signer(provider: str, hub: str, signing_key: Path, hub_sealing_key: Path) -> Callable[[Detection, bytes], bytes]:
+def _signer(provider: str, hub: str, signing_key: Path, hub_sealing_key: Path,
+            clock: Clock) -> Callable[[Detection, bytes], bytes]:
     """Seals to the hub's public key and signs with this department's key, as the node does
     (:mod:`hedui.node.discovery.notice`), for a department that runs detection off the node."""
     from hedui.keys import sealing
@@ -144,7 +148,7 @@ def _signer(provider: str, hub: str, signing_key: Path, hub_sealing_key: Path) -
 
     def sign_and_seal(detection: Detection, notice_id: bytes) -> bytes:
         notice = seal_notice(detection, notice_id=notice_id, provider=provider, hub=hub, hub_sealing_key=public,
-                             created_at=datetime.now(UTC))
+                             created_at=clock.now())
         return sign_notice(notice, key)
 
     return sign_and_seal
@@ -159,12 +163,15 @@ def _print_detections(rows: list[dict], run_date: date, tail: str) -> None:
     console.print(f"{len(rows)} detection(s) for {run_date}{tail}")
 
 
-def _detect_on_node(config: Path, run_date: date, json_out: bool) -> None:
+def _detect_on_node(config: Path, as_of: str | None, json_out: bool) -> None:
     from hedui.node.runtime import Runtime
 
     node_config(config, "provider")
     rt = Runtime.open(config)
     try:
+        # The run date is a local date in the zone the directory names; the notices are
+        # stamped by the node's own clock.
+        run_date = as_of_clock(as_of, wall=rt.clock, future=False).today()
         run = _notices(rt, config).run_now(run_date)
     finally:
         rt.close()
@@ -224,7 +231,7 @@ def retry_cmd(
 
     engine = store(node_config(config, "provider").store_url(), "--config store.url")
     try:
-        n = retry_rejected(engine)
+        n = retry_rejected(engine, now=wall_clock().now())
     finally:
         engine.dispose()
     if json_out:
@@ -246,8 +253,9 @@ def status_cmd(
     if (db is None) == (config is None):
         fail("give exactly one of --db or --config")
     engine = store(db) if db is not None else store(node_config(config, "provider").store_url(), "--config store.url")
+    tz = wall_clock().zone  # the default zone: a --db store names none (docs/time.md)
     try:
-        out = outbox_status(engine)
+        out = outbox_status(engine, tz=tz)
     finally:
         engine.dispose()
     if json_out:
@@ -260,5 +268,5 @@ def status_cmd(
         table = Table("notice", "rule", "hub", "due", "attempts", "next try", "last error")
         for r in out["oldest_pending"]:
             table.add_row(r["notice_id"][:12], r["rule"], r["hub"], r["due_date"], str(r["attempts"]),
-                          r["next_attempt_at"][:19], (r["last_error"] or "")[:60])
+                          fmt_instant(datetime.fromisoformat(r["next_attempt_at"]), tz), (r["last_error"] or "")[:60])
         console.print(table)

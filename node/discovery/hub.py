@@ -22,13 +22,14 @@ import hmac
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, select, update
 
 from hedui.adapters import idnum
 from hedui.adapters.idnum import normalize as normalise_identity
+from hedui.common.clock import Clock
 from hedui.common.toml import load_toml
 from hedui.keys import sealing
 from hedui.keys.directory import TrustedDirectory
@@ -47,10 +48,6 @@ from hedui.node.errors import (
 from hedui.v1 import common_pb2, notice_pb2
 
 __all__ = ["Hub", "Acceptance", "load_hub", "load_sealing_key"]
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
 
 # ---------------------------------------------------------------- results
 
@@ -83,6 +80,7 @@ class Hub(Leads):
         sealing_public: bytes,
         routing: Routing,
         calendar: WorkCalendar,
+        clock: Clock,
         referral_workdays: int = 5,
     ) -> None:
         if not isinstance(person_secret, (bytes, bytearray)) or len(person_secret) < 32:
@@ -99,6 +97,8 @@ class Hub(Leads):
         self._public = bytes(sealing_public)
         self.routing = routing
         self.calendar = calendar
+        #: Stamps intake and referrals; its zone gives the local dates (DESIGN.md "Time").
+        self.clock = clock
         self.referral_workdays = referral_workdays
 
     @classmethod
@@ -109,6 +109,7 @@ class Hub(Leads):
         *,
         sealing_public: bytes | None = None,
         calendar_overrides: str | Path | None = None,
+        clock: Clock,
     ) -> Hub:
         """Builds a hub from a TOML config file (paths in it are relative to the file)::
 
@@ -158,6 +159,7 @@ class Hub(Leads):
             sealing_public=public,
             routing=routing,
             calendar=WorkCalendar(rel(doc.calendar_overrides) if doc.calendar_overrides is not None else calendar_overrides),
+            clock=clock,
             referral_workdays=doc.referral_workdays,
         )
 
@@ -182,7 +184,7 @@ class Hub(Leads):
         hold the audit entry). ``envelope`` is the serialised DSSE envelope exactly as
         received and already verified; ``notice`` its parsed payload; ``opened`` its sealed
         part opened with the hub key (:func:`~hedui.node.discovery.notice.open_notice`). Returns the signed receipt."""
-        at = now or _now()
+        at = now or self.clock.now()
         env = common_pb2.Envelope.FromString(envelope)
         if env.payload_type != NOTICE_PAYLOAD_TYPE:
             raise InvalidArgument(f"envelope.payload_type: got {env.payload_type!r}, want {NOTICE_PAYLOAD_TYPE!r}")
@@ -259,14 +261,14 @@ class Hub(Leads):
     ) -> Acceptance:
         """A grid worker's or aide's report (same day as found). ``note`` is sealed with the
         identity; it must not itself contain an identity number."""
-        at = now or _now()
+        at = now or self.clock.now()
         if not isinstance(region, str) or not re.fullmatch(r"[0-9A-Za-z]{1,32}", region):
             raise InvalidArgument(f"region: got {region!r}, want a region code")
         if not isinstance(event_type, str) or not re.fullmatch(r"[a-z][a-z0-9_.-]{0,63}", event_type):
             raise InvalidArgument(f"event_type: got {event_type!r}, want a lower-case code like 'illness'")
         if not isinstance(reporter, str) or not re.fullmatch(CODE_PATTERN, reporter):
             raise InvalidArgument(f"reporter: got {reporter!r}, want a staff or town code")
-        if not isinstance(event_date, date) or event_date > local_date(at):
+        if not isinstance(event_date, date) or event_date > local_date(at, self.clock.zone):
             raise InvalidArgument(f"event_date: got {event_date}, want a date not after today")
         if len(note) > 2000:
             raise InvalidArgument(f"note: got {len(note)} characters, want at most 2000")
@@ -356,7 +358,7 @@ class Hub(Leads):
         if active is not None:
             return lead_id, new_lead, None
         route = self.routing.route(region, event_type)
-        due = self.calendar.add_workdays(local_date(at), self.referral_workdays)
+        due = self.calendar.add_workdays(local_date(at, self.clock.zone), self.referral_workdays)
         result = conn.execute(
             referrals.insert(),
             dict(
@@ -375,7 +377,7 @@ class Hub(Leads):
 # ---------------------------------------------------------------- on a node
 
 
-def load_hub(cfg: NodeConfig, engine: Engine, directory: TrustedDirectory) -> Hub:
+def load_hub(cfg: NodeConfig, engine: Engine, directory: TrustedDirectory, clock: Clock) -> Hub:
     """The discovery :class:`Hub` of a hub node from its config, without its private key
     (what the ``leads``/``referrals``/``report`` commands need)."""
     h = cfg.hub
@@ -392,7 +394,7 @@ def load_hub(cfg: NodeConfig, engine: Engine, directory: TrustedDirectory) -> Hu
             f"want the hub's {sealing.PUBLIC_KEY_SIZE}-byte key (sealing_key_hex in the directory spec)"
         )
     overrides = cfg.path(h.calendar_overrides) if h.calendar_overrides is not None else None
-    hub = Hub.from_config(engine, cfg.path(h.routing), sealing_public=public, calendar_overrides=overrides)
+    hub = Hub.from_config(engine, cfg.path(h.routing), sealing_public=public, calendar_overrides=overrides, clock=clock)
     if hub.hub != cfg.node.member:
         raise ConfigError(f"hub.routing {h.routing}: hub: got {hub.hub!r}, want this node's member code {cfg.node.member!r}")
     return hub

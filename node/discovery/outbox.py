@@ -22,13 +22,13 @@ import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
 from hedui.adapters.idnum import scrub
-from hedui.node.discovery.calendar import local_date
+from hedui.node.discovery.calendar import CHINA_TZ, local_date
 from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.notice import check_receipt
 from hedui.node.discovery.tables import insert_ignore, notice_outbox, utc
@@ -44,10 +44,6 @@ SignAndSeal = Callable[[Detection, bytes], bytes]
 
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 # ---------------------------------------------------------------- outbox
 
 
@@ -57,11 +53,11 @@ def enqueue(
     sign_and_seal: SignAndSeal,
     *,
     hub: str,
-    now: datetime | None = None,
+    now: datetime,
 ) -> tuple[bytes, bool]:
     """Puts the notice for ``detection`` in the outbox on ``conn`` (the caller's transaction).
     Returns ``(notice_id, created)``; ``created`` is False when the detection was already
-    queued (then ``sign_and_seal`` is not called)."""
+    queued (then ``sign_and_seal`` is not called). ``now``: the caller's clock (DESIGN.md "Time")."""
     existing = conn.execute(
         select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == detection.dedup_key)
     ).scalar_one_or_none()
@@ -73,7 +69,7 @@ def enqueue(
         raise InvalidArgument(
             f"sign_and_seal: got {type(envelope).__name__}, want the serialised envelope bytes"
         )
-    at = now or _now()
+    at = now
     inserted = insert_ignore(
         conn,
         notice_outbox,
@@ -131,7 +127,7 @@ class Pusher:
         max_delay: float = 900.0,
         lease: float = 120.0,
         batch: int = 100,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime],
         rng: random.Random | None = None,
         on_delivered: Callable[[bytes, bytes, bytes, notice_pb2.Receipt], None] | None = None,
         permanent: Callable[[BaseException], bool] | None = None,
@@ -243,13 +239,13 @@ class Pusher:
         return receipt
 
 
-def retry_rejected(engine: Engine, *, clock: Callable[[], datetime] = _now) -> int:
+def retry_rejected(engine: Engine, *, now: datetime) -> int:
     """Puts every rejected notice back in the queue (after the cause was fixed); returns how many."""
     with engine.begin() as conn:
         return conn.execute(
             update(notice_outbox)
             .where(notice_outbox.c.status == "rejected")
-            .values(status="pending", next_attempt_at=clock(), attempts=0)
+            .values(status="pending", next_attempt_at=now, attempts=0)
         ).rowcount
 
 
@@ -259,9 +255,10 @@ def _add(a: PushStats, b: PushStats) -> PushStats:
     )
 
 
-def outbox_status(engine: Engine, *, limit: int = 50) -> dict[str, Any]:
+def outbox_status(engine: Engine, *, tz: tzinfo = CHINA_TZ, limit: int = 50) -> dict[str, Any]:
     """The outbox at a glance: counts by status, how many were delivered after their due
-    date, and the oldest pending notices with their last error (public columns only)."""
+    date (the local date of delivery in the federation zone ``tz``), and the oldest pending
+    notices with their last error (public columns only)."""
     o = notice_outbox
     with engine.connect() as conn:
         counts = dict(conn.execute(select(o.c.status, func.count()).group_by(o.c.status)).all())
@@ -274,7 +271,7 @@ def outbox_status(engine: Engine, *, limit: int = 50) -> dict[str, Any]:
         late = sum(
             1
             for due, at in conn.execute(select(o.c.due_date, o.c.delivered_at).where(o.c.status == "delivered"))
-            if local_date(utc(at)) > due  # type: ignore[arg-type]
+            if local_date(utc(at), tz) > due  # type: ignore[arg-type]
         )
     return {
         "pending": counts.get("pending", 0),

@@ -50,7 +50,7 @@ from hedui.adapters.records import RowProblem
 from hedui.keys import sealing
 from hedui.keys.keyfile import load_secret, save_secret
 from hedui.node.audit.entry import Kind
-from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar, local_date
+from hedui.node.discovery.calendar import WorkCalendar, local_date
 from hedui.node.discovery.detect import Detection, detect
 from hedui.node.discovery.notice import permanent_refusal, seal_notice, sign_notice, verify_receipt
 from hedui.node.discovery.outbox import Pusher, PushStats, enqueue
@@ -87,10 +87,6 @@ log = logging.getLogger("hedui.node.discovery.provider")
 
 DEDUP_SECRET_LABEL = "hedui-dedup-secret"
 _RUNS_KEY = "discovery.runs"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- the dedup secret
@@ -190,7 +186,7 @@ class ProviderNotices:
         self,
         rt: Runtime,
         *,
-        clock: Callable[[], datetime] = _now,
+        clock: Callable[[], datetime] | None = None,
         base_delay: float = 2.0,
         max_delay: float = 900.0,
         lease: float = 120.0,
@@ -221,12 +217,14 @@ class ProviderNotices:
         self.calendar = WorkCalendar(cfg.path(p.calendar_overrides) if p.calendar_overrides is not None else None)
         self.secret_path = dedup_secret_path(cfg)
         self._secret: bytes | None = None
-        self._clock = clock
+        # The runtime's clock (DESIGN.md "Time"); a test may pass its own ``now``.
+        self._clock: Callable[[], datetime] = clock or rt.clock.now
+        self.zone = rt.clock.zone
         self.timeout = timeout
         self.wake = threading.Event()
         self.pusher = Pusher(
             rt.engine, self._send, self._verify,
-            base_delay=base_delay, max_delay=max_delay, lease=lease, clock=clock, on_delivered=self._delivered,
+            base_delay=base_delay, max_delay=max_delay, lease=lease, clock=self._clock, on_delivered=self._delivered,
             permanent=permanent_refusal,
         )
 
@@ -248,7 +246,7 @@ class ProviderNotices:
         has not run yet — what the scheduler does."""
         from hedui.adapters import open_adapter
 
-        as_of = as_of or local_date(self._clock())
+        as_of = as_of or local_date(self._clock(), self.zone)
         rules = self.due_rules(as_of) if only_due else self.rules.rules
         if not rules:
             return DetectionRun(as_of, (), 0, 0, (), 0)
@@ -398,17 +396,18 @@ class DetectionScheduler(PeriodicJob):
     passed today: monthly and weekly rules once per period, rolling and this-year rules once
     per day (see :func:`run_key`). A failed run is retried within the hour."""
 
-    def __init__(self, notices: ProviderNotices, *, at: time = time(1, 30), clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, notices: ProviderNotices, *, at: time = time(1, 30), clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(f"detection-{notices.rt.member}", interval=3600.0)
         self.notices = notices
         self.at = at
-        self._clock = clock
+        self._clock = clock or notices._clock
+        self._zone = notices.zone
 
     def step(self) -> float:
         """Runs the due rules if today's run time has come; returns the seconds to wait
         before the next step (at most an hour)."""
-        now = self._clock().astimezone(CHINA_TZ)
-        today_at = datetime.combine(now.date(), self.at, CHINA_TZ)
+        now = self._clock().astimezone(self._zone)
+        today_at = datetime.combine(now.date(), self.at, self._zone)
         if now < today_at:
             return min(3600.0, max(1.0, (today_at - now).total_seconds()))
         self.notices.run(now.date(), only_due=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, and_, func, select, true, update
 
+from hedui.common.clock import Clock
 from hedui.node.audit.entry import Kind
-from hedui.node.discovery.calendar import CHINA_TZ, local_date
+from hedui.node.discovery.calendar import WorkCalendar, local_date
 from hedui.node.discovery.tables import leads, referrals, utc
 from hedui.node.errors import ConfigError, FailedPrecondition, InvalidArgument, NotFound, Reason
 from hedui.node.loops import PeriodicJob
@@ -41,10 +42,6 @@ PROGRAMMES = (
 )
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class ReferralView:
     referral_id: int
@@ -56,6 +53,10 @@ class ReferralView:
     created_at: datetime
     due_date: date
     status: str
+    #: The local date the referral was made (federation zone): the day its working days count from.
+    created_on: date
+    #: What the deadline rests on: official, override or weekdays-only (docs/time.md).
+    due_basis: str
     outcome: str | None
     programme: str | None
     responded_at: datetime | None
@@ -70,7 +71,9 @@ class ReferralView:
             "event_type": self.event_type,
             "region": self.region,
             "created_at": self.created_at.isoformat(),
+            "created_on": self.created_on.isoformat(),
             "due_date": self.due_date.isoformat(),
+            "due_basis": self.due_basis,
             "status": self.status,
             "outcome": self.outcome,
             "programme": self.programme,
@@ -84,6 +87,8 @@ class Referrals:
     :class:`~hedui.node.discovery.hub.Hub`)."""
 
     engine: Engine
+    clock: Clock
+    calendar: WorkCalendar
 
     def record_response(
         self,
@@ -94,7 +99,7 @@ class Referrals:
         now: datetime | None = None,
     ) -> ReferralView:
         """The assignee's answer. ``assisted`` needs the programme the person was placed in."""
-        at = now or _now()
+        at = now or self.clock.now()
         if outcome not in OUTCOMES:
             raise InvalidArgument(f"outcome: got {outcome!r}, want one of {', '.join(OUTCOMES)}")
         if outcome == "assisted" and programme not in PROGRAMMES:
@@ -132,8 +137,14 @@ class Referrals:
             raise NotFound(f"referral: got {referral_id}, want an existing referral id")
         return found[0]
 
-    def list_referrals(self, *, status: str | None = None, assignee: str | None = None) -> list[ReferralView]:
+    def list_referrals(
+        self, *, status: str | None = None, assignee: str | None = None, made_by: datetime | None = None
+    ) -> list[ReferralView]:
+        """Referrals, oldest first; ``made_by``: only those made at or before that instant
+        (``--as-of``)."""
         conds = []
+        if made_by is not None:
+            conds.append(referrals.c.created_at <= made_by)
         if status is not None:
             if status not in ("open", "responded", "escalated"):
                 raise InvalidArgument(f"status: got {status!r}, want open, responded or escalated")
@@ -151,7 +162,7 @@ class Referrals:
     def escalate(self, as_of: date, *, now: datetime | None = None) -> list[ReferralView]:
         """Marks open overdue referrals escalated (reported to the leading group's office and
         chased); returns the ones escalated by this call."""
-        at = now or _now()
+        at = now or self.clock.now()
         with self.engine.begin() as conn:
             ids = conn.execute(
                 select(referrals.c.referral_id).where(referrals.c.status == "open", referrals.c.due_date < as_of)
@@ -173,6 +184,7 @@ class Referrals:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
+        tz = self.clock.zone
         return [
             ReferralView(
                 referral_id=r.referral_id,
@@ -184,6 +196,8 @@ class Referrals:
                 created_at=utc(r.created_at),  # type: ignore[arg-type]
                 due_date=r.due_date,
                 status=r.status,
+                created_on=local_date(r.created_at, tz),
+                due_basis=self.calendar.basis_between(local_date(r.created_at, tz), r.due_date),
                 outcome=r.outcome,
                 programme=r.programme,
                 responded_at=utc(r.responded_at),
@@ -201,11 +215,12 @@ class EscalationJob(PeriodicJob):
     start to catch up; each run that escalates something is audited (``admin`` entry,
     action ``referrals.escalate``). A failed run is retried within the hour."""
 
-    def __init__(self, rt: Runtime, *, at: time = time(8, 0), clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, rt: Runtime, *, at: time = time(8, 0), clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(f"escalation-{rt.member}", interval=3600.0, join_timeout=10.0)
         self.rt = rt
         self.at = at
-        self._clock = clock
+        self._clock = clock or rt.clock.now  # the runtime's clock (DESIGN.md "Time")
+        self._zone = rt.clock.zone
         self._last: date | None = None  # the China date of the last successful run; None: run at start
 
     def run_once(self, as_of=None) -> list[ReferralView]:
@@ -213,7 +228,7 @@ class EscalationJob(PeriodicJob):
         hub = self.rt.hub.discovery if self.rt.hub is not None else None
         if hub is None:
             raise ConfigError("hub.routing: got none, want the hub discovery file to escalate referrals")
-        as_of = as_of or local_date(self._clock())
+        as_of = as_of or local_date(self._clock(), self._zone)
         views = hub.escalate(as_of)
         if views:
             self.rt.audit.record(Kind.ADMIN, {
@@ -227,14 +242,14 @@ class EscalationJob(PeriodicJob):
         return views
 
     def _seconds_to_next(self) -> float:
-        now = self._clock().astimezone(CHINA_TZ)
-        nxt = datetime.combine(now.date(), self.at, CHINA_TZ)
+        now = self._clock().astimezone(self._zone)
+        nxt = datetime.combine(now.date(), self.at, self._zone)
         if nxt <= now:
             nxt += timedelta(days=1)
         return (nxt - now).total_seconds()
 
     def step(self) -> float:
-        now = self._clock().astimezone(CHINA_TZ)
+        now = self._clock().astimezone(self._zone)
         if self._last is None or (now.date() != self._last and now.time() >= self.at):
             self.run_once(now.date())
             self._last = now.date()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from hedui.node.discovery.calendar import CHINA_TZ, local_date
+from hedui.node.discovery.calendar import BASES, local_date
 from hedui.node.discovery.tables import lead_events, leads, referrals, utc
 from hedui.node.errors import InvalidArgument
 from hedui.node.html import render
@@ -33,15 +33,24 @@ LABELS = {
 _COLOURS = {"referred": "#4e79a7", "completed_on_time": "#59a14f", "overdue": "#e15759"}
 
 
-def monthly_report(hub: Hub, year: int, month: int) -> dict[str, Any]:
-    """Counts for one calendar month (China time), as at the end of that month:
-    ``referred == completed_on_time + completed_late + overdue + pending``."""
+def monthly_report(hub: Hub, year: int, month: int, *, as_of: date | None = None) -> dict[str, Any]:
+    """Counts for one calendar month in the federation zone (the hub's clock), as at the end
+    of that month — or as at the end of ``as_of`` (default: today) while the month is still
+    running: ``referred == completed_on_time + completed_late + overdue + pending``.
+
+    Referrals are made in the month by local date; a referral is overdue when its due date
+    has passed by the end of the "as at" day (docs/time.md "Reference periods")."""
     if not (2000 <= year <= 2100) or not (1 <= month <= 12):
         raise InvalidArgument(f"month: got {year}-{month}, want a year 2000..2100 and a month 1..12")
+    tz = hub.clock.zone
+    today = as_of if as_of is not None else hub.clock.today()
     first = date(year, month, 1)
+    if first > today:
+        raise InvalidArgument(f"month: got {year:04d}-{month:02d}, want a month that has begun by {today.isoformat()}")
     last = date(year, month, monthrange(year, month)[1])
-    start = datetime.combine(first, time(), CHINA_TZ).astimezone(UTC)
-    cutoff = datetime.combine(last + timedelta(days=1), time(), CHINA_TZ).astimezone(UTC)
+    as_at = min(last, today)
+    start = datetime.combine(first, time(), tz).astimezone(UTC)
+    cutoff = datetime.combine(as_at + timedelta(days=1), time(), tz).astimezone(UTC)
     with hub.engine.connect() as conn:
         events = conn.execute(
             select(lead_events.c.source, lead_events.c.provider).where(
@@ -56,6 +65,7 @@ def monthly_report(hub: Hub, year: int, month: int) -> dict[str, Any]:
                 referrals.c.assignee,
                 referrals.c.assignee_kind,
                 referrals.c.due_date,
+                referrals.c.created_at,
                 referrals.c.responded_at,
                 referrals.c.escalated_at,
             ).where(referrals.c.created_at >= start, referrals.c.created_at < cutoff)
@@ -65,12 +75,14 @@ def monthly_report(hub: Hub, year: int, month: int) -> dict[str, Any]:
     zero = {"referred": 0, "completed_on_time": 0, "completed_late": 0, "overdue": 0, "pending": 0, "escalated": 0}
     totals = dict(zero)
     groups: dict[str, dict[str, dict[str, Any]]] = {"department": {}, "town": {}}
+    bases: Counter[str] = Counter()
     for r in refs:
+        bases[hub.calendar.basis_between(local_date(r.created_at, tz), r.due_date)] += 1
         responded = utc(r.responded_at)
         escalated = utc(r.escalated_at)
         if responded is not None and responded < cutoff:
-            state = "completed_on_time" if local_date(responded) <= r.due_date else "completed_late"
-        elif r.due_date <= last:
+            state = "completed_on_time" if local_date(responded, tz) <= r.due_date else "completed_late"
+        elif r.due_date <= as_at:
             state = "overdue"
         else:
             state = "pending"
@@ -86,6 +98,12 @@ def monthly_report(hub: Hub, year: int, month: int) -> dict[str, Any]:
         "year": year,
         "month": month,
         "period": f"{year:04d}-{month:02d}",
+        "time_zone": getattr(tz, "key", str(tz)),
+        "as_at": as_at.isoformat(),
+        "complete": as_at == last,
+        # What the referrals' deadlines rest on (official calendar, override file, or
+        # Monday–Friday only for a year with no data): a non-official count is shown.
+        "due_basis": {b: bases[b] for b in BASES if bases[b]},
         "received": {
             "total": len(events),
             "notices": sum(by_provider.values()),

@@ -53,8 +53,10 @@ def discovery_step(tb, step: Callable[[str, str], None], *, wait: float = 60.0) 
          + ("; ".join(f"lead {m['lead_id']} ← {' + '.join(m['providers'])}" for m in merged) or "none"))
     refs = hub.list_referrals()
     towns = sorted({f"{r.assignee}" for r in refs})
-    step("referrals", f"{len(refs)} referral slip(s) to {', '.join(towns)}, each due in "
-         f"{hub.referral_workdays} working days: {', '.join(sorted({r.due_date.isoformat() for r in refs}))}")
+    dues = sorted({r.due_date.isoformat() + ("" if r.due_basis == "official" else f" ({r.due_basis})") for r in refs})
+    step("referrals", f"{len(refs)} referral slip(s) to {', '.join(towns)} made on "
+         f"{', '.join(sorted({r.created_on.isoformat() for r in refs}))} ({hub.clock.zone.key}), each due in "
+         f"{hub.referral_workdays} working days: {', '.join(dues)}")
     # Every assignee answers but one; that one is escalated once its deadline has passed.
     outcomes = [("assisted", "dibao"), ("found", None), ("not_eligible", None), ("assisted", "medical")]
     for i, r in enumerate(refs[:-1]):
@@ -66,8 +68,10 @@ def discovery_step(tb, step: Callable[[str, str], None], *, wait: float = 60.0) 
     step("responses", f"{len(refs) - 1} answered (assisted, found, not eligible); "
          f"as of {as_of} referral {late.referral_id} to {late.assignee} is overdue (due {late.due_date}) "
          f"→ escalated: {', '.join(str(v.referral_id) for v in escalated)}")
-    now = refs[-1].created_at
-    rep = monthly_report(hub, now.year, now.month)
+    # The month the referrals were made in, in the federation zone (not the UTC month: at
+    # 23:30 UTC on the last day of a month it is already the next month in China).
+    made = refs[-1].created_on
+    rep = monthly_report(hub, made.year, made.month, as_of=max(made, hub.clock.today()))
     step("monthly report", f"{rep['period']}: {rep['received']['notices']} notice(s) by department "
          f"{rep['received']['by_provider']}, {rep['referred']} referred, {rep['completed_on_time']} completed on time")
     return {"runs": {c: r.queued for c, r in runs.items()}, "leads": len(leads), "merged": len(merged),
