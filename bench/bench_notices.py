@@ -142,7 +142,7 @@ def _hedui_run(pns: list[ProviderNotices], per: list[list[Detection]], batch: in
                         time.sleep(ahead)
                 with pn.rt.engine.begin() as conn:
                     for d in dets[a:a + batch]:
-                        enqueue(conn, d, pn.sign_and_seal, hub=pn.hub)
+                        enqueue(conn, d, pn.sign_and_seal, hub=pn.hub, now=pn.rt.clock.now())
                 wake[i].set()
         except BaseException as exc:
             errors.append(exc)

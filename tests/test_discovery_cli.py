@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import typer
@@ -129,14 +129,14 @@ def test_bad_csv_names_line_not_identity(env):
     assert P1 not in r.output
 
 
+@pytest.mark.timesensitive
 def test_hub_commands_end_to_end(env):
+    """On the wall clock (the product's SystemClock path; .ci/run repeats it under faketime
+    at instants that break naive code). The test never reads the clock itself: it checks that
+    every date the product shows agrees with the instant it recorded."""
     tmp, db = env
     common = ["--db", db, "--hub-config", str(tmp / "hub.toml")]
     (tmp / "id.txt").write_text(P1 + "\n", encoding="utf-8")
-    from datetime import datetime
-
-    from hedui.node.discovery.calendar import local_date
-    today = local_date(datetime.now(UTC)).isoformat()  # the China date the product files under
     r = invoke("leads", "add", *common, "--identity-file", str(tmp / "id.txt"), "--region", "370304001",
                "--event-type", "illness", "--reporter", "grid-0107", "--json")
     assert r.exit_code == 0, r.output
@@ -159,6 +159,28 @@ def test_hub_commands_end_to_end(env):
     r = invoke("referrals", "list", *common, "--status", "open", "--json")
     (ref,) = json.loads(r.stdout)
     assert ref["assignee"] == "370304001"
+    # "created" is the local date in China (UTC+8, computed here with a fixed offset) of the
+    # instant stored in UTC: at 23:30 UTC on the 30th it is already the 1st.
+    made = datetime.fromisoformat(ref["created_at"])
+    assert made.utcoffset() == timedelta(0)
+    today = (made + timedelta(hours=8)).date().isoformat()
+    assert ref["created_on"] == today
+    # A deadline counted in a year chinese_calendar has no data for says so.
+    import chinese_calendar
+
+    last_official = max(chinese_calendar.holidays).year
+    want_basis = "official" if int(ref["due_date"][:4]) <= last_official else "weekdays-only"
+    assert ref["due_basis"] == want_basis, ref
+    r = invoke("referrals", "list", *common)
+    assert r.exit_code == 0 and f"{today}" in r.stdout and "UTC" in r.stdout
+    assert (want_basis != "official") == ("weekdays-only" in r.stdout)
+    # Escalating as of a future date is refused in one line; a bad --as-of too.
+    r = invoke("referrals", "escalate", *common, "--as-of", "2199-01-01")
+    assert r.exit_code != 0 and "--as-of: got 2199-01-01, in the future" in r.output and r.output.count("\n") == 1
+    r = invoke("referrals", "escalate", *common, "--as-of", "2026-12-01T02:40")
+    assert r.exit_code != 0 and "without a UTC offset" in r.output
+    r = invoke("referrals", "list", *common, "--as-of", "2000-01-01", "--json")
+    assert json.loads(r.stdout) == []  # nothing had been referred by then
     r = invoke("referrals", "overdue", *common, "--as-of", ref["due_date"], "--json")
     assert json.loads(r.stdout) == []
     r = invoke("referrals", "respond", str(ref["referral_id"]), *common, "--outcome", "assisted", "--json")
@@ -173,6 +195,11 @@ def test_hub_commands_end_to_end(env):
     r = invoke("report", "monthly", *common, "--year", str(y), "--month", str(m))
     rep = json.loads(r.stdout)
     assert rep["referred"] == 1 and rep["received"]["manual"] == 2
+    assert rep["period"] == today[:7] and rep["time_zone"] == "Asia/Shanghai"
+    r = invoke("report", "monthly", *common)  # default: the month of today in China
+    assert json.loads(r.stdout)["period"] == today[:7]
+    r = invoke("report", "monthly", *common, "--month", today[:7], "--as-of", today)
+    assert (json.loads(r.stdout)["referred"], json.loads(r.stdout)["as_at"]) == (1, today)
     out = tmp / "report.html"
     r = invoke("report", "monthly", *common, "--year", str(y), "--month", str(m), "--format", "html",
                "--out", str(out))

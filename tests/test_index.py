@@ -245,7 +245,7 @@ def test_rotation_keeps_old_epoch_live(engine, dept):
     with engine.begin() as c:
         c.execute(index_progress.insert().values(epoch=3, source="tax", run=1, mode="full", status="running",
                                                  position=None, fingerprint="x", rows_read=0,
-                                                 started_at=datetime.now(), updated_at=datetime.now()))
+                                                 started_at=datetime(2026, 11, 2, 1, 0), updated_at=datetime(2026, 11, 2, 1, 0)))
     assert live_epochs(engine) == [1, 2]
     assert retire_epoch(engine, 1) == len(one)
     assert live_epochs(engine) == [2]

@@ -154,7 +154,7 @@ def test_directory_signed_by_someone_else(tb):
 
 def test_directory_expired_and_rollback(tb):
     env = dsse.from_json(tb.directory_path.read_text())
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
+    later = NOW + dt.timedelta(days=31)
     with pytest.raises(VerificationError) as e:
         verify_directory(env, _authority(tb), now=later)
     assert e.value.reason == "DIRECTORY_EXPIRED"

@@ -340,7 +340,7 @@ def test_notice_the_hub_refuses_as_such_is_rejected_by_the_node_pusher(fed_tb):
                     event_date=date(2025, 10, 7), due_date=date(2025, 10, 10), period="2025-10-07",
                     details={"fact": "fire"}, dedup_key="f" * 64)
     with tb.runtime("fire").engine.begin() as conn:
-        nid, created = enqueue(conn, det, pn.sign_and_seal, hub="hub")
+        nid, created = enqueue(conn, det, pn.sign_and_seal, hub="hub", now=NOW)
     assert created
     stats = pn.push()
     assert (stats.attempted, stats.failed) == (1, 1)
@@ -404,8 +404,10 @@ def test_replayed_notice_gets_a_duplicate_receipt_and_no_new_lead(fed_tb):
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
+    """The provider's clock, moved by the test (a fixed start: tests never read the wall clock)."""
+
+    def __init__(self, start: datetime = NOW) -> None:
+        self.now = start
 
     def __call__(self) -> datetime:
         return self.now
@@ -522,10 +524,12 @@ def test_kill_9_of_the_provider_loses_nothing_and_delivers_exactly_once(tmp_path
         assert proc.returncode == -signal.SIGKILL
 
         rt = Runtime.open(tb.config_path("fire"))
-        clock = Clock()
+        rows = _outbox(rt)
+        # The killed node ran on the wall clock; this one starts where its outbox left off
+        # (the latest instant it recorded), so the test never reads the clock itself.
+        clock = Clock(max((t.utc(r.next_attempt_at) for r in rows), default=NOW))
         pn = ProviderNotices(rt, clock=clock)
         try:
-            rows = _outbox(rt)
             assert len(rows) == {"mid-transaction": 0, "after-commit": 2, "mid-push": 2}[moment]
             assert pn.run(SCENARIO_AS_OF).queued == 2 - len(rows)  # the re-run fills the gap, no more
             clock.advance(300)  # past the crashed pusher's lease

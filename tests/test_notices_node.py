@@ -220,6 +220,7 @@ def _cli(*args: str):
     return result
 
 
+@pytest.mark.timesensitive
 def test_notices_and_leads_commands_on_node_configs(tb):
     tb.start(["hub"])
     fire, hub = str(tb.config_path("fire")), str(tb.config_path("hub"))
@@ -249,8 +250,11 @@ def test_notices_and_leads_commands_on_node_configs(tb):
     assert json.loads(r.stdout)["identity"] in {planted_identity(tb, 2), planted_identity(tb, 13)}
     r = _cli("referrals", "respond", str(refs[0]["referral_id"]), "--config", hub, "--outcome", "found", "--json")
     assert json.loads(r.stdout)["status"] == "responded"
-    now = datetime.now(CHINA_TZ)
-    r = _cli("report", "monthly", "--config", hub, "--year", str(now.year), "--month", str(now.month))
+    # The month the product filed the referrals under: the local date it shows (checked
+    # against the stored UTC instant + 8 h), not the wall clock read here.
+    made = datetime.fromisoformat(refs[0]["created_at"])
+    assert refs[0]["created_on"] == (made + timedelta(hours=8)).date().isoformat()
+    r = _cli("report", "monthly", "--config", hub, "--month", refs[0]["created_on"][:7])
     rep = json.loads(r.stdout)
     assert (rep["received"]["by_provider"], rep["referred"]) == ({"fire": 2}, 2)
 
