@@ -546,3 +546,55 @@ def test_no_identity_in_clear_in_any_table_or_log(engine, hub, hub_key, caplog):
     for rec in caplog.records:
         for p in PEOPLE:
             assert p not in rec.getMessage()
+
+
+def test_deadline_beyond_the_official_calendar_is_marked(engine, hub_key, tmp_path):
+    """A referral made on Christmas Day of the last year chinese_calendar covers is due in a
+    year it does not: its due date rests on Monday–Friday and says so, in the view, its JSON
+    and the monthly report; with the year in an override file it rests on the override."""
+    import chinese_calendar
+
+    y = max(d.year for d in chinese_calendar.holidays)
+    made = datetime(y, 12, 25, 10, tzinfo=CHINA_TZ)
+    clock = FixedClock(made)
+    hub = Hub(engine, hub=HUB, person_secret=b"p" * 32, sealing_public=hub_key.public_bytes(),
+              routing=ROUTING, calendar=CAL, clock=clock)
+    acc = hub.add_manual_lead(identity=PEOPLE[0], region="370304001", event_type="illness",
+                              event_date=made.date(), reporter="grid-0107")
+    ref = hub.referral(acc.referral_id)
+    assert ref.created_on == made.date() and ref.due_basis == "weekdays-only"
+    # Weekdays from 25 December: 26 (Mon..Fri counting skips weekends) — computed here by hand.
+    d, n = made.date(), 0
+    while n < 5:
+        d += timedelta(days=1)
+        n += d.weekday() < 5
+    assert ref.due_date == d and ref.as_dict()["due_basis"] == "weekdays-only"
+    rep = monthly_report(hub, y, 12, as_of=date(y, 12, 31))
+    assert rep["due_basis"] == {"weekdays-only": 1} and rep["as_at"] == f"{y}-12-31"
+    assert "仅按周一至周五计算 1 件" in render_html(rep)
+
+    f = tmp_path / "calendar.toml"
+    f.write_text(f"years = [{y + 1}]\n[[days]]\ndate = {y + 1}-01-01\nworkday = false\n", encoding="utf-8")
+    hub.calendar = WorkCalendar(f)
+    assert hub.referral(acc.referral_id).due_basis == "override"
+
+
+def test_monthly_report_of_a_running_month_counts_as_at_today(engine, hub_key):
+    clock = FixedClock(datetime(2025, 3, 3, 10, tzinfo=CHINA_TZ))
+    hub = Hub(engine, hub=HUB, person_secret=b"p" * 32, sealing_public=hub_key.public_bytes(),
+              routing=ROUTING, calendar=CAL, clock=clock)
+    hub.add_manual_lead(identity=PEOPLE[0], region="370304001", event_type="illness",
+                        event_date=date(2025, 3, 3), reporter="grid-0107")  # due Monday 10 March
+    rep = monthly_report(hub, 2025, 3)  # as at today, 3 March: not yet due
+    assert (rep["as_at"], rep["complete"], rep["pending"], rep["overdue"]) == ("2025-03-03", False, 1, 0)
+    clock.set(datetime(2025, 3, 10, 18, tzinfo=CHINA_TZ))  # the last day to answer, still running
+    rep = monthly_report(hub, 2025, 3)
+    assert (rep["as_at"], rep["pending"], rep["overdue"]) == ("2025-03-10", 1, 0)
+    clock.set(datetime(2025, 3, 20, 9, tzinfo=CHINA_TZ))
+    rep = monthly_report(hub, 2025, 3, as_of=date(2025, 3, 10))  # as at the end of the due day
+    assert (rep["pending"], rep["overdue"]) == (0, 1)
+    rep = monthly_report(hub, 2025, 3, as_of=date(2025, 3, 9))
+    assert (rep["pending"], rep["overdue"]) == (1, 0)
+    clock.set(datetime(2025, 3, 3, 10, tzinfo=CHINA_TZ))
+    with pytest.raises(InvalidArgument, match="month: got 2025-04, want a month that has begun by 2025-03-03"):
+        monthly_report(hub, 2025, 4)

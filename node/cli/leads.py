@@ -328,7 +328,8 @@ def report_monthly(
         fail(f"--format: got {fmt!r}, want json or html")
     hub = open_hub(db, hub_config, config)
     try:
-        clock = as_of_clock(as_of, wall=hub.clock)
+        # A report as of a day that has not come would count what is not known yet.
+        clock = as_of_clock(as_of, wall=hub.clock, future=False)
         try:
             if month is None:
                 if year is not None:

@@ -38,8 +38,9 @@ def monthly_report(hub: Hub, year: int, month: int, *, as_of: date | None = None
     of that month — or as at the end of ``as_of`` (default: today) while the month is still
     running: ``referred == completed_on_time + completed_late + overdue + pending``.
 
-    Referrals are made in the month by local date; a referral is overdue when its due date
-    has passed by the end of the "as at" day (docs/time.md "Reference periods")."""
+    Referrals are made in the month by local date. A referral not answered is overdue when
+    its due date has passed: by the end of the "as at" day when that day is over, or before
+    today while it runs (a referral due today can still be answered today; docs/time.md)."""
     if not (2000 <= year <= 2100) or not (1 <= month <= 12):
         raise InvalidArgument(f"month: got {year}-{month}, want a year 2000..2100 and a month 1..12")
     tz = hub.clock.zone
@@ -82,7 +83,7 @@ def monthly_report(hub: Hub, year: int, month: int, *, as_of: date | None = None
         escalated = utc(r.escalated_at)
         if responded is not None and responded < cutoff:
             state = "completed_on_time" if local_date(responded, tz) <= r.due_date else "completed_late"
-        elif r.due_date <= as_at:
+        elif r.due_date < as_at or (r.due_date == as_at and as_at < hub.clock.today()):
             state = "overdue"
         else:
             state = "pending"
