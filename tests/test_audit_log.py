@@ -575,6 +575,29 @@ def test_cli(audit: AuditLog, engine, store_url, signer, tmp_path) -> None:
     assert r.exit_code == RECONCILE_MISMATCH_EXIT, r.output
     assert [i["request_id"] for i in json.loads(r.output)["received_not_sent"]] == []
     assert [i["request_id"] for i in json.loads(r.output)["sent_not_received"]] == ["ab" * 16]
+    # Reconcile periods are local days in the federation zone (default Asia/Shanghai): the
+    # query was sent at T0, 08:00 UTC = 16:00 on 1 May in China.
+    for window in (["--period", "2026-05"], ["--period", "2026-W18"], ["--from", "2026-05-01", "--to", "2026-05-01"],
+                   ["--period", "2026-05-01..2026-05-01", "--as-of", "2026-05-01T08:00:01Z"]):
+        r = run(app, ["reconcile", "--hub", store_url, "--provider", f"P1={export}", *window, "--json"])
+        assert r.exit_code == RECONCILE_MISMATCH_EXIT, (window, r.output)
+        assert [i["request_id"] for i in json.loads(r.output)["sent_not_received"]] == ["ab" * 16], window
+    assert json.loads(r.output)["period_local"] == ["2026-05-01 00:00 (UTC+8)", "2026-05-01 16:00 (UTC+8)"]
+    for window in (["--period", "2026-04"], ["--from", "2026-05-02"], ["--to", "2026-04-30"],
+                   ["--as-of", "2026-05-01T07:59:59Z"], ["--from", "2026-05-01T16:00:01+08:00"],
+                   ["--period", "2026-05", "--time-zone", "Pacific/Pago_Pago"]):  # UTC-11: still 30 April
+        r = run(app, ["reconcile", "--hub", store_url, "--provider", f"P1={export}", *window, "--json"])
+        assert r.exit_code == 0, (window, r.output)
+    r = run(app, ["reconcile", "--hub", store_url, "--provider", f"P1={export}", "--period", "2026-05"])
+    assert "period: 2026-05-01 00:00 (UTC+8) to 2026-06-01 00:00 (UTC+8)" in r.output
+    assert "2026-05-01 16:00:00 (UTC+8) P1" in r.output
+    for args, want in ((["--from", "2026-05-01T08:00"], "--from: got a date-time without a UTC offset"),
+                       (["--period", "2026-13"], "--period: got '2026-13'"),
+                       (["--period", "2026-05", "--to", "2026-05-02"], "give --period or --from/--to, not both"),
+                       (["--time-zone", "Mars/Olympus"], "--time-zone: got 'Mars/Olympus', want an IANA zone"),
+                       (["--from", "2026-05-02", "--to", "2026-05-01"], "want a start before the end")):
+        r = run(app, ["reconcile", "--hub", store_url, "--provider", f"P1={export}", *args])
+        assert r.exit_code == 2 and want in r.output, (args, r.output)
     # errors: one line, non-zero, no traceback
     for args in (
         ["verify", "--db", store_url, "--key", "not-a-key"],

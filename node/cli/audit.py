@@ -16,12 +16,14 @@ from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from hedui.common.clock import DEFAULT_ZONE, ClockError, fmt_instant, zone
 from hedui.node.audit import export as audit_export
 from hedui.node.audit import proof as audit_proof
 from hedui.node.audit import reconcile as audit_reconcile
@@ -117,18 +119,54 @@ def _duration(text: str | None) -> timedelta | None:
     return timedelta(seconds=int(m.group(1)) * unit)
 
 
-def _when(text: str | None, *, end: bool) -> datetime | None:
-    """ISO date or date-time; a bare date is local midnight (the day after, for --to)."""
+def _when(text: str | None, *, end: bool, tz: ZoneInfo, option: str) -> datetime | None:
+    """ISO date or date-time. A bare date is midnight at the start of that day in the
+    federation zone ``tz`` (the day after, for --to: the date is included); a date-time
+    needs its UTC offset (docs/time.md), never the machine's own zone."""
     if text is None:
         return None
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            d = datetime.combine(datetime.fromisoformat(text).date(), time())
-            return (d + timedelta(days=1) if end else d).astimezone()
+            d = datetime.fromisoformat(text).date() + timedelta(days=1 if end else 0)
+            return datetime.combine(d, time(), tz)
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return t if t.tzinfo else t.astimezone()
     except ValueError:
-        raise _fail(f"got {text!r}, want a date (2026-05-01) or ISO date-time", 2) from None
+        raise _fail(f"{option}: got {text[:32]!r}, want a date (2026-05-01) or a date-time with its offset "
+                    "(2026-05-01T08:00+08:00)", 2) from None
+    if t.tzinfo is None:
+        raise _fail(f"{option}: got a date-time without a UTC offset, want one such as 2026-05-01T08:00+08:00", 2)
+    return t
+
+
+def _period(period: str | None, date_from: str | None, date_to: str | None, as_of: str | None,
+            tz: ZoneInfo) -> tuple[datetime | None, datetime | None]:
+    """The reconcile window ``[lo, hi)``: a reference period (local days in ``tz``), or
+    --from/--to, capped at --as-of."""
+    from hedui.common.clock import ClockError, parse_as_of
+    from hedui.common.periods import PeriodError, as_range, parse_period
+
+    if period is not None:
+        if date_from is not None or date_to is not None:
+            raise _fail("give --period or --from/--to, not both", 2)
+        try:
+            r = as_range(parse_period(period, field="--period"))
+        except PeriodError as exc:
+            raise _fail(exc.message, 2) from None
+        lo: datetime | None = datetime.combine(r.start, time(), tz)
+        hi: datetime | None = datetime.combine(r.end + timedelta(days=1), time(), tz)
+    else:
+        lo, hi = _when(date_from, end=False, tz=tz, option="--from"), _when(date_to, end=True, tz=tz, option="--to")
+    if as_of is not None:
+        try:
+            cap = parse_as_of(as_of, tz)
+        except ClockError as exc:
+            raise _fail(exc.message, 2) from None
+        # A date means its end (23:59:59 local): entries of that whole day are in.
+        cap = cap + timedelta(seconds=1) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", as_of.strip()) else cap
+        hi = cap if hi is None else min(hi, cap)
+    if lo is not None and hi is not None and hi <= lo:
+        raise _fail(f"period: got {fmt_instant(lo, tz)} to {fmt_instant(hi, tz)}, want a start before the end", 2)
+    return lo, hi
 
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="Node store URL, e.g. sqlite:///node.db.")]
@@ -255,8 +293,15 @@ def reconcile_cmd(
     provider: Annotated[
         list[str], typer.Option("--provider", "-p", help="CODE=URL-or-file for each provider; repeatable.")
     ],
-    date_from: Annotated[str | None, typer.Option("--from", help="Period start (date or ISO time).")] = None,
-    date_to: Annotated[str | None, typer.Option("--to", help="Period end (date inclusive, or ISO time).")] = None,
+    period: Annotated[
+        str | None, typer.Option("--period", help="A reference period: 2026-11, 2026, 2026-W48 or 2026-11-01..2026-11-15 (local days).")
+    ] = None,
+    date_from: Annotated[str | None, typer.Option("--from", help="Period start (local date, or ISO time with offset).")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Period end (local date inclusive, or ISO time with offset).")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Only entries logged by then (date: its end; or instant).")] = None,
+    time_zone: Annotated[
+        str, typer.Option("--time-zone", help="The federation zone the dates are local to (the directory's).")
+    ] = DEFAULT_ZONE,
     hub_code: Annotated[str | None, typer.Option("--hub-code", help="The hub's member code.")] = None,
     cases: Annotated[
         Path | None, typer.Option("--cases", help="File of case references that exist on the hub.")
@@ -270,14 +315,24 @@ def reconcile_cmd(
         if not sep or not code or not src:
             raise _fail(f"--provider: got {p!r}, want CODE=URL-or-file", 2)
         providers[code] = src
-    period = (_when(date_from, end=False), _when(date_to, end=True))
+    try:
+        tz = zone(time_zone)
+    except ClockError as exc:
+        raise _fail("--time-zone: " + exc.message.partition(": ")[2], 2) from None
+    window = _period(period, date_from, date_to, as_of, tz)
     case_set = None
     if cases is not None:
         case_set = {ln.strip() for ln in cases.read_text(encoding="utf-8").splitlines() if ln.strip()}
-    r = audit_reconcile.reconcile(hub, providers, period, hub_code=hub_code, hub_cases=case_set)
+    r = audit_reconcile.reconcile(hub, providers, window, hub_code=hub_code, hub_cases=case_set)
     if as_json:
-        _out.print_json(json.dumps(r.to_dict(), ensure_ascii=False))
+        out = r.to_dict()
+        out["time_zone"] = tz.key
+        out["period_local"] = [fmt_instant(t, tz) if t is not None else None for t in window]
+        _out.print_json(json.dumps(out, ensure_ascii=False))
     else:
+        lo, hi = window
+        _out.print(f"period: {fmt_instant(lo, tz) if lo else 'the beginning'} to "
+                   f"{fmt_instant(hi, tz) if hi else 'the end'}" + (" (end excluded)" if hi else ""), markup=False)
         c = r.counts
         _out.print(f"{'[green]CLEAN[/]' if r.clean else '[bold red]DISCREPANCIES[/]'}: "
                    f"{c.get('hub_sent', 0)} queries sent, {c.get('provider_received', 0)} received; "
@@ -295,7 +350,8 @@ def reconcile_cmd(
             if items:
                 _out.print(f"[bold]{title}[/] ({len(items)})")
                 for it in items[:200]:
-                    _out.print(f"  {it['time']} {it['provider']} {it['request_id']} {it['purpose']} "
+                    when = audit_sources.parse_iso(it["time"])
+                    _out.print(f"  {fmt_instant(when, tz, seconds=True) if when else it['time']} {it['provider']} {it['request_id']} {it['purpose']} "
                                f"{it['case_ref']!r}: {it['detail']}", markup=False, soft_wrap=True)
     if not r.clean:
         raise typer.Exit(RECONCILE_MISMATCH_EXIT)
