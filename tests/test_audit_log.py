@@ -554,6 +554,11 @@ def test_cli(audit: AuditLog, engine, store_url, signer, tmp_path) -> None:
     r = run(app, ["export", "--db", store_url, "--out", str(export), "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["entries"] == 41
+    # The header says when in UTC and as a person reads it in China (the same instant + 8 h).
+    head = json.loads(export.read_text(encoding="utf-8").splitlines()[0])
+    at = datetime.fromisoformat(head["exported_at"].replace("Z", "+00:00"))
+    assert head["time_zone"] == "Asia/Shanghai"
+    assert head["exported_at_local"] == (at + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M:%S") + " (UTC+8)"
     r = run(app, ["verify", "--file", str(export), "--key", str(keyfile), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["verdict"] == "OK", r.output
     r = run(app, ["verify", "--db", store_url, "--key", signer.vkey])

@@ -6,7 +6,8 @@ Export format (NDJSON, ``hedui-audit-export/v1``)
 One JSON object per line, in this order::
 
     {"type":"header","format":"hedui-audit-export/v1","origin":...,"start":S,"end":E,
-     "tree_size":N,"tile_height":T,"frontier":[base64...],"exported_at":...}
+     "tree_size":N,"tile_height":T,"frontier":[base64...],"exported_at":...,
+     "time_zone":"Asia/Shanghai","exported_at_local":"2026-12-01 02:40:00 (UTC+8)"}
     {"type":"checkpoint","size":...,"note":...,"created_at":...}        every checkpoint S<=size<=E
     {"type":"cosignature","peer":...,"peer_note":...,"cosignature":...,"created_at":...}
     {"type":"fork","peer":...,"origin":...,"reason":...,"size_a":...,"note_a":...,...}
@@ -32,9 +33,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, select
 
+from hedui.common.clock import DEFAULT_ZONE, fmt_instant, zone
 from hedui.node.audit.entry import utc
 from hedui.node.audit.sources import PROGRESS_EVERY, Progress, Source, b64, b64d, engine_for, iso
 from hedui.node.audit.tables import audit_checkpoints, audit_cosignatures, audit_entries, audit_forks
@@ -71,11 +74,15 @@ def export(
     out_path: str | os.PathLike,
     *,
     now: datetime,
+    tz: ZoneInfo | None = None,
     progress: Progress | None = None,
 ) -> ExportSummary:
     """Writes entries ``[start, end)`` with their checkpoints, all cosignatures and fork
     evidence to an NDJSON file (written to ``<out>.part``, then renamed). ``end``
-    defaults to the latest checkpoint's size, so every exported entry is signed."""
+    defaults to the latest checkpoint's size, so every exported entry is signed. The header
+    says when, in UTC and as a person reads it in the federation zone ``tz`` (default
+    Asia/Shanghai; docs/time.md)."""
+    zone_ = tz if tz is not None else zone(DEFAULT_ZONE)
     out = Path(out_path)
     with engine_for(engine) as eng:
         tree = TreeReader(eng)
@@ -100,6 +107,7 @@ def export(
                 "type": "header", "format": EXPORT_FORMAT, "origin": tree.origin, "start": start,
                 "end": end, "tree_size": size, "tile_height": tree.tile_height,
                 "frontier": [b64(h) for h in frontier], "exported_at": iso(now),
+                "time_zone": zone_.key, "exported_at_local": fmt_instant(now, zone_, seconds=True),
             })
             t = audit_checkpoints
             for r in conn.execute(

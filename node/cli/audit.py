@@ -191,20 +191,28 @@ def export_cmd(
     db: DbOpt = None,
     start: Annotated[int, typer.Option(help="First entry (sequence number).")] = 0,
     end: Annotated[int | None, typer.Option(help="End (exclusive); default: the latest checkpoint.")] = None,
+    time_zone: Annotated[
+        str, typer.Option("--time-zone", help="The federation zone times are shown in (the directory's).")
+    ] = DEFAULT_ZONE,
     as_json: JsonOpt = False,
 ) -> None:
     """Export entries, checkpoints, cosignatures and fork evidence to an NDJSON file."""
     if not db:
         raise _fail("--db URL is required", 2)
+    try:
+        wall = wall_clock(time_zone)
+    except ClockError as exc:
+        raise _fail("--time-zone: " + exc.message.partition(": ")[2], 2) from None
     with _Bar("exporting") as progress:
-        s = audit_export.export(db, start, end, out, now=wall_clock().now(), progress=progress)
+        s = audit_export.export(db, start, end, out, now=wall.now(), tz=wall.zone, progress=progress)
     summary = {"path": str(s.path), "origin": s.origin, "start": s.start, "end": s.end, "entries": s.entries,
                "checkpoints": s.checkpoints, "cosignatures": s.cosignatures, "forks": s.forks, "sha256": s.sha256}
     if as_json:
         _out.print_json(json.dumps(summary))
     else:
         _out.print(f"exported {s.entries} entries [{s.start}, {s.end}) of {s.origin} "
-                   f"with {s.checkpoints} checkpoints, {s.cosignatures} cosignatures to {s.path}")
+                   f"with {s.checkpoints} checkpoints, {s.cosignatures} cosignatures to {s.path} "
+                   f"at {fmt_instant(wall.now(), wall.zone)}")
 
 
 @app.command("verify")
