@@ -19,6 +19,7 @@ from hedui.common.errors import ConfigError, VerificationError
 from hedui.keys import ca as _ca
 from hedui.keys import dsse
 from hedui.keys.directory import DirectorySpec, build, sign_directory
+from hedui.keys.errors import DirectorySpecError
 from hedui.keys.errors import KeyFileError
 from hedui.keys.keyfile import load_private_key, save_private_key, write_private
 from hedui.keys.signing import SigningKey
@@ -107,9 +108,19 @@ def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *,
     return cert
 
 
-def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw: bytes, *, now: dt.datetime) -> int:
-    """Builds, signs and writes the directory; returns its version."""
+def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw: bytes, *, now: dt.datetime,
+                        time_zone: str | None = None) -> int:
+    """Builds, signs and writes the directory; returns its version. ``time_zone`` (an IANA
+    zone) replaces the spec's ``time_zone`` (default Asia/Shanghai)."""
     spec = DirectorySpec.load(spec_path)
+    if time_zone is not None:
+        from hedui.common.clock import DEFAULT_ZONE, ClockError, zone
+
+        try:
+            zone(time_zone)
+        except ClockError:
+            raise DirectorySpecError(f"time_zone: got {time_zone[:64]!r}, want an IANA zone such as {DEFAULT_ZONE}") from None
+        spec = spec.model_copy(update={"time_zone": time_zone})
     try:
         d = build(spec, now=now)
     except VerificationError as exc:

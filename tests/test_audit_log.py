@@ -539,6 +539,7 @@ def test_last_cosigned(audit: AuditLog) -> None:
 # -- the CLI -----------------------------------------------------------------------------
 
 
+@pytest.mark.timesensitive
 def test_cli(audit: AuditLog, engine, store_url, signer, tmp_path) -> None:
     from typer.testing import CliRunner
 

@@ -252,3 +252,27 @@ def test_pae_matches_dsse_spec_example():
     assert dsse.pae("http://example.com/HelloWorld", b"hello world") == (
         b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
     )
+
+
+def test_directory_names_the_federation_time_zone(tb, tmp_path):
+    """The signed directory names the zone every local date is computed in (issue 10):
+    default Asia/Shanghai, any IANA zone if the spec says so, anything else refused."""
+    base = tb.spec_path.read_text()
+    assert build(DirectorySpec.load(tb.spec_path), now=NOW).time_zone == "Asia/Shanghai"
+    tb.spec_path.write_text('time_zone = "Asia/Urumqi"\n' + base)
+    d = build(DirectorySpec.load(tb.spec_path), now=NOW)
+    assert d.time_zone == "Asia/Urumqi"
+    for bad in ("Mars/Olympus", "../etc/passwd", "", "UTC+8"):
+        tb.spec_path.write_text(f'time_zone = "{bad}"\n' + base)
+        if bad == "":  # empty: the default zone
+            assert DirectorySpec.load(tb.spec_path).time_zone == "Asia/Shanghai"
+            continue
+        with pytest.raises(ConfigError, match=r"time_zone: got .*, want an IANA zone such as Asia/Shanghai"):
+            DirectorySpec.load(tb.spec_path)
+    tb.spec_path.write_text(base)
+    out = tmp_path / "dir.json"
+    with pytest.raises(ConfigError, match="time_zone: got 'Nowhere/Town', want an IANA zone such as Asia/Shanghai"):
+        fed.sign_directory_file(tb.authority, tb.spec_path, out, tb.passphrase.encode(), now=NOW, time_zone="Nowhere/Town")
+    fed.sign_directory_file(tb.authority, tb.spec_path, out, tb.passphrase.encode(), now=NOW, time_zone="Asia/Hong_Kong")
+    td = load_directory(out, _authority(tb), now=NOW)
+    assert td.msg.time_zone == "Asia/Hong_Kong" and td.zone.key == "Asia/Hong_Kong"

@@ -233,5 +233,13 @@ def list_(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
     if json_out:
         emit_json(data)
     else:
+        from datetime import datetime
+
+        from hedui.common.clock import fmt_instant
+        from hedui.node.cli._common import wall_clock
+
+        tz = wall_clock().zone  # shown in the federation zone (docs/time.md)
         for d in data:
-            console.print(f"{d['case_ref']}  {d['purpose']:<22} {d['status']:<11} {d['created_at']}")
+            made = d["created_at"]
+            shown = fmt_instant(made if isinstance(made, datetime) else datetime.fromisoformat(str(made)), tz)
+            console.print(f"{d['case_ref']}  {d['purpose']:<22} {d['status']:<11} {shown}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from hedui.common.clock import fmt_instant
 from hedui.keys import federation as fed
 from hedui.keys.ca import cert_fingerprint, load_cert
 from hedui.keys.directory import PURPOSE_NAMES, load_directory
@@ -59,9 +60,14 @@ def sign_directory(
     authority: Path = typer.Option(..., help="Authority folder"),
     spec: Path = typer.Option(..., help="Directory spec (TOML)"),
     out: Path = typer.Option(..., help="Signed directory (DSSE JSON) to write"),
+    time_zone: str | None = typer.Option(
+        None, "--time-zone", help="The federation's IANA time zone (default: the spec's time_zone, else Asia/Shanghai)"
+    ),
 ) -> None:
-    """Build and sign the directory (members, keys, fields, access policy, version, expiry)."""
-    v = fed.sign_directory_file(fed.AuthorityDir(authority), spec, out, passphrase(), now=wall_clock().now())
+    """Build and sign the directory (members, keys, fields, access policy, version, expiry,
+    and the federation time zone every local date is computed in)."""
+    v = fed.sign_directory_file(fed.AuthorityDir(authority), spec, out, passphrase(), now=wall_clock().now(),
+                                time_zone=time_zone)
     console.print(f"signed directory v{v} → {out}")
 
 
@@ -79,6 +85,7 @@ def show_directory(
         "federation": d.federation,
         "version": d.version,
         "expires_at": td.expires_at.isoformat(),
+        "time_zone": td.zone.key,
         "members": [
             {
                 "code": m.code, "name": m.name, "endpoint": m.endpoint, "region": m.region,
@@ -99,7 +106,8 @@ def show_directory(
     if json_out:
         emit_json(summary)
         return
-    console.print(f"[bold]{d.federation}[/] directory v{d.version}, expires {td.expires_at:%Y-%m-%d %H:%M} UTC")
+    console.print(f"[bold]{d.federation}[/] directory v{d.version}, time zone {td.zone.key}, "
+                  f"expires {fmt_instant(td.expires_at, td.zone)}")
     for m in summary["members"]:
         console.print(f"  {m['code']:<20} {m['endpoint']:<22} {','.join(m['roles']):<14} {m['name']}")
     console.print(f"  {len(summary['policy'])} access rules")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from hedui.common.clock import fmt_instant
 from hedui.node.cli._common import cli_errors, console, emit_json, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
@@ -55,15 +56,17 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             "roles": rt.config.node.roles,
             "directory_version": rt.directory.version,
             "directory_expires_at": rt.directory.expires_at.isoformat(),
+            "time_zone": rt.clock.zone.key,
             "store": rt.engine.dialect.name,
         }
+        until = fmt_instant(rt.directory.expires_at, rt.clock.zone)
     finally:
         rt.close()
     if json_out:
         emit_json(out)
     else:
         console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
-                      f"until {out['directory_expires_at']}, store {out['store']}")
+                      f"until {until}, time zone {out['time_zone']}, store {out['store']}")
 
 
 def _provider_cfg(config: Path):
