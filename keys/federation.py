@@ -19,8 +19,7 @@ from hedui.common.errors import ConfigError, VerificationError
 from hedui.keys import ca as _ca
 from hedui.keys import dsse
 from hedui.keys.directory import DirectorySpec, build, sign_directory
-from hedui.keys.errors import DirectorySpecError
-from hedui.keys.errors import KeyFileError
+from hedui.keys.errors import DirectorySpecError, KeyFileError
 from hedui.keys.keyfile import load_private_key, save_private_key, write_private
 from hedui.keys.signing import SigningKey
 
