@@ -291,6 +291,27 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has ended; it waits only for init to reap it
+
+
 @pytest.mark.slow
 def test_resume_after_kill_9(engine, store_url, tmp_path):
     mapping = write_sql(f"sqlite:///{tmp_path / 'ss.db'}", residents=300, seed=6, dirty=0.3,
@@ -309,8 +330,16 @@ def test_resume_after_kill_9(engine, store_url, tmp_path):
                 break
             assert child.poll() is None, "the build ended before it could be killed"
             time.sleep(0.02)
+        workers = _children(child.pid)
+        assert workers, "the build runs its token worker in a process of its own"
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
+        # No orphaned worker: the token worker (and multiprocessing's resource tracker) end
+        # with the build that was killed (a poll with a deadline, not a timing assertion).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and [w for w in workers if _alive(w)]:
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)], "orphaned worker processes after kill -9"
     finally:
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)

@@ -76,9 +76,36 @@ class IndexReport:
 _worker_key: ServerKey | None = None
 
 
-def _init_worker(key: ServerKey) -> None:
+def _init_worker(key: ServerKey, parent: int) -> None:
     global _worker_key
     _worker_key = key
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A token worker ends when the build that spawned it ends, even by ``kill -9`` (which
+    runs no clean-up): on Linux the kernel sends it SIGKILL (``PR_SET_PDEATHSIG``); elsewhere,
+    and for a parent that died before that was set, a watchdog thread sees the new parent."""
+    import threading
+    import time
+
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass  # not Linux: the watchdog below does it
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)  # a duration, not the date: no clock involved
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _tokens(identities: list[str]) -> list[bytes]:
@@ -95,7 +122,7 @@ class _Tokenizer:
         self._pool = None
         if workers > 0:
             self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(key,))
+                                             initializer=_init_worker, initargs=(key, os.getpid()))
 
     def submit(self, identities: list[str]) -> list[Future] | list[bytes]:
         if self._pool is None:
