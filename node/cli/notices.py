@@ -24,6 +24,7 @@ from hedui.adapters.records import Record
 from hedui.common.clock import Clock, fmt_instant
 from hedui.node.cli._common import AS_OF_HELP, as_of_clock, cli_errors, console, emit_json, fail, wall_clock
 from hedui.node.cli._discovery import DB, JSON, node_config, secret_file, store
+from hedui.node.discovery.calendar import WorkCalendar
 from hedui.node.discovery.detect import Detection
 
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ def detect_cmd(
     json_out: bool = JSON,
 ) -> None:
     """Run detection rules now and list what they find (public fields only)."""
-    from hedui.node.discovery.calendar import WorkCalendar
     from hedui.node.discovery.detect import detect
     from hedui.node.discovery.outbox import enqueue
     from hedui.node.discovery.rules import default_rules, load_rules
@@ -95,7 +95,8 @@ def detect_cmd(
         if signing_key is None or hub_sealing_key is None:
             fail("--enqueue: want --signing-key (this department's key) and --hub-sealing-key (the hub's public key)")
         sign_and_seal = _signer(provider, enqueue_to, signing_key, hub_sealing_key, wall)
-    found = detect(records, ruleset, run_date, WorkCalendar(calendar_overrides), provider=provider, dedup_secret=secret)
+    cal = WorkCalendar(calendar_overrides)
+    found = detect(records, ruleset, run_date, cal, provider=provider, dedup_secret=secret)
     queued = 0
     if enqueue_to is not None and sign_and_seal is not None and db is not None:
         engine = store(db)
@@ -105,7 +106,7 @@ def detect_cmd(
                     queued += enqueue(conn, d, sign_and_seal, hub=enqueue_to, now=wall.now())[1]
         finally:
             engine.dispose()
-    rows = [d.public() for d in found]
+    rows = [_with_basis(d.public(), d, cal) for d in found]
     if json_out:
         emit_json({"as_of": run_date.isoformat(), "detections": rows, "queued": queued})
         return
@@ -154,11 +155,17 @@ def _signer(provider: str, hub: str, signing_key: Path, hub_sealing_key: Path,
     return sign_and_seal
 
 
+def _with_basis(row: dict, d: Detection, cal: WorkCalendar) -> dict:
+    """The public row and what its due date rests on (official / override / weekdays-only)."""
+    return {**row, "due_basis": cal.basis_between(d.event_date, d.due_date)}
+
+
 def _print_detections(rows: list[dict], run_date: date, tail: str) -> None:
     table = Table("rule", "event type", "region", "event date", "due", "period", "key")
     for r in rows:
-        table.add_row(r["rule"], r["event_type"], r["region"], r["event_date"], r["due_date"], r["period"],
-                      r["dedup_key"][:12])
+        basis = r.get("due_basis", "official")
+        due = r["due_date"] + ("" if basis == "official" else f" ({basis})")
+        table.add_row(r["rule"], r["event_type"], r["region"], r["event_date"], due, r["period"], r["dedup_key"][:12])
     console.print(table)
     console.print(f"{len(rows)} detection(s) for {run_date}{tail}")
 
@@ -172,10 +179,13 @@ def _detect_on_node(config: Path, as_of: str | None, json_out: bool) -> None:
         # The run date is a local date in the zone the directory names; the notices are
         # stamped by the node's own clock.
         run_date = as_of_clock(as_of, wall=rt.clock, future=False).today()
-        run = _notices(rt, config).run_now(run_date)
+        notices = _notices(rt, config)
+        run = notices.run_now(run_date)
     finally:
         rt.close()
     out = run.as_dict()
+    out["detections"] = [_with_basis(row, d, notices.calendar)
+                         for row, d in zip(out["detections"], run.detections, strict=True)]
     if json_out:
         emit_json(out)
         return
