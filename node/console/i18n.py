@@ -105,6 +105,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ref.title": ("线索转办单", "Referrals"), "ref.id": ("转办单号", "Referral"), "ref.assignee": ("承办单位", "Assignee"),
     "ref.created": ("转办时间", "Referred"), "ref.due": ("办结期限", "Due"), "ref.status": ("状态", "Status"),
     "ref.outcome": ("反馈结果", "Outcome"), "ref.programme": ("纳入救助项目", "Programme"), "ref.overdue": ("已逾期", "overdue"),
+    "ref.basis.weekdays-only": ("无官方节假日数据，仅按周一至周五计算", "weekdays only: no official holiday data"),
+    "ref.basis.override": ("按运维补充日历计算", "per the operator's calendar override"),
     "ref.overdue_only": ("只看逾期", "Overdue only"), "ref.respond": ("登记反馈", "Record the answer"),
     "ref.respond_title": ("登记转办单 {id} 的反馈", "Answer to referral {id}"), "ref.escalate": ("督办全部逾期转办单", "Escalate every overdue referral"),
     "ref.escalated_n": ("已督办 {n} 张逾期转办单。", "Escalated {n} overdue referral(s)."), "ref.none": ("没有符合条件的转办单。", "No referrals match."),
