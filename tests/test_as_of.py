@@ -72,3 +72,12 @@ def test_today_in_china_is_not_the_future_although_it_is_tomorrow_in_utc(capsys)
         as_of_clock("2026-12-02", wall=WALL, future=False)
     err = capsys.readouterr().err
     assert "--as-of: got 2026-12-02, in the future (now 2026-12-01 07:30 (UTC+8))" in " ".join(err.split())
+
+
+def test_reports_show_instants_in_the_federation_zone_without_microseconds():
+    from hedui.node.html import _instant
+
+    assert _instant("2026-11-30T18:40:12.123456+00:00") == "2026-12-01 02:40 (UTC+8)"
+    assert _instant(dt.datetime(2026, 11, 30, 18, 40, 59, 999999, tzinfo=UTC)) == "2026-12-01 02:40 (UTC+8)"
+    assert _instant("2026-11-30T18:40:00Z", "Asia/Kathmandu") == "2026-12-01 00:25 (UTC+5:45)"
+    assert _instant(None) == "" and _instant("") == ""
