@@ -20,7 +20,7 @@ from hedui.adapters.records import Fact, Record
 from hedui.common.clock import FixedClock
 from hedui.keys.sealing import SealingKey
 from hedui.node.discovery import tables as t
-from hedui.node.discovery.calendar import CHINA_TZ, WorkCalendar
+from hedui.node.discovery.calendar import CHINA_TZ, CalendarFallbackWarning, WorkCalendar
 from hedui.node.discovery.detect import detect
 from hedui.node.discovery.hub import Hub
 from hedui.node.discovery.notice import NOTICE_PAYLOAD_TYPE, RECEIPT_PAYLOAD_TYPE, open_notice, seal_notice
@@ -558,9 +558,10 @@ def test_deadline_beyond_the_official_calendar_is_marked(engine, hub_key, tmp_pa
     made = datetime(y, 12, 25, 10, tzinfo=CHINA_TZ)
     clock = FixedClock(made)
     hub = Hub(engine, hub=HUB, person_secret=b"p" * 32, sealing_public=hub_key.public_bytes(),
-              routing=ROUTING, calendar=CAL, clock=clock)
-    acc = hub.add_manual_lead(identity=PEOPLE[0], region="370304001", event_type="illness",
-                              event_date=made.date(), reporter="grid-0107")
+              routing=ROUTING, calendar=WorkCalendar(), clock=clock)
+    with pytest.warns(CalendarFallbackWarning, match=f"no official holiday data for {y + 1}"):
+        acc = hub.add_manual_lead(identity=PEOPLE[0], region="370304001", event_type="illness",
+                                  event_date=made.date(), reporter="grid-0107")
     ref = hub.referral(acc.referral_id)
     assert ref.created_on == made.date() and ref.due_basis == "weekdays-only"
     # Weekdays from 25 December: 26 (Mon..Fri counting skips weekends) — computed here by hand.
