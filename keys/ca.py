@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hedui.common.errors import Reason
 from hedui.keys.errors import CertificateError, KeyFileError
-from hedui.keys.keyfile import load_private_key, save_private_key
+from hedui.keys.keyfile import PURPOSE_CA, load_private_key, save_private_key
 
 __all__ = [
     "Authority",
@@ -89,7 +89,7 @@ class Authority:
     @classmethod
     def load(cls, cert_path: Path, key_path: Path, pw: bytes) -> Authority:
         cert = load_cert(cert_path)
-        key = load_private_key(key_path, pw)
+        key = load_private_key(key_path, pw, purpose=PURPOSE_CA)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
             raise KeyFileError(f"CA key {key_path}: does not match certificate {cert_path}")
         return cls(cert, key)
@@ -121,7 +121,7 @@ def create_authority(name: str, cert_path: Path, key_path: Path, pw: bytes, *, n
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    save_private_key(key_path, key, pw)
+    save_private_key(key_path, key, pw, purpose=PURPOSE_CA)
     Path(cert_path).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return Authority(cert, key)
 

@@ -46,6 +46,10 @@ class TlsSection(_Section):
 class KeysSection(_Section):
     signing: Path = Field(description="Encrypted PKCS#8 Ed25519 key that signs answers, notices, checkpoints")
     passphrase_env: str = Field(default="HEDUI_KEY_PASSPHRASE")
+    allow_legacy: bool = Field(
+        default=True,
+        description="Read key files in the older PKCS#8/PBKDF2 format (with a warning); false refuses them",
+    )
 
 
 class DirectorySection(_Section):

@@ -83,7 +83,7 @@ class Runtime:
     def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True, clock: Clock | None = None) -> Runtime:
         """``clock``: what the node reads the time from (DESIGN.md "Time"); by default the wall
         clock in the zone the signed directory names. Tests and ``--as-of`` pass a FixedClock."""
-        from hedui.keys.keyfile import load_private_key
+        from hedui.keys.keyfile import PURPOSE_TLS, load_private_key
 
         wall = clock if clock is not None else SystemClock()
 
@@ -97,10 +97,11 @@ class Runtime:
             raise ConfigError(f"tls.cert: {exc.message}", reason=exc.reason) from None
         if member_of_cert(cert) != member:
             raise ConfigError(f"tls.cert: got CN {member_of_cert(cert)!r}, want node.member {member!r}")
-        tls_key = load_private_key(cfg.path(cfg.tls.key), pw)
+        legacy_ok = cfg.keys.allow_legacy
+        tls_key = load_private_key(cfg.path(cfg.tls.key), pw, purpose=PURPOSE_TLS, allow_legacy=legacy_ok)
         if tls_key.public_key() != cert.public_key():
             raise ConfigError("tls.key: does not match tls.cert")
-        signer = SigningKey.load(member, cfg.path(cfg.keys.signing), pw)
+        signer = SigningKey.load(member, cfg.path(cfg.keys.signing), pw, allow_legacy=legacy_ok)
         authority = load_public("authority", cfg.path(cfg.directory.authority_key))
 
         engine = open_engine(cfg.store_url())
@@ -166,7 +167,7 @@ class Runtime:
         if "hub" in roles and h is not None:
             self.hub = HubState(
                 rules=load_rules(cfg.path(h.rules) if h.rules else None),
-                discovery=load_hub(cfg, self.engine, self.directory) if h.routing is not None else None,
+                discovery=load_hub(cfg, self.engine, self.directory, self.passphrase) if h.routing is not None else None,
                 sealing_key=load_sealing_key(cfg, self.directory, self.passphrase) if h.sealing_key is not None else None,
             )
 

@@ -67,13 +67,17 @@ def hub_with_config(db: str | None, hub_config: Path | None, config: Path | None
         )
         engine = store(cfg.store_url(), "--config store.url")
         try:
-            return load_hub(cfg, engine, directory), cfg
+            from hedui.keys.keyfile import passphrase
+
+            return load_hub(cfg, engine, directory, lambda: passphrase(env=cfg.keys.passphrase_env)), cfg
         except BaseException:
             engine.dispose()
             raise
     if db is None or hub_config is None:
         fail("--config: got nothing, want the hub's node.toml (or both --db and --hub-config)")
-    return Hub.from_config(store(db), hub_config), None
+    from hedui.keys.keyfile import passphrase
+
+    return Hub.from_config(store(db), hub_config, passphrase=passphrase), None
 
 
 def open_hub(db: str | None, hub_config: Path | None, config: Path | None = None):

@@ -86,6 +86,15 @@ class Testbed:
         return (self.clock or SystemClock()).now()
 
     @property
+    def ca_passphrase(self) -> str:
+        """The CA key's own passphrase (issue 18: not the directory key's, not a member's)."""
+        return self.passphrase + "-ca"
+
+    @property
+    def directory_passphrase(self) -> str:
+        return self.passphrase + "-directory"
+
+    @property
     def authority(self) -> fed.AuthorityDir:
         return fed.AuthorityDir(self.root / "authority")
 
@@ -111,11 +120,14 @@ class Testbed:
         pw = self.passphrase.encode()
         self.root.mkdir(parents=True, exist_ok=True)
         write_private(self.root / "passphrase", pw + b"\n")
-        fed.init_authority(self.authority.root, "Hedui demo federation CA", pw, now=self.now())
+        fed.init_authority(
+            self.authority.root, "Hedui demo federation CA", self.ca_passphrase.encode(),
+            self.directory_passphrase.encode(), now=self.now(),
+        )
         for m in self.members:
             m.port = m.port or free_port()
             md = fed.init_member(self.member_dir(m.code), m.code, "127.0.0.1", pw)
-            fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, pw, now=self.now())
+            fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, self.ca_passphrase.encode(), now=self.now())
         # The set-up steps, in order: department data and OPRF seeds, then discovery (which
         # adds events to the department data where there is some).
         provider.create(self)
@@ -135,7 +147,9 @@ class Testbed:
             "policy": self.policy or default_policy(self.members),
         }
         self.spec_path.write_text(tomli_w.dumps(spec), encoding="utf-8")
-        return fed.sign_directory_file(self.authority, self.spec_path, self.directory_path, self.passphrase.encode(), now=self.now())
+        return fed.sign_directory_file(
+            self.authority, self.spec_path, self.directory_path, self.directory_passphrase.encode(), now=self.now()
+        )
 
     def _member_spec(self, m: MemberPlan) -> dict:
         rel = f"members/{m.code}"
