@@ -76,6 +76,11 @@ class ProviderSection(_Section):
         "(default: dedup.secret next to a SQLite store, else next to node.toml)",
     )
     calendar_overrides: Path | None = Field(default=None, description="Working-day override file for due dates")
+    replay_window_hours: int = Field(
+        default=24, ge=1, le=24 * 400,
+        description="How long a request id and its cached signed answer are kept (retries within it get the "
+        "same answer); must outlast any retry",
+    )
     detect_at: str = Field(
         default="01:30",
         description="Local (China) time of the daily detection run, HH:MM; \"manual\" runs detection only "

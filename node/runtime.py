@@ -11,6 +11,8 @@ message, so ``hedui node serve`` refuses to start instead of serving with a bad 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,17 +20,19 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from hedui.common.clock import Clock, ClockError, SystemClock, zone
+from hedui.keys import dsse
 from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, member_of_cert
-from hedui.keys.directory import TrustedDirectory, load_directory
+from hedui.keys.directory import TrustedDirectory, directory_digest, load_directory
 from hedui.keys.keyfile import passphrase
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey, load_public
+from hedui.node.audit.entry import Kind
 from hedui.node.audit.recorder import NodeAudit, open_audit
 from hedui.node.client import Peers, channel_credentials
 from hedui.node.config import NodeConfig, load_config
 from hedui.node.discovery.hub import Hub, load_hub, load_sealing_key
 from hedui.node.discovery.provider import ProviderNotices
-from hedui.node.errors import ConfigError, VerificationError
+from hedui.node.errors import ConfigError, Reason, VerificationError
 from hedui.node.metrics import Metrics
 from hedui.node.store import migrate
 from hedui.node.store.db import open_engine
@@ -109,12 +113,22 @@ class Runtime:
             if run_migrations:
                 migrate.upgrade(engine)
             min_version = _state_int(engine, "directory_version")
+            accepted = _state(engine, "directory_digest")
         except ConfigError:
             raise
         except Exception as exc:  # a store that is down or not ours
             engine.dispose()
             raise ConfigError(f"store.url: cannot open the store ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-        directory = load_directory(cfg.path(cfg.directory.path), authority, min_version=min_version, now=wall.now())
+        try:
+            directory = load_directory(
+                cfg.path(cfg.directory.path), authority, min_version=min_version, now=wall.now(),
+                accepted_digest=bytes.fromhex(accepted) if accepted else None,
+            )
+        except ConfigError as exc:
+            if exc.reason == Reason.DIRECTORY_SPLIT_VIEW:
+                _remember_split_view(engine, cfg.path(cfg.directory.path), min_version, accepted or "", wall)
+            engine.dispose()
+            raise
         if clock is None:
             try:
                 clock = SystemClock(zone(directory.msg.time_zone))
@@ -131,6 +145,7 @@ class Runtime:
         if cert_fingerprint(ca) != bytes(directory.msg.ca_fingerprint):
             raise ConfigError("tls.ca: differs from the CA named in the directory")
         _set_state(engine, "directory_version", str(directory.version))
+        _set_state(engine, "directory_digest", directory_digest(directory).hex())
         rt = cls(
             config=cfg,
             member=member,
@@ -145,6 +160,7 @@ class Runtime:
         )
         rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem))
         rt.audit = open_audit(rt)
+        _audit_split_view(rt)
         try:
             rt._open_roles()
         except BaseException:
@@ -179,6 +195,43 @@ class Runtime:
         if getattr(self, "audit", None) is not None:
             self.audit.close()
         self.engine.dispose()
+
+
+def _remember_split_view(engine: Engine, path: Path, version: int, accepted: str, clock: Clock) -> None:
+    """A second directory under an accepted version number: the node refuses to start (the
+    caller raises), logs it, and keeps the evidence in ``node_state`` until the audit log is
+    open again, where :func:`_audit_split_view` records it."""
+    try:
+        offered = hashlib.sha256(dsse.from_json(path.read_text(encoding="utf-8")).payload).hexdigest()
+    except (OSError, ValueError, VerificationError):
+        offered = ""
+    log.error(
+        "directory v%d at %s differs from the v%d already accepted (%s… vs %s…): possible split view; refused",
+        version, path, version, offered[:16], accepted[:16],
+    )
+    _set_state(engine, "directory_split_view", json.dumps({
+        "version": version, "accepted_digest": accepted, "refused_digest": offered, "at": clock.now().isoformat(),
+    }))
+
+
+def _audit_split_view(rt: Runtime) -> None:
+    pending = _state(rt.engine, "directory_split_view")
+    if not pending:
+        return
+    seen = json.loads(pending)
+    rt.audit.record(Kind.ADMIN, {
+        "action": "directory.split_view_refused", "operator": "hedui/node",
+        "version": seen["version"], "accepted_digest": seen["accepted_digest"],
+        "refused_digest": seen["refused_digest"], "refused_at": seen["at"],
+    })
+    with rt.engine.begin() as c:
+        c.execute(node_state.delete().where(node_state.c.key == "directory_split_view"))
+
+
+def _state(engine: Engine, key: str) -> str | None:
+    with engine.connect() as c:
+        v = c.execute(select(node_state.c.value).where(node_state.c.key == key)).scalar()
+    return str(v) if v else None
 
 
 def _state_int(engine: Engine, key: str) -> int:
