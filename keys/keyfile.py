@@ -116,8 +116,9 @@ class KdfParams:
         if 128 * self.r * (1 << self.log2_n) > MAX_MEMORY:
             raise KeyFileError(f"kdf: got N = 2^{self.log2_n} with r = {self.r} (over 1 GiB), want at most 1 GiB")
 
-    def derive(self, pw: bytes, salt: bytes) -> bytes:
-        return Scrypt(salt=salt, length=32, n=1 << self.log2_n, r=self.r, p=self.p).derive(pw)
+    def derive(self, pw: bytes, salt: bytes, length: int = 32) -> bytes:
+        """scrypt(pw, salt, N, r, p, length) — RFC 7914 §6; the AES-256 key is its 32 bytes."""
+        return Scrypt(salt=salt, length=length, n=1 << self.log2_n, r=self.r, p=self.p).derive(pw)
 
 
 DEFAULT_PARAMS = KdfParams()
