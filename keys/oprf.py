@@ -60,10 +60,12 @@ _SEED_SIZE = 32
 
 
 _STDERR_LOCK = threading.Lock()
-# The Rust panic hook's report: "thread '<name>' (<id>) panicked at <file>:<line>:<col>:", the
-# message, and with RUST_BACKTRACE a numbered trace ending in a "note: ..." line.
+# The Rust panic hook's report: a newline, "thread '<name>' (<id>) panicked at <file>:<line>:<col>:",
+# the message line, then (with RUST_BACKTRACE) "stack backtrace:", numbered frames and their
+# "at" lines, and "note: ..." lines (the first panic of a process only).
 _PANIC_REPORT = re.compile(
-    rb"thread '[^'\n]*'(?: \(\d+\))? panicked at [^\n]*\n(?:[^\n]*\n)*?(?:note: [^\n]*\n|(?=thread '))", re.M
+    rb"\n?thread '[^'\n]*'(?: \(\d+\))? panicked at [^\n]*\n[^\n]*\n"
+    rb"(?:(?:stack backtrace:|note: [^\n]*|[ \t]+\d+: [^\n]*|[ \t]+at [^\n]*)\n)*"
 )
 
 
