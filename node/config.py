@@ -44,7 +44,7 @@ class TlsSection(_Section):
 
 
 class KeysSection(_Section):
-    signing: Path = Field(description="Encrypted PKCS#8 Ed25519 key that signs answers, notices, checkpoints")
+    signing: Path = Field(description="Ed25519 key file (keys/keyfile.py) that signs answers, notices, checkpoints")
     passphrase_env: str = Field(default="HEDUI_KEY_PASSPHRASE")
     allow_legacy: bool = Field(
         default=True,

@@ -163,3 +163,31 @@ def test_plaintext_person_secret_is_migrated_at_start(hub_bed):
         rt.close()
     assert b"q" * 32 not in path.read_bytes() and path.stat().st_mode & 0o777 == 0o600
     assert keyfile.load_secret(path, tb.passphrase.encode(), label="hedui-person-secret") == b"q" * 32
+
+
+def test_node_reads_a_legacy_key_with_a_warning_and_refuses_it_when_strict(hub_bed, caplog):
+    """Downgrade: an old-format (PBKDF2) key file swapped in for the node's signing key."""
+    import logging
+    import tomllib
+
+    import tomli_w
+    from cryptography.hazmat.primitives import serialization
+
+    from hedui.node.errors import ConfigError
+    from hedui.node.runtime import Runtime
+
+    tb, code = hub_bed
+    md = tb.member_dir(code)
+    pw = tb.passphrase.encode()
+    key = SigningKey.load(code, md / "signing.key", pw)
+    (md / "signing.key").write_bytes(key.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(pw)
+    ))
+    with caplog.at_level(logging.WARNING, logger="hedui.keys"):
+        Runtime.open(tb.config_path(code), clock=FixedClock(NOW)).close()
+    assert any("signing.key" in r.getMessage() and "rekey" in r.getMessage() for r in caplog.records)
+    cfg = tomllib.loads(tb.config_path(code).read_text(encoding="utf-8"))
+    cfg["keys"]["allow_legacy"] = False
+    tb.config_path(code).write_text(tomli_w.dumps(cfg), encoding="utf-8")
+    with pytest.raises(ConfigError, match="got an older PKCS#8 PBES2"):
+        Runtime.open(tb.config_path(code), clock=FixedClock(NOW))

@@ -443,7 +443,7 @@ def load_sealing_key(cfg: NodeConfig, directory: TrustedDirectory, passphrase: b
     h = cfg.hub
     if h is None or h.sealing_key is None:
         raise ConfigError('hub.sealing_key: got none, want the hub\'s encrypted sealing key, e.g. sealing_key = "sealing.key"')
-    key = SealingKey.load(cfg.path(h.sealing_key), passphrase)
+    key = SealingKey.load(cfg.path(h.sealing_key), passphrase, allow_legacy=cfg.keys.allow_legacy)
     if key.public_bytes() != bytes(directory.member(cfg.node.member).sealing_key):
         raise ConfigError(
             f"hub.sealing_key: public part differs from the sealing key in directory v{directory.version}, "
