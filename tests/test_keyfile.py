@@ -208,3 +208,16 @@ def test_rekey_encrypts_a_plaintext_person_secret(tmp_path):
     assert (r.purpose, r.was) == ("hedui-person-secret", "plaintext")
     assert b"p" * 32 not in path.read_bytes()
     assert keyfile.load_secret(path, PW, label="hedui-person-secret") == b"p" * 32
+
+
+def test_rekey_of_a_legacy_sealing_key(tmp_path):
+    from hedui.keys.sealing import SealingKey
+
+    key = SealingKey.generate()
+    enc = serialization.BestAvailableEncryption(PW)
+    path = tmp_path / "hub-sealing.pem"  # a name that says nothing: the two PKCS#8 blocks do
+    path.write_bytes(b"# hedui sealing key\n" + b"".join(
+        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc) for k in (key._mlkem, key._x25519)
+    ))
+    assert rekey(path, PW, PW).purpose == "sealing-key"
+    assert SealingKey.load(path, PW, allow_legacy=False).public_bytes() == key.public_bytes()

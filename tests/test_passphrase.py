@@ -191,3 +191,19 @@ def test_node_reads_a_legacy_key_with_a_warning_and_refuses_it_when_strict(hub_b
     tb.config_path(code).write_text(tomli_w.dumps(cfg), encoding="utf-8")
     with pytest.raises(ConfigError, match="got an older PKCS#8 PBES2"):
         Runtime.open(tb.config_path(code), clock=FixedClock(NOW))
+
+
+def test_cli_passphrase_fd(tmp_path, monkeypatch):
+    monkeypatch.delenv("HEDUI_KEY_PASSPHRASE", raising=False)
+    monkeypatch.delenv("HEDUI_KEY_PASSPHRASE_FILE", raising=False)
+    path = tmp_path / "secret.bin"
+    keyfile.save_secret(path, b"x" * 32, b"through a pipe", label="hedui-oprf-seed")
+    r, w = os.pipe()
+    os.write(w, b"through a pipe\n")
+    os.close(w)
+    res = _cli(["--passphrase-fd", str(r), "keys", "rekey", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"purpose": "hedui-oprf-seed"' in res.output and '"was": "v1"' in res.output
+    assert keyfile.load_secret(path, b"through a pipe", label="hedui-oprf-seed") == b"x" * 32
+    with pytest.raises(OSError):
+        os.fstat(r)  # read to its end and closed
