@@ -70,7 +70,7 @@ def rekey(path: Path, old_pw: bytes, new_pw: bytes, *, purpose: str | None = Non
         raise KeyFileError(f"key file {path}: purpose: got {found!r} in the file, want {purpose!r} (--purpose)")
     if purpose is None:
         raise KeyFileError(f"key file {path}: purpose: got none, want --purpose, one of {', '.join(PURPOSES)}")
-    if keyfile.is_current(data) or data.lstrip().startswith((b"{", b"-----BEGIN ENCRYPTED")):
+    if keyfile.is_current(data) or data.lstrip().startswith(b"{") or b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data:
         opened = keyfile.open_bytes(data, old_pw, purpose=purpose, source=f"key file {path}")
         plaintext, was = opened.plaintext, opened.legacy or "v1"
     elif purpose == keyfile.PURPOSE_PERSON_SECRET and len(data) >= 32:
