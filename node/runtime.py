@@ -173,6 +173,11 @@ class Runtime:
         roles = cfg.node.roles
         p = cfg.provider
         if "provider" in roles and p is not None:
+            # Replay-cache entries past their window go at start too, not only with the next answer.
+            from hedui.node.policy import prune_replay_cache, replay_window
+
+            with self.engine.begin() as c:
+                prune_replay_cache(c, self.clock.now(), replay_window(self))
             # Lookups need an OPRF key and a field catalogue; a department that only pushes
             # notices (fire, traffic police) runs without them.
             if p.oprf_seed is not None:
