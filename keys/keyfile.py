@@ -178,12 +178,13 @@ def parse(data: bytes) -> Header:
     """Parses a v1 file (armoured or raw binary) without decrypting. :class:`KeyFileError`
     names the first thing that is wrong; never reads past the end, never allocates by a
     length the file claims beyond its own size."""
-    raw = data.strip()
-    if raw.startswith(_PEM_BEGIN):
-        if not raw.endswith(_PEM_END):
+    raw = bytes(data)
+    armoured = raw.strip()
+    if armoured.startswith(_PEM_BEGIN):
+        if not armoured.endswith(_PEM_END):
             raise KeyFileError("file: got no END line, want a complete HEDUI ENCRYPTED KEY block")
         try:
-            raw = base64.b64decode(b"".join(raw[len(_PEM_BEGIN):-len(_PEM_END)].split()), validate=True)
+            raw = base64.b64decode(b"".join(armoured[len(_PEM_BEGIN):-len(_PEM_END)].split()), validate=True)
         except (binascii.Error, ValueError):
             raise KeyFileError("file: got a body that is not base64, want a HEDUI ENCRYPTED KEY block") from None
     if raw[:4] != MAGIC:

@@ -221,3 +221,12 @@ def test_rekey_of_a_legacy_sealing_key(tmp_path):
     ))
     assert rekey(path, PW, PW).purpose == "sealing-key"
     assert SealingKey.load(path, PW, allow_legacy=False).public_bytes() == key.public_bytes()
+
+
+def test_unarmoured_binary_form_opens_too():
+    data = keyfile.encrypt(b"binary form", PW, purpose="tls-key", params=CHEAP)
+    raw = bytes(_raw(data))
+    # The tag may end in bytes that look like whitespace: nothing may be stripped from it.
+    assert keyfile.decrypt(raw, PW, purpose="tls-key") == b"binary form"
+    with pytest.raises(KeyFileError, match="altered"):
+        keyfile.decrypt(raw + b"\n", PW, purpose="tls-key")
