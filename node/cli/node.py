@@ -15,10 +15,20 @@ _CONFIG = typer.Option(..., "--config", "-c", help="node.toml")
 
 @app.command("serve")
 @cli_errors
-def serve(config: Path = _CONFIG) -> None:
-    """Start the node (mTLS gRPC, health, reflection). Stops gracefully on SIGTERM/SIGINT."""
+def serve(
+    config: Path = _CONFIG,
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Key passphrase from this file"),
+    passphrase_fd: int | None = typer.Option(
+        None, "--passphrase-fd", help="Key passphrase from this descriptor (read to its end, then closed)"
+    ),
+) -> None:
+    """Start the node (mTLS gRPC, health, reflection). Stops gracefully on SIGTERM/SIGINT.
+    The key passphrase: --passphrase-file / --passphrase-fd, else $HEDUI_KEY_PASSPHRASE (removed
+    from the environment once read) or the file named by $HEDUI_KEY_PASSPHRASE_FILE."""
+    from hedui.node.cli.keys import take_passphrase
     from hedui.node.server import serve as _serve
 
+    take_passphrase(passphrase_file, passphrase_fd, env=None, option="--passphrase")
     _serve(config)
 
 
