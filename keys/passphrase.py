@@ -21,7 +21,6 @@ are there anyway), so a second key in the same process finds it after the variab
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 from pathlib import Path
@@ -109,7 +108,7 @@ def scrub_env(name: str) -> None:
     (through ``getenv``'s pointer, which points into that block or a ``setenv`` copy) removes
     them from it."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        libc = ctypes.CDLL(None)  # the process's own symbols: libc's getenv/strlen (no ldconfig run)
         libc.getenv.restype = ctypes.c_void_p
         ptr = libc.getenv(name.encode())
         if ptr:
