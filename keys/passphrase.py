@@ -9,8 +9,9 @@ for ``hedui keys rekey``). It is looked up, in order:
    descriptor (``--passphrase-fd``, e.g. ``3<secret`` or a pipe from a secrets manager) —
    :func:`provide`;
 2. the environment variable ``NAME``: accepted for compatibility, but read once and then
-   *removed*: its bytes are overwritten in place and the variable unset, so neither
-   ``/proc/<pid>/environ`` nor ``ps eww`` nor a child process shows it (issue 18 finding 2);
+   *removed*: its value is overwritten in place (with ``x``) and the variable unset, so
+   ``/proc/<pid>/environ`` and ``ps eww`` show only ``x``s and a child process does not
+   inherit it (issue 18 finding 2);
 3. the file named by the environment variable ``NAME_FILE`` (e.g. ``HEDUI_KEY_PASSPHRASE_FILE``).
 
 One trailing newline (``\\n`` or ``\\r\\n``) is stripped from a file or descriptor, as from
