@@ -42,6 +42,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -333,15 +334,15 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def key_der(key) -> bytes:
+def key_der(key: PrivateKeyTypes) -> bytes:
     return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def save_private_key(path: Path, key, pw: bytes, *, purpose: str) -> None:
+def save_private_key(path: Path, key: PrivateKeyTypes, pw: bytes, *, purpose: str) -> None:
     write_private(path, encrypt(key_der(key), pw, purpose=purpose))
 
 
-def load_private_key(path: Path, pw: bytes, *, purpose: str, allow_legacy: bool = True):
+def load_private_key(path: Path, pw: bytes, *, purpose: str, allow_legacy: bool = True) -> PrivateKeyTypes:
     opened = open_file(path, pw, purpose=purpose, allow_legacy=allow_legacy)
     try:
         return serialization.load_der_private_key(opened.plaintext, password=None)

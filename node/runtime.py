@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, select
 
 from hedui.common.clock import Clock, ClockError, SystemClock, zone
@@ -103,6 +104,8 @@ class Runtime:
             raise ConfigError(f"tls.cert: got CN {member_of_cert(cert)!r}, want node.member {member!r}")
         legacy_ok = cfg.keys.allow_legacy
         tls_key = load_private_key(cfg.path(cfg.tls.key), pw, purpose=PURPOSE_TLS, allow_legacy=legacy_ok)
+        if not isinstance(tls_key, ec.EllipticCurvePrivateKey):
+            raise ConfigError(f"tls.key: got a {type(tls_key).__name__}, want an ECDSA P-256 key (hedui keys init-member)")
         if tls_key.public_key() != cert.public_key():
             raise ConfigError("tls.key: does not match tls.cert")
         signer = SigningKey.load(member, cfg.path(cfg.keys.signing), pw, allow_legacy=legacy_ok)
