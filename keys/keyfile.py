@@ -71,6 +71,7 @@ __all__ = [
     "load_secret",
     "write_private",
     "set_default_params",
+    "legacy_seen",
     "PURPOSE_TLS",
     "PURPOSE_SIGNING",
     "PURPOSE_CA",
@@ -253,7 +254,17 @@ def _read(path: Path, what: str) -> bytes:
         raise KeyFileError(f"{what} {path}: {exc.strerror}") from None
 
 
+_legacy_seen: list[str] = []
+
+
+def legacy_seen() -> list[str]:
+    """The older-format files this process has opened (``hedui node check`` lists them)."""
+    return list(_legacy_seen)
+
+
 def _flag(source: str, kind: str, allow_legacy: bool) -> None:
+    if source not in _legacy_seen:
+        _legacy_seen.append(source)
     if not allow_legacy:
         raise KeyFileError(f"{source}: got an older {kind} file, want format v1 (run `hedui keys rekey {source.split()[-1]}`)")
     log.warning("%s: older %s encryption; re-encrypt it with `hedui keys rekey`", source, kind)

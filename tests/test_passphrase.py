@@ -186,6 +186,8 @@ def test_node_reads_a_legacy_key_with_a_warning_and_refuses_it_when_strict(hub_b
     with caplog.at_level(logging.WARNING, logger="hedui.keys"):
         Runtime.open(tb.config_path(code), clock=FixedClock(NOW)).close()
     assert any("signing.key" in r.getMessage() and "rekey" in r.getMessage() for r in caplog.records)
+    # What `hedui node check` lists (it opens the runtime the same way, with the wall clock).
+    assert any(f.endswith(str(md / "signing.key")) for f in keyfile.legacy_seen())
     cfg = tomllib.loads(tb.config_path(code).read_text(encoding="utf-8"))
     cfg["keys"]["allow_legacy"] = False
     tb.config_path(code).write_text(tomli_w.dumps(cfg), encoding="utf-8")

@@ -56,6 +56,7 @@ def migrate_cmd(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--
 @cli_errors
 def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")) -> None:
     """Validate config, keys, certificate and the signed directory without serving."""
+    from hedui.keys.keyfile import legacy_seen
     from hedui.node.runtime import Runtime
 
     rt = Runtime.open(config)
@@ -66,6 +67,8 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             "directory_version": rt.directory.version,
             "directory_expires_at": rt.directory.expires_at.isoformat(),
             "store": rt.engine.dialect.name,
+            # Key files still in the pre-issue-18 format (PBKDF2): `hedui keys rekey` each.
+            "legacy_key_files": legacy_seen(),
         }
     finally:
         rt.close()
@@ -74,6 +77,8 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
     else:
         console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
                       f"until {out['directory_expires_at']}, store {out['store']}")
+        for f in out["legacy_key_files"]:
+            console.print(f"warning: {f} is in the older PBKDF2 format; run `hedui keys rekey` on it")
 
 
 def _provider_cfg(config: Path):
