@@ -19,7 +19,7 @@ import tomli_w
 
 from hedui.common.clock import Clock, SystemClock
 from hedui.keys import federation as fed
-from hedui.keys.keyfile import PASSPHRASE_ENV, write_private
+from hedui.keys.keyfile import PASSPHRASE_ENV, KdfParams, set_default_params, write_private
 from hedui.node.testbed import discovery, provider
 
 __all__ = ["MemberPlan", "Testbed", "free_port", "DEFAULT_MEMBERS"]
@@ -81,6 +81,10 @@ class Testbed:
     #: The federation's clock (tests pass a FixedClock); None = the wall clock in the
     #: directory's zone, as a deployed node has.
     clock: Clock | None = None
+    #: scrypt cost of the key files it writes. The floor the reader accepts (N = 2^14), not the
+    #: product's 2^17: a testbed's keys are throwaway and its passphrase sits beside them in
+    #: ``passphrase``, so the work factor would buy nothing and cost the demo ~50 s of start-up.
+    kdf: KdfParams = field(default_factory=lambda: KdfParams(log2_n=14, r=8, p=1))
 
     def now(self) -> datetime:
         return (self.clock or SystemClock()).now()
@@ -116,6 +120,13 @@ class Testbed:
         return {PASSPHRASE_ENV: self.passphrase}
 
     def create(self) -> Testbed:
+        old = set_default_params(self.kdf)
+        try:
+            return self._create()
+        finally:
+            set_default_params(old)
+
+    def _create(self) -> Testbed:
         os.environ[PASSPHRASE_ENV] = self.passphrase
         pw = self.passphrase.encode()
         self.root.mkdir(parents=True, exist_ok=True)
