@@ -20,6 +20,7 @@ from hedui.keys import federation as fed
 from hedui.keys import keyfile, passphrase
 from hedui.keys.errors import KeyFileError
 from hedui.keys.signing import SigningKey
+from hedui.node.errors import ConfigError
 from hedui.node.testbed import DEFAULT_MEMBERS, MemberPlan, Testbed
 
 NOW = _dt.datetime(2026, 11, 30, 3, 0, tzinfo=_dt.UTC)
@@ -173,7 +174,6 @@ def test_node_reads_a_legacy_key_with_a_warning_and_refuses_it_when_strict(hub_b
     import tomli_w
     from cryptography.hazmat.primitives import serialization
 
-    from hedui.node.errors import ConfigError
     from hedui.node.runtime import Runtime
 
     tb, code = hub_bed
@@ -209,3 +209,25 @@ def test_cli_passphrase_fd(tmp_path, monkeypatch):
     assert keyfile.load_secret(path, b"through a pipe", label="hedui-oprf-seed") == b"x" * 32
     with pytest.raises(OSError):
         os.fstat(r)  # read to its end and closed
+
+
+def test_encrypted_person_secret_needs_the_passphrase_outside_a_node(hub_bed):
+    """`hedui leads … --db --hub-config` opens the hub file without a node: the key passphrase
+    is asked for only because the person secret is encrypted."""
+    from hedui.node.discovery.hub import Hub
+
+    tb, code = hub_bed
+    md = tb.member_dir(code)
+    public = (md / "sealing.pub").read_bytes()
+    asked = []
+
+    def pw() -> bytes:
+        asked.append(1)
+        return tb.passphrase.encode()
+
+    hub = Hub.from_config(None, md / "hub-discovery.toml", sealing_public=public, passphrase=pw)  # type: ignore[arg-type]
+    assert asked == [1] and len(hub._secret) == 32
+    with pytest.raises(ConfigError, match="is encrypted; want the key passphrase"):
+        Hub.from_config(None, md / "hub-discovery.toml", sealing_public=public)  # type: ignore[arg-type]
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        Hub.from_config(None, md / "hub-discovery.toml", sealing_public=public, passphrase=b"not it at all")  # type: ignore[arg-type]
