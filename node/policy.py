@@ -13,7 +13,9 @@ window (``[provider] replay_window_hours``, default 24 h, at least 1 h) and then
 (in the transaction that stores the next answer; :func:`prune_replay_cache`). The window
 must outlast any retry: a hub retries one request within its call (at most 3 attempts of
 10 s, ``node/verification/cases.py``) and uses a fresh request id for every new run, so a
-day leaves a wide margin while no longer keeping every answer forever.
+day leaves a wide margin while no longer keeping every answer forever. An id reused after
+the window is a new request (charged and audited again); only an authenticated member can
+send it.
 """
 
 from __future__ import annotations
