@@ -17,12 +17,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Engine, select
 
 from hedui.common.clock import Clock, ClockError, SystemClock, zone
 from hedui.keys import dsse
-from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, member_of_cert
+from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, load_tls_key, member_of_cert
 from hedui.keys.directory import TrustedDirectory, directory_digest, load_directory
 from hedui.keys.keyfile import passphrase
 from hedui.keys.sealing import SealingKey
@@ -88,8 +87,6 @@ class Runtime:
     def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True, clock: Clock | None = None) -> Runtime:
         """``clock``: what the node reads the time from (DESIGN.md "Time"); by default the wall
         clock in the zone the signed directory names. Tests and ``--as-of`` pass a FixedClock."""
-        from hedui.keys.keyfile import PURPOSE_TLS, load_private_key
-
         wall = clock if clock is not None else SystemClock()
 
         pw = passphrase(env=cfg.keys.passphrase_env)
@@ -103,9 +100,7 @@ class Runtime:
         if member_of_cert(cert) != member:
             raise ConfigError(f"tls.cert: got CN {member_of_cert(cert)!r}, want node.member {member!r}")
         legacy_ok = cfg.keys.allow_legacy
-        tls_key = load_private_key(cfg.path(cfg.tls.key), pw, purpose=PURPOSE_TLS, allow_legacy=legacy_ok)
-        if not isinstance(tls_key, ec.EllipticCurvePrivateKey):
-            raise ConfigError(f"tls.key: got a {type(tls_key).__name__}, want an ECDSA P-256 key (hedui keys init-member)")
+        tls_key = load_tls_key(cfg.path(cfg.tls.key), pw, allow_legacy=legacy_ok)
         if tls_key.public_key() != cert.public_key():
             raise ConfigError("tls.key: does not match tls.cert")
         signer = SigningKey.load(member, cfg.path(cfg.keys.signing), pw, allow_legacy=legacy_ok)
