@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hedui.common.errors import Reason
 from hedui.keys.errors import CertificateError, KeyFileError
-from hedui.keys.keyfile import load_private_key, save_private_key
+from hedui.keys.keyfile import PURPOSE_CA, PURPOSE_TLS, load_private_key, save_private_key
 
 __all__ = [
     "Authority",
@@ -29,6 +29,7 @@ __all__ = [
     "make_csr",
     "issue",
     "load_cert",
+    "load_tls_key",
     "cert_fingerprint",
     "check_issued_by",
     "member_of_cert",
@@ -40,6 +41,14 @@ _MEMBER_DAYS = 397
 
 def new_tls_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
+
+
+def load_tls_key(path: Path, pw: bytes, *, allow_legacy: bool = True) -> ec.EllipticCurvePrivateKey:
+    """A member's TLS private key (key file purpose ``tls-key``), which must be ECDSA."""
+    key = load_private_key(path, pw, purpose=PURPOSE_TLS, allow_legacy=allow_legacy)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise KeyFileError(f"key file {path}: got a {type(key).__name__}, want an ECDSA P-256 key (hedui keys init-member)")
+    return key
 
 
 def load_cert(path: Path) -> x509.Certificate:
@@ -89,7 +98,7 @@ class Authority:
     @classmethod
     def load(cls, cert_path: Path, key_path: Path, pw: bytes) -> Authority:
         cert = load_cert(cert_path)
-        key = load_private_key(key_path, pw)
+        key = load_private_key(key_path, pw, purpose=PURPOSE_CA)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
             raise KeyFileError(f"CA key {key_path}: does not match certificate {cert_path}")
         return cls(cert, key)
@@ -121,7 +130,7 @@ def create_authority(name: str, cert_path: Path, key_path: Path, pw: bytes, *, n
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    save_private_key(key_path, key, pw)
+    save_private_key(key_path, key, pw, purpose=PURPOSE_CA)
     Path(cert_path).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return Authority(cert, key)
 

@@ -8,6 +8,7 @@ expired directory or one older than the newest version they have accepted.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,7 +27,8 @@ from hedui.keys.errors import DirectoryError, DirectorySpecError
 from hedui.keys.signing import SigningKey, VerifyingKey, load_public
 from hedui.v1 import common_pb2, directory_pb2
 
-__all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory", "load_directory", "PURPOSES", "ROLES"]
+__all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory",
+    "directory_digest", "load_directory", "PURPOSES", "ROLES"]
 
 PURPOSES = {
     "dibao": common_pb2.PURPOSE_DIBAO,
@@ -245,13 +247,24 @@ class TrustedDirectory:
         ]
 
 
+def directory_digest(td: TrustedDirectory) -> bytes:
+    """SHA-256 of the signed payload: what "the content of directory vN" means."""
+    return hashlib.sha256(td.envelope.payload).digest()
+
+
 def verify_directory(
     env: common_pb2.Envelope,
     authority: VerifyingKey,
     *,
     min_version: int = 0,
+    accepted_digest: bytes | None = None,
     now: dt.datetime,
 ) -> TrustedDirectory:
+    """Verifies, parses and checks a signed directory. ``min_version`` and ``accepted_digest``
+    describe the newest one already accepted: an older version is a rollback, and the same
+    version with other content is refused too — two directories under one version number
+    mean the authority's key signed two views of the federation (a split view, as
+    Certificate Transparency's gossip and TUF's snapshot rules guard against; issue 18)."""
     payload, _ = dsse.verify(env, {authority.keyid: authority}, payload_type=dsse.DIRECTORY)
     try:
         msg = directory_pb2.Directory.FromString(payload)
@@ -268,18 +281,24 @@ def verify_directory(
             f"directory version: got {msg.version}, want >= {min_version} (already accepted)",
             reason=Reason.DIRECTORY_ROLLBACK,
         )
+    if msg.version == min_version and accepted_digest and directory_digest(td) != accepted_digest:
+        raise DirectoryError(
+            f"directory v{msg.version}: got content with digest {directory_digest(td).hex()[:16]}…, want the "
+            f"v{msg.version} already accepted ({accepted_digest.hex()[:16]}…): possible split view",
+            reason=Reason.DIRECTORY_SPLIT_VIEW,
+        )
     return td
 
 
 def load_directory(
-    path: Path, authority: VerifyingKey, *, now: dt.datetime, min_version: int = 0
+    path: Path, authority: VerifyingKey, *, now: dt.datetime, min_version: int = 0, accepted_digest: bytes | None = None
 ) -> TrustedDirectory:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"directory {path}: {exc.strerror}") from None
     try:
-        return verify_directory(dsse.from_json(text), authority, min_version=min_version, now=now)
+        return verify_directory(dsse.from_json(text), authority, min_version=min_version, accepted_digest=accepted_digest, now=now)
     except VerificationError as exc:
         raise ConfigError(f"directory {path}: {exc.message}", reason=exc.reason) from None
 

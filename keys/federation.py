@@ -4,6 +4,12 @@ Layout (the authority's folder and each member's folder may live on different ma
 
     authority/ca.crt  ca.key (encrypted)  signing.key (encrypted)  signing.pub
     members/<code>/tls.key (encrypted)  tls.csr  tls.crt  signing.key (encrypted)  signing.pub
+
+The authority's two private keys are separate files under separate passphrases (issue 18):
+``ca.key`` (purpose ``ca-key``; issues member certificates) and ``signing.key`` (purpose
+``directory-signing-key``; signs the directory). Either may be moved elsewhere
+(:class:`AuthorityDir` takes its path), e.g. the CA key offline and the directory key on the
+publishing host.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from hedui.keys import ca as _ca
 from hedui.keys import dsse
 from hedui.keys.directory import DirectorySpec, build, sign_directory
 from hedui.keys.errors import DirectorySpecError, KeyFileError
-from hedui.keys.keyfile import load_private_key, save_private_key, write_private
+from hedui.keys.keyfile import PURPOSE_DIRECTORY, PURPOSE_TLS, load_private_key, save_private_key, write_private
 from hedui.keys.signing import SigningKey
 
 __all__ = ["AuthorityDir", "MemberDir", "init_authority", "init_member", "issue_cert", "sign_directory_file"]
@@ -29,6 +35,8 @@ __all__ = ["AuthorityDir", "MemberDir", "init_authority", "init_member", "issue_
 @dataclass(frozen=True)
 class AuthorityDir:
     root: Path
+    #: Where the directory-signing key lives if not ``root/signing.key``.
+    signing_key_path: Path | None = None
 
     @property
     def ca_cert(self) -> Path:
@@ -40,7 +48,7 @@ class AuthorityDir:
 
     @property
     def signing_key(self) -> Path:
-        return self.root / "signing.key"
+        return self.signing_key_path or self.root / "signing.key"
 
     @property
     def signing_pub(self) -> Path:
@@ -64,13 +72,19 @@ def _refuse_overwrite(*paths: Path) -> None:
             raise KeyFileError(f"{p}: already exists; refusing to overwrite a key (move it away first)")
 
 
-def init_authority(root: Path, name: str, pw: bytes, *, now: dt.datetime) -> AuthorityDir:
-    a = AuthorityDir(Path(root))
+def init_authority(
+    root: Path, name: str, ca_pw: bytes, directory_pw: bytes, *, now: dt.datetime, signing_key: Path | None = None
+) -> AuthorityDir:
+    """Creates the CA (``ca_pw``) and the directory-signing key (``directory_pw``): two keys,
+    two passphrases, so whoever publishes directories cannot issue certificates and back."""
+    if ca_pw == directory_pw:
+        raise KeyFileError("directory passphrase: got the CA passphrase again, want a different one")
+    a = AuthorityDir(Path(root), Path(signing_key) if signing_key else None)
     _refuse_overwrite(a.ca_cert, a.ca_key, a.signing_key)
     a.root.mkdir(parents=True, exist_ok=True)
-    _ca.create_authority(name, a.ca_cert, a.ca_key, pw, now=now)
+    _ca.create_authority(name, a.ca_cert, a.ca_key, ca_pw, now=now)
     sk = SigningKey.generate("authority")
-    sk.save(a.signing_key, pw)
+    sk.save(a.signing_key, directory_pw, purpose=PURPOSE_DIRECTORY)
     sk.save_public(a.signing_pub)
     return a
 
@@ -81,7 +95,7 @@ def init_member(root: Path, member: str, host: str, pw: bytes) -> MemberDir:
     _refuse_overwrite(m.tls_key, m.signing_key)
     m.root.mkdir(parents=True, exist_ok=True)
     key = _ca.new_tls_key()
-    save_private_key(m.tls_key, key, pw)
+    save_private_key(m.tls_key, key, pw, purpose=PURPOSE_TLS)
     csr = _ca.make_csr(member, host, key)
     m.tls_csr.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     sk = SigningKey.generate(member)
@@ -124,7 +138,7 @@ def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw:
         d = build(spec, now=now)
     except VerificationError as exc:
         raise ConfigError(f"directory spec {spec_path}: {exc.message}", reason=exc.reason) from None
-    sk = SigningKey.load("authority", authority.signing_key, pw)
+    sk = SigningKey.load("authority", authority.signing_key, pw, purpose=PURPOSE_DIRECTORY)
     env = sign_directory(d, sk)
     write_private(Path(out), dsse.to_json(env).encode())
     Path(out).chmod(0o644)
@@ -132,5 +146,5 @@ def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw:
 
 
 def load_tls_key_pem(path: Path, pw: bytes) -> bytes:
-    key = load_private_key(path, pw)
+    key = load_private_key(path, pw, purpose=PURPOSE_TLS)
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())

@@ -16,7 +16,13 @@ VOPRF (``modeVOPRF = 0x01``, §3.1) only, which is the mode Hedui uses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
 
 from voprf import ristretto as _r
 
@@ -51,6 +57,44 @@ MAX_BATCH = 65535
 _INFO_PREFIX = b"hedui-oprf-epoch-"
 _SEED_SIZE = 32
 
+
+
+_STDERR_LOCK = threading.Lock()
+# The Rust panic hook's report: a newline, "thread '<name>' (<id>) panicked at <file>:<line>:<col>:",
+# the message line, then (with RUST_BACKTRACE) "stack backtrace:", numbered frames and their
+# "at" lines, and "note: ..." lines (the first panic of a process only).
+_PANIC_REPORT = re.compile(
+    rb"\n?thread '[^'\n]*'(?: \(\d+\))? panicked at [^\n]*\n[^\n]*\n"
+    rb"(?:(?:stack backtrace:|note: [^\n]*|[ \t]+\d+: [^\n]*|[ \t]+at [^\n]*)\n)*"
+)
+
+
+@contextlib.contextmanager
+def _no_foreign_panic_report() -> Iterator[None]:
+    """Keeps the binding's panic report off stderr (issue 18: a hostile provider's bad proof
+    printed a Rust backtrace to the hub's stderr on every request).
+
+    The ``voprf`` binding signals a failed check by panicking; Rust's panic hook writes its
+    report straight to file descriptor 2, below Python, so the only way to keep it out is to
+    point fd 2 elsewhere for the duration of the call. Whatever else reached fd 2 meanwhile
+    (another thread's log line) is written back afterwards, minus the panic report. A lock
+    serialises the swap (the calls hold the GIL anyway)."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            rest = _PANIC_REPORT.sub(b"", tmp.read())
+            if rest:
+                os.write(2, rest)
 
 
 def _is_library_error(exc: BaseException) -> bool:
@@ -109,15 +153,21 @@ class ServerKey:
             if not isinstance(b, (bytes, bytearray)) or len(b) != ELEMENT_SIZE:
                 got = f"{len(b)} bytes" if isinstance(b, (bytes, bytearray)) else type(b).__name__
                 raise InvalidBlindedElement(f"blinded[{i}]: got {got}, want {ELEMENT_SIZE} bytes")
-            try:
-                # §4.1 DeserializeElement rejects non-canonical encodings and the identity.
-                inputs.append(_r.BlindedInput.deserialize(bytes(b)))
-            except BaseException as exc:
-                if not _is_library_error(exc):
-                    raise
-                raise InvalidBlindedElement(
-                    f"blinded[{i}]: got an invalid encoding, want a ristretto255 element other than the identity"
-                ) from None
+        bad = -1
+        with _no_foreign_panic_report():  # once per batch: the swap costs a temp file
+            for i, b in enumerate(blinded):
+                try:
+                    # §4.1 DeserializeElement rejects non-canonical encodings and the identity.
+                    inputs.append(_r.BlindedInput.deserialize(bytes(b)))
+                except BaseException as exc:
+                    if not _is_library_error(exc):
+                        raise
+                    bad = i
+                    break
+        if bad >= 0:
+            raise InvalidBlindedElement(
+                f"blinded[{bad}]: got an invalid encoding, want a ristretto255 element other than the identity"
+            )
         out = self._evaluator.evaluate_batch(inputs).serialize()
         # The library's wire form is proof (c || s) followed by the evaluated elements.
         proof = out[:PROOF_SIZE]
@@ -197,19 +247,22 @@ def finalize(state: BlindState, elements: Sequence[bytes], proof: bytes, public_
         if not isinstance(e, (bytes, bytearray)) or len(e) != ELEMENT_SIZE:
             raise OprfProofError(f"elements[{i}]: got {len(e) if isinstance(e, (bytes, bytearray)) else type(e).__name__} bytes, want {ELEMENT_SIZE}")
     try:
-        pk = _r.PublicKey.deserialize(bytes(public_key))
+        with _no_foreign_panic_report():
+            pk = _r.PublicKey.deserialize(bytes(public_key))
     except BaseException as exc:
         if not _is_library_error(exc):
             raise
         raise OprfProofError("public_key: got an invalid encoding, want a ristretto255 element") from None
     try:
-        output = _r.VerifiableBatchOutput.deserialize(bytes(proof) + b"".join(bytes(e) for e in elements))
+        with _no_foreign_panic_report():
+            output = _r.VerifiableBatchOutput.deserialize(bytes(proof) + b"".join(bytes(e) for e in elements))
     except BaseException as exc:
         if not _is_library_error(exc):
             raise
         raise OprfProofError("elements: got an invalid encoding, want ristretto255 elements and a proof c || s") from None
     try:
-        return list(_r.Client.finalize_batch(state._clients, output, pk))
+        with _no_foreign_panic_report():
+            return list(_r.Client.finalize_batch(state._clients, output, pk))
     except BaseException as exc:
         if not _is_library_error(exc):
             raise

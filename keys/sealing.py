@@ -9,21 +9,21 @@ post-quantum KEM ML-KEM-768 + X25519, HKDF-SHA256 and AES-256-GCM, from ``crypto
   AEAD's ``aad`` in its public API, so the caller's ``aad`` (the notice's public metadata)
   is bound through ``info = b"hedui/seal/v1\\x00" + aad``. Any change to it makes opening
   fail exactly as a changed AEAD aad would.
-- Private key at rest: one PEM file with two PKCS#8 ``ENCRYPTED PRIVATE KEY`` blocks, the
-  ML-KEM-768 key (seed form) then the X25519 key, each encrypted with
-  ``BestAvailableEncryption(passphrase)`` (PBES2).
+- Private key at rest: a keys/keyfile.py file (scrypt + AES-256-GCM, purpose ``sealing-key``)
+  holding the ML-KEM-768 key (seed form) then the X25519 key as PKCS#8 DER. Older files (one
+  PEM with two PBES2 ``ENCRYPTED PRIVATE KEY`` blocks) are still read, with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 
 from hedui.common.errors import InvalidArgument, Reason
+from hedui.keys import keyfile
 from hedui.keys.errors import KeyFileError, SealError
 
 __all__ = ["SealingKey", "SealError", "seal", "open", "SUITE_LABEL", "PUBLIC_KEY_SIZE"]
@@ -35,11 +35,7 @@ PUBLIC_KEY_SIZE = _MLKEM_PUB + _X25519_PUB
 _INFO_PREFIX = b"hedui/seal/v1\x00"
 _SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 _ENC_LEN = hpke.KEM.MLKEM768_X25519.enc_length()
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ENCRYPTED PRIVATE KEY-----\r?\n.*?-----END ENCRYPTED PRIVATE KEY-----\r?\n?",
-    re.S,
-)
-_HEADER = b"# hedui sealing key: " + SUITE_LABEL.encode() + b" (ML-KEM-768 PKCS#8, then X25519 PKCS#8)\n"
+
 
 
 
@@ -71,32 +67,24 @@ class SealingKey:
         return hashlib.sha256(self.public_bytes()).hexdigest()[:16]
 
     def to_pem(self, passphrase: bytes) -> bytes:
-        """The encrypted private key file contents."""
-        enc = serialization.BestAvailableEncryption(_check_passphrase(passphrase))
-        blocks = [
-            k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
-            for k in (self._mlkem, self._x25519)
-        ]
-        return _HEADER + b"".join(blocks)
+        """The encrypted private key file contents (keys/keyfile.py format v1, purpose
+        ``sealing-key``; plaintext: the ML-KEM-768 then the X25519 PKCS#8 DER, length-prefixed)."""
+        ders = [keyfile.key_der(k) for k in (self._mlkem, self._x25519)]
+        return keyfile.encrypt(keyfile.pack(ders), _check_passphrase(passphrase), purpose=keyfile.PURPOSE_SEALING)
 
     @classmethod
-    def from_pem(cls, data: bytes, passphrase: bytes, *, source: str = "sealing key") -> SealingKey:
-        blocks = _PEM_BLOCK.findall(data)
-        if len(blocks) != 2:
-            raise KeyFileError(
-                f"{source}: got {len(blocks)} encrypted PKCS#8 blocks, want 2 (ML-KEM-768, X25519)"
-            )
+    def from_pem(
+        cls, data: bytes, passphrase: bytes, *, source: str = "sealing key", allow_legacy: bool = True
+    ) -> SealingKey:
         pw = _check_passphrase(passphrase)
-        keys = []
-        for block in blocks:
-            try:
-                keys.append(serialization.load_pem_private_key(block, pw))
-            except (ValueError, TypeError):
-                raise KeyFileError(
-                    f"{source}: got a key block that does not decrypt, want the right passphrase "
-                    "and an intact file"
-                ) from None
-        m, x = keys
+        opened = keyfile.open_bytes(data, pw, purpose=keyfile.PURPOSE_SEALING, source=source, allow_legacy=allow_legacy)
+        ders = keyfile.unpack(opened.plaintext, source=source)
+        if len(ders) != 2:
+            raise KeyFileError(f"{source}: got {len(ders)} keys, want 2 (ML-KEM-768, X25519)")
+        try:
+            m, x = (serialization.load_der_private_key(d, password=None) for d in ders)
+        except (ValueError, TypeError):
+            raise KeyFileError(f"{source}: got a key that does not parse, want PKCS#8 ML-KEM-768 and X25519") from None
         if not isinstance(m, mlkem.MLKEM768PrivateKey) or not isinstance(x, x25519.X25519PrivateKey):
             raise KeyFileError(
                 f"{source}: got key types {type(m).__name__}, {type(x).__name__}, "
@@ -105,21 +93,17 @@ class SealingKey:
         return cls(m, x)
 
     def save(self, path: str | Path, passphrase: bytes) -> None:
-        """Writes the encrypted private key (file mode 0600)."""
-        p = Path(path)
-        data = self.to_pem(passphrase)
-        p.touch(mode=0o600, exist_ok=True)
-        p.chmod(0o600)
-        p.write_bytes(data)
+        """Writes the encrypted private key (mode 0600, temp file + rename)."""
+        keyfile.write_private(Path(path), self.to_pem(passphrase))
 
     @classmethod
-    def load(cls, path: str | Path, passphrase: bytes) -> SealingKey:
+    def load(cls, path: str | Path, passphrase: bytes, *, allow_legacy: bool = True) -> SealingKey:
         p = Path(path)
         try:
             data = p.read_bytes()
         except OSError as exc:
-            raise KeyFileError(f"sealing key {p}: got an unreadable file ({exc.strerror}), want a PEM file") from None
-        return cls.from_pem(data, passphrase, source=f"sealing key {p}")
+            raise KeyFileError(f"sealing key {p}: got an unreadable file ({exc.strerror}), want a key file") from None
+        return cls.from_pem(data, passphrase, source=f"sealing key {p}", allow_legacy=allow_legacy)
 
 
 def _check_passphrase(passphrase: bytes) -> bytes:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from hedui.common.errors import Reason
 from hedui.keys.errors import KeyFileError, SignatureError
-from hedui.keys.keyfile import load_private_key, save_private_key
+from hedui.keys.keyfile import PURPOSE_SIGNING, load_private_key, save_private_key
 
 __all__ = ["SigningKey", "VerifyingKey", "keyid_for", "load_public"]
 
@@ -49,8 +49,10 @@ class SigningKey:
         return cls(owner, Ed25519PrivateKey.generate())
 
     @classmethod
-    def load(cls, owner: str, path: Path, pw: bytes) -> SigningKey:
-        key = load_private_key(path, pw)
+    def load(
+        cls, owner: str, path: Path, pw: bytes, *, purpose: str = PURPOSE_SIGNING, allow_legacy: bool = True
+    ) -> SigningKey:
+        key = load_private_key(path, pw, purpose=purpose, allow_legacy=allow_legacy)
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"key file {path}: got {type(key).__name__}, want an Ed25519 private key")
         return cls(owner, key)
@@ -66,8 +68,8 @@ class SigningKey:
     def sign(self, msg: bytes) -> bytes:
         return self._key.sign(msg)
 
-    def save(self, path: Path, pw: bytes) -> None:
-        save_private_key(path, self._key, pw)
+    def save(self, path: Path, pw: bytes, *, purpose: str = PURPOSE_SIGNING) -> None:
+        save_private_key(path, self._key, pw, purpose=purpose)
 
     def save_public(self, path: Path) -> None:
         pem = self._key.public_key().public_bytes(

@@ -44,8 +44,12 @@ class TlsSection(_Section):
 
 
 class KeysSection(_Section):
-    signing: Path = Field(description="Encrypted PKCS#8 Ed25519 key that signs answers, notices, checkpoints")
+    signing: Path = Field(description="Ed25519 key file (keys/keyfile.py) that signs answers, notices, checkpoints")
     passphrase_env: str = Field(default="HEDUI_KEY_PASSPHRASE")
+    allow_legacy: bool = Field(
+        default=True,
+        description="Read key files in the older PKCS#8/PBKDF2 format (with a warning); false refuses them",
+    )
 
 
 class DirectorySection(_Section):
@@ -72,6 +76,11 @@ class ProviderSection(_Section):
         "(default: dedup.secret next to a SQLite store, else next to node.toml)",
     )
     calendar_overrides: Path | None = Field(default=None, description="Working-day override file for due dates")
+    replay_window_hours: int = Field(
+        default=24, ge=1, le=24 * 400,
+        description="How long a request id and its cached signed answer are kept (retries within it get the "
+        "same answer); must outlast any retry",
+    )
     detect_at: str = Field(
         default="01:30",
         description="Local (China) time of the daily detection run, HH:MM; \"manual\" runs detection only "

@@ -7,11 +7,21 @@ catalogue (``UNKNOWN_FIELD``) and allowed (``FIELD_NOT_ALLOWED``), consent is pr
 (``REPLAYED_REQUEST``) and the quota holds (``QUOTA_EXCEEDED``). Request ids are stored with
 the request digest and the answer, so a retry of the *same* request (same id, same digest)
 gets the same signed answer back instead of a refusal, and does not count twice.
+
+Retention (issue 18): an entry, with the signed answer it caches, is kept for the replay
+window (``[provider] replay_window_hours``, default 24 h, at least 1 h) and then deleted
+(in the transaction that stores the next answer; :func:`prune_replay_cache`). The window
+must outlast any retry: a hub retries one request within its call (at most 3 attempts of
+10 s, ``node/verification/cases.py``) and uses a fresh request id for every new run, so a
+day leaves a wide margin while no longer keeping every answer forever. An id reused after
+the window is a new request (charged and audited again); only an authenticated member can
+send it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, select, update
@@ -26,9 +36,10 @@ from hedui.v1 import common_pb2, directory_pb2
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
 
-__all__ = ["Grant", "check", "check_method", "commit", "DEFAULT_MAX_BATCH"]
+__all__ = ["Grant", "check", "check_method", "commit", "DEFAULT_MAX_BATCH", "prune_replay_cache", "replay_window"]
 
 DEFAULT_MAX_BATCH = 4096
+DEFAULT_REPLAY_WINDOW_HOURS = 24
 _ID_MIN, _ID_MAX = 16, 32
 
 
@@ -144,6 +155,7 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
     try:
         with rt.engine.begin() as c:
             _charge_quota(c, caller, method, grant, rt.clock.now().timestamp())
+            prune_replay_cache(c, rt.clock.now(), replay_window(rt))
             c.execute(seen_requests.insert().values(
                 request_id=bytes(ctx.request_id), caller=caller, method=method,
                 seen_at=rt.clock.now(), request_digest=request_digest or None, answer=answer,
@@ -154,12 +166,32 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
         ) from None
 
 
+def replay_window(rt: Runtime) -> timedelta:
+    p = rt.config.provider
+    return timedelta(hours=p.replay_window_hours if p is not None else DEFAULT_REPLAY_WINDOW_HOURS)
+
+
+def _utc(t: datetime) -> datetime:
+    # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones.
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def prune_replay_cache(c, now: datetime, window: timedelta) -> int:
+    """Deletes replay-cache entries (and their cached answers) older than ``window``."""
+    return int(c.execute(seen_requests.delete().where(seen_requests.c.seen_at < _utc(now) - window)).rowcount or 0)
+
+
 def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
-    with rt.engine.connect() as c:
+    with rt.engine.begin() as c:
         row = c.execute(
-            select(seen_requests.c.caller, seen_requests.c.method, seen_requests.c.request_digest, seen_requests.c.answer)
+            select(seen_requests.c.caller, seen_requests.c.method, seen_requests.c.request_digest,
+                   seen_requests.c.answer, seen_requests.c.seen_at)
             .where(seen_requests.c.request_id == bytes(ctx.request_id))
         ).first()
+        if row is not None and _utc(row.seen_at) < _utc(rt.clock.now()) - replay_window(rt):
+            # Expired but not yet pruned: it is gone as far as anyone can tell.
+            c.execute(seen_requests.delete().where(seen_requests.c.request_id == bytes(ctx.request_id)))
+            row = None
     if row is None:
         return None
     if row.caller == caller and row.method == method and request_digest and row.request_digest == request_digest and row.answer:

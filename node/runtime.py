@@ -11,6 +11,8 @@ message, so ``hedui node serve`` refuses to start instead of serving with a bad 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,18 +20,20 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 
 from hedui.common.clock import Clock, SystemClock
-from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, member_of_cert
-from hedui.keys.directory import TrustedDirectory, load_directory
+from hedui.keys import dsse
+from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, load_tls_key, member_of_cert
+from hedui.keys.directory import TrustedDirectory, directory_digest, load_directory
 from hedui.keys.errors import DirectoryError
 from hedui.keys.keyfile import passphrase
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey, load_public
+from hedui.node.audit.entry import Kind
 from hedui.node.audit.recorder import NodeAudit, open_audit
 from hedui.node.client import Peers, channel_credentials
 from hedui.node.config import NodeConfig, load_config
 from hedui.node.discovery.hub import Hub, load_hub, load_sealing_key
 from hedui.node.discovery.provider import ProviderNotices
-from hedui.node.errors import ConfigError, VerificationError
+from hedui.node.errors import ConfigError, Reason, VerificationError
 from hedui.node.metrics import Metrics
 from hedui.node.store import migrate
 from hedui.node.store.db import open_engine
@@ -84,8 +88,6 @@ class Runtime:
     def from_config(cls, cfg: NodeConfig, *, run_migrations: bool = True, clock: Clock | None = None) -> Runtime:
         """``clock``: what the node reads the time from (DESIGN.md "Time"); by default the wall
         clock in the zone the signed directory names. Tests and ``--as-of`` pass a FixedClock."""
-        from hedui.keys.keyfile import load_private_key
-
         wall = clock if clock is not None else SystemClock()
 
         pw = passphrase(env=cfg.keys.passphrase_env)
@@ -98,10 +100,11 @@ class Runtime:
             raise ConfigError(f"tls.cert: {exc.message}", reason=exc.reason) from None
         if member_of_cert(cert) != member:
             raise ConfigError(f"tls.cert: got CN {member_of_cert(cert)!r}, want node.member {member!r}")
-        tls_key = load_private_key(cfg.path(cfg.tls.key), pw)
+        legacy_ok = cfg.keys.allow_legacy
+        tls_key = load_tls_key(cfg.path(cfg.tls.key), pw, allow_legacy=legacy_ok)
         if tls_key.public_key() != cert.public_key():
             raise ConfigError("tls.key: does not match tls.cert")
-        signer = SigningKey.load(member, cfg.path(cfg.keys.signing), pw)
+        signer = SigningKey.load(member, cfg.path(cfg.keys.signing), pw, allow_legacy=legacy_ok)
         authority = load_public("authority", cfg.path(cfg.directory.authority_key))
 
         engine = open_engine(cfg.store_url())
@@ -109,12 +112,22 @@ class Runtime:
             if run_migrations:
                 migrate.upgrade(engine)
             min_version = _state_int(engine, "directory_version")
+            accepted = _state(engine, "directory_digest")
         except ConfigError:
             raise
         except Exception as exc:  # a store that is down or not ours
             engine.dispose()
             raise ConfigError(f"store.url: cannot open the store ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
-        directory = load_directory(cfg.path(cfg.directory.path), authority, min_version=min_version, now=wall.now())
+        try:
+            directory = load_directory(
+                cfg.path(cfg.directory.path), authority, min_version=min_version, now=wall.now(),
+                accepted_digest=bytes.fromhex(accepted) if accepted else None,
+            )
+        except ConfigError as exc:
+            if exc.reason == Reason.DIRECTORY_SPLIT_VIEW:
+                _remember_split_view(engine, cfg.path(cfg.directory.path), min_version, accepted or "", wall)
+            engine.dispose()
+            raise
         if clock is None:
             try:
                 clock = SystemClock(directory.zone)
@@ -131,6 +144,7 @@ class Runtime:
         if cert_fingerprint(ca) != bytes(directory.msg.ca_fingerprint):
             raise ConfigError("tls.ca: differs from the CA named in the directory")
         _set_state(engine, "directory_version", str(directory.version))
+        _set_state(engine, "directory_digest", directory_digest(directory).hex())
         rt = cls(
             config=cfg,
             member=member,
@@ -145,6 +159,7 @@ class Runtime:
         )
         rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem))
         rt.audit = open_audit(rt)
+        _audit_split_view(rt)
         try:
             rt._open_roles()
         except BaseException:
@@ -157,6 +172,11 @@ class Runtime:
         roles = cfg.node.roles
         p = cfg.provider
         if "provider" in roles and p is not None:
+            # Replay-cache entries past their window go at start too, not only with the next answer.
+            from hedui.node.policy import prune_replay_cache, replay_window
+
+            with self.engine.begin() as c:
+                prune_replay_cache(c, self.clock.now(), replay_window(self))
             # Lookups need an OPRF key and a field catalogue; a department that only pushes
             # notices (fire, traffic police) runs without them.
             if p.oprf_seed is not None:
@@ -167,7 +187,7 @@ class Runtime:
         if "hub" in roles and h is not None:
             self.hub = HubState(
                 rules=load_rules(cfg.path(h.rules) if h.rules else None),
-                discovery=load_hub(cfg, self.engine, self.directory, self.clock) if h.routing is not None else None,
+                discovery=load_hub(cfg, self.engine, self.directory, self.clock, self.passphrase) if h.routing is not None else None,
                 sealing_key=load_sealing_key(cfg, self.directory, self.passphrase) if h.sealing_key is not None else None,
             )
 
@@ -179,6 +199,43 @@ class Runtime:
         if getattr(self, "audit", None) is not None:
             self.audit.close()
         self.engine.dispose()
+
+
+def _remember_split_view(engine: Engine, path: Path, version: int, accepted: str, clock: Clock) -> None:
+    """A second directory under an accepted version number: the node refuses to start (the
+    caller raises), logs it, and keeps the evidence in ``node_state`` until the audit log is
+    open again, where :func:`_audit_split_view` records it."""
+    try:
+        offered = hashlib.sha256(dsse.from_json(path.read_text(encoding="utf-8")).payload).hexdigest()
+    except (OSError, ValueError, VerificationError):
+        offered = ""
+    log.error(
+        "directory v%d at %s differs from the v%d already accepted (%s… vs %s…): possible split view; refused",
+        version, path, version, offered[:16], accepted[:16],
+    )
+    _set_state(engine, "directory_split_view", json.dumps({
+        "version": version, "accepted_digest": accepted, "refused_digest": offered, "at": clock.now().isoformat(),
+    }))
+
+
+def _audit_split_view(rt: Runtime) -> None:
+    pending = _state(rt.engine, "directory_split_view")
+    if not pending:
+        return
+    seen = json.loads(pending)
+    rt.audit.record(Kind.ADMIN, {
+        "action": "directory.split_view_refused", "operator": "hedui/node",
+        "version": seen["version"], "accepted_digest": seen["accepted_digest"],
+        "refused_digest": seen["refused_digest"], "refused_at": seen["at"],
+    })
+    with rt.engine.begin() as c:
+        c.execute(node_state.delete().where(node_state.c.key == "directory_split_view"))
+
+
+def _state(engine: Engine, key: str) -> str | None:
+    with engine.connect() as c:
+        v = c.execute(select(node_state.c.value).where(node_state.c.key == key)).scalar()
+    return str(v) if v else None
 
 
 def _state_int(engine: Engine, key: str) -> int:

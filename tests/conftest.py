@@ -18,6 +18,18 @@ _VECTOR_SETS = ("merkle", "note", "oprf", "dsse")
 PG_ADMIN_URL = os.environ.get("HEDUI_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_key_files():
+    """Key files written by tests use scrypt at the floor the reader accepts (N = 2^14, ~40 ms)
+    instead of the product's N = 2^17 (~0.3 s), so a testbed of ten keys starts in a second.
+    The format, the AEAD and every check are the same; tests/test_keyfile.py covers 2^17."""
+    from hedui.keys.keyfile import KdfParams, set_default_params
+
+    old = set_default_params(KdfParams(log2_n=14, r=8, p=1))
+    yield
+    set_default_params(old)
+
+
 @pytest.fixture(scope="session")
 def vectors() -> Path:
     # A conformance test that skips lets a broken build pass: missing vectors fail the run.

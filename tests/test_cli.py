@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -131,6 +132,32 @@ def test_missing_passphrase_is_a_clear_cli_error(bed):
     env = {k: v for k, v in bed.env_.items() if not k.startswith("HEDUI_KEY_PASSPHRASE")}
     p = run(["node", "check", "--config", str(bed.config_path("tax"))], env, check=False)
     assert p.returncode == 1 and "HEDUI_KEY_PASSPHRASE" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_running_nodes_keep_no_passphrase_in_their_environment(bed):
+    """Issue 18, finding 2: the nodes were started with $HEDUI_KEY_PASSPHRASE; once read it is
+    gone from what /proc/<pid>/environ (and so ps eww) shows."""
+    alive = [p for p in bed.procs.values() if p.poll() is None]
+    assert alive
+    for p in alive:
+        environ = Path(f"/proc/{p.pid}/environ").read_bytes()
+        # The initial environment block cannot shrink: the name stays, its value is overwritten.
+        assert bed.passphrase.encode() not in environ
+        assert b"HEDUI_KEY_PASSPHRASE=" + b"x" * len(bed.passphrase) in environ
+
+
+def test_passphrase_from_a_descriptor(bed):
+    env = {k: v for k, v in bed.env_.items() if not k.startswith("HEDUI_KEY_PASSPHRASE")}
+    r, w = os.pipe()
+    os.write(w, bed.passphrase.encode() + b"\n")
+    os.close(w)
+    try:
+        p = subprocess.run(HEDUI + ["--passphrase-fd", str(r), "node", "check", "--config", str(bed.config_path("tax")), "--json"],
+                           env=env, capture_output=True, text=True, timeout=120, pass_fds=(r,))
+    finally:
+        os.close(r)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["member"] == "tax"
 
 
 def test_second_node_on_same_port_fails_cleanly(bed):

@@ -18,6 +18,7 @@ from hedui.keys import federation as fed
 from hedui.keys.ca import check_issued_by, load_cert, member_of_cert
 from hedui.keys.directory import DirectorySpec, build, load_directory, verify_directory
 from hedui.keys.keyfile import PASSPHRASE_ENV, PASSPHRASE_FILE_ENV, load_secret, passphrase, save_secret
+from hedui.keys.passphrase import forget
 from hedui.keys.signing import SigningKey, load_public
 from hedui.node.errors import ConfigError, VerificationError
 from hedui.node.testbed import DEFAULT_MEMBERS, MemberPlan, Testbed
@@ -53,7 +54,8 @@ def test_member_cert_has_both_ekus_and_san(tb):
 def test_private_keys_are_encrypted_on_disk(tb):
     for p in [tb.authority.ca_key, tb.authority.signing_key, tb.member_dir("tax") / "tls.key", tb.member_dir("tax") / "signing.key"]:
         text = p.read_text()
-        assert "BEGIN ENCRYPTED PRIVATE KEY" in text, p
+        # keys/keyfile.py format v1 (scrypt + AES-256-GCM), not the PBKDF2 PKCS#8 of before (issue 18).
+        assert text.startswith("-----BEGIN HEDUI ENCRYPTED KEY-----") and "PRIVATE KEY" not in text, p
         assert oct(p.stat().st_mode & 0o777) == "0o600"
 
 
@@ -63,6 +65,7 @@ def test_wrong_passphrase_is_a_clear_error(tb):
 
 
 def test_missing_passphrase_names_both_sources(monkeypatch):
+    forget()  # a passphrase read earlier in this process is kept in memory
     monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
     monkeypatch.delenv(PASSPHRASE_FILE_ENV, raising=False)
     with pytest.raises(ConfigError) as e:
@@ -71,6 +74,7 @@ def test_missing_passphrase_names_both_sources(monkeypatch):
 
 
 def test_passphrase_from_file(tmp_path, monkeypatch):
+    forget()
     monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
     f = tmp_path / "pw"
     f.write_text("from-a-file-123\n")
@@ -83,7 +87,7 @@ def test_secret_roundtrip_and_wrong_passphrase(tmp_path):
     assert load_secret(tmp_path / "s", PW, label="oprf-seed") == b"\x01" * 32
     with pytest.raises(ConfigError, match="wrong passphrase"):
         load_secret(tmp_path / "s", b"other passphrase", label="oprf-seed")
-    with pytest.raises(ConfigError, match="label"):
+    with pytest.raises(ConfigError, match="purpose: got 'oprf-seed', want 'something-else'"):
         load_secret(tmp_path / "s", PW, label="something-else")
     (tmp_path / "bad").write_text("{not json")
     with pytest.raises(ConfigError, match="unreadable"):
@@ -91,7 +95,7 @@ def test_secret_roundtrip_and_wrong_passphrase(tmp_path):
 
 
 def test_csr_from_another_federation_is_rejected_by_directory(tb, tmp_path):
-    other = fed.init_authority(tmp_path / "other", "Other CA", PW, now=NOW)
+    other = fed.init_authority(tmp_path / "other", "Other CA", PW, PW + b" dir", now=NOW)
     m = fed.init_member(tmp_path / "mallory", "tax", "127.0.0.1", PW)
     fed.issue_cert(other, m.tls_csr, m.tls_cert, PW, now=NOW)
     with pytest.raises(VerificationError, match="not issued by federation CA"):
@@ -111,12 +115,12 @@ def test_tampered_csr_is_refused(tb, tmp_path):
     body[i] = ord("A") if body[i] != ord("A") else ord("B")
     m.tls_csr.write_bytes(bytes(body))
     with pytest.raises(ConfigError):
-        fed.issue_cert(tb.authority, m.tls_csr, tmp_path / "x.crt", tb.passphrase.encode(), now=NOW)
+        fed.issue_cert(tb.authority, m.tls_csr, tmp_path / "x.crt", tb.ca_passphrase.encode(), now=NOW)
 
 
 def test_refuses_to_overwrite_keys(tb):
     with pytest.raises(ConfigError, match="refusing to overwrite"):
-        fed.init_authority(tb.authority.root, "again", tb.passphrase.encode(), now=NOW)
+        fed.init_authority(tb.authority.root, "again", tb.ca_passphrase.encode(), tb.directory_passphrase.encode(), now=NOW)
 
 
 def _authority(tb):

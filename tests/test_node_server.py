@@ -91,7 +91,7 @@ def test_certificate_from_ca_but_not_in_directory_is_refused(fedbed, tmp_path):
     fedbed.start(["tax"])
     pw = fedbed.passphrase.encode()
     m = fed.init_member(tmp_path / "stranger", "stranger", "127.0.0.1", pw)
-    fed.issue_cert(fedbed.authority, m.tls_csr, m.tls_cert, pw, now=NOW)
+    fed.issue_cert(fedbed.authority, m.tls_csr, m.tls_cert, fedbed.ca_passphrase.encode(), now=NOW)
     key_pem = fed.load_tls_key_pem(m.tls_key, pw)
     rt = fedbed.runtime("tax")
     creds = channel_credentials(rt.ca_pem, m.tls_cert.read_bytes(), key_pem)
@@ -105,7 +105,7 @@ def test_certificate_from_ca_but_not_in_directory_is_refused(fedbed, tmp_path):
 def test_certificate_from_another_ca_fails_handshake(fedbed, tmp_path):
     fedbed.start(["tax"])
     pw = b"another passphrase"
-    other = fed.init_authority(tmp_path / "otherca", "Other", pw, now=NOW)
+    other = fed.init_authority(tmp_path / "otherca", "Other", pw, pw + b" dir", now=NOW)
     m = fed.init_member(tmp_path / "mallory", "hub", "127.0.0.1", pw)
     fed.issue_cert(other, m.tls_csr, m.tls_cert, pw, now=NOW)
     rt = fedbed.runtime("tax")

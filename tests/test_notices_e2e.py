@@ -355,7 +355,7 @@ def test_certificate_from_the_ca_but_not_in_the_directory_is_refused(fed_tb, tmp
     tb = fed_tb
     pw = tb.passphrase.encode()
     m = fed.init_member(tmp_path / "stranger", "stranger", "127.0.0.1", pw)
-    fed.issue_cert(tb.authority, m.tls_csr, m.tls_cert, pw, now=NOW)
+    fed.issue_cert(tb.authority, m.tls_csr, m.tls_cert, tb.ca_passphrase.encode(), now=NOW)
     hub_rt = tb.runtime("hub")
     creds = channel_credentials(hub_rt.ca_pem, m.tls_cert.read_bytes(), fed.load_tls_key_pem(m.tls_key, pw))
     env = _signed(_notice(tb), tb.runtime("fire").signer)  # even a well-signed member notice

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hedui.keys import sealing
+from hedui.keys import keyfile, sealing
 from hedui.keys.sealing import SUITE_LABEL, SealError, SealingKey
 from hedui.node.errors import ConfigError, InvalidArgument, VerificationError
 
@@ -84,8 +84,9 @@ def test_private_key_saved_encrypted_and_loaded(tmp_path, key):
     path = tmp_path / "hub-sealing.pem"
     key.save(path, b"correct horse")
     data = path.read_bytes()
-    assert data.count(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") == 2
-    assert b"PRIVATE KEY-----\n" in data and b"BEGIN PRIVATE KEY" not in data
+    # keys/keyfile.py format v1 (issue 18); no PKCS#8 block, encrypted or not, in the file.
+    assert data.startswith(b"-----BEGIN HEDUI ENCRYPTED KEY-----") and b"PRIVATE KEY" not in data
+    assert keyfile.parse(data).purpose == "sealing-key"
     assert path.stat().st_mode & 0o777 == 0o600
     loaded = SealingKey.load(path, b"correct horse")
     assert loaded.public_bytes() == key.public_bytes()
@@ -96,24 +97,43 @@ def test_private_key_saved_encrypted_and_loaded(tmp_path, key):
 def test_wrong_passphrase_or_damaged_file(tmp_path, key):
     path = tmp_path / "k.pem"
     key.save(path, b"right")
-    with pytest.raises(ConfigError, match="does not decrypt"):
+    with pytest.raises(ConfigError, match="wrong passphrase"):
         SealingKey.load(path, b"wrong")
     with pytest.raises(ConfigError, match="empty"):
         key.to_pem(b"")
-    half = path.read_bytes().split(b"-----END ENCRYPTED PRIVATE KEY-----")[0]
+    half = path.read_bytes().split(b"-----END HEDUI ENCRYPTED KEY-----")[0]
     path.write_bytes(half)
-    with pytest.raises(ConfigError, match="got 0 encrypted PKCS#8 blocks, want 2"):
+    with pytest.raises(ConfigError, match="no END line"):
         SealingKey.load(path, b"right")
     with pytest.raises(ConfigError, match="unreadable"):
         SealingKey.load(tmp_path / "missing.pem", b"right")
 
 
+def _legacy_pem(key, pw: bytes, order=(0, 1)) -> bytes:
+    """The file format before issue 18: two PBES2 (PBKDF2) PKCS#8 PEM blocks."""
+    from cryptography.hazmat.primitives import serialization
+
+    enc = serialization.BestAvailableEncryption(pw)
+    ks = [key._mlkem, key._x25519]
+    return b"# hedui sealing key\n" + b"".join(
+        ks[i].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc) for i in order
+    )
+
+
 def test_swapped_blocks_are_refused(key):
-    pem = key.to_pem(b"pw")
-    blocks = pem.split(b"-----BEGIN")
-    swapped = b"-----BEGIN" + blocks[2] + b"-----BEGIN" + blocks[1]
+    ders = [keyfile.key_der(k) for k in (key._x25519, key._mlkem)]
+    swapped = keyfile.encrypt(keyfile.pack(ders), b"pw", purpose="sealing-key")
     with pytest.raises(ConfigError, match="want MLKEM768PrivateKey then X25519PrivateKey"):
         SealingKey.from_pem(swapped, b"pw")
+    with pytest.raises(ConfigError, match="want MLKEM768PrivateKey then X25519PrivateKey"):
+        SealingKey.from_pem(_legacy_pem(key, b"pw", (1, 0)), b"pw")
+
+
+def test_legacy_file_still_opens_and_can_be_refused(key):
+    old = _legacy_pem(key, b"old passphrase")
+    assert SealingKey.from_pem(old, b"old passphrase").public_bytes() == key.public_bytes()
+    with pytest.raises(ConfigError, match="older PKCS#8 PBES2"):
+        SealingKey.from_pem(old, b"old passphrase", allow_legacy=False)
 
 
 def test_repr_does_not_leak(key):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import typer
 
@@ -19,6 +20,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root(
+    passphrase_file: Path | None = typer.Option(
+        None, "--passphrase-file", help="Read the key passphrase from this file (one trailing newline is dropped)"
+    ),
+    passphrase_fd: int | None = typer.Option(
+        None, "--passphrase-fd", help="Read the key passphrase from this open file descriptor, e.g. 3 with 3<secret"
+    ),
+) -> None:
+    """Options before the command apply to it: the key passphrase for every key the command
+    opens (not the CA's or the directory key's, which have their own options). Without them
+    the passphrase comes from $HEDUI_KEY_PASSPHRASE (read once, then removed from the
+    environment) or the file named by $HEDUI_KEY_PASSPHRASE_FILE."""
+    from hedui.node.cli.keys import take_passphrase
+
+    take_passphrase(passphrase_file, passphrase_fd, env=None, option="--passphrase")
+
+
 app.add_typer(keys_app, name="keys", help="Federation CA, member certificates, signing keys, the signed directory.")
 app.add_typer(node_app, name="node", help="Run and maintain a node.")
 app.command("demo")(demo)

@@ -70,14 +70,18 @@ def hub_with_config(db: str | None, hub_config: Path | None, config: Path | None
         wall = wall_clock(directory.zone.key)
         engine = store(cfg.store_url(), "--config store.url")
         try:
-            return load_hub(cfg, engine, directory, wall), cfg
+            from hedui.keys.keyfile import passphrase
+
+            return load_hub(cfg, engine, directory, wall, lambda: passphrase(env=cfg.keys.passphrase_env)), cfg
         except BaseException:
             engine.dispose()
             raise
     if db is None or hub_config is None:
         fail("--config: got nothing, want the hub's node.toml (or both --db and --hub-config)")
+    from hedui.keys.keyfile import passphrase
+
     # Without a directory the zone is the default one, Asia/Shanghai (docs/time.md).
-    return Hub.from_config(store(db), hub_config, clock=wall_clock()), None
+    return Hub.from_config(store(db), hub_config, clock=wall_clock(), passphrase=passphrase), None
 
 
 def open_hub(db: str | None, hub_config: Path | None, config: Path | None = None):

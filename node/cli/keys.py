@@ -10,13 +10,41 @@ from hedui.common.clock import fmt_instant
 from hedui.keys import federation as fed
 from hedui.keys.ca import cert_fingerprint, load_cert
 from hedui.keys.directory import PURPOSE_NAMES, load_directory
+from hedui.keys.errors import KeyFileError
 from hedui.keys.keyfile import passphrase
+from hedui.keys.passphrase import CA_PASSPHRASE_ENV, DIRECTORY_PASSPHRASE_ENV, provide, read_fd, read_file
 from hedui.keys.signing import load_public
-from hedui.node.cli._common import cli_errors, console, emit_json, wall_clock
+from hedui.node.cli._common import cli_errors, console, emit_json, fail, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
-_PW_HELP = "Passphrase comes from $HEDUI_KEY_PASSPHRASE or the file named by $HEDUI_KEY_PASSPHRASE_FILE."
+_PW_HELP = (
+    "Passphrase: `hedui --passphrase-file F` / `--passphrase-fd N`, or $HEDUI_KEY_PASSPHRASE (removed from the "
+    "environment once read), or the file named by $HEDUI_KEY_PASSPHRASE_FILE."
+)
+
+
+def take_passphrase(path: Path | None, fd: int | None, *, env: str | None, option: str) -> None:
+    """Reads a passphrase given as ``{option}-file`` or ``{option}-fd`` (never both) and
+    provides it for the passphrase called ``env`` (None: the generic key passphrase)."""
+    if path is not None and fd is not None:
+        fail(f"{option}-file and {option}-fd: got both, want one")
+    try:
+        if path is not None:
+            provide(read_file(path, what=f"{option}-file"), env=env)
+        elif fd is not None:
+            provide(read_fd(fd, what=f"{option}-fd"), env=env)
+    except KeyFileError as exc:
+        fail(exc.message)
+
+
+_CA_FILE = typer.Option(None, "--ca-passphrase-file", help="CA key passphrase file (else $HEDUI_CA_PASSPHRASE[_FILE])")
+_CA_FD = typer.Option(None, "--ca-passphrase-fd", help="CA key passphrase descriptor")
+_DIR_FILE = typer.Option(
+    None, "--directory-passphrase-file", help="Directory-signing key passphrase file (else $HEDUI_DIRECTORY_PASSPHRASE[_FILE])"
+)
+_DIR_FD = typer.Option(None, "--directory-passphrase-fd", help="Directory-signing key passphrase descriptor")
+_SIGNING_KEY = typer.Option(None, "--signing-key", help="Directory-signing key file, if not AUTHORITY/signing.key")
 
 
 @app.command("init-authority")
@@ -24,10 +52,21 @@ _PW_HELP = "Passphrase comes from $HEDUI_KEY_PASSPHRASE or the file named by $HE
 def init_authority(
     dir: Path = typer.Option(..., "--dir", help="Authority folder to create"),
     name: str = typer.Option("Hedui federation CA", help="CA common name"),
+    signing_key: Path | None = _SIGNING_KEY,
+    ca_passphrase_file: Path | None = _CA_FILE,
+    ca_passphrase_fd: int | None = _CA_FD,
+    directory_passphrase_file: Path | None = _DIR_FILE,
+    directory_passphrase_fd: int | None = _DIR_FD,
 ) -> None:
-    """Create the federation CA and the authority's directory-signing key. """
-    a = fed.init_authority(dir, name, passphrase(), now=wall_clock().now())
-    console.print(f"created CA {a.ca_cert} and directory-signing key {a.signing_pub}")
+    """Create the federation CA and the directory-signing key: two key files under two
+    different passphrases (the CA's, the directory key's)."""
+    take_passphrase(ca_passphrase_file, ca_passphrase_fd, env=CA_PASSPHRASE_ENV, option="--ca-passphrase")
+    take_passphrase(directory_passphrase_file, directory_passphrase_fd, env=DIRECTORY_PASSPHRASE_ENV, option="--directory-passphrase")
+    a = fed.init_authority(
+        dir, name, passphrase(env=CA_PASSPHRASE_ENV), passphrase(env=DIRECTORY_PASSPHRASE_ENV),
+        now=wall_clock().now(), signing_key=signing_key,
+    )
+    console.print(f"created CA {a.ca_cert} and directory-signing key {a.signing_key} ({a.signing_pub})")
 
 
 @app.command("init-member")
@@ -48,9 +87,12 @@ def issue(
     authority: Path = typer.Option(..., help="Authority folder"),
     csr: Path = typer.Option(..., help="Member CSR (PEM)"),
     out: Path = typer.Option(..., help="Where to write the certificate"),
+    ca_passphrase_file: Path | None = _CA_FILE,
+    ca_passphrase_fd: int | None = _CA_FD,
 ) -> None:
-    """Authority side: issue a member TLS certificate (serverAuth+clientAuth) from a CSR."""
-    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase(), now=wall_clock().now())
+    """Authority side: issue a member TLS certificate (serverAuth+clientAuth) from a CSR (CA passphrase)."""
+    take_passphrase(ca_passphrase_file, ca_passphrase_fd, env=CA_PASSPHRASE_ENV, option="--ca-passphrase")
+    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase(env=CA_PASSPHRASE_ENV), now=wall_clock().now())
     console.print(f"issued {out} (sha256 {cert_fingerprint(cert).hex()[:16]}…, valid to {cert.not_valid_after_utc:%Y-%m-%d})")
 
 
@@ -63,10 +105,16 @@ def sign_directory(
     time_zone: str | None = typer.Option(
         None, "--time-zone", help="The federation's IANA time zone (default: the spec's time_zone, else Asia/Shanghai)"
     ),
+    signing_key: Path | None = _SIGNING_KEY,
+    directory_passphrase_file: Path | None = _DIR_FILE,
+    directory_passphrase_fd: int | None = _DIR_FD,
 ) -> None:
-    """Build and sign the directory (members, keys, fields, access policy, version, expiry,
-    and the federation time zone every local date is computed in)."""
-    v = fed.sign_directory_file(fed.AuthorityDir(authority), spec, out, passphrase(), now=wall_clock().now(),
+    """Build and sign the directory (members, keys, fields, access policy, version, expiry, and the
+    federation time zone every local date is computed in) with the directory-signing key (its own
+    passphrase)."""
+    take_passphrase(directory_passphrase_file, directory_passphrase_fd, env=DIRECTORY_PASSPHRASE_ENV, option="--directory-passphrase")
+    a = fed.AuthorityDir(authority, signing_key)
+    v = fed.sign_directory_file(a, spec, out, passphrase(env=DIRECTORY_PASSPHRASE_ENV), now=wall_clock().now(),
                                 time_zone=time_zone)
     console.print(f"signed directory v{v} → {out}")
 
@@ -187,3 +235,38 @@ def log_keys(
         console.print(f"wrote {len(lines)} keys to {out}")
     else:
         console.print(text, end="", highlight=False, soft_wrap=True)
+
+
+@app.command("rekey")
+@cli_errors
+def rekey(
+    file: Path = typer.Argument(..., help="Key or secret file to re-encrypt in place"),
+    purpose: str | None = typer.Option(
+        None, help="What the file is (tls-key, signing-key, ca-key, directory-signing-key, sealing-key, "
+        "hedui-person-secret, hedui-oprf-seed, hedui-dedup-secret); read from the file or its name when left out"
+    ),
+    new_passphrase_file: Path | None = typer.Option(None, "--new-passphrase-file", help="The new passphrase, from a file"),
+    new_passphrase_fd: int | None = typer.Option(None, "--new-passphrase-fd", help="The new passphrase, from a descriptor"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Re-encrypt a key file: the current format (scrypt + AES-256-GCM) and, if given, a new
+    passphrase. The old passphrase as for every key (`hedui --passphrase-file …`; for the CA or
+    directory key, that key's passphrase); the new one from --new-passphrase-file/-fd or
+    $HEDUI_NEW_KEY_PASSPHRASE[_FILE], else unchanged. Atomic: the file is replaced only once the
+    new one is written and opens."""
+    from hedui.keys.passphrase import NEW_PASSPHRASE_ENV
+    from hedui.keys.rekey import rekey as do_rekey
+
+    take_passphrase(new_passphrase_file, new_passphrase_fd, env=NEW_PASSPHRASE_ENV, option="--new-passphrase")
+    old = passphrase()
+    try:
+        new = passphrase(env=NEW_PASSPHRASE_ENV)
+    except KeyFileError as exc:
+        if "got none" not in exc.message:  # given but unusable (too short): say so
+            raise
+        new = old
+    r = do_rekey(file, old, new, purpose=purpose)
+    if json_out:
+        emit_json({"file": str(r.path), "purpose": r.purpose, "was": r.was, "new_passphrase": new != old})
+    else:
+        console.print(f"re-encrypted {r.path} ({r.purpose}; was {r.was}){' under a new passphrase' if new != old else ''}")

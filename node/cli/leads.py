@@ -89,7 +89,10 @@ def leads_show(
         info = hub.lead(lead_id)
         if reveal:
             if sealing_key is not None:
+                from hedui.keys.passphrase import scrub_env
+
                 pw = os.environ.get(passphrase_env, "").encode()
+                scrub_env(passphrase_env)  # issue 18: not left in the environment
                 if not pw:
                     fail(f"{passphrase_env}: got nothing, want the sealing key passphrase in the environment")
                 key = SealingKey.load(sealing_key, pw)

@@ -16,10 +16,20 @@ _CONFIG = typer.Option(..., "--config", "-c", help="node.toml")
 
 @app.command("serve")
 @cli_errors
-def serve(config: Path = _CONFIG) -> None:
-    """Start the node (mTLS gRPC, health, reflection). Stops gracefully on SIGTERM/SIGINT."""
+def serve(
+    config: Path = _CONFIG,
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Key passphrase from this file"),
+    passphrase_fd: int | None = typer.Option(
+        None, "--passphrase-fd", help="Key passphrase from this descriptor (read to its end, then closed)"
+    ),
+) -> None:
+    """Start the node (mTLS gRPC, health, reflection). Stops gracefully on SIGTERM/SIGINT.
+    The key passphrase: --passphrase-file / --passphrase-fd, else $HEDUI_KEY_PASSPHRASE (removed
+    from the environment once read) or the file named by $HEDUI_KEY_PASSPHRASE_FILE."""
+    from hedui.node.cli.keys import take_passphrase
     from hedui.node.server import serve as _serve
 
+    take_passphrase(passphrase_file, passphrase_fd, env=None, option="--passphrase")
     _serve(config)
 
 
@@ -47,6 +57,7 @@ def migrate_cmd(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--
 @cli_errors
 def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")) -> None:
     """Validate config, keys, certificate and the signed directory without serving."""
+    from hedui.keys.keyfile import legacy_seen
     from hedui.node.runtime import Runtime
 
     rt = Runtime.open(config)
@@ -58,6 +69,8 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             "directory_expires_at": rt.directory.expires_at.isoformat(),
             "time_zone": rt.clock.zone.key,
             "store": rt.engine.dialect.name,
+            # Key files still in the pre-issue-18 format (PBKDF2): `hedui keys rekey` each.
+            "legacy_key_files": legacy_seen(),
         }
         until = fmt_instant(rt.directory.expires_at, rt.clock.zone)
     finally:
@@ -67,6 +80,8 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
     else:
         console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
                       f"until {until}, time zone {out['time_zone']}, store {out['store']}")
+        for f in out["legacy_key_files"]:
+            console.print(f"warning: {f} is in the older PBKDF2 format; run `hedui keys rekey` on it")
 
 
 def _provider_cfg(config: Path):

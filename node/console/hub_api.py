@@ -85,7 +85,7 @@ def show_members(rt, case_ref: str, *, operator: str) -> list[dict]:
 
 def discovery_hub(rt) -> Hub:
     """The discovery workflow without the private key (listing needs none)."""
-    return load_hub(rt.config, rt.engine, rt.directory, rt.clock)
+    return load_hub(rt.config, rt.engine, rt.directory, rt.clock, rt.passphrase)
 
 
 def sealing_key(rt):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from hedui.adapters import idnum
 from hedui.adapters.idnum import normalize as normalise_identity
 from hedui.common.clock import Clock
 from hedui.common.toml import load_toml
-from hedui.keys import sealing
+from hedui.keys import keyfile, sealing
 from hedui.keys.directory import TrustedDirectory
 from hedui.keys.sealing import SealingKey
 from hedui.node.config import NodeConfig
@@ -47,7 +48,9 @@ from hedui.node.errors import (
 )
 from hedui.v1 import common_pb2, notice_pb2
 
-__all__ = ["Hub", "Acceptance", "load_hub", "load_sealing_key"]
+__all__ = ["Hub", "Acceptance", "load_hub", "load_sealing_key", "read_person_secret"]
+
+log = logging.getLogger("hedui.discovery")
 
 # ---------------------------------------------------------------- results
 
@@ -110,6 +113,7 @@ class Hub(Leads):
         sealing_public: bytes | None = None,
         calendar_overrides: str | Path | None = None,
         clock: Clock,
+        passphrase: bytes | Callable[[], bytes] | None = None,
     ) -> Hub:
         """Builds a hub from a TOML config file (paths in it are relative to the file)::
 
@@ -123,6 +127,13 @@ class Hub(Leads):
         A node passes ``sealing_public`` (its key as published in the directory; then
         ``sealing_public_file`` may be left out, and must match if given) and its
         ``[hub] calendar_overrides`` (used when the file names none).
+
+        The person secret is an encrypted key file (keys/keyfile.py, purpose
+        ``hedui-person-secret``) opened with ``passphrase`` (bytes, or a function returning
+        them, asked only when needed): with it and a database backup the lead identities
+        could be rebuilt by HMAC search (issue 18, finding 4). A plaintext secret (older
+        installations) is still read with a warning, and encrypted in place when a
+        passphrase is at hand (:func:`read_person_secret`).
         """
         p = Path(path)
         doc = load_toml(p, HubFile, what="a hub discovery file (hub, person_secret_file, routes)")
@@ -155,7 +166,7 @@ class Hub(Leads):
         return cls(
             engine,
             hub=doc.hub,
-            person_secret=read("person_secret_file", doc.person_secret_file),
+            person_secret=read_person_secret(rel(doc.person_secret_file), passphrase, what=f"{p}: person_secret_file"),
             sealing_public=public,
             routing=routing,
             calendar=WorkCalendar(rel(doc.calendar_overrides) if doc.calendar_overrides is not None else calendar_overrides),
@@ -377,7 +388,39 @@ class Hub(Leads):
 # ---------------------------------------------------------------- on a node
 
 
-def load_hub(cfg: NodeConfig, engine: Engine, directory: TrustedDirectory, clock: Clock) -> Hub:
+def read_person_secret(path: Path, passphrase: bytes | Callable[[], bytes] | None, *, what: str) -> bytes:
+    """The hub's person secret from ``path``: an encrypted key file, or (older installations)
+    raw bytes, which are then encrypted in place (temp file + rename, 0600) if a passphrase
+    is at hand, and otherwise used with a warning."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what}: got an unreadable file {path} ({exc.strerror}), want a file") from None
+
+    def pw() -> bytes:
+        if passphrase is None:
+            raise ConfigError(f"{what}: {path} is encrypted; want the key passphrase (--config, or --passphrase-file)")
+        return passphrase() if callable(passphrase) else passphrase
+
+    if keyfile.is_current(data):
+        return keyfile.decrypt(data, pw(), purpose=keyfile.PURPOSE_PERSON_SECRET, source=f"{what} {path}")
+    try:
+        key = pw()
+    except ConfigError:  # no passphrase here (e.g. --db --hub-config): use it, say so
+        log.warning("%s: %s is stored in plaintext; start the node or run `hedui keys rekey` to encrypt it", what, path)
+        return data
+    keyfile.save_secret(path, data, key, label=keyfile.PURPOSE_PERSON_SECRET)
+    log.warning("%s: %s was stored in plaintext; encrypted it in place with the key passphrase", what, path)
+    return data
+
+
+def load_hub(
+    cfg: NodeConfig,
+    engine: Engine,
+    directory: TrustedDirectory,
+    clock: Clock,
+    passphrase: bytes | Callable[[], bytes] | None = None,
+) -> Hub:
     """The discovery :class:`Hub` of a hub node from its config, without its private key
     (what the ``leads``/``referrals``/``report`` commands need)."""
     h = cfg.hub
@@ -394,7 +437,9 @@ def load_hub(cfg: NodeConfig, engine: Engine, directory: TrustedDirectory, clock
             f"want the hub's {sealing.PUBLIC_KEY_SIZE}-byte key (sealing_key_hex in the directory spec)"
         )
     overrides = cfg.path(h.calendar_overrides) if h.calendar_overrides is not None else None
-    hub = Hub.from_config(engine, cfg.path(h.routing), sealing_public=public, calendar_overrides=overrides, clock=clock)
+    hub = Hub.from_config(
+        engine, cfg.path(h.routing), sealing_public=public, calendar_overrides=overrides, clock=clock, passphrase=passphrase
+    )
     if hub.hub != cfg.node.member:
         raise ConfigError(f"hub.routing {h.routing}: hub: got {hub.hub!r}, want this node's member code {cfg.node.member!r}")
     return hub
@@ -406,7 +451,7 @@ def load_sealing_key(cfg: NodeConfig, directory: TrustedDirectory, passphrase: b
     h = cfg.hub
     if h is None or h.sealing_key is None:
         raise ConfigError('hub.sealing_key: got none, want the hub\'s encrypted sealing key, e.g. sealing_key = "sealing.key"')
-    key = SealingKey.load(cfg.path(h.sealing_key), passphrase)
+    key = SealingKey.load(cfg.path(h.sealing_key), passphrase, allow_legacy=cfg.keys.allow_legacy)
     if key.public_bytes() != bytes(directory.member(cfg.node.member).sealing_key):
         raise ConfigError(
             f"hub.sealing_key: public part differs from the sealing key in directory v{directory.version}, "

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import tomli_w
 
-from hedui.keys.keyfile import write_private
+from hedui.keys.keyfile import PURPOSE_PERSON_SECRET, save_secret
 from hedui.keys.sealing import SealingKey
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ def _create_hub(tb, m, md, pw: bytes) -> None:
     key = SealingKey.generate()
     key.save(md / "sealing.key", pw)
     (md / "sealing.pub").write_bytes(key.public_bytes())
-    write_private(md / "person.secret", os.urandom(32))
+    save_secret(md / "person.secret", os.urandom(32), pw, label=PURPOSE_PERSON_SECRET)
     routes = [
         {"region": "", "event_type": "*", "assignee": "370304-center", "assignee_kind": "department",
          "name": "博山区社会救助服务中心"},

@@ -19,7 +19,7 @@ import tomli_w
 
 from hedui.common.clock import Clock, SystemClock
 from hedui.keys import federation as fed
-from hedui.keys.keyfile import PASSPHRASE_ENV, write_private
+from hedui.keys.keyfile import PASSPHRASE_ENV, KdfParams, set_default_params, write_private
 from hedui.node.testbed import discovery, provider
 
 __all__ = ["MemberPlan", "Testbed", "free_port", "DEFAULT_MEMBERS"]
@@ -81,9 +81,22 @@ class Testbed:
     #: The federation's clock (tests pass a FixedClock); None = the wall clock in the
     #: directory's zone, as a deployed node has.
     clock: Clock | None = None
+    #: scrypt cost of the key files it writes. The floor the reader accepts (N = 2^14), not the
+    #: product's 2^17: a testbed's keys are throwaway and its passphrase sits beside them in
+    #: ``passphrase``, so the work factor would buy nothing and cost the demo ~50 s of start-up.
+    kdf: KdfParams = field(default_factory=lambda: KdfParams(log2_n=14, r=8, p=1))
 
     def now(self) -> datetime:
         return (self.clock or SystemClock()).now()
+
+    @property
+    def ca_passphrase(self) -> str:
+        """The CA key's own passphrase (issue 18: not the directory key's, not a member's)."""
+        return self.passphrase + "-ca"
+
+    @property
+    def directory_passphrase(self) -> str:
+        return self.passphrase + "-directory"
 
     @property
     def authority(self) -> fed.AuthorityDir:
@@ -107,15 +120,25 @@ class Testbed:
         return {PASSPHRASE_ENV: self.passphrase}
 
     def create(self) -> Testbed:
+        old = set_default_params(self.kdf)
+        try:
+            return self._create()
+        finally:
+            set_default_params(old)
+
+    def _create(self) -> Testbed:
         os.environ[PASSPHRASE_ENV] = self.passphrase
         pw = self.passphrase.encode()
         self.root.mkdir(parents=True, exist_ok=True)
         write_private(self.root / "passphrase", pw + b"\n")
-        fed.init_authority(self.authority.root, "Hedui demo federation CA", pw, now=self.now())
+        fed.init_authority(
+            self.authority.root, "Hedui demo federation CA", self.ca_passphrase.encode(),
+            self.directory_passphrase.encode(), now=self.now(),
+        )
         for m in self.members:
             m.port = m.port or free_port()
             md = fed.init_member(self.member_dir(m.code), m.code, "127.0.0.1", pw)
-            fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, pw, now=self.now())
+            fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, self.ca_passphrase.encode(), now=self.now())
         # The set-up steps, in order: department data and OPRF seeds, then discovery (which
         # adds events to the department data where there is some).
         provider.create(self)
@@ -135,7 +158,9 @@ class Testbed:
             "policy": self.policy or default_policy(self.members),
         }
         self.spec_path.write_text(tomli_w.dumps(spec), encoding="utf-8")
-        return fed.sign_directory_file(self.authority, self.spec_path, self.directory_path, self.passphrase.encode(), now=self.now())
+        return fed.sign_directory_file(
+            self.authority, self.spec_path, self.directory_path, self.directory_passphrase.encode(), now=self.now()
+        )
 
     def _member_spec(self, m: MemberPlan) -> dict:
         rel = f"members/{m.code}"

@@ -272,6 +272,8 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries) ->
         rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": reason[:120]})
     except VerificationError as exc:
         status = "bad_proof" if exc.reason == Reason.BAD_PROOF else "bad_signature"
+        # One line per failure, never a trace (issue 18): the audit entry has the rest.
+        log.warning("case %s: %s refused from %s: %s", ctx_base["case_ref"], status, code, exc.reason)
         row.update(status=status, reason=f"{exc.reason}: {exc.message}"[:300])
         rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason})
     row["attempts"] = attempts

@@ -39,12 +39,13 @@ def load_provider(rt: Runtime) -> ProviderState:
     p = rt.config.provider
     if p is None or p.oprf_seed is None:
         raise ConfigError("provider.oprf_seed: got none, want the encrypted OPRF seed file (hedui keys oprf-init)")
-    keys = {p.epoch: ServerKey.derive(load_secret(rt.config.path(p.oprf_seed), rt.passphrase, label=OPRF_SEED_LABEL), p.epoch)}
+    legacy_ok = rt.config.keys.allow_legacy
+    keys = {p.epoch: ServerKey.derive(load_secret(rt.config.path(p.oprf_seed), rt.passphrase, label=OPRF_SEED_LABEL, allow_legacy=legacy_ok), p.epoch)}
     if p.previous_epoch is not None:
         if p.previous_oprf_seed is None:
             raise ConfigError("provider.previous_oprf_seed: got none, want it with provider.previous_epoch")
         keys[p.previous_epoch] = ServerKey.derive(
-            load_secret(rt.config.path(p.previous_oprf_seed), rt.passphrase, label=OPRF_SEED_LABEL), p.previous_epoch
+            load_secret(rt.config.path(p.previous_oprf_seed), rt.passphrase, label=OPRF_SEED_LABEL, allow_legacy=legacy_ok), p.previous_epoch
         )
     me = rt.directory.member(rt.member)
     published = {k.epoch: bytes(k.public_key) for k in me.oprf_keys}
