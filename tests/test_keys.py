@@ -276,7 +276,7 @@ def test_directory_names_the_federation_time_zone(tb, tmp_path):
     tb.spec_path.write_text(base)
     out = tmp_path / "dir.json"
     with pytest.raises(ConfigError, match="time_zone: got 'Nowhere/Town', want an IANA zone such as Asia/Shanghai"):
-        fed.sign_directory_file(tb.authority, tb.spec_path, out, tb.passphrase.encode(), now=NOW, time_zone="Nowhere/Town")
-    fed.sign_directory_file(tb.authority, tb.spec_path, out, tb.passphrase.encode(), now=NOW, time_zone="Asia/Hong_Kong")
+        fed.sign_directory_file(tb.authority, tb.spec_path, out, tb.directory_passphrase.encode(), now=NOW, time_zone="Nowhere/Town")
+    fed.sign_directory_file(tb.authority, tb.spec_path, out, tb.directory_passphrase.encode(), now=NOW, time_zone="Asia/Hong_Kong")
     td = load_directory(out, _authority(tb), now=NOW)
     assert td.msg.time_zone == "Asia/Hong_Kong" and td.zone.key == "Asia/Hong_Kong"
