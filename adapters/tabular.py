@@ -82,7 +82,9 @@ class _FileAdapter:
 
     def _emit(self, line: int, cells: list[Any], index: dict[str, int]) -> Record | RowProblem | None:
         locator = self._locator(line)
-        get = (lambda ref: cells[index[ref]] if index[ref] < len(cells) else None)
+        def get(ref: str) -> Any:
+            return cells[index[ref]] if index[ref] < len(cells) else None
+
         if self._conv.skips(get):
             return None
         pk_col = getattr(self.mapping.source, "primary_key", None)
