@@ -353,8 +353,9 @@ def test_bad_periods_are_row_problems_that_name_the_format(tmp_path):
     db = tmp_path / "p.sqlite"
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE pay (id INTEGER PRIMARY KEY, idno TEXT, ym TEXT, amt INTEGER)")
-    from hedui.adapters.idnum import synthetic
     import random
+
+    from hedui.adapters.idnum import synthetic
 
     ids = [synthetic(random.Random(i)) for i in range(6)]
     con.executemany("INSERT INTO pay VALUES (?, ?, ?, ?)", [
