@@ -191,6 +191,7 @@ class SqlAdapter:
             return t.c[cname]
 
         cols = {ref: col(key, ref) for key, ref in self.mapping.columns()}
+        self._check_formats(cols)
         pk = cols[src.primary_key]
         ident = cols[self.mapping.identity.column]
         if pk is ident:
@@ -220,6 +221,23 @@ class SqlAdapter:
             "wm": _raw(wm) if wm is not None else None,
             "table": src.table.rpartition(".")[2],
         }
+
+    def _check_formats(self, cols: dict[str, Column]) -> None:
+        """A period format declared on a DATE/TIMESTAMP column would make every row a problem:
+        refuse it now, naming the key (the column's values are days, not YYYYMM numbers)."""
+        specs: list[tuple[str, str, str]] = []
+        for i, f in enumerate(self.mapping.facts):
+            specs += [(f"facts[{i}].{k}.format", s.column, s.format)
+                      for k, s in (("date", f.date), ("until", f.until)) if s is not None]
+        for key, ref, fmt in specs:
+            if fmt not in ("date", "datetime") and isinstance(cols[ref].type, (Date, DateTime)):
+                raise SourceError(f"{self.source}: {key}: got {fmt!r} for the {cols[ref].type} column {ref}, "
+                                  "want 'date' or 'datetime'")
+        dd = self._src.data_date
+        if isinstance(dd, DataDateSpec) and self._dd_col is not None and dd.format not in ("date", "datetime") \
+                and isinstance(self._dd_col.type, (Date, DateTime)):
+            raise SourceError(f"{self.source}: source.data_date.format: got {dd.format!r} for the "
+                              f"{self._dd_col.type} column {dd.column}, want 'date' or 'datetime'")
 
     # --- reading ----------------------------------------------------------------------------
 

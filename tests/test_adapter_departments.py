@@ -334,6 +334,8 @@ def test_long_numbers_in_attributes_are_data(depts):
     (lambda m: m["source"].update(data_date={"table": "sjtqx", "column": "sjjzny"}), "source.data_date.table: got 'sjtqx'"),
     (lambda m: m["source"].update(data_date={"table": "sjtq", "column": "jzny"}),
      "source.data_date.column: got column 'jzny'"),
+    (lambda m: m["facts"][0].update(until={"column": "ac01.aae036", "format": "YYYYMMDD"}),
+     "facts[0].until.format: got 'YYYYMMDD' for the TIMESTAMP column ac01.aae036, want 'date' or 'datetime'"),
     (lambda m: m["source"]["joins"].append({"table": "ac01", "on": "ac43.aac001 = ac01.aac001"}),
      "source.joins[1].as: got nothing for a second ac01"),
     (lambda m: m["source"]["joins"].append({"table": "ac01", "as": "p2", "on": "ac43.aac001 = ac01.aac001"}),
