@@ -33,6 +33,7 @@ _MAX_ATTR = 256
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _BLANK = " \t\r\n\u00a0\u3000\ufeff"
+_SURROGATE = re.compile("[\udc80-\udcff]")
 _TRUE = {"1", "true", "t", "yes", "y", "是", "有"}
 _FALSE = {"0", "false", "f", "no", "n", "否", "无"}
 _DAY = timedelta(days=1)
@@ -51,8 +52,8 @@ def is_blank(v: Any) -> bool:
 
 
 def _has_surrogates(s: str) -> bool:
-    # Undecodable bytes arrive as lone surrogates (errors="surrogateescape").
-    return any("\udc80" <= ch <= "\udcff" for ch in s)
+    # Undecodable bytes arrive as lone surrogates (errors="surrogateescape"); ASCII has none.
+    return not s.isascii() and _SURROGATE.search(s) is not None
 
 
 def _text(v: str) -> str:
@@ -142,7 +143,7 @@ def _code(v: Any) -> str:
     elif isinstance(v, str):
         if _has_surrogates(v):
             raise BadCell("bytes that are not valid in the declared encoding")
-        text = unicodedata.normalize("NFKC", v).strip(_BLANK)
+        text = (v if v.isascii() else unicodedata.normalize("NFKC", v)).strip(_BLANK)
     else:
         raise BadCell(f"a {type(v).__name__}")
     if len(text) > _MAX_ATTR:
@@ -219,13 +220,14 @@ class RowConverter:
     def __init__(self, mapping: Mapping) -> None:
         self._m = mapping
         where, skip, fact_where = mapping.conditions()
-        self._where, self._skip = Matcher(where), Matcher(skip)
-        self._fact_where = [Matcher(w) for w in fact_where]
+        self._where = Matcher(where) if where else None
+        self._skip = Matcher(skip) if skip else None
+        self._facts = [(spec, Matcher(w) if w else None) for spec, w in zip(mapping.facts, fact_where)]
 
     def skips(self, get: Callable[[str], Any]) -> bool:
-        if self._where and not self._where(get):
+        if self._where is not None and not self._where(get):
             return True
-        return bool(self._skip) and self._skip(get)
+        return self._skip is not None and self._skip(get)
 
     def convert(self, locator: str, get: Callable[[str], Any]) -> Record | RowProblem | None:
         if self.skips(get):
@@ -235,8 +237,8 @@ class RowConverter:
         except InvalidIdentity as err:
             return RowProblem(locator, err.message)
         facts: list[Fact] = []
-        for i, spec in enumerate(self._m.facts):
-            if self._fact_where[i] and not self._fact_where[i](get):
+        for spec, only in self._facts:
+            if only is not None and not only(get):
                 continue
             raw = get(spec.column)
             if is_blank(raw):

@@ -153,6 +153,8 @@ def mask_embedded(text: str, mask: str = "[id]") -> str:
     GB 11643 (birth date and check character) are masked, so other long numbers stay intact
     and distinct (but for a rare one that happens to contain a valid-looking window).
     Full-width digits are folded first."""
+    if len(text) < 15:      # too short to hold 15 digits: nothing to mask
+        return text
     if not _LONG_RUN.search(text):
         return scrub(text, mask)
     folded = text.translate(_FOLD)
