@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from hedui.adapters import idnum
+from hedui.adapters import dates, idnum
 from hedui.adapters.errors import InvalidIdentity
+from hedui.adapters.filters import Matcher
 from hedui.adapters.idnum import normalize
 from hedui.adapters.mapping import FactSpec, Mapping
 from hedui.adapters.records import Fact, Record, RowProblem
@@ -32,9 +33,10 @@ _MAX_ATTR = 256
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
 _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _BLANK = " \t\r\n\u00a0\u3000\ufeff"
+_SURROGATE = re.compile("[\udc80-\udcff]")
 _TRUE = {"1", "true", "t", "yes", "y", "是", "有"}
 _FALSE = {"0", "false", "f", "no", "n", "否", "无"}
-_DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d", "%Y年%m月%d日", "%Y-%m", "%Y/%m", "%Y年%m月")
+_DAY = timedelta(days=1)
 
 
 class BadCell(Exception):
@@ -50,8 +52,8 @@ def is_blank(v: Any) -> bool:
 
 
 def _has_surrogates(s: str) -> bool:
-    # Undecodable bytes arrive as lone surrogates (errors="surrogateescape").
-    return any("\udc80" <= ch <= "\udcff" for ch in s)
+    # Undecodable bytes arrive as lone surrogates (errors="surrogateescape"); ASCII has none.
+    return not s.isascii() and _SURROGATE.search(s) is not None
 
 
 def _text(v: str) -> str:
@@ -101,31 +103,11 @@ def _canonical_decimal(d: Decimal) -> Decimal:
     return Decimal(format(d.normalize(), "f"))
 
 
-def _date(v: Any) -> date:
-    if isinstance(v, datetime):
-        d = v.date()
-    elif isinstance(v, date):
-        d = v
-    elif isinstance(v, bool):
-        raise BadCell("a boolean")
-    elif isinstance(v, int) and 10_000_000 <= v <= 99_999_999:
-        return _date(str(v))
-    elif isinstance(v, str):
-        t = _text(v)
-        t = t.split(" ")[0].split("T")[0] if re.match(r"^\d{4}-\d{2}-\d{2}[ T]", t) else t
-        for fmt in _DATE_FORMATS:
-            try:
-                d = datetime.strptime(t, fmt).date()
-                break
-            except ValueError:
-                continue
-        else:
-            raise BadCell("text that is not a date")
-    else:
-        raise BadCell(f"a {type(v).__name__}")
-    if not 1900 <= d.year <= 2200:
-        raise BadCell("a date out of range")
-    return d
+def _date(v: Any, fmt: str = "date", *, end: bool = False) -> date:
+    try:
+        return dates.parse(v, fmt, end=end)
+    except dates.BadDate as bad:
+        raise BadCell(bad.got) from None
 
 
 def _bool(v: Any) -> bool:
@@ -143,19 +125,44 @@ def _bool(v: Any) -> bool:
     raise BadCell(f"a {type(v).__name__}")
 
 
-def _value(spec: FactSpec, v: Any) -> Decimal:
+def _code(v: Any) -> str:
+    """A code cell as text: ``"0400"`` stays ``"0400"``, 110 becomes ``"110"``, ``住宅`` stays."""
+    if isinstance(v, bool):
+        raise BadCell("a boolean")
+    if isinstance(v, int):
+        text = str(v)
+    elif isinstance(v, Decimal):
+        if not v.is_finite():
+            raise BadCell("a value that is not finite")
+        text = format(_canonical_decimal(v), "f")
+    elif isinstance(v, float):
+        d = Decimal(repr(v))
+        if not d.is_finite():
+            raise BadCell("a value that is not finite")
+        text = format(_canonical_decimal(d), "f")
+    elif isinstance(v, str):
+        if _has_surrogates(v):
+            raise BadCell("bytes that are not valid in the declared encoding")
+        text = (v if v.isascii() else unicodedata.normalize("NFKC", v)).strip(_BLANK)
+    else:
+        raise BadCell(f"a {type(v).__name__}")
+    if len(text) > _MAX_ATTR:
+        raise BadCell(f"{len(text)} characters")
+    return idnum.mask_embedded(text)
+
+
+def _value(spec: FactSpec, v: Any) -> Decimal | str:
     if spec.type == "bool":
         return Decimal(int(_bool(v)))
+    if spec.type == "code":
+        return _code(v)
     d = _number(v)
     if spec.type == "money":
         if spec.unit == "fen":
             _integral(d)
         return (d * _UNIT_FACTOR[spec.unit or "yuan"]).quantize(_FEN, rounding=ROUND_HALF_UP)
-    if spec.type in ("integer", "code"):
-        n = _integral(d)
-        if spec.type == "code" and n < 0:
-            raise BadCell("a negative code")
-        return Decimal(n)
+    if spec.type == "integer":
+        return Decimal(_integral(d))
     return _canonical_decimal(d)
 
 
@@ -163,7 +170,7 @@ def _want(spec: FactSpec) -> str:
     if spec.type == "money":
         return _UNIT_WORD[spec.unit or "yuan"]
     return {"decimal": "a decimal number", "integer": "a whole number",
-            "code": "a whole-number code", "bool": "yes/no (1/0)"}[spec.type]
+            "code": "a code", "bool": "yes/no (1/0)"}[spec.type]
 
 
 def _identity(v: Any) -> str:
@@ -200,26 +207,39 @@ def _attr(kind: str, v: Any) -> str:
     text = text.strip(_BLANK)
     if len(text) > _MAX_ATTR:
         raise BadCell(f"{len(text)} characters")
-    if idnum.contains(text):
-        raise BadCell("a value shaped like an identity number")
-    if idnum.long_digit_run(text):   # e.g. a 20-digit certificate number that embeds one
-        raise BadCell("a run of 15 or more digits")
-    return text
+    # Only identity.column is an identity number: a long number here is data (a settlement
+    # id, an organisation code), kept — with any identity number inside it masked.
+    return idnum.mask_embedded(text)
 
 
 class RowConverter:
-    """Turns one row, read through ``get(column reference)``, into a Record or RowProblem."""
+    """Turns one row, read through ``get(column reference)``, into a Record or RowProblem,
+    or ``None`` when the mapping skips the row (``source.where`` does not hold, or
+    ``identity.skip_where`` does): such rows are counted by the adapter, not reported."""
 
     def __init__(self, mapping: Mapping) -> None:
         self._m = mapping
+        where, skip, fact_where = mapping.conditions()
+        self._where = Matcher(where) if where else None
+        self._skip = Matcher(skip) if skip else None
+        self._facts = [(spec, Matcher(w) if w else None) for spec, w in zip(mapping.facts, fact_where)]
 
-    def convert(self, locator: str, get: Callable[[str], Any]) -> Record | RowProblem:
+    def skips(self, get: Callable[[str], Any]) -> bool:
+        if self._where is not None and not self._where(get):
+            return True
+        return self._skip is not None and self._skip(get)
+
+    def convert(self, locator: str, get: Callable[[str], Any]) -> Record | RowProblem | None:
+        if self.skips(get):
+            return None
         try:
             identity = _identity(get(self._m.identity.column))
         except InvalidIdentity as err:
             return RowProblem(locator, err.message)
         facts: list[Fact] = []
-        for spec in self._m.facts:
+        for spec, only in self._facts:
+            if only is not None and not only(get):
+                continue
             raw = get(spec.column)
             if is_blank(raw):
                 if spec.optional:
@@ -229,15 +249,31 @@ class RowConverter:
                 value = _value(spec, raw)
             except BadCell as bad:
                 return RowProblem(locator, f"{spec.name}: got {bad.got}, want {_want(spec)}")
-            on = None
+            if spec.type == "code" and not value:
+                if spec.optional:
+                    continue
+                return RowProblem(locator, f"{spec.name}: got an empty cell, want {_want(spec)}")
+            on = until = None
             if spec.date:
-                d = get(spec.date)
+                d = get(spec.date.column)
                 if is_blank(d):
-                    return RowProblem(locator, f"{spec.name}.date: got an empty cell, want a date")
+                    return RowProblem(locator, f"{spec.name}.date: got an empty cell, want {dates.want(spec.date.format)}")
                 try:
-                    on = _date(d)
+                    on = _date(d, spec.date.format)
                 except BadCell as bad:
-                    return RowProblem(locator, f"{spec.name}.date: got {bad.got}, want a date")
+                    return RowProblem(locator, f"{spec.name}.date: got {bad.got}, want {dates.want(spec.date.format)}")
+            if spec.until:
+                u = get(spec.until.column)
+                if not is_blank(u):   # empty: still holding
+                    try:
+                        until = _date(u, spec.until.format, end=True)
+                    except BadCell as bad:
+                        return RowProblem(locator, f"{spec.name}.until: got {bad.got}, "
+                                                   f"want {dates.want(spec.until.format)}")
+                    # Fact.until is the last day the fact holds (records.py): an exclusive
+                    # end (a cancellation day) holds until the day before.
+                    if not spec.until.inclusive:
+                        until = until - _DAY
             attrs: dict[str, str] = {}
             for name, a in spec.attrs.items():
                 av = get(a.column)
@@ -248,5 +284,5 @@ class RowConverter:
                 except BadCell as bad:
                     want = "a date" if a.type == "date" else "text"
                     return RowProblem(locator, f"{spec.name}.{name}: got {bad.got}, want {want}")
-            facts.append(Fact(spec.name, value, spec.out_unit, on, attrs))
+            facts.append(Fact(spec.name, value, spec.out_unit, on, attrs, until))
         return Record(identity, locator, tuple(facts))

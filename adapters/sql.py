@@ -19,16 +19,18 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, inspect, or_, select, true, type_coerce
+from sqlalchemy import Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, func, inspect, not_, or_, select, true, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from hedui.adapters import idnum
-from hedui.adapters._convert import RowConverter
+from hedui.adapters import dates, idnum
+from hedui.adapters._convert import RowConverter, is_blank
 from hedui.adapters.errors import SourceError
-from hedui.adapters.mapping import Mapping, SqlSource
+from hedui.adapters.filters import parse_where
+from hedui.adapters.mapping import DataDateSpec, Mapping, SqlSource
 from hedui.adapters.records import Record, RowProblem
+from hedui.adapters.sql_filter import prefilter
 
 __all__ = ["SqlAdapter"]
 
@@ -45,7 +47,8 @@ def _raw(col: Column) -> Any:
 
 
 def _is_sqlite(col: Column) -> bool:
-    return bool(col.table.info.get("sqlite"))
+    table = getattr(col.table, "element", col.table)   # a join's alias ("as") wraps its table
+    return bool(getattr(table, "info", {}).get("sqlite"))
 
 
 def _encode(v: Any) -> Any:
@@ -85,6 +88,9 @@ class SqlAdapter:
         self._conv = RowConverter(mapping)
         self._engine: Engine | None = None
         self._plan: dict[str, Any] | None = None
+        self._dd_col: Column | None = None
+        #: Rows the last scan skipped (``source.where`` / ``identity.skip_where``): not problems.
+        self.skipped = 0
 
     @property
     def source(self) -> str:
@@ -127,33 +133,57 @@ class SqlAdapter:
             conn = conn.execution_options(postgresql_readonly=True)
         return conn
 
+    def _reflect(self, conn: Any, md: MetaData, key: str, tname: str) -> Table:
+        if tname in md.tables:   # joined twice (under another name): one reflection
+            return md.tables[tname]
+        schema, _, bare = tname.rpartition(".")
+        try:
+            return Table(bare, md, autoload_with=conn, schema=schema or None,
+                         info={"sqlite": conn.dialect.name == "sqlite"})
+        except NoSuchTableError:
+            known = sorted(inspect(conn).get_table_names(schema=schema or None))
+            raise SourceError(f"{self.source}: {key}: got {tname!r}, want an existing table "
+                              f"({', '.join(known[:20]) or 'none found'})") from None
+
     def check(self) -> None:
-        """Connects, reflects the tables and checks every column the mapping names.
+        """Connects, reflects the tables and checks every column the mapping names (row
+        columns, filters, dates, attributes, joins and the data-date table).
         Raises :class:`~hedui.adapters.errors.SourceError` naming the mapping key; reads no rows."""
         src, name = self._src, self.source
         tables: dict[str, Table] = {}
         md = MetaData()
+        dd = src.data_date if isinstance(src.data_date, DataDateSpec) else None
         try:
             with self._connect() as conn:
-                insp = inspect(conn)
-                for key, tname in [("source.table", src.table)] + [(f"source.joins[{i}].table", j.table) for i, j in enumerate(src.joins)]:
-                    schema, _, bare = tname.rpartition(".")
-                    try:
-                        tables[tname] = Table(bare, md, autoload_with=conn, schema=schema or None,
-                                              info={"sqlite": conn.dialect.name == "sqlite"})
-                    except NoSuchTableError:
-                        known = sorted(insp.get_table_names(schema=schema or None))
-                        raise SourceError(f"{name}: {key}: got {tname!r}, want an existing table "
-                                          f"({', '.join(known[:20]) or 'none found'})") from None
+                tables[src.table] = self._reflect(conn, md, "source.table", src.table)
+                for i, j in enumerate(src.joins):
+                    if j.name in tables:
+                        raise SourceError(f"{name}: source.joins[{i}].as: got nothing for a second {j.table}, "
+                                          "want a name of its own (as = \"x\"), used as x.column")
+                    t = self._reflect(conn, md, f"source.joins[{i}].table", j.table)
+                    tables[j.name] = t.alias(j.as_) if j.as_ else t
+                if dd is not None:
+                    t = self._reflect(conn, MetaData(), "source.data_date.table", dd.table)
+                    if dd.column not in t.c:
+                        raise SourceError(f"{name}: source.data_date.column: got column {dd.column!r}, want a column "
+                                          f"of {dd.table} ({', '.join(c.name for c in t.c)})")
+                    self._dd_col = t.c[dd.column]
         except SourceError:
             raise
         except SQLAlchemyError as exc:
             raise SourceError(f"{name}: source.url: cannot read the database ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200]})") from None
+        # A schema-qualified table ("shebao.ac43") may be named by its bare name in column
+        # references ("ac43.aac001") when that is unambiguous.
+        bare: dict[str, list[str]] = {}
+        for tname in tables:
+            bare.setdefault(tname.rpartition(".")[2], []).append(tname)
 
         def col(key: str, ref: str) -> Column:
             tname, _, cname = ref.rpartition(".")
             tname = tname or src.table
+            if tname not in tables and len(bare.get(tname, [])) == 1:
+                tname = bare[tname][0]
             if tname not in tables:
                 raise SourceError(f"{name}: {key}: got table {tname!r}, want {src.table!r} or a joined table")
             t = tables[tname]
@@ -163,6 +193,7 @@ class SqlAdapter:
             return t.c[cname]
 
         cols = {ref: col(key, ref) for key, ref in self.mapping.columns()}
+        self._check_formats(cols)
         pk = cols[src.primary_key]
         ident = cols[self.mapping.identity.column]
         if pk is ident:
@@ -173,23 +204,46 @@ class SqlAdapter:
         joined = tables[src.table]
         for i, j in enumerate(src.joins):
             a, b = (cols[r] for r in j.pair)
-            if b.table is not tables[j.table]:
+            if b.table is not tables[j.name]:
                 a, b = b, a
-            if b.table is not tables[j.table]:
-                raise SourceError(f"{name}: source.joins[{i}].on: got no column of {j.table}, want 'earlier.col = {j.table}.col'")
-            joined = joined.outerjoin(tables[j.table], a == b)  # LEFT JOIN: no row is dropped
+            if b.table is not tables[j.name]:
+                raise SourceError(f"{name}: source.joins[{i}].on: got no column of {j.name}, want 'earlier.col = {j.name}.col'")
+            joined = joined.outerjoin(tables[j.name], a == b)  # LEFT JOIN: no row is dropped
         labels = {ref: f"c{i}" for i, ref in enumerate(cols)}
         wm = cols[src.watermark] if src.watermark else None
+        stmt = select(*[_raw(c).label(labels[r]) for r, c in cols.items()],
+                      _raw(pk).label("_pk"), *([_raw(wm).label("_wm")] if wm is not None else []),
+                      ).select_from(joined)
+        pre = prefilter(parse_where(src.where), cols, "sqlite" if tables[src.table].info.get("sqlite") else "other")
         self._plan = {
             "labels": labels,
-            "stmt": select(*[c.label(labels[r]) for r, c in cols.items()],
-                           _raw(pk).label("_pk"), *([_raw(wm).label("_wm")] if wm is not None else []),
-                           ).select_from(joined),
+            # Dates as stored (_raw): SQLite keeps them as text, and the mapping's declared
+            # format parses them; SQLAlchemy's own parsing would stop the scan at a bad cell.
+            "stmt": stmt.where(and_(*pre)) if pre else stmt,
+            # Rows the prefilter drops are skipped rows too: counted per scan phase.
+            "excluded": select(func.count()).select_from(joined).where(not_(and_(*pre))) if pre else None,
             "pk": _raw(pk),
             "pk_name": pk.name,
             "wm": _raw(wm) if wm is not None else None,
             "table": src.table.rpartition(".")[2],
         }
+
+    def _check_formats(self, cols: dict[str, Column]) -> None:
+        """A period format declared on a DATE/TIMESTAMP column would make every row a problem:
+        refuse it now, naming the key (the column's values are days, not YYYYMM numbers)."""
+        specs: list[tuple[str, str, str]] = []
+        for i, f in enumerate(self.mapping.facts):
+            specs += [(f"facts[{i}].{k}.format", s.column, s.format)
+                      for k, s in (("date", f.date), ("until", f.until)) if s is not None]
+        for key, ref, fmt in specs:
+            if fmt not in ("date", "datetime") and isinstance(cols[ref].type, (Date, DateTime)):
+                raise SourceError(f"{self.source}: {key}: got {fmt!r} for the {cols[ref].type} column {ref}, "
+                                  "want 'date' or 'datetime'")
+        dd = self._src.data_date
+        if isinstance(dd, DataDateSpec) and self._dd_col is not None and dd.format not in ("date", "datetime") \
+                and isinstance(self._dd_col.type, (Date, DateTime)):
+            raise SourceError(f"{self.source}: source.data_date.format: got {dd.format!r} for the "
+                              f"{self._dd_col.type} column {dd.column}, want 'date' or 'datetime'")
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -221,10 +275,11 @@ class SqlAdapter:
         pk, wm, labels, table = plan["pk"], plan["wm"], plan["labels"], plan["table"]
         pk_l, wm_l, pk_name = "_pk", "_wm", plan["pk_name"]
         pos = since or None
+        self.skipped = 0
 
         prev: list[Any] = [object()]
 
-        def emit(row, after: dict) -> tuple[Record | RowProblem, dict]:
+        def emit(row, after: dict) -> tuple[Record | RowProblem | None, dict]:
             m = row._mapping
             key = m[pk_l]
             locator = f"{table}:{pk_name}={key}"
@@ -237,6 +292,18 @@ class SqlAdapter:
             prev[0] = key
             return self._conv.convert(locator, lambda ref: m[labels[ref]]), after
 
+        def kept(pair: tuple[Record | RowProblem | None, dict]) -> Iterator[tuple[Record | RowProblem, dict]]:
+            item, after = pair
+            if item is None:
+                self.skipped += 1
+            else:
+                yield item, after
+
+        def excluded(range_: Any) -> None:
+            if plan["excluded"] is not None:
+                with self._connect() as conn, conn.begin():
+                    self.skipped += int(conn.execute(plan["excluded"].where(range_)).scalar_one())
+
         def after_pk(start: Any):
             def where(last):
                 if last is not None:
@@ -246,14 +313,16 @@ class SqlAdapter:
 
         if wm is None:
             start = pos["pk"] if pos else None
+            excluded(after_pk(start)(None))
             for row in self._pages(after_pk(start), [pk]):
-                yield emit(row, {"pk": _encode(row._mapping[pk_l])})
+                yield from kept(emit(row, {"pk": _encode(row._mapping[pk_l])}))
             return
         if pos is None or pos.get("phase") == "null":
             start = pos["pk"] if pos else None
             null_where = after_pk(start)
+            excluded(and_(wm.is_(None), null_where(None)))
             for row in self._pages(lambda last: and_(wm.is_(None), null_where(last)), [pk]):
-                yield emit(row, {"phase": "null", "pk": _encode(row._mapping[pk_l])})
+                yield from kept(emit(row, {"phase": "null", "pk": _encode(row._mapping[pk_l])}))
             pos = None
 
         def after_wm(last):
@@ -262,9 +331,39 @@ class SqlAdapter:
             w, p = (_decode(pos["wm"]), _decode(pos["pk"])) if last is None else (last._mapping[wm_l], last._mapping[pk_l])
             return or_(wm > w, and_(wm == w, pk > p))
 
+        excluded(after_wm(None))
         for row in self._pages(after_wm, [wm, pk]):
             m = row._mapping
-            yield emit(row, {"wm": _encode(m[wm_l]), "pk": _encode(m[pk_l])})
+            yield from kept(emit(row, {"wm": _encode(m[wm_l]), "pk": _encode(m[pk_l])}))
+
+    def data_date(self) -> date | None:
+        """How current the source is: ``source.data_date`` as written, or the largest value of
+        ``{table, column}`` in the declared format (a month or year is its last day); None when
+        the mapping declares none. Raises SourceError if the column holds no usable date."""
+        dd = self._src.data_date
+        if dd is None or isinstance(dd, date):
+            return dd
+        if self._plan is None:
+            self.check()
+        col = self._dd_col
+        assert col is not None
+        key = f"{self.source}: source.data_date"
+        try:
+            with self._connect() as conn, conn.begin():
+                values = conn.execute(select(_raw(col)).where(col.isnot(None)).distinct().limit(10_000)).scalars().all()
+        except SQLAlchemyError as exc:
+            raise SourceError(f"{key}: cannot read {dd.table}.{dd.column} ({type(exc).__name__})") from None
+        days = []
+        for v in values:
+            if is_blank(v):
+                continue
+            try:
+                days.append(dates.parse(v, dd.format, end=True))
+            except dates.BadDate as bad:
+                raise SourceError(f"{key}: got {bad.got} in {dd.table}.{dd.column}, want {dates.want(dd.format)}") from None
+        if not days:
+            raise SourceError(f"{key}: got no value in {dd.table}.{dd.column}, want the extract's data date")
+        return max(days)
 
     def records(self, since: Any = None) -> Iterator[Record | RowProblem]:
         for item, _ in self.scan(since):
