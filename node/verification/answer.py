@@ -10,12 +10,12 @@ window               facts used                                         ends on 
 months_before = N    ``on`` in months R−N … R−1                          last of R−1     2025-08..2026-07
 year_to_date         ``on`` in January of R's year … R                   E               2026-01..2026-08
 previous_year        ``on`` in the calendar year before R's              31 Dec          2025-01..2025-12
-as_of_reference      ``on`` ≤ E and still held on E (``until`` > E)     E               @2026-08-31
+as_of_reference      ``on`` ≤ E and still held on E (``until`` ≥ E)     E               @2026-08-31
 all_time             ``on`` ≤ E, or undated                              E               ..2026-08-31
 ===================  =================================================  ==============  ============
 
-``until`` is exclusive (the first day the fact no longer holds: a cancellation day); a mapping
-that stores a last paid day says ``inclusive = true`` and the adapter moves it one day on.
+``until`` is the last day a fact holds (records.Fact; the adapter folds a mapping's exclusive end
+column, a cancellation or transfer day, into the day before it), ``None`` while it still holds.
 
 States, so that "no record", "not current" and zero never stand in for each other:
 ``NOT_CURRENT`` when the window ends after the data date of a source that produces the field's
@@ -45,7 +45,6 @@ __all__ = ["Window", "window_of", "Derived", "derive", "evaluate_predicate", "an
 
 VALUE, NO_VALUE = lookup_pb2.ANSWER_STATE_VALUE, lookup_pb2.ANSWER_STATE_NO_VALUE
 NO_RECORD, NOT_CURRENT = lookup_pb2.ANSWER_STATE_NO_RECORD, lookup_pb2.ANSWER_STATE_NOT_CURRENT
-_DAY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def window_of(fd: FieldDef, ref: Month) -> Window:
 
 def held_on(f: Fact, day: dt.date) -> bool:
     """True when the fact holds on ``day``: begun on or before it and not yet ended."""
-    return f.on is not None and f.on <= day and (f.until is None or day < f.until)
+    return f.on is not None and f.on <= day and (f.until is None or day <= f.until)
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ def _select(fd: FieldDef, facts: Sequence[Fact], w: Window) -> list[Fact]:
     if fd.agg == "sum_per_month":
         start = w.start
         assert start is not None  # the catalogue gives sum_per_month a window of months
-        use = [f for f in use if f.on is not None and f.on <= w.end and (f.until is None or f.until > start)]
+        use = [f for f in use if f.on is not None and f.on <= w.end and (f.until is None or f.until >= start)]
     elif w.point:
         use = [f for f in use if held_on(f, w.end)]
     elif w.first is not None:
@@ -149,7 +148,7 @@ def _select(fd: FieldDef, facts: Sequence[Fact], w: Window) -> list[Fact]:
 def _months_held(f: Fact, w: Window) -> int:
     """Window months in which the fact held at least one day (sum_per_month)."""
     assert f.on is not None
-    last_day = w.end if f.until is None else min(w.end, f.until - _DAY)
+    last_day = w.end if f.until is None else min(w.end, f.until)
     first = max(Month.of(f.on), w.first) if w.first else Month.of(f.on)
     last = Month.of(last_day)
     return max(0, (last.year * 12 + last.month) - (first.year * 12 + first.month) + 1)
