@@ -32,6 +32,7 @@ from hedui.v1 import lookup_pb2
 
 D = designed()
 PEOPLE = sorted({p.id18 for p in D.people.values()})
+NAME = {p.id18: k for k, p in D.people.items()}     # assertion messages name "H1.A", never the number
 CLOCK = FixedClock(dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC))
 V, NV, NR, NC = (lookup_pb2.ANSWER_STATE_VALUE, lookup_pb2.ANSWER_STATE_NO_VALUE, lookup_pb2.ANSWER_STATE_NO_RECORD,
                  lookup_pb2.ANSWER_STATE_NOT_CURRENT)
@@ -143,36 +144,36 @@ def test_every_field_of_every_designed_person_equals_the_oracle(nodes, ref):
                ("shuiwu", "business_income"): "business"}
     checked = 0
     for i in PEOPLE:
-        m = report.member(i)
+        m, who = report.member(i), NAME[i]
         a = {d: got[d][i] for d in FIELDS}
         reg = a["huji"]["registry_status"]
-        if _same_currency(reg, m.registry, (i, "registry")):
+        if _same_currency(reg, m.registry, (who, "registry")):
             if m.registry.status == NO_RECORD or m.registry.value is None:
-                assert reg.state in (NR, NV), i
+                assert reg.state in (NR, NV), who
             else:
                 status, day = m.registry.value
-                assert (reg.state, reg.value, reg.as_of) == (V, status, f"{day[:4]}-{day[4:6]}-{day[6:]}"), i
+                assert (reg.state, reg.value, reg.as_of) == (V, status, f"{day[:4]}-{day[4:6]}-{day[6:]}"), who
         for (dept, field), item in incomes.items():
             fig = m.income[item]
-            if _same_currency(a[dept][field], fig, (i, field)):
-                assert _money(a[dept][field]) == fig.value, (i, field)
+            if _same_currency(a[dept][field], fig, (who, field)):
+                assert _money(a[dept][field]) == fig.value, (who, field)
                 checked += 1
         veh = a["cheguan"]["vehicle_max_price"]
-        if _same_currency(veh, m.vehicles, (i, "vehicles")):
-            assert (veh.state == V and Decimal(veh.value) >= Decimal("100000.00")) == (m.vehicles.value > 0), i
+        if _same_currency(veh, m.vehicles, (who, "vehicles")):
+            assert (veh.state == V and Decimal(veh.value) >= Decimal("100000.00")) == (m.vehicles.value > 0), who
         props = a["budongchan"]["residential_count"]
-        if _same_currency(props, m.properties, (i, "properties")):
-            assert _count(props) == m.properties.value, i
+        if _same_currency(props, m.properties, (who, "properties")):
+            assert _count(props) == m.properties.value, who
         fund = a["gongjijin"]["fund_balance"]
-        if _same_currency(fund, m.fund_balance, (i, "fund")):
-            assert (Decimal(fund.value) if fund.state == V else Decimal("0.00")) == m.fund_balance.value, i
-        if _same_currency(a["yibao"]["medical_count"], m.medical_settlements, (i, "medical")):
-            assert _count(a["yibao"]["medical_count"]) == m.medical_settlements.value, i
-            assert _money(a["yibao"]["medical_own"]) == m.medical_own.value, i
-        if _same_currency(a["canlian"]["certificate_count"], m.certificates, (i, "certificates")):
-            assert _count(a["canlian"]["certificate_count"]) == m.certificates.value, i
+        if _same_currency(fund, m.fund_balance, (who, "fund")):
+            assert (Decimal(fund.value) if fund.state == V else Decimal("0.00")) == m.fund_balance.value, who
+        if _same_currency(a["yibao"]["medical_count"], m.medical_settlements, (who, "medical")):
+            assert _count(a["yibao"]["medical_count"]) == m.medical_settlements.value, who
+            assert _money(a["yibao"]["medical_own"]) == m.medical_own.value, who
+        if _same_currency(a["canlian"]["certificate_count"], m.certificates, (who, "certificates")):
+            assert _count(a["canlian"]["certificate_count"]) == m.certificates.value, who
             grade = a["canlian"]["disability_grade"]
-            assert (grade.value if grade.state == V else None) == m.grade.value, i
+            assert (grade.value if grade.state == V else None) == m.grade.value, who
     if ref != "2026-11":
         assert checked == 5 * len(PEOPLE)     # every income figure was current and compared
 

@@ -3,9 +3,8 @@ raw identity number anywhere in the node store."""
 
 from __future__ import annotations
 
-import re
-
 import os
+import re
 import signal
 import subprocess
 import sys
