@@ -116,3 +116,28 @@ def test_any_document_loads_or_is_refused_with_a_config_error(tmp_path, field):
     except ConfigError as e:
         assert str(e).startswith(str(tmp_path / "fields.toml") + ": ")
         assert "\n" not in str(e).strip()
+
+
+def test_documented_catalogue_examples_load():
+    import re
+    import tomllib
+
+    from hedui.node.verification.catalogue import Catalogue
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "department-it.md").read_text(encoding="utf-8")
+    section = doc[doc.index("### Field catalogue"):doc.index("### Rotating the OPRF key")]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.S)
+    assert len(blocks) >= 5
+    for b in blocks:
+        Catalogue.model_validate(tomllib.loads(b))
+
+
+def test_acceptance_catalogues_fit_their_mappings():
+    from hedui.adapters.mapping import load_mapping
+    from hedui.node.testbed.departments.federation import CONFIG_DIR
+
+    depts = sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir())
+    assert len(depts) == 9
+    for d in depts:
+        check_catalogue(load_catalogue(d / "fields.toml"),
+                        facts_of_mappings([load_mapping(m) for m in sorted(d.glob("mapping-*.toml"))]), d / "fields.toml")
