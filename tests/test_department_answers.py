@@ -193,3 +193,51 @@ def test_designed_figures_are_not_all_zero(nodes):
     assert aug["gongjijin"][p["H1.A"].id18]["fund_balance"].data_date == "2026-10-31"
     mar = nodes.ask("shebao", "2026-03", [p["H3.A"].id18])[p["H3.A"].id18]
     assert (mar["unemployment_benefit"].value, mar["unemployment_benefit"].window) == ("12640.00", "2025-03..2026-02")
+
+
+def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path):
+    """The same configuration served: the hub blinds, the department evaluates, answers a
+    signed Lookup for a reference month; the registry is not current for 2026-11."""
+    import os
+
+    from hedui.keys import oprf
+    from hedui.node.client import PeerClient
+    from hedui.node.verification.protocol import request_digest, verify_answer
+    from hedui.v1 import common_pb2, pseudonym_pb2
+
+    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["huji", "shebao"])
+    build_indexes(tb)
+    tb.start()
+    try:
+        hub = tb.runtime("hub")
+        ids = [D.people[f"H1.{r}"].id18 for r in "AB"]
+
+        def ask(code: str, fields: list[str], month: str):
+            key = bytes(hub.directory.member(code).oprf_keys[0].public_key)
+            state = oprf.blind(ids)
+            with PeerClient.to_member(hub, code) as c:
+                ev = c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(
+                    context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="T-12",
+                                                      request_id=os.urandom(16)),
+                    epoch=1, blinded_elements=state.blinded), timeout=10)
+                tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, key)
+                req = lookup_pb2.LookupRequest(
+                    context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="T-12",
+                                                      consent_digest=b"c" * 32, request_id=os.urandom(16)),
+                    epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field=f) for f in fields],
+                    reference_month=month)
+                resp = c.lookup.Lookup(req, timeout=10)
+            ans = verify_answer(hub.directory.signing_keys(), code, resp.answer, request_digest(req), tokens)
+            return [{f.field: f for f in m.fields} for m in ans.members]
+
+        a, b = ask("shebao", ["wages", "pension"], "2026-08")
+        assert (a["wages"].state, a["wages"].value, a["wages"].window) == (V, "57600.00", "2025-08..2026-07")
+        assert a["wages"].data_date == "2026-10-31"
+        a, b = ask("huji", ["registry_status"], "2026-08")
+        assert (b["registry_status"].value, b["registry_status"].as_of) == ("死亡", "2026-05-12")
+        a, b = ask("huji", ["registry_status"], "2026-11")
+        assert (a["registry_status"].state, a["registry_status"].data_date) == (NC, "2026-10-31")
+        a, _ = ask("shebao", ["wages"], "2026-11")       # the window 2025-11..2026-10 is covered
+        assert a["wages"].state == V
+    finally:
+        tb.stop()
