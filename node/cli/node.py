@@ -48,7 +48,7 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
     """Validate config, keys, certificate and the signed directory without serving."""
     from hedui.node.runtime import Runtime
 
-    rt = Runtime.open(config)
+    rt = Runtime.open(config)   # a provider's catalogue is checked against its mappings here
     try:
         out = {
             "member": rt.member,
@@ -57,6 +57,8 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             "directory_expires_at": rt.directory.expires_at.isoformat(),
             "store": rt.engine.dialect.name,
         }
+        if rt.config.provider is not None and rt.config.provider.mapping_paths():
+            out["sources"] = _check_sources(rt.config)
     finally:
         rt.close()
     if json_out:
@@ -64,6 +66,25 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
     else:
         console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
                       f"until {out['directory_expires_at']}, store {out['store']}")
+
+
+def _check_sources(cfg) -> list[str]:
+    """Every mapping against its database (tables and columns exist; no row is read), so a
+    typo fails `node check` rather than a build (issue 12, "Validation at load")."""
+    from hedui.adapters import open_adapter
+    from hedui.node.errors import ConfigError
+
+    names = []
+    for path in cfg.provider.mapping_paths():
+        adapter = open_adapter(cfg.path(path))
+        try:
+            adapter.check()
+        except ConfigError as exc:   # name the file, as every configuration refusal does
+            raise type(exc)(f"{cfg.path(path)}: {exc.message}", reason=exc.reason) from None
+        finally:
+            adapter.close()
+        names.append(adapter.source)
+    return names
 
 
 def _provider_cfg(config: Path):
