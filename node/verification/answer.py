@@ -33,11 +33,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from hedui.adapters.filters import matches
 from hedui.adapters.records import Fact
 from hedui.common.periods import Month
 from hedui.node.errors import InvalidArgument, Reason
 from hedui.node.verification.catalogue import FieldDef, MonthsBefore
-from hedui.node.verification.filters import matches
 from hedui.node.verification.protocol import Query
 from hedui.v1 import lookup_pb2
 
@@ -123,7 +123,7 @@ def _select(fd: FieldDef, facts: Sequence[Fact], w: Window) -> list[Fact]:
     names = set(fd.facts)
     use = [f for f in facts if f.name in names]
     if fd.conditions:
-        use = [f for f in use if matches(fd.conditions, f.attrs)]
+        use = [f for f in use if matches(fd.conditions, f.attrs.get)]
     if fd.unless is not None:
         by, u = fd.unless.by, fd.unless.fact
         gone = {tuple(f.attrs.get(a, "") for a in by) for f in facts if f.name == u}
