@@ -17,7 +17,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from oracle import NO_RECORD, NOT_CURRENT, Federation, verify
+from oracle import NO_RECORD, NOT_CURRENT, Federation, crosscheck, verify
 from sqlalchemy import text
 
 from hedui.common.clock import FixedClock
@@ -45,6 +45,7 @@ FIELDS = {
     "gongjijin": ["fund_balance"],
     "yibao": ["medical_count", "medical_own"],
     "canlian": ["certificate_count", "disability_grade"],
+    "minzheng": ["assistance_recipient"],
 }
 
 
@@ -176,6 +177,17 @@ def test_every_field_of_every_designed_person_equals_the_oracle(nodes, ref):
             assert (grade.value if grade.state == V else None) == m.grade.value, who
     if ref != "2026-11":
         assert checked == 5 * len(PEOPLE)     # every income figure was current and compared
+
+
+def test_assistance_recipients_equal_the_cross_check_population(nodes):
+    """Civil affairs: a recipient (是) of a 低保/特困 family in force in D's month, D = 2026-10-31."""
+    population = crosscheck(nodes.fed, dt.date(2026, 10, 31)).population
+    got = nodes.ask("minzheng", "2026-10", PEOPLE)
+    assert any(i in population for i in PEOPLE)
+    for i in PEOPLE:
+        fa = got[i]["assistance_recipient"]
+        assert (fa.state == V and fa.value == "true") == (i in population), NAME[i]
+        assert fa.state in (V, NR), NAME[i]
 
 
 def test_designed_figures_are_not_all_zero(nodes):
