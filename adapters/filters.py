@@ -73,6 +73,8 @@ def _fold(text: str) -> str:
 
 
 def _operand(v: Any, key: str) -> _Operand:
+    if isinstance(v, float):   # binary floats are not exact: a decimal is written as text
+        raise FieldValueError(key, "a float", 'text or a whole number (a decimal as text, e.g. "1.5")')
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise FieldValueError(key, _describe(v), "text or a whole number")
     text = _fold(str(v))

@@ -240,3 +240,38 @@ def _valid(w: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def test_data_date_literal_table_or_none(tmp_path):
+    import sqlite3
+    from datetime import date
+
+    db = tmp_path / "d.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, idno TEXT)")
+    con.execute("CREATE TABLE batch (n INTEGER, ym TEXT)")
+    con.commit()
+    base = {"name": "t", "source": {"kind": "sql", "url": f"sqlite:///{db}", "table": "t", "primary_key": "id"},
+            "identity": {"column": "idno"}}
+
+    def data_date(dd):
+        return open_adapter(parse_mapping({**base, "source": {**base["source"], **dd}})).data_date()
+
+    assert data_date({}) is None
+    assert data_date({"data_date": "2026-10-31"}) == date(2026, 10, 31)
+    with pytest.raises(ConfigError, match="source.data_date: got no value in batch.ym"):
+        data_date({"data_date": {"table": "batch", "column": "ym", "format": "YYYY-MM"}})
+    con.executemany("INSERT INTO batch VALUES (?, ?)", [(1, "2026-08"), (2, "2026-09"), (3, None), (4, " ")])
+    con.commit()
+    assert data_date({"data_date": {"table": "batch", "column": "ym", "format": "YYYY-MM"}}) == date(2026, 9, 30)
+    con.execute("INSERT INTO batch VALUES (5, '2026-13')")
+    con.commit()
+    con.close()
+    with pytest.raises(ConfigError, match=r"source.data_date: got '2026-13' \(no month 13\) in batch.ym, want YYYY-MM"):
+        data_date({"data_date": {"table": "batch", "column": "ym", "format": "YYYY-MM"}})
+    csv_m = parse_mapping({"name": "c", "source": {"kind": "csv", "path": "x.csv", "encoding": "utf-8",
+                                                   "data_date": "2026-09-30"}, "identity": {"column": "身份证号"}})
+    assert open_adapter(csv_m).data_date() == date(2026, 9, 30)
+    with pytest.raises(ConfigError, match="source.data_date: got a table, want a valid date"):
+        parse_mapping({"name": "c", "source": {"kind": "csv", "path": "x.csv", "encoding": "utf-8",
+                                               "data_date": {"table": "t", "column": "c"}}, "identity": {"column": "x"}})
