@@ -207,9 +207,34 @@ def test_designed_figures_are_not_all_zero(nodes):
     assert (mar["unemployment_benefit"].value, mar["unemployment_benefit"].window) == ("12640.00", "2025-03..2026-02")
 
 
-def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def node_stores(request):
+    """Node stores on each backend: a member code -> store URL (None: SQLite files), and the
+    PostgreSQL databases made for it, dropped afterwards."""
+    if request.param == "sqlite":
+        yield None
+        return
+    admin = request.getfixturevalue("pg_admin")
+    made: dict[str, str] = {}
+
+    def store(code: str) -> str:
+        name = f"hedui_t_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        made[code] = name
+        return admin.url.set(database=name).render_as_string(hide_password=False)
+
+    yield store
+    with admin.connect() as c:
+        for name in made.values():
+            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path, node_stores):
     """The same configuration served: the hub blinds, the department evaluates, answers a
-    signed Lookup for a reference month; the registry is not current for 2026-11."""
+    signed Lookup for a reference month; the registry is not current for 2026-11. The node
+    stores (token index with its data dates, audit, cases) on SQLite and PostgreSQL."""
     import os
 
     from hedui.keys import oprf
@@ -217,7 +242,8 @@ def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path):
     from hedui.node.verification.protocol import request_digest, verify_answer
     from hedui.v1 import common_pb2, pseudonym_pb2
 
-    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["huji", "shebao"])
+    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["huji", "shebao"],
+                          store=node_stores)
     build_indexes(tb)
     tb.start()
     try:
