@@ -304,3 +304,28 @@ def test_node_check_refuses_a_missing_column_and_a_field_without_its_fact(sqlite
     bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "fields.toml: fields['labour_income'].facts: got 'taxable_income'" in bad.stderr, \
         bad.stderr
+
+
+def test_node_index_builds_every_source_of_a_node(sqlite_dir, tmp_path):
+    """`hedui node index` on a node with three mappings: one index, three sources, each with
+    the data date read from the department's extract table."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["shebao"])
+    env = {**os.environ, **tb.env()}
+    cmd = [sys.executable, "-m", "hedui.node.cli", "node", "index", "--config", str(tb.config_path("shebao")),
+           "--workers", "0", "--json"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [s["source"] for s in out["sources"]] == ["shebao_pensions", "shebao_unemployment", "shebao_wages"]
+    assert all(s["records"] > 0 and s["problems"] == 0 for s in out["sources"])
+    rt = Runtime.open(tb.config_path("shebao"), clock=CLOCK)
+    try:
+        assert data_dates(rt.engine, 1) == dict.fromkeys(["shebao_pensions", "shebao_unemployment", "shebao_wages"],
+                                                         dt.date(2026, 10, 31))
+    finally:
+        rt.close()
