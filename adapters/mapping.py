@@ -116,8 +116,14 @@ class Join(_Model):
 
     table: str
     on: str
-    as_: Annotated[str | None, Field(alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
-                                     description="a short name such as cx")] = None
+    as_: Annotated[str | None, Field(alias="as")] = None
+
+    @field_validator("as_")
+    @classmethod
+    def _as_shape(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", v):
+            raise ValueError(f"got {_describe(v)}, want a short name such as cx")
+        return v
 
     @field_validator("on")
     @classmethod

@@ -172,6 +172,20 @@ def test_excel_example_checks_against_a_workbook(tmp_path):
     (lambda t: t.replace('url_env = "HEDUI_SS_DB_URL"', ""), "source.url: got neither, want exactly one of 'url' and 'url_env'"),
     (lambda t: t.replace('name = "social_security"', 'name = "Social Security"'),
      "name: got 'Social Security', want lower_snake_case"),
+    (lambda t: t.replace('date = "month"', 'date = { column = "month", fmt = "YYYYMM" }', 1),
+     "facts['wage'].date.fmt: got an unknown key, want one of column, format"),
+    (lambda t: t.replace('date = "month"', 'date = { column = "month", format = "YYMM" }', 1),
+     "facts['wage'].date.format: got 'YYMM', want one of 'date', 'datetime', 'YYYYMMDD', 'YYYYMM', 'YYYY-MM' or 'YYYY'"),
+    (lambda t: t.replace('date = "month"', 'date = "month"\nuntil = { column = "end", inclusive = "yes" }', 1),
+     "facts['wage'].until.inclusive: got 'yes', want a valid boolean"),
+    (lambda t: t.replace('page_size = 5000', 'page_size = 5000\nwhere = { aae100 = { in = "1" } }'),
+     "source.where.aae100.in: got '1', want an array of values"),
+    (lambda t: t.replace('format = "gb11643"', 'format = "gb11643"\nskip_where = ["zjzl"]'),
+     "identity.skip_where: got an array of 1, want a table"),
+    (lambda t: t.replace('page_size = 5000', 'page_size = 5000\ndata_date = "31.10.2026"'),
+     "source.data_date: got '31.10.2026', want a date YYYY-MM-DD"),
+    (lambda t: t.replace('on = "ss_monthly.person_id = ss_person.id"', 'on = "ss_monthly.person_id = p.id"\nas = "p q"'),
+     "source.joins[0].as: got 'p q', want a short name such as cx"),
 ])
 def test_bad_mapping_names_the_key(tmp_path, edit, message):
     p = tmp_path / "m.toml"
