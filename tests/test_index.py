@@ -4,6 +4,7 @@ raw identity number anywhere in the node store."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,7 +51,11 @@ def _expected(mapping: Path, key: ServerKey) -> tuple[dict[bytes, list], dict[st
             by_token[key.token(item.identity)].append((item.locator, list(item.facts)))
         else:
             problems[item.locator] = item.reason
-    return {t: [f for _, fs in sorted(rows, key=lambda r: r[0]) for f in fs] for t, rows in by_token.items()}, problems
+    # Rows in source-key order (``id=9`` before ``id=10``): ``latest`` breaks ties of a day by it.
+    def key(loc: str) -> list:
+        return [int(p) if p.isdigit() else p for p in re.findall(r"\d+|\D+", loc)]
+
+    return {t: [f for _, fs in sorted(rows, key=lambda r: key(r[0])) for f in fs] for t, rows in by_token.items()}, problems
 
 
 def _actual(engine, epoch: int, source: str | None = None) -> tuple[dict[bytes, list], dict[str, str]]:
@@ -385,3 +390,63 @@ def test_progress_bar_advances(engine, dept):
         report = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, batch_size=50, progress=progress, clock=CLOCK)
         (task,) = progress.tasks
         assert task.completed == report.rows > 50
+
+
+def test_until_text_codes_attrs_and_the_data_date_are_kept(engine, tmp_path):
+    """Issue 12: facts that hold over a span keep ``until``, codes keep their text (a leading
+    zero, Chinese words), attributes stay text, and the build records the source's data date."""
+    from datetime import date
+    from decimal import Decimal
+
+    from hedui.adapters.records import Fact
+    from hedui.node.verification.index import data_dates
+
+    facts = (Fact("right", Decimal("88.50"), "m2", date(2020, 1, 2), {"use": "住宅"}, until=date(2026, 5, 14)),
+             Fact("item", "0400", "code", date(2026, 1, 1), {"voucher": "1" * 20}),
+             Fact("status", "死亡", "code", date(2026, 5, 12)))
+
+    class Source:
+        source, fingerprint, kind = "spans", "fp1", "test"
+
+        def check(self) -> None:
+            pass
+
+        def data_date(self) -> date:
+            return date(2026, 10, 31)
+
+        def scan(self, since=None):
+            yield Record(ident, "spans:id=1", facts), {"pk": 1}
+
+        def close(self) -> None:
+            pass
+
+    ident = idnum.synthetic(__import__("random").Random(3))
+    build_index(engine, Source(), KEY1, 1, workers=0, clock=CLOCK)    # type: ignore[arg-type]
+    got = facts_for_tokens(engine, 1, [KEY1.token(ident)])[KEY1.token(ident)]
+    assert list(got) == list(facts)
+    assert data_dates(engine, 1) == {"spans": date(2026, 10, 31)}
+
+
+def test_data_date_comes_from_the_data_then_the_mapping_then_the_config_then_the_build_day():
+    from datetime import date
+    from types import SimpleNamespace
+
+    from hedui.node.verification.index import source_data_date
+
+    class Read:
+        def data_date(self):
+            return date(2026, 10, 31)
+
+    class Unread:   # an adapter whose mapping names no data date
+        mapping = SimpleNamespace(source=SimpleNamespace(data_date=None))
+
+        def data_date(self):
+            return None
+
+    class Declared:
+        mapping = SimpleNamespace(source=SimpleNamespace(data_date=date(2026, 9, 30)))
+
+    assert source_data_date(Read(), CLOCK, date(2020, 1, 1)) == date(2026, 10, 31)          # type: ignore[arg-type]
+    assert source_data_date(Declared(), CLOCK, date(2020, 1, 1)) == date(2026, 9, 30)       # type: ignore[arg-type]
+    assert source_data_date(Unread(), CLOCK, date(2020, 1, 1)) == date(2020, 1, 1)          # type: ignore[arg-type]
+    assert source_data_date(Unread(), CLOCK) == CLOCK.today() == date(2026, 11, 30)         # type: ignore[arg-type]

@@ -85,6 +85,17 @@ class Testbed:
     #: product's 2^17: a testbed's keys are throwaway and its passphrase sits beside them in
     #: ``passphrase``, so the work factor would buy nothing and cost the demo ~50 s of start-up.
     kdf: KdfParams = field(default_factory=lambda: KdfParams(log2_n=14, r=8, p=1))
+    #: Further set-up steps, run after the provider step and before the directory is signed
+    #: (e.g. the nine department nodes of :mod:`hedui.node.testbed.departments.federation`).
+    setup: list[Callable[[Testbed], None]] = field(default_factory=list)
+
+    @classmethod
+    def over_departments(cls, root: Path, **kw) -> Testbed:
+        """The nine department nodes and a hub over generated department databases
+        (:func:`hedui.node.testbed.departments.federation.over_departments`)."""
+        from hedui.node.testbed.departments.federation import over_departments
+
+        return over_departments(root, **kw)
 
     def now(self) -> datetime:
         return (self.clock or SystemClock()).now()
@@ -142,6 +153,8 @@ class Testbed:
         # The set-up steps, in order: department data and OPRF seeds, then discovery (which
         # adds events to the department data where there is some).
         provider.create(self)
+        for step in self.setup:
+            step(self)
         discovery.create(self)
         self.sign_directory()
         for m in self.members:

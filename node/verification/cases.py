@@ -23,6 +23,8 @@ import grpc
 from sqlalchemy import Engine, func, insert, select, update
 
 from hedui.adapters.idnum import normalize
+from hedui.common.clock import local_date
+from hedui.common.periods import Month
 from hedui.keys import oprf
 from hedui.keys.directory import PURPOSES
 from hedui.node.audit.entry import Kind
@@ -187,8 +189,9 @@ def run_case(
     rules = rt.hub.rules
     todo = [(m, f) for m, f in _providers(rt, rules) if rerun_ok or m.code not in done]
     ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator)
+    ref_month = case_reference_month(rt, case)
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries) for m, fields in todo]
+        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, ref_month) for m, fields in todo]
         outcomes = [f.result() for f in futs]
     with rt.engine.connect() as c:
         statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
@@ -223,7 +226,16 @@ def _call(fn, req, timeout: float, retries: int):
             time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
 
 
-def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries) -> ProviderOutcome:
+def case_reference_month(rt: Runtime, case) -> str:
+    """The month every lookup of the case is for (DESIGN-12): the case's own, when it has one,
+    else the month before the application day (the case's opening, in the federation zone)."""
+    own = getattr(case, "reference_month", None)
+    if own:
+        return str(own)
+    return str(Month.of(local_date(case.created_at, rt.clock.zone)).plus(-1))
+
+
+def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, reference_month: str = "") -> ProviderOutcome:
     code = m.code
     peer = rt.peers.get(code)
     epochs = sorted(((k.epoch, bytes(k.public_key)) for k in m.oprf_keys), reverse=True)
@@ -246,7 +258,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries) ->
         tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, pub)
         req = lookup_pb2.LookupRequest(
             context=common_pb2.RequestContext(request_id=rid, **ctx_base), epoch=epoch, tokens=tokens,
-            queries=[lookup_pb2.FieldQuery(field=f) for f in fields],
+            queries=[lookup_pb2.FieldQuery(field=f) for f in fields], reference_month=reference_month,
         )
         digest = request_digest(req)
         row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens))
