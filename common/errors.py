@@ -56,6 +56,11 @@ class Reason(enum.StrEnum):
     # -- starting a node ------------------------------------------------------------------
     BIND_FAILED = "BIND_FAILED"
 
+    # -- a running node refusing below the method (node/guard.py, node/admission.py) -------
+    OVERLOADED = "OVERLOADED"
+    OVERSIZE = "OVERSIZE"
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+
     # -- who is calling (node/peer.py) ----------------------------------------------------
     NO_CLIENT_CERT = "NO_CLIENT_CERT"
     BAD_CLIENT_CERT = "BAD_CLIENT_CERT"

@@ -27,6 +27,9 @@ class NodeSection(_Section):
     listen: str = Field(default="127.0.0.1:0", description="host:port to bind; port 0 picks a free port")
     roles: list[Literal["provider", "hub"]] = Field(min_length=1)
     workers: int = Field(default=16, ge=1, le=256, description="gRPC handler threads")
+    # Load shedding (node/admission.py): 0 means "as many as workers".
+    max_concurrent_rpcs: int = Field(default=0, ge=0, le=4096, description="calls handled at once; beyond: RESOURCE_EXHAUSTED")
+    max_concurrent_per_caller: int = Field(default=0, ge=0, le=4096, description="one caller's share; 0: three quarters of the cap")
 
     @field_validator("listen")
     @classmethod
