@@ -59,7 +59,9 @@ def rpc_method(full_name: str, *, refusal_fields: Callable | None = None) -> Cal
             caller_code = "?"
             admitted = False
             try:
-                member, caller_code = _enter(rt, full_name, context)
+                member = _identify(rt, context)
+                caller_code = member.code
+                _admit(rt, caller_code)
                 admitted = True
                 result = fn(self, request, Call(member, full_name, context))
                 rt.metrics.calls.labels(full_name, "OK").inc()
@@ -92,7 +94,9 @@ def rpc_stream(full_name: str) -> Callable:
             caller_code = "?"
             admitted = False
             try:
-                member, caller_code = _enter(rt, full_name, context)
+                member = _identify(rt, context)
+                caller_code = member.code
+                _admit(rt, caller_code)
                 admitted = True
                 yield from fn(self, request, Call(member, full_name, context))
                 rt.metrics.calls.labels(full_name, "OK").inc()
@@ -114,22 +118,22 @@ def rpc_stream(full_name: str) -> Callable:
     return deco
 
 
-def _enter(rt: Runtime, method: str, context: grpc.ServicerContext):
-    """Identifies the caller, then the node-wide gates; returns ``(member, code)`` with a
-    call slot held (the caller must :func:`_leave`)."""
+def _identify(rt: Runtime, context: grpc.ServicerContext):
     from hedui.node.peer import caller_of
 
-    member = caller_of(context, rt.directory)
-    code = member.code
+    return caller_of(context, rt.directory)
+
+
+def _admit(rt: Runtime, caller: str) -> None:
+    """The node-wide gates; on return a call slot is held (the caller must :func:`_leave`)."""
     try:
         rt.guard.check()
-        rt.admission.try_acquire(code)
+        rt.admission.try_acquire(caller)
     except HeduiError as err:
         # Marked so _refuse aggregates instead of writing one entry per refused call.
         err.aggregate = True  # type: ignore[attr-defined]
         raise
     rt.metrics.in_flight.inc()
-    return member, code
 
 
 def _leave(rt: Runtime, caller: str) -> None:

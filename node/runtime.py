@@ -23,9 +23,9 @@ from hedui.keys.directory import TrustedDirectory, load_directory
 from hedui.keys.keyfile import passphrase
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey, load_public
+from hedui.node.admission import Admission
 from hedui.node.audit.recorder import NodeAudit, open_audit
 from hedui.node.client import Peers, channel_credentials
-from hedui.node.admission import Admission
 from hedui.node.config import NodeConfig, load_config
 from hedui.node.discovery.hub import Hub, load_hub, load_sealing_key
 from hedui.node.discovery.provider import ProviderNotices
