@@ -69,8 +69,8 @@ class Refusals:
         """Writes one entry per (cause, peer) counted since the last flush; returns how many."""
         with self._lock:
             tally, self._tally = self._tally, {}
-        items = [
-            (Kind.REFUSAL_AGGREGATED, {"cause": cause, "peer": peer, "count": t.count,
+        items: list[tuple[str, dict]] = [
+            (Kind.REFUSAL_AGGREGATED.value, {"cause": cause, "peer": peer, "count": t.count,
                                        "first": format_time(t.first), "last": format_time(t.last)})
             for (cause, peer), t in sorted(tally.items())
         ]

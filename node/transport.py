@@ -59,16 +59,15 @@ def _peer_of(context: grpc.ServicerContext) -> str:
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
-def _who(context: grpc.ServicerContext) -> str:
-    """The peer for an aggregated refusal: its member code when its certificate is one of
-    ours (mTLS already passed), else its address."""
+def _who(rt: Runtime, context: grpc.ServicerContext) -> str:
+    """The peer for an aggregated refusal: its member code when its certificate is in the
+    directory (mTLS already passed), else its address."""
+    from hedui.node.peer import caller_of
+
     try:
-        pems = context.auth_context().get("x509_common_name") or []
-        if pems:
-            return bytes(pems[0]).decode("utf-8", "replace")[:64]
+        return str(caller_of(context, rt.directory).code)
     except Exception:
-        pass
-    return _peer_of(context)
+        return _peer_of(context)
 
 
 class TransportRefusals(grpc.ServerInterceptor):
@@ -80,26 +79,27 @@ class TransportRefusals(grpc.ServerInterceptor):
         self._rt = rt
         self._max = max_bytes
 
-    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
         decode = handler.request_deserializer
-        refusals, limit = self._rt.refusals, self._max
+        rt, limit = self._rt, self._max
+        refusals = rt.refusals
 
         def wrap(behavior: Callable | None) -> Callable | None:
             if behavior is None:
                 return None
 
-            def decoded(data: bytes, context: grpc.ServicerContext):
+            def decoded(data: bytes, context: grpc.ServicerContext) -> object:
                 if len(data) > limit:
-                    refusals.count("oversize", _who(context))
+                    refusals.count("oversize", _who(rt, context))
                     context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                   f"OVERSIZE: request: got {len(data)} bytes, want at most {limit}")
                 try:
                     request = decode(data)
                 except Exception:
-                    refusals.count("malformed", _who(context))
+                    refusals.count("malformed", _who(rt, context))
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                   "MALFORMED_REQUEST: request: got bytes that are not the method's protobuf message")
                 return behavior(request, context)

@@ -25,7 +25,7 @@ from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient, channel_credentials
 from hedui.node.store.tables import quota_counters, seen_requests
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
-from hedui.v1 import common_pb2, lookup_pb2, node_pb2, node_pb2_grpc, pseudonym_pb2
+from hedui.v1 import common_pb2, lookup_pb2, node_pb2, pseudonym_pb2
 
 SEED = 11
 NOW = dt.datetime(2026, 11, 30, 3, 0, 30, tzinfo=dt.UTC)
