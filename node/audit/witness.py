@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from hedui.node.audit.errors import AmbiguousKeyError, CheckpointError, CosignatureError, NoteError, UnknownKeyError
-from hedui.node.audit.note import Checkpoint, Verifiers, open_checkpoint, split_note, verify_cosignature
+from hedui.node.audit.note import Checkpoint, CosignatureVerifier, Verifiers, open_checkpoint, split_note, verify_cosignature
 from hedui.node.audit.sources import Source, cosigners, engine_for, is_url
 from hedui.node.audit.tables import audit_cosignatures, audit_head
 
@@ -84,7 +84,10 @@ def peer_cosigned(sources: Iterable[Source], origin: str | None, trusted: Verifi
                     continue  # another log's checkpoint
                 cp, _ = open_checkpoint(note, trusted, origin=origin)
                 _, sigs = split_note("x\n\n" + line.rstrip("\n") + "\n")
-                verify_cosignature(co.lookup(sigs[0].name, sigs[0].key_id), text, sigs[0])
+                v = co.lookup(sigs[0].name, sigs[0].key_id)
+                if not isinstance(v, CosignatureVerifier):
+                    raise CosignatureError(f"{sigs[0].name}: not a cosignature key")
+                verify_cosignature(v, text, sigs[0])
             except (UnknownKeyError, AmbiguousKeyError) as exc:
                 notes.append(f"{witness}: a cosigned checkpoint was not used: {exc}")
                 continue
