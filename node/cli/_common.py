@@ -11,7 +11,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from hedui.adapters import idnum
 from hedui.common.clock import Clock, SystemClock, zone
 from hedui.node.errors import HeduiError
 
@@ -31,8 +33,20 @@ def wall_clock(tz: str = "") -> Clock:
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    # The one guard (issue 13): nothing shaped like an identity number, nor a piece of one
+    # given on the command line, reaches the terminal.
+    message = idnum.guard(message, sys.argv[1:])
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def refuse_identity_arguments(args: tuple, kwargs: dict) -> None:
+    """Identity numbers are read from files, never from the command line (shell history,
+    ``ps``): a command given one is refused before it runs, without echoing it."""
+    for value in [*args, *kwargs.values()]:
+        if isinstance(value, str) and idnum.contains(value):
+            fail("argument: got something shaped like a resident identity number, want a case reference or a "
+                 "file (identity numbers are read from files, never from the command line)", EXIT_USAGE)
 
 
 def cli_errors(fn: Callable) -> Callable:
@@ -40,6 +54,7 @@ def cli_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any):
+        refuse_identity_arguments(args, kwargs)
         try:
             return fn(*args, **kwargs)
         except typer.Exit:

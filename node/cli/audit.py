@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from hedui.adapters import idnum
 from hedui.node.audit import export as audit_export
 from hedui.node.audit import proof as audit_proof
 from hedui.node.audit import reconcile as audit_reconcile
@@ -48,7 +49,7 @@ _out = Console(highlight=False)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    _err.print(f"[bold red]error:[/] {escape(idnum.guard(message, sys.argv[1:]))}", soft_wrap=True)
     return typer.Exit(code)
 
 
