@@ -49,6 +49,11 @@ _BASE_OPTIONS = [
 ]
 
 
+def core_limit(cap: int) -> int:
+    """Calls gRPC itself lets into the node: the cap plus as many again for refusals."""
+    return cap + max(4, cap)
+
+
 def server_options() -> list[tuple[str, int]]:
     return list(_BASE_OPTIONS)
 
@@ -108,11 +113,17 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
     listen = listen or rt.config.node.listen
     # Threads beyond the call cap (node/admission.py) are what refuses the excess at once:
     # with only as many threads as admitted calls, a refusal would queue behind them.
-    threads = rt.admission.cap + max(4, rt.admission.cap // 2)
+    threads = core_limit(rt.admission.cap)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"rpc-{rt.member}"),
         options=server_options(),
         interceptors=[TransportRefusals(rt)],
+        # The first line of shedding: beyond this many calls in the node (admitted or waiting
+        # for a thread), gRPC refuses at once in its polling thread, before any handler thread
+        # (RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!", which hedui.node.errors
+        # decodes as OVERLOADED). Below it node/admission.py refuses a caller beyond its share
+        # with the reason itself; the headroom leaves room for those refusals.
+        maximum_concurrent_rpcs=core_limit(rt.admission.cap),
     )
     names = [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name]
     from hedui.node.node_service import NodeServicer
