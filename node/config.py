@@ -75,6 +75,11 @@ class ProviderSection(_Section):
         "(default: dedup.secret next to a SQLite store, else next to node.toml)",
     )
     calendar_overrides: Path | None = Field(default=None, description="Working-day override file for due dates")
+    max_unusable_share: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Largest share of department rows a detection run may fail to use; beyond it the run is "
+        "reported as failed (CLI exit 3) and its period is not marked done",
+    )
     detect_at: str = Field(
         default="01:30",
         description="Local (China) time of the daily detection run, HH:MM; \"manual\" runs detection only "
