@@ -76,6 +76,7 @@ def test_a_few_bad_rows_are_named_and_the_run_succeeds(tb):
 
 def test_undecodable_identities_beyond_the_share_fail_the_run(tb):
     rows = _grow(tb, 95)
+    fixed = [list(r) for r in rows]
     header, body = rows[0], rows[1:]
     # Ten rows whose identity column is mangled (an encoding accident): 11 of 100 unusable.
     for row in body[5:15]:
@@ -98,7 +99,7 @@ def test_undecodable_identities_beyond_the_share_fail_the_run(tb):
         assert rt.notices is not None and len(rt.notices.due_rules(SCENARIO_AS_OF)) == len(rt.notices.rules.rules)
     finally:
         rt.close()
-    _write(tb, _grow(tb, 95))
+    _write(tb, fixed)
     assert _detect(tb).exit_code == 0
     rt = Runtime.open(tb.config_path("fire"))
     try:
