@@ -19,7 +19,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -78,12 +78,23 @@ class TransportRefusals(grpc.ServerInterceptor):
     def __init__(self, rt: Runtime, *, max_bytes: int = MAX_REQUEST_BYTES) -> None:
         self._rt = rt
         self._max = max_bytes
+        # One wrapped handler per method handler: this runs in gRPC's polling thread for every
+        # call, refused ones included, so it must cost a dictionary look-up, not closures.
+        self._wrapped: dict[int, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
-        decode = handler.request_deserializer
+        hit = self._wrapped.get(id(handler))
+        if hit is not None and hit[0] is handler:
+            return hit[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[id(handler)] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        decode: Callable[[bytes], object] = handler.request_deserializer  # type: ignore[assignment]  # checked by the caller
         rt, limit = self._rt, self._max
         refusals = rt.refusals
 
@@ -106,7 +117,8 @@ class TransportRefusals(grpc.ServerInterceptor):
 
             return decoded
 
-        return handler._replace(
+        # grpc's method handlers are namedtuples (grpc._utilities.RpcMethodHandler).
+        return cast(Any, handler)._replace(
             request_deserializer=None,  # bytes reach the behaviour unchanged
             unary_unary=wrap(handler.unary_unary),
             unary_stream=wrap(handler.unary_stream),
