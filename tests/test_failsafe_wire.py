@@ -88,13 +88,14 @@ def test_filter_cancelled_mid_stream_is_not_charged_nor_audited(bed, monkeypatch
     gate = threading.Event()
 
     class _Paused(list):
-        """The real chunks, then three more, the first of which waits until the client has
-        cancelled (so the server is mid-stream when the peer goes away)."""
+        """The real chunks, then — once the client has cancelled — far more than HTTP/2 flow
+        control lets the server buffer (4 MiB), so the server is mid-stream when it learns the
+        peer went away, however late the cancellation reaches it."""
 
         def __iter__(self):
             yield from list.__iter__(self)
             gate.wait(20)
-            yield from (b"", b"", b"")
+            yield from (b"x" * 4096 for _ in range(1024))
 
     def many_chunks(tokens):
         total, chunks = real(tokens)
