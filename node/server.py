@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from hedui.node.errors import ConfigError, Reason
 from hedui.node.refusals import RefusalFlusher
 from hedui.node.runtime import Runtime
-from hedui.node.transport import GuardWatch, TransportRefusals
+from hedui.node.transport import CoreLogTap, GuardWatch, TransportRefusals
 from hedui.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -211,6 +211,9 @@ def _audit_background(rt: Runtime) -> list:
 def serve(config_path) -> None:
     """Runs a node until SIGTERM or SIGINT, then stops gracefully."""
     rt = Runtime.open(config_path)
+    # TLS handshake refusals (no client certificate, a foreign CA) never reach Python; gRPC
+    # core logs them on stderr, where this process counts them (node/transport.py).
+    CoreLogTap(rt.refusals.count).install()
     ns = build_server(rt)
     ns.start()
 

@@ -268,17 +268,21 @@ def test_malformed_and_oversize_requests_are_counted_and_audited_in_aggregate(be
 def test_handshake_refusals_are_classified_from_grpc_core_lines():
     from hedui.node.transport import classify
 
-    # Lines as gRPC core 1.6x-1.8x writes them for a client without a certificate, a
-    # certificate of a foreign CA, and plain text to a TLS port.
-    no_cert = ("E1130 03:00:00.000000000 123 ssl_transport_security.cc:1654] Handshake failed with fatal error SSL_ERROR_SSL: "
-               "error:100000c0:SSL routines:OPENSSL_internal:PEER_DID_NOT_RETURN_A_CERTIFICATE.")
-    foreign = ("E1130 03:00:00.000000000 123 ssl_transport_security.cc:1654] Handshake failed with fatal error SSL_ERROR_SSL: "
-               "error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED.")
-    plain = ("I1130 03:00:00.000000000 123 chttp2_server.cc:166] Handshake failed: peer_address:\"ipv4:127.0.0.1:40000\" "
+    # Lines as gRPC core 1.85 writes them (captured from `hedui node serve`) for a client
+    # without a certificate, one of a foreign CA, and plain text to the TLS port; and an
+    # older core's form with a peer address.
+    no_cert = ("I1201 00:17:15.099502   24133 ssl_transport_security.cc:2563] Handshake failed with error SSL_ERROR_SSL: "
+               "error:100000c0:SSL routines:OPENSSL_internal:PEER_DID_NOT_RETURN_A_CERTIFICATE: Invalid certificate verification context")
+    foreign = ("I1201 00:17:15.099502   24133 ssl_transport_security.cc:2563] Handshake failed with error SSL_ERROR_SSL: "
+               "error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED: Invalid certificate verification context")
+    plain = ("I1201 00:17:15.103497   24134 ssl_transport_security.cc:2563] Handshake failed with error SSL_ERROR_SSL: "
+             "error:100000f7:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER: Invalid certificate verification context")
+    older = ("E1130 03:00:00.000000000 123 chttp2_server.cc:166] Handshake failed: peer_address:\"ipv4:127.0.0.1:40000\" "
              "WRONG_VERSION_NUMBER")
     assert classify(no_cert) == ("no_client_cert", "?")
     assert classify(foreign) == ("foreign_ca", "?")
-    assert classify(plain) == ("tls_handshake", "ipv4:127.0.0.1:40000")
+    assert classify(plain) == ("tls_handshake", "?")
+    assert classify(older) == ("tls_handshake", "ipv4:127.0.0.1:40000")
     assert classify("I1130 server started") is None
 
 
