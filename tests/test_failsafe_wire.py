@@ -355,3 +355,31 @@ def test_admission_table(cap, per_caller, holds, caller, ok):
         with pytest.raises(ResourceExhausted) as e:
             a.try_acquire(caller)
         assert e.value.reason == "OVERLOADED" and a.in_flight == sum(holds.values())
+
+
+def test_grpc_core_shedding_decodes_as_overloaded():
+    """Beyond the core limit gRPC itself refuses (node/server.py core_limit) with its own
+    text; the caller's side reads it as OVERLOADED like the node's own refusal."""
+    from hedui.node.errors import ResourceExhausted, from_rpc_error
+
+    class _Err(grpc.RpcError):
+        def __init__(self, code, details):
+            self._c, self._d = code, details
+
+        def code(self):
+            return self._c
+
+        def details(self):
+            return self._d
+
+    core = from_rpc_error(_Err(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"))
+    ours = from_rpc_error(_Err(grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED: node: 8 calls in progress, capacity 8"))
+    quota = from_rpc_error(_Err(grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED: quota: hub made 2 calls"))
+    assert isinstance(core, ResourceExhausted) and (core.reason, ours.reason, quota.reason) == ("OVERLOADED", "OVERLOADED", "QUOTA_EXCEEDED")
+
+
+def test_core_limit_leaves_room_for_the_nodes_own_refusals():
+    from hedui.node.server import core_limit
+
+    for cap in (1, 4, 8, 64):
+        assert core_limit(cap) >= cap + 4 and core_limit(cap) >= 2 * cap
