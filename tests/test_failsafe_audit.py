@@ -205,3 +205,40 @@ def test_a_cli_process_signs_and_gets_cosigned_before_it_exits(fed):
     # And tax's log, handed over as the hub's peer, vouches for the hub's log.
     r = audit_verify.verify(url, keys, peers=[tax.config.store_url()])
     assert r.verdict is Verdict.OK and r.witnessed >= 1, r.problems
+
+
+def test_notices_detect_and_push_from_the_cli_leave_nothing_unsigned(tmp_path, monkeypatch):
+    """The issue's case: `notices detect` / `push` from the CLI wrote entries that stayed
+    unsigned until the node ran again. Now each command signs before it exits, and the push's
+    receiver (the hub) cosigns the department's final checkpoint."""
+    from hedui.keys.keyfile import PASSPHRASE_ENV
+    from hedui.node.audit.note import Verifier, Verifiers
+    from hedui.node.audit.recorder import origin_of
+    from hedui.node.audit.tables import audit_cosignatures
+    from hedui.node.cli._app import app
+    from hedui.node.runtime import Runtime
+    from hedui.node.testbed import MemberPlan, Testbed
+    from hedui.node.testbed.discovery import SCENARIO_AS_OF
+
+    tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("fire", "fire", ["provider"])], residents=20).create()
+    monkeypatch.setenv(PASSPHRASE_ENV, tb.passphrase)
+    tb.start(["hub"])
+    try:
+        runner = CliRunner()
+        fire = str(tb.config_path("fire"))
+        assert runner.invoke(app, ["notices", "detect", "--config", fire, "--as-of", SCENARIO_AS_OF.isoformat()]).exit_code == 0
+        r = runner.invoke(app, ["notices", "push", "--config", fire, "--json"])
+        assert r.exit_code == 0, r.output
+        rt = Runtime.open(tb.config_path("fire"))
+        url, d = rt.config.store_url(), rt.directory
+        rt.close()
+        keys = Verifiers([Verifier(origin_of(d.msg.federation, m.code), bytes(m.signing_key)) for m in d.msg.members])
+        rep = audit_verify.verify(url, keys)
+        assert rep.verdict is Verdict.OK and rep.unsigned_tail == 0 and rep.entries > 0, rep.problems
+        hub = tb.runtime("hub")
+        with hub.engine.connect() as c:
+            assert "fire" in set(c.execute(select(audit_cosignatures.c.peer)).scalars())
+        rep = audit_verify.verify(url, keys, peers=[hub.config.store_url()])
+        assert rep.verdict is Verdict.OK and rep.witnessed >= 1, rep.problems
+    finally:
+        tb.stop()
