@@ -20,15 +20,18 @@ use the one wide shape: ASCII or full-width digits, 18 characters (the last may 
 
 from __future__ import annotations
 
+import logging
 import random
 import re
+from collections.abc import Iterable
 from datetime import date
 from operator import mul as _mul
 
 from hedui.adapters.errors import InvalidIdentity
 from hedui.common.errors import InvalidArgument
+from hedui.common.errors import set_message_scrubber as _set_error_scrubber
 
-__all__ = ["normalize", "contains", "scrub", "long_digit_run", "mask_embedded", "synthetic"]
+__all__ = ["normalize", "contains", "scrub", "guard", "LogGuard", "install_log_guard", "long_digit_run", "mask_embedded", "synthetic"]
 
 # Weights 2^(17-i) mod 11 for positions 1..17 (ISO 7064 MOD 11-2, as tabulated in GB 11643).
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -109,9 +112,21 @@ _SHAPE = re.compile(
 _LONG_RUN = re.compile(f"[{_D}]{{15,}}")
 
 
+# How repr() and JSON write the gaps and digits a number may hold (``'4\u300041302…'`` from
+# ``f"{value!r}"``): decoded before scanning, so an escaped form is caught like the real one.
+_ESCAPED = re.compile(r"\\(?:u3000|u00a0|xa0|uff1[0-9]|uff38|uff58)")
+
+
+def _unescape(m: re.Match[str]) -> str:
+    code = m.group()[2:]
+    return chr(int(code, 16))
+
+
 def _text(value: str | bytes | bytearray | memoryview) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
+        value = bytes(value).decode("utf-8", "replace")
+    if "\\" in value:
+        value = _ESCAPED.sub(_unescape, value)
     return value
 
 
@@ -122,7 +137,59 @@ def contains(text: str | bytes | bytearray | memoryview) -> bool:
 
 def scrub(text: str, mask: str = "[id]") -> str:
     """``text`` with everything shaped like an identity number replaced by ``mask``."""
-    return _SHAPE.sub(mask, text)
+    return _SHAPE.sub(mask, _text(text))
+
+
+_FRAGMENT = 4  # digits: a shorter run of an identity number names nobody
+
+
+def guard(text: str, inputs: Iterable[str] = (), mask: str = "[id]") -> str:
+    """The one scrubbing guard for every message a person or a log sees (issue 13): what
+    :func:`scrub` masks, and also every run of 4 or more digits that is part of an identity
+    number in ``inputs`` (the command's arguments, the request's text), so a message that
+    quotes a cut or re-spaced piece of one (``got '370304…'``) does not leak it either."""
+    out = scrub(text, mask)
+    runs: set[str] = set()
+    for value in inputs:
+        for m in _SHAPE.finditer(_text(value)):
+            digits = "".join(ch for ch in m.group().translate(_FOLD) if ch.isdigit() or ch == "X")
+            runs.update(digits[i:j] for i in range(len(digits)) for j in range(i + _FRAGMENT, len(digits) + 1))
+    if runs:
+        folded = out.translate(_FOLD)
+        spans = []
+        for m in re.finditer("[0-9X](?:[ \u00a0\u3000]?[0-9X])*", folded):
+            compact = m.group().replace(" ", "").replace("\u00a0", "").replace("\u3000", "")
+            if any(compact[i:j] in runs for i in range(len(compact)) for j in range(i + _FRAGMENT, len(compact) + 1)):
+                spans.append(m.span())
+        for a, b in reversed(spans):
+            out = out[:a] + mask + out[b:]
+    return out
+
+
+class LogGuard(logging.Filter):
+    """A logging filter (on a handler) that passes every record's text through :func:`scrub`:
+    what a node or a command logs never holds an identity number, whoever logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record: let logging report it as usual
+            return True
+        clean = scrub(text)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        if clean != text:
+            record.msg, record.args = clean, None
+        return True
+
+
+def install_log_guard(logger: logging.Logger | None = None) -> None:
+    """Adds :class:`LogGuard` to every handler of ``logger`` (default: the root logger)."""
+    for h in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, LogGuard) for f in h.filters):
+            h.addFilter(LogGuard())
 
 
 def long_digit_run(text: str) -> bool:
@@ -198,3 +265,8 @@ def synthetic(rng: random.Random, *, region: str | None = None,
     born = date.fromordinal(rng.randint(born_from.toordinal(), born_to.toordinal()))
     body = f"{reg}{born:%Y%m%d}{rng.randint(0, 999):03d}"
     return body + _check_char(body)
+
+
+# Every typed error's message passes the guard too (hedui.common.errors cannot import this
+# module: it is the floor below it), so an exception that quotes its input never carries one.
+_set_error_scrubber(scrub)

@@ -14,6 +14,7 @@ errors below these families.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import ClassVar
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "FailedPrecondition",
     "Unavailable",
     "VerificationError",
+    "set_message_scrubber",
 ]
 
 
@@ -55,6 +57,11 @@ class Reason(enum.StrEnum):
 
     # -- starting a node ------------------------------------------------------------------
     BIND_FAILED = "BIND_FAILED"
+
+    # -- a running node refusing below the method (node/guard.py, node/admission.py) -------
+    OVERLOADED = "OVERLOADED"
+    OVERSIZE = "OVERSIZE"
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
 
     # -- who is calling (node/peer.py) ----------------------------------------------------
     NO_CLIENT_CERT = "NO_CLIENT_CERT"
@@ -155,6 +162,17 @@ class Reason(enum.StrEnum):
     DEMO_RECONCILE = "DEMO_RECONCILE"
 
 
+_scrub: Callable[[str], str] | None = None
+
+
+def set_message_scrubber(fn: Callable[[str], str]) -> None:
+    """Registers the identity guard (``hedui.adapters.idnum.scrub``, which registers itself on
+    import) that every :class:`HeduiError` message passes through: no error Hedui raises can
+    carry an identity number to a log, a peer or a person (issue 13)."""
+    global _scrub
+    _scrub = fn
+
+
 class HeduiError(Exception):
     """Base of every error Hedui raises on purpose."""
 
@@ -164,6 +182,8 @@ class HeduiError(Exception):
     remote_code: str | None = None
 
     def __init__(self, message: str, *, reason: Reason | None = None) -> None:
+        if _scrub is not None:
+            message = _scrub(message)
         super().__init__(message)
         self.message = message
         self.reason: Reason = reason or self.default_reason

@@ -28,7 +28,7 @@ from hedui.keys.signing import SigningKey, VerifyingKey, load_public
 from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory",
-    "directory_digest", "load_directory", "PURPOSES", "ROLES"]
+    "directory_digest", "load_directory", "PURPOSES", "ROLES", "MAX_BATCH"]
 
 PURPOSES = {
     "dibao": common_pb2.PURPOSE_DIBAO,
@@ -47,6 +47,10 @@ FIELD_TYPES = {
     "boolean": directory_pb2.FIELD_TYPE_BOOLEAN,
     "code": directory_pb2.FIELD_TYPE_CODE,
 }
+
+
+#: The largest batch (tokens per Lookup, elements per Evaluate) any rule may allow.
+MAX_BATCH = 4096
 
 
 class _Strict(BaseModel):
@@ -86,7 +90,9 @@ class RuleSpec(_Strict):
     fields: list[str] = []
     per_minute: int = Field(default=0, ge=0)
     per_day: int = Field(default=0, ge=0)
-    max_batch: int = Field(default=0, ge=0)
+    # The one batch limit (hedui.node.policy.MAX_BATCH; issue 13): a directory cannot allow a
+    # batch that the providers' audit logs and tests are not sized for.
+    max_batch: int = Field(default=0, ge=0, le=MAX_BATCH)
 
 
 class DirectorySpec(_Strict):

@@ -28,6 +28,9 @@ class NodeSection(_Section):
     listen: str = Field(default="127.0.0.1:0", description="host:port to bind; port 0 picks a free port")
     roles: list[Literal["provider", "hub"]] = Field(min_length=1)
     workers: int = Field(default=16, ge=1, le=256, description="gRPC handler threads")
+    # Load shedding (node/admission.py): 0 means "as many as workers".
+    max_concurrent_rpcs: int = Field(default=0, ge=0, le=4096, description="calls handled at once; beyond: RESOURCE_EXHAUSTED")
+    max_concurrent_per_caller: int = Field(default=0, ge=0, le=4096, description="one caller's share; 0: three quarters of the cap")
 
     @field_validator("listen")
     @classmethod
@@ -85,6 +88,11 @@ class ProviderSection(_Section):
         default=24, ge=1, le=24 * 400,
         description="How long a request id and its cached signed answer are kept (retries within it get the "
         "same answer); must outlast any retry",
+    )
+    max_unusable_share: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Largest share of department rows a detection run may fail to use; beyond it the run is "
+        "reported as failed (CLI exit 3) and its period is not marked done",
     )
     detect_at: str = Field(
         default="01:30",

@@ -74,6 +74,11 @@ _FAMILIES: dict[grpc.StatusCode, tuple[type[HeduiError], Reason]] = {
 }
 
 
+#: What gRPC's own concurrency limit answers (grpc/_server.py ``_reject_rpc``); the node sets
+#: that limit (node/server.py ``core_limit``), so it means the same as our OVERLOADED.
+_GRPC_SHED = "Concurrent RPC limit exceeded!"
+
+
 def status_code(err: HeduiError) -> grpc.StatusCode:
     """The gRPC status code of ``err``'s family."""
     for cls in type(err).__mro__:
@@ -97,6 +102,8 @@ def from_rpc_error(err: grpc.RpcError) -> HeduiError:
     cls, default = _FAMILIES.get(code, (HeduiError, Reason.UNKNOWN))
     head, sep, rest = details.partition(": ")
     known = Reason.__members__.get(head) if sep else None
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details == _GRPC_SHED:
+        known, rest = Reason.OVERLOADED, "the peer is at capacity (refused by gRPC before any handler); retry with back-off"
     exc = cls(rest if known is not None else details, reason=known or default)
     exc.remote_code = code.name
     return exc

@@ -39,6 +39,8 @@ class PeriodicJob:
         self._join_timeout = join_timeout
         self._next_due: float | None = None
         self.last_error: BaseException | None = None
+        #: Whether the job ever ran (a serving node's jobs do; a CLI process's never do).
+        self.ever_started = False
 
     # -- what a job does ------------------------------------------------------------------
 
@@ -75,6 +77,7 @@ class PeriodicJob:
         if self._thread is not None:
             return
         self._stop.clear()
+        self.ever_started = True
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 

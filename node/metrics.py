@@ -26,6 +26,14 @@ class Metrics:
         self.latency = Histogram("hedui_rpc_seconds", "RPC handling time", ["method"], registry=self.registry)
         self.audit_size = Gauge("hedui_audit_tree_size", "Entries in the audit log", registry=self.registry)
         self.outbox_pending = Gauge("hedui_outbox_pending", "Notices waiting to be pushed", registry=self.registry)
+        self.in_flight = Gauge("hedui_rpc_in_flight", "RPCs being handled now", registry=self.registry)
+        self.shed = Counter("hedui_rpc_shed_total", "RPCs refused at once because the node was at capacity, by caller",
+                            ["peer"], registry=self.registry)
+        self.directory_refusing = Gauge("hedui_directory_refusing", "1 while the node refuses every call, by reason",
+                                        ["reason"], registry=self.registry)
+        self.transport_refusals = Counter("hedui_transport_refusals_total",
+                                          "Connections or calls refused below the application, by cause",
+                                          ["cause"], registry=self.registry)
         self._server: WSGIServer | None = None
 
     def serve(self, hostport: str) -> int:

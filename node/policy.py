@@ -28,6 +28,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hedui.adapters import idnum
+from hedui.keys.directory import MAX_BATCH as DIRECTORY_MAX_BATCH
 from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, ResourceExhausted
 from hedui.node.store.tables import quota_counters, seen_requests
@@ -36,9 +37,15 @@ from hedui.v1 import common_pb2, directory_pb2
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
 
-__all__ = ["Grant", "check", "check_method", "commit", "DEFAULT_MAX_BATCH", "prune_replay_cache", "replay_window"]
+__all__ = ["Grant", "check", "check_method", "commit", "release", "DEFAULT_MAX_BATCH", "MAX_BATCH", "prune_replay_cache", "replay_window"]
 
-DEFAULT_MAX_BATCH = 4096
+DEFAULT_MAX_BATCH = DIRECTORY_MAX_BATCH
+#: The one batch limit, where the request enters (issue 13 item 3): no directory rule can
+#: allow more. Every layer behind it is sized for it — the ``query.received`` entry of a
+#: batch this large records a digest of the tokens and their count, not the tokens
+#: (node/verification/service.py), so it fits the audit log's 64 KiB entry limit — and
+#: tests/test_failsafe_batch.py sends exactly this many tokens end to end.
+MAX_BATCH = DIRECTORY_MAX_BATCH
 DEFAULT_REPLAY_WINDOW_HOURS = 24
 _ID_MIN, _ID_MAX = 16, 32
 
@@ -107,7 +114,7 @@ def check(
                 raise InvalidArgument(f"queries.field: got {f[:64]!r}, want one of {sorted(catalogue)}", reason=Reason.UNKNOWN_FIELD)
             if f not in allowed:
                 raise PermissionDenied(f"policy: field {f} not allowed for {caller} with purpose {PURPOSE_NAMES[ctx.purpose]}", reason=Reason.FIELD_NOT_ALLOWED)
-    max_batch = max((r.max_batch or DEFAULT_MAX_BATCH) for r in rules)
+    max_batch = min(MAX_BATCH, max((r.max_batch or DEFAULT_MAX_BATCH) for r in rules))
     if batch > max_batch:
         raise ResourceExhausted(f"batch: got {batch} items, want at most {max_batch}", reason=Reason.BATCH_TOO_LARGE)
     grant = Grant(tuple(rules))
@@ -148,13 +155,15 @@ def _charge_quota(c, caller: str, method: str, grant: Grant, now: float) -> None
             raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason=Reason.QUOTA_EXCEEDED)
 
 
-def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes) -> None:
+def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes) -> float:
     """One transaction: charge the quota, record the request id with the digest and the
     signed answer. A quota overrun rolls it all back (the answer is never sent); a request id
-    that another, concurrent request took first is a replay."""
+    that another, concurrent request took first is a replay. Returns the instant charged (a
+    POSIX timestamp) for :func:`release`."""
+    at = rt.clock.now().timestamp()
     try:
         with rt.engine.begin() as c:
-            _charge_quota(c, caller, method, grant, rt.clock.now().timestamp())
+            _charge_quota(c, caller, method, grant, at)
             prune_replay_cache(c, rt.clock.now(), replay_window(rt))
             c.execute(seen_requests.insert().values(
                 request_id=bytes(ctx.request_id), caller=caller, method=method,
@@ -164,6 +173,26 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
         raise PermissionDenied(
             f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason=Reason.REPLAYED_REQUEST
         ) from None
+    return at
+
+
+def release(rt: Runtime, caller: str, method: str, ctx, grant: Grant, at: float) -> None:
+    """Undoes :func:`commit` for a response that was never delivered (a streamed filter whose
+    peer went away): the quota charged at ``at`` is given back and the request id freed, so
+    the caller's retry with the same id is not a replay and costs it only once."""
+    per_minute, per_day = _limits(grant.rules)
+    with rt.engine.begin() as c:
+        for window, start, limit in (("m", int(at // 60), per_minute), ("d", int(at // 86400), per_day)):
+            if limit:
+                c.execute(update(quota_counters).where(and_(
+                    quota_counters.c.caller == caller, quota_counters.c.method == method,
+                    quota_counters.c.window == window, quota_counters.c.window_start == start,
+                    quota_counters.c.count > 0,
+                )).values(count=quota_counters.c.count - 1))
+        c.execute(seen_requests.delete().where(and_(
+            seen_requests.c.request_id == bytes(ctx.request_id), seen_requests.c.caller == caller,
+            seen_requests.c.method == method,
+        )))
 
 
 def replay_window(rt: Runtime) -> timedelta:

@@ -18,12 +18,12 @@ import grpc
 
 from hedui.adapters import idnum
 from hedui.node.audit.entry import Kind
-from hedui.node.errors import HeduiError, status_code, to_status
+from hedui.node.errors import HeduiError, Reason, status_code, to_status
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
 
-__all__ = ["rpc_method", "Call"]
+__all__ = ["rpc_method", "rpc_stream", "Call"]
 
 log = logging.getLogger("hedui.node.rpc")
 
@@ -44,34 +44,113 @@ def rpc_method(full_name: str, *, refusal_fields: Callable | None = None) -> Cal
     """Decorates ``def m(self, request, call: Call)`` on a servicer holding ``self.rt``.
 
     ``refusal_fields(request) -> dict`` adds method-specific fields to the audit entry of a
-    refusal (e.g. the notice id of a refused Push, whose request has no ``context``)."""
+    refusal (e.g. the notice id of a refused Push, whose request has no ``context``).
+
+    Before the method runs: the caller is identified, the node must be allowed to serve
+    (:mod:`hedui.node.guard`: directory expired or superseded -> ``UNAVAILABLE``) and a call
+    slot must be free (:mod:`hedui.node.admission` -> ``RESOURCE_EXHAUSTED`` / ``OVERLOADED``
+    at once). Those two refusals can come by the thousand, so they are counted and audited in
+    aggregate (:mod:`hedui.node.refusals`), not one entry per call."""
 
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(self, request, context: grpc.ServicerContext):
-            from hedui.node.peer import caller_of
-
             rt = self.rt
             caller_code = "?"
+            admitted = False
             try:
-                member = caller_of(context, rt.directory)
+                member = _identify(rt, context)
                 caller_code = member.code
+                _admit(rt, caller_code)
+                admitted = True
                 result = fn(self, request, Call(member, full_name, context))
                 rt.metrics.calls.labels(full_name, "OK").inc()
                 return result
             except HeduiError as err:
-                code, details = to_status(err)
-                rt.metrics.calls.labels(full_name, code.name).inc()
-                _record_refusal(rt, full_name, caller_code, err, request, refusal_fields)
-                context.abort(code, details)
+                _refuse(rt, full_name, caller_code, err, request, refusal_fields, context)
             except Exception:  # a bug: log it here, tell the peer nothing internal
                 log.exception("internal error in %s (caller %s)", full_name, caller_code)
                 rt.metrics.calls.labels(full_name, "INTERNAL").inc()
                 context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
+            finally:
+                if admitted:
+                    _leave(rt, caller_code)
 
         return wrapper
 
     return deco
+
+
+def rpc_stream(full_name: str) -> Callable:
+    """:func:`rpc_method` for a server-streaming method: ``def m(self, request, call)`` is a
+    generator of responses, and so is the wrapper (gRPC needs an iterator; a list fails with
+    ``'list' object is not an iterator``). The call slot is held until the stream ends; an
+    error raised while streaming is mapped to a status like any other."""
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(self, request, context: grpc.ServicerContext):
+            rt = self.rt
+            caller_code = "?"
+            admitted = False
+            try:
+                member = _identify(rt, context)
+                caller_code = member.code
+                _admit(rt, caller_code)
+                admitted = True
+                yield from fn(self, request, Call(member, full_name, context))
+                rt.metrics.calls.labels(full_name, "OK").inc()
+            except HeduiError as err:
+                _refuse(rt, full_name, caller_code, err, request, None, context)
+            except GeneratorExit:  # the peer went away mid-stream: gRPC dropped the iterator
+                rt.metrics.calls.labels(full_name, "CANCELLED").inc()
+                raise
+            except Exception:
+                log.exception("internal error in %s (caller %s)", full_name, caller_code)
+                rt.metrics.calls.labels(full_name, "INTERNAL").inc()
+                context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
+            finally:
+                if admitted:
+                    _leave(rt, caller_code)
+
+        return wrapper
+
+    return deco
+
+
+def _identify(rt: Runtime, context: grpc.ServicerContext):
+    from hedui.node.peer import caller_of
+
+    return caller_of(context, rt.directory)
+
+
+def _admit(rt: Runtime, caller: str) -> None:
+    """The node-wide gates; on return a call slot is held (the caller must :func:`_leave`)."""
+    try:
+        rt.guard.check()
+        rt.admission.try_acquire(caller)
+    except HeduiError as err:
+        # Marked so _refuse aggregates instead of writing one entry per refused call.
+        err.aggregate = True  # type: ignore[attr-defined]
+        raise
+    rt.metrics.in_flight.inc()
+
+
+def _leave(rt: Runtime, caller: str) -> None:
+    rt.admission.release(caller)
+    rt.metrics.in_flight.dec()
+
+
+def _refuse(rt: Runtime, method: str, caller: str, err: HeduiError, request, extra: Callable | None, context) -> None:
+    code, details = to_status(err)
+    rt.metrics.calls.labels(method, code.name).inc()
+    if getattr(err, "aggregate", False):
+        if err.reason == Reason.OVERLOADED:
+            rt.metrics.shed.labels(caller).inc()
+        rt.refusals.count(err.reason.lower(), caller)
+    else:
+        _record_refusal(rt, method, caller, err, request, extra)
+    context.abort(code, details)
 
 
 def _record_refusal(rt: Runtime, method: str, caller: str, err: HeduiError, request, extra: Callable | None = None) -> None:

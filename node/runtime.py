@@ -27,6 +27,7 @@ from hedui.keys.errors import DirectoryError
 from hedui.keys.keyfile import passphrase
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey, load_public
+from hedui.node.admission import Admission
 from hedui.node.audit.entry import Kind
 from hedui.node.audit.recorder import NodeAudit, open_audit
 from hedui.node.client import Peers, channel_credentials
@@ -34,7 +35,9 @@ from hedui.node.config import NodeConfig, load_config
 from hedui.node.discovery.hub import Hub, load_hub, load_sealing_key
 from hedui.node.discovery.provider import ProviderNotices
 from hedui.node.errors import ConfigError, Reason, VerificationError
+from hedui.node.guard import ServingGuard
 from hedui.node.metrics import Metrics
+from hedui.node.refusals import Refusals
 from hedui.node.store import migrate
 from hedui.node.store.db import open_engine
 from hedui.node.store.tables import node_state
@@ -78,6 +81,11 @@ class Runtime:
     provider: ProviderState | None = field(init=False, default=None)
     notices: ProviderNotices | None = field(init=False, default=None)
     hub: HubState | None = field(init=False, default=None)
+    #: Node-wide gates checked on every call (node/rpc.py): directory state, call slots,
+    #: and the aggregated refusals they and the transport produce.
+    guard: ServingGuard = field(init=False)
+    admission: Admission = field(init=False)
+    refusals: Refusals = field(init=False)
 
     @classmethod
     def open(cls, config_path: Path, *, run_migrations: bool = True, clock: Clock | None = None) -> Runtime:
@@ -160,6 +168,10 @@ class Runtime:
         rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem))
         rt.audit = open_audit(rt)
         _audit_split_view(rt)
+        rt.guard = ServingGuard(rt)
+        n = cfg.node
+        rt.admission = Admission(n.max_concurrent_rpcs or n.workers, n.max_concurrent_per_caller)
+        rt.refusals = Refusals(rt)
         try:
             rt._open_roles()
         except BaseException:

@@ -19,7 +19,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hedui.node.errors import ConfigError, Reason
+from hedui.node.refusals import RefusalFlusher
 from hedui.node.runtime import Runtime
+from hedui.node.transport import CoreLogTap, GuardWatch, TransportRefusals
 from hedui.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -40,9 +42,16 @@ log = logging.getLogger("hedui.node.server")
 # No SO_REUSEPORT: a second node on the same port must fail loudly, not share it.
 _BASE_OPTIONS = [
     ("grpc.so_reuseport", 0),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # Twice what a method reads (node/transport.py MAX_REQUEST_BYTES): a larger message than
+    # that is refused by the node itself, counted and audited with its peer.
+    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
+
+
+def core_limit(cap: int) -> int:
+    """Calls gRPC itself lets into the node: the cap plus as many again for refusals."""
+    return cap + max(4, cap)
 
 
 def server_options() -> list[tuple[str, int]]:
@@ -56,6 +65,7 @@ class NodeServer:
     port: int
     health: health.HealthServicer
     background: list = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -67,9 +77,18 @@ class NodeServer:
         self.server.start()
         for b in self.background:
             b.start()
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        # Health follows the serving guard: NOT_SERVING for every service while the directory
+        # is expired or superseded (node/guard.py), SERVING again once it is not.
+        self.rt.guard.on_change(self._health_follows)
         log.info("node %s serving on %s (directory v%d)", self.rt.member, self.address, self.rt.directory.version)
         return self
+
+    def _health_follows(self, refusing: Reason | None) -> None:
+        if self._stopped.is_set():
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if refusing is None else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.services]:
+            self.health.set(name, status)
 
     def stop(self, grace: float = 5.0) -> None:
         if self._stopped.is_set():
@@ -92,9 +111,19 @@ class NodeServer:
 def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | None = None) -> NodeServer:
     """Builds (does not start) the server for ``rt``'s roles, bound with mTLS."""
     listen = listen or rt.config.node.listen
+    # Threads beyond the call cap (node/admission.py) are what refuses the excess at once:
+    # with only as many threads as admitted calls, a refusal would queue behind them.
+    threads = core_limit(rt.admission.cap)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=rt.config.node.workers, thread_name_prefix=f"rpc-{rt.member}"),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"rpc-{rt.member}"),
         options=server_options(),
+        interceptors=[TransportRefusals(rt)],
+        # The first line of shedding: beyond this many calls in the node (admitted or waiting
+        # for a thread), gRPC refuses at once in its polling thread, before any handler thread
+        # (RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!", which hedui.node.errors
+        # decodes as OVERLOADED). Below it node/admission.py refuses a caller beyond its share
+        # with the reason itself; the headroom leaves room for those refusals.
+        maximum_concurrent_rpcs=core_limit(rt.admission.cap),
     )
     names = [node_pb2.DESCRIPTOR.services_by_name["NodeService"].full_name]
     from hedui.node.node_service import NodeServicer
@@ -127,11 +156,15 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         notice_pb2_grpc.add_NoticeServiceServicer_to_server(NoticeServicer(rt), server)
         names.append(notice_pb2.DESCRIPTOR.services_by_name["NoticeService"].full_name)
         background += hub_background(rt)
+    # Started after and stopped before the audit jobs, so the last flush of aggregated
+    # refusals is covered by the final checkpoint.
     background += _audit_background(rt)
+    background += [RefusalFlusher(rt.refusals), GuardWatch(rt)]
     hs = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
     for n in names:
         hs.set(n, health_pb2.HealthCheckResponse.SERVING)
+    services = list(names)
     names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     if extra is not None:
@@ -157,7 +190,7 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
             rt.close()
             raise ConfigError(f"metrics.listen: cannot bind {rt.config.metrics.listen} ({exc.strerror})", reason=Reason.BIND_FAILED) from None
         background.append(_Stopper(rt.metrics.stop))
-    return NodeServer(rt=rt, server=server, port=port, health=hs, background=background)
+    return NodeServer(rt=rt, server=server, port=port, health=hs, background=background, services=services)
 
 
 class _Stopper:
@@ -178,6 +211,9 @@ def _audit_background(rt: Runtime) -> list:
 def serve(config_path) -> None:
     """Runs a node until SIGTERM or SIGINT, then stops gracefully."""
     rt = Runtime.open(config_path)
+    # TLS handshake refusals (no client certificate, a foreign CA) never reach Python; gRPC
+    # core logs them on stderr, where this process counts them (node/transport.py).
+    CoreLogTap(rt.refusals.count).install()
     ns = build_server(rt)
     ns.start()
 

@@ -423,7 +423,9 @@ def test_export_verify_and_proof_round_trip(audit: AuditLog, engine, signer, tmp
     audit.append_many(admin(i) for i in range(20))  # not yet checkpointed
     keys = [signer.vkey]
     r = audit_verify.verify(engine, keys, cp.note)
-    assert r.verdict is audit_verdict.Verdict.OK, r.problems
+    # Entries after the newest checkpoint are never OK (issue 13): a verdict of their own.
+    assert r.verdict is audit_verdict.Verdict.UNSIGNED_TAIL, r.problems
+    assert [p.verdict for p in r.problems] == [audit_verdict.Verdict.UNSIGNED_TAIL]
     assert (r.entries, r.unsigned_tail, r.cosignatures, r.checkpoints_verified) == (320, 20, 1, 2)
     out = audit_export.export(engine, 0, None, tmp_path / "all.ndjson", now=AUDIT_CLOCK.now())
     assert (out.entries, out.end, out.checkpoints, out.cosignatures) == (300, 300, 2, 1)

@@ -127,7 +127,10 @@ def test_deleted_tail_with_its_checkpoints_needs_the_trusted_checkpoint(built: B
             if (idx + 1) << lvl > 60:
                 conn.execute(delete(audit_nodes).where(audit_nodes.c.level == lvl, audit_nodes.c.idx == idx))
         conn.execute(update(audit_head).values(size=60))
-    assert built.verify().verdict is Verdict.OK
+    # Entries 40..60 are left beyond the newest remaining checkpoint (40): never OK (issue
+    # 13); the officer's last trusted checkpoint, or a peer's cosignature of checkpoint 100
+    # (tests/test_failsafe_audit.py), shows the truncation itself.
+    assert built.verify().verdict is Verdict.UNSIGNED_TAIL
     r = built.verify(last_trusted_checkpoint=built.cp100.note)
     assert r.verdict is Verdict.TRUNCATED
 

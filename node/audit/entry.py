@@ -32,6 +32,7 @@ cosignature         peer, size, cosignature                                    a
 directory           version, digest                                            any
 admin               action, operator                                           any
 peer.fork           peer, origin, size_a, size_b, reason                       any
+refusal.aggregated  cause, peer, count, first, last (times as ``time``)        any
 ==================  =========================================================  =====
 
 The vocabulary is closed: an entry of any other kind, or one missing a required field, is
@@ -95,6 +96,9 @@ class Kind(enum.StrEnum):
     DIRECTORY = "directory"
     ADMIN = "admin"
     PEER_FORK = "peer.fork"
+    # Refusals that can come by the thousand (below the application, or node-wide), one
+    # entry per (cause, peer) and period: node/refusals.py.
+    REFUSAL_AGGREGATED = "refusal.aggregated"
 
 
 _QUERY = frozenset({"request_id", "peer", "purpose", "case_ref", "request_digest"})
@@ -124,6 +128,7 @@ REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
     Kind.DIRECTORY: frozenset({"version", "digest"}),
     Kind.ADMIN: frozenset({"action", "operator"}),
     Kind.PEER_FORK: frozenset({"peer", "origin", "size_a", "size_b", "reason"}),
+    Kind.REFUSAL_AGGREGATED: frozenset({"cause", "peer", "count", "first", "last"}),
 }
 assert set(REQUIRED_FIELDS) == set(Kind), "every kind names its required fields"
 

@@ -142,10 +142,31 @@ class NodeAudit:
             self.record(Kind.COSIGNATURE, {"peer": code, "size": size, "cosignature": r.cosignature[:300]})
         return out
 
-    def close(self) -> None:
+    def close(self, *, final: bool = True) -> None:
+        """Stops the loops and, with ``final``, leaves nothing unsigned behind (issue 13): a
+        short-lived process (the CLI: ``case run``, ``notices detect``/``push``) never ran the
+        loops, yet appended entries and received peers' checkpoints. Before it exits it
+        cosigns those checkpoints, signs a checkpoint covering its entries, asks the peers it
+        talked to to cosign that checkpoint, and signs again over their cosignature entries."""
+        ran = self.scheduler.ever_started or self.cosigner.ever_started
         self.cosigner.stop()
         self.scheduler.stop()
+        if final:
+            try:
+                self._sign_before_exit(asked_peers=not ran)
+            except Exception:  # closing must finish; verify will report the unsigned tail
+                log.exception("could not sign the final checkpoint")
         self.log.close()
+
+    def _sign_before_exit(self, *, asked_peers: bool) -> None:
+        self.process_peer_checkpoints()
+        self.log.flush()
+        self.log.checkpoint()
+        if asked_peers and self._peers:
+            # A serving node asks every 30 s; a process that never ran the loop asks now.
+            if self.request_cosignatures(timeout=5.0):
+                self.log.flush()
+                self.log.checkpoint()
 
 
 class _CosignLoop(PeriodicJob):

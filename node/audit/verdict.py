@@ -3,9 +3,11 @@
 Verdicts and exit codes
 -----------------------
 ``OK`` 0 · ``TAMPERED`` 3 · ``TRUNCATED`` 4 · ``FORK`` 5 · ``UNKNOWN_KEY`` 6 · ``STALE`` 7 ·
-``EMPTY`` 8 (missing or empty log, or nothing signed: never OK). When several problems
-are found the most severe wins: FORK > TAMPERED > TRUNCATED > UNKNOWN_KEY > STALE > EMPTY;
-every problem is listed in the report.
+``EMPTY`` 8 (missing or empty log, or nothing signed: never OK) · ``UNSIGNED_TAIL`` 10
+(entries after the newest signed checkpoint: nothing vouches for them yet, so never OK —
+issue 13). When several problems are found the most severe wins: FORK > TAMPERED >
+TRUNCATED > UNKNOWN_KEY > UNSIGNED_TAIL > STALE > EMPTY; every problem is listed in the
+report. (9 is ``hedui audit reconcile``'s "discrepancies".)
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ class Verdict(enum.IntEnum):
     UNKNOWN_KEY = 6
     STALE = 7
     EMPTY = 8
+    UNSIGNED_TAIL = 10
 
 
-_SEVERITY = [Verdict.FORK, Verdict.TAMPERED, Verdict.TRUNCATED, Verdict.UNKNOWN_KEY, Verdict.STALE, Verdict.EMPTY]
+_SEVERITY = [Verdict.FORK, Verdict.TAMPERED, Verdict.TRUNCATED, Verdict.UNKNOWN_KEY, Verdict.UNSIGNED_TAIL,
+             Verdict.STALE, Verdict.EMPTY]
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class VerifyReport:
     latest_checkpoint_time: int | None = None
     unsigned_tail: int = 0
     peer_forks: int = 0
+    #: Checkpoints of this log that peers cosigned and that verified (trusted sizes).
+    witnessed: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -84,6 +90,7 @@ class VerifyReport:
             "latest_checkpoint_time": self.latest_checkpoint_time,
             "unsigned_tail": self.unsigned_tail,
             "peer_forks": self.peer_forks,
+            "witnessed": self.witnessed,
             "problems": [{"verdict": p.verdict.name, "message": p.message} for p in self.problems],
             "notes": list(self.notes),
         }

@@ -23,6 +23,7 @@ from hedui.node.audit.sources import PROGRESS_EVERY, Progress, Source, cosigners
 from hedui.node.audit.tables import audit_checkpoints, audit_cosignatures, audit_entries, audit_forks, audit_head, audit_nodes
 from hedui.node.audit.tree import checkpoint_time
 from hedui.node.audit.verdict import Verdict, VerifyReport
+from hedui.node.audit.witness import Witnessed, peer_cosigned
 
 __all__ = ["verify"]
 
@@ -131,11 +132,14 @@ def verify(
     max_age: timedelta | float | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
+    peers: Sequence[Source] = (),
 ) -> VerifyReport:
     """Re-derives the tree from an export file or node store and checks every checkpoint
     signature and root, every cosignature, consistency with ``last_trusted_checkpoint``
     (a signed checkpoint note from an earlier verification) and, with ``max_age``, that
-    the latest checkpoint is fresh. Returns a :class:`VerifyReport` (``.verdict``)."""
+    the latest checkpoint is fresh. ``peers``: other members' exports or stores, whose
+    cosignatures of this log's checkpoints are trusted sizes (:mod:`~hedui.node.audit.witness`).
+    Returns a :class:`VerifyReport` (``.verdict``)."""
     trusted = trusted_keys if isinstance(trusted_keys, Verifiers) else Verifiers(trusted_keys)
     report = VerifyReport()
     reader: ExportReader | None = None
@@ -161,7 +165,9 @@ def verify(
         if meta is None:
             report._add(Verdict.EMPTY, "the source holds no audit log")
             return report
-        _verify_all(meta, entries, reader, trusted, last_trusted_checkpoint, max_age, now, progress, report)
+        witnessed, notes = peer_cosigned(peers, meta.origin, trusted)
+        report.notes.extend(notes)
+        _verify_all(meta, entries, reader, trusted, last_trusted_checkpoint, max_age, now, progress, report, witnessed)
         return report
     finally:
         if reader is not None:
@@ -180,6 +186,7 @@ def _verify_all(
     now: datetime | None,
     progress: Progress | None,
     report: VerifyReport,
+    witnessed: Sequence[Witnessed] = (),
 ) -> None:
     report.origin, report.start = meta.origin, meta.start
     # 1. Checkpoints: signatures (c2sp.org/signed-note), bodies (c2sp.org/tlog-checkpoint).
@@ -220,7 +227,7 @@ def _verify_all(
         except (NoteError, CheckpointError) as exc:
             report._add(Verdict.TAMPERED, f"last trusted checkpoint: {exc}")
     # 4. Re-derive the tree and the root at every checkpointed size.
-    targets = [cp.size for cp, _ in valid] + ([trusted_cp.size] if trusted_cp else [])
+    targets = [cp.size for cp, _ in valid] + ([trusted_cp.size] if trusted_cp else []) + [w.checkpoint.size for w in witnessed]
     seen, roots = _verify_entries(entries, meta, targets, report, progress)
     end = meta.start + seen
     report.entries, report.tree_size = seen, end
@@ -258,6 +265,9 @@ def _verify_all(
         elif roots.get(trusted_cp.size) != trusted_cp.root:
             report._add(Verdict.FORK, f"the log's history differs from the last trusted checkpoint "
                         f"(size {trusted_cp.size})")
+    # 5b. What peers cosigned of this log: trusted sizes (issue 13: deleting the tail and the
+    # checkpoints covering it must not verify as OK).
+    _check_witnessed(witnessed, valid, roots, meta.start, end, report)
     # 6. Cosignatures this node made of peers' checkpoints.
     _check_cosignatures(meta, trusted, report)
     report.peer_forks = len(meta.forks)
@@ -268,6 +278,10 @@ def _verify_all(
         latest_cp, latest_t = valid[-1]
         report.latest_checkpoint_size, report.latest_checkpoint_time = latest_cp.size, latest_t
         report.unsigned_tail = max(0, end - max(cp.size for cp, _ in valid))
+        if report.unsigned_tail:
+            report._add(Verdict.UNSIGNED_TAIL, f"{report.unsigned_tail} entries after the newest signed checkpoint "
+                        f"({max(cp.size for cp, _ in valid)}): nothing vouches for them yet — have the node sign a "
+                        "checkpoint (it does every few seconds while running, and every process before it exits)")
         if max_age is not None:
             limit = max_age.total_seconds() if isinstance(max_age, timedelta) else float(max_age)
             if now is None:
@@ -280,6 +294,23 @@ def _verify_all(
         report._add(Verdict.EMPTY, "no checkpoint: nothing in this log is signed" if end else "the log is empty")
     elif end == 0 and not any(cp.size for cp, _ in valid) and report.verdict is Verdict.OK:
         report._add(Verdict.EMPTY, "the log is empty")
+
+
+def _check_witnessed(witnessed: Sequence[Witnessed], valid: list, roots: dict[int, bytes], start: int, end: int,
+                     report: VerifyReport) -> None:
+    newest = max((cp.size for cp, _ in valid), default=0)
+    for w in witnessed:
+        size = w.checkpoint.size
+        if size > end:
+            report._add(Verdict.TRUNCATED, f"peer {w.witness} cosigned checkpoint {size} of this log, "
+                        f"which holds only {end} entries")
+        elif size >= start and roots.get(size) != w.checkpoint.root:
+            report._add(Verdict.FORK, f"peer {w.witness} cosigned a different root for size {size}")
+        elif size > newest:
+            report._add(Verdict.TRUNCATED, f"peer {w.witness} cosigned checkpoint {size}, newer than the log's "
+                        f"newest checkpoint {newest}: checkpoints were removed")
+        else:
+            report.witnessed += 1
 
 
 def _check_file_tail(reader: ExportReader, meta: LogMeta, seen: int, n_cp: int, report: VerifyReport) -> None:

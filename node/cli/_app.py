@@ -59,4 +59,8 @@ def run() -> None:
         level=logging.DEBUG if os.environ.get("HEDUI_DEBUG") else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Whatever any module logs passes the identity guard (issue 13).
+    from hedui.adapters.idnum import install_log_guard
+
+    install_log_guard()
     app()

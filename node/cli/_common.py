@@ -13,7 +13,9 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from hedui.adapters import idnum
 from hedui.common.clock import Clock, ClockError, FixedClock, SystemClock, fmt_instant, parse_as_of, zone
 from hedui.node.errors import HeduiError
 
@@ -67,8 +69,20 @@ def as_of_clock(as_of: str | None, tz: ZoneInfo | str = "", *, option: str = "--
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    # The one guard (issue 13): nothing shaped like an identity number, nor a piece of one
+    # given on the command line, reaches the terminal.
+    message = idnum.guard(message, sys.argv[1:])
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def refuse_identity_arguments(args: tuple, kwargs: dict) -> None:
+    """Identity numbers are read from files, never from the command line (shell history,
+    ``ps``): a command given one is refused before it runs, without echoing it."""
+    for value in [*args, *kwargs.values()]:
+        if isinstance(value, str) and idnum.contains(value):
+            fail("argument: got something shaped like a resident identity number, want a case reference or a "
+                 "file (identity numbers are read from files, never from the command line)", EXIT_USAGE)
 
 
 def cli_errors(fn: Callable) -> Callable:
@@ -76,6 +90,7 @@ def cli_errors(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any):
+        refuse_identity_arguments(args, kwargs)
         try:
             return fn(*args, **kwargs)
         except typer.Exit:

@@ -2,8 +2,8 @@
 
 Exit codes: 0 OK; 1 error (one message on stderr, never a traceback); 2 usage error;
 ``verify`` and ``proof --check`` exit with the verdict code (3 TAMPERED, 4 TRUNCATED,
-5 FORK, 6 UNKNOWN_KEY, 7 STALE, 8 EMPTY); ``reconcile`` exits 9 when it found
-discrepancies.
+5 FORK, 6 UNKNOWN_KEY, 7 STALE, 8 EMPTY, 10 UNSIGNED_TAIL); ``reconcile`` exits 9 when it
+found discrepancies.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from hedui.adapters import idnum
 from hedui.common.clock import DEFAULT_ZONE, ClockError, fmt_instant, zone
 from hedui.node.audit import export as audit_export
 from hedui.node.audit import proof as audit_proof
@@ -50,7 +51,7 @@ _out = Console(highlight=False)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    _err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    _err.print(f"[bold red]error:[/] {escape(idnum.guard(message, sys.argv[1:]))}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -227,6 +228,11 @@ def verify_cmd(
     max_age: Annotated[
         str | None, typer.Option("--max-age", help="Fail as STALE if the latest checkpoint is older (2h, 90m).")
     ] = None,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option("--peer", help="A peer's export file or store URL: its cosignatures of this log are trusted "
+                     "sizes (TRUNCATED if the log is shorter); repeatable."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-derive the Merkle tree and check every checkpoint, cosignature and proof."""
@@ -234,7 +240,12 @@ def verify_cmd(
     keys = _keys(key)
     last = trusted_checkpoint.read_text(encoding="utf-8") if trusted_checkpoint else None
     with _Bar("verifying") as progress:
-        r = audit_verify.verify(src, keys, last, max_age=_duration(max_age), now=wall_clock().now(), progress=progress)
+        peers = [p if "://" in p else Path(p) for p in (peer or [])]
+        for p in peers:
+            if isinstance(p, Path) and not p.is_file():
+                raise _fail(f"--peer: got {str(p)!r}, want a peer's export file or store URL", 2)
+        r = audit_verify.verify(src, keys, last, max_age=_duration(max_age), now=wall_clock().now(), progress=progress,
+                                peers=peers)
     if as_json:
         _out.print_json(json.dumps(r.to_dict()))
     else:
@@ -242,7 +253,7 @@ def verify_cmd(
         _out.print(f"[{colour}]{r.verdict.name}[/] {escape(r.origin or '')}: {r.entries} entries "
                    f"[{r.start}, {r.tree_size}), {r.checkpoints_verified}/{r.checkpoints} checkpoints verified, "
                    f"{r.cosignatures} cosignatures, latest checkpoint size {r.latest_checkpoint_size}, "
-                   f"{r.unsigned_tail} entries not yet checkpointed")
+                   f"{r.unsigned_tail} entries not yet checkpointed, {r.witnessed} checkpoints cosigned by peers")
         for p in r.problems:
             _out.print(f"  [red]{p.verdict.name}[/]: {escape(p.message)}", soft_wrap=True)
         for n in r.notes:

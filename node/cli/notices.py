@@ -22,7 +22,7 @@ from rich.table import Table
 from hedui.adapters.facts_csv import read_facts_csv
 from hedui.adapters.records import Record
 from hedui.common.clock import Clock, fmt_instant
-from hedui.node.cli._common import AS_OF_HELP, as_of_clock, cli_errors, console, emit_json, fail, wall_clock
+from hedui.node.cli._common import AS_OF_HELP, as_of_clock, cli_errors, console, emit_json, err_console, fail, wall_clock
 from hedui.node.cli._discovery import DB, JSON, node_config, secret_file, store
 from hedui.node.discovery.calendar import WorkCalendar
 from hedui.node.discovery.detect import Detection
@@ -170,6 +170,10 @@ def _print_detections(rows: list[dict], run_date: date, tail: str) -> None:
     console.print(f"{len(rows)} detection(s) for {run_date}{tail}")
 
 
+#: ``notices detect`` could not use more rows than ``provider.max_unusable_share`` allows.
+EXIT_UNUSABLE = 3
+
+
 def _detect_on_node(config: Path, as_of: str | None, json_out: bool) -> None:
     from hedui.node.runtime import Runtime
 
@@ -188,9 +192,19 @@ def _detect_on_node(config: Path, as_of: str | None, json_out: bool) -> None:
                          for row, d in zip(out["detections"], run.detections, strict=True)]
     if json_out:
         emit_json(out)
-        return
-    _print_detections(out["detections"], run_date,
-                      f"; {run.queued} newly queued; {run.records} record(s) read, {run.problems} row(s) skipped")
+    else:
+        _print_detections(out["detections"], run_date,
+                          f"; {run.queued} newly queued; {run.records} record(s) read, {run.problems} row(s) unusable")
+        for p in run.problem_rows:
+            err_console.print(f"unusable row {p.locator}: {p.reason}", markup=False, highlight=False, soft_wrap=True)
+        if run.problems > len(run.problem_rows):
+            err_console.print(f"... and {run.problems - len(run.problem_rows)} more unusable row(s)", markup=False)
+    if run.too_many_unusable:
+        # A truncated or undecodable export must not pass for a run that found nothing
+        # (issue 13): what was found is queued, but the period is not marked done.
+        fail(f"detection: {run.problems} of {run.records + run.problems} row(s) could not be used "
+             f"({100 * run.unusable_share:.1f}%, provider.max_unusable_share allows {100 * run.max_unusable_share:.1f}%); "
+             "fix the export or the mapping and run again", EXIT_UNUSABLE)
 
 
 @app.command("push")

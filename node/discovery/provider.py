@@ -46,6 +46,7 @@ import grpc
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
+from hedui.adapters import idnum
 from hedui.adapters.records import RowProblem
 from hedui.keys import sealing
 from hedui.keys.keyfile import load_secret, save_secret
@@ -145,6 +146,24 @@ class DetectionRun:
     problems: int
     detections: tuple[Detection, ...] = field(repr=False)
     queued: int
+    #: Every row that could not be used, by locator and reason (never by identity), up to
+    #: :data:`MAX_LISTED`; ``problems`` counts them all.
+    problem_rows: tuple[RowProblem, ...] = ()
+    #: The configured limit (``provider.max_unusable_share``).
+    max_unusable_share: float = 1.0
+
+    @property
+    def unusable_share(self) -> float:
+        """Rows that could not be used, as a share of every row read."""
+        total = self.records + self.problems
+        return self.problems / total if total else 0.0
+
+    @property
+    def too_many_unusable(self) -> bool:
+        """More rows failed than the configured share allows (issue 13): the run must not be
+        taken for a complete one — a truncated or undecodable export would otherwise detect
+        little and report success."""
+        return self.problems > 0 and self.unusable_share > self.max_unusable_share
 
     def as_dict(self) -> dict:
         return {
@@ -152,6 +171,10 @@ class DetectionRun:
             "rules": list(self.rules),
             "records": self.records,
             "problems": self.problems,
+            "unusable_share": round(self.unusable_share, 6),
+            "max_unusable_share": self.max_unusable_share,
+            "too_many_unusable": self.too_many_unusable,
+            "problem_rows": [{"locator": p.locator, "reason": p.reason} for p in self.problem_rows],
             "queued": self.queued,
             "detections": [
                 d.public() for d in self.detections
@@ -159,18 +182,26 @@ class DetectionRun:
         }
 
 
+#: Problem rows a run lists by locator (all are counted).
+MAX_LISTED = 1000
+
+
 class _Counted:
-    """Yields the adapter's records, counting (and skipping) the rows it could not use."""
+    """Yields the adapter's records, counting (and skipping) the rows it could not use, and
+    keeping the first :data:`MAX_LISTED` of those by locator and reason."""
 
     def __init__(self, items: Iterable) -> None:
         self._items = items
         self.records = 0
         self.problems = 0
+        self.listed: list[RowProblem] = []
 
     def __iter__(self) -> Iterator:
         for item in self._items:
             if isinstance(item, RowProblem):
                 self.problems += 1
+                if len(self.listed) < MAX_LISTED:
+                    self.listed.append(RowProblem(idnum.scrub(item.locator), idnum.scrub(item.reason)))
                 continue
             self.records += 1
             yield item
@@ -259,19 +290,26 @@ class ProviderNotices:
             found = detect(counted, ruleset, as_of, self.calendar, provider=self.rt.member, dedup_secret=secret)
         finally:
             adapter.close()
+        limit = self.rt.config.provider.max_unusable_share if self.rt.config.provider is not None else 1.0
+        result = DetectionRun(as_of, tuple(r.id for r in rules), counted.records, counted.problems, tuple(found), 0,
+                              tuple(counted.listed), limit)
         queued = 0
         now = self._clock()
         with self.rt.engine.begin() as conn:
             for d in found:
                 queued += enqueue(conn, d, self.sign_and_seal, hub=self.hub, now=now)[1]
-            self._record_runs(conn, {r.id: run_key(r, as_of) for r in rules})
-        log.info(
-            "detection for %s: %d rule(s), %d record(s), %d row(s) skipped, %d detection(s), %d newly queued",
-            as_of, len(rules), counted.records, counted.problems, len(found), queued,
+            # What was found is real and queued (a re-run dedups it); but a run that could not
+            # read its data is not the period's run: the next one tries again.
+            if not result.too_many_unusable:
+                self._record_runs(conn, {r.id: run_key(r, as_of) for r in rules})
+        log.log(
+            logging.ERROR if result.too_many_unusable else logging.INFO,
+            "detection for %s: %d rule(s), %d record(s), %d row(s) unusable (%.1f%%, limit %.1f%%), %d detection(s), %d newly queued",
+            as_of, len(rules), counted.records, counted.problems, 100 * result.unusable_share, 100 * limit, len(found), queued,
         )
         if queued:
             self.wake.set()
-        return DetectionRun(as_of, tuple(r.id for r in rules), counted.records, counted.problems, tuple(found), queued)
+        return replace(result, queued=queued)
 
     def run_now(self, as_of: date | None = None) -> DetectionRun:
         """Every rule, now (what ``hedui notices detect --config`` runs); the scheduler runs

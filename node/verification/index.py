@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import re
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -43,6 +42,7 @@ from hedui.adapters.records import Fact, Record, RowProblem
 from hedui.common.clock import Clock
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import InvalidArgument
+from hedui.node.procs import worker_pool
 from hedui.node.verification.index_tables import index_problems, index_progress, index_rows, token_index
 
 __all__ = ["IndexReport", "build_index", "facts_for_tokens", "all_tokens", "live_epochs", "retire_epoch",
@@ -122,8 +122,8 @@ class _Tokenizer:
         self._key, self._workers = key, workers
         self._pool = None
         if workers > 0:
-            self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(key, os.getpid()))
+            # Workers die with this process, even when it is killed (node/procs.py, issue 13).
+            self._pool = worker_pool(workers, _init_worker, (key,))
 
     def submit(self, identities: list[str]) -> list[Future] | list[bytes]:
         if self._pool is None:

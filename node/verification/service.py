@@ -12,7 +12,7 @@ from hedui.keys import dsse
 from hedui.node import policy
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import ConfigError, InvalidArgument
-from hedui.node.rpc import Call, rpc_method
+from hedui.node.rpc import Call, rpc_method, rpc_stream
 from hedui.node.verification import protocol
 from hedui.node.verification.answer import answer_lookup
 from hedui.node.verification.index import all_tokens, data_dates, facts_for_tokens
@@ -57,17 +57,46 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
         self.rt.audit.record(Kind.PSEUDONYM_EVALUATED, {**_base(call.caller.code, request.context), "epoch": epoch, "count": n})
         return pseudonym_pb2.EvaluateResponse(epoch=epoch, evaluated_elements=elements, proof=proof)
 
-    @rpc_method(_FILTER)
+    @rpc_stream(_FILTER)
     def GetTokenFilter(self, request: pseudonym_pb2.GetTokenFilterRequest, call: Call) -> Iterator[pseudonym_pb2.GetTokenFilterResponse]:
+        """Streams the filter (a generator: gRPC needs an iterator). The quota and the request
+        id are reserved before the first chunk — so a caller over quota gets nothing — and
+        released again if the stream does not complete (the peer cancels, a write fails): a
+        filter is charged, and ``filter.sent`` audited, only once every chunk was sent."""
         st = _state(self.rt)
         epoch = st.epoch(request.epoch)
         grant = policy.check(self.rt, call.caller.code, _FILTER, request.context, need_consent=False)
-        policy.commit(self.rt, call.caller.code, _FILTER, request.context, grant, b"", b"")
         total, chunks = protocol.encode_token_filter(all_tokens(self.rt.engine, epoch))
-        self.rt.audit.record(Kind.FILTER_SENT, {**_base(call.caller.code, request.context), "epoch": epoch, "count": total})
-        # A server-streaming method hands gRPC an iterator (a list is refused: the filter
-        # download never worked before this test existed).
-        return iter([pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, data=c) for c in chunks])
+        at = policy.commit(self.rt, call.caller.code, _FILTER, request.context, grant, b"", b"")
+        done = False
+        try:
+            for c in chunks:
+                yield pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, data=c)
+            done = True  # gRPC asked for the next message after the last one was written
+        finally:
+            if not done:
+                policy.release(self.rt, call.caller.code, _FILTER, request.context, grant, at)
+        self.rt.audit.record(Kind.FILTER_SENT, {**_base(call.caller.code, request.context), "epoch": epoch, "count": total,
+                                                "chunks": len(chunks)})
+
+
+#: Up to this many tokens a ``query.received`` entry lists them; beyond, only their digest
+#: (a 4,096-token list is ~537 KB of hex, the audit log takes 64 KiB per entry).
+TOKENS_LISTED = 32
+
+
+def tokens_field(tokens) -> dict:
+    """The audit fields naming a request's tokens: always ``tokens_digest`` (SHA-256 over the
+    tokens in request order, each prefixed by its 2-byte length) and the tokens themselves
+    (hex) only for small batches, so an entry's size does not grow with the batch."""
+    h = hashlib.sha256()
+    for t in tokens:
+        b = bytes(t)
+        h.update(len(b).to_bytes(2, "big") + b)
+    out: dict = {"tokens_digest": h.hexdigest()}
+    if len(tokens) <= TOKENS_LISTED:
+        out["tokens"] = [bytes(t).hex() for t in tokens]
+    return out
 
 
 class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
@@ -92,7 +121,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         epoch = st.epoch(request.epoch)
         rt.audit.record(Kind.QUERY_RECEIVED, {
             **base, "epoch": epoch, "count": len(request.tokens),
-            "fields": [q.field for q in request.queries], "tokens": [bytes(t).hex() for t in request.tokens],
+            "fields": [q.field for q in request.queries], **tokens_field(request.tokens),
             "reference_month": request.reference_month,
         }, wait=False)
         answer = answer_lookup(

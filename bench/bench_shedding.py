@@ -1,0 +1,253 @@
+"""Issue 13 benchmark: load shedding. A provider node (``hedui node serve`` in its own
+process, loopback mTLS) under a burst of concurrent signed Lookups, with the call cap
+(``[node] max_concurrent_rpcs``) versus without one (the cap set beyond the burst: calls queue
+behind the handler threads, as before issue 13).
+
+Per run: the unloaded p99 (sequential Lookups), then the load — ``--mode burst``: ``--burst``
+Lookups issued at once by one hub (the issue's scenario); ``--mode flood``: that many kept in
+flight for ``--seconds``, refused ones retried after 100 ms — while a second hub calls one
+Lookup at a time; for each call its status and latency. Reported: admitted calls' p99 against the
+unloaded p99, how many were refused with RESOURCE_EXHAUSTED and how quickly, and what a second
+hub calling one Lookup at a time during the burst got (fairness). Baseline and
+candidate runs are interleaved (B, C, B, C, ...), ``--runs`` each, min and median reported.
+
+    python bench/bench_shedding.py [--mode burst|flood] [--burst 1000] [--runs 3] [--cap 8] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import percentile, report
+
+from hedui.adapters.synthetic import resident
+from hedui.keys import oprf
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.client import PeerClient
+from hedui.node.runtime import Runtime
+from hedui.node.testbed import MemberPlan, Testbed, default_policy
+from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
+
+SEED = 13
+
+
+def _serve(tb: Testbed, cap: int, workers: int) -> subprocess.Popen:
+    cfg = tb.config_path("tax")
+    text = re.sub(r"\nmax_concurrent_rpcs = \d+", "", cfg.read_text())
+    text = text.replace("[node]\n", f"[node]\nmax_concurrent_rpcs = {cap}\n", 1)
+    text = re.sub(r"workers = \d+", f"workers = {workers}", text)
+    cfg.write_text(text)
+    env = {**os.environ, PASSPHRASE_ENV: tb.passphrase}
+    p = subprocess.Popen([sys.executable, "-m", "hedui.node.cli", "node", "serve", "--config", str(cfg)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL, env=env, text=True)
+    line = p.stdout.readline() if p.stdout else ""
+    if "serving on" not in line:
+        p.kill()
+        err = p.stderr.read() if p.stderr else ""
+        raise SystemExit(f"tax did not start: {line!r} {err[-2000:]}")
+    return p
+
+
+def _request(tokens: list[bytes]) -> lookup_pb2.LookupRequest:
+    return lookup_pb2.LookupRequest(
+        context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", consent_digest=b"c" * 32,
+                                          request_id=os.urandom(16)),
+        epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")])
+
+
+def _unloaded(client: PeerClient, tokens: list[bytes], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        req = _request(tokens)
+        t = time.perf_counter()
+        client.lookup.Lookup(req, timeout=30)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _burst(client: PeerClient, tokens: list[bytes], n: int) -> tuple[list[float], list[float], dict[str, int]]:
+    """``n`` Lookups issued at once (the issue's 1,000 concurrent lookups)."""
+    reqs = [_request(tokens) for _ in range(n)]
+    done = threading.Semaphore(0)
+    ok: list[float] = []
+    shed: list[float] = []
+    codes: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def issue(req) -> None:
+        t = time.perf_counter()
+        fut = client.lookup.Lookup.future(req, timeout=60)
+
+        def finished(f) -> None:
+            dt = time.perf_counter() - t
+            code = f.code()
+            with lock:
+                codes[code.name] = codes.get(code.name, 0) + 1
+                if code not in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    detail = f"{code.name}: {f.details()}"[:80]
+                    codes[detail] = codes.get(detail, 0) + 1
+                (ok if code == grpc.StatusCode.OK else shed if code == grpc.StatusCode.RESOURCE_EXHAUSTED else []).append(dt)
+            done.release()
+
+        fut.add_done_callback(finished)
+
+    for r in reqs:
+        issue(r)
+    for _ in range(n):
+        done.acquire()
+    return ok, shed, codes
+
+
+def _flood(client: PeerClient, tokens: list[bytes], outstanding: int, seconds: float,
+           backoff: float = 0.1) -> tuple[list[float], list[float], dict[str, int]]:
+    """Keeps ``outstanding`` Lookups in flight for ``seconds`` (each completion issues the
+    next), then waits for the last ones: a sustained overload, not one burst."""
+    ok: list[float] = []
+    shed: list[float] = []
+    codes: dict[str, int] = {}
+    lock = threading.Lock()
+    end = time.perf_counter() + seconds
+    live = [0]
+    drained = threading.Event()
+
+    def issue() -> None:
+        req = _request(tokens)
+        t = time.perf_counter()
+        fut = client.lookup.Lookup.future(req, timeout=60)
+
+        def finished(f) -> None:
+            dt = time.perf_counter() - t
+            code = f.code()
+            with lock:
+                codes[code.name] = codes.get(code.name, 0) + 1
+                (ok if code == grpc.StatusCode.OK else shed if code == grpc.StatusCode.RESOURCE_EXHAUSTED else []).append(dt)
+            if time.perf_counter() < end:
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    # A well-behaved caller backs off when told the node is at capacity.
+                    threading.Timer(backoff, issue).start()
+                else:
+                    issue()
+            else:
+                with lock:
+                    live[0] -= 1
+                    if live[0] == 0:
+                        drained.set()
+
+        fut.add_done_callback(finished)
+
+    live[0] = outstanding
+    for _ in range(outstanding):
+        issue()
+    drained.wait(seconds + 120)
+    return ok, shed, codes
+
+
+def _bystander(client: PeerClient, tokens: list[bytes], stop: threading.Event, out: dict) -> None:
+    """Another hub's sequential Lookups while the burst runs: does the flood starve it?"""
+    lat: list[float] = []
+    codes: dict[str, int] = {}
+    while not stop.is_set():
+        t = time.perf_counter()
+        try:
+            client.lookup.Lookup(_request(tokens), timeout=60)
+            name = "OK"
+            lat.append(time.perf_counter() - t)
+        except grpc.RpcError as e:
+            name = e.code().name
+        codes[name] = codes.get(name, 0) + 1
+    out.update(codes=codes, lat=lat)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--burst", type=int, default=1000, help="Lookups kept in flight by the flooding hub")
+    ap.add_argument("--seconds", type=float, default=3.0, help="how long the flood lasts")
+    ap.add_argument("--mode", choices=["burst", "flood"], default="burst",
+                    help="burst: --burst Lookups at once (issue 13's scenario); flood: kept in flight for --seconds, "
+                    "refused calls retried after 100 ms")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--cap", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--unloaded", type=int, default=200)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="hedui-bench-shed-"))
+    tb = Testbed(root / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("hub2", "hub2", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
+                 residents=200, data_seed=SEED)
+    tb.create()
+    # No quota in the way: a QUOTA_EXCEEDED is a RESOURCE_EXHAUSTED too, and would count as shed.
+    tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
+    tb.sign_directory()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    tb.build_indexes()
+    hub = Runtime.open(tb.config_path("hub"))
+    hub2 = Runtime.open(tb.config_path("hub2"))
+    variants = {"baseline (no cap)": 4096, f"candidate (cap {a.cap})": a.cap}
+    results: dict[str, list[dict]] = {k: [] for k in variants}
+    try:
+        for run in range(a.runs):
+            for name, cap in variants.items():
+                p = _serve(tb, cap, a.workers)
+                try:
+                    with PeerClient.to_member(hub, "tax") as c, PeerClient.to_member(hub2, "tax") as c2:
+                        state = oprf.blind([resident(i, SEED).id_number for i in (1, 2, 3, 4)])
+                        ev = c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(
+                            context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", request_id=os.urandom(16)),
+                            epoch=1, blinded_elements=state.blinded), timeout=30)
+                        tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof,
+                                               bytes(hub.directory.member("tax").oprf_keys[0].public_key))
+                        _unloaded(c, tokens, 20)  # warm-up
+                        base = _unloaded(c, tokens, a.unloaded)
+                        stop, other = threading.Event(), {}
+                        th = threading.Thread(target=_bystander, args=(c2, tokens, stop, other))
+                        th.start()
+                        if a.mode == "burst":
+                            ok, shed, codes = _burst(c, tokens, a.burst)
+                        else:
+                            ok, shed, codes = _flood(c, tokens, a.burst, a.seconds)
+                        stop.set()
+                        th.join()
+                finally:
+                    p.terminate()
+                    p.wait(30)
+                results[name].append({
+                    "unloaded_p99_ms": percentile(base, 99) * 1000, "admitted": len(ok), "refused": len(shed),
+                    "admitted_p99_ms": percentile(ok, 99) * 1000 if ok else float("nan"),
+                    "refused_p50_ms": percentile(shed, 50) * 1000 if shed else float("nan"),
+                    "refused_p99_ms": percentile(shed, 99) * 1000 if shed else float("nan"),
+                    "other": {k: v for k, v in codes.items() if k not in ("OK", "RESOURCE_EXHAUSTED")},
+                    "hub2_ok": other["codes"].get("OK", 0), "hub2_refused": other["codes"].get("RESOURCE_EXHAUSTED", 0),
+                    "hub2_p99_ms": percentile(other["lat"], 99) * 1000 if other["lat"] else float("nan"),
+                })
+                print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr, flush=True)
+    finally:
+        hub.close()
+        hub2.close()
+    rows = []
+    for name, rs in results.items():
+        row: dict = {"variant": name, "runs": len(rs), "burst": a.burst}
+        for k in ("unloaded_p99_ms", "admitted_p99_ms", "refused_p50_ms", "refused_p99_ms", "admitted", "refused",
+                  "hub2_ok", "hub2_refused", "hub2_p99_ms"):
+            xs = [r[k] for r in rs if r[k] == r[k]]
+            row[f"{k} min"] = round(min(xs), 2) if xs else None
+            row[f"{k} median"] = round(statistics.median(xs), 2) if xs else None
+        ratios = [r["admitted_p99_ms"] / r["unloaded_p99_ms"] for r in rs if r["admitted_p99_ms"] == r["admitted_p99_ms"]]
+        row["admitted/unloaded p99 median"] = round(statistics.median(ratios), 2) if ratios else None
+        rows.append(row)
+    report("load shedding (issue 13)", rows, json_out=a.json, extra={"cap": a.cap, "workers": a.workers})
+
+
+if __name__ == "__main__":
+    main()

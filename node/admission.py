@@ -1,0 +1,72 @@
+"""Load shedding: a cap on the RPCs a node handles at once, and a share per caller
+(issue 13 item 10; after Envoy's ``max_requests`` circuit breaker and gRPC's
+``maximum_concurrent_rpcs``, but per caller).
+
+A call beyond ``[node] max_concurrent_rpcs`` — or beyond its caller's share — is refused at
+once with ``RESOURCE_EXHAUSTED`` / ``OVERLOADED`` instead of queueing behind the handler
+threads: the caller's retry with back-off is cheaper than a queue whose every member misses
+its deadline. A caller's share is ``max_concurrent_per_caller`` (default three quarters of the
+cap, so one hub can never take every slot), and while other callers hold slots no caller may
+hold more than an equal split of the cap (``cap // callers``), so one hub flooding cannot
+starve another.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hedui.node.errors import Reason, ResourceExhausted
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    def __init__(self, cap: int, per_caller: int = 0) -> None:
+        if cap < 1:
+            raise ValueError(f"max_concurrent_rpcs: got {cap}, want >= 1")
+        self.cap = cap
+        self.per_caller = per_caller if per_caller > 0 else max(1, cap - cap // 4)
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+        self._total = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._total
+
+    def held(self, caller: str) -> int:
+        return self._held.get(caller, 0)
+
+    def try_acquire(self, caller: str) -> None:
+        with self._lock:
+            mine = self._held.get(caller, 0)
+            others = sum(1 for c, n in self._held.items() if n and c != caller)
+            share = self.per_caller if not others else min(self.per_caller, max(1, self.cap // (others + 1)))
+            if self._total >= self.cap:
+                raise ResourceExhausted(
+                    f"node: {self._total} calls in progress, capacity {self.cap}; retry with back-off", reason=Reason.OVERLOADED)
+            if mine >= share:
+                raise ResourceExhausted(
+                    f"node: {caller} holds {mine} of {self.cap} call slots, its share is {share}; retry with back-off",
+                    reason=Reason.OVERLOADED)
+            self._held[caller] = mine + 1
+            self._total += 1
+
+    def release(self, caller: str) -> None:
+        with self._lock:
+            n = self._held.get(caller, 0) - 1
+            if n > 0:
+                self._held[caller] = n
+            else:
+                self._held.pop(caller, None)
+            self._total -= 1
+
+    @contextmanager
+    def slot(self, caller: str) -> Iterator[None]:
+        self.try_acquire(caller)
+        try:
+            yield
+        finally:
+            self.release(caller)

@@ -1,0 +1,71 @@
+"""Fault suite, processes (issue 13 item 11): the index build's pool workers die with their
+parent, even when it is killed with SIGKILL — no orphan keeps department data in memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+_PARENT = textwrap.dedent("""
+    import os, sys, time
+    from hedui.keys.oprf import ServerKey
+    from hedui.node.verification.index import _Tokenizer
+
+    def main():
+        tok = _Tokenizer(ServerKey.derive(b"s" * 32, 1), 2)
+        # Real work through the index build's own pool, so both workers are up.
+        ids = ["11010519491231002X"] * 8
+        assert len(tok.result(tok.submit(ids))) == 8
+        print(" ".join(str(p) for p in tok._pool._processes), flush=True)
+        time.sleep(600)
+
+    if __name__ == "__main__":
+        main()
+""")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and prctl are Linux")
+def test_index_pool_workers_die_when_the_build_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        line = p.stdout.readline()
+        workers = [int(x) for x in line.split()]
+        assert len(workers) == 2 and all(_alive(w) for w in workers)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+        # The kernel delivers SIGKILL to each worker when the parent dies; give it a moment,
+        # bounded (this waits for an event, it asserts no time).
+        for _ in range(100):
+            if not any(_alive(w) for w in workers):
+                break
+            time.sleep(0.1)
+        assert [w for w in workers if _alive(w)] == []
+    finally:
+        if p.poll() is None:
+            p.kill()
+
+
+def test_watchdog_alone_ends_a_reparented_worker(tmp_path):
+    """Without prctl (or once the spawning thread ended), the watchdog thread notices the
+    re-parenting: a child given a parent pid that is not its parent exits on its own."""
+    code = ("import os, time; from hedui.node.procs import die_with_parent; "
+            "die_with_parent(os.getppid() + 1000000); time.sleep(30)")
+    r = subprocess.run([sys.executable, "-c", code], timeout=20)
+    assert r.returncode == 1
