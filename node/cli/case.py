@@ -148,7 +148,7 @@ def report(
         fail(f"--format: got {format!r}, want json or html")
     rt = _runtime(config)
     try:
-        r = build_report(rt.engine, case_ref, rt.hub.rules)
+        r = build_report(rt.engine, case_ref, rt.hub.rules, tz=rt.clock.zone)
     finally:
         rt.close()
     text = json.dumps(r, ensure_ascii=False, indent=1) if format == "json" else render_html(r, lang)
