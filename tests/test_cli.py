@@ -75,12 +75,18 @@ def test_case_open_run_report_verify(bed, tmp_path):
     consent = tmp_path / "auth.pdf"
     consent.write_bytes(b"%PDF signed authorisation")
     ref = json.loads(run(["case", "open", "--config", hub, "--members-file", str(members), "--purpose", "dibao",
-                          "--consent-file", str(consent), "--operator", "cw7", "--region", "370304", "--json"], env).stdout)["case_ref"]
+                          "--consent-file", str(consent), "--operator", "cw7", "--region", "370304", "--json",
+                          "--reference-month", "2026-08"], env).stdout)["case_ref"]
     assert case_opened_entries(bed.member_dir("hub") / "node.db", ref) == 1  # recorded by open_case, once
+    counted = json.loads(run(["case", "count", ref, "--config", hub, "--member", "2", "--not-counted", "--reason", "在外地服刑",
+                              "--operator", "cw7", "--json"], env).stdout)
+    assert counted == {"case_ref": ref, "position": 1, "counted": False, "reason": "在外地服刑", "operator": "cw7"}
     out = json.loads(run(["case", "run", ref, "--config", hub, "--json"], env).stdout)
     assert out["complete"], out
     rep = json.loads(run(["case", "report", ref, "--config", hub, "--format", "json"], env).stdout)
-    assert rep["case_ref"] == ref and rep["conclusion"] == "complete"
+    assert rep["case_ref"] == ref and rep["conclusion"] == "complete" and rep["reference_month"] == "2026-08"
+    assert rep["counted"] == [0, 2] and rep["excluded"] == [{"position": 1, "reason": "在外地服刑", "day": None, "note": "override"}]
+    assert rep["income_window"] == "2025-08..2026-07" and rep["time_zone"] == "Asia/Shanghai"
     html = tmp_path / "r.html"
     run(["case", "report", ref, "--config", hub, "--format", "html", "--out", str(html)], env)
     assert "核对报告" in html.read_text()
@@ -99,6 +105,9 @@ def test_case_open_run_report_verify(bed, tmp_path):
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--operator", "x", "--region", "370304"], "consent"),
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "lottery", "--consent-digest", "00" * 32, "--operator", "x", "--region", "370304"], "purpose"),
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--consent-digest", "zz", "--operator", "x", "--region", "370304"], "consent-digest"),
+    (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--consent-digest", "00" * 32, "--operator", "x",
+      "--region", "370304", "--reference-month", "2026-13"], "--reference-month: got '2026-13'"),
+    (["case", "count", "HUB-0000-999999", "--member", "1", "--counted", "--reason", "x", "--operator", "x"], "case: got"),
     (["case", "run", "HUB-0000-999999"], "case"),
     (["case", "report", "HUB-0000-999999", "--format", "pdf"], "--format"),
 ])
