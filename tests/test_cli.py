@@ -84,7 +84,11 @@ def test_case_open_run_report_verify(bed, tmp_path):
     out = json.loads(run(["case", "run", ref, "--config", hub, "--json"], env).stdout)
     assert out["complete"], out
     rep = json.loads(run(["case", "report", ref, "--config", hub, "--format", "json"], env).stdout)
-    assert rep["case_ref"] == ref and rep["conclusion"] == "complete" and rep["reference_month"] == "2026-08"
+    assert rep["case_ref"] == ref and rep["reference_month"] == "2026-08"
+    # This federation has no vehicle or real-estate department: the packaged rules' asset flags
+    # cannot be decided, so the report is incomplete (never a "clear" flag from nobody's answer).
+    assert rep["conclusion"] == "incomplete" and rep["income"]["per_capita_monthly"] is None
+    assert {(g["provider"], g["why"]) for g in rep["missing"]} == {("vehicles", "not_answered"), ("realestate", "not_answered")}
     assert rep["counted"] == [0, 2] and rep["excluded"] == [{"position": 1, "reason": "在外地服刑", "day": None, "note": "override"}]
     assert rep["income_window"] == "2025-08..2026-07" and rep["time_zone"] == "Asia/Shanghai"
     html = tmp_path / "r.html"
