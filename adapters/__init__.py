@@ -4,12 +4,15 @@
 of a mapping TOML file). Every adapter has the same small surface (:class:`Adapter`):
 ``check()`` validates the mapping against the real source before any work, ``records()``
 yields one :class:`Record` or :class:`RowProblem` per source row, and ``scan()`` yields the
-same with a resume position after each item (what the index builder persists).
+same with a resume position after each item (what the index builder persists). Rows the
+mapping skips (``source.where``, ``identity.skip_where``) are neither: ``skipped`` counts them.
+``data_date()`` says how current the source is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,6 +25,8 @@ __all__ = ["Adapter", "open_adapter", "Mapping", "load_mapping", "Fact", "Record
 @runtime_checkable
 class Adapter(Protocol):
     mapping: Mapping
+    #: Rows the last scan skipped by ``source.where`` / ``identity.skip_where`` (not problems).
+    skipped: int
 
     @property
     def source(self) -> str:
@@ -40,6 +45,10 @@ class Adapter(Protocol):
 
     def records(self, since: Any = None) -> Iterator[Record | RowProblem]:
         """Yields each row's record or problem, after position ``since`` if given."""
+
+    def data_date(self) -> date | None:
+        """How current the source's data is (``source.data_date``, read from the database
+        when it names a table); None when the mapping declares none."""
 
     def close(self) -> None: ...
 

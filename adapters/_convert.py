@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from hedui.adapters import idnum
+from hedui.adapters import dates
 from hedui.adapters.errors import InvalidIdentity
+from hedui.adapters.filters import matches
 from hedui.adapters.idnum import normalize
 from hedui.adapters.mapping import FactSpec, Mapping
 from hedui.adapters.records import Fact, Record, RowProblem
@@ -34,7 +35,9 @@ _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _BLANK = " \t\r\n\u00a0\u3000\ufeff"
 _TRUE = {"1", "true", "t", "yes", "y", "是", "有"}
 _FALSE = {"0", "false", "f", "no", "n", "否", "无"}
-_DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y%m%d", "%Y.%m.%d", "%Y年%m月%d日", "%Y-%m", "%Y/%m", "%Y年%m月")
+_LONG = re.compile(r"[0-9\uff10-\uff19]{15}")
+_ID_RUN = re.compile(r"[0-9]{15,}[X]?")
+_DAY = timedelta(days=1)
 
 
 class BadCell(Exception):
@@ -101,31 +104,11 @@ def _canonical_decimal(d: Decimal) -> Decimal:
     return Decimal(format(d.normalize(), "f"))
 
 
-def _date(v: Any) -> date:
-    if isinstance(v, datetime):
-        d = v.date()
-    elif isinstance(v, date):
-        d = v
-    elif isinstance(v, bool):
-        raise BadCell("a boolean")
-    elif isinstance(v, int) and 10_000_000 <= v <= 99_999_999:
-        return _date(str(v))
-    elif isinstance(v, str):
-        t = _text(v)
-        t = t.split(" ")[0].split("T")[0] if re.match(r"^\d{4}-\d{2}-\d{2}[ T]", t) else t
-        for fmt in _DATE_FORMATS:
-            try:
-                d = datetime.strptime(t, fmt).date()
-                break
-            except ValueError:
-                continue
-        else:
-            raise BadCell("text that is not a date")
-    else:
-        raise BadCell(f"a {type(v).__name__}")
-    if not 1900 <= d.year <= 2200:
-        raise BadCell("a date out of range")
-    return d
+def _date(v: Any, fmt: str = "date", *, end: bool = False) -> date:
+    try:
+        return dates.parse(v, fmt, end=end)
+    except dates.BadDate as bad:
+        raise BadCell(bad.got) from None
 
 
 def _bool(v: Any) -> bool:
@@ -143,19 +126,85 @@ def _bool(v: Any) -> bool:
     raise BadCell(f"a {type(v).__name__}")
 
 
-def _value(spec: FactSpec, v: Any) -> Decimal:
+def _mask_ids(text: str) -> str:
+    """``text`` with every valid identity number inside a long digit run replaced by ``[id]``.
+
+    A settlement id (24 digits) or an organisation code is data, not a problem (issue 12
+    "Bad input"); but a disability certificate number is the holder's identity number
+    followed by two digits, and no identity number may be kept outside the identity column.
+    Only windows that pass GB 11643 (birth date and check character) are masked, so other
+    long numbers stay distinct and intact (all but a rare one that happens to contain a
+    valid-looking window)."""
+    folded = text.upper() if "x" in text else text
+    out, last = [], 0
+    for m in _ID_RUN.finditer(folded):
+        run, start = m.group(), m.start()
+        hits: list[tuple[int, int]] = []
+        if len(run) == 15 or (len(run) == 16 and run.endswith("X")):
+            hits = [(0, 15)] if _valid_id(run[:15]) else []
+        i = 0
+        while i + 18 <= len(run):
+            if _valid_id(run[i:i + 18]):
+                hits.append((i, i + 18))
+                i += 18
+            else:
+                i += 1
+        for a, b in sorted(hits):
+            if start + a < last:
+                continue
+            out.append(text[last:start + a])
+            out.append("[id]")
+            last = start + b
+    out.append(text[last:])
+    return "".join(out)
+
+
+def _valid_id(s: str) -> bool:
+    try:
+        normalize(s)
+    except InvalidIdentity:
+        return False
+    return True
+
+
+def _code(v: Any) -> str:
+    """A code cell as text: ``"0400"`` stays ``"0400"``, 110 becomes ``"110"``, ``住宅`` stays."""
+    if isinstance(v, bool):
+        raise BadCell("a boolean")
+    if isinstance(v, int):
+        text = str(v)
+    elif isinstance(v, Decimal):
+        if not v.is_finite():
+            raise BadCell("a value that is not finite")
+        text = format(_canonical_decimal(v), "f")
+    elif isinstance(v, float):
+        d = Decimal(repr(v))
+        if not d.is_finite():
+            raise BadCell("a value that is not finite")
+        text = format(_canonical_decimal(d), "f")
+    elif isinstance(v, str):
+        if _has_surrogates(v):
+            raise BadCell("bytes that are not valid in the declared encoding")
+        text = unicodedata.normalize("NFKC", v).strip(_BLANK)
+    else:
+        raise BadCell(f"a {type(v).__name__}")
+    if len(text) > _MAX_ATTR:
+        raise BadCell(f"{len(text)} characters")
+    return _mask_ids(text)
+
+
+def _value(spec: FactSpec, v: Any) -> Decimal | str:
     if spec.type == "bool":
         return Decimal(int(_bool(v)))
+    if spec.type == "code":
+        return _code(v)
     d = _number(v)
     if spec.type == "money":
         if spec.unit == "fen":
             _integral(d)
         return (d * _UNIT_FACTOR[spec.unit or "yuan"]).quantize(_FEN, rounding=ROUND_HALF_UP)
-    if spec.type in ("integer", "code"):
-        n = _integral(d)
-        if spec.type == "code" and n < 0:
-            raise BadCell("a negative code")
-        return Decimal(n)
+    if spec.type == "integer":
+        return Decimal(_integral(d))
     return _canonical_decimal(d)
 
 
@@ -163,7 +212,7 @@ def _want(spec: FactSpec) -> str:
     if spec.type == "money":
         return _UNIT_WORD[spec.unit or "yuan"]
     return {"decimal": "a decimal number", "integer": "a whole number",
-            "code": "a whole-number code", "bool": "yes/no (1/0)"}[spec.type]
+            "code": "a code", "bool": "yes/no (1/0)"}[spec.type]
 
 
 def _identity(v: Any) -> str:
@@ -200,26 +249,36 @@ def _attr(kind: str, v: Any) -> str:
     text = text.strip(_BLANK)
     if len(text) > _MAX_ATTR:
         raise BadCell(f"{len(text)} characters")
-    if idnum.contains(text):
-        raise BadCell("a value shaped like an identity number")
-    if idnum.long_digit_run(text):   # e.g. a 20-digit certificate number that embeds one
-        raise BadCell("a run of 15 or more digits")
-    return text
+    # Only identity.column is an identity number: a long number here is data (a settlement
+    # id, an organisation code), kept — with any identity number inside it masked.
+    return _mask_ids(unicodedata.normalize("NFKC", text)) if _LONG.search(text) else text
 
 
 class RowConverter:
-    """Turns one row, read through ``get(column reference)``, into a Record or RowProblem."""
+    """Turns one row, read through ``get(column reference)``, into a Record or RowProblem,
+    or ``None`` when the mapping skips the row (``source.where`` does not hold, or
+    ``identity.skip_where`` does): such rows are counted by the adapter, not reported."""
 
     def __init__(self, mapping: Mapping) -> None:
         self._m = mapping
+        self._where, self._skip, self._fact_where = mapping.conditions()
 
-    def convert(self, locator: str, get: Callable[[str], Any]) -> Record | RowProblem:
+    def skips(self, get: Callable[[str], Any]) -> bool:
+        if self._where and not matches(self._where, get):
+            return True
+        return bool(self._skip) and matches(self._skip, get)
+
+    def convert(self, locator: str, get: Callable[[str], Any]) -> Record | RowProblem | None:
+        if self.skips(get):
+            return None
         try:
             identity = _identity(get(self._m.identity.column))
         except InvalidIdentity as err:
             return RowProblem(locator, err.message)
         facts: list[Fact] = []
-        for spec in self._m.facts:
+        for i, spec in enumerate(self._m.facts):
+            if self._fact_where[i] and not matches(self._fact_where[i], get):
+                continue
             raw = get(spec.column)
             if is_blank(raw):
                 if spec.optional:
@@ -229,15 +288,31 @@ class RowConverter:
                 value = _value(spec, raw)
             except BadCell as bad:
                 return RowProblem(locator, f"{spec.name}: got {bad.got}, want {_want(spec)}")
-            on = None
+            if spec.type == "code" and not value:
+                if spec.optional:
+                    continue
+                return RowProblem(locator, f"{spec.name}: got an empty cell, want {_want(spec)}")
+            on = until = None
             if spec.date:
-                d = get(spec.date)
+                d = get(spec.date.column)
                 if is_blank(d):
-                    return RowProblem(locator, f"{spec.name}.date: got an empty cell, want a date")
+                    return RowProblem(locator, f"{spec.name}.date: got an empty cell, want {dates.want(spec.date.format)}")
                 try:
-                    on = _date(d)
+                    on = _date(d, spec.date.format)
                 except BadCell as bad:
-                    return RowProblem(locator, f"{spec.name}.date: got {bad.got}, want a date")
+                    return RowProblem(locator, f"{spec.name}.date: got {bad.got}, want {dates.want(spec.date.format)}")
+            if spec.until:
+                u = get(spec.until.column)
+                if not is_blank(u):   # empty: still holding
+                    try:
+                        until = _date(u, spec.until.format, end=True)
+                    except BadCell as bad:
+                        return RowProblem(locator, f"{spec.name}.until: got {bad.got}, "
+                                                   f"want {dates.want(spec.until.format)}")
+                    # Fact.until is the last day the fact holds (records.py): an exclusive
+                    # end (a cancellation day) holds until the day before.
+                    if not spec.until.inclusive:
+                        until = until - _DAY
             attrs: dict[str, str] = {}
             for name, a in spec.attrs.items():
                 av = get(a.column)
@@ -248,5 +323,5 @@ class RowConverter:
                 except BadCell as bad:
                     want = "a date" if a.type == "date" else "text"
                     return RowProblem(locator, f"{spec.name}.{name}: got {bad.got}, want {want}")
-            facts.append(Fact(spec.name, value, spec.out_unit, on, attrs))
+            facts.append(Fact(spec.name, value, spec.out_unit, on, attrs, until))
         return Record(identity, locator, tuple(facts))

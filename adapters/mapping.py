@@ -17,6 +17,7 @@ facts have units ``code`` and ``bool``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -27,7 +28,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from hedui.adapters import idnum
+from hedui.adapters.dates import DateFormat
 from hedui.adapters.errors import MappingError
+from hedui.adapters.filters import Condition, parse_where
 from hedui.common.toml import FieldValueError, read_toml, show, validate
 
 __all__ = [
@@ -39,6 +42,9 @@ __all__ = [
     "IdentitySpec",
     "FactSpec",
     "AttrSpec",
+    "DateSpec",
+    "UntilSpec",
+    "DataDateSpec",
     "load_mapping",
     "parse_mapping",
 ]
@@ -49,6 +55,52 @@ _ON = re.compile(r"^\s*([^=\s]+)\s*=\s*([^=\s]+)\s*$")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _where(v: dict[str, Any]) -> dict[str, Any]:
+    parse_where(v)   # FieldValueError names the column and operator (filters.py)
+    return v
+
+
+class DateSpec(_Model):
+    """``date = { column, format }``: the day a fact describes. A month or year is its first day."""
+
+    column: str
+    format: DateFormat = "date"
+
+
+class UntilSpec(_Model):
+    """``until = { column, format, inclusive }``: the day a fact stops holding (DESIGN-12).
+    Exclusive by default (a cancellation or transfer day: held while on <= D < until);
+    ``inclusive = true`` for a last paid or last valid day. A month or year is its last day."""
+
+    column: str
+    format: DateFormat = "date"
+    inclusive: bool = False
+
+
+class DataDateSpec(_Model):
+    """``data_date = { table, column, format, agg }``: how current the source is, read from
+    the department's own extract table when the index is built (largest value; a month or
+    year is its last day)."""
+
+    table: str
+    column: str
+    format: DateFormat = "date"
+    agg: Literal["max"] = "max"
+
+
+def _literal_date(v: Any) -> Any:
+    # data_date = "2026-10-31" (text) or 2026-10-31 (a TOML date): both mean that day.
+    if isinstance(v, str):
+        try:
+            return dt.date.fromisoformat(v.strip())
+        except ValueError:
+            raise ValueError(f"got {_describe(v)}, want a date YYYY-MM-DD or a table "
+                             "{ table, column, format }") from None
+    if isinstance(v, dt.datetime):
+        raise ValueError("got a date-time, want a date YYYY-MM-DD")
+    return v
 
 
 class Join(_Model):
@@ -85,6 +137,13 @@ class SqlSource(_Model):
     watermark: str | None = None
     joins: list[Join] = Field(default_factory=list)
     page_size: int = Field(default=5000, ge=1, le=1_000_000)
+    #: Rows outside this filter are skipped: counted, neither records nor problems.
+    where: dict[str, Any] = Field(default_factory=dict)
+    #: How current the data is: a date, or read from the database at index time.
+    data_date: dt.date | DataDateSpec | None = None
+
+    _check_where = field_validator("where")(classmethod(lambda cls, v: _where(v)))
+    _data_date_text = field_validator("data_date", mode="before")(classmethod(lambda cls, v: _literal_date(v)))
 
     @model_validator(mode="after")
     def _one_url(self) -> SqlSource:
@@ -108,6 +167,11 @@ class CsvSource(_Model):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     #: An optional column whose value names the row (else the line number does).
     primary_key: str | None = None
+    where: dict[str, Any] = Field(default_factory=dict)
+    data_date: dt.date | None = None
+
+    _check_where = field_validator("where")(classmethod(lambda cls, v: _where(v)))
+    _data_date_text = field_validator("data_date", mode="before")(classmethod(lambda cls, v: _literal_date(v)))
 
 
 class ExcelSource(_Model):
@@ -116,11 +180,21 @@ class ExcelSource(_Model):
     sheet: str | None = None  # the first sheet when absent
     header_row: int = Field(default=1, ge=1)
     primary_key: str | None = None
+    where: dict[str, Any] = Field(default_factory=dict)
+    data_date: dt.date | None = None
+
+    _check_where = field_validator("where")(classmethod(lambda cls, v: _where(v)))
+    _data_date_text = field_validator("data_date", mode="before")(classmethod(lambda cls, v: _literal_date(v)))
 
 
 class IdentitySpec(_Model):
     column: str
     format: Literal["gb11643"] = "gb11643"
+    #: Rows that are not a person (an organisation code in the identity column): skipped,
+    #: counted, not problems.
+    skip_where: dict[str, Any] = Field(default_factory=dict)
+
+    _check_where = field_validator("skip_where")(classmethod(lambda cls, v: _where(v)))
 
 
 class AttrSpec(_Model):
@@ -136,12 +210,24 @@ class FactSpec(_Model):
     column: str
     type: Literal["money", "decimal", "integer", "code", "bool"]
     unit: str | None = Field(default=None, validate_default=True)
-    #: The column holding the date the fact describes (pay date, discharge date …).
-    date: str | None = None
+    #: The date the fact describes (pay date, period, discharge date …): ``"column"`` (format
+    #: ``date``) or ``{ column, format }``.
+    date: DateSpec | None = None
+    #: The day the fact stops holding (optional): ``"column"`` or ``{ column, format, inclusive }``.
+    until: UntilSpec | None = None
     #: Further columns kept with the fact: ``{name = "column"}`` or ``{name = {column, type}}``.
     attrs: dict[str, AttrSpec] = Field(default_factory=dict)
     #: When true an empty cell means "no such fact in this row"; else it is a row problem.
     optional: bool = False
+    #: Rows outside this filter produce no such fact (the row's other facts are unaffected).
+    where: dict[str, Any] = Field(default_factory=dict)
+
+    _check_where = field_validator("where")(classmethod(lambda cls, v: _where(v)))
+
+    @field_validator("date", "until", mode="before")
+    @classmethod
+    def _column_shorthand(cls, v: Any) -> Any:
+        return {"column": v} if isinstance(v, str) else v
 
     @field_validator("attrs", mode="before")
     @classmethod
@@ -203,6 +289,8 @@ class Mapping(_Model):
         """Every column the mapping reads, as ``(key path, column reference)``."""
         out = [("identity.column", self.identity.column)]
         src = self.source
+        out += [("source.where", c) for c in src.where]
+        out += [("identity.skip_where", c) for c in self.identity.skip_where]
         if isinstance(src, SqlSource):
             out.append(("source.primary_key", src.primary_key))
             if src.watermark:
@@ -215,10 +303,18 @@ class Mapping(_Model):
         for i, f in enumerate(self.facts):
             out.append((f"facts[{i}].column", f.column))
             if f.date:
-                out.append((f"facts[{i}].date", f.date))
+                out.append((f"facts[{i}].date", f.date.column))
+            if f.until:
+                out.append((f"facts[{i}].until", f.until.column))
             for k, a in f.attrs.items():
                 out.append((f"facts[{i}].attrs.{k}", a.column))
+            out += [(f"facts[{i}].where", c) for c in f.where]
         return out
+
+    def conditions(self) -> tuple[tuple[Condition, ...], tuple[Condition, ...], list[tuple[Condition, ...]]]:
+        """The compiled filters: ``(source.where, identity.skip_where, [facts[i].where])``."""
+        return (parse_where(self.source.where), parse_where(self.identity.skip_where),
+                [parse_where(f.where) for f in self.facts])
 
     def resolved_path(self) -> Path:
         src = self.source

@@ -22,8 +22,10 @@ class Fact:
     ``name`` is the mapping's fact name (e.g. ``wage``, ``inpatient_stay``, ``vehicle``);
     ``unit`` is ``CNY`` for money, or ``m2``, ``count``, ``code``, ``bool``.
     ``on`` is the date the fact describes (pay date, discharge date, certificate date).
-    ``until`` is when the fact stops holding (a right's cancellation day, an award's end), for
-    facts that hold over a span; the mapping says whether that day itself is included.
+    ``until`` is the LAST day the fact holds (inclusive), for facts that hold over a span; None
+    while it still holds. The adapter folds the mapping's ``until.inclusive`` in: an exclusive
+    end column (a right's cancellation day, a transfer day) gives that day minus one, so an
+    ``until`` before ``on`` means the fact never held a whole day.
     ``attrs`` holds further typed columns the mapping declares (strings, ISO dates).
     Codes keep their text (``"0400"``, ``"住宅"``, ``"A"``): the value is a ``str`` for ``code``
     facts and a :class:`~decimal.Decimal` for every other type.

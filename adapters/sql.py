@@ -24,10 +24,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from hedui.adapters import idnum
-from hedui.adapters._convert import RowConverter
+from hedui.adapters import dates, idnum
+from hedui.adapters._convert import RowConverter, is_blank
 from hedui.adapters.errors import SourceError
-from hedui.adapters.mapping import Mapping, SqlSource
+from hedui.adapters.mapping import DataDateSpec, Mapping, SqlSource
 from hedui.adapters.records import Record, RowProblem
 
 __all__ = ["SqlAdapter"]
@@ -85,6 +85,9 @@ class SqlAdapter:
         self._conv = RowConverter(mapping)
         self._engine: Engine | None = None
         self._plan: dict[str, Any] | None = None
+        self._dd_col: Column | None = None
+        #: Rows the last scan skipped (``source.where`` / ``identity.skip_where``): not problems.
+        self.skipped = 0
 
     @property
     def source(self) -> str:
@@ -127,33 +130,50 @@ class SqlAdapter:
             conn = conn.execution_options(postgresql_readonly=True)
         return conn
 
+    def _reflect(self, conn: Any, md: MetaData, key: str, tname: str) -> Table:
+        schema, _, bare = tname.rpartition(".")
+        try:
+            return Table(bare, md, autoload_with=conn, schema=schema or None,
+                         info={"sqlite": conn.dialect.name == "sqlite"})
+        except NoSuchTableError:
+            known = sorted(inspect(conn).get_table_names(schema=schema or None))
+            raise SourceError(f"{self.source}: {key}: got {tname!r}, want an existing table "
+                              f"({', '.join(known[:20]) or 'none found'})") from None
+
     def check(self) -> None:
-        """Connects, reflects the tables and checks every column the mapping names.
+        """Connects, reflects the tables and checks every column the mapping names (row
+        columns, filters, dates, attributes, joins and the data-date table).
         Raises :class:`~hedui.adapters.errors.SourceError` naming the mapping key; reads no rows."""
         src, name = self._src, self.source
         tables: dict[str, Table] = {}
         md = MetaData()
+        dd = src.data_date if isinstance(src.data_date, DataDateSpec) else None
         try:
             with self._connect() as conn:
-                insp = inspect(conn)
                 for key, tname in [("source.table", src.table)] + [(f"source.joins[{i}].table", j.table) for i, j in enumerate(src.joins)]:
-                    schema, _, bare = tname.rpartition(".")
-                    try:
-                        tables[tname] = Table(bare, md, autoload_with=conn, schema=schema or None,
-                                              info={"sqlite": conn.dialect.name == "sqlite"})
-                    except NoSuchTableError:
-                        known = sorted(insp.get_table_names(schema=schema or None))
-                        raise SourceError(f"{name}: {key}: got {tname!r}, want an existing table "
-                                          f"({', '.join(known[:20]) or 'none found'})") from None
+                    tables[tname] = self._reflect(conn, md, key, tname)
+                if dd is not None:
+                    t = self._reflect(conn, MetaData(), "source.data_date.table", dd.table)
+                    if dd.column not in t.c:
+                        raise SourceError(f"{name}: source.data_date.column: got column {dd.column!r}, want a column "
+                                          f"of {dd.table} ({', '.join(c.name for c in t.c)})")
+                    self._dd_col = t.c[dd.column]
         except SourceError:
             raise
         except SQLAlchemyError as exc:
             raise SourceError(f"{name}: source.url: cannot read the database ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:200]})") from None
+        # A schema-qualified table ("shebao.ac43") may be named by its bare name in column
+        # references ("ac43.aac001") when that is unambiguous.
+        bare: dict[str, list[str]] = {}
+        for tname in tables:
+            bare.setdefault(tname.rpartition(".")[2], []).append(tname)
 
         def col(key: str, ref: str) -> Column:
             tname, _, cname = ref.rpartition(".")
             tname = tname or src.table
+            if tname not in tables and len(bare.get(tname, [])) == 1:
+                tname = bare[tname][0]
             if tname not in tables:
                 raise SourceError(f"{name}: {key}: got table {tname!r}, want {src.table!r} or a joined table")
             t = tables[tname]
@@ -182,7 +202,9 @@ class SqlAdapter:
         wm = cols[src.watermark] if src.watermark else None
         self._plan = {
             "labels": labels,
-            "stmt": select(*[c.label(labels[r]) for r, c in cols.items()],
+            # Dates as stored (_raw): SQLite keeps them as text, and the mapping's declared
+            # format parses them; SQLAlchemy's own parsing would stop the scan at a bad cell.
+            "stmt": select(*[_raw(c).label(labels[r]) for r, c in cols.items()],
                            _raw(pk).label("_pk"), *([_raw(wm).label("_wm")] if wm is not None else []),
                            ).select_from(joined),
             "pk": _raw(pk),
@@ -221,10 +243,11 @@ class SqlAdapter:
         pk, wm, labels, table = plan["pk"], plan["wm"], plan["labels"], plan["table"]
         pk_l, wm_l, pk_name = "_pk", "_wm", plan["pk_name"]
         pos = since or None
+        self.skipped = 0
 
         prev: list[Any] = [object()]
 
-        def emit(row, after: dict) -> tuple[Record | RowProblem, dict]:
+        def emit(row, after: dict) -> tuple[Record | RowProblem | None, dict]:
             m = row._mapping
             key = m[pk_l]
             locator = f"{table}:{pk_name}={key}"
@@ -237,6 +260,13 @@ class SqlAdapter:
             prev[0] = key
             return self._conv.convert(locator, lambda ref: m[labels[ref]]), after
 
+        def kept(pair: tuple[Record | RowProblem | None, dict]) -> Iterator[tuple[Record | RowProblem, dict]]:
+            item, after = pair
+            if item is None:
+                self.skipped += 1
+            else:
+                yield item, after
+
         def after_pk(start: Any):
             def where(last):
                 if last is not None:
@@ -247,13 +277,13 @@ class SqlAdapter:
         if wm is None:
             start = pos["pk"] if pos else None
             for row in self._pages(after_pk(start), [pk]):
-                yield emit(row, {"pk": _encode(row._mapping[pk_l])})
+                yield from kept(emit(row, {"pk": _encode(row._mapping[pk_l])}))
             return
         if pos is None or pos.get("phase") == "null":
             start = pos["pk"] if pos else None
             null_where = after_pk(start)
             for row in self._pages(lambda last: and_(wm.is_(None), null_where(last)), [pk]):
-                yield emit(row, {"phase": "null", "pk": _encode(row._mapping[pk_l])})
+                yield from kept(emit(row, {"phase": "null", "pk": _encode(row._mapping[pk_l])}))
             pos = None
 
         def after_wm(last):
@@ -264,7 +294,36 @@ class SqlAdapter:
 
         for row in self._pages(after_wm, [wm, pk]):
             m = row._mapping
-            yield emit(row, {"wm": _encode(m[wm_l]), "pk": _encode(m[pk_l])})
+            yield from kept(emit(row, {"wm": _encode(m[wm_l]), "pk": _encode(m[pk_l])}))
+
+    def data_date(self) -> date | None:
+        """How current the source is: ``source.data_date`` as written, or the largest value of
+        ``{table, column}`` in the declared format (a month or year is its last day); None when
+        the mapping declares none. Raises SourceError if the column holds no usable date."""
+        dd = self._src.data_date
+        if dd is None or isinstance(dd, date):
+            return dd
+        if self._plan is None:
+            self.check()
+        col = self._dd_col
+        assert col is not None
+        key = f"{self.source}: source.data_date"
+        try:
+            with self._connect() as conn, conn.begin():
+                values = conn.execute(select(_raw(col)).where(col.isnot(None)).distinct().limit(10_000)).scalars().all()
+        except SQLAlchemyError as exc:
+            raise SourceError(f"{key}: cannot read {dd.table}.{dd.column} ({type(exc).__name__})") from None
+        days = []
+        for v in values:
+            if is_blank(v):
+                continue
+            try:
+                days.append(dates.parse(v, dd.format, end=True))
+            except dates.BadDate as bad:
+                raise SourceError(f"{key}: got {bad.got} in {dd.table}.{dd.column}, want {dates.want(dd.format)}") from None
+        if not days:
+            raise SourceError(f"{key}: got no value in {dd.table}.{dd.column}, want the extract's data date")
+        return max(days)
 
     def records(self, since: Any = None) -> Iterator[Record | RowProblem]:
         for item, _ in self.scan(since):

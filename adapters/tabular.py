@@ -16,6 +16,7 @@ import csv
 import hashlib
 import io
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class _FileAdapter:
         self._index: dict[str, int] | None = None
         self._digest: str | None = None
         self._seen: dict[str, int] = {}
+        #: Rows the last scan skipped (``source.where`` / ``identity.skip_where``): not problems.
+        self.skipped = 0
 
     @property
     def source(self) -> str:
@@ -73,8 +76,17 @@ class _FileAdapter:
     def _locator(self, line: int) -> str:
         return f"{self._path.name}:line {line}"
 
-    def _emit(self, line: int, cells: list[Any], index: dict[str, int]) -> Record | RowProblem:
+    def data_date(self) -> date | None:
+        """How current the export is: ``source.data_date`` as written (None when absent)."""
+        return self.mapping.source.data_date  # type: ignore[union-attr]
+
+    def _emit(self, line: int, cells: list[Any], index: dict[str, int]) -> Record | RowProblem | None:
         locator = self._locator(line)
+        def get(ref: str) -> Any:
+            return cells[index[ref]] if index[ref] < len(cells) else None
+
+        if self._conv.skips(get):
+            return None
         pk_col = getattr(self.mapping.source, "primary_key", None)
         if pk_col:
             key = cells[index[pk_col]] if index[pk_col] < len(cells) else None
@@ -87,7 +99,7 @@ class _FileAdapter:
             first = self._seen.setdefault(locator, line)
             if first != line:
                 return RowProblem(locator, f"source.primary_key: got the key of line {first} again, want unique keys")
-        return self._conv.convert(locator, lambda ref: cells[index[ref]] if index[ref] < len(cells) else None)
+        return self._conv.convert(locator, get)
 
     def records(self, since: int | None = None) -> Iterator[Record | RowProblem]:
         for item, _ in self.scan(since):
@@ -147,6 +159,7 @@ class CsvAdapter(_FileAdapter):
         # Lines up to ``since`` are parsed again but not yielded: duplicate keys stay detectable.
         start = int(since or 0)
         self._seen = {}
+        self.skipped = 0
         with self._open() as f:
             reader = csv.reader(f, delimiter=self._src.delimiter)
             index = self._index = self._resolve(self._header(reader))
@@ -160,7 +173,10 @@ class CsvAdapter(_FileAdapter):
                     item: Record | RowProblem | None = RowProblem(self._locator(line), f"line: got malformed CSV ({str(exc)[:80]}), want CSV text")
                 else:
                     # Blank lines carry no data; short rows read their missing cells as empty.
-                    item = None if all(is_blank(c) for c in cells) else self._emit(line, cells, index)
+                    blank = all(is_blank(c) for c in cells)
+                    item = None if blank else self._emit(line, cells, index)
+                    if item is None and not blank and line > start:
+                        self.skipped += 1
                 this, line = line, reader.line_num + 1
                 if item is not None and this > start:
                     yield item, this
@@ -210,6 +226,7 @@ class ExcelAdapter(_FileAdapter):
         # Rows up to ``since`` are read again but not yielded: duplicate keys stay detectable.
         start = int(since or 0)
         self._seen = {}
+        self.skipped = 0
         wb, ws = self._sheet()
         try:
             index = self._index = self._resolve(self._header(ws))
@@ -219,7 +236,11 @@ class ExcelAdapter(_FileAdapter):
                 if all(is_blank(c) for c in cells):
                     continue
                 item = self._emit(line, cells, index)
-                if line > start:
+                if line <= start:
+                    continue
+                if item is None:
+                    self.skipped += 1
+                else:
                     yield item, line
         finally:
             wb.close()

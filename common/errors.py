@@ -103,6 +103,7 @@ class Reason(enum.StrEnum):
     BAD_ANSWER = "BAD_ANSWER"
     ANSWER_NOT_BOUND = "ANSWER_NOT_BOUND"
     DUPLICATE_MEMBER = "DUPLICATE_MEMBER"
+    BAD_REFERENCE_MONTH = "BAD_REFERENCE_MONTH"
     BAD_EXPORT = "BAD_EXPORT"
 
     # -- token filters and bulk cross-checks (node/crosscheck/) ----------------------------

@@ -7,6 +7,7 @@ refused with one line naming the key (``node.toml: tls.cert: got nothing, want a
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -59,6 +60,10 @@ class StoreSection(_Section):
 
 class ProviderSection(_Section):
     mapping: Path | None = None
+    mappings: list[Path] = Field(default_factory=list, description="The node's sources, one mapping TOML each "
+                                 "(several tables of one department); `mapping` is the one-source form")
+    data_date: date | None = Field(default=None, description="The day the department's data covers, for sources "
+                                   "whose mapping does not say (default: the day `node index` reads them)")
     oprf_seed: Path | None = Field(default=None, description="Encrypted OPRF seed file of the current epoch")
     epoch: int = Field(default=1, ge=1)
     previous_epoch: int | None = Field(default=None, ge=1)
@@ -77,6 +82,10 @@ class ProviderSection(_Section):
         description="Local (China) time of the daily detection run, HH:MM; \"manual\" runs detection only "
         "through `hedui notices detect`",
     )
+
+    def mapping_paths(self) -> list[Path]:
+        """Every source mapping: ``mappings``, after ``mapping`` when both are given."""
+        return list(dict.fromkeys(([self.mapping] if self.mapping is not None else []) + list(self.mappings)))
 
     @field_validator("detect_at")
     @classmethod

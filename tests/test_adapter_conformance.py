@@ -87,7 +87,7 @@ EXPECTED = {
         Fact("pension", D("1500.50"), "CNY", date(2024, 1, 31)),
         Fact("asset", D("125000.00"), "CNY"),
         Fact("area", D("88.4"), "m2"),
-        Fact("grade", D(2), "code"),
+        Fact("grade", "2", "code"),
         Fact("insured", D(1), "bool"),
     )),
     2: Record(ID["x"], "", (
@@ -99,13 +99,13 @@ EXPECTED = {
         Fact("pension", D("0.01"), "CNY", date(2024, 3, 31)),
         Fact("asset", D("0.00"), "CNY"),
         Fact("area", D("100"), "m2"),
-        Fact("grade", D(0), "code"),
+        Fact("grade", "0", "code"),
         Fact("insured", D(1), "bool"),
     )),
     4: Record(ID["c"], "", (
         Fact("wage", D("0.99"), "CNY", date(2024, 4, 30), {"employer": "单位 B", "admitted": "2024-01-05"}),
         Fact("asset", D("12345000.00"), "CNY"),
-        Fact("grade", D(4), "code"),
+        Fact("grade", "4", "code"),
         Fact("insured", D(0), "bool"),
     )),
     5: Record(ID["b"], "", (
@@ -121,10 +121,18 @@ EXPECTED = {
     9: "asset: got text that is not a number, want money in 10,000 yuan",
     10: "wage: got an empty cell, want money in fen",
     11: "asset: got a number out of range, want money in 10,000 yuan",
-    12: "wage.employer: got a value shaped like an identity number, want text",
+    # Only identity.column is an identity number: a long number elsewhere is data, kept with
+    # any identity number inside it masked (issue 12 "Bad input").
+    12: Record(ID["a"], "", (
+        Fact("wage", D("0.01"), "CNY", date(2024, 1, 31), {"employer": "转自 [id]"}),
+        Fact("insured", D(1), "bool"),
+    )),
     13: "wage.date: got an empty cell, want a date",
     14: "wage.admitted: got text that is not a date, want a date",
-    16: "wage.employer: got a run of 15 or more digits, want text",   # e.g. a certificate embedding an id
+    16: Record(ID["a"], "", (   # a certificate number embedding the holder's identity number
+        Fact("wage", D("0.01"), "CNY", date(2024, 1, 31), {"employer": "证号[id]12"}),
+        Fact("insured", D(1), "bool"),
+    )),
 }
 
 

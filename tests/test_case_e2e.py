@@ -55,17 +55,19 @@ def _open(tb, purpose="dibao", expenditure=None, members=None, reference_month=N
 def _expected_wages(tb, identity: str) -> Decimal | None:
     """Independent of Hedui: straight SQL over the department's own table."""
     eng = create_engine(f"sqlite:///{tb.member_dir('hrss') / 'dept.db'}")
-    import calendar as _cal
-
-    since = dt.date.today()
-    y, m = divmod(since.year * 12 + since.month - 1 - 12, 12)
-    start = dt.date(y, m + 1, min(since.day, _cal.monthrange(y, m + 1)[1])).isoformat()
+    # The case's reference month R is the month before the day it was opened (the hub's clock,
+    # federation zone); wages count over the 12 whole months R-12 .. R-1.
+    today = tb.runtime("hub").clock.today()
+    y, m = divmod(today.year * 12 + today.month - 1 - 13, 12)
+    start = dt.date(y, m + 1, 1).isoformat()
+    first_of_ref = (today.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    end = (first_of_ref - dt.timedelta(days=1)).isoformat()
     with eng.connect() as c:
         person = c.execute(text("SELECT id FROM ss_person WHERE id_number = :i"), {"i": identity}).scalar()
         if person is None:
             return None
-        fen = c.execute(text("SELECT COALESCE(SUM(wage_fen), 0) FROM ss_monthly WHERE person_id = :p AND month > :s AND month <= :t"),
-                        {"p": person, "s": start, "t": dt.date.today().isoformat()}).scalar()
+        fen = c.execute(text("SELECT COALESCE(SUM(wage_fen), 0) FROM ss_monthly WHERE person_id = :p AND month >= :s AND month <= :t"),
+                        {"p": person, "s": start, "t": end}).scalar()
     eng.dispose()
     return (Decimal(fen) / 100).quantize(Decimal("0.01"))
 
@@ -130,7 +132,7 @@ def _lookup_request(bed, *, fields=("income_last_year",), purpose=common_pb2.PUR
         queries = ops
     return lookup_pb2.LookupRequest(
         context=common_pb2.RequestContext(purpose=purpose, case_ref="T-1", consent_digest=consent, request_id=rid or os.urandom(16)),
-        epoch=1, tokens=tokens, queries=queries)
+        epoch=1, tokens=tokens, queries=queries, reference_month="2026-08")
 
 
 def _call(bed, req):

@@ -3,6 +3,8 @@ raw identity number anywhere in the node store."""
 
 from __future__ import annotations
 
+import re
+
 import os
 import signal
 import subprocess
@@ -50,7 +52,11 @@ def _expected(mapping: Path, key: ServerKey) -> tuple[dict[bytes, list], dict[st
             by_token[key.token(item.identity)].append((item.locator, list(item.facts)))
         else:
             problems[item.locator] = item.reason
-    return {t: [f for _, fs in sorted(rows, key=lambda r: r[0]) for f in fs] for t, rows in by_token.items()}, problems
+    # Rows in source-key order (``id=9`` before ``id=10``): ``latest`` breaks ties of a day by it.
+    def key(loc: str) -> list:
+        return [int(p) if p.isdigit() else p for p in re.findall(r"\d+|\D+", loc)]
+
+    return {t: [f for _, fs in sorted(rows, key=lambda r: key(r[0])) for f in fs] for t, rows in by_token.items()}, problems
 
 
 def _actual(engine, epoch: int, source: str | None = None) -> tuple[dict[bytes, list], dict[str, str]]:

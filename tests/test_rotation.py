@@ -38,7 +38,8 @@ def _found(hub, epoch: int, tokens: list[bytes]) -> list[bool]:
         r = c.lookup.Lookup(lookup_pb2.LookupRequest(
             context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="ROT", consent_digest=b"c" * 32,
                                               request_id=os.urandom(16)),
-            epoch=epoch, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")]), timeout=10)
+            epoch=epoch, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")],
+            reference_month="2026-08"), timeout=10)
     return [m.found for m in lookup_pb2.LookupAnswer.FromString(r.answer.payload).members]
 
 
@@ -88,7 +89,8 @@ def test_predicate_on_code_field_is_refused():
 
     catalogue = Catalogue(fields=[FieldDef(name="disability_grade", type="code", fact="disability", agg="latest")])
 
-    req = lookup_pb2.LookupRequest(tokens=[b"t" * 64], queries=[lookup_pb2.FieldQuery(field="disability_grade", op=lookup_pb2.OPERATOR_GE, operand="2")])
+    req = lookup_pb2.LookupRequest(tokens=[b"t" * 64], queries=[lookup_pb2.FieldQuery(field="disability_grade", op=lookup_pb2.OPERATOR_GE, operand="2")],
+                                   reference_month="2026-08")
     with pytest.raises(InvalidArgument) as e:
         parse_lookup(req, catalogue)
     assert e.value.reason == "BAD_PREDICATE"

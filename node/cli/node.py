@@ -71,8 +71,9 @@ def _provider_cfg(config: Path):
     from hedui.node.errors import ConfigError
 
     cfg = load_config(config)
-    if cfg.provider is None or cfg.provider.mapping is None or cfg.provider.oprf_seed is None:
-        raise ConfigError(f"config {config}: provider.mapping and provider.oprf_seed are required to build a token index")
+    if cfg.provider is None or not cfg.provider.mapping_paths() or cfg.provider.oprf_seed is None:
+        raise ConfigError(f"config {config}: provider.mapping (or provider.mappings) and provider.oprf_seed are "
+                          "required to build a token index")
     return cfg
 
 
@@ -87,27 +88,41 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
 
     key = ServerKey.derive(load_secret(seed_path, passphrase(env=cfg.keys.passphrase_env), label=OPRF_SEED_LABEL), epoch)
     eng = open_engine(cfg.store_url())
-    adapter = open_adapter(cfg.path(cfg.provider.mapping))
+    outs: list[dict] = []
     try:
         migrate.upgrade(eng)
         from hedui.node.cli._common import progress_bar
 
-        progress = progress_bar(disable=json_out)
-        with progress:
-            rep = build_index(eng, adapter, key, epoch, clock=wall_clock(), workers=workers, progress=progress, full=full)
-        problems = list_problems(eng, epoch, rep.source)
+        # Every source of the node into one index (DESIGN-12: several mappings per node).
+        for path in cfg.provider.mapping_paths():
+            adapter = open_adapter(cfg.path(path))
+            try:
+                progress = progress_bar(disable=json_out)
+                with progress:
+                    rep = build_index(eng, adapter, key, epoch, clock=wall_clock(), workers=workers, progress=progress,
+                                      full=full, data_date=cfg.provider.data_date)
+                problems = list_problems(eng, epoch, rep.source)
+            finally:
+                adapter.close()
+            outs.append({
+                "epoch": epoch, "source": rep.source, "mode": rep.mode, "resumed": rep.resumed, "rows": rep.rows,
+                "records": rep.records, "problems": rep.problems, "removed": rep.removed, "tokens": rep.tokens,
+                "seconds": round(rep.seconds, 2), "rows_per_second": round(rep.rate, 1),
+                "public_key_hex": key.public_key_bytes.hex(),
+                "problem_rows": [{"locator": p.locator, "reason": p.reason} for p in problems[:200]],
+            })
     finally:
-        adapter.close()
         eng.dispose()
-    return {
-        "epoch": epoch, "source": rep.source, "mode": rep.mode, "resumed": rep.resumed, "rows": rep.rows,
-        "records": rep.records, "problems": rep.problems, "removed": rep.removed, "tokens": rep.tokens,
-        "seconds": round(rep.seconds, 2), "rows_per_second": round(rep.rate, 1), "public_key_hex": key.public_key_bytes.hex(),
-        "problem_rows": [{"locator": p.locator, "reason": p.reason} for p in problems[:200]],
-    }
+    # The first source's figures at the top (the one-source output as before), every source under "sources".
+    return {**outs[0], "sources": outs}
 
 
-def _print_build(out: dict) -> None:
+def _print_build(doc: dict) -> None:
+    for out in doc.get("sources", [doc]):
+        _print_source(out)
+
+
+def _print_source(out: dict) -> None:
     console.print(
         f"epoch {out['epoch']} {out['source']} ({out['mode']}{', resumed' if out['resumed'] else ''}): "
         f"{out['rows']:,} rows → {out['records']:,} records, {out['problems']:,} problems, {out['tokens']:,} tokens "

@@ -81,6 +81,17 @@ class Testbed:
     #: The federation's clock (tests pass a FixedClock); None = the wall clock in the
     #: directory's zone, as a deployed node has.
     clock: Clock | None = None
+    #: Further set-up steps, run after the provider step and before the directory is signed
+    #: (e.g. the nine department nodes of :mod:`hedui.node.testbed.departments.federation`).
+    setup: list[Callable[[Testbed], None]] = field(default_factory=list)
+
+    @classmethod
+    def over_departments(cls, root: Path, **kw) -> Testbed:
+        """The nine department nodes and a hub over generated department databases
+        (:func:`hedui.node.testbed.departments.federation.over_departments`)."""
+        from hedui.node.testbed.departments.federation import over_departments
+
+        return over_departments(root, **kw)
 
     def now(self) -> datetime:
         return (self.clock or SystemClock()).now()
@@ -119,6 +130,8 @@ class Testbed:
         # The set-up steps, in order: department data and OPRF seeds, then discovery (which
         # adds events to the department data where there is some).
         provider.create(self)
+        for step in self.setup:
+            step(self)
         discovery.create(self)
         self.sign_directory()
         for m in self.members:

@@ -133,12 +133,15 @@ def build_indexes(tb: Testbed, codes: list[str] | None = None, *, workers: int =
         try:
             migrate.upgrade(eng)
             key = ServerKey.derive(load_secret(cfg.path(cfg.provider.oprf_seed), tb.passphrase.encode(), label=OPRF_SEED_LABEL), 1)
-            adapter = open_adapter(cfg.path(cfg.provider.mapping))
-            try:
-                rep = build_index(eng, adapter, key, 1, clock=tb.clock or SystemClock(), workers=workers)
-            finally:
-                adapter.close()
-            out[m.code] = rep.records
+            out[m.code] = 0
+            for path in cfg.provider.mapping_paths():
+                adapter = open_adapter(cfg.path(path))
+                try:
+                    rep = build_index(eng, adapter, key, 1, clock=tb.clock or SystemClock(), workers=workers,
+                                      data_date=cfg.provider.data_date)
+                finally:
+                    adapter.close()
+                out[m.code] += rep.records
         finally:
             eng.dispose()
     return out

@@ -26,6 +26,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -45,7 +46,7 @@ from hedui.node.errors import InvalidArgument
 from hedui.node.verification.index_tables import index_problems, index_progress, index_rows, token_index
 
 __all__ = ["IndexReport", "build_index", "facts_for_tokens", "all_tokens", "live_epochs", "retire_epoch",
-           "list_problems"]
+           "list_problems", "data_dates", "source_data_date"]
 
 _IN_CHUNK = 500          # bound parameters per IN (...) list
 _MAX_LOCATOR = 255
@@ -131,8 +132,25 @@ def _fit(locator: str) -> str:
 
 
 def _fact_json(f: Fact) -> dict[str, Any]:
-    return {"name": f.name, "value": str(f.value), "unit": f.unit,
-            "on": f.on.isoformat() if f.on else None, "attrs": dict(f.attrs)}
+    doc = {"name": f.name, "value": str(f.value), "unit": f.unit,
+           "on": f.on.isoformat() if f.on else None, "attrs": dict(f.attrs)}
+    if f.until is not None:   # only when set: indexes built before issue 12 read the same
+        doc["until"] = f.until.isoformat()
+    return doc
+
+
+def _fact_of(f: dict[str, Any]) -> Fact:
+    # A code keeps its text ("0400", "住宅"); every other value is a decimal (records.Fact).
+    value: Decimal | str = f["value"] if f["unit"] == "code" else Decimal(f["value"])
+    until = f.get("until")
+    return Fact(f["name"], value, f["unit"], date.fromisoformat(f["on"]) if f["on"] else None, f["attrs"],
+                date.fromisoformat(until) if until else None)
+
+
+def _natural(locator: str) -> tuple:
+    """Locators in source-key order (``t:id=9`` before ``t:id=10``): facts of one day are
+    then in the order the department wrote them, which ``latest`` relies on for ties."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", locator))
 
 
 def _dump(doc: dict) -> str:
@@ -376,25 +394,48 @@ def _sweep(engine: Engine, run: _Run) -> int:
             removed += len(stale)
 
 
-def _finish(engine: Engine, run: _Run) -> None:
+def _finish(engine: Engine, run: _Run, data_date: date) -> None:
     now = run.clock.now()
     with engine.begin() as conn:
         conn.execute(update(index_progress).where(
             index_progress.c.epoch == run.epoch, index_progress.c.source == run.source).values(
-            status="done", updated_at=now,
+            status="done", updated_at=now, data_date=data_date,
             completed_at=func.coalesce(index_progress.c.completed_at, now)))
+
+
+def source_data_date(adapter: Adapter, clock: Clock, configured: date | None = None) -> date:
+    """The last day a source's data covers (issue 12: "each source declares how current its
+    data is"): the adapter's reading of it from the data (``data_date()``), else the mapping's
+    ``source.data_date``, else ``configured`` (node config), else the build day — a live
+    table read now is current to today, and that is all that can be said of it."""
+    read = getattr(adapter, "data_date", None)
+    if callable(read):
+        got = read()
+        if isinstance(got, date):
+            return got
+    declared = getattr(getattr(getattr(adapter, "mapping", None), "source", None), "data_date", None)
+    if isinstance(declared, date):
+        return declared
+    if isinstance(declared, str):
+        try:
+            return date.fromisoformat(declared)
+        except ValueError:
+            raise InvalidArgument(f"source.data_date: got {declared[:20]!r}, want YYYY-MM-DD") from None
+    return configured or clock.today()
 
 
 def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: int, *, clock: Clock,
                 workers: int | None = None, progress: Any = None, full: bool = False,
-                batch_size: int = 2000) -> IndexReport:
+                batch_size: int = 2000, data_date: date | None = None) -> IndexReport:
     """Builds or updates the token index of ``epoch`` from one adapter's source.
 
     Resumes an interrupted run of the same source and epoch; otherwise reads what changed
     since the last completed run (or everything, when the mapping or file changed or
     ``full`` is set). ``workers`` processes compute tokens (default: CPU count; 0 computes
     inline). ``progress`` is an optional ``rich.progress.Progress``. Checks the adapter
-    (``check()``) before anything is written.
+    (``check()``) before anything is written. Records the source's data date
+    (:func:`source_data_date`, ``data_date`` being the node config's), read before the rows
+    so that it never claims more than what was read.
     """
     if server_key.epoch != epoch:
         raise InvalidArgument(f"epoch: got {epoch}, want the server key's epoch {server_key.epoch}")
@@ -405,6 +446,7 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         raise InvalidArgument(f"workers: got {workers}, want 0 or more")
     started = time.perf_counter()
     adapter.check()
+    covered = source_data_date(adapter, clock, data_date)
     run = _start(engine, adapter, epoch, full, clock)
     task = progress.add_task(f"index {run.source} (epoch {epoch}, {run.mode})", total=None) if progress else None
     counts = {"rows": 0, "records": 0, "problems": 0}
@@ -444,7 +486,7 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         tokenizer.close()
         adapter.close()
     removed = _sweep(engine, run) if run.mode == "full" else 0
-    _finish(engine, run)
+    _finish(engine, run, covered)
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(token_index).where(token_index.c.epoch == epoch)).scalar_one()
     return IndexReport(epoch, run.source, run.mode, run.resumed, counts["rows"], counts["records"],
@@ -462,12 +504,18 @@ def facts_for_tokens(engine: Engine, epoch: int, tokens: Iterable[bytes]) -> dic
     for tok, doc in docs.items():
         facts: list[Fact] = []
         for src in sorted(doc):
-            for loc in sorted(doc[src]):
-                for f in doc[src][loc]:
-                    facts.append(Fact(f["name"], Decimal(f["value"]), f["unit"],
-                                      date.fromisoformat(f["on"]) if f["on"] else None, f["attrs"]))
+            for loc in sorted(doc[src], key=_natural):
+                facts.extend(_fact_of(f) for f in doc[src][loc])
         out[tok] = facts
     return out
+
+
+def data_dates(engine: Engine, epoch: int) -> dict[str, date | None]:
+    """Each source's data date in ``epoch`` (``None``: never recorded)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(index_progress.c.source, index_progress.c.data_date)
+                            .where(index_progress.c.epoch == epoch)).all()
+    return {src: d for src, d in rows}
 
 
 def all_tokens(engine: Engine, epoch: int, *, page: int = 50_000) -> Iterator[bytes]:

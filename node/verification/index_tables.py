@@ -9,15 +9,15 @@ facts; ``index_progress`` is the resumable position of each source's build;
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, LargeBinary, String, Table, Text
 
 from hedui.node.store.schema import metadata
 
 __all__ = ["token_index", "index_rows", "index_progress", "index_problems"]
 
 # One row per (epoch, token). ``facts`` is canonical JSON (sorted keys, no spaces, ASCII):
-# {"<source>": {"<locator>": [{"name", "value", "unit", "on", "attrs"}, ...]}}; values are
-# decimal strings, dates ISO. ``row_count`` is the number of source rows behind the token.
+# {"<source>": {"<locator>": [{"name", "value", "unit", "on", "attrs"[, "until"]}, ...]}}; values
+# are decimal strings (the text itself for unit "code"), dates ISO; "until" only when set. ``row_count`` is the number of source rows behind the token.
 token_index = Table(
     "token_index",
     metadata,
@@ -56,6 +56,9 @@ index_progress = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),   # first completion of the epoch
+    # The last day the source's data covers (its extract date), as found when the last build
+    # started; answers over windows ending later are "not current" (issue 12).
+    Column("data_date", Date, nullable=True),
 )
 
 # Rows an adapter could not use, by locator; never the identity.

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
+from hedui.common.periods import Month, PeriodError, parse_month
 from hedui.keys import dsse
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import InvalidArgument, Reason, VerificationError
@@ -30,6 +31,7 @@ __all__ = [
     "request_digest",
     "parse_lookup",
     "parse_operand",
+    "parse_reference_month",
     "verify_answer",
     "encode_token_filter",
     "decode_token_filter",
@@ -71,6 +73,9 @@ def parse_lookup(req: lookup_pb2.LookupRequest, catalogue: Catalogue) -> list[Qu
         raise InvalidArgument("queries: got 0, want at least 1")
     if len(req.queries) > MAX_QUERIES:
         raise InvalidArgument(f"queries: got {len(req.queries)}, want at most {MAX_QUERIES}")
+    if not req.reference_month:
+        raise InvalidArgument("reference_month: got '', want YYYY-MM", reason=Reason.BAD_REFERENCE_MONTH)
+    parse_reference_month(req.reference_month)
     cat = catalogue.by_name()
     out = []
     for i, q in enumerate(req.queries):
@@ -86,6 +91,15 @@ def parse_lookup(req: lookup_pb2.LookupRequest, catalogue: Catalogue) -> list[Qu
             raise InvalidArgument(f"queries[{i}].operand: got one without an operator, want op GE or EQ")
         out.append(Query(fd, op, parse_operand(fd, q.operand) if op else None))
     return out
+
+
+def parse_reference_month(text: str) -> Month:
+    """A request's reference month, ``YYYY-MM`` (DESIGN-12 "Wire"): every window is relative
+    to it, so a provider never falls back to its own today."""
+    try:
+        return parse_month(text, field="reference_month")
+    except PeriodError:
+        raise InvalidArgument(f"reference_month: got {text[:16]!r}, want YYYY-MM", reason=Reason.BAD_REFERENCE_MONTH) from None
 
 
 def parse_operand(fd: FieldDef, operand: str) -> Decimal | str:

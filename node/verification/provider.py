@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hedui.keys.keyfile import load_secret
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, NotFound, Reason
-from hedui.node.verification.catalogue import Catalogue, load_catalogue
+from hedui.node.verification.catalogue import Catalogue, check_catalogue, facts_of_mappings, load_catalogue
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
@@ -26,6 +26,9 @@ class ProviderState:
     keys: dict[int, ServerKey]
     current_epoch: int
     catalogue: Catalogue
+    #: Fact name -> the sources (mapping names) producing it, for each field's data date;
+    #: empty when the node names no mapping (every source then counts for every field).
+    sources_of: dict[str, list[str]] = field(default_factory=dict)
 
     def epoch(self, asked: int) -> int:
         """The epoch a request names (0: the current one), if this provider holds its key."""
@@ -60,4 +63,18 @@ def load_provider(rt: Runtime) -> ProviderState:
     missing = [f.name for f in cat.fields if f.name not in listed]
     if missing:
         raise ConfigError(f"provider.fields: {', '.join(missing)} not published in directory v{rt.directory.version}")
-    return ProviderState(keys=keys, current_epoch=p.epoch, catalogue=cat)
+    sources_of: dict[str, list[str]] = {}
+    paths = p.mapping_paths()
+    if paths:
+        from hedui.adapters.mapping import load_mapping
+
+        mappings = [load_mapping(rt.config.path(m)) for m in paths]
+        names = [m.name for m in mappings]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"provider.mappings: got two sources named {dup[0]!r}, want one name per source "
+                              "(the index files rows under it)")
+        facts = facts_of_mappings(mappings)
+        check_catalogue(cat, facts, rt.config.path(p.fields))
+        sources_of = {name: info.sources for name, info in facts.items()}
+    return ProviderState(keys=keys, current_epoch=p.epoch, catalogue=cat, sources_of=sources_of)

@@ -15,7 +15,7 @@ from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method
 from hedui.node.verification import protocol
 from hedui.node.verification.answer import answer_lookup
-from hedui.node.verification.index import all_tokens, facts_for_tokens
+from hedui.node.verification.index import all_tokens, data_dates, facts_for_tokens
 from hedui.node.verification.provider import ProviderState
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
 
@@ -96,7 +96,9 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         }, wait=False)
         answer = answer_lookup(
             facts_for_tokens(rt.engine, epoch, list(request.tokens)), list(request.tokens), queries,
-            provider=rt.member, digest=digest, directory_version=rt.directory.version, today=rt.clock.today(), now=rt.clock.now(),
+            provider=rt.member, digest=digest, directory_version=rt.directory.version,
+            reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
+            data_dates=data_dates(rt.engine, epoch), sources_of=st.sources_of,
         )
         payload = answer.SerializeToString(deterministic=True)
         env = dsse.sign(dsse.ANSWER, payload, [rt.signer])
