@@ -1,15 +1,15 @@
 """cases: reference month; caseworker overrides of member counting (issue 12)
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006h
+Revises: 0005i
 Create Date: 2026-12-01
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0005'
-down_revision = '0004'
+revision = '0006h'
+down_revision = '0005i'
 branch_labels = None
 depends_on = None
 
