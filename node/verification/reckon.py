@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from fractions import Fraction
 
-from hedui.node.verification.rules import ORDERING_OPS, AssetFlag, IncomeItem, InfoField, MemberRule, Rules, as_number
+from hedui.node.verification.rules import AssetFlag, IncomeItem, InfoField, MemberRule, Rules, as_number
 
 __all__ = ["Cell", "Source", "Override", "Counting", "KNOWN", "cell_for", "count_member", "compare", "money",
            "half_up_cents", "per_capita", "below", "reckon"]
@@ -74,6 +74,9 @@ class Counting:
     reason: str | None = None  # why not counted (dead, moved_out, or the override's reason)
     day: str | None = None  # the registry answer's as_of for an exclusion
     note: str | None = None  # no_registry_record, override
+
+
+Sources = Mapping[str, Source]
 
 
 def cell_for(sources: Mapping[str, Source], provider: str, field_name: str, pos: int) -> Cell:
@@ -173,7 +176,7 @@ def _item_row(it: IncomeItem | InfoField, cell: Cell) -> dict:
             "data_date": cell.data_date or None, "evidence": cell.evidence, "reason": cell.reason or None}
 
 
-def _sum_items(items: Sequence[IncomeItem], sources, scope: Iterable[int], missing: list[dict]) -> tuple[Fraction, dict]:
+def _sum_items(items: Sequence[IncomeItem], sources: Sources, scope: Iterable[int], missing: list[dict]) -> tuple[Fraction, dict]:
     """Σ value ÷ months over ``scope`` members and every item; per-item sums of the values."""
     monthly, totals = Fraction(0), {}
     for it in items:
@@ -194,7 +197,7 @@ def _sum_items(items: Sequence[IncomeItem], sources, scope: Iterable[int], missi
     return monthly, totals
 
 
-def _flag(af: AssetFlag, sources, scope: list[int], missing: list[dict]) -> dict:
+def _flag(af: AssetFlag, sources: Sources, scope: list[int], missing: list[dict]) -> dict:
     """One asset flag over the counted members; ``state`` set/clear, with who triggered it."""
     row = {"flag": af.flag, "label": af.label, "provider": af.provider, "field": af.field, "op": af.op,
            "threshold": af.threshold if isinstance(af.threshold, list) else str(af.threshold), "scope": af.scope}
@@ -224,7 +227,7 @@ def _undecided(flag: dict) -> dict:
     return {**{k: v for k, v in flag.items() if k != "value"}, "state": "unknown", "members": []}
 
 
-def _info_total(inf: InfoField, sources, scope: list[int] | None) -> dict:
+def _info_total(inf: InfoField, sources: Sources, scope: list[int] | None) -> dict:
     row = {"label": inf.label or inf.field, "provider": inf.provider, "field": inf.field, "scope": inf.scope}
     if scope is None:
         return {**row, "value": None, "why": "counted members unknown"}
@@ -238,7 +241,7 @@ def _info_total(inf: InfoField, sources, scope: list[int] | None) -> dict:
         return {**row, "value": None, "why": str(exc)}
 
 
-def _member_rows(rules: Rules, sources, n: int, counts: list[Counting]) -> list[dict]:
+def _member_rows(rules: Rules, sources: Sources, n: int, counts: list[Counting]) -> list[dict]:
     rows = []
     for pos in range(n):
         c = counts[pos]

@@ -219,7 +219,8 @@ class Rules(_M):
 
         if self.members is not None:
             add(self.members.provider, self.members.field)
-        for it in [*self.income, *self.deductions, *self.assets, *self.info]:
+        rows: list[IncomeItem | AssetFlag | InfoField] = [*self.income, *self.deductions, *self.assets, *self.info]
+        for it in rows:
             add(it.provider, it.field)
         if self.temporary_assistance is not None:
             add(self.temporary_assistance.provider, self.temporary_assistance.field)
