@@ -25,6 +25,8 @@ from hedui.common.clock import FixedClock
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.testbed.departments import designed, generate
 from hedui.node.testbed.departments.federation import CONFIG_DIR, build_indexes, over_departments
+from hedui.node.errors import FailedPrecondition
+from hedui.node.verification import casework
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.verification.report import build_report, render_html
 from hedui.node.verification.rules import load_rules
@@ -202,4 +204,18 @@ def test_designed_figures_by_hand(bed):
     assert {a["flag"]: a["state"] for a in rep["assets"]} == {"vehicle": "clear", "properties": "set"}
     rep = _case(tb, "H4", "2026-11")
     assert not rep["complete"] and rep["income"]["per_capita_monthly"] is None
-    assert {g["provider"] for g in rep["missing"] if g["why"] == "not_current"} >= {"huji", "shuiwu", "cheguan", "budongchan"}
+    assert {g["provider"] for g in rep["missing"] if g["why"] == "not_current"} == {"huji", "shuiwu", "cheguan", "budongchan"}
+
+
+def test_case_status_follows_the_report_and_an_incomplete_one_cannot_be_approved(bed):
+    tb, _ = bed
+    hub = tb.runtime("hub")
+    done = {m: _case(tb, "H7", m)["case_ref"] for m in ("2026-08", "2026-11")}
+    assert casework.case_state(hub.engine, done["2026-08"])["status"] == "complete"
+    assert casework.case_state(hub.engine, done["2026-11"])["status"] == "incomplete"  # every department answered
+    with pytest.raises(FailedPrecondition) as exc:
+        casework.review_case(hub.engine, hub.audit, done["2026-11"], reviewer="rv01", decision="approved", note="",
+                             now=CLOCK.now())
+    assert exc.value.reason == "INCOMPLETE"
+    casework.review_case(hub.engine, hub.audit, done["2026-08"], reviewer="rv01", decision="approved", note="",
+                         now=CLOCK.now())

@@ -229,6 +229,14 @@ def run_case(
     with rt.engine.connect() as c:
         statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
     status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
+    if status == "complete":
+        # Every department answered; the case is complete only if its report is (issue 12:
+        # a needed figure that is not current, or a field no department offers, concludes
+        # nothing), so a reviewer cannot approve what the report does not conclude.
+        from hedui.node.verification.report import build_report
+
+        if not build_report(rt.engine, case_ref, rules, tz=rt.clock.zone)["complete"]:
+            status = "incomplete"
     with rt.engine.begin() as c:
         c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=rt.clock.now()))
     return CaseRun(case_ref, outcomes, time.monotonic() - started)
