@@ -23,9 +23,9 @@ from sqlalchemy import text
 
 from hedui.common.clock import FixedClock
 from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.errors import FailedPrecondition
 from hedui.node.testbed.departments import designed, generate
 from hedui.node.testbed.departments.federation import CONFIG_DIR, build_indexes, over_departments
-from hedui.node.errors import FailedPrecondition
 from hedui.node.verification import casework
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.verification.report import build_report, render_html
