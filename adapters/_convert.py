@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from hedui.adapters import dates
+from hedui.adapters import dates, idnum
 from hedui.adapters.errors import InvalidIdentity
 from hedui.adapters.filters import matches
 from hedui.adapters.idnum import normalize
@@ -35,8 +35,6 @@ _GROUPED = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _BLANK = " \t\r\n\u00a0\u3000\ufeff"
 _TRUE = {"1", "true", "t", "yes", "y", "是", "有"}
 _FALSE = {"0", "false", "f", "no", "n", "否", "无"}
-_LONG = re.compile(r"[0-9\uff10-\uff19]{15}")
-_ID_RUN = re.compile(r"[0-9]{15,}[X]?")
 _DAY = timedelta(days=1)
 
 
@@ -126,47 +124,6 @@ def _bool(v: Any) -> bool:
     raise BadCell(f"a {type(v).__name__}")
 
 
-def _mask_ids(text: str) -> str:
-    """``text`` with every valid identity number inside a long digit run replaced by ``[id]``.
-
-    A settlement id (24 digits) or an organisation code is data, not a problem (issue 12
-    "Bad input"); but a disability certificate number is the holder's identity number
-    followed by two digits, and no identity number may be kept outside the identity column.
-    Only windows that pass GB 11643 (birth date and check character) are masked, so other
-    long numbers stay distinct and intact (all but a rare one that happens to contain a
-    valid-looking window)."""
-    folded = text.upper() if "x" in text else text
-    out, last = [], 0
-    for m in _ID_RUN.finditer(folded):
-        run, start = m.group(), m.start()
-        hits: list[tuple[int, int]] = []
-        if len(run) == 15 or (len(run) == 16 and run.endswith("X")):
-            hits = [(0, 15)] if _valid_id(run[:15]) else []
-        i = 0
-        while i + 18 <= len(run):
-            if _valid_id(run[i:i + 18]):
-                hits.append((i, i + 18))
-                i += 18
-            else:
-                i += 1
-        for a, b in sorted(hits):
-            if start + a < last:
-                continue
-            out.append(text[last:start + a])
-            out.append("[id]")
-            last = start + b
-    out.append(text[last:])
-    return "".join(out)
-
-
-def _valid_id(s: str) -> bool:
-    try:
-        normalize(s)
-    except InvalidIdentity:
-        return False
-    return True
-
-
 def _code(v: Any) -> str:
     """A code cell as text: ``"0400"`` stays ``"0400"``, 110 becomes ``"110"``, ``住宅`` stays."""
     if isinstance(v, bool):
@@ -190,7 +147,7 @@ def _code(v: Any) -> str:
         raise BadCell(f"a {type(v).__name__}")
     if len(text) > _MAX_ATTR:
         raise BadCell(f"{len(text)} characters")
-    return _mask_ids(text)
+    return idnum.mask_embedded(text)
 
 
 def _value(spec: FactSpec, v: Any) -> Decimal | str:
@@ -251,7 +208,7 @@ def _attr(kind: str, v: Any) -> str:
         raise BadCell(f"{len(text)} characters")
     # Only identity.column is an identity number: a long number here is data (a settlement
     # id, an organisation code), kept — with any identity number inside it masked.
-    return _mask_ids(unicodedata.normalize("NFKC", text)) if _LONG.search(text) else text
+    return idnum.mask_embedded(text)
 
 
 class RowConverter:

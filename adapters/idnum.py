@@ -28,7 +28,7 @@ from operator import mul as _mul
 from hedui.adapters.errors import InvalidIdentity
 from hedui.common.errors import InvalidArgument
 
-__all__ = ["normalize", "contains", "scrub", "long_digit_run", "synthetic"]
+__all__ = ["normalize", "contains", "scrub", "long_digit_run", "mask_embedded", "synthetic"]
 
 # Weights 2^(17-i) mod 11 for positions 1..17 (ISO 7064 MOD 11-2, as tabulated in GB 11643).
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -129,6 +129,53 @@ def long_digit_run(text: str) -> bool:
     """True if ``text`` holds a run of 15 or more digits (ASCII or full-width): a number that
     is not itself shaped like an identity may still embed one (a 20-digit certificate number)."""
     return _LONG_RUN.search(text) is not None
+
+
+_ID_RUN = re.compile(r"[0-9]{15,}X?")
+
+
+def _valid(s: str) -> bool:
+    try:
+        normalize(s)
+    except InvalidIdentity:
+        return False
+    return True
+
+
+def mask_embedded(text: str, mask: str = "[id]") -> str:
+    """``text`` with every VALID identity number inside a run of 15+ digits replaced by ``mask``.
+
+    Issue 12 "Bad input": a long number outside the identity column (a 24-digit settlement
+    id, an organisation code) is data, not a problem, and is kept; but a disability
+    certificate number is the holder's identity number followed by two digits, and no
+    identity number may be kept outside the identity column. Only windows that pass
+    GB 11643 (birth date and check character) are masked, so other long numbers stay intact
+    and distinct (but for a rare one that happens to contain a valid-looking window).
+    Full-width digits are folded first."""
+    if not _LONG_RUN.search(text):
+        return text
+    folded = text.translate(_FOLD)
+    out, last = [], 0
+    for m in _ID_RUN.finditer(folded):
+        run, start = m.group(), m.start()
+        hits: list[tuple[int, int]] = []
+        if len(run) == 15 or (len(run) == 16 and run.endswith("X")):
+            hits = [(0, 15)] if _valid(run[:15]) else []
+        i = 0
+        while i + 18 <= len(run):
+            if _valid(run[i:i + 18]):
+                hits.append((i, i + 18))
+                i += 18
+            else:
+                i += 1
+        for a, b in sorted(hits):
+            if start + a < last:
+                continue
+            out.append(text[last:start + a])   # _FOLD maps one character to one: positions agree
+            out.append(mask)
+            last = start + b
+    out.append(text[last:])
+    return "".join(out)
 
 
 # A few real county-level region codes (GB/T 2260) so synthetic numbers look plausible.

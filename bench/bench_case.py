@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, report
 
 from hedui.adapters.synthetic import resident
+from hedui.common.periods import Month, parse_month
 from hedui.keys import dsse
 from hedui.keys.keyfile import PASSPHRASE_ENV, load_secret
 from hedui.keys.oprf import ServerKey
@@ -42,7 +43,7 @@ from hedui.node.server import server_options
 from hedui.node.store.db import open_engine
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.testbed import provider as testbed_provider
-from hedui.node.verification.answer import derive
+from hedui.node.verification.answer import derive, window_of
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.verification.catalogue import load_catalogue
 from hedui.node.verification.index import facts_for_tokens
@@ -51,6 +52,7 @@ from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc
 
 PROVIDERS = [f"p{i}" for i in range(1, 9)]
 SEED = 7
+REFERENCE_MONTH = ""   # the month the hub's cases are for (set in main from the hub's clock)
 
 
 class _BareLookup(lookup_pb2_grpc.LookupServiceServicer):
@@ -61,19 +63,18 @@ class _BareLookup(lookup_pb2_grpc.LookupServiceServicer):
         self.cat = catalogue.by_name()
 
     def Lookup(self, request, context):
-        import datetime as dt
-
         facts = facts_for_tokens(self.engine, request.epoch, list(request.tokens))
         ans = lookup_pb2.LookupAnswer(provider="bare")
-        today = dt.date.today()
+        ref = parse_month(request.reference_month)   # the same windows as the provider's
         for tok in request.tokens:
             have = facts.get(bytes(tok))
             ta = ans.members.add(token=tok, found=have is not None)
             for q in request.queries:
+                fd = self.cat[q.field]
                 fa = ta.fields.add(field=q.field)
                 if have is not None:
-                    d = derive(self.cat[q.field], have, today)
-                    fa.present, fa.value, fa.as_of = d.present, d.value, d.as_of
+                    d = derive(fd, have, window_of(fd, ref))
+                    fa.state, fa.present, fa.value, fa.as_of = d.state, d.present, d.value, d.as_of
         return lookup_pb2.LookupResponse(answer=common_pb2.Envelope(payload_type=dsse.ANSWER, payload=ans.SerializeToString()))
 
 
@@ -141,7 +142,8 @@ def _run_bare(stubs, key: ServerKey, households, conc: int) -> tuple[list[float]
     def one(h):
         t = time.perf_counter()
         tokens = [key.token(i) for i in dict.fromkeys(h)]
-        req = lookup_pb2.LookupRequest(epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")])
+        req = lookup_pb2.LookupRequest(epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")],
+                                       reference_month=REFERENCE_MONTH)
         list(per_provider.map(lambda s: s.Lookup(req, timeout=60), stubs))
         with lock:
             lat.append(time.perf_counter() - t)
@@ -165,6 +167,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("HEDUI_BENCH_TMP")) as d:
         tb, records, index_s, key = _setup(Path(d), a.residents)
         tb.start()
+        global REFERENCE_MONTH
+        REFERENCE_MONTH = str(Month.of(tb.runtime("hub").clock.today()).plus(-1))   # the hub's default
         cat = load_catalogue(tb.member_dir("p1") / "fields.toml")
         bare_servers, stubs, channels = [], [], []
         for code in PROVIDERS:

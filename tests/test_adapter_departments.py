@@ -374,3 +374,32 @@ def test_bad_periods_are_row_problems_that_name_the_format(tmp_path):
     assert items["pay:id=3"].reason == "wage.date: got '00000000', want YYYYMM"  # type: ignore[union-attr]
     assert items["pay:id=5"].reason == "wage.date: got text that is not YYYYMM, want YYYYMM"  # type: ignore[union-attr]
     assert items["pay:id=6"].reason == "wage.date: got an empty cell, want YYYYMM"  # type: ignore[union-attr]
+
+
+# --- the documented examples work on the department databases as written ----------------------
+
+def test_documented_mappings_run_on_the_department_databases(depts, monkeypatch):
+    import re
+    import tomllib
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "department-it.md").read_text(encoding="utf-8")
+    section = doc[doc.index("## Mapping your data"):doc.index("### CSV or Excel export")]
+    blocks = [tomllib.loads(b) for b in re.findall(r"```toml\n(.*?)```", section, re.S)]
+    blocks = [b for b in blocks if "source" in b and "name" in b]
+    assert len(blocks) >= 7
+    for b in blocks:
+        dept = b["source"]["url_env"].removesuffix("_URL").lower()
+        monkeypatch.setenv(b["source"]["url_env"], depts.url(dept))
+        src = b["source"]
+        src["table"] = depts.t(dept, src["table"])
+        for j in src.get("joins", []):
+            j["table"] = depts.t(dept, j["table"])
+        if isinstance(src.get("data_date"), dict):
+            src["data_date"]["table"] = depts.t(dept, src["data_date"]["table"])
+        a = open_adapter(parse_mapping(b, origin=b["name"]))
+        a.check()
+        items = list(a.records())
+        recs = [i for i in items if isinstance(i, Record)]
+        assert recs and sum(len(r.facts) for r in recs) > 0, b["name"]
+        assert all(i.reason.startswith("identity:") for i in items if isinstance(i, RowProblem)), b["name"]
+        assert a.data_date() in (E, date(2026, 9, 30)), b["name"]

@@ -118,7 +118,8 @@ def test_unavailable_department_is_never_zero(bed):
     assert [o.provider for o in res2.outcomes] == ["vehicles"] and res2.complete
 
 
-def _lookup_request(bed, *, fields=("income_last_year",), purpose=common_pb2.PURPOSE_DIBAO, consent=b"c" * 32, rid=None, ops=None):
+def _lookup_request(bed, *, fields=("income_last_year",), purpose=common_pb2.PURPOSE_DIBAO, consent=b"c" * 32, rid=None, ops=None,
+                    month="2026-08"):
     hub = bed.runtime("hub")
     m = hub.directory.member("tax")
     state = oprf.blind(_ids()[:2])
@@ -132,7 +133,7 @@ def _lookup_request(bed, *, fields=("income_last_year",), purpose=common_pb2.PUR
         queries = ops
     return lookup_pb2.LookupRequest(
         context=common_pb2.RequestContext(purpose=purpose, case_ref="T-1", consent_digest=consent, request_id=rid or os.urandom(16)),
-        epoch=1, tokens=tokens, queries=queries, reference_month="2026-08")
+        epoch=1, tokens=tokens, queries=queries, reference_month=month)
 
 
 def _call(bed, req):
@@ -147,6 +148,10 @@ def _call(bed, req):
     ({"consent": b"short"}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_CONSENT_DIGEST"),
     ({"ops": [lookup_pb2.FieldQuery(field="income_last_year", op=lookup_pb2.OPERATOR_GE, operand="abc")]},
      grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    # Every window is relative to the reference month: a lookup without one is refused (issue 12).
+    ({"month": ""}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REFERENCE_MONTH"),
+    ({"month": "2026-13"}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REFERENCE_MONTH"),
+    ({"month": "202608"}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REFERENCE_MONTH"),
 ])
 def test_policy_refusals_have_reasons_and_are_audited(bed, kwargs, code, reason):
     req = _lookup_request(bed, **kwargs)

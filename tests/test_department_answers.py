@@ -32,6 +32,7 @@ from hedui.v1 import lookup_pb2
 
 D = designed()
 PEOPLE = sorted({p.id18 for p in D.people.values()})
+NAME = {p.id18: k for k, p in D.people.items()}     # assertion messages name "H1.A", never the number
 CLOCK = FixedClock(dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC))
 V, NV, NR, NC = (lookup_pb2.ANSWER_STATE_VALUE, lookup_pb2.ANSWER_STATE_NO_VALUE, lookup_pb2.ANSWER_STATE_NO_RECORD,
                  lookup_pb2.ANSWER_STATE_NOT_CURRENT)
@@ -143,36 +144,36 @@ def test_every_field_of_every_designed_person_equals_the_oracle(nodes, ref):
                ("shuiwu", "business_income"): "business"}
     checked = 0
     for i in PEOPLE:
-        m = report.member(i)
+        m, who = report.member(i), NAME[i]
         a = {d: got[d][i] for d in FIELDS}
         reg = a["huji"]["registry_status"]
-        if _same_currency(reg, m.registry, (i, "registry")):
+        if _same_currency(reg, m.registry, (who, "registry")):
             if m.registry.status == NO_RECORD or m.registry.value is None:
-                assert reg.state in (NR, NV), i
+                assert reg.state in (NR, NV), who
             else:
                 status, day = m.registry.value
-                assert (reg.state, reg.value, reg.as_of) == (V, status, f"{day[:4]}-{day[4:6]}-{day[6:]}"), i
+                assert (reg.state, reg.value, reg.as_of) == (V, status, f"{day[:4]}-{day[4:6]}-{day[6:]}"), who
         for (dept, field), item in incomes.items():
             fig = m.income[item]
-            if _same_currency(a[dept][field], fig, (i, field)):
-                assert _money(a[dept][field]) == fig.value, (i, field)
+            if _same_currency(a[dept][field], fig, (who, field)):
+                assert _money(a[dept][field]) == fig.value, (who, field)
                 checked += 1
         veh = a["cheguan"]["vehicle_max_price"]
-        if _same_currency(veh, m.vehicles, (i, "vehicles")):
-            assert (veh.state == V and Decimal(veh.value) >= Decimal("100000.00")) == (m.vehicles.value > 0), i
+        if _same_currency(veh, m.vehicles, (who, "vehicles")):
+            assert (veh.state == V and Decimal(veh.value) >= Decimal("100000.00")) == (m.vehicles.value > 0), who
         props = a["budongchan"]["residential_count"]
-        if _same_currency(props, m.properties, (i, "properties")):
-            assert _count(props) == m.properties.value, i
+        if _same_currency(props, m.properties, (who, "properties")):
+            assert _count(props) == m.properties.value, who
         fund = a["gongjijin"]["fund_balance"]
-        if _same_currency(fund, m.fund_balance, (i, "fund")):
-            assert (Decimal(fund.value) if fund.state == V else Decimal("0.00")) == m.fund_balance.value, i
-        if _same_currency(a["yibao"]["medical_count"], m.medical_settlements, (i, "medical")):
-            assert _count(a["yibao"]["medical_count"]) == m.medical_settlements.value, i
-            assert _money(a["yibao"]["medical_own"]) == m.medical_own.value, i
-        if _same_currency(a["canlian"]["certificate_count"], m.certificates, (i, "certificates")):
-            assert _count(a["canlian"]["certificate_count"]) == m.certificates.value, i
+        if _same_currency(fund, m.fund_balance, (who, "fund")):
+            assert (Decimal(fund.value) if fund.state == V else Decimal("0.00")) == m.fund_balance.value, who
+        if _same_currency(a["yibao"]["medical_count"], m.medical_settlements, (who, "medical")):
+            assert _count(a["yibao"]["medical_count"]) == m.medical_settlements.value, who
+            assert _money(a["yibao"]["medical_own"]) == m.medical_own.value, who
+        if _same_currency(a["canlian"]["certificate_count"], m.certificates, (who, "certificates")):
+            assert _count(a["canlian"]["certificate_count"]) == m.certificates.value, who
             grade = a["canlian"]["disability_grade"]
-            assert (grade.value if grade.state == V else None) == m.grade.value, i
+            assert (grade.value if grade.state == V else None) == m.grade.value, who
     if ref != "2026-11":
         assert checked == 5 * len(PEOPLE)     # every income figure was current and compared
 
@@ -192,3 +193,51 @@ def test_designed_figures_are_not_all_zero(nodes):
     assert aug["gongjijin"][p["H1.A"].id18]["fund_balance"].data_date == "2026-10-31"
     mar = nodes.ask("shebao", "2026-03", [p["H3.A"].id18])[p["H3.A"].id18]
     assert (mar["unemployment_benefit"].value, mar["unemployment_benefit"].window) == ("12640.00", "2025-03..2026-02")
+
+
+def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path):
+    """The same configuration served: the hub blinds, the department evaluates, answers a
+    signed Lookup for a reference month; the registry is not current for 2026-11."""
+    import os
+
+    from hedui.keys import oprf
+    from hedui.node.client import PeerClient
+    from hedui.node.verification.protocol import request_digest, verify_answer
+    from hedui.v1 import common_pb2, pseudonym_pb2
+
+    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["huji", "shebao"])
+    build_indexes(tb)
+    tb.start()
+    try:
+        hub = tb.runtime("hub")
+        ids = [D.people[f"H1.{r}"].id18 for r in "AB"]
+
+        def ask(code: str, fields: list[str], month: str):
+            key = bytes(hub.directory.member(code).oprf_keys[0].public_key)
+            state = oprf.blind(ids)
+            with PeerClient.to_member(hub, code) as c:
+                ev = c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(
+                    context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="T-12",
+                                                      request_id=os.urandom(16)),
+                    epoch=1, blinded_elements=state.blinded), timeout=10)
+                tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, key)
+                req = lookup_pb2.LookupRequest(
+                    context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="T-12",
+                                                      consent_digest=b"c" * 32, request_id=os.urandom(16)),
+                    epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field=f) for f in fields],
+                    reference_month=month)
+                resp = c.lookup.Lookup(req, timeout=10)
+            ans = verify_answer(hub.directory.signing_keys(), code, resp.answer, request_digest(req), tokens)
+            return [{f.field: f for f in m.fields} for m in ans.members]
+
+        a, b = ask("shebao", ["wages", "pension"], "2026-08")
+        assert (a["wages"].state, a["wages"].value, a["wages"].window) == (V, "57600.00", "2025-08..2026-07")
+        assert a["wages"].data_date == "2026-10-31"
+        a, b = ask("huji", ["registry_status"], "2026-08")
+        assert (b["registry_status"].value, b["registry_status"].as_of) == ("死亡", "2026-05-12")
+        a, b = ask("huji", ["registry_status"], "2026-11")
+        assert (a["registry_status"].state, a["registry_status"].data_date) == (NC, "2026-10-31")
+        a, _ = ask("shebao", ["wages"], "2026-11")       # the window 2025-11..2026-10 is covered
+        assert a["wages"].state == V
+    finally:
+        tb.stop()

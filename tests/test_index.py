@@ -3,9 +3,8 @@ raw identity number anywhere in the node store."""
 
 from __future__ import annotations
 
-import re
-
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -362,3 +361,38 @@ def test_progress_bar_advances(engine, dept):
         report = build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, batch_size=50, progress=progress, clock=CLOCK)
         (task,) = progress.tasks
         assert task.completed == report.rows > 50
+
+
+def test_until_text_codes_attrs_and_the_data_date_are_kept(engine, tmp_path):
+    """Issue 12: facts that hold over a span keep ``until``, codes keep their text (a leading
+    zero, Chinese words), attributes stay text, and the build records the source's data date."""
+    from datetime import date
+    from decimal import Decimal
+
+    from hedui.adapters.records import Fact
+    from hedui.node.verification.index import data_dates
+
+    facts = (Fact("right", Decimal("88.50"), "m2", date(2020, 1, 2), {"use": "住宅"}, until=date(2026, 5, 14)),
+             Fact("item", "0400", "code", date(2026, 1, 1), {"voucher": "1" * 20}),
+             Fact("status", "死亡", "code", date(2026, 5, 12)))
+
+    class Source:
+        source, fingerprint, kind = "spans", "fp1", "test"
+
+        def check(self) -> None:
+            pass
+
+        def data_date(self) -> date:
+            return date(2026, 10, 31)
+
+        def scan(self, since=None):
+            yield Record(ident, "spans:id=1", facts), {"pk": 1}
+
+        def close(self) -> None:
+            pass
+
+    ident = idnum.synthetic(__import__("random").Random(3))
+    build_index(engine, Source(), KEY1, 1, workers=0, clock=CLOCK)    # type: ignore[arg-type]
+    got = facts_for_tokens(engine, 1, [KEY1.token(ident)])[KEY1.token(ident)]
+    assert list(got) == list(facts)
+    assert data_dates(engine, 1) == {"spans": date(2026, 10, 31)}

@@ -6,8 +6,11 @@ from __future__ import annotations
 import csv
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from hedui.adapters import open_adapter
+from hedui.adapters import idnum, open_adapter
+from hedui.adapters.idnum import mask_embedded, synthetic
 from hedui.adapters.mapping import load_mapping, parse_mapping
 from hedui.adapters.records import Record
 from hedui.adapters.synthetic import write_sql
@@ -204,3 +207,34 @@ def test_primary_key_may_not_be_the_identity(tmp_path):
                                  "primary_key": "taxpayer_idno"}, "identity": {"column": "taxpayer_idno"}}
     with pytest.raises(ConfigError, match="source.primary_key: got the identity column"):
         open_adapter(parse_mapping(m)).check()
+
+
+# --- long numbers outside the identity column (issue 12 "Bad input") ----------------------------
+
+@given(st.randoms(use_true_random=False), st.text(alphabet="0123456789", max_size=6),
+       st.text(alphabet="0123456789", max_size=6), st.sampled_from(["", "证号", "x ", "ＡＢ"]))
+def test_embedded_identity_numbers_are_masked_other_digits_kept(rng, before, after, label):
+    n = synthetic(rng)
+    for shown in (n, n[:17] + n[17].lower(), n.translate({ord(str(d)): 0xFF10 + d for d in range(10)})):
+        out = mask_embedded(label + before + shown + after)
+        assert "[id]" in out and n[:17] not in out and not idnum.contains(out)
+        assert out.startswith(label)
+
+
+@given(st.integers(10**14, 10**30))
+def test_long_numbers_without_a_valid_identity_are_kept(k):
+    s = str(k)
+    windows = [s[i:i + 18] for i in range(len(s) - 17)] + ([s] if len(s) == 15 else [])
+    out = mask_embedded(s)
+    if not any(_valid(w) for w in windows):
+        assert out == s
+    else:
+        assert "[id]" in out
+
+
+def _valid(w: str) -> bool:
+    try:
+        idnum.normalize(w)
+    except Exception:
+        return False
+    return True

@@ -94,7 +94,7 @@ def held_on(f: Fact, day: dt.date) -> bool:
 
 @dataclass(frozen=True)
 class Derived:
-    state: int
+    state: lookup_pb2.AnswerState.ValueType
     value: str = ""
     as_of: str = ""
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
+from hedui.adapters import idnum
 from hedui.common.periods import Month, PeriodError, parse_month
 from hedui.keys import dsse
 from hedui.keys.signing import VerifyingKey
@@ -99,7 +100,8 @@ def parse_reference_month(text: str) -> Month:
     try:
         return parse_month(text, field="reference_month")
     except PeriodError:
-        raise InvalidArgument(f"reference_month: got {text[:16]!r}, want YYYY-MM", reason=Reason.BAD_REFERENCE_MONTH) from None
+        shown = "a value shaped like an identity number" if idnum.contains(text) else repr(text[:16])
+        raise InvalidArgument(f"reference_month: got {shown}, want YYYY-MM", reason=Reason.BAD_REFERENCE_MONTH) from None
 
 
 def parse_operand(fd: FieldDef, operand: str) -> Decimal | str:

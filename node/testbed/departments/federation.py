@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -90,7 +91,7 @@ def _setup(tb: Testbed) -> None:
 
 def over_departments(root: Path | str, *, sqlite_dir: Path | str | None = None, pg_url: str | None = None,
                      clock: Clock | None = None, depts: list[str] | None = None,
-                     store=None) -> Testbed:
+                     store: Callable[[str], str] | None = None) -> Testbed:
     """Creates (does not start) a federation of a hub and the department nodes over the
     databases written by :func:`hedui.node.testbed.departments.generate` (``sqlite_dir`` or
     ``pg_url``). ``store`` maps a member code to its node store URL (default SQLite files)."""
