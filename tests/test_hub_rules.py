@@ -128,6 +128,7 @@ default = "1010.00"
     (INCOME + '[standards]\ndefault = 1\n[[info]]\nprovider = "a"\nfield = "b"\nscope = "all"\n', "info[0].scope: got 'all'"),
     (INCOME + '[standards]\ndefault = 1\n[[info]]\nprovider = "a"\nfield = "b"\nwindow = 3\n', "info[0].window: got an unknown key"),
     ('[[income]]\nprovider = "a"\nfield = "b"\nmonths = 0\n[standards]\ndefault = 1\n', "income[0].months: got 0"),
+    ('income = []\n[standards]\ndefault = 1\n', "income: got an array of 0, want list should have at least 1 item"),
 ])
 def test_refusals_name_the_file_and_key(body, message):
     with pytest.raises(ConfigError) as exc:

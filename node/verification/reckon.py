@@ -230,7 +230,7 @@ def _undecided(flag: dict) -> dict:
 def _info_total(inf: InfoField, sources: Sources, scope: list[int] | None) -> dict:
     row = {"label": inf.label or inf.field, "provider": inf.provider, "field": inf.field, "scope": inf.scope}
     if scope is None:
-        return {**row, "value": None, "why": "counted members unknown"}
+        return {**row, "value": None, "why": "counted_unknown"}
     cells = [cell_for(sources, inf.provider, inf.field, pos) for pos in scope]
     gaps = [c for c in cells if not _needed(c)]
     if gaps:

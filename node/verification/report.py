@@ -60,6 +60,19 @@ def _latest_overrides(rows) -> list:
     return [latest[p] for p in sorted(latest)]
 
 
+def department_names(dirs: dict[int, bytes]) -> dict[str, str]:
+    """code → the department's name (区税务局 …) from the directories the case used, the newest
+    name winning; for the print layout's Chinese labels."""
+    names: dict[str, str] = {}
+    for version in sorted(dirs):
+        try:
+            d = directory_pb2.Directory.FromString(common_pb2.Envelope.FromString(dirs[version]).payload)
+        except Exception:  # a label only; the evidence check reports bad bytes
+            continue
+        names.update({m.code: m.name for m in d.members if m.name})
+    return names
+
+
 def _keys_for(dirs: dict[int, bytes], version: int, authority: VerifyingKey | None) -> dict:
     env = common_pb2.Envelope.FromString(dirs[version])
     if authority is None:
@@ -187,6 +200,7 @@ def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey
         o = overrides.get(m.position)
         row["override"] = None if o is None else {"counted": o.counted, "reason": o.reason, "operator": o.operator}
     unavailable = [{"provider": p, "status": e["status"], "reason": e["reason"]} for p, e in sorted(ans.items()) if e["answer"] is None]
+    figures["departments"] = department_names(data["directories"])
     return {
         "case_ref": case.case_ref,
         "purpose": case.purpose,
@@ -226,9 +240,12 @@ _LABELS = {
         "incomplete": "核对不完整：以下项目缺失，不计算家庭收入、人均收入及财产结论",
         "signature": "签字", "checker": "核对人", "reviewer": "复核人", "date": "日期",
         "footer": "本报告各项数据均来自部门签名答复，可用 hedui case verify 离线复核。",
+        "purposes": {"dibao": "最低生活保障", "tekun": "特困人员供养", "temporary_assistance": "临时救助",
+                     "periodic_review": "定期复核"},
         "states": {"value": "有数据", "no_value": "无数据", "no_record": "无记录", "not_current": "数据未更新至该期间",
                    "unavailable": "部门未响应", "refused": "部门拒绝", "not_answered": "部门未提供该项",
-                   "bad_value": "数值无法识别", "no_counted_member": "无计入人口", "no_standard": "无适用标准"},
+                   "bad_value": "数值无法识别", "no_counted_member": "无计入人口", "no_standard": "无适用标准",
+                   "counted_unknown": "计入人口未确定"},
         "reasons": {"dead": "死亡", "moved_out": "迁出", "no_registry_record": "户籍无记录", "override": "经办人调整"},
     },
     "en": {
@@ -250,9 +267,11 @@ _LABELS = {
         "incomplete": "INCOMPLETE: the items below are missing; no income, per-capita or asset conclusion",
         "signature": "Signatures", "checker": "Checked by", "reviewer": "Reviewed by", "date": "Date",
         "footer": "Every figure comes from a signed department answer; re-check offline with `hedui case verify`.",
+        "purposes": {},
         "states": {"value": "value", "no_value": "no value", "no_record": "no record", "not_current": "not current",
                    "unavailable": "unavailable", "refused": "refused", "not_answered": "not offered",
-                   "bad_value": "unreadable value", "no_counted_member": "no counted member", "no_standard": "no standard"},
+                   "bad_value": "unreadable value", "no_counted_member": "no counted member", "no_standard": "no standard",
+                   "counted_unknown": "counted members unknown"},
         "reasons": {"dead": "dead", "moved_out": "moved out", "no_registry_record": "no registry record",
                     "override": "caseworker override"},
     },

@@ -165,7 +165,8 @@ class TemporaryAssistance(_M):
 class Rules(_M):
     standards: dict[str, Standard] = Field(description="Monthly dibao standard per region code; 'default' required")
     members: MemberRule | None = None
-    income: list[IncomeItem]
+    # At least one item: with none every household would be "below the standard".
+    income: list[IncomeItem] = Field(min_length=1)
     deductions: list[IncomeItem] = []
     assets: list[AssetFlag] = []
     info: list[InfoField] = []
