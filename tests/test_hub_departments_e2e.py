@@ -97,7 +97,9 @@ def _case(tb, key: str, month: str) -> dict:
                     operator="cw01", region="370304", reference_month=month)
     run = run_case(hub, ref)
     assert run.complete, run.outcomes  # every department answered (currency is the report's business)
-    return build_report(hub.engine, ref, hub.hub.rules, tz=hub.clock.zone)
+    rep = build_report(hub.engine, ref, hub.hub.rules, tz=hub.clock.zone)
+    assert run.status == rep["conclusion"]
+    return rep
 
 
 def _window(w: tuple[int, int]) -> str:

@@ -153,7 +153,7 @@ def run(
             res = run_case(rt, case_ref, timeout=timeout, retries=retries)
     finally:
         rt.close()
-    out = {"case_ref": res.case_ref, "complete": res.complete, "seconds": round(res.seconds, 3),
+    out = {"case_ref": res.case_ref, "complete": res.complete, "status": res.status, "seconds": round(res.seconds, 3),
            "providers": [o.__dict__ for o in res.outcomes]}
     if json_out:
         emit_json(out)
@@ -166,6 +166,8 @@ def run(
     console.print(t)
     if not res.complete:
         console.print("[yellow]incomplete[/]: run again later to complete the missing departments")
+    elif res.status != "complete":
+        console.print("[yellow]report incomplete[/]: a needed figure is not current or not offered (see the report)")
 
 
 class _Null:

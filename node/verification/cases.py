@@ -179,9 +179,12 @@ class CaseRun:
     case_ref: str
     outcomes: list[ProviderOutcome]
     seconds: float
+    #: The case's status after the run: "complete" only when its report is (issue 12).
+    status: str = ""
 
     @property
     def complete(self) -> bool:
+        """Every department asked in this run answered (the report may still be incomplete)."""
         return all(o.status == "ok" for o in self.outcomes)
 
 
@@ -239,7 +242,7 @@ def run_case(
             status = "incomplete"
     with rt.engine.begin() as c:
         c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=rt.clock.now()))
-    return CaseRun(case_ref, outcomes, time.monotonic() - started)
+    return CaseRun(case_ref, outcomes, time.monotonic() - started, status)
 
 
 def _status_of(err: grpc.RpcError) -> tuple[str, str]:
