@@ -140,6 +140,15 @@ def test_node_check_and_keys_show_directory(bed):
     assert {m["code"] for m in d["members"]} == {"hub", "tax", "hrss"}
 
 
+def test_node_check_refuses_hub_rules_naming_departments_not_in_the_directory(bed):
+    # The packaged rules name vehicle and real-estate fields; this federation has neither.
+    p = run(["node", "check", "--config", str(bed.config_path("hub"))], bed.env_, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    err = " ".join(p.stderr.split())
+    assert "verification-rules.toml (packaged default): assets[0].provider: got 'vehicles', want a department in the directory (hrss, tax)" in err, err
+    assert "assets[1].provider: got 'realestate'" in err
+
+
 def test_missing_passphrase_is_a_clear_cli_error(bed):
     env = {k: v for k, v in bed.env_.items() if not k.startswith("HEDUI_KEY_PASSPHRASE")}
     p = run(["node", "check", "--config", str(bed.config_path("tax"))], env, check=False)

@@ -179,6 +179,14 @@ def test_rules_file_loads():
     assert rules.members is not None and [i.field for i in rules.income] == [v.split(".")[1] for v in ITEMS.values()]
 
 
+def test_hub_rules_fit_the_departments_catalogues(bed):
+    """What ``node check`` verifies on the hub: every field the rules name is offered."""
+    from hedui.node.cli.node import _hub_rules_problems
+
+    tb, _ = bed
+    assert _hub_rules_problems(tb.runtime("hub")) == []
+
+
 @pytest.mark.parametrize("month", MONTHS)
 def test_every_designed_household_equals_the_oracle(bed, month):
     tb, fed = bed

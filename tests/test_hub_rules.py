@@ -204,3 +204,12 @@ def test_standard_in_force_is_the_latest_started(periods, month):
     want = started[-1][1] if started else Decimal("1.00")
     assert r.standard_for("370304", Month(*month)) == want
     assert r.standard_for("110101", Month(*month)) == Decimal("1.00")
+
+
+def test_unknown_fields_against_the_directory():
+    r = parse_rules(OLD)
+    offered = {"hrss": ["wages_12m", "paid"], "vehicles": ["vehicle_count"]}
+    assert r.unknown_fields(offered) == [
+        "assets[0].field: got 'vehicle_max_price', want one of vehicles's fields (vehicle_count)",
+        "assets[1].provider: got 'realestate', want a department in the directory (hrss, vehicles)"]
+    assert r.unknown_fields({**offered, "vehicles": ["vehicle_max_price"], "realestate": ["property_count"]}) == []

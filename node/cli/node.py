@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hedui.node.cli._common import cli_errors, console, emit_json, wall_clock
+from hedui.node.cli._common import cli_errors, console, emit_json, fail, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -57,13 +57,29 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             "directory_expires_at": rt.directory.expires_at.isoformat(),
             "store": rt.engine.dialect.name,
         }
+        problems = _hub_rules_problems(rt)
     finally:
         rt.close()
+    if problems:
+        fail(problems[0])
     if json_out:
         emit_json(out)
     else:
         console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
                       f"until {out['directory_expires_at']}, store {out['store']}")
+
+
+def _hub_rules_problems(rt) -> list[str]:
+    """A hub's verification rules against the directory: every department and field a rule
+    names must be offered (issue 12: such a rule would make every report incomplete)."""
+    from hedui.v1 import directory_pb2
+
+    if rt.hub is None:
+        return []
+    offered = {m.code: [f.name for f in m.fields] for m in rt.directory.members_with(directory_pb2.ROLE_PROVIDER)}
+    source = str(rt.config.path(rt.config.hub.rules)) if rt.config.hub and rt.config.hub.rules else "verification-rules.toml (packaged default)"
+    problems = rt.hub.rules.unknown_fields(offered)
+    return [f"{source}: {'; '.join(problems)}"] if problems else []
 
 
 def _provider_cfg(config: Path):

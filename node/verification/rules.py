@@ -11,6 +11,7 @@ Every amount is CNY. Files written before issue 12 (no ``[members]``, scalar sta
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -208,6 +209,26 @@ class Rules(_M):
             if started:
                 return max(started, key=lambda p: p.since).amount
         return None
+
+    def unknown_fields(self, offered: Mapping[str, Collection[str]]) -> list[str]:
+        """``key: got X, want Y`` for every rule naming a department or field the directory
+        does not offer (``offered``: member code → its catalogue's field names); checked by
+        ``node check`` on a hub, since such a rule makes every report incomplete."""
+        named: list[tuple[str, str, str]] = []
+        if self.members is not None:
+            named.append(("members", self.members.provider, self.members.field))
+        for key, items in (("income", self.income), ("deductions", self.deductions), ("assets", self.assets),
+                           ("info", self.info)):
+            named += [(f"{key}[{i}]", it.provider, it.field) for i, it in enumerate(items)]
+        if self.temporary_assistance is not None:
+            named.append(("temporary_assistance", self.temporary_assistance.provider, self.temporary_assistance.field))
+        out = []
+        for key, provider, field in named:
+            if provider not in offered:
+                out.append(f"{key}.provider: got {provider!r}, want a department in the directory ({', '.join(sorted(offered))})")
+            elif field not in offered[provider]:
+                out.append(f"{key}.field: got {field!r}, want one of {provider}'s fields ({', '.join(sorted(offered[provider]))})")
+        return out
 
     def fields_by_provider(self) -> dict[str, list[str]]:
         """provider → the fields a case asks it, in rule order (each once)."""
