@@ -11,7 +11,7 @@ Every amount is CNY. Files written before issue 12 (no ``[members]``, scalar sta
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -217,8 +217,9 @@ class Rules(_M):
         named: list[tuple[str, str, str]] = []
         if self.members is not None:
             named.append(("members", self.members.provider, self.members.field))
-        for key, items in (("income", self.income), ("deductions", self.deductions), ("assets", self.assets),
-                           ("info", self.info)):
+        groups: tuple[tuple[str, Sequence[IncomeItem | AssetFlag | InfoField]], ...] = (
+            ("income", self.income), ("deductions", self.deductions), ("assets", self.assets), ("info", self.info))
+        for key, items in groups:
             named += [(f"{key}[{i}]", it.provider, it.field) for i, it in enumerate(items)]
         if self.temporary_assistance is not None:
             named.append(("temporary_assistance", self.temporary_assistance.provider, self.temporary_assistance.field))
