@@ -88,12 +88,15 @@ def verified_answers(data: dict, authority: VerifyingKey | None = None) -> dict[
     """provider -> {"status", "reason", "answer" (LookupAnswer or None), "evidence"}."""
 
     out: dict[str, dict] = {}
+    keyring: dict[int, dict] = {}  # one directory parse per version, not per answer
     for a in data["answers"]:
         entry = {"status": a.status, "reason": a.reason or "", "answer": None, "evidence": None, "signer": None}
         if a.status == "ok":
             try:
                 env = common_pb2.Envelope.FromString(bytes(a.envelope))
-                keys = _keys_for(data["directories"], a.directory_version, authority)
+                if a.directory_version not in keyring:
+                    keyring[a.directory_version] = _keys_for(data["directories"], a.directory_version, authority)
+                keys = keyring[a.directory_version]
                 tokens = [bytes(a.tokens[i:i + 64]) for i in range(0, len(a.tokens), 64)]
                 ans = verify_answer(keys, a.provider, env, bytes(a.request_digest), tokens)
                 entry["answer"] = ans
