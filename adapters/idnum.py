@@ -143,7 +143,8 @@ def _valid(s: str) -> bool:
 
 
 def mask_embedded(text: str, mask: str = "[id]") -> str:
-    """``text`` with every VALID identity number inside a run of 15+ digits replaced by ``mask``.
+    """``text`` with every VALID identity number inside a run of 15+ digits, and everything
+    shaped like one (:func:`scrub`: a mistyped number is still a person's), replaced by ``mask``.
 
     Issue 12 "Bad input": a long number outside the identity column (a 24-digit settlement
     id, an organisation code) is data, not a problem, and is kept; but a disability
@@ -153,7 +154,7 @@ def mask_embedded(text: str, mask: str = "[id]") -> str:
     and distinct (but for a rare one that happens to contain a valid-looking window).
     Full-width digits are folded first."""
     if not _LONG_RUN.search(text):
-        return text
+        return scrub(text, mask)
     folded = text.translate(_FOLD)
     out, last = [], 0
     for m in _ID_RUN.finditer(folded):
@@ -175,7 +176,7 @@ def mask_embedded(text: str, mask: str = "[id]") -> str:
             out.append(mask)
             last = start + b
     out.append(text[last:])
-    return "".join(out)
+    return scrub("".join(out), mask)
 
 
 # A few real county-level region codes (GB/T 2260) so synthetic numbers look plausible.

@@ -104,10 +104,16 @@ def _literal_date(v: Any) -> Any:
 
 
 class Join(_Model):
-    """A many-to-one LEFT JOIN: ``on = "earlier_table.col = this_table.col"``."""
+    """A many-to-one LEFT JOIN: ``on = "earlier_table.col = this_table.col"``.
+
+    ``as`` names the joined table when one table is joined twice, or joined to itself (a
+    settlement joined to the row that cancels it: ``{ table = "setl_d", as = "cx", on =
+    "setl_d.setl_id = cx.init_setl_id" }``); columns then say ``cx.col``."""
 
     table: str
     on: str
+    as_: Annotated[str | None, Field(alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+                                     description="a short name such as cx")] = None
 
     @field_validator("on")
     @classmethod
@@ -116,6 +122,11 @@ class Join(_Model):
         if not m or "." not in m.group(1) or "." not in m.group(2):
             raise ValueError(f"got {_describe(v)}, want 'table.column = table.column'")
         return v
+
+    @property
+    def name(self) -> str:
+        """How columns refer to the joined table: ``as``, else the table's name."""
+        return self.as_ or self.table
 
     @property
     def pair(self) -> tuple[str, str]:

@@ -45,7 +45,8 @@ def _raw(col: Column) -> Any:
 
 
 def _is_sqlite(col: Column) -> bool:
-    return bool(col.table.info.get("sqlite"))
+    table = getattr(col.table, "element", col.table)   # a join's alias ("as") wraps its table
+    return bool(getattr(table, "info", {}).get("sqlite"))
 
 
 def _encode(v: Any) -> Any:
@@ -131,6 +132,8 @@ class SqlAdapter:
         return conn
 
     def _reflect(self, conn: Any, md: MetaData, key: str, tname: str) -> Table:
+        if tname in md.tables:   # joined twice (under another name): one reflection
+            return md.tables[tname]
         schema, _, bare = tname.rpartition(".")
         try:
             return Table(bare, md, autoload_with=conn, schema=schema or None,
@@ -150,8 +153,13 @@ class SqlAdapter:
         dd = src.data_date if isinstance(src.data_date, DataDateSpec) else None
         try:
             with self._connect() as conn:
-                for key, tname in [("source.table", src.table)] + [(f"source.joins[{i}].table", j.table) for i, j in enumerate(src.joins)]:
-                    tables[tname] = self._reflect(conn, md, key, tname)
+                tables[src.table] = self._reflect(conn, md, "source.table", src.table)
+                for i, j in enumerate(src.joins):
+                    if j.name in tables:
+                        raise SourceError(f"{name}: source.joins[{i}].as: got nothing for a second {j.table}, "
+                                          "want a name of its own (as = \"x\"), used as x.column")
+                    t = self._reflect(conn, md, f"source.joins[{i}].table", j.table)
+                    tables[j.name] = t.alias(j.as_) if j.as_ else t
                 if dd is not None:
                     t = self._reflect(conn, MetaData(), "source.data_date.table", dd.table)
                     if dd.column not in t.c:
@@ -183,6 +191,7 @@ class SqlAdapter:
             return t.c[cname]
 
         cols = {ref: col(key, ref) for key, ref in self.mapping.columns()}
+        self._check_formats(cols)
         pk = cols[src.primary_key]
         ident = cols[self.mapping.identity.column]
         if pk is ident:
@@ -193,11 +202,11 @@ class SqlAdapter:
         joined = tables[src.table]
         for i, j in enumerate(src.joins):
             a, b = (cols[r] for r in j.pair)
-            if b.table is not tables[j.table]:
+            if b.table is not tables[j.name]:
                 a, b = b, a
-            if b.table is not tables[j.table]:
-                raise SourceError(f"{name}: source.joins[{i}].on: got no column of {j.table}, want 'earlier.col = {j.table}.col'")
-            joined = joined.outerjoin(tables[j.table], a == b)  # LEFT JOIN: no row is dropped
+            if b.table is not tables[j.name]:
+                raise SourceError(f"{name}: source.joins[{i}].on: got no column of {j.name}, want 'earlier.col = {j.name}.col'")
+            joined = joined.outerjoin(tables[j.name], a == b)  # LEFT JOIN: no row is dropped
         labels = {ref: f"c{i}" for i, ref in enumerate(cols)}
         wm = cols[src.watermark] if src.watermark else None
         self._plan = {
@@ -212,6 +221,23 @@ class SqlAdapter:
             "wm": _raw(wm) if wm is not None else None,
             "table": src.table.rpartition(".")[2],
         }
+
+    def _check_formats(self, cols: dict[str, Column]) -> None:
+        """A period format declared on a DATE/TIMESTAMP column would make every row a problem:
+        refuse it now, naming the key (the column's values are days, not YYYYMM numbers)."""
+        specs: list[tuple[str, str, str]] = []
+        for i, f in enumerate(self.mapping.facts):
+            specs += [(f"facts[{i}].{k}.format", s.column, s.format)
+                      for k, s in (("date", f.date), ("until", f.until)) if s is not None]
+        for key, ref, fmt in specs:
+            if fmt not in ("date", "datetime") and isinstance(cols[ref].type, (Date, DateTime)):
+                raise SourceError(f"{self.source}: {key}: got {fmt!r} for the {cols[ref].type} column {ref}, "
+                                  "want 'date' or 'datetime'")
+        dd = self._src.data_date
+        if isinstance(dd, DataDateSpec) and self._dd_col is not None and dd.format not in ("date", "datetime") \
+                and isinstance(self._dd_col.type, (Date, DateTime)):
+            raise SourceError(f"{self.source}: source.data_date.format: got {dd.format!r} for the "
+                              f"{self._dd_col.type} column {dd.column}, want 'date' or 'datetime'")
 
     # --- reading ----------------------------------------------------------------------------
 

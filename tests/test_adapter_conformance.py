@@ -437,3 +437,21 @@ def test_hostile_sqlite_text_columns(tmp_path, cells):
     assert len(items) == 1 and items[0].locator == "h:id=1"
     if isinstance(items[0], RowProblem):
         assert not idnum.contains(items[0].reason)
+
+
+def test_filters_agree_across_kinds(source):
+    """source.where, identity.skip_where and a fact's where read the same rows the same way
+    whether the cell came from a typed SQL column, CSV text or an Excel number."""
+    kind, m, tmp = source
+    col = SQL_COL.__getitem__ if kind.startswith("sql") else FILE_COL.__getitem__
+    m = {**m, "source": {**m["source"], "where": {col("wage_fen"): {"ge": 99}}},
+         "identity": {**m["identity"], "skip_where": {col("employer"): "单位 B"}},
+         "facts": [({**f, "where": {col("asset_wan"): {"lt": "1"}}} if f["name"] == "asset" else f)
+                   for f in m["facts"]]}
+    a = _adapter(m, tmp)
+    got = _canon(kind, a.records())
+    # wage_fen >= 99: rows 1, 2, 4, 5, 15 (row 10's is empty: null fails); row 4 is 单位 B's.
+    assert sorted(got) == [1, 2, 5, 15] and a.skipped == len(ROWS) - 4
+    assets = {rid: [f.value for f in r.facts if f.name == "asset"] for rid, r in got.items()}  # type: ignore[union-attr]
+    assert assets == {1: [], 2: [], 5: [D("1.23")], 15: [D("-5000.00")]}   # 12.5 万元 is not < 1
+    assert got[2] == EXPECTED[2]

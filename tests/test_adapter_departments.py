@@ -334,6 +334,12 @@ def test_long_numbers_in_attributes_are_data(depts):
     (lambda m: m["source"].update(data_date={"table": "sjtqx", "column": "sjjzny"}), "source.data_date.table: got 'sjtqx'"),
     (lambda m: m["source"].update(data_date={"table": "sjtq", "column": "jzny"}),
      "source.data_date.column: got column 'jzny'"),
+    (lambda m: m["facts"][0].update(until={"column": "ac01.aae036", "format": "YYYYMMDD"}),
+     "facts[0].until.format: got 'YYYYMMDD' for the TIMESTAMP column ac01.aae036, want 'date' or 'datetime'"),
+    (lambda m: m["source"]["joins"].append({"table": "ac01", "on": "ac43.aac001 = ac01.aac001"}),
+     "source.joins[1].as: got nothing for a second ac01"),
+    (lambda m: m["source"]["joins"].append({"table": "ac01", "as": "p2", "on": "ac43.aac001 = ac01.aac001"}),
+     "source.joins[1].on: got no column of p2"),
 ])
 def test_check_names_every_missing_column(tmp_path, edit, key):
     folder = tmp_path / "d"
@@ -403,3 +409,28 @@ def test_documented_mappings_run_on_the_department_databases(depts, monkeypatch)
         assert recs and sum(len(r.facts) for r in recs) > 0, b["name"]
         assert all(i.reason.startswith("identity:") for i in items if isinstance(i, RowProblem)), b["name"]
         assert a.data_date() in (E, date(2026, 9, 30)), b["name"]
+
+
+def test_self_join_keeps_valid_settlements_only(depts):
+    """yibao: a cancellation is a separate row naming the settlement it cancels; a valid
+    settlement is neither (acceptance-rules.md "Shown for information"): a self-join under
+    another name (``as``) and a null test on it."""
+    a, recs, probs = _scan(depts, "yibao", {
+        "source": {"table": depts.t("yibao", "setl_d"), "primary_key": "setl_id",
+                   "joins": [{"table": depts.t("yibao", "psn_info"), "on": "setl_d.psn_no = psn_info.psn_no"},
+                             {"table": depts.t("yibao", "setl_d"), "as": "cx", "on": "setl_d.setl_id = cx.init_setl_id"}],
+                   "where": {"refd_setl_flag": "0", "vali_flag": "1", "cx.setl_id": {"null": True}}},
+        "identity": {"column": "psn_info.certno"},
+        "facts": [{"name": "medical_own", "column": "setl_d.psn_pay", "type": "money", "unit": "fen",
+                   "date": {"column": "setl_d.setl_time", "format": "datetime"},
+                   "attrs": {"settlement": "setl_d.setl_id"}}],
+    })
+    rows = depts.sql("yibao", "SELECT i.certno, s.setl_id, s.psn_pay FROM setl_d s JOIN psn_info i ON i.psn_no = s.psn_no "
+                              "WHERE s.refd_setl_flag = '0' AND s.vali_flag = '1' AND NOT EXISTS "
+                              "(SELECT 1 FROM setl_d c WHERE c.init_setl_id = s.setl_id)")
+    want = sorted((canonical(i), s, Decimal(p) / 100) for i, s, p in rows if canonical(i))
+    got = sorted((r.identity, f.attrs["settlement"], f.value) for r in recs for f in r.facts)
+    assert got == want and len(want) > 20
+    (n,) = depts.sql("yibao", "SELECT count(*) FROM setl_d")[0]
+    assert a.skipped + len(rows) == n and a.skipped > 28   # the cancellations and what they cancel
+    assert len(probs) == len(rows) - len(want)

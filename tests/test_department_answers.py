@@ -241,3 +241,28 @@ def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path):
         assert a["wages"].state == V
     finally:
         tb.stop()
+
+
+def test_node_check_refuses_a_missing_column_and_a_field_without_its_fact(sqlite_dir, tmp_path):
+    """`hedui node check` reads each mapping against its database and the catalogue against
+    the mappings: one line naming the file and key, exit 1, nothing indexed."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["shuiwu"])
+    env = {**os.environ, **tb.env()}
+    cmd = [sys.executable, "-m", "hedui.node.cli", "node", "check", "--config", str(tb.config_path("shuiwu"))]
+    ok = subprocess.run([*cmd, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["sources"] == ["shuiwu_returns"], ok.stderr
+    mapping = tb.member_dir("shuiwu") / "mapping-returns.toml"
+    good = mapping.read_text(encoding="utf-8")
+    mapping.write_text(good.replace('where = { sbzt = "1" }', 'where = { sbztx = "1" }'), encoding="utf-8")
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "mapping-returns.toml: " in bad.stderr and "sbztx" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr
+    mapping.write_text(good.replace('name = "taxable_income"', 'name = "income"'), encoding="utf-8")
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "fields.toml: fields['labour_income'].facts: got 'taxable_income'" in bad.stderr, \
+        bad.stderr

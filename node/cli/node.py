@@ -48,7 +48,7 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
     """Validate config, keys, certificate and the signed directory without serving."""
     from hedui.node.runtime import Runtime
 
-    rt = Runtime.open(config)
+    rt = Runtime.open(config)   # a provider's catalogue is checked against its mappings here
     try:
         out = {
             "member": rt.member,
@@ -58,6 +58,8 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             "store": rt.engine.dialect.name,
         }
         problems = _hub_rules_problems(rt)
+        if rt.config.provider is not None and rt.config.provider.mapping_paths():
+            out["sources"] = _check_sources(rt.config)
     finally:
         rt.close()
     if problems:
@@ -80,6 +82,25 @@ def _hub_rules_problems(rt) -> list[str]:
     source = str(rt.config.path(rt.config.hub.rules)) if rt.config.hub and rt.config.hub.rules else "verification-rules.toml (packaged default)"
     problems = rt.hub.rules.unknown_fields(offered)
     return [f"{source}: {'; '.join(problems)}"] if problems else []
+
+
+def _check_sources(cfg) -> list[str]:
+    """Every mapping against its database (tables and columns exist; no row is read), so a
+    typo fails `node check` rather than a build (issue 12, "Validation at load")."""
+    from hedui.adapters import open_adapter
+    from hedui.node.errors import ConfigError
+
+    names = []
+    for path in cfg.provider.mapping_paths():
+        adapter = open_adapter(cfg.path(path))
+        try:
+            adapter.check()
+        except ConfigError as exc:   # name the file, as every configuration refusal does
+            raise type(exc)(f"{cfg.path(path)}: {exc.message}", reason=exc.reason) from None
+        finally:
+            adapter.close()
+        names.append(adapter.source)
+    return names
 
 
 def _provider_cfg(config: Path):

@@ -33,11 +33,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from hedui.adapters.filters import matches
 from hedui.adapters.records import Fact
 from hedui.common.periods import Month
 from hedui.node.errors import InvalidArgument, Reason
 from hedui.node.verification.catalogue import FieldDef, MonthsBefore
-from hedui.node.verification.filters import matches
 from hedui.node.verification.protocol import Query
 from hedui.v1 import lookup_pb2
 
@@ -121,7 +121,9 @@ def _num(v: Decimal | str) -> Decimal:
 
 def _select(fd: FieldDef, facts: Sequence[Fact], w: Window) -> list[Fact]:
     names = set(fd.facts)
-    use = [f for f in facts if f.name in names and matches(fd.conditions, f.attrs)]
+    use = [f for f in facts if f.name in names]
+    if fd.conditions:
+        use = [f for f in use if matches(fd.conditions, f.attrs.get)]
     if fd.unless is not None:
         by, u = fd.unless.by, fd.unless.fact
         gone = {tuple(f.attrs.get(a, "") for a in by) for f in facts if f.name == u}
@@ -133,8 +135,8 @@ def _select(fd: FieldDef, facts: Sequence[Fact], w: Window) -> list[Fact]:
     elif w.point:
         use = [f for f in use if held_on(f, w.end)]
     elif w.first is not None:
-        start = w.start
-        use = [f for f in use if f.on is not None and start is not None and start <= f.on <= w.end]
+        start, end = w.first.first_day, w.end
+        use = [f for f in use if f.on is not None and start <= f.on <= end]
     else:
         use = [f for f in use if f.on is None or f.on <= w.end]
     if fd.distinct_by:
@@ -195,7 +197,8 @@ def evaluate_predicate(fd: FieldDef, op: str, operand: Decimal | str, d: Derived
 def _data_date(fd: FieldDef, sources_of: Mapping[str, Sequence[str]], data_dates: Mapping[str, dt.date | None]) -> dt.date | None:
     """The field's data date: the earliest of the sources producing its facts (``None``
     when one of them has none recorded: nothing can be said to be current)."""
-    srcs = [s for n in fd.facts for s in sources_of.get(n, ())] or list(data_dates)
+    names = [*fd.facts, *([fd.unless.fact] if fd.unless else [])]   # a cancellation is data the answer rests on
+    srcs = [s for n in names for s in sources_of.get(n, ())] or list(data_dates)
     got = [data_dates.get(s) for s in dict.fromkeys(srcs)]
     if not got or any(d is None for d in got):
         return None

@@ -11,7 +11,7 @@ A catalogue is TOML (``[provider] fields = "fields.toml"``; DESIGN-12 "Catalogue
     facts = ["wage"]               # fact names the mappings produce (`fact = "wage"` still accepted)
     agg = "sum"                    # sum | count | max | min | latest | exists | sum_per_month
     window = { months_before = 12 }   # or "year_to_date" | "previous_year" | "as_of_reference" | "all_time"
-    where = { item = ["0400"] }    # filters on the facts' attributes (the mapping filter syntax)
+    where = { item = ["0400"] }    # filters on the facts' attributes (adapters/filters.py, the mapping syntax)
     distinct_by = ["settlement"]   # each distinct attribute tuple counts once
     unless = { fact = "settlement_cancelled", by = ["settlement"] }   # drop facts another fact cancels
 
@@ -34,9 +34,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from hedui.adapters.filters import Condition, parse_where
 from hedui.common.toml import FieldValueError, load_toml
 from hedui.node.errors import ConfigError
-from hedui.node.verification.filters import Condition, parse_where
 
 __all__ = ["FieldDef", "Catalogue", "MonthsBefore", "Unless", "load_catalogue", "check_catalogue", "FactInfo",
            "facts_of_mappings"]
@@ -113,10 +113,10 @@ class FieldDef(_M):
         if self.agg == "sum_per_month" and not isinstance(self.window, MonthsBefore) \
                 and self.window not in ("year_to_date", "previous_year"):
             raise FieldValueError("window", repr(self.window), "a window of months for agg sum_per_month")
-        try:
+        try:   # the mapping language's filter (adapters/filters.py), on the facts' attributes
             self._conditions = parse_where(self.where)
-        except ValueError as exc:
-            raise FieldValueError("where", str(exc), "a filter on the facts' attributes") from None
+        except FieldValueError as exc:
+            raise FieldValueError(f"where.{exc.key}" if exc.key else "where", exc.got, exc.want) from None
         return self
 
     @property
@@ -134,7 +134,7 @@ class FieldDef(_M):
 
     @property
     def attrs_used(self) -> list[str]:
-        return list(dict.fromkeys([c.attr for c in self._conditions] + list(self.distinct_by)))
+        return list(dict.fromkeys([c.column for c in self._conditions] + list(self.distinct_by)))
 
 
 class Catalogue(_M):

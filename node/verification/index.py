@@ -150,7 +150,10 @@ def _fact_of(f: dict[str, Any]) -> Fact:
 def _natural(locator: str) -> tuple:
     """Locators in source-key order (``t:id=9`` before ``t:id=10``): facts of one day are
     then in the order the department wrote them, which ``latest`` relies on for ties."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", locator))
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _DIGITS.split(locator))
+
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 def _dump(doc: dict) -> str:
@@ -504,7 +507,8 @@ def facts_for_tokens(engine: Engine, epoch: int, tokens: Iterable[bytes]) -> dic
     for tok, doc in docs.items():
         facts: list[Fact] = []
         for src in sorted(doc):
-            for loc in sorted(doc[src], key=_natural):
+            locs = doc[src]
+            for loc in (sorted(locs, key=_natural) if len(locs) > 1 else locs):
                 facts.extend(_fact_of(f) for f in doc[src][loc])
         out[tok] = facts
     return out
