@@ -379,3 +379,27 @@ def test_member_rows_carry_department_window_value_and_evidence():
     assert item == {"item": "shebao.wages", "label": "工资性收入", "department": "shebao", "field": "wages", "state": "value",
                     "value": "57600.00", "unit": "CNY", "window": "2025-08..2026-07", "as_of": None,
                     "data_date": "2026-10-31", "evidence": EVIDENCE, "reason": None}
+
+
+# ---------------------------------------------------------------- details the report shows
+
+
+def test_member_status_row_and_undetermined_members_figures_are_listed():
+    s = household(2, status=[Cell("not_current", data_date="2026-10-31"), v("正常", as_of="2001-02-03")],
+                  wages=[Cell("not_current", data_date="2026-10-31"), v("1")])
+    r = run(s, 2)
+    assert r["members"][1]["status"] == {"value": "正常", "state": "value", "as_of": "2001-02-03", "data_date": None,
+                                         "evidence": EVIDENCE}
+    assert r["members"][0]["status"]["value"] is None and r["members"][0]["status"]["data_date"] == "2026-10-31"
+    # The undetermined member's own missing figures are named too (not only the registry's).
+    assert [(g["member"], g["provider"]) for g in r["missing"]] == [(0, "huji"), (0, "shebao")]
+
+
+def test_info_gap_carries_the_data_date_and_unreadable_values_are_cut():
+    s = household(1, fund=[Cell("not_current", data_date="2026-06-30")])
+    assert run(s, 1)["info"][0]["data_date"] == "2026-06-30"
+    from hedui.node.verification.reckon import money
+
+    with pytest.raises(ValueError) as exc:
+        money(v("x" * 30))
+    assert repr("x" * 20) in str(exc.value) and "x" * 21 not in str(exc.value)
