@@ -403,3 +403,33 @@ def test_info_gap_carries_the_data_date_and_unreadable_values_are_cut():
     with pytest.raises(ValueError) as exc:
         money(v("x" * 30))
     assert repr("x" * 20) in str(exc.value) and "x" * 21 not in str(exc.value)
+
+
+def test_more_details_pinned():
+    # a source's reason is carried into the gap; without one, its status alone
+    s = household(1, down={"shuiwu": "unavailable"})
+    s["cheguan"] = Source("refused")
+    gaps = {g["provider"]: g["reason"] for g in run(s, 1)["missing"]}
+    assert gaps == {"shuiwu": "unavailable: deadline exceeded", "cheguan": "refused"}
+    # an override that counts a member carries no exclusion reason
+    s = household(1, status=[v("死亡", as_of="2026-01-01")])
+    assert run(s, 1, {0: Override(True, "误登", "cw01")})["members"][0]["reason"] is None
+    # ordering on text: the message shows at most 20 characters
+    with pytest.raises(ValueError) as exc:
+        compare("y" * 30, ">", Decimal(1))
+    assert repr("y" * 20) in str(exc.value) and "y" * 21 not in str(exc.value)
+    # a row with no value shows none (not an empty string)
+    assert run(household(1), 1)["members"][0]["income"][0]["value"] is None
+    # a bad value does not stop the other members' checks
+    r = run(household(2, wages=[v("abc"), Cell("not_current", data_date="2026-01-31")]), 2)
+    assert [(g["member"], g["why"]) for g in r["missing"]] == [(0, "bad_value"), (1, "not_current")]
+    # the household info names the first gap's data date
+    r = run(household(2, fund=[Cell("not_current", data_date="2026-06-30"), Cell("unavailable")]), 2)
+    assert r["info"][0]["data_date"] == "2026-06-30"
+    # a member counted while another is undetermined: their missing figures are named as well
+    s = household(2, status=[Cell("not_current"), v("正常")], wages=[v("1"), Cell("not_current", data_date="2026-01-31")])
+    assert [(g["member"], g["provider"]) for g in run(s, 2)["missing"]] == [(0, "huji"), (1, "shebao")]
+    # the monthly total; no standard shows none
+    r = run(household(2, wages=[v("57600.00"), v("1.00")]), 2)
+    assert r["income"]["monthly_total"] == "4800.08" and r["income"]["monthly_deductions"] == "0.00"
+    assert run(household(1), 1, standard=None)["income"]["standard"] is None
