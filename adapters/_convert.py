@@ -17,7 +17,7 @@ from typing import Any
 
 from hedui.adapters import dates, idnum
 from hedui.adapters.errors import InvalidIdentity
-from hedui.adapters.filters import matches
+from hedui.adapters.filters import Matcher
 from hedui.adapters.idnum import normalize
 from hedui.adapters.mapping import FactSpec, Mapping
 from hedui.adapters.records import Fact, Record, RowProblem
@@ -218,12 +218,14 @@ class RowConverter:
 
     def __init__(self, mapping: Mapping) -> None:
         self._m = mapping
-        self._where, self._skip, self._fact_where = mapping.conditions()
+        where, skip, fact_where = mapping.conditions()
+        self._where, self._skip = Matcher(where), Matcher(skip)
+        self._fact_where = [Matcher(w) for w in fact_where]
 
     def skips(self, get: Callable[[str], Any]) -> bool:
-        if self._where and not matches(self._where, get):
+        if self._where and not self._where(get):
             return True
-        return bool(self._skip) and matches(self._skip, get)
+        return bool(self._skip) and self._skip(get)
 
     def convert(self, locator: str, get: Callable[[str], Any]) -> Record | RowProblem | None:
         if self.skips(get):
@@ -234,7 +236,7 @@ class RowConverter:
             return RowProblem(locator, err.message)
         facts: list[Fact] = []
         for i, spec in enumerate(self._m.facts):
-            if self._fact_where[i] and not matches(self._fact_where[i], get):
+            if self._fact_where[i] and not self._fact_where[i](get):
                 continue
             raw = get(spec.column)
             if is_blank(raw):

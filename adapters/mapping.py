@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from hedui.adapters import idnum
 from hedui.adapters.dates import DateFormat
@@ -103,6 +103,10 @@ def _literal_date(v: Any) -> Any:
     return v
 
 
+#: A row filter (adapters/filters.py): checked when the file is loaded.
+Where = Annotated[dict[str, Any], AfterValidator(_where)]
+
+
 class Join(_Model):
     """A many-to-one LEFT JOIN: ``on = "earlier_table.col = this_table.col"``.
 
@@ -112,8 +116,14 @@ class Join(_Model):
 
     table: str
     on: str
-    as_: Annotated[str | None, Field(alias="as", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
-                                     description="a short name such as cx")] = None
+    as_: Annotated[str | None, Field(alias="as")] = None
+
+    @field_validator("as_")
+    @classmethod
+    def _as_shape(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", v):
+            raise ValueError(f"got {_describe(v)}, want a short name such as cx")
+        return v
 
     @field_validator("on")
     @classmethod
@@ -149,12 +159,10 @@ class SqlSource(_Model):
     joins: list[Join] = Field(default_factory=list)
     page_size: int = Field(default=5000, ge=1, le=1_000_000)
     #: Rows outside this filter are skipped: counted, neither records nor problems.
-    where: dict[str, Any] = Field(default_factory=dict)
+    where: Where = Field(default_factory=dict)
     #: How current the data is: a date, or read from the database at index time.
-    data_date: dt.date | DataDateSpec | None = None
+    data_date: Annotated[dt.date | DataDateSpec | None, BeforeValidator(_literal_date)] = None
 
-    _check_where = field_validator("where")(classmethod(lambda cls, v: _where(v)))
-    _data_date_text = field_validator("data_date", mode="before")(classmethod(lambda cls, v: _literal_date(v)))
 
     @model_validator(mode="after")
     def _one_url(self) -> SqlSource:
@@ -178,11 +186,9 @@ class CsvSource(_Model):
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     #: An optional column whose value names the row (else the line number does).
     primary_key: str | None = None
-    where: dict[str, Any] = Field(default_factory=dict)
-    data_date: dt.date | None = None
+    where: Where = Field(default_factory=dict)
+    data_date: Annotated[dt.date | None, BeforeValidator(_literal_date)] = None
 
-    _check_where = field_validator("where")(classmethod(lambda cls, v: _where(v)))
-    _data_date_text = field_validator("data_date", mode="before")(classmethod(lambda cls, v: _literal_date(v)))
 
 
 class ExcelSource(_Model):
@@ -191,11 +197,9 @@ class ExcelSource(_Model):
     sheet: str | None = None  # the first sheet when absent
     header_row: int = Field(default=1, ge=1)
     primary_key: str | None = None
-    where: dict[str, Any] = Field(default_factory=dict)
-    data_date: dt.date | None = None
+    where: Where = Field(default_factory=dict)
+    data_date: Annotated[dt.date | None, BeforeValidator(_literal_date)] = None
 
-    _check_where = field_validator("where")(classmethod(lambda cls, v: _where(v)))
-    _data_date_text = field_validator("data_date", mode="before")(classmethod(lambda cls, v: _literal_date(v)))
 
 
 class IdentitySpec(_Model):
@@ -203,9 +207,8 @@ class IdentitySpec(_Model):
     format: Literal["gb11643"] = "gb11643"
     #: Rows that are not a person (an organisation code in the identity column): skipped,
     #: counted, not problems.
-    skip_where: dict[str, Any] = Field(default_factory=dict)
+    skip_where: Where = Field(default_factory=dict)
 
-    _check_where = field_validator("skip_where")(classmethod(lambda cls, v: _where(v)))
 
 
 class AttrSpec(_Model):
@@ -231,9 +234,8 @@ class FactSpec(_Model):
     #: When true an empty cell means "no such fact in this row"; else it is a row problem.
     optional: bool = False
     #: Rows outside this filter produce no such fact (the row's other facts are unaffected).
-    where: dict[str, Any] = Field(default_factory=dict)
+    where: Where = Field(default_factory=dict)
 
-    _check_where = field_validator("where")(classmethod(lambda cls, v: _where(v)))
 
     @field_validator("date", "until", mode="before")
     @classmethod

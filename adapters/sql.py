@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, inspect, or_, select, true, type_coerce
+from sqlalchemy import Column, Date, DateTime, Engine, MetaData, String, Table, Time, and_, create_engine, func, inspect, not_, or_, select, true, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -27,8 +27,10 @@ from sqlalchemy.pool import NullPool
 from hedui.adapters import dates, idnum
 from hedui.adapters._convert import RowConverter, is_blank
 from hedui.adapters.errors import SourceError
+from hedui.adapters.filters import parse_where
 from hedui.adapters.mapping import DataDateSpec, Mapping, SqlSource
 from hedui.adapters.records import Record, RowProblem
+from hedui.adapters.sql_filter import prefilter
 
 __all__ = ["SqlAdapter"]
 
@@ -209,13 +211,17 @@ class SqlAdapter:
             joined = joined.outerjoin(tables[j.name], a == b)  # LEFT JOIN: no row is dropped
         labels = {ref: f"c{i}" for i, ref in enumerate(cols)}
         wm = cols[src.watermark] if src.watermark else None
+        stmt = select(*[_raw(c).label(labels[r]) for r, c in cols.items()],
+                      _raw(pk).label("_pk"), *([_raw(wm).label("_wm")] if wm is not None else []),
+                      ).select_from(joined)
+        pre = prefilter(parse_where(src.where), cols, "sqlite" if tables[src.table].info.get("sqlite") else "other")
         self._plan = {
             "labels": labels,
             # Dates as stored (_raw): SQLite keeps them as text, and the mapping's declared
             # format parses them; SQLAlchemy's own parsing would stop the scan at a bad cell.
-            "stmt": select(*[_raw(c).label(labels[r]) for r, c in cols.items()],
-                           _raw(pk).label("_pk"), *([_raw(wm).label("_wm")] if wm is not None else []),
-                           ).select_from(joined),
+            "stmt": stmt.where(and_(*pre)) if pre else stmt,
+            # Rows the prefilter drops are skipped rows too: counted per scan phase.
+            "excluded": select(func.count()).select_from(joined).where(not_(and_(*pre))) if pre else None,
             "pk": _raw(pk),
             "pk_name": pk.name,
             "wm": _raw(wm) if wm is not None else None,
@@ -293,6 +299,11 @@ class SqlAdapter:
             else:
                 yield item, after
 
+        def excluded(range_: Any) -> None:
+            if plan["excluded"] is not None:
+                with self._connect() as conn, conn.begin():
+                    self.skipped += int(conn.execute(plan["excluded"].where(range_)).scalar_one())
+
         def after_pk(start: Any):
             def where(last):
                 if last is not None:
@@ -302,12 +313,14 @@ class SqlAdapter:
 
         if wm is None:
             start = pos["pk"] if pos else None
+            excluded(after_pk(start)(None))
             for row in self._pages(after_pk(start), [pk]):
                 yield from kept(emit(row, {"pk": _encode(row._mapping[pk_l])}))
             return
         if pos is None or pos.get("phase") == "null":
             start = pos["pk"] if pos else None
             null_where = after_pk(start)
+            excluded(and_(wm.is_(None), null_where(None)))
             for row in self._pages(lambda last: and_(wm.is_(None), null_where(last)), [pk]):
                 yield from kept(emit(row, {"phase": "null", "pk": _encode(row._mapping[pk_l])}))
             pos = None
@@ -318,6 +331,7 @@ class SqlAdapter:
             w, p = (_decode(pos["wm"]), _decode(pos["pk"])) if last is None else (last._mapping[wm_l], last._mapping[pk_l])
             return or_(wm > w, and_(wm == w, pk > p))
 
+        excluded(after_wm(None))
         for row in self._pages(after_wm, [wm, pk]):
             m = row._mapping
             yield from kept(emit(row, {"wm": _encode(m[wm_l]), "pk": _encode(m[pk_l])}))

@@ -455,3 +455,33 @@ def test_filters_agree_across_kinds(source):
     assets = {rid: [f.value for f in r.facts if f.name == "asset"] for rid, r in got.items()}  # type: ignore[union-attr]
     assert assets == {1: [], 2: [], 5: [D("1.23")], 15: [D("-5000.00")]}   # 12.5 万元 is not < 1
     assert got[2] == EXPECTED[2]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.one_of(HOSTILE, st.just(ID["b"])), HOSTILE, HOSTILE, HOSTILE, HOSTILE, HOSTILE),
+                     min_size=1, max_size=8),
+       fmt=st.sampled_from(["date", "datetime", "YYYYMMDD", "YYYYMM", "YYYY-MM", "YYYY"]))
+def test_hostile_cells_through_the_new_keys(tmp_path, rows, fmt):
+    """Codes, declared formats, until and filters over hostile cells: one record, problem or
+    skip per row; nothing shaped like an identity number in a reason, a code or an attribute."""
+    path = tmp_path / "n.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["idno", "m", "d", "a", "q", "b"])
+        for r in rows:
+            w.writerow(r)
+    m = {"name": "n", "source": {"kind": "csv", "path": str(path), "encoding": "utf-8", "where": {"b": {"ne": "x"}}},
+         "identity": {"column": "idno", "skip_where": {"q": {"ge": "5"}}},
+         "facts": [{"name": "c", "column": "m", "type": "code", "optional": True, "attrs": {"a": "a"},
+                    "date": {"column": "d", "format": fmt}, "until": {"column": "a", "format": fmt, "inclusive": True},
+                    "where": {"a": {"null": False}}}]}
+    a = _adapter(m, tmp_path)
+    items = list(a.records())
+    assert len(items) + a.skipped <= len(rows)
+    for item in items:
+        if isinstance(item, RowProblem):
+            assert not idnum.contains(item.reason) and not idnum.long_digit_run(item.reason)
+        else:
+            for fact in item.facts:
+                assert isinstance(fact.value, str) and fact.value and not idnum.contains(fact.value)
+                assert not any(idnum.contains(v) for v in fact.attrs.values())

@@ -5,16 +5,21 @@ Expectations are written out by hand from the contract's table, not computed wit
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import date
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from hedui.adapters import idnum
 from hedui.adapters.records import Fact
 from hedui.common.periods import Month
+from hedui.node.errors import InvalidArgument
 from hedui.node.verification.answer import answer_lookup, derive, window_of
 from hedui.node.verification.catalogue import FieldDef
-from hedui.node.verification.protocol import Query
+from hedui.node.verification.protocol import Query, parse_reference_month
 from hedui.v1 import lookup_pb2
 
 AUG, MAR, NOV = Month(2026, 8), Month(2026, 3), Month(2026, 11)
@@ -109,7 +114,7 @@ def test_where_distinct_by_and_unless():
 def _ask(f: FieldDef, facts, ref: Month, dates):
     tok = b"t" * 64
     ans = answer_lookup({tok: facts} if facts is not None else {}, [tok], [Query(f, "", None)], provider="p",
-                        digest=b"", directory_version=1, reference_month=ref, now=__import__("datetime").datetime(2026, 11, 20),
+                        digest=b"", directory_version=1, reference_month=ref, now=dt.datetime(2026, 11, 20),
                         data_dates=dates, sources_of={"wage": ["s"]})
     return ans.members[0].fields[0]
 
@@ -129,3 +134,27 @@ def test_states_and_precedence():
     assert _ask(s, [wage(2026, 1, 1)], NOV, dates).state == NC
     assert _ask(s, [], AUG, dates).state == NV
     assert _ask(f, [], AUG, {"s": None}).state == NC     # a source with no data date is never current
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+_months = st.builds(Month, st.integers(1950, 2150), st.integers(1, 12))
+
+
+@given(ref=_months, n=st.integers(1, 600))
+def test_months_before_is_n_whole_months_ending_the_day_before_r(ref, n):
+    w = window_of(fd(window={"months_before": n}), ref)
+    assert len(w.months()) == n and w.last == ref.plus(-1) and w.end == ref.first_day - dt.timedelta(days=1)
+    assert w.start is not None and w.start.day == 1 and w.text == f"{ref.plus(-n)}..{ref.plus(-1)}"
+
+
+@given(text=st.one_of(st.text(max_size=24), st.from_regex(r"\d{4}-\d{2}", fullmatch=True),
+                      st.from_regex(r"\d{15,18}", fullmatch=True)))
+def test_reference_month_parses_or_is_refused_without_echoing_an_identity(text):
+    try:
+        m = parse_reference_month(text)
+    except InvalidArgument as e:
+        assert e.reason == "BAD_REFERENCE_MONTH" and e.message.startswith("reference_month: got ")
+        assert not idnum.contains(e.message)
+    else:
+        assert str(m) == text.strip()

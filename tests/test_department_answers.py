@@ -17,7 +17,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from oracle import NO_RECORD, NOT_CURRENT, Federation, verify
+from oracle import NO_RECORD, NOT_CURRENT, Federation, crosscheck, verify
 from sqlalchemy import text
 
 from hedui.common.clock import FixedClock
@@ -45,6 +45,7 @@ FIELDS = {
     "gongjijin": ["fund_balance"],
     "yibao": ["medical_count", "medical_own"],
     "canlian": ["certificate_count", "disability_grade"],
+    "minzheng": ["assistance_recipient"],
 }
 
 
@@ -178,6 +179,17 @@ def test_every_field_of_every_designed_person_equals_the_oracle(nodes, ref):
         assert checked == 5 * len(PEOPLE)     # every income figure was current and compared
 
 
+def test_assistance_recipients_equal_the_cross_check_population(nodes):
+    """Civil affairs: a recipient (是) of a 低保/特困 family in force in D's month, D = 2026-10-31."""
+    population = crosscheck(nodes.fed, dt.date(2026, 10, 31)).population
+    got = nodes.ask("minzheng", "2026-10", PEOPLE)
+    assert any(i in population for i in PEOPLE)
+    for i in PEOPLE:
+        fa = got[i]["assistance_recipient"]
+        assert (fa.state == V and fa.value == "true") == (i in population), NAME[i]
+        assert fa.state in (V, NR), NAME[i]
+
+
 def test_designed_figures_are_not_all_zero(nodes):
     """The comparison above would pass on a federation that answers nothing: the designed
     figures of acceptance-rules.md must be there."""
@@ -195,9 +207,34 @@ def test_designed_figures_are_not_all_zero(nodes):
     assert (mar["unemployment_benefit"].value, mar["unemployment_benefit"].window) == ("12640.00", "2025-03..2026-02")
 
 
-def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def node_stores(request):
+    """Node stores on each backend: a member code -> store URL (None: SQLite files), and the
+    PostgreSQL databases made for it, dropped afterwards."""
+    if request.param == "sqlite":
+        yield None
+        return
+    admin = request.getfixturevalue("pg_admin")
+    made: dict[str, str] = {}
+
+    def store(code: str) -> str:
+        name = f"hedui_t_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        made[code] = name
+        return admin.url.set(database=name).render_as_string(hide_password=False)
+
+    yield store
+    with admin.connect() as c:
+        for name in made.values():
+            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path, node_stores):
     """The same configuration served: the hub blinds, the department evaluates, answers a
-    signed Lookup for a reference month; the registry is not current for 2026-11."""
+    signed Lookup for a reference month; the registry is not current for 2026-11. The node
+    stores (token index with its data dates, audit, cases) on SQLite and PostgreSQL."""
     import os
 
     from hedui.keys import oprf
@@ -205,7 +242,8 @@ def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path):
     from hedui.node.verification.protocol import request_digest, verify_answer
     from hedui.v1 import common_pb2, pseudonym_pb2
 
-    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["huji", "shebao"])
+    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["huji", "shebao"],
+                          store=node_stores)
     build_indexes(tb)
     tb.start()
     try:
@@ -266,3 +304,28 @@ def test_node_check_refuses_a_missing_column_and_a_field_without_its_fact(sqlite
     bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "fields.toml: fields['labour_income'].facts: got 'taxable_income'" in bad.stderr, \
         bad.stderr
+
+
+def test_node_index_builds_every_source_of_a_node(sqlite_dir, tmp_path):
+    """`hedui node index` on a node with three mappings: one index, three sources, each with
+    the data date read from the department's extract table."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    tb = over_departments(tmp_path / "fed", sqlite_dir=sqlite_dir, clock=CLOCK, depts=["shebao"])
+    env = {**os.environ, **tb.env()}
+    cmd = [sys.executable, "-m", "hedui.node.cli", "node", "index", "--config", str(tb.config_path("shebao")),
+           "--workers", "0", "--json"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert [s["source"] for s in out["sources"]] == ["shebao_pensions", "shebao_unemployment", "shebao_wages"]
+    assert all(s["records"] > 0 and s["problems"] == 0 for s in out["sources"])
+    rt = Runtime.open(tb.config_path("shebao"), clock=CLOCK)
+    try:
+        assert data_dates(rt.engine, 1) == dict.fromkeys(["shebao_pensions", "shebao_unemployment", "shebao_wages"],
+                                                         dt.date(2026, 10, 31))
+    finally:
+        rt.close()

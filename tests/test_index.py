@@ -396,3 +396,28 @@ def test_until_text_codes_attrs_and_the_data_date_are_kept(engine, tmp_path):
     got = facts_for_tokens(engine, 1, [KEY1.token(ident)])[KEY1.token(ident)]
     assert list(got) == list(facts)
     assert data_dates(engine, 1) == {"spans": date(2026, 10, 31)}
+
+
+def test_data_date_comes_from_the_data_then_the_mapping_then_the_config_then_the_build_day():
+    from datetime import date
+    from types import SimpleNamespace
+
+    from hedui.node.verification.index import source_data_date
+
+    class Read:
+        def data_date(self):
+            return date(2026, 10, 31)
+
+    class Unread:   # an adapter whose mapping names no data date
+        mapping = SimpleNamespace(source=SimpleNamespace(data_date=None))
+
+        def data_date(self):
+            return None
+
+    class Declared:
+        mapping = SimpleNamespace(source=SimpleNamespace(data_date=date(2026, 9, 30)))
+
+    assert source_data_date(Read(), CLOCK, date(2020, 1, 1)) == date(2026, 10, 31)          # type: ignore[arg-type]
+    assert source_data_date(Declared(), CLOCK, date(2020, 1, 1)) == date(2026, 9, 30)       # type: ignore[arg-type]
+    assert source_data_date(Unread(), CLOCK, date(2020, 1, 1)) == date(2020, 1, 1)          # type: ignore[arg-type]
+    assert source_data_date(Unread(), CLOCK) == CLOCK.today() == date(2026, 11, 30)         # type: ignore[arg-type]

@@ -172,6 +172,20 @@ def test_excel_example_checks_against_a_workbook(tmp_path):
     (lambda t: t.replace('url_env = "HEDUI_SS_DB_URL"', ""), "source.url: got neither, want exactly one of 'url' and 'url_env'"),
     (lambda t: t.replace('name = "social_security"', 'name = "Social Security"'),
      "name: got 'Social Security', want lower_snake_case"),
+    (lambda t: t.replace('date = "month"', 'date = { column = "month", fmt = "YYYYMM" }', 1),
+     "facts['wage'].date.fmt: got an unknown key, want one of column, format"),
+    (lambda t: t.replace('date = "month"', 'date = { column = "month", format = "YYMM" }', 1),
+     "facts['wage'].date.format: got 'YYMM', want one of 'date', 'datetime', 'YYYYMMDD', 'YYYYMM', 'YYYY-MM' or 'YYYY'"),
+    (lambda t: t.replace('date = "month"', 'date = "month"\nuntil = { column = "end", inclusive = "yes" }', 1),
+     "facts['wage'].until.inclusive: got 'yes', want a valid boolean"),
+    (lambda t: t.replace('page_size = 5000', 'page_size = 5000\nwhere = { aae100 = { in = "1" } }'),
+     "source.where.aae100.in: got '1', want an array of values"),
+    (lambda t: t.replace('format = "gb11643"', 'format = "gb11643"\nskip_where = ["zjzl"]'),
+     "identity.skip_where: got an array of 1, want a table"),
+    (lambda t: t.replace('page_size = 5000', 'page_size = 5000\ndata_date = "31.10.2026"'),
+     "source.data_date: got '31.10.2026', want a date YYYY-MM-DD"),
+    (lambda t: t.replace('on = "ss_monthly.person_id = ss_person.id"', 'on = "ss_monthly.person_id = p.id"\nas = "p q"'),
+     "source.joins[0].as: got 'p q', want a short name such as cx"),
 ])
 def test_bad_mapping_names_the_key(tmp_path, edit, message):
     p = tmp_path / "m.toml"
@@ -240,3 +254,38 @@ def _valid(w: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def test_data_date_literal_table_or_none(tmp_path):
+    import sqlite3
+    from datetime import date
+
+    db = tmp_path / "d.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, idno TEXT)")
+    con.execute("CREATE TABLE batch (n INTEGER, ym TEXT)")
+    con.commit()
+    base = {"name": "t", "source": {"kind": "sql", "url": f"sqlite:///{db}", "table": "t", "primary_key": "id"},
+            "identity": {"column": "idno"}}
+
+    def data_date(dd):
+        return open_adapter(parse_mapping({**base, "source": {**base["source"], **dd}})).data_date()
+
+    assert data_date({}) is None
+    assert data_date({"data_date": "2026-10-31"}) == date(2026, 10, 31)
+    with pytest.raises(ConfigError, match="source.data_date: got no value in batch.ym"):
+        data_date({"data_date": {"table": "batch", "column": "ym", "format": "YYYY-MM"}})
+    con.executemany("INSERT INTO batch VALUES (?, ?)", [(1, "2026-08"), (2, "2026-09"), (3, None), (4, " ")])
+    con.commit()
+    assert data_date({"data_date": {"table": "batch", "column": "ym", "format": "YYYY-MM"}}) == date(2026, 9, 30)
+    con.execute("INSERT INTO batch VALUES (5, '2026-13')")
+    con.commit()
+    con.close()
+    with pytest.raises(ConfigError, match=r"source.data_date: got '2026-13' \(no month 13\) in batch.ym, want YYYY-MM"):
+        data_date({"data_date": {"table": "batch", "column": "ym", "format": "YYYY-MM"}})
+    csv_m = parse_mapping({"name": "c", "source": {"kind": "csv", "path": "x.csv", "encoding": "utf-8",
+                                                   "data_date": "2026-09-30"}, "identity": {"column": "身份证号"}})
+    assert open_adapter(csv_m).data_date() == date(2026, 9, 30)
+    with pytest.raises(ConfigError, match="source.data_date: got a table, want a valid date"):
+        parse_mapping({"name": "c", "source": {"kind": "csv", "path": "x.csv", "encoding": "utf-8",
+                                               "data_date": {"table": "t", "column": "c"}}, "identity": {"column": "x"}})

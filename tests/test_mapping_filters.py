@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hedui.adapters import idnum
-from hedui.adapters.filters import matches, parse_where
+from hedui.adapters.filters import Matcher, matches, parse_where
 from hedui.adapters.mapping import parse_mapping
 from hedui.common.toml import FieldValueError
 from hedui.node.errors import ConfigError
@@ -158,3 +158,24 @@ def test_identity_numbers_are_never_filter_values(rng):
         with pytest.raises(FieldValueError) as ei:
             parse_where({"zjh": v})
         assert not idnum.contains(str(ei.value)) and n[6:14] not in str(ei.value)
+
+
+@given(st.sampled_from(["eq", "ne", "ge", "gt", "le", "lt"]), VALUES.filter(lambda v: v.strip() != ""),
+       st.lists(st.one_of(VALUES, st.none(), st.integers(-3, 3), st.booleans(), st.floats(-3, 3),
+                          st.decimals(-3, 3, places=2)), min_size=1, max_size=30))
+def test_the_remembering_matcher_agrees_row_by_row(op, operand, cells):
+    # Equal keys that are different cells: -0.0 vs 0.0 against "-0.0b" compare as text.
+    conditions = parse_where({"c": {op: operand}})
+    m = Matcher(conditions)
+    cells += [0.0, -0.0, Decimal("0"), Decimal("-0"), Decimal("1.0"), Decimal("1"), 1, True]
+    for cell in cells + cells[::-1]:   # repeated cells come from the memo
+        assert m({"c": cell}.get) is matches(conditions, {"c": cell}.get)
+
+
+def test_the_matcher_tells_equal_keys_apart():
+    m = Matcher(parse_where({"c": {"lt": "-0.0b"}}))
+    assert [m({"c": v}.get) for v in (0.0, -0.0, 0.0, -0.0)] == [False, True, False, True]
+    m = Matcher(parse_where({"c": {"eq": "1.0"}}))     # "1.0" is a number: 1 equals it
+    assert [m({"c": v}.get) for v in (Decimal("1"), Decimal("1.0"), 1, True, "1")] == [True] * 5
+    m = Matcher(parse_where({"c": {"ge": "1.0x"}}))    # text: "1.0" >= "1.0x" is false, "1.5" is not
+    assert [m({"c": v}.get) for v in (Decimal("1.0"), Decimal("1.5"), Decimal("1.0"))] == [False, True, False]

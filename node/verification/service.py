@@ -93,6 +93,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         rt.audit.record(Kind.QUERY_RECEIVED, {
             **base, "epoch": epoch, "count": len(request.tokens),
             "fields": [q.field for q in request.queries], "tokens": [bytes(t).hex() for t in request.tokens],
+            "reference_month": request.reference_month,
         }, wait=False)
         answer = answer_lookup(
             facts_for_tokens(rt.engine, epoch, list(request.tokens)), list(request.tokens), queries,
