@@ -433,3 +433,35 @@ def test_more_details_pinned():
     r = run(household(2, wages=[v("57600.00"), v("1.00")]), 2)
     assert r["income"]["monthly_total"] == "4800.08" and r["income"]["monthly_deductions"] == "0.00"
     assert run(household(1), 1, standard=None)["income"]["standard"] is None
+
+
+def test_full_mutation_run_survivors_pinned():
+    import dataclasses
+
+    for obj in (Cell("value"), Source("ok"), Override(True, "r", "o"), count_member(None, None, None)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            obj.reason = "changed"  # type: ignore[misc]
+    assert count_member(RULES.members, None, None).counted is True  # a rule but no answer cell: counted
+    assert half_up_cents(Fraction(1, 200)) == Decimal("0.01") and half_up_cents(Fraction(1, 201)) == Decimal("0.00")
+    # an `in` flag shows its list; a member flag nobody matches is clear
+    rules = _flag_rules("in", '["A", "C"]')
+    f = run({"a": src({(0, "b"): v("B"), (0, "x"): NR})}, 1, rules=rules)["assets"][0]
+    assert f["threshold"] == ["A", "C"] and f["state"] == "clear" and f["members"] == []
+    # a household flag names only members with a non-zero value
+    s = household(3, rooms=[v("2"), v("0"), NR])
+    props = run(s, 3)["assets"][1]
+    assert props["state"] == "set" and props["members"] == [0]
+    # household info: the first gap's state; an unreadable value says so
+    r = run(household(2, fund=[Cell("unavailable"), Cell("not_current", data_date="2026-06-30")]), 2)
+    assert r["info"][0]["why"] == "unavailable"
+    r = run(household(1, fund=[v("abc")]), 1)
+    assert r["info"][0]["value"] is None and "want a number" in r["info"][0]["why"]
+    # deductions: totals when complete, none when not; the standard shown whenever known
+    rules = parse_rules('[[income]]\nprovider = "a"\nfield = "x"\nmonths = 12\n[[deductions]]\nprovider = "a"\nfield = "d"\n'
+                        'months = 12\n[standards]\ndefault = "5"\n')
+    r = run({"a": src({(0, "x"): v("120"), (0, "d"): v("24")})}, 1, rules=rules, standard=Decimal("5"))
+    assert r["income"]["deduction_totals"] == {"a.d": "24"} and r["income"]["monthly_deductions"] == "2.00"
+    assert r["income"]["standard"] == "5" and r["income"]["per_capita_monthly"] == "8.00"
+    r = run({"a": src({(0, "x"): v("120"), (0, "d"): Cell("not_current")})}, 1, rules=rules, standard=Decimal("5"))
+    assert r["income"]["deduction_totals"] is None and r["income"]["monthly_deductions"] is None
+    assert r["income"]["standard"] == "5"
