@@ -75,6 +75,7 @@ def test_reference_month_set_by_the_caseworker_is_stored(engine, audit, month):
     ref = _open(engine, audit, reference_month=month)
     assert _stored(engine, ref).reference_month == month
     assert str(reference_month_of(_stored(engine, ref))) == month
+    assert casework.case_state(engine, ref)["reference_month"] == month
 
 
 @pytest.mark.parametrize("bad", ["2026-13", "2026-8", "202608", "", "2026-08-01", "abcd-ef"])

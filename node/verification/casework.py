@@ -98,6 +98,7 @@ def case_state(engine, case_ref: str) -> dict:
     return {
         "case_ref": case.case_ref, "purpose": case.purpose, "region": case.region, "operator": case.operator,
         "status": case.status, "expenditure": case.expenditure, "consent_digest": bytes(case.consent_digest).hex(),
+        "reference_month": case.reference_month,
         "created_at": _utc(case.created_at), "run_at": _utc(case.run_at),
         "members": [{"position": m.position, "identity": mask_identity(m.identity), "relation": m.relation} for m in members],
         "answers": answer_states(engine, case_ref),
