@@ -4,6 +4,7 @@ value in any key is a ConfigError or a valid Rules, never another exception)."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -213,3 +214,28 @@ def test_unknown_fields_against_the_directory():
         "assets[0].field: got 'vehicle_max_price', want one of vehicles's fields (vehicle_count)",
         "assets[1].provider: got 'realestate', want a department in the directory (hrss, vehicles)"]
     assert r.unknown_fields({**offered, "vehicles": ["vehicle_max_price"], "realestate": ["property_count"]}) == []
+
+
+def test_mutation_survivors_pinned():
+    from pydantic import ValidationError
+
+    from hedui.node.verification.rules import as_number
+
+    assert as_number("Infinity") is None and as_number("NaN") is None and as_number(" 3 ") == Decimal(3)
+    r = parse_rules(INCOME + '[standards]\ndefault = 1\n"370304001" = [{ from = "2025-01", amount = 2 }, { from = "2026-01", amount = 3 }]\n'
+                    '[[assets]]\nflag = "f"\nprovider = "a"\nfield = "b"\nthreshold = 0.1\n')
+    with pytest.raises(ValidationError):
+        r.income[0].months = 3  # type: ignore[misc]  # rules are frozen once loaded
+    assert r.standard_for("370304001") == Decimal(3)  # no month given: the latest entry
+    assert r.assets[0].threshold == Decimal("0.1")
+    for bad, key in (('flag = ""', "assets[0].flag"), ('field = ""', "assets[0].field")):
+        body = INCOME + '[standards]\ndefault = 1\n[[assets]]\nflag = "f"\nprovider = "a"\nfield = "b"\nthreshold = 1\n'
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            parse_rules(body.replace(bad.split(" = ")[0] + ' = "' + ("f" if bad.startswith("flag") else "b") + '"', bad))
+    for n in (8, 10):
+        with pytest.raises(ConfigError):
+            parse_rules(INCOME + f'[standards]\ndefault = 1\n"{"3" * n}" = 1\n')
+    long = "1234567890abcdefXYZ"
+    with pytest.raises(ConfigError) as exc:
+        parse_rules(INCOME + f'[standards]\ndefault = 1\n"{long}" = 1\n')
+    assert f"standards.{long[:16]}: got {long[:16]!r}" in str(exc.value) and long[:17] not in str(exc.value)

@@ -134,10 +134,6 @@ class StandardPeriod(_M):
         except PeriodError as exc:
             raise FieldValueError("", repr(v[:16]), "a month YYYY-MM") from exc
 
-    @property
-    def month(self) -> Month:
-        return parse_month(self.since)
-
 
 def _standard_kind(v: object) -> str:
     return "periods" if isinstance(v, list) else "amount"
