@@ -11,7 +11,9 @@ import typer
 from hedui.node.cli import audit, calendar, case, console, leads, notices
 from hedui.node.cli.demo import demo
 from hedui.node.cli.keys import app as keys_app
+from hedui.node.cli.keys_show import register as _register_keys_show
 from hedui.node.cli.node import app as node_app
+from hedui.node.cli.node_ops import register as _register_node_ops
 
 app = typer.Typer(
     name="hedui",
@@ -22,8 +24,18 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from hedui.node.buildinfo import build_info
+
+        info = build_info()
+        typer.echo(f"hedui {info['version']} (python {info['python']}, grpc {info['grpc']})")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit"),
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="Read the key passphrase from this file (one trailing newline is dropped)"
     ),
@@ -40,7 +52,9 @@ def _root(
     take_passphrase(passphrase_file, passphrase_fd, env=None, option="--passphrase")
 
 
+_register_keys_show(keys_app)
 app.add_typer(keys_app, name="keys", help="Federation CA, member certificates, signing keys, the signed directory.")
+_register_node_ops(node_app)
 app.add_typer(node_app, name="node", help="Run and maintain a node.")
 app.command("demo")(demo)
 
