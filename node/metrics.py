@@ -35,12 +35,15 @@ class Metrics:
                                           "Connections or calls refused below the application, by cause",
                                           ["cause"], registry=self.registry)
         self._server: WSGIServer | None = None
+        self.port = 0
 
-    def serve(self, hostport: str) -> int:
+    def serve(self, hostport: str, app=None) -> int:
+        """Serves ``app`` (default: the registry alone) on the ops port; the bound port."""
         host, _, port = hostport.rpartition(":")
-        self._server = make_server(host, int(port), make_wsgi_app(self.registry), handler_class=_QuietHandler)
+        self._server = make_server(host, int(port), app or make_wsgi_app(self.registry), handler_class=_QuietHandler)
         threading.Thread(target=self._server.serve_forever, daemon=True, name="metrics").start()
-        return self._server.server_port
+        self.port = self._server.server_port
+        return self.port
 
     def stop(self) -> None:
         if self._server is not None:
