@@ -172,6 +172,9 @@ class Runtime:
         n = cfg.node
         rt.admission = Admission(n.max_concurrent_rpcs or n.workers, n.max_concurrent_per_caller)
         rt.refusals = Refusals(rt)
+        from hedui.node.metrics_node import NodeCollector
+
+        rt.metrics.registry.register(NodeCollector(rt))
         try:
             rt._open_roles()
         except BaseException:

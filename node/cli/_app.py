@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -36,6 +35,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit"),
+    log_level: str | None = typer.Option(None, "--log-level", help="debug, info (one access line per RPC), warning, error"),
+    log_format: str | None = typer.Option(None, "--log-format", help="json (default) or text"),
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="Read the key passphrase from this file (one trailing newline is dropped)"
     ),
@@ -49,6 +50,8 @@ def _root(
     environment) or the file named by $HEDUI_KEY_PASSPHRASE_FILE."""
     from hedui.node.cli.keys import take_passphrase
 
+    if log_level or log_format:
+        _configure_logs(log_level, log_format)
     take_passphrase(passphrase_file, passphrase_fd, env=None, option="--passphrase")
 
 
@@ -68,13 +71,22 @@ app.add_typer(calendar.app, name="calendar", help="Working-day calendar: which y
 app.add_typer(console.app, name="console", help="Hub: serve the caseworkers' web console (核对工作台); manage its operators.")
 
 
-def run() -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if os.environ.get("HEDUI_DEBUG") else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Whatever any module logs passes the identity guard (issue 13).
+def _configure_logs(level: str | None, fmt: str | None) -> None:
+    """JSON lines on stderr at $HEDUI_LOG_LEVEL (default warning; $HEDUI_DEBUG=1 still means
+    debug), $HEDUI_LOG_FORMAT json|text; the --log-level/--log-format options win (issue 17)."""
     from hedui.adapters.idnum import install_log_guard
+    from hedui.node.logs import configure
 
+    level = level or os.environ.get("HEDUI_LOG_LEVEL") or ("debug" if os.environ.get("HEDUI_DEBUG") else "warning")
+    fmt = fmt or os.environ.get("HEDUI_LOG_FORMAT") or "json"
+    try:
+        configure(level, fmt)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    # Whatever any module logs passes the identity guard (issue 13).
     install_log_guard()
+
+
+def run() -> None:
+    _configure_logs(None, None)
     app()
