@@ -80,6 +80,8 @@ class MemberSpec(_Strict):
     sealing_key_hex: str = ""
     oprf_keys: list[OprfKeySpec] = []
     fields: list[FieldSpecModel] = []
+    #: Down for maintenance: peers skip it until a directory without the flag (issue 17).
+    maintenance: bool = False
 
 
 class RuleSpec(_Strict):
@@ -161,7 +163,7 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
             raise DirectorySpecError(f"members[{m.code}].cert: got CN {member_of_cert(cert)!r}, want {m.code!r}")
         pm = d.members.add(
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
-            signing_key=load_public(m.code, m.signing_key).raw, region=m.region,
+            signing_key=load_public(m.code, m.signing_key).raw, region=m.region, maintenance=m.maintenance,
         )
         for role in m.roles:
             if role not in ROLES:

@@ -120,6 +120,18 @@ class Peers:
                 client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code)
             return client
 
+    def update_directory(self, directory: TrustedDirectory) -> None:
+        """A newer directory applied while running (node/directory_live.py): channels to peers
+        whose endpoint changed or that left are closed; the rest stay open."""
+        with self._lock:
+            self._directory = directory
+            stale = [c for code, c in self._clients.items()
+                     if code not in directory.by_code or directory.by_code[code].endpoint != c.endpoint]
+            for c in stale:
+                del self._clients[c.code]
+        for c in stale:
+            c.close()
+
     def reset(self, code: str, client: PeerClient | None = None) -> None:
         """Closes the channel to ``code`` (only if it is still ``client``, when given), so the
         next call dials afresh instead of waiting out gRPC's reconnect backoff; closing also

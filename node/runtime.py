@@ -114,6 +114,12 @@ class Runtime:
             raise ConfigError("tls.key: does not match tls.cert")
         signer = SigningKey.load(member, cfg.path(cfg.keys.signing), pw, allow_legacy=legacy_ok)
         authority = load_public("authority", cfg.path(cfg.directory.authority_key))
+        anchor = cfg.directory.trust_anchor
+        if anchor is not None and hashlib.sha256(authority.raw).hexdigest() != anchor:
+            # The trust anchor is delivered out of band (issue 17): a swapped authority key file
+            # must not let another key's directories in.
+            raise ConfigError(f"directory.authority_key: fingerprint {hashlib.sha256(authority.raw).hexdigest()[:16]}…, "
+                              f"want the trust anchor {anchor[:16]}…", reason=Reason.BAD_DIRECTORY)
 
         engine = open_engine(cfg.store_url())
         try:

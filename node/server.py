@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -70,6 +71,8 @@ class NodeServer:
     background: list = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     readiness: Readiness | None = None
+    #: Pulls newer signed directories while running (node/directory_live.py), when configured.
+    puller: Any = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -209,6 +212,12 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
     ns = NodeServer(rt=rt, server=server, port=port, health=hs, background=background, services=services,
                     readiness=readiness)
     ns.background.append(_HealthWatch(ns))
+    if rt.config.directory.sources:
+        from hedui.node.directory_live import DirectoryPuller
+
+        ns.puller = DirectoryPuller(rt)
+        ns.puller.on_applied(lambda _td: ns.refresh_health())
+        ns.background.append(ns.puller)
     return ns
 
 

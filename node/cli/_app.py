@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from hedui.node.cli import audit, calendar, case, console, leads, notices
+from hedui.node.cli import audit, calendar, case, console, directory, leads, notices
 from hedui.node.cli.demo import demo
 from hedui.node.cli.keys import app as keys_app
 from hedui.node.cli.keys_show import register as _register_keys_show
@@ -59,6 +59,7 @@ _register_keys_show(keys_app)
 app.add_typer(keys_app, name="keys", help="Federation CA, member certificates, signing keys, the signed directory.")
 _register_node_ops(node_app)
 app.add_typer(node_app, name="node", help="Run and maintain a node.")
+app.add_typer(directory.app, name="directory", help="Authority: publish the signed directory for nodes to pull.")
 app.command("demo")(demo)
 
 app.add_typer(audit.app, name="audit", help="Security officer: export, verify, prove and reconcile audit logs.")

@@ -161,6 +161,7 @@ class Member(_message.Message):
     SEALING_KEY_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Short stable code, e.g. "tax", "civil-affairs-hub"."""
     name: _builtins.str
@@ -177,6 +178,10 @@ class Member(_message.Message):
     """HPKE public key notices are sealed to (hubs only), raw encoding."""
     region: _builtins.str
     """Region code (行政区划代码) the member serves, e.g. "370304"."""
+    maintenance: _builtins.bool
+    """Set by the authority while the member's node is down for maintenance: peers do not
+    call it (a case shows "maintenance", not "unavailable"); its health says so (issue 17).
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
         """Roles this member's node plays."""
@@ -202,10 +207,11 @@ class Member(_message.Message):
         sealing_key: _builtins.bytes = ...,
         fields: _abc.Iterable[Global___FieldSpec] | None = ...,
         region: _builtins.str = ...,
+        maintenance: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "endpoint", b"endpoint", "fields", b"fields", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "endpoint", b"endpoint", "fields", b"fields", "maintenance", b"maintenance", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
