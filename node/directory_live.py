@@ -142,7 +142,7 @@ class DirectoryPuller(PeriodicJob):
         if me is None:
             raise DirectoryRefused("NOT_A_MEMBER", f"directory v{td.version}: does not list this node ({rt.member})")
         cert = load_cert(rt.config.path(rt.config.tls.cert))
-        if bytes(me.tls_cert_sha256) != cert_fingerprint(cert):
+        if cert_fingerprint(cert) not in td.cert_fingerprints(rt.member):
             raise DirectoryRefused("CERT_MISMATCH", f"directory v{td.version}: lists another certificate for {rt.member} "
                                    "(install the renewed certificate and restart)")
         if bytes(me.signing_key) != rt.signer.public.raw:

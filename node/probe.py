@@ -80,7 +80,7 @@ def probe(directory: TrustedDirectory, me: str, peer: str, *, ca_pem: bytes, cer
         r.step("tcp", False, f"{endpoint}: {why} (firewall closed or nothing listening)", "firewall_closed")
         return r
     r.step("tcp", True, f"{endpoint}: connected")
-    if not _tls_step(r, host, int(port_s), ca_pem, bytes(m.tls_cert_sha256), timeout):
+    if not _tls_step(r, host, int(port_s), ca_pem, directory.cert_fingerprints(peer), timeout):
         return r
     if not _mtls_step(r, endpoint, ca_pem, cert_pem, key_pem, timeout):
         return r
@@ -91,7 +91,7 @@ def probe(directory: TrustedDirectory, me: str, peer: str, *, ca_pem: bytes, cer
     return r
 
 
-def _tls_step(r: ProbeResult, host: str, port: int, ca_pem: bytes, want_fp: bytes, timeout: float) -> bool:
+def _tls_step(r: ProbeResult, host: str, port: int, ca_pem: bytes, want: set[bytes], timeout: float) -> bool:
     ctx = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
     ctx.set_alpn_protocols(["h2"])
     try:
@@ -109,9 +109,9 @@ def _tls_step(r: ProbeResult, host: str, port: int, ca_pem: bytes, want_fp: byte
     except OSError as exc:
         return r.step("tls", False, f"TLS: {exc}", "tls_failed")
     fp = pem_fingerprint(ssl.DER_cert_to_PEM_cert(der).encode("ascii"))
-    if fp != want_fp:
-        return r.step("tls", False, f"server certificate sha256 {fp.hex()[:16]}…, want the directory's "
-                      f"{want_fp.hex()[:16]}…", "certificate_mismatch")
+    if fp not in want:
+        return r.step("tls", False, f"server certificate sha256 {fp.hex()[:16]}…, want one the directory lists "
+                      f"({', '.join(sorted(w.hex()[:16] + '…' for w in want))})", "certificate_mismatch")
     return r.step("tls", True, f"server certificate matches the directory (sha256 {fp.hex()[:16]}…)")
 
 

@@ -151,7 +151,7 @@ class Runtime:
         me = directory.by_code.get(member)
         if me is None:
             raise ConfigError(f"node.member: got {member!r}, not in directory v{directory.version}")
-        if bytes(me.tls_cert_sha256) != cert_fingerprint(cert):
+        if cert_fingerprint(cert) not in directory.cert_fingerprints(member):
             raise ConfigError(f"tls.cert: fingerprint differs from directory v{directory.version} entry for {member!r}")
         if bytes(me.signing_key) != signer.public.raw:
             raise ConfigError(f"keys.signing: public key differs from directory v{directory.version} entry for {member!r}")

@@ -196,3 +196,38 @@ def test_trust_anchor_must_match_the_authority_key(bed):
     assert "trust anchor" in e.value.message
     cfg.directory.trust_anchor = hashlib.sha256(raw).hexdigest()
     Runtime.from_config(cfg, clock=FixedClock(NOW)).close()
+
+
+def test_certificate_renewal_overlap_without_downtime(bed):
+    """`hedui keys renew`: the renewed certificate is listed beside the current one; peers
+    accept either, so the member switches with its own restart only."""
+    from hedui.keys.ca import cert_fingerprint, load_cert
+    from hedui.node.errors import ConfigError as _CE
+    from hedui.v1 import node_pb2
+
+    nxt = fed.init_member(bed.member_dir("tax-next"), "tax", "127.0.0.1", bed.passphrase.encode())
+    cur = bed.member_dir("tax") / "tls.crt"
+    new_crt = bed.member_dir("tax-next") / "tls.crt"
+    cert = fed.renew_cert(bed.authority, nxt.tls_csr, cur, new_crt, bed.ca_passphrase.encode(), now=NOW)
+    assert cert_fingerprint(cert) != cert_fingerprint(load_cert(cur))
+    # A CSR for another member, or a current certificate already expired, is refused.
+    other = fed.init_member(bed.member_dir("x"), "hub", "127.0.0.1", bed.passphrase.encode())
+    with pytest.raises(_CE, match="CN: got 'hub', want 'tax'"):
+        fed.renew_cert(bed.authority, other.tls_csr, cur, bed.root / "x.crt", bed.ca_passphrase.encode(), now=NOW)
+    with pytest.raises(_CE, match="expired"):
+        fed.renew_cert(bed.authority, nxt.tls_csr, cur, bed.root / "x.crt", bed.ca_passphrase.encode(),
+                       now=load_cert(cur).not_valid_after_utc)
+    _publish(bed, version=2, members_extra={"tax": {"renewed_certs": ["members/tax-next/tls.crt"]}})
+    _pull_all(bed)
+    assert bed.runtime("hub").directory.cert_fingerprints("tax") == {cert_fingerprint(load_cert(cur)), cert_fingerprint(cert)}
+    # The member installs the renewed certificate and key, and restarts.
+    bed.stop(["tax"])
+    (bed.member_dir("tax") / "tls.crt").write_bytes(new_crt.read_bytes())
+    (bed.member_dir("tax") / "tls.key").write_bytes((bed.member_dir("tax-next") / "tls.key").read_bytes())
+    bed.start(["tax"])
+    tax = bed.runtime("tax")
+    assert tax.directory.version == 2
+    with PeerClient.to_member(tax, "hub") as c:   # the hub knows tax by its renewed certificate
+        assert c.node.Ping(node_pb2.PingRequest(nonce=b"r"), timeout=5).caller == "tax"
+    with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
+        assert c.node.Ping(node_pb2.PingRequest(nonce=b"s"), timeout=5).member == "tax"
