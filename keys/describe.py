@@ -41,7 +41,9 @@ def describe_key_file(path: Path, *, passphrase: bytes | None, epoch: int = 1) -
     if b"-----BEGIN PUBLIC KEY-----" in data:
         pub = serialization.load_pem_public_key(data)
         raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        out.update(kind="public-key", public_key_hex=raw.hex(), keyid=keyid_for(path.stem, raw))
+        # sha256: what node.toml [directory] trust_anchor pins for the authority's key (issue 17).
+        out.update(kind="public-key", public_key_hex=raw.hex(), keyid=keyid_for(path.stem, raw),
+                   sha256=hashlib.sha256(raw).hexdigest())
         return out
     if not keyfile.is_current(data):
         raise KeyFileError(f"{path}: got an unknown file, want a certificate, a public key or a hedui key file")
