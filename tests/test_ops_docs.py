@@ -86,3 +86,13 @@ def test_the_federation_policy_example_runs_a_case(bed):
     ref = open_case(hub, [(resident(1, SEED).id_number, "member")], purpose="dibao",
                     consent_digest=consent_digest_of(b"scan"), operator="cw01", region="370304")
     assert [o.status for o in run_case(hub, ref).outcomes] == ["refused"]
+
+
+def test_demo_answers_readyz_and_a_scrape_on_every_node(tmp_path, monkeypatch):
+    from hedui.node.testbed.demo import run_demo
+
+    summary = run_demo(tmp_path / "demo", say=lambda *a, **k: None, residents=300)
+    ops = {s["name"]: s["result"] for s in summary["steps"]}["operations"]
+    m = re.match(r"/readyz 200 on (\d+) of (\d+) nodes; Prometheus scrape: (\d+) metric families", ops)
+    assert m is not None, ops
+    assert m.group(1) == m.group(2) == str(len(summary["members"])) and int(m.group(3)) >= 20
