@@ -151,7 +151,7 @@ def ops_step(tb: Testbed, step: Callable) -> None:
     import urllib.request
 
     ready, families = 0, set()
-    for code, ns in tb.servers.items():
+    for ns in tb.servers.values():
         base = f"http://127.0.0.1:{ns.rt.metrics.port}"
         try:
             with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
