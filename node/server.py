@@ -254,8 +254,13 @@ def serve(config_path) -> None:
     rt = Runtime.open(config_path)
     # TLS handshake refusals (no client certificate, a foreign CA) never reach Python; gRPC
     # core logs them on stderr, where this process counts them (node/transport.py).
-    CoreLogTap(rt.refusals.count).install()
-    ns = build_server(rt)
+    tap = CoreLogTap(rt.refusals.count)
+    tap.install()
+    try:
+        ns = build_server(rt)
+    except BaseException:
+        tap.uninstall()   # the one-line error that follows must reach the terminal
+        raise
     ns.start()
 
     def _on_signal(signum, _frame) -> None:

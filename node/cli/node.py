@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hedui.common.clock import fmt_instant
-from hedui.node.cli._common import cli_errors, console, emit_json, wall_clock
+from hedui.node.cli._common import cli_errors, console, emit_json, err_console, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -101,7 +101,7 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
                           f"until {until}, time zone {out['time_zone']}, store {out['store']}")
         for p in problems:
-            console.print(f"error: {p}", highlight=False, soft_wrap=True)
+            err_console.print(f"error: {p}", highlight=False, soft_wrap=True, markup=False)
         for f in out["legacy_key_files"]:
             console.print(f"warning: {f} is in the older PBKDF2 format; run `hedui keys rekey` on it")
     if problems:
