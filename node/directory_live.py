@@ -4,7 +4,8 @@ the authority key (pinned by ``trust_anchor``), and applies a newer one **withou
 
 What a pull does, in order (DESIGN.md "Directory"):
 
-1. fetch from each source in turn (``http(s)://`` URL or file path) until one answers;
+1. fetch from each source in turn (``http(s)://`` URL, file path, or ``peer:CODE`` — the
+   directory another member's node serves over ``NodeService/GetDirectory``) until one answers;
 2. verify the DSSE signature with the authority key, the expiry against the node's clock, and
    the version: older than the current one is a rollback, the same version with other content
    a split view (keys/directory.py :func:`verify_directory`); the same one again changes nothing;
@@ -110,7 +111,7 @@ class DirectoryPuller(PeriodicJob):
         data, errors = None, []
         for src in rt.config.directory.sources:
             try:
-                data = fetch(src, rt.config.base)
+                data = self._from_peer(src[5:]) if src.startswith("peer:") else fetch(src, rt.config.base)
                 self.last_source = src
                 break
             except DirectoryRefused:
@@ -135,6 +136,15 @@ class DirectoryPuller(PeriodicJob):
         self._persist(td, data)
         self.apply(td)
         return True
+
+    def _from_peer(self, code: str) -> bytes:
+        """The directory a peer node currently trusts (NodeService/GetDirectory): peers pass
+        the authority's signed bytes on, so an outage of the authority's source does not stop
+        the federation before expiry. Verified exactly as from any other source."""
+        from hedui.v1 import node_pb2
+
+        resp = self._rt.peers.get(code).node.GetDirectory(node_pb2.GetDirectoryRequest(), timeout=10)
+        return dsse.to_json(resp.directory).encode("utf-8")
 
     def _check_self(self, td: TrustedDirectory) -> None:
         rt = self._rt

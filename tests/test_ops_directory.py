@@ -231,3 +231,15 @@ def test_certificate_renewal_overlap_without_downtime(bed):
         assert c.node.Ping(node_pb2.PingRequest(nonce=b"r"), timeout=5).caller == "tax"
     with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
         assert c.node.Ping(node_pb2.PingRequest(nonce=b"s"), timeout=5).member == "tax"
+
+
+def test_a_peer_serves_its_current_directory_when_the_source_is_down(bed, tmp_path):
+    """The authority's source gone: a node still gets v2 from a peer that has it
+    (NodeService/GetDirectory), verified as from any source."""
+    tax, hub = bed.runtime("tax"), bed.runtime("hub")
+    _publish(bed, version=2)
+    bed.servers["hub"].puller.tick()
+    assert hub.directory.version == 2
+    tax.config.directory.sources = [str(tmp_path / "gone.json"), "peer:hub"]
+    assert bed.servers["tax"].puller.tick() == 60.0
+    assert tax.directory.version == 2 and bed.servers["tax"].puller.last_source == "peer:hub"
