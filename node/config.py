@@ -63,7 +63,8 @@ class DirectorySection(_Section):
     # directories are pulled from, how often, and the authority key's fingerprint delivered
     # out of band (the trust anchor): authority_key must match it.
     sources: list[str] = Field(default_factory=list, description="http(s):// URLs, file paths or peer:CODE "
-                               "(a member node serving its current one) of the signed directory, tried in order; empty: the directory changes only with a restart")
+                               "(a member node serving its current one) of the signed directory, tried in order; "
+                               "empty: the directory changes only with a restart")
     refresh_seconds: int = Field(default=60, ge=1, le=86400, description="Pull interval (X-Road: 60 s)")
     max_backoff_seconds: int = Field(default=600, ge=1, le=86400, description="Longest wait after failed pulls")
     trust_anchor: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
