@@ -67,7 +67,7 @@ class NodeCollector(Collector):
             yield _g("hedui_store_up", "1 when the store answered this scrape", 1)
 
     def _store(self, now: dt.datetime) -> Iterator[GaugeMetricFamily]:
-        from hedui.node.audit.tables import audit_checkpoints
+        from hedui.node.audit.tables import audit_checkpoints, audit_cosignatures
         from hedui.node.discovery.tables import notice_outbox
         from hedui.node.verification.index_tables import index_progress, index_rows
 
@@ -90,7 +90,18 @@ class NodeCollector(Collector):
                                   .where(notice_outbox.c.status == "pending")).one()
             cp = c.execute(select(audit_checkpoints.c.size, audit_checkpoints.c.created_at)
                            .order_by(audit_checkpoints.c.id.desc()).limit(1)).first()
-        yield from (age, rows, done)
+            cos = c.execute(select(audit_cosignatures.c.peer, func.max(audit_cosignatures.c.created_at),
+                                   func.max(audit_cosignatures.c.size)).group_by(audit_cosignatures.c.peer)).all()
+        # Witnessing (DESIGN.md "Audit"): how long since this node last cosigned each peer's
+        # checkpoint; a growing age means the peer's log is no longer being witnessed here.
+        lag = GaugeMetricFamily("hedui_audit_cosigned_age_seconds",
+                                "Seconds since this node last cosigned the peer's checkpoint", labels=["peer"])
+        size = GaugeMetricFamily("hedui_audit_cosigned_size", "Size of the peer's log this node last cosigned",
+                                 labels=["peer"])
+        for peer, at, n in cos:
+            lag.add_metric([peer], (now - _aware(at)).total_seconds())
+            size.add_metric([peer], n)
+        yield from (age, rows, done, lag, size)
         yield _g("hedui_outbox_depth", "Notices waiting to be delivered", n)
         yield _g("hedui_outbox_oldest_age_seconds", "Age of the oldest undelivered notice (0: none)",
                  (now - _aware(oldest)).total_seconds() if oldest is not None else 0)

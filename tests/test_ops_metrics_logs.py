@@ -86,6 +86,19 @@ def test_state_metrics_follow_the_node_clock(bed):
     assert ages and all(v == 3 * 3600 for v in ages.values())
     assert all(x.value > 0 for x in s["hedui_index_rows"]) and all(x.value == 1 for x in s["hedui_index_complete"])
     assert one("hedui_outbox_depth") == 0 and one("hedui_store_up") == 1
+    # Witnessing: the newest cosignature per peer, its age on the node's clock and its size.
+    from hedui.node.audit.tables import audit_cosignatures
+
+    hub = bed.runtime("hub")
+    hub.audit.cosigner.stop()   # no cosignature of its own while the test writes them (stop is idempotent)
+    with hub.engine.begin() as c:
+        c.execute(audit_cosignatures.delete())
+        for size, at in ((5, NOW - _dt.timedelta(hours=1)), (9, NOW)):
+            c.execute(audit_cosignatures.insert().values(peer="tax", origin="o", size=size, root=b"r" * 32,
+                                                         peer_note="n", cosignature="c", created_at=at))
+    s = _samples(hub)
+    assert [(x.labels["peer"], x.value) for x in s["hedui_audit_cosigned_age_seconds"]] == [("tax", 3 * 3600)]
+    assert [x.value for x in s["hedui_audit_cosigned_size"]] == [9]
     # The certificate warning turns on 30 days before expiry.
     bed.clock.set(cert_not_after(tax.tls_cert_pem) - _dt.timedelta(days=29))
     assert _samples(tax)["hedui_certificate_expiring"][0].value == 1
