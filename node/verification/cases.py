@@ -277,6 +277,14 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
     rid = os.urandom(16)
     row = {"case_ref": ctx_base["case_ref"], "provider": code, "request_id": rid, "directory_version": rt.directory.version}
     attempts = 0
+    if m.maintenance:
+        # The authority flagged the member as down for maintenance (issue 17): not called, and
+        # the case says so rather than "unavailable"; a later run asks it again.
+        row.update(status="maintenance", reason=f"in maintenance (directory v{rt.directory.version})", attempts=0)
+        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(),
+                                            "status": "maintenance", "reason": "MAINTENANCE"})
+        _store_outcome(rt.engine, row)
+        return ProviderOutcome(code, "maintenance", row["reason"], 0)
     try:
         if not epochs:
             raise VerificationError(f"directory: {code} publishes no OPRF key", reason=Reason.NO_OPRF_KEY)

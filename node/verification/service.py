@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from hedui.keys import dsse
-from hedui.node import policy
+from hedui.node import logs, policy
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
@@ -37,7 +37,12 @@ def _state(rt: Runtime) -> ProviderState:
 
 def _base(caller: str, ctx: common_pb2.RequestContext) -> dict:
     """The audit fields every entry about a request carries."""
-    return {"peer": caller, "purpose": int(ctx.purpose), "case_ref": ctx.case_ref, "request_id": bytes(ctx.request_id).hex()}
+    out = {"peer": caller, "purpose": int(ctx.purpose), "case_ref": ctx.case_ref, "request_id": bytes(ctx.request_id).hex()}
+    # The W3C trace context the hub sent (issue 17: one case is one trace across departments).
+    tp = logs.current_traceparent()
+    if tp is not None:
+        out["traceparent"] = tp
+    return out
 
 
 class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
