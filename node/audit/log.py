@@ -43,7 +43,7 @@ __all__ = ["AuditLog", "CheckpointScheduler"]
 log = logging.getLogger("hedui.audit")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Prepared:
     kind: str
     request_id: str | None
@@ -90,6 +90,11 @@ class AuditLog(TreeReader):
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._closed = False
+        # The newest checkpoint this log signed or read (every answer carries one): kept
+        # here so the hot path does not read and parse it per call. Another process that
+        # signs a newer one is seen at this log's next checkpoint(); until then answers
+        # carry this one, which is as valid (an older signed size of the same tree).
+        self._signed: StoredCheckpoint | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -301,6 +306,7 @@ class AuditLog(TreeReader):
                 signed_at = latest.time if latest.time is not None else int(latest.created_at.timestamp())
                 idle = max_idle is not None and now - signed_at >= max_idle
                 if latest.size == size and not idle:
+                    self._signed = latest
                     return latest
                 if latest.size > 0 and merkle.root_at(latest.size, self._subtrees) != latest.root:
                     log.error("audit log %s: stored tree disagrees with checkpoint %d", self._origin, latest.size)
@@ -311,7 +317,15 @@ class AuditLog(TreeReader):
             cp = Checkpoint(self._origin, size, root, (f"{TIME_EXTENSION} {now}",))
             note = cp.sign(self._signer)
             conn.execute(insert(audit_checkpoints).values(size=size, root=root, note=note, created_at=now_dt))
-        return StoredCheckpoint(size, root, note, now_dt, now)
+        self._signed = StoredCheckpoint(size, root, note, now_dt, now)
+        return self._signed
+
+    def latest_signed(self) -> StoredCheckpoint | None:
+        """The newest checkpoint known to this log object without a read once it has signed
+        or seen one (see ``_signed``); None if the log has none yet."""
+        if self._signed is None:
+            self._signed = self.latest_checkpoint()
+        return self._signed
 
     # -- peers -------------------------------------------------------------------------
 

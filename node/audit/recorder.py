@@ -79,7 +79,7 @@ class NodeAudit:
     def latest_checkpoint_note(self) -> bytes:
         """The newest signed checkpoint (the scheduler signs one every few seconds while the
         log grows); one is signed here only if none exists yet. Never on the hot path."""
-        cp = self.log.latest_checkpoint()
+        cp = self.log.latest_signed()
         if cp is None:
             cp = self.log.checkpoint()
         return cp.note.encode()
