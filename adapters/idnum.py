@@ -160,6 +160,9 @@ def contains_in_value(value: object) -> bool:
             if tv is str:
                 if len(v) >= _MIN_SHAPE and _str_holds(v):
                     return True
+            elif tv is int:
+                if (v >= _MIN_INT or v <= -_MIN_INT) and contains(str(v)):
+                    return True
             elif v is not None and tv is not bool and contains_in_value(v):
                 return True
         return False

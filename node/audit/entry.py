@@ -213,8 +213,9 @@ def encode_entry(kind: Kind | str, fields: Mapping[str, Any], at: datetime) -> b
         raise InvalidArgument("audit entry fields: want a mapping")
     _check_value("fields", fields)
     kind = k
-    missing = REQUIRED_FIELDS[kind] - fields.keys()
-    if missing:
+    required = REQUIRED_FIELDS[kind]
+    if not required <= fields.keys():
+        missing = required - fields.keys()
         raise InvalidArgument(f"audit entry {kind}: missing fields {sorted(missing)}")
     rid = fields.get("request_id")
     if rid is not None and (not isinstance(rid, str) or not _HEX_ID.fullmatch(rid)):
