@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -251,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             res[kind]["share_of_floor"] = round(res[kind]["records_per_s"] / res[kind]["floor_tokens_per_s"], 2)
     res["micro"] = micro()
     res["loadavg_after"] = os.getloadavg()[0]
+    # Peak resident memory (Linux ru_maxrss is in KiB): this process (reads, writes) and the
+    # largest token worker (children that ended).
+    res["peak_rss_mib_main"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    res["peak_rss_mib_largest_worker"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
     if args.json:
         print(json.dumps(res, indent=2))
@@ -274,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                       "/".join(map(str, r["build_seconds_min_median"])), "/".join(map(str, r["rw_floor_seconds_min_median"])),
                       "/".join(map(str, r["share_of_rw_floor_min_median"])))
     con.print(t)
+    print(f"peak memory: main process {res['peak_rss_mib_main']} MiB, largest worker {res['peak_rss_mib_largest_worker']} MiB")
     m = res["micro"]
     t2 = Table(title="Pseudonym crypto, one process")
     t2.add_column("measure")

@@ -176,12 +176,14 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
                 seen_at=now, request_digest=request_digest or None, answer=answer,
             ))
             # Last: the audit head row it locks serialises the log's writers until commit.
-            seqs = rt.audit.write_in(c, prepared)
+            if prepared:
+                seqs = rt.audit.write_in(c, prepared)
     except IntegrityError:
         raise PermissionDenied(
             f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason=Reason.REPLAYED_REQUEST
         ) from None
-    rt.audit.committed(seqs)
+    if seqs:
+        rt.audit.committed(seqs)
     return at
 
 
