@@ -222,6 +222,10 @@ class TrustedDirectory:
             self.by_cert[bytes(m.tls_cert_sha256)] = m
             for fp in m.renewed_tls_cert_sha256:
                 self.by_cert[bytes(fp)] = m
+        # Parsed once per directory (it never changes; a new version is a new object): the
+        # hot path verifies every answer and notice with these (issue 16).
+        self._keys = {m.code: VerifyingKey(m.code, bytes(m.signing_key)) for m in self.msg.members}
+        self._by_keyid = {vk.keyid: vk for vk in self._keys.values()}
 
     def cert_fingerprints(self, code: str) -> set[bytes]:
         """Every certificate fingerprint member ``code`` may present (current and renewed)."""
@@ -251,15 +255,11 @@ class TrustedDirectory:
             raise ConfigError(f"member: got {code!r}, want a member of directory v{self.version}") from None
 
     def signing_keys(self) -> dict[str, VerifyingKey]:
-        out = {}
-        for m in self.msg.members:
-            vk = VerifyingKey(m.code, bytes(m.signing_key))
-            out[vk.keyid] = vk
-        return out
+        return dict(self._by_keyid)
 
     def verifying_key(self, code: str) -> VerifyingKey:
-        m = self.member(code)
-        return VerifyingKey(m.code, bytes(m.signing_key))
+        self.member(code)   # the error for a code that is not a member
+        return self._keys[code]
 
     def members_with(self, role: int) -> list[directory_pb2.Member]:
         return [m for m in self.msg.members if role in m.roles]
