@@ -1,0 +1,33 @@
+"""token_filters: the hub's cache of verified signed token filters (issue 14)
+
+Revision ID: 0006c
+Revises: 0005i
+Create Date: 2026-12-01
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0006c'
+down_revision = '0005i'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        'token_filters',
+        sa.Column('provider', sa.String(length=64), nullable=False),
+        sa.Column('epoch', sa.Integer(), nullable=False),
+        sa.Column('data_date', sa.Date(), nullable=False),
+        sa.Column('total', sa.BigInteger(), nullable=False),
+        sa.Column('header_sha256', sa.LargeBinary(length=32), nullable=False),
+        sa.Column('envelope', sa.LargeBinary(), nullable=False),
+        sa.Column('bodies', sa.LargeBinary(), nullable=False),
+        sa.Column('fetched_at', sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint('provider', name=op.f('pk_token_filters')),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('token_filters')
