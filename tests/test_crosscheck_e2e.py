@@ -1,0 +1,153 @@
+"""Bulk cross-check end to end (issue 14) over the testbed departments at D = 2026-10-31
+(reference month 2026-10): exactly the designed hits (docs/acceptance-rules.md "Designed
+cross-check recipients"), compared with the oracle's straight SQL (tests/oracle
+crosscheck()); hits routed as stop-warning leads; bad input refused with nothing written."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from oracle import Federation, crosscheck
+from sqlalchemy import func, select
+
+from hedui.common.clock import FixedClock
+from hedui.common.errors import Reason
+from hedui.node.crosscheck.check import load_check
+from hedui.node.crosscheck.run import run_check
+from hedui.node.crosscheck.tables import token_filters
+from hedui.node.discovery.tables import leads
+from hedui.node.errors import HeduiError
+from hedui.node.testbed.departments import designed, generate
+from hedui.node.testbed.departments.federation import build_indexes, over_departments
+
+D = designed()
+NAME = {p.id18: k for k, p in D.people.items()}
+CLOCK = FixedClock(dt.datetime(2026, 11, 20, 2, 0, tzinfo=dt.UTC))
+DAY = dt.date(2026, 10, 31)
+DEPTS = ["huji", "cheguan", "budongchan", "minzheng"]
+
+CHECK = """
+name = "2026-10 在保对象大数据比对"
+reference_month = "2026-10"
+operator = "S01"
+
+[population]
+{population}
+
+[[criteria]]
+name = "dead"
+department = "huji"
+field = "registry_status"
+op = "=="
+value = "死亡"
+
+[[criteria]]
+name = "vehicle"
+department = "cheguan"
+field = "vehicle_max_price"
+op = ">="
+value = "100000"
+
+[[criteria]]
+name = "property"
+department = "budongchan"
+field = "residential_count"
+op = ">="
+value = "2"
+"""
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("depts")
+    generate(folder, residents=60)
+    root = tmp_path_factory.mktemp("fed")
+    tb = over_departments(root, sqlite_dir=folder, clock=CLOCK, depts=DEPTS)
+    build_indexes(tb)
+    tb.start()
+    oracle = Federation.sqlite(folder)
+    yield tb, oracle, root
+    tb.stop()
+    oracle.close()
+
+
+def _check(root, text: str, name: str = "check.toml"):
+    p = root / name
+    p.write_text(text, encoding="utf-8")
+    return load_check(p)
+
+
+def _named(ids) -> set[str]:
+    return {NAME.get(i, "background") for i in ids}
+
+
+def test_crosscheck_finds_exactly_the_designed_hits(fed):
+    tb, oracle, root = fed
+    rt = tb.runtime("hub")
+    want = crosscheck(oracle, DAY)
+    res = run_check(rt, _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"')))
+    got = {h.identity: set(h.reasons) for h in res.hits}
+    assert got == want.hits
+    # The designed expectations, by name (docs/acceptance-rules.md).
+    assert {NAME[i]: r for i, r in got.items()} == {k: set(v) for k, v in D.hits.items()}
+    assert res.counts == want.counts() == {"dead": 2, "vehicle": 4, "property": 3}
+    assert len(res.invalid_lines) == len(want.invalid) >= 1
+    assert res.population == len(want.population)
+    # Every hit is a lead routed to the person's town.
+    for h in res.hits:
+        assert h.lead_id is not None and h.town == want.towns[h.identity]
+    with rt.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(leads)).scalar_one() == len(want.hits)
+        assert {r.provider for r in c.execute(select(token_filters.c.provider))} == {"huji", "cheguan", "budongchan"}
+    # The evidence of a hit is the signed answer's value.
+    x2 = next(h for h in res.hits if NAME[h.identity] == "X2")
+    assert x2.reasons["vehicle"]["value"] == "100000.00"
+    out = res.as_dict()
+    assert all(i not in str(out) for i in want.population)
+
+
+def test_count_only_returns_counts_and_keeps_nobody(fed):
+    tb, oracle, root = fed
+    rt = tb.runtime("hub")
+    with rt.engine.connect() as c:
+        before = c.execute(select(func.count()).select_from(leads)).scalar_one()
+    res = run_check(rt, _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"')), count_only=True)
+    assert res.counts == crosscheck(oracle, DAY).counts()
+    assert res.hits == [] and res.as_dict()["hits"] == []
+    with rt.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(leads)).scalar_one() == before
+
+
+def test_population_file_invalid_lines_by_number(fed):
+    tb, oracle, root = fed
+    rt = tb.runtime("hub")
+    x1 = D.people["X1"].id18
+    bad = x1[:17] + ("0" if x1[17] != "0" else "1")
+    (root / "pop.csv").write_text(f"identity,town\n{x1},370304001\n{bad},370304001\n\nnot-a-number\n", encoding="utf-8")
+    res = run_check(rt, _check(root, CHECK.format(population='file = "pop.csv"\nregion = "370304001"'), "c2.toml"), count_only=True)
+    assert res.invalid_lines == [3, 5] and res.population == 1 and res.counts["dead"] == 1
+
+
+def _refused(rt, check) -> HeduiError:
+    with pytest.raises(HeduiError) as ei:
+        run_check(rt, check)
+    assert not any(p.id18 in ei.value.message for p in D.people.values())
+    return ei.value
+
+
+def test_bad_input_is_refused_with_nothing_written(fed):
+    tb, oracle, root = fed
+    rt = tb.runtime("hub")
+    with rt.engine.connect() as c:
+        before = c.execute(select(func.count()).select_from(leads)).scalar_one()
+    (root / "empty.csv").write_text("identity\n\n", encoding="utf-8")
+    e = _refused(rt, _check(root, CHECK.format(population='file = "empty.csv"\nregion = "370304001"'), "c3.toml"))
+    assert e.reason == Reason.BAD_POPULATION
+    e = _refused(rt, _check(root, CHECK.format(population='file = "empty.csv"').replace("vehicle_max_price", "vehicle_price"), "c4.toml"))
+    assert e.reason == Reason.UNKNOWN_FIELD and "vehicle_price" in e.message
+    with pytest.raises(HeduiError) as ei:
+        _check(root, CHECK.format(population='file = "x"').replace('op = ">="', 'op = "<"', 1), "c5.toml")
+    assert ei.value.reason == Reason.BAD_CRITERION and "criteria[1].op" in ei.value.message
+    with rt.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(leads)).scalar_one() == before
