@@ -79,21 +79,21 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
         if bad:
             raise InvalidArgument(f"shards: got index {bad[0]}, want 0 to {n - 1}", reason=Reason.BAD_FILTER)
         total = pub.header.total
-        msgs = [pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, header=pub.envelope)]
-        if not request.header_only:
-            msgs += [pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, data=c.data, shard=c.shard, offset=c.offset)
-                     for c in filter_chunks(pub.content, list(request.shards) or None)]
+        wanted = list(request.shards) or None
         at = policy.commit(self.rt, call.caller.code, _FILTER, request.context, grant, b"", b"")
-        done = False
+        done, sent = False, 0
         try:
-            for m in msgs:
-                yield m
+            yield pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, header=pub.envelope)
+            if not request.header_only:
+                for c in filter_chunks(pub.content, wanted):
+                    yield pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, data=c.data, shard=c.shard, offset=c.offset)
+                    sent += 1
             done = True  # gRPC asked for the next message after the last one was written
         finally:
             if not done:
                 policy.release(self.rt, call.caller.code, _FILTER, request.context, grant, at)
         self.rt.audit.record(Kind.FILTER_SENT, {**_base(call.caller.code, request.context), "epoch": epoch, "count": total,
-                                                "chunks": len(msgs) - 1, "data_date": pub.header.data_date.isoformat(),
+                                                "chunks": sent, "data_date": pub.header.data_date.isoformat(),
                                                 "digest": header_digest(pub.envelope).hex()})
 
 
