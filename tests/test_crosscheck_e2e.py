@@ -151,3 +151,98 @@ def test_bad_input_is_refused_with_nothing_written(fed):
     assert ei.value.reason == Reason.BAD_CRITERION and "criteria[1].op" in ei.value.message
     with rt.engine.connect() as c:
         assert c.execute(select(func.count()).select_from(leads)).scalar_one() == before
+
+
+# -- signed filters: refusals ------------------------------------------------------------------
+
+def _entries(rt, kind: str) -> list[dict]:
+    import json
+
+    from hedui.node.audit.tables import audit_entries
+
+    rt.audit.log.flush()
+    with rt.engine.connect() as c:
+        rows = c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == kind)).scalars()
+        return [json.loads(bytes(e))["fields"] for e in rows]
+
+
+def _forged(monkeypatch, how: str) -> None:
+    """The provider's published filter, with its header broken in one way."""
+    from hedui.node.crosscheck import publish
+    from hedui.node.crosscheck.filterfmt import header_for
+    from hedui.node.crosscheck.wire import sign_header
+    from hedui.node.verification import service
+
+    real = publish.published_filter
+
+    def forged(rt, epoch):
+        pub = real(rt, epoch)
+        if how == "signature":
+            env = type(pub.envelope)()
+            env.CopyFrom(pub.envelope)
+            env.signatures[0].sig = bytes(64)
+            return publish.Published(pub.header, env, pub.content)
+        header = header_for(pub.content, provider=rt.member, epoch=epoch + 1, data_date=pub.header.data_date)
+        return publish.Published(header, sign_header(header, rt.signer), pub.content)
+
+    monkeypatch.setattr(service, "published_filter", forged)
+
+
+@pytest.mark.parametrize("how, reason", [("signature", Reason.BAD_SIGNATURE), ("epoch", Reason.FILTER_EPOCH)])
+def test_forged_filter_is_refused_and_audited(fed, monkeypatch, how, reason):
+    tb, oracle, root = fed
+    rt = tb.runtime("hub")
+    refused = len(_entries(rt, "filter.refused"))
+    with rt.engine.connect() as c:
+        before = c.execute(select(func.count()).select_from(leads)).scalar_one()
+    _forged(monkeypatch, how)
+    e = _refused(rt, _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), f"f-{how}.toml"))
+    assert e.reason == reason
+    got = _entries(rt, "filter.refused")
+    assert len(got) == refused + 1 and got[-1]["reason"] == reason and got[-1]["peer"] == "huji"
+    with rt.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(leads)).scalar_one() == before
+
+
+def test_department_without_a_filter_is_a_clear_error(fed, monkeypatch):
+    from hedui.node.errors import FailedPrecondition
+    from hedui.node.verification import service
+
+    def none_yet(rt, epoch):
+        raise FailedPrecondition(f"filter: got no indexed token in epoch {epoch}, want an index built first", reason=Reason.NO_FILTER)
+
+    tb, oracle, root = fed
+    rt = tb.runtime("hub")
+    monkeypatch.setattr(service, "published_filter", none_yet)
+    e = _refused(rt, _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "nf.toml"))
+    assert e.reason == Reason.NO_FILTER and "huji" in e.message
+
+
+# -- filter-first: a department sees only tokens it holds ----------------------------------------
+
+def test_provider_sees_no_token_of_a_member_it_does_not_hold(fed, monkeypatch):
+    """During a cross-check every Lookup a department receives names only tokens in its own
+    index (straight SQL over its token table); the population's other tokens never leave the
+    hub, though the population is much larger than what cheguan or budongchan hold."""
+    from hedui.node.verification import service
+    from hedui.node.verification.index_tables import token_index
+
+    tb, oracle, root = fed
+    seen: dict[str, list[bytes]] = {d: [] for d in ("huji", "cheguan", "budongchan")}
+    real = service.facts_for_tokens
+    by_url = {str(tb.runtime(d).engine.url): d for d in seen}
+
+    def spy(engine, epoch, tokens):
+        tokens = list(tokens)
+        seen[by_url[str(engine.url)]] += [bytes(t) for t in tokens]
+        return real(engine, epoch, tokens)
+
+    monkeypatch.setattr(service, "facts_for_tokens", spy)
+    res = run_check(tb.runtime("hub"), _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "p.toml"),
+                    count_only=True)
+    for d, toks in seen.items():
+        with tb.runtime(d).engine.connect() as c:
+            held = {bytes(t) for t in c.execute(select(token_index.c.token).where(token_index.c.epoch == 1)).scalars()}
+        assert toks and set(toks) <= held, d
+        assert len(toks) == res.matched[d]
+    assert res.matched["cheguan"] < res.population and res.matched["budongchan"] < res.population
