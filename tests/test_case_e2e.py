@@ -333,7 +333,6 @@ def test_token_filter_download_holds_every_indexed_token(bed):
     computes itself for a household member the department holds."""
     from sqlalchemy import select
 
-    from hedui.node.verification.index_tables import token_index
     from hedui.node.crosscheck import shards
     from hedui.node.crosscheck.filterfmt import Assembler, FilterChunk
     from hedui.node.crosscheck.wire import verify_header

@@ -11,6 +11,7 @@ and raised, nothing cached."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -71,9 +72,9 @@ def cached_filter(rt: Runtime, code: str) -> CachedFilter | None:
 
 
 def _stream(rt: Runtime, code: str, ctx: common_pb2.RequestContext, epoch: int, *, timeout: float,
-            header_only: bool = False, wanted: list[int] | None = None):
+            header_only: bool = False, wanted: list[int] | None = None) -> Iterator[pseudonym_pb2.GetTokenFilterResponse]:
     req = pseudonym_pb2.GetTokenFilterRequest(context=ctx, epoch=epoch, header_only=header_only, shards=wanted or [])
-    return rt.peers.get(code).pseudonym.GetTokenFilter(req, timeout=timeout)
+    return iter(rt.peers.get(code).pseudonym.GetTokenFilter(req, timeout=timeout))
 
 
 def _refuse(rt: Runtime, code: str, rid: bytes, exc: Exception) -> None:

@@ -24,6 +24,7 @@ import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -106,7 +107,7 @@ def _validate(rt: Runtime, check: Check) -> dict[str, directory_pb2.Member]:
     return out
 
 
-def _tokens(rt: Runtime, m, ctx_base: dict, people: list[str], progress: Progress | None, timeout: float) -> list[bytes]:
+def _tokens(rt: Runtime, m: directory_pb2.Member, ctx_base: dict, people: list[str], progress: Progress | None, timeout: float) -> list[bytes]:
     epoch = member_epoch(m)
     pub = next(bytes(k.public_key) for k in m.oprf_keys if k.epoch == epoch)
     peer = rt.peers.get(m.code)
@@ -124,10 +125,10 @@ def _tokens(rt: Runtime, m, ctx_base: dict, people: list[str], progress: Progres
     return out
 
 
-def _lookup(rt: Runtime, m, ctx_base: dict, tokens: list[bytes], fields: list[str], month: str, timeout: float,
-            progress: Progress | None) -> list[tuple[lookup_pb2.MemberAnswer, str]]:
+def _lookup(rt: Runtime, m: directory_pb2.Member, ctx_base: dict, tokens: list[bytes], fields: list[str], month: str, timeout: float,
+            progress: Progress | None) -> list[tuple[lookup_pb2.TokenAnswer, str]]:
     peer = rt.peers.get(m.code)
-    out: list[tuple[lookup_pb2.MemberAnswer, str]] = []
+    out: list[tuple[lookup_pb2.TokenAnswer, str]] = []
     for i in range(0, len(tokens), BATCH):
         part = tokens[i: i + BATCH]
         rid = os.urandom(16)
@@ -150,7 +151,7 @@ def _lookup(rt: Runtime, m, ctx_base: dict, tokens: list[bytes], fields: list[st
 
 
 def run_check(rt: Runtime, check: Check, *, count_only: bool = False, progress: Progress | None = None,
-              timeout: float = 60.0, executor=None) -> CrossCheckResult:
+              timeout: float = 60.0, executor: Executor | None = None) -> CrossCheckResult:
     """Runs ``check``; see the module docstring. Nothing is written (no lead) unless every
     department answered and every answer verified."""
     if rt.hub is None:

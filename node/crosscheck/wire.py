@@ -13,6 +13,7 @@ from datetime import date
 from hedui.common.errors import Reason
 from hedui.keys import dsse
 from hedui.keys.errors import SignatureError
+from hedui.keys.signing import SigningKey, VerifyingKey
 from hedui.node.crosscheck.filterfmt import PAYLOAD_TYPE, FilterFormatError, FilterHeader, ShardEntry
 from hedui.node.errors import VerificationError
 from hedui.v1 import common_pb2, pseudonym_pb2
@@ -42,7 +43,7 @@ def from_proto(msg: pseudonym_pb2.TokenFilterHeader) -> FilterHeader:
     return h
 
 
-def sign_header(h: FilterHeader, signer) -> common_pb2.Envelope:
+def sign_header(h: FilterHeader, signer: SigningKey) -> common_pb2.Envelope:
     return dsse.sign(PAYLOAD_TYPE, to_proto(h).SerializeToString(deterministic=True), [signer])
 
 
@@ -51,7 +52,7 @@ def header_digest(env: common_pb2.Envelope) -> bytes:
     return hashlib.sha256(env.payload).digest()
 
 
-def verify_header(env: common_pb2.Envelope, signing_keys: Mapping, code: str, *, epoch: int) -> FilterHeader:
+def verify_header(env: common_pb2.Envelope, signing_keys: Mapping[str, VerifyingKey], code: str, *, epoch: int) -> FilterHeader:
     """The hub's end: signature by ``code``'s directory key, then the binding to ``code`` and
     ``epoch``. Raises :class:`VerificationError` (``BAD_SIGNATURE``/``UNKNOWN_SIGNER``/
     ``BAD_ENVELOPE``, ``PROVIDER_MISMATCH``, ``FILTER_EPOCH``) or :class:`FilterFormatError`."""

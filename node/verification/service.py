@@ -8,9 +8,9 @@ import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from hedui.common.errors import Reason
 from hedui.keys import dsse
 from hedui.node import policy
-from hedui.common.errors import Reason
 from hedui.node.audit.entry import Kind
 from hedui.node.crosscheck.filterfmt import chunks as filter_chunks
 from hedui.node.crosscheck.publish import published_filter
