@@ -6,10 +6,11 @@ crosscheck()); hits routed as stop-warning leads; bad input refused with nothing
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 from oracle import Federation, crosscheck
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from hedui.common.clock import FixedClock
 from hedui.common.errors import Reason
@@ -58,18 +59,41 @@ value = "2"
 """
 
 
-@pytest.fixture(scope="module")
-def fed(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("depts")
-    generate(folder, residents=60)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fed(request, tmp_path_factory):
+    """The departments and the node stores (token filter cache, leads, audit) on SQLite, or
+    all on PostgreSQL."""
     root = tmp_path_factory.mktemp("fed")
-    tb = over_departments(root, sqlite_dir=folder, clock=CLOCK, depts=DEPTS)
+    made: list[str] = []
+    if request.param == "sqlite":
+        folder = tmp_path_factory.mktemp("depts")
+        generate(folder, residents=60)
+        tb = over_departments(root, sqlite_dir=folder, clock=CLOCK, depts=DEPTS)
+        oracle = Federation.sqlite(folder)
+    else:
+        admin = request.getfixturevalue("pg_admin")
+
+        def fresh() -> str:
+            name = f"hedui_t_{uuid.uuid4().hex[:12]}"
+            with admin.connect() as c:
+                c.execute(text(f'CREATE DATABASE "{name}"'))
+            made.append(name)
+            return admin.url.set(database=name).render_as_string(hide_password=False)
+
+        url = fresh()
+        generate(None, url, residents=60)
+        tb = over_departments(root, pg_url=url, clock=CLOCK, depts=DEPTS, store=lambda code: fresh())
+        oracle = Federation.postgres(url)
     build_indexes(tb)
     tb.start()
-    oracle = Federation.sqlite(folder)
     yield tb, oracle, root
     tb.stop()
     oracle.close()
+    if made:
+        with admin.connect() as c:
+            for name in made:
+                c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
 
 
 def _check(root, text: str, name: str = "check.toml"):
