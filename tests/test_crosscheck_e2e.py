@@ -270,3 +270,32 @@ def test_provider_sees_no_token_of_a_member_it_does_not_hold(fed, monkeypatch):
         assert toks and set(toks) <= held, d
         assert len(toks) == res.matched[d]
     assert res.matched["cheguan"] < res.population and res.matched["budongchan"] < res.population
+
+
+# -- the command --------------------------------------------------------------------------------
+
+def test_cli_count_only_json_and_bad_population_exit(fed):
+    """``hedui crosscheck run`` as a caseworker runs it: --json --count-only gives the counts;
+    a population file with only invalid lines is a one-line error, non-zero exit, by line
+    number, the number itself never echoed."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hedui.node.cli._app import app
+
+    tb, oracle, root = fed
+    if tb.store is not None:
+        pytest.skip("the CLI opens the hub's store beside the running node: SQLite variant only")
+    cfg = str(tb.config_path("hub"))
+    (root / "cli.toml").write_text(CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), encoding="utf-8")
+    r = CliRunner().invoke(app, ["crosscheck", "run", str(root / "cli.toml"), "--config", cfg, "--as-of", "2026-11-20",
+                                 "--count-only", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["counts"] == crosscheck(oracle, DAY).counts() and out["hits"] == []
+    x7 = D.people["X7"].id18
+    (root / "bad.csv").write_text(f"{x7[:17]}{'0' if x7[17] != '0' else '1'}\n", encoding="utf-8")
+    (root / "bad.toml").write_text(CHECK.format(population='file = "bad.csv"\nregion = "370304001"'), encoding="utf-8")
+    r = CliRunner().invoke(app, ["crosscheck", "run", str(root / "bad.toml"), "--config", cfg, "--as-of", "2026-11-20"])
+    assert r.exit_code != 0 and "empty population (1 invalid lines)" in r.output and x7[:17] not in r.output
