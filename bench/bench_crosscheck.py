@@ -32,8 +32,6 @@ import os
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -131,12 +129,12 @@ def main() -> None:
 
     hedui_round(wire, keys, pop_tokens[: a.population // 10], a.overlap // 10)
     psi_round(psi, pop_ids[: a.population // 10], dept_ids[: a.resident // 10])
-    H, S, O = [], [], []
+    H, S, OP = [], [], []
     for r in range(a.rounds):
         H.append(hedui_round(wire, keys, pop_tokens, a.overlap))
         S.append(psi_round(psi, pop_ids, dept_ids))
         start = (r * SAMPLE) % max(1, a.population - SAMPLE)
-        O.append(oprf_round(key, pop_ids[start: start + SAMPLE]))
+        OP.append(oprf_round(key, pop_ids[start: start + SAMPLE]))
 
     def mm(xs):
         return min(xs), statistics.median(xs)
@@ -144,8 +142,8 @@ def main() -> None:
     step = mm([h["receive"] + h["intersect"] for h in H])
     psi_t = mm([s["request"] + s["setup"] + s["response"] + s["intersect"] for s in S])
     psi_bytes = S[0]["setup_bytes"] + S[0]["request_bytes"] + S[0]["response_bytes"]
-    oprf_t = mm([(o["blind"] + o["evaluate"] + o["finalize"]) * a.population for o in O])
-    oprf_bytes = int(O[0]["bytes_per_batch"] / O[0]["batch"] * a.population)
+    oprf_t = mm([(o["blind"] + o["evaluate"] + o["finalize"]) * a.population for o in OP])
+    oprf_bytes = int(OP[0]["bytes_per_batch"] / OP[0]["batch"] * a.population)
     lk_bytes = lookup_bytes(pop_tokens[H[0]["matches"]])
     rows = [
         {"part": "Hedui: signed filter receipt (parse, DSSE verify, SHA-256, decode check)", "s min": min(h["receive"] for h in H),
