@@ -299,3 +299,54 @@ def test_cli_count_only_json_and_bad_population_exit(fed):
     (root / "bad.toml").write_text(CHECK.format(population='file = "bad.csv"\nregion = "370304001"'), encoding="utf-8")
     r = CliRunner().invoke(app, ["crosscheck", "run", str(root / "bad.toml"), "--config", cfg, "--as-of", "2026-11-20"])
     assert r.exit_code != 0 and "empty population (1 invalid lines)" in r.output and x7[:17] not in r.output
+
+
+def test_filter_cached_and_refreshed_only_when_the_header_changes(fed, monkeypatch):
+    """A second check with the same provider header reuses the cache (no ``filter.received``);
+    a new data date with the same tokens is re-verified and cached with no shard re-sent; new
+    tokens re-send only the shards whose digest changed."""
+    import dataclasses
+
+    from hedui.node.crosscheck import publish, shards
+    from hedui.node.crosscheck.filterfmt import header_for
+    from hedui.node.crosscheck.wire import sign_header
+    from hedui.node.verification import service
+
+    tb, oracle, root = fed
+    rt = tb.runtime("hub")
+    check = _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "r.toml")
+    run_check(rt, check, count_only=True)
+    n = len(_entries(rt, "filter.received"))
+    run_check(rt, check, count_only=True)
+    assert len(_entries(rt, "filter.received")) == n
+    real = publish.published_filter
+
+    def later(rt_, epoch):
+        pub = real(rt_, epoch)
+        if rt_.member != "cheguan":
+            return pub
+        h = dataclasses.replace(pub.header, data_date=dt.date(2026, 11, 30))
+        return publish.Published(h, sign_header(h, rt_.signer), pub.content)
+
+    monkeypatch.setattr(service, "published_filter", later)
+    run_check(rt, check, count_only=True)
+    got = _entries(rt, "filter.received")[n:]
+    assert [(e["peer"], e["data_date"], e["shards_fetched"]) for e in got] == [("cheguan", "2026-11-30", 0)]
+    with rt.engine.connect() as c:
+        assert c.execute(select(token_filters.c.data_date).where(token_filters.c.provider == "cheguan")).scalar_one() == dt.date(2026, 11, 30)
+
+    def more(rt_, epoch):
+        pub = real(rt_, epoch)
+        if rt_.member != "cheguan":
+            return pub
+        from hedui.node.verification.index import all_tokens
+
+        extra = bytes([0]) * 64   # falls in shard 0 only
+        content = shards.build(b"".join(all_tokens(rt_.engine, epoch)) + extra, shard_bits=pub.content.shard_bits)
+        h = header_for(content, provider="cheguan", epoch=epoch, data_date=dt.date(2026, 12, 1))
+        return publish.Published(h, sign_header(h, rt_.signer), content)
+
+    monkeypatch.setattr(service, "published_filter", more)
+    run_check(rt, check, count_only=True)
+    last = _entries(rt, "filter.received")[-1]
+    assert (last["peer"], last["count"], last["shards_fetched"]) == ("cheguan", got[0]["count"] + 1, 1)
