@@ -290,7 +290,7 @@ def test_cli_count_only_json_and_bad_population_exit(fed):
     cfg = str(tb.config_path("hub"))
     (root / "cli.toml").write_text(CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), encoding="utf-8")
     r = CliRunner().invoke(app, ["crosscheck", "run", str(root / "cli.toml"), "--config", cfg, "--as-of", "2026-11-20",
-                                 "--count-only", "--json"])
+                                 "--count-only", "--json", "--workers", "2"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["counts"] == crosscheck(oracle, DAY).counts() and out["hits"] == []

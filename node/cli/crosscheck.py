@@ -20,6 +20,7 @@ def run(
     count_only: bool = typer.Option(False, "--count-only", help="Only |hits| per criterion: no identities, no leads"),
     as_of: str | None = typer.Option(None, "--as-of", help=AS_OF_HELP),
     timeout: float = typer.Option(60.0, help="Deadline per provider call, seconds"),
+    workers: int = typer.Option(0, "--workers", help="Processes for the shard-by-shard intersection (0: in this process)"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Check a population against departments' signed token filters; hits become stop-warning leads."""
@@ -43,7 +44,13 @@ def run(
                     tasks[what] = bar.add_task(what, total=total)
                 bar.update(tasks[what], completed=done, total=total)
 
-            res = run_check(rt, check, count_only=count_only, progress=progress, timeout=timeout)
+            if workers > 0:
+                from hedui.node.procs import worker_pool
+
+                with worker_pool(workers) as pool:
+                    res = run_check(rt, check, count_only=count_only, progress=progress, timeout=timeout, executor=pool)
+            else:
+                res = run_check(rt, check, count_only=count_only, progress=progress, timeout=timeout)
     finally:
         rt.close()
     out = res.as_dict()
