@@ -111,8 +111,13 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=10_000)
     ap.add_argument("--build-sizes", default="1000000")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--build-only", action="store_true", help="only the filter build figures")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if a.build_only:
+        report("bench_crosscheck (build)", bench_build([int(s) for s in a.build_sizes.split(",") if s], a.rounds,
+                                                       SigningKey.generate("cheguan")), json_out=a.json)
+        return
     import private_set_intersection.python as psi
 
     key = oprf.ServerKey.derive(KEY_SEED, 1)
