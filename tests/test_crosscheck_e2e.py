@@ -17,7 +17,7 @@ from hedui.common.errors import Reason
 from hedui.node.crosscheck.check import load_check
 from hedui.node.crosscheck.run import run_check
 from hedui.node.crosscheck.tables import token_filters
-from hedui.node.discovery.tables import leads
+from hedui.node.discovery.tables import leads, referrals
 from hedui.node.errors import HeduiError
 from hedui.node.testbed.departments import designed, generate
 from hedui.node.testbed.departments.federation import build_indexes, over_departments
@@ -123,6 +123,11 @@ def test_crosscheck_finds_exactly_the_designed_hits(fed):
         assert h.lead_id is not None and h.town == want.towns[h.identity]
     with rt.engine.connect() as c:
         assert c.execute(select(func.count()).select_from(leads)).scalar_one() == len(want.hits)
+        # Each lead's referral goes to the person's town, due 5 working days after the check.
+        got_refs = {(r.lead_id, r.assignee, r.assignee_kind, r.event_type)
+                    for r in c.execute(select(referrals.c.lead_id, referrals.c.assignee, referrals.c.assignee_kind, referrals.c.event_type))}
+    assert got_refs == {(h.lead_id, want.towns[h.identity], "town", f"stop.{sorted(h.reasons)[0]}") for h in res.hits}
+    with rt.engine.connect() as c:
         assert {r.provider for r in c.execute(select(token_filters.c.provider))} == {"huji", "cheguan", "budongchan"}
     # The evidence of a hit is the signed answer's value.
     x2 = next(h for h in res.hits if NAME[h.identity] == "X2")
