@@ -152,7 +152,7 @@ def test_maximum_batch_end_to_end(bed, n, ok):
     real = _tokens(bed)
     tokens = real + [os.urandom(64) for _ in range(n - len(real))]
     req = lookup_pb2.LookupRequest(context=_ctx(common_pb2.PURPOSE_DIBAO, consent=b"c" * 32), epoch=1, tokens=tokens,
-                                   queries=[lookup_pb2.FieldQuery(field="income_last_year")])
+                                   queries=[lookup_pb2.FieldQuery(field="income_last_year")], reference_month="2026-10")
     tax = bed.runtime("tax")
     with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
         if not ok:

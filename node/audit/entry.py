@@ -31,6 +31,7 @@ filter.received     request_id, peer, epoch, count, header_digest              h
 filter.refused      request_id, peer, reason                                   hub
 crosscheck.run      check, operator, population, count_only                    hub
 case.opened         case_ref, purpose, operator, consent_digest                hub
+case.member_counted case_ref, operator, position, counted (an override)        hub
 cosignature         peer, size, cosignature                                    any
 directory           version, digest                                            any
 admin               action, operator                                           any
@@ -92,6 +93,7 @@ class Kind(enum.StrEnum):
     CASE_RUN = "case.run"
     CASE_REVIEWED = "case.reviewed"
     CASE_MEMBERS_SHOWN = "case.members_shown"
+    CASE_MEMBER_COUNTED = "case.member_counted"
     LEAD_DETAILS_OPENED = "lead.details_opened"
     REFERRAL_RESPONDED = "referral.responded"
     REFERRAL_ESCALATED = "referral.escalated"
@@ -127,6 +129,7 @@ REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
     Kind.CASE_RUN: frozenset({"case_ref", "operator"}),
     Kind.CASE_REVIEWED: frozenset({"case_ref", "operator", "decision"}),
     Kind.CASE_MEMBERS_SHOWN: frozenset({"case_ref", "operator", "count"}),
+    Kind.CASE_MEMBER_COUNTED: frozenset({"case_ref", "operator", "position", "counted"}),
     Kind.LEAD_DETAILS_OPENED: frozenset({"operator", "reason", "leads", "count"}),
     Kind.REFERRAL_RESPONDED: frozenset({"referral_id", "operator", "outcome"}),
     Kind.REFERRAL_ESCALATED: frozenset({"operator", "count"}),
