@@ -355,3 +355,62 @@ def test_filter_cached_and_refreshed_only_when_the_header_changes(fed, monkeypat
     run_check(rt, check, count_only=True)
     last = _entries(rt, "filter.received")[-1]
     assert (last["peer"], last["count"], last["shards_fetched"]) == ("cheguan", got[0]["count"] + 1, 1)
+
+
+# -- filter-first cases ------------------------------------------------------------------------
+
+def test_case_lookups_are_filter_first(fed, monkeypatch):
+    """With a current signed filter cached, a case sends a department only the tokens it holds:
+    the department never sees the token of a member it has no record of, and the report has
+    "no record as of the filter's data date" for that member, citing the signed filter; the
+    exported evidence verifies offline."""
+    from hedui.node.verification import service
+    from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+    from hedui.node.verification.evidence import export_case
+    from hedui.node.verification.index_tables import token_index
+    from hedui.node.verification.report import load_case, sources_of, verified_answers
+
+    tb, oracle, root = fed
+    hub = tb.runtime("hub")
+    run_check(hub, _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "ff.toml"), count_only=True)
+    cheguan = tb.runtime("cheguan")
+    with cheguan.engine.connect() as c:
+        held = {bytes(t) for t in c.execute(select(token_index.c.token).where(token_index.c.epoch == 1)).scalars()}
+    key = cheguan.provider.keys[1]
+    people = [D.people["X2"].id18, D.people["X12"].id18, D.people["X13"].id18]
+    tok = [key.token(i) for i in people]
+    assert tok[0] in held and not (tok[1] in held and tok[2] in held), "the household mixes held and not held"
+    seen: list[bytes] = []
+    real = service.facts_for_tokens
+    cheguan_url = str(cheguan.engine.url)
+
+    def spy(engine, epoch, tokens):
+        tokens = list(tokens)
+        if str(engine.url) == cheguan_url:
+            seen.extend(bytes(t) for t in tokens)
+        return real(engine, epoch, tokens)
+
+    monkeypatch.setattr(service, "facts_for_tokens", spy)
+    ref = open_case(hub, [(i, "member") for i in people], purpose="dibao", consent_digest=consent_digest_of(b"auth"),
+                    operator="cw01", region="370304")
+    run_case(hub, ref)
+    assert seen and set(seen) <= held and set(seen) == {t for t in tok if t in held}
+    data = load_case(hub.engine, ref)
+    cells = sources_of(verified_answers(data))["cheguan"].cells
+    for pos, t in enumerate(tok):
+        got = [v for (p, _f), v in cells.items() if p == pos]
+        assert got, pos
+        if t not in held:
+            assert all(v.state == "no_record" and v.evidence.startswith("filter:") and v.data_date == "2026-10-31" for v in got)
+        else:
+            assert all(not v.evidence.startswith("filter:") for v in got)
+    # The evidence, exported and verified offline against the federation authority's key.
+    import json
+
+    from hedui.keys.signing import load_public
+    from hedui.node.verification.evidence import verify_export
+
+    path = root / f"{ref}.json"
+    path.write_text(json.dumps(export_case(hub.engine, ref)), encoding="utf-8")
+    verdicts = verify_export(path, load_public("authority", hub.config.path(hub.config.directory.authority_key)))
+    assert {v["provider"]: v["status"] for v in verdicts}["cheguan"] == "ok"

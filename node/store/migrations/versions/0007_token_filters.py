@@ -1,4 +1,4 @@
-"""token_filters: the hub's cache of verified signed token filters (issue 14)
+"""token_filters: the hub's cache of verified signed token filters; case_answers.filter_first (issue 14)
 
 Revision ID: 0007c
 Revises: 0006h
@@ -27,7 +27,11 @@ def upgrade() -> None:
         sa.Column('fetched_at', sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint('provider', name=op.f('pk_token_filters')),
     )
+    with op.batch_alter_table('case_answers', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('filter_first', sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('case_answers', schema=None) as batch_op:
+        batch_op.drop_column('filter_first')
     op.drop_table('token_filters')
