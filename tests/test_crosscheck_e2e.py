@@ -414,3 +414,40 @@ def test_case_lookups_are_filter_first(fed, monkeypatch):
     path.write_text(json.dumps(export_case(hub.engine, ref)), encoding="utf-8")
     verdicts = verify_export(path, load_public("authority", hub.config.path(hub.config.directory.authority_key)))
     assert {v["provider"]: v["status"] for v in verdicts}["cheguan"] == "ok"
+
+
+def test_case_with_nobody_held_sends_no_lookup(fed, monkeypatch):
+    """A household the department holds nobody of: no Lookup at all reaches it; its part of
+    the case is the signed filter, and the report says no record as of the filter's data date."""
+    from hedui.node.verification import service
+    from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+    from hedui.node.verification.index_tables import token_index
+    from hedui.node.verification.report import load_case, sources_of, verified_answers
+
+    tb, oracle, root = fed
+    hub = tb.runtime("hub")
+    run_check(hub, _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "nh.toml"), count_only=True)
+    cheguan = tb.runtime("cheguan")
+    with cheguan.engine.connect() as c:
+        held = {bytes(t) for t in c.execute(select(token_index.c.token).where(token_index.c.epoch == 1)).scalars()}
+    key = cheguan.provider.keys[1]
+    people = [p.id18 for k, p in sorted(D.people.items()) if key.token(p.id18) not in held][:2]
+    assert len(people) == 2
+    calls: list[str] = []
+    real = service.facts_for_tokens
+    cheguan_url = str(cheguan.engine.url)
+
+    def spy(engine, epoch, tokens):
+        if str(engine.url) == cheguan_url:
+            calls.append("cheguan")
+        return real(engine, epoch, tokens)
+
+    monkeypatch.setattr(service, "facts_for_tokens", spy)
+    ref = open_case(hub, [(i, "member") for i in people], purpose="dibao", consent_digest=consent_digest_of(b"auth"),
+                    operator="cw01", region="370304")
+    run = run_case(hub, ref)
+    assert calls == [] and {o.provider: o.status for o in run.outcomes}["cheguan"] == "ok"
+    src = sources_of(verified_answers(load_case(hub.engine, ref)))["cheguan"]
+    assert src.status == "ok" and src.cells
+    assert {p for p, _f in src.cells} == {0, 1}
+    assert all(v.state == "no_record" and v.evidence.startswith("filter:") for v in src.cells.values())
