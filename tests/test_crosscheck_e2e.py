@@ -191,7 +191,7 @@ def _entries(rt, kind: str) -> list[dict]:
 
     rt.audit.log.flush()
     with rt.engine.connect() as c:
-        rows = c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == kind)).scalars()
+        rows = c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == kind).order_by(audit_entries.c.seq)).scalars()
         return [json.loads(bytes(e))["fields"] for e in rows]
 
 
