@@ -80,6 +80,10 @@ class MemberSpec(_Strict):
     sealing_key_hex: str = ""
     oprf_keys: list[OprfKeySpec] = []
     fields: list[FieldSpecModel] = []
+    #: Down for maintenance: peers skip it until a directory without the flag (issue 17).
+    maintenance: bool = False
+    #: Renewed certificates accepted alongside ``cert`` during the overlap (`hedui keys renew`).
+    renewed_certs: list[Path] = []
 
 
 class RuleSpec(_Strict):
@@ -124,7 +128,8 @@ class DirectorySpec(_Strict):
         def r(p: Path) -> Path:
             return p if p.is_absolute() else base / p
 
-        members = [m.model_copy(update={"cert": r(m.cert), "signing_key": r(m.signing_key)}) for m in self.members]
+        members = [m.model_copy(update={"cert": r(m.cert), "signing_key": r(m.signing_key),
+                                         "renewed_certs": [r(c) for c in m.renewed_certs]}) for m in self.members]
         return self.model_copy(update={"ca_cert": r(self.ca_cert), "members": members})
 
 
@@ -161,8 +166,14 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
             raise DirectorySpecError(f"members[{m.code}].cert: got CN {member_of_cert(cert)!r}, want {m.code!r}")
         pm = d.members.add(
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
-            signing_key=load_public(m.code, m.signing_key).raw, region=m.region,
+            signing_key=load_public(m.code, m.signing_key).raw, region=m.region, maintenance=m.maintenance,
         )
+        for i, renewed in enumerate(m.renewed_certs):
+            rc = load_cert(renewed)
+            check_issued_by(rc, ca, now=now)
+            if member_of_cert(rc) != m.code:
+                raise DirectorySpecError(f"members[{m.code}].renewed_certs[{i}]: got CN {member_of_cert(rc)!r}, want {m.code!r}")
+            pm.renewed_tls_cert_sha256.append(cert_fingerprint(rc))
         for role in m.roles:
             if role not in ROLES:
                 raise DirectorySpecError(f"members[{m.code}].roles: got {role!r}, want one of {sorted(ROLES)}")
@@ -209,6 +220,17 @@ class TrustedDirectory:
         for m in self.msg.members:
             self.by_code[m.code] = m
             self.by_cert[bytes(m.tls_cert_sha256)] = m
+            for fp in m.renewed_tls_cert_sha256:
+                self.by_cert[bytes(fp)] = m
+        # Parsed once per directory (it never changes; a new version is a new object): the
+        # hot path verifies every answer and notice with these (issue 16).
+        self._keys = {m.code: VerifyingKey(m.code, bytes(m.signing_key)) for m in self.msg.members}
+        self._by_keyid = {vk.keyid: vk for vk in self._keys.values()}
+
+    def cert_fingerprints(self, code: str) -> set[bytes]:
+        """Every certificate fingerprint member ``code`` may present (current and renewed)."""
+        m = self.member(code)
+        return {bytes(m.tls_cert_sha256), *(bytes(f) for f in m.renewed_tls_cert_sha256)}
 
     @property
     def version(self) -> int:
@@ -233,15 +255,11 @@ class TrustedDirectory:
             raise ConfigError(f"member: got {code!r}, want a member of directory v{self.version}") from None
 
     def signing_keys(self) -> dict[str, VerifyingKey]:
-        out = {}
-        for m in self.msg.members:
-            vk = VerifyingKey(m.code, bytes(m.signing_key))
-            out[vk.keyid] = vk
-        return out
+        return dict(self._by_keyid)
 
     def verifying_key(self, code: str) -> VerifyingKey:
-        m = self.member(code)
-        return VerifyingKey(m.code, bytes(m.signing_key))
+        self.member(code)   # the error for a code that is not a member
+        return self._keys[code]
 
     def members_with(self, role: int) -> list[directory_pb2.Member]:
         return [m for m in self.msg.members if role in m.roles]

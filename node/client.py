@@ -20,6 +20,42 @@ def channel_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.
     return grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
 
 
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, d: grpc.ClientCallDetails, metadata: list) -> None:
+        self.method = d.method
+        self.timeout = d.timeout
+        self.metadata = tuple(metadata)
+        self.credentials = d.credentials
+        self.wait_for_ready = getattr(d, "wait_for_ready", None)
+        self.compression = getattr(d, "compression", None)
+
+
+class _TraceContext(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Sends the W3C ``traceparent`` of the call being handled (a child of it) and its
+    request id on every outgoing call, so hub → provider is one trace (node/logs.py)."""
+
+    @staticmethod
+    def _with(d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        from hedui.node import logs
+
+        md = [(k, v) for k, v in (d.metadata or ()) if k not in ("traceparent",)]
+        md.append(("traceparent", logs.child_traceparent()))
+        return _Details(d, md)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._with(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._with(client_call_details), request_iterator)
+
+
 class PeerClient:
     """Stubs to one peer. The server's certificate must chain to the federation CA and carry
     the endpoint host as SAN; the peer's answers are signed, so they are checked against the
@@ -41,11 +77,12 @@ class PeerClient:
                 ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
-        self.node = node_pb2_grpc.NodeServiceStub(self.channel)
-        self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(self.channel)
-        self.lookup = lookup_pb2_grpc.LookupServiceStub(self.channel)
-        self.notice = notice_pb2_grpc.NoticeServiceStub(self.channel)
-        self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
+        traced = grpc.intercept_channel(self.channel, _TraceContext())
+        self.node = node_pb2_grpc.NodeServiceStub(traced)
+        self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(traced)
+        self.lookup = lookup_pb2_grpc.LookupServiceStub(traced)
+        self.notice = notice_pb2_grpc.NoticeServiceStub(traced)
+        self.audit = audit_pb2_grpc.AuditServiceStub(traced)
 
     @classmethod
     def to_member(cls, rt: Runtime, code: str) -> PeerClient:
@@ -82,6 +119,18 @@ class Peers:
                 m = self._directory.member(code)
                 client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code)
             return client
+
+    def update_directory(self, directory: TrustedDirectory) -> None:
+        """A newer directory applied while running (node/directory_live.py): channels to peers
+        whose endpoint changed or that left are closed; the rest stay open."""
+        with self._lock:
+            self._directory = directory
+            stale = [c for code, c in self._clients.items()
+                     if code not in directory.by_code or directory.by_code[code].endpoint != c.endpoint]
+            for c in stale:
+                del self._clients[c.code]
+        for c in stale:
+            c.close()
 
     def reset(self, code: str, client: PeerClient | None = None) -> None:
         """Closes the channel to ``code`` (only if it is still ``client``, when given), so the

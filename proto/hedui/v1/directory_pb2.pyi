@@ -161,6 +161,8 @@ class Member(_message.Message):
     SEALING_KEY_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
+    RENEWED_TLS_CERT_SHA256_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Short stable code, e.g. "tax", "civil-affairs-hub"."""
     name: _builtins.str
@@ -177,6 +179,10 @@ class Member(_message.Message):
     """HPKE public key notices are sealed to (hubs only), raw encoding."""
     region: _builtins.str
     """Region code (行政区划代码) the member serves, e.g. "370304"."""
+    maintenance: _builtins.bool
+    """Set by the authority while the member's node is down for maintenance: peers do not
+    call it (a case shows "maintenance", not "unavailable"); its health says so (issue 17).
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
         """Roles this member's node plays."""
@@ -188,6 +194,12 @@ class Member(_message.Message):
     @_builtins.property
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldSpec]:
         """Fields this provider answers."""
+
+    @_builtins.property
+    def renewed_tls_cert_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """SHA-256 of further TLS certificates of this member accepted while a renewed certificate
+        overlaps the current one (`hedui keys renew`, issue 17); dropped once it is installed.
+        """
 
     def __init__(
         self,
@@ -202,10 +214,12 @@ class Member(_message.Message):
         sealing_key: _builtins.bytes = ...,
         fields: _abc.Iterable[Global___FieldSpec] | None = ...,
         region: _builtins.str = ...,
+        maintenance: _builtins.bool = ...,
+        renewed_tls_cert_sha256: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "endpoint", b"endpoint", "fields", b"fields", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "endpoint", b"endpoint", "fields", b"fields", "maintenance", b"maintenance", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "renewed_tls_cert_sha256", b"renewed_tls_cert_sha256", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
