@@ -117,6 +117,10 @@ class Reason(enum.StrEnum):
     # -- token filters and bulk cross-checks (node/crosscheck/) ----------------------------
     BAD_FILTER = "BAD_FILTER"
     FILTER_DIGEST = "FILTER_DIGEST"
+    NO_FILTER = "NO_FILTER"
+    FILTER_EPOCH = "FILTER_EPOCH"
+    BAD_POPULATION = "BAD_POPULATION"
+    BAD_CRITERION = "BAD_CRITERION"
 
     # -- active discovery (node/discovery/) -----------------------------------------------
     BAD_NOTICE = "BAD_NOTICE"

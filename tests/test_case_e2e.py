@@ -333,8 +333,10 @@ def test_token_filter_download_holds_every_indexed_token(bed):
     computes itself for a household member the department holds."""
     from sqlalchemy import select
 
+    from hedui.node.crosscheck import shards
+    from hedui.node.crosscheck.filterfmt import Assembler, FilterChunk
+    from hedui.node.crosscheck.wire import verify_header
     from hedui.node.verification.index_tables import token_index
-    from hedui.node.verification.protocol import FILTER_PREFIX, decode_token_filter
 
     with bed.runtime("tax").engine.connect() as c:
         stored = {bytes(t) for t in c.execute(select(token_index.c.token).where(token_index.c.epoch == 1)).scalars()}
@@ -343,11 +345,17 @@ def test_token_filter_download_holds_every_indexed_token(bed):
     with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
         parts = list(c.pseudonym.GetTokenFilter(pseudonym_pb2.GetTokenFilterRequest(context=ctx, epoch=1), timeout=20))
     assert parts and {p.epoch for p in parts} == {1} and len({p.total for p in parts}) == 1
-    prefixes = decode_token_filter([p.data for p in parts], parts[0].total)
-    assert prefixes == {t[:FILTER_PREFIX] for t in stored}
+    header = verify_header(parts[0].header, bed.runtime("hub").directory.signing_keys(), "tax", epoch=1)
+    assert header.total == len(stored) == parts[0].total
+    asm = Assembler(header, range(1 << header.shard_bits))
+    for p in parts[1:]:
+        asm.add(FilterChunk(p.shard, p.offset, bytes(p.data)))
+    filt = asm.result()
+    assert shards.intersect(sorted(stored), filt).all()
+    assert not shards.intersect([os.urandom(64) for _ in range(200)], filt).any()
     req = _lookup_request(bed)
     held = [bytes(t) for t in req.tokens if bytes(t) in stored]
-    assert held and all(t[:FILTER_PREFIX] in prefixes for t in held)
+    assert held and shards.intersect(held, filt).all()
 
 
 def test_open_case_records_case_opened_once(bed):

@@ -76,32 +76,27 @@ def test_filter_streams_and_is_charged_and_audited_once_complete(bed):
     assert parts and parts[0].total > 0
     assert _filter_quota(tax, "hub") == 1
     sent = _entries(tax, "filter.sent")
-    assert [(f["peer"], f["request_id"], f["count"], f["chunks"]) for f in sent] == [("hub", ctx.request_id.hex(), parts[0].total, len(parts))]
+    assert [(f["peer"], f["request_id"], f["count"], f["chunks"]) for f in sent] == [("hub", ctx.request_id.hex(), parts[0].total, len(parts) - 1)]
 
 
 def test_filter_cancelled_mid_stream_is_not_charged_nor_audited(bed, monkeypatch):
     """The peer goes away after the first chunk: no quota, no request id burnt, no
     ``filter.sent``; the same request id then downloads the whole filter and costs one."""
-    from hedui.node.verification import protocol
+    from hedui.node.crosscheck.filterfmt import FilterChunk
+    from hedui.node.verification import service
 
-    real = protocol.encode_token_filter
+    real = service.filter_chunks
     gate = threading.Event()
 
-    class _Paused(list):
+    def many_chunks(content, shards):
         """The real chunks, then — once the client has cancelled — far more than HTTP/2 flow
         control lets the server buffer (4 MiB), so the server is mid-stream when it learns the
         peer went away, however late the cancellation reaches it."""
+        yield from real(content, shards)
+        gate.wait(20)
+        yield from (FilterChunk(0, 0, b"x" * 4096) for _ in range(1024))
 
-        def __iter__(self):
-            yield from list.__iter__(self)
-            gate.wait(20)
-            yield from (b"x" * 4096 for _ in range(1024))
-
-    def many_chunks(tokens):
-        total, chunks = real(tokens)
-        return total, _Paused(chunks)
-
-    monkeypatch.setattr("hedui.node.verification.service.protocol.encode_token_filter", many_chunks)
+    monkeypatch.setattr("hedui.node.verification.service.filter_chunks", many_chunks)
     tax = bed.runtime("tax")
     ctx = _ctx()
     with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
@@ -110,7 +105,7 @@ def test_filter_cancelled_mid_stream_is_not_charged_nor_audited(bed, monkeypatch
         stream.cancel()
         gate.set()
     gate.clear()
-    monkeypatch.setattr("hedui.node.verification.service.protocol.encode_token_filter", real)
+    monkeypatch.setattr("hedui.node.verification.service.filter_chunks", real)
     # The handler thread notices the cancellation when it writes the next chunk; wait for the
     # slot to be given back (a count, not a time).
     for _ in range(200):

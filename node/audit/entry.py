@@ -27,6 +27,9 @@ receipt             request_id (= notice id), peer, answer_digest (receipt)    b
 query.failed        request_id, peer, status, reason                           hub
 pseudonym.evaluated request_id, peer, purpose, case_ref, epoch, count          provider
 filter.sent         request_id, peer, purpose, epoch, count                    provider
+filter.received     request_id, peer, epoch, count, header_digest              hub
+filter.refused      request_id, peer, reason                                   hub
+crosscheck.run      check, operator, population, count_only                    hub
 case.opened         case_ref, purpose, operator, consent_digest                hub
 case.member_counted case_ref, operator, position, counted (an override)        hub
 cosignature         peer, size, cosignature                                    any
@@ -79,6 +82,9 @@ class Kind(enum.StrEnum):
     REFUSAL = "refusal"
     PSEUDONYM_EVALUATED = "pseudonym.evaluated"
     FILTER_SENT = "filter.sent"
+    FILTER_RECEIVED = "filter.received"
+    FILTER_REFUSED = "filter.refused"
+    CROSSCHECK_RUN = "crosscheck.run"
     NOTICE_SENT = "notice.sent"
     NOTICE_RECEIVED = "notice.received"
     RECEIPT = "receipt"
@@ -113,6 +119,9 @@ REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
     Kind.REFUSAL: frozenset({"request_id", "peer", "outcome"}),
     Kind.PSEUDONYM_EVALUATED: frozenset({"request_id", "peer", "purpose", "case_ref", "epoch", "count"}),
     Kind.FILTER_SENT: frozenset({"request_id", "peer", "purpose", "epoch", "count"}),
+    Kind.FILTER_RECEIVED: frozenset({"request_id", "peer", "epoch", "count", "header_digest"}),
+    Kind.FILTER_REFUSED: frozenset({"request_id", "peer", "reason"}),
+    Kind.CROSSCHECK_RUN: frozenset({"check", "operator", "population", "count_only"}),
     Kind.NOTICE_SENT: frozenset({"request_id", "peer", "request_digest"}),
     Kind.NOTICE_RECEIVED: frozenset({"request_id", "peer", "request_digest", "outcome"}),
     Kind.RECEIPT: frozenset({"request_id", "peer", "answer_digest"}),

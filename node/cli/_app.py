@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from hedui.node.cli import audit, calendar, case, console, directory, leads, notices
+from hedui.node.cli import audit, calendar, case, console, crosscheck, directory, leads, notices
 from hedui.node.cli.demo import demo
 from hedui.node.cli.keys import app as keys_app
 from hedui.node.cli.keys_show import register as _register_keys_show
@@ -68,6 +68,7 @@ app.add_typer(notices.app, name="notices", help="Department: run detection rules
 app.add_typer(leads.leads_app, name="leads", help="Hub: discovery leads.")
 app.add_typer(leads.referrals_app, name="referrals", help="Hub: referral slips (线索转办单) and their deadlines.")
 app.add_typer(leads.report_app, name="report", help="Hub: monthly reports.")
+app.add_typer(crosscheck.app, name="crosscheck", help="Hub: bulk cross-checks (大数据比对) against signed token filters.")
 app.add_typer(calendar.app, name="calendar", help="Working-day calendar: which years are covered, and by what.")
 app.add_typer(console.app, name="console", help="Hub: serve the caseworkers' web console (核对工作台); manage its operators.")
 

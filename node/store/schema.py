@@ -30,6 +30,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "hedui.node.discovery.tables",
     "hedui.node.verification.casework",
     "hedui.node.console.tables",
+    "hedui.node.crosscheck.tables",
 )
 
 

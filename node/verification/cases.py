@@ -271,6 +271,39 @@ def _call(fn, req, timeout: float, retries: int):
             time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
 
 
+class _NoLookup(Exception):
+    """Every member's token is outside the department's signed filter: nothing to send."""
+
+
+def filter_first(rt: Runtime, code: str, epoch: int, month: str, tokens: list[bytes],
+                 fields: list[str]) -> tuple[list[bytes], str | None]:
+    """``(tokens to send, filter_first JSON or None)``. Uses the hub's cached signed filter of
+    ``code`` (node/crosscheck/fetch.py; kept current by cross-checks) when it is for this key
+    epoch and speaks for the whole reference month (its data date is at or after the month's
+    end); otherwise every token is sent, as before. A false positive (≤ 2^-30 per token) only
+    costs a Lookup answered "no record"."""
+    import base64
+    import json
+
+    from hedui.node.crosscheck import shards
+    from hedui.node.crosscheck.fetch import cached_filter
+
+    try:
+        filt = cached_filter(rt, code)
+    except (VerificationError, InvalidArgument):
+        return tokens, None
+    if filt is None or filt.header.epoch != epoch or not month:
+        return tokens, None
+    if filt.header.data_date < parse_month(month).last_day:
+        return tokens, None
+    held = shards.intersect(tokens, filt.content)
+    positions = [i for i, h in enumerate(held) if h]
+    doc = {"positions": positions, "fields": list(fields), "count": len(tokens),
+           "filter": base64.b64encode(filt.envelope.SerializeToString(deterministic=True)).decode(),
+           "data_date": filt.header.data_date.isoformat(), "digest": filt.digest.hex()}
+    return [tokens[i] for i in positions], json.dumps(doc, separators=(",", ":"))
+
+
 def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, month: str) -> ProviderOutcome:
     code = m.code
     peer = rt.peers.get(code)
@@ -305,6 +338,14 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         if ev.epoch != epoch:
             raise VerificationError(f"evaluate: got epoch {ev.epoch}, want {epoch}", reason=Reason.BAD_EPOCH)
         tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, pub)
+        # Filter-first (issue 14): with a current signed filter of this department, only the
+        # tokens it holds are sent; the others are "no record as of the filter's data date".
+        tokens, first = filter_first(rt, code, epoch, month, tokens, fields)
+        row.update(filter_first=first)
+        if not tokens:
+            # Nobody of the household is held: no Lookup at all, the signed filter is the answer.
+            row.update(status="ok", reason="", epoch=epoch, tokens=b"", answered_at=rt.clock.now())
+            raise _NoLookup
         req = lookup_pb2.LookupRequest(
             context=common_pb2.RequestContext(request_id=rid, **ctx_base), epoch=epoch, tokens=tokens,
             queries=[lookup_pb2.FieldQuery(field=f) for f in fields], reference_month=month,
@@ -326,6 +367,8 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
             "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",
             "found": sum(1 for a in answer.members if a.found),
         }))
+    except _NoLookup:
+        pass
     except grpc.RpcError as err:
         attempts += getattr(err, "attempts", 1)
         status, reason = _status_of(err)

@@ -33,6 +33,8 @@ def export_case(engine, case_ref: str) -> dict:
                 "tokens": base64.b64encode(bytes(a.tokens)).decode() if a.tokens else None,
                 "envelope": base64.b64encode(bytes(a.envelope)).decode() if a.envelope else None,
                 "directory_version": a.directory_version,
+                "epoch": a.epoch,
+                "filter_first": a.filter_first,
             }
             for a in data["answers"]
         ],
@@ -48,6 +50,8 @@ class _Row:
         self.tokens = base64.b64decode(d["tokens"]) if d.get("tokens") else b""
         self.envelope = base64.b64decode(d["envelope"]) if d.get("envelope") else b""
         self.directory_version = d.get("directory_version")
+        self.epoch = d.get("epoch")
+        self.filter_first = d.get("filter_first")
 
 
 def verify_case_data(data: dict, authority: VerifyingKey) -> list[dict]:

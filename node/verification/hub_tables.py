@@ -69,6 +69,10 @@ case_answers = Table(
     Column("directory_version", BigInteger, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("answered_at", DateTime(timezone=True), nullable=True),
+    # Filter-first lookups (issue 14), JSON: the member positions whose tokens were sent (the
+    # tokens column holds those only), the fields asked, and the signed filter header (DSSE,
+    # base64) that is the evidence of "no record as of its data date" for the other members.
+    Column("filter_first", Text, nullable=True),
 )
 
 # A caseworker's decision to count (or not count) a listed member against what the registry

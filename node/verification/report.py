@@ -93,20 +93,46 @@ def verified_answers(data: dict, authority: VerifyingKey | None = None) -> dict[
         entry = {"status": a.status, "reason": a.reason or "", "answer": None, "evidence": None, "signer": None}
         if a.status == "ok":
             try:
-                env = common_pb2.Envelope.FromString(bytes(a.envelope))
                 if a.directory_version not in keyring:
                     keyring[a.directory_version] = _keys_for(data["directories"], a.directory_version, authority)
                 keys = keyring[a.directory_version]
-                tokens = [bytes(a.tokens[i:i + 64]) for i in range(0, len(a.tokens), 64)]
-                ans = verify_answer(keys, a.provider, env, bytes(a.request_digest), tokens)
-                entry["answer"] = ans
-                entry["evidence"] = hashlib.sha256(env.payload).hexdigest()[:16]
-                entry["signer"] = env.signatures[0].keyid
-                entry["directory_version"] = a.directory_version
+                first = getattr(a, "filter_first", None)
+                if first:
+                    entry["first"] = _verified_filter(keys, a.provider, a.epoch, first)
+                    entry["evidence"] = entry["first"]["evidence"]
+                    entry["directory_version"] = a.directory_version
+                if a.envelope:
+                    env = common_pb2.Envelope.FromString(bytes(a.envelope))
+                    tokens = [bytes(a.tokens[i:i + 64]) for i in range(0, len(a.tokens), 64)]
+                    ans = verify_answer(keys, a.provider, env, bytes(a.request_digest), tokens)
+                    entry["answer"] = ans
+                    entry["evidence"] = hashlib.sha256(env.payload).hexdigest()[:16]
+                    entry["signer"] = env.signatures[0].keyid
+                    entry["directory_version"] = a.directory_version
+                elif not first:
+                    raise ValueError("no answer")
             except (VerificationError, KeyError, ValueError) as exc:
                 entry.update(status="bad_signature", reason=f"evidence does not verify: {getattr(exc, 'reason', type(exc).__name__)}")
         out[a.provider] = entry
     return out
+
+
+def _verified_filter(keys, provider: str, epoch, first: str) -> dict:
+    """A filter-first row (issue 14): the signed filter header it cites, verified against the
+    department's key of that directory version, and which member positions were asked."""
+    import base64
+    import json
+
+    from hedui.node.crosscheck.wire import header_digest, verify_header
+
+    doc = json.loads(first)
+    env = common_pb2.Envelope.FromString(base64.b64decode(doc["filter"]))
+    header = verify_header(env, keys, provider, epoch=int(epoch))
+    digest = header_digest(env).hex()
+    if digest != doc["digest"] or header.data_date.isoformat() != doc["data_date"]:
+        raise VerificationError("filter_first: the cited filter differs from the signed header")
+    return {"positions": [int(p) for p in doc["positions"]], "fields": list(doc["fields"]), "count": int(doc["count"]),
+            "data_date": doc["data_date"], "evidence": "filter:" + digest[:16]}
 
 
 _STATES = {
@@ -130,12 +156,21 @@ def sources_of(ans: dict[str, dict]) -> dict[str, Source]:
     for prov, e in ans.items():
         a = e["answer"]
         cells: dict[tuple[int, str], Cell] = {}
+        first = e.get("first")
+        where = first["positions"] if first else None
+        if first:
+            # Members outside the signed filter: no record as of its data date (issue 14).
+            for pos in set(range(first["count"])) - set(where):
+                for f in first["fields"]:
+                    cells[(pos, f)] = Cell("no_record", "", "", "", "", first["data_date"], first["evidence"])
         if a is not None:
-            for pos, ta in enumerate(a.members):
+            ev = e["evidence"]
+            for i, ta in enumerate(a.members):
+                pos = where[i] if where is not None else i
                 for fa in ta.fields:
                     state = _state(ta.found, fa)
                     cells[(pos, fa.field)] = Cell(state, fa.value if state == "value" else "", fa.unit, fa.window,
-                                                  fa.as_of, fa.data_date, e["evidence"])
+                                                  fa.as_of, fa.data_date, ev)
         out[prov] = Source(e["status"], e["reason"], e["evidence"], e["signer"], cells)
     return out
 
@@ -145,9 +180,17 @@ def _answer_table(ans: dict[str, dict]) -> list[dict]:
     table = []
     for prov, e in sorted(ans.items()):
         a = e["answer"]
+        first = e.get("first")
+        if first:
+            for pos in sorted(set(range(first["count"])) - set(first["positions"])):
+                for f in first["fields"]:
+                    table.append({"member": pos, "provider": prov, "field": f, "found": False, "state": "no_record",
+                                  "present": False, "value": None, "unit": "", "window": None, "as_of": None,
+                                  "data_date": first["data_date"], "evidence": first["evidence"], "signer": e["signer"]})
         if a is None:
             continue
-        for pos, ta in enumerate(a.members):
+        for i, ta in enumerate(a.members):
+            pos = first["positions"][i] if first else i
             for fa in ta.fields:
                 table.append({
                     "member": pos, "provider": prov, "field": fa.field, "found": ta.found, "state": _state(ta.found, fa),

@@ -8,14 +8,18 @@ import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from hedui.common.errors import Reason
 from hedui.keys import dsse
 from hedui.node import logs, policy
 from hedui.node.audit.entry import Kind
+from hedui.node.crosscheck.filterfmt import chunks as filter_chunks
+from hedui.node.crosscheck.publish import published_filter
+from hedui.node.crosscheck.wire import header_digest
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
 from hedui.node.verification import protocol
 from hedui.node.verification.answer import answer_lookup
-from hedui.node.verification.index import all_tokens, data_dates, facts_for_tokens
+from hedui.node.verification.index import data_dates, facts_for_tokens
 from hedui.node.verification.provider import ProviderState
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
 
@@ -64,25 +68,38 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
 
     @rpc_stream(_FILTER)
     def GetTokenFilter(self, request: pseudonym_pb2.GetTokenFilterRequest, call: Call) -> Iterator[pseudonym_pb2.GetTokenFilterResponse]:
-        """Streams the filter (a generator: gRPC needs an iterator). The quota and the request
-        id are reserved before the first chunk — so a caller over quota gets nothing — and
-        released again if the stream does not complete (the peer cancels, a write fails): a
-        filter is charged, and ``filter.sent`` audited, only once every chunk was sent."""
+        """Streams the signed filter (issue 14; a generator: gRPC needs an iterator): the
+        first message carries the DSSE-signed header, then the bytes of the shards asked for
+        (all unless ``header_only`` or a list of ``shards``, for a refresh). The quota and the
+        request id are reserved before the first message — so a caller over quota gets
+        nothing — and released again if the stream does not complete (the peer cancels, a
+        write fails): a filter is charged, and ``filter.sent`` audited, only once every
+        message was sent."""
         st = _state(self.rt)
         epoch = st.epoch(request.epoch)
         grant = policy.check(self.rt, call.caller.code, _FILTER, request.context, need_consent=False)
-        total, chunks = protocol.encode_token_filter(all_tokens(self.rt.engine, epoch))
+        pub = published_filter(self.rt, epoch)
+        n = 1 << pub.header.shard_bits
+        bad = [s for s in request.shards if s >= n]
+        if bad:
+            raise InvalidArgument(f"shards: got index {bad[0]}, want 0 to {n - 1}", reason=Reason.BAD_FILTER)
+        total = pub.header.total
+        wanted = list(request.shards) or None
         at = policy.commit(self.rt, call.caller.code, _FILTER, request.context, grant, b"", b"")
-        done = False
+        done, sent = False, 0
         try:
-            for c in chunks:
-                yield pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, data=c)
+            yield pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, header=pub.envelope)
+            if not request.header_only:
+                for c in filter_chunks(pub.content, wanted):
+                    yield pseudonym_pb2.GetTokenFilterResponse(epoch=epoch, total=total, data=c.data, shard=c.shard, offset=c.offset)
+                    sent += 1
             done = True  # gRPC asked for the next message after the last one was written
         finally:
             if not done:
                 policy.release(self.rt, call.caller.code, _FILTER, request.context, grant, at)
         self.rt.audit.record(Kind.FILTER_SENT, {**_base(call.caller.code, request.context), "epoch": epoch, "count": total,
-                                                "chunks": len(chunks)})
+                                                "chunks": sent, "data_date": pub.header.data_date.isoformat(),
+                                                "digest": header_digest(pub.envelope).hex()})
 
 
 #: Up to this many tokens a ``query.received`` entry lists them; beyond, only their digest

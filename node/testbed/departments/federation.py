@@ -99,8 +99,40 @@ def over_departments(root: Path | str, *, sqlite_dir: Path | str | None = None, 
         raise ValueError("over_departments: got both or neither of sqlite_dir and pg_url, want one")
     for d in depts or DEPARTMENT_NAMES:
         os.environ[url_env(d)] = department_url(d, sqlite_dir=sqlite_dir, pg_url=pg_url)
-    tb = Testbed(Path(root), department_members(depts), clock=clock, store=store, setup=[_setup])
-    return tb.create()
+    tb = Testbed(Path(root), department_members(depts), clock=clock, store=store, setup=[_setup, _policy])
+    tb.create()
+    _town_routes(tb)
+    return tb
+
+
+def _policy(tb: Testbed) -> None:
+    """The testbed step after :func:`_setup` (the catalogues are known): the default policy,
+    with room for the cross-checks the tests and benchmarks run in a minute (each asks every
+    target department for its filter header)."""
+    from hedui.node.testbed.federation import default_policy
+
+    rules = default_policy(tb.members)
+    for r in rules:
+        if r["method"] == "/hedui.v1.PseudonymService/GetTokenFilter":
+            r.update(per_minute=600, per_day=10_000)
+    tb.policy = rules
+
+
+def _town_routes(tb: Testbed) -> None:
+    """Routes from the civil-affairs towns (``jz_jt.szxz``) to the towns themselves, so a
+    cross-check's stop-warning leads reach the town where the family lives (issue 14)."""
+    import tomli_w
+
+    from hedui.node.testbed.departments.minzheng import TOWNS
+
+    path = tb.member_dir("hub") / "hub-discovery.toml"
+    if not path.exists():
+        return
+    doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    have = {r["region"] for r in doc["routes"]}
+    doc["routes"] += [{"region": code, "event_type": "*", "assignee": code, "assignee_kind": "town", "name": name}
+                      for code, name in TOWNS.items() if code not in have]
+    path.write_text(tomli_w.dumps(doc), encoding="utf-8")
 
 
 def build_indexes(tb: Testbed, codes: list[str] | None = None, *, workers: int = 0) -> dict[str, int]:

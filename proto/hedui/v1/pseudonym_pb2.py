@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from hedui.v1 import common_pb2 as hedui_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hedui/v1/pseudonym.proto\x12\x08hedui.v1\x1a\x15hedui/v1/common.proto\"e\n\x0f\x45valuateRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.hedui.v1.RequestContext\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x18\n\x10\x62linded_elements\x18\x03 \x03(\x0c\"L\n\x10\x45valuateResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x1a\n\x12\x65valuated_elements\x18\x02 \x03(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\"Q\n\x15GetTokenFilterRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.hedui.v1.RequestContext\x12\r\n\x05\x65poch\x18\x02 \x01(\r\"D\n\x16GetTokenFilterResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x32\xac\x01\n\x10PseudonymService\x12\x41\n\x08\x45valuate\x12\x19.hedui.v1.EvaluateRequest\x1a\x1a.hedui.v1.EvaluateResponse\x12U\n\x0eGetTokenFilter\x12\x1f.hedui.v1.GetTokenFilterRequest\x1a .hedui.v1.GetTokenFilterResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hedui/v1/pseudonym.proto\x12\x08hedui.v1\x1a\x15hedui/v1/common.proto\"e\n\x0f\x45valuateRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.hedui.v1.RequestContext\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x18\n\x10\x62linded_elements\x18\x03 \x03(\x0c\"L\n\x10\x45valuateResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x1a\n\x12\x65valuated_elements\x18\x02 \x03(\x0c\x12\r\n\x05proof\x18\x03 \x01(\x0c\"v\n\x15GetTokenFilterRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.hedui.v1.RequestContext\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x0e\n\x06shards\x18\x03 \x03(\r\x12\x13\n\x0bheader_only\x18\x04 \x01(\x08\"\x87\x01\n\x16GetTokenFilterResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\"\n\x06header\x18\x04 \x01(\x0b\x32\x12.hedui.v1.Envelope\x12\r\n\x05shard\x18\x05 \x01(\r\x12\x0e\n\x06offset\x18\x06 \x01(\x04\"N\n\x10TokenFilterShard\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06sha256\x18\x04 \x01(\x0c\"\xd9\x01\n\x11TokenFilterHeader\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x11\n\tdata_date\x18\x03 \x01(\t\x12\r\n\x05total\x18\x04 \x01(\x04\x12\t\n\x01p\x18\x05 \x01(\r\x12\t\n\x01m\x18\x06 \x01(\x04\x12\x12\n\nshard_bits\x18\x07 \x01(\r\x12*\n\x06shards\x18\x08 \x03(\x0b\x32\x1a.hedui.v1.TokenFilterShard\x12\x0e\n\x06layout\x18\t \x01(\t\x12\x1b\n\x13\x66\x61lse_positive_rate\x18\n \x01(\x01\x32\xac\x01\n\x10PseudonymService\x12\x41\n\x08\x45valuate\x12\x19.hedui.v1.EvaluateRequest\x1a\x1a.hedui.v1.EvaluateResponse\x12U\n\x0eGetTokenFilter\x12\x1f.hedui.v1.GetTokenFilterRequest\x1a .hedui.v1.GetTokenFilterResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,9 +37,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATERESPONSE']._serialized_start=164
   _globals['_EVALUATERESPONSE']._serialized_end=240
   _globals['_GETTOKENFILTERREQUEST']._serialized_start=242
-  _globals['_GETTOKENFILTERREQUEST']._serialized_end=323
-  _globals['_GETTOKENFILTERRESPONSE']._serialized_start=325
-  _globals['_GETTOKENFILTERRESPONSE']._serialized_end=393
-  _globals['_PSEUDONYMSERVICE']._serialized_start=396
-  _globals['_PSEUDONYMSERVICE']._serialized_end=568
+  _globals['_GETTOKENFILTERREQUEST']._serialized_end=360
+  _globals['_GETTOKENFILTERRESPONSE']._serialized_start=363
+  _globals['_GETTOKENFILTERRESPONSE']._serialized_end=498
+  _globals['_TOKENFILTERSHARD']._serialized_start=500
+  _globals['_TOKENFILTERSHARD']._serialized_end=578
+  _globals['_TOKENFILTERHEADER']._serialized_start=581
+  _globals['_TOKENFILTERHEADER']._serialized_end=798
+  _globals['_PSEUDONYMSERVICE']._serialized_start=801
+  _globals['_PSEUDONYMSERVICE']._serialized_end=973
 # @@protoc_insertion_point(module_scope)

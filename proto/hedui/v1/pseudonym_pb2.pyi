@@ -93,21 +93,33 @@ class GetTokenFilterRequest(_message.Message):
 
     CONTEXT_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
+    SHARDS_FIELD_NUMBER: _builtins.int
+    HEADER_ONLY_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Key epoch; 0 means current."""
+    header_only: _builtins.bool
+    """Only the signed header (to compare with a cached filter)."""
     @_builtins.property
     def context(self) -> _common_pb2.RequestContext:
         """Why (bulk cross-check)."""
+
+    @_builtins.property
+    def shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Shards whose bytes are wanted (a refresh asks only for changed ones);
+        empty means every shard, unless header_only.
+        """
 
     def __init__(
         self,
         *,
         context: _common_pb2.RequestContext | None = ...,
         epoch: _builtins.int = ...,
+        shards: _abc.Iterable[_builtins.int] | None = ...,
+        header_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "epoch", b"epoch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "epoch", b"epoch", "header_only", b"header_only", "shards", b"shards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -115,30 +127,133 @@ Global___GetTokenFilterRequest: _TypeAlias = GetTokenFilterRequest  # noqa: Y015
 
 @_typing.final
 class GetTokenFilterResponse(_message.Message):
-    """One chunk of a token filter."""
+    """One message of a token filter stream: the first carries the signed header,
+    every message a chunk of one shard's bytes at an offset.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EPOCH_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    SHARD_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     epoch: _builtins.int
     """Epoch of the tokens."""
     total: _builtins.int
     """Number of tokens in the whole filter."""
     data: _builtins.bytes
-    """Compressed bytes of this chunk."""
+    """Bytes of shard `shard` at `offset` (Golomb-coded set, split layout)."""
+    shard: _builtins.int
+    """Shard index of `data`."""
+    offset: _builtins.int
+    """Offset of `data` in the shard's bytes."""
+    @_builtins.property
+    def header(self) -> _common_pb2.Envelope:
+        """DSSE envelope (application/vnd.hedui.tokenfilter.v1+proto) over a
+        TokenFilterHeader; set on the first message only.
+        """
+
     def __init__(
         self,
         *,
         epoch: _builtins.int = ...,
         total: _builtins.int = ...,
         data: _builtins.bytes = ...,
+        header: _common_pb2.Envelope | None = ...,
+        shard: _builtins.int = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "epoch", b"epoch", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "epoch", b"epoch", "header", b"header", "offset", b"offset", "shard", b"shard", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTokenFilterResponse: _TypeAlias = GetTokenFilterResponse  # noqa: Y015
+
+@_typing.final
+class TokenFilterShard(_message.Message):
+    """One shard as the signed header names it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    count: _builtins.int
+    size: _builtins.int
+    sha256: _builtins.bytes
+    """SHA-256 of the shard's bytes."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        count: _builtins.int = ...,
+        size: _builtins.int = ...,
+        sha256: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "index", b"index", "sha256", b"sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenFilterShard: _TypeAlias = TokenFilterShard  # noqa: Y015
+
+@_typing.final
+class TokenFilterHeader(_message.Message):
+    """What a provider signs for its token filter: signed negative evidence,
+    "a token not in this set is not held as of data_date" (up to the rate).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    DATA_DATE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    P_FIELD_NUMBER: _builtins.int
+    M_FIELD_NUMBER: _builtins.int
+    SHARD_BITS_FIELD_NUMBER: _builtins.int
+    SHARDS_FIELD_NUMBER: _builtins.int
+    LAYOUT_FIELD_NUMBER: _builtins.int
+    FALSE_POSITIVE_RATE_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    epoch: _builtins.int
+    data_date: _builtins.str
+    """Data date (YYYY-MM-DD) of the index the filter was built from."""
+    total: _builtins.int
+    p: _builtins.int
+    """Golomb-Rice parameter and inverse false-positive rate (fpr = 1/m)."""
+    m: _builtins.int
+    shard_bits: _builtins.int
+    layout: _builtins.str
+    false_positive_rate: _builtins.float
+    """The stated false-positive rate (1/m), for readers of the evidence."""
+    @_builtins.property
+    def shards(self) -> _containers.RepeatedCompositeFieldContainer[Global___TokenFilterShard]: ...
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        data_date: _builtins.str = ...,
+        total: _builtins.int = ...,
+        p: _builtins.int = ...,
+        m: _builtins.int = ...,
+        shard_bits: _builtins.int = ...,
+        shards: _abc.Iterable[Global___TokenFilterShard] | None = ...,
+        layout: _builtins.str = ...,
+        false_positive_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_date", b"data_date", "epoch", b"epoch", "false_positive_rate", b"false_positive_rate", "layout", b"layout", "m", b"m", "p", b"p", "provider", b"provider", "shard_bits", b"shard_bits", "shards", b"shards", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenFilterHeader: _TypeAlias = TokenFilterHeader  # noqa: Y015
