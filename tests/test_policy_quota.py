@@ -267,3 +267,114 @@ def test_no_rule_for_the_method_or_purpose_is_refused(engine):
     with pytest.raises(PermissionDenied) as e:
         _lookup(rt)
     assert e.value.reason == Reason.PURPOSE_NOT_ALLOWED
+
+
+# ------------------------------------------------------------------ request context and replay
+
+PUBLISHED_ID = "341122198811293572"  # a published identity number (tests/test_idnum.py)
+
+
+def _refused(rt, ctx, *, need_consent=None, fields=("income",)):
+    kw = {} if need_consent is None else {"need_consent": need_consent}
+    with pytest.raises((PermissionDenied, ResourceExhausted, Exception)) as e:
+        policy.check(rt, "hub", LOOKUP, ctx, fields=list(fields), batch=1, request_digest=b"d" * 32, **kw)
+    return e.value
+
+
+@pytest.mark.parametrize("case_ref,ok", [("c" * 64, True), ("c" * 65, False), ("", False), ("case\n1", False), ("a", True)])
+def test_case_ref_length_and_printable(engine, case_ref, ok):
+    rt = _runtime(engine, _rule())
+    ctx = _ctx()
+    ctx.case_ref = case_ref
+    if ok:
+        policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+    else:
+        err = _refused(rt, ctx)
+        assert err.reason == Reason.BAD_CASE_REF and str(err) == f"context.case_ref: got {len(case_ref)} characters, want 1..64 printable"
+
+
+@pytest.mark.parametrize("where", ["case_ref", "operator"])
+def test_identity_number_in_free_text_is_refused_without_echo(engine, where):
+    rt = _runtime(engine, _rule())
+    ctx = _ctx()
+    setattr(ctx, where, f"x {PUBLISHED_ID}")
+    err = _refused(rt, ctx)
+    assert err.reason == Reason.IDENTITY_IN_REQUEST and PUBLISHED_ID not in str(err)
+
+
+@pytest.mark.parametrize("n,ok", [(64, True), (65, False)])
+def test_operator_length(engine, n, ok):
+    rt = _runtime(engine, _rule())
+    ctx = _ctx()
+    ctx.operator = "o" * n
+    if ok:
+        policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+    else:
+        assert str(_refused(rt, ctx)) == "context.operator: got 65 characters, want at most 64"
+
+
+def test_consent_is_needed_by_default_and_must_be_a_digest(engine):
+    rt = _runtime(engine, _rule())
+    ctx = _ctx()
+    ctx.consent_digest = b""
+    assert _refused(rt, ctx).reason == Reason.CONSENT_MISSING            # the default: consent needed
+    assert _refused(rt, ctx, need_consent=True).reason == Reason.CONSENT_MISSING
+    policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32, need_consent=False)
+    ctx.consent_digest = b"\x01" * 31
+    err = _refused(rt, ctx)
+    assert err.reason == Reason.BAD_CONSENT_DIGEST and str(err) == "context.consent_digest: got 31 bytes, want 32"
+    ctx.consent_digest = b"\x01" * 33
+    assert _refused(rt, ctx).reason == Reason.BAD_CONSENT_DIGEST
+
+
+def test_unknown_field_name_is_cut_to_64_characters(engine):
+    rt = _runtime(engine, _rule())
+    err = _refused(rt, _ctx(), fields=["w" * 70])
+    assert err.reason == Reason.UNKNOWN_FIELD
+    assert str(err) == f"queries.field: got {'w' * 64!r}, want one of ['income', 'pension']"
+
+
+def test_reused_request_id_with_other_content_is_refused_naming_32_hex_digits(engine):
+    rt = _runtime(engine, _rule())
+    ctx = _ctx()
+    ctx.request_id = bytes(range(32))
+    grant = policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+    policy.commit(rt, "hub", LOOKUP, ctx, grant, b"d" * 32, b"answer")
+    with pytest.raises(PermissionDenied) as e:
+        policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"e" * 32)
+    assert e.value.reason == Reason.REPLAYED_REQUEST
+    assert str(e.value) == f"context.request_id: {bytes(range(16)).hex()} was already used, want a fresh id"
+
+
+def test_release_never_takes_a_counter_below_zero(engine):
+    rt = _runtime(engine, _rule(per_minute=3))
+    ctx = _ctx()
+    grant = policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+    at = policy.commit(rt, "hub", LOOKUP, ctx, grant, b"d" * 32, b"answer")
+    policy.release(rt, "hub", LOOKUP, ctx, grant, at)
+    policy.release(rt, "hub", LOOKUP, ctx, grant, at)
+    assert _counters(engine, LOOKUP) == {("m", MINUTE): 0}
+
+
+def test_the_configured_replay_window_is_used(engine):
+    rt = _runtime(engine, _rule())
+    rt.config = SimpleNamespace(provider=SimpleNamespace(replay_window_hours=1))
+    assert policy.replay_window(rt) == timedelta(hours=1)
+    ctx = _ctx()
+    grant = policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+    policy.commit(rt, "hub", LOOKUP, ctx, grant, b"d" * 32, b"answer")
+    rt.clock.advance(timedelta(minutes=59))
+    assert policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32).cached_answer == b"answer"
+    rt.clock.advance(timedelta(minutes=2))  # 61 minutes: past the one-hour window (the default is 24 h)
+    assert policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32).cached_answer is None
+
+
+def test_prune_replay_cache_counts_what_it_deleted(engine):
+    rt = _runtime(engine, _rule())
+    for _ in range(3):
+        _lookup(rt)
+    with engine.begin() as c:
+        assert policy.prune_replay_cache(c, T0 + timedelta(hours=1), timedelta(hours=2)) == 0
+        assert policy.prune_replay_cache(c, T0 + timedelta(hours=3), timedelta(hours=2)) == 3
+    with engine.connect() as c:
+        assert c.execute(select(seen_requests.c.request_id)).all() == []
