@@ -378,3 +378,19 @@ def test_prune_replay_cache_counts_what_it_deleted(engine):
         assert policy.prune_replay_cache(c, T0 + timedelta(hours=3), timedelta(hours=2)) == 3
     with engine.connect() as c:
         assert c.execute(select(seen_requests.c.request_id)).all() == []
+
+
+def test_a_request_id_taken_by_a_concurrent_request_is_a_replay_and_charges_nothing(engine):
+    # Two requests with one id both pass check() before either commits (a race): the second
+    # commit hits the primary key, is refused as a replay, and its quota charge rolls back.
+    rt = _runtime(engine, _rule(per_minute=5))
+    ctx = _ctx()
+    ctx.request_id = bytes(range(32))
+    first = policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+    second = policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+    policy.commit(rt, "hub", LOOKUP, ctx, first, b"d" * 32, b"answer")
+    with pytest.raises(PermissionDenied) as e:
+        policy.commit(rt, "hub", LOOKUP, ctx, second, b"d" * 32, b"answer")
+    assert e.value.reason == Reason.REPLAYED_REQUEST
+    assert str(e.value) == f"context.request_id: {bytes(range(16)).hex()} was already used, want a fresh id"
+    assert _counters(engine, LOOKUP) == {("m", MINUTE): 1}
