@@ -80,3 +80,18 @@ def test_evaluate_predicate():
 ])
 def test_format_by_type(type_, agg, value, want):
     assert _fmt(value, FieldDef(name="f", type=type_, facts=["x"], agg=agg)) == want
+
+
+def test_one_character_names_are_names():
+    from hedui.node.verification.rules import IncomeItem
+
+    assert IncomeItem(provider="t", field="w", months=1).field == "w"
+    assert InfoField(provider="t", field="w").field == "w"
+    with pytest.raises(ValueError):
+        IncomeItem(provider="t", field="", months=1)
+    for months, ok in ((0, False), (1, True), (120, True), (121, False)):
+        if ok:
+            assert IncomeItem(provider="t", field="w", months=months).months == months
+        else:
+            with pytest.raises(ValueError):
+                IncomeItem(provider="t", field="w", months=months)
