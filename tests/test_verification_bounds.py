@@ -95,3 +95,21 @@ def test_one_character_names_are_names():
         else:
             with pytest.raises(ValueError):
                 IncomeItem(provider="t", field="w", months=months)
+
+
+def test_answer_lookup_truth_unknown_and_the_field_sources_data_date():
+    import datetime as dt
+
+    from hedui.common.periods import Month
+    from hedui.node.verification.answer import answer_lookup
+    from hedui.v1 import lookup_pb2
+
+    code = FieldDef(name="c", type="code", facts=["x"], agg="latest", window="as_of_reference")
+    # Only source "s" produces fact x: its data date (2026-12-01) decides, not "other"'s older one.
+    ans = answer_lookup({b"t": []}, [b"t", b"u"], [(code, "eq", "A")], provider="p", digest=b"", directory_version=1,
+                        reference_month=Month(2026, 8), now=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+                        data_dates={"s": dt.date(2026, 12, 1), "other": dt.date(2026, 1, 1)}, sources_of={"x": ["s"]})
+    t, u = ans.members
+    assert (t.found, t.fields[0].state, t.fields[0].truth, t.fields[0].data_date) == (
+        True, lookup_pb2.ANSWER_STATE_NO_VALUE, lookup_pb2.TRUTH_UNKNOWN, "2026-12-01")
+    assert (u.found, u.fields[0].state, u.fields[0].truth) == (False, lookup_pb2.ANSWER_STATE_NO_RECORD, lookup_pb2.TRUTH_UNKNOWN)
