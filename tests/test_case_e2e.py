@@ -270,6 +270,40 @@ def test_evidence_verifies_offline_and_detects_tampering(bed, tmp_path):
         assert ident not in p.read_text()
 
 
+def test_offline_evidence_refuses_a_directory_the_authority_did_not_sign(bed, tmp_path):
+    """Issue 19: the offline check must verify each directory against the authority key, not
+    trust the directory shipped inside the file (as the hub's own store may). Every answer
+    is genuine here; only the directories' signatures are not the authority's."""
+    import base64
+    import json
+
+    from hedui.keys import dsse
+    from hedui.keys.signing import SigningKey, load_public
+    from hedui.node.verification.evidence import export_case, verify_export
+
+    ref = _open(bed)
+    assert run_case(bed.runtime("hub"), ref).complete
+    doc = export_case(bed.runtime("hub").engine, ref)
+    authority = load_public("authority", bed.authority.signing_pub)
+    p = tmp_path / "case.json"
+    p.write_text(json.dumps(doc))
+    assert [v["status"] for v in verify_export(p, authority)] == ["ok"] * len(doc["answers"])
+    # The same directory content, signed by a key that calls itself "authority".
+    rogue = SigningKey.generate("authority")
+    for v, b64 in list(doc["directories"].items()):
+        env = common_pb2.Envelope.FromString(base64.b64decode(b64))
+        forged = dsse.sign(dsse.DIRECTORY, env.payload, [rogue])
+        doc["directories"][v] = base64.b64encode(forged.SerializeToString()).decode()
+    p.write_text(json.dumps(doc))
+    verdicts = verify_export(p, authority)
+    assert len(verdicts) == len(doc["answers"]) >= 2
+    assert all(v["status"] == "bad_signature" and v["evidence"] is None for v in verdicts), verdicts
+    assert all("UNKNOWN_SIGNER" in v["reason"] for v in verdicts), verdicts
+    # And the genuine file checked against another authority's key is refused the same way.
+    p.write_text(json.dumps(export_case(bed.runtime("hub").engine, ref)))
+    assert {v["status"] for v in verify_export(p, rogue.public)} == {"bad_signature"}
+
+
 FULLWIDTH = str.maketrans({str(d): chr(0xFF10 + d) for d in range(10)} | {"X": "\uff38"})
 
 
