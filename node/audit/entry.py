@@ -28,6 +28,8 @@ query.failed        request_id, peer, status, reason                           h
 pseudonym.evaluated request_id, peer, purpose, case_ref, epoch, count          provider
 filter.sent         request_id, peer, purpose, epoch, count                    provider
 case.opened         case_ref, purpose, operator, consent_digest                hub
+consent.revoked     consent_digest (of the signed record), operator, serial    hub
+consent.refused     consent_digest (of the scan), operator, outcome            hub
 cosignature         peer, size, cosignature                                    any
 directory           version, digest                                            any
 admin               action, operator                                           any
@@ -84,6 +86,9 @@ class Kind(enum.StrEnum):
     CASE_OPENED = "case.opened"
     # Acts of the hub's staff (the web console and the CLI), each with the operator.
     CASE_RUN = "case.run"
+    # Consent records (node/verification/consent.py, issue 18).
+    CONSENT_REVOKED = "consent.revoked"
+    CONSENT_REFUSED = "consent.refused"
     CASE_REVIEWED = "case.reviewed"
     CASE_MEMBERS_SHOWN = "case.members_shown"
     LEAD_DETAILS_OPENED = "lead.details_opened"
@@ -116,6 +121,8 @@ REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
     Kind.RECEIPT: frozenset({"request_id", "peer", "answer_digest"}),
     Kind.CASE_OPENED: frozenset({"case_ref", "purpose", "operator", "consent_digest"}),
     Kind.CASE_RUN: frozenset({"case_ref", "operator"}),
+    Kind.CONSENT_REVOKED: frozenset({"consent_digest", "operator", "serial"}),
+    Kind.CONSENT_REFUSED: frozenset({"consent_digest", "operator", "outcome"}),
     Kind.CASE_REVIEWED: frozenset({"case_ref", "operator", "decision"}),
     Kind.CASE_MEMBERS_SHOWN: frozenset({"case_ref", "operator", "count"}),
     Kind.LEAD_DETAILS_OPENED: frozenset({"operator", "reason", "leads", "count"}),

@@ -22,7 +22,7 @@ from sqlalchemy import (
 
 from hedui.node.store.schema import metadata
 
-__all__ = ["cases", "case_members", "case_answers", "directory_history"]
+__all__ = ["cases", "case_members", "case_answers", "directory_history", "consent_revocations"]
 
 cases = Table(
     "cases",
@@ -64,6 +64,9 @@ case_answers = Table(
     Column("directory_version", BigInteger, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("answered_at", DateTime(timezone=True), nullable=True),
+    # The whole LookupRequest sent (issue 18): evidence carries it so anyone can recompute
+    # the request digest and the consent the answer binds.
+    Column("request", LargeBinary, nullable=True),
 )
 
 # Every directory the hub accepted, so evidence verifies offline against the version in force.
@@ -73,4 +76,14 @@ directory_history = Table(
     Column("version", BigInteger, primary_key=True),
     Column("envelope", LargeBinary, nullable=False),
     Column("accepted_at", DateTime(timezone=True), nullable=False),
+)
+
+# The hub's append-only list of revoked consent records (node/verification/consent.py):
+# its row count is the serial of the signed list pushed to providers.
+consent_revocations = Table(
+    "consent_revocations",
+    metadata,
+    Column("consent_digest", LargeBinary(32), primary_key=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+    Column("operator", String(64), nullable=False),
 )

@@ -13,7 +13,7 @@ from hedui.node import policy
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
-from hedui.node.verification import protocol
+from hedui.node.verification import consent, protocol
 from hedui.node.verification.answer import answer_lookup
 from hedui.node.verification.index import all_tokens, data_dates, facts_for_tokens
 from hedui.node.verification.provider import ProviderState
@@ -113,7 +113,13 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             rt, call.caller.code, _LOOKUP, request.context,
             fields=[q.field for q in request.queries], batch=len(request.tokens), request_digest=digest,
         )
-        base = {**_base(call.caller.code, request.context), "request_digest": digest.hex()}
+        # Issue 18: the caller's signed consent record must cover this request.
+        accepted = consent.check_consent(
+            request.context, caller=call.caller.code, directory_keys=rt.directory.signing_keys(),
+            members=len(request.tokens), now=rt.clock.now(), revocations=st.revocations,
+        )
+        base = {**_base(call.caller.code, request.context), "request_digest": digest.hex(),
+                "consent": accepted.digest.hex()}
         if grant.cached_answer is not None:
             env = common_pb2.Envelope.FromString(grant.cached_answer)
             rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
@@ -130,6 +136,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
             data_dates=data_dates(rt.engine, epoch), sources_of=st.sources_of,
         )
+        answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
         payload = answer.SerializeToString(deterministic=True)
         env = dsse.sign(dsse.ANSWER, payload, [rt.signer])
         policy.commit(rt, call.caller.code, _LOOKUP, request.context, grant, digest, env.SerializeToString(deterministic=True))
