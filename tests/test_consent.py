@@ -275,3 +275,20 @@ def test_evidence_carries_the_request_and_a_swapped_consent_fails(bed, tmp_path)
     p.write_text(json.dumps(doc))
     [v] = verify_export(p, authority)
     assert v["status"] == "bad_signature" and "ANSWER_NOT_BOUND" in v["reason"]
+
+
+def test_audit_reconcile_lists_an_authorisation_used_for_several_cases(bed):
+    from hedui.node.audit.reconcile import reconcile
+
+    hub = bed.runtime("hub")
+    a = _open(bed, scan=b"scan-review", ids=_ids(start=21))
+    b = _open(bed, scan=b"scan-review", ids=_ids(start=21))  # the household's periodic review
+    hub.audit.log.flush()
+    bed.runtime("tax").audit.log.flush()
+    r = reconcile(hub.engine, {"tax": bed.runtime("tax").engine}, hub_code="hub")
+    want = {"consent_digest": consent_digest_of(b"scan-review").hex(), "cases": sorted([a, b])}
+    assert want in r.consent_reused
+    assert all(len(x["cases"]) > 1 for x in r.consent_reused)
+    assert want in r.to_dict()["consent_reused"]
+    # The consent each side logged for each query agrees (a mismatch would be listed).
+    assert not [m for m in r.request_mismatches if "consent" in m["detail"]]
