@@ -336,7 +336,11 @@ class AuditLog(TreeReader):
         if not peer_code or not isinstance(peer_code, str):
             raise InvalidArgument("peer_code: want a member code")
         note_str = note_text.decode("utf-8", "replace") if isinstance(note_text, bytes) else note_text
-        cp, note = open_checkpoint(note_text, peer_verifier)
+        # Origin first (issue 18): the log's signature must be by a key named as its origin,
+        # and a single peer verifier names exactly the origin this peer's log has — checked
+        # before the first cosignature, not only against the previous one.
+        want = peer_verifier.name if isinstance(peer_verifier, Verifier) else None
+        cp, note = open_checkpoint(note_text, peer_verifier, origin=want)
         t = audit_cosignatures
         with self._engine.connect() as conn:
             prev = conn.execute(
