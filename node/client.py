@@ -8,12 +8,19 @@ from typing import TYPE_CHECKING
 import grpc
 
 from hedui.keys.directory import TrustedDirectory
+from hedui.node.pinning import PinningInterceptor
 from hedui.v1 import audit_pb2_grpc, lookup_pb2_grpc, node_pb2_grpc, notice_pb2_grpc, pseudonym_pb2_grpc
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
 
-__all__ = ["PeerClient", "Peers", "channel_credentials"]
+__all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for"]
+
+
+def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes) -> PinningInterceptor:
+    """The pin of member ``code``: its ``tls_cert_sha256`` in ``directory`` (node/pinning.py)."""
+    m = directory.member(code)
+    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: bytes(directory.member(code).tls_cert_sha256))
 
 
 def channel_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ChannelCredentials:
@@ -25,9 +32,11 @@ class PeerClient:
     the endpoint host as SAN; the peer's answers are signed, so they are checked against the
     directory's signing key as well."""
 
-    def __init__(self, endpoint: str, creds: grpc.ChannelCredentials, *, code: str = "") -> None:
+    def __init__(self, endpoint: str, creds: grpc.ChannelCredentials, *, code: str = "",
+                 pin: PinningInterceptor | None = None) -> None:
         self.code = code
         self.endpoint = endpoint
+        self.pin = pin
         self.channel = grpc.secure_channel(
             endpoint,
             creds,
@@ -41,6 +50,9 @@ class PeerClient:
                 ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
+        if pin is not None:
+            # Issue 18: the server must present the certificate the directory lists for `code`.
+            self.channel = grpc.intercept_channel(self.channel, pin)
         self.node = node_pb2_grpc.NodeServiceStub(self.channel)
         self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(self.channel)
         self.lookup = lookup_pb2_grpc.LookupServiceStub(self.channel)
@@ -52,7 +64,8 @@ class PeerClient:
         """A new client to member ``code`` with ``rt``'s certificate (a node itself goes
         through :attr:`Runtime.peers <hedui.node.runtime.Runtime.peers>`, which caches them)."""
         m = rt.directory.member(code)
-        return cls(m.endpoint, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), code=code)
+        return cls(m.endpoint, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), code=code,
+                   pin=pin_for(rt.directory, code, rt.ca_pem))
 
     def close(self) -> None:
         self.channel.close()
@@ -68,9 +81,10 @@ class Peers:
     """The one place a node creates and caches its clients to other members: one mTLS
     channel per peer, shared by every caller on the node (cases, the pusher, cosigning)."""
 
-    def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials) -> None:
+    def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials, *, ca_pem: bytes | None = None) -> None:
         self._directory = directory
         self._credentials = credentials
+        self._ca_pem = ca_pem  # None: no pinning (tools dialling a bare endpoint)
         self._clients: dict[str, PeerClient] = {}
         self._lock = threading.Lock()
 
@@ -80,7 +94,8 @@ class Peers:
             client = self._clients.get(code)
             if client is None:
                 m = self._directory.member(code)
-                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code)
+                pin = pin_for(self._directory, code, self._ca_pem) if self._ca_pem is not None else None
+                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin)
             return client
 
     def reset(self, code: str, client: PeerClient | None = None) -> None:

@@ -1,0 +1,85 @@
+"""Pinned peers (issue 18 part B, item 4), reproduced as an attack: a server presenting
+another member's certificate. Every member's certificate chains to the federation CA and the
+testbed's members share a host, so without the pin gRPC's own checks accept the wrong
+server; with it the call is refused (``SERVER_NOT_PINNED``) and the case records it."""
+
+from __future__ import annotations
+
+import os
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from hedui.adapters.synthetic import resident
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.client import PeerClient, channel_credentials
+from hedui.node.pinning import PinError, PinningInterceptor, server_fingerprint
+from hedui.node.testbed import MemberPlan, Testbed
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+from hedui.node.verification.hub_tables import case_answers
+from hedui.v1 import node_pb2
+
+SEED = 5
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    names = {"hub": ["hub"], "tax": ["provider"], "hrss": ["provider"]}
+    tb = Testbed(tmp_path_factory.mktemp("pin") / "fed", [MemberPlan(c, c, r) for c, r in names.items()], residents=40, data_seed=SEED)
+    tb.create()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    tb.build_indexes()
+    tb.start()
+    yield tb
+    tb.stop()
+
+
+def _endpoint(hub, code):
+    return hub.directory.member(code).endpoint
+
+
+def test_each_member_presents_the_certificate_the_directory_lists(bed):
+    hub = bed.runtime("hub")
+    for code in ("tax", "hrss"):
+        assert server_fingerprint(_endpoint(hub, code), hub.ca_pem) == bytes(hub.directory.member(code).tls_cert_sha256)
+
+
+def test_another_members_server_is_refused(bed):
+    hub = bed.runtime("hub")
+    creds = channel_credentials(hub.ca_pem, hub.tls_cert_pem, hub.tls_key_pem)
+    wrong = _endpoint(hub, "hrss")
+    # The attack is real: CA chain and host name both pass for hrss's server.
+    with PeerClient(wrong, creds, code="tax") as c:
+        c.node.Ping(node_pb2.PingRequest(), timeout=10)
+    want = bytes(hub.directory.member("tax").tls_cert_sha256)
+    pin = PinningInterceptor("tax", wrong, hub.ca_pem, lambda: want)
+    with pytest.raises(PinError) as e:
+        pin.check()
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and e.value.details().startswith("SERVER_NOT_PINNED")
+    with PeerClient(wrong, creds, code="tax", pin=PinningInterceptor("tax", wrong, hub.ca_pem, lambda: want)) as c:
+        with pytest.raises(grpc.RpcError) as e2:
+            c.node.Ping(node_pb2.PingRequest(), timeout=10)
+    assert e2.value.code() == grpc.StatusCode.UNAUTHENTICATED and "SERVER_NOT_PINNED" in e2.value.details()
+
+
+def test_a_case_sent_to_the_wrong_server_records_the_refusal(bed):
+    hub = bed.runtime("hub")
+    creds = channel_credentials(hub.ca_pem, hub.tls_cert_pem, hub.tls_key_pem)
+    wrong = _endpoint(hub, "hrss")
+    want = bytes(hub.directory.member("tax").tls_cert_sha256)
+    hub.peers.reset("tax")
+    hub.peers._clients["tax"] = PeerClient(wrong, creds, code="tax", pin=PinningInterceptor("tax", wrong, hub.ca_pem, lambda: want))
+    try:
+        ref = open_case(hub, [(resident(1, SEED).id_number, "member")], purpose="dibao",
+                        consent_digest=consent_digest_of(b"pin-scan"), operator="cw01", region="370304")
+        res = run_case(hub, ref, timeout=5, retries=0)
+    finally:
+        hub.peers.reset("tax")
+    status = {o.provider: o.status for o in res.outcomes}
+    assert status["tax"] == "refused" and status["hrss"] == "ok"
+    with hub.engine.connect() as c:
+        reason = c.execute(select(case_answers.c.reason).where(case_answers.c.case_ref == ref, case_answers.c.provider == "tax")).scalar_one()
+    assert "SERVER_NOT_PINNED" in reason
+    # Dialled through the node's own peers (the directory's pin), tax answers.
+    assert run_case(hub, ref).complete
