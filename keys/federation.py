@@ -15,6 +15,7 @@ publishing host.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,8 +105,10 @@ def init_member(root: Path, member: str, host: str, pw: bytes) -> MemberDir:
     return m
 
 
-def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *, now: dt.datetime) -> x509.Certificate:
-    """Authority side: checks the CSR and issues the member certificate."""
+def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *, now: dt.datetime,
+               approved: Collection[str] | None = None) -> x509.Certificate:
+    """Authority side: checks the CSR and issues the member certificate; ``approved``: the
+    only subjectAltNames the authority allows (:func:`hedui.keys.ca.issue`)."""
     auth = _ca.Authority.load(authority.ca_cert, authority.ca_key, pw)
     try:
         csr = x509.load_pem_x509_csr(Path(csr_path).read_bytes())
@@ -114,7 +117,7 @@ def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *,
     except ValueError:
         raise ConfigError(f"csr {csr_path}: got unreadable PEM, want a certificate signing request") from None
     try:
-        cert = _ca.issue(auth, csr, now=now)
+        cert = _ca.issue(auth, csr, now=now, approved=approved)
     except VerificationError as exc:
         raise ConfigError(f"csr {csr_path}: {exc.message}", reason=exc.reason) from None
     Path(out).write_bytes(cert.public_bytes(serialization.Encoding.PEM))

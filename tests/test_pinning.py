@@ -83,3 +83,24 @@ def test_a_case_sent_to_the_wrong_server_records_the_refusal(bed):
     assert "SERVER_NOT_PINNED" in reason
     # Dialled through the node's own peers (the directory's pin), tax answers.
     assert run_case(hub, ref).complete
+
+
+def test_the_ca_issues_only_the_sans_the_authority_approved(bed, tmp_path):
+    import datetime as dt
+
+    from hedui.keys import federation as fed
+    from hedui.node.errors import ConfigError
+
+    now = dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
+    pw = b"member passphrase"
+    # A member asks for a certificate naming another member's host.
+    m = fed.init_member(tmp_path / "rogue", "rogue", "tax.example.gov.cn", pw)
+    with pytest.raises(ConfigError) as e:
+        fed.issue_cert(bed.authority, m.tls_csr, tmp_path / "rogue.crt", bed.ca_passphrase.encode(), now=now,
+                       approved=["rogue.example.gov.cn"])
+    assert e.value.reason == "BAD_CSR" and "approved by the authority" in e.value.message
+    assert not (tmp_path / "rogue.crt").exists()
+    ok = fed.init_member(tmp_path / "good", "good", "good.example.gov.cn", pw)
+    cert = fed.issue_cert(bed.authority, ok.tls_csr, tmp_path / "good.crt", bed.ca_passphrase.encode(), now=now,
+                          approved=["good.example.gov.cn"])
+    assert cert.subject.rfc4514_string() == "CN=good"

@@ -87,12 +87,15 @@ def issue(
     authority: Path = typer.Option(..., help="Authority folder"),
     csr: Path = typer.Option(..., help="Member CSR (PEM)"),
     out: Path = typer.Option(..., help="Where to write the certificate"),
+    san: list[str] = typer.Option(..., "--san", help="A host name or address the authority approves for this member "
+                                  "(its directory endpoint's host); repeatable. The CSR may ask for no other."),
     ca_passphrase_file: Path | None = _CA_FILE,
     ca_passphrase_fd: int | None = _CA_FD,
 ) -> None:
     """Authority side: issue a member TLS certificate (serverAuth+clientAuth) from a CSR (CA passphrase)."""
     take_passphrase(ca_passphrase_file, ca_passphrase_fd, env=CA_PASSPHRASE_ENV, option="--ca-passphrase")
-    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase(env=CA_PASSPHRASE_ENV), now=wall_clock().now())
+    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase(env=CA_PASSPHRASE_ENV), now=wall_clock().now(),
+                          approved=san)
     console.print(f"issued {out} (sha256 {cert_fingerprint(cert).hex()[:16]}…, valid to {cert.not_valid_after_utc:%Y-%m-%d})")
 
 
