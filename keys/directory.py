@@ -28,7 +28,8 @@ from hedui.keys.signing import SigningKey, VerifyingKey, load_public
 from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory",
-    "directory_digest", "load_directory", "PURPOSES", "ROLES", "MAX_BATCH"]
+    "directory_digest", "load_directory", "PURPOSES", "ROLES", "MAX_BATCH",
+    "ROLE_ANSWERS", "ROLE_CHECKPOINTS", "ROLE_COSIGNATURES", "ROLE_FIELDS", "role_key_of"]
 
 PURPOSES = {
     "dibao": common_pb2.PURPOSE_DIBAO,
@@ -77,6 +78,10 @@ class MemberSpec(_Strict):
     signing_key: Path
     roles: list[str]
     region: str = ""
+    #: Per-role public keys (PEM; issue 18). Unset: ``signing_key`` serves the role.
+    answer_key: Path | None = None
+    checkpoint_key: Path | None = None
+    cosign_key: Path | None = None
     sealing_key_hex: str = ""
     oprf_keys: list[OprfKeySpec] = []
     fields: list[FieldSpecModel] = []
@@ -124,8 +129,22 @@ class DirectorySpec(_Strict):
         def r(p: Path) -> Path:
             return p if p.is_absolute() else base / p
 
-        members = [m.model_copy(update={"cert": r(m.cert), "signing_key": r(m.signing_key)}) for m in self.members]
+        members = [m.model_copy(update={"cert": r(m.cert), "signing_key": r(m.signing_key),
+                                         **{k: r(getattr(m, k)) for k in ROLE_FIELDS.values() if getattr(m, k) is not None}})
+                   for m in self.members]
         return self.model_copy(update={"ca_cert": r(self.ca_cert), "members": members})
+
+
+#: Signing roles (issue 18) and the Member field publishing each role's key.
+ROLE_ANSWERS, ROLE_CHECKPOINTS, ROLE_COSIGNATURES = "answers", "checkpoints", "cosignatures"
+ROLE_FIELDS = {ROLE_ANSWERS: "answer_key", ROLE_CHECKPOINTS: "checkpoint_key", ROLE_COSIGNATURES: "cosign_key"}
+
+
+def role_key_of(m: directory_pb2.Member, role: str) -> bytes:
+    """The raw public key ``m`` signs ``role``'s messages with: the role's own key when the
+    directory publishes one, else ``signing_key`` (single-key members)."""
+    own = bytes(getattr(m, ROLE_FIELDS[role]))
+    return own or bytes(m.signing_key)
 
 
 def _ts(t: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -163,6 +182,9 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
             signing_key=load_public(m.code, m.signing_key).raw, region=m.region,
         )
+        for field_name in ROLE_FIELDS.values():
+            if getattr(m, field_name) is not None:
+                setattr(pm, field_name, load_public(m.code, getattr(m, field_name)).raw)
         for role in m.roles:
             if role not in ROLES:
                 raise DirectorySpecError(f"members[{m.code}].roles: got {role!r}, want one of {sorted(ROLES)}")
@@ -232,16 +254,18 @@ class TrustedDirectory:
         except KeyError:
             raise ConfigError(f"member: got {code!r}, want a member of directory v{self.version}") from None
 
-    def signing_keys(self) -> dict[str, VerifyingKey]:
+    def signing_keys(self, role: str = ROLE_ANSWERS) -> dict[str, VerifyingKey]:
+        """Every member's key for ``role`` (answers, notices, receipts and consent records by
+        default), by key id: a key published for another role is not in it (issue 18)."""
         out = {}
         for m in self.msg.members:
-            vk = VerifyingKey(m.code, bytes(m.signing_key))
+            vk = VerifyingKey(m.code, role_key_of(m, role))
             out[vk.keyid] = vk
         return out
 
-    def verifying_key(self, code: str) -> VerifyingKey:
+    def verifying_key(self, code: str, role: str = ROLE_ANSWERS) -> VerifyingKey:
         m = self.member(code)
-        return VerifyingKey(m.code, bytes(m.signing_key))
+        return VerifyingKey(m.code, role_key_of(m, role))
 
     def members_with(self, role: int) -> list[directory_pb2.Member]:
         return [m for m in self.msg.members if role in m.roles]

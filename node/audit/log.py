@@ -72,8 +72,11 @@ class AuditLog(TreeReader):
         clock: Callable[[], datetime],
         tile_height: int | None = None,
         max_batch: int = 1000,
+        cosigner: Signer | None = None,
     ) -> None:
-        """``clock``: the instant of each entry and checkpoint (the node's Clock.now)."""
+        """``clock``: the instant of each entry and checkpoint (the node's Clock.now).
+        ``cosigner``: the key cosigning other logs (issue 18: a role of its own); by default
+        ``signer``, the checkpoint key."""
         if not isinstance(signer, Signer):
             raise ConfigError("audit signer: want a hedui.node.audit.note.Signer")
         if signer.name != origin:
@@ -82,6 +85,7 @@ class AuditLog(TreeReader):
         self._engine = engine
         self._origin = origin
         self._signer = signer
+        self._cosigner = cosigner if cosigner is not None else signer
         self._max_batch = max(1, max_batch)
         self._clock = clock
         self._ensure_head(tile_height)
@@ -369,7 +373,7 @@ class AuditLog(TreeReader):
                         f"peer {peer_code}: checkpoint size {cp.size} is older than the last cosigned {p_size}"
                     )
         now_dt = utc(self._clock())
-        sig = self._signer.cosign(note.text, int(now_dt.timestamp()))
+        sig = self._cosigner.cosign(note.text, int(now_dt.timestamp()))
         line = sig.line.rstrip("\n")
         with self._engine.begin() as conn:
             conn.execute(

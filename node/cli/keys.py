@@ -231,7 +231,17 @@ def log_keys(
     from hedui.node.audit.recorder import origin_of
 
     td = load_directory(directory, load_public("authority", authority_key), now=wall_clock().now())
-    lines = [f"# {m.code} {m.name}\n{Verifier(origin_of(td.msg.federation, m.code), bytes(m.signing_key)).vkey}" for m in td.msg.members]
+    from hedui.keys.directory import ROLE_CHECKPOINTS, ROLE_COSIGNATURES, role_key_of
+    from hedui.node.audit.note import CosignatureVerifier
+
+    lines = []
+    for m in td.msg.members:
+        origin = origin_of(td.msg.federation, m.code)
+        cp, co = role_key_of(m, ROLE_CHECKPOINTS), role_key_of(m, ROLE_COSIGNATURES)
+        line = f"# {m.code} {m.name}\n{Verifier(origin, cp).vkey}"
+        if co != cp:  # issue 18: a cosignature key of its own, trusted for cosignatures only
+            line += f"\n{CosignatureVerifier(origin, co).vkey}"
+        lines.append(line)
     text = f"# checkpoint keys from directory v{td.version} ({td.msg.federation})\n" + "\n".join(lines) + "\n"
     if out:
         out.write_text(text, encoding="utf-8")

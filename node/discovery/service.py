@@ -100,7 +100,7 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
         opened = notice_.open_notice(notice, self.sealing_key)
         with rt.engine.begin() as conn:
             acc = self.hub.accept_notice(
-                conn, notice, opened, envelope=request.notice.SerializeToString(), sign_receipt=lambda r: notice_.sign_receipt(r, rt.signer)
+                conn, notice, opened, envelope=request.notice.SerializeToString(), sign_receipt=lambda r: notice_.sign_receipt(r, rt.signer_for("answers"))
             )
         receipt = common_pb2.Envelope.FromString(acc.receipt)
         nid = bytes(notice.notice_id).hex()

@@ -32,7 +32,7 @@ from sqlalchemy import func, select
 
 from hedui.common.errors import HeduiError
 from hedui.keys import dsse
-from hedui.keys.directory import PURPOSE_NAMES, PURPOSES
+from hedui.keys.directory import PURPOSE_NAMES, PURPOSES, ROLE_ANSWERS
 from hedui.keys.signing import SigningKey, VerifyingKey
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, VerificationError
@@ -111,7 +111,7 @@ def issue_for_case(rt: Runtime, case: Any) -> common_pb2.Envelope:
     with rt.engine.connect() as c:
         n = c.execute(select(func.count()).select_from(case_members).where(case_members.c.case_ref == case.case_ref)).scalar_one()
     created = case.created_at if case.created_at.tzinfo else case.created_at.replace(tzinfo=dt.UTC)
-    return issue(rt.signer, hub=rt.member, scan_digest=bytes(case.consent_digest), purpose=case.purpose,
+    return issue(rt.signer_for(ROLE_ANSWERS), hub=rt.member, scan_digest=bytes(case.consent_digest), purpose=case.purpose,
                  case_ref=case.case_ref, max_members=int(n), issued_at=created, operator=case.operator)
 
 
@@ -285,4 +285,4 @@ def sign_revocations(signer: SigningKey, hub: str, revoked: Sequence[bytes], now
 def context_fields(rt: Runtime, case: Any) -> dict:
     """The consent fields of a hub request's context: the case's record and the current list."""
     return {"consent": issue_for_case(rt, case),
-            "revocations": sign_revocations(rt.signer, rt.member, revocation_list(rt.engine), rt.clock.now())}
+            "revocations": sign_revocations(rt.signer_for(ROLE_ANSWERS), rt.member, revocation_list(rt.engine), rt.clock.now())}

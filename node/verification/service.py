@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from hedui.keys import dsse
+from hedui.keys.directory import ROLE_ANSWERS
 from hedui.node import policy
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import ConfigError, InvalidArgument
@@ -138,7 +139,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         )
         answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
         payload = answer.SerializeToString(deterministic=True)
-        env = dsse.sign(dsse.ANSWER, payload, [rt.signer])
+        env = dsse.sign(dsse.ANSWER, payload, [rt.signer_for(ROLE_ANSWERS)])  # issue 18: the answers key
         policy.commit(rt, call.caller.code, _LOOKUP, request.context, grant, digest, env.SerializeToString(deterministic=True))
         found = sum(1 for m in answer.members if m.found)
         rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "outcome": "ok", "found": found})
