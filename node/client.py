@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 __all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for"]
 
 
-def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes) -> PinningInterceptor:
-    """The pin of member ``code``: its ``tls_cert_sha256`` in ``directory`` (node/pinning.py)."""
+def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes, client: tuple[bytes, bytes] | None = None) -> PinningInterceptor:
+    """The pin of member ``code``: its ``tls_cert_sha256`` in ``directory`` (node/pinning.py);
+    ``client``: our certificate and key PEM, presented on the probe."""
     m = directory.member(code)
-    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: bytes(directory.member(code).tls_cert_sha256))
+    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: bytes(directory.member(code).tls_cert_sha256), client=client)
 
 
 def channel_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ChannelCredentials:
@@ -65,7 +66,7 @@ class PeerClient:
         through :attr:`Runtime.peers <hedui.node.runtime.Runtime.peers>`, which caches them)."""
         m = rt.directory.member(code)
         return cls(m.endpoint, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), code=code,
-                   pin=pin_for(rt.directory, code, rt.ca_pem))
+                   pin=pin_for(rt.directory, code, rt.ca_pem, (rt.tls_cert_pem, rt.tls_key_pem)))
 
     def close(self) -> None:
         self.channel.close()
@@ -81,8 +82,10 @@ class Peers:
     """The one place a node creates and caches its clients to other members: one mTLS
     channel per peer, shared by every caller on the node (cases, the pusher, cosigning)."""
 
-    def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials, *, ca_pem: bytes | None = None) -> None:
+    def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials, *, ca_pem: bytes | None = None,
+                 client: tuple[bytes, bytes] | None = None) -> None:
         self._directory = directory
+        self._client = client
         self._credentials = credentials
         self._ca_pem = ca_pem  # None: no pinning (tools dialling a bare endpoint)
         self._clients: dict[str, PeerClient] = {}
@@ -94,7 +97,7 @@ class Peers:
             client = self._clients.get(code)
             if client is None:
                 m = self._directory.member(code)
-                pin = pin_for(self._directory, code, self._ca_pem) if self._ca_pem is not None else None
+                pin = pin_for(self._directory, code, self._ca_pem, self._client) if self._ca_pem is not None else None
                 client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin)
             return client
 

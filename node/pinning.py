@@ -19,6 +19,7 @@ swapped between that handshake and gRPC's own is only caught at the next channel
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import ssl
 import threading
@@ -44,9 +45,10 @@ class PinError(grpc.RpcError):
         return self._details
 
 
-def server_fingerprint(endpoint: str, ca_pem: bytes, timeout: float = 5.0) -> bytes:
+def server_fingerprint(endpoint: str, ca_pem: bytes, timeout: float = 5.0, *, client: tuple[bytes, bytes] | None = None) -> bytes:
     """SHA-256 of the DER certificate the server at ``host:port`` presents (chain checked
-    against ``ca_pem``; the host name is gRPC's to check)."""
+    against ``ca_pem``; the host name is gRPC's to check). ``client``: our (certificate, key)
+    PEM, presented so the server completes the handshake instead of logging a refused one."""
     host, _, port = endpoint.rpartition(":")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
@@ -54,6 +56,8 @@ def server_fingerprint(endpoint: str, ca_pem: bytes, timeout: float = 5.0) -> by
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=ca_pem.decode("ascii"))
     ctx.set_alpn_protocols(["h2"])
+    if client is not None:
+        _load_client(ctx, *client)
     with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock, \
             ctx.wrap_socket(sock, server_hostname=None) as tls:
         der = tls.getpeercert(binary_form=True)
@@ -62,13 +66,27 @@ def server_fingerprint(endpoint: str, ca_pem: bytes, timeout: float = 5.0) -> by
     return hashlib.sha256(der).digest()
 
 
+def _load_client(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    # ssl loads a chain from a path only: an anonymous in-memory file (memfd, Linux), so the
+    # decrypted key never touches a disk. Elsewhere the probe goes without a client cert.
+    if not hasattr(os, "memfd_create"):
+        return
+    fd = os.memfd_create("hedui-pin", 0)
+    try:
+        os.write(fd, cert_pem + b"\n" + key_pem)
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 class PinningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
     """Checks the pin once per channel before its first call (see the module docstring)."""
 
     def __init__(self, code: str, endpoint: str, ca_pem: bytes, expected: Callable[[], bytes],
-                 probe: Callable[[str, bytes], bytes] = server_fingerprint) -> None:
+                 probe: Callable[[str, bytes], bytes] | None = None, *, client: tuple[bytes, bytes] | None = None) -> None:
         self.code, self.endpoint, self.ca_pem = code, endpoint, ca_pem
-        self._expected, self._probe = expected, probe
+        self._expected = expected
+        self._probe = probe or (lambda e, ca: server_fingerprint(e, ca, client=client))
         self._ok = False
         self._lock = threading.Lock()
 

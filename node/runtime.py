@@ -174,7 +174,8 @@ class Runtime:
             clock=clock,
             role_signers=role_signers,
         )
-        rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), ca_pem=rt.ca_pem)
+        rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), ca_pem=rt.ca_pem,
+                         client=(rt.tls_cert_pem, rt.tls_key_pem))
         rt.audit = open_audit(rt)
         _audit_split_view(rt)
         rt.guard = ServingGuard(rt)
