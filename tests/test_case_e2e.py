@@ -46,11 +46,11 @@ def _ids():
     return [resident(n, SEED).id_number for n in HOUSEHOLD]
 
 
-def _open(tb, purpose="dibao", expenditure=None, members=None):
+def _open(tb, purpose="dibao", expenditure=None, members=None, reference_month=None):
     hub = tb.runtime("hub")
     return open_case(hub, [(i, "member") for i in (members or _ids())], purpose=purpose,
                      consent_digest=consent_digest_of(b"signed authorisation scan"), operator="cw01", region="370304",
-                     expenditure=expenditure)
+                     expenditure=expenditure, reference_month=reference_month)
 
 
 def _expected_wages(tb, identity: str) -> Decimal | None:
@@ -359,10 +359,10 @@ def test_open_case_records_case_opened_once(bed):
     from hedui.node.audit.tables import audit_entries
 
     hub = bed.runtime("hub")
-    ref = _open(bed)
+    ref = _open(bed, reference_month="2026-08")
     hub.audit.log.flush()
     with hub.engine.connect() as c:
         entries = [json.loads(bytes(e)) for e in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "case.opened")).scalars()]
     mine = [e["fields"] for e in entries if e["fields"]["case_ref"] == ref]
     assert mine == [{"case_ref": ref, "purpose": "dibao", "operator": "cw01",
-                     "consent_digest": consent_digest_of(b"signed authorisation scan").hex()}]
+                     "consent_digest": consent_digest_of(b"signed authorisation scan").hex(), "reference_month": "2026-08"}]

@@ -76,12 +76,22 @@ def test_case_open_run_report_verify(bed, tmp_path):
     consent = tmp_path / "auth.pdf"
     consent.write_bytes(b"%PDF signed authorisation")
     ref = json.loads(run(["case", "open", "--config", hub, "--members-file", str(members), "--purpose", "dibao",
-                          "--consent-file", str(consent), "--operator", "cw7", "--region", "370304", "--json"], env).stdout)["case_ref"]
+                          "--consent-file", str(consent), "--operator", "cw7", "--region", "370304", "--json",
+                          "--reference-month", "2026-08"], env).stdout)["case_ref"]
     assert case_opened_entries(bed.member_dir("hub") / "node.db", ref) == 1  # recorded by open_case, once
+    counted = json.loads(run(["case", "count", ref, "--config", hub, "--member", "2", "--not-counted", "--reason", "在外地服刑",
+                              "--operator", "cw7", "--json"], env).stdout)
+    assert counted == {"case_ref": ref, "position": 1, "counted": False, "reason": "在外地服刑", "operator": "cw7"}
     out = json.loads(run(["case", "run", ref, "--config", hub, "--json"], env).stdout)
     assert out["complete"], out
     rep = json.loads(run(["case", "report", ref, "--config", hub, "--format", "json"], env).stdout)
-    assert rep["case_ref"] == ref and rep["conclusion"] == "complete"
+    assert rep["case_ref"] == ref and rep["reference_month"] == "2026-08"
+    # This federation has no vehicle or real-estate department: the packaged rules' asset flags
+    # cannot be decided, so the report is incomplete (never a "clear" flag from nobody's answer).
+    assert rep["conclusion"] == "incomplete" and rep["income"]["per_capita_monthly"] is None
+    assert {(g["provider"], g["why"]) for g in rep["missing"]} == {("vehicles", "not_answered"), ("realestate", "not_answered")}
+    assert rep["counted"] == [0, 2] and rep["excluded"] == [{"position": 1, "reason": "在外地服刑", "day": None, "note": "override"}]
+    assert rep["income_window"] == "2025-08..2026-07" and rep["time_zone"] == "Asia/Shanghai"
     html = tmp_path / "r.html"
     run(["case", "report", ref, "--config", hub, "--format", "html", "--out", str(html)], env)
     assert "核对报告" in html.read_text()
@@ -100,6 +110,9 @@ def test_case_open_run_report_verify(bed, tmp_path):
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--operator", "x", "--region", "370304"], "consent"),
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "lottery", "--consent-digest", "00" * 32, "--operator", "x", "--region", "370304"], "purpose"),
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--consent-digest", "zz", "--operator", "x", "--region", "370304"], "consent-digest"),
+    (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--consent-digest", "00" * 32, "--operator", "x",
+      "--region", "370304", "--reference-month", "2026-13"], "--reference-month: got '2026-13'"),
+    (["case", "count", "HUB-0000-999999", "--member", "1", "--counted", "--reason", "x", "--operator", "x"], "case: got"),
     (["case", "run", "HUB-0000-999999"], "case"),
     (["case", "report", "HUB-0000-999999", "--format", "pdf"], "--format"),
 ])
@@ -126,6 +139,15 @@ def test_node_check_and_keys_show_directory(bed):
     assert out["member"] == "tax" and out["directory_version"] == 1
     d = json.loads(run(["keys", "show-directory", str(bed.directory_path), "--authority-key", str(bed.authority.signing_pub), "--json"], bed.env_).stdout)
     assert {m["code"] for m in d["members"]} == {"hub", "tax", "hrss"}
+
+
+def test_node_check_refuses_hub_rules_naming_departments_not_in_the_directory(bed):
+    # The packaged rules name vehicle and real-estate fields; this federation has neither.
+    p = run(["node", "check", "--config", str(bed.config_path("hub"))], bed.env_, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    err = " ".join(p.stderr.split())
+    assert "verification-rules.toml (packaged default): assets[0].provider: got 'vehicles', want a department in the directory (hrss, tax)" in err, err
+    assert "assets[1].provider: got 'realestate'" in err
 
 
 def test_missing_passphrase_is_a_clear_cli_error(bed):

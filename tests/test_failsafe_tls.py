@@ -68,7 +68,7 @@ def test_handshake_refusals_are_counted_and_audited(tmp_path, monkeypatch):
         ca = (tb.root / "authority" / "ca.crt").read_bytes()
         _knock(port, grpc.ssl_channel_credentials(root_certificates=ca))            # no client certificate
         pw = b"another passphrase"
-        other = fed.init_authority(tmp_path / "otherca", "Other", pw, now=NOW)
+        other = fed.init_authority(tmp_path / "otherca", "Other", pw, b"another directory passphrase", now=NOW)
         m = fed.init_member(tmp_path / "mallory", "hub", "127.0.0.1", pw)
         fed.issue_cert(other, m.tls_csr, m.tls_cert, pw, now=NOW)
         _knock(port, channel_credentials(ca, m.tls_cert.read_bytes(), fed.load_tls_key_pem(m.tls_key, pw)))  # foreign CA

@@ -160,7 +160,7 @@ def test_maximum_batch_end_to_end(bed, n, ok):
     ctx = _ctx(common_pb2.PURPOSE_DIBAO, consent=b"c" * 32)
     hub = bed.runtime("hub")
     ctx.consent.CopyFrom(issue_for_context(hub.signer, "hub", ctx, members=n, issued_at=hub.clock.now()))
-    req = lookup_pb2.LookupRequest(context=ctx, epoch=1, tokens=tokens, reference_month="2026-08",
+    req = lookup_pb2.LookupRequest(context=ctx, epoch=1, tokens=tokens, reference_month="2026-10",
                                    queries=[lookup_pb2.FieldQuery(field="income_last_year")])
     tax = bed.runtime("tax")
     with PeerClient.to_member(bed.runtime("hub"), "tax") as c:

@@ -30,6 +30,7 @@ filter.sent         request_id, peer, purpose, epoch, count                    p
 case.opened         case_ref, purpose, operator, consent_digest                hub
 consent.revoked     consent_digest (of the signed record), operator, serial    hub
 consent.refused     consent_digest (of the scan), operator, outcome            hub
+case.member_counted case_ref, operator, position, counted (an override)        hub
 cosignature         peer, size, cosignature                                    any
 directory           version, digest                                            any
 admin               action, operator                                           any
@@ -91,6 +92,7 @@ class Kind(enum.StrEnum):
     CONSENT_REFUSED = "consent.refused"
     CASE_REVIEWED = "case.reviewed"
     CASE_MEMBERS_SHOWN = "case.members_shown"
+    CASE_MEMBER_COUNTED = "case.member_counted"
     LEAD_DETAILS_OPENED = "lead.details_opened"
     REFERRAL_RESPONDED = "referral.responded"
     REFERRAL_ESCALATED = "referral.escalated"
@@ -125,6 +127,7 @@ REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
     Kind.CONSENT_REFUSED: frozenset({"consent_digest", "operator", "outcome"}),
     Kind.CASE_REVIEWED: frozenset({"case_ref", "operator", "decision"}),
     Kind.CASE_MEMBERS_SHOWN: frozenset({"case_ref", "operator", "count"}),
+    Kind.CASE_MEMBER_COUNTED: frozenset({"case_ref", "operator", "position", "counted"}),
     Kind.LEAD_DETAILS_OPENED: frozenset({"operator", "reason", "leads", "count"}),
     Kind.REFERRAL_RESPONDED: frozenset({"referral_id", "operator", "outcome"}),
     Kind.REFERRAL_ESCALATED: frozenset({"operator", "count"}),

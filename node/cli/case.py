@@ -56,10 +56,20 @@ def open_(
     operator: str = typer.Option(..., help="Caseworker's staff code"),
     region: str = typer.Option(..., help="Region code (行政区划代码) of the household"),
     expenditure: str | None = typer.Option(None, help="One-off necessary expenditure in CNY (temporary assistance)"),
+    reference_month: str | None = typer.Option(
+        None, "--reference-month", help="YYYY-MM the verification is made for (default: the month before today, federation zone)"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Open a verification case for an applicant household."""
+    from hedui.common.periods import PeriodError, parse_month
     from hedui.node.verification.cases import consent_digest_of, open_case
+
+    month = None
+    if reference_month is not None:
+        try:
+            month = parse_month(reference_month, field="--reference-month")
+        except PeriodError as exc:
+            fail(exc.message)
 
     if (consent_file is None) == (consent_digest is None):
         fail("give exactly one of --consent-file or --consent-digest: no check runs without the signed authorisation")
@@ -82,13 +92,47 @@ def open_(
     rt = _runtime(config)
     try:
         ref = open_case(rt, _read_members(members_file), purpose=purpose, consent_digest=digest,
-                        operator=operator, region=region, expenditure=exp)
+                        operator=operator, region=region, expenditure=exp, reference_month=month)
+        stored = _reference_month(rt, ref)
     finally:
         rt.close()
     if json_out:
-        emit_json({"case_ref": ref})
+        emit_json({"case_ref": ref, "reference_month": stored})
     else:
-        console.print(f"opened case [bold]{ref}[/]")
+        console.print(f"opened case [bold]{ref}[/] for reference month {stored}")
+
+
+def _reference_month(rt, ref: str) -> str:
+    from hedui.node.verification.cases import reference_month_of
+    from hedui.node.verification.report import load_case
+
+    return str(reference_month_of(load_case(rt.engine, ref)["case"], rt.clock.zone))
+
+
+@app.command("count")
+@cli_errors
+def count(
+    case_ref: str = typer.Argument(...),
+    config: Path = _CONFIG,
+    member: int = typer.Option(..., "--member", help="The member's number in the report (1, 2, …)"),
+    counted: bool = typer.Option(..., "--counted/--not-counted", help="Count the member in the household, or not"),
+    reason: str = typer.Option(..., help="Why (recorded and shown in the report; no identity numbers)"),
+    operator: str = typer.Option(..., help="Caseworker's staff code"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Override whether a listed member counts, against the registry answer (recorded, audited)."""
+    from hedui.node.verification.casework import override_member
+
+    rt = _runtime(config)
+    try:
+        out = override_member(rt.engine, rt.audit, case_ref, position=member - 1, counted=counted, reason=reason,
+                              operator=operator, now=rt.clock.now())
+    finally:
+        rt.close()
+    if json_out:
+        emit_json(out)
+    else:
+        console.print(f"{case_ref}: member {member} {'counted' if counted else 'not counted'} ({reason})")
 
 
 @app.command("run")
@@ -109,7 +153,7 @@ def run(
             res = run_case(rt, case_ref, timeout=timeout, retries=retries)
     finally:
         rt.close()
-    out = {"case_ref": res.case_ref, "complete": res.complete, "seconds": round(res.seconds, 3),
+    out = {"case_ref": res.case_ref, "complete": res.complete, "status": res.status, "seconds": round(res.seconds, 3),
            "providers": [o.__dict__ for o in res.outcomes]}
     if json_out:
         emit_json(out)
@@ -122,6 +166,8 @@ def run(
     console.print(t)
     if not res.complete:
         console.print("[yellow]incomplete[/]: run again later to complete the missing departments")
+    elif res.status != "complete":
+        console.print("[yellow]report incomplete[/]: a needed figure is not current or not offered (see the report)")
 
 
 class _Null:
@@ -148,7 +194,7 @@ def report(
         fail(f"--format: got {format!r}, want json or html")
     rt = _runtime(config)
     try:
-        r = build_report(rt.engine, case_ref, rt.hub.rules)
+        r = build_report(rt.engine, case_ref, rt.hub.rules, tz=rt.clock.zone)
     finally:
         rt.close()
     text = json.dumps(r, ensure_ascii=False, indent=1) if format == "json" else render_html(r, lang)

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hedui.common.clock import fmt_instant
-from hedui.node.cli._common import cli_errors, console, emit_json, wall_clock
+from hedui.node.cli._common import cli_errors, console, emit_json, fail, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -73,10 +73,13 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             "legacy_key_files": legacy_seen(),
         }
         until = fmt_instant(rt.directory.expires_at, rt.clock.zone)
+        problems = _hub_rules_problems(rt)
         if rt.config.provider is not None and rt.config.provider.mapping_paths():
             out["sources"] = _check_sources(rt.config)
     finally:
         rt.close()
+    if problems:
+        fail(problems[0])
     if json_out:
         emit_json(out)
     else:
@@ -84,6 +87,19 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
                       f"until {until}, time zone {out['time_zone']}, store {out['store']}")
         for f in out["legacy_key_files"]:
             console.print(f"warning: {f} is in the older PBKDF2 format; run `hedui keys rekey` on it")
+
+
+def _hub_rules_problems(rt) -> list[str]:
+    """A hub's verification rules against the directory: every department and field a rule
+    names must be offered (issue 12: such a rule would make every report incomplete)."""
+    from hedui.v1 import directory_pb2
+
+    if rt.hub is None:
+        return []
+    offered = {m.code: [f.name for f in m.fields] for m in rt.directory.members_with(directory_pb2.ROLE_PROVIDER)}
+    source = str(rt.config.path(rt.config.hub.rules)) if rt.config.hub and rt.config.hub.rules else "verification-rules.toml (packaged default)"
+    problems = rt.hub.rules.unknown_fields(offered)
+    return [f"{source}: {'; '.join(problems)}"] if problems else []
 
 
 def _check_sources(cfg) -> list[str]:

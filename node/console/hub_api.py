@@ -66,7 +66,7 @@ def departments_to_ask(rt) -> list[str]:
 
 def report_html(rt, case_ref: str, lang: str) -> str:
     """The domain's own report document (the console shows it; it does not re-render it)."""
-    return _report.render_html(_report.build_report(rt.engine, case_ref, _rules(rt)), lang)
+    return _report.render_html(_report.build_report(rt.engine, case_ref, _rules(rt), tz=rt.clock.zone), lang)
 
 
 def _rules(rt):

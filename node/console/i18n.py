@@ -48,6 +48,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "new.purpose": ("核对事项", "Purpose"), "new.region": ("户籍所在行政区划代码", "Region code of the household"),
     "new.region_help": ("6、9 或 12 位数字，例如 370304。", "6, 9 or 12 digits, e.g. 370304."),
     "new.reference_month": ("参考月份（可选）", "Reference month (optional)"),
+    "case.reference_month": ("核对基准月", "Reference month"),
     "new.reference_month_help": ("格式 YYYY-MM；不填则为申请当月的上一个月。", "YYYY-MM; default: the month before the application."),
     "new.expenditure": ("一次性必需支出（元，临时救助）", "One-off necessary expenditure (CNY, temporary assistance)"),
     "new.members": ("家庭成员", "Household members"), "new.identity": ("身份证号", "Identity number"),

@@ -10,6 +10,7 @@ the same signed answer if it had answered); one that still fails is recorded as
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -18,13 +19,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import grpc
 from sqlalchemy import Engine, func, insert, select, update
 
 from hedui.adapters.idnum import normalize
-from hedui.common.clock import local_date
-from hedui.common.periods import Month
+from hedui.common.clock import DEFAULT_ZONE, local_date, zone
+from hedui.common.periods import Month, PeriodError, parse_month
 from hedui.keys import oprf
 from hedui.keys.directory import PURPOSES
 from hedui.node.audit.entry import Kind
@@ -50,7 +52,8 @@ from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
 
-__all__ = ["open_case", "run_case", "list_cases", "CaseRun", "record_directory", "consent_digest_of"]
+__all__ = ["open_case", "run_case", "list_cases", "CaseRun", "record_directory", "consent_digest_of",
+           "default_reference_month", "reference_month_of"]
 
 log = logging.getLogger("hedui.hub.cases")
 _MAX_MEMBERS = 20
@@ -58,6 +61,31 @@ _MAX_MEMBERS = 20
 
 def consent_digest_of(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def default_reference_month(application_day: dt.date) -> Month:
+    """The month before the application (acceptance-rules.md "Reference month"); the day is
+    the local date in the federation zone."""
+    return Month.of(application_day).plus(-1)
+
+
+def reference_month_of(case, tz: ZoneInfo | None = None) -> Month:
+    """A stored case's reference month; cases opened before issue 12 stored none: theirs is
+    the month before the local day they were opened."""
+    if case.reference_month:
+        return parse_month(case.reference_month, field="reference_month")
+    return default_reference_month(local_date(case.created_at, tz or zone(DEFAULT_ZONE)))
+
+
+def _reference_month(value: Month | str | None, rt: Runtime) -> Month:
+    if value is None:
+        return default_reference_month(rt.clock.today())
+    if isinstance(value, Month):
+        return value
+    try:
+        return parse_month(value, field="reference_month")
+    except PeriodError as exc:
+        raise InvalidArgument(f"reference_month: got {value[:16]!r}, want YYYY-MM") from exc
 
 
 def open_case(
@@ -69,9 +97,13 @@ def open_case(
     operator: str,
     region: str,
     expenditure: Decimal | None = None,
+    reference_month: Month | str | None = None,
 ) -> str:
     """Validates everything up front, writes the case in one transaction, then records
-    ``case.opened`` (the act is audited where it happens, whoever opens the case)."""
+    ``case.opened`` (the act is audited where it happens, whoever opens the case).
+    ``reference_month``: the month the verification is made for (default: the month before
+    today in the federation zone, from ``rt.clock``)."""
+    ref_month = _reference_month(reference_month, rt)
     if purpose not in PURPOSES:
         raise InvalidArgument(f"purpose: got {purpose[:32]!r}, want one of {sorted(PURPOSES)}")
     if len(consent_digest) != 32:
@@ -108,12 +140,13 @@ def open_case(
             ref = f"HUB-{year}-{n + 1:06d}"
         c.execute(insert(cases).values(
             case_ref=ref, purpose=purpose, consent_digest=consent_digest, operator=operator, region=region,
-            expenditure=expenditure, status="open", created_at=now,
+            expenditure=expenditure, status="open", created_at=now, reference_month=str(ref_month),
         ))
         c.execute(insert(case_members), [
             {"case_ref": ref, "position": i, "identity": ident, "relation": rel} for i, (ident, rel) in enumerate(norm)
         ])
-    rt.audit.record(Kind.CASE_OPENED, {"case_ref": ref, "purpose": purpose, "operator": operator, "consent_digest": consent_digest.hex()})
+    rt.audit.record(Kind.CASE_OPENED, {"case_ref": ref, "purpose": purpose, "operator": operator,
+                                        "consent_digest": consent_digest.hex(), "reference_month": str(ref_month)})
     return ref
 
 
@@ -148,9 +181,12 @@ class CaseRun:
     case_ref: str
     outcomes: list[ProviderOutcome]
     seconds: float
+    #: The case's status after the run: "complete" only when its report is (issue 12).
+    status: str = ""
 
     @property
     def complete(self) -> bool:
+        """Every department asked in this run answered (the report may still be incomplete)."""
         return all(o.status == "ok" for o in self.outcomes)
 
 
@@ -192,16 +228,24 @@ def run_case(
     todo = [(m, f) for m, f in _providers(rt, rules) if rerun_ok or m.code not in done]
     ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator,
                     **consent.context_fields(rt, case))  # issue 18: the signed consent record
-    ref_month = case_reference_month(rt, case)
+    month = str(reference_month_of(case, rt.clock.zone))
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, ref_month) for m, fields in todo]
+        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month) for m, fields in todo]
         outcomes = [f.result() for f in futs]
     with rt.engine.connect() as c:
         statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
     status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
+    if status == "complete":
+        # Every department answered; the case is complete only if its report is (issue 12:
+        # a needed figure that is not current, or a field no department offers, concludes
+        # nothing), so a reviewer cannot approve what the report does not conclude.
+        from hedui.node.verification.report import build_report
+
+        if not build_report(rt.engine, case_ref, rules, tz=rt.clock.zone)["complete"]:
+            status = "incomplete"
     with rt.engine.begin() as c:
         c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=rt.clock.now()))
-    return CaseRun(case_ref, outcomes, time.monotonic() - started)
+    return CaseRun(case_ref, outcomes, time.monotonic() - started, status)
 
 
 def _status_of(err: grpc.RpcError) -> tuple[str, str]:
@@ -229,16 +273,7 @@ def _call(fn, req, timeout: float, retries: int):
             time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
 
 
-def case_reference_month(rt: Runtime, case) -> str:
-    """The month every lookup of the case is for (DESIGN-12): the case's own, when it has one,
-    else the month before the application day (the case's opening, in the federation zone)."""
-    own = getattr(case, "reference_month", None)
-    if own:
-        return str(own)
-    return str(Month.of(local_date(case.created_at, rt.clock.zone)).plus(-1))
-
-
-def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, reference_month: str = "") -> ProviderOutcome:
+def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, month: str) -> ProviderOutcome:
     code = m.code
     peer = rt.peers.get(code)
     epochs = sorted(((k.epoch, bytes(k.public_key)) for k in m.oprf_keys), reverse=True)
@@ -261,7 +296,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, re
         tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, pub)
         req = lookup_pb2.LookupRequest(
             context=common_pb2.RequestContext(request_id=rid, **ctx_base), epoch=epoch, tokens=tokens,
-            queries=[lookup_pb2.FieldQuery(field=f) for f in fields], reference_month=reference_month,
+            queries=[lookup_pb2.FieldQuery(field=f) for f in fields], reference_month=month,
         )
         digest = request_digest(req)
         row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens), request=req.SerializeToString(deterministic=True))

@@ -17,10 +17,11 @@ from hedui.adapters.idnum import contains
 from hedui.common.errors import Reason
 from hedui.node.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from hedui.node.store.schema import metadata
-from hedui.node.verification.hub_tables import case_answers, case_members, cases
+from hedui.node.verification.hub_tables import case_answers, case_member_overrides, case_members, cases
 from hedui.node.verification.report import mask_identity
 
-__all__ = ["case_reviews", "DECISIONS", "list_cases", "case_state", "answer_states", "review_case", "show_members"]
+__all__ = ["case_reviews", "DECISIONS", "list_cases", "case_state", "answer_states", "review_case", "show_members",
+           "override_member"]
 
 DECISIONS = ("approved", "returned")
 CASE_STATUSES = ("open", "complete", "incomplete")
@@ -97,6 +98,7 @@ def case_state(engine, case_ref: str) -> dict:
     return {
         "case_ref": case.case_ref, "purpose": case.purpose, "region": case.region, "operator": case.operator,
         "status": case.status, "expenditure": case.expenditure, "consent_digest": bytes(case.consent_digest).hex(),
+        "reference_month": case.reference_month,
         "created_at": _utc(case.created_at), "run_at": _utc(case.run_at),
         "members": [{"position": m.position, "identity": mask_identity(m.identity), "relation": m.relation} for m in members],
         "answers": answer_states(engine, case_ref),
@@ -142,3 +144,28 @@ def show_members(engine, audit, case_ref: str, *, operator: str) -> list[dict]:
                          .order_by(case_members.c.position)).all()
     audit.record("case.members_shown", {"case_ref": case_ref, "operator": operator, "count": len(rows)})
     return [{"position": m.position, "identity": m.identity, "relation": m.relation} for m in rows]
+
+
+def override_member(engine, audit, case_ref: str, *, position: int, counted: bool, reason: str, operator: str,
+                    now: dt.datetime) -> dict:
+    """A caseworker's decision to count (or not count) listed member ``position`` whatever the
+    registry answer says (issue 12 item 4), with the reason, recorded and audited
+    (``case.member_counted``); the report shows it next to the member. The latest decision for
+    a member is in force."""
+    if not operator or len(operator) > 64:
+        raise InvalidArgument("operator: got an empty or over-long code, want 1..64 characters")
+    reason = reason.strip()
+    if not reason or len(reason) > 300:
+        raise InvalidArgument(f"reason: got {len(reason)} characters, want 1..300 (why the member is or is not counted)")
+    if contains(reason):
+        raise InvalidArgument("reason: got text containing an identity number, want none", reason=Reason.IDENTITY_IN_TEXT)
+    with engine.begin() as c:
+        if c.execute(select(cases.c.case_ref).where(cases.c.case_ref == case_ref)).first() is None:
+            raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
+        n = c.execute(select(func.count()).select_from(case_members).where(case_members.c.case_ref == case_ref)).scalar_one()
+        if not 0 <= position < n:
+            raise InvalidArgument(f"member: got {position + 1}, want 1..{n}")
+        c.execute(insert(case_member_overrides).values(case_ref=case_ref, position=position, counted=counted, reason=reason,
+                                                       operator=operator, decided_at=now))
+    audit.record("case.member_counted", {"case_ref": case_ref, "operator": operator, "position": position, "counted": counted})
+    return {"case_ref": case_ref, "position": position, "counted": counted, "reason": reason, "operator": operator}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -22,7 +23,7 @@ from sqlalchemy import (
 
 from hedui.node.store.schema import metadata
 
-__all__ = ["cases", "case_members", "case_answers", "directory_history", "consent_revocations"]
+__all__ = ["cases", "case_members", "case_answers", "case_member_overrides", "directory_history", "consent_revocations"]
 
 cases = Table(
     "cases",
@@ -36,6 +37,10 @@ cases = Table(
     Column("status", String(16), nullable=False),  # open | complete | incomplete
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("run_at", DateTime(timezone=True), nullable=True),
+    # The case's reference month "YYYY-MM" (issue 12): every Lookup carries it and every window
+    # is relative to it. Cases opened before it existed have none: the month before the day
+    # they were opened (hedui.node.verification.cases.reference_month_of).
+    Column("reference_month", String(7), nullable=True),
 )
 
 case_members = Table(
@@ -67,6 +72,20 @@ case_answers = Table(
     # The whole LookupRequest sent (issue 18): evidence carries it so anyone can recompute
     # the request digest and the consent the answer binds.
     Column("request", LargeBinary, nullable=True),
+)
+
+# A caseworker's decision to count (or not count) a listed member against what the registry
+# answer says (issue 12 item 4), with the reason; the latest row per member is in force.
+case_member_overrides = Table(
+    "case_member_overrides",
+    metadata,
+    Column("override_id", Integer, primary_key=True, autoincrement=True),
+    Column("case_ref", String(32), ForeignKey("cases.case_ref", ondelete="CASCADE"), nullable=False, index=True),
+    Column("position", Integer, nullable=False),
+    Column("counted", Boolean, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("operator", String(64), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
 )
 
 # Every directory the hub accepted, so evidence verifies offline against the version in force.

@@ -77,36 +77,10 @@ class IndexReport:
 _worker_key: ServerKey | None = None
 
 
-def _init_worker(key: ServerKey, parent: int) -> None:
+def _init_worker(key: ServerKey) -> None:
+    # Dying with the parent is node/procs.py's job (worker_pool), for every pool alike.
     global _worker_key
     _worker_key = key
-    _die_with_parent(parent)
-
-
-def _die_with_parent(parent: int) -> None:
-    """A token worker ends when the build that spawned it ends, even by ``kill -9`` (which
-    runs no clean-up): on Linux the kernel sends it SIGKILL (``PR_SET_PDEATHSIG``); elsewhere,
-    and for a parent that died before that was set, a watchdog thread sees the new parent."""
-    import threading
-    import time
-
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass  # not Linux: the watchdog below does it
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)  # a duration, not the date: no clock involved
-        os._exit(1)
-
-    if os.getppid() != parent:
-        os._exit(1)
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _tokens(identities: list[str]) -> list[bytes]:

@@ -11,19 +11,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from hedui.common.clock import DEFAULT_ZONE, fmt_instant, zone
+from hedui.common.periods import end_of
 from hedui.keys.directory import TrustedDirectory, verify_directory
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import NotFound, VerificationError
 from hedui.node.html import render
-from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
+from hedui.node.verification.cases import reference_month_of
+from hedui.node.verification.hub_tables import case_answers, case_member_overrides, case_members, cases, directory_history
 from hedui.node.verification.protocol import verify_answer
-from hedui.node.verification.rules import AssetFlag, Rules
-from hedui.v1 import common_pb2, directory_pb2
+from hedui.node.verification.reckon import KNOWN, Cell, Override, Source, cell_for, money, reckon
+from hedui.node.verification.rules import Rules
+from hedui.v1 import common_pb2, directory_pb2, lookup_pb2
 
-__all__ = ["build_report", "render_html", "mask_identity", "load_case"]
+__all__ = ["build_report", "render_html", "mask_identity", "load_case", "sources_of"]
 
 _CENT = Decimal("0.01")
 
@@ -40,9 +45,32 @@ def load_case(engine, case_ref: str) -> dict:
             raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
         members = c.execute(select(case_members).where(case_members.c.case_ref == case_ref).order_by(case_members.c.position)).all()
         answers = c.execute(select(case_answers).where(case_answers.c.case_ref == case_ref).order_by(case_answers.c.provider)).all()
+        overrides = _latest_overrides(c.execute(select(case_member_overrides).where(case_member_overrides.c.case_ref == case_ref)
+                                                .order_by(case_member_overrides.c.override_id)).all())
         versions = {a.directory_version for a in answers if a.directory_version}
         dirs = {r.version: bytes(r.envelope) for r in c.execute(select(directory_history).where(directory_history.c.version.in_(versions)))} if versions else {}
-    return {"case": case, "members": members, "answers": answers, "directories": dirs}
+    return {"case": case, "members": members, "answers": answers, "directories": dirs, "overrides": overrides}
+
+
+def _latest_overrides(rows) -> list:
+    """The override in force for each member: the latest one recorded."""
+    latest = {}
+    for r in rows:
+        latest[r.position] = r
+    return [latest[p] for p in sorted(latest)]
+
+
+def department_names(dirs: dict[int, bytes]) -> dict[str, str]:
+    """code → the department's name (区税务局 …) from the directories the case used, the newest
+    name winning; for the print layout's Chinese labels."""
+    names: dict[str, str] = {}
+    for version in sorted(dirs):
+        try:
+            d = directory_pb2.Directory.FromString(common_pb2.Envelope.FromString(dirs[version]).payload)
+        except Exception:  # a label only; the evidence check reports bad bytes
+            continue
+        names.update({m.code: m.name for m in d.members if m.name})
+    return names
 
 
 def _keys_for(dirs: dict[int, bytes], version: int, authority: VerifyingKey | None) -> dict:
@@ -60,12 +88,15 @@ def verified_answers(data: dict, authority: VerifyingKey | None = None) -> dict[
     """provider -> {"status", "reason", "answer" (LookupAnswer or None), "evidence"}."""
 
     out: dict[str, dict] = {}
+    keyring: dict[int, dict] = {}  # one directory parse per version, not per answer
     for a in data["answers"]:
         entry = {"status": a.status, "reason": a.reason or "", "answer": None, "evidence": None, "signer": None}
         if a.status == "ok":
             try:
                 env = common_pb2.Envelope.FromString(bytes(a.envelope))
-                keys = _keys_for(data["directories"], a.directory_version, authority)
+                if a.directory_version not in keyring:
+                    keyring[a.directory_version] = _keys_for(data["directories"], a.directory_version, authority)
+                keys = keyring[a.directory_version]
                 tokens = [bytes(a.tokens[i:i + 64]) for i in range(0, len(a.tokens), 64)]
                 ans = verify_answer(keys, a.provider, env, bytes(a.request_digest), tokens)
                 entry["answer"] = ans
@@ -78,19 +109,39 @@ def verified_answers(data: dict, authority: VerifyingKey | None = None) -> dict[
     return out
 
 
-def _dec(s: str) -> Decimal:
-    return Decimal(s)
+_STATES = {
+    lookup_pb2.ANSWER_STATE_VALUE: "value", lookup_pb2.ANSWER_STATE_NO_VALUE: "no_value",
+    lookup_pb2.ANSWER_STATE_NO_RECORD: "no_record", lookup_pb2.ANSWER_STATE_NOT_CURRENT: "not_current",
+}
 
 
-def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey | None = None) -> dict:
-    data = load_case(engine, case_ref)
-    case = data["case"]
-    members = data["members"]
-    n = len(members)
-    ans = verified_answers(data, authority)
+def _state(found: bool, fa: lookup_pb2.FieldAnswer) -> str:
+    """The answer state; a provider from before issue 12 sends none: its ``found``/``present``."""
+    if fa.state in _STATES:
+        return _STATES[fa.state]
+    if not found:
+        return "no_record"
+    return "value" if fa.present else "no_value"
 
-    # values[(provider, field)][position] = (present, value, as_of)
-    values: dict[tuple[str, str], dict[int, tuple[bool, str, str]]] = {}
+
+def sources_of(ans: dict[str, dict]) -> dict[str, Source]:
+    """The verified answers as the report's :class:`~reckon.Source` values."""
+    out = {}
+    for prov, e in ans.items():
+        a = e["answer"]
+        cells: dict[tuple[int, str], Cell] = {}
+        if a is not None:
+            for pos, ta in enumerate(a.members):
+                for fa in ta.fields:
+                    state = _state(ta.found, fa)
+                    cells[(pos, fa.field)] = Cell(state, fa.value if state == "value" else "", fa.unit, fa.window,
+                                                  fa.as_of, fa.data_date, e["evidence"])
+        out[prov] = Source(e["status"], e["reason"], e["evidence"], e["signer"], cells)
+    return out
+
+
+def _answer_table(ans: dict[str, dict]) -> list[dict]:
+    """Every answered cell as signed (member × department × field), for the evidence annex."""
     table = []
     for prov, e in sorted(ans.items()):
         a = e["answer"]
@@ -98,138 +149,138 @@ def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey
             continue
         for pos, ta in enumerate(a.members):
             for fa in ta.fields:
-                values.setdefault((prov, fa.field), {})[pos] = (fa.present, fa.value, fa.as_of)
                 table.append({
-                    "member": pos, "provider": prov, "field": fa.field, "found": ta.found,
+                    "member": pos, "provider": prov, "field": fa.field, "found": ta.found, "state": _state(ta.found, fa),
                     "present": fa.present, "value": fa.value if fa.present else None, "unit": fa.unit,
-                    "as_of": fa.as_of or None, "evidence": e["evidence"], "signer": e["signer"],
+                    "window": fa.window or None, "as_of": fa.as_of or None, "data_date": fa.data_date or None,
+                    "evidence": e["evidence"], "signer": e["signer"],
                 })
-    unavailable = [{"provider": p, "status": e["status"], "reason": e["reason"]} for p, e in sorted(ans.items()) if e["answer"] is None]
-    bad = {u["provider"] for u in unavailable}
+    return table
 
-    def item_sum(items) -> tuple[Decimal, list[str], list[dict]]:
-        total, missing, per = Decimal(0), [], []
-        for it in items:
-            if it.provider in bad or (it.provider, it.field) not in values and it.provider not in ans:
-                missing.append(f"{it.provider}.{it.field}")
-                continue
-            for pos in range(n):
-                present, v, _ = values.get((it.provider, it.field), {}).get(pos, (False, "", ""))
-                if present:
-                    monthly = _dec(v) / it.months
-                    total += monthly
-                    per.append({"member": pos, "item": it.label or it.field, "monthly": str(monthly.quantize(_CENT, ROUND_HALF_UP))})
-        return total, missing, per
 
-    income, miss_i, per_income = item_sum(rules.income)
-    deductions, miss_d, per_ded = item_sum(rules.deductions)
-    standard = rules.standard_for(case.region)
-    net = max(income - deductions, Decimal(0))
-    per_capita = (net / n).quantize(_CENT, ROUND_HALF_UP)
-    income_complete = not (miss_i or miss_d)
-
-    flags = []
-    for af in rules.assets:
-        if af.provider in bad or af.provider not in ans:
-            flags.append({"flag": af.flag, "label": af.label, "state": "unknown", "reason": f"{af.provider} unavailable"})
-            continue
-        vals = values.get((af.provider, af.field), {})
-        nums = {pos: _dec(v) for pos, (p, v, _) in vals.items() if p}
-
-        def hit(x: Decimal, af: AssetFlag = af) -> bool:
-            return x >= af.threshold if af.op == ">=" else x == af.threshold
-
-        if af.scope == "household":
-            state = hit(sum(nums.values(), Decimal(0)))
-            who = sorted(nums)
-        else:
-            who = sorted(pos for pos, x in nums.items() if hit(x))
-            state = bool(who)
-        flags.append({"flag": af.flag, "label": af.label, "state": "set" if state else "clear",
-                      "members": who if state else [], "threshold": str(af.threshold), "op": af.op})
-
-    temp = None
+def _temporary_assistance(rules: Rules, case, sources: dict[str, Source], n: int) -> dict | None:
     ta = rules.temporary_assistance
-    if ta is not None and case.expenditure is not None:
-        exp = Decimal(case.expenditure)
-        if ta.provider in bad or ta.provider not in ans:
-            temp = {"expenditure": str(exp), "state": "unknown", "reason": f"{ta.provider} unavailable"}
-        else:
-            vals = values.get((ta.provider, ta.field), {})
-            last_year = sum((_dec(v) for p, v, _ in vals.values() if p), Decimal(0))
-            pc = last_year / n
-            ratio = (exp / pc) if pc > 0 else None
-            tier = None
-            for t in ta.tiers:
-                if (ratio is None and t.upto is None) or (ratio is not None and ratio > t.over and (t.upto is None or ratio <= t.upto)):
-                    tier = t
-                    break
-            temp = {
-                "expenditure": str(exp.quantize(_CENT)), "last_year_per_capita": str(pc.quantize(_CENT, ROUND_HALF_UP)),
-                "ratio": None if ratio is None else str(ratio.quantize(Decimal("0.001"), ROUND_HALF_UP)),
-                "state": "tier" if tier else "below_tiers",
-                "aid": tier.aid if tier else "支出未超过上年人均收入，不属于支出型临时救助",
-                "min_cny": str(tier.min_cny) if tier and tier.min_cny is not None else None,
-                "max_cny": str(tier.max_cny) if tier and tier.max_cny is not None else None,
-            }
+    if ta is None or case.expenditure is None:
+        return None
+    exp = Decimal(case.expenditure)
+    cells = [cell_for(sources, ta.provider, ta.field, pos) for pos in range(n)]
+    if any(c.state not in KNOWN for c in cells):
+        return {"expenditure": str(exp), "state": "unknown", "reason": f"{ta.provider}.{ta.field} not known"}
+    last_year = sum((money(c) for c in cells), Decimal(0))
+    pc = last_year / n
+    ratio = (exp / pc) if pc > 0 else None
+    tier = None
+    for t in ta.tiers:
+        if (ratio is None and t.upto is None) or (ratio is not None and ratio > t.over and (t.upto is None or ratio <= t.upto)):
+            tier = t
+            break
+    return {
+        "expenditure": str(exp.quantize(_CENT)), "last_year_per_capita": str(pc.quantize(_CENT, ROUND_HALF_UP)),
+        "ratio": None if ratio is None else str(ratio.quantize(Decimal("0.001"), ROUND_HALF_UP)),
+        "state": "tier" if tier else "below_tiers",
+        "aid": tier.aid if tier else "支出未超过上年人均收入，不属于支出型临时救助",
+        "min_cny": str(tier.min_cny) if tier and tier.min_cny is not None else None,
+        "max_cny": str(tier.max_cny) if tier and tier.max_cny is not None else None,
+    }
 
-    complete = not unavailable
+
+def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey | None = None,
+                 tz: ZoneInfo | None = None) -> dict:
+    """The report of a case (JSON-able); ``tz`` is the federation zone (default China
+    Standard Time) in which dates are read and shown."""
+    tz = tz or zone(DEFAULT_ZONE)
+    data = load_case(engine, case_ref)
+    case = data["case"]
+    members = data["members"]
+    n = len(members)
+    ans = verified_answers(data, authority)
+    sources = sources_of(ans)
+    month = reference_month_of(case, tz)
+    overrides = {o.position: Override(bool(o.counted), o.reason, o.operator) for o in data["overrides"]}
+    figures = reckon(rules, sources, n, overrides, rules.standard_for(case.region, month))
+    for row, m in zip(figures["members"], members, strict=True):
+        row.update(identity=mask_identity(m.identity), relation=m.relation)
+        o = overrides.get(m.position)
+        row["override"] = None if o is None else {"counted": o.counted, "reason": o.reason, "operator": o.operator}
+    unavailable = [{"provider": p, "status": e["status"], "reason": e["reason"]} for p, e in sorted(ans.items()) if e["answer"] is None]
+    figures["departments"] = department_names(data["directories"])
     return {
         "case_ref": case.case_ref,
         "purpose": case.purpose,
         "region": case.region,
         "operator": case.operator,
-        "created_at": case.created_at.isoformat() if case.created_at else None,
-        "run_at": case.run_at.isoformat() if case.run_at else None,
-        "members": [{"position": m.position, "identity": mask_identity(m.identity), "relation": m.relation} for m in members],
+        "time_zone": tz.key,
+        "reference_month": str(month),
+        "income_window": f"{month.plus(-12)}..{month.plus(-1)}",
+        "as_of": end_of(month).isoformat(),
+        "created_at": fmt_instant(case.created_at, tz) if case.created_at else None,
+        "run_at": fmt_instant(case.run_at, tz) if case.run_at else None,
         "household_size": n,
-        "fields": table,
-        "income": {
-            "monthly_total": str(income.quantize(_CENT, ROUND_HALF_UP)),
-            "monthly_deductions": str(deductions.quantize(_CENT, ROUND_HALF_UP)),
-            "per_capita_monthly": str(per_capita),
-            "standard": str(standard),
-            "below_standard": (per_capita < standard) if income_complete else None,
-            "complete": income_complete,
-            "missing": miss_i + miss_d,
-            "items": per_income,
-            "deduction_items": per_ded,
-        },
-        "assets": flags,
-        "temporary_assistance": temp,
+        **figures,
+        "temporary_assistance": _temporary_assistance(rules, case, sources, n),
+        "fields": _answer_table(ans),
         "unavailable": unavailable,
         "providers": {p: {"status": e["status"], "evidence": e["evidence"], "signer": e["signer"]} for p, e in sorted(ans.items())},
-        "conclusion": "complete" if complete else "incomplete",
+        "conclusion": "complete" if figures["complete"] else "incomplete",
     }
 
 
 _LABELS = {
     "zh": {
         "title": "居民家庭经济状况核对报告", "case": "案件编号", "purpose": "核对事项", "region": "行政区划", "operator": "经办人",
-        "run_at": "核对时间", "members": "家庭成员", "relation": "关系", "identity": "身份证号（脱敏）", "fields": "各部门核对结果",
-        "member": "成员", "provider": "部门", "field": "项目", "value": "数值", "as_of": "截至", "evidence": "证据", "signer": "签名",
-        "no_record": "无记录", "income": "收入核算", "per_capita": "家庭月人均收入", "standard": "当地低保标准",
-        "below": "低于标准", "above": "不低于标准", "undetermined": "无法判断（部门未响应）", "assets": "财产核查",
-        "set": "命中", "clear": "未命中", "unknown": "未知", "temp": "临时救助档次", "expenditure": "一次性必需支出",
-        "ratio": "支出/上年人均收入", "aid": "救助标准", "unavailable": "未响应部门", "reason": "原因",
-        "conclusion": "结论", "complete": "核对完整", "incomplete": "核对不完整：部分部门未响应，结论待补充",
+        "run_at": "核对时间", "zone": "时区", "reference_month": "核对基准月", "income_window": "收入计算期间",
+        "as_of": "财产及状态截至", "members": "家庭成员", "relation": "关系", "identity": "身份证号（脱敏）",
+        "counting": "是否计入家庭人口", "counted": "计入", "not_counted": "不计入", "pending": "待定（户籍状态未知）",
+        "fields": "各部门答复明细（证据）", "member": "成员", "provider": "部门", "field": "项目", "value": "数值",
+        "window": "期间", "data_date": "数据截至", "state": "状态", "evidence": "证据编号", "signer": "签名",
+        "income": "收入核算", "income_items": "各成员收入明细", "item": "收入项目", "totals": "家庭收入合计",
+        "total": "家庭年收入合计", "monthly_total": "家庭月收入", "deductions": "月扣减", "per_capita": "家庭月人均收入",
+        "standard": "当地低保标准", "below": "低于标准", "above": "不低于标准", "undetermined": "无法判断（核对不完整）",
+        "assets": "财产核查", "rule": "规则", "triggered": "触发成员", "set": "命中", "clear": "未命中",
+        "unknown": "未知（核对不完整）", "info": "参考信息（不作为结论依据）", "temp": "临时救助档次",
+        "expenditure": "一次性必需支出", "ratio": "支出/上年人均收入", "aid": "救助标准", "unavailable": "未响应部门",
+        "reason": "原因", "conclusion": "结论", "complete": "核对完整", "missing": "缺失项目",
+        "incomplete": "核对不完整：以下项目缺失，不计算家庭收入、人均收入及财产结论",
+        "signature": "签字", "checker": "核对人", "reviewer": "复核人", "date": "日期",
         "footer": "本报告各项数据均来自部门签名答复，可用 hedui case verify 离线复核。",
+        "purposes": {"dibao": "最低生活保障", "tekun": "特困人员供养", "temporary_assistance": "临时救助",
+                     "periodic_review": "定期复核"},
+        "states": {"value": "有数据", "no_value": "无数据", "no_record": "无记录", "not_current": "数据未更新至该期间",
+                   "unavailable": "部门未响应", "refused": "部门拒绝", "not_answered": "部门未提供该项",
+                   "bad_value": "数值无法识别", "no_counted_member": "无计入人口", "no_standard": "无适用标准",
+                   "counted_unknown": "计入人口未确定"},
+        "reasons": {"dead": "死亡", "moved_out": "迁出", "no_registry_record": "户籍无记录", "override": "经办人调整"},
     },
     "en": {
         "title": "Household economic status verification report", "case": "Case", "purpose": "Purpose", "region": "Region",
-        "operator": "Operator", "run_at": "Run at", "members": "Household members", "relation": "Relation",
-        "identity": "Identity (masked)", "fields": "Answers by department", "member": "Member", "provider": "Department",
-        "field": "Field", "value": "Value", "as_of": "As of", "evidence": "Evidence", "signer": "Signer", "no_record": "no record",
-        "income": "Income", "per_capita": "Per-capita monthly income", "standard": "Local dibao standard",
-        "below": "below standard", "above": "not below standard", "undetermined": "undetermined (department unavailable)",
-        "assets": "Assets", "set": "SET", "clear": "clear", "unknown": "unknown", "temp": "Temporary assistance tier",
-        "expenditure": "One-off expenditure", "ratio": "Expenditure / last year's per-capita income", "aid": "Aid",
-        "unavailable": "Unavailable departments", "reason": "Reason", "conclusion": "Conclusion", "complete": "complete",
-        "incomplete": "INCOMPLETE: some departments did not answer",
+        "operator": "Operator", "run_at": "Run at", "zone": "Time zone", "reference_month": "Reference month",
+        "income_window": "Income window", "as_of": "Assets and statuses as of", "members": "Household members",
+        "relation": "Relation", "identity": "Identity (masked)", "counting": "Counted", "counted": "counted",
+        "not_counted": "not counted", "pending": "undetermined (registry unknown)", "fields": "Answers by department (evidence)",
+        "member": "Member", "provider": "Department", "field": "Field", "value": "Value", "window": "Window",
+        "data_date": "Data date", "state": "State", "evidence": "Evidence", "signer": "Signer", "income": "Income",
+        "income_items": "Income items by member", "item": "Item", "totals": "Household totals", "total": "Annual total",
+        "monthly_total": "Monthly income", "deductions": "Monthly deductions", "per_capita": "Per-capita monthly income",
+        "standard": "Local dibao standard", "below": "below standard", "above": "not below standard",
+        "undetermined": "undetermined (incomplete)", "assets": "Assets", "rule": "Rule", "triggered": "Triggered by",
+        "set": "SET", "clear": "clear", "unknown": "unknown (incomplete)", "info": "For information (never concluding)",
+        "temp": "Temporary assistance tier", "expenditure": "One-off expenditure",
+        "ratio": "Expenditure / last year's per-capita income", "aid": "Aid", "unavailable": "Unavailable departments",
+        "reason": "Reason", "conclusion": "Conclusion", "complete": "complete", "missing": "Missing",
+        "incomplete": "INCOMPLETE: the items below are missing; no income, per-capita or asset conclusion",
+        "signature": "Signatures", "checker": "Checked by", "reviewer": "Reviewed by", "date": "Date",
         "footer": "Every figure comes from a signed department answer; re-check offline with `hedui case verify`.",
+        "purposes": {},
+        "states": {"value": "value", "no_value": "no value", "no_record": "no record", "not_current": "not current",
+                   "unavailable": "unavailable", "refused": "refused", "not_answered": "not offered",
+                   "bad_value": "unreadable value", "no_counted_member": "no counted member", "no_standard": "no standard",
+                   "counted_unknown": "counted members unknown"},
+        "reasons": {"dead": "dead", "moved_out": "moved out", "no_registry_record": "no registry record",
+                    "override": "caseworker override"},
     },
 }
 
 
 def render_html(report: dict, lang: str = "zh") -> str:
+    """The print layout (A4): Chinese labels by default, the federation zone, the signature block."""
     return render("case-report.html", r=report, L=_LABELS["en" if lang == "en" else "zh"], lang=lang)

@@ -26,9 +26,32 @@ SMALL = [("hub", "博山区社会救助服务中心", ["hub"]), ("tax", "博山�
 
 def make_bed(root, members, *, store=None, residents: int = 120) -> Testbed:
     tb = Testbed(root, [MemberPlan(c, n, r) for c, n, r in members], store=store, residents=residents).create()
+    _hub_rules_for(tb, {c for c, _, _ in members})
     os.environ[PASSPHRASE_ENV] = tb.passphrase
     tb.build_indexes()
     return tb.start()
+
+
+def _hub_rules_for(tb: Testbed, codes: set[str]) -> None:
+    """The packaged rules without the items of departments this federation does not have (a
+    rule naming a department nobody runs makes every report incomplete, issue 12)."""
+    import tomllib
+    from importlib import resources
+
+    import tomli_w
+
+    rules = tomllib.loads((resources.files("hedui.node") / "data" / "verification-rules.toml").read_text(encoding="utf-8"))
+    for key in ("income", "deductions", "assets"):
+        rules[key] = [it for it in rules.get(key, []) if it["provider"] in codes]
+    if not rules["income"]:
+        return  # no income department at all (a hub alone): the packaged rules, reports incomplete
+    if rules.get("temporary_assistance", {}).get("provider") not in codes:
+        rules.pop("temporary_assistance", None)
+    (tb.member_dir("hub") / "verification-rules.toml").write_text(tomli_w.dumps(rules), encoding="utf-8")
+    cfg_path = tb.config_path("hub")
+    cfg = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+    cfg.setdefault("hub", {})["rules"] = "verification-rules.toml"
+    cfg_path.write_text(tomli_w.dumps(cfg), encoding="utf-8")
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -282,6 +282,7 @@ def test_run_progress_report_and_review(env):
     c.cookies.clear()
     signin(env, "rv01")
     page = c.get(f"/cases/{ref}").text
+    assert "核对基准月" in page  # the case's reference month is shown (issue 12)
     r = c.post(f"/cases/{ref}/review", data={"csrf_token": hidden(page, "csrf_token"), "form_token": hidden(page, "form_token"),
                                              "decision": "approved", "note": "同意"}, follow_redirects=False)
     assert r.status_code == 303

@@ -1,15 +1,15 @@
 """consent records (issue 18 part B): case_answers.request and consent_revocations
 
-Revision ID: 0006c
-Revises: 0005i
+Revision ID: 0007c
+Revises: 0006h
 Create Date: 2026-12-01
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006c'
-down_revision = '0005i'
+revision = '0007c'
+down_revision = '0006h'
 branch_labels = None
 depends_on = None
 
