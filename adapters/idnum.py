@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
 from operator import mul as _mul
 
@@ -31,7 +31,7 @@ from hedui.adapters.errors import InvalidIdentity
 from hedui.common.errors import InvalidArgument
 from hedui.common.errors import set_message_scrubber as _set_error_scrubber
 
-__all__ = ["normalize", "contains", "scrub", "guard", "LogGuard", "install_log_guard", "long_digit_run", "mask_embedded", "synthetic"]
+__all__ = ["normalize", "contains", "contains_in_value", "scrub", "guard", "LogGuard", "install_log_guard", "long_digit_run", "mask_embedded", "synthetic"]
 
 # Weights 2^(17-i) mod 11 for positions 1..17 (ISO 7064 MOD 11-2, as tabulated in GB 11643).
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -133,6 +133,54 @@ def _text(value: str | bytes | bytearray | memoryview) -> str:
 def contains(text: str | bytes | bytearray | memoryview) -> bool:
     """True if ``text`` (or UTF-8 bytes) holds anything shaped like an identity number."""
     return _SHAPE.search(_text(text)) is not None
+
+
+_MIN_SHAPE = 15  # the shortest shape: 15 digits (escapes in :func:`_text` only shorten a text)
+
+
+def contains_in_value(value: object) -> bool:
+    """:func:`contains` for a JSON-able value (str, int, bool, None, lists and mappings of
+    those, keys included), checked per string instead of over its serialisation: a string
+    shorter than the shortest shape cannot hold one, and an ASCII letters-and-digits string
+    (a hex digest, an id, a code) can only be one as a whole, since the shape must not be
+    glued to letters or digits. Same answer as ``contains(json.dumps(value))`` for such a
+    value: JSON's quotes, commas and colons end a shape as any other separator does."""
+    t = type(value)
+    if t is str:
+        return _str_holds(value)   # type: ignore[arg-type]
+    if value is None or t is bool:
+        return False
+    if t is int:
+        return abs(value) >= _MIN_INT and contains(str(value))   # type: ignore[arg-type]
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if (type(k) is not str or len(k) >= _MIN_SHAPE) and contains_in_value(k):
+                return True
+            tv = type(v)
+            if tv is str:
+                if len(v) >= _MIN_SHAPE and _str_holds(v):
+                    return True
+            elif tv is int:
+                if (v >= _MIN_INT or v <= -_MIN_INT) and contains(str(v)):
+                    return True
+            elif v is not None and tv is not bool and contains_in_value(v):
+                return True
+        return False
+    if isinstance(value, (list, tuple)):
+        return any(contains_in_value(v) for v in value)
+    return contains(str(value))
+
+
+def _str_holds(v: str) -> bool:
+    n = len(v)
+    if n < _MIN_SHAPE:
+        return False
+    if v.isascii() and v.isalnum():   # only as a whole: the shape is never glued to [A-Za-z0-9]
+        return n in (15, 18) and _SHAPE.fullmatch(v) is not None
+    return _SHAPE.search(_text(v)) is not None
+
+
+_MIN_INT = 10 ** (_MIN_SHAPE - 1)
 
 
 def scrub(text: str, mask: str = "[id]") -> str:

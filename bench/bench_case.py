@@ -5,14 +5,17 @@ DLEQ proof) and verify at each provider, then one signed Lookup per provider wit
 replay guard, quota and audit on both sides, all over mTLS — versus a baseline that performs
 the same lookups (same tokens, same index, same field derivation) as plaintext gRPC calls
 with no OPRF, signing, policy or audit, measured in the same run. Every node runs in this
-process on 2 cores, so both paths share the machine alike.
+process on 2 cores, so both paths share the machine alike. The third path is the case floor
+(``bench/floor_case.py``): the same protocol (same crypto, same rpcs over mTLS, signed
+answers) with one commit per side per exchange and nothing else. The three paths alternate
+in ``--reps`` rounds per concurrency level after a warm-up; rates min/median per round.
 
 The 8 providers serve the same synthetic department data (tax, ~0.8 records per resident):
 one index of N residents is built once and copied to the 8 provider stores with the same
 OPRF key (building 8 identical indexes would only cost time; the lookup cost does not depend
 on whose key made the tokens).
 
-    python bench/bench_case.py [--residents 100000] [--cases 64] [--concurrency 1,8,32] [--json]
+    python bench/bench_case.py [--residents 100000] [--cases 64] [--concurrency 1,8,32] [--reps 3] [--json]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -33,16 +37,19 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, report
+from floor_case import FloorFederation
 
 from hedui.adapters.synthetic import resident
 from hedui.common.periods import Month, parse_month
 from hedui.keys import dsse
+from hedui.keys.directory import ROLE_ANSWERS
 from hedui.keys.keyfile import PASSPHRASE_ENV, load_secret
 from hedui.keys.oprf import ServerKey
 from hedui.node.server import server_options
 from hedui.node.store.db import open_engine
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.testbed import provider as testbed_provider
+from hedui.node.verification import consent
 from hedui.node.verification.answer import derive, window_of
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.verification.catalogue import load_catalogue
@@ -134,7 +141,19 @@ def _run_hedui(tb, households, conc: int) -> tuple[list[float], float, int]:
     return lat, len(refs) / (time.perf_counter() - t0), incomplete
 
 
-def _run_bare(stubs, key: ServerKey, households, conc: int) -> tuple[list[float], float]:
+def _bare_context(hub, n: int, case_ref: str) -> common_pb2.RequestContext:
+    """What the hub's context carries since issue 18: its signed consent record for the case
+    (and its revocation list), so the bare path puts the same bytes on the wire and pays the
+    same signing cost per case as run_case does."""
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref=case_ref, consent_digest=consent_digest_of(b"bench"),
+                                    operator="bench", request_id=os.urandom(16))
+    signer, now = hub.signer_for(ROLE_ANSWERS), hub.clock.now()
+    ctx.consent.CopyFrom(consent.issue_for_context(signer, hub.member, ctx, members=n, issued_at=now))
+    ctx.revocations.CopyFrom(consent.sign_revocations(signer, hub.member, [], now))
+    return ctx
+
+
+def _run_bare(stubs, key: ServerKey, households, conc: int, hub) -> tuple[list[float], float]:
     lat: list[float] = []
     lock = threading.Lock()
     per_provider = ThreadPoolExecutor(max_workers=len(stubs) * conc)
@@ -142,8 +161,8 @@ def _run_bare(stubs, key: ServerKey, households, conc: int) -> tuple[list[float]
     def one(h):
         t = time.perf_counter()
         tokens = [key.token(i) for i in dict.fromkeys(h)]
-        req = lookup_pb2.LookupRequest(epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")],
-                                       reference_month=REFERENCE_MONTH)
+        req = lookup_pb2.LookupRequest(context=_bare_context(hub, len(tokens), f"BARE-{os.urandom(4).hex()}"), epoch=1, tokens=tokens,
+                                       queries=[lookup_pb2.FieldQuery(field="income_last_year")], reference_month=REFERENCE_MONTH)
         list(per_provider.map(lambda s: s.Lookup(req, timeout=60), stubs))
         with lock:
             lat.append(time.perf_counter() - t)
@@ -161,6 +180,7 @@ def main() -> None:
     ap.add_argument("--residents", type=int, default=100_000)
     ap.add_argument("--cases", type=int, default=64, help="cases per concurrency level and path")
     ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved rounds per level (hedui, floor, bare)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     levels = [int(x) for x in a.concurrency.split(",")]
@@ -180,21 +200,47 @@ def main() -> None:
             ch = grpc.insecure_channel(f"127.0.0.1:{port}")
             channels.append(ch)
             stubs.append(lookup_pb2_grpc.LookupServiceStub(ch))
+        hub_rt = tb.runtime("hub")
+        floor = FloorFederation(hub_rt, [tb.runtime(c) for c in PROVIDERS], key, cat, "income_last_year", REFERENCE_MONTH)
         rows = []
         try:
-            _run_hedui(tb, _households(4, a.residents), 1)  # warm up channels and caches
-            _run_bare(stubs, key, _households(4, a.residents), 1)
+            warm = _households(4, a.residents)
+            _run_hedui(tb, warm, 1)  # warm up channels and caches
+            floor.run(warm, 1)
+            _run_bare(stubs, key, warm, 1, hub_rt)
             for conc in levels:
                 hh = _households(a.cases, a.residents)
-                h_lat, h_rate, inc = _run_hedui(tb, hh, conc)
-                b_lat, b_rate = _run_bare(stubs, key, hh, conc)
+                h_lat: list[float] = []
+                f_lat: list[float] = []
+                b_lat: list[float] = []
+                h_rates, f_rates, b_rates = [], [], []
+                inc = 0
+                # Interleaved rounds: hedui, floor, bare, hedui, floor, bare, ...
+                for _ in range(a.reps):
+                    lat, rate, i = _run_hedui(tb, hh, conc)
+                    h_lat += lat
+                    h_rates.append(rate)
+                    inc += i
+                    lat, rate = floor.run(hh, conc)
+                    f_lat += lat
+                    f_rates.append(rate)
+                    lat, rate = _run_bare(stubs, key, hh, conc, hub_rt)
+                    b_lat += lat
+                    b_rates.append(rate)
+                vs_floor = [h / f for h, f in zip(h_rates, f_rates)]
+                loss = [b / h for h, b in zip(h_rates, b_rates)]
                 rows.append({
                     "concurrency": conc,
-                    "hedui p50 ms": percentile(h_lat, 50) * 1e3, "hedui p99 ms": percentile(h_lat, 99) * 1e3, "hedui cases/s": h_rate,
-                    "bare p50 ms": percentile(b_lat, 50) * 1e3, "bare p99 ms": percentile(b_lat, 99) * 1e3, "bare cases/s": b_rate,
-                    "throughput loss ×": b_rate / h_rate, "incomplete": inc,
+                    "hedui p50 ms": percentile(h_lat, 50) * 1e3, "hedui p99 ms": percentile(h_lat, 99) * 1e3,
+                    "hedui cases/s best": max(h_rates), "hedui cases/s median": statistics.median(h_rates),
+                    "floor p50 ms": percentile(f_lat, 50) * 1e3, "floor cases/s median": statistics.median(f_rates),
+                    "bare p50 ms": percentile(b_lat, 50) * 1e3, "bare cases/s median": statistics.median(b_rates),
+                    "hedui ÷ floor min": min(vs_floor), "hedui ÷ floor median": statistics.median(vs_floor),
+                    "loss vs bare × min": min(loss), "loss vs bare × median": statistics.median(loss),
+                    "incomplete": inc,
                 })
         finally:
+            floor.close()
             for ch in channels:
                 ch.close()
             for s in bare_servers:

@@ -5,11 +5,15 @@
 1. Floor: bare OPRF evaluations (RFC 9497 §3.3.1 Evaluate, via ``ServerKey.token``) per
    second with W processes, nothing else: the rate no index build can beat. Measured again
    right before each build, which is compared with its own floor.
-2. Build: synthetic residents (one tax record per adult resident) in a department database,
+2. Read/evaluate/write floor (:func:`floor_rw`): the same department rows read with one
+   streaming SELECT, normalised, tokenised and serialised in W processes and bulk-inserted
+   into a plain table: what any build must do. Builds and floors alternate (``--reps``), each
+   build into a fresh store; min/median of each and of the per-round ratio.
+3. Build: synthetic residents (one tax record per adult resident) in a department database,
    ``build_index`` into a fresh node store, W token workers; on SQLite (files in a temporary
    directory) and on PostgreSQL (fresh databases, dropped afterwards). Reported as records
    per second and as a share of the floor.
-3. Micro: provider ``evaluate_batch`` tokens/s for batches of 4, 64 and 4096 (one process,
+4. Micro: provider ``evaluate_batch`` tokens/s for batches of 4, 64 and 4096 (one process,
    proof included); hub-side blind and verify+finalise cost per token.
 
 Results are figures, not assertions. The machine's other load shows in them: run it on a
@@ -22,6 +26,8 @@ import argparse
 import json
 import os
 import platform
+import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -79,7 +85,64 @@ def floor(ids: list[str], workers: int) -> float:
         return n / (time.perf_counter() - t)
 
 
-def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Path) -> dict:
+def _eval_rows(rows: list[tuple]) -> list[tuple[bytes, bytes]]:
+    """Worker side of the read/evaluate/write floor: normalise the identity number, derive
+    the token and serialise the rest of the row, as a minimal index build must."""
+    assert _key is not None
+    from hedui.adapters.idnum import normalize
+
+    out = []
+    for r in rows:
+        out.append((_key.token(normalize(r[1])), json.dumps([str(x) for x in r[2:]]).encode()))
+    return out
+
+
+def floor_rw(source_url: str, store_url: str, workers: int) -> dict:
+    """The floor that does what a build must do and nothing else: one streaming SELECT of the
+    department rows, normalise + F(k, id) + serialise in ``workers`` processes, and a bulk
+    INSERT (executemany, one transaction per 20,000 rows) of (token, record) into a plain table
+    with its primary key only. Runs against the same source database as the build."""
+    key = ServerKey.derive(SEED, 1)
+    src = create_engine(source_url if "+" in source_url or source_url.startswith("sqlite") else
+                        source_url.replace("postgresql://", "postgresql+psycopg://"))
+    dst = open_engine(store_url)
+    table = f"floor_rw_{uuid.uuid4().hex[:6]}"
+    with dst.begin() as c:
+        blob = "BYTEA" if dst.dialect.name == "postgresql" else "BLOB"
+        c.execute(text(f"CREATE TABLE {table} (seq BIGINT PRIMARY KEY, token {blob} NOT NULL, record {blob} NOT NULL)"))
+    n = 0
+    t = time.perf_counter()
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init, initargs=(key,)) as pool:
+        list(pool.map(_eval, [[r.id_number for r in synthetic_residents(2, seed=3)]] * workers))  # start workers (untimed)
+        t = time.perf_counter()
+        with src.connect() as rc:
+            res = rc.execution_options(stream_results=True, yield_per=2000).execute(
+                text("SELECT id, taxpayer_idno, tax_year, taxable_income, filed_on, updated_at FROM tax_annual"))
+            chunks = (list(part) for part in res.partitions(2000))
+            pending: list[tuple[bytes, bytes]] = []
+            for done in pool.map(_eval_rows, chunks):
+                pending.extend(done)
+                if len(pending) >= 20_000:
+                    n = _floor_write(dst, table, pending, n)
+                    pending = []
+            n = _floor_write(dst, table, pending, n)
+    seconds = time.perf_counter() - t
+    with dst.begin() as c:
+        c.execute(text(f"DROP TABLE {table}"))
+    src.dispose()
+    dst.dispose()
+    return {"records": n, "seconds": round(seconds, 2), "records_per_s": round(n / seconds)}
+
+
+def _floor_write(dst, table: str, rows: list[tuple[bytes, bytes]], start: int) -> int:
+    if rows:
+        with dst.begin() as c:
+            c.execute(text(f"INSERT INTO {table} (seq, token, record) VALUES (:s, :t, :r)"),
+                      [{"s": start + i, "t": tok, "r": rec} for i, (tok, rec) in enumerate(rows)])
+    return start + len(rows)
+
+
+def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Path, reps: int = 3) -> dict:
     t = time.perf_counter()
     maps = write_sql(source_url, residents=residents, seed=1, departments=["tax"], share={"tax": 1.0}, years=1,
                      mapping_dir=tmp / f"maps-{uuid.uuid4().hex[:6]}")
@@ -90,8 +153,29 @@ def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Pa
         report = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers, clock=CLOCK)
     finally:
         engine.dispose()
-    return {"records": report.records, "seconds": round(report.seconds, 2), "records_per_s": round(report.rate),
-            "tokens": report.tokens, "generate_seconds": round(generated, 2)}
+    out = {"records": report.records, "seconds": round(report.seconds, 2), "records_per_s": round(report.rate),
+           "tokens": report.tokens, "generate_seconds": round(generated, 2)}
+    # Interleaved with the build on the same data: floor, (build above), floor again, build
+    # again into a fresh store, floor; min/median of each side.
+    floors = [floor_rw(source_url, store_url, workers)]
+    builds = [report.seconds]
+    for _ in range(reps - 1):
+        engine = open_engine(store_url)
+        schema.load_all().drop_all(engine)
+        schema.load_all().create_all(engine)
+        try:
+            builds.append(build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1,
+                                      workers=workers, clock=CLOCK).seconds)
+        finally:
+            engine.dispose()
+        floors.append(floor_rw(source_url, store_url, workers))
+    fs = [f["seconds"] for f in floors]
+    out["build_seconds_min_median"] = [round(min(builds), 2), round(statistics.median(builds), 2)]
+    out["rw_floor_seconds_min_median"] = [round(min(fs), 2), round(statistics.median(fs), 2)]
+    out["rw_floor_records"] = floors[0]["records"]
+    ratios = [f / b for b, f in zip(builds, fs)]
+    out["share_of_rw_floor_min_median"] = [round(min(ratios), 2), round(statistics.median(ratios), 2)]
+    return out
 
 
 def micro() -> dict:
@@ -128,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--reps", type=int, default=3, help="builds and read/evaluate/write floors, interleaved")
     args = ap.parse_args(argv)
 
     res: dict = {"residents": args.residents, "workers": args.workers, "cpus": os.cpu_count(),
@@ -141,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(d)
         sqlite_floor = floor(floor_ids, args.workers)
         res["sqlite"] = build(f"sqlite:///{tmp / 'dept.db'}", sqlite_url(tmp / "node.db"), args.residents,
-                              args.workers, tmp)
+                              args.workers, tmp, args.reps)
         if not args.no_postgres:
             admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
             names = [f"hedui_bench_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("src", "store")]
@@ -151,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                         c.execute(text(f'CREATE DATABASE "{n}"'))
                 base = PG_ADMIN.rsplit("/", 1)[0]
                 pg_floor = floor(floor_ids, args.workers)
-                res["postgres"] = build(f"{base}/{names[0]}", f"{base}/{names[1]}", args.residents, args.workers, tmp)
+                res["postgres"] = build(f"{base}/{names[0]}", f"{base}/{names[1]}", args.residents, args.workers, tmp,
+                                        args.reps)
             finally:
                 with admin.connect() as c:
                     for n in names:
@@ -166,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             res[kind]["share_of_floor"] = round(res[kind]["records_per_s"] / res[kind]["floor_tokens_per_s"], 2)
     res["micro"] = micro()
     res["loadavg_after"] = os.getloadavg()[0]
+    # Peak resident memory (Linux ru_maxrss is in KiB): this process (reads, writes) and the
+    # largest token worker (children that ended).
+    res["peak_rss_mib_main"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    res["peak_rss_mib_largest_worker"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 
     if args.json:
         print(json.dumps(res, indent=2))
@@ -178,14 +268,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"({res['cpus']} CPUs, load {res['loadavg_before']:.1f} → {res['loadavg_after']:.1f}); "
                     "floor = bare F(k, id) rate with as many processes, measured just before")
     t.add_column("", no_wrap=True)
-    for col in ("records", "s", "records/s", "floor/s", "÷ floor", "data gen s"):
+    for col in ("records", "s", "records/s", "floor/s", "÷ floor", "build s min/med", "r/e/w floor s min/med",
+                "÷ r/e/w floor min/med"):
         t.add_column(col, justify="right")
     for kind in ("sqlite", "postgres"):
         if kind in res:
             r = res[kind]
             t.add_row(f"build, {kind}", f"{r['records']:,}", f"{r['seconds']}", f"{r['records_per_s']:,}",
-                      f"{r['floor_tokens_per_s']:,}", f"{r['share_of_floor']:.2f}", f"{r['generate_seconds']}")
+                      f"{r['floor_tokens_per_s']:,}", f"{r['share_of_floor']:.2f}",
+                      "/".join(map(str, r["build_seconds_min_median"])), "/".join(map(str, r["rw_floor_seconds_min_median"])),
+                      "/".join(map(str, r["share_of_rw_floor_min_median"])))
     con.print(t)
+    print(f"peak memory: main process {res['peak_rss_mib_main']} MiB, largest worker {res['peak_rss_mib_largest_worker']} MiB")
     m = res["micro"]
     t2 = Table(title="Pseudonym crypto, one process")
     t2.add_column("measure")

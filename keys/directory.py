@@ -85,6 +85,10 @@ class MemberSpec(_Strict):
     sealing_key_hex: str = ""
     oprf_keys: list[OprfKeySpec] = []
     fields: list[FieldSpecModel] = []
+    #: Down for maintenance: peers skip it until a directory without the flag (issue 17).
+    maintenance: bool = False
+    #: Renewed certificates accepted alongside ``cert`` during the overlap (`hedui keys renew`).
+    renewed_certs: list[Path] = []
 
 
 class RuleSpec(_Strict):
@@ -130,6 +134,7 @@ class DirectorySpec(_Strict):
             return p if p.is_absolute() else base / p
 
         members = [m.model_copy(update={"cert": r(m.cert), "signing_key": r(m.signing_key),
+                                         "renewed_certs": [r(c) for c in m.renewed_certs],
                                          **{k: r(getattr(m, k)) for k in ROLE_FIELDS.values() if getattr(m, k) is not None}})
                    for m in self.members]
         return self.model_copy(update={"ca_cert": r(self.ca_cert), "members": members})
@@ -180,11 +185,17 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
             raise DirectorySpecError(f"members[{m.code}].cert: got CN {member_of_cert(cert)!r}, want {m.code!r}")
         pm = d.members.add(
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
-            signing_key=load_public(m.code, m.signing_key).raw, region=m.region,
+            signing_key=load_public(m.code, m.signing_key).raw, region=m.region, maintenance=m.maintenance,
         )
         for field_name in ROLE_FIELDS.values():
             if getattr(m, field_name) is not None:
                 setattr(pm, field_name, load_public(m.code, getattr(m, field_name)).raw)
+        for i, renewed in enumerate(m.renewed_certs):
+            rc = load_cert(renewed)
+            check_issued_by(rc, ca, now=now)
+            if member_of_cert(rc) != m.code:
+                raise DirectorySpecError(f"members[{m.code}].renewed_certs[{i}]: got CN {member_of_cert(rc)!r}, want {m.code!r}")
+            pm.renewed_tls_cert_sha256.append(cert_fingerprint(rc))
         for role in m.roles:
             if role not in ROLES:
                 raise DirectorySpecError(f"members[{m.code}].roles: got {role!r}, want one of {sorted(ROLES)}")
@@ -231,6 +242,19 @@ class TrustedDirectory:
         for m in self.msg.members:
             self.by_code[m.code] = m
             self.by_cert[bytes(m.tls_cert_sha256)] = m
+            for fp in m.renewed_tls_cert_sha256:
+                self.by_cert[bytes(fp)] = m
+        # Parsed once per directory (it never changes; a new version is a new object): the
+        # hot path verifies every answer and notice with these (issue 16).
+        # Cached per role (issue 18): each role's key, or signing_key where none is published.
+        self._keys = {role: {m.code: VerifyingKey(m.code, role_key_of(m, role)) for m in self.msg.members}
+                      for role in ROLE_FIELDS}
+        self._by_keyid = {role: {vk.keyid: vk for vk in keys.values()} for role, keys in self._keys.items()}
+
+    def cert_fingerprints(self, code: str) -> set[bytes]:
+        """Every certificate fingerprint member ``code`` may present (current and renewed)."""
+        m = self.member(code)
+        return {bytes(m.tls_cert_sha256), *(bytes(f) for f in m.renewed_tls_cert_sha256)}
 
     @property
     def version(self) -> int:
@@ -257,15 +281,11 @@ class TrustedDirectory:
     def signing_keys(self, role: str = ROLE_ANSWERS) -> dict[str, VerifyingKey]:
         """Every member's key for ``role`` (answers, notices, receipts and consent records by
         default), by key id: a key published for another role is not in it (issue 18)."""
-        out = {}
-        for m in self.msg.members:
-            vk = VerifyingKey(m.code, role_key_of(m, role))
-            out[vk.keyid] = vk
-        return out
+        return dict(self._by_keyid[role])
 
     def verifying_key(self, code: str, role: str = ROLE_ANSWERS) -> VerifyingKey:
-        m = self.member(code)
-        return VerifyingKey(m.code, role_key_of(m, role))
+        self.member(code)   # the error for a code that is not a member
+        return self._keys[role][code]
 
     def members_with(self, role: int) -> list[directory_pb2.Member]:
         return [m for m in self.msg.members if role in m.roles]

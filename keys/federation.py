@@ -105,6 +105,26 @@ def init_member(root: Path, member: str, host: str, pw: bytes) -> MemberDir:
     return m
 
 
+def renew_cert(authority: AuthorityDir, csr_path: Path, current: Path, out: Path, pw: bytes, *,
+               now: dt.datetime, approved: Collection[str] | None = None) -> x509.Certificate:
+    """Authority side of a renewal (issue 17): a new certificate for the member whose current
+    certificate is ``current``, from its CSR (a new key, or the same one), issued while the
+    current one is still valid so the directory can list both during the overlap."""
+    cur = _ca.load_cert(current)
+    if cur.not_valid_after_utc <= now:
+        raise ConfigError(f"current {current}: expired at {cur.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}, want a certificate "
+                          "still valid (after expiry: `hedui keys issue` and re-sign the directory)")
+    try:
+        csr = x509.load_pem_x509_csr(Path(csr_path).read_bytes())
+    except (OSError, ValueError):
+        raise ConfigError(f"csr {csr_path}: got an unreadable file, want a certificate signing request") from None
+    cn = [a.value for a in csr.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    if cn != [_ca.member_of_cert(cur)]:
+        raise ConfigError(f"csr {csr_path}: CN: got {cn[0] if cn else None!r}, want {_ca.member_of_cert(cur)!r} "
+                          f"(the member of {current})")
+    return issue_cert(authority, csr_path, out, pw, now=now, approved=approved)
+
+
 def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *, now: dt.datetime,
                approved: Collection[str] | None = None) -> x509.Certificate:
     """Authority side: checks the CSR and issues the member certificate; ``approved``: the

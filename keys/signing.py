@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,25 @@ class VerifyingKey:
     owner: str
     raw: bytes
 
-    @property
+    # Computed once per key (a frozen dataclass still has a __dict__ for cached_property):
+    # the hot path verifies every answer and receipt (issue 16).
+    @functools.cached_property
     def keyid(self) -> str:
         return keyid_for(self.owner, self.raw)
 
+    @functools.cached_property
+    def _parsed(self) -> Ed25519PublicKey | None:
+        try:
+            return Ed25519PublicKey.from_public_bytes(self.raw)
+        except ValueError:
+            return None
+
     def verify(self, sig: bytes, msg: bytes) -> None:
         try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(sig, msg)
+            key = self._parsed
+            if key is None:
+                raise ValueError("not an Ed25519 public key")
+            key.verify(sig, msg)
         except (InvalidSignature, ValueError):
             raise SignatureError(f"signature by {self.keyid}: does not verify", reason=Reason.BAD_SIGNATURE) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -17,15 +18,55 @@ if TYPE_CHECKING:
 __all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for"]
 
 
-def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes, client: tuple[bytes, bytes] | None = None) -> PinningInterceptor:
-    """The pin of member ``code``: its ``tls_cert_sha256`` in ``directory`` (node/pinning.py);
-    ``client``: our certificate and key PEM, presented on the probe."""
+def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes, client: tuple[bytes, bytes] | None = None, *,
+            live: Callable[[], TrustedDirectory] | None = None) -> PinningInterceptor:
+    """The pin of member ``code``: its ``tls_cert_sha256`` or a ``renewed_tls_cert_sha256`` in
+    the directory (node/pinning.py; issue 17's overlap); ``live``: the directory in force when
+    the pin is checked (a live directory update), else ``directory``; ``client``: our
+    certificate and key PEM, presented on the probe."""
     m = directory.member(code)
-    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: bytes(directory.member(code).tls_cert_sha256), client=client)
+    current = live or (lambda: directory)
+    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: current().cert_fingerprints(code), client=client)
 
 
 def channel_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem)
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(self, d: grpc.ClientCallDetails, metadata: list) -> None:
+        self.method = d.method
+        self.timeout = d.timeout
+        self.metadata = tuple(metadata)
+        self.credentials = d.credentials
+        self.wait_for_ready = getattr(d, "wait_for_ready", None)
+        self.compression = getattr(d, "compression", None)
+
+
+class _TraceContext(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Sends the W3C ``traceparent`` of the call being handled (a child of it) and its
+    request id on every outgoing call, so hub → provider is one trace (node/logs.py)."""
+
+    @staticmethod
+    def _with(d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        from hedui.node import logs
+
+        md = [(k, v) for k, v in (d.metadata or ()) if k not in ("traceparent",)]
+        md.append(("traceparent", logs.child_traceparent()))
+        return _Details(d, md)
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with(client_call_details), request)
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._with(client_call_details), request)
+
+    def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._with(client_call_details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return continuation(self._with(client_call_details), request_iterator)
 
 
 class PeerClient:
@@ -51,14 +92,15 @@ class PeerClient:
                 ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
-        if pin is not None:
-            # Issue 18: the server must present the certificate the directory lists for `code`.
-            self.channel = grpc.intercept_channel(self.channel, pin)
-        self.node = node_pb2_grpc.NodeServiceStub(self.channel)
-        self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(self.channel)
-        self.lookup = lookup_pb2_grpc.LookupServiceStub(self.channel)
-        self.notice = notice_pb2_grpc.NoticeServiceStub(self.channel)
-        self.audit = audit_pb2_grpc.AuditServiceStub(self.channel)
+        # Issue 18: the server must present a certificate the directory lists for `code`; the
+        # pin runs first, then the traceparent (issue 17) is added to every outgoing call.
+        interceptors: list[grpc.UnaryUnaryClientInterceptor] = [pin] if pin is not None else []
+        traced = grpc.intercept_channel(self.channel, *interceptors, _TraceContext())
+        self.node = node_pb2_grpc.NodeServiceStub(traced)
+        self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(traced)
+        self.lookup = lookup_pb2_grpc.LookupServiceStub(traced)
+        self.notice = notice_pb2_grpc.NoticeServiceStub(traced)
+        self.audit = audit_pb2_grpc.AuditServiceStub(traced)
 
     @classmethod
     def to_member(cls, rt: Runtime, code: str) -> PeerClient:
@@ -97,9 +139,21 @@ class Peers:
             client = self._clients.get(code)
             if client is None:
                 m = self._directory.member(code)
-                pin = pin_for(self._directory, code, self._ca_pem, self._client) if self._ca_pem is not None else None
+                pin = pin_for(self._directory, code, self._ca_pem, self._client, live=lambda: self._directory) if self._ca_pem is not None else None
                 client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin)
             return client
+
+    def update_directory(self, directory: TrustedDirectory) -> None:
+        """A newer directory applied while running (node/directory_live.py): channels to peers
+        whose endpoint changed or that left are closed; the rest stay open."""
+        with self._lock:
+            self._directory = directory
+            stale = [c for code, c in self._clients.items()
+                     if code not in directory.by_code or directory.by_code[code].endpoint != c.endpoint]
+            for c in stale:
+                del self._clients[c.code]
+        for c in stale:
+            c.close()
 
     def reset(self, code: str, client: PeerClient | None = None) -> None:
         """Closes the channel to ``code`` (only if it is still ``client``, when given), so the

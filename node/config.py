@@ -64,6 +64,16 @@ class KeysSection(_Section):
 class DirectorySection(_Section):
     path: Path = Field(description="DSSE JSON envelope of the signed directory")
     authority_key: Path = Field(description="PEM Ed25519 public key of the federation authority")
+    # The live directory (issue 17, after X-Road's global configuration): where newer signed
+    # directories are pulled from, how often, and the authority key's fingerprint delivered
+    # out of band (the trust anchor): authority_key must match it.
+    sources: list[str] = Field(default_factory=list, description="http(s):// URLs, file paths or peer:CODE "
+                               "(a member node serving its current one) of the signed directory, tried in order; "
+                               "empty: the directory changes only with a restart")
+    refresh_seconds: int = Field(default=60, ge=1, le=86400, description="Pull interval (X-Road: 60 s)")
+    max_backoff_seconds: int = Field(default=600, ge=1, le=86400, description="Longest wait after failed pulls")
+    trust_anchor: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                                     description="SHA-256 (hex) of the authority's raw Ed25519 public key")
 
 
 class StoreSection(_Section):

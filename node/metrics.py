@@ -23,7 +23,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.calls = Counter("hedui_rpc_total", "RPCs served, by method and outcome", ["method", "code"], registry=self.registry)
-        self.latency = Histogram("hedui_rpc_seconds", "RPC handling time", ["method"], registry=self.registry)
+        self.latency = Histogram("hedui_rpc_seconds", "RPC handling time, by method and calling member",
+                                 ["method", "peer"], registry=self.registry)
+        # Every refusal with its stable reason (hedui.node.errors.Reason), whatever the method.
+        self.refusals = Counter("hedui_refusals_total", "Calls refused, by reason", ["reason"], registry=self.registry)
+        # Directories pulled from a source and refused (node/directory_live.py), by reason.
+        self.directory_refused = Counter("hedui_directory_refused_total", "Fetched directories refused, by reason",
+                                         ["reason"], registry=self.registry)
+        self.directory_fetch_failures = Gauge("hedui_directory_fetch_failures",
+                                              "Consecutive failed pulls of the directory (0: the last one worked)",
+                                              registry=self.registry)
         self.audit_size = Gauge("hedui_audit_tree_size", "Entries in the audit log", registry=self.registry)
         self.outbox_pending = Gauge("hedui_outbox_pending", "Notices waiting to be pushed", registry=self.registry)
         self.in_flight = Gauge("hedui_rpc_in_flight", "RPCs being handled now", registry=self.registry)
@@ -35,12 +44,15 @@ class Metrics:
                                           "Connections or calls refused below the application, by cause",
                                           ["cause"], registry=self.registry)
         self._server: WSGIServer | None = None
+        self.port = 0
 
-    def serve(self, hostport: str) -> int:
+    def serve(self, hostport: str, app=None) -> int:
+        """Serves ``app`` (default: the registry alone) on the ops port; the bound port."""
         host, _, port = hostport.rpartition(":")
-        self._server = make_server(host, int(port), make_wsgi_app(self.registry), handler_class=_QuietHandler)
+        self._server = make_server(host, int(port), app or make_wsgi_app(self.registry), handler_class=_QuietHandler)
         threading.Thread(target=self._server.serve_forever, daemon=True, name="metrics").start()
-        return self._server.server_port
+        self.port = self._server.server_port
+        return self.port
 
     def stop(self) -> None:
         if self._server is not None:

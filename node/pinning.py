@@ -23,7 +23,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import grpc
@@ -82,7 +82,7 @@ def _load_client(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
 class PinningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
     """Checks the pin once per channel before its first call (see the module docstring)."""
 
-    def __init__(self, code: str, endpoint: str, ca_pem: bytes, expected: Callable[[], bytes],
+    def __init__(self, code: str, endpoint: str, ca_pem: bytes, expected: Callable[[], bytes | Collection[bytes]],
                  probe: Callable[[str, bytes], bytes] | None = None, *, client: tuple[bytes, bytes] | None = None) -> None:
         self.code, self.endpoint, self.ca_pem = code, endpoint, ca_pem
         self._expected = expected
@@ -96,17 +96,21 @@ class PinningInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClien
         with self._lock:
             if self._ok:
                 return
-            want = self._expected()
+            # One fingerprint, or every one the directory lists for the member: its current
+            # certificate and any renewed one during the overlap (issue 17's renewed_tls_cert_sha256).
+            exp = self._expected()
+            wants = {exp} if isinstance(exp, bytes) else {bytes(f) for f in exp}
+            wants.discard(b"")
             try:
                 got = self._probe(self.endpoint, self.ca_pem)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
                 raise PinError(grpc.StatusCode.UNAVAILABLE,
                                f"UNAVAILABLE: {self.code} at {self.endpoint}: pin check could not connect ({type(exc).__name__})") from None
-            if not want or got != want:
+            if got not in wants:
                 raise PinError(
                     grpc.StatusCode.UNAUTHENTICATED,
                     f"SERVER_NOT_PINNED: {self.code} at {self.endpoint} presented certificate {got.hex()[:16]}, "
-                    f"want {want.hex()[:16] or 'one listed in the directory'}",
+                    f"want {' or '.join(sorted(w.hex()[:16] for w in wants)) or 'one listed in the directory'}",
                 )
             self._ok = True
 

@@ -20,6 +20,7 @@ send it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -155,24 +156,34 @@ def _charge_quota(c, caller: str, method: str, grant: Grant, now: float) -> None
             raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason=Reason.QUOTA_EXCEEDED)
 
 
-def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes) -> float:
+def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes,
+           audit: Sequence[tuple[str, dict]] = ()) -> float:
     """One transaction: charge the quota, record the request id with the digest and the
-    signed answer. A quota overrun rolls it all back (the answer is never sent); a request id
-    that another, concurrent request took first is a replay. Returns the instant charged (a
-    POSIX timestamp) for :func:`release`."""
-    at = rt.clock.now().timestamp()
+    signed answer, and append the exchange's ``audit`` entries (issue 16: one durable commit
+    per exchange; the entries are validated before it opens). A quota overrun rolls it all
+    back (the answer is never sent); a request id that another, concurrent request took first
+    is a replay. Returns the instant charged (a POSIX timestamp) for :func:`release`."""
+    now = rt.clock.now()
+    at = now.timestamp()
+    prepared = rt.audit.prepare(list(audit)) if audit else []
+    seqs: list[int] = []
     try:
         with rt.engine.begin() as c:
             _charge_quota(c, caller, method, grant, at)
-            prune_replay_cache(c, rt.clock.now(), replay_window(rt))
+            prune_replay_cache(c, now, replay_window(rt))
             c.execute(seen_requests.insert().values(
                 request_id=bytes(ctx.request_id), caller=caller, method=method,
-                seen_at=rt.clock.now(), request_digest=request_digest or None, answer=answer,
+                seen_at=now, request_digest=request_digest or None, answer=answer,
             ))
+            # Last: the audit head row it locks serialises the log's writers until commit.
+            if prepared:
+                seqs = rt.audit.write_in(c, prepared)
     except IntegrityError:
         raise PermissionDenied(
             f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason=Reason.REPLAYED_REQUEST
         ) from None
+    if seqs:
+        rt.audit.committed(seqs)
     return at
 
 
@@ -235,7 +246,10 @@ def _bump(c, caller: str, method: str, window: str, start: int) -> int:
         quota_counters.c.caller == caller, quota_counters.c.method == method,
         quota_counters.c.window == window, quota_counters.c.window_start == start,
     )
-    if c.execute(update(quota_counters).where(key).values(count=quota_counters.c.count + 1)).rowcount == 0:
+    # One statement per window in the common case: the new count comes back with the update.
+    row = c.execute(update(quota_counters).where(key).values(count=quota_counters.c.count + 1)
+                    .returning(quota_counters.c.count)).first()
+    if row is None:
         c.execute(quota_counters.insert().values(caller=caller, method=method, window=window, window_start=start, count=1))
         return 1
-    return int(c.execute(select(quota_counters.c.count).where(key)).scalar_one())
+    return int(row[0])

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from hedui.adapters import idnum
+from hedui.node import logs
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import HeduiError, Reason, status_code, to_status
 
@@ -58,6 +59,9 @@ def rpc_method(full_name: str, *, refusal_fields: Callable | None = None) -> Cal
             rt = self.rt
             caller_code = "?"
             admitted = False
+            outcome = ["OK", ""]
+            started = time.monotonic()
+            bound = logs.start_call(context.invocation_metadata())
             try:
                 member = _identify(rt, context)
                 caller_code = member.code
@@ -67,14 +71,18 @@ def rpc_method(full_name: str, *, refusal_fields: Callable | None = None) -> Cal
                 rt.metrics.calls.labels(full_name, "OK").inc()
                 return result
             except HeduiError as err:
+                outcome[:] = [status_code(err).name, str(err.reason or "")]
                 _refuse(rt, full_name, caller_code, err, request, refusal_fields, context)
             except Exception:  # a bug: log it here, tell the peer nothing internal
+                outcome[0] = "INTERNAL"
                 log.exception("internal error in %s (caller %s)", full_name, caller_code)
                 rt.metrics.calls.labels(full_name, "INTERNAL").inc()
                 context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
             finally:
                 if admitted:
                     _leave(rt, caller_code)
+                _done(rt, full_name, caller_code, outcome, started)
+                logs.end_call(bound)
 
         return wrapper
 
@@ -93,6 +101,9 @@ def rpc_stream(full_name: str) -> Callable:
             rt = self.rt
             caller_code = "?"
             admitted = False
+            outcome = ["OK", ""]
+            started = time.monotonic()
+            bound = logs.start_call(context.invocation_metadata())
             try:
                 member = _identify(rt, context)
                 caller_code = member.code
@@ -101,21 +112,35 @@ def rpc_stream(full_name: str) -> Callable:
                 yield from fn(self, request, Call(member, full_name, context))
                 rt.metrics.calls.labels(full_name, "OK").inc()
             except HeduiError as err:
+                outcome[:] = [status_code(err).name, str(err.reason or "")]
                 _refuse(rt, full_name, caller_code, err, request, None, context)
             except GeneratorExit:  # the peer went away mid-stream: gRPC dropped the iterator
+                outcome[0] = "CANCELLED"
                 rt.metrics.calls.labels(full_name, "CANCELLED").inc()
                 raise
             except Exception:
+                outcome[0] = "INTERNAL"
                 log.exception("internal error in %s (caller %s)", full_name, caller_code)
                 rt.metrics.calls.labels(full_name, "INTERNAL").inc()
                 context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
             finally:
                 if admitted:
                     _leave(rt, caller_code)
+                _done(rt, full_name, caller_code, outcome, started)
+                logs.end_call(bound)
 
         return wrapper
 
     return deco
+
+
+def _done(rt: Runtime, method: str, caller: str, outcome: list[str], started: float) -> None:
+    """Latency by method and calling member, and the one access line of the call (issue 17):
+    method, peer, status, reason and milliseconds — never the request's content."""
+    took = time.monotonic() - started
+    rt.metrics.latency.labels(method, caller).observe(took)
+    logs.access.info("%s %s %s", method, caller, outcome[0], extra={
+        "method": method, "peer": caller, "code": outcome[0], "reason": outcome[1] or None, "ms": round(took * 1000, 1)})
 
 
 def _identify(rt: Runtime, context: grpc.ServicerContext):
@@ -144,6 +169,7 @@ def _leave(rt: Runtime, caller: str) -> None:
 def _refuse(rt: Runtime, method: str, caller: str, err: HeduiError, request, extra: Callable | None, context) -> None:
     code, details = to_status(err)
     rt.metrics.calls.labels(method, code.name).inc()
+    rt.metrics.refusals.labels(err.reason.value if err.reason else "UNSPECIFIED").inc()
     if getattr(err, "aggregate", False):
         if err.reason == Reason.OVERLOADED:
             rt.metrics.shed.labels(caller).inc()

@@ -121,6 +121,12 @@ class Runtime:
             raise ConfigError("tls.key: does not match tls.cert")
         signer = SigningKey.load(member, cfg.path(cfg.keys.signing), pw, allow_legacy=legacy_ok)
         authority = load_public("authority", cfg.path(cfg.directory.authority_key))
+        anchor = cfg.directory.trust_anchor
+        if anchor is not None and hashlib.sha256(authority.raw).hexdigest() != anchor:
+            # The trust anchor is delivered out of band (issue 17): a swapped authority key file
+            # must not let another key's directories in.
+            raise ConfigError(f"directory.authority_key: fingerprint {hashlib.sha256(authority.raw).hexdigest()[:16]}…, "
+                              f"want the trust anchor {anchor[:16]}…", reason=Reason.BAD_DIRECTORY)
 
         engine = open_engine(cfg.store_url())
         try:
@@ -152,7 +158,7 @@ class Runtime:
         me = directory.by_code.get(member)
         if me is None:
             raise ConfigError(f"node.member: got {member!r}, not in directory v{directory.version}")
-        if bytes(me.tls_cert_sha256) != cert_fingerprint(cert):
+        if cert_fingerprint(cert) not in directory.cert_fingerprints(member):
             raise ConfigError(f"tls.cert: fingerprint differs from directory v{directory.version} entry for {member!r}")
         if bytes(me.signing_key) != signer.public.raw:
             raise ConfigError(f"keys.signing: public key differs from directory v{directory.version} entry for {member!r}")
@@ -182,6 +188,9 @@ class Runtime:
         n = cfg.node
         rt.admission = Admission(n.max_concurrent_rpcs or n.workers, n.max_concurrent_per_caller)
         rt.refusals = Refusals(rt)
+        from hedui.node.metrics_node import NodeCollector
+
+        rt.metrics.registry.register(NodeCollector(rt))
         try:
             rt._open_roles()
         except BaseException:

@@ -13,12 +13,16 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hedui.node.errors import ConfigError, Reason
+from hedui.node.loops import PeriodicJob
+from hedui.node.ops_http import ops_app
+from hedui.node.readiness import Readiness
 from hedui.node.refusals import RefusalFlusher
 from hedui.node.runtime import Runtime
 from hedui.node.transport import CoreLogTap, GuardWatch, TransportRefusals
@@ -66,6 +70,9 @@ class NodeServer:
     health: health.HealthServicer
     background: list = field(default_factory=list)
     services: list[str] = field(default_factory=list)
+    readiness: Readiness | None = None
+    #: Pulls newer signed directories while running (node/directory_live.py), when configured.
+    puller: Any = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -86,9 +93,20 @@ class NodeServer:
     def _health_follows(self, refusing: Reason | None) -> None:
         if self._stopped.is_set():
             return
-        status = health_pb2.HealthCheckResponse.SERVING if refusing is None else health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ["", *self.services]:
-            self.health.set(name, status)
+        if self.readiness is None or refusing is not None:
+            status = health_pb2.HealthCheckResponse.SERVING if refusing is None else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ["", *self.services]:
+                self.health.set(name, status)
+            return
+        self.refresh_health()
+
+    def refresh_health(self) -> None:
+        """gRPC health per service from the readiness checks (node/readiness.py): the same
+        answer ``/readyz`` gives, per service (index-backed services also need the index)."""
+        if self._stopped.is_set() or self.readiness is None:
+            return
+        for name, ok in self.readiness.by_service(self.services).items():
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def stop(self, grace: float = 5.0) -> None:
         if self._stopped.is_set():
@@ -182,15 +200,38 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
     if port == 0:
         rt.close()
         raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)
+    readiness = Readiness(rt)
     if rt.config.metrics.listen:
         try:
-            rt.metrics.serve(rt.config.metrics.listen)
+            rt.metrics.serve(rt.config.metrics.listen, ops_app(rt.metrics, readiness))
         except OSError as exc:
             server.stop(0)
             rt.close()
             raise ConfigError(f"metrics.listen: cannot bind {rt.config.metrics.listen} ({exc.strerror})", reason=Reason.BIND_FAILED) from None
         background.append(_Stopper(rt.metrics.stop))
-    return NodeServer(rt=rt, server=server, port=port, health=hs, background=background, services=services)
+    ns = NodeServer(rt=rt, server=server, port=port, health=hs, background=background, services=services,
+                    readiness=readiness)
+    ns.background.append(_HealthWatch(ns))
+    if rt.config.directory.sources:
+        from hedui.node.directory_live import DirectoryPuller
+
+        ns.puller = DirectoryPuller(rt)
+        ns.puller.on_applied(lambda _td: ns.refresh_health())
+        ns.background.append(ns.puller)
+    return ns
+
+
+class _HealthWatch(PeriodicJob):
+    """Re-evaluates readiness every few seconds so gRPC health follows the index and the store
+    even when no call arrives (the guard alone only sees the directory)."""
+
+    def __init__(self, ns: NodeServer, *, interval: float = 5.0) -> None:
+        super().__init__("health-watch", interval=interval)
+        self._ns = ns
+
+    def step(self) -> float | None:
+        self._ns.refresh_health()
+        return None
 
 
 class _Stopper:
@@ -213,8 +254,13 @@ def serve(config_path) -> None:
     rt = Runtime.open(config_path)
     # TLS handshake refusals (no client certificate, a foreign CA) never reach Python; gRPC
     # core logs them on stderr, where this process counts them (node/transport.py).
-    CoreLogTap(rt.refusals.count).install()
-    ns = build_server(rt)
+    tap = CoreLogTap(rt.refusals.count)
+    tap.install()
+    try:
+        ns = build_server(rt)
+    except BaseException:
+        tap.uninstall()   # the one-line error that follows must reach the terminal
+        raise
     ns.start()
 
     def _on_signal(signum, _frame) -> None:

@@ -160,8 +160,19 @@ class CoreLogTap:
         r, w = os.pipe()
         os.dup2(w, 2)
         os.close(w)
+        self._keep = keep
         self._thread = threading.Thread(target=self._pump, args=(r, keep), name="core-log-tap", daemon=True)
         self._thread.start()
+
+    def uninstall(self) -> None:
+        """Puts the real stderr back and lets the pump drain: a process about to exit with an
+        error message must not lose it in the pipe (the pump is a daemon thread)."""
+        if self._thread is None:
+            return
+        sys.stderr.flush()
+        os.dup2(self._keep, 2)   # closes the pipe's last write end: the pump reads to EOF
+        self._thread.join(timeout=2)
+        self._thread = None
 
     def _pump(self, r: int, out: int) -> None:
         buf = b""

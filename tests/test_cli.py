@@ -106,12 +106,24 @@ def test_case_open_run_report_verify(bed, tmp_path):
         assert ident not in html.read_text() and ident not in exp.read_text()
 
 
+def test_case_open_as_of_is_the_application_date(bed, tmp_path):
+    """docs/time.md "--as-of": an application received on 1 March is verified for February."""
+    members = tmp_path / "members.csv"
+    members.write_text("".join(f"{resident(n, SEED).id_number},m{n}\n" for n in (7, 8)))
+    out = json.loads(run(["case", "open", "--config", str(bed.config_path("hub")), "--members-file", str(members),
+                          "--purpose", "dibao", "--consent-digest", "ab" * 32, "--operator", "cw7", "--region", "370304",
+                          "--as-of", "2026-03-01", "--json"], bed.env_).stdout)
+    assert out["reference_month"] == "2026-02"
+
+
 @pytest.mark.parametrize("args, message", [
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--operator", "x", "--region", "370304"], "consent"),
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "lottery", "--consent-digest", "00" * 32, "--operator", "x", "--region", "370304"], "purpose"),
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--consent-digest", "zz", "--operator", "x", "--region", "370304"], "consent-digest"),
     (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--consent-digest", "00" * 32, "--operator", "x",
       "--region", "370304", "--reference-month", "2026-13"], "--reference-month: got '2026-13'"),
+    (["case", "open", "--members-file", "MEMBERS", "--purpose", "dibao", "--consent-digest", "00" * 32, "--operator", "x",
+      "--region", "370304", "--as-of", "2199-01-01"], "--as-of: got 2199-01-01, in the future"),
     (["case", "count", "HUB-0000-999999", "--member", "1", "--counted", "--reason", "x", "--operator", "x"], "case: got"),
     (["case", "run", "HUB-0000-999999"], "case"),
     (["case", "report", "HUB-0000-999999", "--format", "pdf"], "--format"),

@@ -378,3 +378,42 @@ def test_synthetic_ranges_are_the_documented_defaults():
 def test_synthetic_refuses_a_bad_region(region):
     with pytest.raises(InvalidArgument, match="region: got"):
         synthetic(random.Random(0), region=region)
+
+
+# --- contains_in_value: the per-field guard of audit entries (issue 16) ----------------------
+
+_VALUE_CHARS = "0123456789Xxab \u3000\uff10\uff15\uff38-:,\"\\\n"
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-10**20, max_value=10**20),
+                     st.text(alphabet=_VALUE_CHARS, max_size=40))
+_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(alphabet=_VALUE_CHARS, max_size=20), inner, max_size=4)),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(alphabet=_VALUE_CHARS, max_size=20), _values, max_size=5))
+def test_contains_in_value_catches_what_a_scan_of_the_serialised_value_catches(fields) -> None:
+    import json
+
+    from hedui.adapters.idnum import contains_in_value
+
+    whole = contains(json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+    if whole:
+        assert contains_in_value(fields)
+
+
+@pytest.mark.parametrize("value, want", [
+    ({"note": "11010519491231002X"}, True),
+    ({"11010519491231002X": 1}, True),                   # a key
+    ({"n": [1, {"deep": "id 110105194912310021 end"}]}, True),
+    ({"n": 110105194912310021}, True),
+    ({"n": "\uff11" + "1010519491231002X"}, True),      # a full-width first digit
+    ({"n": "ab" * 32}, False),                           # a hex digest
+    ({"n": "1" * 64}, False),                            # an all-digit hex digest
+    ({"n": "a110105194912310021"}, False),               # glued to a letter
+    ({"n": "HUB-2026-000123", "count": 7}, False),
+])
+def test_contains_in_value_examples(value, want) -> None:
+    from hedui.adapters.idnum import contains_in_value
+
+    assert contains_in_value(value) is want

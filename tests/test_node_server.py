@@ -47,6 +47,7 @@ def test_ping_both_ways_over_mtls(fedbed):
 
 
 def test_health_and_reflection(fedbed):
+    fedbed.build_indexes(["tax"])   # LookupService is ready only with its index (issue 17, node/readiness.py)
     fedbed.start(["tax"])
     rt = fedbed.runtime("tax")
     ch = grpc.secure_channel(f"127.0.0.1:{fedbed.servers['tax'].port}", channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem))

@@ -49,8 +49,8 @@ other side's member code. ``request_id`` is the lower-case hex of the 16-byte re
 exact signed bytes. ``purpose`` is the ``hedui.v1.Purpose`` enum name. ``case_ref`` is
 the hub's case reference ("" only if there is none — reconciliation reports those).
 
-Entries never hold identity numbers: the one identity guard (:func:`hedui.adapters.idnum.contains`)
-checks every serialised entry and an entry that matches is refused with
+Entries never hold identity numbers: the one identity guard (:func:`hedui.adapters.idnum.contains_in_value`)
+checks every field name and value of an entry and an entry that matches is refused with
 :class:`IdentityInEntryError`.
 """
 
@@ -149,19 +149,25 @@ _MAX_ENTRY_BYTES = 64 * 1024
 ENTRY_VERSION = 1
 
 
+# One encoder, built once (json.dumps builds one per call when given options).
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_KINDS: Mapping[str, Kind] = {k.value: k for k in Kind}   # a str or a Kind finds its Kind
+
+
 def _canonical(obj: Any) -> bytes:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _ENCODE(obj).encode("utf-8")
 
 
 _SCALARS = (str, int, bool, type(None))
 
 
 def _check_value(path: str, v: Any, depth: int = 0) -> None:
-    if depth == 0 and isinstance(v, dict) and all(type(x) in _SCALARS for x in v.values()):
-        if all(type(k) is str for k in v):
-            return  # the common case: a flat object of scalars
+    if depth == 0 and type(v) is dict:
+        for k, x in v.items():
+            if type(k) is not str or type(x) not in _SCALARS:
+                break
+        else:
+            return  # the common case: a flat object of scalars (one pass, no generators)
     if depth > 8:
         raise InvalidArgument(f"audit entry {path}: nested too deep")
     if v is None or isinstance(v, (bool, str)):
@@ -184,11 +190,23 @@ def _check_value(path: str, v: Any, depth: int = 0) -> None:
     )
 
 
+_LAST_TIME: list[tuple[datetime | None, str]] = [(None, "")]
+
+
 def utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def format_time(t: datetime) -> str:
+    last, text = _LAST_TIME[0]
+    if last is not None and last == t and last.tzinfo is t.tzinfo:   # entries often share an instant
+        return text
+    text = _format_time(t)
+    _LAST_TIME[0] = (t, text)   # one tuple, replaced whole: safe across threads
+    return text
+
+
+def _format_time(t: datetime) -> str:
     if t.tzinfo is not None and t.utcoffset():
         t = t.astimezone(UTC)
     # a naive datetime is UTC (SQLite returns stored UTC times without a zone)
@@ -198,15 +216,16 @@ def format_time(t: datetime) -> str:
 def encode_entry(kind: Kind | str, fields: Mapping[str, Any], at: datetime) -> bytes:
     """The canonical entry bytes; raises ``InvalidArgument`` (an unknown kind, a missing
     required field, a value that is not JSON-able) or ``IdentityInEntryError``."""
-    try:
-        kind = Kind(kind)
-    except ValueError:
+    k = _KINDS.get(kind) if isinstance(kind, str) else None
+    if k is None:
         raise InvalidArgument(f"audit entry kind: got {str(kind)[:64]!r}, want one of {', '.join(Kind)}") from None
     if not isinstance(fields, Mapping):
         raise InvalidArgument("audit entry fields: want a mapping")
     _check_value("fields", fields)
-    missing = REQUIRED_FIELDS[kind] - fields.keys()
-    if missing:
+    kind = k
+    required = REQUIRED_FIELDS[kind]
+    if not required <= fields.keys():
+        missing = required - fields.keys()
         raise InvalidArgument(f"audit entry {kind}: missing fields {sorted(missing)}")
     rid = fields.get("request_id")
     if rid is not None and (not isinstance(rid, str) or not _HEX_ID.fullmatch(rid)):
@@ -216,16 +235,17 @@ def encode_entry(kind: Kind | str, fields: Mapping[str, Any], at: datetime) -> b
         if d is not None and d != "" and (not isinstance(d, str) or not _HEX_DIGEST.fullmatch(d)):
             raise InvalidArgument(f"audit entry {kind}: {name} must be lower-case hex SHA-256")
     try:
-        data = _canonical({"fields": dict(fields), "kind": kind, "time": format_time(at), "v": ENTRY_VERSION})
+        body = fields if type(fields) is dict else dict(fields)
+        data = _canonical({"fields": body, "kind": kind, "time": format_time(at), "v": ENTRY_VERSION})
     except (UnicodeEncodeError, ValueError) as exc:
         raise InvalidArgument(f"audit entry {kind}: not serialisable ({exc})") from None
     if len(data) > _MAX_ENTRY_BYTES:
         raise InvalidArgument(f"audit entry {kind}: {len(data)} bytes, want <= {_MAX_ENTRY_BYTES}")
-    if idnum.contains(data):
-        where = next(
-            (k for k, v in fields.items() if idnum.contains(k) or idnum.contains(_canonical(v))),
-            "kind",
-        )
+    # The one identity guard, per field value (the kind is from a closed vocabulary and the
+    # time is formatted here): cheaper than a scan of the whole entry, and it catches at
+    # least what that scan would (adapters/idnum.contains_in_value).
+    if idnum.contains_in_value(fields):
+        where = next((k for k, v in fields.items() if idnum.contains_in_value({k: v})), "?")
         raise IdentityInEntryError(
             f"audit entry {kind}: field {where!r} holds a value shaped like a resident identity "
             "number; log a pseudonym or a digest instead"

@@ -43,7 +43,7 @@ __all__ = ["AuditLog", "CheckpointScheduler"]
 log = logging.getLogger("hedui.audit")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Prepared:
     kind: str
     request_id: str | None
@@ -94,6 +94,11 @@ class AuditLog(TreeReader):
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._closed = False
+        # The newest checkpoint this log signed or read (every answer carries one): kept
+        # here so the hot path does not read and parse it per call. Another process that
+        # signs a newer one is seen at this log's next checkpoint(); until then answers
+        # carry this one, which is as valid (an older signed size of the same tree).
+        self._signed: StoredCheckpoint | None = None
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -147,8 +152,9 @@ class AuditLog(TreeReader):
 
     # -- appending ---------------------------------------------------------------------
 
-    def _prepare(self, kind: str, fields: Mapping[str, Any]) -> _Prepared:
-        at = utc(self._clock())
+    def _prepare(self, kind: str, fields: Mapping[str, Any], at: datetime | None = None) -> _Prepared:
+        if at is None:
+            at = utc(self._clock())
         data = encode_entry(kind, fields, at)
         rid = fields.get("request_id")
         return _Prepared(kind, rid if isinstance(rid, str) else None, at, data)
@@ -168,10 +174,28 @@ class AuditLog(TreeReader):
 
     def append_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> list[int]:
         """Appends a batch in one transaction; returns the sequence numbers in order."""
-        prepared = [self._prepare(k, f) for k, f in items]
+        # One instant for the batch: its entries are appended together, in one transaction.
+        at = utc(self._clock())
+        prepared = [self._prepare(k, f, at) for k, f in items]
         if not prepared:
             return []
         first = self._write(prepared)
+        return list(range(first, first + len(prepared)))
+
+    def prepare_many(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> list[_Prepared]:
+        """Validates and encodes entries (one instant for all) for :meth:`write_in`; raises
+        what :func:`encode_entry` raises, before any transaction is open."""
+        at = utc(self._clock())
+        return [self._prepare(k, f, at) for k, f in items]
+
+    def write_in(self, conn, prepared: Sequence[_Prepared]) -> list[int]:
+        """Appends prepared entries inside the caller's transaction ``conn``: they are durable
+        exactly when that transaction commits, and gone if it rolls back (issue 16: one
+        durable transaction per exchange). Call it last in the transaction, the head row it
+        locks serialises all writers of this log until the commit."""
+        if not prepared:
+            return []
+        first = self._write_conn(conn, prepared)
         return list(range(first, first + len(prepared)))
 
     def flush(self) -> None:
@@ -248,24 +272,27 @@ class AuditLog(TreeReader):
         return int(conn.execute(stmt).scalar_one())
 
     def _write(self, items: Sequence[_Prepared]) -> int:
-        leaves = [merkle.leaf_hash(p.data) for p in items]
         with self._engine.begin() as conn:
-            start = self._lock_head(conn, len(items)) - len(items)
-            conn.execute(
-                insert(audit_entries),
-                [
-                    {
-                        "seq": start + i,
-                        "entry": p.data,
-                        "leaf_hash": h,
-                        "kind": p.kind,
-                        "request_id": p.request_id,
-                        "created_at": p.created_at,
-                    }
-                    for i, (p, h) in enumerate(zip(items, leaves))
-                ],
-            )
-            self._write_nodes(conn, start, leaves)
+            return self._write_conn(conn, items)
+
+    def _write_conn(self, conn, items: Sequence[_Prepared]) -> int:
+        leaves = [merkle.leaf_hash(p.data) for p in items]
+        start = self._lock_head(conn, len(items)) - len(items)
+        conn.execute(
+            insert(audit_entries),
+            [
+                {
+                    "seq": start + i,
+                    "entry": p.data,
+                    "leaf_hash": h,
+                    "kind": p.kind,
+                    "request_id": p.request_id,
+                    "created_at": p.created_at,
+                }
+                for i, (p, h) in enumerate(zip(items, leaves))
+            ],
+        )
+        self._write_nodes(conn, start, leaves)
         return start
 
     def _write_nodes(self, conn, start: int, new: list[bytes]) -> None:
@@ -305,6 +332,7 @@ class AuditLog(TreeReader):
                 signed_at = latest.time if latest.time is not None else int(latest.created_at.timestamp())
                 idle = max_idle is not None and now - signed_at >= max_idle
                 if latest.size == size and not idle:
+                    self._signed = latest
                     return latest
                 if latest.size > 0 and merkle.root_at(latest.size, self._subtrees) != latest.root:
                     log.error("audit log %s: stored tree disagrees with checkpoint %d", self._origin, latest.size)
@@ -315,7 +343,15 @@ class AuditLog(TreeReader):
             cp = Checkpoint(self._origin, size, root, (f"{TIME_EXTENSION} {now}",))
             note = cp.sign(self._signer)
             conn.execute(insert(audit_checkpoints).values(size=size, root=root, note=note, created_at=now_dt))
-        return StoredCheckpoint(size, root, note, now_dt, now)
+        self._signed = StoredCheckpoint(size, root, note, now_dt, now)
+        return self._signed
+
+    def latest_signed(self) -> StoredCheckpoint | None:
+        """The newest checkpoint known to this log object without a read once it has signed
+        or seen one (see ``_signed``); None if the log has none yet."""
+        if self._signed is None:
+            self._signed = self.latest_checkpoint()
+        return self._signed
 
     # -- peers -------------------------------------------------------------------------
 

@@ -62,6 +62,26 @@ class NodeAudit:
             self._rt.metrics.audit_size.set(seq + 1)
         return seq
 
+    def prepare(self, items: list[tuple[str, dict]]) -> list:
+        """Entries validated and encoded now, to be written with :meth:`write_in` inside
+        another transaction (the exchange's own: one durable commit per exchange)."""
+        out = []
+        for kind, fields in items:
+            f = dict(fields)
+            if isinstance(f.get("purpose"), int):
+                f["purpose"] = PURPOSE_NAMES.get(f["purpose"], str(f["purpose"]))
+            out.append((kind, f))
+        return self.log.prepare_many(out)
+
+    def write_in(self, conn, prepared: list) -> list[int]:
+        """Appends :meth:`prepare`'d entries in the caller's transaction ``conn``."""
+        return self.log.write_in(conn, prepared)
+
+    def committed(self, seqs: list[int]) -> None:
+        """Tells the metrics about entries whose transaction has committed."""
+        if self._rt.metrics is not None and seqs:
+            self._rt.metrics.audit_size.set(max(seqs) + 1)
+
     def record_many(self, items: list[tuple[str, dict]]) -> list[int]:
         """Appends several entries (one event's, e.g. a notice and its receipt); they are
         submitted together so the writer commits them in one transaction. Durable on return."""
@@ -79,7 +99,7 @@ class NodeAudit:
     def latest_checkpoint_note(self) -> bytes:
         """The newest signed checkpoint (the scheduler signs one every few seconds while the
         log grows); one is signed here only if none exists yet. Never on the hot path."""
-        cp = self.log.latest_checkpoint()
+        cp = self.log.latest_signed()
         if cp is None:
             cp = self.log.checkpoint()
         return cp.note.encode()

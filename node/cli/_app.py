@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import typer
 
-from hedui.node.cli import audit, calendar, case, console, leads, notices
+from hedui.node.cli import audit, calendar, case, console, directory, leads, notices
 from hedui.node.cli.demo import demo
 from hedui.node.cli.keys import app as keys_app
+from hedui.node.cli.keys_show import register as _register_keys_show
 from hedui.node.cli.node import app as node_app
+from hedui.node.cli.node_ops import register as _register_node_ops
 
 app = typer.Typer(
     name="hedui",
@@ -22,8 +23,20 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from hedui.node.buildinfo import build_info
+
+        info = build_info()
+        typer.echo(f"hedui {info['version']} (python {info['python']}, grpc {info['grpc']})")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit"),
+    log_level: str | None = typer.Option(None, "--log-level", help="debug, info (one access line per RPC), warning, error"),
+    log_format: str | None = typer.Option(None, "--log-format", help="json (default) or text"),
     passphrase_file: Path | None = typer.Option(
         None, "--passphrase-file", help="Read the key passphrase from this file (one trailing newline is dropped)"
     ),
@@ -37,11 +50,16 @@ def _root(
     environment) or the file named by $HEDUI_KEY_PASSPHRASE_FILE."""
     from hedui.node.cli.keys import take_passphrase
 
+    if log_level or log_format:
+        _configure_logs(log_level, log_format)
     take_passphrase(passphrase_file, passphrase_fd, env=None, option="--passphrase")
 
 
+_register_keys_show(keys_app)
 app.add_typer(keys_app, name="keys", help="Federation CA, member certificates, signing keys, the signed directory.")
+_register_node_ops(node_app)
 app.add_typer(node_app, name="node", help="Run and maintain a node.")
+app.add_typer(directory.app, name="directory", help="Authority: publish the signed directory for nodes to pull.")
 app.command("demo")(demo)
 
 app.add_typer(audit.app, name="audit", help="Security officer: export, verify, prove and reconcile audit logs.")
@@ -54,13 +72,22 @@ app.add_typer(calendar.app, name="calendar", help="Working-day calendar: which y
 app.add_typer(console.app, name="console", help="Hub: serve the caseworkers' web console (核对工作台); manage its operators.")
 
 
-def run() -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if os.environ.get("HEDUI_DEBUG") else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Whatever any module logs passes the identity guard (issue 13).
+def _configure_logs(level: str | None, fmt: str | None) -> None:
+    """JSON lines on stderr at $HEDUI_LOG_LEVEL (default warning; $HEDUI_DEBUG=1 still means
+    debug), $HEDUI_LOG_FORMAT json|text; the --log-level/--log-format options win (issue 17)."""
     from hedui.adapters.idnum import install_log_guard
+    from hedui.node.logs import configure
 
+    level = level or os.environ.get("HEDUI_LOG_LEVEL") or ("debug" if os.environ.get("HEDUI_DEBUG") else "warning")
+    fmt = fmt or os.environ.get("HEDUI_LOG_FORMAT") or "json"
+    try:
+        configure(level, fmt)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    # Whatever any module logs passes the identity guard (issue 13).
     install_log_guard()
+
+
+def run() -> None:
+    _configure_logs(None, None)
     app()

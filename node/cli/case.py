@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hedui.node.cli._common import cli_errors, console, emit_json, fail
+from hedui.node.cli._common import as_of_clock, cli_errors, console, emit_json, fail
 
 app = typer.Typer(no_args_is_help=True)
 _CONFIG = typer.Option(..., "--config", "-c", help="The hub's node.toml")
@@ -57,12 +57,15 @@ def open_(
     region: str = typer.Option(..., help="Region code (行政区划代码) of the household"),
     expenditure: str | None = typer.Option(None, help="One-off necessary expenditure in CNY (temporary assistance)"),
     reference_month: str | None = typer.Option(
-        None, "--reference-month", help="YYYY-MM the verification is made for (default: the month before today, federation zone)"),
+        None, "--reference-month", help="YYYY-MM the verification is made for (default: the month before the application date)"),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="The application date (YYYY-MM-DD, federation zone; default today): the default reference "
+        "month is the month before it. Not after today."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Open a verification case for an applicant household."""
     from hedui.common.periods import PeriodError, parse_month
-    from hedui.node.verification.cases import consent_digest_of, open_case
+    from hedui.node.verification.cases import consent_digest_of, default_reference_month, open_case
 
     month = None
     if reference_month is not None:
@@ -91,6 +94,11 @@ def open_(
             fail(f"--expenditure: got {expenditure[:20]!r}, want an amount in CNY")
     rt = _runtime(config)
     try:
+        if month is None and as_of is not None:
+            # An application received earlier (docs/time.md "--as-of"): its reference month is
+            # the month before the day it was received, in the federation zone.
+            applied = as_of_clock(as_of, wall=rt.clock, future=False).today()
+            month = default_reference_month(applied)
         ref = open_case(rt, _read_members(members_file), purpose=purpose, consent_digest=digest,
                         operator=operator, region=region, expenditure=exp, reference_month=month)
         stored = _reference_month(rt, ref)
@@ -251,7 +259,7 @@ def verify(
             verdicts = verify_case_data(load_case(eng, case_ref), key)
         finally:
             eng.dispose()
-    ok = all(v["status"] in ("ok", "unavailable", "refused") for v in verdicts)
+    ok = all(v["status"] in ("ok", "unavailable", "refused", "maintenance") for v in verdicts)
     if json_out:
         emit_json({"ok": ok, "providers": verdicts})
     else:

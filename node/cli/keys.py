@@ -215,7 +215,10 @@ def sealing_init(
     if json_out:
         emit_json({"sealing_key_hex": pub})
     else:
-        console.print(f"created {out}; directory entry: sealing_key_hex = \"{pub[:32]}…\" ({len(pub) // 2} bytes; use --json for all)")
+        # The whole key (issue 17: a truncated one could not be pasted into the directory);
+        # `hedui keys show FILE` prints it again.
+        console.print(f"created {out}; directory entry:", highlight=False)
+        console.print(f"sealing_key_hex = \"{pub}\"", highlight=False, soft_wrap=True)
 
 
 @app.command("log-keys")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hedui.common.clock import fmt_instant
-from hedui.node.cli._common import cli_errors, console, emit_json, fail, wall_clock
+from hedui.node.cli._common import cli_errors, console, emit_json, err_console, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -56,37 +56,70 @@ def migrate_cmd(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--
 @app.command("check")
 @cli_errors
 def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")) -> None:
-    """Validate config, keys, certificate and the signed directory without serving."""
+    """Every check `serve` and `index` perform, without serving: config, keys decrypt (TLS,
+    signing, OPRF seeds, sealing key), certificate and the signed directory, the store
+    reachable and migrated, every mapping's tables and columns, and a hub's routing when
+    peers may push to it. Prints every problem found; exits 1 on any."""
     from hedui.keys.keyfile import legacy_seen
+    from hedui.node.config import load_config
+    from hedui.node.errors import HeduiError
     from hedui.node.runtime import Runtime
 
-    rt = Runtime.open(config)   # a provider's catalogue is checked against its mappings here
+    cfg = load_config(config)   # a config that does not parse stops here (one line)
+    problems: list[str] = []
+    out: dict = {"member": cfg.node.member, "roles": cfg.node.roles}
     try:
-        out = {
-            "member": rt.member,
-            "roles": rt.config.node.roles,
-            "directory_version": rt.directory.version,
-            "directory_expires_at": rt.directory.expires_at.isoformat(),
-            "time_zone": rt.clock.zone.key,
-            "store": rt.engine.dialect.name,
-            # Key files still in the pre-issue-18 format (PBKDF2): `hedui keys rekey` each.
-            "legacy_key_files": legacy_seen(),
-        }
-        until = fmt_instant(rt.directory.expires_at, rt.clock.zone)
-        problems = _hub_rules_problems(rt)
-        if rt.config.provider is not None and rt.config.provider.mapping_paths():
-            out["sources"] = _check_sources(rt.config)
-    finally:
-        rt.close()
-    if problems:
-        fail(problems[0])
+        rt = Runtime.from_config(cfg)   # keys, certificate, directory, store, provider catalogue
+    except HeduiError as exc:
+        problems.append(exc.message)
+        rt = None
+    if rt is not None:
+        try:
+            out.update({
+                "directory_version": rt.directory.version,
+                "directory_expires_at": rt.directory.expires_at.isoformat(),
+                "time_zone": rt.clock.zone.key,
+                "store": rt.engine.dialect.name,
+            })
+            until = fmt_instant(rt.directory.expires_at, rt.clock.zone)
+            problems += _check_hub_routing(rt)
+            problems += _hub_rules_problems(rt)
+        finally:
+            rt.close()
+    if cfg.provider is not None and cfg.provider.mapping_paths():
+        try:
+            out["sources"] = _check_sources(cfg)
+        except HeduiError as exc:
+            problems.append(exc.message)
+    # Key files still in the pre-issue-18 format (PBKDF2): `hedui keys rekey` each.
+    out["legacy_key_files"] = legacy_seen()
+    out["problems"] = problems
+    out["ok"] = not problems
     if json_out:
         emit_json(out)
     else:
-        console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
-                      f"until {until}, time zone {out['time_zone']}, store {out['store']}")
+        if rt is not None and not problems:
+            console.print(f"ok: {out['member']} ({', '.join(out['roles'])}), directory v{out['directory_version']} "
+                          f"until {until}, time zone {out['time_zone']}, store {out['store']}")
+        for p in problems:
+            err_console.print(f"error: {p}", highlight=False, soft_wrap=True, markup=False)
         for f in out["legacy_key_files"]:
             console.print(f"warning: {f} is in the older PBKDF2 format; run `hedui keys rekey` on it")
+    if problems:
+        raise typer.Exit(1)
+
+
+def _check_hub_routing(rt) -> list[str]:
+    """A hub that the directory lets providers push notices to must have its routing file, or
+    every notice would be refused at the door (NoticeService is not served without it)."""
+    if rt.hub is None or rt.hub.discovery is not None:
+        return []
+    pushers = sorted({r.caller for r in rt.directory.msg.policy
+                      if r.provider in (rt.member, "*") and r.method.endswith(".NoticeService/Push")})
+    if not pushers:
+        return []
+    return [f"hub.routing: got none, want the hub discovery file: the directory lets {', '.join(pushers)} push "
+            "notices to this hub"]
 
 
 def _hub_rules_problems(rt) -> list[str]:

@@ -132,7 +132,7 @@ CODES: dict[str, dict[str, tuple[str, str]]] = {
                  "grandchild": ("孙子女/外孙子女", "grandchild"), "member": ("其他共同生活成员", "other member")},
     "case_status": {"open": ("待核对", "not run"), "complete": ("核对完整", "complete"), "incomplete": ("核对不完整", "incomplete")},
     "answer": {"pending": ("等待答复", "waiting"), "ok": ("已答复", "answered"), "not_current": ("已答复（部分数据未更新）", "answered, some data not current"),
-               "unavailable": ("无法连接", "unavailable"), "refused": ("被拒绝", "refused"), "bad_signature": ("签名无效", "bad signature"),
+               "unavailable": ("无法连接", "unavailable"), "maintenance": ("维护中", "maintenance"), "refused": ("被拒绝", "refused"), "bad_signature": ("签名无效", "bad signature"),
                "bad_proof": ("证明无效", "bad proof"), "earlier": ("此前已答复", "answered earlier")},
     "decision": {"approved": ("同意", "approved"), "returned": ("退回重核", "returned")},
     "role": {"caseworker": ("经办", "caseworker"), "reviewer": ("复核", "reviewer"), "supervisor": ("科长/主任", "supervisor")},

@@ -98,31 +98,35 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
         payload = notice_.verify_notice(rt.directory, caller, request.notice)
         notice = notice_.read_notice(payload, caller=caller, hub=rt.member)
         opened = notice_.open_notice(notice, self.sealing_key)
+        nid = bytes(notice.notice_id).hex()
+        # One durable transaction for the notice (issue 16): the lead/referral merge, the
+        # signed receipt and the notice.received + receipt entries commit together, entries
+        # last (the audit head row lock is held until the commit).
         with rt.engine.begin() as conn:
             acc = self.hub.accept_notice(
                 conn, notice, opened, envelope=request.notice.SerializeToString(), sign_receipt=lambda r: notice_.sign_receipt(r, rt.signer_for("answers"))
             )
-        receipt = common_pb2.Envelope.FromString(acc.receipt)
-        nid = bytes(notice.notice_id).hex()
-        rt.audit.record_many([
-            (Kind.NOTICE_RECEIVED, {
-                "request_id": nid,
-                "peer": caller,
-                "request_digest": hashlib.sha256(payload).hexdigest(),
-                "outcome": "duplicate" if acc.duplicate else "ok",
-                "rule": notice.rule,
-                "event_type": notice.event_type,
-                "lead_id": acc.lead_id,
-                "new_lead": acc.new_lead,
-                "referral_id": acc.referral_id,
-            }),
-            (Kind.RECEIPT, {
-                "request_id": nid,
-                "peer": caller,
-                "answer_digest": hashlib.sha256(receipt.payload).hexdigest(),
-                "duplicate": acc.duplicate,
-            }),
-        ])
+            receipt = common_pb2.Envelope.FromString(acc.receipt)
+            seqs = rt.audit.write_in(conn, rt.audit.prepare([
+                (Kind.NOTICE_RECEIVED, {
+                    "request_id": nid,
+                    "peer": caller,
+                    "request_digest": hashlib.sha256(payload).hexdigest(),
+                    "outcome": "duplicate" if acc.duplicate else "ok",
+                    "rule": notice.rule,
+                    "event_type": notice.event_type,
+                    "lead_id": acc.lead_id,
+                    "new_lead": acc.new_lead,
+                    "referral_id": acc.referral_id,
+                }),
+                (Kind.RECEIPT, {
+                    "request_id": nid,
+                    "peer": caller,
+                    "answer_digest": hashlib.sha256(receipt.payload).hexdigest(),
+                    "duplicate": acc.duplicate,
+                }),
+            ]))
+        rt.audit.committed(seqs)
         rt.audit.offer_peer_checkpoint(caller, bytes(request.checkpoint.note))  # cosigned in the background
         log.info("notice %s from %s: %s", nid, caller, "duplicate" if acc.duplicate else f"lead {acc.lead_id}")
         return notice_pb2.PushResponse(

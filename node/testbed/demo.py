@@ -22,7 +22,9 @@ def run_demo(root: Path, say: Callable = print, *, residents: int = 2000) -> dic
         steps.append({"name": name, "result": result})
         say(f"[bold cyan]•[/] {name}: {result}")
 
-    members = [MemberPlan(m.code, m.name, list(m.roles), m.region) for m in DEFAULT_MEMBERS]
+    # Every node with an ops port (issue 17): /healthz, /readyz and /metrics on a free port.
+    ops = {"metrics": {"listen": "127.0.0.1:0"}}
+    members = [MemberPlan(m.code, m.name, list(m.roles), m.region, extra_config=dict(ops)) for m in DEFAULT_MEMBERS]
     tb = Testbed(root, members, residents=residents)
     tb.create()
     step("federation", f"CA, {len(members)} members (certificates from CSRs), directory v{tb.version} signed")
@@ -36,6 +38,7 @@ def run_demo(root: Path, say: Callable = print, *, residents: int = 2000) -> dic
         for extend in DEMO_STEPS:
             extend(tb, step)
         audit_step(tb, step)
+        ops_step(tb, step)
     step("stop", "all nodes stopped")
     return {"steps": steps, "members": [m.code for m in members]}
 
@@ -142,3 +145,22 @@ def audit_step(tb: Testbed, step: Callable) -> None:
 # The flows the demo runs, in order; the audit check runs last (run_demo). Active discovery:
 # detection at several departments, push, leads, referrals, escalation.
 DEMO_STEPS: tuple[Callable[[Testbed, Callable[[str, str], None]], object], ...] = (_case_step, discovery_step)
+
+
+def ops_step(tb: Testbed, step: Callable) -> None:
+    """What a monitoring system sees: /readyz and a Prometheus scrape of every node (docs/operations.md)."""
+    import urllib.error
+    import urllib.request
+
+    ready, families = 0, set()
+    for ns in tb.servers.values():
+        base = f"http://127.0.0.1:{ns.rt.metrics.port}"
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=5) as r:
+                ready += r.status == 200
+        except urllib.error.HTTPError:
+            pass
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+            families |= {ln.split()[2] for ln in r.read().decode().splitlines() if ln.startswith("# TYPE ")}
+    step("operations", f"/readyz 200 on {ready} of {len(tb.servers)} nodes; Prometheus scrape: {len(families)} metric "
+         f"families (curl http://127.0.0.1:<ops port>/readyz)")

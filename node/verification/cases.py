@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -280,6 +281,19 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
     rid = os.urandom(16)
     row = {"case_ref": ctx_base["case_ref"], "provider": code, "request_id": rid, "directory_version": rt.directory.version}
     attempts = 0
+    if m.maintenance:
+        # The authority flagged the member as down for maintenance (issue 17): not called, and
+        # the case says so rather than "unavailable"; a later run asks it again.
+        row.update(status="maintenance", reason=f"in maintenance (directory v{rt.directory.version})", attempts=0)
+        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(),
+                                            "status": "maintenance", "reason": "MAINTENANCE"})
+        _store_outcome(rt.engine, row)
+        return ProviderOutcome(code, "maintenance", row["reason"], 0)
+    # The exchange's audit entries, committed with its case_answers row in one transaction
+    # at the end (issue 16: one durable commit per exchange on each side). Not earlier: the
+    # query.sent entry was never durable before the request left (it was queued), and a case
+    # is acknowledged only once run_case returns, after this commit.
+    entries: list[tuple[str, dict]] = []
     try:
         if not epochs:
             raise VerificationError(f"directory: {code} publishes no OPRF key", reason=Reason.NO_OPRF_KEY)
@@ -300,11 +314,11 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         )
         digest = request_digest(req)
         row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens), request=req.SerializeToString(deterministic=True))
-        rt.audit.record(Kind.QUERY_SENT, {
+        entries.append((Kind.QUERY_SENT, {
             "peer": code, "purpose": int(req.context.purpose), "case_ref": req.context.case_ref,
             "request_id": rid.hex(), "request_digest": digest.hex(), "count": len(tokens), "fields": fields,
             "consent": consent.consent_digest(req.context.consent).hex(),
-        }, wait=False)
+        }))
         resp, n = _call(peer.lookup.Lookup, req, timeout, retries)
         attempts += n
         answer = verify_answer(rt.directory.signing_keys(), code, resp.answer, digest, tokens)
@@ -312,24 +326,24 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         _observe_checkpoint(rt, code, resp.checkpoint)
         row.update(status="ok", reason="", envelope=resp.answer.SerializeToString(deterministic=True),
                    answered_at=rt.clock.now())
-        rt.audit.record(Kind.ANSWER_RECEIVED, {
+        entries.append((Kind.ANSWER_RECEIVED, {
             "peer": code, "case_ref": req.context.case_ref, "request_id": rid.hex(), "request_digest": digest.hex(),
             "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",
             "found": sum(1 for a in answer.members if a.found), "consent": bytes(answer.consent_digest).hex(),
-        })
+        }))
     except grpc.RpcError as err:
         attempts += getattr(err, "attempts", 1)
         status, reason = _status_of(err)
         row.update(status=status, reason=reason)
-        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": reason[:120]})
+        entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": reason[:120]}))
     except VerificationError as exc:
         status = "bad_proof" if exc.reason == Reason.BAD_PROOF else "bad_signature"
         # One line per failure, never a trace (issue 18): the audit entry has the rest.
         log.warning("case %s: %s refused from %s: %s", ctx_base["case_ref"], status, code, exc.reason)
         row.update(status=status, reason=f"{exc.reason}: {exc.message}"[:300])
-        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason})
+        entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason}))
     row["attempts"] = attempts
-    _store_outcome(rt.engine, row)
+    _store_outcome(rt.engine, row, rt.audit, entries)
     return ProviderOutcome(code, row["status"], row.get("reason", ""), attempts)
 
 
@@ -337,9 +351,17 @@ def _observe_checkpoint(rt: Runtime, code: str, cp) -> None:
     rt.audit.offer_peer_checkpoint(code, bytes(cp.note) if cp is not None else b"")
 
 
-def _store_outcome(engine, row: dict) -> None:
+def _store_outcome(engine, row: dict, audit=None, entries: Sequence[tuple[str, dict]] = ()) -> None:
+    """The exchange's outcome and its audit ``entries`` in one transaction (entries last:
+    the audit head row lock is held until the commit)."""
     key = (case_answers.c.case_ref == row["case_ref"]) & (case_answers.c.provider == row["provider"])
     vals = {k: v for k, v in row.items() if k not in ("case_ref", "provider")}
+    prepared = audit.prepare(list(entries)) if audit is not None and entries else []
+    seqs: list[int] = []
     with engine.begin() as c:
         if c.execute(update(case_answers).where(key).values(**vals)).rowcount == 0:
             c.execute(insert(case_answers).values(**row))
+        if prepared:
+            seqs = audit.write_in(c, prepared)
+    if seqs:
+        audit.committed(seqs)

@@ -59,7 +59,7 @@ case_answers = Table(
     metadata,
     Column("case_ref", String(32), ForeignKey("cases.case_ref", ondelete="CASCADE"), primary_key=True),
     Column("provider", String(64), primary_key=True),
-    Column("status", String(16), nullable=False),  # ok | unavailable | refused | bad_signature | bad_proof
+    Column("status", String(16), nullable=False),  # ok | unavailable | maintenance | refused | bad_signature | bad_proof
     Column("reason", Text, nullable=False, default=""),
     Column("request_id", LargeBinary(32), nullable=False),
     Column("request_digest", LargeBinary(32), nullable=True),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from hedui.keys import dsse
 from hedui.keys.directory import ROLE_ANSWERS
-from hedui.node import policy
+from hedui.node import logs, policy
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
@@ -38,7 +38,12 @@ def _state(rt: Runtime) -> ProviderState:
 
 def _base(caller: str, ctx: common_pb2.RequestContext) -> dict:
     """The audit fields every entry about a request carries."""
-    return {"peer": caller, "purpose": int(ctx.purpose), "case_ref": ctx.case_ref, "request_id": bytes(ctx.request_id).hex()}
+    out = {"peer": caller, "purpose": int(ctx.purpose), "case_ref": ctx.case_ref, "request_id": bytes(ctx.request_id).hex()}
+    # The W3C trace context the hub sent (issue 17: one case is one trace across departments).
+    tp = logs.current_traceparent()
+    if tp is not None:
+        out["traceparent"] = tp
+    return out
 
 
 class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
@@ -126,21 +131,35 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
             return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
         epoch = st.epoch(request.epoch)
-        rt.audit.record(Kind.QUERY_RECEIVED, {
+        received = {
             **base, "epoch": epoch, "count": len(request.tokens),
             "fields": [q.field for q in request.queries], **tokens_field(request.tokens),
             "reference_month": request.reference_month,
-        }, wait=False)
-        answer = answer_lookup(
-            facts_for_tokens(rt.engine, epoch, list(request.tokens)), list(request.tokens), queries,
-            provider=rt.member, digest=digest, directory_version=rt.directory.version,
-            reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
-            data_dates=data_dates(rt.engine, epoch), sources_of=st.sources_of,
-        )
-        answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
-        payload = answer.SerializeToString(deterministic=True)
-        env = dsse.sign(dsse.ANSWER, payload, [rt.signer_for(ROLE_ANSWERS)])  # issue 18: the answers key
-        policy.commit(rt, call.caller.code, _LOOKUP, request.context, grant, digest, env.SerializeToString(deterministic=True))
-        found = sum(1 for m in answer.members if m.found)
-        rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "outcome": "ok", "found": found})
+        }
+        try:
+            answer = answer_lookup(
+                facts_for_tokens(rt.engine, epoch, list(request.tokens)), list(request.tokens), queries,
+                provider=rt.member, digest=digest, directory_version=rt.directory.version,
+                reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
+                data_dates=data_dates(rt.engine, epoch), sources_of=st.sources_of,
+            )
+            answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
+            payload = answer.SerializeToString(deterministic=True)
+            env = dsse.sign(dsse.ANSWER, payload, [rt.signer_for(ROLE_ANSWERS)])  # issue 18: the answers key
+            found = sum(1 for m in answer.members if m.found)
+            sent = {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "outcome": "ok", "found": found}
+        except BaseException:
+            rt.audit.record(Kind.QUERY_RECEIVED, received)   # a query that got this far is logged
+            raise
+        # One durable transaction for the exchange (issue 16): quota, request id, the signed
+        # answer, query.received and answer.sent commit together or not at all. A commit
+        # that fails (quota, replay) leaves no entry here; its refusal is logged by the rpc
+        # layer (node/rpc.py) with the request id.
+        try:
+            policy.commit(rt, call.caller.code, _LOOKUP, request.context, grant, digest,
+                          env.SerializeToString(deterministic=True),
+                          audit=[(Kind.QUERY_RECEIVED, received), (Kind.ANSWER_SENT, sent)])
+        except BaseException:
+            rt.audit.record(Kind.QUERY_RECEIVED, received)
+            raise
         return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))

@@ -161,6 +161,8 @@ class Member(_message.Message):
     SEALING_KEY_FIELD_NUMBER: _builtins.int
     FIELDS_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
+    MAINTENANCE_FIELD_NUMBER: _builtins.int
+    RENEWED_TLS_CERT_SHA256_FIELD_NUMBER: _builtins.int
     ANSWER_KEY_FIELD_NUMBER: _builtins.int
     CHECKPOINT_KEY_FIELD_NUMBER: _builtins.int
     COSIGN_KEY_FIELD_NUMBER: _builtins.int
@@ -180,6 +182,10 @@ class Member(_message.Message):
     """HPKE public key notices are sealed to (hubs only), raw encoding."""
     region: _builtins.str
     """Region code (行政区划代码) the member serves, e.g. "370304"."""
+    maintenance: _builtins.bool
+    """Set by the authority while the member's node is down for maintenance: peers do not
+    call it (a case shows "maintenance", not "unavailable"); its health says so (issue 17).
+    """
     answer_key: _builtins.bytes
     """Per-role signing keys (issue 18), raw Ed25519 public keys (32 bytes). Each
     signs only its role's messages and is trusted only for them; an empty one
@@ -204,6 +210,12 @@ class Member(_message.Message):
     def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldSpec]:
         """Fields this provider answers."""
 
+    @_builtins.property
+    def renewed_tls_cert_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """SHA-256 of further TLS certificates of this member accepted while a renewed certificate
+        overlaps the current one (`hedui keys renew`, issue 17); dropped once it is installed.
+        """
+
     def __init__(
         self,
         *,
@@ -217,13 +229,15 @@ class Member(_message.Message):
         sealing_key: _builtins.bytes = ...,
         fields: _abc.Iterable[Global___FieldSpec] | None = ...,
         region: _builtins.str = ...,
+        maintenance: _builtins.bool = ...,
+        renewed_tls_cert_sha256: _abc.Iterable[_builtins.bytes] | None = ...,
         answer_key: _builtins.bytes = ...,
         checkpoint_key: _builtins.bytes = ...,
         cosign_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_key", b"answer_key", "checkpoint_key", b"checkpoint_key", "code", b"code", "cosign_key", b"cosign_key", "endpoint", b"endpoint", "fields", b"fields", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_key", b"answer_key", "checkpoint_key", b"checkpoint_key", "code", b"code", "cosign_key", b"cosign_key", "endpoint", b"endpoint", "fields", b"fields", "maintenance", b"maintenance", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "renewed_tls_cert_sha256", b"renewed_tls_cert_sha256", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,64 @@
+"""``hedui directory``: the authority publishes the signed directory for nodes to pull
+(issue 17 item 1; any static HTTPS or file location works as well)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import typer
+
+from hedui.node.cli._common import cli_errors, console
+
+app = typer.Typer(no_args_is_help=True)
+
+#: Paths the signed directory is served at; anything else is 404.
+PATHS = ("/directory", "/directory.dsse.json")
+
+
+def make_server(file: Path, listen: str) -> ThreadingHTTPServer:
+    """An HTTP server answering GET /directory with ``file`` as it is now (re-read per request,
+    so publishing is replacing the file). Nodes verify the signature: the transport need not
+    be trusted, only available."""
+    host, _, port = listen.rpartition(":")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] not in PATHS:
+                self.send_error(404)
+                return
+            try:
+                data = file.read_bytes()
+            except OSError:
+                self.send_error(503, "directory file unreadable")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    return ThreadingHTTPServer((host, int(port)), Handler)
+
+
+@app.command("serve")
+@cli_errors
+def serve(
+    file: Path = typer.Option(..., "--file", help="Signed directory (DSSE JSON) written by `hedui keys sign-directory`"),
+    listen: str = typer.Option("127.0.0.1:8470", help="host:port"),
+) -> None:
+    """Serve the signed directory at /directory for nodes' [directory] sources (put TLS in front
+    for the open internet; the nodes check the authority's signature either way)."""
+    srv = make_server(file, listen)
+    console.print(f"serving {file} at http://{listen.rpartition(':')[0]}:{srv.server_address[1]}/directory")
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        t.join()
+    except KeyboardInterrupt:
+        srv.shutdown()
