@@ -104,6 +104,9 @@ class Reason(enum.StrEnum):
     DIRECTORY_ROLLBACK = "DIRECTORY_ROLLBACK"
     DIRECTORY_SPLIT_VIEW = "DIRECTORY_SPLIT_VIEW"
     DIRECTORY_NOT_IN_FORCE = "DIRECTORY_NOT_IN_FORCE"
+    # No directory source answered (node/directory_live.py, issue 17): not a refusal of a
+    # directory, so it is not counted in hedui_directory_refused_total.
+    FETCH_FAILED = "FETCH_FAILED"
     BAD_ENVELOPE = "BAD_ENVELOPE"
     BAD_SIGNATURE = "BAD_SIGNATURE"
     UNKNOWN_SIGNER = "UNKNOWN_SIGNER"
