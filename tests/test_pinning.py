@@ -104,3 +104,18 @@ def test_the_ca_issues_only_the_sans_the_authority_approved(bed, tmp_path):
     cert = fed.issue_cert(bed.authority, ok.tls_csr, tmp_path / "good.crt", bed.ca_passphrase.encode(), now=now,
                           approved=["good.example.gov.cn"])
     assert cert.subject.rfc4514_string() == "CN=good"
+
+
+def test_a_renewed_certificate_listed_beside_the_current_one_is_accepted():
+    """Issue 17's overlap meets issue 18's pin: during a renewal the directory lists the
+    current fingerprint and ``renewed_tls_cert_sha256``; a server presenting either passes,
+    any other is refused (the probe is stubbed: no network, fixed fingerprints)."""
+    current, renewed, other = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    for presented in (current, renewed):
+        PinningInterceptor("tax", "h:1", b"", lambda: {current, renewed}, probe=lambda e, ca, p=presented: p).check()
+    with pytest.raises(PinError) as err:
+        PinningInterceptor("tax", "h:1", b"", lambda: {current, renewed}, probe=lambda e, ca: other).check()
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED and "SERVER_NOT_PINNED" in err.value.details()
+    with pytest.raises(PinError):   # an empty listing pins nothing: refused, not accepted
+        PinningInterceptor("tax", "h:1", b"", lambda: {b""}, probe=lambda e, ca: b"").check()
+
