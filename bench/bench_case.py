@@ -42,12 +42,14 @@ from floor_case import FloorFederation
 from hedui.adapters.synthetic import resident
 from hedui.common.periods import Month, parse_month
 from hedui.keys import dsse
+from hedui.keys.directory import ROLE_ANSWERS
 from hedui.keys.keyfile import PASSPHRASE_ENV, load_secret
 from hedui.keys.oprf import ServerKey
 from hedui.node.server import server_options
 from hedui.node.store.db import open_engine
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.testbed import provider as testbed_provider
+from hedui.node.verification import consent
 from hedui.node.verification.answer import derive, window_of
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.verification.catalogue import load_catalogue
@@ -120,7 +122,8 @@ def _households(n_cases: int, residents: int) -> list[list[str]]:
 def _run_hedui(tb, households, conc: int) -> tuple[list[float], float, int]:
     hub = tb.runtime("hub")
     refs = [open_case(hub, [(i, "m") for i in dict.fromkeys(h)], purpose="dibao",
-                      consent_digest=consent_digest_of(b"bench"), operator="bench", region="370304") for h in households]
+                      # one authorisation per household (issue 18 refuses a scan reused for another member set)
+                      consent_digest=consent_digest_of(os.urandom(16)), operator="bench", region="370304") for h in households]
     lat: list[float] = []
     incomplete = 0
     lock = threading.Lock()
@@ -139,7 +142,19 @@ def _run_hedui(tb, households, conc: int) -> tuple[list[float], float, int]:
     return lat, len(refs) / (time.perf_counter() - t0), incomplete
 
 
-def _run_bare(stubs, key: ServerKey, households, conc: int) -> tuple[list[float], float]:
+def _bare_context(hub, n: int, case_ref: str) -> common_pb2.RequestContext:
+    """What the hub's context carries since issue 18: its signed consent record for the case
+    (and its revocation list), so the bare path puts the same bytes on the wire and pays the
+    same signing cost per case as run_case does."""
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref=case_ref, consent_digest=consent_digest_of(b"bench"),
+                                    operator="bench", request_id=os.urandom(16))
+    signer, now = hub.signer_for(ROLE_ANSWERS), hub.clock.now()
+    ctx.consent.CopyFrom(consent.issue_for_context(signer, hub.member, ctx, members=n, issued_at=now))
+    ctx.revocations.CopyFrom(consent.sign_revocations(signer, hub.member, [], now))
+    return ctx
+
+
+def _run_bare(stubs, key: ServerKey, households, conc: int, hub) -> tuple[list[float], float]:
     lat: list[float] = []
     lock = threading.Lock()
     per_provider = ThreadPoolExecutor(max_workers=len(stubs) * conc)
@@ -147,8 +162,8 @@ def _run_bare(stubs, key: ServerKey, households, conc: int) -> tuple[list[float]
     def one(h):
         t = time.perf_counter()
         tokens = [key.token(i) for i in dict.fromkeys(h)]
-        req = lookup_pb2.LookupRequest(epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")],
-                                       reference_month=REFERENCE_MONTH)
+        req = lookup_pb2.LookupRequest(context=_bare_context(hub, len(tokens), f"BARE-{os.urandom(4).hex()}"), epoch=1, tokens=tokens,
+                                       queries=[lookup_pb2.FieldQuery(field="income_last_year")], reference_month=REFERENCE_MONTH)
         list(per_provider.map(lambda s: s.Lookup(req, timeout=60), stubs))
         with lock:
             lat.append(time.perf_counter() - t)
@@ -193,7 +208,7 @@ def main() -> None:
             warm = _households(4, a.residents)
             _run_hedui(tb, warm, 1)  # warm up channels and caches
             floor.run(warm, 1)
-            _run_bare(stubs, key, warm, 1)
+            _run_bare(stubs, key, warm, 1, hub_rt)
             for conc in levels:
                 hh = _households(a.cases, a.residents)
                 h_lat: list[float] = []
@@ -210,7 +225,7 @@ def main() -> None:
                     lat, rate = floor.run(hh, conc)
                     f_lat += lat
                     f_rates.append(rate)
-                    lat, rate = _run_bare(stubs, key, hh, conc)
+                    lat, rate = _run_bare(stubs, key, hh, conc, hub_rt)
                     b_lat += lat
                     b_rates.append(rate)
                 vs_floor = [h / f for h, f in zip(h_rates, f_rates)]

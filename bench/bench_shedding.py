@@ -33,11 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, report
 
 from hedui.adapters.synthetic import resident
+from hedui.common.periods import Month
 from hedui.keys import oprf
+from hedui.keys.directory import ROLE_ANSWERS
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.client import PeerClient
 from hedui.node.runtime import Runtime
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
+from hedui.node.verification import consent
 from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 
 SEED = 13
@@ -60,26 +63,30 @@ def _serve(tb: Testbed, cap: int, workers: int) -> subprocess.Popen:
     return p
 
 
-def _request(tokens: list[bytes]) -> lookup_pb2.LookupRequest:
-    return lookup_pb2.LookupRequest(
-        context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", consent_digest=b"c" * 32,
-                                          request_id=os.urandom(16)),
-        epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")])
+def _request(hub: Runtime, tokens: list[bytes]) -> lookup_pb2.LookupRequest:
+    """A Lookup as ``hub`` sends it: with its signed consent record (issue 18; the provider
+    refuses CONSENT_MISSING without one) and a reference month (DESIGN-12 "Wire")."""
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", consent_digest=b"c" * 32,
+                                    request_id=os.urandom(16), operator="bench")
+    ctx.consent.CopyFrom(consent.issue_for_context(hub.signer_for(ROLE_ANSWERS), hub.member, ctx, members=len(tokens),
+                                                   issued_at=hub.clock.now()))
+    return lookup_pb2.LookupRequest(context=ctx, epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")],
+                                    reference_month=str(Month.of(hub.clock.today()).plus(-1)))
 
 
-def _unloaded(client: PeerClient, tokens: list[bytes], n: int) -> list[float]:
+def _unloaded(client: PeerClient, hub: Runtime, tokens: list[bytes], n: int) -> list[float]:
     out = []
     for _ in range(n):
-        req = _request(tokens)
+        req = _request(hub, tokens)
         t = time.perf_counter()
         client.lookup.Lookup(req, timeout=30)
         out.append(time.perf_counter() - t)
     return out
 
 
-def _burst(client: PeerClient, tokens: list[bytes], n: int) -> tuple[list[float], list[float], dict[str, int]]:
+def _burst(client: PeerClient, hub: Runtime, tokens: list[bytes], n: int) -> tuple[list[float], list[float], dict[str, int]]:
     """``n`` Lookups issued at once (the issue's 1,000 concurrent lookups)."""
-    reqs = [_request(tokens) for _ in range(n)]
+    reqs = [_request(hub, tokens) for _ in range(n)]
     done = threading.Semaphore(0)
     ok: list[float] = []
     shed: list[float] = []
@@ -110,7 +117,7 @@ def _burst(client: PeerClient, tokens: list[bytes], n: int) -> tuple[list[float]
     return ok, shed, codes
 
 
-def _flood(client: PeerClient, tokens: list[bytes], outstanding: int, seconds: float,
+def _flood(client: PeerClient, hub: Runtime, tokens: list[bytes], outstanding: int, seconds: float,
            backoff: float = 0.1) -> tuple[list[float], list[float], dict[str, int]]:
     """Keeps ``outstanding`` Lookups in flight for ``seconds`` (each completion issues the
     next), then waits for the last ones: a sustained overload, not one burst."""
@@ -123,7 +130,7 @@ def _flood(client: PeerClient, tokens: list[bytes], outstanding: int, seconds: f
     drained = threading.Event()
 
     def issue() -> None:
-        req = _request(tokens)
+        req = _request(hub, tokens)
         t = time.perf_counter()
         fut = client.lookup.Lookup.future(req, timeout=60)
 
@@ -154,14 +161,14 @@ def _flood(client: PeerClient, tokens: list[bytes], outstanding: int, seconds: f
     return ok, shed, codes
 
 
-def _bystander(client: PeerClient, tokens: list[bytes], stop: threading.Event, out: dict) -> None:
+def _bystander(client: PeerClient, hub: Runtime, tokens: list[bytes], stop: threading.Event, out: dict) -> None:
     """Another hub's sequential Lookups while the burst runs: does the flood starve it?"""
     lat: list[float] = []
     codes: dict[str, int] = {}
     while not stop.is_set():
         t = time.perf_counter()
         try:
-            client.lookup.Lookup(_request(tokens), timeout=60)
+            client.lookup.Lookup(_request(hub, tokens), timeout=60)
             name = "OK"
             lat.append(time.perf_counter() - t)
         except grpc.RpcError as e:
@@ -208,15 +215,15 @@ def main() -> None:
                             epoch=1, blinded_elements=state.blinded), timeout=30)
                         tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof,
                                                bytes(hub.directory.member("tax").oprf_keys[0].public_key))
-                        _unloaded(c, tokens, 20)  # warm-up
-                        base = _unloaded(c, tokens, a.unloaded)
+                        _unloaded(c, hub, tokens, 20)  # warm-up
+                        base = _unloaded(c, hub, tokens, a.unloaded)
                         stop, other = threading.Event(), {}
-                        th = threading.Thread(target=_bystander, args=(c2, tokens, stop, other))
+                        th = threading.Thread(target=_bystander, args=(c2, hub2, tokens, stop, other))
                         th.start()
                         if a.mode == "burst":
-                            ok, shed, codes = _burst(c, tokens, a.burst)
+                            ok, shed, codes = _burst(c, hub, tokens, a.burst)
                         else:
-                            ok, shed, codes = _flood(c, tokens, a.burst, a.seconds)
+                            ok, shed, codes = _flood(c, hub, tokens, a.burst, a.seconds)
                         stop.set()
                         th.join()
                 finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,8 +152,16 @@ def make_csr(member: str, host: str, key: ec.EllipticCurvePrivateKey) -> x509.Ce
     )
 
 
-def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, now: dt.datetime, days: int = _MEMBER_DAYS) -> x509.Certificate:
-    """Issues a member certificate for a CSR whose self-signature verifies."""
+def issue(
+    ca: Authority, csr: x509.CertificateSigningRequest, *, now: dt.datetime, days: int = _MEMBER_DAYS,
+    approved: Collection[str] | None = None,
+) -> x509.Certificate:
+    """Issues a member certificate for a CSR whose self-signature verifies.
+
+    ``approved`` (issue 18): the host names / addresses the authority approved for this member
+    (its directory endpoint's host); every subjectAltName the CSR asks for must be one of
+    them, so a member cannot obtain a certificate for another member's host. ``None`` keeps
+    the older behaviour (whatever the CSR asks) for callers that approved the CSR by hand."""
     if not csr.is_signature_valid:
         raise CertificateError("csr: self-signature does not verify", reason=Reason.BAD_CSR)
     member = member_of_cert(csr)  # type: ignore[arg-type]
@@ -162,6 +171,12 @@ def issue(ca: Authority, csr: x509.CertificateSigningRequest, *, now: dt.datetim
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise CertificateError("csr: got no subjectAltName, want the endpoint host", reason=Reason.BAD_CSR) from None
+    if approved is not None:
+        asked = [str(n.value) for n in san]
+        wrong = [a for a in asked if a not in set(approved)]
+        if wrong or not asked:
+            raise CertificateError(f"csr.subjectAltName: got {', '.join(wrong)[:120]!r}, want only {sorted(approved)} (approved by the authority)",
+                                   reason=Reason.BAD_CSR)
     return (
         x509.CertificateBuilder()
         .subject_name(csr.subject)

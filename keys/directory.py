@@ -28,7 +28,8 @@ from hedui.keys.signing import SigningKey, VerifyingKey, load_public
 from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory",
-    "directory_digest", "load_directory", "PURPOSES", "ROLES", "MAX_BATCH"]
+    "directory_digest", "load_directory", "PURPOSES", "ROLES", "MAX_BATCH",
+    "ROLE_ANSWERS", "ROLE_CHECKPOINTS", "ROLE_COSIGNATURES", "ROLE_FIELDS", "role_key_of"]
 
 PURPOSES = {
     "dibao": common_pb2.PURPOSE_DIBAO,
@@ -77,6 +78,10 @@ class MemberSpec(_Strict):
     signing_key: Path
     roles: list[str]
     region: str = ""
+    #: Per-role public keys (PEM; issue 18). Unset: ``signing_key`` serves the role.
+    answer_key: Path | None = None
+    checkpoint_key: Path | None = None
+    cosign_key: Path | None = None
     sealing_key_hex: str = ""
     oprf_keys: list[OprfKeySpec] = []
     fields: list[FieldSpecModel] = []
@@ -129,8 +134,22 @@ class DirectorySpec(_Strict):
             return p if p.is_absolute() else base / p
 
         members = [m.model_copy(update={"cert": r(m.cert), "signing_key": r(m.signing_key),
-                                         "renewed_certs": [r(c) for c in m.renewed_certs]}) for m in self.members]
+                                         "renewed_certs": [r(c) for c in m.renewed_certs],
+                                         **{k: r(getattr(m, k)) for k in ROLE_FIELDS.values() if getattr(m, k) is not None}})
+                   for m in self.members]
         return self.model_copy(update={"ca_cert": r(self.ca_cert), "members": members})
+
+
+#: Signing roles (issue 18) and the Member field publishing each role's key.
+ROLE_ANSWERS, ROLE_CHECKPOINTS, ROLE_COSIGNATURES = "answers", "checkpoints", "cosignatures"
+ROLE_FIELDS = {ROLE_ANSWERS: "answer_key", ROLE_CHECKPOINTS: "checkpoint_key", ROLE_COSIGNATURES: "cosign_key"}
+
+
+def role_key_of(m: directory_pb2.Member, role: str) -> bytes:
+    """The raw public key ``m`` signs ``role``'s messages with: the role's own key when the
+    directory publishes one, else ``signing_key`` (single-key members)."""
+    own = bytes(getattr(m, ROLE_FIELDS[role]))
+    return own or bytes(m.signing_key)
 
 
 def _ts(t: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -168,6 +187,9 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
             signing_key=load_public(m.code, m.signing_key).raw, region=m.region, maintenance=m.maintenance,
         )
+        for field_name in ROLE_FIELDS.values():
+            if getattr(m, field_name) is not None:
+                setattr(pm, field_name, load_public(m.code, getattr(m, field_name)).raw)
         for i, renewed in enumerate(m.renewed_certs):
             rc = load_cert(renewed)
             check_issued_by(rc, ca, now=now)
@@ -224,8 +246,10 @@ class TrustedDirectory:
                 self.by_cert[bytes(fp)] = m
         # Parsed once per directory (it never changes; a new version is a new object): the
         # hot path verifies every answer and notice with these (issue 16).
-        self._keys = {m.code: VerifyingKey(m.code, bytes(m.signing_key)) for m in self.msg.members}
-        self._by_keyid = {vk.keyid: vk for vk in self._keys.values()}
+        # Cached per role (issue 18): each role's key, or signing_key where none is published.
+        self._keys = {role: {m.code: VerifyingKey(m.code, role_key_of(m, role)) for m in self.msg.members}
+                      for role in ROLE_FIELDS}
+        self._by_keyid = {role: {vk.keyid: vk for vk in keys.values()} for role, keys in self._keys.items()}
 
     def cert_fingerprints(self, code: str) -> set[bytes]:
         """Every certificate fingerprint member ``code`` may present (current and renewed)."""
@@ -254,12 +278,14 @@ class TrustedDirectory:
         except KeyError:
             raise ConfigError(f"member: got {code!r}, want a member of directory v{self.version}") from None
 
-    def signing_keys(self) -> dict[str, VerifyingKey]:
-        return dict(self._by_keyid)
+    def signing_keys(self, role: str = ROLE_ANSWERS) -> dict[str, VerifyingKey]:
+        """Every member's key for ``role`` (answers, notices, receipts and consent records by
+        default), by key id: a key published for another role is not in it (issue 18)."""
+        return dict(self._by_keyid[role])
 
-    def verifying_key(self, code: str) -> VerifyingKey:
+    def verifying_key(self, code: str, role: str = ROLE_ANSWERS) -> VerifyingKey:
         self.member(code)   # the error for a code that is not a member
-        return self._keys[code]
+        return self._keys[role][code]
 
     def members_with(self, role: int) -> list[directory_pb2.Member]:
         return [m for m in self.msg.members if role in m.roles]

@@ -15,12 +15,16 @@ from hedui.keys.errors import SignatureError
 from hedui.keys.signing import SigningKey, VerifyingKey
 from hedui.v1 import common_pb2
 
-__all__ = ["pae", "sign", "verify", "ANSWER", "NOTICE", "RECEIPT", "DIRECTORY"]
+__all__ = ["pae", "sign", "verify", "ANSWER", "NOTICE", "RECEIPT", "DIRECTORY", "CONSENT", "REVOCATIONS"]
 
 ANSWER = "application/vnd.hedui.answer.v1+proto"
 NOTICE = "application/vnd.hedui.notice.v1+proto"
 RECEIPT = "application/vnd.hedui.receipt.v1+proto"
 DIRECTORY = "application/vnd.hedui.directory.v1+proto"
+#: A hub's consent record (issue 18): one authorisation, scoped and signed.
+CONSENT = "application/vnd.hedui.consent.v1+proto"
+#: A hub's list of revoked consent records.
+REVOCATIONS = "application/vnd.hedui.revocations.v1+proto"
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:

@@ -15,6 +15,7 @@ publishing host.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def init_member(root: Path, member: str, host: str, pw: bytes) -> MemberDir:
 
 
 def renew_cert(authority: AuthorityDir, csr_path: Path, current: Path, out: Path, pw: bytes, *,
-               now: dt.datetime) -> x509.Certificate:
+               now: dt.datetime, approved: Collection[str] | None = None) -> x509.Certificate:
     """Authority side of a renewal (issue 17): a new certificate for the member whose current
     certificate is ``current``, from its CSR (a new key, or the same one), issued while the
     current one is still valid so the directory can list both during the overlap."""
@@ -121,11 +122,13 @@ def renew_cert(authority: AuthorityDir, csr_path: Path, current: Path, out: Path
     if cn != [_ca.member_of_cert(cur)]:
         raise ConfigError(f"csr {csr_path}: CN: got {cn[0] if cn else None!r}, want {_ca.member_of_cert(cur)!r} "
                           f"(the member of {current})")
-    return issue_cert(authority, csr_path, out, pw, now=now)
+    return issue_cert(authority, csr_path, out, pw, now=now, approved=approved)
 
 
-def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *, now: dt.datetime) -> x509.Certificate:
-    """Authority side: checks the CSR and issues the member certificate."""
+def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *, now: dt.datetime,
+               approved: Collection[str] | None = None) -> x509.Certificate:
+    """Authority side: checks the CSR and issues the member certificate; ``approved``: the
+    only subjectAltNames the authority allows (:func:`hedui.keys.ca.issue`)."""
     auth = _ca.Authority.load(authority.ca_cert, authority.ca_key, pw)
     try:
         csr = x509.load_pem_x509_csr(Path(csr_path).read_bytes())
@@ -134,7 +137,7 @@ def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *,
     except ValueError:
         raise ConfigError(f"csr {csr_path}: got unreadable PEM, want a certificate signing request") from None
     try:
-        cert = _ca.issue(auth, csr, now=now)
+        cert = _ca.issue(auth, csr, now=now, approved=approved)
     except VerificationError as exc:
         raise ConfigError(f"csr {csr_path}: {exc.message}", reason=exc.reason) from None
     Path(out).write_bytes(cert.public_bytes(serialization.Encoding.PEM))

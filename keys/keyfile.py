@@ -78,6 +78,9 @@ __all__ = [
     "PURPOSE_DIRECTORY",
     "PURPOSE_SEALING",
     "PURPOSE_PERSON_SECRET",
+    "PURPOSE_ANSWER_SIGNING",
+    "PURPOSE_CHECKPOINT_SIGNING",
+    "PURPOSE_COSIGNING",
 ]
 
 log = logging.getLogger("hedui.keys")
@@ -88,6 +91,10 @@ PURPOSE_CA = "ca-key"
 PURPOSE_DIRECTORY = "directory-signing-key"
 PURPOSE_SEALING = "sealing-key"
 PURPOSE_PERSON_SECRET = "hedui-person-secret"
+# Per-role signing keys (issue 18): a key file for one role does not open as another's.
+PURPOSE_ANSWER_SIGNING = "answer-signing-key"
+PURPOSE_CHECKPOINT_SIGNING = "checkpoint-signing-key"
+PURPOSE_COSIGNING = "cosignature-signing-key"
 
 MAGIC = b"HDKF"
 VERSION = 1

@@ -25,11 +25,15 @@ PURPOSES = (
     keyfile.PURPOSE_DIRECTORY,
     keyfile.PURPOSE_SEALING,
     keyfile.PURPOSE_PERSON_SECRET,
+    keyfile.PURPOSE_ANSWER_SIGNING,
+    keyfile.PURPOSE_CHECKPOINT_SIGNING,
+    keyfile.PURPOSE_COSIGNING,
     "hedui-oprf-seed",
     "hedui-dedup-secret",
 )
 _BY_NAME = {"tls.key": keyfile.PURPOSE_TLS, "ca.key": keyfile.PURPOSE_CA, "sealing.key": keyfile.PURPOSE_SEALING,
-            "person.secret": keyfile.PURPOSE_PERSON_SECRET}
+            "person.secret": keyfile.PURPOSE_PERSON_SECRET, "answer-signing.key": keyfile.PURPOSE_ANSWER_SIGNING,
+            "checkpoint-signing.key": keyfile.PURPOSE_CHECKPOINT_SIGNING, "cosign-signing.key": keyfile.PURPOSE_COSIGNING}
 
 
 @dataclass(frozen=True)

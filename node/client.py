@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
 
 from hedui.keys.directory import TrustedDirectory
+from hedui.node.pinning import PinningInterceptor
 from hedui.v1 import audit_pb2_grpc, lookup_pb2_grpc, node_pb2_grpc, notice_pb2_grpc, pseudonym_pb2_grpc
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
 
-__all__ = ["PeerClient", "Peers", "channel_credentials"]
+__all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for"]
+
+
+def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes, client: tuple[bytes, bytes] | None = None, *,
+            live: Callable[[], TrustedDirectory] | None = None) -> PinningInterceptor:
+    """The pin of member ``code``: its ``tls_cert_sha256`` or a ``renewed_tls_cert_sha256`` in
+    the directory (node/pinning.py; issue 17's overlap); ``live``: the directory in force when
+    the pin is checked (a live directory update), else ``directory``; ``client``: our
+    certificate and key PEM, presented on the probe."""
+    m = directory.member(code)
+    current = live or (lambda: directory)
+    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: current().cert_fingerprints(code), client=client)
 
 
 def channel_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ChannelCredentials:
@@ -61,9 +74,11 @@ class PeerClient:
     the endpoint host as SAN; the peer's answers are signed, so they are checked against the
     directory's signing key as well."""
 
-    def __init__(self, endpoint: str, creds: grpc.ChannelCredentials, *, code: str = "") -> None:
+    def __init__(self, endpoint: str, creds: grpc.ChannelCredentials, *, code: str = "",
+                 pin: PinningInterceptor | None = None) -> None:
         self.code = code
         self.endpoint = endpoint
+        self.pin = pin
         self.channel = grpc.secure_channel(
             endpoint,
             creds,
@@ -77,7 +92,10 @@ class PeerClient:
                 ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
-        traced = grpc.intercept_channel(self.channel, _TraceContext())
+        # Issue 18: the server must present a certificate the directory lists for `code`; the
+        # pin runs first, then the traceparent (issue 17) is added to every outgoing call.
+        interceptors: list[grpc.UnaryUnaryClientInterceptor] = [pin] if pin is not None else []
+        traced = grpc.intercept_channel(self.channel, *interceptors, _TraceContext())
         self.node = node_pb2_grpc.NodeServiceStub(traced)
         self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(traced)
         self.lookup = lookup_pb2_grpc.LookupServiceStub(traced)
@@ -89,7 +107,8 @@ class PeerClient:
         """A new client to member ``code`` with ``rt``'s certificate (a node itself goes
         through :attr:`Runtime.peers <hedui.node.runtime.Runtime.peers>`, which caches them)."""
         m = rt.directory.member(code)
-        return cls(m.endpoint, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), code=code)
+        return cls(m.endpoint, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), code=code,
+                   pin=pin_for(rt.directory, code, rt.ca_pem, (rt.tls_cert_pem, rt.tls_key_pem)))
 
     def close(self) -> None:
         self.channel.close()
@@ -105,9 +124,12 @@ class Peers:
     """The one place a node creates and caches its clients to other members: one mTLS
     channel per peer, shared by every caller on the node (cases, the pusher, cosigning)."""
 
-    def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials) -> None:
+    def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials, *, ca_pem: bytes | None = None,
+                 client: tuple[bytes, bytes] | None = None) -> None:
         self._directory = directory
+        self._client = client
         self._credentials = credentials
+        self._ca_pem = ca_pem  # None: no pinning (tools dialling a bare endpoint)
         self._clients: dict[str, PeerClient] = {}
         self._lock = threading.Lock()
 
@@ -117,7 +139,8 @@ class Peers:
             client = self._clients.get(code)
             if client is None:
                 m = self._directory.member(code)
-                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code)
+                pin = pin_for(self._directory, code, self._ca_pem, self._client, live=lambda: self._directory) if self._ca_pem is not None else None
+                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin)
             return client
 
     def update_directory(self, directory: TrustedDirectory) -> None:

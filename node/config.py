@@ -49,6 +49,11 @@ class TlsSection(_Section):
 
 class KeysSection(_Section):
     signing: Path = Field(description="Ed25519 key file (keys/keyfile.py) that signs answers, notices, checkpoints")
+    # Per-role keys (issue 18); each unset role is signed with `signing`. The directory must
+    # publish the matching public key (members.answer_key / checkpoint_key / cosign_key).
+    answer_signing: Path | None = Field(default=None, description="Ed25519 key file for answers, notices, receipts, consent records")
+    checkpoint_signing: Path | None = Field(default=None, description="Ed25519 key file for audit checkpoints")
+    cosign_signing: Path | None = Field(default=None, description="Ed25519 key file for cosignatures of other logs")
     passphrase_env: str = Field(default="HEDUI_KEY_PASSPHRASE")
     allow_legacy: bool = Field(
         default=True,

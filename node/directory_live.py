@@ -97,7 +97,7 @@ class DirectoryPuller(PeriodicJob):
         except DirectoryRefused as exc:
             self._failures += 1
             self._rt.metrics.directory_fetch_failures.set(self._failures)
-            if exc.reason != "FETCH_FAILED":
+            if exc.reason != Reason.FETCH_FAILED:
                 self._rt.metrics.directory_refused.labels(exc.reason).inc()
             log.warning("directory refused (%s): %s; keeping v%d", exc.reason, exc.message, self._rt.directory.version)
             return float(min(cfg.refresh_seconds * 2 ** min(self._failures, 16), cfg.max_backoff_seconds))
@@ -119,7 +119,7 @@ class DirectoryPuller(PeriodicJob):
             except Exception as exc:
                 errors.append(f"{src}: {type(exc).__name__}")
         if data is None:
-            raise DirectoryRefused("FETCH_FAILED", "no source answered (" + "; ".join(errors) + ")")
+            raise DirectoryRefused(Reason.FETCH_FAILED.value, "no source answered (" + "; ".join(errors) + ")")
         try:
             env = dsse.from_json(data.decode("utf-8"))
         except (ValueError, UnicodeDecodeError, HeduiError):

@@ -22,9 +22,9 @@ from sqlalchemy import Engine, select
 from hedui.common.clock import Clock, SystemClock
 from hedui.keys import dsse
 from hedui.keys.ca import cert_fingerprint, cert_pem, check_issued_by, key_pem, load_cert, load_tls_key, member_of_cert
-from hedui.keys.directory import TrustedDirectory, directory_digest, load_directory
+from hedui.keys.directory import ROLE_ANSWERS, ROLE_CHECKPOINTS, ROLE_COSIGNATURES, TrustedDirectory, directory_digest, load_directory, role_key_of
 from hedui.keys.errors import DirectoryError
-from hedui.keys.keyfile import passphrase
+from hedui.keys.keyfile import PURPOSE_ANSWER_SIGNING, PURPOSE_CHECKPOINT_SIGNING, PURPOSE_COSIGNING, passphrase
 from hedui.keys.sealing import SealingKey
 from hedui.keys.signing import SigningKey, load_public
 from hedui.node.admission import Admission
@@ -43,6 +43,7 @@ from hedui.node.store.db import open_engine
 from hedui.node.store.tables import node_state
 from hedui.node.verification.provider import ProviderState, load_provider
 from hedui.node.verification.rules import Rules, load_rules
+from hedui.v1 import directory_pb2
 
 __all__ = ["Runtime", "HubState"]
 
@@ -75,6 +76,8 @@ class Runtime:
     #: The one source of the time for everything the node does (hedui.common.clock).
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
+    #: Per-role signing keys (issue 18): role -> key; a role not here is signed by ``signer``.
+    role_signers: dict[str, SigningKey] = field(default_factory=dict)
     # Built in from_config, in this order (each needs the ones before it).
     peers: Peers = field(init=False)
     audit: NodeAudit = field(init=False)
@@ -86,6 +89,10 @@ class Runtime:
     guard: ServingGuard = field(init=False)
     admission: Admission = field(init=False)
     refusals: Refusals = field(init=False)
+
+    def signer_for(self, role: str) -> SigningKey:
+        """The key that signs ``role``'s messages (keys.directory ROLE_*)."""
+        return self.role_signers.get(role, self.signer)
 
     @classmethod
     def open(cls, config_path: Path, *, run_migrations: bool = True, clock: Clock | None = None) -> Runtime:
@@ -155,6 +162,7 @@ class Runtime:
             raise ConfigError(f"tls.cert: fingerprint differs from directory v{directory.version} entry for {member!r}")
         if bytes(me.signing_key) != signer.public.raw:
             raise ConfigError(f"keys.signing: public key differs from directory v{directory.version} entry for {member!r}")
+        role_signers = _role_signers(cfg, member, me, signer, pw, legacy_ok, directory.version)
         if cert_fingerprint(ca) != bytes(directory.msg.ca_fingerprint):
             raise ConfigError("tls.ca: differs from the CA named in the directory")
         _set_state(engine, "directory_version", str(directory.version))
@@ -170,8 +178,10 @@ class Runtime:
             ca_pem=cert_pem(ca),
             passphrase=pw,
             clock=clock,
+            role_signers=role_signers,
         )
-        rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem))
+        rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), ca_pem=rt.ca_pem,
+                         client=(rt.tls_cert_pem, rt.tls_key_pem))
         rt.audit = open_audit(rt)
         _audit_split_view(rt)
         rt.guard = ServingGuard(rt)
@@ -272,3 +282,26 @@ def _set_state(engine: Engine, key: str, value: str) -> None:
             c.execute(node_state.insert().values(key=key, value=value))
         elif cur != value:
             c.execute(node_state.update().where(node_state.c.key == key).values(value=value))
+
+
+_ROLE_CONFIG = {ROLE_ANSWERS: ("answer_signing", PURPOSE_ANSWER_SIGNING),
+                ROLE_CHECKPOINTS: ("checkpoint_signing", PURPOSE_CHECKPOINT_SIGNING),
+                ROLE_COSIGNATURES: ("cosign_signing", PURPOSE_COSIGNING)}
+
+
+def _role_signers(
+    cfg: NodeConfig, member: str, me: directory_pb2.Member, signer: SigningKey, pw: bytes, legacy_ok: bool, version: int,
+) -> dict[str, SigningKey]:
+    """Loads each configured per-role key (its own key-file purpose) and checks it is the key
+    the directory publishes for that role; a role without a key file is signed by ``signer``,
+    which the directory must then name for it too (issue 18)."""
+    out: dict[str, SigningKey] = {}
+    for role, (option, purpose) in _ROLE_CONFIG.items():
+        path = getattr(cfg.keys, option)
+        key = SigningKey.load(member, cfg.path(path), pw, purpose=purpose, allow_legacy=legacy_ok) if path is not None else signer
+        if role_key_of(me, role) != key.public.raw:
+            raise ConfigError(f"keys.{option if path is not None else 'signing'}: public key differs from the {role} key "
+                              f"directory v{version} publishes for {member!r}")
+        if path is not None:
+            out[role] = key
+    return out

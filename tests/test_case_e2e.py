@@ -20,6 +20,7 @@ from hedui.node.client import PeerClient
 from hedui.node.errors import InvalidArgument
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+from hedui.node.verification.consent import issue_for_context
 from hedui.node.verification.report import build_report, render_html
 from hedui.node.verification.rules import default_rules
 from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
@@ -131,9 +132,10 @@ def _lookup_request(bed, *, fields=("income_last_year",), purpose=common_pb2.PUR
     queries = [lookup_pb2.FieldQuery(field=f) for f in fields]
     if ops:
         queries = ops
-    return lookup_pb2.LookupRequest(
-        context=common_pb2.RequestContext(purpose=purpose, case_ref="T-1", consent_digest=consent, request_id=rid or os.urandom(16)),
-        epoch=1, tokens=tokens, queries=queries, reference_month=month)
+    ctx = common_pb2.RequestContext(purpose=purpose, case_ref="T-1", consent_digest=consent, request_id=rid or os.urandom(16))
+    if len(consent) == 32 and purpose != common_pb2.PURPOSE_UNSPECIFIED:  # the hub's signed record (issue 18)
+        ctx.consent.CopyFrom(issue_for_context(hub.signer, "hub", ctx, members=len(tokens), issued_at=hub.clock.now()))
+    return lookup_pb2.LookupRequest(context=ctx, epoch=1, tokens=tokens, queries=queries, reference_month=month)
 
 
 def _call(bed, req):

@@ -26,6 +26,7 @@ from hedui.node.runtime import Runtime
 from hedui.node.testbed.departments import designed, generate
 from hedui.node.testbed.departments.federation import build_indexes, over_departments
 from hedui.node.verification.answer import answer_lookup
+from hedui.node.verification.consent import issue_for_context
 from hedui.node.verification.index import data_dates, facts_for_tokens
 from hedui.node.verification.protocol import parse_lookup
 from hedui.v1 import lookup_pb2
@@ -259,9 +260,11 @@ def test_signed_lookups_over_the_running_department_nodes(sqlite_dir, tmp_path, 
                                                       request_id=os.urandom(16)),
                     epoch=1, blinded_elements=state.blinded), timeout=10)
                 tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, key)
+                ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="T-12",
+                                                consent_digest=b"c" * 32, request_id=os.urandom(16))
+                ctx.consent.CopyFrom(issue_for_context(hub.signer, "hub", ctx, members=len(tokens), issued_at=hub.clock.now()))
                 req = lookup_pb2.LookupRequest(
-                    context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="T-12",
-                                                      consent_digest=b"c" * 32, request_id=os.urandom(16)),
+                    context=ctx,
                     epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field=f) for f in fields],
                     reference_month=month)
                 resp = c.lookup.Lookup(req, timeout=10)

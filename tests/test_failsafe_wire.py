@@ -25,6 +25,7 @@ from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient, channel_credentials
 from hedui.node.store.tables import quota_counters, seen_requests
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
+from hedui.node.verification.consent import issue_for_context
 from hedui.v1 import common_pb2, lookup_pb2, node_pb2, pseudonym_pb2
 
 SEED = 11
@@ -151,8 +152,11 @@ def test_maximum_batch_end_to_end(bed, n, ok):
     assert MAX_BATCH == 4096
     real = _tokens(bed)
     tokens = real + [os.urandom(64) for _ in range(n - len(real))]
-    req = lookup_pb2.LookupRequest(context=_ctx(common_pb2.PURPOSE_DIBAO, consent=b"c" * 32), epoch=1, tokens=tokens,
-                                   queries=[lookup_pb2.FieldQuery(field="income_last_year")], reference_month="2026-10")
+    ctx = _ctx(common_pb2.PURPOSE_DIBAO, consent=b"c" * 32)
+    hub = bed.runtime("hub")
+    ctx.consent.CopyFrom(issue_for_context(hub.signer, "hub", ctx, members=n, issued_at=hub.clock.now()))
+    req = lookup_pb2.LookupRequest(context=ctx, epoch=1, tokens=tokens, reference_month="2026-10",
+                                   queries=[lookup_pb2.FieldQuery(field="income_last_year")])
     tax = bed.runtime("tax")
     with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
         if not ok:

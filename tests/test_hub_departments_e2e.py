@@ -93,7 +93,8 @@ def bed(request, tmp_path_factory):
 
 def _case(tb, key: str, month: str) -> dict:
     hub = tb.runtime("hub")
-    ref = open_case(hub, [(i, "member") for i in D.members(key)], purpose="dibao", consent_digest=consent_digest_of(b"auth"),
+    scan = consent_digest_of(b"auth " + str(key).encode())  # one 授权书 per household (issue 18: CONSENT_REUSED)
+    ref = open_case(hub, [(i, "member") for i in D.members(key)], purpose="dibao", consent_digest=scan,
                     operator="cw01", region="370304", reference_month=month)
     run = run_case(hub, ref)
     assert run.complete, run.outcomes  # every department answered (currency is the report's business)

@@ -17,6 +17,7 @@ from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.client import PeerClient
 from hedui.node.errors import InvalidArgument
 from hedui.node.testbed import MemberPlan, Testbed
+from hedui.node.verification.consent import issue_for_context
 from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 
 SEED = 7
@@ -35,9 +36,11 @@ def _tokens(hub, epoch: int, ids: list[str]) -> list[bytes]:
 
 def _found(hub, epoch: int, tokens: list[bytes]) -> list[bool]:
     with PeerClient.to_member(hub, "tax") as c:
+        ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="ROT", consent_digest=b"c" * 32,
+                                        request_id=os.urandom(16))
+        ctx.consent.CopyFrom(issue_for_context(hub.signer, "hub", ctx, members=len(tokens), issued_at=hub.clock.now()))
         r = c.lookup.Lookup(lookup_pb2.LookupRequest(
-            context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="ROT", consent_digest=b"c" * 32,
-                                              request_id=os.urandom(16)),
+            context=ctx,
             epoch=epoch, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")],
             reference_month="2026-08"), timeout=10)
     return [m.found for m in lookup_pb2.LookupAnswer.FromString(r.answer.payload).members]

@@ -31,6 +31,8 @@ filter.received     request_id, peer, epoch, count, header_digest              h
 filter.refused      request_id, peer, reason                                   hub
 crosscheck.run      check, operator, population, count_only                    hub
 case.opened         case_ref, purpose, operator, consent_digest                hub
+consent.revoked     consent_digest (of the signed record), operator, serial    hub
+consent.refused     consent_digest (of the scan), operator, outcome            hub
 case.member_counted case_ref, operator, position, counted (an override)        hub
 cosignature         peer, size, cosignature                                    any
 directory           version, digest                                            any
@@ -91,6 +93,9 @@ class Kind(enum.StrEnum):
     CASE_OPENED = "case.opened"
     # Acts of the hub's staff (the web console and the CLI), each with the operator.
     CASE_RUN = "case.run"
+    # Consent records (node/verification/consent.py, issue 18).
+    CONSENT_REVOKED = "consent.revoked"
+    CONSENT_REFUSED = "consent.refused"
     CASE_REVIEWED = "case.reviewed"
     CASE_MEMBERS_SHOWN = "case.members_shown"
     CASE_MEMBER_COUNTED = "case.member_counted"
@@ -127,6 +132,8 @@ REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
     Kind.RECEIPT: frozenset({"request_id", "peer", "answer_digest"}),
     Kind.CASE_OPENED: frozenset({"case_ref", "purpose", "operator", "consent_digest"}),
     Kind.CASE_RUN: frozenset({"case_ref", "operator"}),
+    Kind.CONSENT_REVOKED: frozenset({"consent_digest", "operator", "serial"}),
+    Kind.CONSENT_REFUSED: frozenset({"consent_digest", "operator", "outcome"}),
     Kind.CASE_REVIEWED: frozenset({"case_ref", "operator", "decision"}),
     Kind.CASE_MEMBERS_SHOWN: frozenset({"case_ref", "operator", "count"}),
     Kind.CASE_MEMBER_COUNTED: frozenset({"case_ref", "operator", "position", "counted"}),

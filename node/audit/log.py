@@ -72,8 +72,11 @@ class AuditLog(TreeReader):
         clock: Callable[[], datetime],
         tile_height: int | None = None,
         max_batch: int = 1000,
+        cosigner: Signer | None = None,
     ) -> None:
-        """``clock``: the instant of each entry and checkpoint (the node's Clock.now)."""
+        """``clock``: the instant of each entry and checkpoint (the node's Clock.now).
+        ``cosigner``: the key cosigning other logs (issue 18: a role of its own); by default
+        ``signer``, the checkpoint key."""
         if not isinstance(signer, Signer):
             raise ConfigError("audit signer: want a hedui.node.audit.note.Signer")
         if signer.name != origin:
@@ -82,6 +85,7 @@ class AuditLog(TreeReader):
         self._engine = engine
         self._origin = origin
         self._signer = signer
+        self._cosigner = cosigner if cosigner is not None else signer
         self._max_batch = max(1, max_batch)
         self._clock = clock
         self._ensure_head(tile_height)
@@ -372,7 +376,11 @@ class AuditLog(TreeReader):
         if not peer_code or not isinstance(peer_code, str):
             raise InvalidArgument("peer_code: want a member code")
         note_str = note_text.decode("utf-8", "replace") if isinstance(note_text, bytes) else note_text
-        cp, note = open_checkpoint(note_text, peer_verifier)
+        # Origin first (issue 18): the log's signature must be by a key named as its origin,
+        # and a single peer verifier names exactly the origin this peer's log has — checked
+        # before the first cosignature, not only against the previous one.
+        want = peer_verifier.name if isinstance(peer_verifier, Verifier) else None
+        cp, note = open_checkpoint(note_text, peer_verifier, origin=want)
         t = audit_cosignatures
         with self._engine.connect() as conn:
             prev = conn.execute(
@@ -401,7 +409,7 @@ class AuditLog(TreeReader):
                         f"peer {peer_code}: checkpoint size {cp.size} is older than the last cosigned {p_size}"
                     )
         now_dt = utc(self._clock())
-        sig = self._signer.cosign(note.text, int(now_dt.timestamp()))
+        sig = self._cosigner.cosign(note.text, int(now_dt.timestamp()))
         line = sig.line.rstrip("\n")
         with self._engine.begin() as conn:
             conn.execute(

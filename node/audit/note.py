@@ -517,17 +517,33 @@ class Checkpoint:
         return sign_note(self.body, *signers)
 
 
+def _is_cosignature(sig: Signature) -> bool:
+    # A note signature is 64 bytes of Ed25519; a cosignature/v1 adds an 8-byte timestamp.
+    return len(sig.raw) != 64
+
+
 def open_checkpoint(
     msg: str | bytes,
     known: Verifiers | Iterable[VerifierLike] | VerifierLike,
     *,
     origin: str | None = None,
 ) -> tuple[Checkpoint, Note]:
-    """Verifies a signed checkpoint and parses its body; ``origin``, if given, must match."""
+    """Verifies a signed checkpoint and parses its body; ``origin``, if given, must match.
+
+    The log's own signature binds the signer to the log (issue 18): at least one verified
+    signature must be by a known key *named* as the checkpoint's origin (c2sp.org/tlog-checkpoint
+    "the origin line ... SHOULD be the key name"; Hedui makes it a MUST). A member's key is
+    known under its own log's origin only (``origin_of(federation, code)`` → that member's
+    directory key), so a checkpoint for one member's log signed by another member — however
+    valid that member's signature — is refused; a witness's cosignature never counts as the
+    log's signature."""
     note = open_note(msg, known)
     cp = Checkpoint.parse(note.text)
     if origin is not None and cp.origin != origin:
         raise CheckpointError(f"checkpoint origin: got {cp.origin!r}, want {origin!r}")
+    if not any(s.name == cp.origin and not _is_cosignature(s) for s in note.signatures):
+        signers = ", ".join(sorted({s.name for s in note.signatures}))
+        raise CheckpointError(f"checkpoint of {cp.origin!r}: signed by {signers}, want the key the directory assigns to that log")
     return cp, note
 
 

@@ -41,6 +41,11 @@ class ReconcileReport:
     notices_sent_not_received: list[dict] = field(default_factory=list)
     notices_received_not_sent: list[dict] = field(default_factory=list)
     notice_mismatches: list[dict] = field(default_factory=list)
+    #: One authorisation (scan digest of ``case.opened``) recorded for several cases (issue
+    #: 18): ``{"consent_digest", "cases"}``. Listed for review, not a discrepancy by itself —
+    #: a periodic review reuses its household's authorisation; the hub refuses reuse for
+    #: another member set (node/verification/consent.py).
+    consent_reused: list[dict] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -58,10 +63,11 @@ class ReconcileReport:
             "notices_sent_not_received": self.notices_sent_not_received,
             "notices_received_not_sent": self.notices_received_not_sent,
             "notice_mismatches": self.notice_mismatches,
+            "consent_reused": self.consent_reused,
         }
 
 
-_HUB_KINDS = (Kind.QUERY_SENT, Kind.ANSWER_RECEIVED)
+_HUB_KINDS = (Kind.QUERY_SENT, Kind.ANSWER_RECEIVED, Kind.CASE_OPENED)
 _PROVIDER_KINDS = (Kind.QUERY_RECEIVED, Kind.ANSWER_SENT, Kind.REFUSAL)
 _NOTICE_KINDS = (Kind.NOTICE_SENT, Kind.NOTICE_RECEIVED, Kind.RECEIPT)
 
@@ -189,8 +195,15 @@ def reconcile(
     sent: dict[str, dict[str, tuple[datetime, dict]]] = defaultdict(dict)
     answers_in: dict[str, tuple[datetime, dict]] = {}
     n_sent = 0
-    for t, kind, f in _iter_decoded(hub_source, _HUB_KINDS, wide_lo, wide_hi):
+    consents: dict[str, list[str]] = defaultdict(list)
+    for t, kind, f in _iter_decoded(hub_source, _HUB_KINDS, None, wide_hi):
         rid = f.get("request_id")
+        if kind == Kind.CASE_OPENED:
+            # Every case opened up to the period's end: a reuse may span periods.
+            consents[str(f.get("consent_digest"))].append(str(f.get("case_ref")))
+            continue
+        if wide_lo is not None and t < wide_lo:
+            continue
         if kind == Kind.QUERY_SENT:
             sent[str(f.get("peer"))][rid] = (t, f)
             if in_period(t):
@@ -220,7 +233,7 @@ def reconcile(
                 report.sent_not_received.append(_item(code, t, f, "provider logged no query.received"))
                 continue
             pf = received[rid][1]
-            diffs = [k for k in ("request_digest", "purpose", "case_ref") if f.get(k) != pf.get(k)]
+            diffs = [k for k in ("request_digest", "purpose", "case_ref", "consent") if f.get(k) != pf.get(k)]
             if diffs:
                 report.request_mismatches.append(_item(code, t, f, f"differs on {', '.join(diffs)}"))
             ans = answers_in.get(rid)
@@ -237,6 +250,7 @@ def reconcile(
             n_received += 1
             if rid not in hub_q:
                 report.received_not_sent.append(_item(code, t, f, "hub logged no query.sent"))
+    report.consent_reused = [{"consent_digest": d, "cases": sorted(refs)} for d, refs in sorted(consents.items()) if len(refs) > 1]
     n_notices_sent, n_notices_received = _reconcile_notices(
         report, hub_source, provider_sources, in_period, wide_lo, wide_hi, hub_code
     )

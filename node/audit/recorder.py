@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from hedui.keys.directory import PURPOSE_NAMES
+from hedui.keys.directory import PURPOSE_NAMES, ROLE_CHECKPOINTS, ROLE_COSIGNATURES, role_key_of
 from hedui.node.audit.entry import Kind
 from hedui.node.audit.log import AuditLog, CheckpointScheduler
 from hedui.node.audit.note import Signer, Verifier
@@ -121,7 +121,7 @@ class NodeAudit:
 
     def verifier_for(self, code: str) -> Verifier:
         d = self._rt.directory
-        return Verifier(origin_of(d.msg.federation, code), bytes(d.member(code).signing_key))
+        return Verifier(origin_of(d.msg.federation, code), role_key_of(d.member(code), ROLE_CHECKPOINTS))
 
     def observe_peer(self, code: str, note: bytes) -> str | None:
         """Verifies and cosigns a peer's checkpoint (fetching a consistency proof from the
@@ -211,7 +211,10 @@ class _CosignLoop(PeriodicJob):
 
 def open_audit(rt: Runtime) -> NodeAudit:
     origin = origin_of(rt.directory.msg.federation, rt.member)
-    al = AuditLog(rt.engine, origin=origin, signer=Signer(origin, rt.signer.private_key), clock=rt.clock.now)
+    # Per-role keys (issue 18): checkpoints and cosignatures each under their own key (the
+    # member's single signing key where the directory publishes no role key).
+    al = AuditLog(rt.engine, origin=origin, signer=Signer(origin, rt.signer_for(ROLE_CHECKPOINTS).private_key), clock=rt.clock.now,
+                  cosigner=Signer(origin, rt.signer_for(ROLE_COSIGNATURES).private_key))
     return NodeAudit(rt, al, CheckpointScheduler(al))
 
 

@@ -372,5 +372,9 @@ def reconcile_cmd(
                     when = audit_sources.parse_iso(it["time"])
                     _out.print(f"  {fmt_instant(when, tz, seconds=True) if when else it['time']} {it['provider']} {it['request_id']} {it['purpose']} "
                                f"{it['case_ref']!r}: {it['detail']}", markup=False, soft_wrap=True)
+        if r.consent_reused:  # issue 18: listed for review (a periodic review reuses its own)
+            _out.print(f"[bold]authorisations used for more than one case[/] ({len(r.consent_reused)})")
+            for it in r.consent_reused[:200]:
+                _out.print(f"  {it['consent_digest'][:16]}: {', '.join(it['cases'])}", markup=False, soft_wrap=True)
     if not r.clean:
         raise typer.Exit(RECONCILE_MISMATCH_EXIT)

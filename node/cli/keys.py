@@ -87,12 +87,15 @@ def issue(
     authority: Path = typer.Option(..., help="Authority folder"),
     csr: Path = typer.Option(..., help="Member CSR (PEM)"),
     out: Path = typer.Option(..., help="Where to write the certificate"),
+    san: list[str] = typer.Option(..., "--san", help="A host name or address the authority approves for this member "
+                                  "(its directory endpoint's host); repeatable. The CSR may ask for no other."),
     ca_passphrase_file: Path | None = _CA_FILE,
     ca_passphrase_fd: int | None = _CA_FD,
 ) -> None:
     """Authority side: issue a member TLS certificate (serverAuth+clientAuth) from a CSR (CA passphrase)."""
     take_passphrase(ca_passphrase_file, ca_passphrase_fd, env=CA_PASSPHRASE_ENV, option="--ca-passphrase")
-    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase(env=CA_PASSPHRASE_ENV), now=wall_clock().now())
+    cert = fed.issue_cert(fed.AuthorityDir(authority), csr, out, passphrase(env=CA_PASSPHRASE_ENV), now=wall_clock().now(),
+                          approved=san)
     console.print(f"issued {out} (sha256 {cert_fingerprint(cert).hex()[:16]}…, valid to {cert.not_valid_after_utc:%Y-%m-%d})")
 
 
@@ -231,7 +234,17 @@ def log_keys(
     from hedui.node.audit.recorder import origin_of
 
     td = load_directory(directory, load_public("authority", authority_key), now=wall_clock().now())
-    lines = [f"# {m.code} {m.name}\n{Verifier(origin_of(td.msg.federation, m.code), bytes(m.signing_key)).vkey}" for m in td.msg.members]
+    from hedui.keys.directory import ROLE_CHECKPOINTS, ROLE_COSIGNATURES, role_key_of
+    from hedui.node.audit.note import CosignatureVerifier
+
+    lines = []
+    for m in td.msg.members:
+        origin = origin_of(td.msg.federation, m.code)
+        cp, co = role_key_of(m, ROLE_CHECKPOINTS), role_key_of(m, ROLE_COSIGNATURES)
+        line = f"# {m.code} {m.name}\n{Verifier(origin, cp).vkey}"
+        if co != cp:  # issue 18: a cosignature key of its own, trusted for cosignatures only
+            line += f"\n{CosignatureVerifier(origin, co).vkey}"
+        lines.append(line)
     text = f"# checkpoint keys from directory v{td.version} ({td.msg.federation})\n" + "\n".join(lines) + "\n"
     if out:
         out.write_text(text, encoding="utf-8")

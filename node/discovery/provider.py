@@ -321,7 +321,7 @@ class ProviderNotices:
             detection, notice_id=notice_id, provider=self.rt.member, hub=self.hub,
             hub_sealing_key=self.hub_public, created_at=self._clock(),
         )
-        return sign_notice(notice, self.rt.signer)
+        return sign_notice(notice, self.rt.signer_for("answers"))
 
     def _runs(self) -> dict[str, str]:
         with self.rt.engine.connect() as conn:

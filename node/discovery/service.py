@@ -104,7 +104,7 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
         # last (the audit head row lock is held until the commit).
         with rt.engine.begin() as conn:
             acc = self.hub.accept_notice(
-                conn, notice, opened, envelope=request.notice.SerializeToString(), sign_receipt=lambda r: notice_.sign_receipt(r, rt.signer)
+                conn, notice, opened, envelope=request.notice.SerializeToString(), sign_receipt=lambda r: notice_.sign_receipt(r, rt.signer_for("answers"))
             )
             receipt = common_pb2.Envelope.FromString(acc.receipt)
             seqs = rt.audit.write_in(conn, rt.audit.prepare([

@@ -118,7 +118,9 @@ def audit_step(tb: Testbed, step: Callable) -> None:
         ns.rt.audit.log.flush()
         ns.rt.audit.log.checkpoint()
     fedname = tb.runtime("hub").directory.msg.federation
-    keys = Verifiers([Verifier(origin_of(fedname, m.code), bytes(m.signing_key)) for m in tb.runtime("hub").directory.msg.members])
+    from hedui.keys.directory import ROLE_CHECKPOINTS, role_key_of
+
+    keys = Verifiers([Verifier(origin_of(fedname, m.code), role_key_of(m, ROLE_CHECKPOINTS)) for m in tb.runtime("hub").directory.msg.members])
     verdicts = {}
     for code, ns in tb.servers.items():
         rep = audit_verify.verify(ns.rt.config.store_url(), keys)

@@ -149,7 +149,8 @@ class Testbed:
         for m in self.members:
             m.port = m.port or free_port()
             md = fed.init_member(self.member_dir(m.code), m.code, "127.0.0.1", pw)
-            fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, self.ca_passphrase.encode(), now=self.now())
+            fed.issue_cert(self.authority, md.tls_csr, md.tls_cert, self.ca_passphrase.encode(), now=self.now(),
+                           approved=["127.0.0.1"])
         # The set-up steps, in order: department data and OPRF seeds, then discovery (which
         # adds events to the department data where there is some).
         provider.create(self)

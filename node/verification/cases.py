@@ -44,6 +44,7 @@ from hedui.node.errors import (
     describe_remote,
     from_rpc_error,
 )
+from hedui.node.verification import consent
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.node.verification.protocol import request_digest, verify_answer
 from hedui.node.verification.rules import Rules
@@ -132,6 +133,7 @@ def open_case(
     now = rt.clock.now()
     year = rt.clock.today().year  # the case reference's year is the local (federation-zone) year
     with rt.engine.begin() as c:
+        consent.refuse_reuse(rt, c, consent_digest, [i for i, _ in norm], operator)  # issue 18: one 授权书, one household
         n = c.execute(select(func.count()).select_from(cases)).scalar_one()
         ref = f"HUB-{year}-{n + 1:06d}"
         while c.execute(select(cases.c.case_ref).where(cases.c.case_ref == ref)).first():
@@ -225,7 +227,8 @@ def run_case(
         rt.audit.record("case.run", {"case_ref": case_ref, "operator": operator})
     rules = rt.hub.rules
     todo = [(m, f) for m, f in _providers(rt, rules) if rerun_ok or m.code not in done]
-    ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator)
+    ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator,
+                    **consent.context_fields(rt, case))  # issue 18: the signed consent record
     month = str(reference_month_of(case, rt.clock.zone))
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
         futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month) for m, fields in todo]
@@ -351,21 +354,23 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
             queries=[lookup_pb2.FieldQuery(field=f) for f in fields], reference_month=month,
         )
         digest = request_digest(req)
-        row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens))
+        row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens), request=req.SerializeToString(deterministic=True))
         entries.append((Kind.QUERY_SENT, {
             "peer": code, "purpose": int(req.context.purpose), "case_ref": req.context.case_ref,
             "request_id": rid.hex(), "request_digest": digest.hex(), "count": len(tokens), "fields": fields,
+            "consent": consent.consent_digest(req.context.consent).hex(),
         }))
         resp, n = _call(peer.lookup.Lookup, req, timeout, retries)
         attempts += n
         answer = verify_answer(rt.directory.signing_keys(), code, resp.answer, digest, tokens)
+        consent.check_binding(answer, req)
         _observe_checkpoint(rt, code, resp.checkpoint)
         row.update(status="ok", reason="", envelope=resp.answer.SerializeToString(deterministic=True),
                    answered_at=rt.clock.now())
         entries.append((Kind.ANSWER_RECEIVED, {
             "peer": code, "case_ref": req.context.case_ref, "request_id": rid.hex(), "request_digest": digest.hex(),
             "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",
-            "found": sum(1 for a in answer.members if a.found),
+            "found": sum(1 for a in answer.members if a.found), "consent": bytes(answer.consent_digest).hex(),
         }))
     except _NoLookup:
         pass

@@ -23,7 +23,7 @@ from sqlalchemy import (
 
 from hedui.node.store.schema import metadata
 
-__all__ = ["cases", "case_members", "case_answers", "case_member_overrides", "directory_history"]
+__all__ = ["cases", "case_members", "case_answers", "case_member_overrides", "directory_history", "consent_revocations"]
 
 cases = Table(
     "cases",
@@ -73,6 +73,9 @@ case_answers = Table(
     # tokens column holds those only), the fields asked, and the signed filter header (DSSE,
     # base64) that is the evidence of "no record as of its data date" for the other members.
     Column("filter_first", Text, nullable=True),
+    # The whole LookupRequest sent (issue 18): evidence carries it so anyone can recompute
+    # the request digest and the consent the answer binds.
+    Column("request", LargeBinary, nullable=True),
 )
 
 # A caseworker's decision to count (or not count) a listed member against what the registry
@@ -96,4 +99,14 @@ directory_history = Table(
     Column("version", BigInteger, primary_key=True),
     Column("envelope", LargeBinary, nullable=False),
     Column("accepted_at", DateTime(timezone=True), nullable=False),
+)
+
+# The hub's append-only list of revoked consent records (node/verification/consent.py):
+# its row count is the serial of the signed list pushed to providers.
+consent_revocations = Table(
+    "consent_revocations",
+    metadata,
+    Column("consent_digest", LargeBinary(32), primary_key=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=False),
+    Column("operator", String(64), nullable=False),
 )

@@ -9,6 +9,7 @@ from hedui.keys.keyfile import load_secret
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, NotFound, Reason
 from hedui.node.verification.catalogue import Catalogue, check_catalogue, facts_of_mappings, load_catalogue
+from hedui.node.verification.consent import RevocationState
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
@@ -29,6 +30,8 @@ class ProviderState:
     #: Fact name -> the sources (mapping names) producing it, for each field's data date;
     #: empty when the node names no mapping (every source then counts for every field).
     sources_of: dict[str, list[str]] = field(default_factory=dict)
+    #: Each hub's consent revocation list as last pushed (node/verification/consent.py).
+    revocations: RevocationState = field(default_factory=RevocationState)
 
     def epoch(self, asked: int) -> int:
         """The epoch a request names (0: the current one), if this provider holds its key."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from hedui.common.errors import Reason
 from hedui.keys import dsse
+from hedui.keys.directory import ROLE_ANSWERS
 from hedui.node import logs, policy
 from hedui.node.audit.entry import Kind
 from hedui.node.crosscheck.filterfmt import chunks as filter_chunks
@@ -17,7 +18,7 @@ from hedui.node.crosscheck.publish import published_filter
 from hedui.node.crosscheck.wire import header_digest
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
-from hedui.node.verification import protocol
+from hedui.node.verification import consent, protocol
 from hedui.node.verification.answer import answer_lookup
 from hedui.node.verification.index import data_dates, facts_for_tokens
 from hedui.node.verification.provider import ProviderState
@@ -135,7 +136,13 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             rt, call.caller.code, _LOOKUP, request.context,
             fields=[q.field for q in request.queries], batch=len(request.tokens), request_digest=digest,
         )
-        base = {**_base(call.caller.code, request.context), "request_digest": digest.hex()}
+        # Issue 18: the caller's signed consent record must cover this request.
+        accepted = consent.check_consent(
+            request.context, caller=call.caller.code, directory_keys=rt.directory.signing_keys(),
+            members=len(request.tokens), now=rt.clock.now(), revocations=st.revocations,
+        )
+        base = {**_base(call.caller.code, request.context), "request_digest": digest.hex(),
+                "consent": accepted.digest.hex()}
         if grant.cached_answer is not None:
             env = common_pb2.Envelope.FromString(grant.cached_answer)
             rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
@@ -153,8 +160,9 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
                 reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
                 data_dates=data_dates(rt.engine, epoch), sources_of=st.sources_of,
             )
+            answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
             payload = answer.SerializeToString(deterministic=True)
-            env = dsse.sign(dsse.ANSWER, payload, [rt.signer])
+            env = dsse.sign(dsse.ANSWER, payload, [rt.signer_for(ROLE_ANSWERS)])  # issue 18: the answers key
             found = sum(1 for m in answer.members if m.found)
             sent = {**base, "answer_digest": hashlib.sha256(payload).hexdigest(), "outcome": "ok", "found": found}
         except BaseException:

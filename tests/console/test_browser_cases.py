@@ -4,6 +4,7 @@ with live progress by department, the report, its A4 PDF, and the reviewer's app
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -36,9 +37,13 @@ def page(browser, site):
     p.close()
 
 
+_SCANS = itertools.count(1)
+
+
 def _scan(site) -> str:
+    # A new authorisation per case: the hub refuses one scan for two households (issue 18).
     path = site["scans"] / "授权书.pdf"
-    path.write_bytes(b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n")
+    path.write_bytes(b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n% " + str(next(_SCANS)).encode() + b"\n")
     return str(path)
 
 

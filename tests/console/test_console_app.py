@@ -226,7 +226,8 @@ def _upload(env, name: str, data: bytes):
     page = c.get("/cases/new").text
     return c.post("/cases/upload", data={"csrf_token": hidden(page, "csrf_token"), "form_token": hidden(page, "form_token"),
                                          "purpose": "tekun", "region": "370304001"},
-                  files={"members_file": (name, data, "text/csv"), "consent": ("a.pdf", PDF, "application/pdf")},
+                  # A scan of its own: one authorisation names one household (issue 18, CONSENT_REUSED).
+                  files={"members_file": (name, data, "text/csv"), "consent": ("a.pdf", PDF + b"% " + name.encode() + b"\n", "application/pdf")},
                   follow_redirects=False)
 
 

@@ -22,23 +22,30 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hedui/v1/common.proto\x12\x08hedui.v1\"\x84\x01\n\x0eRequestContext\x12\"\n\x07purpose\x18\x01 \x01(\x0e\x32\x11.hedui.v1.Purpose\x12\x10\n\x08\x63\x61se_ref\x18\x02 \x01(\t\x12\x16\n\x0e\x63onsent_digest\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\x0c\x12\x10\n\x08operator\x18\x05 \x01(\t\"Z\n\x08\x45nvelope\x12\x14\n\x0cpayload_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\'\n\nsignatures\x18\x03 \x03(\x0b\x32\x13.hedui.v1.Signature\"\'\n\tSignature\x12\r\n\x05keyid\x18\x01 \x01(\t\x12\x0b\n\x03sig\x18\x02 \x01(\x0c\" \n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c*\xc3\x01\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x11\n\rPURPOSE_DIBAO\x10\x01\x12\x11\n\rPURPOSE_TEKUN\x10\x02\x12 \n\x1cPURPOSE_TEMPORARY_ASSISTANCE\x10\x03\x12\x1b\n\x17PURPOSE_PERIODIC_REVIEW\x10\x04\x12\x1c\n\x18PURPOSE_BULK_CROSS_CHECK\x10\x05\x12\x1c\n\x18PURPOSE_ACTIVE_DISCOVERY\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hedui/v1/common.proto\x12\x08hedui.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd2\x01\n\x0eRequestContext\x12\"\n\x07purpose\x18\x01 \x01(\x0e\x32\x11.hedui.v1.Purpose\x12\x10\n\x08\x63\x61se_ref\x18\x02 \x01(\t\x12\x16\n\x0e\x63onsent_digest\x18\x03 \x01(\x0c\x12\x12\n\nrequest_id\x18\x04 \x01(\x0c\x12\x10\n\x08operator\x18\x05 \x01(\t\x12#\n\x07\x63onsent\x18\x06 \x01(\x0b\x32\x12.hedui.v1.Envelope\x12\'\n\x0brevocations\x18\x07 \x01(\x0b\x32\x12.hedui.v1.Envelope\"\xda\x02\n\rConsentRecord\x12\x0b\n\x03hub\x18\x01 \x01(\t\x12\x13\n\x0bscan_digest\x18\x02 \x01(\x0c\x12\"\n\x07purpose\x18\x03 \x01(\x0e\x32\x11.hedui.v1.Purpose\x12\x10\n\x08\x63\x61se_ref\x18\x04 \x01(\t\x12\x13\n\x0bmax_members\x18\x05 \x01(\r\x12.\n\nnot_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x03use\x18\x08 \x01(\x0e\x32\x14.hedui.v1.ConsentUse\x12\x19\n\x11min_interval_days\x18\t \x01(\r\x12\x10\n\x08operator\x18\n \x01(\t\x12-\n\tissued_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x12\x43onsentRevocations\x12\x0b\n\x03hub\x18\x01 \x01(\t\x12\x0e\n\x06serial\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\x04 \x03(\x0c\"Z\n\x08\x45nvelope\x12\x14\n\x0cpayload_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\'\n\nsignatures\x18\x03 \x03(\x0b\x32\x13.hedui.v1.Signature\"\'\n\tSignature\x12\r\n\x05keyid\x18\x01 \x01(\t\x12\x0b\n\x03sig\x18\x02 \x01(\x0c\" \n\x10SignedCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\x0c*\xc3\x01\n\x07Purpose\x12\x17\n\x13PURPOSE_UNSPECIFIED\x10\x00\x12\x11\n\rPURPOSE_DIBAO\x10\x01\x12\x11\n\rPURPOSE_TEKUN\x10\x02\x12 \n\x1cPURPOSE_TEMPORARY_ASSISTANCE\x10\x03\x12\x1b\n\x17PURPOSE_PERIODIC_REVIEW\x10\x04\x12\x1c\n\x18PURPOSE_BULK_CROSS_CHECK\x10\x05\x12\x1c\n\x18PURPOSE_ACTIVE_DISCOVERY\x10\x06*\\\n\nConsentUse\x12\x1b\n\x17\x43ONSENT_USE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43ONSENT_USE_ONE_OFF\x10\x01\x12\x18\n\x14\x43ONSENT_USE_PERIODIC\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedui.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PURPOSE']._serialized_start=338
-  _globals['_PURPOSE']._serialized_end=533
-  _globals['_REQUESTCONTEXT']._serialized_start=36
-  _globals['_REQUESTCONTEXT']._serialized_end=168
-  _globals['_ENVELOPE']._serialized_start=170
-  _globals['_ENVELOPE']._serialized_end=260
-  _globals['_SIGNATURE']._serialized_start=262
-  _globals['_SIGNATURE']._serialized_end=301
-  _globals['_SIGNEDCHECKPOINT']._serialized_start=303
-  _globals['_SIGNEDCHECKPOINT']._serialized_end=335
+  _globals['_PURPOSE']._serialized_start=913
+  _globals['_PURPOSE']._serialized_end=1108
+  _globals['_CONSENTUSE']._serialized_start=1110
+  _globals['_CONSENTUSE']._serialized_end=1202
+  _globals['_REQUESTCONTEXT']._serialized_start=69
+  _globals['_REQUESTCONTEXT']._serialized_end=279
+  _globals['_CONSENTRECORD']._serialized_start=282
+  _globals['_CONSENTRECORD']._serialized_end=628
+  _globals['_CONSENTREVOCATIONS']._serialized_start=630
+  _globals['_CONSENTREVOCATIONS']._serialized_end=743
+  _globals['_ENVELOPE']._serialized_start=745
+  _globals['_ENVELOPE']._serialized_end=835
+  _globals['_SIGNATURE']._serialized_start=837
+  _globals['_SIGNATURE']._serialized_end=876
+  _globals['_SIGNEDCHECKPOINT']._serialized_start=878
+  _globals['_SIGNEDCHECKPOINT']._serialized_end=910
 # @@protoc_insertion_point(module_scope)

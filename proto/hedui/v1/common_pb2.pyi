@@ -6,6 +6,7 @@ Shared messages of the Hedui wire contract, version 1."""
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -61,6 +62,34 @@ PURPOSE_ACTIVE_DISCOVERY: Purpose.ValueType  # 6
 """Active discovery follow-up (主动发现)."""
 Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
+class _ConsentUse:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsentUseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsentUse.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSENT_USE_UNSPECIFIED: _ConsentUse.ValueType  # 0
+    """Never valid: a record must say one-off or periodic."""
+    CONSENT_USE_ONE_OFF: _ConsentUse.ValueType  # 1
+    """One check of one household (低保/特困/临时救助 application)."""
+    CONSENT_USE_PERIODIC: _ConsentUse.ValueType  # 2
+    """Repeated checks of the same household (动态复核), at most once per
+    min_interval_days.
+    """
+
+class ConsentUse(_ConsentUse, metaclass=_ConsentUseEnumTypeWrapper):
+    """How often one consent may be used."""
+
+CONSENT_USE_UNSPECIFIED: ConsentUse.ValueType  # 0
+"""Never valid: a record must say one-off or periodic."""
+CONSENT_USE_ONE_OFF: ConsentUse.ValueType  # 1
+"""One check of one household (低保/特困/临时救助 application)."""
+CONSENT_USE_PERIODIC: ConsentUse.ValueType  # 2
+"""Repeated checks of the same household (动态复核), at most once per
+min_interval_days.
+"""
+Global___ConsentUse: _TypeAlias = ConsentUse  # noqa: Y015
+
 @_typing.final
 class RequestContext(_message.Message):
     """Who asks, why, and under which consent. Sent with every query; logged on
@@ -74,6 +103,8 @@ class RequestContext(_message.Message):
     CONSENT_DIGEST_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
+    CONSENT_FIELD_NUMBER: _builtins.int
+    REVOCATIONS_FIELD_NUMBER: _builtins.int
     purpose: Global___Purpose.ValueType
     """Purpose of the request; must be allowed by the access policy."""
     case_ref: _builtins.str
@@ -84,6 +115,22 @@ class RequestContext(_message.Message):
     """Caller-chosen unique id (16 random bytes); a provider refuses repeats."""
     operator: _builtins.str
     """Operator code at the hub (a staff number, not a name)."""
+    @_builtins.property
+    def consent(self) -> Global___Envelope:
+        """The hub's signed consent record for this request (issue 18): a DSSE
+        envelope of payload type "application/vnd.hedui.consent.v1+proto" over a
+        ConsentRecord, signed by the calling hub's directory key. Providers refuse
+        a Lookup without one, or whose record does not cover the request.
+        """
+
+    @_builtins.property
+    def revocations(self) -> Global___Envelope:
+        """The hub's latest signed list of revoked consents: a DSSE envelope of
+        payload type "application/vnd.hedui.revocations.v1+proto" over a
+        ConsentRevocations. Pushed with every request; a provider keeps the
+        newest serial it saw and refuses a request carrying an older one.
+        """
+
     def __init__(
         self,
         *,
@@ -92,14 +139,130 @@ class RequestContext(_message.Message):
         consent_digest: _builtins.bytes = ...,
         request_id: _builtins.bytes = ...,
         operator: _builtins.str = ...,
+        consent: Global___Envelope | None = ...,
+        revocations: Global___Envelope | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consent", b"consent", "revocations", b"revocations"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ref", b"case_ref", "consent_digest", b"consent_digest", "operator", b"operator", "purpose", b"purpose", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ref", b"case_ref", "consent", b"consent", "consent_digest", b"consent_digest", "operator", b"operator", "purpose", b"purpose", "request_id", b"request_id", "revocations", b"revocations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RequestContext: _TypeAlias = RequestContext  # noqa: Y015
+
+@_typing.final
+class ConsentRecord(_message.Message):
+    """The hub's record of one signed authorisation (授权书), issued per case and
+    signed by the hub (DSSE). It scopes what the authorisation allows: one
+    purpose, one case, at most max_members household members, within a
+    validity window. Its digest (SHA-256 of the signed payload bytes) is what
+    providers bind into their answers and audit entries.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HUB_FIELD_NUMBER: _builtins.int
+    SCAN_DIGEST_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    CASE_REF_FIELD_NUMBER: _builtins.int
+    MAX_MEMBERS_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    USE_FIELD_NUMBER: _builtins.int
+    MIN_INTERVAL_DAYS_FIELD_NUMBER: _builtins.int
+    OPERATOR_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    hub: _builtins.str
+    """Member code of the issuing hub; must be the caller."""
+    scan_digest: _builtins.bytes
+    """SHA-256 of the authorisation scan (equals RequestContext.consent_digest)."""
+    purpose: Global___Purpose.ValueType
+    """The one purpose the authorisation covers."""
+    case_ref: _builtins.str
+    """The one case it covers (equals RequestContext.case_ref)."""
+    max_members: _builtins.int
+    """How many household members it names; a Lookup may ask for no more tokens."""
+    use: Global___ConsentUse.ValueType
+    """One-off or periodic."""
+    min_interval_days: _builtins.int
+    """Periodic only: the least number of days between two checks."""
+    operator: _builtins.str
+    """Operator code who recorded the authorisation (a staff number)."""
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """Start of validity (inclusive)."""
+
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp:
+        """End of validity (exclusive); providers refuse the record afterwards."""
+
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """When the hub issued this record."""
+
+    def __init__(
+        self,
+        *,
+        hub: _builtins.str = ...,
+        scan_digest: _builtins.bytes = ...,
+        purpose: Global___Purpose.ValueType = ...,
+        case_ref: _builtins.str = ...,
+        max_members: _builtins.int = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        use: Global___ConsentUse.ValueType = ...,
+        min_interval_days: _builtins.int = ...,
+        operator: _builtins.str = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "not_after", b"not_after", "not_before", b"not_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ref", b"case_ref", "hub", b"hub", "issued_at", b"issued_at", "max_members", b"max_members", "min_interval_days", b"min_interval_days", "not_after", b"not_after", "not_before", b"not_before", "operator", b"operator", "purpose", b"purpose", "scan_digest", b"scan_digest", "use", b"use"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentRecord: _TypeAlias = ConsentRecord  # noqa: Y015
+
+@_typing.final
+class ConsentRevocations(_message.Message):
+    """A hub's signed list of revoked consent records (DSSE payload type
+    "application/vnd.hedui.revocations.v1+proto"). Append-only: serial grows
+    with every revocation, so a list with a smaller serial is an old one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HUB_FIELD_NUMBER: _builtins.int
+    SERIAL_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    hub: _builtins.str
+    """Member code of the hub that issued the revoked records."""
+    serial: _builtins.int
+    """Number of revocations the list holds (monotonic)."""
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """When the list was signed."""
+
+    @_builtins.property
+    def revoked(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Digests (SHA-256 of the signed ConsentRecord payload) of revoked records."""
+
+    def __init__(
+        self,
+        *,
+        hub: _builtins.str = ...,
+        serial: _builtins.int = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hub", b"hub", "issued_at", b"issued_at", "revoked", b"revoked", "serial", b"serial"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentRevocations: _TypeAlias = ConsentRevocations  # noqa: Y015
 
 @_typing.final
 class Envelope(_message.Message):

@@ -26,25 +26,25 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hedui.v1 import common_pb2 as hedui_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hedui/v1/directory.proto\x12\x08hedui.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hedui/v1/common.proto\"\x83\x02\n\tDirectory\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x07members\x18\x05 \x03(\x0b\x32\x10.hedui.v1.Member\x12$\n\x06policy\x18\x06 \x03(\x0b\x32\x14.hedui.v1.AccessRule\x12\x16\n\x0e\x63\x61_fingerprint\x18\x07 \x01(\x0c\x12\x11\n\ttime_zone\x18\x08 \x01(\t\"\xa9\x02\n\x06Member\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x17\n\x0ftls_cert_sha256\x18\x04 \x01(\x0c\x12\x13\n\x0bsigning_key\x18\x05 \x01(\x0c\x12\x1d\n\x05roles\x18\x06 \x03(\x0e\x32\x0e.hedui.v1.Role\x12$\n\toprf_keys\x18\x07 \x03(\x0b\x32\x11.hedui.v1.OprfKey\x12\x13\n\x0bsealing_key\x18\x08 \x01(\x0c\x12#\n\x06\x66ields\x18\t \x03(\x0b\x32\x13.hedui.v1.FieldSpec\x12\x0e\n\x06region\x18\n \x01(\t\x12\x13\n\x0bmaintenance\x18\x0b \x01(\x08\x12\x1f\n\x17renewed_tls_cert_sha256\x18\x0c \x03(\x0c\",\n\x07OprfKey\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"_\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.hedui.v1.FieldType\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xab\x01\n\nAccessRule\x12\x0e\n\x06\x63\x61ller\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12#\n\x08purposes\x18\x04 \x03(\x0e\x32\x11.hedui.v1.Purpose\x12\x0e\n\x06\x66ields\x18\x05 \x03(\t\x12\x12\n\nper_minute\x18\x06 \x01(\r\x12\x0f\n\x07per_day\x18\x07 \x01(\r\x12\x11\n\tmax_batch\x18\x08 \x01(\r*=\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_PROVIDER\x10\x01\x12\x0c\n\x08ROLE_HUB\x10\x02*\x9a\x01\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46IELD_TYPE_MONEY\x10\x01\x12\x16\n\x12\x46IELD_TYPE_INTEGER\x10\x02\x12\x16\n\x12\x46IELD_TYPE_DECIMAL\x10\x03\x12\x16\n\x12\x46IELD_TYPE_BOOLEAN\x10\x04\x12\x13\n\x0f\x46IELD_TYPE_CODE\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18hedui/v1/directory.proto\x12\x08hedui.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hedui/v1/common.proto\"\x83\x02\n\tDirectory\x12\x12\n\nfederation\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x07members\x18\x05 \x03(\x0b\x32\x10.hedui.v1.Member\x12$\n\x06policy\x18\x06 \x03(\x0b\x32\x14.hedui.v1.AccessRule\x12\x16\n\x0e\x63\x61_fingerprint\x18\x07 \x01(\x0c\x12\x11\n\ttime_zone\x18\x08 \x01(\t\"\xe9\x02\n\x06Member\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x17\n\x0ftls_cert_sha256\x18\x04 \x01(\x0c\x12\x13\n\x0bsigning_key\x18\x05 \x01(\x0c\x12\x1d\n\x05roles\x18\x06 \x03(\x0e\x32\x0e.hedui.v1.Role\x12$\n\toprf_keys\x18\x07 \x03(\x0b\x32\x11.hedui.v1.OprfKey\x12\x13\n\x0bsealing_key\x18\x08 \x01(\x0c\x12#\n\x06\x66ields\x18\t \x03(\x0b\x32\x13.hedui.v1.FieldSpec\x12\x0e\n\x06region\x18\n \x01(\t\x12\x13\n\x0bmaintenance\x18\x0b \x01(\x08\x12\x1f\n\x17renewed_tls_cert_sha256\x18\x0c \x03(\x0c\x12\x12\n\nanswer_key\x18\r \x01(\x0c\x12\x16\n\x0e\x63heckpoint_key\x18\x0e \x01(\x0c\x12\x12\n\ncosign_key\x18\x0f \x01(\x0c\",\n\x07OprfKey\x12\r\n\x05\x65poch\x18\x01 \x01(\r\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"_\n\tFieldSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.hedui.v1.FieldType\x12\x0c\n\x04unit\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"\xab\x01\n\nAccessRule\x12\x0e\n\x06\x63\x61ller\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12#\n\x08purposes\x18\x04 \x03(\x0e\x32\x11.hedui.v1.Purpose\x12\x0e\n\x06\x66ields\x18\x05 \x03(\t\x12\x12\n\nper_minute\x18\x06 \x01(\r\x12\x0f\n\x07per_day\x18\x07 \x01(\r\x12\x11\n\tmax_batch\x18\x08 \x01(\r*=\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_PROVIDER\x10\x01\x12\x0c\n\x08ROLE_HUB\x10\x02*\x9a\x01\n\tFieldType\x12\x1a\n\x16\x46IELD_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x46IELD_TYPE_MONEY\x10\x01\x12\x16\n\x12\x46IELD_TYPE_INTEGER\x10\x02\x12\x16\n\x12\x46IELD_TYPE_DECIMAL\x10\x03\x12\x16\n\x12\x46IELD_TYPE_BOOLEAN\x10\x04\x12\x13\n\x0f\x46IELD_TYPE_CODE\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedui.v1.directory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=973
-  _globals['_ROLE']._serialized_end=1034
-  _globals['_FIELDTYPE']._serialized_start=1037
-  _globals['_FIELDTYPE']._serialized_end=1191
+  _globals['_ROLE']._serialized_start=1037
+  _globals['_ROLE']._serialized_end=1098
+  _globals['_FIELDTYPE']._serialized_start=1101
+  _globals['_FIELDTYPE']._serialized_end=1255
   _globals['_DIRECTORY']._serialized_start=95
   _globals['_DIRECTORY']._serialized_end=354
   _globals['_MEMBER']._serialized_start=357
-  _globals['_MEMBER']._serialized_end=654
-  _globals['_OPRFKEY']._serialized_start=656
-  _globals['_OPRFKEY']._serialized_end=700
-  _globals['_FIELDSPEC']._serialized_start=702
-  _globals['_FIELDSPEC']._serialized_end=797
-  _globals['_ACCESSRULE']._serialized_start=800
-  _globals['_ACCESSRULE']._serialized_end=971
+  _globals['_MEMBER']._serialized_end=718
+  _globals['_OPRFKEY']._serialized_start=720
+  _globals['_OPRFKEY']._serialized_end=764
+  _globals['_FIELDSPEC']._serialized_start=766
+  _globals['_FIELDSPEC']._serialized_end=861
+  _globals['_ACCESSRULE']._serialized_start=864
+  _globals['_ACCESSRULE']._serialized_end=1035
 # @@protoc_insertion_point(module_scope)

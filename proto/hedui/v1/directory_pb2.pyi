@@ -163,6 +163,9 @@ class Member(_message.Message):
     REGION_FIELD_NUMBER: _builtins.int
     MAINTENANCE_FIELD_NUMBER: _builtins.int
     RENEWED_TLS_CERT_SHA256_FIELD_NUMBER: _builtins.int
+    ANSWER_KEY_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_KEY_FIELD_NUMBER: _builtins.int
+    COSIGN_KEY_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Short stable code, e.g. "tax", "civil-affairs-hub"."""
     name: _builtins.str
@@ -183,6 +186,18 @@ class Member(_message.Message):
     """Set by the authority while the member's node is down for maintenance: peers do not
     call it (a case shows "maintenance", not "unavailable"); its health says so (issue 17).
     """
+    answer_key: _builtins.bytes
+    """Per-role signing keys (issue 18), raw Ed25519 public keys (32 bytes). Each
+    signs only its role's messages and is trusted only for them; an empty one
+    means signing_key serves that role (single-key members of older versions).
+    Signs answers, notices, receipts and consent records (DSSE).
+    """
+    checkpoint_key: _builtins.bytes
+    """Signs the member's audit-log checkpoints (signed notes, origin
+    "hedui.<federation>/<code>").
+    """
+    cosign_key: _builtins.bytes
+    """Signs the member's cosignatures of other logs (cosignature/v1)."""
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___Role.ValueType]:
         """Roles this member's node plays."""
@@ -216,10 +231,13 @@ class Member(_message.Message):
         region: _builtins.str = ...,
         maintenance: _builtins.bool = ...,
         renewed_tls_cert_sha256: _abc.Iterable[_builtins.bytes] | None = ...,
+        answer_key: _builtins.bytes = ...,
+        checkpoint_key: _builtins.bytes = ...,
+        cosign_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "endpoint", b"endpoint", "fields", b"fields", "maintenance", b"maintenance", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "renewed_tls_cert_sha256", b"renewed_tls_cert_sha256", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_key", b"answer_key", "checkpoint_key", b"checkpoint_key", "code", b"code", "cosign_key", b"cosign_key", "endpoint", b"endpoint", "fields", b"fields", "maintenance", b"maintenance", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "renewed_tls_cert_sha256", b"renewed_tls_cert_sha256", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,19 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hedui.v1 import common_pb2 as hedui_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hedui/v1/lookup.proto\x12\x08hedui.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hedui/v1/common.proto\"\x99\x01\n\rLookupRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.hedui.v1.RequestContext\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x0c\x12%\n\x07queries\x18\x04 \x03(\x0b\x32\x14.hedui.v1.FieldQuery\x12\x17\n\x0freference_month\x18\x05 \x01(\t\"L\n\nFieldQuery\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x1e\n\x02op\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Operator\x12\x0f\n\x07operand\x18\x03 \x01(\t\"d\n\x0eLookupResponse\x12\"\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x12.hedui.v1.Envelope\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.hedui.v1.SignedCheckpoint\"\xaa\x01\n\x0cLookupAnswer\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x16\n\x0erequest_digest\x18\x02 \x01(\x0c\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07members\x18\x04 \x03(\x0b\x32\x15.hedui.v1.TokenAnswer\x12\x19\n\x11\x64irectory_version\x18\x05 \x01(\x04\"R\n\x0bTokenAnswer\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12%\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x15.hedui.v1.FieldAnswer\"\xc2\x01\n\x0b\x46ieldAnswer\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\t\x12\x1e\n\x05truth\x18\x04 \x01(\x0e\x32\x0f.hedui.v1.Truth\x12\r\n\x05\x61s_of\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12$\n\x05state\x18\x07 \x01(\x0e\x32\x15.hedui.v1.AnswerState\x12\x0e\n\x06window\x18\x08 \x01(\t\x12\x11\n\tdata_date\x18\t \x01(\t*F\n\x08Operator\x12\x18\n\x14OPERATOR_UNSPECIFIED\x10\x00\x12\x0f\n\x0bOPERATOR_GE\x10\x01\x12\x0f\n\x0bOPERATOR_EQ\x10\x02*R\n\x05Truth\x12\x15\n\x11TRUTH_UNSPECIFIED\x10\x00\x12\x0e\n\nTRUTH_TRUE\x10\x01\x12\x0f\n\x0bTRUTH_FALSE\x10\x02\x12\x11\n\rTRUTH_UNKNOWN\x10\x03*\x98\x01\n\x0b\x41nswerState\x12\x1c\n\x18\x41NSWER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41NSWER_STATE_VALUE\x10\x01\x12\x19\n\x15\x41NSWER_STATE_NO_VALUE\x10\x02\x12\x1a\n\x16\x41NSWER_STATE_NO_RECORD\x10\x03\x12\x1c\n\x18\x41NSWER_STATE_NOT_CURRENT\x10\x04\x32L\n\rLookupService\x12;\n\x06Lookup\x12\x17.hedui.v1.LookupRequest\x1a\x18.hedui.v1.LookupResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hedui/v1/lookup.proto\x12\x08hedui.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hedui/v1/common.proto\"\x99\x01\n\rLookupRequest\x12)\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x18.hedui.v1.RequestContext\x12\r\n\x05\x65poch\x18\x02 \x01(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\x0c\x12%\n\x07queries\x18\x04 \x03(\x0b\x32\x14.hedui.v1.FieldQuery\x12\x17\n\x0freference_month\x18\x05 \x01(\t\"L\n\nFieldQuery\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x1e\n\x02op\x18\x02 \x01(\x0e\x32\x12.hedui.v1.Operator\x12\x0f\n\x07operand\x18\x03 \x01(\t\"d\n\x0eLookupResponse\x12\"\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x12.hedui.v1.Envelope\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.hedui.v1.SignedCheckpoint\"\xf8\x01\n\x0cLookupAnswer\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x16\n\x0erequest_digest\x18\x02 \x01(\x0c\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07members\x18\x04 \x03(\x0b\x32\x15.hedui.v1.TokenAnswer\x12\x19\n\x11\x64irectory_version\x18\x05 \x01(\x04\x12\x16\n\x0e\x63onsent_digest\x18\x06 \x01(\x0c\x12\"\n\x07purpose\x18\x07 \x01(\x0e\x32\x11.hedui.v1.Purpose\x12\x10\n\x08\x63\x61se_ref\x18\x08 \x01(\t\"R\n\x0bTokenAnswer\x12\r\n\x05token\x18\x01 \x01(\x0c\x12\r\n\x05\x66ound\x18\x02 \x01(\x08\x12%\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x15.hedui.v1.FieldAnswer\"\xc2\x01\n\x0b\x46ieldAnswer\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07present\x18\x02 \x01(\x08\x12\r\n\x05value\x18\x03 \x01(\t\x12\x1e\n\x05truth\x18\x04 \x01(\x0e\x32\x0f.hedui.v1.Truth\x12\r\n\x05\x61s_of\x18\x05 \x01(\t\x12\x0c\n\x04unit\x18\x06 \x01(\t\x12$\n\x05state\x18\x07 \x01(\x0e\x32\x15.hedui.v1.AnswerState\x12\x0e\n\x06window\x18\x08 \x01(\t\x12\x11\n\tdata_date\x18\t \x01(\t*F\n\x08Operator\x12\x18\n\x14OPERATOR_UNSPECIFIED\x10\x00\x12\x0f\n\x0bOPERATOR_GE\x10\x01\x12\x0f\n\x0bOPERATOR_EQ\x10\x02*R\n\x05Truth\x12\x15\n\x11TRUTH_UNSPECIFIED\x10\x00\x12\x0e\n\nTRUTH_TRUE\x10\x01\x12\x0f\n\x0bTRUTH_FALSE\x10\x02\x12\x11\n\rTRUTH_UNKNOWN\x10\x03*\x98\x01\n\x0b\x41nswerState\x12\x1c\n\x18\x41NSWER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41NSWER_STATE_VALUE\x10\x01\x12\x19\n\x15\x41NSWER_STATE_NO_VALUE\x10\x02\x12\x1a\n\x16\x41NSWER_STATE_NO_RECORD\x10\x03\x12\x1c\n\x18\x41NSWER_STATE_NOT_CURRENT\x10\x04\x32L\n\rLookupService\x12;\n\x06Lookup\x12\x17.hedui.v1.LookupRequest\x1a\x18.hedui.v1.LookupResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hedui.v1.lookup_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATOR']._serialized_start=881
-  _globals['_OPERATOR']._serialized_end=951
-  _globals['_TRUTH']._serialized_start=953
-  _globals['_TRUTH']._serialized_end=1035
-  _globals['_ANSWERSTATE']._serialized_start=1038
-  _globals['_ANSWERSTATE']._serialized_end=1190
+  _globals['_OPERATOR']._serialized_start=959
+  _globals['_OPERATOR']._serialized_end=1029
+  _globals['_TRUTH']._serialized_start=1031
+  _globals['_TRUTH']._serialized_end=1113
+  _globals['_ANSWERSTATE']._serialized_start=1116
+  _globals['_ANSWERSTATE']._serialized_end=1268
   _globals['_LOOKUPREQUEST']._serialized_start=92
   _globals['_LOOKUPREQUEST']._serialized_end=245
   _globals['_FIELDQUERY']._serialized_start=247
@@ -46,11 +46,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPRESPONSE']._serialized_start=325
   _globals['_LOOKUPRESPONSE']._serialized_end=425
   _globals['_LOOKUPANSWER']._serialized_start=428
-  _globals['_LOOKUPANSWER']._serialized_end=598
-  _globals['_TOKENANSWER']._serialized_start=600
-  _globals['_TOKENANSWER']._serialized_end=682
-  _globals['_FIELDANSWER']._serialized_start=685
-  _globals['_FIELDANSWER']._serialized_end=879
-  _globals['_LOOKUPSERVICE']._serialized_start=1192
-  _globals['_LOOKUPSERVICE']._serialized_end=1268
+  _globals['_LOOKUPANSWER']._serialized_end=676
+  _globals['_TOKENANSWER']._serialized_start=678
+  _globals['_TOKENANSWER']._serialized_end=760
+  _globals['_FIELDANSWER']._serialized_start=763
+  _globals['_FIELDANSWER']._serialized_end=957
+  _globals['_LOOKUPSERVICE']._serialized_start=1270
+  _globals['_LOOKUPSERVICE']._serialized_end=1346
 # @@protoc_insertion_point(module_scope)

@@ -241,12 +241,21 @@ class LookupAnswer(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
     DIRECTORY_VERSION_FIELD_NUMBER: _builtins.int
+    CONSENT_DIGEST_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    CASE_REF_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Answering member code."""
     request_digest: _builtins.bytes
     """SHA-256 of the deterministic serialisation of the LookupRequest."""
     directory_version: _builtins.int
     """Directory version the provider enforced."""
+    consent_digest: _builtins.bytes
+    """SHA-256 of the signed ConsentRecord payload the provider accepted."""
+    purpose: _common_pb2.Purpose.ValueType
+    """The purpose the provider answered for (the consent's and the request's)."""
+    case_ref: _builtins.str
+    """The hub's case reference the consent and the request name."""
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp:
         """When the answer was produced."""
@@ -263,10 +272,13 @@ class LookupAnswer(_message.Message):
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         members: _abc.Iterable[Global___TokenAnswer] | None = ...,
         directory_version: _builtins.int = ...,
+        consent_digest: _builtins.bytes = ...,
+        purpose: _common_pb2.Purpose.ValueType = ...,
+        case_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_version", b"directory_version", "issued_at", b"issued_at", "members", b"members", "provider", b"provider", "request_digest", b"request_digest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ref", b"case_ref", "consent_digest", b"consent_digest", "directory_version", b"directory_version", "issued_at", b"issued_at", "members", b"members", "provider", b"provider", "purpose", b"purpose", "request_digest", b"request_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

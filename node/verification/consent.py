@@ -1,0 +1,288 @@
+"""Consent as a signed, scoped artefact (issue 18 part B, item 1).
+
+The hub turns each recorded authorisation (授权书; its scan digest is the case's
+``consent_digest``) into a :class:`~hedui.v1.common_pb2.ConsentRecord`: the purpose, the case
+reference, how many members it names, a validity window, one-off or periodic, the operator;
+it signs the record (DSSE, :data:`hedui.keys.dsse.CONSENT`) with its directory key and sends
+the envelope in every request's context. A provider (:func:`check_consent`) verifies the
+signature against the *caller's* directory key, then the purpose, the case, the validity
+window, the member count and the hub's revocation list, and refuses otherwise (a typed
+refusal with a ``CONSENT_*`` reason, which ``node/rpc.py`` audits). What it accepted — the
+record's digest, purpose and case — goes into the signed answer and both sides' audit entries.
+
+Revocation: the hub keeps an append-only list of revoked record digests
+(:data:`consent_revocations`) and pushes the signed list (:data:`hedui.keys.dsse.REVOCATIONS`)
+with every request; a provider keeps the highest serial it has seen per hub and refuses a
+request whose list is older (an operator cannot drop a revocation by sending an old list).
+
+Signing is deterministic (Ed25519, RFC 8032 §5.1.6) and the record is built from the stored
+case alone, so re-issuing the record of a case gives the same bytes and the same digest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from hedui.common.errors import HeduiError
+from hedui.keys import dsse
+from hedui.keys.directory import PURPOSE_NAMES, PURPOSES, ROLE_ANSWERS
+from hedui.keys.signing import SigningKey, VerifyingKey
+from hedui.node.audit.entry import Kind
+from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, VerificationError
+from hedui.node.verification.hub_tables import case_members, cases, consent_revocations
+from hedui.v1 import common_pb2, lookup_pb2
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+    from hedui.node.runtime import Runtime
+
+__all__ = [
+    "DEFAULT_VALIDITY_DAYS",
+    "PERIODIC_INTERVAL_DAYS",
+    "Accepted",
+    "RevocationState",
+    "check_consent",
+    "check_reuse",
+    "consent_digest",
+    "issue",
+    "issue_for_case",
+    "issue_for_context",
+    "revoke",
+    "revocation_list",
+    "sign_revocations",
+    "reused_consents",
+    "refuse_reuse",
+    "check_binding",
+    "context_fields",
+]
+
+#: How long a consent record is valid from the case's opening. An authorisation covers one
+#: application; 90 days covers the longest statutory processing time of a 低保 application.
+DEFAULT_VALIDITY_DAYS = 90
+#: 动态复核 reviews at most monthly.
+PERIODIC_INTERVAL_DAYS = 28
+_PERIODIC = {"periodic_review"}
+
+
+def consent_digest(env: common_pb2.Envelope) -> bytes:
+    """The digest that names a consent record: SHA-256 of its signed payload bytes."""
+    return hashlib.sha256(bytes(env.payload)).digest()
+
+
+def _ts(t: dt.datetime) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    out = Timestamp()
+    out.FromDatetime(t.astimezone(dt.UTC))
+    return out
+
+
+def issue(
+    signer: SigningKey, *, hub: str, scan_digest: bytes, purpose: str, case_ref: str, max_members: int,
+    issued_at: dt.datetime, operator: str, validity_days: int = DEFAULT_VALIDITY_DAYS,
+) -> common_pb2.Envelope:
+    """Signs the consent record of one authorisation."""
+    if purpose not in PURPOSES:
+        raise InvalidArgument(f"consent.purpose: got {purpose[:32]!r}, want one of {sorted(PURPOSES)}", reason=Reason.CONSENT_INVALID)
+    if len(scan_digest) != 32:
+        raise InvalidArgument(f"consent.scan_digest: got {len(scan_digest)} bytes, want 32", reason=Reason.BAD_CONSENT_DIGEST)
+    if max_members < 1:
+        raise InvalidArgument(f"consent.max_members: got {max_members}, want at least 1", reason=Reason.CONSENT_INVALID)
+    periodic = purpose in _PERIODIC
+    rec = common_pb2.ConsentRecord(
+        hub=hub, scan_digest=scan_digest, purpose=PURPOSES[purpose], case_ref=case_ref, max_members=max_members,
+        not_before=_ts(issued_at), not_after=_ts(issued_at + dt.timedelta(days=validity_days)),
+        use=common_pb2.CONSENT_USE_PERIODIC if periodic else common_pb2.CONSENT_USE_ONE_OFF,
+        min_interval_days=PERIODIC_INTERVAL_DAYS if periodic else 0, operator=operator, issued_at=_ts(issued_at),
+    )
+    return dsse.sign(dsse.CONSENT, rec.SerializeToString(deterministic=True), [signer])
+
+
+def issue_for_case(rt: Runtime, case: Any) -> common_pb2.Envelope:
+    """The hub's record for a stored case row (one call site in ``run_case``)."""
+    with rt.engine.connect() as c:
+        n = c.execute(select(func.count()).select_from(case_members).where(case_members.c.case_ref == case.case_ref)).scalar_one()
+    created = case.created_at if case.created_at.tzinfo else case.created_at.replace(tzinfo=dt.UTC)
+    return issue(rt.signer_for(ROLE_ANSWERS), hub=rt.member, scan_digest=bytes(case.consent_digest), purpose=case.purpose,
+                 case_ref=case.case_ref, max_members=int(n), issued_at=created, operator=case.operator)
+
+
+def issue_for_context(
+    signer: SigningKey, hub: str, ctx: common_pb2.RequestContext, *, members: int, issued_at: dt.datetime, **kw: Any,
+) -> common_pb2.Envelope:
+    """A record covering exactly ``ctx`` (its purpose, case and scan digest): for tools and
+    tests that build a request by hand."""
+    return issue(signer, hub=hub, scan_digest=bytes(ctx.consent_digest), purpose=PURPOSE_NAMES[ctx.purpose],
+                 case_ref=ctx.case_ref, max_members=members, issued_at=issued_at, operator=ctx.operator, **kw)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What a provider accepted: the record and its digest (bound into the answer)."""
+
+    record: common_pb2.ConsentRecord
+    digest: bytes
+
+
+@dataclass
+class RevocationState:
+    """A provider's view of each hub's revocation list: the highest serial seen and the
+    revoked digests. In memory: after a restart the next request brings the list again."""
+
+    serial: dict[str, int] = field(default_factory=dict)
+    revoked: dict[str, frozenset[bytes]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def apply(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope, now: dt.datetime) -> None:
+        """Verifies and takes ``env`` (a hub's pushed list); refuses one older than seen."""
+        if not env.payload and not env.signatures:
+            if self.serial.get(hub, 0):
+                raise PermissionDenied(f"context.revocations: got none, want serial >= {self.serial[hub]}", reason=Reason.REVOCATIONS_STALE)
+            return
+        payload = _verified(env, key, dsse.REVOCATIONS, "context.revocations")
+        try:
+            lst = common_pb2.ConsentRevocations.FromString(payload)
+        except Exception:
+            raise InvalidArgument("context.revocations: signed payload is not a ConsentRevocations", reason=Reason.CONSENT_INVALID) from None
+        if lst.hub != hub:
+            raise PermissionDenied(f"context.revocations.hub: got {lst.hub[:32]!r}, want {hub!r}", reason=Reason.CONSENT_FORGED)
+        if lst.serial != len(lst.revoked) or len(set(lst.revoked)) != len(lst.revoked):
+            raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct digests",
+                                  reason=Reason.CONSENT_INVALID)
+        with self.lock:
+            seen = self.serial.get(hub, 0)
+            if lst.serial < seen:
+                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
+                                       reason=Reason.REVOCATIONS_STALE)
+            self.serial[hub] = int(lst.serial)
+            self.revoked[hub] = frozenset(bytes(d) for d in lst.revoked)
+
+    def is_revoked(self, hub: str, digest: bytes) -> bool:
+        return digest in self.revoked.get(hub, frozenset())
+
+
+def _verified(env: common_pb2.Envelope, key: dict[str, VerifyingKey], payload_type: str, what: str) -> bytes:
+    try:
+        payload, _ = dsse.verify(env, key, payload_type=payload_type)
+    except HeduiError as exc:
+        raise PermissionDenied(f"{what}: {exc.message}", reason=Reason.CONSENT_FORGED) from None
+    return payload
+
+
+def check_consent(
+    ctx: common_pb2.RequestContext, *, caller: str, directory_keys: dict[str, VerifyingKey], members: int,
+    now: dt.datetime, revocations: RevocationState,
+) -> Accepted:
+    """The provider's end: refuses (``CONSENT_*``) unless the caller's signed record covers
+    this request — its purpose, its case, ``members`` tokens, at ``now`` — and is not revoked."""
+    key = {k: v for k, v in directory_keys.items() if v.owner == caller}
+    revocations.apply(caller, key, ctx.revocations, now)
+    if not ctx.HasField("consent") or not ctx.consent.payload:
+        raise PermissionDenied("context.consent: got none, want the hub's signed consent record", reason=Reason.CONSENT_MISSING)
+    payload = _verified(ctx.consent, key, dsse.CONSENT, "context.consent")
+    try:
+        rec = common_pb2.ConsentRecord.FromString(payload)
+    except Exception:
+        raise InvalidArgument("context.consent: signed payload is not a ConsentRecord", reason=Reason.CONSENT_INVALID) from None
+    digest = hashlib.sha256(payload).digest()
+    if rec.hub != caller:
+        raise PermissionDenied(f"consent.hub: got {rec.hub[:32]!r}, want the caller {caller!r}", reason=Reason.CONSENT_FORGED)
+    if rec.purpose != ctx.purpose:
+        raise PermissionDenied(f"consent.purpose: got {int(rec.purpose)}, want the request's {int(ctx.purpose)}", reason=Reason.CONSENT_WRONG_PURPOSE)
+    if rec.case_ref != ctx.case_ref:
+        raise PermissionDenied("consent.case_ref: names another case, want the request's", reason=Reason.CONSENT_WRONG_CASE)
+    if bytes(rec.scan_digest) != bytes(ctx.consent_digest):
+        raise PermissionDenied("consent.scan_digest: differs from context.consent_digest", reason=Reason.CONSENT_INVALID)
+    if rec.use == common_pb2.CONSENT_USE_UNSPECIFIED:
+        raise InvalidArgument("consent.use: got unspecified, want one-off or periodic", reason=Reason.CONSENT_INVALID)
+    lo, hi = rec.not_before.ToDatetime(tzinfo=dt.UTC), rec.not_after.ToDatetime(tzinfo=dt.UTC)
+    if not (lo <= now < hi):
+        raise PermissionDenied(f"consent: valid {lo.isoformat()} .. {hi.isoformat()}, got a request at {now.isoformat()}",
+                               reason=Reason.CONSENT_EXPIRED)
+    if members > rec.max_members:
+        raise PermissionDenied(f"consent.max_members: got a request for {members}, want at most {rec.max_members}",
+                               reason=Reason.CONSENT_OVER_COUNT)
+    if revocations.is_revoked(caller, digest):
+        raise PermissionDenied(f"consent {digest.hex()[:16]}: revoked by {caller}", reason=Reason.CONSENT_REVOKED)
+    return Accepted(rec, digest)
+
+
+# -- the hub's end: reuse and revocation ----------------------------------------------------
+
+
+def check_reuse(c: Connection, scan_digest: bytes, identities: Sequence[str]) -> None:
+    """Refuses an authorisation already recorded for another member set (``CONSENT_REUSED``):
+    one 授权书 names one household. The same set under another case is allowed (a review)
+    and listed by :func:`reused_consents`."""
+    want = sorted(identities)
+    for (ref,) in c.execute(select(cases.c.case_ref).where(cases.c.consent_digest == scan_digest)):
+        have = sorted(r.identity for r in c.execute(select(case_members.c.identity).where(case_members.c.case_ref == ref)))
+        if have != want:
+            raise PermissionDenied(f"consent digest: already recorded for case {ref} with another member set, want a new authorisation",
+                                   reason=Reason.CONSENT_REUSED)
+
+
+def refuse_reuse(rt: Runtime, c: Connection, scan_digest: bytes, identities: Sequence[str], operator: str) -> None:
+    """:func:`check_reuse`, auditing a refusal (the hub's own refusal has no gRPC call)."""
+    try:
+        check_reuse(c, scan_digest, identities)
+    except PermissionDenied as exc:
+        rt.audit.record(Kind.CONSENT_REFUSED, {"consent_digest": scan_digest.hex(), "operator": operator, "outcome": exc.reason.value})
+        raise
+
+
+def check_binding(answer: lookup_pb2.LookupAnswer, req: lookup_pb2.LookupRequest) -> None:
+    """The hub's and the evidence checker's end: the signed answer names the consent record,
+    purpose and case the request carried (``ANSWER_NOT_BOUND`` otherwise)."""
+    want = consent_digest(req.context.consent)
+    if bytes(answer.consent_digest) != want:
+        raise VerificationError("answer.consent_digest: does not name the consent record sent", reason=Reason.ANSWER_NOT_BOUND)
+    if answer.purpose != req.context.purpose or answer.case_ref != req.context.case_ref:
+        raise VerificationError("answer.purpose/case_ref: differ from the request's", reason=Reason.ANSWER_NOT_BOUND)
+
+
+def reused_consents(engine: Engine) -> list[dict]:
+    """Authorisations recorded for more than one case (for ``audit reconcile``)."""
+    with engine.connect() as c:
+        rows = c.execute(select(cases.c.consent_digest, cases.c.case_ref).order_by(cases.c.consent_digest, cases.c.case_ref)).all()
+    by: dict[bytes, list[str]] = {}
+    for d, ref in rows:
+        by.setdefault(bytes(d), []).append(ref)
+    return [{"consent_digest": d.hex(), "cases": refs} for d, refs in by.items() if len(refs) > 1]
+
+
+def revoke(rt: Runtime, digest: bytes, *, operator: str) -> int:
+    """Appends a record digest to the hub's revocation list; returns the new serial."""
+    if len(digest) != 32:
+        raise InvalidArgument(f"consent digest: got {len(digest)} bytes, want 32", reason=Reason.BAD_CONSENT_DIGEST)
+    with rt.engine.begin() as c:
+        if c.execute(select(consent_revocations.c.consent_digest).where(consent_revocations.c.consent_digest == digest)).first() is None:
+            c.execute(consent_revocations.insert().values(consent_digest=digest, revoked_at=rt.clock.now(), operator=operator))
+        serial = int(c.execute(select(func.count()).select_from(consent_revocations)).scalar_one())
+    rt.audit.record(Kind.CONSENT_REVOKED, {"consent_digest": digest.hex(), "operator": operator, "serial": serial})
+    return serial
+
+
+def revocation_list(engine: Engine) -> list[bytes]:
+    with engine.connect() as c:
+        return [bytes(r.consent_digest) for r in c.execute(
+            select(consent_revocations.c.consent_digest).order_by(consent_revocations.c.revoked_at, consent_revocations.c.consent_digest))]
+
+
+def sign_revocations(signer: SigningKey, hub: str, revoked: Sequence[bytes], now: dt.datetime) -> common_pb2.Envelope:
+    lst = common_pb2.ConsentRevocations(hub=hub, serial=len(revoked), issued_at=_ts(now), revoked=list(revoked))
+    return dsse.sign(dsse.REVOCATIONS, lst.SerializeToString(deterministic=True), [signer])
+
+
+def context_fields(rt: Runtime, case: Any) -> dict:
+    """The consent fields of a hub request's context: the case's record and the current list."""
+    return {"consent": issue_for_case(rt, case),
+            "revocations": sign_revocations(rt.signer_for(ROLE_ANSWERS), rt.member, revocation_list(rt.engine), rt.clock.now())}
