@@ -443,7 +443,7 @@ def test_case_with_nobody_held_sends_no_lookup(fed, monkeypatch):
         return real(engine, epoch, tokens)
 
     monkeypatch.setattr(service, "facts_for_tokens", spy)
-    ref = open_case(hub, [(i, "member") for i in people], purpose="dibao", consent_digest=consent_digest_of(b"auth"),
+    ref = open_case(hub, [(i, "member") for i in people], purpose="dibao", consent_digest=consent_digest_of(b"auth: nobody held"),
                     operator="cw01", region="370304")
     run = run_case(hub, ref)
     assert calls == [] and {o.provider: o.status for o in run.outcomes}["cheguan"] == "ok"

@@ -26,19 +26,20 @@ from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hedui.common.errors import Reason
 from hedui.keys import oprf
-from hedui.keys.directory import PURPOSES
+from hedui.keys.directory import PURPOSES, ROLE_ANSWERS
 from hedui.node.audit.entry import Kind
 from hedui.node.crosscheck import shards
 from hedui.node.crosscheck.check import Check, Population, read_population
 from hedui.node.crosscheck.fetch import CachedFilter, current_filter, member_epoch
 from hedui.node.errors import ConfigError, InvalidArgument, VerificationError
+from hedui.node.verification import consent
 from hedui.node.verification.protocol import request_digest, verify_answer
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 
@@ -150,6 +151,12 @@ def _lookup(rt: Runtime, m: directory_pb2.Member, ctx_base: dict, tokens: list[b
     return out
 
 
+def _start_of_day(rt: Runtime) -> datetime:
+    # A check run as of day D (``--as-of``) is authorised from the start of D in the federation
+    # zone: the departments' clocks need not agree with the hub's to the second.
+    return datetime.combine(rt.clock.today(), time.min, tzinfo=rt.clock.zone)
+
+
 def run_check(rt: Runtime, check: Check, *, count_only: bool = False, progress: Progress | None = None,
               timeout: float = 60.0, executor: Executor | None = None) -> CrossCheckResult:
     """Runs ``check``; see the module docstring. Nothing is written (no lead) unless every
@@ -160,6 +167,14 @@ def run_check(rt: Runtime, check: Check, *, count_only: bool = False, progress: 
     pop: Population = read_population(check, today=rt.clock.today())
     case_ref = f"CC-{check.reference_month}-{check.digest.hex()[:12]}"
     ctx_base = dict(purpose=PURPOSES[PURPOSE], case_ref=case_ref, consent_digest=check.digest, operator=check.operator)
+    # Issue 18: every Lookup carries a signed record of what authorises it. For a cross-check
+    # that is the named check itself (its file's digest, purpose, reference and population
+    # size), issued by the hub now; departments verify it like a household's authorisation.
+    ctx_base.update(consent=consent.issue(
+        rt.signer_for(ROLE_ANSWERS), hub=rt.member, scan_digest=check.digest, purpose=PURPOSE, case_ref=case_ref,
+        max_members=max(1, len(pop.people)), issued_at=_start_of_day(rt), operator=check.operator),
+        revocations=consent.sign_revocations(rt.signer_for(ROLE_ANSWERS), rt.member, consent.revocation_list(rt.engine),
+                                             rt.clock.now()))
     filters: dict[str, CachedFilter] = {code: current_filter(rt, m, ctx_base, timeout=timeout) for code, m in members.items()}
     found: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)     # identity → criterion → evidence
     matched: dict[str, int] = {}
