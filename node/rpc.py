@@ -7,11 +7,12 @@ stable reason, records refusals in the audit log, and never lets a traceback rea
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -56,33 +57,8 @@ def rpc_method(full_name: str, *, refusal_fields: Callable | None = None) -> Cal
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(self, request, context: grpc.ServicerContext):
-            rt = self.rt
-            caller_code = "?"
-            admitted = False
-            outcome = ["OK", ""]
-            started = time.monotonic()
-            bound = logs.start_call(context.invocation_metadata())
-            try:
-                member = _identify(rt, context)
-                caller_code = member.code
-                _admit(rt, caller_code)
-                admitted = True
-                result = fn(self, request, Call(member, full_name, context))
-                rt.metrics.calls.labels(full_name, "OK").inc()
-                return result
-            except HeduiError as err:
-                outcome[:] = [status_code(err).name, str(err.reason or "")]
-                _refuse(rt, full_name, caller_code, err, request, refusal_fields, context)
-            except Exception:  # a bug: log it here, tell the peer nothing internal
-                outcome[0] = "INTERNAL"
-                log.exception("internal error in %s (caller %s)", full_name, caller_code)
-                rt.metrics.calls.labels(full_name, "INTERNAL").inc()
-                context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
-            finally:
-                if admitted:
-                    _leave(rt, caller_code)
-                _done(rt, full_name, caller_code, outcome, started)
-                logs.end_call(bound)
+            with _serving(self.rt, full_name, request, refusal_fields, context) as call:
+                return fn(self, request, call)
 
         return wrapper
 
@@ -98,40 +74,47 @@ def rpc_stream(full_name: str) -> Callable:
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def wrapper(self, request, context: grpc.ServicerContext):
-            rt = self.rt
-            caller_code = "?"
-            admitted = False
-            outcome = ["OK", ""]
-            started = time.monotonic()
-            bound = logs.start_call(context.invocation_metadata())
-            try:
-                member = _identify(rt, context)
-                caller_code = member.code
-                _admit(rt, caller_code)
-                admitted = True
-                yield from fn(self, request, Call(member, full_name, context))
-                rt.metrics.calls.labels(full_name, "OK").inc()
-            except HeduiError as err:
-                outcome[:] = [status_code(err).name, str(err.reason or "")]
-                _refuse(rt, full_name, caller_code, err, request, None, context)
-            except GeneratorExit:  # the peer went away mid-stream: gRPC dropped the iterator
-                outcome[0] = "CANCELLED"
-                rt.metrics.calls.labels(full_name, "CANCELLED").inc()
-                raise
-            except Exception:
-                outcome[0] = "INTERNAL"
-                log.exception("internal error in %s (caller %s)", full_name, caller_code)
-                rt.metrics.calls.labels(full_name, "INTERNAL").inc()
-                context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
-            finally:
-                if admitted:
-                    _leave(rt, caller_code)
-                _done(rt, full_name, caller_code, outcome, started)
-                logs.end_call(bound)
+            with _serving(self.rt, full_name, request, None, context) as call:
+                yield from fn(self, request, call)
 
         return wrapper
 
     return deco
+
+
+@contextlib.contextmanager
+def _serving(rt: Runtime, full_name: str, request, refusal_fields, context: grpc.ServicerContext) -> Iterator[Call]:
+    """One call, unary or streamed: identify the caller, admit it, map what the method raises to
+    a status, and count, log and release the slot whatever happens."""
+    caller_code = "?"
+    admitted = False
+    outcome = ["OK", ""]
+    started = time.monotonic()
+    bound = logs.start_call(context.invocation_metadata())
+    try:
+        member = _identify(rt, context)
+        caller_code = member.code
+        _admit(rt, caller_code)
+        admitted = True
+        yield Call(member, full_name, context)
+        rt.metrics.calls.labels(full_name, "OK").inc()
+    except HeduiError as err:
+        outcome[:] = [status_code(err).name, str(err.reason or "")]
+        _refuse(rt, full_name, caller_code, err, request, refusal_fields, context)
+    except GeneratorExit:  # a streamed call's peer went away: gRPC dropped the iterator
+        outcome[0] = "CANCELLED"
+        rt.metrics.calls.labels(full_name, "CANCELLED").inc()
+        raise
+    except Exception:  # a bug: log it here, tell the peer nothing internal
+        outcome[0] = "INTERNAL"
+        log.exception("internal error in %s (caller %s)", full_name, caller_code)
+        rt.metrics.calls.labels(full_name, "INTERNAL").inc()
+        context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
+    finally:
+        if admitted:
+            _leave(rt, caller_code)
+        _done(rt, full_name, caller_code, outcome, started)
+        logs.end_call(bound)
 
 
 def _done(rt: Runtime, method: str, caller: str, outcome: list[str], started: float) -> None:

@@ -17,6 +17,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from conftest import scratch_database
 from oracle import NO_RECORD, NOT_CURRENT, Federation, crosscheck, verify
 from sqlalchemy import text
 
@@ -59,15 +60,9 @@ def sqlite_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pg_depts(pg_admin):
-    name = f"hedui_t_{uuid.uuid4().hex[:12]}"
-    with pg_admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = pg_admin.url.set(database=name).render_as_string(hide_password=False)
-    generate(None, url, residents=60)
-    yield url
-    with pg_admin.connect() as c:
-        c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    with scratch_database(pg_admin) as url:
+        generate(None, url, residents=60)
+        yield url
 
 
 class Nodes:
