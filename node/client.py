@@ -13,6 +13,7 @@ from hedui.node.pinning import PinningInterceptor
 from hedui.v1 import audit_pb2_grpc, lookup_pb2_grpc, node_pb2_grpc, notice_pb2_grpc, pseudonym_pb2_grpc
 
 if TYPE_CHECKING:
+    from hedui.node.metrics import Metrics
     from hedui.node.runtime import Runtime
 
 __all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for"]
@@ -69,13 +70,57 @@ class _TraceContext(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
         return continuation(self._with(client_call_details), request_iterator)
 
 
+class _Outcomes(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Counts the outcome class of every call this node makes to peer ``code`` (issue 17 item
+    3: the per-peer success rate seen from the caller, ``side="called"``), when the call ends.
+    Labels: the method name and the peer's member code only."""
+
+    def __init__(self, metrics: Metrics, code: str) -> None:
+        self._metrics = metrics
+        self._code = code
+
+    def _inc(self, method: str, code_name: str) -> None:
+        from hedui.node.metrics import outcome_class
+
+        self._metrics.outcomes.labels("called", method, self._code, outcome_class(code_name)).inc()
+
+    def _count(self, method: str, start):  # type: ignore[no-untyped-def]
+        try:
+            call = start()
+        except grpc.RpcError as exc:  # refused before the call went out (the pin check)
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            self._inc(method, code.name if code is not None else "UNKNOWN")
+            raise
+
+        def done(c) -> None:  # type: ignore[no-untyped-def]
+            try:
+                name = c.code().name
+            except Exception:  # a call object without a status (never expected): counted as an error
+                name = "UNKNOWN"
+            self._inc(method, name)
+
+        if isinstance(call, grpc.RpcError) and not hasattr(call, "add_done_callback"):
+            # An inner interceptor's refusal (the pin check's PinError) is handed back by gRPC as
+            # a bare exception, not a call: counted, and raised as it would be without this one.
+            done(call)
+            raise call
+        call.add_done_callback(done)
+        return call
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return self._count(client_call_details.method, lambda: continuation(client_call_details, request))
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return self._count(client_call_details.method, lambda: continuation(client_call_details, request))
+
+
 class PeerClient:
     """Stubs to one peer. The server's certificate must chain to the federation CA and carry
     the endpoint host as SAN; the peer's answers are signed, so they are checked against the
     directory's signing key as well."""
 
     def __init__(self, endpoint: str, creds: grpc.ChannelCredentials, *, code: str = "",
-                 pin: PinningInterceptor | None = None) -> None:
+                 pin: PinningInterceptor | None = None, metrics: Metrics | None = None) -> None:
         self.code = code
         self.endpoint = endpoint
         self.pin = pin
@@ -94,7 +139,9 @@ class PeerClient:
         )
         # Issue 18: the server must present a certificate the directory lists for `code`; the
         # pin runs first, then the traceparent (issue 17) is added to every outgoing call.
-        interceptors: list[grpc.UnaryUnaryClientInterceptor] = [pin] if pin is not None else []
+        # The outcome counter (issue 17 item 3) is outermost, so it sees a pin refusal as well.
+        interceptors: list[grpc.UnaryUnaryClientInterceptor] = [_Outcomes(metrics, code)] if metrics is not None and code else []
+        interceptors += [pin] if pin is not None else []
         traced = grpc.intercept_channel(self.channel, *interceptors, _TraceContext())
         self.node = node_pb2_grpc.NodeServiceStub(traced)
         self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(traced)
@@ -125,8 +172,9 @@ class Peers:
     channel per peer, shared by every caller on the node (cases, the pusher, cosigning)."""
 
     def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials, *, ca_pem: bytes | None = None,
-                 client: tuple[bytes, bytes] | None = None) -> None:
+                 client: tuple[bytes, bytes] | None = None, metrics: Metrics | None = None) -> None:
         self._directory = directory
+        self._metrics = metrics
         self._client = client
         self._credentials = credentials
         self._ca_pem = ca_pem  # None: no pinning (tools dialling a bare endpoint)
@@ -140,7 +188,8 @@ class Peers:
             if client is None:
                 m = self._directory.member(code)
                 pin = pin_for(self._directory, code, self._ca_pem, self._client, live=lambda: self._directory) if self._ca_pem is not None else None
-                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin)
+                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin,
+                                                                metrics=self._metrics)
             return client
 
     def update_directory(self, directory: TrustedDirectory) -> None:

@@ -181,7 +181,7 @@ class Runtime:
             role_signers=role_signers,
         )
         rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), ca_pem=rt.ca_pem,
-                         client=(rt.tls_cert_pem, rt.tls_key_pem))
+                         client=(rt.tls_cert_pem, rt.tls_key_pem), metrics=rt.metrics)
         rt.audit = open_audit(rt)
         _audit_split_view(rt)
         rt.guard = ServingGuard(rt)
