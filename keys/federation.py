@@ -15,7 +15,7 @@ publishing host.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from hedui.common.errors import ConfigError, VerificationError
 from hedui.keys import ca as _ca
 from hedui.keys import dsse
-from hedui.keys.directory import DirectorySpec, build, sign_directory
+from hedui.keys.directory import DirectorySpec, build, sign_directory, validity_warning
 from hedui.keys.errors import DirectorySpecError, KeyFileError
 from hedui.keys.keyfile import PURPOSE_DIRECTORY, PURPOSE_TLS, load_private_key, save_private_key, write_private
 from hedui.keys.signing import SigningKey
@@ -145,9 +145,10 @@ def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *,
 
 
 def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw: bytes, *, now: dt.datetime,
-                        time_zone: str | None = None) -> int:
+                        time_zone: str | None = None, warn: Callable[[str], None] | None = None) -> int:
     """Builds, signs and writes the directory; returns its version. ``time_zone`` (an IANA
-    zone) replaces the spec's ``time_zone`` (default Asia/Shanghai)."""
+    zone) replaces the spec's ``time_zone`` (default Asia/Shanghai). ``warn`` receives a
+    warning when the validity is too short for the nodes' refresh interval (issue 17)."""
     spec = DirectorySpec.load(spec_path)
     if time_zone is not None:
         from hedui.common.clock import DEFAULT_ZONE, ClockError, zone
@@ -165,6 +166,9 @@ def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw:
     env = sign_directory(d, sk)
     write_private(Path(out), dsse.to_json(env).encode())
     Path(out).chmod(0o644)
+    problem = validity_warning(spec.validity, spec.refresh_seconds)
+    if problem is not None and warn is not None:
+        warn(problem)
     return d.version
 
 

@@ -8,8 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from hedui.node.cli._common import cli_errors, console
+from hedui.node.cli._common import cli_errors, console, err_console
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -46,14 +47,32 @@ def make_server(file: Path, listen: str) -> ThreadingHTTPServer:
     return ThreadingHTTPServer((host, int(port)), Handler)
 
 
+def check_validity(file: Path, refresh_seconds: int) -> str | None:
+    """The warning for a directory file whose validity (expires_at - issued_at) is not
+    MIN_VALIDITY_FACTOR times the nodes' refresh interval (issue 17 item 1), or None. The
+    signature is not checked here (the server holds no trust anchor; nodes check it)."""
+    from hedui.keys.directory import unverified_validity, validity_warning
+
+    try:
+        validity = unverified_validity(file.read_bytes())
+    except OSError:
+        return None  # make_server answers 503 for an unreadable file; nothing to judge here
+    return validity_warning(validity, refresh_seconds) if validity is not None else None
+
+
 @app.command("serve")
 @cli_errors
 def serve(
     file: Path = typer.Option(..., "--file", help="Signed directory (DSSE JSON) written by `hedui keys sign-directory`"),
     listen: str = typer.Option("127.0.0.1:8470", help="host:port"),
+    refresh_seconds: int = typer.Option(60, "--refresh-seconds", min=1, max=86400,
+                                        help="The nodes' [directory] refresh_seconds, to check the validity against"),
 ) -> None:
     """Serve the signed directory at /directory for nodes' [directory] sources (put TLS in front
     for the open internet; the nodes check the authority's signature either way)."""
+    warning = check_validity(file, refresh_seconds)
+    if warning is not None:
+        err_console.print(f"[bold yellow]warning[/]: {escape(warning)}")
     srv = make_server(file, listen)
     console.print(f"serving {file} at http://{listen.rpartition(':')[0]}:{srv.server_address[1]}/directory")
     t = threading.Thread(target=srv.serve_forever, daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from hedui.common.clock import fmt_instant
 from hedui.keys import federation as fed
@@ -14,7 +15,7 @@ from hedui.keys.errors import KeyFileError
 from hedui.keys.keyfile import passphrase
 from hedui.keys.passphrase import CA_PASSPHRASE_ENV, DIRECTORY_PASSPHRASE_ENV, provide, read_fd, read_file
 from hedui.keys.signing import load_public
-from hedui.node.cli._common import cli_errors, console, emit_json, fail, wall_clock
+from hedui.node.cli._common import cli_errors, console, emit_json, err_console, fail, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -118,7 +119,7 @@ def sign_directory(
     take_passphrase(directory_passphrase_file, directory_passphrase_fd, env=DIRECTORY_PASSPHRASE_ENV, option="--directory-passphrase")
     a = fed.AuthorityDir(authority, signing_key)
     v = fed.sign_directory_file(a, spec, out, passphrase(env=DIRECTORY_PASSPHRASE_ENV), now=wall_clock().now(),
-                                time_zone=time_zone)
+                                time_zone=time_zone, warn=lambda m: err_console.print(f"[bold yellow]warning[/]: {escape(m)}"))
     console.print(f"signed directory v{v} → {out}")
 
 
