@@ -1,17 +1,20 @@
 """Readiness of a running node (issue 17 item 2): what ``/readyz`` answers and what gRPC
 health reports per service.
 
-Four checks, each ``(ok, detail)``:
+Five checks, each ``(ok, detail)``:
 
 - ``directory`` — the serving guard lets the node serve (not expired, not superseded; node/guard.py);
 - ``store`` — a ``SELECT 1`` on the node's store answers;
 - ``clock`` — the node's clock is not before the directory's ``issued_at`` (less a slack): a
   clock behind the authority's would accept expired material and date audit entries wrongly;
+- ``maintenance`` — the directory does not flag this node's own member as in maintenance
+  (issue 17: "its health says so"; peers skip it meanwhile, so load balancers and probes
+  should too — X-Road's health check fails in maintenance mode the same way);
 - ``index`` — providers only: every source of the current OPRF epoch has completed a build at
   least once (a rebuild in progress still answers from the previous run; node/verification/index.py).
 
-Services that answer from the token index (PseudonymService, LookupService) need all four;
-every other service needs all but ``index``. ``/healthz`` only says the process is up.
+Services that answer from the token index (PseudonymService, LookupService) need all of
+them; every other service needs all but ``index``. ``/healthz`` only says the process is up.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class Readiness:
         issued = rt.directory.msg.issued_at.ToDatetime(tzinfo=dt.UTC)
         out["clock"] = ((now >= issued - CLOCK_SLACK),
                         f"now {now:%Y-%m-%dT%H:%M:%SZ}, directory issued {issued:%Y-%m-%dT%H:%M:%SZ}")
+        me = rt.directory.by_code.get(rt.member)
+        flagged = bool(me is not None and me.maintenance)
+        out["maintenance"] = (not flagged, f"in maintenance by directory v{rt.directory.version}" if flagged else "no")
         if rt.provider is not None:
             out["index"] = self._index(out["store"][0])
         return out
