@@ -31,6 +31,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "hedui.node.verification.casework",
     "hedui.node.console.tables",
     "hedui.node.crosscheck.tables",
+    "hedui.node.crosscheck.history",
 )
 
 
