@@ -39,7 +39,7 @@ name = "high_income"
 department = "tax"
 field = "income_last_year"
 op = ">="
-value = "1"
+value = "100000"
 """
 
 
@@ -98,9 +98,9 @@ def test_supervisor_runs_a_check_and_reads_its_hits_masked(env):
     assert again.status_code == 303 and again.headers["location"] == f"/crosscheck/{run_id}" and n_runs(env) == before + 1
     # What the domain kept (its own tests check it against the departments' data).
     want = run_hits(env["rt"], run_id, operator="test")
-    assert want, "some of the 40 residents have taxable income"
+    assert want, "some of the 40 residents had a taxable income of 100,000 or more"
     page = env["client"].get(f"/crosscheck/{run_id}").text
-    assert "2026-11 收入比对（测试）" in page and "高收入" in page and "上年度应纳税所得额 ≥ 1" in page
+    assert "2026-11 收入比对（测试）" in page and "高收入" in page and "上年度应纳税所得额 ≥ 100000" in page
     rows = re.findall(r'<tr id="hit-(\d+)">', page)
     assert len(rows) == len(want)
     for h in want:
