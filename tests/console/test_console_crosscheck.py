@@ -7,6 +7,7 @@ by the domain with the operator."""
 from __future__ import annotations
 
 import re
+from html.parser import HTMLParser
 
 import pytest
 from fastapi.testclient import TestClient
@@ -173,3 +174,103 @@ def test_any_reason_or_page_in_the_url_is_harmless(env, reason, page):
     if ids:
         r = env["client"].get(f"/crosscheck/{ids[0]}", params={"reason": reason})
         assert r.status_code in (200, 400) and "Traceback" not in r.text
+
+
+class _Controls(HTMLParser):
+    """Form controls, labels and tab order of one page, as a screen reader and a keyboard see them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.controls: list[dict] = []
+        self.label_for: set[str] = set()
+        self.open_labels = 0
+        self.tabindex: list[int] = []
+        self.buttons: list[list] = []   # [attrs, text]
+        self.in_button: list | None = None
+        self.lang = ""
+        self.title = ""
+        self._in_title = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "html":
+            self.lang = a.get("lang") or ""
+        if tag == "title":
+            self._in_title = True
+        if tag == "label":
+            self.open_labels += 1
+            if a.get("for"):
+                self.label_for.add(a["for"])
+        if "tabindex" in a:
+            self.tabindex.append(int(a["tabindex"]))
+        if tag in ("input", "select", "textarea") and a.get("type") != "hidden":
+            self.controls.append({"tag": tag, "id": a.get("id"), "aria": a.get("aria-label") or a.get("aria-labelledby"),
+                                  "wrapped": self.open_labels > 0, "name": a.get("name")})
+        if tag == "button":
+            self.in_button = [a, ""]
+            self.buttons.append(self.in_button)
+
+    def handle_endtag(self, tag):
+        if tag == "label":
+            self.open_labels = max(0, self.open_labels - 1)
+        if tag == "button":
+            self.in_button = None
+        if tag == "title":
+            self._in_title = False
+
+    def handle_data(self, data):
+        if self.in_button is not None:
+            self.in_button[1] += data.strip()
+        if self._in_title:
+            self.title += data
+
+
+def _problems(html: str) -> list[str]:
+    p = _Controls()
+    p.feed(html)
+    out = [f"unlabelled {c['tag']} {c['name']}" for c in p.controls
+           if not (c["aria"] or c["wrapped"] or (c["id"] and c["id"] in p.label_for))]
+    out += [f"button without a name {a}" for a, text in p.buttons if not text and not a.get("aria-label")]
+    out += [f"tabindex {i} changes the tab order" for i in p.tabindex if i > 0]
+    out += [] if p.lang in ("zh-CN", "en") else [f"html lang {p.lang!r}"]
+    out += [] if p.title.strip() and not contains(p.title) else [f"title {p.title!r}"]
+    return out
+
+
+def test_every_page_labels_every_control_for_every_role(env):
+    """Issue 15: every form control labelled, no tab-order traps, a language and a title on
+    every page the console serves, in Chinese and in English, for each role."""
+    from decimal import Decimal
+
+    from hedui.node.console import hub_api
+    from hedui.node.verification.cases import consent_digest_of
+
+    rt = env["rt"]
+    ref = hub_api.open_case(rt, [(PEOPLE[0], "applicant"), (PEOPLE[1], "spouse")], purpose="temporary_assistance",
+                            consent_digest=consent_digest_of(b"a11y scan"), operator="cw01", region="370304",
+                            expenditure=Decimal("1200"))
+    signin(env, "sv01")
+    start(env)
+    for role in ("sv01", "cw01", "rv01"):
+        env["client"].cookies.clear()
+        for lang in ("zh", "en"):
+            signin(env, role)
+            env["client"].get(f"/lang/{lang}?next=/cases")
+            listing = env["client"].get("/crosscheck").text
+            runs = [int(x) for x in re.findall(r'id="run-(\d+)"', listing)]
+            leads = re.findall(r'href="/leads/(\d+)"', env["client"].get(f"/crosscheck/{runs[0]}").text)
+            referrals_page = env["client"].get("/referrals").text
+            referral = re.search(r'href="/referrals/(\d+)"', referrals_page)
+            pages = ["/cases", "/cases/new", f"/cases/{ref}", "/leads", f"/leads/{leads[0]}", "/referrals",
+                     "/reports/monthly", "/crosscheck", f"/crosscheck/{runs[0]}"]
+            if referral:
+                pages.append(f"/referrals/{referral.group(1)}")
+            for path in pages:
+                r = env["client"].get(path)
+                if r.status_code == 403:   # the role may not: the error page is a page too
+                    assert role == "rv01" and path in ("/cases/new", f"/referrals/{referral.group(1) if referral else ''}"), path
+                else:
+                    assert r.status_code == 200, (role, path, r.status_code)
+                assert _problems(r.text) == [], (role, lang, path)
+            env["client"].cookies.clear()
+    assert _problems(env["client"].get("/signin").text) == []
