@@ -20,6 +20,7 @@ them; every other service needs all but ``index``. ``/healthz`` only says the pr
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, text
@@ -42,6 +43,17 @@ Check = tuple[bool, str]
 class Readiness:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
+        #: The live directory's pull state (node/directory_live.py), when the node pulls one.
+        self.pull_state: Callable[[], dict[str, object]] | None = None
+
+    def info(self) -> dict[str, object]:
+        """What ``/readyz`` reports without deciding readiness: a directory source that is down
+        does not make the node unready while its current directory is valid (it serves until
+        expiry), but an operator must see it (issue 17: "reported in health and metrics")."""
+        out: dict[str, object] = {}
+        if self.pull_state is not None:
+            out["directory_pull"] = self.pull_state()
+        return out
 
     def checks(self) -> dict[str, Check]:
         rt = self._rt

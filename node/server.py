@@ -218,6 +218,7 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         ns.puller = DirectoryPuller(rt)
         ns.puller.on_applied(lambda _td: ns.refresh_health())
         ns.background.append(ns.puller)
+        readiness.pull_state = ns.puller.state
     return ns
 
 

@@ -169,6 +169,29 @@ def test_unreachable_source_backs_off_and_is_reported(bed, tmp_path):
     assert tax.metrics.registry.get_sample_value("hedui_directory_fetch_failures") == 1
     assert _refused(tax, "FETCH_FAILED") == 0   # not a refused directory: none arrived
     assert tax.directory.version == 1
+    # Reported in health as well: /readyz's info, without making the node unready (its
+    # directory is still valid, and it keeps serving until that one expires).
+    readiness = bed.servers["tax"].readiness
+    assert readiness.ready()[0] is True
+    pull = readiness.info()["directory_pull"]
+    assert (pull["failures"], pull["last_refusal"]) == (1, "FETCH_FAILED")
+    from hedui.node.ops_http import ops_app
+
+    body = _wsgi_json(ops_app(tax.metrics, readiness), "/readyz")
+    assert body["status"] == "ready" and body["info"]["directory_pull"]["failures"] == 1
+    # The source back: the next pull clears it.
+    tax.config.directory.sources = [str(bed.published)]
+    assert puller.tick() == 60.0
+    assert readiness.info()["directory_pull"]["failures"] == 0 and readiness.info()["directory_pull"]["last_refusal"] is None
+
+
+def _wsgi_json(app, path: str) -> dict:
+    import json
+
+    got: list = []
+    body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda status, headers: got.append(status)))
+    assert got and got[0].startswith(("200", "503"))
+    return json.loads(body)
 
 
 def test_maintenance_flag_makes_cases_show_maintenance(bed):
