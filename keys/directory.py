@@ -30,7 +30,7 @@ from hedui.v1 import common_pb2, directory_pb2
 __all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory",
     "directory_digest", "load_directory", "PURPOSES", "ROLES", "MAX_BATCH",
     "ROLE_ANSWERS", "ROLE_CHECKPOINTS", "ROLE_COSIGNATURES", "ROLE_FIELDS", "role_key_of",
-    "MIN_VALIDITY_FACTOR", "validity_warning", "unverified_validity"]
+    "MIN_VALIDITY_FACTOR", "validity_warning", "unverified_validity", "unverified_version"]
 
 #: A directory should stay valid at least this many refresh intervals (issue 17 item 1), so a
 #: node that misses a pull or two, or a source that is down for a while, does not stop the
@@ -46,6 +46,15 @@ def validity_warning(validity: dt.timedelta, refresh_seconds: int) -> str | None
     return (f"directory validity {validity.total_seconds():g} s is less than {MIN_VALIDITY_FACTOR}x the refresh "
             f"interval {refresh_seconds} s: a node missing one or two pulls would find it expired and refuse "
             f"every call (X-Road: valid 600 s, refreshed every 60 s); raise valid_days/valid_seconds or refresh more often")
+
+
+def unverified_version(envelope_json: bytes) -> int | None:
+    """The version of a signed directory file, read WITHOUT checking its signature: only for
+    the authority's generator to sign the next one above it (``hedui directory publish``)."""
+    try:
+        return int(directory_pb2.Directory.FromString(dsse.from_json(envelope_json).payload).version)
+    except Exception:  # not a readable directory: start from the spec's version
+        return None
 
 
 def unverified_validity(envelope_json: bytes) -> dt.timedelta | None:

@@ -145,11 +145,15 @@ def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *,
 
 
 def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw: bytes, *, now: dt.datetime,
-                        time_zone: str | None = None, warn: Callable[[str], None] | None = None) -> int:
+                        time_zone: str | None = None, warn: Callable[[str], None] | None = None,
+                        version: int | None = None, interval: int = 0) -> int:
     """Builds, signs and writes the directory; returns its version. ``time_zone`` (an IANA
     zone) replaces the spec's ``time_zone`` (default Asia/Shanghai). ``warn`` receives a
-    warning when the validity is too short for the nodes' refresh interval (issue 17)."""
+    warning when the validity is too short for the nodes' refresh interval, or for the
+    re-signing ``interval`` of a generator (issue 17). ``version`` replaces the spec's."""
     spec = DirectorySpec.load(spec_path)
+    if version is not None:
+        spec = spec.model_copy(update={"version": version})
     if time_zone is not None:
         from hedui.common.clock import DEFAULT_ZONE, ClockError, zone
 
@@ -166,7 +170,7 @@ def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw:
     env = sign_directory(d, sk)
     write_private(Path(out), dsse.to_json(env).encode())
     Path(out).chmod(0o644)
-    problem = validity_warning(spec.validity, spec.refresh_seconds)
+    problem = validity_warning(spec.validity, max(spec.refresh_seconds, interval))
     if problem is not None and warn is not None:
         warn(problem)
     return d.version

@@ -91,3 +91,35 @@ def test_directory_serve_checks_the_published_file(bed, tmp_path):
 def test_warning_exactly_when_validity_is_under_the_factor(validity, refresh):
     w = validity_warning(_dt.timedelta(seconds=validity), refresh)
     assert (w is not None) == (validity < MIN_VALIDITY_FACTOR * refresh)
+
+
+def test_directory_publish_resigns_at_the_next_version_with_the_spec_validity(bed, tmp_path, monkeypatch):
+    """The generator (X-Road: generated every 60 s, valid 600 s): each step signs the spec at a
+    version above the published one, valid from that step's instant."""
+    from hedui.common.clock import FixedClock as _Clock
+    from hedui.node.cli import _common
+
+    clock = _Clock(NOW)
+    monkeypatch.setattr(_common, "wall_clock", lambda tz="": clock)
+    spec = tomllib.loads(bed.spec_path.read_text(encoding="utf-8"))
+    spec.update(valid_seconds=600, refresh_seconds=60)
+    bed.spec_path.write_text(tomli_w.dumps(spec), encoding="utf-8")
+    out = tmp_path / "live.dsse.json"
+    authority_key = load_public("authority", bed.authority.root / "signing.pub")
+    args = ["directory", "publish", "--authority", str(bed.authority.root), "--spec", str(bed.spec_path), "--out", str(out), "--once"]
+    got = []
+    for _ in range(3):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0 and "warning" not in r.stderr, r.output
+        td = load_directory(out, authority_key, now=clock.now())
+        got.append((td.version, td.expires_at - clock.now()))
+        clock.advance(_dt.timedelta(seconds=60))
+    assert got == [(spec["version"] + i, _dt.timedelta(seconds=600)) for i in range(3)]
+    # Re-signing every 300 s with a 600 s validity leaves too little slack: warned.
+    r = runner.invoke(app, [*args[:-1], "--every", "300", "--once"])
+    assert r.exit_code == 0 and "less than 3x the refresh interval 300 s" in r.stderr
+    # A spec whose version is ahead of the published one wins.
+    spec["version"] = 50
+    bed.spec_path.write_text(tomli_w.dumps(spec), encoding="utf-8")
+    assert runner.invoke(app, args).exit_code == 0
+    assert load_directory(out, authority_key, now=clock.now()).version == 50
