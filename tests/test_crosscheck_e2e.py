@@ -162,6 +162,11 @@ def test_runs_and_hits_are_kept_masked_and_reading_them_is_audited(fed):
     assert only[0]["evidence"]["vehicle"]["department"] == "cheguan"
     viewed = [e for e in _entries(rt, "crosscheck.viewed") if e["run_id"] == res.run_id]
     assert [(e["operator"], e["reason"], e["count"]) for e in viewed] == [("sup01", "", len(hits)), ("sup01", "vehicle", 4)]
+    # Pages of a run's hits: disjoint, in order, together all of them.
+    pages = [run_hits(rt, res.run_id, operator="sup01", limit=4, offset=o) for o in range(0, len(hits), 4)]
+    assert [h["hit_id"] for p in pages for h in p] == [h["hit_id"] for h in hits]
+    with pytest.raises(InvalidArgument):
+        run_hits(rt, res.run_id, operator="sup01", limit=0)
     # No full identity is stored with the hits.
     with rt.engine.connect() as c:
         stored = str(c.execute(select(crosscheck_hits)).all())

@@ -155,9 +155,9 @@ def crosscheck_run(rt, run_id: int) -> _crosscheck.RunSummary:
     return _crosscheck.run_summary(rt.engine, run_id)
 
 
-def crosscheck_hits(rt, run_id: int, *, operator: str, reason: str | None) -> list[dict]:
+def crosscheck_hits(rt, run_id: int, *, operator: str, reason: str | None, limit: int, offset: int) -> list[dict]:
     # run_hits records crosscheck.viewed with the operator (audited in the domain).
-    return _crosscheck.run_hits(rt, run_id, operator=operator, reason=reason)
+    return _crosscheck.run_hits(rt, run_id, operator=operator, reason=reason, limit=limit, offset=offset)
 
 
 def run_crosscheck(rt, folder, file_name: str, *, operator: str, count_only: bool, timeout: float) -> int:

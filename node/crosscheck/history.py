@@ -139,28 +139,31 @@ def run_summary(engine: Engine, run_id: int) -> RunSummary:
     return _summary(r, n)
 
 
-def run_hits(rt: Runtime, run_id: int, *, operator: str, reason: str | None = None) -> list[dict[str, Any]]:
-    """The hits of run ``run_id`` (masked identities), optionally only those with ``reason``,
-    each with its lead's id and status; audited as ``crosscheck.viewed`` with the operator."""
+def run_hits(rt: Runtime, run_id: int, *, operator: str, reason: str | None = None, limit: int = 100,
+             offset: int = 0) -> list[dict[str, Any]]:
+    """A page of the hits of run ``run_id`` (masked identities), optionally only those with
+    ``reason``, each with its lead's id and status; audited as ``crosscheck.viewed`` with the
+    operator and how many were shown."""
     from hedui.node.discovery.tables import leads
 
+    if not 1 <= limit <= MAX_PAGE or offset < 0:
+        raise InvalidArgument(f"page: got limit {limit}, offset {offset}, want 1..{MAX_PAGE} and >= 0")
     summary = run_summary(rt.engine, run_id)
     if reason is not None and reason not in summary.counts:
         raise InvalidArgument(f"reason: got {reason[:32]!r}, want one of the run's criteria {sorted(summary.counts)}")
     stmt = (select(crosscheck_hits, leads.c.status.label("lead_status"))
             .outerjoin(leads, leads.c.lead_id == crosscheck_hits.c.lead_id)
-            .where(crosscheck_hits.c.run_id == run_id).order_by(crosscheck_hits.c.hit_id))
+            .where(crosscheck_hits.c.run_id == run_id))
+    if reason is not None:
+        # reasons is a JSON list of criterion codes: the quoted code matches exactly one entry.
+        stmt = stmt.where(crosscheck_hits.c.reasons.contains(f'"{reason}"', autoescape=True))
+    stmt = stmt.order_by(crosscheck_hits.c.hit_id).limit(limit).offset(offset)
     with rt.engine.connect() as c:
         rows = c.execute(stmt).all()
-    out = []
-    for r in rows:
-        reasons = json.loads(r.reasons)
-        if reason is not None and reason not in reasons:
-            continue
-        out.append({"hit_id": r.hit_id, "identity": r.masked_identity, "town": r.town, "reasons": reasons,
-                    "evidence": json.loads(r.evidence), "lead_id": r.lead_id, "lead_status": r.lead_status})
+    out = [{"hit_id": r.hit_id, "identity": r.masked_identity, "town": r.town, "reasons": json.loads(r.reasons),
+            "evidence": json.loads(r.evidence), "lead_id": r.lead_id, "lead_status": r.lead_status} for r in rows]
     rt.audit.record(Kind.CROSSCHECK_VIEWED, {"operator": operator, "run_id": run_id, "check": summary.name,
-                                          "reason": reason or "", "count": len(out)})
+                                             "reason": reason or "", "count": len(out), "offset": offset})
     return out
 
 

@@ -22,6 +22,8 @@ from hedui.node.console.security import new_token
 
 router = APIRouter()
 PAGE = 20
+#: Hits shown per page of a run (a population-wide check can hit thousands).
+HITS_PAGE = 100
 _CRITERION = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
@@ -39,21 +41,22 @@ async def runs(request: Request, page: int = 1) -> HTMLResponse:
     return await run_in_threadpool(_runs_page, request, ctx, max(1, min(page, 10_000)))
 
 
-def _run_page(request: Request, ctx: Ctx, run_id: int, reason: str) -> HTMLResponse:
+def _run_page(request: Request, ctx: Ctx, run_id: int, reason: str, page: int) -> HTMLResponse:
     summary = hub_api.crosscheck_run(ctx.rt, run_id)
-    hits = hub_api.crosscheck_hits(ctx.rt, run_id, operator=ctx.user.name, reason=reason or None)
-    return render(request, ctx, "crosscheck/run.html", s=summary, hits=hits, reason=reason,
-                  rules=hub_api.crosscheck_rules(ctx.rt, summary), town_names=ctx.console.hub.routing.names,
-                  nav="crosscheck")
+    hits = hub_api.crosscheck_hits(ctx.rt, run_id, operator=ctx.user.name, reason=reason or None, limit=HITS_PAGE,
+                                   offset=(page - 1) * HITS_PAGE)
+    return render(request, ctx, "crosscheck/run.html", s=summary, hits=hits, reason=reason, page=page,
+                  page_size=HITS_PAGE, rules=hub_api.crosscheck_rules(ctx.rt, summary),
+                  town_names=ctx.console.hub.routing.names, nav="crosscheck")
 
 
 @router.get("/crosscheck/{run_id}")
-async def run(request: Request, run_id: int, reason: str = "") -> HTMLResponse:
+async def run(request: Request, run_id: int, reason: str = "", page: int = 1) -> HTMLResponse:
     ctx = await page_ctx(request)
     ctx.require("crosscheck.view")
     # A criterion code or nothing; anything else is the whole list (never echoed).
     reason = reason if _CRITERION.fullmatch(reason or "") else ""
-    return await run_in_threadpool(_run_page, request, ctx, run_id, reason)
+    return await run_in_threadpool(_run_page, request, ctx, run_id, reason, max(1, min(page, 100_000)))
 
 
 @router.post("/crosscheck/run")
