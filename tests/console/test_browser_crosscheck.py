@@ -99,3 +99,33 @@ def test_caseworker_sees_results_in_english_without_the_run_form(page, site):
     page.wait_for_url(re.compile(r".*/crosscheck/\d+$"))
     main = page.locator("main").inner_text()
     assert "Stop-warning lead" in main and "high income" in main
+
+
+def test_keyboard_only_from_the_skip_link_to_a_hit_lead_and_its_sealed_details(page, site):
+    """Issue 15 "keyboard-only use works": the skip link, the cross-check pages and a lead's
+    sealed details, without a click."""
+    from hedui.node.crosscheck.history import list_runs, run_named_check
+
+    rt = site["tb"].runtime("hub")
+    if not list_runs(rt.engine):
+        run_named_check(rt, site["checks"], "income.toml", operator="sv01")
+    run_id = list_runs(rt.engine)[0].run_id
+    sign_in(page, site["url"], "cw01")
+    page.wait_for_url("**/cases")
+    page.goto(site["url"] + f"/crosscheck/{run_id}")
+    # The first Tab reaches the skip link; Enter moves the focus into the page's main part.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    # On to the first hit's lead, by Tab and Enter only.
+    _tab_to(page, "table.hits > tbody > tr a[href^='/leads/']", limit=60)
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/leads/\d+$"))
+    _tab_to(page, "#reason")
+    page.keyboard.type("比对命中核实")
+    _tab_to(page, "#open-one")
+    page.keyboard.press("Enter")
+    page.locator(".sealed").wait_for()
+    assert page.locator(".sealed").inner_text().strip()
+    assert not contains(page.url) and not contains(page.title())
