@@ -94,7 +94,11 @@ class _Outcomes(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
 
         def done(c) -> None:  # type: ignore[no-untyped-def]
             try:
-                name = c.code().name
+                # A streamed call refused by an inner interceptor comes back as gRPC's failure
+                # outcome (status INTERNAL) wrapping the real refusal: count the refusal's status.
+                inner = c.exception() if callable(getattr(c, "exception", None)) else None
+                src = inner if isinstance(inner, grpc.RpcError) and callable(getattr(inner, "code", None)) else c
+                name = src.code().name
             except Exception:  # a call object without a status (never expected): counted as an error
                 name = "UNKNOWN"
             self._inc(method, name)

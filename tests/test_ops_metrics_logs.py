@@ -145,6 +145,14 @@ def test_per_peer_success_rate_on_both_sides(bed):
     with pytest.raises(grpc.RpcError):
         _evaluate(bed, shared=True)
     assert val(hub, "called", "unavailable") == 1 and val(hub, "called", "ok") == 3
+    # A streamed call to the stopped peer (the pin check refuses it before it goes out) counts
+    # as unavailable too, with its own method name, and still raises for the caller.
+    hub.peers.reset("tax")
+    stream = hub.peers.get("tax").pseudonym.GetTokenFilter(pseudonym_pb2.GetTokenFilterRequest(), timeout=5)
+    with pytest.raises(grpc.RpcError):
+        list(stream)
+    assert hub.metrics.registry.get_sample_value("hedui_rpc_outcomes_total", {
+        "side": "called", "method": "/hedui.v1.PseudonymService/GetTokenFilter", "peer": "tax", "outcome": "unavailable"}) == 1
 
 
 @pytest.mark.parametrize("code", list(grpc.StatusCode))
