@@ -151,6 +151,15 @@ class DetectionRun:
     problem_rows: tuple[RowProblem, ...] = ()
     #: The configured limit (``provider.max_unusable_share``).
     max_unusable_share: float = 1.0
+    #: Rows the mapping's filters skipped (``source.where``, ``identity.skip_where``): read
+    #: and legitimately not used — counted apart from ``problems`` (issue 13) …
+    skipped: int = 0
+    #: … and named, as (locator, filter), up to :data:`MAX_LISTED` (file exports; a database
+    #: source's filter runs in SQL, so its skipped rows are counted only).
+    skipped_rows: tuple[tuple[str, str], ...] = ()
+    #: The locator of the row the export ends inside (a truncated export, or a quote never
+    #: closed): rows after it are missing, however few problems were counted.
+    truncated: str | None = None
 
     @property
     def unusable_share(self) -> float:
@@ -160,9 +169,11 @@ class DetectionRun:
 
     @property
     def too_many_unusable(self) -> bool:
-        """More rows failed than the configured share allows (issue 13): the run must not be
-        taken for a complete one — a truncated or undecodable export would otherwise detect
-        little and report success."""
+        """More rows failed than the configured share allows, or the export is truncated
+        (issue 13): the run must not be taken for a complete one — a truncated or undecodable
+        export would otherwise detect little and report success."""
+        if self.truncated is not None:
+            return True
         return self.problems > 0 and self.unusable_share > self.max_unusable_share
 
     def as_dict(self) -> dict:
@@ -175,6 +186,9 @@ class DetectionRun:
             "max_unusable_share": self.max_unusable_share,
             "too_many_unusable": self.too_many_unusable,
             "problem_rows": [{"locator": p.locator, "reason": p.reason} for p in self.problem_rows],
+            "skipped": self.skipped,
+            "skipped_rows": [{"locator": loc, "filter": why} for loc, why in self.skipped_rows],
+            "truncated": self.truncated,
             "queued": self.queued,
             "detections": [
                 d.public() for d in self.detections
@@ -291,8 +305,13 @@ class ProviderNotices:
         finally:
             adapter.close()
         limit = self.rt.config.provider.max_unusable_share if self.rt.config.provider is not None else 1.0
+        # Skipped rows and truncation as the adapter saw them (file adapters name skipped rows;
+        # others count them).
+        named = tuple((idnum.scrub(loc), why) for loc, why in getattr(adapter, "skipped_rows", ())[:MAX_LISTED])
+        truncated = getattr(adapter, "truncated", None)
         result = DetectionRun(as_of, tuple(r.id for r in rules), counted.records, counted.problems, tuple(found), 0,
-                              tuple(counted.listed), limit)
+                              tuple(counted.listed), limit, int(getattr(adapter, "skipped", 0)), named,
+                              None if truncated is None else idnum.scrub(truncated))
         queued = 0
         now = self._clock()
         with self.rt.engine.begin() as conn:
@@ -304,8 +323,10 @@ class ProviderNotices:
                 self._record_runs(conn, {r.id: run_key(r, as_of) for r in rules})
         log.log(
             logging.ERROR if result.too_many_unusable else logging.INFO,
-            "detection for %s: %d rule(s), %d record(s), %d row(s) unusable (%.1f%%, limit %.1f%%), %d detection(s), %d newly queued",
-            as_of, len(rules), counted.records, counted.problems, 100 * result.unusable_share, 100 * limit, len(found), queued,
+            "detection for %s: %d rule(s), %d record(s), %d row(s) unusable (%.1f%%, limit %.1f%%)%s, %d skipped by filters, "
+            "%d detection(s), %d newly queued",
+            as_of, len(rules), counted.records, counted.problems, 100 * result.unusable_share, 100 * limit,
+            f", export truncated at {result.truncated}" if result.truncated else "", result.skipped, len(found), queued,
         )
         if queued:
             self.wake.set()
