@@ -265,7 +265,13 @@ def _status_of(err: grpc.RpcError) -> tuple[str, str]:
 
 
 def _retryable(err: grpc.RpcError) -> bool:
-    return err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    """Unavailable, past its deadline, or shedding load (``OVERLOADED``, node/admission.py:
+    "retry with back-off") — a quota refusal is not retried (it lasts the quota's window).
+    Retrying the shed call is what keeps one hub's flood from failing another hub's case
+    (issue 13, per-caller fairness: the shed hub gets its share on the next attempt)."""
+    if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    return err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and from_rpc_error(err).reason == Reason.OVERLOADED
 
 
 def _call(fn, req, timeout: float, retries: int):
