@@ -103,7 +103,7 @@ def cli_errors(fn: Callable) -> Callable:
             fail("interrupted", 130)
         except Exception as exc:
             if _is_storage_full(exc):
-                fail(f"store: could not write ({_one_line(exc)}): the disk is full or a file size limit was reached; "
+                fail(f"store: could not write ({_one_line(exc)}): the disk is full, a file size limit was reached or the disk failed; "
                      "the step that failed was not stored (each write is one transaction) — free space and run again")
             # a bug: say so plainly, log details at debug level
             logging.getLogger("hedui.cli").debug("unexpected error", exc_info=True)
