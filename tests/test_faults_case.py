@@ -15,6 +15,7 @@ every phase of a case, and SIGSTOP of a department in the middle of one — real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import threading
 
 import pytest
+from conftest import scratch_database
 from sqlalchemy import select
 
 from hedui.adapters.synthetic import resident
@@ -76,18 +78,26 @@ print("FINISHED", flush=True)
 """
 
 
-@pytest.fixture(scope="module")
-def bed(tmp_path_factory):
-    members = [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"]), MemberPlan("hrss", "hrss", ["provider"])]
-    tb = Testbed(tmp_path_factory.mktemp("faults") / "fed", members, residents=40, data_seed=SEED)
-    tb.create()
-    mp = pytest.MonkeyPatch()
-    mp.setenv(PASSPHRASE_ENV, tb.passphrase)
-    tb.build_indexes()
-    tb.start(["tax", "hrss"])  # the hub is a short-lived process, as `hedui case run` is
-    yield tb
-    tb.stop()
-    mp.undo()
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def bed(request, tmp_path_factory):
+    """The hub's store on SQLite, or on PostgreSQL (a scratch database); departments on SQLite."""
+    with contextlib.ExitStack() as stack:
+        hub_url = "sqlite:///node.db"
+        if request.param == "postgres":
+            hub_url = stack.enter_context(scratch_database(request.getfixturevalue("pg_admin")))
+        members = [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"]), MemberPlan("hrss", "hrss", ["provider"])]
+        tb = Testbed(tmp_path_factory.mktemp("faults") / "fed", members, residents=40, data_seed=SEED,
+                     store=lambda code: hub_url if code == "hub" else "sqlite:///node.db")
+        tb.create()
+        mp = pytest.MonkeyPatch()
+        mp.setenv(PASSPHRASE_ENV, tb.passphrase)
+        tb.build_indexes()
+        tb.start(["tax", "hrss"])  # the hub is a short-lived process, as `hedui case run` is
+        try:
+            yield tb
+        finally:
+            tb.stop()
+            mp.undo()
 
 
 def _open(tb) -> str:
