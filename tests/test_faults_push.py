@@ -21,6 +21,7 @@ import sys
 import threading
 
 import pytest
+from conftest import scratch_database
 from sqlalchemy import func, select
 from test_notices_e2e import Clock, _make, _outbox
 
@@ -73,10 +74,20 @@ def _hub_counts(rt) -> tuple[list[bytes], int, list[str]]:
     return inbox, leads, [e["fields"]["outcome"] for e in entries]
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def hub_store(request):
+    """The hub's store URL: SQLite (the default file) or a scratch PostgreSQL database."""
+    if request.param == "sqlite":
+        yield "sqlite:///node.db"
+        return
+    with scratch_database(request.getfixturevalue("pg_admin")) as url:
+        yield url
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", ["in-transaction", "after-commit"])
-def test_kill_9_of_the_hub_mid_push_delivers_each_notice_exactly_once(tmp_path, monkeypatch, phase):
-    tb = _make(tmp_path / "fed").create()
+def test_kill_9_of_the_hub_mid_push_delivers_each_notice_exactly_once(tmp_path, monkeypatch, phase, hub_store):
+    tb = _make(tmp_path / "fed", store=lambda code: hub_store if code == "hub" else "sqlite:///node.db").create()
     monkeypatch.setenv(PASSPHRASE_ENV, tb.passphrase)
     hub = subprocess.Popen([sys.executable, "-c", _HUB, str(tb.config_path("hub")), phase],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, **tb.env()}, text=True)
