@@ -44,7 +44,7 @@ def migrate_cmd(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--
     cfg = load_config(config)
     eng = open_engine(cfg.store_url())
     try:
-        before, after = migrate.upgrade(eng)
+        before, after = migrate.upgrade(eng, index_partitions=cfg.store.index_partitions)
     finally:
         eng.dispose()
     if json_out:
@@ -178,7 +178,7 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
     eng = open_engine(cfg.store_url())
     outs: list[dict] = []
     try:
-        migrate.upgrade(eng)
+        migrate.upgrade(eng, index_partitions=cfg.store.index_partitions)
         from hedui.node.cli._common import progress_bar
 
         # Every source of the node into one index (DESIGN-12: several mappings per node).
