@@ -48,7 +48,9 @@ def _addresses(endpoint: str) -> list[str]:
         return []
     out = []
     for fam, *_rest, sa in infos:
-        out.append(f"[{sa[0]}]:{sa[1]}" if fam == socket.AF_INET6 else f"{sa[0]}:{sa[1]}")
+        addr = str(sa[0])
+        port_ = int(sa[1])
+        out.append(f"[{addr}]:{port_}" if fam == socket.AF_INET6 else f"{addr}:{port_}")
     return list(dict.fromkeys(out))
 
 
@@ -70,7 +72,7 @@ def balanced_target(endpoint: str, replicas: Sequence[str]) -> tuple[str, list[t
     # IPv6 then goes unused: list replicas by address of one family).
     target = ("ipv4:" + ",".join(dict.fromkeys(v4))) if v4 else ("ipv6:" + ",".join(dict.fromkeys(v6))) if v6 else endpoint
     host = endpoint.rpartition(":")[0].strip("[]")
-    config = {"loadBalancingConfig": [{"round_robin": {}}]}
+    config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
     return target, [("grpc.service_config", json.dumps(config)), ("grpc.ssl_target_name_override", host),
                     ("grpc.default_authority", endpoint)]
 
