@@ -117,3 +117,4 @@ def test_sqlite_keeps_one_plain_table(tmp_path):
         assert "token_index" in names and not [n for n in names if n.startswith("token_index_p")]
     finally:
         eng.dispose()
+
