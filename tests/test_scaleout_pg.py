@@ -1,5 +1,5 @@
 """Scale-out on PostgreSQL (issue 16 item 6), end to end: a local primary and streaming
-replica (tests/pgcluster.py), two ``hedui node serve`` processes of one department (hrss)
+replica (node/testbed/pgpair.py), two ``hedui node serve`` processes of one department (hrss)
 sharing the primary, listed in the directory as one member with a replica endpoint, and a
 hub that balances its calls over both (gRPC round_robin). One node replica is killed with
 SIGKILL while cases run. Expectations, in straight SQL where possible (tests/oracle style):
@@ -38,13 +38,13 @@ from hedui.node.audit.note import Verifier, Verifiers
 from hedui.node.audit.recorder import origin_of
 from hedui.node.store.tables import quota_counters
 from hedui.node.testbed import MemberPlan, Testbed
+from hedui.node.testbed import pgpair as pgcluster
 from hedui.node.testbed.federation import free_port
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.verification.hub_tables import case_answers
 from hedui.node.verification.report import build_report
 from hedui.node.verification.rules import default_rules
 
-pgcluster = pytest.importorskip("pgcluster")
 pytestmark = [pytest.mark.slow, pytest.mark.postgres,
               pytest.mark.skipif(pgcluster.pg_bin() is None, reason="no PostgreSQL server binaries")]
 

@@ -1,4 +1,5 @@
-"""A throwaway PostgreSQL primary and streaming replica (issue 16 item 6 tests, bench).
+"""A throwaway PostgreSQL primary and streaming replica (issue 16 item 6: tests/test_scaleout_pg.py,
+bench/bench_replicas.py).
 
 ``initdb`` a primary on a free loopback port under a temporary directory, ``pg_basebackup -R``
 a hot standby from it on a second port; both stop (``pg_ctl stop -m immediate``) and the
