@@ -115,3 +115,25 @@ def test_no_replica_reachable_is_unavailable_and_not_cached():
             pin.check()
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE and "2 replica(s)" in e.value.details()
     assert len(probe.calls) == 6
+
+
+def _node_config(store: dict):
+    from hedui.node.config import NodeConfig
+
+    return NodeConfig.model_validate({
+        "node": {"member": "tax", "roles": ["provider"]}, "tls": {"cert": "c", "key": "k", "ca": "ca"},
+        "keys": {"signing": "s"}, "directory": {"path": "d", "authority_key": "a"}, "provider": {}, "store": store})
+
+
+def test_read_replica_is_postgresql_only():
+    from hedui.node.errors import ConfigError
+
+    pg = "postgresql://hedui@db/hedui"
+    assert _node_config({"url": pg}).read_store_url() is None
+    assert _node_config({"url": pg, "read_database_url": pg + "-replica"}).read_store_url() == pg + "-replica"
+    for store in ({"url": "sqlite:///n.db", "read_database_url": pg}, {"url": pg, "read_database_url": "sqlite:///r.db"}):
+        with pytest.raises(ConfigError, match="read_database_url"):
+            _node_config(store).read_store_url()
+    for bad in (0, 257):
+        with pytest.raises(ValidationError):
+            _node_config({"index_partitions": bad})
