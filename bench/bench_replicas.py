@@ -41,6 +41,7 @@ from hedui.keys import oprf
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.client import PeerClient, channel_credentials
 from hedui.node.pinning import PinningInterceptor
+from hedui.node.procs import exec_dies_with_parent
 from hedui.node.testbed import MemberPlan, Testbed, pgpair
 from hedui.node.testbed.federation import default_policy, free_port
 from hedui.node.verification.consent import issue_for_context
@@ -51,7 +52,8 @@ SEED = 11
 
 def _serve(cfg: Path, env: dict) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "hedui.node.cli", "node", "serve", "--config", str(cfg)],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+                         preexec_fn=exec_dies_with_parent)  # dies with this process (node/procs.py)
     line = p.stdout.readline()
     if "serving on" not in line:
         raise SystemExit(f"node replica did not start: {line!r}")

@@ -36,6 +36,7 @@ from hedui.node.audit import verdict as audit_verdict
 from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.note import Verifier, Verifiers
 from hedui.node.audit.recorder import origin_of
+from hedui.node.procs import exec_dies_with_parent
 from hedui.node.store.tables import quota_counters
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.testbed import pgpair as pgcluster
@@ -54,7 +55,8 @@ CASES = 24
 
 def _serve(cfg, env) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "hedui.node.cli", "node", "serve", "--config", str(cfg)],
-                         stdout=subprocess.PIPE, stderr=(cfg.parent / f"{cfg.stem}.err").open("w"), text=True, env=env)
+                         stdout=subprocess.PIPE, stderr=(cfg.parent / f"{cfg.stem}.err").open("w"), text=True, env=env,
+                         preexec_fn=exec_dies_with_parent)  # dies with this process (node/procs.py)
     line = p.stdout.readline()
     assert "serving on" in line, line
     return p

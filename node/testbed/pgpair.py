@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -80,6 +81,7 @@ def primary_and_replica() -> Iterator[PgPair]:
     prim, repl = root / "primary", root / "replica"
     p1, p2 = _free_port(), _free_port()
     started: list[Path] = []
+    watchdog: subprocess.Popen | None = None
     try:
         _run([str(bin_ / "initdb"), "-D", str(prim), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"], user)
         opts = f"-c listen_addresses=127.0.0.1 -c unix_socket_directories={root} -c fsync=off -c wal_level=replica"
@@ -91,9 +93,20 @@ def primary_and_replica() -> Iterator[PgPair]:
         _run([str(bin_ / "pg_ctl"), "-D", str(repl), "-l", str(root / "replica.log"), "-w", "-o",
               f"-p {p2} {opts} -c hot_standby=on -c hot_standby_feedback=on", "start"], user)
         started.append(repl)
+        # Stops both servers and removes the directory if this process dies without the
+        # finally below (kill -9): pg_ctl daemonises the servers, they would outlive it.
+        sudo = f"runuser -u {user} -- " if user else ""
+        stops = "; ".join(f"{sudo}{shlex.quote(str(bin_ / 'pg_ctl'))} -D {shlex.quote(str(d))} -m immediate stop"
+                          for d in reversed(started))
+        watchdog = subprocess.Popen(
+            ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; {stops}; rm -rf {shlex.quote(str(root))}"],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         yield PgPair(f"postgresql+psycopg://postgres@127.0.0.1:{p1}/postgres",
                      f"postgresql+psycopg://postgres@127.0.0.1:{p2}/postgres", root)
     finally:
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
         for d in reversed(started):
             with contextlib.suppress(Exception):
                 _run([str(bin_ / "pg_ctl"), "-D", str(d), "-m", "immediate", "-w", "stop"], user)
