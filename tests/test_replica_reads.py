@@ -71,3 +71,16 @@ def test_without_a_replica_the_primary_answers(rt):
     rt.read_engine = None
     assert list(read_index(rt, 1, [TOK])[0]) == [TOK]
     assert _reads(rt.metrics, "primary", "no_replica") == 1
+
+
+def test_node_check_wants_a_reachable_standby(rt):
+    from hedui.node.cli.node import check_read_replica
+
+    (problem,) = check_read_replica(rt)          # the "replica" here is the primary itself
+    assert "not in recovery, want a streaming replica" in problem
+    rt.read_engine.dispose()
+    rt.read_engine = open_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?connect_timeout=2")
+    (problem,) = check_read_replica(rt)
+    assert problem.startswith("store.read_database_url: cannot connect")
+    rt.read_engine = None
+    assert check_read_replica(rt) == []

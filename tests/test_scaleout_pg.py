@@ -26,6 +26,7 @@ import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import create_engine, select, text
@@ -36,6 +37,7 @@ from hedui.node.audit import verdict as audit_verdict
 from hedui.node.audit import verify as audit_verify
 from hedui.node.audit.note import Verifier, Verifiers
 from hedui.node.audit.recorder import origin_of
+from hedui.node.cli.node import check_read_replica
 from hedui.node.procs import exec_dies_with_parent
 from hedui.node.store.tables import quota_counters
 from hedui.node.testbed import MemberPlan, Testbed
@@ -117,6 +119,9 @@ def test_two_node_replicas_one_killed_mid_load_lose_nothing_and_answer_right(tmp
     try:
         tb.start(["hub"])
         hub = tb.runtime("hub")
+        standby = SimpleNamespace(read_engine=create_engine(pair.replica_url))
+        assert check_read_replica(standby) == []            # `hedui node check` accepts the standby
+        standby.read_engine.dispose()
         assert list(hub.directory.member("hrss").replica_endpoints) == [f"127.0.0.1:{port_b}"]
         households = [[1 + 3 * i, 2 + 3 * i, 3 + 3 * i] for i in range(CASES)]
         refs = [open_case(hub, [(resident(n, SEED).id_number, "member") for n in h], purpose="dibao",
