@@ -128,6 +128,20 @@ class MemberSpec(_Strict):
     maintenance: bool = False
     #: Renewed certificates accepted alongside ``cert`` during the overlap (`hedui keys renew`).
     renewed_certs: list[Path] = []
+    #: Further host:port endpoints of replicas of the member's node sharing its store (issue
+    #: 16); callers balance over ``endpoint`` and these. Each presents ``cert``.
+    replica_endpoints: list[str] = Field(default=[], max_length=64)
+
+    @field_validator("replica_endpoints")
+    @classmethod
+    def _replicas(cls, v: list[str]) -> list[str]:
+        for e in v:
+            host, sep, port = e.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"got {e[:80]!r}, want host:port")
+        if len(set(v)) != len(v):
+            raise ValueError("got an endpoint twice, want each replica once")
+        return v
 
 
 class RuleSpec(_Strict):
@@ -238,6 +252,9 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
             signing_key=load_public(m.code, m.signing_key).raw, region=m.region, maintenance=m.maintenance,
         )
+        if m.endpoint in m.replica_endpoints:
+            raise DirectorySpecError(f"members[{m.code}].replica_endpoints: got its endpoint {m.endpoint!r}, want further ones")
+        pm.replica_endpoints.extend(m.replica_endpoints)
         for field_name in ROLE_FIELDS.values():
             if getattr(m, field_name) is not None:
                 setattr(pm, field_name, load_public(m.code, getattr(m, field_name)).raw)

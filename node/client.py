@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -16,7 +19,7 @@ if TYPE_CHECKING:
     from hedui.node.metrics import Metrics
     from hedui.node.runtime import Runtime
 
-__all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for"]
+__all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for", "balanced_target"]
 
 
 def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes, client: tuple[bytes, bytes] | None = None, *,
@@ -27,7 +30,52 @@ def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes, client: tuple
     certificate and key PEM, presented on the probe."""
     m = directory.member(code)
     current = live or (lambda: directory)
-    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: current().cert_fingerprints(code), client=client)
+    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: current().cert_fingerprints(code), client=client,
+                              replicas=tuple(m.replica_endpoints))
+
+
+def _addresses(endpoint: str) -> list[str]:
+    """``host:port`` as IP ``addr:port`` strings (a name is resolved now, every address)."""
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+        return [f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    out = []
+    for fam, *_rest, sa in infos:
+        addr = str(sa[0])
+        port_ = int(sa[1])
+        out.append(f"[{addr}]:{port_}" if fam == socket.AF_INET6 else f"{addr}:{port_}")
+    return list(dict.fromkeys(out))
+
+
+def balanced_target(endpoint: str, replicas: Sequence[str]) -> tuple[str, list[tuple[str, object]]]:
+    """The gRPC target and channel options for a member (issue 16 item 6): its one endpoint
+    as is; with replicas, an ``ipv4:``/``ipv6:`` target listing every address of ``endpoint``
+    and the replicas, balanced by gRPC's ``round_robin`` policy (each call goes to the next
+    ready replica; a replica that dies leaves the rotation and comes back when it answers
+    again). The TLS name checked on every replica is the host of ``endpoint``: replicas
+    present the member's one certificate. Names are resolved when the channel is made."""
+    if not replicas:
+        return endpoint, []
+    addrs: list[str] = []
+    for e in (endpoint, *replicas):
+        addrs.extend(_addresses(e))
+    v4 = [a for a in addrs if not a.startswith("[")]
+    v6 = [a for a in addrs if a.startswith("[")]
+    # One target cannot mix families; IPv4 when there is any (a replica reachable only by
+    # IPv6 then goes unused: list replicas by address of one family).
+    target = ("ipv4:" + ",".join(dict.fromkeys(v4))) if v4 else ("ipv6:" + ",".join(dict.fromkeys(v6))) if v6 else endpoint
+    host = endpoint.rpartition(":")[0].strip("[]")
+    config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    return target, [("grpc.service_config", json.dumps(config)), ("grpc.ssl_target_name_override", host),
+                    ("grpc.default_authority", endpoint)]
 
 
 def channel_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ChannelCredentials:
@@ -124,14 +172,18 @@ class PeerClient:
     directory's signing key as well."""
 
     def __init__(self, endpoint: str, creds: grpc.ChannelCredentials, *, code: str = "",
-                 pin: PinningInterceptor | None = None, metrics: Metrics | None = None) -> None:
+                 pin: PinningInterceptor | None = None, metrics: Metrics | None = None,
+                 replicas: Sequence[str] = ()) -> None:
         self.code = code
         self.endpoint = endpoint
+        self.replicas = tuple(replicas)
         self.pin = pin
+        target, balancing = balanced_target(endpoint, self.replicas)
         self.channel = grpc.secure_channel(
-            endpoint,
+            target,
             creds,
             options=[
+                *balancing,
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.enable_retries", 0),
                 # A peer that restarts should be reachable again within a second, not after
@@ -159,7 +211,8 @@ class PeerClient:
         through :attr:`Runtime.peers <hedui.node.runtime.Runtime.peers>`, which caches them)."""
         m = rt.directory.member(code)
         return cls(m.endpoint, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), code=code,
-                   pin=pin_for(rt.directory, code, rt.ca_pem, (rt.tls_cert_pem, rt.tls_key_pem)))
+                   pin=pin_for(rt.directory, code, rt.ca_pem, (rt.tls_cert_pem, rt.tls_key_pem)),
+                   replicas=m.replica_endpoints)
 
     def close(self) -> None:
         self.channel.close()
@@ -193,7 +246,7 @@ class Peers:
                 m = self._directory.member(code)
                 pin = pin_for(self._directory, code, self._ca_pem, self._client, live=lambda: self._directory) if self._ca_pem is not None else None
                 client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin,
-                                                                metrics=self._metrics)
+                                                          metrics=self._metrics, replicas=m.replica_endpoints)
             return client
 
     def update_directory(self, directory: TrustedDirectory) -> None:
@@ -202,7 +255,8 @@ class Peers:
         with self._lock:
             self._directory = directory
             stale = [c for code, c in self._clients.items()
-                     if code not in directory.by_code or directory.by_code[code].endpoint != c.endpoint]
+                     if code not in directory.by_code or directory.by_code[code].endpoint != c.endpoint
+                     or tuple(directory.by_code[code].replica_endpoints) != c.replicas]
             for c in stale:
                 del self._clients[c.code]
         for c in stale:

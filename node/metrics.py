@@ -74,6 +74,9 @@ class Metrics:
                                           "Connections or calls refused below the application, by cause",
                                           ["cause"], registry=self.registry)
         self._server: WSGIServer | None = None
+        # Issue 16: where lookups read the token index ("replica", or "primary" with the reason).
+        self.index_reads = Counter("hedui_index_reads_total", "Token-index reads of lookups, by store and reason",
+                                   ["store", "reason"], registry=self.registry)
         self.port = 0
 
     def serve(self, hostport: str, app=None) -> int:

@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from hedui.adapters import idnum
@@ -249,7 +251,13 @@ def _bump(c, caller: str, method: str, window: str, start: int) -> int:
     # One statement per window in the common case: the new count comes back with the update.
     row = c.execute(update(quota_counters).where(key).values(count=quota_counters.c.count + 1)
                     .returning(quota_counters.c.count)).first()
-    if row is None:
-        c.execute(quota_counters.insert().values(caller=caller, method=method, window=window, window_start=start, count=1))
-        return 1
-    return int(row[0])
+    if row is not None:
+        return int(row[0])
+    # The window's first call. Node replicas sharing one PostgreSQL store (issue 16) may both
+    # get here for the same window: an upsert, so the second adds to the first's row instead
+    # of failing on its key (which commit() would misread as a replayed request id).
+    ins = (pg_insert if c.dialect.name == "postgresql" else sqlite_insert)(quota_counters).values(
+        caller=caller, method=method, window=window, window_start=start, count=1)
+    ins = ins.on_conflict_do_update(index_elements=["caller", "method", "window", "window_start"],
+                                    set_={"count": quota_counters.c.count + 1})
+    return int(c.execute(ins.returning(quota_counters.c.count)).scalar_one())

@@ -24,6 +24,8 @@ from zoneinfo import ZoneInfo
 
 import grpc
 from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hedui.adapters.idnum import normalize
 from hedui.common.clock import DEFAULT_ZONE, local_date, zone
@@ -163,10 +165,13 @@ def record_directory(rt: Runtime) -> None:
     v = rt.directory.version
     with rt.engine.begin() as c:
         if c.execute(select(directory_history.c.version).where(directory_history.c.version == v)).first() is None:
-            c.execute(insert(directory_history).values(
+            # Concurrent first cases of a version (threads, or hub replicas sharing a store)
+            # may all get here: the first insert wins, the others add nothing.
+            ins = (pg_insert if c.dialect.name == "postgresql" else sqlite_insert)(directory_history).values(
                 version=v, envelope=rt.directory.envelope.SerializeToString(deterministic=True),
                 accepted_at=rt.clock.now(),
-            ))
+            )
+            c.execute(ins.on_conflict_do_nothing(index_elements=["version"]))
 
 
 @dataclass

@@ -20,8 +20,8 @@ from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
 from hedui.node.verification import consent, protocol
 from hedui.node.verification.answer import answer_lookup
-from hedui.node.verification.index import data_dates, facts_for_tokens
 from hedui.node.verification.provider import ProviderState
+from hedui.node.verification.replica import read_index
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
 
 if TYPE_CHECKING:
@@ -154,11 +154,13 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             "reference_month": request.reference_month,
         }
         try:
+            # The replica when one is configured (issue 16); quota and replay stay on the primary.
+            facts, dates = read_index(rt, epoch, list(request.tokens))
             answer = answer_lookup(
-                facts_for_tokens(rt.engine, epoch, list(request.tokens)), list(request.tokens), queries,
+                facts, list(request.tokens), queries,
                 provider=rt.member, digest=digest, directory_version=rt.directory.version,
                 reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
-                data_dates=data_dates(rt.engine, epoch), sources_of=st.sources_of,
+                data_dates=dates, sources_of=st.sources_of,
             )
             answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
             payload = answer.SerializeToString(deterministic=True)
