@@ -18,7 +18,7 @@ from hedui.node.crosscheck.publish import published_filter
 from hedui.node.crosscheck.wire import header_digest
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
-from hedui.node.verification import consent, protocol
+from hedui.node.verification import consent, consent_state, protocol
 from hedui.node.verification.answer import answer_lookup
 from hedui.node.verification.index import data_dates, facts_for_tokens
 from hedui.node.verification.provider import ProviderState
@@ -148,6 +148,15 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
             return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
         epoch = st.epoch(request.epoch)
+        # Issue 18c: one-off / periodic use of the authorisation, checked before any work and
+        # recorded with the answer (consent_state.check_use).
+        hub, ctx, tokens = call.caller.code, request.context, list(request.tokens)
+
+        def use(c, record: bool = True) -> None:
+            consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(), record=record)
+
+        with rt.engine.connect() as c:
+            use(c, record=False)
         received = {
             **base, "epoch": epoch, "count": len(request.tokens),
             "fields": [q.field for q in request.queries], **tokens_field(request.tokens),
@@ -175,7 +184,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         try:
             policy.commit(rt, call.caller.code, _LOOKUP, request.context, grant, digest,
                           env.SerializeToString(deterministic=True),
-                          audit=[(Kind.QUERY_RECEIVED, received), (Kind.ANSWER_SENT, sent)])
+                          audit=[(Kind.QUERY_RECEIVED, received), (Kind.ANSWER_SENT, sent)], also=use)
         except BaseException:
             rt.audit.record(Kind.QUERY_RECEIVED, received)
             raise
