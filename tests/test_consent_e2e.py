@@ -1,0 +1,161 @@
+"""Consent over the wire with a fixed clock (issue 18c), the department on SQLite and on
+PostgreSQL: ``hedui consent revoke`` reaches the department with the hub's next request and
+holds after the department restarts; a periodic review comes no sooner than its interval; a
+one-off authorisation serves one case. Every refusal is a typed status with its reason and a
+``refusal`` entry at the department, and a ``query.failed`` entry at the hub.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import grpc
+import pytest
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from hedui.adapters.synthetic import resident
+from hedui.common.clock import FixedClock
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.audit.tables import audit_entries
+from hedui.node.cli._app import app
+from hedui.node.client import PeerClient
+from hedui.node.testbed import MemberPlan, Testbed
+from hedui.node.verification import consent
+from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+from hedui.node.verification.hub_tables import cases
+from hedui.v1 import common_pb2, lookup_pb2
+from conftest import scratch_database
+
+SEED = 11
+NOW = dt.datetime(2026, 11, 30, 3, 0, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def bed(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("consent-e2e")
+    with _store(request) as tax_url:
+        clock = FixedClock(NOW)
+        tb = Testbed(root / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
+                     residents=60, data_seed=SEED, clock=clock, valid_days=120,
+                     store=(lambda code: tax_url if code == "tax" and tax_url else "sqlite:///node.db"))
+        tb.create()
+        os.environ[PASSPHRASE_ENV] = tb.passphrase
+        tb.build_indexes()
+        tb.start()
+        try:
+            yield tb
+        finally:
+            tb.stop()
+
+
+class _store:
+    """The department's store URL: None (the testbed's SQLite file) or a scratch PostgreSQL database."""
+
+    def __init__(self, request) -> None:
+        self.request, self.cm = request, None
+
+    def __enter__(self):
+        if self.request.param == "sqlite":
+            return None
+        self.cm = scratch_database(self.request.getfixturevalue("pg_admin"))
+        return self.cm.__enter__()
+
+    def __exit__(self, *exc):
+        if self.cm is not None:
+            self.cm.__exit__(*exc)
+
+
+def _ids(start, n=2):
+    return [resident(i, SEED).id_number for i in range(start, start + n)]
+
+
+def _open(bed, scan, ids, purpose="dibao"):
+    return open_case(bed.runtime("hub"), [(i, "member") for i in ids], purpose=purpose,
+                     consent_digest=consent_digest_of(scan), operator="cw01", region="370304")
+
+
+def _entries(rt, kind):
+    rt.audit.log.flush()
+    with rt.engine.connect() as c:
+        return [json.loads(bytes(e))["fields"] for e in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == kind)).scalars()]
+
+
+def _refused(bed, ref, reason):
+    """The department logged a refusal of this case with ``reason``; the hub a failed query."""
+    assert any(e.get("outcome") == reason and e.get("case_ref") == ref for e in _entries(bed.runtime("tax"), "refusal"))
+    assert any(e.get("case_ref") == ref and e.get("status") == "refused" and reason in e.get("reason", "")
+               for e in _entries(bed.runtime("hub"), "query.failed"))
+
+
+def _outcome(res):
+    [o] = res.outcomes
+    return o.status, o.reason
+
+
+def test_consent_revoked_with_the_cli_is_refused_and_stays_refused_after_a_restart(bed):
+    hub = bed.runtime("hub")
+    ref = _open(bed, b"scan-cli-revoke", _ids(1))
+    cfg = str(bed.config_path("hub"))
+    r = CliRunner().invoke(app, ["consent", "revoke", ref, "-c", cfg, "--reason", "household withdrew its authorisation",
+                                 "--operator", "sec01", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    with hub.engine.connect() as c:
+        case = c.execute(select(cases).where(cases.c.case_ref == ref)).one()
+    assert out["consent_digest"] == consent.consent_digest(consent.issue_for_case(hub, case)).hex() and out["serial"] >= 1
+    assert any(e.get("case_ref") == ref and e["operator"] == "sec01" for e in _entries(hub, "consent.revoked"))
+    listed = json.loads(CliRunner().invoke(app, ["consent", "list", "-c", cfg, "--revoked", "--json"]).output)
+    assert [(x["case_ref"], x["reason"], x["revoked_by"]) for x in listed] == [(ref, "household withdrew its authorisation", "sec01")]
+
+    status, reason = _outcome(run_case(hub, ref))
+    assert status == "refused" and "CONSENT_REVOKED" in reason
+    _refused(bed, ref, "CONSENT_REVOKED")
+
+    # The department restarts: what it learned is in its store. A hand-made request under the
+    # revoked record with no list, or the list from before the revocation, is still refused.
+    bed.stop(["tax"])
+    bed.start(["tax"])
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref=ref, consent_digest=consent_digest_of(b"scan-cli-revoke"),
+                                    request_id=os.urandom(16), operator="cw01", consent=consent.issue_for_case(hub, case))
+    req = lookup_pb2.LookupRequest(context=ctx, epoch=1, tokens=[os.urandom(64)],
+                                   queries=[lookup_pb2.FieldQuery(field="income_last_year")], reference_month="2026-10")
+    for lst in (None, consent.sign_revocations(hub.signer_for("answers"), "hub", [], hub.clock.now())):
+        if lst is not None:
+            req.context.revocations.CopyFrom(lst)
+        req.context.request_id = os.urandom(16)
+        with PeerClient.to_member(hub, "tax") as c, pytest.raises(grpc.RpcError) as e:
+            c.lookup.Lookup(req, timeout=10)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and e.value.details().startswith("REVOCATIONS_STALE")
+    status, reason = _outcome(run_case(hub, ref))  # with the hub's current list
+    assert status == "refused" and "CONSENT_REVOKED" in reason
+
+
+def test_a_periodic_review_comes_no_sooner_than_its_interval(bed):
+    hub, clock = bed.runtime("hub"), bed.clock
+    ids = _ids(5)
+    first = _open(bed, b"scan-periodic", ids, purpose="periodic_review")
+    assert run_case(hub, first).outcomes[0].status == "ok"
+    clock.advance(dt.timedelta(days=3))
+    second = _open(bed, b"scan-periodic", ids, purpose="periodic_review")  # a standing authorisation
+    status, reason = _outcome(run_case(hub, second))
+    assert status == "refused" and "CONSENT_TOO_SOON" in reason
+    _refused(bed, second, "CONSENT_TOO_SOON")
+    clock.advance(dt.timedelta(days=consent.PERIODIC_INTERVAL_DAYS - 3))
+    assert run_case(hub, second).outcomes[0].status == "ok"  # 28 days after the first use
+
+
+def test_a_one_off_authorisation_serves_one_case(bed):
+    hub = bed.runtime("hub")
+    ids = _ids(9)
+    first = _open(bed, b"scan-one-off", ids)
+    assert run_case(hub, first).outcomes[0].status == "ok"
+    assert run_case(hub, first, rerun_ok=True).outcomes[0].status == "ok"  # the same case again
+    # The hub lets the same household's authorisation open another case (a review); a one-off
+    # purpose under it is refused by the department.
+    second = _open(bed, b"scan-one-off", ids, purpose="tekun")
+    status, reason = _outcome(run_case(hub, second))
+    assert status == "refused" and "CONSENT_REUSED" in reason
+    _refused(bed, second, "CONSENT_REUSED")
