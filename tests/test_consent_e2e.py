@@ -13,6 +13,7 @@ import os
 
 import grpc
 import pytest
+from conftest import scratch_database
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -27,7 +28,6 @@ from hedui.node.verification import consent
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
 from hedui.node.verification.hub_tables import cases
 from hedui.v1 import common_pb2, lookup_pb2
-from conftest import scratch_database
 
 SEED = 11
 NOW = dt.datetime(2026, 11, 30, 3, 0, 30, tzinfo=dt.UTC)
