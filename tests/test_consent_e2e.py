@@ -159,3 +159,44 @@ def test_a_one_off_authorisation_serves_one_case(bed):
     status, reason = _outcome(run_case(hub, second))
     assert status == "refused" and "CONSENT_REUSED" in reason
     _refused(bed, second, "CONSENT_REUSED")
+
+
+def test_an_outsider_recomputes_the_consent_binding_of_every_answer_from_the_export(bed, tmp_path):
+    """From the exported case alone — protobuf schemas, SHA-256, Ed25519 and the DSSE PAE, no
+    Hedui verifier — each answer's request digest, its consent record's digest, purpose and
+    case, and the hub's signature on the record are recomputed and match what the department
+    signed."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from hedui.node.verification.evidence import export_case
+    from hedui.v1 import directory_pb2
+
+    def pae(t: str, body: bytes) -> bytes:  # DSSE v1 pre-authentication encoding
+        return b"DSSEv1 %d %s %d %s" % (len(t), t.encode(), len(body), body)
+
+    hub = bed.runtime("hub")
+    ref = _open(bed, b"scan-outsider", _ids(17))
+    assert run_case(hub, ref).outcomes[0].status == "ok"
+    doc = json.loads(json.dumps(export_case(hub.engine, ref), default=str))
+    answered = [a for a in doc["answers"] if a["envelope"]]
+    assert answered and len(answered) == len(doc["answers"])
+    for a in answered:
+        raw = base64.b64decode(a["request"])
+        assert hashlib.sha256(raw).hexdigest() == a["request_digest"]
+        req = lookup_pb2.LookupRequest.FromString(raw)
+        env = common_pb2.Envelope.FromString(base64.b64decode(a["envelope"]))
+        ans = lookup_pb2.LookupAnswer.FromString(env.payload)
+        rec_env = req.context.consent
+        rec = common_pb2.ConsentRecord.FromString(rec_env.payload)
+        assert bytes(ans.consent_digest) == hashlib.sha256(rec_env.payload).digest()
+        assert (ans.purpose, ans.case_ref, bytes(ans.request_digest).hex()) == (rec.purpose, rec.case_ref, a["request_digest"])
+        assert (rec.case_ref, rec.hub, bytes(rec.scan_digest)) == (ref, "hub", consent_digest_of(b"scan-outsider"))
+        # The hub's key for the record, from the directory in the export.
+        d_env = common_pb2.Envelope.FromString(base64.b64decode(doc["directories"][str(a["directory_version"])]))
+        members = {m.code: m for m in directory_pb2.Directory.FromString(d_env.payload).members}
+        key = bytes(members["hub"].answer_key) or bytes(members["hub"].signing_key)
+        [sig] = rec_env.signatures
+        Ed25519PublicKey.from_public_bytes(key).verify(bytes(sig.sig), pae(rec_env.payload_type, bytes(rec_env.payload)))
