@@ -21,6 +21,7 @@ from hedui.keys import dsse
 from hedui.keys.directory import ROLE_ANSWERS, ROLE_CHECKPOINTS, ROLE_COSIGNATURES, role_key_of
 from hedui.keys.errors import KeyFileError
 from hedui.keys.keyfile import PASSPHRASE_ENV, PURPOSE_ANSWER_SIGNING, PURPOSE_CHECKPOINT_SIGNING, PURPOSE_COSIGNING
+from hedui.keys.passphrase import forget
 from hedui.keys.rekey import PURPOSES
 from hedui.keys.signing import SigningKey
 from hedui.node.audit.errors import CheckpointError, UnknownKeyError
@@ -41,13 +42,22 @@ def _role_keys(tb: Testbed) -> None:
     printed ``[keys]`` lines into node.toml."""
     for m in tb.members:
         d = tb.member_dir(m.code)
-        r = CliRunner().invoke(app, ["--passphrase-file", str(_pw_file(tb)), "keys", "role-keys", "--dir", str(d),
+        r = _cli(["--passphrase-file", str(_pw_file(tb)), "keys", "role-keys", "--dir", str(d),
                                      "--member", m.code, "--json"])
         assert r.exit_code == 0, r.output
         out = json.loads(r.output)
         m.extra_spec.update(tomllib.loads(Path(out["request"]).read_text(encoding="utf-8")))
         for line in out["config"]:
             m.extra_config.setdefault("keys", {}).update(tomllib.loads(line.replace(str(d) + "/", "")))
+
+
+def _cli(args: list[str]):
+    """``hedui ARGS`` in this process; the passphrase it read from a file is forgotten after
+    (it is kept in memory for the process, and later testbeds use their own)."""
+    try:
+        return CliRunner().invoke(app, args)
+    finally:
+        forget()
 
 
 def _pw_file(tb: Testbed) -> Path:
@@ -123,11 +133,11 @@ def test_a_key_file_of_one_role_does_not_open_as_another(bed):
 def test_role_keys_cli_refuses_to_overwrite_a_bad_role_and_a_bad_tag(bed, tmp_path):
     d = bed.member_dir("tax")
     pw = ["--passphrase-file", str(_pw_file(bed))]
-    r = CliRunner().invoke(app, [*pw, "keys", "role-keys", "--dir", str(d), "--member", "tax"])
+    r = _cli([*pw, "keys", "role-keys", "--dir", str(d), "--member", "tax"])
     assert r.exit_code != 0 and "already exists" in r.output and "Traceback" not in r.output
-    r = CliRunner().invoke(app, [*pw, "keys", "role-keys", "--dir", str(tmp_path), "--member", "tax", "--role", "receipts"])
+    r = _cli([*pw, "keys", "role-keys", "--dir", str(tmp_path), "--member", "tax", "--role", "receipts"])
     assert r.exit_code != 0 and "role: got 'receipts'" in r.output and not list(tmp_path.iterdir())
-    r = CliRunner().invoke(app, [*pw, "keys", "role-keys", "--dir", str(tmp_path), "--member", "tax", "--tag", "../x"])
+    r = _cli([*pw, "keys", "role-keys", "--dir", str(tmp_path), "--member", "tax", "--tag", "../x"])
     assert r.exit_code != 0 and "tag:" in r.output and not list(tmp_path.iterdir())
 
 
@@ -135,7 +145,7 @@ def test_role_keys_cli_rotates_one_role_beside_the_keys_in_use(bed):
     """A rotation: new files under a tag, the ones in use untouched, the request names the new .pub."""
     d = bed.member_dir("tax")
     before = (d / "checkpoint-signing.key").read_bytes()
-    r = CliRunner().invoke(app, ["--passphrase-file", str(_pw_file(bed)), "keys", "role-keys", "--dir", str(d), "--member", "tax",
+    r = _cli(["--passphrase-file", str(_pw_file(bed)), "keys", "role-keys", "--dir", str(d), "--member", "tax",
                                  "--role", "checkpoints", "--tag", "2027", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)

@@ -7,11 +7,15 @@ hub's next request: every request carries the signed revocation list (docs/feder
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from hedui.node.cli._common import cli_errors, console, emit_json, fail
+
+if TYPE_CHECKING:
+    from hedui.node.runtime import Runtime
 
 __all__ = ["app"]
 
@@ -19,7 +23,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 _CONFIG = typer.Option(..., "--config", "-c", help="The hub's node.toml")
 
 
-def _runtime(config: Path):
+def _runtime(config: Path) -> Runtime:
     from hedui.node.runtime import Runtime
 
     rt = Runtime.open(config)
