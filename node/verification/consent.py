@@ -12,8 +12,12 @@ record's digest, purpose and case — goes into the signed answer and both sides
 
 Revocation: the hub keeps an append-only list of revoked record digests
 (:data:`consent_revocations`) and pushes the signed list (:data:`hedui.keys.dsse.REVOCATIONS`)
-with every request; a provider keeps the highest serial it has seen per hub and refuses a
-request whose list is older (an operator cannot drop a revocation by sending an old list).
+with every request; a provider keeps, in its store, the highest serial it has seen per hub
+and every digest revoked, and refuses a request whose list is older (an operator cannot drop
+a revocation by sending an old list, nor by waiting for a restart):
+:mod:`~hedui.node.verification.consent_state`, which also enforces one-off and periodic use.
+``hedui consent revoke CASE_REF`` (:func:`revoke_case`) and ``hedui consent list``
+(:func:`list_consents`) are the hub's commands.
 
 Signing is deterministic (Ed25519, RFC 8032 §5.1.6) and the record is built from the stored
 case alone, so re-issuing the record of a case gives the same bytes and the same digest.
