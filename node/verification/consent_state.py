@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hedui.common.errors import HeduiError
 from hedui.keys import dsse
@@ -65,10 +68,28 @@ def verified_payload(env: common_pb2.Envelope, key: dict[str, VerifyingKey], pay
 
 
 class RevocationState:
-    """Each hub's revocation list as this provider learned it, in the node store."""
+    """Each hub's revocation list as this provider learned it, in the node store.
+
+    The store is the truth (several replicas may share it); each request reads the stored
+    serial once. The revoked digests for a serial never change (only ever added to, with a
+    higher serial), so they are cached per hub with the serial they were read at and read
+    again only when the stored serial moved (bench/bench_consent.py)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._cache: dict[str, tuple[int, frozenset[bytes]]] = {}
+        self._lock = threading.Lock()
+
+    def _remember(self, c: Connection, hub: str, serial: int) -> None:
+        with self._lock:
+            have = self._cache.get(hub)
+            if have is not None and have[0] >= serial:
+                return
+        got = frozenset(bytes(r[0]) for r in c.execute(_REVOKED_OF, {"hub": hub}))
+        with self._lock:
+            have = self._cache.get(hub)
+            if have is None or have[0] < serial:
+                self._cache[hub] = (serial, got)
 
     def apply(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope, now: dt.datetime) -> None:
         """Verifies and takes ``env`` (a hub's pushed list); refuses one older than seen."""
@@ -91,11 +112,12 @@ class RevocationState:
                                   reason=Reason.CONSENT_INVALID)
         with self.engine.connect() as c:
             seen = _serial(c, hub)
-        if lst.serial < seen:
-            raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
-                                   reason=Reason.REVOCATIONS_STALE)
-        if lst.serial == seen and seen:
-            return  # the list it already holds: the common case, no write
+            if lst.serial < seen:
+                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
+                                       reason=Reason.REVOCATIONS_STALE)
+            if lst.serial == seen:
+                self._remember(c, hub, seen)
+                return  # the list it already holds: the common case, no write
         with self.engine.begin() as c:
             # Re-read under the write: a concurrent request may have stored a newer list.
             seen = _serial(c, hub, lock=True)
@@ -103,8 +125,9 @@ class RevocationState:
                 raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
                                        reason=Reason.REVOCATIONS_STALE)
             if lst.serial == seen:
+                self._remember(c, hub, seen)
                 return
-            known = {bytes(r[0]) for r in c.execute(select(consent_revoked_seen.c.consent_digest).where(consent_revoked_seen.c.hub == hub))}
+            known = {bytes(r[0]) for r in c.execute(_REVOKED_OF, {"hub": hub})}
             new = sorted(revoked - known)
             if new:
                 c.execute(consent_revoked_seen.insert(), [{"hub": hub, "consent_digest": d, "learned_at": now} for d in new])
@@ -112,8 +135,14 @@ class RevocationState:
                 c.execute(update(consent_lists_seen).where(consent_lists_seen.c.hub == hub).values(serial=int(lst.serial), received_at=now))
             else:
                 c.execute(consent_lists_seen.insert().values(hub=hub, serial=int(lst.serial), received_at=now))
+            self._remember(c, hub, int(lst.serial))
 
     def is_revoked(self, hub: str, digest: bytes) -> bool:
+        """Against what :meth:`apply` last read for ``hub`` (each request applies first)."""
+        with self._lock:
+            have = self._cache.get(hub)
+        if have is not None:
+            return digest in have[1]
         with self.engine.connect() as c:
             return c.execute(select(consent_revoked_seen.c.hub).where(and_(
                 consent_revoked_seen.c.hub == hub, consent_revoked_seen.c.consent_digest == digest))).first() is not None
@@ -123,11 +152,24 @@ class RevocationState:
             return _serial(c, hub)
 
 
+# Statements built once (per-request construction was most of the cost, bench/bench_consent.py).
+_SERIAL = select(consent_lists_seen.c.serial).where(consent_lists_seen.c.hub == bindparam("hub"))
+_SERIAL_LOCKED = _SERIAL.with_for_update()
+_REVOKED_OF = select(consent_revoked_seen.c.consent_digest).where(consent_revoked_seen.c.hub == bindparam("hub"))
+_USE_KEY = and_(consent_uses.c.hub == bindparam("k_hub"), consent_uses.c.scan_digest == bindparam("k_scan"),
+                consent_uses.c.use == bindparam("k_use"))
+_USE_ROW = select(consent_uses).where(_USE_KEY)
+_USE_ROW_LOCKED = _USE_ROW.with_for_update()
+_USE_UPDATE = update(consent_uses).where(_USE_KEY).values(
+    case_ref=bindparam("case_ref"), record_digest=bindparam("record_digest"), last_used_at=bindparam("last_used_at"),
+    uses=consent_uses.c.uses + 1, members=bindparam("members"), first_used_at=bindparam("first_used_at"))
+_INSERT_MISSING = {"postgresql": pg_insert(consent_uses).on_conflict_do_nothing(),
+                   "sqlite": sqlite_insert(consent_uses).on_conflict_do_nothing()}
+
+
 def _serial(c: Connection, hub: str, *, lock: bool = False) -> int:
-    q = select(consent_lists_seen.c.serial).where(consent_lists_seen.c.hub == hub)
-    if lock and c.dialect.name == "postgresql":
-        q = q.with_for_update()
-    v = c.execute(q).scalar_one_or_none()
+    q = _SERIAL_LOCKED if lock and c.dialect.name == "postgresql" else _SERIAL
+    v = c.execute(q, {"hub": hub}).scalar_one_or_none()
     return int(v) if v is not None else 0
 
 
@@ -170,8 +212,8 @@ def _decide(row: Any, rec: common_pb2.ConsentRecord, case_ref: str, members: set
     return after
 
 
-def _key(hub: str, rec: common_pb2.ConsentRecord) -> Any:
-    return and_(consent_uses.c.hub == hub, consent_uses.c.scan_digest == bytes(rec.scan_digest), consent_uses.c.use == int(rec.use))
+def _key(hub: str, rec: common_pb2.ConsentRecord) -> dict[str, Any]:
+    return {"k_hub": hub, "k_scan": bytes(rec.scan_digest), "k_use": int(rec.use)}
 
 
 def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_digest: bytes, case_ref: str, epoch: int,
@@ -180,34 +222,22 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
     With ``record`` (inside the answer's transaction) the use is written, the row created
     first if missing and locked so concurrent requests take turns."""
     members = member_entries(epoch, tokens)
+    key = _key(hub, rec)
     if not record:
-        _decide(c.execute(select(consent_uses).where(_key(hub, rec))).first(), rec, case_ref, members, now)
+        _decide(c.execute(_USE_ROW, key).first(), rec, case_ref, members, now)
         return
     _insert_missing(c, {"hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
                         "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 0, "members": b""})
-    q = select(consent_uses).where(_key(hub, rec))
-    if c.dialect.name == "postgresql":
-        q = q.with_for_update()
-    row = c.execute(q).one()
+    row = c.execute(_USE_ROW_LOCKED if c.dialect.name == "postgresql" else _USE_ROW, key).one()
     after = _decide(row, rec, case_ref, members, now)
-    c.execute(update(consent_uses).where(_key(hub, rec)).values(
-        case_ref=case_ref, record_digest=record_digest, last_used_at=now, uses=consent_uses.c.uses + 1,
-        members=b"".join(sorted(after)),
-        first_used_at=now if not row.uses else row.first_used_at,
-    ))
+    c.execute(_USE_UPDATE, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
+                            "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at})
 
 
 def _insert_missing(c: Connection, values: dict) -> None:
     """``INSERT … ON CONFLICT DO NOTHING`` (SQLite ≥ 3.24 and PostgreSQL): no error, and no
     aborted transaction, when a concurrent request created the row first."""
-    if c.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        c.execute(pg_insert(consent_uses).values(**values).on_conflict_do_nothing())
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        c.execute(sqlite_insert(consent_uses).values(**values).on_conflict_do_nothing())
+    c.execute(_INSERT_MISSING[c.dialect.name], values)
 
 
 def uses_count(engine: Engine) -> int:
