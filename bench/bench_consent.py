@@ -4,8 +4,8 @@ Baseline (the provider before this change): verify the hub's signed consent reco
 pushed revocation list against a revocation state kept in memory, then the exchange's commit
 transaction (here: the replay-cache row it always writes). Candidate (now): the same
 verification against the revocation state in the node store (``consent_state.RevocationState``:
-serial read, revoked-digest lookup), the read-only use check before work, and the use
-recorded inside the same commit transaction (insert-if-missing, lock, update). Each lookup is
+one serial read; the revoked digests cached per serial), and the use checked and recorded
+inside the same commit transaction (one upsert that returns the row locked, one update), as the Lookup does. Each lookup is
 the first use of its own authorisation (half one-off, half periodic), so every one inserts a
 row — the common case of a provider answering cases. The two paths alternate, one batch each
 per round, after a warm-up round; min / median of the per-lookup time over ``--rounds``.
@@ -86,9 +86,6 @@ def _run(engine, lookups, candidate: bool) -> float:
     t = time.perf_counter()
     for ctx, tokens, now in lookups:
         acc = consent.check_consent(ctx, caller="hub", directory_keys=KEYS, members=len(tokens), now=now, revocations=state)  # type: ignore[arg-type]
-        if candidate:
-            with engine.connect() as c:
-                check_use(c, "hub", acc.record, acc.digest, ctx.case_ref, 1, tokens, now, record=False)
         with engine.begin() as c:
             c.execute(seen_requests.insert().values(request_id=os.urandom(16), caller="hub", method="/bench", seen_at=now,
                                                     request_digest=None, answer=b""))

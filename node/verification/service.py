@@ -148,15 +148,16 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
             return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
         epoch = st.epoch(request.epoch)
-        # Issue 18c: one-off / periodic use of the authorisation, checked before any work and
-        # recorded with the answer (consent_state.check_use).
+        # Issue 18c: one-off / periodic use of the authorisation (consent_state.check_use),
+        # checked and recorded inside the transaction that stores the answer: a refusal there
+        # rolls the exchange back (no answer leaves, nothing is charged) and is audited like a
+        # quota refusal. Not checked again before the work: a refused use is rare, and a
+        # separate read costs every lookup a round trip (bench/bench_consent.py).
         hub, ctx, tokens = call.caller.code, request.context, list(request.tokens)
 
-        def use(c, record: bool = True) -> None:
-            consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(), record=record)
+        def use(c) -> None:
+            consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(), record=True)
 
-        with rt.engine.connect() as c:
-            use(c, record=False)
         received = {
             **base, "epoch": epoch, "count": len(request.tokens),
             "fields": [q.field for q in request.queries], **tokens_field(request.tokens),
