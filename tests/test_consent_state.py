@@ -172,3 +172,42 @@ def test_whatever_the_requests_the_accepted_uses_keep_the_rules(tmp_path, kind, 
             assert all(b - a >= dt.timedelta(days=consent.PERIODIC_INTERVAL_DAYS) for a, b in zip(times, times[1:], strict=False))
     finally:
         eng.dispose()
+
+
+def test_two_concurrent_uses_of_a_periodic_authorisation_cannot_both_succeed(engine):
+    """The row is taken locked in the answer's transaction: a second request that arrives
+    while the first is still committing waits for it, then sees the use and is refused."""
+    import threading
+
+    rec, digest = _record("periodic_review")
+    _use(engine, rec, digest, TOKENS[:2], T0)  # an existing row: the lock, not the insert, must serialise
+    due = T0 + dt.timedelta(days=consent.PERIODIC_INTERVAL_DAYS)
+    first_in, release = threading.Event(), threading.Event()
+    outcome: dict[str, str] = {}
+
+    def first() -> None:
+        with engine.begin() as c:
+            check_use(c, "hub", rec, digest, rec.case_ref, 1, TOKENS[:2], due, record=True)
+            first_in.set()
+            release.wait(10)
+        outcome["first"] = "ok"
+
+    def second() -> None:
+        first_in.wait(10)
+        try:
+            _use(engine, rec, digest, TOKENS[:2], due + dt.timedelta(minutes=1))
+            outcome["second"] = "ok"
+        except PermissionDenied as exc:
+            outcome["second"] = exc.reason
+
+    a, b = threading.Thread(target=first), threading.Thread(target=second)
+    a.start()
+    b.start()
+    first_in.wait(10)
+    b.join(0.5)  # the second is now waiting for the first's lock (or about to)
+    release.set()
+    a.join(20)
+    b.join(20)
+    assert outcome == {"first": "ok", "second": "CONSENT_TOO_SOON"}
+    [row] = _row(engine)
+    assert row.uses == 2
