@@ -14,6 +14,8 @@ import os
 import grpc
 import pytest
 from conftest import scratch_database
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -200,3 +202,53 @@ def test_an_outsider_recomputes_the_consent_binding_of_every_answer_from_the_exp
         key = bytes(members["hub"].answer_key) or bytes(members["hub"].signing_key)
         [sig] = rec_env.signatures
         Ed25519PublicKey.from_public_bytes(key).verify(bytes(sig.sig), pae(rec_env.payload_type, bytes(rec_env.payload)))
+
+
+def test_consent_revoke_bad_input_is_one_line_and_writes_nothing(bed):
+    from hedui.node.verification.hub_tables import consent_revocations
+
+    hub = bed.runtime("hub")
+    cfg = str(bed.config_path("hub"))
+    ref = _open(bed, b"scan-bad-revoke", _ids(25))
+    with hub.engine.connect() as c:
+        before = c.execute(select(consent_revocations)).all()
+    ident = resident(3, SEED).id_number
+    for args, want in [
+        (["HUB-2099-999999", "--reason", "x", "--operator", "sec01"], "case: got"),
+        (["HUB\x00-1", "--reason", "x", "--operator", "sec01"], "case: got 6 characters"),
+        ([ident, "--reason", "x", "--operator", "sec01"], "identity number"),  # refused before the command runs
+        ([ref, "--reason", f"withdrawn by {ident}", "--operator", "sec01"], "identity number"),
+        ([ref, "--reason", "   ", "--operator", "sec01"], "reason: got"),
+        ([ref, "--reason", "x" * 301, "--operator", "sec01"], "reason: got 301"),
+        ([ref, "--reason", "withdrawn", "--operator", "o" * 65], "operator: got 65"),
+    ]:
+        r = CliRunner().invoke(app, ["consent", "revoke", *args, "-c", cfg])
+        assert r.exit_code != 0 and want in r.output and "Traceback" not in r.output, r.output
+        assert ident not in r.output
+    with hub.engine.connect() as c:
+        assert c.execute(select(consent_revocations)).all() == before
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reason=st.text(max_size=320), operator=st.text(max_size=70))
+@example(reason="with a \x00 byte", operator="sec01")  # PostgreSQL text cannot hold NUL
+@example(reason="two\nlines", operator="sec01")
+def test_any_revocation_reason_and_operator_is_stored_or_refused_typed(bed, reason, operator):
+    """Whatever text: a typed refusal with nothing written, or a row and a consent.revoked entry."""
+    from hedui.adapters import idnum
+    from hedui.common.errors import HeduiError
+    from hedui.node.verification.hub_tables import consent_revocations
+
+    hub = bed.runtime("hub")
+    digest = os.urandom(32)
+    try:
+        consent.revoke(hub, digest, operator=operator, reason=reason, case_ref="HUB-2026-000001")
+    except HeduiError as exc:
+        assert exc.reason in ("INVALID_ARGUMENT", "IDENTITY_IN_TEXT")
+        with hub.engine.connect() as c:
+            assert c.execute(select(consent_revocations).where(consent_revocations.c.consent_digest == digest)).first() is None
+        return
+    assert not idnum.contains(reason) and not idnum.contains(operator)
+    with hub.engine.connect() as c:
+        row = c.execute(select(consent_revocations).where(consent_revocations.c.consent_digest == digest)).one()
+    assert (row.reason, row.operator) == (reason, operator)

@@ -228,8 +228,8 @@ def revoke(rt: Runtime, digest: bytes, *, operator: str, case_ref: str | None = 
         raise InvalidArgument(f"consent digest: got {len(digest)} bytes, want 32", reason=Reason.BAD_CONSENT_DIGEST)
     if not operator or len(operator) > 64 or not operator.isprintable():
         raise InvalidArgument(f"operator: got {len(operator)} characters, want a staff code of 1..64 printable")
-    if reason is not None and (not reason.strip() or len(reason) > 300):
-        raise InvalidArgument(f"reason: got {len(reason)} characters, want 1..300 (why the consent is revoked)")
+    if reason is not None and (not reason.strip() or len(reason) > 300 or not reason.isprintable()):
+        raise InvalidArgument(f"reason: got {len(reason)} characters, want 1..300 printable on one line (why the consent is revoked)")
     if idnum.contains(operator) or (reason is not None and idnum.contains(reason)):
         raise InvalidArgument("operator/reason: got text containing an identity number, want none", reason=Reason.IDENTITY_IN_TEXT)
     with rt.engine.begin() as c:
@@ -249,6 +249,8 @@ def revoke_case(rt: Runtime, case_ref: str, *, reason: str, operator: str) -> di
     """``hedui consent revoke``: revokes the consent record of an open case (the household
     withdrew its authorisation, or it was recorded in error). Every later request of this hub
     carries the new list, and providers refuse the record from then on (``CONSENT_REVOKED``)."""
+    if not case_ref or len(case_ref) > 64 or not case_ref.isprintable() or idnum.contains(case_ref):
+        raise InvalidArgument(f"case: got {len(case_ref)} characters, want a case reference (1..64 printable)", reason=Reason.BAD_CASE_REF)
     with rt.engine.connect() as c:
         case = c.execute(select(cases).where(cases.c.case_ref == case_ref)).first()
     if case is None:
