@@ -111,6 +111,8 @@ def test_consent_revoked_with_the_cli_is_refused_and_stays_refused_after_a_resta
     assert any(e.get("case_ref") == ref and e["operator"] == "sec01" for e in _entries(hub, "consent.revoked"))
     listed = json.loads(CliRunner().invoke(app, ["consent", "list", "-c", cfg, "--revoked", "--json"]).output)
     assert [(x["case_ref"], x["reason"], x["revoked_by"]) for x in listed] == [(ref, "household withdrew its authorisation", "sec01")]
+    table = CliRunner().invoke(app, ["consent", "list", "-c", cfg])
+    assert table.exit_code == 0 and ref in table.output, table.output
 
     status, reason = _outcome(run_case(hub, ref))
     assert status == "refused" and "CONSENT_REVOKED" in reason

@@ -78,7 +78,7 @@ def list_cmd(
         return
     t = Table(title="consent records")
     for col in ("case", "purpose", "use", "digest", "valid until", "revoked"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("case", "digest", "valid until"))
     for r in rows:
         use = r["use"] + (f" (every {r['min_interval_days']} d)" if r["use"] == "periodic" else "")
         rev = f"{r['revoked_at'][:10]} by {r['revoked_by']}: {r['reason'] or ''}" if r["revoked"] else ""
