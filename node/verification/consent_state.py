@@ -35,7 +35,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -241,8 +241,3 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
     c.execute(_USE_UPDATE, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
                             "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at})
 
-
-def uses_count(engine: Engine) -> int:
-    """How many authorisations this provider has seen used (for tests and status)."""
-    with engine.connect() as c:
-        return int(c.execute(select(func.count()).select_from(consent_uses)).scalar_one())
