@@ -240,4 +240,3 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
     after = _decide(row, rec, case_ref, members, now)
     c.execute(_USE_UPDATE, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
                             "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at})
-
