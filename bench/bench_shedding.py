@@ -71,7 +71,9 @@ def _serve(tb: Testbed, cap: int, workers: int) -> subprocess.Popen:
 def _request(hub: Runtime, tokens: list[bytes]) -> lookup_pb2.LookupRequest:
     """A Lookup as ``hub`` sends it: with its signed consent record (issue 18; the provider
     refuses CONSENT_MISSING without one) and a reference month (DESIGN-12 "Wire")."""
-    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", consent_digest=b"c" * 32,
+    # A new authorisation per request: a provider counts each authorisation's members and case
+    # (issue 18c), and these requests stand for many households.
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", consent_digest=os.urandom(32),
                                     request_id=os.urandom(16), operator="bench")
     ctx.consent.CopyFrom(consent.issue_for_context(hub.signer_for(ROLE_ANSWERS), hub.member, ctx, members=len(tokens),
                                                    issued_at=hub.clock.now()))

@@ -20,10 +20,10 @@ send it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -159,12 +159,14 @@ def _charge_quota(c, caller: str, method: str, grant: Grant, now: float) -> None
 
 
 def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes,
-           audit: Sequence[tuple[str, dict]] = ()) -> float:
+           audit: Sequence[tuple[str, dict]] = (), also: Callable[[Any], None] | None = None) -> float:
     """One transaction: charge the quota, record the request id with the digest and the
     signed answer, and append the exchange's ``audit`` entries (issue 16: one durable commit
     per exchange; the entries are validated before it opens). A quota overrun rolls it all
     back (the answer is never sent); a request id that another, concurrent request took first
-    is a replay. Returns the instant charged (a POSIX timestamp) for :func:`release`."""
+    is a replay. ``also(connection)`` runs in the same transaction (the consent use of a
+    Lookup, node/verification/consent_state.py); a refusal it raises rolls everything back.
+    Returns the instant charged (a POSIX timestamp) for :func:`release`."""
     now = rt.clock.now()
     at = now.timestamp()
     prepared = rt.audit.prepare(list(audit)) if audit else []
@@ -177,6 +179,8 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
                 request_id=bytes(ctx.request_id), caller=caller, method=method,
                 seen_at=now, request_digest=request_digest or None, answer=answer,
             ))
+            if also is not None:
+                also(c)
             # Last: the audit head row it locks serialises the log's writers until commit.
             if prepared:
                 seqs = rt.audit.write_in(c, prepared)

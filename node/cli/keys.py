@@ -76,10 +76,47 @@ def init_member(
     dir: Path = typer.Option(..., "--dir", help="Member folder to create"),
     member: str = typer.Option(..., help="Member code, e.g. tax"),
     host: str = typer.Option(..., help="Endpoint host name or IP (becomes the certificate SAN)"),
+    role_keys: bool = typer.Option(False, "--role-keys", help="Also create a signing key per role (answers, checkpoints, cosignatures)"),
 ) -> None:
     """Member side: TLS key + CSR and the Ed25519 signing key. Send tls.csr and signing.pub to the authority."""
-    m = fed.init_member(dir, member, host, passphrase())
+    pw = passphrase()
+    m = fed.init_member(dir, member, host, pw)
     console.print(f"created {m.tls_csr} and {m.signing_pub}; private keys stay in {m.root}")
+    if role_keys:
+        _report_role_keys(fed.init_role_keys(dir, member, pw, list(fed.ROLE_FILES)), member)
+
+
+@app.command("role-keys")
+@cli_errors
+def role_keys_cmd(
+    dir: Path = typer.Option(..., "--dir", help="Member folder (where the node's key files live)"),
+    member: str = typer.Option(..., help="Member code, e.g. tax"),
+    role: list[str] = typer.Option(
+        ["answers", "checkpoints", "cosignatures"], "--role", help="answers (and receipts, notices, consent) | checkpoints | cosignatures"
+    ),
+    tag: str = typer.Option("", "--tag", help="Put in the file names, e.g. 2027, to rotate beside the keys in use"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Member side: a signing key per role (issue 18), and role-keys-request.toml for the
+    authority (the directory entry's answer_key / checkpoint_key / cosign_key lines). The
+    passphrase as for every member key (``hedui --passphrase-file F keys role-keys …``)."""
+    r = fed.init_role_keys(dir, member, passphrase(), role, tag=tag)
+    if json_out:
+        emit_json({"keys": {k: {"key": str(a), "pub": str(b)} for k, (a, b) in r.keys.items()}, "request": str(r.request),
+                   "spec": r.spec_lines(member), "config": r.config_lines()})
+    else:
+        _report_role_keys(r, member)
+
+
+def _report_role_keys(r: fed.RoleKeys, member: str) -> None:
+    for role, (key, pub) in r.keys.items():
+        console.print(f"{role}: {key} (public {pub.name})")
+    console.print(f"send {r.request.name} and the .pub files to the authority; its directory entry for {member} gets:")
+    for line in r.spec_lines(member):
+        console.print(f"  {line}", markup=False)
+    console.print("once a directory listing them is in force, add to node.toml [keys] (paths relative to node.toml) and restart:")
+    for line in r.config_lines():
+        console.print(f"  {line}", markup=False)
 
 
 @app.command("issue")

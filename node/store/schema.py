@@ -27,6 +27,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "hedui.node.audit.tables",
     "hedui.node.verification.index_tables",
     "hedui.node.verification.hub_tables",
+    "hedui.node.verification.consent_tables",
     "hedui.node.discovery.tables",
     "hedui.node.verification.casework",
     "hedui.node.console.tables",

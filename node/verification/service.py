@@ -18,7 +18,7 @@ from hedui.node.crosscheck.publish import published_filter
 from hedui.node.crosscheck.wire import header_digest
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
-from hedui.node.verification import consent, protocol
+from hedui.node.verification import consent, consent_state, protocol
 from hedui.node.verification.answer import answer_lookup
 from hedui.node.verification.provider import ProviderState
 from hedui.node.verification.replica import read_index
@@ -148,6 +148,16 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
             return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
         epoch = st.epoch(request.epoch)
+        # Issue 18c: one-off / periodic use of the authorisation (consent_state.check_use),
+        # checked and recorded inside the transaction that stores the answer: a refusal there
+        # rolls the exchange back (no answer leaves, nothing is charged) and is audited like a
+        # quota refusal. Not checked again before the work: a refused use is rare, and a
+        # separate read costs every lookup a round trip (bench/bench_consent.py).
+        hub, ctx, tokens = call.caller.code, request.context, list(request.tokens)
+
+        def use(c) -> None:
+            consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(), record=True)
+
         received = {
             **base, "epoch": epoch, "count": len(request.tokens),
             "fields": [q.field for q in request.queries], **tokens_field(request.tokens),
@@ -177,7 +187,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         try:
             policy.commit(rt, call.caller.code, _LOOKUP, request.context, grant, digest,
                           env.SerializeToString(deterministic=True),
-                          audit=[(Kind.QUERY_RECEIVED, received), (Kind.ANSWER_SENT, sent)])
+                          audit=[(Kind.QUERY_RECEIVED, received), (Kind.ANSWER_SENT, sent)], also=use)
         except BaseException:
             rt.audit.record(Kind.QUERY_RECEIVED, received)
             raise
