@@ -15,17 +15,29 @@ from hedui.node.store.schema import metadata
 
 __all__ = ["token_index", "index_rows", "index_progress", "index_problems"]
 
-# One row per (epoch, token). ``facts`` is canonical JSON (sorted keys, no spaces, ASCII):
-# {"<source>": {"<locator>": [{"name", "value", "unit", "on", "attrs"[, "until"]}, ...]}}; values
-# are decimal strings (the text itself for unit "code"), dates ISO; "until" only when set. ``row_count`` is the number of source rows behind the token.
+# The facts of one source behind one token, in one build generation (issue 13: serving is
+# all-or-nothing per build). ``gen`` is the run of ``index_progress`` that wrote the row;
+# readers take only rows with ``gen <= index_progress.live_gen`` of their source, and the swap
+# that makes a run live (one transaction) deletes the rows it supersedes, so at every commit
+# the live rows are exactly one complete build per source. ``part`` splits a token's facts
+# over the batches of a full build (a batch inserts, never reads back; readers merge parts).
+# ``facts`` is canonical JSON (sorted keys, no spaces, ASCII):
+# {"<locator>": [{"name", "value", "unit", "on", "attrs"[, "until"]}, ...]}; values are decimal
+# strings (the text itself for unit "code"), dates ISO; "until" only when set. ``row_count``
+# is the number of source rows in the part; 0 marks a token an incremental run removed
+# (deleted, with what it supersedes, by the swap).
 token_index = Table(
     "token_index",
     metadata,
     Column("epoch", Integer, primary_key=True),
     Column("token", LargeBinary(64), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("gen", Integer, primary_key=True),
+    Column("part", BigInteger, primary_key=True),
     Column("facts", Text, nullable=False),
     Column("row_count", Integer, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The swap finds a run's rows by it; a first build creates it after loading (index.py).
+    Index("ix_token_index_gen", "epoch", "source", "gen"),
 )
 
 # Which token each source row is filed under (the reverse map), and the run that last saw it.
@@ -56,6 +68,9 @@ index_progress = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),   # first completion of the epoch
+    # The run whose build is served (NULL: none completed yet). Set only by the swap, in the
+    # transaction that deletes what the run supersedes (node/verification/index.py).
+    Column("live_gen", Integer, nullable=True),
     # The last day the source's data covers (its extract date), as found when the last build
     # started; answers over windows ending later are "not current" (issue 12).
     Column("data_date", Date, nullable=True),

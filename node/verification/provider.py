@@ -32,6 +32,9 @@ class ProviderState:
     sources_of: dict[str, list[str]] = field(default_factory=dict)
     #: Each hub's consent revocation list as last pushed (node/verification/consent.py).
     revocations: RevocationState = field(default_factory=RevocationState)
+    #: The sources (mapping names) the node's config names: an epoch answers only once each
+    #: has a complete build (issue 13 item 1; node/verification/index_read.py).
+    sources: list[str] = field(default_factory=list)
 
     def epoch(self, asked: int) -> int:
         """The epoch a request names (0: the current one), if this provider holds its key."""
@@ -68,6 +71,7 @@ def load_provider(rt: Runtime) -> ProviderState:
     if missing:
         raise ConfigError(f"provider.fields: {', '.join(missing)} not published in directory v{rt.directory.version}")
     sources_of: dict[str, list[str]] = {}
+    names: list[str] = []
     paths = p.mapping_paths()
     if paths:
         from hedui.adapters.mapping import load_mapping
@@ -81,4 +85,4 @@ def load_provider(rt: Runtime) -> ProviderState:
         facts = facts_of_mappings(mappings)
         check_catalogue(cat, facts, rt.config.path(p.fields))
         sources_of = {name: info.sources for name, info in facts.items()}
-    return ProviderState(keys=keys, current_epoch=p.epoch, catalogue=cat, sources_of=sources_of)
+    return ProviderState(keys=keys, current_epoch=p.epoch, catalogue=cat, sources_of=sources_of, sources=names)

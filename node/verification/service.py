@@ -20,7 +20,7 @@ from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
 from hedui.node.verification import consent, protocol
 from hedui.node.verification.answer import answer_lookup
-from hedui.node.verification.index import data_dates, facts_for_tokens
+from hedui.node.verification.index import read_live
 from hedui.node.verification.provider import ProviderState
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
 
@@ -154,11 +154,14 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             "reference_month": request.reference_month,
         }
         try:
+            # Facts and data dates of the live build only, from one snapshot; INDEX_NOT_READY
+            # (UNAVAILABLE) while some source has no complete build (issue 13 item 1).
+            live = read_live(rt.engine, epoch, list(request.tokens), st.sources)
             answer = answer_lookup(
-                facts_for_tokens(rt.engine, epoch, list(request.tokens)), list(request.tokens), queries,
+                live.facts, list(request.tokens), queries,
                 provider=rt.member, digest=digest, directory_version=rt.directory.version,
                 reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
-                data_dates=data_dates(rt.engine, epoch), sources_of=st.sources_of,
+                data_dates=live.data_dates, sources_of=st.sources_of,
             )
             answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
             payload = answer.SerializeToString(deterministic=True)
