@@ -155,11 +155,27 @@ class CsvAdapter(_FileAdapter):
         with self._open() as f:
             self._index = self._resolve(self._header(csv.reader(f, delimiter=self._src.delimiter)))
 
+    def _ends_with_newline(self) -> bool:
+        with self._path.open("rb") as f:
+            f.seek(0, io.SEEK_END)
+            if f.tell() == 0:
+                return True
+            f.seek(-1, io.SEEK_END)
+            return f.read(1) in (b"\n", b"\r")
+
     def scan(self, since: int | None = None) -> Iterator[tuple[Record | RowProblem, int]]:
         # Lines up to ``since`` are parsed again but not yielded: duplicate keys stay detectable.
+        # Issue 13: a row whose unterminated quote swallowed the lines after it is a problem
+        # spanning them all, and a file that ends inside a row (no line break after the last
+        # one: a truncated export) makes that last row a problem, whatever it parsed to.
         start = int(since or 0)
         self._seen = {}
         self.skipped = 0
+        complete = self._ends_with_newline()
+        #: The file ends inside a row (read by ``node index``: such a run is not made live).
+        self.truncated = False
+        held: tuple[Record | RowProblem, int] | None = None
+        last_row = 0    # the line where the last non-blank row starts (read even when resuming past it)
         with self._open() as f:
             reader = csv.reader(f, delimiter=self._src.delimiter)
             index = self._index = self._resolve(self._header(reader))
@@ -168,18 +184,34 @@ class CsvAdapter(_FileAdapter):
                 try:
                     cells = next(reader)
                 except StopIteration:
-                    return
+                    break
                 except csv.Error as exc:
                     item: Record | RowProblem | None = RowProblem(self._locator(line), f"line: got malformed CSV ({str(exc)[:80]}), want CSV text")
+                    last_row = line
                 else:
                     # Blank lines carry no data; short rows read their missing cells as empty.
                     blank = all(is_blank(c) for c in cells)
+                    last_row = last_row if blank else line
                     item = None if blank else self._emit(line, cells, index)
                     if item is None and not blank and line > start:
                         self.skipped += 1
                 this, line = line, reader.line_num + 1
+                span = line - this
+                if isinstance(item, RowProblem) and span > 1:
+                    item = RowProblem(item.locator, f"{item.reason} (the row runs over lines {this}-{line - 1}: "
+                                      "an unterminated quote?)", span)
                 if item is not None and this > start:
-                    yield item, this
+                    if held is not None:
+                        yield held
+                    held = (item, this)
+        self.truncated = not complete and last_row > 0
+        if held is not None:
+            item, this = held
+            if self.truncated and this == last_row:
+                also = f"; {item.reason}" if isinstance(item, RowProblem) else ""
+                item = RowProblem(item.locator, "line: the file ends inside this row (no line break after it), "
+                                  f"want a complete export (truncated?){also}", getattr(item, "lines", 1))
+            yield item, this
 
 
 class ExcelAdapter(_FileAdapter):

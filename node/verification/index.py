@@ -76,8 +76,12 @@ class IndexReport:
     records: int         # of which usable records
     problems: int        # of which problem rows
     removed: int         # rows dropped because they left the source (full runs)
-    tokens: int          # tokens in the epoch after the build
+    tokens: int          # live tokens in the epoch after the build
     seconds: float
+    skipped: int = 0             # rows the mapping's filters skip (not problems), this call
+    unusable_share: float = 0.0  # problem lines / (records + problem lines) over the whole run
+    truncated: bool = False      # the source ends inside a row (a truncated export)
+    live: bool = True            # the run went live (False: held back, see max_unusable_share)
 
     @property
     def rate(self) -> float:
@@ -195,7 +199,8 @@ def _start(engine: Engine, adapter: Adapter, epoch: int, full: bool, clock: Cloc
             run = _Run(epoch, src, 1, "full", None, False, clock)
             conn.execute(index_progress.insert().values(
                 epoch=epoch, source=src, run=1, mode="full", status="running", position=None,
-                fingerprint=fp, rows_read=0, started_at=now, updated_at=now, completed_at=None, live_gen=None))
+                fingerprint=fp, rows_read=0, started_at=now, updated_at=now, completed_at=None, live_gen=None,
+                problem_rows=0, problem_lines=0))
             if conn.execute(select(token_index.c.epoch).limit(1)).first() is None:
                 for name in _SECONDARY:   # an empty store: load first, index after (the swap)
                     conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
@@ -212,7 +217,7 @@ def _start(engine: Engine, adapter: Adapter, epoch: int, full: bool, clock: Cloc
         conn.execute(update(index_progress).where(
             index_progress.c.epoch == epoch, index_progress.c.source == src).values(
             run=run.run, mode=run.mode, status="running", position=run.position, fingerprint=fp,
-            rows_read=0, started_at=now, updated_at=now))
+            rows_read=0, problem_rows=0, problem_lines=0, started_at=now, updated_at=now))
         return run
 
 
@@ -246,7 +251,10 @@ def _write_batch(engine: Engine, run: _Run, items: list[Record | RowProblem], to
             _write_full(conn, sql, run, latest)
         else:
             _write_incremental(conn, sql, run, latest)
-        values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + len(items), "updated_at": run.clock.now()}
+        bad = [i for i in items if isinstance(i, RowProblem)]
+        values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + len(items), "updated_at": run.clock.now(),
+                                  "problem_rows": index_progress.c.problem_rows + len(bad),
+                                  "problem_lines": index_progress.c.problem_lines + sum(max(1, p.lines) for p in bad)}
         if position is not None:
             values["position"] = json.dumps(position, sort_keys=True)
         conn.execute(update(index_progress).where(index_progress.c.epoch == run.epoch,
@@ -405,7 +413,8 @@ def source_data_date(adapter: Adapter, clock: Clock, configured: date | None = N
 
 def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: int, *, clock: Clock,
                 workers: int | None = None, progress: Any = None, full: bool = False,
-                batch_size: int = 2000, data_date: date | None = None) -> IndexReport:
+                batch_size: int = 2000, data_date: date | None = None,
+                max_unusable_share: float | None = None) -> IndexReport:
     """Builds or updates the token index of ``epoch`` from one adapter's source.
 
     Resumes an interrupted run of the same source and epoch; otherwise reads what changed
@@ -416,6 +425,12 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
     Checks the adapter (``check()``) before anything is written. Records the source's data
     date (:func:`source_data_date`, ``data_date`` being the node config's), read before the
     rows so that it never claims more than what was read.
+
+    With ``max_unusable_share`` set (the CLI passes ``provider.max_unusable_share``), a run
+    whose problem rows — counted by the physical lines they took — exceed that share of
+    what it read, or whose source ends inside a row (a truncated export), is not made live:
+    the report says ``live=False``, the previous build keeps answering, and the run stays
+    open (issue 13: an export that all fails to decode must not become "no record" for all).
     """
     if server_key.epoch != epoch:
         raise InvalidArgument(f"epoch: got {epoch}, want the server key's epoch {server_key.epoch}")
@@ -465,11 +480,20 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
     finally:
         tokenizer.close()
         adapter.close()
-    removed = _swap(engine, run, covered)
+    with engine.connect() as conn:
+        read, bad_rows, bad_lines = conn.execute(select(
+            index_progress.c.rows_read, index_progress.c.problem_rows, index_progress.c.problem_lines).where(
+            index_progress.c.epoch == epoch, index_progress.c.source == run.source)).one()
+    seen = read - bad_rows + bad_lines
+    share = bad_lines / seen if seen else 0.0
+    truncated = bool(getattr(adapter, "truncated", False))
+    live = max_unusable_share is None or not (truncated or share > max_unusable_share)
+    removed = _swap(engine, run, covered) if live else 0
     with engine.connect() as conn:
         total = count_tokens(conn, epoch)
     return IndexReport(epoch, run.source, run.mode, run.resumed, counts["rows"], counts["records"],
-                       counts["problems"], removed, total, time.perf_counter() - started)
+                       counts["problems"], removed, total, time.perf_counter() - started,
+                       int(getattr(adapter, "skipped", 0) or 0), share, truncated, live)
 
 
 def retire_epoch(engine: Engine, epoch: int) -> int:
