@@ -29,24 +29,20 @@ like one before it is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, text, true, update
 
-from hedui.adapters import Adapter, idnum
-from hedui.adapters.records import Fact, Record, RowProblem
+from hedui.adapters import Adapter
 from hedui.common.clock import Clock
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import InvalidArgument
-from hedui.node.procs import worker_pool
 from hedui.node.verification.index_read import (
     all_tokens,
     count_tokens,
@@ -58,11 +54,11 @@ from hedui.node.verification.index_read import (
 )
 from hedui.node.verification.index_sql import Sql
 from hedui.node.verification.index_tables import index_problems, index_progress, index_rows, token_index
+from hedui.node.verification.index_work import Workers, dump
 
 __all__ = ["IndexReport", "build_index", "facts_for_tokens", "read_live", "all_tokens", "live_epochs", "retire_epoch",
            "list_problems", "data_dates", "source_data_date"]
 
-_MAX_LOCATOR = 255
 _IN_FLIGHT = 3           # batches whose tokens are being computed while one is written
 
 
@@ -87,78 +83,6 @@ class IndexReport:
     def rate(self) -> float:
         """Rows per second."""
         return self.rows / self.seconds if self.seconds > 0 else 0.0
-
-
-# --- token computation (worker side) ----------------------------------------------------------
-
-_worker_key: ServerKey | None = None
-
-
-def _init_worker(key: ServerKey) -> None:
-    # Dying with the parent is node/procs.py's job (worker_pool), for every pool alike.
-    global _worker_key
-    _worker_key = key
-
-
-def _tokens(identities: list[str]) -> list[bytes]:
-    assert _worker_key is not None
-    token = _worker_key.token
-    return [token(i) for i in identities]
-
-
-class _Tokenizer:
-    """Computes tokens in a process pool (or inline when ``workers == 0``)."""
-
-    def __init__(self, key: ServerKey, workers: int) -> None:
-        self._key, self._workers = key, workers
-        self._pool = None
-        if workers > 0:
-            # Workers die with this process, even when it is killed (node/procs.py, issue 13).
-            self._pool = worker_pool(workers, _init_worker, (key,))
-
-    def submit(self, identities: list[str]) -> list[Future] | list[bytes]:
-        if self._pool is None:
-            return [self._key.token(i) for i in identities]
-        n = max(1, -(-len(identities) // self._workers))
-        return [self._pool.submit(_tokens, identities[i:i + n]) for i in range(0, len(identities), n)]
-
-    @staticmethod
-    def result(pending: list) -> list[bytes]:
-        if not pending or isinstance(pending[0], bytes):
-            return pending
-        out: list[bytes] = []
-        for f in pending:
-            out.extend(f.result())
-        return out
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-
-
-# --- serialisation ----------------------------------------------------------------------------
-
-def _scrub(text_: str) -> str:
-    return idnum.scrub(text_, "<withheld>")
-
-
-def _fit(locator: str) -> str:
-    locator = _scrub(locator)
-    if len(locator) <= _MAX_LOCATOR:
-        return locator
-    return locator[:200] + "…#" + hashlib.sha256(locator.encode()).hexdigest()[:16]
-
-
-def _fact_json(f: Fact) -> dict[str, Any]:
-    doc = {"name": f.name, "value": str(f.value), "unit": f.unit,
-           "on": f.on.isoformat() if f.on else None, "attrs": dict(f.attrs)}
-    if f.until is not None:   # only when set: indexes built before issue 12 read the same
-        doc["until"] = f.until.isoformat()
-    return doc
-
-
-def _dump(doc: dict) -> str:
-    return _scrub(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True))
 
 
 # --- the build ----------------------------------------------------------------------------------
@@ -227,23 +151,28 @@ def _lock(conn, epoch: int) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k, :e)"), {"k": 0x48454449, "e": epoch})
 
 
-def _split(items: list[Record | RowProblem], tokens: dict[str, bytes]) -> dict[str, tuple[bytes, list] | str]:
-    # The last item for a locator wins (a re-read row, or a duplicate reported as a problem).
-    latest: dict[str, tuple[bytes, list] | str] = {}
-    for item in items:
-        loc = _fit(item.locator)
-        if isinstance(item, Record):
-            latest[loc] = (tokens[item.identity], [_fact_json(f) for f in item.facts])
-        else:
-            latest[loc] = _scrub(item.reason)
+def _latest(prepared: list) -> dict[str, tuple]:
+    """Locator -> ``("r", token, facts_json)`` or ``("p", reason, lines)``; the last item for a
+    locator wins (a re-read row, or a duplicate reported as a problem)."""
+    latest: dict[str, tuple] = {}
+    for it in prepared:
+        if it[0] != "s":
+            latest[it[1]] = (it[0], it[2], it[3])
     return latest
 
 
-def _write_batch(engine: Engine, run: _Run, items: list[Record | RowProblem], tokens: dict[str, bytes],
-                 position: Any) -> None:
-    """One batch and the position after it, in one transaction (the unit of resumption).
-    Rows go under the run's generation, which no reader sees before the swap."""
-    latest = _split(items, tokens)
+def _doc(pairs: list[tuple[str, str]]) -> str:
+    """``{locator: facts}`` as canonical JSON (what ``dump`` would give) from facts already
+    serialised by the workers: sorted keys, no spaces, ASCII."""
+    return "{" + ",".join(f"{json.dumps(loc)}:{fj}" for loc, fj in sorted(pairs)) + "}"
+
+
+def _write_batch(engine: Engine, run: _Run, prepared: list, position: Any) -> None:
+    """One batch (as the workers prepared it, index_work.py) and the position after it, in
+    one transaction (the unit of resumption). Rows go under the run's generation, which no
+    reader sees before the swap."""
+    latest = _latest(prepared)
+    used = [it for it in prepared if it[0] != "s"]
     sql = Sql(engine.dialect.name)
     with engine.begin() as conn:
         _lock(conn, run.epoch)
@@ -251,32 +180,32 @@ def _write_batch(engine: Engine, run: _Run, items: list[Record | RowProblem], to
             _write_full(conn, sql, run, latest)
         else:
             _write_incremental(conn, sql, run, latest)
-        bad = [i for i in items if isinstance(i, RowProblem)]
-        values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + len(items), "updated_at": run.clock.now(),
+        bad = [it for it in used if it[0] == "p"]
+        values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + len(used), "updated_at": run.clock.now(),
                                   "problem_rows": index_progress.c.problem_rows + len(bad),
-                                  "problem_lines": index_progress.c.problem_lines + sum(max(1, p.lines) for p in bad)}
+                                  "problem_lines": index_progress.c.problem_lines + sum(it[3] for it in bad)}
         if position is not None:
             values["position"] = json.dumps(position, sort_keys=True)
         conn.execute(update(index_progress).where(index_progress.c.epoch == run.epoch,
                                                   index_progress.c.source == run.source).values(**values))
-    run.rows_read += len(items)
+    run.rows_read += len(used)
 
 
-def _write_full(conn, sql: Sql, run: _Run, latest: dict[str, tuple[bytes, list] | str]) -> None:
+def _write_full(conn, sql: Sql, run: _Run, latest: dict[str, tuple]) -> None:
     """A full read: each record's locator is new to this run, so its facts are appended as a
     new part (no read-back); only a problem can follow a record of the same run."""
     ep, src, g = run.epoch, run.source, run.run
-    by_tok: dict[bytes, dict[str, list]] = {}
+    by_tok: dict[bytes, list[tuple[str, str]]] = {}
     rows, problems = [], []
-    for loc, v in latest.items():
-        if isinstance(v, tuple):
-            by_tok.setdefault(v[0], {})[loc] = v[1]
-            rows.append((loc, v[0]))
+    for loc, (kind, a, b) in latest.items():
+        if kind == "r":
+            by_tok.setdefault(a, []).append((loc, b))
+            rows.append((loc, a))
         else:
-            problems.append((loc, v))
+            problems.append((loc, a))
     # In key order: neighbouring keys share index pages.
     sql.copy(conn, "token_index", _TOKEN_COLS,
-             sorted((ep, tok, src, g, run.rows_read, _dump(doc), len(doc)) for tok, doc in by_tok.items()))
+             sorted((ep, tok, src, g, run.rows_read, _doc(pairs), len(pairs)) for tok, pairs in by_tok.items()))
     if run.fresh:
         sql.copy(conn, "index_rows", ("epoch", "source", "locator", "token", "run"), [(ep, src, loc, tok, g) for loc, tok in rows])
     else:
@@ -305,7 +234,7 @@ def _drop_locator(conn, run: _Run, tok: bytes, loc: str) -> None:
             continue
         here = (*key, token_index.c.part == part)
         if doc:
-            conn.execute(update(token_index).where(*here).values(facts=_dump(doc), row_count=len(doc)))
+            conn.execute(update(token_index).where(*here).values(facts=dump(doc), row_count=len(doc)))
         else:
             conn.execute(delete(token_index).where(*here))
 
@@ -325,31 +254,31 @@ def _current_docs(conn, sql: Sql, run: _Run, tokens: list[bytes]) -> dict[bytes,
     return {tok: doc for tok, (_, doc) in got.items()}
 
 
-def _write_incremental(conn, sql: Sql, run: _Run, latest: dict[str, tuple[bytes, list] | str]) -> None:
+def _write_incremental(conn, sql: Sql, run: _Run, latest: dict[str, tuple]) -> None:
     """Changed rows: each touched token gets one row in this run's generation holding its
     new facts from this source (an empty one when none are left); the swap makes them live
     and drops what they supersede."""
     ep, src, g = run.epoch, run.source, run.run
     q = "SELECT locator, token FROM index_rows WHERE epoch = ? AND source = ? AND locator"
     old = {loc: bytes(tok) for loc, tok in sql.select_in(conn, q, (ep, src), list(latest))}
-    touched = set(old.values()) | {v[0] for v in latest.values() if isinstance(v, tuple)}
+    touched = set(old.values()) | {a for kind, a, _ in latest.values() if kind == "r"}
     docs = _current_docs(conn, sql, run, sorted(touched))
     for loc, tok in old.items():           # take every re-read row out of its old place
         docs.get(tok, {}).pop(loc, None)
     row_rows, prob_rows, gone, fixed = [], [], [], []
-    for loc, v in latest.items():
-        if isinstance(v, tuple):
-            docs.setdefault(v[0], {})[loc] = v[1]
-            row_rows.append((loc, v[0]))
+    for loc, (kind, a, b) in latest.items():
+        if kind == "r":
+            docs.setdefault(a, {})[loc] = json.loads(b)
+            row_rows.append((loc, a))
             fixed.append(loc)
         else:
-            prob_rows.append((loc, v))
+            prob_rows.append((loc, a))
             if loc in old:
                 gone.append(loc)
     sql.delete_in(conn, "DELETE FROM token_index WHERE epoch = ? AND source = ? AND gen = ? AND token", (ep, src, g),
                   sorted(docs))
     sql.copy(conn, "token_index", _TOKEN_COLS,
-             sorted((ep, tok, src, g, run.rows_read, _dump(doc), len(doc)) for tok, doc in docs.items()))
+             sorted((ep, tok, src, g, run.rows_read, dump(doc), len(doc)) for tok, doc in docs.items()))
     sql.upsert(conn, "index_rows", "token", ep, src, g, row_rows)
     sql.delete_in(conn, "DELETE FROM index_rows WHERE epoch = ? AND source = ? AND locator", (ep, src), gone)
     sql.upsert(conn, "index_problems", "reason", ep, src, g, prob_rows)
@@ -444,41 +373,39 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
     covered = source_data_date(adapter, clock, data_date)
     run = _start(engine, adapter, epoch, full, clock)
     task = progress.add_task(f"index {run.source} (epoch {epoch}, {run.mode})", total=None) if progress else None
-    counts = {"rows": 0, "records": 0, "problems": 0}
-    tokenizer = _Tokenizer(server_key, workers)
+    counts = {"rows": 0, "records": 0, "problems": 0, "skipped": 0}
+    # A SQL source hands over its rows unconverted: the workers convert them (index_work.py).
+    raw = callable(getattr(adapter, "raw_scan", None)) and callable(getattr(adapter, "raw_converter", None))
+    workers_ = Workers(server_key, workers, adapter.raw_converter() if raw else None)  # type: ignore[attr-defined]
+    scan = adapter.raw_scan if raw else adapter.scan  # type: ignore[attr-defined]
     inflight: deque = deque()
 
     def drain_one() -> None:
-        items, idents, pending, position = inflight.popleft()
-        tokens = dict(zip(idents, tokenizer.result(pending)))
-        _write_batch(engine, run, items, tokens, position)
+        n, pending, position = inflight.popleft()
+        prepared = workers_.result(pending)
+        for it in prepared:
+            counts[{"r": "records", "p": "problems", "s": "skipped"}[it[0]]] += 1
+        counts["rows"] += sum(1 for it in prepared if it[0] != "s")
+        _write_batch(engine, run, prepared, position)
         if progress is not None:
-            progress.advance(task, len(items))
+            progress.advance(task, n)
 
     try:
-        batch: list[Record | RowProblem] = []
+        batch: list = []
         position = None
-        for item, position in adapter.scan(json.loads(run.position) if run.position else None):
+        for item, position in scan(json.loads(run.position) if run.position else None):
             batch.append(item)
-            if isinstance(item, Record):
-                counts["records"] += 1
-            else:
-                counts["problems"] += 1
             if len(batch) >= batch_size:
-                idents = list({i.identity: None for i in batch if isinstance(i, Record)})
-                inflight.append((batch, idents, tokenizer.submit(idents), position))
-                counts["rows"] += len(batch)
+                inflight.append((len(batch), workers_.submit(batch), position))
                 batch = []
                 if len(inflight) > _IN_FLIGHT:
                     drain_one()
         if batch:
-            idents = list({i.identity: None for i in batch if isinstance(i, Record)})
-            inflight.append((batch, idents, tokenizer.submit(idents), position))
-            counts["rows"] += len(batch)
+            inflight.append((len(batch), workers_.submit(batch), position))
         while inflight:
             drain_one()
     finally:
-        tokenizer.close()
+        workers_.close()
         adapter.close()
     with engine.connect() as conn:
         read, bad_rows, bad_lines = conn.execute(select(
@@ -493,7 +420,7 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         total = count_tokens(conn, epoch)
     return IndexReport(epoch, run.source, run.mode, run.resumed, counts["rows"], counts["records"],
                        counts["problems"], removed, total, time.perf_counter() - started,
-                       int(getattr(adapter, "skipped", 0) or 0), share, truncated, live)
+                       counts["skipped"] + int(getattr(adapter, "skipped", 0) or 0), share, truncated, live)
 
 
 def retire_epoch(engine: Engine, epoch: int) -> int:
