@@ -136,3 +136,31 @@ def test_killed_rebuild_serves_the_previous_build(bed, tmp_path, phase, full):
     assert _index(bed, "none", *(["--full"] if full else [])) == 0
     assert _served(bed, probe) == new
     assert list(all_tokens(bed.eng, 1)) == sorted(new)
+
+
+def test_lookup_over_the_wire_refuses_until_a_build_is_live(tmp_path, monkeypatch):
+    """A provider whose first build has not completed answers the hub's lookup with
+    UNAVAILABLE / INDEX_NOT_READY (so the case is incomplete, never "no record"); once the
+    build is live the same case completes."""
+    from hedui.adapters.synthetic import resident
+    from hedui.keys.keyfile import PASSPHRASE_ENV
+    from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+
+    tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
+                 residents=40, data_seed=7, clock=CLOCK)
+    tb.create()
+    monkeypatch.setenv(PASSPHRASE_ENV, tb.passphrase)
+    tb.start()
+    try:
+        hub = tb.runtime("hub")
+        ids = [(resident(n, 7).id_number, "m") for n in (1, 2)]
+        ref = open_case(hub, ids, purpose="dibao", consent_digest=consent_digest_of(b"auth"), operator="cw",
+                        region="370304")
+        res = run_case(hub, ref)
+        (tax,) = [o for o in res.outcomes if o.provider == "tax"]
+        assert not res.complete and tax.status != "ok" and "INDEX_NOT_READY" in tax.reason
+        tb.build_indexes(["tax"])
+        res = run_case(hub, ref)
+        assert res.complete and [o.status for o in res.outcomes if o.provider == "tax"] == ["ok"]
+    finally:
+        tb.stop()
