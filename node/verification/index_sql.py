@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from sqlalchemy import Connection
+
 __all__ = ["Sql", "chunks", "IN_CHUNK"]
 
 IN_CHUNK = 500   # bound parameters per IN (...) list on SQLite
@@ -22,30 +24,36 @@ def chunks(seq: Sequence, n: int = IN_CHUNK) -> Iterator[Sequence]:
         yield seq[i:i + n]
 
 
+def _cursor(conn: Connection) -> Any:
+    """The psycopg cursor under a SQLAlchemy connection (for binary parameters and COPY)."""
+    dbapi: Any = conn.connection.dbapi_connection
+    return dbapi.cursor()
+
+
 class Sql:
     def __init__(self, dialect: str) -> None:
         self.pg = dialect == "postgresql"
 
     @staticmethod
-    def _pg(conn, sql: str, params: tuple) -> list[tuple]:
+    def _pg(conn: Connection, sql: str, params: tuple) -> list[tuple]:
         # Binary parameters (%b): psycopg's text format escapes every array element with a regex.
-        with conn.connection.dbapi_connection.cursor() as cur:
+        with _cursor(conn) as cur:
             cur.execute(sql.replace("%s", "%b"), params, binary=True)
             return cur.fetchall() if cur.description else []
 
-    def copy(self, conn, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
+    def copy(self, conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple]) -> None:
         """Appends ``rows`` (none of which may exist yet)."""
         if not rows:
             return
         cols = ", ".join(columns)
         if self.pg:
-            with conn.connection.dbapi_connection.cursor() as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+            with _cursor(conn) as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
                 for row in rows:
                     cp.write_row(row)
         else:
             conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))})", list(rows))
 
-    def upsert(self, conn, table: str, value_col: str, epoch: int, source: str, run: int,
+    def upsert(self, conn: Connection, table: str, value_col: str, epoch: int, source: str, run: int,
                rows: Sequence[tuple[str, Any]]) -> None:
         """``(epoch, source, locator) -> (value_col, run)`` for index_rows / index_problems."""
         if not rows:
@@ -64,7 +72,7 @@ class Sql:
                                  f"VALUES (?, ?, ?, ?, ?) {conflict}",
                                  [(epoch, source, loc, v, run) for loc, v in rows])
 
-    def select_in(self, conn, sql: str, params: tuple, values: Sequence) -> Iterator[tuple]:
+    def select_in(self, conn: Connection, sql: str, params: tuple, values: Sequence) -> Iterator[tuple]:
         """Runs ``sql`` (ending in a column, ``?`` placeholders) for ``column IN values``."""
         if not values:
             return
@@ -74,7 +82,7 @@ class Sql:
         for part in chunks(values):
             yield from conn.exec_driver_sql(f"{sql} IN ({', '.join('?' * len(part))})", params + tuple(part))
 
-    def delete_in(self, conn, sql: str, params: tuple, values: Sequence) -> None:
+    def delete_in(self, conn: Connection, sql: str, params: tuple, values: Sequence) -> None:
         """Runs ``sql`` (a DELETE ending in a column, ``?`` placeholders) for ``column IN values``."""
         if not values:
             return

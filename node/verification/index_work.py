@@ -76,13 +76,14 @@ def _init(key: ServerKey, raw: tuple | None, state: dict[str, Any] = _state) -> 
 def prepare(items: Sequence[Record | RowProblem | RawRow], state: dict[str, Any] = _state) -> list[Prepared]:
     """Converts, tokenises and serialises one chunk of a batch (in a worker, or inline)."""
     token = state["key"].token
-    conv, idx = state.get("conv"), state.get("idx")
+    conv, idx = state.get("conv"), state.get("idx") or {}
     seen: dict[str, bytes] = {}
     out: list[Prepared] = []
     for item in items:
         if isinstance(item, RawRow):
             values = item.values
-            item = conv.convert(item.locator, lambda ref, v=values: v[idx[ref]])  # type: ignore[union-attr,misc]
+            assert conv is not None, "a raw row needs the adapter's raw_converter()"
+            item = conv.convert(item.locator, lambda ref, v=values: v[idx[ref]])
             if item is None:
                 out.append(("s",))
                 continue
