@@ -277,7 +277,7 @@ class SqlAdapter:
         pk_l, wm_l, pk_name = "_pk", "_wm", plan["pk_name"]
         pos = since or None
         self.skipped = 0
-        raw = tuple(labels) if self._raw else None
+        raw = len(labels) if self._raw else 0
 
         prev: list[Any] = [object()]
 
@@ -292,8 +292,8 @@ class SqlAdapter:
                 return RowProblem(locator, "source.joins: got several joined rows for one row, want "
                                   "many-to-one joins"), after
             prev[0] = key
-            if raw is not None:   # converted later, elsewhere (raw_scan)
-                return RawRow(locator, tuple(m[labels[r]] for r in raw)), after
+            if raw:   # converted later, elsewhere (raw_scan): the mapping's columns come first, in order
+                return RawRow(locator, tuple(row[:raw])), after
             return self._conv.convert(locator, lambda ref: m[labels[ref]]), after
 
         def kept(pair: tuple[Record | RowProblem | None, dict]) -> Iterator[tuple[Record | RowProblem, dict]]:

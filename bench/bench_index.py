@@ -1,6 +1,6 @@
 """Token index build rate against the crypto floor, and pseudonym micro-benchmarks.
 
-    python bench/bench_index.py [--residents N] [--workers W] [--json] [--no-postgres]
+    python bench/bench_index.py [--residents N] [--workers W] [--json] [--no-postgres] [--no-sqlite] [--reps R]
 
 1. Floor: bare OPRF evaluations (RFC 9497 §3.3.1 Evaluate, via ``ServerKey.token``) per
    second with W processes, nothing else: the rate no index build can beat. Measured again
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only (e.g. for 10^6 residents)")
     ap.add_argument("--reps", type=int, default=3, help="builds and read/evaluate/write floors, interleaved")
     args = ap.parse_args(argv)
 
@@ -224,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     res["floor_inline_tokens_per_s"] = round(floor(floor_ids[:20_000], 0))
     with tempfile.TemporaryDirectory(prefix="hedui-bench-") as d:
         tmp = Path(d)
-        sqlite_floor = floor(floor_ids, args.workers)
-        res["sqlite"] = build(f"sqlite:///{tmp / 'dept.db'}", sqlite_url(tmp / "node.db"), args.residents,
-                              args.workers, tmp, args.reps)
+        if not args.no_sqlite:
+            sqlite_floor = floor(floor_ids, args.workers)
+            res["sqlite"] = build(f"sqlite:///{tmp / 'dept.db'}", sqlite_url(tmp / "node.db"), args.residents,
+                                  args.workers, tmp, args.reps)
         if not args.no_postgres:
             admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
             names = [f"hedui_bench_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("src", "store")]
@@ -244,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                         c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": n})
                         c.execute(text(f'DROP DATABASE IF EXISTS "{n}"'))
                 admin.dispose()
-        res["sqlite"]["floor_tokens_per_s"] = round(sqlite_floor)
+        if "sqlite" in res:
+            res["sqlite"]["floor_tokens_per_s"] = round(sqlite_floor)
         if "postgres" in res:
             res["postgres"]["floor_tokens_per_s"] = round(pg_floor)
     for kind in ("sqlite", "postgres"):
