@@ -311,7 +311,11 @@ def _swap(engine: Engine, run: _Run, data_date: date) -> int:
             conn.execute(text("DELETE FROM token_index WHERE rowid IN (SELECT o.rowid FROM token_index n JOIN token_index o "
                               "ON o.epoch = n.epoch AND o.token = n.token AND o.source = n.source AND o.gen < n.gen "
                               "WHERE n.epoch = :e AND n.source = :s AND n.gen = :g)"), p)
-        conn.execute(text("DELETE FROM token_index WHERE epoch = :e AND source = :s AND gen = :g AND row_count = 0"), p)
+        if run.mode != "full":   # only an incremental run writes empty rows (tokens it emptied)
+            conn.execute(text("DELETE FROM token_index WHERE epoch = :e AND source = :s AND gen = :g AND row_count = 0"), p)
+        elif pg:   # planner statistics for the rows just loaded (ANALYZE is transactional)
+            conn.exec_driver_sql("ANALYZE token_index")
+            conn.exec_driver_sql("ANALYZE index_rows")
         conn.execute(update(index_progress).where(
             index_progress.c.epoch == ep, index_progress.c.source == src).values(
             status="done", live_gen=g, updated_at=now, data_date=data_date,
