@@ -159,6 +159,7 @@ def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Pa
     # again into a fresh store, floor; min/median of each side.
     floors = [floor_rw(source_url, store_url, workers)]
     builds = [report.seconds]
+    print(f"build {report.seconds:.2f} s, floor {floors[-1]['seconds']} s", file=sys.stderr, flush=True)
     for _ in range(reps - 1):
         engine = open_engine(store_url)
         schema.load_all().drop_all(engine)
@@ -169,6 +170,7 @@ def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Pa
         finally:
             engine.dispose()
         floors.append(floor_rw(source_url, store_url, workers))
+        print(f"build {builds[-1]:.2f} s, floor {floors[-1]['seconds']} s", file=sys.stderr, flush=True)
     fs = [f["seconds"] for f in floors]
     out["build_seconds_min_median"] = [round(min(builds), 2), round(statistics.median(builds), 2)]
     out["rw_floor_seconds_min_median"] = [round(min(fs), 2), round(statistics.median(fs), 2)]
