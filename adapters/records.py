@@ -55,3 +55,16 @@ class RowProblem:
 
     locator: str
     reason: str
+    #: Physical lines the row took in the source (a CSV row whose unterminated quote swallowed
+    #: the lines after it spans them all): what a run counts as unusable (issue 13).
+    lines: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RawRow:
+    """A source row read but not converted yet: its locator and the values of the columns
+    the mapping refers to, in the order of the adapter's ``raw_converter()`` references. The
+    index build converts these in its worker processes (issue 16 item 4)."""
+
+    locator: str
+    values: tuple

@@ -29,7 +29,7 @@ from hedui.adapters._convert import RowConverter, is_blank
 from hedui.adapters.errors import SourceError
 from hedui.adapters.filters import parse_where
 from hedui.adapters.mapping import DataDateSpec, Mapping, SqlSource
-from hedui.adapters.records import Record, RowProblem
+from hedui.adapters.records import RawRow, Record, RowProblem
 from hedui.adapters.sql_filter import prefilter
 
 __all__ = ["SqlAdapter"]
@@ -91,6 +91,7 @@ class SqlAdapter:
         self._dd_col: Column | None = None
         #: Rows the last scan skipped (``source.where`` / ``identity.skip_where``): not problems.
         self.skipped = 0
+        self._raw = False
 
     @property
     def source(self) -> str:
@@ -276,6 +277,7 @@ class SqlAdapter:
         pk_l, wm_l, pk_name = "_pk", "_wm", plan["pk_name"]
         pos = since or None
         self.skipped = 0
+        raw = len(labels) if self._raw else 0
 
         prev: list[Any] = [object()]
 
@@ -290,6 +292,8 @@ class SqlAdapter:
                 return RowProblem(locator, "source.joins: got several joined rows for one row, want "
                                   "many-to-one joins"), after
             prev[0] = key
+            if raw:   # converted later, elsewhere (raw_scan): the mapping's columns come first, in order
+                return RawRow(locator, tuple(row[:raw])), after
             return self._conv.convert(locator, lambda ref: m[labels[ref]]), after
 
         def kept(pair: tuple[Record | RowProblem | None, dict]) -> Iterator[tuple[Record | RowProblem, dict]]:
@@ -368,6 +372,24 @@ class SqlAdapter:
     def records(self, since: Any = None) -> Iterator[Record | RowProblem]:
         for item, _ in self.scan(since):
             yield item
+
+    def raw_converter(self) -> tuple[Mapping, tuple[str, ...]]:
+        """What converts a :class:`RawRow` elsewhere: the mapping (for a ``RowConverter``)
+        and the column references its values stand for, in order."""
+        if self._plan is None:
+            self.check()
+        assert self._plan is not None
+        return self.mapping, tuple(self._plan["labels"])
+
+    def raw_scan(self, since: Any = None) -> Iterator[tuple[RawRow | RowProblem, Any]]:
+        """:meth:`scan` without the conversion: rows as :class:`RawRow` (problems found while
+        reading — repeated or identity-shaped keys — as they are), for conversion in other
+        processes. Rows the mapping skips are then counted by whoever converts them."""
+        self._raw = True
+        try:
+            yield from self.scan(since)
+        finally:
+            self._raw = False
 
     def close(self) -> None:
         if self._engine is not None:

@@ -214,7 +214,7 @@ class CsvAdapter(_FileAdapter):
                             yield held[0], held[1]
                         held = None
                     end = reader.line_num
-                    if str(exc) == "unexpected end of data" and end > line:
+                    if str(exc) == "unexpected end of data" and end >= line:
                         # A quote opened on ``line`` is never closed: every line from there to
                         # the end is lost, and each is counted and named as such.
                         self.truncated = self._locator(line)

@@ -74,15 +74,15 @@ def main() -> None:
         with hub.engine.connect() as c:
             saved = [dict(r._mapping) for r in c.execute(token_filters.select())]
         counted = {"lookups": 0, "tokens": 0}
-        real = service.facts_for_tokens
+        real = service.read_live
 
-        def spy(engine, epoch, tokens):
+        def spy(engine, epoch, tokens, sources=()):
             tokens = list(tokens)
             counted["lookups"] += 1
             counted["tokens"] += len(tokens)
-            return real(engine, epoch, tokens)
+            return real(engine, epoch, tokens, sources)
 
-        service.facts_for_tokens = spy
+        service.read_live = spy
 
         def one_round(first: bool) -> dict:
             with hub.engine.begin() as c:

@@ -1,6 +1,6 @@
 """Token index build rate against the crypto floor, and pseudonym micro-benchmarks.
 
-    python bench/bench_index.py [--residents N] [--workers W] [--json] [--no-postgres]
+    python bench/bench_index.py [--residents N] [--workers W] [--json] [--no-postgres] [--no-sqlite] [--reps R]
 
 1. Floor: bare OPRF evaluations (RFC 9497 §3.3.1 Evaluate, via ``ServerKey.token``) per
    second with W processes, nothing else: the rate no index build can beat. Measured again
@@ -186,6 +186,7 @@ def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Pa
     # again into a fresh store, floor; min/median of each side.
     floors = [floor_rw(source_url, store_url, workers)]
     builds = [report.seconds]
+    print(f"build {report.seconds:.2f} s, floor {floors[-1]['seconds']} s", file=sys.stderr, flush=True)
     for _ in range(reps - 1):
         engine = open_engine(store_url)
         schema.load_all().drop_all(engine)
@@ -196,6 +197,7 @@ def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Pa
         finally:
             engine.dispose()
         floors.append(floor_rw(source_url, store_url, workers))
+        print(f"build {builds[-1]:.2f} s, floor {floors[-1]['seconds']} s", file=sys.stderr, flush=True)
     fs = [f["seconds"] for f in floors]
     out["build_seconds_min_median"] = [round(min(builds), 2), round(statistics.median(builds), 2)]
     out["rw_floor_seconds_min_median"] = [round(min(fs), 2), round(statistics.median(fs), 2)]
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--no-postgres", action="store_true")
-    ap.add_argument("--no-sqlite", action="store_true")
+    ap.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only (e.g. for 10^6 residents)")
     ap.add_argument("--pg-partitions", type=int, default=0,
                     help="PostgreSQL token index partitioned by token prefix into N (0: one table)")
     ap.add_argument("--reps", type=int, default=3, help="builds and read/evaluate/write floors, interleaved")

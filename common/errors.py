@@ -128,6 +128,9 @@ class Reason(enum.StrEnum):
     DUPLICATE_MEMBER = "DUPLICATE_MEMBER"
     BAD_REFERENCE_MONTH = "BAD_REFERENCE_MONTH"
     BAD_EXPORT = "BAD_EXPORT"
+    # No complete build of the token index is live for the epoch (issue 13 item 1): the node
+    # refuses rather than answer "no record" from a partial index (UNAVAILABLE: retry later).
+    INDEX_NOT_READY = "INDEX_NOT_READY"
 
     # -- token filters and bulk cross-checks (node/crosscheck/) ----------------------------
     BAD_FILTER = "BAD_FILTER"

@@ -117,8 +117,9 @@ class ProviderSection(_Section):
     )
     max_unusable_share: float = Field(
         default=0.05, ge=0.0, le=1.0,
-        description="Largest share of department rows a detection run may fail to use; beyond it the run is "
-        "reported as failed (CLI exit 3) and its period is not marked done",
+        description="Largest share of department rows a detection run or an index build may fail to use; beyond "
+        "it the run is reported as failed (CLI exit 3): a detection run's period is not marked done, an index "
+        "build is not made live (the previous build keeps answering; `node index --max-unusable-share` overrides)",
     )
     detect_at: str = Field(
         default="01:30",

@@ -75,7 +75,7 @@ class NodeCollector(Collector):
         age = GaugeMetricFamily("hedui_index_age_seconds", "Seconds since the source's index was last updated",
                                 labels=["source", "epoch"])
         rows = GaugeMetricFamily("hedui_index_rows", "Source rows filed in the index", labels=["source", "epoch"])
-        done = GaugeMetricFamily("hedui_index_complete", "1 once the source's index was built completely",
+        done = GaugeMetricFamily("hedui_index_complete", "1 once a complete build of the source is live",
                                  labels=["source", "epoch"])
         with rt.engine.connect() as c:
             counts = {(r.source, r.epoch): r.n for r in c.execute(
@@ -85,7 +85,7 @@ class NodeCollector(Collector):
                 lab = [r.source, str(r.epoch)]
                 age.add_metric(lab, (now - _aware(r.updated_at)).total_seconds())
                 rows.add_metric(lab, counts.get((r.source, r.epoch), 0))
-                done.add_metric(lab, 1 if r.completed_at is not None else 0)
+                done.add_metric(lab, 1 if r.live_gen is not None else 0)   # a complete build is live
             n, oldest = c.execute(select(func.count(), func.min(notice_outbox.c.created_at))
                                   .where(notice_outbox.c.status == "pending")).one()
             cp = c.execute(select(audit_checkpoints.c.size, audit_checkpoints.c.created_at)

@@ -10,8 +10,10 @@ Five checks, each ``(ok, detail)``:
 - ``maintenance`` — the directory does not flag this node's own member as in maintenance
   (issue 17: "its health says so"; peers skip it meanwhile, so load balancers and probes
   should too — X-Road's health check fails in maintenance mode the same way);
-- ``index`` — providers only: every source of the current OPRF epoch has completed a build at
-  least once (a rebuild in progress still answers from the previous run; node/verification/index.py).
+- ``index`` — providers only: every source of the current OPRF epoch (recorded in the store or
+  named by the node's mappings) has a complete build live (a rebuild in progress still answers
+  from the previous build; node/verification/index_read.py). Until then the index services
+  are NOT_SERVING and lookups are refused with ``INDEX_NOT_READY``.
 
 Services that answer from the token index (PseudonymService, LookupService) need all of
 them; every other service needs all but ``index``. ``/healthz`` only says the process is up.
@@ -23,7 +25,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
@@ -81,20 +83,22 @@ class Readiness:
     def _index(self, store_ok: bool) -> Check:
         if not store_ok:
             return (False, "store unreachable")
-        from hedui.node.verification.index_tables import index_progress
+        from hedui.common.errors import Unavailable
+        from hedui.node.verification.index_read import live_state, require_live
 
-        assert self._rt.config.provider is not None
+        assert self._rt.config.provider is not None and self._rt.provider is not None
         epoch = self._rt.config.provider.epoch
         try:
             with self._rt.engine.connect() as c:
-                total, done = c.execute(
-                    select(func.count(), func.count(index_progress.c.completed_at)).where(index_progress.c.epoch == epoch)
-                ).one()
+                state = live_state(c, epoch)
         except Exception as exc:
             return (False, type(exc).__name__)
-        if not total:
-            return (False, f"epoch {epoch}: no index built (run `hedui node index`)")
-        return (done == total, f"epoch {epoch}: {done} of {total} sources built")
+        # The same test as the lookups' (index_read.require_live): no build half served.
+        try:
+            require_live(state, epoch, self._rt.provider.sources)
+        except Unavailable as exc:
+            return (False, f"{exc.reason}: {exc.message}")
+        return (True, f"epoch {epoch}: {len(state)} of {len(state)} sources live")
 
     def ready(self, service: str = "") -> tuple[bool, dict[str, Check]]:
         cs = self.checks()

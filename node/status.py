@@ -59,7 +59,8 @@ def store_status(cfg: NodeConfig, clock: Clock) -> dict[str, Any]:
     from hedui.node.discovery.tables import notice_outbox
     from hedui.node.store.db import open_engine
     from hedui.node.store.tables import node_state
-    from hedui.node.verification.index_tables import index_progress, token_index
+    from hedui.node.verification.index_read import count_tokens
+    from hedui.node.verification.index_tables import index_progress
 
     now = clock.now()
     eng = open_engine(cfg.store_url())
@@ -69,9 +70,10 @@ def store_status(cfg: NodeConfig, clock: Clock) -> dict[str, Any]:
             out["reachable"] = True
             v = c.execute(select(node_state.c.value).where(node_state.c.key == "directory_version")).scalar()
             out["accepted_directory_version"] = int(v) if v else None
-            tokens: dict[int, int] = dict(c.execute(select(token_index.c.epoch, func.count()).group_by(token_index.c.epoch)).all())
+            epochs = {e for (e,) in c.execute(select(index_progress.c.epoch).distinct())}
+            tokens: dict[int, int] = {e: count_tokens(c, e) for e in epochs}   # live builds only
             out["index"] = [
-                {"source": r.source, "epoch": r.epoch, "status": r.status, "mode": r.mode, "rows_read": r.rows_read,
+                {"source": r.source, "epoch": r.epoch, "status": r.status, "mode": r.mode, "live_gen": r.live_gen, "rows_read": r.rows_read,
                  "tokens_in_epoch": int(tokens.get(r.epoch, 0)), "data_date": _iso(r.data_date),
                  "updated_at": _iso(_aware(r.updated_at)),
                  "age_seconds": int((now - _aware(r.updated_at)).total_seconds()),

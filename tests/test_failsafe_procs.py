@@ -15,13 +15,14 @@ import pytest
 _PARENT = textwrap.dedent("""
     import os, sys, time
     from hedui.keys.oprf import ServerKey
-    from hedui.node.verification.index import _Tokenizer
+    from hedui.adapters.records import Record
+    from hedui.node.verification.index_work import Workers
 
     def main():
-        tok = _Tokenizer(ServerKey.derive(b"s" * 32, 1), 2)
+        tok = Workers(ServerKey.derive(b"s" * 32, 1), 2, None)
         # Real work through the index build's own pool, so both workers are up.
-        ids = ["11010519491231002X"] * 8
-        assert len(tok.result(tok.submit(ids))) == 8
+        items = [Record("11010519491231002X", f"t:id={i}", ()) for i in range(8)]
+        assert len(tok.result(tok.submit(items))) == 8
         print(" ".join(str(p) for p in tok._pool._processes), flush=True)
         time.sleep(600)
 

@@ -23,7 +23,7 @@ from hedui.adapters.records import Record
 from hedui.adapters.synthetic import write_csv, write_sql
 from hedui.common.clock import FixedClock
 from hedui.keys.oprf import ServerKey
-from hedui.node.errors import ConfigError, InvalidArgument
+from hedui.node.errors import ConfigError, InvalidArgument, Reason, Unavailable
 from hedui.node.verification.index import all_tokens, build_index, facts_for_tokens, list_problems, live_epochs, retire_epoch
 from hedui.node.verification.index_tables import index_progress, index_rows, token_index
 
@@ -113,7 +113,11 @@ def test_all_tokens_pages_in_byte_order(engine, dept):
 def test_lookup_of_unknown_token(engine, dept):
     build_index(engine, open_adapter(dept["tax"]), KEY1, 1, workers=0, clock=CLOCK)
     assert facts_for_tokens(engine, 1, [b"\x00" * 64]) == {}
-    assert facts_for_tokens(engine, 2, []) == {}
+    with pytest.raises(Unavailable) as e:        # no build of epoch 2: refuse, never "no record"
+        facts_for_tokens(engine, 2, [])
+    assert e.value.reason == Reason.INDEX_NOT_READY
+    with pytest.raises(Unavailable):             # a source the node names but never built
+        facts_for_tokens(engine, 1, [b"\x00" * 64], sources=["tax", "vehicles"])
 
 
 def _scan_store(engine) -> list[str]:
@@ -254,7 +258,10 @@ def test_rotation_keeps_old_epoch_live(engine, dept):
     assert live_epochs(engine) == [1, 2]
     assert retire_epoch(engine, 1) == len(one)
     assert live_epochs(engine) == [2]
-    assert _actual(engine, 1) == ({}, {})
+    with pytest.raises(Unavailable):
+        _actual(engine, 1)
+    with engine.connect() as c:
+        assert c.execute(select(token_index).where(token_index.c.epoch == 1)).first() is None
 
 
 def test_bad_arguments(engine, dept):

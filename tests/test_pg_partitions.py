@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 from hedui.node.store import migrate
 from hedui.node.store.db import open_engine, sqlite_url
 from hedui.node.verification.index import all_tokens, facts_for_tokens
-from hedui.node.verification.index_tables import partition_bounds, token_index
+from hedui.node.verification.index_tables import index_progress, partition_bounds
 
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -39,9 +39,14 @@ def _tokens(n: int) -> list[bytes]:
 
 
 def _fill(eng, toks: list[bytes]) -> None:
+    # One complete build of source "s" (generation 1 live; node/verification/index_read.py).
     with eng.begin() as c:
-        c.execute(token_index.insert(), [{"epoch": 1, "token": t, "facts": f'{{"s":{{"t:id={i}":[]}}}}',
-                                          "row_count": 1, "updated_at": AT} for i, t in enumerate(toks)])
+        c.execute(text("INSERT INTO token_index (epoch, token, source, gen, part, facts, row_count) "
+                       "VALUES (1, :t, 's', 1, 0, :f, 1)"),
+                  [{"t": t, "f": f'{{"t:id={i}":[]}}'} for i, t in enumerate(toks)])
+        c.execute(index_progress.insert().values(epoch=1, source="s", run=1, mode="fresh", status="done",
+                                                 position=None, fingerprint="f", rows_read=len(toks),
+                                                 started_at=AT, updated_at=AT, completed_at=AT, live_gen=1))
 
 
 @given(n=st.integers(1, 256), tok=st.binary(min_size=0, max_size=64))
@@ -94,14 +99,14 @@ def test_upgrade_moves_an_existing_index_into_partitions_and_downgrade_back(pg_u
     eng = open_engine(pg_url)
     try:
         with eng.begin() as conn:
-            command.upgrade(migrate._config(conn), "0008t")
+            command.upgrade(migrate._config(conn), "0009x")   # generations, still one plain table
         toks = _tokens(500)
         _fill(eng, toks)
         migrate.upgrade(eng, index_partitions=4)
         assert len(_partitions(eng)) == 4
         assert list(all_tokens(eng, 1)) == sorted(toks)
         with eng.begin() as conn:
-            command.downgrade(migrate._config(conn), "0008t")
+            command.downgrade(migrate._config(conn), "0009x")
         assert _partitions(eng) == []
         assert list(all_tokens(eng, 1)) == sorted(toks)
         assert "token_index_p000" not in inspect(eng).get_table_names()

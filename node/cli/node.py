@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from hedui.common.clock import fmt_instant
-from hedui.node.cli._common import cli_errors, console, emit_json, err_console, wall_clock
+from hedui.node.cli._common import cli_errors, console, emit_json, err_console, fail, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -185,7 +185,14 @@ def _provider_cfg(config: Path):
     return cfg
 
 
-def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None, json_out: bool) -> dict:
+#: ``node index``: a source's run could not use more rows than ``provider.max_unusable_share``
+#: allows, or its export ends inside a row (truncated); that run is not made live (the
+#: previous build keeps answering). The same code as ``notices detect`` for the same cause.
+EXIT_UNUSABLE = 3
+
+
+def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None, json_out: bool,
+           max_unusable_share: float | None = None) -> dict:
     from hedui.adapters import open_adapter
     from hedui.keys.keyfile import load_secret, passphrase
     from hedui.keys.oprf import ServerKey
@@ -195,6 +202,7 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
     from hedui.node.verification.provider import OPRF_SEED_LABEL
 
     key = ServerKey.derive(load_secret(seed_path, passphrase(env=cfg.keys.passphrase_env), label=OPRF_SEED_LABEL), epoch)
+    limit = cfg.provider.max_unusable_share if max_unusable_share is None else max_unusable_share
     eng = open_engine(cfg.store_url())
     outs: list[dict] = []
     try:
@@ -208,7 +216,7 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
                 progress = progress_bar(disable=json_out)
                 with progress:
                     rep = build_index(eng, adapter, key, epoch, clock=wall_clock(), workers=workers, progress=progress,
-                                      full=full, data_date=cfg.provider.data_date)
+                                      full=full, data_date=cfg.provider.data_date, max_unusable_share=limit)
                 problems = list_problems(eng, epoch, rep.source)
             finally:
                 adapter.close()
@@ -216,8 +224,11 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
                 "epoch": epoch, "source": rep.source, "mode": rep.mode, "resumed": rep.resumed, "rows": rep.rows,
                 "records": rep.records, "problems": rep.problems, "removed": rep.removed, "tokens": rep.tokens,
                 "seconds": round(rep.seconds, 2), "rows_per_second": round(rep.rate, 1),
-                "public_key_hex": key.public_key_bytes.hex(),
-                "problem_rows": [{"locator": p.locator, "reason": p.reason} for p in problems[:200]],
+                "public_key_hex": key.public_key_bytes.hex(), "skipped": rep.skipped,
+                "unusable_share": round(rep.unusable_share, 6), "max_unusable_share": limit,
+                "truncated": rep.truncated, "live": rep.live,
+                # Every problem row of the source by locator (issue 13), never by identity.
+                "problem_rows": [{"locator": p.locator, "reason": p.reason} for p in problems],
             })
     finally:
         eng.dispose()
@@ -233,13 +244,27 @@ def _print_build(doc: dict) -> None:
 def _print_source(out: dict) -> None:
     console.print(
         f"epoch {out['epoch']} {out['source']} ({out['mode']}{', resumed' if out['resumed'] else ''}): "
-        f"{out['rows']:,} rows → {out['records']:,} records, {out['problems']:,} problems, {out['tokens']:,} tokens "
+        f"{out['rows']:,} rows → {out['records']:,} records, {out['problems']:,} problems, "
+        f"{out.get('skipped', 0):,} skipped by the mapping's filters, {out['tokens']:,} tokens "
         f"in {out['seconds']} s ({out['rows_per_second']:,.0f} rows/s)"
     )
-    for p in out["problem_rows"][:20]:
-        console.print(f"  [yellow]problem[/] {p['locator']}: {p['reason']}")
-    if out["problems"] > 20:
-        console.print(f"  … {out['problems'] - 20} more (see --json)")
+    for p in out["problem_rows"]:
+        console.print(f"  problem {p['locator']}: {p['reason']}", markup=False, highlight=False, soft_wrap=True)
+    if "live" in out:
+        console.print(f"  unusable: {100 * out['unusable_share']:.2f}% of the rows read "
+                      f"(provider.max_unusable_share {100 * out['max_unusable_share']:.2f}%)"
+                      + ("; the export ends inside a row (truncated?)" if out["truncated"] else "")
+                      + ("" if out["live"] else " — NOT made live: the previous build keeps answering"),
+                      markup=False, highlight=False)
+
+
+def _unusable(doc: dict) -> None:
+    held = [o for o in doc.get("sources", [doc]) if not o.get("live", True)]
+    if held:
+        fail("; ".join(f"{o['source']}: {o['problems']} problem row(s), {100 * o['unusable_share']:.1f}% unusable"
+                       + (", export truncated" if o["truncated"] else "") for o in held)
+             + f" (provider.max_unusable_share allows {100 * held[0]['max_unusable_share']:.1f}%); not made live — "
+             "fix the export or the mapping and run `hedui node index` again", EXIT_UNUSABLE)
 
 
 @app.command("index")
@@ -249,11 +274,19 @@ def index(
     full: bool = typer.Option(False, help="Re-read everything (default: only what changed; resumes an interrupted run)"),
     workers: int | None = typer.Option(None, help="Processes computing tokens (default: all cores)"),
     json_out: bool = typer.Option(False, "--json"),
+    max_unusable_share: float | None = typer.Option(
+        None, min=0.0, max=1.0,
+        help="Largest share of rows a run may fail to use and still go live (default: provider.max_unusable_share)"),
 ) -> None:
-    """Build or update the token index of the current OPRF epoch from the department's data."""
+    """Build or update the token index of the current OPRF epoch from the department's data.
+
+    Every problem row is named by locator. Exits 3 when a source's run could not use more than
+    the allowed share of its rows, or its export ends inside a row; that run is not made live."""
     cfg = _provider_cfg(config)
-    out = _build(cfg, cfg.path(cfg.provider.oprf_seed), cfg.provider.epoch, full=full, workers=workers, json_out=json_out)
+    out = _build(cfg, cfg.path(cfg.provider.oprf_seed), cfg.provider.epoch, full=full, workers=workers, json_out=json_out,
+                 max_unusable_share=max_unusable_share)
     emit_json(out) if json_out else _print_build(out)
+    _unusable(out)
 
 
 @app.command("rotate-oprf-key")
@@ -288,7 +321,8 @@ def rotate_oprf_key(
     ]
     if json_out:
         emit_json(out)
-        return
-    _print_build(out)
-    for s in out["next_steps"]:
-        console.print(f"  next: {s}")
+    else:
+        _print_build(out)
+        for s in out["next_steps"]:
+            console.print(f"  next: {s}")
+    _unusable(out)

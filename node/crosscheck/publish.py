@@ -1,6 +1,6 @@
 """The provider's side of signed token filters (issue 14): per key epoch and data date, the
 sharded Golomb-coded set of every token in the index, its header signed with the node's
-directory key. Built once and kept until the epoch's token count or data date changes (a
+directory key. Built once and kept until a build of the epoch goes live or its data date changes (a
 re-index changes one of them; ``filterfmt.refresh_plan`` then lets the hub fetch only the
 shards that differ)."""
 
@@ -11,15 +11,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
-
 from hedui.common.errors import Reason
 from hedui.node.crosscheck import shards
 from hedui.node.crosscheck.filterfmt import FilterHeader, header_for
 from hedui.node.crosscheck.wire import sign_header
 from hedui.node.errors import FailedPrecondition
-from hedui.node.verification.index import all_tokens, data_dates
-from hedui.node.verification.index_tables import token_index
+from hedui.node.verification.index_read import live_state, live_tokens, require_live, snapshot
 from hedui.v1 import common_pb2
 
 if TYPE_CHECKING:
@@ -47,22 +44,28 @@ def filter_data_date(dates: dict[str, date | None]) -> date | None:
 
 
 def published_filter(rt: Runtime, epoch: int) -> Published:
-    """The signed filter of ``epoch`` (built on first use or when the index changed).
-    Raises ``FailedPrecondition`` (``NO_FILTER``) while the epoch has no indexed token."""
-    with rt.engine.connect() as c:
-        count = c.execute(select(func.count()).select_from(token_index).where(token_index.c.epoch == epoch)).scalar_one()
-    if not count:
-        raise FailedPrecondition(f"filter: got no indexed token in epoch {epoch}, want an index built first", reason=Reason.NO_FILTER)
-    day = filter_data_date(data_dates(rt.engine, epoch)) or rt.clock.today()
-    key = (rt.member, str(rt.config.base), epoch, day, count)
-    with _LOCK:
-        hit = _CACHE.get(key)
-        if hit is not None:
-            return hit
-        content = shards.build(b"".join(all_tokens(rt.engine, epoch)))
-        header = header_for(content, provider=rt.member, epoch=epoch, data_date=day)
-        pub = Published(header, sign_header(header, rt.signer), content)
-        for k in [k for k in _CACHE if k[:3] == key[:3]]:
-            del _CACHE[k]
-        _CACHE[key] = pub
-        return pub
+    """The signed filter of ``epoch``'s live index (built on first use or when a build went
+    live). Raises ``UNAVAILABLE``/``INDEX_NOT_READY`` while some source has no complete build
+    (issue 13 item 1) and ``FailedPrecondition`` (``NO_FILTER``) while the epoch has no
+    indexed token. The live generations, data dates and tokens are read in one snapshot."""
+    st = rt.provider
+    with snapshot(rt.engine) as conn:
+        state = live_state(conn, epoch)
+        require_live(state, epoch, st.sources if st is not None else ())
+        day = filter_data_date({s: d for s, (_, d) in state.items()}) or rt.clock.today()
+        key = (rt.member, str(rt.config.base), epoch, day, tuple(sorted((s, g) for s, (g, _) in state.items())))
+        with _LOCK:
+            hit = _CACHE.get(key)
+            if hit is not None:
+                return hit
+            tokens = b"".join(live_tokens(conn, epoch))
+            if not tokens:
+                raise FailedPrecondition(f"filter: got no indexed token in epoch {epoch}, want an index built first",
+                                         reason=Reason.NO_FILTER)
+            content = shards.build(tokens)
+            header = header_for(content, provider=rt.member, epoch=epoch, data_date=day)
+            pub = Published(header, sign_header(header, rt.signer), content)
+            for k in [k for k in _CACHE if k[:3] == key[:3]]:
+                del _CACHE[k]
+            _CACHE[key] = pub
+            return pub

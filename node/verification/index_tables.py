@@ -18,17 +18,29 @@ from hedui.node.store.schema import metadata
 __all__ = ["token_index", "index_rows", "index_progress", "index_problems", "DEFAULT_INDEX_PARTITIONS",
            "MAX_INDEX_PARTITIONS", "partition_bounds", "token_index_pg_ddl", "is_partition"]
 
-# One row per (epoch, token). ``facts`` is canonical JSON (sorted keys, no spaces, ASCII):
-# {"<source>": {"<locator>": [{"name", "value", "unit", "on", "attrs"[, "until"]}, ...]}}; values
-# are decimal strings (the text itself for unit "code"), dates ISO; "until" only when set. ``row_count`` is the number of source rows behind the token.
+# The facts of one source behind one token, in one build generation (issue 13: serving is
+# all-or-nothing per build). ``gen`` is the run of ``index_progress`` that wrote the row;
+# readers take only rows with ``gen <= index_progress.live_gen`` of their source, and the swap
+# that makes a run live (one transaction) deletes the rows it supersedes, so at every commit
+# the live rows are exactly one complete build per source. ``part`` splits a token's facts
+# over the batches of a full build (a batch inserts, never reads back; readers merge parts).
+# ``facts`` is canonical JSON (sorted keys, no spaces, ASCII):
+# {"<locator>": [{"name", "value", "unit", "on", "attrs"[, "until"]}, ...]}; values are decimal
+# strings (the text itself for unit "code"), dates ISO; "until" only when set. ``row_count``
+# is the number of source rows in the part; 0 marks a token an incremental run removed
+# (deleted, with what it supersedes, by the swap).
 token_index = Table(
     "token_index",
     metadata,
     Column("epoch", Integer, primary_key=True),
     Column("token", LargeBinary(64), primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("gen", Integer, primary_key=True),
+    Column("part", BigInteger, primary_key=True),
     Column("facts", Text, nullable=False),
     Column("row_count", Integer, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The swap finds a run's rows by it; a first build creates it after loading (index.py).
+    Index("ix_token_index_gen", "epoch", "source", "gen"),
 )
 
 # Which token each source row is filed under (the reverse map), and the run that last saw it.
@@ -59,6 +71,13 @@ index_progress = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),   # first completion of the epoch
+    # The run whose build is served (NULL: none completed yet). Set only by the swap, in the
+    # transaction that deletes what the run supersedes (node/verification/index.py).
+    Column("live_gen", Integer, nullable=True),
+    # Problem rows of the current run and the physical lines they took (an unterminated quote
+    # swallows lines): the unusable share a run must stay under to go live (issue 13).
+    Column("problem_rows", BigInteger, nullable=False, server_default="0"),
+    Column("problem_lines", BigInteger, nullable=False, server_default="0"),
     # The last day the source's data covers (its extract date), as found when the last build
     # started; answers over windows ending later are "not current" (issue 12).
     Column("data_date", Date, nullable=True),
@@ -112,13 +131,17 @@ def token_index_pg_ddl(n: int, name: str = "token_index") -> list[str]:
     """The statements that create ``name`` as the partitioned token index (same columns and
     primary key as :data:`token_index`) and its ``n`` partitions ``<name>_p000`` …"""
     stmts = [
-        f"CREATE TABLE {name} (epoch INTEGER NOT NULL, token BYTEA NOT NULL, facts TEXT NOT NULL, "
-        f"row_count INTEGER NOT NULL, updated_at TIMESTAMP WITH TIME ZONE NOT NULL, "
-        f"CONSTRAINT pk_{name} PRIMARY KEY (epoch, token)) PARTITION BY RANGE (token)"
+        f"CREATE TABLE {name} (epoch INTEGER NOT NULL, token BYTEA NOT NULL, source VARCHAR(64) NOT NULL, "
+        f"gen INTEGER NOT NULL, part BIGINT NOT NULL, facts TEXT NOT NULL, row_count INTEGER NOT NULL, "
+        f"CONSTRAINT pk_{name} PRIMARY KEY (epoch, token, source, gen, part)) PARTITION BY RANGE (token)"
     ]
     for i, (lo, hi) in enumerate(partition_bounds(n)):
         stmts.append(f"CREATE TABLE {name}_p{i:03d} PARTITION OF {name} "
                      f"FOR VALUES FROM ({_bound(lo, 'MINVALUE')}) TO ({_bound(hi, 'MAXVALUE')})")
+    if name == "token_index":
+        # The swap's index (index_tables.token_index), created on the parent: PostgreSQL
+        # creates one per partition.
+        stmts.append("CREATE INDEX ix_token_index_gen ON token_index (epoch, source, gen)")
     return stmts
 
 

@@ -33,6 +33,9 @@ class ProviderState:
     #: Fact name -> the sources (mapping names) producing it, for each field's data date;
     #: empty when the node names no mapping (every source then counts for every field).
     sources_of: dict[str, list[str]] = field(default_factory=dict)
+    #: The sources (mapping names) the node's config names: an epoch answers only once each
+    #: has a complete build (issue 13 item 1; node/verification/index_read.py).
+    sources: list[str] = field(default_factory=list)
 
     def epoch(self, asked: int) -> int:
         """The epoch a request names (0: the current one), if this provider holds its key."""
@@ -69,6 +72,7 @@ def load_provider(rt: Runtime) -> ProviderState:
     if missing:
         raise ConfigError(f"provider.fields: {', '.join(missing)} not published in directory v{rt.directory.version}")
     sources_of: dict[str, list[str]] = {}
+    names: list[str] = []
     paths = p.mapping_paths()
     if paths:
         from hedui.adapters.mapping import load_mapping
@@ -82,4 +86,5 @@ def load_provider(rt: Runtime) -> ProviderState:
         facts = facts_of_mappings(mappings)
         check_catalogue(cat, facts, rt.config.path(p.fields))
         sources_of = {name: info.sources for name, info in facts.items()}
-    return ProviderState(keys=keys, current_epoch=p.epoch, catalogue=cat, revocations=RevocationState(rt.engine), sources_of=sources_of)
+    return ProviderState(keys=keys, current_epoch=p.epoch, catalogue=cat, revocations=RevocationState(rt.engine),
+                         sources_of=sources_of, sources=names)

@@ -164,13 +164,15 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             "reference_month": request.reference_month,
         }
         try:
-            # The replica when one is configured (issue 16); quota and replay stay on the primary.
-            facts, dates = read_index(rt, epoch, list(request.tokens))
+            # Facts and data dates of the live build only, from one snapshot; INDEX_NOT_READY
+            # (UNAVAILABLE) while some source has no complete build (issue 13 item 1). Read on
+            # the replica when one is configured (issue 16); quota and replay stay on the primary.
+            live = read_index(rt, epoch, list(request.tokens), st.sources)
             answer = answer_lookup(
-                facts, list(request.tokens), queries,
+                live.facts, list(request.tokens), queries,
                 provider=rt.member, digest=digest, directory_version=rt.directory.version,
                 reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
-                data_dates=dates, sources_of=st.sources_of,
+                data_dates=live.data_dates, sources_of=st.sources_of,
             )
             answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
             payload = answer.SerializeToString(deterministic=True)

@@ -7,7 +7,7 @@ transaction. SQLite keeps the plain table. The count is read when the table is c
 a store already partitioned is left as it is.
 
 Revision ID: 0009pg16
-Revises: 0008t
+Revises: 0009x
 Create Date: 2026-12-01
 """
 from alembic import op
@@ -17,11 +17,11 @@ from hedui.node.verification.index_tables import DEFAULT_INDEX_PARTITIONS, token
 
 
 revision = '0009pg16'
-down_revision = '0009ops15'
+down_revision = '0009x'
 branch_labels = None
 depends_on = None
 
-_COLS = "epoch, token, facts, row_count, updated_at"
+_COLS = "epoch, token, source, gen, part, facts, row_count"
 
 
 def _partitioned(bind) -> bool:
@@ -37,6 +37,7 @@ def upgrade() -> None:
     n = int(op.get_context().config.attributes.get("index_partitions") or DEFAULT_INDEX_PARTITIONS)
     op.execute("ALTER TABLE token_index RENAME CONSTRAINT pk_token_index TO pk_token_index_plain")
     op.execute("ALTER TABLE token_index RENAME TO token_index_plain")
+    op.execute("DROP INDEX IF EXISTS ix_token_index_gen")
     for stmt in token_index_pg_ddl(n):
         op.execute(stmt)
     op.execute(f"INSERT INTO token_index ({_COLS}) SELECT {_COLS} FROM token_index_plain")
@@ -49,14 +50,18 @@ def downgrade() -> None:
         return
     op.execute("ALTER TABLE token_index RENAME TO token_index_parts")
     op.execute("ALTER TABLE token_index_parts RENAME CONSTRAINT pk_token_index TO pk_token_index_parts")
+    op.execute("DROP INDEX IF EXISTS ix_token_index_gen")
     op.create_table(
         'token_index',
         sa.Column('epoch', sa.Integer(), nullable=False),
         sa.Column('token', sa.LargeBinary(length=64), nullable=False),
+        sa.Column('source', sa.String(length=64), nullable=False),
+        sa.Column('gen', sa.Integer(), nullable=False),
+        sa.Column('part', sa.BigInteger(), nullable=False),
         sa.Column('facts', sa.Text(), nullable=False),
         sa.Column('row_count', sa.Integer(), nullable=False),
-        sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint('epoch', 'token', name=op.f('pk_token_index')),
+        sa.PrimaryKeyConstraint('epoch', 'token', 'source', 'gen', 'part', name=op.f('pk_token_index')),
     )
     op.execute(f"INSERT INTO token_index ({_COLS}) SELECT {_COLS} FROM token_index_parts")
     op.execute("DROP TABLE token_index_parts")   # drops its partitions with it
+    op.create_index('ix_token_index_gen', 'token_index', ['epoch', 'source', 'gen'], unique=False)

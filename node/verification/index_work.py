@@ -1,0 +1,130 @@
+"""The worker side of an index build (issue 16 item 4): conversion, ``F(k, id)`` and
+serialisation, in the build's worker processes (node/procs.py ``worker_pool``), so that the
+main process only reads rows and writes batches.
+
+A batch goes to the workers as adapter items — :class:`~hedui.adapters.records.RawRow`
+(a SQL row not converted yet: the worker converts it with the mapping's ``RowConverter``),
+:class:`Record` or :class:`RowProblem` — and comes back as plain tuples, cheap to pickle:
+
+* ``("r", locator, token, facts_json)`` — a record: its facts as canonical JSON (sorted keys,
+  no spaces, ASCII), scrubbed of anything shaped like an identity number;
+* ``("p", locator, reason, lines)`` — a problem row and the physical lines it took;
+* ``("s",)`` — a row the mapping skips (``source.where``, ``identity.skip_where``).
+
+RFC 9497 §3.3.1 Evaluate is the expensive step; a token is computed once per identity per chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from hedui.adapters import idnum
+from hedui.adapters.records import Fact, RawRow, Record, RowProblem
+from hedui.keys.oprf import ServerKey
+from hedui.node.procs import worker_pool
+
+__all__ = ["Workers", "prepare", "fit", "scrub", "fact_json", "dump", "Prepared"]
+
+_MAX_LOCATOR = 255
+
+Prepared = tuple
+
+
+def scrub(text_: str) -> str:
+    return idnum.scrub(text_, "<withheld>")
+
+
+def fit(locator: str) -> str:
+    locator = scrub(locator)
+    if len(locator) <= _MAX_LOCATOR:
+        return locator
+    return locator[:200] + "…#" + hashlib.sha256(locator.encode()).hexdigest()[:16]
+
+
+def fact_json(f: Fact) -> dict[str, Any]:
+    doc = {"name": f.name, "value": str(f.value), "unit": f.unit,
+           "on": f.on.isoformat() if f.on else None, "attrs": dict(f.attrs)}
+    if f.until is not None:   # only when set: indexes built before issue 12 read the same
+        doc["until"] = f.until.isoformat()
+    return doc
+
+
+def dump(doc: Any) -> str:
+    return scrub(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True))
+
+
+# --- worker state --------------------------------------------------------------------------------
+
+_state: dict[str, Any] = {}
+
+
+def _init(key: ServerKey, raw: tuple | None, state: dict[str, Any] = _state) -> None:
+    # Dying with the parent is node/procs.py's job (worker_pool), for every pool alike.
+    state["key"] = key
+    if raw is not None:
+        from hedui.adapters._convert import RowConverter
+
+        mapping, refs = raw
+        state["conv"] = RowConverter(mapping)
+        state["idx"] = {r: i for i, r in enumerate(refs)}
+
+
+def prepare(items: Sequence[Record | RowProblem | RawRow], state: dict[str, Any] = _state) -> list[Prepared]:
+    """Converts, tokenises and serialises one chunk of a batch (in a worker, or inline)."""
+    token = state["key"].token
+    conv, idx = state.get("conv"), state.get("idx") or {}
+    seen: dict[str, bytes] = {}
+    out: list[Prepared] = []
+    for item in items:
+        if isinstance(item, RawRow):
+            values = item.values
+            assert conv is not None, "a raw row needs the adapter's raw_converter()"
+            item = conv.convert(item.locator, lambda ref, v=values: v[idx[ref]])
+            if item is None:
+                out.append(("s",))
+                continue
+        if isinstance(item, Record):
+            tok = seen.get(item.identity)
+            if tok is None:
+                tok = seen[item.identity] = token(item.identity)
+            out.append(("r", fit(item.locator), tok, dump([fact_json(f) for f in item.facts])))
+        else:
+            out.append(("p", fit(item.locator), scrub(item.reason), max(1, getattr(item, "lines", 1))))
+    return out
+
+
+class Workers:
+    """Runs :func:`prepare` over batches in a process pool (or inline when ``workers == 0``)."""
+
+    def __init__(self, key: ServerKey, workers: int, raw: tuple | None) -> None:
+        self._workers = workers
+        self._pool = None
+        self._inline: dict[str, Any] = {}   # this build's own state when inline (builds may share a process)
+        if workers > 0:
+            # Workers die with this process, even when it is killed (node/procs.py, issue 13).
+            self._pool = worker_pool(workers, _init, (key, raw))
+        else:
+            _init(key, raw, self._inline)
+
+    def submit(self, items: list) -> list[Future] | list[Prepared]:
+        if self._pool is None:
+            return prepare(items, self._inline)
+        n = max(1, -(-len(items) // self._workers))
+        return [self._pool.submit(prepare, items[i:i + n]) for i in range(0, len(items), n)]
+
+    @staticmethod
+    def result(pending: list) -> list[Prepared]:
+        if not pending or isinstance(pending[0], tuple):
+            return pending
+        out: list[Prepared] = []
+        for f in pending:
+            out.extend(f.result())
+        return out
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
