@@ -42,6 +42,8 @@ class NodeAudit:
         self._peers: set[str] = set()
         self._pending: dict[str, bytes] = {}
         self._cosigned_size: dict[str, int] = {}
+        self._note: bytes = b""
+        self._note_of: object = None
         self.cosigner = _CosignLoop(self)
 
     def record(self, kind: str, fields: dict, *, wait: bool = True):
@@ -54,10 +56,9 @@ class NodeAudit:
         f = dict(fields)
         if isinstance(f.get("purpose"), int):
             f["purpose"] = PURPOSE_NAMES.get(f["purpose"], str(f["purpose"]))
-        fut = self.log.submit(kind, f)
         if not wait:
-            return fut
-        seq = fut.result()
+            return self.log.submit(kind, f)
+        seq = self.log.append(kind, f)   # in this thread, group-committed (no writer hand-off)
         if self._rt.metrics is not None:
             self._rt.metrics.audit_size.set(seq + 1)
         return seq
@@ -77,6 +78,11 @@ class NodeAudit:
         """Appends :meth:`prepare`'d entries in the caller's transaction ``conn``."""
         return self.log.write_in(conn, prepared)
 
+    def transact(self, work):
+        """Runs ``work(conn)`` in a transaction of the store's group committer (shared with
+        concurrent writes, :mod:`hedui.node.store.group`); returns once it committed."""
+        return self.log.group.run(work)
+
     def committed(self, seqs: list[int]) -> None:
         """Tells the metrics about entries whose transaction has committed."""
         if self._rt.metrics is not None and seqs:
@@ -85,13 +91,7 @@ class NodeAudit:
     def record_many(self, items: list[tuple[str, dict]]) -> list[int]:
         """Appends several entries (one event's, e.g. a notice and its receipt); they are
         submitted together so the writer commits them in one transaction. Durable on return."""
-        futures = []
-        for kind, fields in items:
-            f = dict(fields)
-            if isinstance(f.get("purpose"), int):
-                f["purpose"] = PURPOSE_NAMES.get(f["purpose"], str(f["purpose"]))
-            futures.append(self.log.submit(kind, f))
-        seqs = [fut.result() for fut in futures]
+        seqs = self.log.append_prepared(self.prepare(items))
         if self._rt.metrics is not None and seqs:
             self._rt.metrics.audit_size.set(max(seqs) + 1)
         return seqs
@@ -102,7 +102,9 @@ class NodeAudit:
         cp = self.log.latest_signed()
         if cp is None:
             cp = self.log.checkpoint()
-        return cp.note.encode()
+        if self._note_of is not cp:   # encoded once per checkpoint, not per answer
+            self._note, self._note_of = cp.note.encode(), cp
+        return self._note
 
     def offer_peer_checkpoint(self, code: str, note: bytes) -> None:
         """Keeps the newest checkpoint a peer attached to an exchange; the background loop
