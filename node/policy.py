@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hedui.adapters import idnum
@@ -56,11 +56,17 @@ _ID_MIN, _ID_MAX = 16, 32
 # form. Values travel as parameters; the compiled SQL comes from the engine's cache.
 _Q = quota_counters.c
 _S = seen_requests.c
-#: One ``UPDATE … RETURNING`` per quota window: the new count comes back with the update.
+#: One ``UPDATE … RETURNING`` per quota window, or one for both (the common case): the new
+#: counts come back with the update.
 _BUMP = (update(quota_counters)
          .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
                      _Q.window == bindparam("k_window"), _Q.window_start == bindparam("k_start")))
          .values(count=_Q.count + 1).returning(_Q.count))
+_BUMP_BOTH = (update(quota_counters)
+              .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
+                          or_(and_(_Q.window == "m", _Q.window_start == bindparam("k_m")),
+                              and_(_Q.window == "d", _Q.window_start == bindparam("k_d")))))
+              .values(count=_Q.count + 1).returning(_Q.window, _Q.count))
 _UNBUMP = (update(quota_counters)
            .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
                        _Q.window == bindparam("k_window"), _Q.window_start == bindparam("k_start"), _Q.count > 0))
@@ -219,10 +225,21 @@ def _limits(rules) -> tuple[int, int]:
 
 def _charge_quota(c, caller: str, method: str, grant: Grant, now: float) -> None:
     per_minute, per_day = _limits(grant.rules)
-    for window, start, limit in (("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)):
-        if not limit:
-            continue
-        count = _bump(c, caller, method, window, start)
+    windows = [(w, s, n) for w, s, n in (("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)) if n]
+    if not windows:
+        return
+    if len(windows) == 2:
+        # Both windows in one UPDATE … RETURNING (a window's first call inserts its row).
+        counts = dict(c.execute(_BUMP_BOTH, {"k_caller": caller, "k_method": method,
+                                             "k_m": windows[0][1], "k_d": windows[1][1]}).all())
+        for window, start, _ in windows:
+            if window not in counts:
+                c.execute(_NEW_COUNTER, {"caller": caller, "method": method, "window": window, "window_start": start, "count": 1})
+                counts[window] = 1
+    else:
+        counts = {w: _bump(c, caller, method, w, s) for w, s, _ in windows}
+    for window, start, limit in windows:
+        count = int(counts[window])
         if count > limit:
             over = _over.setdefault(c.engine, {}).setdefault((caller, method), set())
             if len(over) > 64:   # old windows: the set only needs the current ones
