@@ -244,8 +244,11 @@ def run_case(
     ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator,
                     **consent.context_fields(rt, case))  # issue 18: the signed consent record
     month = str(reference_month_of(case, rt.clock.zone))
+    from hedui.node.crosscheck.fetch import cached_digests
+
+    digests = cached_digests(rt)
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored)
+        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored, digests)
                 for m, fields in todo]
         outcomes = [f.result() for f in futs]
     with rt.engine.connect() as c:
@@ -294,20 +297,23 @@ class _NoLookup(Exception):
 
 
 def filter_first(rt: Runtime, code: str, epoch: int, month: str, tokens: list[bytes],
-                 fields: list[str]) -> tuple[list[bytes], str | None]:
+                 fields: list[str], digests: dict[str, bytes] | None = None) -> tuple[list[bytes], str | None]:
     """``(tokens to send, filter_first JSON or None)``. Uses the hub's cached signed filter of
     ``code`` (node/crosscheck/fetch.py; kept current by cross-checks) when it is for this key
     epoch and speaks for the whole reference month (its data date is at or after the month's
     end); otherwise every token is sent, as before. A false positive (≤ 2^-30 per token) only
-    costs a Lookup answered "no record"."""
+    costs a Lookup answered "no record". ``digests``: the cached filters' header digests as
+    read once for the whole case (``cached_digests``); a department not in it has none."""
     import base64
     import json
 
     from hedui.node.crosscheck import shards
     from hedui.node.crosscheck.fetch import cached_filter
 
+    if digests is not None and code not in digests:
+        return tokens, None
     try:
-        filt = cached_filter(rt, code)
+        filt = cached_filter(rt, code, None if digests is None else digests[code])
     except (VerificationError, InvalidArgument):
         return tokens, None
     if filt is None or filt.header.epoch != epoch or not month:
@@ -322,8 +328,10 @@ def filter_first(rt: Runtime, code: str, epoch: int, month: str, tokens: list[by
     return [tokens[i] for i in positions], json.dumps(doc, separators=(",", ":"))
 
 
-def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, month: str, fresh: bool = False) -> ProviderOutcome:
-    """One department's exchange of a case; ``fresh``: the case has no row for it yet."""
+def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, month: str, fresh: bool = False,
+                  digests: dict[str, bytes] | None = None) -> ProviderOutcome:
+    """One department's exchange of a case; ``fresh``: the case has no row for it yet;
+    ``digests``: the cached filters' header digests, read once per case (filter_first)."""
     code = m.code
     peer = rt.peers.get(code)
     epochs = sorted(((k.epoch, bytes(k.public_key)) for k in m.oprf_keys), reverse=True)
@@ -358,7 +366,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, pub)
         # Filter-first (issue 14): with a current signed filter of this department, only the
         # tokens it holds are sent; the others are "no record as of the filter's data date".
-        tokens, first = filter_first(rt, code, epoch, month, tokens, fields)
+        tokens, first = filter_first(rt, code, epoch, month, tokens, fields, digests)
         row.update(filter_first=first)
         if not tokens:
             # Nobody of the household is held: no Lookup at all, the signed filter is the answer.
