@@ -251,8 +251,9 @@ def run_case(
         futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored, digests)
                 for m, fields in todo]
         outcomes = [f.result() for f in futs]
-    with rt.engine.connect() as c:
-        statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
+    # What is stored now: the rows before this run, each replaced by this run's outcome (its
+    # row was written before the outcome returned) — no need to read them back.
+    statuses = list({**stored, **{o.provider: o.status for o in outcomes}}.values())
     status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
     if status == "complete":
         # Every department answered; the case is complete only if its report is (issue 12:
