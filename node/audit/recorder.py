@@ -42,6 +42,10 @@ class NodeAudit:
         self._peers: set[str] = set()
         self._pending: dict[str, bytes] = {}
         self._cosigned_size: dict[str, int] = {}
+        #: The peer checkpoint last cosigned per peer: the same note offered again (each of
+        #: the peer's answers carries its newest until it signs the next) is not re-verified,
+        #: re-proved and cosigned every tick.
+        self._cosigned_note: dict[str, bytes] = {}
         self._note: bytes = b""
         self._note_of: object = None
         self.cosigner = _CosignLoop(self)
@@ -111,13 +115,16 @@ class NodeAudit:
         verifies and cosigns it (consistency proof fetched from the peer), off the hot path."""
         if note and code != self._rt.member:
             self._peers.add(code)
+            if self._cosigned_note.get(code) == note:
+                return   # every answer carries the peer's newest checkpoint: this one is cosigned
             self._pending[code] = bytes(note)
 
     def process_peer_checkpoints(self) -> int:
         n = 0
         while self._pending:
             code, note = self._pending.popitem()
-            safe_observe(self._rt, code, note)
+            if safe_observe(self._rt, code, note):
+                self._cosigned_note[code] = note
             n += 1
         return n
 
@@ -220,14 +227,17 @@ def open_audit(rt: Runtime) -> NodeAudit:
     return NodeAudit(rt, al, CheckpointScheduler(al))
 
 
-def safe_observe(rt: Runtime, code: str, note: bytes) -> None:
-    """Cosigning must never fail the exchange it rides on; a fork is logged loudly."""
+def safe_observe(rt: Runtime, code: str, note: bytes) -> bool:
+    """Cosigning must never fail the exchange it rides on; a fork is logged loudly. True when
+    the checkpoint was cosigned."""
     if not note:
-        return
+        return False
     rt.audit.note_peer(code)
     try:
         rt.audit.observe_peer(code, note)
+        return True
     except VerificationError as exc:
         log.warning("checkpoint from %s not cosigned: %s %s", code, exc.reason, exc.message[:200])
     except Exception as exc:  # peer unreachable for a proof, etc.
         log.warning("checkpoint from %s not cosigned: %s", code, type(exc).__name__)
+    return False
