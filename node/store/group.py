@@ -80,7 +80,7 @@ class GroupCommit:
                     self._cv.notify_all()
         if unit.error is not None:
             raise unit.error
-        return unit.value  # type: ignore[no-any-return]
+        return unit.value
 
     def _commit(self, batch: list[_Unit]) -> None:
         values: list[Any] = []
