@@ -4,10 +4,11 @@ Builds the same federation as ``bench_case.py`` (hub + 8 providers in this proce
 households), runs ``--cases`` cases one after another after a warm-up, and counts with
 SQLAlchemy engine events (``commit`` and ``before_cursor_execute``, on every engine of the
 process) what each node's store did while they ran: totals per case, split hub / providers,
-and the most frequent statements (``--top``). Background loops (checkpoint signing, peer
+and the most frequent statements (``--top``). Opening the cases (``open_case``) is counted
+too; ``bench_case.py`` opens them outside its timing. Background loops (checkpoint signing, peer
 cosigning) are stopped during the count so the figures are the case path alone.
 
-    python bench/count_case.py [--residents 5000] [--cases 16] [--top 12] [--json]
+    python bench/count_case.py [--residents 5000] [--cases 16] [--concurrency 1] [--top 12] [--json]
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--residents", type=int, default=5000)
     ap.add_argument("--cases", type=int, default=16)
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--concurrency", type=int, default=1, help="cases run at once (group commit shares commits)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("HEDUI_BENCH_TMP")) as d:
@@ -78,7 +80,7 @@ def main() -> None:
                 rt.audit.cosigner.stop()
             hh = _households(a.cases, a.residents)
             _on = True
-            _lat, _rate, incomplete = _run_hedui(tb, hh, 1)
+            _lat, _rate, incomplete = _run_hedui(tb, hh, a.concurrency)
             for code in ["hub", *PROVIDERS]:
                 tb.runtime(code).audit.log.flush()
             _on = False
@@ -86,7 +88,7 @@ def main() -> None:
             tb.stop()
     n = a.cases
     out = {
-        "cases": n, "incomplete": incomplete,
+        "cases": n, "concurrency": a.concurrency, "incomplete": incomplete,
         "per case": {f"{side} {what}": round(v / n, 2) for (side, what), v in sorted(_counts.items())},
         "top statements per case": [
             {"side": side, "per case": round(v / n, 2), "sql": sql} for (side, sql), v in _stmts.most_common(a.top)
@@ -95,7 +97,7 @@ def main() -> None:
     if a.json:
         print(json.dumps(out, indent=1))
         return
-    print(f"{n} cases ({incomplete} incomplete), per case:")
+    print(f"{n} cases at concurrency {a.concurrency} ({incomplete} incomplete), per case:")
     for k, v in out["per case"].items():
         print(f"  {k:24s} {v:8.2f}")
     print("most frequent statements (per case):")
