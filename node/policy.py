@@ -20,12 +20,13 @@ send it.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -40,7 +41,7 @@ from hedui.v1 import common_pb2, directory_pb2
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
 
-__all__ = ["Grant", "check", "check_method", "commit", "release", "DEFAULT_MAX_BATCH", "MAX_BATCH", "prune_replay_cache", "replay_window"]
+__all__ = ["Grant", "charge", "check", "check_method", "commit", "release", "DEFAULT_MAX_BATCH", "MAX_BATCH", "prune_replay_cache", "replay_window"]
 
 DEFAULT_MAX_BATCH = DIRECTORY_MAX_BATCH
 #: The one batch limit, where the request enters (issue 13 item 3): no directory rule can
@@ -51,6 +52,33 @@ DEFAULT_MAX_BATCH = DIRECTORY_MAX_BATCH
 MAX_BATCH = DIRECTORY_MAX_BATCH
 DEFAULT_REPLAY_WINDOW_HOURS = 24
 _ID_MIN, _ID_MAX = 16, 32
+
+# The hot path's statements, built once (issue 16 item 3): building a Core expression per call
+# (column comparisons, bind parameters, its cache key) cost ~5x executing the cached compiled
+# form. Values travel as parameters; the compiled SQL comes from the engine's cache.
+_Q = quota_counters.c
+_S = seen_requests.c
+#: One ``UPDATE … RETURNING`` per quota window, or one for both (the common case): the new
+#: counts come back with the update.
+_BUMP = (update(quota_counters)
+         .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
+                     _Q.window == bindparam("k_window"), _Q.window_start == bindparam("k_start")))
+         .values(count=_Q.count + 1).returning(_Q.count))
+_BUMP_BOTH = (update(quota_counters)
+              .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
+                          or_(and_(_Q.window == "m", _Q.window_start == bindparam("k_m")),
+                              and_(_Q.window == "d", _Q.window_start == bindparam("k_d")))))
+              .values(count=_Q.count + 1).returning(_Q.window, _Q.count))
+_UNBUMP = (update(quota_counters)
+           .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
+                       _Q.window == bindparam("k_window"), _Q.window_start == bindparam("k_start"), _Q.count > 0))
+           .values(count=_Q.count - 1))
+_SEEN = seen_requests.insert()
+_SEEN_ROW = select(_S.caller, _S.method, _S.request_digest, _S.answer, _S.seen_at).where(_S.request_id == bindparam("rid"))
+_FORGET = seen_requests.delete().where(_S.request_id == bindparam("rid"))
+_FORGET_MINE = seen_requests.delete().where(and_(_S.request_id == bindparam("rid"), _S.caller == bindparam("k_caller"),
+                                                 _S.method == bindparam("k_method")))
+_PRUNE = seen_requests.delete().where(_S.seen_at < bindparam("before"))
 
 
 @dataclass(frozen=True)
@@ -92,13 +120,15 @@ def check(
     need_consent: bool = True,
     request_digest: bytes = b"",
     replay_guard: bool = True,
+    charge: bool = True,
 ) -> Grant:
     """Checks everything a request can be refused for before any work.
 
     With ``replay_guard`` the request id is looked up (a retry of the same request returns
     the cached answer) and the quota is charged later, in the same transaction that stores
     the answer (:func:`commit`). Without it (pseudonym evaluation, which discloses nothing
-    and needs no idempotency) the quota is charged here.
+    and needs no idempotency) the quota is charged here — or, with ``charge=False``, by
+    :func:`charge` together with the call's audit entry once the work is done (one commit).
     """
     validate_context(ctx, need_consent=need_consent)
     rules = rt.directory.rules(caller, rt.member, method)
@@ -126,9 +156,56 @@ def check(
         if cached is not None:
             return Grant(tuple(rules), cached_answer=cached)
         return grant
+    if not charge:
+        _refuse_if_known_over(rt, caller, method, grant, rt.clock.now().timestamp())
+        return grant
     with rt.engine.begin() as c:
         _charge_quota(c, caller, method, grant, rt.clock.now().timestamp())
     return grant
+
+
+def charge(rt: Runtime, caller: str, method: str, grant: Grant, audit: Sequence[tuple[str, dict]] = ()) -> None:
+    """Charges the quota of a call checked with ``charge=False`` and appends its ``audit``
+    entries, in one group-committed transaction (issue 16): nothing is charged or logged
+    unless both are, and the caller answers only after the commit. A quota overrun raises
+    (``QUOTA_EXCEEDED``) and leaves nothing behind."""
+    at = rt.clock.now().timestamp()
+    prepared = rt.audit.prepare(list(audit)) if audit else []
+
+    def work(c) -> list[int]:
+        _charge_quota(c, caller, method, grant, at)
+        return rt.audit.write_in(c, prepared) if prepared else []
+
+    seqs = _transact(rt, work)
+    if seqs:
+        rt.audit.committed(seqs)
+
+
+def _transact(rt: Runtime, work):
+    """``work(conn)`` in one transaction: the node's group committer when it has an audit
+    log (a serving node always does), else a transaction of its own."""
+    audit = getattr(rt, "audit", None)
+    if audit is not None:
+        return audit.transact(work)
+    with rt.engine.begin() as c:
+        return work(c)
+
+
+#: engine -> (caller, method) -> the quota windows (window, start) this process saw overrun:
+#: a call checked with ``charge=False`` in such a window is refused before its work, as it
+#: was when the quota was charged first. Only a hint: the charge in the commit decides.
+_over: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _refuse_if_known_over(rt: Runtime, caller: str, method: str, grant: Grant, now: float) -> None:
+    seen = _over.get(rt.engine, {}).get((caller, method))
+    if not seen:
+        return
+    per_minute, per_day = _limits(grant.rules)
+    for window, start, limit in (("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)):
+        if limit and (window, start) in seen:
+            span = "minute" if window == "m" else "day"
+            raise ResourceExhausted(f"quota: {caller} is over its limit of {limit} {method} calls this {span}", reason=Reason.QUOTA_EXCEEDED)
 
 
 def check_method(rt: Runtime, caller: str, method: str) -> tuple[directory_pb2.AccessRule, ...]:
@@ -147,13 +224,38 @@ def _limits(rules) -> tuple[int, int]:
     return per_minute, per_day
 
 
+def _new_counter(c, caller: str, method: str, window: str, start: int) -> int:
+    # The window's first call. Node replicas sharing one PostgreSQL store (issue 16) may both
+    # get here for the same window: an upsert, so the second adds to the first's row instead
+    # of failing on its key (which commit() would misread as a replayed request id).
+    ins = (pg_insert if c.dialect.name == "postgresql" else sqlite_insert)(quota_counters).values(
+        caller=caller, method=method, window=window, window_start=start, count=1)
+    ins = ins.on_conflict_do_update(index_elements=["caller", "method", "window", "window_start"],
+                                    set_={"count": quota_counters.c.count + 1})
+    return int(c.execute(ins.returning(quota_counters.c.count)).scalar_one())
+
+
 def _charge_quota(c, caller: str, method: str, grant: Grant, now: float) -> None:
     per_minute, per_day = _limits(grant.rules)
-    for window, start, limit in (("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)):
-        if not limit:
-            continue
-        count = _bump(c, caller, method, window, start)
+    windows = [(w, s, n) for w, s, n in (("m", int(now // 60), per_minute), ("d", int(now // 86400), per_day)) if n]
+    if not windows:
+        return
+    if len(windows) == 2:
+        # Both windows in one UPDATE … RETURNING (a window's first call inserts its row).
+        counts = dict(c.execute(_BUMP_BOTH, {"k_caller": caller, "k_method": method,
+                                             "k_m": windows[0][1], "k_d": windows[1][1]}).all())
+        for window, start, _ in windows:
+            if window not in counts:
+                counts[window] = _new_counter(c, caller, method, window, start)
+    else:
+        counts = {w: _bump(c, caller, method, w, s) for w, s, _ in windows}
+    for window, start, limit in windows:
+        count = int(counts[window])
         if count > limit:
+            over = _over.setdefault(c.engine, {}).setdefault((caller, method), set())
+            if len(over) > 64:   # old windows: the set only needs the current ones
+                over.clear()
+            over.add((window, start))
             span = "minute" if window == "m" else "day"
             raise ResourceExhausted(f"quota: {caller} made {count - 1} {method} calls this {span}, limit {limit}", reason=Reason.QUOTA_EXCEEDED)
 
@@ -170,20 +272,24 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
     now = rt.clock.now()
     at = now.timestamp()
     prepared = rt.audit.prepare(list(audit)) if audit else []
-    seqs: list[int] = []
+    window = replay_window(rt)
+    prune = _prune_due(rt.engine, at)
+    row = {"request_id": bytes(ctx.request_id), "caller": caller, "method": method,
+           "seen_at": now, "request_digest": request_digest or None, "answer": answer}
+
+    def work(c) -> list[int]:
+        _charge_quota(c, caller, method, grant, at)
+        if prune:
+            prune_replay_cache(c, now, window)
+        c.execute(_SEEN, row)
+        if also is not None:
+            also(c)
+        # Last: the audit head row it locks serialises the log's writers until commit.
+        return rt.audit.write_in(c, prepared) if prepared else []
+
     try:
-        with rt.engine.begin() as c:
-            _charge_quota(c, caller, method, grant, at)
-            prune_replay_cache(c, now, replay_window(rt))
-            c.execute(seen_requests.insert().values(
-                request_id=bytes(ctx.request_id), caller=caller, method=method,
-                seen_at=now, request_digest=request_digest or None, answer=answer,
-            ))
-            if also is not None:
-                also(c)
-            # Last: the audit head row it locks serialises the log's writers until commit.
-            if prepared:
-                seqs = rt.audit.write_in(c, prepared)
+        # Group-committed with concurrent exchanges (node/store/group.py): durable on return.
+        seqs = _transact(rt, work)
     except IntegrityError:
         raise PermissionDenied(
             f"context.request_id: {bytes(ctx.request_id).hex()[:32]} was already used, want a fresh id", reason=Reason.REPLAYED_REQUEST
@@ -201,15 +307,8 @@ def release(rt: Runtime, caller: str, method: str, ctx, grant: Grant, at: float)
     with rt.engine.begin() as c:
         for window, start, limit in (("m", int(at // 60), per_minute), ("d", int(at // 86400), per_day)):
             if limit:
-                c.execute(update(quota_counters).where(and_(
-                    quota_counters.c.caller == caller, quota_counters.c.method == method,
-                    quota_counters.c.window == window, quota_counters.c.window_start == start,
-                    quota_counters.c.count > 0,
-                )).values(count=quota_counters.c.count - 1))
-        c.execute(seen_requests.delete().where(and_(
-            seen_requests.c.request_id == bytes(ctx.request_id), seen_requests.c.caller == caller,
-            seen_requests.c.method == method,
-        )))
+                c.execute(_UNBUMP, {"k_caller": caller, "k_method": method, "k_window": window, "k_start": start})
+        c.execute(_FORGET_MINE, {"rid": bytes(ctx.request_id), "k_caller": caller, "k_method": method})
 
 
 def replay_window(rt: Runtime) -> timedelta:
@@ -222,22 +321,36 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
+#: How often (node clock seconds) a commit also prunes the replay cache: pruning is a scan of
+#: the ``seen_at`` index, and an entry past the window is treated as gone when looked up
+#: anyway (``_replay``), so once a minute keeps the table as small as once per answer did.
+PRUNE_EVERY = 60.0
+_last_prune: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # engine -> instant
+
+
+def _prune_due(engine, at: float) -> bool:
+    last = _last_prune.get(engine)
+    if last is not None and 0 <= at - last < PRUNE_EVERY:
+        return False
+    _last_prune[engine] = at
+    return True
+
+
 def prune_replay_cache(c, now: datetime, window: timedelta) -> int:
     """Deletes replay-cache entries (and their cached answers) older than ``window``."""
-    return int(c.execute(seen_requests.delete().where(seen_requests.c.seen_at < _utc(now) - window)).rowcount or 0)
+    return int(c.execute(_PRUNE, {"before": _utc(now) - window}).rowcount or 0)
 
 
 def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
-    with rt.engine.begin() as c:
-        row = c.execute(
-            select(seen_requests.c.caller, seen_requests.c.method, seen_requests.c.request_digest,
-                   seen_requests.c.answer, seen_requests.c.seen_at)
-            .where(seen_requests.c.request_id == bytes(ctx.request_id))
-        ).first()
-        if row is not None and _utc(row.seen_at) < _utc(rt.clock.now()) - replay_window(rt):
-            # Expired but not yet pruned: it is gone as far as anyone can tell.
-            c.execute(seen_requests.delete().where(seen_requests.c.request_id == bytes(ctx.request_id)))
-            row = None
+    rid = bytes(ctx.request_id)
+    # A read on its own (no write transaction, no commit): the common case is a fresh id.
+    with rt.engine.connect() as c:
+        row = c.execute(_SEEN_ROW, {"rid": rid}).first()
+    if row is not None and _utc(row.seen_at) < _utc(rt.clock.now()) - replay_window(rt):
+        # Expired but not yet pruned: it is gone as far as anyone can tell.
+        with rt.engine.begin() as c:
+            c.execute(_FORGET, {"rid": rid})
+        row = None
     if row is None:
         return None
     if row.caller == caller and row.method == method and request_digest and row.request_digest == request_digest and row.answer:
@@ -248,20 +361,8 @@ def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes) -
 
 
 def _bump(c, caller: str, method: str, window: str, start: int) -> int:
-    key = and_(
-        quota_counters.c.caller == caller, quota_counters.c.method == method,
-        quota_counters.c.window == window, quota_counters.c.window_start == start,
-    )
     # One statement per window in the common case: the new count comes back with the update.
-    row = c.execute(update(quota_counters).where(key).values(count=quota_counters.c.count + 1)
-                    .returning(quota_counters.c.count)).first()
-    if row is not None:
-        return int(row[0])
-    # The window's first call. Node replicas sharing one PostgreSQL store (issue 16) may both
-    # get here for the same window: an upsert, so the second adds to the first's row instead
-    # of failing on its key (which commit() would misread as a replayed request id).
-    ins = (pg_insert if c.dialect.name == "postgresql" else sqlite_insert)(quota_counters).values(
-        caller=caller, method=method, window=window, window_start=start, count=1)
-    ins = ins.on_conflict_do_update(index_elements=["caller", "method", "window", "window_start"],
-                                    set_={"count": quota_counters.c.count + 1})
-    return int(c.execute(ins.returning(quota_counters.c.count)).scalar_one())
+    row = c.execute(_BUMP, {"k_caller": caller, "k_method": method, "k_window": window, "k_start": start}).first()
+    if row is None:
+        return _new_counter(c, caller, method, window, start)
+    return int(row[0])

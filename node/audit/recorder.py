@@ -53,6 +53,12 @@ class NodeAudit:
         self._peers: set[str] = set()
         self._pending: dict[str, bytes] = {}
         self._cosigned_size: dict[str, int] = {}
+        #: The peer checkpoint last cosigned per peer: the same note offered again (each of
+        #: the peer's answers carries its newest until it signs the next) is not re-verified,
+        #: re-proved and cosigned every tick.
+        self._cosigned_note: dict[str, bytes] = {}
+        self._note: bytes = b""
+        self._note_of: object = None
         self.cosigner = _CosignLoop(self)
 
     def record(self, kind: str, fields: dict, *, wait: bool = True):
@@ -65,10 +71,9 @@ class NodeAudit:
         f = dict(fields)
         if isinstance(f.get("purpose"), int):
             f["purpose"] = PURPOSE_NAMES.get(f["purpose"], str(f["purpose"]))
-        fut = self.log.submit(kind, f)
         if not wait:
-            return fut
-        seq = fut.result()
+            return self.log.submit(kind, f)
+        seq = self.log.append(kind, f)   # in this thread, group-committed (no writer hand-off)
         if self._rt.metrics is not None:
             self._rt.metrics.audit_size.set(seq + 1)
         return seq
@@ -88,6 +93,11 @@ class NodeAudit:
         """Appends :meth:`prepare`'d entries in the caller's transaction ``conn``."""
         return self.log.write_in(conn, prepared)
 
+    def transact(self, work):
+        """Runs ``work(conn)`` in a transaction of the store's group committer (shared with
+        concurrent writes, :mod:`hedui.node.store.group`); returns once it committed."""
+        return self.log.group.run(work)
+
     def committed(self, seqs: list[int]) -> None:
         """Tells the metrics about entries whose transaction has committed."""
         if self._rt.metrics is not None and seqs:
@@ -96,13 +106,7 @@ class NodeAudit:
     def record_many(self, items: list[tuple[str, dict]]) -> list[int]:
         """Appends several entries (one event's, e.g. a notice and its receipt); they are
         submitted together so the writer commits them in one transaction. Durable on return."""
-        futures = []
-        for kind, fields in items:
-            f = dict(fields)
-            if isinstance(f.get("purpose"), int):
-                f["purpose"] = PURPOSE_NAMES.get(f["purpose"], str(f["purpose"]))
-            futures.append(self.log.submit(kind, f))
-        seqs = [fut.result() for fut in futures]
+        seqs = self.log.append_prepared(self.prepare(items))
         if self._rt.metrics is not None and seqs:
             self._rt.metrics.audit_size.set(max(seqs) + 1)
         return seqs
@@ -113,20 +117,25 @@ class NodeAudit:
         cp = self.log.latest_signed()
         if cp is None:
             cp = self.log.checkpoint()
-        return cp.note.encode()
+        if self._note_of is not cp:   # encoded once per checkpoint, not per answer
+            self._note, self._note_of = cp.note.encode(), cp
+        return self._note
 
     def offer_peer_checkpoint(self, code: str, note: bytes) -> None:
         """Keeps the newest checkpoint a peer attached to an exchange; the background loop
         verifies and cosigns it (consistency proof fetched from the peer), off the hot path."""
         if note and code != self._rt.member:
             self._peers.add(code)
+            if self._cosigned_note.get(code) == note:
+                return   # every answer carries the peer's newest checkpoint: this one is cosigned
             self._pending[code] = bytes(note)
 
     def process_peer_checkpoints(self) -> int:
         n = 0
         while self._pending:
             code, note = self._pending.popitem()
-            safe_observe(self._rt, code, note)
+            if safe_observe(self._rt, code, note):
+                self._cosigned_note[code] = note
             n += 1
         return n
 
@@ -234,14 +243,17 @@ def open_audit(rt: Runtime) -> NodeAudit:
     return NodeAudit(rt, al, CheckpointScheduler(al))
 
 
-def safe_observe(rt: Runtime, code: str, note: bytes) -> None:
-    """Cosigning must never fail the exchange it rides on; a fork is logged loudly."""
+def safe_observe(rt: Runtime, code: str, note: bytes) -> bool:
+    """Cosigning must never fail the exchange it rides on; a fork is logged loudly. True when
+    the checkpoint was cosigned."""
     if not note:
-        return
+        return False
     rt.audit.note_peer(code)
     try:
         rt.audit.observe_peer(code, note)
+        return True
     except VerificationError as exc:
         log.warning("checkpoint from %s not cosigned: %s %s", code, exc.reason, exc.message[:200])
     except Exception as exc:  # peer unreachable for a proof, etc.
         log.warning("checkpoint from %s not cosigned: %s", code, type(exc).__name__)
+    return False

@@ -64,12 +64,24 @@ _MEMO: dict[tuple[str, str, bytes], CachedFilter] = {}
 _MEMO_LOCK = threading.Lock()
 
 
-def cached_filter(rt: Runtime, code: str) -> CachedFilter | None:
+def cached_digests(rt: Runtime) -> dict[str, bytes]:
+    """Provider -> header digest of every cached filter, in one read (a case consults every
+    department's: one statement per case instead of one per department)."""
+    with rt.engine.connect() as c:
+        return {p: bytes(d) for p, d in c.execute(_DIGESTS)}
+
+
+_DIGESTS = select(token_filters.c.provider, token_filters.c.header_sha256)
+
+
+def cached_filter(rt: Runtime, code: str, sha: bytes | None = None) -> CachedFilter | None:
     """The cached filter of ``code``, verified against its signed header. Decoded filters are
     kept in memory per (store, provider, header digest): a case asks this for every
-    department, and re-reading megabytes of shards per case would cost more than it saves."""
+    department, and re-reading megabytes of shards per case would cost more than it saves.
+    ``sha``: its header digest as just read by :func:`cached_digests` (else read here)."""
     with rt.engine.connect() as c:
-        sha = c.execute(select(token_filters.c.header_sha256).where(token_filters.c.provider == code)).scalar_one_or_none()
+        if sha is None:
+            sha = c.execute(select(token_filters.c.header_sha256).where(token_filters.c.provider == code)).scalar_one_or_none()
         if sha is None:
             return None
         key = (str(rt.engine.url), code, bytes(sha))

@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import grpc
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -102,8 +103,8 @@ def open_case(
     expenditure: Decimal | None = None,
     reference_month: Month | str | None = None,
 ) -> str:
-    """Validates everything up front, writes the case in one transaction, then records
-    ``case.opened`` (the act is audited where it happens, whoever opens the case).
+    """Validates everything up front, then writes the case and its ``case.opened`` entry in
+    one transaction (the act is audited where it happens, whoever opens the case).
     ``reference_month``: the month the verification is made for (default: the month before
     today in the federation zone, from ``rt.clock``)."""
     ref_month = _reference_month(reference_month, rt)
@@ -148,8 +149,11 @@ def open_case(
         c.execute(insert(case_members), [
             {"case_ref": ref, "position": i, "identity": ident, "relation": rel} for i, (ident, rel) in enumerate(norm)
         ])
-    rt.audit.record(Kind.CASE_OPENED, {"case_ref": ref, "purpose": purpose, "operator": operator,
-                                        "consent_digest": consent_digest.hex(), "reference_month": str(ref_month)})
+        # case.opened commits with the case (issue 16: one durable transaction per act).
+        seqs = rt.audit.write_in(c, rt.audit.prepare([(Kind.CASE_OPENED, {
+            "case_ref": ref, "purpose": purpose, "operator": operator,
+            "consent_digest": consent_digest.hex(), "reference_month": str(ref_month)})]))
+    rt.audit.committed(seqs)
     return ref
 
 
@@ -160,9 +164,17 @@ def list_cases(engine: Engine) -> list[dict[str, str]]:
     return [{"case_ref": r.case_ref, "purpose": r.purpose, "status": r.status, "created_at": str(r.created_at)} for r in rows]
 
 
+#: engine -> the directory versions known to be in its ``directory_history`` (rows are never
+#: deleted, so once stored a version need not be looked up again by this process).
+_recorded: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def record_directory(rt: Runtime) -> None:
     """Keeps a copy of every directory version the hub used, for offline evidence checks."""
     v = rt.directory.version
+    known = _recorded.setdefault(rt.engine, set())
+    if v in known:
+        return
     with rt.engine.begin() as c:
         if c.execute(select(directory_history.c.version).where(directory_history.c.version == v)).first() is None:
             # Concurrent first cases of a version (threads, or hub replicas sharing a store)
@@ -172,6 +184,7 @@ def record_directory(rt: Runtime) -> None:
                 accepted_at=rt.clock.now(),
             )
             c.execute(ins.on_conflict_do_nothing(index_elements=["version"]))
+    known.add(v)
 
 
 @dataclass
@@ -229,7 +242,8 @@ def run_case(
         if case is None:
             raise NotFound(f"case: got {case_ref[:32]!r}, want an open case reference")
         idents = [r.identity for r in c.execute(select(case_members.c.identity).where(case_members.c.case_ref == case_ref).order_by(case_members.c.position))]
-        done = {r.provider for r in c.execute(select(case_answers.c.provider).where(case_answers.c.case_ref == case_ref, case_answers.c.status == "ok"))}
+        stored = {r.provider: r.status for r in c.execute(select(case_answers.c.provider, case_answers.c.status).where(case_answers.c.case_ref == case_ref))}
+    done = {p for p, st in stored.items() if st == "ok"}
     if rt.hub is None:
         raise ConfigError(f"node.roles: got {', '.join(rt.config.node.roles)}, want the hub role to run cases")
     if operator is not None:
@@ -239,11 +253,16 @@ def run_case(
     ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator,
                     **consent.context_fields(rt, case))  # issue 18: the signed consent record
     month = str(reference_month_of(case, rt.clock.zone))
+    from hedui.node.crosscheck.fetch import cached_digests
+
+    digests = cached_digests(rt)
     with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month) for m, fields in todo]
+        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored, digests)
+                for m, fields in todo]
         outcomes = [f.result() for f in futs]
-    with rt.engine.connect() as c:
-        statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
+    # What is stored now: the rows before this run, each replaced by this run's outcome (its
+    # row was written before the outcome returned) — no need to read them back.
+    statuses = list({**stored, **{o.provider: o.status for o in outcomes}}.values())
     status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
     missing: list[dict] = []
     if status == "complete":
@@ -256,8 +275,8 @@ def run_case(
         if not built["complete"]:
             status = "incomplete"
             missing = list(built["missing"])
-    with rt.engine.begin() as c:
-        c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=rt.clock.now()))
+    run_at = rt.clock.now()
+    rt.audit.transact(lambda c: c.execute(_SET_STATUS, {"k_case": case_ref, "status": status, "run_at": run_at}))
     return CaseRun(case_ref, outcomes, time.monotonic() - started, status, missing)
 
 
@@ -297,20 +316,23 @@ class _NoLookup(Exception):
 
 
 def filter_first(rt: Runtime, code: str, epoch: int, month: str, tokens: list[bytes],
-                 fields: list[str]) -> tuple[list[bytes], str | None]:
+                 fields: list[str], digests: dict[str, bytes] | None = None) -> tuple[list[bytes], str | None]:
     """``(tokens to send, filter_first JSON or None)``. Uses the hub's cached signed filter of
     ``code`` (node/crosscheck/fetch.py; kept current by cross-checks) when it is for this key
     epoch and speaks for the whole reference month (its data date is at or after the month's
     end); otherwise every token is sent, as before. A false positive (≤ 2^-30 per token) only
-    costs a Lookup answered "no record"."""
+    costs a Lookup answered "no record". ``digests``: the cached filters' header digests as
+    read once for the whole case (``cached_digests``); a department not in it has none."""
     import base64
     import json
 
     from hedui.node.crosscheck import shards
     from hedui.node.crosscheck.fetch import cached_filter
 
+    if digests is not None and code not in digests:
+        return tokens, None
     try:
-        filt = cached_filter(rt, code)
+        filt = cached_filter(rt, code, None if digests is None else digests[code])
     except (VerificationError, InvalidArgument):
         return tokens, None
     if filt is None or filt.header.epoch != epoch or not month:
@@ -325,7 +347,10 @@ def filter_first(rt: Runtime, code: str, epoch: int, month: str, tokens: list[by
     return [tokens[i] for i in positions], json.dumps(doc, separators=(",", ":"))
 
 
-def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, month: str) -> ProviderOutcome:
+def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, month: str, fresh: bool = False,
+                  digests: dict[str, bytes] | None = None) -> ProviderOutcome:
+    """One department's exchange of a case; ``fresh``: the case has no row for it yet;
+    ``digests``: the cached filters' header digests, read once per case (filter_first)."""
     code = m.code
     peer = rt.peers.get(code)
     epochs = sorted(((k.epoch, bytes(k.public_key)) for k in m.oprf_keys), reverse=True)
@@ -336,9 +361,8 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         # The authority flagged the member as down for maintenance (issue 17): not called, and
         # the case says so rather than "unavailable"; a later run asks it again.
         row.update(status="maintenance", reason=f"in maintenance (directory v{rt.directory.version})", attempts=0)
-        rt.audit.record(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(),
-                                            "status": "maintenance", "reason": "MAINTENANCE"})
-        _store_outcome(rt.engine, row)
+        _store_outcome(rt, row, [(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(),
+                                                      "status": "maintenance", "reason": "MAINTENANCE"})], fresh=fresh)
         return ProviderOutcome(code, "maintenance", row["reason"], 0)
     # The exchange's audit entries, committed with its case_answers row in one transaction
     # at the end (issue 16: one durable commit per exchange on each side). Not earlier: the
@@ -361,7 +385,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, pub)
         # Filter-first (issue 14): with a current signed filter of this department, only the
         # tokens it holds are sent; the others are "no record as of the filter's data date".
-        tokens, first = filter_first(rt, code, epoch, month, tokens, fields)
+        tokens, first = filter_first(rt, code, epoch, month, tokens, fields, digests)
         row.update(filter_first=first)
         if not tokens:
             # Nobody of the household is held: no Lookup at all, the signed filter is the answer.
@@ -404,7 +428,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         row.update(status=status, reason=f"{exc.reason}: {exc.message}"[:300])
         entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason}))
     row["attempts"] = attempts
-    _store_outcome(rt.engine, row, rt.audit, entries)
+    _store_outcome(rt, row, entries, fresh=fresh)
     return ProviderOutcome(code, row["status"], row.get("reason", ""), attempts)
 
 
@@ -412,17 +436,27 @@ def _observe_checkpoint(rt: Runtime, code: str, cp) -> None:
     rt.audit.offer_peer_checkpoint(code, bytes(cp.note) if cp is not None else b"")
 
 
-def _store_outcome(engine, row: dict, audit=None, entries: Sequence[tuple[str, dict]] = ()) -> None:
+def _store_outcome(rt: Runtime, row: dict, entries: Sequence[tuple[str, dict]] = (), *, fresh: bool = False) -> None:
     """The exchange's outcome and its audit ``entries`` in one transaction (entries last:
-    the audit head row lock is held until the commit)."""
-    key = (case_answers.c.case_ref == row["case_ref"]) & (case_answers.c.provider == row["provider"])
+    the audit head row lock is held until the commit), group-committed with the case's other
+    exchanges and any concurrent write (node/store/group.py); durable on return. ``fresh``:
+    no row exists yet, so it is inserted without trying an update first."""
+    prepared = rt.audit.prepare(list(entries)) if entries else []
     vals = {k: v for k, v in row.items() if k not in ("case_ref", "provider")}
-    prepared = audit.prepare(list(entries)) if audit is not None and entries else []
-    seqs: list[int] = []
-    with engine.begin() as c:
-        if c.execute(update(case_answers).where(key).values(**vals)).rowcount == 0:
-            c.execute(insert(case_answers).values(**row))
-        if prepared:
-            seqs = audit.write_in(c, prepared)
+    vals.update(k_case=row["case_ref"], k_provider=row["provider"])
+
+    def work(c) -> list[int]:
+        if fresh or c.execute(_UPDATE_ANSWER, vals).rowcount == 0:
+            c.execute(_INSERT_ANSWER, row)
+        return rt.audit.write_in(c, prepared) if prepared else []
+
+    seqs = rt.audit.transact(work)
     if seqs:
-        audit.committed(seqs)
+        rt.audit.committed(seqs)
+
+
+# Built once (issue 16 item 3); the values travel as parameters (the SET clause follows them).
+_INSERT_ANSWER = insert(case_answers)
+_UPDATE_ANSWER = update(case_answers).where(
+    (case_answers.c.case_ref == bindparam("k_case")) & (case_answers.c.provider == bindparam("k_provider")))
+_SET_STATUS = update(cases).where(cases.c.case_ref == bindparam("k_case"))

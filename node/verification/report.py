@@ -73,11 +73,26 @@ def department_names(dirs: dict[int, bytes]) -> dict[str, str]:
     return names
 
 
+#: The signing keys of directories read from the hub's own store, by the SHA-256 of the stored
+#: envelope: a case's report is built at the end of every run (issue 12), and parsing the same
+#: directory and its every member key per case cost more than the rest of the report.
+_TRUSTED_KEYS: dict[bytes, dict] = {}
+
+
 def _keys_for(dirs: dict[int, bytes], version: int, authority: VerifyingKey | None) -> dict:
-    env = common_pb2.Envelope.FromString(dirs[version])
     if authority is None:
         # The hub's own store: it accepted (verified) this directory when it used it.
-        return TrustedDirectory(env, directory_pb2.Directory.FromString(env.payload)).signing_keys()
+        raw = dirs[version]
+        key = hashlib.sha256(raw).digest()
+        keys = _TRUSTED_KEYS.get(key)
+        if keys is None:
+            env = common_pb2.Envelope.FromString(raw)
+            keys = TrustedDirectory(env, directory_pb2.Directory.FromString(env.payload)).signing_keys()
+            if len(_TRUSTED_KEYS) > 64:
+                _TRUSTED_KEYS.clear()
+            _TRUSTED_KEYS[key] = keys
+        return dict(keys)
+    env = common_pb2.Envelope.FromString(dirs[version])
     # Offline: the directory must verify under the authority key. Expiry was judged at the
     # time of use, so only the signature is checked here (a clock at the epoch).
     epoch = dt.datetime(1970, 1, 2, tzinfo=dt.UTC)

@@ -62,9 +62,13 @@ class PseudonymServicer(pseudonym_pb2_grpc.PseudonymServiceServicer):
         if n == 0:
             raise InvalidArgument("blinded_elements: got 0, want at least 1")
         epoch = st.epoch(request.epoch)
-        policy.check(self.rt, call.caller.code, _EVALUATE, request.context, batch=n, need_consent=False, replay_guard=False)
+        grant = policy.check(self.rt, call.caller.code, _EVALUATE, request.context, batch=n, need_consent=False,
+                             replay_guard=False, charge=False)
         elements, proof = st.keys[epoch].evaluate_batch(list(request.blinded_elements))
-        self.rt.audit.record(Kind.PSEUDONYM_EVALUATED, {**_base(call.caller.code, request.context), "epoch": epoch, "count": n})
+        # Issue 16: the quota charge and pseudonym.evaluated commit together (group commit),
+        # before the evaluation leaves; an overrun sends nothing and logs the refusal only.
+        policy.charge(self.rt, call.caller.code, _EVALUATE, grant,
+                      audit=[(Kind.PSEUDONYM_EVALUATED, {**_base(call.caller.code, request.context), "epoch": epoch, "count": n})])
         return pseudonym_pb2.EvaluateResponse(epoch=epoch, evaluated_elements=elements, proof=proof)
 
     @rpc_stream(_FILTER)

@@ -143,6 +143,20 @@ class LogRecorder:
     def record(self, kind: str, fields: dict, *, wait: bool = True):
         return self.log.append(kind, fields)
 
+    # The rest of NodeAudit's writing interface (entries written inside the caller's own
+    # transaction, issue 16), over the same log.
+    def prepare(self, items: list[tuple[str, dict]]) -> list:
+        return self.log.prepare_many(items)
+
+    def write_in(self, conn, prepared: list) -> list[int]:
+        return self.log.write_in(conn, prepared)
+
+    def committed(self, seqs: list[int]) -> None:
+        pass
+
+    def transact(self, work):
+        return self.log.group.run(work)
+
     def close(self) -> None:
         self.log.close()
 
