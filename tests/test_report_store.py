@@ -13,6 +13,7 @@ directory the authority did not sign, each listed as missing, never counted as z
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import types
@@ -98,6 +99,27 @@ V, NV, NR, NC = (lookup_pb2.ANSWER_STATE_VALUE, lookup_pb2.ANSWER_STATE_NO_VALUE
 PROVIDERS = ["budongchan", "cheguan", "gongjijin", "huji", "shebao", "shuiwu"]
 KEYS = {p: SigningKey.generate(p) for p in PROVIDERS}
 AUTHORITY = SigningKey.generate("authority")
+ROGUE = SigningKey.generate("authority")  # signs directory v4: not the federation's authority
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engine(request, tmp_path_factory):
+    """One store per backend for the whole file, migrated by the real migrations (each test
+    opens its own case in it), so each test takes a fraction of a second."""
+    from conftest import scratch_database
+
+    from hedui.node.store import migrate
+    from hedui.node.store.db import open_engine, sqlite_url
+
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = sqlite_url(tmp_path_factory.mktemp("report") / "node.db")
+        else:
+            url = stack.enter_context(scratch_database(request.getfixturevalue("pg_admin")))
+        eng = open_engine(url)
+        migrate.upgrade(eng)
+        yield eng
+        eng.dispose()
 
 
 def _answers(wage0: str, car0: str, homes1: str) -> dict[str, dict[str, list[tuple[int, str]]]]:
@@ -146,10 +168,11 @@ def _directory(version: int = 3, authority: SigningKey = AUTHORITY) -> bytes:
     return dsse.sign(dsse.DIRECTORY, msg.SerializeToString(), [authority]).SerializeToString()
 
 
-def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged=(), authority=AUTHORITY):
+def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged=(), version=3):
     """Opens a case with the real ``open_case`` and stores every provider's outcome the way
     the hub's runner does. ``down``: providers that did not answer; ``forged``: answers
-    signed by a key the directory does not list."""
+    signed by a key the directory does not list; ``version``: the directory the answers cite
+    (3, signed by the authority, or 4, signed by ROGUE)."""
     audit = LogRecorder(engine)
     try:
         rt = types.SimpleNamespace(engine=engine, audit=audit, clock=FixedClock(OPENED))
@@ -159,7 +182,9 @@ def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged
     finally:
         audit.close()
     with engine.begin() as c:
-        c.execute(insert(directory_history).values(version=3, envelope=_directory(authority=authority), accepted_at=OPENED))
+        if c.execute(select(directory_history.c.version).where(directory_history.c.version == version)).first() is None:
+            env = _directory(version, AUTHORITY if version == 3 else ROGUE)
+            c.execute(insert(directory_history).values(version=version, envelope=env, accepted_at=OPENED))
         for p, fields in answers.items():
             digest = hashlib.sha256(f"request {p}".encode()).digest()
             row = dict(case_ref=ref, provider=p, request_id=digest[:16], attempts=1)
@@ -168,7 +193,7 @@ def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged
                 continue
             key = SigningKey.generate(p) if p in forged else KEYS[p]
             c.execute(insert(case_answers).values(
-                **row, status="ok", reason="", request_digest=digest, epoch=1, directory_version=3, answered_at=RUN_AT,
+                **row, status="ok", reason="", request_digest=digest, epoch=1, directory_version=version, answered_at=RUN_AT,
                 tokens=b"".join(_token(p, pos) for pos in range(4)), envelope=_signed(p, fields, digest, key)))
         c.execute(update(cases).where(cases.c.case_ref == ref).values(run_at=RUN_AT, status="complete"))
     return ref
@@ -307,7 +332,7 @@ def test_not_current_answer_is_missing_with_its_data_date(engine):
 def test_offline_check_refuses_a_directory_the_authority_did_not_sign(engine):
     # The hub's store trusts the directory it used; offline, every answer under a directory
     # signed by another key is evidence that does not verify.
-    ref = _case(engine, _answers("15960.00", "1000.00", "0"), authority=SigningKey.generate("authority"))
+    ref = _case(engine, _answers("15960.00", "1000.00", "0"), version=4)
     assert build_report(engine, ref, RULES)["conclusion"] == "complete"
     rep = build_report(engine, ref, RULES, authority=AUTHORITY.public)
     assert rep["conclusion"] == "incomplete"
