@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from datetime import date
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hedui.adapters.errors import InvalidIdentity
-from hedui.adapters.idnum import contains, long_digit_run, normalize, scrub, synthetic
+from hedui.adapters.idnum import LogGuard, contains, contains_in_value, guard, long_digit_run, normalize, scrub, synthetic
 from hedui.node.errors import InvalidArgument
 from hedui.node.verification.report import mask_identity
 
@@ -417,3 +418,28 @@ def test_contains_in_value_examples(value, want) -> None:
     from hedui.adapters.idnum import contains_in_value
 
     assert contains_in_value(value) is want
+
+
+def test_a_shape_after_chinese_text_is_found_in_a_value():
+    # "身份证" is alphanumeric to Python but not ASCII: the string is searched, not taken as
+    # a whole, and the CJK character does not glue to the digits (only [0-9A-Za-zX] do).
+    assert contains_in_value("身份证11010519491231002X")
+    assert contains_in_value("11010519491231002X")
+    assert not contains_in_value("A11010519491231002X")  # ASCII letters glue: not a shape
+
+
+def test_guard_masks_every_quoted_piece_of_an_input_number():
+    # Pieces of 4 or more digits of 11010519491231002X are masked, spaced or not; a 3-digit
+    # piece and digits that are not part of it stay.
+    text = "got '1101051949', then '1101 0519', 110 and 5678"
+    assert guard(text, inputs=["id 11010519491231002X"]) == "got '[id]', then '[id]', 110 and 5678"
+    assert guard(text, inputs=["no number here"]) == text
+    assert guard("whole 11010519491231002X", inputs=[], mask="#") == "whole #"
+
+
+def test_log_guard_passes_a_malformed_record_through_unchanged():
+    rec = logging.LogRecord("t", logging.INFO, __file__, 1, "%d people", ("many",), None)
+    assert LogGuard().filter(rec) is True  # logging reports the bad format itself, as usual
+    assert (rec.msg, rec.args) == ("%d people", ("many",))
+    ok = logging.LogRecord("t", logging.INFO, __file__, 1, "asked for %s", ("11010519491231002X",), None)
+    assert LogGuard().filter(ok) is True and ok.getMessage() == "asked for [id]"
