@@ -13,9 +13,11 @@ directory the authority did not sign, each listed as missing, never counted as z
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import types
 from decimal import Decimal
 
@@ -27,6 +29,9 @@ from hedui.adapters.synthetic import resident
 from hedui.common.clock import FixedClock
 from hedui.keys import dsse
 from hedui.keys.signing import SigningKey
+from hedui.node.crosscheck import shards
+from hedui.node.crosscheck.filterfmt import header_for
+from hedui.node.crosscheck.wire import header_digest, sign_header
 from hedui.node.verification.cases import consent_digest_of, open_case
 from hedui.node.verification.hub_tables import case_answers, cases, directory_history
 from hedui.node.verification.report import build_report
@@ -145,9 +150,10 @@ def _token(provider: str, pos: int) -> bytes:
     return hashlib.sha512(f"{provider}/{pos}".encode()).digest()  # 64 bytes, like an OPRF token
 
 
-def _signed(provider: str, fields: dict[str, list[tuple[int, str]]], digest: bytes, key: SigningKey) -> bytes:
+def _signed(provider: str, fields: dict[str, list[tuple[int, str]]], digest: bytes, key: SigningKey,
+            positions: list[int] | None = None) -> bytes:
     members = []
-    for pos in range(4):
+    for pos in range(4) if positions is None else positions:
         fas, found = [], False
         for name, cells in fields.items():
             state, value = cells[pos]
@@ -168,11 +174,14 @@ def _directory(version: int = 3, authority: SigningKey = AUTHORITY) -> bytes:
     return dsse.sign(dsse.DIRECTORY, msg.SerializeToString(), [authority]).SerializeToString()
 
 
-def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged=(), version=3):
+def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged=(), version=3, first=None, run=True,
+          no_envelope=()):
     """Opens a case with the real ``open_case`` and stores every provider's outcome the way
     the hub's runner does. ``down``: providers that did not answer; ``forged``: answers
     signed by a key the directory does not list; ``version``: the directory the answers cite
-    (3, signed by the authority, or 4, signed by ROGUE)."""
+    (3, signed by the authority, or 4, signed by ROGUE); ``first``: provider → (the member
+    positions its signed filter holds, the filter's data date as cited): a filter-first lookup
+    (issue 14) asks only those; ``run=False``: never run; ``no_envelope``: ok rows with no answer."""
     audit = LogRecorder(engine)
     try:
         rt = types.SimpleNamespace(engine=engine, audit=audit, clock=FixedClock(OPENED))
@@ -192,10 +201,20 @@ def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged
                 c.execute(insert(case_answers).values(**row, status="unavailable", reason="UNAVAILABLE: deadline exceeded"))
                 continue
             key = SigningKey.generate(p) if p in forged else KEYS[p]
+            positions, doc = list(range(4)), None
+            if first and p in first:
+                positions, cited = first[p]
+                content = shards.build([_token(p, pos) for pos in positions] + [_token("someone else", 9)])
+                env = sign_header(header_for(content, provider=p, epoch=1, data_date=dt.date(2026, 9, 1)), KEYS[p])
+                doc = json.dumps({"positions": positions, "fields": list(fields), "count": 4, "data_date": cited,
+                                  "filter": base64.b64encode(env.SerializeToString(deterministic=True)).decode(),
+                                  "digest": header_digest(env).hex()})
             c.execute(insert(case_answers).values(
                 **row, status="ok", reason="", request_digest=digest, epoch=1, directory_version=version, answered_at=RUN_AT,
-                tokens=b"".join(_token(p, pos) for pos in range(4)), envelope=_signed(p, fields, digest, key)))
-        c.execute(update(cases).where(cases.c.case_ref == ref).values(run_at=RUN_AT, status="complete"))
+                tokens=b"".join(_token(p, pos) for pos in positions), filter_first=doc,
+                envelope=None if p in no_envelope else _signed(p, fields, digest, key, positions)))
+        if run:
+            c.execute(update(cases).where(cases.c.case_ref == ref).values(run_at=RUN_AT, status="complete"))
     return ref
 
 
@@ -337,3 +356,39 @@ def test_offline_check_refuses_a_directory_the_authority_did_not_sign(engine):
     rep = build_report(engine, ref, RULES, authority=AUTHORITY.public)
     assert rep["conclusion"] == "incomplete"
     assert {p: e["status"] for p, e in rep["providers"].items()} == dict.fromkeys(PROVIDERS, "bad_signature")
+
+
+def test_filter_first_members_outside_the_signed_filter_have_no_record(engine):
+    # cheguan's signed filter (data date 2026-09-01) holds members 0 and 2 only: the hub asked
+    # about those two; members 1 and 3 have no record as of the filter's date, with the filter
+    # as evidence. Member 0's 100000.00 car sets the flag; 2 is not counted.
+    ref = _case(engine, _answers("15960.00", "100000.00", "0"), first={"cheguan": ([0, 2], "2026-09-01")})
+    rep = build_report(engine, ref, RULES)
+    assert rep["conclusion"] == "complete"
+    vehicle = next(f for f in rep["assets"] if f["flag"] == "vehicle")
+    assert (vehicle["state"], vehicle["members"]) == ("set", [0])
+    rows = {r["member"]: r for r in rep["fields"] if r["provider"] == "cheguan"}
+    assert sorted(rows) == [0, 1, 2, 3]
+    for pos in (1, 3):
+        r = rows[pos]
+        assert (r["found"], r["state"], r["present"], r["value"], r["data_date"]) == (False, "no_record", False, None, "2026-09-01")
+        assert r["evidence"].startswith("filter:") and len(r["evidence"]) == len("filter:") + 16
+    assert (rows[0]["found"], rows[0]["state"], rows[0]["value"]) == (True, "value", "100000.00")
+    assert rows[2]["value"] == "500000.00"
+    assert rep["providers"]["cheguan"]["status"] == "ok"
+
+
+def test_filter_first_citing_another_data_date_does_not_verify(engine):
+    ref = _case(engine, _answers("15960.00", "100000.00", "0"), first={"cheguan": ([0, 2], "2026-08-31")})
+    rep = build_report(engine, ref, RULES)
+    assert rep["providers"]["cheguan"]["status"] == "bad_signature" and rep["conclusion"] == "incomplete"
+    (u,) = rep["unavailable"]
+    assert (u["provider"], u["reason"]) == ("cheguan", "evidence does not verify: VERIFICATION_FAILED")  # not a signature failure
+
+
+def test_an_ok_row_without_an_answer_is_evidence_that_does_not_verify_and_a_case_never_run(engine):
+    ref = _case(engine, _answers("15960.00", "1000.00", "0"), no_envelope={"shebao"}, run=False)
+    rep = build_report(engine, ref, RULES)
+    assert rep["providers"]["shebao"]["status"] == "bad_signature"
+    assert rep["unavailable"] == [{"provider": "shebao", "status": "bad_signature", "reason": "evidence does not verify: ValueError"}]
+    assert rep["run_at"] is None and rep["created_at"] == "2026-12-01 01:00 (UTC+8)"
