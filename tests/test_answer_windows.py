@@ -136,6 +136,13 @@ def test_states_and_precedence():
     assert _ask(f, [], AUG, {"s": None}).state == NC     # a source with no data date is never current
 
 
+def test_window_months_listed_by_hand():
+    # 3 months before 2026-08: May, June, July; 1 month before 2026-01: December 2025.
+    assert window_of(fd(window={"months_before": 3}), AUG).months() == [Month(2026, 5), Month(2026, 6), Month(2026, 7)]
+    assert window_of(fd(window={"months_before": 1}), Month(2026, 1)).months() == [Month(2025, 12)]
+    assert window_of(fd(window="as_of_reference"), AUG).months() == []  # a point has no months
+
+
 # --- properties -----------------------------------------------------------------------------------
 
 _months = st.builds(Month, st.integers(1950, 2150), st.integers(1, 12))

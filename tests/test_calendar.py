@@ -361,3 +361,32 @@ def test_fallback_warning_points_at_the_caller(cal):
     with pytest.warns(CalendarFallbackWarning) as rec:
         cal.is_workday(date(NO_DATA_YEAR, 3, 3))
     assert rec[0].filename == __file__
+
+
+# ---------------------------------------------------------------- a year the override covers
+
+
+def test_a_year_the_override_covers_is_monday_to_friday_plus_its_days(tmp_path):
+    # 2031: no official data; the file lists it in `years` and names its exceptions. A day it
+    # does not name is a working day exactly when it is Monday to Friday, with no warning.
+    f = tmp_path / "days.toml"
+    f.write_text("years = [2031]\n[[days]]\ndate = 2031-01-01\nworkday = false\n", encoding="utf-8")
+    cal = WorkCalendar(f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CalendarFallbackWarning)
+        week = [cal.is_workday(date(2031, 3, 3) + timedelta(days=i)) for i in range(7)]  # Mon 3 .. Sun 9 March
+        assert week == [True, True, True, True, True, False, False]
+        assert not cal.is_workday(date(2031, 1, 1))  # a Wednesday the file names as a holiday
+    assert cal.basis(2031) == "override"
+
+
+def test_basis_between_does_not_count_the_day_of_the_event():
+    # The official data starts in 2004 (chinese_calendar): an event on 31 December 2003 with
+    # its deadline in January 2004 rests on official data only, since the day of the event is
+    # not counted; one day earlier, 31 December 2003 itself is counted.
+    cal = WorkCalendar()
+    assert cal.official_years[0] == 2004
+    assert cal.basis_between(date(2003, 12, 31), date(2004, 1, 5)) == "official"
+    assert cal.basis_between(date(2003, 12, 30), date(2004, 1, 5)) == "weekdays-only"
+    assert cal.basis_between(date(2004, 1, 5), date(2004, 1, 5)) == "official"  # a zero-day span: the day itself
+    assert cal.basis_between(date(2003, 12, 31), date(2003, 12, 31)) == "weekdays-only"

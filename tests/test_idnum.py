@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from datetime import date
@@ -11,7 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hedui.adapters.errors import InvalidIdentity
-from hedui.adapters.idnum import contains, long_digit_run, normalize, scrub, synthetic
+from hedui.adapters.idnum import (
+    LogGuard,
+    contains,
+    contains_in_value,
+    guard,
+    install_log_guard,
+    long_digit_run,
+    mask_embedded,
+    normalize,
+    scrub,
+    synthetic,
+)
 from hedui.node.errors import InvalidArgument
 from hedui.node.verification.report import mask_identity
 
@@ -417,3 +429,63 @@ def test_contains_in_value_examples(value, want) -> None:
     from hedui.adapters.idnum import contains_in_value
 
     assert contains_in_value(value) is want
+
+
+def test_a_shape_after_chinese_text_is_found_in_a_value():
+    # "身份证" is alphanumeric to Python but not ASCII: the string is searched, not taken as
+    # a whole, and the CJK character does not glue to the digits (only [0-9A-Za-zX] do).
+    assert contains_in_value("身份证11010519491231002X")
+    assert contains_in_value("11010519491231002X")
+    assert not contains_in_value("A11010519491231002X")  # ASCII letters glue: not a shape
+
+
+def test_guard_masks_every_quoted_piece_of_an_input_number():
+    # Pieces of 4 or more digits of 11010519491231002X are masked, spaced or not; a 3-digit
+    # piece and digits that are not part of it stay.
+    text = "got '1101051949', then '1101 0519', 110 and 5678"
+    assert guard(text, inputs=["id 11010519491231002X"]) == "got '[id]', then '[id]', 110 and 5678"
+    assert guard(text, inputs=["no number here"]) == text
+    assert guard("whole 11010519491231002X", inputs=[], mask="#") == "whole #"
+
+
+def test_log_guard_passes_a_malformed_record_through_unchanged():
+    rec = logging.LogRecord("t", logging.INFO, __file__, 1, "%d people", ("many",), None)
+    assert LogGuard().filter(rec) is True  # logging reports the bad format itself, as usual
+    assert (rec.msg, rec.args) == ("%d people", ("many",))
+    ok = logging.LogRecord("t", logging.INFO, __file__, 1, "asked for %s", ("11010519491231002X",), None)
+    assert LogGuard().filter(ok) is True and ok.getMessage() == "asked for [id]"
+
+
+def test_contains_in_value_walks_lists_and_checks_ints_in_mappings():
+    assert contains_in_value(["x", "11010519491231002X"]) and not contains_in_value(("a", "b"))
+    # 10^15 is long enough to be checked but is not shaped like a number (16 digits).
+    assert not contains_in_value({"n": 10**15}) and not contains_in_value({"n": -(10**15)})
+    assert contains_in_value({"n": 440524188001010014})  # 18 digits, a published number
+    assert not contains_in_value({"n": 110105})
+
+
+# mask_embedded: worked by hand. 440524188001010014 (published) followed by "01" is a
+# disability certificate number; 9 + that + 01 puts it one digit in; 110105491231002 is a
+# valid 15-digit number (born 1949-12-31), glued to letters, which scrub alone keeps.
+@pytest.mark.parametrize("text,want", [
+    ("cert 44052418800101001401", "cert [id]01"),
+    ("no. 944052418800101001401", "no. 9[id]01"),
+    ("ref A110105491231002B", "ref A[id]B"),
+    ("ref A11010549123100XB", "ref A11010549123100XB"),  # 14 digits and X: no number
+    ("settlement 123456789012345678901234", "settlement 123456789012345678901234"),  # no valid window
+    ("short 1234", "short 1234"),
+])
+def test_mask_embedded_by_hand(text, want):
+    assert mask_embedded(text) == want
+
+
+def test_install_log_guard_adds_one_filter_per_handler_however_often_called():
+    logger = logging.getLogger("hedui.test.idnum.guard")
+    handler = logging.StreamHandler()
+    logger.addHandler(handler)
+    try:
+        install_log_guard(logger)
+        install_log_guard(logger)
+        assert sum(isinstance(f, LogGuard) for f in handler.filters) == 1
+    finally:
+        logger.removeHandler(handler)

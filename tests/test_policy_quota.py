@@ -11,7 +11,7 @@ back by straight SQL, not through the module under test.
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
@@ -423,3 +423,17 @@ def test_two_writers_opening_the_same_window_both_count(engine):
     with engine.connect() as c:
         q = quota_counters.c
         assert c.execute(select(q.count).where(and_(q.caller == "hub", q.window_start == 42))).scalar_one() == 2
+
+
+def test_release_late_in_the_utc_day_gives_back_that_days_charge(engine):
+    # 23:30 UTC: late enough that a day window of 86399 s would already be the next one.
+    late = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+    rt = _runtime(engine, _rule(per_minute=3, per_day=3), clock=FixedClock(late))
+    ctx = _ctx()
+    grant = policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+    at = policy.commit(rt, "hub", LOOKUP, ctx, grant, b"d" * 32, b"answer")
+    _lookup(rt)
+    policy.release(rt, "hub", LOOKUP, ctx, grant, at)
+    day = (date(2026, 11, 30) - date(1970, 1, 1)).days  # the UTC day number, counted by calendar
+    minute = day * 1440 + 23 * 60 + 30
+    assert _counters(engine, LOOKUP) == {("m", minute): 1, ("d", day): 1}

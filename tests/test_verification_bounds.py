@@ -89,6 +89,9 @@ def test_one_character_names_are_names():
     assert InfoField(provider="t", field="w").field == "w"
     with pytest.raises(ValueError):
         IncomeItem(provider="t", field="", months=1)
+    for provider, field in (("t", ""), ("", "w")):  # an information field names both
+        with pytest.raises(ValueError):
+            InfoField(provider=provider, field=field)
     for months, ok in ((0, False), (1, True), (120, True), (121, False)):
         if ok:
             assert IncomeItem(provider="t", field="w", months=months).months == months

@@ -56,7 +56,7 @@ from rich.table import Table  # noqa: E402
 _SKIP_DIRS = {".git", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", "build", "dist", ".mutation-cache",
               "node_modules", ".tools"}
 _SKIP_PATHS = {"bench/results"}
-_EQUIV = re.compile(r"^- `(?P<file>[^`]+)`: `(?P<orig>.+?)` → `(?P<mut>.+?)` — (?P<reason>.+)$")
+_EQUIV = re.compile(r"^- `(?P<file>[^`]+)`: `(?P<orig>.+?)` → `(?P<mut>.*?)` — (?P<reason>.+)$")
 _PYTEST = ["-m", "pytest", "-p", "hedui_mutation_plugin", "-p", "no:cacheprovider", "-o", "addopts=", "-q",
            "--no-header"]
 
