@@ -28,7 +28,7 @@ from hedui.node.client import PeerClient
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.verification import consent
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
-from hedui.node.verification.hub_tables import cases
+from hedui.node.verification.hub_tables import case_answers, cases
 from hedui.v1 import common_pb2, lookup_pb2
 
 SEED = 11
@@ -149,6 +149,28 @@ def test_a_periodic_review_comes_no_sooner_than_its_interval(bed):
     _refused(bed, second, "CONSENT_TOO_SOON")
     clock.advance(dt.timedelta(days=consent.PERIODIC_INTERVAL_DAYS - 3))
     assert run_case(hub, second).outcomes[0].status == "ok"  # 28 days after the first use
+
+
+def test_a_periodic_review_rerun_after_the_hub_lost_its_answer_is_answered(bed):
+    """Issue 18d: the department answered, the hub crashed before storing the answer (its
+    stored answers are gone) and runs the same review again, with new request ids: answered,
+    not CONSENT_TOO_SOON. A different review under the same authorisation inside the interval
+    is still refused."""
+    hub = bed.runtime("hub")
+    ids = _ids(20)
+    first = _open(bed, b"scan-periodic-crash", ids, purpose="periodic_review")
+    assert run_case(hub, first).outcomes[0].status == "ok"
+    with hub.engine.begin() as c:  # the answer the hub "lost"
+        assert c.execute(case_answers.delete().where(case_answers.c.case_ref == first)).rowcount == 1
+    bed.clock.advance(dt.timedelta(hours=2))
+    assert run_case(hub, first).outcomes[0].status == "ok"
+    sent = [e for e in _entries(bed.runtime("tax"), "answer.sent") if e.get("case_ref") == first]
+    assert len({e["request_id"] for e in sent}) == 2  # two fresh requests, not a resend
+    bed.clock.advance(dt.timedelta(days=1))
+    second = _open(bed, b"scan-periodic-crash", ids, purpose="periodic_review")
+    status, reason = _outcome(run_case(hub, second))
+    assert status == "refused" and "CONSENT_TOO_SOON" in reason
+    _refused(bed, second, "CONSENT_TOO_SOON")
 
 
 def test_a_one_off_authorisation_serves_one_case(bed):
