@@ -25,6 +25,7 @@ from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.audit.tables import audit_entries
 from hedui.node.cli._app import app
 from hedui.node.client import PeerClient
+from hedui.node.errors import PermissionDenied
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.verification import consent
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
@@ -179,12 +180,12 @@ def test_a_one_off_authorisation_serves_one_case(bed):
     first = _open(bed, b"scan-one-off", ids)
     assert run_case(hub, first).outcomes[0].status == "ok"
     assert run_case(hub, first, rerun_ok=True).outcomes[0].status == "ok"  # the same case again
-    # The hub lets the same household's authorisation open another case (a review); a one-off
-    # purpose under it is refused by the department.
-    second = _open(bed, b"scan-one-off", ids, purpose="tekun")
-    status, reason = _outcome(run_case(hub, second))
-    assert status == "refused" and "CONSENT_REUSED" in reason
-    _refused(bed, second, "CONSENT_REUSED")
+    # Another one-off case under it is refused by the hub at open (issue 18d), audited there;
+    # the department's own refusal of a record a hub signed anyway: test_trust_refusals_e2e.py.
+    with pytest.raises(PermissionDenied) as e:
+        _open(bed, b"scan-one-off", ids, purpose="tekun")
+    assert e.value.reason == "CONSENT_REUSED" and first in e.value.message
+    assert any(x.get("outcome") == "CONSENT_REUSED" and x.get("purpose") == "tekun" for x in _entries(hub, "consent.refused"))
 
 
 def test_an_outsider_recomputes_the_consent_binding_of_every_answer_from_the_export(bed, tmp_path):
