@@ -146,7 +146,7 @@ def test_case_open_refuses_a_one_off_authorisation_for_a_second_case_and_reconci
     refused in one line with a non-zero exit (nothing opened); a periodic review of the same
     household may reuse it, never another household; ``audit reconcile`` lists the reuse."""
     def members(*ns):
-        path = tmp_path / ("m%s.csv" % "-".join(map(str, ns)))
+        path = tmp_path / f"m{'-'.join(map(str, ns))}.csv"
         path.write_text("".join(f"{resident(n, SEED).id_number},m{n}\n" for n in ns))
         return str(path)
 
