@@ -141,6 +141,37 @@ def test_case_cli_errors_are_one_line(bed, tmp_path, args, message):
     assert resident(5, SEED).id_number not in p.stderr + p.stdout
 
 
+def test_case_open_refuses_a_one_off_authorisation_for_a_second_case_and_reconcile_lists_reuse(bed, tmp_path):
+    """Issue 18d: ``hedui case open`` with an authorisation already used for a one-off case is
+    refused in one line with a non-zero exit (nothing opened); a periodic review of the same
+    household may reuse it, never another household; ``audit reconcile`` lists the reuse."""
+    def members(*ns):
+        path = tmp_path / f"m{'-'.join(map(str, ns))}.csv"
+        path.write_text("".join(f"{resident(n, SEED).id_number},m{n}\n" for n in ns))
+        return str(path)
+
+    def case_open(ns, purpose, *, check):
+        return run(["case", "open", "--config", str(bed.config_path("hub")), "--members-file", members(*ns), "--purpose", purpose,
+                    "--consent-digest", "cd" * 32, "--operator", "cw7", "--region", "370304", "--json"], bed.env_, check=check)
+
+    first = json.loads(case_open((11, 12), "dibao", check=True).stdout)["case_ref"]
+    for ns, purpose, why in (((11, 12), "tekun", "one-off"), ((11, 12), "dibao", "one-off"),
+                             ((11, 13), "periodic_review", "another member set")):
+        p = case_open(ns, purpose, check=False)
+        assert p.returncode != 0 and p.stdout == "", (p.stdout, p.stderr)
+        [line] = p.stderr.strip().splitlines()
+        assert line.startswith("error: consent digest:") and why in line and "Traceback" not in p.stderr, p.stderr
+        assert first in line or why == "another member set"
+        assert not any(resident(n, SEED).id_number in p.stderr for n in (11, 12, 13))
+    review = json.loads(case_open((12, 11), "periodic_review", check=True).stdout)["case_ref"]
+    hub_db = bed.config_path("hub").parent / "node.db"
+    assert hub_db.exists()
+    r = run(["audit", "reconcile", "--hub", f"sqlite:///{hub_db}", "--provider", f"tax=sqlite:///{bed.config_path('tax').parent / 'node.db'}",
+             "--json"], bed.env_, check=False)
+    listed = json.loads(r.stdout)["consent_reused"]
+    assert {"consent_digest": "cd" * 32, "cases": sorted([first, review])} in listed
+
+
 def test_duplicate_member_in_file_is_refused_without_echo(bed, tmp_path):
     ident = resident(6, SEED).id_number
     members = tmp_path / "dup.csv"

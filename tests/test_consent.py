@@ -200,8 +200,8 @@ def _ids(n=2, start=1):
     return [resident(i, SEED).id_number for i in range(start, start + n)]
 
 
-def _open(bed, scan=b"scan-1", ids=None):
-    return open_case(bed.runtime("hub"), [(i, "member") for i in (ids or _ids())], purpose="dibao",
+def _open(bed, scan=b"scan-1", ids=None, purpose="dibao"):
+    return open_case(bed.runtime("hub"), [(i, "member") for i in (ids or _ids())], purpose=purpose,
                      consent_digest=consent_digest_of(scan), operator="cw01", region="370304")
 
 
@@ -267,9 +267,25 @@ def test_an_authorisation_is_not_reused_for_another_household(bed):
         _open(bed, scan=b"scan-reuse", ids=_ids(start=15))
     assert e.value.reason == "CONSENT_REUSED"
     assert any(x.get("outcome") == "CONSENT_REUSED" for x in _entries(hub, "consent.refused"))
-    again = _open(bed, scan=b"scan-reuse", ids=list(reversed(_ids(start=13))))  # the same household: a review
+    # Issue 18d: a one-off authorisation serves one case, even for the same household and
+    # another one-off purpose; the refusal is audited with the purpose asked for.
+    for purpose in ("dibao", "tekun"):
+        with pytest.raises(PermissionDenied) as e:
+            _open(bed, scan=b"scan-reuse", ids=_ids(start=13), purpose=purpose)
+        assert e.value.reason == "CONSENT_REUSED" and first in e.value.message and "one-off" in e.value.message
+    assert any(x.get("outcome") == "CONSENT_REUSED" and x.get("purpose") == "tekun" and first in x.get("detail", "")
+               for x in _entries(hub, "consent.refused"))
+    # A periodic review of the same household may reuse it (dynamic re-checks, 动态复核), and
+    # another after it; never for another member set.
+    again = _open(bed, scan=b"scan-reuse", ids=list(reversed(_ids(start=13))), purpose="periodic_review")
+    third = _open(bed, scan=b"scan-reuse", ids=_ids(start=13), purpose="periodic_review")
+    with pytest.raises(PermissionDenied) as e:
+        _open(bed, scan=b"scan-reuse", ids=_ids(start=14), purpose="periodic_review")
+    assert e.value.reason == "CONSENT_REUSED" and "another member set" in e.value.message
+    with hub.engine.connect() as c:  # the refused cases wrote nothing
+        assert len(c.execute(select(cases.c.case_ref).where(cases.c.consent_digest == consent_digest_of(b"scan-reuse"))).all()) == 3
     listed = [r for r in consent.reused_consents(hub.engine) if r["consent_digest"] == consent_digest_of(b"scan-reuse").hex()]
-    assert listed == [{"consent_digest": consent_digest_of(b"scan-reuse").hex(), "cases": sorted([first, again])}]
+    assert listed == [{"consent_digest": consent_digest_of(b"scan-reuse").hex(), "cases": sorted([first, again, third])}]
 
 
 def test_evidence_carries_the_request_and_a_swapped_consent_fails(bed, tmp_path):
@@ -308,7 +324,7 @@ def test_audit_reconcile_lists_an_authorisation_used_for_several_cases(bed):
 
     hub = bed.runtime("hub")
     a = _open(bed, scan=b"scan-review", ids=_ids(start=21))
-    b = _open(bed, scan=b"scan-review", ids=_ids(start=21))  # the household's periodic review
+    b = _open(bed, scan=b"scan-review", ids=_ids(start=21), purpose="periodic_review")  # the household's periodic review
     hub.audit.log.flush()
     bed.runtime("tax").audit.log.flush()
     r = reconcile(hub.engine, {"tax": bed.runtime("tax").engine}, hub_code="hub")

@@ -25,10 +25,11 @@ from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.audit.tables import audit_entries
 from hedui.node.cli._app import app
 from hedui.node.client import PeerClient
+from hedui.node.errors import PermissionDenied
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.verification import consent
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
-from hedui.node.verification.hub_tables import cases
+from hedui.node.verification.hub_tables import case_answers, cases
 from hedui.v1 import common_pb2, lookup_pb2
 
 SEED = 11
@@ -151,18 +152,40 @@ def test_a_periodic_review_comes_no_sooner_than_its_interval(bed):
     assert run_case(hub, second).outcomes[0].status == "ok"  # 28 days after the first use
 
 
+def test_a_periodic_review_rerun_after_the_hub_lost_its_answer_is_answered(bed):
+    """Issue 18d: the department answered, the hub crashed before storing the answer (its
+    stored answers are gone) and runs the same review again, with new request ids: answered,
+    not CONSENT_TOO_SOON. A different review under the same authorisation inside the interval
+    is still refused."""
+    hub = bed.runtime("hub")
+    ids = _ids(20)
+    first = _open(bed, b"scan-periodic-crash", ids, purpose="periodic_review")
+    assert run_case(hub, first).outcomes[0].status == "ok"
+    with hub.engine.begin() as c:  # the answer the hub "lost"
+        assert c.execute(case_answers.delete().where(case_answers.c.case_ref == first)).rowcount == 1
+    bed.clock.advance(dt.timedelta(hours=2))
+    assert run_case(hub, first).outcomes[0].status == "ok"
+    sent = [e for e in _entries(bed.runtime("tax"), "answer.sent") if e.get("case_ref") == first]
+    assert len({e["request_id"] for e in sent}) == 2  # two fresh requests, not a resend
+    bed.clock.advance(dt.timedelta(days=1))
+    second = _open(bed, b"scan-periodic-crash", ids, purpose="periodic_review")
+    status, reason = _outcome(run_case(hub, second))
+    assert status == "refused" and "CONSENT_TOO_SOON" in reason
+    _refused(bed, second, "CONSENT_TOO_SOON")
+
+
 def test_a_one_off_authorisation_serves_one_case(bed):
     hub = bed.runtime("hub")
     ids = _ids(9)
     first = _open(bed, b"scan-one-off", ids)
     assert run_case(hub, first).outcomes[0].status == "ok"
     assert run_case(hub, first, rerun_ok=True).outcomes[0].status == "ok"  # the same case again
-    # The hub lets the same household's authorisation open another case (a review); a one-off
-    # purpose under it is refused by the department.
-    second = _open(bed, b"scan-one-off", ids, purpose="tekun")
-    status, reason = _outcome(run_case(hub, second))
-    assert status == "refused" and "CONSENT_REUSED" in reason
-    _refused(bed, second, "CONSENT_REUSED")
+    # Another one-off case under it is refused by the hub at open (issue 18d), audited there;
+    # the department's own refusal of a record a hub signed anyway: test_trust_refusals_e2e.py.
+    with pytest.raises(PermissionDenied) as e:
+        _open(bed, b"scan-one-off", ids, purpose="tekun")
+    assert e.value.reason == "CONSENT_REUSED" and first in e.value.message
+    assert any(x.get("outcome") == "CONSENT_REUSED" and x.get("purpose") == "tekun" for x in _entries(hub, "consent.refused"))
 
 
 def test_an_outsider_recomputes_the_consent_binding_of_every_answer_from_the_export(bed, tmp_path):

@@ -38,9 +38,9 @@ def _record(purpose: str = "dibao", *, case_ref: str = "HUB-2026-000001", member
     return common_pb2.ConsentRecord.FromString(env.payload), consent.consent_digest(env)
 
 
-def _use(engine, rec, digest, tokens, at, *, case_ref=None, epoch=1):
+def _use(engine, rec, digest, tokens, at, *, case_ref=None, epoch=1, month="2026-06"):
     with engine.begin() as c:
-        check_use(c, "hub", rec, digest, case_ref or rec.case_ref, epoch, tokens, at, record=True)
+        check_use(c, "hub", rec, digest, case_ref or rec.case_ref, epoch, tokens, at, reference_month=month, record=True)
 
 
 def _row(engine):
@@ -94,8 +94,8 @@ def test_a_periodic_authorisation_is_used_at_most_once_per_interval(engine):
     assert rec.use == common_pb2.CONSENT_USE_PERIODIC and rec.min_interval_days == consent.PERIODIC_INTERVAL_DAYS
     _use(engine, rec, digest, TOKENS[:2], T0)
     for too_soon in (T0 + dt.timedelta(seconds=1), T0 + dt.timedelta(days=27, hours=23, minutes=59)):
-        with pytest.raises(PermissionDenied) as e:
-            _use(engine, rec, digest, TOKENS[:2], too_soon)
+        with pytest.raises(PermissionDenied) as e:  # the same case asked about another month: a new review
+            _use(engine, rec, digest, TOKENS[:2], too_soon, month="2026-07")
         assert e.value.reason == "CONSENT_TOO_SOON"
     # A new case (a new record) under the same authorisation is held to the same period.
     rec2, digest2 = _record("periodic_review", case_ref="HUB-2026-000009")
@@ -107,8 +107,8 @@ def test_a_periodic_authorisation_is_used_at_most_once_per_interval(engine):
     _use(engine, rec2, digest2, TOKENS[:2], T0 + dt.timedelta(days=28))
     [row] = _row(engine)
     assert (row.uses, row.case_ref) == (2, "HUB-2026-000009")
-    with pytest.raises(PermissionDenied) as e:
-        _use(engine, rec2, digest2, TOKENS[:2], T0 + dt.timedelta(days=30))
+    with pytest.raises(PermissionDenied) as e:  # that case for the next month: a new review
+        _use(engine, rec2, digest2, TOKENS[:2], T0 + dt.timedelta(days=30), month="2026-07")
     assert e.value.reason == "CONSENT_TOO_SOON"
 
 
@@ -126,21 +126,24 @@ def test_a_one_off_authorisation_serves_one_case_and_its_members_only(engine):
     # Members are counted per key epoch: the same two people under a new epoch's tokens.
     _use(engine, rec, digest, [hashlib.sha512(t).digest() for t in TOKENS[:2]], T0 + dt.timedelta(hours=4), epoch=2)
     [row] = _row(engine)
-    assert row.uses == 3 and len(bytes(row.members)) == 4 * 36
+    # Every accepted request re-ran the one case for the same month: one use (issue 18d).
+    assert row.uses == 1 and len(bytes(row.members)) == 4 * 36
 
 
 def test_the_read_only_check_refuses_without_writing(engine):
     rec, digest = _record("periodic_review")
     with engine.connect() as c:
-        check_use(c, "hub", rec, digest, rec.case_ref, 1, TOKENS[:2], T0, record=False)
+        check_use(c, "hub", rec, digest, rec.case_ref, 1, TOKENS[:2], T0, reference_month="2026-06", record=False)
     assert _row(engine) == []
     _use(engine, rec, digest, TOKENS[:2], T0)
     with engine.connect() as c, pytest.raises(PermissionDenied) as e:
-        check_use(c, "hub", rec, digest, rec.case_ref, 1, TOKENS[:2], T0 + dt.timedelta(days=1), record=False)
+        check_use(c, "hub", rec, digest, rec.case_ref, 1, TOKENS[:2], T0 + dt.timedelta(days=1), reference_month="2026-07",
+                  record=False)
     assert e.value.reason == "CONSENT_TOO_SOON"
 
 
-_STEP = st.tuples(st.integers(0, 40), st.sets(st.integers(0, 5), min_size=1, max_size=3), st.sampled_from(["A", "B"]))
+_STEP = st.tuples(st.integers(0, 40), st.sets(st.integers(0, 5), min_size=1, max_size=3), st.sampled_from(["A", "B"]),
+                  st.sampled_from(["2026-05", "2026-06"]))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -148,7 +151,9 @@ _STEP = st.tuples(st.integers(0, 40), st.sets(st.integers(0, 5), min_size=1, max
 def test_whatever_the_requests_the_accepted_uses_keep_the_rules(tmp_path, kind, steps):
     """Any sequence of requests (days apart, member subsets, two cases): each is accepted or
     refused with a ``CONSENT_*`` reason, and the accepted ones never exceed the record's
-    members, never span two cases when one-off, never come sooner than the interval."""
+    members, never span two cases when one-off, and a new periodic review never comes sooner
+    than the interval after the last one — only a re-run of that same review (case and
+    reference month) may (issue 18d)."""
     from hedui.node.store import migrate
     from hedui.node.store.db import open_engine
 
@@ -156,20 +161,24 @@ def test_whatever_the_requests_the_accepted_uses_keep_the_rules(tmp_path, kind, 
     migrate.upgrade(eng)
     try:
         at, accepted = T0, []
-        for days, who, case in steps:
+        for days, who, case, month in steps:
             at = at + dt.timedelta(days=days)
             rec, digest = _record(kind, case_ref=f"HUB-2026-00000{'1' if case == 'A' else '2'}", members=3)
             try:
-                _use(eng, rec, digest, [TOKENS[i] for i in who], at)
-                accepted.append((at, who, case))
+                _use(eng, rec, digest, [TOKENS[i] for i in who], at, month=month)
+                accepted.append((at, who, (case, month)))
             except PermissionDenied as exc:
                 assert exc.reason in ("CONSENT_REUSED", "CONSENT_TOO_SOON")
         assert len(set().union(*[w for _, w, _ in accepted] or [set()])) <= 3
         if kind == "dibao":
-            assert len({c for _, _, c in accepted}) <= 1
+            assert len({c for _, _, (c, _) in accepted}) <= 1
         else:
-            times = [t for t, _, _ in accepted]
-            assert all(b - a >= dt.timedelta(days=consent.PERIODIC_INTERVAL_DAYS) for a, b in zip(times, times[1:], strict=False))
+            anchor: tuple | None = None  # (time, review) of the last use that counted
+            for t, _, review in accepted:
+                if anchor is not None and review == anchor[1]:
+                    continue  # the same review again: the same use
+                assert anchor is None or t - anchor[0] >= dt.timedelta(days=consent.PERIODIC_INTERVAL_DAYS)
+                anchor = (t, review)
     finally:
         eng.dispose()
 
@@ -187,7 +196,7 @@ def test_two_concurrent_uses_of_a_periodic_authorisation_cannot_both_succeed(eng
 
     def first() -> None:
         with engine.begin() as c:
-            check_use(c, "hub", rec, digest, rec.case_ref, 1, TOKENS[:2], due, record=True)
+            check_use(c, "hub", rec, digest, rec.case_ref, 1, TOKENS[:2], due, reference_month="2026-07", record=True)
             first_in.set()
             release.wait(10)
         outcome["first"] = "ok"
@@ -195,7 +204,7 @@ def test_two_concurrent_uses_of_a_periodic_authorisation_cannot_both_succeed(eng
     def second() -> None:
         first_in.wait(10)
         try:
-            _use(engine, rec, digest, TOKENS[:2], due + dt.timedelta(minutes=1))
+            _use(engine, rec, digest, TOKENS[:2], due + dt.timedelta(minutes=1), month="2026-08")
             outcome["second"] = "ok"
         except PermissionDenied as exc:
             outcome["second"] = exc.reason
@@ -211,3 +220,41 @@ def test_two_concurrent_uses_of_a_periodic_authorisation_cannot_both_succeed(eng
     assert outcome == {"first": "ok", "second": "CONSENT_TOO_SOON"}
     [row] = _row(engine)
     assert row.uses == 2
+
+
+def test_a_rerun_of_the_same_periodic_review_is_the_same_use(engine):
+    """Issue 18d: the hub crashed after the department answered and runs the same review again
+    (a new request id, so no cached answer): answered, counted once, and the period is still
+    measured from the first answer. Another case, or the same case for another month, inside
+    the interval is a new review and refused."""
+    rec, digest = _record("periodic_review")
+    _use(engine, rec, digest, TOKENS[:2], T0)
+    _use(engine, rec, digest, TOKENS[:2], T0 + dt.timedelta(hours=3))  # the re-run after the crash
+    _use(engine, rec, digest, TOKENS[:1], T0 + dt.timedelta(days=2))  # and again, fewer members
+    [row] = _row(engine)
+    assert (row.uses, row.last_used_at.replace(tzinfo=dt.UTC), row.reference_month) == (1, T0, "2026-06")
+    with pytest.raises(PermissionDenied) as e:  # the re-run may not add a third person
+        _use(engine, rec, digest, TOKENS[:3], T0 + dt.timedelta(days=2))
+    assert e.value.reason == "CONSENT_REUSED"
+    other, other_digest = _record("periodic_review", case_ref="HUB-2026-000002")
+    for r, d, month in ((rec, digest, "2026-07"), (other, other_digest, "2026-06")):
+        with pytest.raises(PermissionDenied) as e:
+            _use(engine, r, d, TOKENS[:2], T0 + dt.timedelta(days=5), month=month)
+        assert e.value.reason == "CONSENT_TOO_SOON"
+    # After the interval, the next review counts; then the first one is no longer "the last".
+    _use(engine, other, other_digest, TOKENS[:2], T0 + dt.timedelta(days=28), month="2026-07")
+    with pytest.raises(PermissionDenied) as e:
+        _use(engine, rec, digest, TOKENS[:2], T0 + dt.timedelta(days=29))
+    assert e.value.reason == "CONSENT_TOO_SOON"
+    [row] = _row(engine)
+    assert (row.uses, row.case_ref, row.reference_month) == (2, "HUB-2026-000002", "2026-07")
+
+
+def test_a_rerun_of_the_same_one_off_case_is_allowed_and_another_case_is_not(engine):
+    rec, digest = _record("dibao")
+    _use(engine, rec, digest, TOKENS[:2], T0)
+    _use(engine, rec, digest, TOKENS[:2], T0 + dt.timedelta(hours=3))  # the re-run after the crash
+    other, other_digest = _record("dibao", case_ref="HUB-2026-000002")
+    with pytest.raises(PermissionDenied) as e:
+        _use(engine, other, other_digest, TOKENS[:2], T0 + dt.timedelta(hours=4))
+    assert e.value.reason == "CONSENT_REUSED"

@@ -5,6 +5,7 @@ the report's JSON or HTML. A complete case exits 0."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import tomllib
 
@@ -66,9 +67,12 @@ def bed(tmp_path_factory):
     mp.undo()
 
 
+_SCANS = itertools.count()  # a new authorisation per case: a one-off one serves one case (issue 18d)
+
+
 def _case(tb, purpose: str = "dibao") -> str:
     ids = [(resident(n, SEED).id_number, "m") for n in (1, 2)]
-    return open_case(tb.runtime("hub"), ids, purpose=purpose, consent_digest=consent_digest_of(b"auth"),
+    return open_case(tb.runtime("hub"), ids, purpose=purpose, consent_digest=consent_digest_of(b"auth %d" % next(_SCANS)),
                      operator="cw", region="370304")
 
 

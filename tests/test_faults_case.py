@@ -16,6 +16,7 @@ every phase of a case, and SIGSTOP of a department in the middle of one — real
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -100,11 +101,14 @@ def bed(request, tmp_path_factory):
             mp.undo()
 
 
+_SCANS = itertools.count()  # a new authorisation per case: a one-off one serves one case (issue 18d)
+
+
 def _open(tb) -> str:
     rt = Runtime.open(tb.config_path("hub"))
     try:
         return open_case(rt, [(resident(n, SEED).id_number, "m") for n in MEMBERS], purpose="dibao",
-                         consent_digest=consent_digest_of(b"auth"), operator="cw", region="370304")
+                         consent_digest=consent_digest_of(b"auth %d" % next(_SCANS)), operator="cw", region="370304")
     finally:
         rt.close()
 

@@ -76,7 +76,7 @@ def test_case_run_on_a_full_disk_fails_in_one_line_and_leaves_nothing_half_writt
     rt = Runtime.open(bed.config_path("hub"))
     try:
         ref = open_case(rt, [(resident(n, SEED).id_number, "m") for n in (1, 2)], purpose="dibao",
-                        consent_digest=consent_digest_of(b"auth"), operator="cw", region="370304")
+                        consent_digest=consent_digest_of(b"auth %d" % limit), operator="cw", region="370304")
     finally:
         rt.close()
     p = subprocess.run([*HEDUI, "case", "run", ref, "--config", str(bed.config_path("hub")), "--json"],

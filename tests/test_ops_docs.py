@@ -84,7 +84,7 @@ def test_the_federation_policy_example_runs_a_case(bed):
     bed.start()
     hub = bed.runtime("hub")
     ref = open_case(hub, [(resident(1, SEED).id_number, "member")], purpose="dibao",
-                    consent_digest=consent_digest_of(b"scan"), operator="cw01", region="370304")
+                    consent_digest=consent_digest_of(b"scan 2"), operator="cw01", region="370304")
     assert [o.status for o in run_case(hub, ref).outcomes] == ["refused"]
 
 

@@ -178,9 +178,9 @@ def test_bad_proof_at_the_hub_logs_one_line(tmp_path, monkeypatch, caplog, capfd
         hub = tb.runtime("hub")
         capfd.readouterr()
         with caplog.at_level(logging.WARNING):
-            for _ in range(2):
+            for i in range(2):  # a new authorisation per case: a one-off one serves one case (issue 18d)
                 ref = open_case(hub, [(resident(1, 7).id_number, "m")], purpose="dibao",
-                                consent_digest=consent_digest_of(b"auth"), operator="cw", region="370304")
+                                consent_digest=consent_digest_of(b"auth %d" % i), operator="cw", region="370304")
                 res = run_case(hub, ref)
                 assert [(o.provider, o.status) for o in res.outcomes] == [("tax", "bad_proof")]
         lines = [r.getMessage() for r in caplog.records if "bad_proof" in r.getMessage()]

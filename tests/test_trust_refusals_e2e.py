@@ -105,8 +105,10 @@ def _attack(bed, name):
     if name == "reused":
         ref = _open(bed, scan, 11)
         assert run_case(hub, ref).outcomes[0].status == "ok"
-        other = _open(bed, scan, 11)  # the hub lets the household's authorisation open another case
-        return _request(hub, other, scan)
+        # The hub refuses to open another one-off case under it (issue 18d): a compromised hub
+        # opens one under another scan and signs a record naming this authorisation.
+        other = _open(bed, scan + b" (another)", 11)
+        return _request(hub, other, scan, record=_record(hub, other, scan))
     if name == "too_soon":
         ref = _open(bed, scan, 13, purpose="periodic_review")
         assert run_case(hub, ref).outcomes[0].status == "ok"

@@ -93,6 +93,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "val.expenditure": ("支出金额应为 0 至 10 亿之间的数字", "expenditure: want an amount 0..1e9"),
     "val.members": ("至少需要一位家庭成员，至多 20 位", "between 1 and 20 members"),
     "val.consent_missing": ("请上传授权书扫描件（PDF）", "upload the signed authorisation (PDF)"),
+    "val.consent_reused": ("此授权书不能用于本案件，请上传该家庭新签署的授权书（一次性授权只能用于一个案件；动态复核可对同一家庭重复使用）：{what}",
+                           "this authorisation cannot be used for this case; upload a new one signed by the household (a one-off "
+                           "authorisation serves one case; a periodic review may reuse one for the same household): {what}"),
     "val.consent_pdf": ("授权书必须是 PDF 文件（文件头应为 %PDF-），未保存任何内容", "the authorisation must be a PDF (starting %PDF-); nothing was saved"),
     "val.consent_large": ("授权书文件过大（上限 {limit}），未保存任何内容", "the authorisation is too large (limit {limit}); nothing was saved"),
     "val.file_type": ("成员名单须为 .csv 或 .xlsx 文件", "the members list must be a .csv or .xlsx file"),

@@ -136,7 +136,7 @@ def open_case(
     now = rt.clock.now()
     year = rt.clock.today().year  # the case reference's year is the local (federation-zone) year
     with rt.engine.begin() as c:
-        consent.refuse_reuse(rt, c, consent_digest, [i for i, _ in norm], operator)  # issue 18: one 授权书, one household
+        consent.refuse_reuse(rt, c, consent_digest, [i for i, _ in norm], operator, purpose)  # issue 18: one 授权书, one household
         n = c.execute(select(func.count()).select_from(cases)).scalar_one()
         ref = f"HUB-{year}-{n + 1:06d}"
         while c.execute(select(cases.c.case_ref).where(cases.c.case_ref == ref)).first():

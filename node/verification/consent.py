@@ -179,24 +179,40 @@ def check_consent(
 # -- the hub's end: reuse and revocation ----------------------------------------------------
 
 
-def check_reuse(c: Connection, scan_digest: bytes, identities: Sequence[str]) -> None:
-    """Refuses an authorisation already recorded for another member set (``CONSENT_REUSED``):
-    one 授权书 names one household. The same set under another case is allowed (a review)
-    and listed by :func:`reused_consents`."""
+def check_reuse(c: Connection, scan_digest: bytes, identities: Sequence[str], purpose: str) -> None:
+    """Refuses, at case open (``CONSENT_REUSED``), an authorisation already recorded
+    (issue 18 "The hub refuses to reuse an authorisation for another member set"):
+
+    - for another member set, whatever the purposes: one 授权书 names one household;
+    - for a second one-off case (any purpose but ``periodic_review``): a one-off authorisation
+      covers one application. Keyed, like the departments' own check
+      (node/verification/consent_state.py), by the authorisation *and its use*: a standing
+      authorisation may serve periodic reviews (动态复核) of the same household — each a new case
+      — and one one-off case besides; the departments hold each periodic review to its interval.
+
+    Every case recorded under one authorisation is listed by :func:`reused_consents`."""
     want = sorted(identities)
-    for (ref,) in c.execute(select(cases.c.case_ref).where(cases.c.consent_digest == scan_digest)):
+    one_off = purpose not in _PERIODIC
+    rows = c.execute(select(cases.c.case_ref, cases.c.purpose).where(cases.c.consent_digest == scan_digest).order_by(cases.c.case_ref))
+    for ref, other in rows.all():
         have = sorted(r.identity for r in c.execute(select(case_members.c.identity).where(case_members.c.case_ref == ref)))
         if have != want:
             raise PermissionDenied(f"consent digest: already recorded for case {ref} with another member set, want a new authorisation",
                                    reason=Reason.CONSENT_REUSED)
+        if one_off and other not in _PERIODIC:
+            raise PermissionDenied(f"consent digest: this one-off authorisation was already used for case {ref} ({other}), "
+                                   "want a new authorisation for another case (only periodic_review may reuse one)",
+                                   reason=Reason.CONSENT_REUSED)
 
 
-def refuse_reuse(rt: Runtime, c: Connection, scan_digest: bytes, identities: Sequence[str], operator: str) -> None:
-    """:func:`check_reuse`, auditing a refusal (the hub's own refusal has no gRPC call)."""
+def refuse_reuse(rt: Runtime, c: Connection, scan_digest: bytes, identities: Sequence[str], operator: str, purpose: str) -> None:
+    """:func:`check_reuse`, auditing a refusal (the hub's own refusal has no gRPC call): the
+    ``consent.refused`` entry names the digest, the operator, the purpose asked for and why."""
     try:
-        check_reuse(c, scan_digest, identities)
+        check_reuse(c, scan_digest, identities, purpose)
     except PermissionDenied as exc:
-        rt.audit.record(Kind.CONSENT_REFUSED, {"consent_digest": scan_digest.hex(), "operator": operator, "outcome": exc.reason.value})
+        rt.audit.record(Kind.CONSENT_REFUSED, {"consent_digest": scan_digest.hex(), "operator": operator, "purpose": purpose,
+                                               "outcome": exc.reason.value, "detail": exc.message[:200]})
         raise
 
 

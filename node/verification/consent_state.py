@@ -18,7 +18,22 @@ revoked stays revoked even if a later list omits it.
 - more distinct members, over all uses here, than the record names (``CONSENT_REUSED``:
   another member set) — members are counted per OPRF key epoch, by a digest of the token;
 - a periodic authorisation used again sooner than its ``min_interval_days`` after its last
-  use here (``CONSENT_TOO_SOON``).
+  use here (``CONSENT_TOO_SOON``) — unless it is *the same review* again (below).
+
+**The same review is the same use** (issue 18d). A hub that crashes after a department
+answered but before it stored the answer runs the case again with a new request id, so the
+replay cache (keyed by request id) does not recognise it. A request under the *same consent
+record digest* for the *same reference month* as the last recorded use is that review again,
+not a new one: it is not held to the interval and does not count as a use (neither ``uses``
+nor ``last_used_at`` move, so the next period is still measured from the first answer). Why
+this key and nothing wider or narrower: the record digest fixes the hub, the authorisation,
+the case, the purpose and the member count (the record is built from the stored case alone,
+node/verification/consent.py), and each periodic review (动态复核) is a new case with a new
+record; the reference month is the one thing a request adds that the record does not fix,
+and it is what a review is *about* — the same case asked about another month is a new look
+at the household and is held to the interval. A re-run can only re-ask the question already
+answered: the member limit still applies over all uses. One-off records are keyed by case
+already (a re-run of the same case is allowed whatever the month; its record names it).
 
 The Lookup runs it inside the transaction that stores the answer
 (:func:`hedui.node.policy.commit`), where the row is created if missing and locked, so two
@@ -162,7 +177,8 @@ _USE_KEY = and_(consent_uses.c.hub == bindparam("k_hub"), consent_uses.c.scan_di
 _USE_ROW = select(consent_uses).where(_USE_KEY)
 _USE_UPDATE = update(consent_uses).where(_USE_KEY).values(
     case_ref=bindparam("case_ref"), record_digest=bindparam("record_digest"), last_used_at=bindparam("last_used_at"),
-    uses=consent_uses.c.uses + 1, members=bindparam("members"), first_used_at=bindparam("first_used_at"))
+    uses=consent_uses.c.uses + bindparam("add"), members=bindparam("members"), first_used_at=bindparam("first_used_at"),
+    reference_month=bindparam("reference_month"))
 # Creates the row if missing and returns it, locked on PostgreSQL (the no-op ``DO UPDATE``
 # takes the row lock that ``SELECT … FOR UPDATE`` would): one round trip instead of two.
 _PK = [consent_uses.c.hub, consent_uses.c.scan_digest, consent_uses.c.use]
@@ -197,8 +213,17 @@ def _most_per_epoch(members: set[bytes]) -> int:
     return max(counts.values(), default=0)
 
 
-def _decide(row: Any, rec: common_pb2.ConsentRecord, case_ref: str, members: set[bytes], now: dt.datetime) -> set[bytes]:
-    """Refuses the use, or returns the members recorded after it."""
+def same_review(row: Any, record_digest: bytes, reference_month: str) -> bool:
+    """The request repeats the last recorded use: same record, same reference month (see the
+    module docstring for why this key). Rows stored before issue 18d have no month: never."""
+    return (row is not None and bool(row.uses) and row.reference_month is not None
+            and bytes(row.record_digest) == record_digest and row.reference_month == reference_month)
+
+
+def _decide(row: Any, rec: common_pb2.ConsentRecord, case_ref: str, members: set[bytes], now: dt.datetime,
+            *, again: bool = False) -> set[bytes]:
+    """Refuses the use, or returns the members recorded after it. ``again``: the same review
+    as the last use (:func:`same_review`), not held to the interval."""
     if row is None or not row.uses:
         have: set[bytes] = set()
     else:
@@ -206,7 +231,7 @@ def _decide(row: Any, rec: common_pb2.ConsentRecord, case_ref: str, members: set
         if rec.use == common_pb2.CONSENT_USE_ONE_OFF and row.case_ref != case_ref:
             raise PermissionDenied(f"consent: this one-off authorisation was already used here for case {row.case_ref}, "
                                    "want a new authorisation for another case", reason=Reason.CONSENT_REUSED)
-        if rec.use == common_pb2.CONSENT_USE_PERIODIC and rec.min_interval_days:
+        if rec.use == common_pb2.CONSENT_USE_PERIODIC and rec.min_interval_days and not again:
             nxt = _utc(row.last_used_at) + dt.timedelta(days=int(rec.min_interval_days))
             if now < nxt:
                 raise PermissionDenied(f"consent: periodic authorisation last used here {_utc(row.last_used_at).isoformat()}, "
@@ -224,19 +249,29 @@ def _key(hub: str, rec: common_pb2.ConsentRecord) -> dict[str, Any]:
 
 
 def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_digest: bytes, case_ref: str, epoch: int,
-              tokens: Sequence[bytes], now: dt.datetime, *, record: bool) -> None:
+              tokens: Sequence[bytes], now: dt.datetime, *, reference_month: str, record: bool) -> None:
     """Refuses a use of ``rec`` that its kind does not allow (see the module docstring).
     With ``record`` (inside the answer's transaction) the use is written, the row created
     if missing and locked in the same statement (``INSERT … ON CONFLICT DO UPDATE …
-    RETURNING``) so concurrent requests take turns."""
+    RETURNING``) so concurrent requests take turns. ``reference_month``: the request's
+    (``YYYY-MM``); with the record digest it names the review (:func:`same_review`)."""
     members = member_entries(epoch, tokens)
     key = _key(hub, rec)
     if not record:
-        _decide(c.execute(_USE_ROW, key).first(), rec, case_ref, members, now)
+        row = c.execute(_USE_ROW, key).first()
+        _decide(row, rec, case_ref, members, now, again=same_review(row, record_digest, reference_month))
         return
     row = c.execute(_TAKE_ROW[c.dialect.name], {
         "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
-        "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 0, "members": b""}).one()
-    after = _decide(row, rec, case_ref, members, now)
+        "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 0, "members": b"",
+        "reference_month": reference_month}).one()
+    again = same_review(row, record_digest, reference_month)
+    after = _decide(row, rec, case_ref, members, now, again=again)
+    if again:  # the same use: only members it may add (still within the limit) are written
+        c.execute(_USE_UPDATE, {**key, "case_ref": row.case_ref, "record_digest": record_digest, "last_used_at": row.last_used_at,
+                                "members": b"".join(sorted(after)), "first_used_at": row.first_used_at, "add": 0,
+                                "reference_month": reference_month})
+        return
     c.execute(_USE_UPDATE, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
-                            "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at})
+                            "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at,
+                            "add": 1, "reference_month": reference_month})

@@ -46,4 +46,8 @@ consent_uses = Table(
     Column("last_used_at", DateTime(timezone=True), nullable=False),
     Column("uses", Integer, nullable=False),
     Column("members", LargeBinary, nullable=False),
+    # The reference month (YYYY-MM) of the last recorded use: with ``record_digest`` it names
+    # the review, so a re-run of the same review is the same use (issue 18d, consent_state.py).
+    # Null on rows written before it was kept.
+    Column("reference_month", String(7), nullable=True),
 )

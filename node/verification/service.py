@@ -158,9 +158,11 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         # quota refusal. Not checked again before the work: a refused use is rare, and a
         # separate read costs every lookup a round trip (bench/bench_consent.py).
         hub, ctx, tokens = call.caller.code, request.context, list(request.tokens)
+        month = request.reference_month  # validated by parse_lookup (YYYY-MM)
 
         def use(c) -> None:
-            consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(), record=True)
+            consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(),
+                                    reference_month=month, record=True)
 
         received = {
             **base, "epoch": epoch, "count": len(request.tokens),

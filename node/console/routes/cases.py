@@ -14,7 +14,7 @@ from hedui.node.console import hub_api
 from hedui.node.console.app import Ctx, page_ctx, post_ctx, render
 from hedui.node.console.forms import RELATIONS, CaseForm, check_consent, id_check, parse_case_form, parse_members_file, previous_month, size_text
 from hedui.node.console.security import DOCUMENT_CSP, new_token
-from hedui.node.errors import InvalidArgument
+from hedui.node.errors import InvalidArgument, PermissionDenied, Reason
 
 router = APIRouter()
 _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,31}")
@@ -103,10 +103,20 @@ async def _consent(ctx: Ctx, form) -> tuple[bytes | None, bytes | None, str]:
     return digest, data, err
 
 
-async def _open(ctx: Ctx, f: CaseForm, digest: bytes, scan: bytes) -> str:
-    ref = await run_in_threadpool(
-        hub_api.open_case, ctx.rt, f.normalized, purpose=f.purpose, consent_digest=digest, operator=ctx.user.name,
-        region=f.region, expenditure=f.expenditure_value, reference_month=f.reference_month or None)
+async def _open(request: Request, ctx: Ctx, f: CaseForm, digest: bytes, scan: bytes, *, tab: str = "form") -> str | HTMLResponse:
+    try:
+        ref = await run_in_threadpool(
+            hub_api.open_case, ctx.rt, f.normalized, purpose=f.purpose, consent_digest=digest, operator=ctx.user.name,
+            region=f.region, expenditure=f.expenditure_value, reference_month=f.reference_month or None)
+    except PermissionDenied as exc:
+        if exc.reason != Reason.CONSENT_REUSED:
+            raise
+        # Issue 18d: the authorisation was already used (another household, or a second
+        # one-off case). open_case refused and audited it; the form says why, kept for correction.
+        f.errors.append(ctx.t("val.consent_reused", what=exc.message))
+        if tab == "upload":
+            f.members = [{"identity": "", "relation": "applicant", "check": None}]
+        return _new_page(request, ctx, f, status=409, tab=tab)
     keep = ctx.console.settings.keep_consent_dir
     if keep is not None:  # kept in the clear only where the hub's configuration says so
         path = keep / f"{digest.hex()}.pdf"
@@ -128,7 +138,7 @@ async def open_case(request: Request):
             f.errors.append(err)
         if f.all_errors:
             return _new_page(request, ctx, f, status=400)
-        return await _open(ctx, f, digest, scan)
+        return await _open(request, ctx, f, digest, scan)
 
     return await _once(request, ctx, form, action)
 
@@ -155,7 +165,7 @@ async def upload_case(request: Request):
         if f.all_errors:
             f.members = [{"identity": "", "relation": "applicant", "check": None}]
             return _new_page(request, ctx, f, status=400, tab="upload")
-        return await _open(ctx, f, digest, scan)
+        return await _open(request, ctx, f, digest, scan, tab="upload")
 
     return await _once(request, ctx, form, action)
 
