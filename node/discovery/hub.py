@@ -194,7 +194,11 @@ class Hub(Leads):
         """Takes one verified notice on ``conn`` (the caller's transaction, which should also
         hold the audit entry). ``envelope`` is the serialised DSSE envelope exactly as
         received and already verified; ``notice`` its parsed payload; ``opened`` its sealed
-        part opened with the hub key (:func:`~hedui.node.discovery.notice.open_notice`). Returns the signed receipt."""
+        part opened with the hub key (:func:`~hedui.node.discovery.notice.open_notice`). Returns the signed receipt.
+
+        Raises its refusals (``InvalidArgument``, e.g. ``INVALID_IDENTITY``,
+        ``NOTICE_ID_REUSED``) before it writes anything, so the caller's transaction may go
+        on with other notices."""
         at = now or self.clock.now()
         env = common_pb2.Envelope.FromString(envelope)
         if env.payload_type != NOTICE_PAYLOAD_TYPE:
@@ -203,6 +207,9 @@ class Hub(Leads):
             raise InvalidArgument("notice: got a message that differs from the envelope payload, want its parse")
         digest = hashlib.sha256(env.payload).digest()
         meta = notice_fields(notice, self.hub)
+        # Every refusal comes before the first write (a batch refuses one notice and goes on
+        # in the same transaction, service.py "Batches"): the identity is checked here too.
+        normalise_identity(opened.identity)
 
         inserted = insert_ignore(
             conn,

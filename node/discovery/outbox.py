@@ -42,6 +42,16 @@ log = logging.getLogger(__name__)
 SignAndSeal = Callable[[Detection, bytes], bytes]
 """``(detection, notice_id) -> serialised DSSE Envelope of the sealed Notice``."""
 
+SendBatch = Callable[[list[bytes]], list["bytes | BaseException"]]
+"""``(envelopes) -> one result per envelope, in order``: the receipt envelope bytes, or the
+exception that refused that notice. Raises when the whole call failed."""
+
+Delivered = tuple[bytes, bytes, bytes, notice_pb2.Receipt]
+"""``(notice_id, envelope, receipt_bytes, receipt)`` of a notice whose receipt checked out."""
+
+AuditIn = Callable[[Connection, list[Delivered]], "Callable[[], None] | None"]
+"""Writes the audit entries of delivered notices on the delivery transaction's connection;
+may return a function to run once that transaction has committed."""
 
 
 # ---------------------------------------------------------------- outbox
@@ -113,8 +123,17 @@ class Pusher:
     receipt, raising (or returning ``None``) to reject it. The pusher then checks that the
     receipt names this notice and the SHA-256 of its exact payload.
     ``on_delivered(notice_id, envelope, receipt_bytes, receipt)``, if given, runs after the
-    receipt checked out and before the row is marked delivered (the node audits there); if it
-    raises, the attempt counts as failed and is retried (the hub answers a duplicate receipt).
+    receipt checked out and before the row is marked delivered; if it raises, the attempt
+    counts as failed and is retried (the hub answers a duplicate receipt).
+    ``audit(conn, delivered)``, if given, writes the audit entries of the delivered notices in
+    the same transaction that marks them delivered (issue 16: delivered + audit commit
+    together, so a crash leaves both or neither; the hub answers the retry as a duplicate).
+
+    ``send_batch``, if given, is used instead of ``send`` (``NoticeService.PushBatch``): up
+    to ``batch`` due rows are claimed in one transaction, sent in one call, and their outcomes
+    (delivered + audit, retry or rejected, per notice) recorded in one transaction — two
+    commits per batch instead of two or three per notice. A notice the hub refused in the
+    batch is handled as a refusal of a single push would be (``permanent`` decides).
     """
 
     def __init__(
@@ -131,6 +150,8 @@ class Pusher:
         rng: random.Random | None = None,
         on_delivered: Callable[[bytes, bytes, bytes, notice_pb2.Receipt], None] | None = None,
         permanent: Callable[[BaseException], bool] | None = None,
+        send_batch: SendBatch | None = None,
+        audit: AuditIn | None = None,
     ) -> None:
         if base_delay <= 0 or max_delay < base_delay or lease <= 0 or batch < 1:
             raise InvalidArgument(
@@ -148,6 +169,8 @@ class Pusher:
         self._rng = rng or random.Random()
         self._on_delivered = on_delivered
         self._permanent = permanent or (lambda exc: False)
+        self._send_batch = send_batch
+        self._audit = audit
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failures: exponential, capped, with
@@ -173,8 +196,11 @@ class Pusher:
                 ).all()
             if not rows:
                 return stats
-            for row in rows:
-                stats = _add(stats, self._push_one(bytes(row.notice_id), row.attempts, bytes(row.envelope)))
+            if self._send_batch is not None:
+                stats = _add(stats, self._push_batch([(bytes(r.notice_id), r.attempts, bytes(r.envelope)) for r in rows]))
+            else:
+                for row in rows:
+                    stats = _add(stats, self._push_one(bytes(row.notice_id), row.attempts, bytes(row.envelope)))
             if len(rows) < self._batch:
                 return stats
 
@@ -220,14 +246,86 @@ class Pusher:
                 )
             log.info("notice %s: push attempt %d failed: %s", notice_id.hex(), attempts + 1, error)
             return PushStats(attempted=1, failed=1)
-        delivered_at = self._clock()
-        with self._engine.begin() as conn:
-            conn.execute(
-                update(notice_outbox)
-                .where(notice_outbox.c.notice_id == notice_id, notice_outbox.c.status == "pending")
-                .values(status="delivered", receipt=receipt_bytes, delivered_at=delivered_at, last_error=None)
-            )
+        self._record([(notice_id, envelope, bytes(receipt_bytes), receipt)], [])
         return PushStats(attempted=1, delivered=1, duplicates=1 if receipt.duplicate else 0)
+
+    def _push_batch(self, rows: list[tuple[bytes, int, bytes]]) -> PushStats:
+        """Claims ``rows`` in one transaction, sends them in one call, records every outcome
+        in one transaction."""
+        now = self._clock()
+        claimed: list[tuple[bytes, int, bytes]] = []
+        with self._engine.begin() as conn:
+            for notice_id, attempts, envelope in rows:
+                if conn.execute(
+                    update(notice_outbox)
+                    .where(
+                        notice_outbox.c.notice_id == notice_id,
+                        notice_outbox.c.status == "pending",
+                        notice_outbox.c.attempts == attempts,
+                    )
+                    .values(attempts=attempts + 1, next_attempt_at=now + self._lease)
+                ).rowcount == 1:
+                    claimed.append((notice_id, attempts, envelope))
+        if not claimed:
+            return PushStats()
+        try:
+            results = self._send_batch([e for _, _, e in claimed])  # type: ignore[misc]
+            if len(results) != len(claimed):
+                raise VerificationError(
+                    f"push batch: got {len(results)} results for {len(claimed)} notices, want one each",
+                    reason=Reason.RECEIPT_INVALID,
+                )
+        except Exception as exc:   # the whole call failed: every notice of it is retried (or rejected)
+            results = [exc] * len(claimed)
+        delivered: list[Delivered] = []
+        failed: list[tuple[bytes, int, BaseException]] = []
+        for (notice_id, attempts, envelope), res in zip(claimed, results, strict=True):
+            try:
+                if isinstance(res, BaseException):
+                    raise res
+                receipt = self._check(notice_id, envelope, res)
+                if self._on_delivered is not None:
+                    self._on_delivered(notice_id, envelope, bytes(res), receipt)
+                delivered.append((notice_id, envelope, bytes(res), receipt))
+            except Exception as exc:
+                failed.append((notice_id, attempts, exc))
+        self._record(delivered, failed)
+        return PushStats(
+            attempted=len(claimed), delivered=len(delivered), failed=len(failed),
+            duplicates=sum(1 for d in delivered if d[3].duplicate),
+        )
+
+    def _record(self, delivered: list[Delivered], failed: list[tuple[bytes, int, BaseException]]) -> None:
+        """One transaction: delivered rows with their receipts and audit entries, failed rows
+        back in the queue after their backoff (or rejected, for a permanent refusal)."""
+        at = self._clock()
+        after: Callable[[], None] | None = None
+        with self._engine.begin() as conn:
+            marked: list[Delivered] = []
+            for d in delivered:
+                if conn.execute(
+                    update(notice_outbox)
+                    .where(notice_outbox.c.notice_id == d[0], notice_outbox.c.status == "pending")
+                    .values(status="delivered", receipt=d[2], delivered_at=at, last_error=None)
+                ).rowcount == 1:
+                    marked.append(d)   # (a row another pusher delivered meanwhile is audited there)
+            for notice_id, attempts, exc in failed:
+                error = scrub(f"{type(exc).__name__}: {exc}")[:500]
+                if self._permanent(exc):
+                    values: dict[str, Any] = {"status": "rejected", "last_error": error}
+                    log.warning("notice %s: rejected by the hub, not retried: %s", notice_id.hex(), error)
+                else:
+                    values = {"next_attempt_at": at + self.backoff(attempts + 1), "last_error": error}
+                    log.info("notice %s: push attempt %d failed: %s", notice_id.hex(), attempts + 1, error)
+                conn.execute(
+                    update(notice_outbox)
+                    .where(notice_outbox.c.notice_id == notice_id, notice_outbox.c.status == "pending")
+                    .values(**values)
+                )
+            if marked and self._audit is not None:
+                after = self._audit(conn, marked)   # entries last, in the same transaction
+        if after is not None:
+            after()
 
     def _check(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
         if not isinstance(receipt_bytes, (bytes, bytearray)) or not receipt_bytes:
