@@ -224,7 +224,7 @@ class ProviderNotices:
         max_delay: float = 900.0,
         lease: float = 120.0,
         timeout: float = 10.0,
-        batch: int = 100,
+        batch: int | None = None,
     ) -> None:
         cfg = rt.config
         p = cfg.provider
@@ -256,6 +256,7 @@ class ProviderNotices:
         self.zone = rt.clock.zone
         self.timeout = timeout
         self.wake = threading.Event()
+        batch = p.push_batch if batch is None else batch   # notices per PushBatch; 1: single Push
         self.pusher = Pusher(
             rt.engine, self._send, self._verify,
             base_delay=base_delay, max_delay=max_delay, lease=lease, clock=self._clock, audit=self._audit_in,
@@ -541,5 +542,5 @@ def provider_background(rt: Runtime) -> list:
     if p.detect_at != "manual":
         hh, mm = p.detect_at.split(":")
         jobs.append(DetectionScheduler(notices, at=time(int(hh), int(mm))))
-    jobs.append(PushLoop(notices))
+    jobs.append(PushLoop(notices, poll_interval=p.push_interval))
     return jobs
