@@ -59,11 +59,13 @@ from google.protobuf.message import DecodeError
 from hedui.node import policy
 from hedui.node.audit.entry import Kind
 from hedui.node.discovery import notice as notice_
+from hedui.node.discovery.intake import accept_notices
 from hedui.node.errors import ConfigError, HeduiError, InvalidArgument, Reason, to_status
 from hedui.node.rpc import Call, rpc_method
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
 
 if TYPE_CHECKING:
+    from hedui.node.discovery.hub import Acceptance
     from hedui.node.runtime import Runtime
 
 __all__ = ["NoticeServicer", "PUSH_METHOD", "PUSH_BATCH_METHOD", "MAX_BATCH"]
@@ -118,15 +120,20 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
     def _accept(self, conn, caller: str, env: common_pb2.Envelope, payload: bytes, notice: notice_pb2.Notice,
                 opened: notice_pb2.SealedDetails) -> tuple[common_pb2.Envelope, list, bool]:
         """Step 5 on ``conn`` (the caller's transaction): the signed receipt and the
-        ``notice.received`` + ``receipt`` entries (prepared, to be written in ``conn``).
-        :meth:`Hub.accept_notice` raises its refusals before it writes anything."""
+        ``notice.received`` + ``receipt`` entries (prepared, to be written in ``conn``)."""
         rt = self.rt
         acc = self.hub.accept_notice(
             conn, notice, opened, envelope=env.SerializeToString(), sign_receipt=lambda r: notice_.sign_receipt(r, rt.signer_for("answers"))
         )
         receipt = common_pb2.Envelope.FromString(acc.receipt)
+        return receipt, self._entries(caller, payload, notice, acc, receipt), acc.duplicate
+
+    @staticmethod
+    def _entries(caller: str, payload: bytes, notice: notice_pb2.Notice, acc: Acceptance, receipt: common_pb2.Envelope) -> list:
+        """The ``notice.received`` and ``receipt`` entries of an accepted notice."""
         nid = bytes(notice.notice_id).hex()
-        entries = [
+        log.info("notice %s from %s: %s", nid, caller, "duplicate" if acc.duplicate else f"lead {acc.lead_id}")
+        return [
             (Kind.NOTICE_RECEIVED, {
                 "request_id": nid,
                 "peer": caller,
@@ -145,8 +152,6 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
                 "duplicate": acc.duplicate,
             }),
         ]
-        log.info("notice %s from %s: %s", nid, caller, "duplicate" if acc.duplicate else f"lead {acc.lead_id}")
-        return receipt, entries, acc.duplicate
 
     @rpc_method(PUSH_METHOD, refusal_fields=_push_refusal_fields)
     def Push(self, request: notice_pb2.PushRequest, call: Call) -> notice_pb2.PushResponse:
@@ -185,31 +190,36 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
                 checked.append(self._check(caller, env))
             except HeduiError as err:
                 checked.append(err)
-        results: list[notice_pb2.PushResult] = []
+        passed = [(j, item) for j, item in enumerate(checked) if not isinstance(item, HeduiError)]
         entries: list = []
         refused = 0
+        sign = lambda r: notice_.sign_receipt(r, rt.signer_for("answers"))  # noqa: E731
         with rt.engine.begin() as conn:
-            for env, item in zip(request.notices, checked, strict=True):
-                if not isinstance(item, HeduiError):
-                    try:
-                        receipt, more, _ = self._accept(conn, caller, env, *item)
-                    except HeduiError as err:   # raised before anything of this notice was written
-                        item = err
-                    else:
-                        results.append(notice_pb2.PushResult(receipt=receipt))
-                        entries += more
-                        continue
+            accepted = accept_notices(
+                self.hub, conn, [(item[1], item[2], request.notices[j].SerializeToString()) for j, item in passed], sign_receipt=sign
+            )
+            outcome: list = list(checked)
+            for (j, item), acc in zip(passed, accepted, strict=True):
+                outcome[j] = acc if isinstance(acc, HeduiError) else (item, acc)
+            results: list[notice_pb2.PushResult] = []
+            for env, res in zip(request.notices, outcome, strict=True):
+                if not isinstance(res, HeduiError):
+                    (payload, notice, _opened), acc = res
+                    receipt = common_pb2.Envelope.FromString(acc.receipt)
+                    results.append(notice_pb2.PushResult(receipt=receipt))
+                    entries += self._entries(caller, payload, notice, acc, receipt)
+                    continue
                 refused += 1
-                code, details = to_status(item)
+                code, details = to_status(res)
                 fields = _refusal_fields(env)
                 results.append(notice_pb2.PushResult(refusal=notice_pb2.NoticeRefusal(code=code.name, details=details)))
                 entries.append((Kind.REFUSAL, {
                     "method": PUSH_BATCH_METHOD, "peer": caller, "code": code.name,
-                    "reason": item.reason, "outcome": item.reason,
+                    "reason": res.reason, "outcome": res.reason,
                     # a payload naming no usable id is named by its digest
                     "request_id": fields.get("request_id") or fields["request_digest"][:32], **fields,
                 }))
-                rt.metrics.refusals.labels(item.reason.value if item.reason else "UNSPECIFIED").inc()
+                rt.metrics.refusals.labels(res.reason.value if res.reason else "UNSPECIFIED").inc()
             # Receipts and entries of the whole batch commit together (group commit): one
             # durable commit for up to MAX_BATCH notices, entries last.
             seqs = rt.audit.write_in(conn, rt.audit.prepare(entries))
