@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from hedui.adapters.idnum import scrub
 from hedui.node.discovery.calendar import CHINA_TZ, local_date
@@ -55,6 +55,23 @@ may return a function to run once that transaction has committed."""
 
 
 # ---------------------------------------------------------------- outbox
+
+# Statements built once, values as parameters (issue 16: lean statements on the hot path).
+_CLAIM = (
+    update(notice_outbox)
+    .where(
+        notice_outbox.c.notice_id.in_(bindparam("ids", expanding=True)),
+        notice_outbox.c.status == "pending",
+        notice_outbox.c.next_attempt_at <= bindparam("now"),
+    )
+    .values(attempts=notice_outbox.c.attempts + 1, next_attempt_at=bindparam("until"))
+    .returning(notice_outbox.c.notice_id, notice_outbox.c.attempts)
+)
+_DELIVER = (
+    update(notice_outbox)
+    .where(notice_outbox.c.notice_id == bindparam("b_nid"), notice_outbox.c.status == "pending")
+    .values(status="delivered", receipt=bindparam("b_receipt"), delivered_at=bindparam("b_at"), last_error=None)
+)
 
 
 def enqueue(
@@ -246,26 +263,22 @@ class Pusher:
                 )
             log.info("notice %s: push attempt %d failed: %s", notice_id.hex(), attempts + 1, error)
             return PushStats(attempted=1, failed=1)
-        self._record([(notice_id, envelope, bytes(receipt_bytes), receipt)], [])
-        return PushStats(attempted=1, delivered=1, duplicates=1 if receipt.duplicate else 0)
+        marked = self._record([(notice_id, envelope, bytes(receipt_bytes), receipt)], [])
+        return PushStats(attempted=1, delivered=len(marked), duplicates=1 if marked and receipt.duplicate else 0)
 
     def _push_batch(self, rows: list[tuple[bytes, int, bytes]]) -> PushStats:
         """Claims ``rows`` in one transaction, sends them in one call, records every outcome
         in one transaction."""
         now = self._clock()
-        claimed: list[tuple[bytes, int, bytes]] = []
+        # One statement claims the batch: a row another pusher claimed meanwhile has its
+        # next_attempt_at a lease ahead (and a delivered one is no longer pending), so the
+        # due condition is the compare-and-set; attempts come back already counted.
+        envelopes = {nid: env for nid, _, env in rows}
         with self._engine.begin() as conn:
-            for notice_id, attempts, envelope in rows:
-                if conn.execute(
-                    update(notice_outbox)
-                    .where(
-                        notice_outbox.c.notice_id == notice_id,
-                        notice_outbox.c.status == "pending",
-                        notice_outbox.c.attempts == attempts,
-                    )
-                    .values(attempts=attempts + 1, next_attempt_at=now + self._lease)
-                ).rowcount == 1:
-                    claimed.append((notice_id, attempts, envelope))
+            got = conn.execute(_CLAIM, {"ids": list(envelopes), "now": now, "until": now + self._lease}).all()
+        order = {nid: k for k, nid in enumerate(envelopes)}
+        claimed = sorted(((bytes(r.notice_id), int(r.attempts) - 1, envelopes[bytes(r.notice_id)]) for r in got),
+                         key=lambda c: order[c[0]])
         if not claimed:
             return PushStats()
         try:
@@ -289,26 +302,29 @@ class Pusher:
                 delivered.append((notice_id, envelope, bytes(res), receipt))
             except Exception as exc:
                 failed.append((notice_id, attempts, exc))
-        self._record(delivered, failed)
+        marked = self._record(delivered, failed)
         return PushStats(
-            attempted=len(claimed), delivered=len(delivered), failed=len(failed),
-            duplicates=sum(1 for d in delivered if d[3].duplicate),
+            attempted=len(claimed), delivered=len(marked), failed=len(failed),
+            duplicates=sum(1 for d in marked if d[3].duplicate),
         )
 
-    def _record(self, delivered: list[Delivered], failed: list[tuple[bytes, int, BaseException]]) -> None:
+    def _record(self, delivered: list[Delivered], failed: list[tuple[bytes, int, BaseException]]) -> list[Delivered]:
         """One transaction: delivered rows with their receipts and audit entries, failed rows
-        back in the queue after their backoff (or rejected, for a permanent refusal)."""
+        back in the queue after their backoff (or rejected, for a permanent refusal). Returns
+        the rows it marked delivered (not those another pusher marked first)."""
         at = self._clock()
         after: Callable[[], None] | None = None
         with self._engine.begin() as conn:
             marked: list[Delivered] = []
-            for d in delivered:
-                if conn.execute(
-                    update(notice_outbox)
-                    .where(notice_outbox.c.notice_id == d[0], notice_outbox.c.status == "pending")
-                    .values(status="delivered", receipt=d[2], delivered_at=at, last_error=None)
-                ).rowcount == 1:
-                    marked.append(d)   # (a row another pusher delivered meanwhile is audited there)
+            if delivered:
+                n = conn.execute(_DELIVER, [{"b_nid": d[0], "b_receipt": d[2], "b_at": at} for d in delivered]).rowcount
+                if n == len(delivered):
+                    marked = delivered
+                else:   # another pusher delivered some meanwhile (a lease ran out): audit only ours
+                    ours = {bytes(r.notice_id): bytes(r.receipt) for r in conn.execute(
+                        select(notice_outbox.c.notice_id, notice_outbox.c.receipt)
+                        .where(notice_outbox.c.notice_id.in_([d[0] for d in delivered])))}
+                    marked = [d for d in delivered if ours.get(d[0]) == d[2]]
             for notice_id, attempts, exc in failed:
                 error = scrub(f"{type(exc).__name__}: {exc}")[:500]
                 if self._permanent(exc):
@@ -326,6 +342,7 @@ class Pusher:
                 after = self._audit(conn, marked)   # entries last, in the same transaction
         if after is not None:
             after()
+        return marked
 
     def _check(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
         if not isinstance(receipt_bytes, (bytes, bytearray)) or not receipt_bytes:
