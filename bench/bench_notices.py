@@ -288,11 +288,18 @@ def main() -> None:
             t_base_r: list[float] = []
             t_hedui_r: list[float] = []
             delays: list[float] = []
-            cpu_hub = cpu_dept = cpu_enq = 0.0
+            cpu_hub = cpu_dept = cpu_enq = cpu_bare_srv = cpu_bare_cli = 0.0
+            # What the nodes spend idle (pushers polling, checkpoints, health): over 3 s, no notices.
+            idle0 = [n.cpu_seconds() for n in nodes]
+            time.sleep(3.0)
+            idle = [(n.cpu_seconds() - c0) / 3.0 for n, c0 in zip(nodes, idle0, strict=True)]
             for r in range(a.reps):
                 off = 1 + r * total
                 per = [(n_round, off + i * n_round) for i in range(a.providers)]
+                cpub = _cpu(bare_srv.pid), bare.cpu()
                 t_base_r.append(_baseline_round(bare, per))
+                cpu_bare_srv += _cpu(bare_srv.pid) - cpub[0]
+                cpu_bare_cli += bare.cpu() - cpub[1]
                 mark = datetime.now(UTC)
                 cpu0 = nodes[0].cpu_seconds(), sum(n.cpu_seconds() for n in nodes[1:]), enq.cpu()
                 t_hedui_r.append(_hedui_round(enq, engines, per, a.batch))
@@ -354,6 +361,10 @@ def main() -> None:
             "CPU ms per notice in the timed rounds: hub node / department nodes / detection processes":
                 f"{1000 * cpu_hub / (total * a.reps):.2f} / {1000 * cpu_dept / (total * a.reps):.2f} / "
                 f"{1000 * cpu_enq / (total * a.reps):.2f}",
+            "CPU ms per notice in the timed rounds, baseline: bare server / sender processes":
+                f"{1000 * cpu_bare_srv / (total * a.reps):.2f} / {1000 * cpu_bare_cli / (total * a.reps):.2f}",
+            "idle CPU of the nodes (ms per second): hub / department nodes":
+                f"{1000 * idle[0]:.1f} / {1000 * sum(idle[1:]):.1f}",
             "hub store": "PostgreSQL" if a.hub_store else "SQLite (WAL)",
             "load average (1 min) before / after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
             "notices at the hub (incl. warm-up and paced)": received,
