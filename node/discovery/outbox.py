@@ -67,6 +67,7 @@ _CLAIM = (
     .values(attempts=notice_outbox.c.attempts + 1, next_attempt_at=bindparam("until"))
     .returning(notice_outbox.c.notice_id, notice_outbox.c.attempts)
 )
+_BY_DEDUP = select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == bindparam("k"))
 _DELIVER = (
     update(notice_outbox)
     .where(notice_outbox.c.notice_id == bindparam("b_nid"), notice_outbox.c.status == "pending")
@@ -85,9 +86,7 @@ def enqueue(
     """Puts the notice for ``detection`` in the outbox on ``conn`` (the caller's transaction).
     Returns ``(notice_id, created)``; ``created`` is False when the detection was already
     queued (then ``sign_and_seal`` is not called). ``now``: the caller's clock (DESIGN.md "Time")."""
-    existing = conn.execute(
-        select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == detection.dedup_key)
-    ).scalar_one_or_none()
+    existing = conn.execute(_BY_DEDUP, {"k": detection.dedup_key}).scalar_one_or_none()
     if existing is not None:
         return bytes(existing), False
     notice_id = os.urandom(16)
@@ -118,9 +117,7 @@ def enqueue(
     if inserted:
         return notice_id, True
     # A concurrent run queued the same detection first.
-    winner = conn.execute(
-        select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == detection.dedup_key)
-    ).scalar_one()
+    winner = conn.execute(_BY_DEDUP, {"k": detection.dedup_key}).scalar_one()
     return bytes(winner), False
 
 
