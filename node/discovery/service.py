@@ -50,8 +50,10 @@ must match it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
@@ -62,6 +64,7 @@ from hedui.node.discovery import notice as notice_
 from hedui.node.discovery.intake import accept_notices
 from hedui.node.errors import ConfigError, HeduiError, InvalidArgument, Reason, to_status
 from hedui.node.rpc import Call, rpc_method
+from hedui.node.store.db import is_sqlite
 from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
 
 if TYPE_CHECKING:
@@ -110,6 +113,11 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
             raise ConfigError('hub.sealing_key: got none, want the hub\'s encrypted sealing key, e.g. sealing_key = "sealing.key"')
         self.rt = rt
         self.hub, self.sealing_key = rt.hub.discovery, rt.hub.sealing_key
+        # SQLite has one writer at a time, and a writer that finds the file locked sleeps in
+        # SQLite's busy handler (steps up to 100 ms) before it tries again: concurrent batches
+        # would leave the hub idle between them. They queue here instead and go on the moment
+        # the previous one commits. PostgreSQL locks rows, so batches there run side by side.
+        self._intake: contextlib.AbstractContextManager = threading.Lock() if is_sqlite(rt.engine) else contextlib.nullcontext()
 
     def _check(self, caller: str, env: common_pb2.Envelope) -> tuple[bytes, notice_pb2.Notice, notice_pb2.SealedDetails]:
         """Steps 2-4 for one envelope: verified payload, parsed notice, opened sealed part."""
@@ -164,7 +172,7 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
         # One durable transaction for the notice (issue 16): the lead/referral merge, the
         # signed receipt and the notice.received + receipt entries commit together, entries
         # last (the audit head row lock is held until the commit).
-        with rt.engine.begin() as conn:
+        with self._intake, rt.engine.begin() as conn:
             receipt, entries, _ = self._accept(conn, caller, request.notice, payload, notice, opened)
             seqs = rt.audit.write_in(conn, rt.audit.prepare(entries))
         rt.audit.committed(seqs)
@@ -194,7 +202,7 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
         entries: list = []
         refused = 0
         sign = lambda r: notice_.sign_receipt(r, rt.signer_for("answers"))  # noqa: E731
-        with rt.engine.begin() as conn:
+        with self._intake, rt.engine.begin() as conn:
             accepted = accept_notices(
                 self.hub, conn, [(item[1], item[2], request.notices[j].SerializeToString()) for j, item in passed], sign_receipt=sign
             )
