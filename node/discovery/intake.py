@@ -78,12 +78,15 @@ class _New:
     referral_id: int | None = None
 
 
-def _dialect_insert(conn: Connection):
+def _dialect_insert(conn: Connection) -> Callable[..., Any]:
+    """``insert`` with ``on_conflict_do_nothing`` for the store's dialect."""
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
 
 
 def accept_notices(
@@ -143,7 +146,7 @@ def accept_notices(
     for n in fresh:
         row = seen.get(bytes(n.notice.notice_id))
         if row is not None:
-            replay(n.index, bytes(n.notice.notice_id), n.digest, bytes(row.notice_digest), utc(row.received_at), row.lead_id)
+            replay(n.index, bytes(n.notice.notice_id), n.digest, bytes(row.notice_digest), _at(row.received_at), row.lead_id)
         else:
             new.append(n)
 
@@ -162,7 +165,7 @@ def accept_notices(
             rows = {bytes(r.notice_id): r for r in conn.execute(_INBOX_SEEN, {"ids": [bytes(n.notice.notice_id) for n in raced]})}
             for n in raced:
                 r = rows[bytes(n.notice.notice_id)]
-                replay(n.index, bytes(n.notice.notice_id), n.digest, bytes(r.notice_digest), utc(r.received_at), r.lead_id)
+                replay(n.index, bytes(n.notice.notice_id), n.digest, bytes(r.notice_digest), _at(r.received_at), r.lead_id)
             new = [n for n in new if bytes(n.notice.notice_id) in inserted]
     if new:
         _leads(hub, conn, new, at)
@@ -190,6 +193,13 @@ def accept_notices(
     return out  # type: ignore[return-value]
 
 
+def _at(value: datetime | None) -> datetime:
+    """A stored ``received_at`` (never null for an inbox row) as an aware UTC instant."""
+    at = utc(value)
+    assert at is not None, "notice_inbox.received_at is NOT NULL"
+    return at
+
+
 def _leads(hub: Hub, conn: Connection, new: list[_New], at: datetime) -> None:
     """Step 2: every notice's lead id; people without a lead get one."""
     keys = list(dict.fromkeys(n.pkey for n in new))
@@ -198,7 +208,7 @@ def _leads(hub: Hub, conn: Connection, new: list[_New], at: datetime) -> None:
         conn.execute(update(leads).where(leads.c.lead_id.in_(list(have.values()))).values(status="open", updated_at=at))
     missing = [k for k in keys if k not in have]
     if missing:
-        first = {}
+        first: dict[str, _New] = {}
         for n in new:
             first.setdefault(n.pkey, n)
         rows = []
