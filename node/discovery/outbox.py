@@ -4,12 +4,14 @@
   caller's connection, so it commits (or not) together with whatever else the caller writes
   in that transaction. Idempotent on ``dedup_key``: a re-run of a period adds nothing and does
   not even call the signer.
-- :class:`Pusher` sends pending notices, retries with exponential backoff and jitter, checks the
-  hub's receipt with the caller's verifier, and marks the row delivered with the receipt. A row
-  is claimed by bumping ``attempts`` (compare-and-set) and pushing ``next_attempt_at`` one lease
-  ahead, so several pushers can share a store and a crash mid-send only delays the row. Since
-  the hub is idempotent on ``notice_id`` (a resend gets a receipt marked duplicate), the effect is
-  exactly once.
+- :class:`Pusher` sends pending notices, one per call or in batches (``PushBatch``, issue 16),
+  retries with exponential backoff and jitter, checks the hub's receipt with the caller's
+  verifier, and marks the row delivered with the receipt and its audit entries in one
+  transaction. A row is claimed by bumping ``attempts`` and pushing ``next_attempt_at`` one
+  lease ahead (compare-and-set on ``attempts`` for one row; for a batch, one
+  ``UPDATE … RETURNING`` whose condition is that the row is still due), so several pushers can
+  share a store and a crash mid-send only delays the row. Since the hub is idempotent on
+  ``notice_id`` (a resend gets a receipt marked duplicate), the effect is exactly once.
 
 Transport (gRPC ``NoticeService.Push``), sealing and signing (:mod:`~hedui.node.discovery.notice`)
 and receipt verification are injected, so the outbox is tested on both stores without a network.

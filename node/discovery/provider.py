@@ -18,10 +18,12 @@ A provider takes part when its ``node.toml`` names rules and a hub::
 - The notice's personal part is sealed (HPKE, ML-KEM-768 + X25519) to the hub's sealing key
   as published in the directory, and the notice is DSSE-signed with the node's signing key.
 - :meth:`ProviderNotices.push` pushes due outbox rows (:class:`~hedui.node.discovery.outbox.Pusher`:
-  claims, retries with exponential backoff and jitter), verifies each receipt against the
-  hub's directory signing key and the SHA-256 of the exact notice payload, audits
-  ``notice.sent`` and ``receipt``, then marks the row delivered with the receipt. The hub is
-  idempotent on notice ids, so a crash anywhere repeats at most a push, never a notice.
+  claims, retries with exponential backoff and jitter) in batches of ``[provider] push_batch``
+  (``PushBatch``; single ``Push`` to a hub that answers UNIMPLEMENTED), verifies each receipt
+  against the hub's directory signing key and the SHA-256 of the exact notice payload, and
+  marks the rows delivered with their receipts and ``notice.sent`` + ``receipt`` entries in
+  one transaction. The hub is idempotent on notice ids, so a crash anywhere repeats at most a
+  push, never a notice.
 
 The dedup secret keys the ``dedup_key`` column (HMAC-SHA256 over provider, rule, period,
 identity and event). It is created on first use (32 random bytes, encrypted with the key
