@@ -359,3 +359,26 @@ def test_kill_9_of_the_hub_mid_batches_loses_no_receipted_notice_and_doubles_non
         for rt in rts:
             rt.close()
         hub.stop()
+
+
+def test_push_batch_and_interval_settings_are_checked_and_used(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from hedui.node.config import ProviderSection
+    from hedui.node.discovery.provider import PushLoop, provider_background
+
+    assert (ProviderSection().push_batch, ProviderSection().push_interval) == (100, 1.0)
+    for bad in ({"push_batch": 0}, {"push_batch": 501}, {"push_interval": 0}):
+        with pytest.raises(ValidationError):
+            ProviderSection(**bad)
+    tb = _make(tmp_path / "fed").create()
+    monkeypatch.setenv(PASSPHRASE_ENV, tb.passphrase)
+    rt = Runtime.open(tb.config_path("fire"))
+    try:
+        assert ProviderNotices(rt).pusher._send_batch is not None          # default: PushBatch
+        assert ProviderNotices(rt, batch=1).pusher._send_batch is None     # one Push per notice
+        rt.config.provider.push_interval = 0.25  # type: ignore[union-attr]
+        (loop,) = [j for j in provider_background(rt) if isinstance(j, PushLoop)]
+        assert loop.interval == 0.25
+    finally:
+        rt.close()
