@@ -200,10 +200,23 @@ class Hub(Leads):
         ``NOTICE_ID_REUSED``) before it writes anything, so the caller's transaction may go
         on with other notices. A batch goes through :func:`~hedui.node.discovery.intake.accept_notices`
         (this is its one-notice case)."""
-        (result,) = accept_notices(self, conn, [(notice, opened, bytes(envelope))], sign_receipt=sign_receipt, now=now)
+        (result,) = self.accept_notices(conn, [(notice, opened, bytes(envelope))], sign_receipt=sign_receipt, now=now)
         if isinstance(result, HeduiError):
             raise result
         return result
+
+    def accept_notices(
+        self,
+        conn: Connection,
+        items: list[tuple[notice_pb2.Notice, notice_pb2.SealedDetails, bytes]],
+        *,
+        sign_receipt: Callable[[notice_pb2.Receipt], bytes],
+        now: datetime | None = None,
+    ) -> list[Acceptance | HeduiError]:
+        """A batch of verified notices on ``conn`` (``(notice, opened, envelope)`` each): one
+        result per notice, in order — the acceptance with its signed receipt, or the refusal
+        of that notice (:func:`~hedui.node.discovery.intake.accept_notices`)."""
+        return accept_notices(self, conn, items, sign_receipt=sign_receipt, now=now)
 
     def add_manual_lead(
         self,

@@ -61,7 +61,6 @@ from google.protobuf.message import DecodeError
 from hedui.node import policy
 from hedui.node.audit.entry import Kind
 from hedui.node.discovery import notice as notice_
-from hedui.node.discovery.intake import accept_notices
 from hedui.node.errors import ConfigError, HeduiError, InvalidArgument, Reason, to_status
 from hedui.node.rpc import Call, rpc_method
 from hedui.node.store.db import is_sqlite
@@ -203,8 +202,8 @@ class NoticeServicer(notice_pb2_grpc.NoticeServiceServicer):
         refused = 0
         sign = lambda r: notice_.sign_receipt(r, rt.signer_for("answers"))  # noqa: E731
         with self._intake, rt.engine.begin() as conn:
-            accepted = accept_notices(
-                self.hub, conn, [(item[1], item[2], request.notices[j].SerializeToString()) for j, item in passed], sign_receipt=sign
+            accepted = self.hub.accept_notices(
+                conn, [(item[1], item[2], request.notices[j].SerializeToString()) for j, item in passed], sign_receipt=sign
             )
             outcome: list = list(checked)
             for (j, item), acc in zip(passed, accepted, strict=True):
