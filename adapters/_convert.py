@@ -225,9 +225,16 @@ class RowConverter:
         self._facts = [(spec, Matcher(w) if w else None) for spec, w in zip(mapping.facts, fact_where)]
 
     def skips(self, get: Callable[[str], Any]) -> bool:
+        return self.skip_reason(get) is not None
+
+    def skip_reason(self, get: Callable[[str], Any]) -> str | None:
+        """Which filter skips the row (``source.where`` or ``identity.skip_where``), or None:
+        a run names skipped rows apart from problem rows (issue 13)."""
         if self._where is not None and not self._where(get):
-            return True
-        return self._skip is not None and self._skip(get)
+            return "source.where"
+        if self._skip is not None and self._skip(get):
+            return "identity.skip_where"
+        return None
 
     def convert(self, locator: str, get: Callable[[str], Any]) -> Record | RowProblem | None:
         if self.skips(get):

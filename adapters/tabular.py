@@ -26,7 +26,10 @@ from hedui.adapters.errors import SourceError
 from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping
 from hedui.adapters.records import Record, RowProblem
 
-__all__ = ["CsvAdapter", "ExcelAdapter"]
+__all__ = ["MAX_NAMED", "CsvAdapter", "ExcelAdapter"]
+
+#: Skipped rows a scan names by locator (all are counted in ``skipped``).
+MAX_NAMED = 1000
 
 
 def _digest(path: Path) -> str:
@@ -49,6 +52,12 @@ class _FileAdapter:
         self._seen: dict[str, int] = {}
         #: Rows the last scan skipped (``source.where`` / ``identity.skip_where``): not problems.
         self.skipped = 0
+        #: The first :data:`MAX_NAMED` of those, as ``(locator, filter)`` (issue 13: a run
+        #: names skipped rows apart from rows it could not use).
+        self.skipped_rows: list[tuple[str, str]] = []
+        #: The locator of the row the file ends inside (a truncated export), else None.
+        self.truncated: str | None = None
+        self._skip_why = ""
 
     @property
     def source(self) -> str:
@@ -85,7 +94,9 @@ class _FileAdapter:
         def get(ref: str) -> Any:
             return cells[index[ref]] if index[ref] < len(cells) else None
 
-        if self._conv.skips(get):
+        why = self._conv.skip_reason(get)
+        if why is not None:
+            self._skip_why = why
             return None
         pk_col = getattr(self.mapping.source, "primary_key", None)
         if pk_col:
@@ -100,6 +111,17 @@ class _FileAdapter:
             if first != line:
                 return RowProblem(locator, f"source.primary_key: got the key of line {first} again, want unique keys")
         return self._conv.convert(locator, get)
+
+    def _skipped(self, line: int) -> None:
+        self.skipped += 1
+        if len(self.skipped_rows) < MAX_NAMED:
+            self.skipped_rows.append((self._locator(line), self._skip_why))
+
+    def _reset(self) -> None:
+        self._seen = {}
+        self.skipped = 0
+        self.skipped_rows = []
+        self.truncated = None
 
     def records(self, since: int | None = None) -> Iterator[Record | RowProblem]:
         for item, _ in self.scan(since):
@@ -155,31 +177,78 @@ class CsvAdapter(_FileAdapter):
         with self._open() as f:
             self._index = self._resolve(self._header(csv.reader(f, delimiter=self._src.delimiter)))
 
+    def _ends_with_line_end(self) -> bool:
+        """Whether the file's last byte ends a line (NULs stripped: UTF-16 ``\\n\\0``)."""
+        try:
+            with self._path.open("rb") as f:
+                f.seek(0, io.SEEK_END)
+                f.seek(max(0, f.tell() - 4))
+                tail = f.read()
+        except OSError as exc:
+            raise SourceError(f"{self.source}: source.path: cannot read {self._path.name} ({exc.strerror})") from None
+        return tail.rstrip(b"\0").endswith((b"\n", b"\r"))
+
     def scan(self, since: int | None = None) -> Iterator[tuple[Record | RowProblem, int]]:
         # Lines up to ``since`` are parsed again but not yielded: duplicate keys stay detectable.
         start = int(since or 0)
-        self._seen = {}
-        self.skipped = 0
+        self._reset()
+        clean_end = self._ends_with_line_end()
         with self._open() as f:
-            reader = csv.reader(f, delimiter=self._src.delimiter)
-            index = self._index = self._resolve(self._header(reader))
+            # strict: a quote left open runs to the end of the file and fails there, instead
+            # of silently swallowing every later row into one cell (issue 13: 606 rows lost).
+            reader = csv.reader(f, delimiter=self._src.delimiter, strict=True)
+            header = self._header(reader)
+            index = self._index = self._resolve(header)
             line = reader.line_num + 1
+            # The last row is held back one step: only at the end is it known whether the file
+            # ends inside it (a truncated export).
+            held: tuple[Record | RowProblem, int, int] | None = None
             while True:
                 try:
                     cells = next(reader)
                 except StopIteration:
-                    return
+                    break
                 except csv.Error as exc:
-                    item: Record | RowProblem | None = RowProblem(self._locator(line), f"line: got malformed CSV ({str(exc)[:80]}), want CSV text")
-                else:
-                    # Blank lines carry no data; short rows read their missing cells as empty.
-                    blank = all(is_blank(c) for c in cells)
-                    item = None if blank else self._emit(line, cells, index)
-                    if item is None and not blank and line > start:
-                        self.skipped += 1
+                    if held is not None:
+                        if held[1] > start:
+                            yield held[0], held[1]
+                        held = None
+                    end = reader.line_num
+                    if str(exc) == "unexpected end of data" and end > line:
+                        # A quote opened on ``line`` is never closed: every line from there to
+                        # the end is lost, and each is counted and named as such.
+                        self.truncated = self._locator(line)
+                        for n in range(max(line, start + 1), end + 1):
+                            yield RowProblem(self._locator(n), f"line: inside a quote opened on line {line} "
+                                             "and never closed, want CSV text (a truncated or mis-quoted export)"), n
+                        return
+                    if line > start:
+                        yield RowProblem(self._locator(line), f"line: got malformed CSV ({str(exc)[:80]}), want CSV text"), line
+                    line = reader.line_num + 1
+                    continue
                 this, line = line, reader.line_num + 1
-                if item is not None and this > start:
-                    yield item, this
+                # Blank lines carry no data; short rows read their missing cells as empty.
+                if all(is_blank(c) for c in cells):
+                    continue
+                item = self._emit(this, cells, index)
+                if item is None:
+                    if this > start:
+                        self._skipped(this)
+                    continue
+                if held is not None and held[1] > start:
+                    yield held[0], held[1]
+                held = (item, this, len(cells))
+            if held is None:
+                return
+            item, this, ncells = held
+            if not clean_end and ncells < len(header):
+                # The file stops inside its last row: rows after it are missing, how many is
+                # unknown. The row is not used and the run is told (``truncated``).
+                self.truncated = self._locator(this)
+                item = RowProblem(self._locator(this), f"line: the file ends inside this row ({ncells} of "
+                                  f"{len(header)} cells, no line end), want a complete export (truncated?)")
+            if this > start:
+                yield item, this
 
 
 class ExcelAdapter(_FileAdapter):
@@ -225,8 +294,7 @@ class ExcelAdapter(_FileAdapter):
     def scan(self, since: int | None = None) -> Iterator[tuple[Record | RowProblem, int]]:
         # Rows up to ``since`` are read again but not yielded: duplicate keys stay detectable.
         start = int(since or 0)
-        self._seen = {}
-        self.skipped = 0
+        self._reset()
         wb, ws = self._sheet()
         try:
             index = self._index = self._resolve(self._header(ws))
@@ -239,7 +307,7 @@ class ExcelAdapter(_FileAdapter):
                 if line <= start:
                     continue
                 if item is None:
-                    self.skipped += 1
+                    self._skipped(line)
                 else:
                     yield item, line
         finally:

@@ -142,19 +142,46 @@ def _floor_write(dst, table: str, rows: list[tuple[bytes, bytes]], start: int) -
     return start + len(rows)
 
 
-def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Path, reps: int = 3) -> dict:
+def _fresh_tables(engine, partitions: int) -> None:
+    """The node's tables; on PostgreSQL with ``partitions`` the token index partitioned by
+    token prefix as migration 0009pg16 makes it (issue 16 item 6)."""
+    schema.load_all().create_all(engine)
+    if partitions and engine.dialect.name == "postgresql":
+        from hedui.node.verification.index_tables import token_index_pg_ddl
+
+        with engine.begin() as c:
+            c.execute(text("DROP TABLE token_index"))
+            for stmt in token_index_pg_ddl(partitions):
+                c.execute(text(stmt))
+
+
+def _bytes_per_token(engine) -> float | None:
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as c:
+        size = c.execute(text("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('token_index')")).scalar()
+        n = c.execute(text("SELECT count(*) FROM token_index")).scalar()
+    return round(int(size) / n) if n else None
+
+
+def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Path, reps: int = 3,
+          partitions: int = 0) -> dict:
     t = time.perf_counter()
     maps = write_sql(source_url, residents=residents, seed=1, departments=["tax"], share={"tax": 1.0}, years=1,
                      mapping_dir=tmp / f"maps-{uuid.uuid4().hex[:6]}")
     generated = time.perf_counter() - t
     engine = open_engine(store_url)
-    schema.load_all().create_all(engine)
+    _fresh_tables(engine, partitions)
     try:
         report = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers, clock=CLOCK)
+        per_token = _bytes_per_token(engine)
     finally:
         engine.dispose()
     out = {"records": report.records, "seconds": round(report.seconds, 2), "records_per_s": round(report.rate),
            "tokens": report.tokens, "generate_seconds": round(generated, 2)}
+    if per_token is not None:
+        out["store_bytes_per_token"] = per_token
+        out["partitions"] = partitions
     # Interleaved with the build on the same data: floor, (build above), floor again, build
     # again into a fresh store, floor; min/median of each side.
     floors = [floor_rw(source_url, store_url, workers)]
@@ -162,7 +189,7 @@ def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Pa
     for _ in range(reps - 1):
         engine = open_engine(store_url)
         schema.load_all().drop_all(engine)
-        schema.load_all().create_all(engine)
+        _fresh_tables(engine, partitions)
         try:
             builds.append(build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1,
                                       workers=workers, clock=CLOCK).seconds)
@@ -212,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--no-sqlite", action="store_true")
+    ap.add_argument("--pg-partitions", type=int, default=0,
+                    help="PostgreSQL token index partitioned by token prefix into N (0: one table)")
     ap.add_argument("--reps", type=int, default=3, help="builds and read/evaluate/write floors, interleaved")
     args = ap.parse_args(argv)
 
@@ -224,9 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     res["floor_inline_tokens_per_s"] = round(floor(floor_ids[:20_000], 0))
     with tempfile.TemporaryDirectory(prefix="hedui-bench-") as d:
         tmp = Path(d)
-        sqlite_floor = floor(floor_ids, args.workers)
-        res["sqlite"] = build(f"sqlite:///{tmp / 'dept.db'}", sqlite_url(tmp / "node.db"), args.residents,
-                              args.workers, tmp, args.reps)
+        if not args.no_sqlite:
+            sqlite_floor = floor(floor_ids, args.workers)
+            res["sqlite"] = build(f"sqlite:///{tmp / 'dept.db'}", sqlite_url(tmp / "node.db"), args.residents,
+                                  args.workers, tmp, args.reps)
         if not args.no_postgres:
             admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
             names = [f"hedui_bench_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("src", "store")]
@@ -237,14 +268,15 @@ def main(argv: list[str] | None = None) -> int:
                 base = PG_ADMIN.rsplit("/", 1)[0]
                 pg_floor = floor(floor_ids, args.workers)
                 res["postgres"] = build(f"{base}/{names[0]}", f"{base}/{names[1]}", args.residents, args.workers, tmp,
-                                        args.reps)
+                                        args.reps, args.pg_partitions)
             finally:
                 with admin.connect() as c:
                     for n in names:
                         c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": n})
                         c.execute(text(f'DROP DATABASE IF EXISTS "{n}"'))
                 admin.dispose()
-        res["sqlite"]["floor_tokens_per_s"] = round(sqlite_floor)
+        if "sqlite" in res:
+            res["sqlite"]["floor_tokens_per_s"] = round(sqlite_floor)
         if "postgres" in res:
             res["postgres"]["floor_tokens_per_s"] = round(pg_floor)
     for kind in ("sqlite", "postgres"):

@@ -3,20 +3,25 @@ process, loopback mTLS) under a burst of concurrent signed Lookups, with the cal
 (``[node] max_concurrent_rpcs``) versus without one (the cap set beyond the burst: calls queue
 behind the handler threads, as before issue 13).
 
-Per run: the unloaded p99 (sequential Lookups), then the load — ``--mode burst``: ``--burst``
-Lookups issued at once by one hub (the issue's scenario); ``--mode flood``: that many kept in
-flight for ``--seconds``, refused ones retried after 100 ms — while a second hub calls one
-Lookup at a time; for each call its status and latency. Reported: admitted calls' p99 against the
-unloaded p99, how many were refused with RESOURCE_EXHAUSTED and how quickly, and what a second
-hub calling one Lookup at a time during the burst got (fairness). Baseline and
-candidate runs are interleaved (B, C, B, C, ...), ``--runs`` each, min and median reported.
+Three processes, so that no client's own overhead is charged to the server: the node; the
+**load generator** (this script with ``--load-child``: the flooding hub, its own interpreter, so
+its 1,000 futures and callbacks do not delay the measuring client); and the **probe** (this
+process: a second hub calling one Lookup at a time). Per run: each client first measures its
+unloaded p99 (sequential Lookups, after a warm-up), then the load — ``--mode burst``:
+``--burst`` Lookups issued at once (the issue's scenario); ``--mode flood``: that many kept in
+flight for ``--seconds``, refused ones retried after 100 ms — while the probe keeps calling.
+Reported: the flooding hub's admitted calls' p99 against its own unloaded p99, how many were
+refused with RESOURCE_EXHAUSTED and how quickly, and the probe's p99 under load against its
+unloaded p99 (the latency a well-behaved caller sees beyond capacity; fairness). Baseline and
+candidates are interleaved (B, C1, C2, B, ...), ``--runs`` each, min and median reported.
 
-    python bench/bench_shedding.py [--mode burst|flood] [--burst 1000] [--runs 3] [--cap 8] [--json]
+    python bench/bench_shedding.py [--mode burst|flood] [--burst 1000] [--runs 3] [--caps 8,2] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -66,7 +71,9 @@ def _serve(tb: Testbed, cap: int, workers: int) -> subprocess.Popen:
 def _request(hub: Runtime, tokens: list[bytes]) -> lookup_pb2.LookupRequest:
     """A Lookup as ``hub`` sends it: with its signed consent record (issue 18; the provider
     refuses CONSENT_MISSING without one) and a reference month (DESIGN-12 "Wire")."""
-    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", consent_digest=b"c" * 32,
+    # A new authorisation per request: a provider counts each authorisation's members and case
+    # (issue 18c), and these requests stand for many households.
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", consent_digest=os.urandom(32),
                                     request_id=os.urandom(16), operator="bench")
     ctx.consent.CopyFrom(consent.issue_for_context(hub.signer_for(ROLE_ANSWERS), hub.member, ctx, members=len(tokens),
                                                    issued_at=hub.clock.now()))
@@ -177,6 +184,80 @@ def _bystander(client: PeerClient, hub: Runtime, tokens: list[bytes], stop: thre
     out.update(codes=codes, lat=lat)
 
 
+def _tokens(c: PeerClient, hub: Runtime) -> list[bytes]:
+    state = oprf.blind([resident(i, SEED).id_number for i in (1, 2, 3, 4)])
+    ev = c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(
+        context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", request_id=os.urandom(16)),
+        epoch=1, blinded_elements=state.blinded), timeout=30)
+    return oprf.finalize(state, list(ev.evaluated_elements), ev.proof, bytes(hub.directory.member("tax").oprf_keys[0].public_key))
+
+
+def _load_child(a: argparse.Namespace) -> None:
+    """The flooding hub, in its own process: unloaded p99, "ready", waits for "go", the load,
+    then one JSON line of results."""
+    hub = Runtime.open(Path(a.load_child))
+    try:
+        with PeerClient.to_member(hub, "tax") as c:
+            tokens = _tokens(c, hub)
+            _unloaded(c, hub, tokens, 20)  # warm-up
+            base = _unloaded(c, hub, tokens, a.unloaded)
+            print("ready", flush=True)
+            sys.stdin.readline()
+            if a.mode == "burst":
+                ok, shed, codes = _burst(c, hub, tokens, a.burst)
+            else:
+                ok, shed, codes = _flood(c, hub, tokens, a.burst, a.seconds)
+    finally:
+        hub.close()
+    print(json.dumps({"base": base, "ok": ok, "shed": shed, "codes": codes}), flush=True)
+
+
+def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int) -> dict:
+    p = _serve(tb, cap, a.workers)
+    child = None
+    try:
+        with PeerClient.to_member(hub2, "tax") as c2:
+            tokens = _tokens(c2, hub2)
+            _unloaded(c2, hub2, tokens, 20)  # warm-up
+            probe_base = _unloaded(c2, hub2, tokens, a.unloaded)
+            child = subprocess.Popen(
+                [sys.executable, __file__, "--load-child", str(tb.config_path("hub")), "--mode", a.mode,
+                 "--burst", str(a.burst), "--seconds", str(a.seconds), "--unloaded", str(a.unloaded)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, PASSPHRASE_ENV: tb.passphrase})
+            assert child.stdin is not None and child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise SystemExit("load generator did not start")
+            stop, other = threading.Event(), {}
+            th = threading.Thread(target=_bystander, args=(c2, hub2, tokens, stop, other))
+            th.start()
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            got = json.loads(child.stdout.readline())
+            stop.set()
+            th.join()
+            child.wait(60)
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+        p.terminate()
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:  # a graceful stop with a thousand calls still draining
+            p.kill()
+            p.wait(30)
+    ok, shed, codes, base = got["ok"], got["shed"], got["codes"], got["base"]
+    return {
+        "unloaded_p99_ms": percentile(base, 99) * 1000, "admitted": len(ok), "refused": len(shed),
+        "admitted_p99_ms": percentile(ok, 99) * 1000 if ok else float("nan"),
+        "refused_p50_ms": percentile(shed, 50) * 1000 if shed else float("nan"),
+        "refused_p99_ms": percentile(shed, 99) * 1000 if shed else float("nan"),
+        "other": {k: v for k, v in codes.items() if k not in ("OK", "RESOURCE_EXHAUSTED")},
+        "hub2_unloaded_p99_ms": percentile(probe_base, 99) * 1000,
+        "hub2_ok": other["codes"].get("OK", 0), "hub2_refused": other["codes"].get("RESOURCE_EXHAUSTED", 0),
+        "hub2_p99_ms": percentile(other["lat"], 99) * 1000 if other["lat"] else float("nan"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--burst", type=int, default=1000, help="Lookups kept in flight by the flooding hub")
@@ -185,11 +266,15 @@ def main() -> None:
                     help="burst: --burst Lookups at once (issue 13's scenario); flood: kept in flight for --seconds, "
                     "refused calls retried after 100 ms")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--cap", type=int, default=8)
+    ap.add_argument("--caps", default="8,2", help="candidate caps (max_concurrent_rpcs), comma-separated")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--unloaded", type=int, default=200)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.load_child:
+        _load_child(a)
+        return
     root = Path(tempfile.mkdtemp(prefix="hedui-bench-shed-"))
     tb = Testbed(root / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("hub2", "hub2", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
                  residents=200, data_seed=SEED)
@@ -199,61 +284,32 @@ def main() -> None:
     tb.sign_directory()
     os.environ[PASSPHRASE_ENV] = tb.passphrase
     tb.build_indexes()
-    hub = Runtime.open(tb.config_path("hub"))
     hub2 = Runtime.open(tb.config_path("hub2"))
-    variants = {"baseline (no cap)": 4096, f"candidate (cap {a.cap})": a.cap}
+    variants = {"baseline (no cap)": 4096, **{f"candidate (cap {c})": int(c) for c in a.caps.split(",")}}
     results: dict[str, list[dict]] = {k: [] for k in variants}
     try:
         for run in range(a.runs):
             for name, cap in variants.items():
-                p = _serve(tb, cap, a.workers)
-                try:
-                    with PeerClient.to_member(hub, "tax") as c, PeerClient.to_member(hub2, "tax") as c2:
-                        state = oprf.blind([resident(i, SEED).id_number for i in (1, 2, 3, 4)])
-                        ev = c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(
-                            context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="BENCH-1", request_id=os.urandom(16)),
-                            epoch=1, blinded_elements=state.blinded), timeout=30)
-                        tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof,
-                                               bytes(hub.directory.member("tax").oprf_keys[0].public_key))
-                        _unloaded(c, hub, tokens, 20)  # warm-up
-                        base = _unloaded(c, hub, tokens, a.unloaded)
-                        stop, other = threading.Event(), {}
-                        th = threading.Thread(target=_bystander, args=(c2, hub2, tokens, stop, other))
-                        th.start()
-                        if a.mode == "burst":
-                            ok, shed, codes = _burst(c, hub, tokens, a.burst)
-                        else:
-                            ok, shed, codes = _flood(c, hub, tokens, a.burst, a.seconds)
-                        stop.set()
-                        th.join()
-                finally:
-                    p.terminate()
-                    p.wait(30)
-                results[name].append({
-                    "unloaded_p99_ms": percentile(base, 99) * 1000, "admitted": len(ok), "refused": len(shed),
-                    "admitted_p99_ms": percentile(ok, 99) * 1000 if ok else float("nan"),
-                    "refused_p50_ms": percentile(shed, 50) * 1000 if shed else float("nan"),
-                    "refused_p99_ms": percentile(shed, 99) * 1000 if shed else float("nan"),
-                    "other": {k: v for k, v in codes.items() if k not in ("OK", "RESOURCE_EXHAUSTED")},
-                    "hub2_ok": other["codes"].get("OK", 0), "hub2_refused": other["codes"].get("RESOURCE_EXHAUSTED", 0),
-                    "hub2_p99_ms": percentile(other["lat"], 99) * 1000 if other["lat"] else float("nan"),
-                })
+                results[name].append(_one_run(tb, hub2, a, cap))
                 print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr, flush=True)
     finally:
-        hub.close()
         hub2.close()
     rows = []
     for name, rs in results.items():
         row: dict = {"variant": name, "runs": len(rs), "burst": a.burst}
         for k in ("unloaded_p99_ms", "admitted_p99_ms", "refused_p50_ms", "refused_p99_ms", "admitted", "refused",
-                  "hub2_ok", "hub2_refused", "hub2_p99_ms"):
+                  "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_p99_ms"):
             xs = [r[k] for r in rs if r[k] == r[k]]
             row[f"{k} min"] = round(min(xs), 2) if xs else None
             row[f"{k} median"] = round(statistics.median(xs), 2) if xs else None
         ratios = [r["admitted_p99_ms"] / r["unloaded_p99_ms"] for r in rs if r["admitted_p99_ms"] == r["admitted_p99_ms"]]
+        row["admitted/unloaded p99 min"] = round(min(ratios), 2) if ratios else None
         row["admitted/unloaded p99 median"] = round(statistics.median(ratios), 2) if ratios else None
+        probe = [r["hub2_p99_ms"] / r["hub2_unloaded_p99_ms"] for r in rs if r["hub2_p99_ms"] == r["hub2_p99_ms"]]
+        row["hub2 loaded/unloaded p99 min"] = round(min(probe), 2) if probe else None
+        row["hub2 loaded/unloaded p99 median"] = round(statistics.median(probe), 2) if probe else None
         rows.append(row)
-    report("load shedding (issue 13)", rows, json_out=a.json, extra={"cap": a.cap, "workers": a.workers})
+    report("load shedding (issue 13)", rows, json_out=a.json, extra={"caps": a.caps, "workers": a.workers, "mode": a.mode})
 
 
 if __name__ == "__main__":

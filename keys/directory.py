@@ -29,7 +29,46 @@ from hedui.v1 import common_pb2, directory_pb2
 
 __all__ = ["DirectorySpec", "build", "sign_directory", "TrustedDirectory",
     "directory_digest", "load_directory", "PURPOSES", "ROLES", "MAX_BATCH",
-    "ROLE_ANSWERS", "ROLE_CHECKPOINTS", "ROLE_COSIGNATURES", "ROLE_FIELDS", "role_key_of"]
+    "ROLE_ANSWERS", "ROLE_CHECKPOINTS", "ROLE_COSIGNATURES", "ROLE_FIELDS", "role_key_of",
+    "MIN_VALIDITY_FACTOR", "validity_warning", "unverified_validity", "unverified_version"]
+
+#: A directory should stay valid at least this many refresh intervals (issue 17 item 1), so a
+#: node that misses a pull or two, or a source that is down for a while, does not stop the
+#: federation: X-Road's global configuration is pulled every 60 s and valid 600 s (10x).
+MIN_VALIDITY_FACTOR = 3
+
+
+def validity_warning(validity: dt.timedelta, refresh_seconds: int) -> str | None:
+    """A one-line warning when ``validity`` (expires_at - issued_at) is not at least
+    :data:`MIN_VALIDITY_FACTOR` times the nodes' refresh interval; None when it is."""
+    if refresh_seconds <= 0 or validity.total_seconds() >= MIN_VALIDITY_FACTOR * refresh_seconds:
+        return None
+    return (f"directory validity {validity.total_seconds():g} s is less than {MIN_VALIDITY_FACTOR}x the refresh "
+            f"interval {refresh_seconds} s: a node missing one or two pulls would find it expired and refuse "
+            f"every call (X-Road: valid 600 s, refreshed every 60 s); raise valid_days/valid_seconds or refresh more often")
+
+
+def unverified_version(envelope_json: bytes) -> int | None:
+    """The version of a signed directory file, read WITHOUT checking its signature: only for
+    the authority's generator to sign the next one above it (``hedui directory publish``)."""
+    try:
+        return int(directory_pb2.Directory.FromString(dsse.from_json(envelope_json).payload).version)
+    except Exception:  # not a readable directory: start from the spec's version
+        return None
+
+
+def unverified_validity(envelope_json: bytes) -> dt.timedelta | None:
+    """expires_at - issued_at of a signed directory file, read WITHOUT checking its signature:
+    for the publishing tool's warning only (``hedui directory serve``), never for trust. None
+    when the file is not a readable directory."""
+    try:
+        env = dsse.from_json(envelope_json)
+        msg = directory_pb2.Directory.FromString(env.payload)
+    except Exception:  # any malformation: no warning to give; nodes refuse it on their side
+        return None
+    if not msg.HasField("issued_at") or not msg.HasField("expires_at"):
+        return None
+    return msg.expires_at.ToDatetime() - msg.issued_at.ToDatetime()
 
 PURPOSES = {
     "dibao": common_pb2.PURPOSE_DIBAO,
@@ -89,6 +128,20 @@ class MemberSpec(_Strict):
     maintenance: bool = False
     #: Renewed certificates accepted alongside ``cert`` during the overlap (`hedui keys renew`).
     renewed_certs: list[Path] = []
+    #: Further host:port endpoints of replicas of the member's node sharing its store (issue
+    #: 16); callers balance over ``endpoint`` and these. Each presents ``cert``.
+    replica_endpoints: list[str] = Field(default=[], max_length=64)
+
+    @field_validator("replica_endpoints")
+    @classmethod
+    def _replicas(cls, v: list[str]) -> list[str]:
+        for e in v:
+            host, sep, port = e.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"got {e[:80]!r}, want host:port")
+        if len(set(v)) != len(v):
+            raise ValueError("got an endpoint twice, want each replica once")
+        return v
 
 
 class RuleSpec(_Strict):
@@ -108,6 +161,13 @@ class DirectorySpec(_Strict):
     federation: str
     version: int = Field(ge=1)
     valid_days: int = Field(default=30, ge=1, le=3660)
+    #: X-Road-style short validity (issue 17): when set, the directory is valid this many
+    #: seconds instead of valid_days, and the authority re-signs it well before (e.g. 600 s,
+    #: re-signed every 60 s by a timer).
+    valid_seconds: int | None = Field(default=None, ge=60, le=3660 * 86400)
+    #: The pull interval the federation's nodes use ([directory] refresh_seconds): signing
+    #: warns when the validity is not MIN_VALIDITY_FACTOR times this.
+    refresh_seconds: int = Field(default=60, ge=1, le=86400)
     ca_cert: Path
     #: The federation's IANA time zone: every local date (income windows, report months,
     #: deadlines, what a person reads) is a date there (DESIGN.md "Time", docs/time.md).
@@ -123,6 +183,11 @@ class DirectorySpec(_Strict):
         except clock.ClockError:
             raise ValueError(f"got {v[:64]!r}, want an IANA zone such as {DEFAULT_ZONE}") from None
         return v or DEFAULT_ZONE
+
+    @property
+    def validity(self) -> dt.timedelta:
+        """How long a directory signed from this spec stays valid."""
+        return dt.timedelta(seconds=self.valid_seconds) if self.valid_seconds else dt.timedelta(days=self.valid_days)
 
     @classmethod
     def load(cls, path: Path) -> DirectorySpec:
@@ -168,7 +233,7 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
         federation=spec.federation,
         version=spec.version,
         issued_at=_ts(now),
-        expires_at=_ts(now + dt.timedelta(days=spec.valid_days)),
+        expires_at=_ts(now + spec.validity),
         ca_fingerprint=cert_fingerprint(ca),
         time_zone=spec.time_zone,
     )
@@ -187,6 +252,9 @@ def build(spec: DirectorySpec, *, now: dt.datetime) -> directory_pb2.Directory:
             code=m.code, name=m.name, endpoint=m.endpoint, tls_cert_sha256=cert_fingerprint(cert),
             signing_key=load_public(m.code, m.signing_key).raw, region=m.region, maintenance=m.maintenance,
         )
+        if m.endpoint in m.replica_endpoints:
+            raise DirectorySpecError(f"members[{m.code}].replica_endpoints: got its endpoint {m.endpoint!r}, want further ones")
+        pm.replica_endpoints.extend(m.replica_endpoints)
         for field_name in ROLE_FIELDS.values():
             if getattr(m, field_name) is not None:
                 setattr(pm, field_name, load_public(m.code, getattr(m, field_name)).raw)

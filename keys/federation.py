@@ -15,7 +15,7 @@ publishing host.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +25,30 @@ from cryptography.hazmat.primitives import serialization
 from hedui.common.errors import ConfigError, VerificationError
 from hedui.keys import ca as _ca
 from hedui.keys import dsse
-from hedui.keys.directory import DirectorySpec, build, sign_directory
+from hedui.keys.directory import (
+    ROLE_ANSWERS,
+    ROLE_CHECKPOINTS,
+    ROLE_COSIGNATURES,
+    ROLE_FIELDS,
+    DirectorySpec,
+    build,
+    sign_directory,
+    validity_warning,
+)
 from hedui.keys.errors import DirectorySpecError, KeyFileError
-from hedui.keys.keyfile import PURPOSE_DIRECTORY, PURPOSE_TLS, load_private_key, save_private_key, write_private
+from hedui.keys.keyfile import (
+    PURPOSE_ANSWER_SIGNING,
+    PURPOSE_CHECKPOINT_SIGNING,
+    PURPOSE_COSIGNING,
+    PURPOSE_DIRECTORY,
+    PURPOSE_TLS,
+    load_private_key,
+    save_private_key,
+    write_private,
+)
 from hedui.keys.signing import SigningKey
 
-__all__ = ["AuthorityDir", "MemberDir", "init_authority", "init_member", "issue_cert", "sign_directory_file"]
+__all__ = ["AuthorityDir", "MemberDir", "RoleKeys", "ROLE_FILES", "init_authority", "init_member", "init_role_keys", "issue_cert", "sign_directory_file"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +123,63 @@ def init_member(root: Path, member: str, host: str, pw: bytes) -> MemberDir:
     return m
 
 
+#: Per-role key files (issue 18): role -> (file stem, key-file purpose, directory spec
+#: field, node.toml ``[keys]`` option). The same names as docs/federation.md's table.
+ROLE_FILES = {
+    ROLE_ANSWERS: ("answer-signing", PURPOSE_ANSWER_SIGNING, ROLE_FIELDS[ROLE_ANSWERS], "answer_signing"),
+    ROLE_CHECKPOINTS: ("checkpoint-signing", PURPOSE_CHECKPOINT_SIGNING, ROLE_FIELDS[ROLE_CHECKPOINTS], "checkpoint_signing"),
+    ROLE_COSIGNATURES: ("cosign-signing", PURPOSE_COSIGNING, ROLE_FIELDS[ROLE_COSIGNATURES], "cosign_signing"),
+}
+
+
+@dataclass(frozen=True)
+class RoleKeys:
+    """What :func:`init_role_keys` wrote: per role, the private and public key files; and the
+    request file for the authority (the member entry's ``*_key`` lines)."""
+
+    keys: dict[str, tuple[Path, Path]]
+    request: Path
+
+    def spec_lines(self, member: str) -> list[str]:
+        return [f'{ROLE_FILES[r][2]} = "members/{member}/{pub.name}"' for r, (_, pub) in self.keys.items()]
+
+    def config_lines(self) -> list[str]:
+        return [f'{ROLE_FILES[r][3]} = "{key}"' for r, (key, _) in self.keys.items()]
+
+
+def init_role_keys(root: Path, member: str, pw: bytes, roles: Collection[str], *, tag: str = "") -> RoleKeys:
+    """Member side: one Ed25519 key per signing role in ``roles`` (issue 18: answers and
+    receipts, checkpoints, cosignatures), each encrypted under the role's key-file purpose so
+    a file of one role does not open as another's. ``tag`` goes into the file names
+    (``answer-signing-<tag>.key``) so a rotation writes new keys beside the ones in use. Writes
+    ``role-keys-request.toml``: the lines the authority puts in the member's directory entry
+    (it copies the ``.pub`` files to ``members/<member>/``). Refuses to overwrite any file."""
+    bad = sorted(set(roles) - set(ROLE_FILES))
+    if bad or not roles:
+        raise KeyFileError(f"role: got {bad[0] if bad else 'none'!r}, want one or more of {', '.join(ROLE_FILES)}")
+    if tag and not all(ch.isalnum() or ch in "-_." for ch in tag):
+        raise KeyFileError(f"tag: got {tag[:32]!r}, want letters, digits, '-', '_' or '.' (it becomes part of a file name)")
+    root = Path(root)
+    suffix = f"-{tag}" if tag else ""
+    files = {r: (root / f"{ROLE_FILES[r][0]}{suffix}.key", root / f"{ROLE_FILES[r][0]}{suffix}.pub") for r in ROLE_FILES if r in roles}
+    request = root / f"role-keys-request{suffix}.toml"
+    _refuse_overwrite(request, *[p for pair in files.values() for p in pair])
+    root.mkdir(parents=True, exist_ok=True)
+    for role, (key, pub) in files.items():
+        sk = SigningKey.generate(member)
+        sk.save(key, pw, purpose=ROLE_FILES[role][1])
+        sk.save_public(pub)
+    out = RoleKeys(files, request)
+    request.write_text(
+        f"# Per-role signing keys of {member} (issue 18): send this file and the .pub files to the\n"
+        f"# authority, which copies them to members/{member}/ and adds these lines to the member's\n"
+        "# [[members]] entry of the directory spec, then signs a new directory version.\n"
+        + "".join(line + "\n" for line in out.spec_lines(member)),
+        encoding="utf-8",
+    )
+    return out
+
+
 def renew_cert(authority: AuthorityDir, csr_path: Path, current: Path, out: Path, pw: bytes, *,
                now: dt.datetime, approved: Collection[str] | None = None) -> x509.Certificate:
     """Authority side of a renewal (issue 17): a new certificate for the member whose current
@@ -145,10 +220,15 @@ def issue_cert(authority: AuthorityDir, csr_path: Path, out: Path, pw: bytes, *,
 
 
 def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw: bytes, *, now: dt.datetime,
-                        time_zone: str | None = None) -> int:
+                        time_zone: str | None = None, warn: Callable[[str], None] | None = None,
+                        version: int | None = None, interval: int = 0) -> int:
     """Builds, signs and writes the directory; returns its version. ``time_zone`` (an IANA
-    zone) replaces the spec's ``time_zone`` (default Asia/Shanghai)."""
+    zone) replaces the spec's ``time_zone`` (default Asia/Shanghai). ``warn`` receives a
+    warning when the validity is too short for the nodes' refresh interval, or for the
+    re-signing ``interval`` of a generator (issue 17). ``version`` replaces the spec's."""
     spec = DirectorySpec.load(spec_path)
+    if version is not None:
+        spec = spec.model_copy(update={"version": version})
     if time_zone is not None:
         from hedui.common.clock import DEFAULT_ZONE, ClockError, zone
 
@@ -165,6 +245,9 @@ def sign_directory_file(authority: AuthorityDir, spec_path: Path, out: Path, pw:
     env = sign_directory(d, sk)
     write_private(Path(out), dsse.to_json(env).encode())
     Path(out).chmod(0o644)
+    problem = validity_warning(spec.validity, max(spec.refresh_seconds, interval))
+    if problem is not None and warn is not None:
+        warn(problem)
     return d.version
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import grpc
@@ -13,9 +16,10 @@ from hedui.node.pinning import PinningInterceptor
 from hedui.v1 import audit_pb2_grpc, lookup_pb2_grpc, node_pb2_grpc, notice_pb2_grpc, pseudonym_pb2_grpc
 
 if TYPE_CHECKING:
+    from hedui.node.metrics import Metrics
     from hedui.node.runtime import Runtime
 
-__all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for"]
+__all__ = ["PeerClient", "Peers", "channel_credentials", "pin_for", "balanced_target"]
 
 
 def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes, client: tuple[bytes, bytes] | None = None, *,
@@ -26,7 +30,52 @@ def pin_for(directory: TrustedDirectory, code: str, ca_pem: bytes, client: tuple
     certificate and key PEM, presented on the probe."""
     m = directory.member(code)
     current = live or (lambda: directory)
-    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: current().cert_fingerprints(code), client=client)
+    return PinningInterceptor(code, m.endpoint, ca_pem, lambda: current().cert_fingerprints(code), client=client,
+                              replicas=tuple(m.replica_endpoints))
+
+
+def _addresses(endpoint: str) -> list[str]:
+    """``host:port`` as IP ``addr:port`` strings (a name is resolved now, every address)."""
+    host, _, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    try:
+        ip = ipaddress.ip_address(host)
+        return [f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    out = []
+    for fam, *_rest, sa in infos:
+        addr = str(sa[0])
+        port_ = int(sa[1])
+        out.append(f"[{addr}]:{port_}" if fam == socket.AF_INET6 else f"{addr}:{port_}")
+    return list(dict.fromkeys(out))
+
+
+def balanced_target(endpoint: str, replicas: Sequence[str]) -> tuple[str, list[tuple[str, object]]]:
+    """The gRPC target and channel options for a member (issue 16 item 6): its one endpoint
+    as is; with replicas, an ``ipv4:``/``ipv6:`` target listing every address of ``endpoint``
+    and the replicas, balanced by gRPC's ``round_robin`` policy (each call goes to the next
+    ready replica; a replica that dies leaves the rotation and comes back when it answers
+    again). The TLS name checked on every replica is the host of ``endpoint``: replicas
+    present the member's one certificate. Names are resolved when the channel is made."""
+    if not replicas:
+        return endpoint, []
+    addrs: list[str] = []
+    for e in (endpoint, *replicas):
+        addrs.extend(_addresses(e))
+    v4 = [a for a in addrs if not a.startswith("[")]
+    v6 = [a for a in addrs if a.startswith("[")]
+    # One target cannot mix families; IPv4 when there is any (a replica reachable only by
+    # IPv6 then goes unused: list replicas by address of one family).
+    target = ("ipv4:" + ",".join(dict.fromkeys(v4))) if v4 else ("ipv6:" + ",".join(dict.fromkeys(v6))) if v6 else endpoint
+    host = endpoint.rpartition(":")[0].strip("[]")
+    config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    return target, [("grpc.service_config", json.dumps(config)), ("grpc.ssl_target_name_override", host),
+                    ("grpc.default_authority", endpoint)]
 
 
 def channel_credentials(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ChannelCredentials:
@@ -69,20 +118,72 @@ class _TraceContext(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
         return continuation(self._with(client_call_details), request_iterator)
 
 
+class _Outcomes(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Counts the outcome class of every call this node makes to peer ``code`` (issue 17 item
+    3: the per-peer success rate seen from the caller, ``side="called"``), when the call ends.
+    Labels: the method name and the peer's member code only."""
+
+    def __init__(self, metrics: Metrics, code: str) -> None:
+        self._metrics = metrics
+        self._code = code
+
+    def _inc(self, method: str, code_name: str) -> None:
+        from hedui.node.metrics import outcome_class
+
+        self._metrics.outcomes.labels("called", method, self._code, outcome_class(code_name)).inc()
+
+    def _count(self, method: str, start):  # type: ignore[no-untyped-def]
+        try:
+            call = start()
+        except grpc.RpcError as exc:  # refused before the call went out (the pin check)
+            code = exc.code() if callable(getattr(exc, "code", None)) else None
+            self._inc(method, code.name if code is not None else "UNKNOWN")
+            raise
+
+        def done(c) -> None:  # type: ignore[no-untyped-def]
+            try:
+                # A streamed call refused by an inner interceptor comes back as gRPC's failure
+                # outcome (status INTERNAL) wrapping the real refusal: count the refusal's status.
+                inner = c.exception() if callable(getattr(c, "exception", None)) else None
+                src = inner if isinstance(inner, grpc.RpcError) and callable(getattr(inner, "code", None)) else c
+                name = src.code().name
+            except Exception:  # a call object without a status (never expected): counted as an error
+                name = "UNKNOWN"
+            self._inc(method, name)
+
+        if isinstance(call, grpc.RpcError) and not hasattr(call, "add_done_callback"):
+            # An inner interceptor's refusal (the pin check's PinError) is handed back by gRPC as
+            # a bare exception, not a call: counted, and raised as it would be without this one.
+            done(call)
+            raise call
+        call.add_done_callback(done)
+        return call
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return self._count(client_call_details.method, lambda: continuation(client_call_details, request))
+
+    def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return self._count(client_call_details.method, lambda: continuation(client_call_details, request))
+
+
 class PeerClient:
     """Stubs to one peer. The server's certificate must chain to the federation CA and carry
     the endpoint host as SAN; the peer's answers are signed, so they are checked against the
     directory's signing key as well."""
 
     def __init__(self, endpoint: str, creds: grpc.ChannelCredentials, *, code: str = "",
-                 pin: PinningInterceptor | None = None) -> None:
+                 pin: PinningInterceptor | None = None, metrics: Metrics | None = None,
+                 replicas: Sequence[str] = ()) -> None:
         self.code = code
         self.endpoint = endpoint
+        self.replicas = tuple(replicas)
         self.pin = pin
+        target, balancing = balanced_target(endpoint, self.replicas)
         self.channel = grpc.secure_channel(
-            endpoint,
+            target,
             creds,
             options=[
+                *balancing,
                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
                 ("grpc.enable_retries", 0),
                 # A peer that restarts should be reachable again within a second, not after
@@ -94,7 +195,9 @@ class PeerClient:
         )
         # Issue 18: the server must present a certificate the directory lists for `code`; the
         # pin runs first, then the traceparent (issue 17) is added to every outgoing call.
-        interceptors: list[grpc.UnaryUnaryClientInterceptor] = [pin] if pin is not None else []
+        # The outcome counter (issue 17 item 3) is outermost, so it sees a pin refusal as well.
+        interceptors: list[grpc.UnaryUnaryClientInterceptor] = [_Outcomes(metrics, code)] if metrics is not None and code else []
+        interceptors += [pin] if pin is not None else []
         traced = grpc.intercept_channel(self.channel, *interceptors, _TraceContext())
         self.node = node_pb2_grpc.NodeServiceStub(traced)
         self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(traced)
@@ -108,7 +211,8 @@ class PeerClient:
         through :attr:`Runtime.peers <hedui.node.runtime.Runtime.peers>`, which caches them)."""
         m = rt.directory.member(code)
         return cls(m.endpoint, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), code=code,
-                   pin=pin_for(rt.directory, code, rt.ca_pem, (rt.tls_cert_pem, rt.tls_key_pem)))
+                   pin=pin_for(rt.directory, code, rt.ca_pem, (rt.tls_cert_pem, rt.tls_key_pem)),
+                   replicas=m.replica_endpoints)
 
     def close(self) -> None:
         self.channel.close()
@@ -125,8 +229,9 @@ class Peers:
     channel per peer, shared by every caller on the node (cases, the pusher, cosigning)."""
 
     def __init__(self, directory: TrustedDirectory, credentials: grpc.ChannelCredentials, *, ca_pem: bytes | None = None,
-                 client: tuple[bytes, bytes] | None = None) -> None:
+                 client: tuple[bytes, bytes] | None = None, metrics: Metrics | None = None) -> None:
         self._directory = directory
+        self._metrics = metrics
         self._client = client
         self._credentials = credentials
         self._ca_pem = ca_pem  # None: no pinning (tools dialling a bare endpoint)
@@ -140,7 +245,8 @@ class Peers:
             if client is None:
                 m = self._directory.member(code)
                 pin = pin_for(self._directory, code, self._ca_pem, self._client, live=lambda: self._directory) if self._ca_pem is not None else None
-                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin)
+                client = self._clients[code] = PeerClient(m.endpoint, self._credentials, code=code, pin=pin,
+                                                          metrics=self._metrics, replicas=m.replica_endpoints)
             return client
 
     def update_directory(self, directory: TrustedDirectory) -> None:
@@ -149,7 +255,8 @@ class Peers:
         with self._lock:
             self._directory = directory
             stale = [c for code, c in self._clients.items()
-                     if code not in directory.by_code or directory.by_code[code].endpoint != c.endpoint]
+                     if code not in directory.by_code or directory.by_code[code].endpoint != c.endpoint
+                     or tuple(directory.by_code[code].replica_endpoints) != c.replicas]
             for c in stale:
                 del self._clients[c.code]
         for c in stale:

@@ -78,6 +78,17 @@ class DirectorySection(_Section):
 
 class StoreSection(_Section):
     url: str = Field(default="sqlite:///node.db")
+    # Issue 16 item 6 (scale-out on PostgreSQL, docs/department-it.md).
+    read_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL streaming replica (hot standby) that lookups read the token index from; writes, "
+        "and reads that must see this node's own writes (quota, replay cache, audit log), go to `url`",
+    )
+    index_partitions: int = Field(
+        default=16, ge=1, le=256,
+        description="Partitions of the token index on PostgreSQL (by token prefix), fixed when the migration "
+        "creates the table; SQLite keeps one table",
+    )
 
 
 class ProviderSection(_Section):
@@ -174,6 +185,16 @@ class NodeConfig(_Section):
 
     def path(self, p: Path) -> Path:
         return p if p.is_absolute() else (self.base / p)
+
+    def read_store_url(self) -> str | None:
+        """The replica lookups read from, if one is configured (PostgreSQL only)."""
+        url = self.store.read_database_url
+        if url is None:
+            return None
+        if not url.startswith("postgresql") or not self.store.url.startswith("postgresql"):
+            raise ConfigError("store.read_database_url: got a non-PostgreSQL URL or store, want a PostgreSQL "
+                              "streaming replica of a PostgreSQL store.url")
+        return url
 
     def store_url(self) -> str:
         url = self.store.url

@@ -86,6 +86,7 @@ class DirectoryPuller(PeriodicJob):
         self._failures = 0
         self._listeners: list = []
         self.last_source: str | None = None
+        self.last_refusal: str | None = None
 
     def on_applied(self, fn) -> None:  # type: ignore[no-untyped-def]
         self._listeners.append(fn)
@@ -96,14 +97,21 @@ class DirectoryPuller(PeriodicJob):
             self.pull()
         except DirectoryRefused as exc:
             self._failures += 1
+            self.last_refusal = exc.reason
             self._rt.metrics.directory_fetch_failures.set(self._failures)
             if exc.reason != Reason.FETCH_FAILED:
                 self._rt.metrics.directory_refused.labels(exc.reason).inc()
             log.warning("directory refused (%s): %s; keeping v%d", exc.reason, exc.message, self._rt.directory.version)
             return float(min(cfg.refresh_seconds * 2 ** min(self._failures, 16), cfg.max_backoff_seconds))
         self._failures = 0
+        self.last_refusal = None
         self._rt.metrics.directory_fetch_failures.set(0)
         return None
+
+    def state(self) -> dict[str, object]:
+        """For ``/readyz``'s ``info`` (issue 17: unreachable sources "reported in health"):
+        failed pulls in a row, the last refusal's reason, the source that answered last."""
+        return {"failures": self._failures, "last_refusal": self.last_refusal, "source": self.last_source}
 
     def pull(self) -> bool:
         """One pull; True when a newer directory was applied. Raises :class:`DirectoryRefused`."""

@@ -10,6 +10,13 @@ RPC in flight), joins, and then runs :meth:`final` once in the caller's thread.
 
 The server starts every job after the gRPC server and stops them in reverse order
 (:class:`hedui.node.server.NodeServer`).
+
+Node replicas sharing one PostgreSQL store (issue 16): a job that works on the department's
+shared state (notice detection, the outbox pusher, the hub's escalations) is made
+:meth:`PeriodicJob.exclusive_on` the store: each step runs only while this process holds the
+job's PostgreSQL advisory lock, so two replicas never run it at once (the other skips that
+step and tries again after ``interval``); a replica that dies releases the lock with its
+connection. On SQLite (one process per store) nothing changes.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
+from typing import Any
+
+from sqlalchemy import text
 
 from hedui.adapters.idnum import scrub
 
@@ -41,6 +52,15 @@ class PeriodicJob:
         self.last_error: BaseException | None = None
         #: Whether the job ever ran (a serving node's jobs do; a CLI process's never do).
         self.ever_started = False
+        self._exclusive: Any = None      # an Engine on PostgreSQL: see exclusive_on()
+        #: Steps skipped because another process held the job's lock.
+        self.skipped = 0
+
+    def exclusive_on(self, engine: Any) -> PeriodicJob:
+        """Runs each step under this job's advisory lock in ``engine``'s PostgreSQL store (see
+        the module docstring); a no-op on SQLite. Returns the job."""
+        self._exclusive = engine if engine.dialect.name == "postgresql" else None
+        return self
 
     # -- what a job does ------------------------------------------------------------------
 
@@ -60,13 +80,29 @@ class PeriodicJob:
         """Runs one :meth:`step`, catching and logging its error; returns the wait before the
         next one."""
         try:
-            delay = self.step()
+            delay = self._step_exclusive() if self._exclusive is not None else self.step()
             self.last_error = None
         except Exception as exc:
             self.last_error = exc
             log.error("%s failed: %s", self.name, scrub(f"{type(exc).__name__}: {exc}")[:300])
             delay = None
         return self.interval if delay is None else max(0.0, delay)
+
+    def _step_exclusive(self) -> float | None:
+        # A session lock on a connection of its own, held for the step only; keyed by the
+        # job's name (which names the member: "pusher-tax").
+        key = {"a": 0x48454452, "b": zlib.crc32(self.name.encode()) - (1 << 31)}
+        with self._exclusive.connect() as conn:
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:a, :b)"), key).scalar():
+                conn.rollback()
+                self.skipped += 1
+                return None
+            conn.commit()
+            try:
+                return self.step()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"), key)
+                conn.commit()
 
     @property
     def next_due(self) -> float | None:

@@ -11,7 +11,32 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "outcome_class", "OUTCOMES"]
+
+#: Outcome classes of an RPC (issue 17 item 3, per-peer success rate = ok / all): a handful of
+#: fixed values, so the label set stays small and never carries anything from a request.
+OUTCOMES = ("ok", "refused", "busy", "unavailable", "error", "cancelled")
+
+_CLASS = {
+    "OK": "ok",
+    "CANCELLED": "cancelled",
+    # Shed at capacity or over a rate limit: the peer is up but did not do the work.
+    "RESOURCE_EXHAUSTED": "busy",
+    # Not reached, timed out, or refusing everything (expired directory, maintenance).
+    "UNAVAILABLE": "unavailable",
+    "DEADLINE_EXCEEDED": "unavailable",
+    # A bug or a broken peer, not a decision.
+    "INTERNAL": "error",
+    "UNKNOWN": "error",
+    "DATA_LOSS": "error",
+    "UNIMPLEMENTED": "error",
+}
+
+
+def outcome_class(code_name: str) -> str:
+    """The outcome class of a gRPC status code name: every other code (PERMISSION_DENIED,
+    INVALID_ARGUMENT, FAILED_PRECONDITION, UNAUTHENTICATED, ...) is a decision: ``refused``."""
+    return _CLASS.get(code_name, "refused")
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -23,6 +48,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.calls = Counter("hedui_rpc_total", "RPCs served, by method and outcome", ["method", "code"], registry=self.registry)
+        # Per-peer success rate (issue 17 item 3): every RPC's outcome class, by side ("served":
+        # a peer called this node, peer = the caller; "called": this node called the peer), method
+        # and the peer's member code. Success rate = ok / all, per peer and method.
+        self.outcomes = Counter("hedui_rpc_outcomes_total", "RPCs by side, method, peer member code and outcome class",
+                                ["side", "method", "peer", "outcome"], registry=self.registry)
         self.latency = Histogram("hedui_rpc_seconds", "RPC handling time, by method and calling member",
                                  ["method", "peer"], registry=self.registry)
         # Every refusal with its stable reason (hedui.node.errors.Reason), whatever the method.
@@ -44,6 +74,9 @@ class Metrics:
                                           "Connections or calls refused below the application, by cause",
                                           ["cause"], registry=self.registry)
         self._server: WSGIServer | None = None
+        # Issue 16: where lookups read the token index ("replica", or "primary" with the reason).
+        self.index_reads = Counter("hedui_index_reads_total", "Token-index reads of lookups, by store and reason",
+                                   ["store", "reason"], registry=self.registry)
         self.port = 0
 
     def serve(self, hostport: str, app=None) -> int:

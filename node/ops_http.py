@@ -35,8 +35,11 @@ def ops_app(metrics: Metrics, readiness: Readiness) -> Callable[..., Iterable[by
             return _send(start_response, 200, {"status": "ok"})
         if path == "/readyz":
             ok, checks = readiness.ready()
-            body = {"status": "ready" if ok else "not ready",
-                    "checks": {k: {"ok": v[0], "detail": v[1]} for k, v in checks.items()}}
+            body: dict[str, Any] = {"status": "ready" if ok else "not ready",
+                                    "checks": {k: {"ok": v[0], "detail": v[1]} for k, v in checks.items()}}
+            info = readiness.info()
+            if info:
+                body["info"] = info
             return _send(start_response, 200 if ok else 503, body)
         return _send(start_response, 404, {"status": "not found", "paths": ["/healthz", "/readyz", "/metrics"]})
 

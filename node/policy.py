@@ -20,12 +20,14 @@ send it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from hedui.adapters import idnum
@@ -157,12 +159,14 @@ def _charge_quota(c, caller: str, method: str, grant: Grant, now: float) -> None
 
 
 def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_digest: bytes, answer: bytes,
-           audit: Sequence[tuple[str, dict]] = ()) -> float:
+           audit: Sequence[tuple[str, dict]] = (), also: Callable[[Any], None] | None = None) -> float:
     """One transaction: charge the quota, record the request id with the digest and the
     signed answer, and append the exchange's ``audit`` entries (issue 16: one durable commit
     per exchange; the entries are validated before it opens). A quota overrun rolls it all
     back (the answer is never sent); a request id that another, concurrent request took first
-    is a replay. Returns the instant charged (a POSIX timestamp) for :func:`release`."""
+    is a replay. ``also(connection)`` runs in the same transaction (the consent use of a
+    Lookup, node/verification/consent_state.py); a refusal it raises rolls everything back.
+    Returns the instant charged (a POSIX timestamp) for :func:`release`."""
     now = rt.clock.now()
     at = now.timestamp()
     prepared = rt.audit.prepare(list(audit)) if audit else []
@@ -175,6 +179,8 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
                 request_id=bytes(ctx.request_id), caller=caller, method=method,
                 seen_at=now, request_digest=request_digest or None, answer=answer,
             ))
+            if also is not None:
+                also(c)
             # Last: the audit head row it locks serialises the log's writers until commit.
             if prepared:
                 seqs = rt.audit.write_in(c, prepared)
@@ -249,7 +255,13 @@ def _bump(c, caller: str, method: str, window: str, start: int) -> int:
     # One statement per window in the common case: the new count comes back with the update.
     row = c.execute(update(quota_counters).where(key).values(count=quota_counters.c.count + 1)
                     .returning(quota_counters.c.count)).first()
-    if row is None:
-        c.execute(quota_counters.insert().values(caller=caller, method=method, window=window, window_start=start, count=1))
-        return 1
-    return int(row[0])
+    if row is not None:
+        return int(row[0])
+    # The window's first call. Node replicas sharing one PostgreSQL store (issue 16) may both
+    # get here for the same window: an upsert, so the second adds to the first's row instead
+    # of failing on its key (which commit() would misread as a replayed request id).
+    ins = (pg_insert if c.dialect.name == "postgresql" else sqlite_insert)(quota_counters).values(
+        caller=caller, method=method, window=window, window_start=start, count=1)
+    ins = ins.on_conflict_do_update(index_elements=["caller", "method", "window", "window_start"],
+                                    set_={"count": quota_counters.c.count + 1})
+    return int(c.execute(ins.returning(quota_counters.c.count)).scalar_one())

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-__all__ = ["worker_pool", "die_with_parent"]
+__all__ = ["worker_pool", "die_with_parent", "exec_dies_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 _WATCH_SECONDS = 0.5
@@ -58,6 +58,12 @@ def die_with_parent(parent: int) -> None:
                 os._exit(1)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def exec_dies_with_parent() -> None:
+    """``preexec_fn`` of a child process (a node serve process a test or benchmark starts):
+    the kernel kills it with SIGKILL when the spawning thread ends (PDEATHSIG survives exec)."""
+    _prctl_pdeathsig()
 
 
 def _init(parent: int, initializer: Callable[..., Any] | None, initargs: tuple) -> None:

@@ -1,22 +1,26 @@
 """Readiness of a running node (issue 17 item 2): what ``/readyz`` answers and what gRPC
 health reports per service.
 
-Four checks, each ``(ok, detail)``:
+Five checks, each ``(ok, detail)``:
 
 - ``directory`` — the serving guard lets the node serve (not expired, not superseded; node/guard.py);
 - ``store`` — a ``SELECT 1`` on the node's store answers;
 - ``clock`` — the node's clock is not before the directory's ``issued_at`` (less a slack): a
   clock behind the authority's would accept expired material and date audit entries wrongly;
+- ``maintenance`` — the directory does not flag this node's own member as in maintenance
+  (issue 17: "its health says so"; peers skip it meanwhile, so load balancers and probes
+  should too — X-Road's health check fails in maintenance mode the same way);
 - ``index`` — providers only: every source of the current OPRF epoch has completed a build at
   least once (a rebuild in progress still answers from the previous run; node/verification/index.py).
 
-Services that answer from the token index (PseudonymService, LookupService) need all four;
-every other service needs all but ``index``. ``/healthz`` only says the process is up.
+Services that answer from the token index (PseudonymService, LookupService) need all of
+them; every other service needs all but ``index``. ``/healthz`` only says the process is up.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, text
@@ -39,6 +43,17 @@ Check = tuple[bool, str]
 class Readiness:
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
+        #: The live directory's pull state (node/directory_live.py), when the node pulls one.
+        self.pull_state: Callable[[], dict[str, object]] | None = None
+
+    def info(self) -> dict[str, object]:
+        """What ``/readyz`` reports without deciding readiness: a directory source that is down
+        does not make the node unready while its current directory is valid (it serves until
+        expiry), but an operator must see it (issue 17: "reported in health and metrics")."""
+        out: dict[str, object] = {}
+        if self.pull_state is not None:
+            out["directory_pull"] = self.pull_state()
+        return out
 
     def checks(self) -> dict[str, Check]:
         rt = self._rt
@@ -56,6 +71,9 @@ class Readiness:
         issued = rt.directory.msg.issued_at.ToDatetime(tzinfo=dt.UTC)
         out["clock"] = ((now >= issued - CLOCK_SLACK),
                         f"now {now:%Y-%m-%dT%H:%M:%SZ}, directory issued {issued:%Y-%m-%dT%H:%M:%SZ}")
+        me = rt.directory.by_code.get(rt.member)
+        flagged = bool(me is not None and me.maintenance)
+        out["maintenance"] = (not flagged, f"in maintenance by directory v{rt.directory.version}" if flagged else "no")
         if rt.provider is not None:
             out["index"] = self._index(out["store"][0])
         return out

@@ -21,6 +21,7 @@ from hedui.adapters import idnum
 from hedui.node import logs
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import HeduiError, Reason, status_code, to_status
+from hedui.node.metrics import outcome_class
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
@@ -122,6 +123,7 @@ def _done(rt: Runtime, method: str, caller: str, outcome: list[str], started: fl
     method, peer, status, reason and milliseconds — never the request's content."""
     took = time.monotonic() - started
     rt.metrics.latency.labels(method, caller).observe(took)
+    rt.metrics.outcomes.labels("served", method, caller, outcome_class(outcome[0])).inc()
     logs.access.info("%s %s %s", method, caller, outcome[0], extra={
         "method": method, "peer": caller, "code": outcome[0], "reason": outcome[1] or None, "ms": round(took * 1000, 1)})
 

@@ -78,6 +78,10 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     #: Per-role signing keys (issue 18): role -> key; a role not here is signed by ``signer``.
     role_signers: dict[str, SigningKey] = field(default_factory=dict)
+    #: The PostgreSQL streaming replica lookups read the token index from (``[store]
+    #: read_database_url``, issue 16); None: they read ``engine``. Everything that writes, or
+    #: must see this node's own writes (quota, replay cache, audit log), uses ``engine``.
+    read_engine: Engine | None = None
     # Built in from_config, in this order (each needs the ones before it).
     peers: Peers = field(init=False)
     audit: NodeAudit = field(init=False)
@@ -131,7 +135,7 @@ class Runtime:
         engine = open_engine(cfg.store_url())
         try:
             if run_migrations:
-                migrate.upgrade(engine)
+                migrate.upgrade(engine, index_partitions=cfg.store.index_partitions)
             min_version = _state_int(engine, "directory_version")
             accepted = _state(engine, "directory_digest")
         except ConfigError:
@@ -180,8 +184,11 @@ class Runtime:
             clock=clock,
             role_signers=role_signers,
         )
+        read_url = cfg.read_store_url()
+        if read_url is not None:
+            rt.read_engine = open_engine(read_url)
         rt.peers = Peers(directory, channel_credentials(rt.ca_pem, rt.tls_cert_pem, rt.tls_key_pem), ca_pem=rt.ca_pem,
-                         client=(rt.tls_cert_pem, rt.tls_key_pem))
+                         client=(rt.tls_cert_pem, rt.tls_key_pem), metrics=rt.metrics)
         rt.audit = open_audit(rt)
         _audit_split_view(rt)
         rt.guard = ServingGuard(rt)
@@ -229,6 +236,8 @@ class Runtime:
             self.peers.close()
         if getattr(self, "audit", None) is not None:
             self.audit.close()
+        if self.read_engine is not None:
+            self.read_engine.dispose()
         self.engine.dispose()
 
 

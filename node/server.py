@@ -166,14 +166,15 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
     if rt.notices is not None:
         from hedui.node.discovery.provider import provider_background
 
-        background += provider_background(rt)
+        # Shared state of the department: one node replica at a time (node/loops.py).
+        background += [job.exclusive_on(rt.engine) for job in provider_background(rt)]
     if "hub" in rt.config.node.roles:
         from hedui.node.discovery.referrals import hub_background
         from hedui.node.discovery.service import NoticeServicer
 
         notice_pb2_grpc.add_NoticeServiceServicer_to_server(NoticeServicer(rt), server)
         names.append(notice_pb2.DESCRIPTOR.services_by_name["NoticeService"].full_name)
-        background += hub_background(rt)
+        background += [job.exclusive_on(rt.engine) for job in hub_background(rt)]
     # Started after and stopped before the audit jobs, so the last flush of aggregated
     # refusals is covered by the final checkpoint.
     background += _audit_background(rt)
@@ -218,6 +219,7 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         ns.puller = DirectoryPuller(rt)
         ns.puller.on_applied(lambda _td: ns.refresh_health())
         ns.background.append(ns.puller)
+        readiness.pull_state = ns.puller.state
     return ns
 
 

@@ -46,10 +46,16 @@ def _ids():
     return [resident(n, SEED).id_number for n in HOUSEHOLD]
 
 
-def _open(tb, purpose="dibao", expenditure=None, members=None, reference_month=None):
+_SCANS = iter(range(1, 10_000))
+
+
+def _open(tb, purpose="dibao", expenditure=None, members=None, reference_month=None, scan=None):
+    """Each case under an authorisation of its own (a one-off authorisation serves one case:
+    departments refuse it for a second, issue 18c)."""
     hub = tb.runtime("hub")
+    scan = scan or b"signed authorisation scan %d" % next(_SCANS)
     return open_case(hub, [(i, "member") for i in (members or _ids())], purpose=purpose,
-                     consent_digest=consent_digest_of(b"signed authorisation scan"), operator="cw01", region="370304",
+                     consent_digest=consent_digest_of(scan), operator="cw01", region="370304",
                      expenditure=expenditure, reference_month=reference_month)
 
 
@@ -401,7 +407,7 @@ def test_open_case_records_case_opened_once(bed):
     from hedui.node.audit.tables import audit_entries
 
     hub = bed.runtime("hub")
-    ref = _open(bed, reference_month="2026-08")
+    ref = _open(bed, reference_month="2026-08", scan=b"signed authorisation scan")
     hub.audit.log.flush()
     with hub.engine.connect() as c:
         entries = [json.loads(bytes(e)) for e in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "case.opened")).scalars()]

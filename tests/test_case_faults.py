@@ -43,9 +43,13 @@ def bed(tmp_path, monkeypatch):
     tb.stop()
 
 
+_SCANS = iter(range(1, 10_000))
+
+
 def _case(tb):
+    """A case under an authorisation of its own (one-off authorisations serve one case, issue 18c)."""
     ids = [(resident(n, SEED).id_number, "m") for n in (1, 2)]
-    return open_case(tb.runtime("hub"), ids, purpose="dibao", consent_digest=consent_digest_of(b"auth"),
+    return open_case(tb.runtime("hub"), ids, purpose="dibao", consent_digest=consent_digest_of(b"auth %d" % next(_SCANS)),
                      operator="cw", region="370304")
 
 

@@ -82,8 +82,12 @@ def test_case_open_run_report_verify(bed, tmp_path):
     counted = json.loads(run(["case", "count", ref, "--config", hub, "--member", "2", "--not-counted", "--reason", "在外地服刑",
                               "--operator", "cw7", "--json"], env).stdout)
     assert counted == {"case_ref": ref, "position": 1, "counted": False, "reason": "在外地服刑", "operator": "cw7"}
-    out = json.loads(run(["case", "run", ref, "--config", hub, "--json"], env).stdout)
-    assert out["complete"], out
+    p = run(["case", "run", ref, "--config", hub, "--json"], env, check=False)
+    out = json.loads(p.stdout)
+    # Every department answered, but no department of this federation offers the asset
+    # fields the packaged rules need: the case is incomplete, exit 4, and says why (issue 13).
+    assert out["complete"] and out["status"] == "incomplete" and p.returncode == 4, (p.returncode, out)
+    assert {(g["provider"], g["advice"]["kind"]) for g in out["missing"]} == {("vehicles", "policy"), ("realestate", "policy")}
     rep = json.loads(run(["case", "report", ref, "--config", hub, "--format", "json"], env).stdout)
     assert rep["case_ref"] == ref and rep["reference_month"] == "2026-08"
     # This federation has no vehicle or real-estate department: the packaged rules' asset flags

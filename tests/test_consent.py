@@ -49,9 +49,35 @@ def _keys():
     return {HUB.keyid: HUB.public, OTHER.keyid: OTHER.public}
 
 
+_ENGINES: list = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _unit_store(tmp_path_factory):
+    """One SQLite store for the unit tests' revocation states (each test starts it empty)."""
+    from hedui.node.store import migrate
+    from hedui.node.store.db import open_engine
+
+    eng = open_engine(f"sqlite:///{tmp_path_factory.mktemp('consent-unit') / 'node.db'}")
+    migrate.upgrade(eng)
+    _ENGINES.append(eng)
+    yield
+    eng.dispose()
+
+
+def _state():
+    from hedui.node.verification.consent_tables import consent_lists_seen, consent_revoked_seen
+
+    eng = _ENGINES[0]
+    with eng.begin() as c:
+        c.execute(consent_lists_seen.delete())
+        c.execute(consent_revoked_seen.delete())
+    return consent.RevocationState(eng)
+
+
 def _check(ctx, *, members=2, now=T0 + dt.timedelta(days=1), state=None):
     return consent.check_consent(ctx, caller="hub", directory_keys=_keys(), members=members, now=now,
-                                 revocations=state or consent.RevocationState())
+                                 revocations=state or _state())
 
 
 def _with(ctx, signer=HUB, **kw):
@@ -115,7 +141,7 @@ def test_attacks_on_the_consent_record_are_refused(attack, reason):
 def test_revoked_record_refused_and_an_older_list_cannot_undo_it():
     ctx = _with(_ctx())
     digest = consent.consent_digest(ctx.consent)
-    state = consent.RevocationState()
+    state = _state()
     _check(ctx, state=state)
     old = consent.sign_revocations(HUB, "hub", [], T0)
     new = consent.sign_revocations(HUB, "hub", [b"x" * 32, digest], T0)

@@ -136,6 +136,51 @@ def test_crosscheck_finds_exactly_the_designed_hits(fed):
     assert all(i not in str(out) for i in want.population)
 
 
+def test_runs_and_hits_are_kept_masked_and_reading_them_is_audited(fed):
+    """Issue 15 item 4 (the console's cross-check page): each run is stored with its counts by
+    reason; its hits with masked identities, reasons, evidence and the lead each became;
+    reading them is audited by the domain; a count-only run keeps counts and nobody."""
+    from hedui.node.crosscheck.history import crosscheck_hits, list_runs, run_hits, run_summary
+    from hedui.node.errors import InvalidArgument, NotFound
+
+    tb, oracle, root = fed
+    rt = tb.runtime("hub")
+    want = crosscheck(oracle, DAY)
+    res = run_check(rt, _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "h.toml"))
+    assert res.run_id is not None and res.as_dict()["run_id"] == res.run_id
+    s = run_summary(rt.engine, res.run_id)
+    assert (s.name, s.reference_month, s.as_of, s.operator, s.count_only) == ("2026-10 在保对象大数据比对", "2026-10", DAY, "S01", False)
+    assert s.counts == {"dead": 2, "vehicle": 4, "property": 3} and s.hits == len(want.hits)
+    assert s.criteria["vehicle"] == {"department": "cheguan", "field": "vehicle_max_price", "op": ">=", "value": "100000"}
+    assert list_runs(rt.engine)[0].run_id == res.run_id
+    hits = run_hits(rt, res.run_id, operator="sup01")
+    assert sorted((h["identity"], tuple(h["reasons"]), h["lead_id"]) for h in hits) == sorted(
+        (i[:6] + "*" * 8 + i[-4:], tuple(sorted(r)), next(x.lead_id for x in res.hits if x.identity == i)) for i, r in want.hits.items())
+    assert all(h["lead_status"] == "open" for h in hits)
+    only = run_hits(rt, res.run_id, operator="sup01", reason="vehicle")
+    assert len(only) == 4 and all("vehicle" in h["reasons"] for h in only)
+    assert only[0]["evidence"]["vehicle"]["department"] == "cheguan"
+    viewed = [e for e in _entries(rt, "crosscheck.viewed") if e["run_id"] == res.run_id]
+    assert [(e["operator"], e["reason"], e["count"]) for e in viewed] == [("sup01", "", len(hits)), ("sup01", "vehicle", 4)]
+    # Pages of a run's hits: disjoint, in order, together all of them.
+    pages = [run_hits(rt, res.run_id, operator="sup01", limit=4, offset=o) for o in range(0, len(hits), 4)]
+    assert [h["hit_id"] for p in pages for h in p] == [h["hit_id"] for h in hits]
+    with pytest.raises(InvalidArgument):
+        run_hits(rt, res.run_id, operator="sup01", limit=0)
+    # No full identity is stored with the hits.
+    with rt.engine.connect() as c:
+        stored = str(c.execute(select(crosscheck_hits)).all())
+    assert not any(i in stored for i in want.population)
+    with pytest.raises(NotFound):
+        run_hits(rt, 10**6, operator="sup01")
+    with pytest.raises(InvalidArgument):
+        run_hits(rt, res.run_id, operator="sup01", reason="nope")
+    # A count-only run: its counts, no hit.
+    co = run_check(rt, _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "h2.toml"), count_only=True)
+    s2 = run_summary(rt.engine, co.run_id)
+    assert s2.count_only and s2.counts == s.counts and s2.hits == 0 and run_hits(rt, co.run_id, operator="sup01") == []
+
+
 def test_count_only_returns_counts_and_keeps_nobody(fed):
     tb, oracle, root = fed
     rt = tb.runtime("hub")

@@ -158,6 +158,32 @@ def test_cli_verify_exit_codes(logs, tmp_path):
     assert r.exit_code == 2
 
 
+def test_saved_checkpoint_is_what_catches_a_later_tail_deletion(logs, tmp_path):
+    """What an officer keeps (docs/security-officer.md): ``--save-checkpoint`` writes the newest
+    verified checkpoint; given back as ``--trusted-checkpoint`` it turns a later deletion of the
+    tail and its checkpoints — self-consistent alone — into TRUNCATED. A log that did not
+    verify leaves no checkpoint to trust."""
+    from hedui.node.cli._app import app
+
+    keyfile = tmp_path / "keys.txt"
+    keyfile.write_text("\n".join(logs.keys) + "\n")
+    url = str(logs.engine.url.render_as_string(hide_password=False))
+    kept = tmp_path / "kept.cp"
+    runner = CliRunner()
+    r = runner.invoke(app, ["audit", "verify", "--db", url, "--key", str(keyfile), "--save-checkpoint", str(kept)])
+    assert r.exit_code == 0, r.output
+    assert kept.read_text(encoding="utf-8") == logs.cp100.note and not (tmp_path / "kept.cp.tmp").exists()
+    logs.cut(40)  # ends exactly at checkpoint 40: alone it is OK
+    r = runner.invoke(app, ["audit", "verify", "--db", url, "--key", str(keyfile)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["audit", "verify", "--db", url, "--key", str(keyfile), "--trusted-checkpoint", str(kept)])
+    assert r.exit_code == int(Verdict.TRUNCATED), r.output
+    other = tmp_path / "other.cp"
+    r = runner.invoke(app, ["audit", "verify", "--db", url, "--key", str(keyfile), "--trusted-checkpoint", str(kept),
+                            "--save-checkpoint", str(other)])
+    assert r.exit_code == int(Verdict.TRUNCATED) and not other.exists() and "not written" in r.stderr
+
+
 # -- every process signs before it exits ------------------------------------------------------
 
 @pytest.fixture

@@ -118,3 +118,91 @@ def test_every_row_failing_is_never_a_success(tb):
     assert r.exit_code == 3
     out = json.loads(r.stdout)
     assert out["records"] == 0 and out["problems"] == len(body) and out["detections"] == []
+
+
+def _set_mapping(tb, **identity) -> None:
+    import tomllib
+
+    import tomli_w
+
+    path = tb.member_dir("fire") / "discovery" / "fire.toml"
+    m = tomllib.loads(path.read_text(encoding="utf-8"))
+    m["identity"].update(identity)
+    path.write_text(tomli_w.dumps(m), encoding="utf-8")
+
+
+def test_skipped_rows_are_named_apart_from_unusable_rows(tb):
+    """A row the mapping filters out (not a person) is *skipped*, named with the filter; a row
+    with a bad identity is *unusable*, named with its reason: the two never look the same."""
+    rows = _grow(tb, 95)
+    header, body = rows[0], rows[1:]
+    # Three rows of an organisation (region code 999999 marks them in this export).
+    for row in body[20:23]:
+        row[-1] = "999999"
+    _write(tb, [header, *body])
+    _set_mapping(tb, skip_where={"区划代码": "999999"})
+    r = _detect(tb)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["skipped"] == 3 and out["problems"] == 1
+    assert [s["filter"] for s in out["skipped_rows"]] == ["identity.skip_where"] * 3
+    skipped = {s["locator"] for s in out["skipped_rows"]}
+    problems = {p["locator"] for p in out["problem_rows"]}
+    assert skipped == {f"fire.csv:line {n}" for n in (22, 23, 24)} and not skipped & problems
+    assert out["records"] == len(body) - 4
+    # In words too, on standard error: "skipped row …" apart from "unusable row …".
+    r = runner.invoke(app, ["notices", "detect", "--config", str(tb.config_path("fire")), "--as-of", SCENARIO_AS_OF.isoformat()])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("skipped row fire.csv:line") == 3 and r.stderr.count("unusable row") == 1
+    assert "identity.skip_where" in r.stderr and not idnum.contains(r.stdout + r.stderr)
+
+
+def test_truncated_export_fails_however_few_rows_were_bad(tb):
+    """An export cut off inside a row (a copy that stopped): one short row, but an unknown
+    number missing after it — never a success."""
+    rows = _grow(tb, 95)
+    _write(tb, rows)
+    text = _fire_csv(tb).read_text(encoding="utf-8")
+    cut = text.rstrip("\n").rsplit("\n", 1)
+    last = cut[1].split(",")
+    _fire_csv(tb).write_text(cut[0] + "\n" + ",".join(last[:3]), encoding="utf-8")
+    r = _detect(tb)
+    assert r.exit_code == 3, r.output
+    out = json.loads(r.stdout)
+    assert out["truncated"] == f"fire.csv:line {len(rows)}" and out["too_many_unusable"] is True
+    assert out["problems"] == 2  # the planted bad identity and the cut row
+    assert "truncated export" in r.stderr and "rows after it are missing" in r.stderr
+    # A complete last row without a final line end is not a truncation.
+    _fire_csv(tb).write_text(text.rstrip("\n"), encoding="utf-8")
+    r = _detect(tb)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["truncated"] is None
+
+
+def test_unterminated_quote_names_every_swallowed_row_and_fails(tb):
+    """A quote opened and never closed used to swallow every later row into one cell (606 rows
+    read as one, exit 0): every line from the quote on is named and counted as unusable."""
+    rows = _grow(tb, 95)
+    _write(tb, rows)
+    lines = _fire_csv(tb).read_text(encoding="utf-8").split("\n")
+    n = 11  # file line 11 (the header is line 1)
+    lines[n - 1] = lines[n - 1].replace(",", ',"', 1)
+    _fire_csv(tb).write_text("\n".join(lines), encoding="utf-8")
+    r = _detect(tb)
+    assert r.exit_code == 3, r.output
+    out = json.loads(r.stdout)
+    last = len(rows)  # the file's last line
+    got = [p["locator"] for p in out["problem_rows"] if "never closed" in p["reason"]]
+    assert got == [f"fire.csv:line {k}" for k in range(n, last + 1)]
+    assert out["truncated"] == f"fire.csv:line {n}"
+    assert out["records"] + out["problems"] >= last - 1
+
+
+def test_export_in_the_wrong_encoding_is_refused_with_one_line(tb):
+    """All rows undecodable (a GBK export read as UTF-8): refused at the header, one line, exit
+    1 — never a run that reads nothing and succeeds."""
+    text = _fire_csv(tb).read_text(encoding="utf-8")
+    _fire_csv(tb).write_bytes(text.encode("gbk"))
+    r = _detect(tb)
+    assert r.exit_code == 1
+    assert "source.encoding" in r.stderr and "Traceback" not in r.output

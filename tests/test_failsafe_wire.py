@@ -382,3 +382,60 @@ def test_core_limit_leaves_room_for_the_nodes_own_refusals():
 
     for cap in (1, 4, 8, 64):
         assert core_limit(cap) >= cap + 4 and core_limit(cap) >= 2 * cap
+
+
+def test_a_case_shed_by_a_flooded_provider_retries_and_completes(bed):
+    """Fairness end to end: while another hub holds every slot of tax, hub2's case is shed
+    (OVERLOADED), backs off and retries with the same request id, and is answered once the
+    slots free — it is neither failed as "refused" nor answered twice."""
+    from hedui.node.admission import Admission
+    from hedui.node.errors import ResourceExhausted
+    from hedui.node.verification.cases import consent_digest_of, open_case, run_case
+
+    tax = bed.runtime("tax")
+    refused: list[str] = []
+
+    class _FloodEnds(Admission):
+        """The flood ends (hub's slots are released) right after hub2 is first shed."""
+
+        def try_acquire(self, caller: str) -> None:
+            try:
+                super().try_acquire(caller)
+            except ResourceExhausted:
+                refused.append(caller)
+                if caller == "hub2" and self.held("hub"):
+                    while self.held("hub"):
+                        self.release("hub")
+                raise
+
+    tax.admission = _FloodEnds(2, 2)
+    tax.admission.try_acquire("hub")
+    tax.admission.try_acquire("hub")
+    hub2 = bed.runtime("hub2")
+    ref = open_case(hub2, [(resident(1, SEED).id_number, "m")], purpose="dibao", consent_digest=consent_digest_of(b"a"),
+                    operator="cw", region="370304")
+    res = run_case(hub2, ref, timeout=10, retries=2)
+    st = {o.provider: o for o in res.outcomes}
+    assert refused == ["hub2"]
+    # Evaluate twice (shed, then answered), Lookup once.
+    assert st["tax"].status == "ok" and st["tax"].attempts == 3, st["tax"]
+    assert tax.admission.in_flight == 0
+
+
+def test_quota_refusals_are_not_retried():
+    from hedui.node.verification.cases import _retryable
+
+    class _Err(grpc.RpcError):
+        def __init__(self, code, details):
+            self._c, self._d = code, details
+
+        def code(self):
+            return self._c
+
+        def details(self):
+            return self._d
+
+    assert _retryable(_Err(grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED: node: 8 calls in progress"))
+    assert _retryable(_Err(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"))
+    assert not _retryable(_Err(grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED: quota: hub made 2 calls"))
+    assert not _retryable(_Err(grpc.StatusCode.PERMISSION_DENIED, "PURPOSE_NOT_ALLOWED: no"))

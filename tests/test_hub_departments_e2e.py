@@ -84,9 +84,14 @@ def bed(request, tmp_path_factory):
     fed.close()
 
 
+_SCANS = iter(range(1, 1_000_000))
+
+
 def _case(tb, key: str, month: str) -> dict:
     hub = tb.runtime("hub")
-    scan = consent_digest_of(b"auth " + str(key).encode())  # one 授权书 per household (issue 18: CONSENT_REUSED)
+    # One 授权书 per application: a one-off authorisation serves one case (issue 18c: a
+    # department refuses it for a second case, CONSENT_REUSED), and every call here is a case.
+    scan = consent_digest_of(b"auth %s %s %d" % (key.encode(), month.encode(), next(_SCANS)))
     ref = open_case(hub, [(i, "member") for i in D.members(key)], purpose="dibao", consent_digest=scan,
                     operator="cw01", region="370304", reference_month=month)
     run = run_case(hub, ref)

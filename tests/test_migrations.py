@@ -11,7 +11,8 @@ from hedui.node.store import migrate, schema
 def test_migrations_reach_head_and_match_the_models(engine):
     assert migrate.current(engine) == migrate.head()
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), schema.load_all())
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"include_name": schema.include_name}),
+                                schema.load_all())
     assert diff == []
 
 

@@ -15,6 +15,7 @@ import tomllib
 import grpc
 import pytest
 import tomli_w
+from grpc_health.v1 import health_pb2
 
 from hedui.adapters.synthetic import resident
 from hedui.common.clock import FixedClock
@@ -168,6 +169,29 @@ def test_unreachable_source_backs_off_and_is_reported(bed, tmp_path):
     assert tax.metrics.registry.get_sample_value("hedui_directory_fetch_failures") == 1
     assert _refused(tax, "FETCH_FAILED") == 0   # not a refused directory: none arrived
     assert tax.directory.version == 1
+    # Reported in health as well: /readyz's info, without making the node unready (its
+    # directory is still valid, and it keeps serving until that one expires).
+    readiness = bed.servers["tax"].readiness
+    assert readiness.ready()[0] is True
+    pull = readiness.info()["directory_pull"]
+    assert (pull["failures"], pull["last_refusal"]) == (1, "FETCH_FAILED")
+    from hedui.node.ops_http import ops_app
+
+    body = _wsgi_json(ops_app(tax.metrics, readiness), "/readyz")
+    assert body["status"] == "ready" and body["info"]["directory_pull"]["failures"] == 1
+    # The source back: the next pull clears it.
+    tax.config.directory.sources = [str(bed.published)]
+    assert puller.tick() == 60.0
+    assert readiness.info()["directory_pull"]["failures"] == 0 and readiness.info()["directory_pull"]["last_refusal"] is None
+
+
+def _wsgi_json(app, path: str) -> dict:
+    import json
+
+    got: list = []
+    body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, lambda status, headers: got.append(status)))
+    assert got and got[0].startswith(("200", "503"))
+    return json.loads(body)
 
 
 def test_maintenance_flag_makes_cases_show_maintenance(bed):
@@ -181,10 +205,24 @@ def test_maintenance_flag_makes_cases_show_maintenance(bed):
     assert [(o.provider, o.status) for o in res.outcomes] == [("tax", "maintenance")]
     assert bed.runtime("tax").metrics.registry.get_sample_value(
         "hedui_rpc_total", {"method": "/hedui.v1.LookupService/Lookup", "code": "OK"}) is None   # never called
-    # The flag lifted: the next run asks tax again.
+    # Its own health says so once it has pulled the directory: /readyz's check and gRPC health.
+    tax = bed.servers["tax"]
+    assert _own_health(tax) == (True, health_pb2.HealthCheckResponse.SERVING)
+    tax.puller.tick()
+    ready, checks = tax.readiness.ready()
+    assert not ready and checks["maintenance"] == (False, "in maintenance by directory v2")
+    assert _own_health(tax) == (False, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # The flag lifted: the next run asks tax again, and tax is ready again.
     _publish(bed, version=3)
-    bed.servers["hub"].puller.tick()
+    _pull_all(bed)
     assert [o.status for o in run_case(hub, ref).outcomes] == ["ok"]
+    assert _own_health(tax) == (True, health_pb2.HealthCheckResponse.SERVING)
+
+
+def _own_health(ns) -> tuple[bool, int]:
+    """The node's readiness and its gRPC health for the node as a whole ("")."""
+    st = ns.health.Check(health_pb2.HealthCheckRequest(service=""), None).status
+    return ns.readiness.ready()[0], st
 
 
 def test_trust_anchor_must_match_the_authority_key(bed):

@@ -46,12 +46,18 @@ def bed(tmp_path, monkeypatch):
     tb.stop()
 
 
-def _evaluate(bed, *, purpose=common_pb2.PURPOSE_DIBAO) -> None:
+def _evaluate(bed, *, purpose=common_pb2.PURPOSE_DIBAO, shared: bool = False) -> None:
+    """One Evaluate hub → tax; ``shared``: over the hub's own cached channel (``rt.peers``, which
+    counts the caller's side of the outcome metric), else over a fresh client."""
     state = oprf.blind([ID])
+    req = pseudonym_pb2.EvaluateRequest(
+        context=common_pb2.RequestContext(purpose=purpose, case_ref=CASE_REF, request_id=os.urandom(16)),
+        epoch=1, blinded_elements=state.blinded)
+    if shared:
+        bed.runtime("hub").peers.get("tax").pseudonym.Evaluate(req, timeout=10)
+        return
     with PeerClient.to_member(bed.runtime("hub"), "tax") as c:
-        c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(
-            context=common_pb2.RequestContext(purpose=purpose, case_ref=CASE_REF, request_id=os.urandom(16)),
-            epoch=1, blinded_elements=state.blinded), timeout=10)
+        c.pseudonym.Evaluate(req, timeout=10)
 
 
 def _entries(rt, kind: str) -> list[dict]:
@@ -115,9 +121,53 @@ def test_refusals_by_reason_and_latency_by_method_and_peer(bed):
     assert sum(refused.values()) == 1 and all(r in Reason.__members__ for r in refused)
 
 
+def test_per_peer_success_rate_on_both_sides(bed):
+    """Issue 17 item 3: hedui_rpc_outcomes_total counts each call's outcome class by side,
+    method and peer, so success rate = ok / all per peer (docs/operations.md alert rule)."""
+    tax, hub = bed.runtime("tax"), bed.runtime("hub")
+    ev = "/hedui.v1.PseudonymService/Evaluate"
+    for _ in range(3):
+        _evaluate(bed, shared=True)
+    with pytest.raises(grpc.RpcError):
+        _evaluate(bed, purpose=0, shared=True)
+
+    def val(rt, side, outcome):
+        return rt.metrics.registry.get_sample_value(
+            "hedui_rpc_outcomes_total", {"side": side, "method": ev, "peer": "tax" if side == "called" else "hub",
+                                         "outcome": outcome}) or 0
+
+    # The provider counts what it served to the hub; the hub what it got from tax: the same story.
+    for rt, side in ((tax, "served"), (hub, "called")):
+        assert (val(rt, side, "ok"), val(rt, side, "refused"), val(rt, side, "error")) == (3, 1, 0), side
+    # A peer that does not answer counts as "unavailable" on the caller's side.
+    bed.stop(["tax"])
+    hub.peers.reset("tax")
+    with pytest.raises(grpc.RpcError):
+        _evaluate(bed, shared=True)
+    assert val(hub, "called", "unavailable") == 1 and val(hub, "called", "ok") == 3
+    # A streamed call to the stopped peer (the pin check refuses it before it goes out) counts
+    # as unavailable too, with its own method name, and still raises for the caller.
+    hub.peers.reset("tax")
+    stream = hub.peers.get("tax").pseudonym.GetTokenFilter(pseudonym_pb2.GetTokenFilterRequest(), timeout=5)
+    with pytest.raises(grpc.RpcError):
+        list(stream)
+    assert hub.metrics.registry.get_sample_value("hedui_rpc_outcomes_total", {
+        "side": "called", "method": "/hedui.v1.PseudonymService/GetTokenFilter", "peer": "tax", "outcome": "unavailable"}) == 1
+
+
+@pytest.mark.parametrize("code", list(grpc.StatusCode))
+def test_every_status_code_has_one_outcome_class(code):
+    from hedui.node.metrics import OUTCOMES, outcome_class
+
+    cls = outcome_class(code.name)
+    assert cls in OUTCOMES
+    assert (cls == "ok") == (code == grpc.StatusCode.OK)
+
+
 def test_no_label_carries_a_token_case_reference_or_identity(bed):
     tax, hub = bed.runtime("tax"), bed.runtime("hub")
     _evaluate(bed)
+    _evaluate(bed, shared=True)
     with pytest.raises(grpc.RpcError):
         _evaluate(bed, purpose=0)
     members = {m.code for m in tax.directory.msg.members} | {"?"}
@@ -133,6 +183,8 @@ def test_no_label_carries_a_token_case_reference_or_identity(bed):
         "python": lambda v: re.fullmatch(r"[0-9.]+", v),
         "grpc": lambda v: re.fullmatch(r"[0-9a-z.]+", v),
         "le": lambda v: True,
+        "side": lambda v: v in ("served", "called"),
+        "outcome": lambda v: v in ("ok", "refused", "busy", "unavailable", "error", "cancelled"),
     }
     for rt in (tax, hub):
         for name, ss in _samples(rt).items():

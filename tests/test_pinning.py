@@ -5,6 +5,7 @@ server; with it the call is refused (``SERVER_NOT_PINNED``) and the case records
 
 from __future__ import annotations
 
+import json
 import os
 
 import grpc
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from hedui.adapters.synthetic import resident
 from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient, channel_credentials
 from hedui.node.pinning import PinError, PinningInterceptor, server_fingerprint
 from hedui.node.testbed import MemberPlan, Testbed
@@ -81,6 +83,11 @@ def test_a_case_sent_to_the_wrong_server_records_the_refusal(bed):
     with hub.engine.connect() as c:
         reason = c.execute(select(case_answers.c.reason).where(case_answers.c.case_ref == ref, case_answers.c.provider == "tax")).scalar_one()
     assert "SERVER_NOT_PINNED" in reason
+    # ... and audited: the hub's query.failed entry for that request names the reason.
+    hub.audit.log.flush()
+    with hub.engine.connect() as c:
+        failed = [json.loads(bytes(e))["fields"] for e in c.execute(select(audit_entries.c.entry).where(audit_entries.c.kind == "query.failed")).scalars()]
+    assert any(f.get("case_ref") == ref and f["peer"] == "tax" and "SERVER_NOT_PINNED" in f["reason"] for f in failed)
     # Dialled through the node's own peers (the directory's pin), tax answers.
     assert run_case(hub, ref).complete
 

@@ -394,3 +394,32 @@ def test_a_request_id_taken_by_a_concurrent_request_is_a_replay_and_charges_noth
     assert e.value.reason == Reason.REPLAYED_REQUEST
     assert str(e.value) == f"context.request_id: {bytes(range(16)).hex()} was already used, want a fresh id"
     assert _counters(engine, LOOKUP) == {("m", MINUTE): 1}
+
+
+def test_two_writers_opening_the_same_window_both_count(engine):
+    """Node replicas sharing one store (issue 16): two transactions that both find no counter
+    for a new window must add up to 2, not fail on the counter's key. The first holds its
+    insert uncommitted while the second tries (it waits for the first, then adds to it)."""
+    import threading
+
+    from sqlalchemy import and_
+
+    c1 = engine.connect()
+    t1 = c1.begin()
+    assert policy._bump(c1, "hub", "M", "m", 42) == 1
+    got: list[int] = []
+
+    def second() -> None:
+        with engine.begin() as c2:
+            got.append(policy._bump(c2, "hub", "M", "m", 42))
+
+    th = threading.Thread(target=second)
+    th.start()
+    th.join(0.5)              # blocked behind the first writer's uncommitted row
+    t1.commit()
+    c1.close()
+    th.join(30)
+    assert got == [2]
+    with engine.connect() as c:
+        q = quota_counters.c
+        assert c.execute(select(q.count).where(and_(q.caller == "hub", q.window_start == 42))).scalar_one() == 2

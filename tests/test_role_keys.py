@@ -8,20 +8,26 @@ keep working with their single signing key (every other testbed in the suite).""
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from hedui.adapters.synthetic import resident
 from hedui.keys import dsse
 from hedui.keys.directory import ROLE_ANSWERS, ROLE_CHECKPOINTS, ROLE_COSIGNATURES, role_key_of
 from hedui.keys.errors import KeyFileError
 from hedui.keys.keyfile import PASSPHRASE_ENV, PURPOSE_ANSWER_SIGNING, PURPOSE_CHECKPOINT_SIGNING, PURPOSE_COSIGNING
+from hedui.keys.passphrase import forget
 from hedui.keys.rekey import PURPOSES
 from hedui.keys.signing import SigningKey
 from hedui.node.audit.errors import CheckpointError, UnknownKeyError
 from hedui.node.audit.note import Checkpoint, Signer, Verifiers, open_checkpoint
 from hedui.node.audit.recorder import origin_of
+from hedui.node.cli._app import app
 from hedui.node.errors import VerificationError
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
@@ -29,21 +35,37 @@ from hedui.node.verification.protocol import verify_answer
 from hedui.v1 import lookup_pb2
 
 SEED = 3
-ROLE_FILES = {"answer_key": ("answer-signing", PURPOSE_ANSWER_SIGNING, "answer_signing"),
-              "checkpoint_key": ("checkpoint-signing", PURPOSE_CHECKPOINT_SIGNING, "checkpoint_signing"),
-              "cosign_key": ("cosign-signing", PURPOSE_COSIGNING, "cosign_signing")}
-
 
 def _role_keys(tb: Testbed) -> None:
-    """Set-up step: every member gets a key per role, published and configured."""
+    """Set-up step: every member makes a key per role with ``hedui keys role-keys``; the
+    authority takes the lines of its request file into the directory spec, the member the
+    printed ``[keys]`` lines into node.toml."""
     for m in tb.members:
         d = tb.member_dir(m.code)
-        for spec_field, (stem, purpose, option) in ROLE_FILES.items():
-            k = SigningKey.generate(m.code)
-            k.save(d / f"{stem}.key", tb.passphrase.encode(), purpose=purpose)
-            k.save_public(d / f"{stem}.pub")
-            m.extra_spec[spec_field] = f"members/{m.code}/{stem}.pub"
-            m.extra_config.setdefault("keys", {})[option] = f"{stem}.key"
+        r = _cli(["--passphrase-file", str(_pw_file(tb)), "keys", "role-keys", "--dir", str(d),
+                                     "--member", m.code, "--json"])
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.output)
+        m.extra_spec.update(tomllib.loads(Path(out["request"]).read_text(encoding="utf-8")))
+        for line in out["config"]:
+            m.extra_config.setdefault("keys", {}).update(tomllib.loads(line.replace(str(d) + "/", "")))
+
+
+def _cli(args: list[str]):
+    """``hedui ARGS`` in this process; the passphrase it read from a file is forgotten after
+    (it is kept in memory for the process, and later testbeds use their own)."""
+    try:
+        return CliRunner().invoke(app, args)
+    finally:
+        forget()
+
+
+def _pw_file(tb: Testbed) -> Path:
+    p = tb.root / "member.pass"
+    if not p.exists():
+        p.write_text(tb.passphrase + "\n", encoding="utf-8")
+        p.chmod(0o600)
+    return p
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +128,31 @@ def test_a_key_file_of_one_role_does_not_open_as_another(bed):
     with pytest.raises(KeyFileError):
         SigningKey.load("tax", d / "answer-signing.key", bed.passphrase.encode(), purpose=PURPOSE_CHECKPOINT_SIGNING)
     SigningKey.load("tax", d / "answer-signing.key", bed.passphrase.encode(), purpose=PURPOSE_ANSWER_SIGNING)
+
+
+def test_role_keys_cli_refuses_to_overwrite_a_bad_role_and_a_bad_tag(bed, tmp_path):
+    d = bed.member_dir("tax")
+    pw = ["--passphrase-file", str(_pw_file(bed))]
+    r = _cli([*pw, "keys", "role-keys", "--dir", str(d), "--member", "tax"])
+    assert r.exit_code != 0 and "already exists" in r.output and "Traceback" not in r.output
+    r = _cli([*pw, "keys", "role-keys", "--dir", str(tmp_path), "--member", "tax", "--role", "receipts"])
+    assert r.exit_code != 0 and "role: got 'receipts'" in r.output and not list(tmp_path.iterdir())
+    r = _cli([*pw, "keys", "role-keys", "--dir", str(tmp_path), "--member", "tax", "--tag", "../x"])
+    assert r.exit_code != 0 and "tag:" in r.output and not list(tmp_path.iterdir())
+
+
+def test_role_keys_cli_rotates_one_role_beside_the_keys_in_use(bed):
+    """A rotation: new files under a tag, the ones in use untouched, the request names the new .pub."""
+    d = bed.member_dir("tax")
+    before = (d / "checkpoint-signing.key").read_bytes()
+    r = _cli(["--passphrase-file", str(_pw_file(bed)), "keys", "role-keys", "--dir", str(d), "--member", "tax",
+                                 "--role", "checkpoints", "--tag", "2027", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["spec"] == ['checkpoint_key = "members/tax/checkpoint-signing-2027.pub"']
+    assert tomllib.loads(Path(out["request"]).read_text(encoding="utf-8")) == {"checkpoint_key": "members/tax/checkpoint-signing-2027.pub"}
+    assert (d / "checkpoint-signing.key").read_bytes() == before
+    new = d / "checkpoint-signing-2027.key"
+    assert new.stat().st_mode & 0o777 == 0o600
+    k = SigningKey.load("tax", new, bed.passphrase.encode(), purpose=PURPOSE_CHECKPOINT_SIGNING)
+    assert k.public.raw != bed.runtime("tax").signer_for(ROLE_CHECKPOINTS).public.raw

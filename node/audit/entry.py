@@ -30,6 +30,7 @@ filter.sent         request_id, peer, purpose, epoch, count                    p
 filter.received     request_id, peer, epoch, count, header_digest              hub
 filter.refused      request_id, peer, reason                                   hub
 crosscheck.run      check, operator, population, count_only                    hub
+crosscheck.viewed   run_id, operator, count (a run's hits read, masked)        hub
 case.opened         case_ref, purpose, operator, consent_digest                hub
 consent.revoked     consent_digest (of the signed record), operator, serial    hub
 consent.refused     consent_digest (of the scan), operator, outcome            hub
@@ -87,6 +88,7 @@ class Kind(enum.StrEnum):
     FILTER_RECEIVED = "filter.received"
     FILTER_REFUSED = "filter.refused"
     CROSSCHECK_RUN = "crosscheck.run"
+    CROSSCHECK_VIEWED = "crosscheck.viewed"
     NOTICE_SENT = "notice.sent"
     NOTICE_RECEIVED = "notice.received"
     RECEIPT = "receipt"
@@ -127,6 +129,7 @@ REQUIRED_FIELDS: Mapping[Kind, frozenset[str]] = {
     Kind.FILTER_RECEIVED: frozenset({"request_id", "peer", "epoch", "count", "header_digest"}),
     Kind.FILTER_REFUSED: frozenset({"request_id", "peer", "reason"}),
     Kind.CROSSCHECK_RUN: frozenset({"check", "operator", "population", "count_only"}),
+    Kind.CROSSCHECK_VIEWED: frozenset({"run_id", "operator", "count"}),
     Kind.NOTICE_SENT: frozenset({"request_id", "peer", "request_digest"}),
     Kind.NOTICE_RECEIVED: frozenset({"request_id", "peer", "request_digest", "outcome"}),
     Kind.RECEIPT: frozenset({"request_id", "peer", "answer_digest"}),

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import Engine, and_, select
 
 from hedui.common.clock import DEFAULT_ZONE, fmt_instant, zone
 from hedui.node.audit.entry import utc
@@ -93,66 +93,77 @@ def export(
         if not 0 <= start <= end <= size:
             raise InvalidArgument(f"range: got [{start}, {end}), want 0 <= start <= end <= {size}")
         frontier = tree.compact_range(start)
-        digest = hashlib.sha256()
-        counts = {"checkpoint": 0, "cosignature": 0, "fork": 0}
         tmp = out.with_name(out.name + ".part")
-        with open(tmp, "wb") as f, eng.connect() as conn:
-
-            def emit(obj: Mapping[str, Any]) -> None:
-                b = _line(obj)
-                digest.update(b)
-                f.write(b)
-
-            emit({
-                "type": "header", "format": EXPORT_FORMAT, "origin": tree.origin, "start": start,
-                "end": end, "tree_size": size, "tile_height": tree.tile_height,
-                "frontier": [b64(h) for h in frontier], "exported_at": iso(now),
-                "time_zone": zone_.key, "exported_at_local": fmt_instant(now, zone_, seconds=True),
-            })
-            t = audit_checkpoints
-            for r in conn.execute(
-                select(t).where(and_(t.c.size >= start, t.c.size <= end)).order_by(t.c.id)
-            ):
-                emit({"type": "checkpoint", "size": int(r.size), "note": r.note, "created_at": iso(utc(r.created_at))})
-                counts["checkpoint"] += 1
-            t = audit_cosignatures
-            for r in conn.execute(select(t).order_by(t.c.id)):
-                emit({"type": "cosignature", "peer": r.peer, "peer_note": r.peer_note,
-                      "cosignature": r.cosignature, "created_at": iso(utc(r.created_at))})
-                counts["cosignature"] += 1
-            t = audit_forks
-            for r in conn.execute(select(t).order_by(t.c.id)):
-                emit({"type": "fork", "peer": r.peer, "origin": r.origin, "reason": r.reason,
-                      "size_a": int(r.size_a), "note_a": r.note_a, "size_b": int(r.size_b),
-                      "note_b": r.note_b, "proof": r.proof, "created_at": iso(utc(r.created_at))})
-                counts["fork"] += 1
-            t = audit_entries
-            n = 0
-            stmt = (
-                select(t.c.seq, t.c.entry)
-                .where(and_(t.c.seq >= start, t.c.seq < end))
-                .order_by(t.c.seq)
-                .execution_options(yield_per=10_000)
-            )
-            for seq, data in conn.execute(stmt):
-                b = b'{"type":"entry","seq":%d,"entry":"%s"}\n' % (seq, base64.b64encode(data))
-                digest.update(b)
-                f.write(b)
-                n += 1
-                if progress and n % PROGRESS_EVERY == 0:
-                    progress(n, end - start)
-            if n != end - start:
-                raise NotFound(f"the store has {n} entries in [{start}, {end}), want {end - start}")
-            sha = digest.hexdigest()
-            f.write(_line({"type": "footer", "entries": n, "checkpoints": counts["checkpoint"],
-                           "cosignatures": counts["cosignature"], "forks": counts["fork"], "sha256": sha}))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            summary = _write(eng, tree, tmp, start, end, size, frontier, now, zone_, progress)
+        except BaseException:
+            # Nothing half-written stays behind (issue 13: a full disk mid-export).
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, out)
         if progress:
             progress(end - start, end - start)
-        return ExportSummary(out, tree.origin, start, end, n, counts["checkpoint"], counts["cosignature"],
-                             counts["fork"], sha)
+        return ExportSummary(out, *summary)
+
+
+def _write(eng: Engine, tree: TreeReader, tmp: Path, start: int, end: int, size: int, frontier: list[bytes],
+           now: datetime, zone_: ZoneInfo, progress: Progress | None) -> tuple[str, int, int, int, int, int, int, str]:
+    """Writes the export to ``tmp`` (fsynced); returns the summary's fields after ``path``."""
+    digest = hashlib.sha256()
+    counts = {"checkpoint": 0, "cosignature": 0, "fork": 0}
+    with open(tmp, "wb") as f, eng.connect() as conn:
+
+        def emit(obj: Mapping[str, Any]) -> None:
+            b = _line(obj)
+            digest.update(b)
+            f.write(b)
+
+        emit({
+            "type": "header", "format": EXPORT_FORMAT, "origin": tree.origin, "start": start,
+            "end": end, "tree_size": size, "tile_height": tree.tile_height,
+            "frontier": [b64(h) for h in frontier], "exported_at": iso(now),
+            "time_zone": zone_.key, "exported_at_local": fmt_instant(now, zone_, seconds=True),
+        })
+        t = audit_checkpoints
+        for r in conn.execute(
+            select(t).where(and_(t.c.size >= start, t.c.size <= end)).order_by(t.c.id)
+        ):
+            emit({"type": "checkpoint", "size": int(r.size), "note": r.note, "created_at": iso(utc(r.created_at))})
+            counts["checkpoint"] += 1
+        t = audit_cosignatures
+        for r in conn.execute(select(t).order_by(t.c.id)):
+            emit({"type": "cosignature", "peer": r.peer, "peer_note": r.peer_note,
+                  "cosignature": r.cosignature, "created_at": iso(utc(r.created_at))})
+            counts["cosignature"] += 1
+        t = audit_forks
+        for r in conn.execute(select(t).order_by(t.c.id)):
+            emit({"type": "fork", "peer": r.peer, "origin": r.origin, "reason": r.reason,
+                  "size_a": int(r.size_a), "note_a": r.note_a, "size_b": int(r.size_b),
+                  "note_b": r.note_b, "proof": r.proof, "created_at": iso(utc(r.created_at))})
+            counts["fork"] += 1
+        t = audit_entries
+        n = 0
+        stmt = (
+            select(t.c.seq, t.c.entry)
+            .where(and_(t.c.seq >= start, t.c.seq < end))
+            .order_by(t.c.seq)
+            .execution_options(yield_per=10_000)
+        )
+        for seq, data in conn.execute(stmt):
+            b = b'{"type":"entry","seq":%d,"entry":"%s"}\n' % (seq, base64.b64encode(data))
+            digest.update(b)
+            f.write(b)
+            n += 1
+            if progress and n % PROGRESS_EVERY == 0:
+                progress(n, end - start)
+        if n != end - start:
+            raise NotFound(f"the store has {n} entries in [{start}, {end}), want {end - start}")
+        sha = digest.hexdigest()
+        f.write(_line({"type": "footer", "entries": n, "checkpoints": counts["checkpoint"],
+                       "cosignatures": counts["cosignature"], "forks": counts["fork"], "sha256": sha}))
+        f.flush()
+        os.fsync(f.fileno())
+    return (tree.origin, start, end, n, counts["checkpoint"], counts["cosignature"], counts["fork"], sha)
 
 
 # -- reading an export -------------------------------------------------------------------

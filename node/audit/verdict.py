@@ -56,6 +56,9 @@ class VerifyReport:
     cosignatures: int = 0
     latest_checkpoint_size: int | None = None
     latest_checkpoint_time: int | None = None
+    #: The signed note of the newest checkpoint, when the entries re-derive its root: what an
+    #: officer keeps as the next ``--trusted-checkpoint`` (``audit verify --save-checkpoint``).
+    latest_checkpoint_note: str | None = None
     unsigned_tail: int = 0
     peer_forks: int = 0
     #: Checkpoints of this log that peers cosigned and that verified (trusted sizes).

@@ -191,6 +191,7 @@ def _verify_all(
     report.origin, report.start = meta.origin, meta.start
     # 1. Checkpoints: signatures (c2sp.org/signed-note), bodies (c2sp.org/tlog-checkpoint).
     valid: list[tuple[Checkpoint, int | None]] = []
+    notes: list[str] = []  # the signed note of each valid checkpoint (the one to keep, below)
     report.checkpoints = len(meta.checkpoints)
     for i, rec in enumerate(meta.checkpoints):
         try:
@@ -209,6 +210,7 @@ def _verify_all(
             created = parse_iso(rec.get("created_at"))
             t = int(created.timestamp()) if created else None
         valid.append((cp, t))
+        notes.append(rec.get("note", ""))
     report.checkpoints_verified = len(valid)
     # 2. Forks among our own checkpoints: same size, other root.
     by_size: dict[int, set[bytes]] = defaultdict(set)
@@ -277,6 +279,10 @@ def _verify_all(
     if valid:
         latest_cp, latest_t = valid[-1]
         report.latest_checkpoint_size, report.latest_checkpoint_time = latest_cp.size, latest_t
+        if roots.get(latest_cp.size) == latest_cp.root:
+            # What the officer keeps and passes as --trusted-checkpoint next time: only a
+            # checkpoint whose root the entries re-derived.
+            report.latest_checkpoint_note = notes[-1]
         report.unsigned_tail = max(0, end - max(cp.size for cp, _ in valid))
         if report.unsigned_tail:
             report._add(Verdict.UNSIGNED_TAIL, f"{report.unsigned_tail} entries after the newest signed checkpoint "

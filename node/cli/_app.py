@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from hedui.node.cli import audit, calendar, case, console, crosscheck, directory, leads, notices
+from hedui.node.cli import audit, calendar, case, consent, console, crosscheck, directory, leads, notices
 from hedui.node.cli.demo import demo
 from hedui.node.cli.keys import app as keys_app
 from hedui.node.cli.keys_show import register as _register_keys_show
@@ -64,6 +64,7 @@ app.command("demo")(demo)
 
 app.add_typer(audit.app, name="audit", help="Security officer: export, verify, prove and reconcile audit logs.")
 app.add_typer(case.app, name="case", help="Caseworker: open, run, report and verify household verification cases.")
+app.add_typer(consent.app, name="consent", help="Hub: consent records; revoke one (providers refuse it from the next request on).")
 app.add_typer(notices.app, name="notices", help="Department: run detection rules and push notices.")
 app.add_typer(leads.leads_app, name="leads", help="Hub: discovery leads.")
 app.add_typer(leads.referrals_app, name="referrals", help="Hub: referral slips (线索转办单) and their deadlines.")

@@ -91,19 +91,63 @@ def cli_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any):
         refuse_identity_arguments(args, kwargs)
+        _forget_final_failures()  # only this command's count
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         except typer.Exit:
+            _unsigned_at_exit()
             raise
         except HeduiError as exc:
             fail(exc.message)
         except KeyboardInterrupt:
             fail("interrupted", 130)
-        except Exception as exc:  # a bug: say so plainly, log details at debug level
+        except Exception as exc:
+            if _is_storage_full(exc):
+                fail(f"store: could not write ({_one_line(exc)}): the disk is full, a file size limit was reached or the disk failed; "
+                     "the step that failed was not stored (each write is one transaction) — free space and run again")
+            # a bug: say so plainly, log details at debug level
             logging.getLogger("hedui.cli").debug("unexpected error", exc_info=True)
             fail(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''} (run with HEDUI_DEBUG=1 for details)")
+        _unsigned_at_exit()
+        return out
 
     return wrapper
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+#: What SQLite and the OS say when a write finds no room (ENOSPC, EFBIG past RLIMIT_FSIZE):
+#: SQLite reports a short write as "disk I/O error" and a full database as "database or disk
+#: is full".
+_FULL = ("database or disk is full", "disk i/o error", "no space left on device", "file too large")
+
+
+def _is_storage_full(exc: BaseException) -> bool:
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG):
+        return True
+    text = str(exc).lower()
+    return type(exc).__name__ in ("OperationalError", "DiskFull") and any(t in text for t in _FULL)
+
+
+def _forget_final_failures() -> None:
+    from hedui.node.audit.recorder import final_failures
+
+    final_failures()
+
+
+def _unsigned_at_exit() -> None:
+    """A process that appended audit entries and could not sign them before exiting says so
+    and exits 1 (issue 13): its entries stay unsigned until the node signs again."""
+    from hedui.node.audit.recorder import final_failures
+
+    failures = final_failures()
+    if failures:
+        fail(f"audit: could not sign the final checkpoint ({failures[0]}); this run's entries stay unsigned "
+             "(`hedui audit verify` says UNSIGNED_TAIL) until the node signs — free space and start the node")
 
 
 def emit_json(obj: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -233,6 +234,11 @@ def verify_cmd(
         typer.Option("--peer", help="A peer's export file or store URL: its cosignatures of this log are trusted "
                      "sizes (TRUNCATED if the log is shorter); repeatable."),
     ] = None,
+    save_checkpoint: Annotated[
+        Path | None,
+        typer.Option("--save-checkpoint", help="Write the newest checkpoint here (a signed note) when it verified: "
+                     "keep it and pass it as --trusted-checkpoint next time."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-derive the Merkle tree and check every checkpoint, cosignature and proof."""
@@ -258,7 +264,32 @@ def verify_cmd(
             _out.print(f"  [red]{p.verdict.name}[/]: {escape(p.message)}", soft_wrap=True)
         for n in r.notes:
             _out.print(f"  note: {escape(n)}", soft_wrap=True)
+    if save_checkpoint is not None:
+        _save_checkpoint(r, save_checkpoint, as_json)
     raise typer.Exit(int(r.verdict))
+
+
+#: Verdicts under which the newest checkpoint is still one to trust: it verified and the
+#: entries re-derive its root (an unsigned tail or a stale log do not make it false).
+_SAVABLE = (audit_verdict.Verdict.OK, audit_verdict.Verdict.UNSIGNED_TAIL, audit_verdict.Verdict.STALE)
+
+
+def _save_checkpoint(r, path: Path, as_json: bool) -> None:
+    """Writes the newest verified checkpoint note whole or not at all (temporary file, then
+    rename): a half-written trusted checkpoint would fail the next verification."""
+    if r.verdict not in _SAVABLE or not r.latest_checkpoint_note:
+        _err.print(f"--save-checkpoint: not written: verdict {r.verdict.name} (only a checkpoint that verified is "
+                   "kept)", markup=False, highlight=False)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(r.latest_checkpoint_note, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _fail(f"--save-checkpoint {path}: cannot write ({exc.strerror})", 2) from None
+    if not as_json:
+        _out.print(f"saved checkpoint of size {r.latest_checkpoint_size} to {escape(str(path))}")
 
 
 @app.command("proof")

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from hedui.node.cli._common import as_of_clock, cli_errors, console, emit_json, fail
+from hedui.node.cli._common import as_of_clock, cli_errors, console, emit_json, err_console, fail
 
 app = typer.Typer(no_args_is_help=True)
 _CONFIG = typer.Option(..., "--config", "-c", help="The hub's node.toml")
@@ -161,21 +161,58 @@ def run(
             res = run_case(rt, case_ref, timeout=timeout, retries=retries)
     finally:
         rt.close()
+    from hedui.node.verification.advice import for_gap, for_outcome
+
+    providers = []
+    for o in res.outcomes:
+        a = for_outcome(o.status, o.reason)
+        providers.append({**o.__dict__, "advice": None if a is None else {"kind": a.kind, "text": a.text}})
+    gaps = []
+    for g in res.missing:
+        a = for_gap(g["why"])
+        gaps.append({**g, "advice": {"kind": a.kind, "text": a.text}})
+    incomplete = res.status != "complete"
     out = {"case_ref": res.case_ref, "complete": res.complete, "status": res.status, "seconds": round(res.seconds, 3),
-           "providers": [o.__dict__ for o in res.outcomes]}
+           "providers": providers, "missing": gaps, "exit_code": EXIT_INCOMPLETE if incomplete else 0}
     if json_out:
         emit_json(out)
-        return
-    t = Table(title=f"case {case_ref}")
-    for col in ("department", "status", "attempts", "reason"):
-        t.add_column(col)
-    for o in res.outcomes:
-        t.add_row(o.provider, o.status, str(o.attempts), o.reason)
-    console.print(t)
-    if not res.complete:
-        console.print("[yellow]incomplete[/]: run again later to complete the missing departments")
-    elif res.status != "complete":
-        console.print("[yellow]report incomplete[/]: a needed figure is not current or not offered (see the report)")
+    else:
+        t = Table(title=f"case {case_ref}")
+        for col in ("department", "status", "attempts", "reason"):
+            t.add_column(col)
+        for o in res.outcomes:
+            t.add_row(o.provider, o.status, str(o.attempts), o.reason)
+        console.print(t)
+        if incomplete:
+            _print_why(providers, gaps)
+    if incomplete:
+        # Issue 13: an incomplete case never exits 0, and shows no income total (the report
+        # withholds it too, docs/caseworker.md); the reason per department went above.
+        raise typer.Exit(EXIT_INCOMPLETE)
+
+
+#: ``case run``: the case is incomplete (a department did not answer usably, or the report
+#: cannot conclude); each cause and what to do was printed (docs/caseworker.md).
+EXIT_INCOMPLETE = 4
+
+
+def _print_why(providers: list[dict], gaps: list[dict]) -> None:
+    for p in providers:
+        if p["advice"] is not None:
+            err_console.print(f"incomplete: {p['provider']}: {p['advice']['text']}", markup=False, highlight=False,
+                              soft_wrap=True)
+    seen = set()
+    for g in gaps:
+        where = f"{g['provider']}.{g['field']}" if g["provider"] else g["field"] or "household"
+        key = (where, g["why"])
+        if key in seen:
+            continue  # one line per department field and cause, not one per member
+        seen.add(key)
+        dd = f", data date {g['data_date']}" if g.get("data_date") else ""
+        err_console.print(f"incomplete: {where}: {g['why']}{dd}: {g['advice']['text']}", markup=False,
+                          highlight=False, soft_wrap=True)
+    err_console.print("incomplete case: no income total (the report names what is missing); exit 4",
+                      markup=False, highlight=False)
 
 
 class _Null:

@@ -88,6 +88,8 @@ def serve(
     idle_minutes: int = typer.Option(15, min=1, max=240, help="Sign out after this many idle minutes"),
     max_upload_mb: int = typer.Option(10, min=1, max=100, help="Largest 授权书 scan accepted, MB"),
     keep_consent_scans: Path | None = typer.Option(None, help="Keep the 授权书 scans in this folder (default: keep only the digest)"),
+    checks_dir: Path | None = typer.Option(None, "--checks-dir",
+                                           help="Folder of cross-check files (*.toml) supervisors may run from the console"),
 ) -> None:
     """Serve the caseworkers' web console (核对工作台) for this hub."""
     if ctx.invoked_subcommand is not None:
@@ -99,6 +101,8 @@ def serve(
     host, port, secure = check_listen(listen, tls=tls_cert is not None, insecure_http=insecure_http)
     if keep_consent_scans is not None and not keep_consent_scans.is_dir():
         fail(f"--keep-consent-scans {keep_consent_scans}: got no such folder, want an existing folder")
+    if checks_dir is not None and not checks_dir.is_dir():
+        fail(f"--checks-dir {checks_dir}: got no such folder, want an existing folder")
     import uvicorn
 
     from hedui.common.clock import DEFAULT_ZONE, SystemClock
@@ -113,6 +117,7 @@ def serve(
         clock = SystemClock(getattr(rt.directory.msg, "time_zone", "") or DEFAULT_ZONE)
         settings = ConsoleSettings(users_path=users_path, idle_minutes=idle_minutes,
                                    consent_max_bytes=max_upload_mb * 1024 * 1024, keep_consent_dir=keep_consent_scans,
+                                   checks_dir=checks_dir,
                                    secure_cookies=secure, hsts=tls_cert is not None)
         web = create_app(rt, clock, settings)
         if not users_path.exists():

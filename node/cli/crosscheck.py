@@ -57,7 +57,7 @@ def run(
     if json_out:
         emit_json(out)
         return
-    console.print(f"[bold]{res.name}[/] as of {res.day}: population {res.population}, "
+    console.print(f"[bold]{res.name}[/] (run {res.run_id}) as of {res.day}: population {res.population}, "
                   f"invalid lines {', '.join(map(str, res.invalid_lines)) or 'none'}")
     t = Table(title="hits by criterion")
     t.add_column("criterion")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from hedui.common.clock import fmt_instant
 from hedui.keys import federation as fed
@@ -14,7 +15,7 @@ from hedui.keys.errors import KeyFileError
 from hedui.keys.keyfile import passphrase
 from hedui.keys.passphrase import CA_PASSPHRASE_ENV, DIRECTORY_PASSPHRASE_ENV, provide, read_fd, read_file
 from hedui.keys.signing import load_public
-from hedui.node.cli._common import cli_errors, console, emit_json, fail, wall_clock
+from hedui.node.cli._common import cli_errors, console, emit_json, err_console, fail, wall_clock
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -75,10 +76,47 @@ def init_member(
     dir: Path = typer.Option(..., "--dir", help="Member folder to create"),
     member: str = typer.Option(..., help="Member code, e.g. tax"),
     host: str = typer.Option(..., help="Endpoint host name or IP (becomes the certificate SAN)"),
+    role_keys: bool = typer.Option(False, "--role-keys", help="Also create a signing key per role (answers, checkpoints, cosignatures)"),
 ) -> None:
     """Member side: TLS key + CSR and the Ed25519 signing key. Send tls.csr and signing.pub to the authority."""
-    m = fed.init_member(dir, member, host, passphrase())
+    pw = passphrase()
+    m = fed.init_member(dir, member, host, pw)
     console.print(f"created {m.tls_csr} and {m.signing_pub}; private keys stay in {m.root}")
+    if role_keys:
+        _report_role_keys(fed.init_role_keys(dir, member, pw, list(fed.ROLE_FILES)), member)
+
+
+@app.command("role-keys")
+@cli_errors
+def role_keys_cmd(
+    dir: Path = typer.Option(..., "--dir", help="Member folder (where the node's key files live)"),
+    member: str = typer.Option(..., help="Member code, e.g. tax"),
+    role: list[str] = typer.Option(
+        ["answers", "checkpoints", "cosignatures"], "--role", help="answers (and receipts, notices, consent) | checkpoints | cosignatures"
+    ),
+    tag: str = typer.Option("", "--tag", help="Put in the file names, e.g. 2027, to rotate beside the keys in use"),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Member side: a signing key per role (issue 18), and role-keys-request.toml for the
+    authority (the directory entry's answer_key / checkpoint_key / cosign_key lines). The
+    passphrase as for every member key (``hedui --passphrase-file F keys role-keys …``)."""
+    r = fed.init_role_keys(dir, member, passphrase(), role, tag=tag)
+    if json_out:
+        emit_json({"keys": {k: {"key": str(a), "pub": str(b)} for k, (a, b) in r.keys.items()}, "request": str(r.request),
+                   "spec": r.spec_lines(member), "config": r.config_lines()})
+    else:
+        _report_role_keys(r, member)
+
+
+def _report_role_keys(r: fed.RoleKeys, member: str) -> None:
+    for role, (key, pub) in r.keys.items():
+        console.print(f"{role}: {key} (public {pub.name})")
+    console.print(f"send {r.request.name} and the .pub files to the authority; its directory entry for {member} gets:")
+    for line in r.spec_lines(member):
+        console.print(f"  {line}", markup=False)
+    console.print("once a directory listing them is in force, add to node.toml [keys] (paths relative to node.toml) and restart:")
+    for line in r.config_lines():
+        console.print(f"  {line}", markup=False)
 
 
 @app.command("issue")
@@ -118,7 +156,7 @@ def sign_directory(
     take_passphrase(directory_passphrase_file, directory_passphrase_fd, env=DIRECTORY_PASSPHRASE_ENV, option="--directory-passphrase")
     a = fed.AuthorityDir(authority, signing_key)
     v = fed.sign_directory_file(a, spec, out, passphrase(env=DIRECTORY_PASSPHRASE_ENV), now=wall_clock().now(),
-                                time_zone=time_zone)
+                                time_zone=time_zone, warn=lambda m: err_console.print(f"[bold yellow]warning[/]: {escape(m)}"))
     console.print(f"signed directory v{v} → {out}")
 
 

@@ -44,13 +44,32 @@ def migrate_cmd(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--
     cfg = load_config(config)
     eng = open_engine(cfg.store_url())
     try:
-        before, after = migrate.upgrade(eng)
+        before, after = migrate.upgrade(eng, index_partitions=cfg.store.index_partitions)
     finally:
         eng.dispose()
     if json_out:
         emit_json({"before": before, "after": after})
     else:
         console.print(f"store schema: {before or 'empty'} → {after}")
+
+
+def check_read_replica(rt) -> list[str]:  # type: ignore[no-untyped-def]
+    """``[store] read_database_url`` (issue 16): reachable, and a streaming replica (hot
+    standby) — lookups would otherwise read a server that the primary's writes never reach."""
+    if rt.read_engine is None:
+        return []
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with rt.read_engine.connect() as c:
+            standby = c.execute(text("SELECT pg_is_in_recovery()")).scalar()
+    except DBAPIError as exc:
+        return [f"store.read_database_url: cannot connect ({type(exc.orig).__name__})"]
+    if not standby:
+        return ["store.read_database_url: the server is not in recovery, want a streaming replica (hot standby) "
+                "of store.url"]
+    return []
 
 
 @app.command("check")
@@ -84,6 +103,7 @@ def check(config: Path = _CONFIG, json_out: bool = typer.Option(False, "--json")
             until = fmt_instant(rt.directory.expires_at, rt.clock.zone)
             problems += _check_hub_routing(rt)
             problems += _hub_rules_problems(rt)
+            problems += check_read_replica(rt)
         finally:
             rt.close()
     if cfg.provider is not None and cfg.provider.mapping_paths():
@@ -178,7 +198,7 @@ def _build(cfg, seed_path: Path, epoch: int, *, full: bool, workers: int | None,
     eng = open_engine(cfg.store_url())
     outs: list[dict] = []
     try:
-        migrate.upgrade(eng)
+        migrate.upgrade(eng, index_partitions=cfg.store.index_partitions)
         from hedui.node.cli._common import progress_bar
 
         # Every source of the node into one index (DESIGN-12: several mappings per node).

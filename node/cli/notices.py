@@ -170,7 +170,8 @@ def _print_detections(rows: list[dict], run_date: date, tail: str) -> None:
     console.print(f"{len(rows)} detection(s) for {run_date}{tail}")
 
 
-#: ``notices detect`` could not use more rows than ``provider.max_unusable_share`` allows.
+#: ``notices detect`` could not use more rows than ``provider.max_unusable_share`` allows,
+#: or the export is truncated (docs/discovery.md).
 EXIT_UNUSABLE = 3
 
 
@@ -194,14 +195,25 @@ def _detect_on_node(config: Path, as_of: str | None, json_out: bool) -> None:
         emit_json(out)
     else:
         _print_detections(out["detections"], run_date,
-                          f"; {run.queued} newly queued; {run.records} record(s) read, {run.problems} row(s) unusable")
+                          f"; {run.queued} newly queued; {run.records} record(s) read, {run.problems} row(s) unusable, "
+                          f"{run.skipped} skipped by the mapping's filters")
+        # Problem rows and skipped rows apart (issue 13): a row with a bad identity is
+        # "unusable", a row the mapping filters out (an organisation, another region) "skipped".
         for p in run.problem_rows:
             err_console.print(f"unusable row {p.locator}: {p.reason}", markup=False, highlight=False, soft_wrap=True)
         if run.problems > len(run.problem_rows):
             err_console.print(f"... and {run.problems - len(run.problem_rows)} more unusable row(s)", markup=False)
+        for loc, why in run.skipped_rows:
+            err_console.print(f"skipped row {loc}: {why}", markup=False, highlight=False, soft_wrap=True)
+        if run.skipped > len(run.skipped_rows):
+            err_console.print(f"... and {run.skipped - len(run.skipped_rows)} more skipped row(s)", markup=False)
+    if run.truncated is not None:
+        fail(f"detection: the export ends inside the row at {run.truncated} (a truncated export, or a quote never "
+             f"closed): the rows after it are missing; {run.problems} of {run.records + run.problems} row(s) could "
+             "not be used; fetch the complete export and run again", EXIT_UNUSABLE)
     if run.too_many_unusable:
-        # A truncated or undecodable export must not pass for a run that found nothing
-        # (issue 13): what was found is queued, but the period is not marked done.
+        # An undecodable export must not pass for a run that found nothing (issue 13): what
+        # was found is queued, but the period is not marked done.
         fail(f"detection: {run.problems} of {run.records + run.problems} row(s) could not be used "
              f"({100 * run.unusable_share:.1f}%, provider.max_unusable_share allows {100 * run.max_unusable_share:.1f}%); "
              "fix the export or the mapping and run again", EXIT_UNUSABLE)

@@ -47,6 +47,10 @@ class ConsoleSettings:
     secure_cookies: bool = True  # off only for --insecure-http on a non-loopback address
     hsts: bool = False
     run_timeout: float = 10.0
+    #: Check files (``*.toml``, docs/crosscheck.md) supervisors may run from the console; None: none.
+    checks_dir: Path | None = None
+    #: Deadline per provider call of a cross-check run from the console, seconds.
+    crosscheck_timeout: float = 60.0
 
     @property
     def max_body(self) -> int:
@@ -161,6 +165,7 @@ def _error_page(request: Request, status: int, message: str) -> HTMLResponse:
 def create_app(rt, clock: Clock, settings: ConsoleSettings) -> FastAPI:
     from hedui.node.console.routes import auth as auth_routes
     from hedui.node.console.routes import cases as case_routes
+    from hedui.node.console.routes import crosscheck as crosscheck_routes
     from hedui.node.console.routes import discovery as discovery_routes
 
     console = Console(rt, clock, settings)
@@ -176,6 +181,7 @@ def create_app(rt, clock: Clock, settings: ConsoleSettings) -> FastAPI:
     app.include_router(auth_routes.router)
     app.include_router(case_routes.router)
     app.include_router(discovery_routes.router)
+    app.include_router(crosscheck_routes.router)
 
     @app.get("/")
     async def home() -> RedirectResponse:

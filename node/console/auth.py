@@ -53,6 +53,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "referral.respond": _WORKERS,
     "referral.escalate": frozenset({"supervisor"}),
     "report.monthly": _ALL,
+    "crosscheck.view": _ALL,  # runs and their hits (masked), audited
+    "crosscheck.run": frozenset({"supervisor"}),  # orders a check of a whole population
 }
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HASHER = PasswordHasher()  # argon2id, RFC 9106 second recommended parameters (64 MiB, t=3)

@@ -13,6 +13,7 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from hedui.adapters.idnum import InvalidIdentity, normalize
+from hedui.node.crosscheck import history as _crosscheck
 from hedui.node.discovery import report as _monthly
 from hedui.node.discovery import worklist
 from hedui.node.discovery.hub import Hub, load_hub
@@ -29,6 +30,7 @@ __all__ = [
     "review_case", "show_members", "discovery_hub", "lead_row", "sealing_key", "leads_page", "event_types", "open_details",
     "respond", "escalate", "referrals_page", "monthly", "not_current_count", "department_names", "towns",
     "OUTCOMES", "PROGRAMMES", "DECISIONS", "hub_region", "mask_identity",
+    "crosscheck_runs", "crosscheck_run", "crosscheck_hits", "crosscheck_files", "run_crosscheck", "crosscheck_rules",
 ]
 
 CASE_PURPOSES = ("dibao", "tekun", "temporary_assistance", "periodic_review")
@@ -138,3 +140,38 @@ def hub_region(rt) -> str:
     me = rt.directory.by_code.get(rt.member)
     return getattr(me, "region", "") if me is not None else ""
 
+
+
+# -- cross-checks (issue 15 item 4; node/crosscheck/history.py) --------------------------------
+
+crosscheck_files = _crosscheck.available_checks
+
+
+def crosscheck_runs(rt, *, limit: int, offset: int) -> list[_crosscheck.RunSummary]:
+    return _crosscheck.list_runs(rt.engine, limit=limit, offset=offset)
+
+
+def crosscheck_run(rt, run_id: int) -> _crosscheck.RunSummary:
+    return _crosscheck.run_summary(rt.engine, run_id)
+
+
+def crosscheck_hits(rt, run_id: int, *, operator: str, reason: str | None, limit: int, offset: int) -> list[dict]:
+    # run_hits records crosscheck.viewed with the operator (audited in the domain).
+    return _crosscheck.run_hits(rt, run_id, operator=operator, reason=reason, limit=limit, offset=offset)
+
+
+def run_crosscheck(rt, folder, file_name: str, *, operator: str, count_only: bool, timeout: float) -> int:
+    # run_check records crosscheck.run (and every provider call) with the operator.
+    return _crosscheck.run_named_check(rt, folder, file_name, operator=operator, count_only=count_only, timeout=timeout)
+
+
+def crosscheck_rules(rt, summary: _crosscheck.RunSummary) -> dict[str, tuple[str, str]]:
+    """criterion -> (field description, "description ≥ value") in the words of the
+    department's catalogue (the signed directory), for people reading the page."""
+    out = {}
+    for name, c in summary.criteria.items():
+        m = rt.directory.by_code.get(c["department"])
+        desc = next((f.description for f in m.fields if f.name == c["field"]), "") if m is not None else ""
+        op = "≥" if c["op"] == ">=" else "="
+        out[name] = (desc or c["field"], f"{desc or c['field']} {op} {c['value']}")
+    return out

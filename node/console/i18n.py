@@ -16,6 +16,27 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "app.org": ("社会救助家庭经济状况核对", "Household economic status verification"),
     "nav.cases": ("核对案件", "Cases"), "nav.new_case": ("新建核对", "New case"), "nav.leads": ("主动发现线索", "Leads"),
     "nav.referrals": ("转办单", "Referrals"), "nav.monthly": ("工作月报", "Monthly report"),
+    "nav.crosscheck": ("大数据比对", "Cross-checks"),
+    "cc.title": ("大数据比对结果", "Cross-check results"), "cc.none": ("还没有比对记录。", "No cross-check has run yet."),
+    "cc.name": ("比对名称", "Check"), "cc.month": ("基准月", "Reference month"), "cc.as_of": ("截至", "As of"),
+    "cc.operator": ("下达人", "Ordered by"), "cc.population": ("比对人数", "Population"),
+    "cc.invalid": ("无效身份证号行数", "Invalid identity lines"), "cc.hits": ("命中人数", "People hit"),
+    "cc.by_reason": ("按原因", "By reason"), "cc.ran_at": ("运行时间", "Ran at"), "cc.count_only": ("仅统计", "counts only"),
+    "cc.count_only_note": ("本次为仅统计比对：只保留各原因的命中人数，不保留任何人员，不生成线索。",
+                           "A counts-only run: only the number of hits per reason is kept; nobody's identity, no lead."),
+    "cc.reason": ("命中原因", "Reason"), "cc.rule": ("比对规则", "Rule"), "cc.all_reasons": ("全部原因", "All reasons"),
+    "cc.person": ("人员（脱敏）", "Person (masked)"), "cc.town": ("镇（街道）", "Town"), "cc.evidence": ("依据（部门签名答复）", "Evidence (signed answers)"),
+    "cc.lead": ("拒止预警线索", "Stop-warning lead"), "cc.no_hits": ("没有命中。", "No hits."),
+    "cc.audited": ("本页人员信息已脱敏；查看已记录审计日志（{who}）。", "People are shown masked; this view was recorded ({who})."),
+    "cc.filters": ("各部门令牌过滤器数据日期", "Departments' token filter data dates"),
+    "cc.leads_note": ("每条命中已生成拒止预警线索并转办至人员所在镇（街道）复核，不会自动停发待遇。",
+                      "Each hit became a stop-warning lead referred to the person's town for review; nothing is stopped automatically."),
+    "cc.run_title": ("运行比对", "Run a cross-check"), "cc.check_file": ("比对方案", "Check file"),
+    "cc.count_only_label": ("仅统计命中人数（不保留人员，不生成线索）", "Counts only (keep nobody, no leads)"),
+    "cc.run": ("开始比对", "Run the check"), "cc.run_help": ("以您的工号下达并记录；大型比对请使用命令行 hedui crosscheck run。",
+                                                       "Ordered and recorded under your staff code; run large checks with `hedui crosscheck run`."),
+    "cc.no_files": ("未配置比对方案目录（hedui console --checks-dir）。", "No check folder configured (hedui console --checks-dir)."),
+    "cc.back": ("返回比对列表", "Back to the cross-checks"), "cc.value": ("数值", "value"), "cc.data_date": ("数据日期", "data date"),
     "nav.signout": ("退出登录", "Sign out"), "nav.lang": ("English", "中文"), "nav.skip": ("跳到正文", "Skip to content"),
     "signin.title": ("登录", "Sign in"), "signin.name": ("工号", "Staff code"), "signin.password": ("密码", "Password"),
     "signin.submit": ("登录", "Sign in"), "signin.expired": ("会话已超时，请重新登录。", "Your session expired; please sign in again."),
@@ -144,6 +165,9 @@ CODES: dict[str, dict[str, tuple[str, str]]] = {
                   "medical": ("医疗救助", "medical"), "education": ("教育救助", "education"), "housing": ("住房救助", "housing"),
                   "employment": ("就业救助", "employment"), "disaster_relief": ("受灾人员救助", "disaster relief")},
     "source": {"notice": ("部门推送", "department notice"), "manual": ("网格员上报", "grid worker")},
+    # Cross-check criteria (docs/crosscheck.md); other names show as their code.
+    "criterion": {"dead": ("户籍登记死亡", "registered dead"), "vehicle": ("名下高价车辆", "high-value vehicle"),
+                  "property": ("多套住房", "several residences"), "high_income": ("高收入", "high income")},
     "event": {"large_medical_expense": ("大额医疗支出", "large medical expense"),
               "large_medical_expense_yearly": ("年度大额医疗支出", "large yearly medical expense"),
               "newly_certified_disabled": ("新办残疾人证", "newly certified disability"), "fire_loss": ("火灾损失", "fire loss"),
@@ -177,6 +201,9 @@ class Translator:
         if value is None or value == "":
             return ""
         pair = CODES.get(kind, {}).get(value)
+        if pair is None and kind == "event" and value.startswith("stop."):
+            # A cross-check hit's lead (issue 14): 拒止预警 and the criterion.
+            return ("拒止预警：", "stop warning: ")[self._i] + self.code("criterion", value[5:])
         return pair[self._i] if pair else value
 
     def department(self, code: str) -> str:

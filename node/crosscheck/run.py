@@ -75,6 +75,8 @@ class CrossCheckResult:
     counts: dict[str, int]                     # criterion → hits
     hits: list[Hit]
     count_only: bool
+    #: The stored run (node/crosscheck/history.py): what the console lists.
+    run_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         from hedui.node.verification.report import mask_identity
@@ -82,7 +84,7 @@ class CrossCheckResult:
         return {
             "name": self.name, "reference_month": self.reference_month, "as_of": self.day.isoformat(),
             "population": self.population, "invalid_lines": self.invalid_lines, "matched": self.matched,
-            "filters": self.filters, "counts": self.counts, "count_only": self.count_only,
+            "filters": self.filters, "counts": self.counts, "count_only": self.count_only, "run_id": self.run_id,
             "hits": [] if self.count_only else [
                 {"identity": mask_identity(h.identity), "town": h.town, "lead_id": h.lead_id,
                  "reasons": sorted(h.reasons), "evidence": h.reasons} for h in self.hits],
@@ -207,15 +209,20 @@ def run_check(rt: Runtime, check: Check, *, count_only: bool = False, progress: 
     hits = [] if count_only else [Hit(i, pop.towns.get(i, ""), found[i]) for i in pop.people if i in found]
     if not count_only and hits:
         _leads(rt, check, hits)
-    rt.audit.record(Kind.CROSSCHECK_RUN, {"check": check.name, "operator": check.operator, "population": len(pop.people),
-                                          "count_only": count_only, "case_ref": case_ref, "hits": len(found),
-                                          "invalid": len(pop.invalid), "digest": check.digest.hex()})
-    return CrossCheckResult(
+    result = CrossCheckResult(
         check.name, check.reference_month, check.day, len(pop.people), pop.invalid, matched,
         {c: {"data_date": f.header.data_date.isoformat(), "count": f.header.total, "epoch": f.header.epoch,
              "header_digest": f.digest.hex(), "false_positive_rate": f.header.false_positive_rate} for c, f in filters.items()},
         counts, hits, count_only,
     )
+    # Kept for the console's list of runs and hits (issue 15 item 4): masked identities only.
+    from hedui.node.crosscheck.history import record_run
+
+    result.run_id = record_run(rt, check, result, operator=check.operator)
+    rt.audit.record(Kind.CROSSCHECK_RUN, {"check": check.name, "operator": check.operator, "population": len(pop.people),
+                                          "count_only": count_only, "case_ref": case_ref, "hits": len(found),
+                                          "invalid": len(pop.invalid), "digest": check.digest.hex(), "run_id": result.run_id})
+    return result
 
 
 def _leads(rt: Runtime, check: Check, hits: list[Hit]) -> None:

@@ -38,8 +38,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +49,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
 from hedui.adapters import idnum
-from hedui.adapters.records import RowProblem
 from hedui.keys import sealing
 from hedui.keys.keyfile import load_secret, save_secret
 from hedui.node.audit.entry import Kind
@@ -58,6 +57,7 @@ from hedui.node.discovery.detect import Detection, detect
 from hedui.node.discovery.notice import permanent_refusal, seal_notice, sign_notice, verify_receipt
 from hedui.node.discovery.outbox import Delivered, Pusher, PushStats, enqueue
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
+from hedui.node.discovery.runs import MAX_LISTED, DetectionRun, _Counted
 from hedui.node.discovery.tables import notice_outbox
 from hedui.node.errors import (
     ConfigError,
@@ -138,77 +138,6 @@ def run_key(rule: Rule, as_of: date) -> str:
     if rule.period in ("last_week", "last_month"):
         return period_for(rule, as_of).key
     return as_of.isoformat()
-
-
-@dataclass(frozen=True)
-class DetectionRun:
-    """What one detection run did (public fields only; the detections hide their identity)."""
-
-    as_of: date
-    rules: tuple[str, ...]
-    records: int
-    problems: int
-    detections: tuple[Detection, ...] = field(repr=False)
-    queued: int
-    #: Every row that could not be used, by locator and reason (never by identity), up to
-    #: :data:`MAX_LISTED`; ``problems`` counts them all.
-    problem_rows: tuple[RowProblem, ...] = ()
-    #: The configured limit (``provider.max_unusable_share``).
-    max_unusable_share: float = 1.0
-
-    @property
-    def unusable_share(self) -> float:
-        """Rows that could not be used, as a share of every row read."""
-        total = self.records + self.problems
-        return self.problems / total if total else 0.0
-
-    @property
-    def too_many_unusable(self) -> bool:
-        """More rows failed than the configured share allows (issue 13): the run must not be
-        taken for a complete one — a truncated or undecodable export would otherwise detect
-        little and report success."""
-        return self.problems > 0 and self.unusable_share > self.max_unusable_share
-
-    def as_dict(self) -> dict:
-        return {
-            "as_of": self.as_of.isoformat(),
-            "rules": list(self.rules),
-            "records": self.records,
-            "problems": self.problems,
-            "unusable_share": round(self.unusable_share, 6),
-            "max_unusable_share": self.max_unusable_share,
-            "too_many_unusable": self.too_many_unusable,
-            "problem_rows": [{"locator": p.locator, "reason": p.reason} for p in self.problem_rows],
-            "queued": self.queued,
-            "detections": [
-                d.public() for d in self.detections
-            ],
-        }
-
-
-#: Problem rows a run lists by locator (all are counted).
-MAX_LISTED = 1000
-
-
-class _Counted:
-    """Yields the adapter's records, counting (and skipping) the rows it could not use, and
-    keeping the first :data:`MAX_LISTED` of those by locator and reason."""
-
-    def __init__(self, items: Iterable) -> None:
-        self._items = items
-        self.records = 0
-        self.problems = 0
-        self.listed: list[RowProblem] = []
-
-    def __iter__(self) -> Iterator:
-        for item in self._items:
-            if isinstance(item, RowProblem):
-                self.problems += 1
-                if len(self.listed) < MAX_LISTED:
-                    self.listed.append(RowProblem(idnum.scrub(item.locator), idnum.scrub(item.reason)))
-                continue
-            self.records += 1
-            yield item
 
 
 # ---------------------------------------------------------------- the provider's notices
@@ -299,8 +228,13 @@ class ProviderNotices:
         finally:
             adapter.close()
         limit = self.rt.config.provider.max_unusable_share if self.rt.config.provider is not None else 1.0
+        # Skipped rows and truncation as the adapter saw them (file adapters name skipped rows;
+        # others count them).
+        named = tuple((idnum.scrub(loc), why) for loc, why in getattr(adapter, "skipped_rows", ())[:MAX_LISTED])
+        truncated = getattr(adapter, "truncated", None)
         result = DetectionRun(as_of, tuple(r.id for r in rules), counted.records, counted.problems, tuple(found), 0,
-                              tuple(counted.listed), limit)
+                              tuple(counted.listed), limit, int(getattr(adapter, "skipped", 0)), named,
+                              None if truncated is None else idnum.scrub(truncated))
         queued = 0
         now = self._clock()
         with self.rt.engine.begin() as conn:
@@ -312,8 +246,10 @@ class ProviderNotices:
                 self._record_runs(conn, {r.id: run_key(r, as_of) for r in rules})
         log.log(
             logging.ERROR if result.too_many_unusable else logging.INFO,
-            "detection for %s: %d rule(s), %d record(s), %d row(s) unusable (%.1f%%, limit %.1f%%), %d detection(s), %d newly queued",
-            as_of, len(rules), counted.records, counted.problems, 100 * result.unusable_share, 100 * limit, len(found), queued,
+            "detection for %s: %d rule(s), %d record(s), %d row(s) unusable (%.1f%%, limit %.1f%%)%s, %d skipped by filters, "
+            "%d detection(s), %d newly queued",
+            as_of, len(rules), counted.records, counted.problems, 100 * result.unusable_share, 100 * limit,
+            f", export truncated at {result.truncated}" if result.truncated else "", result.skipped, len(found), queued,
         )
         if queued:
             self.wake.set()

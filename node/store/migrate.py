@@ -15,10 +15,12 @@ __all__ = ["upgrade", "current", "head", "autogenerate"]
 _HERE = Path(__file__).resolve().parent / "migrations"
 
 
-def _config(connection=None) -> Config:
+def _config(connection=None, index_partitions: int | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE))
     cfg.attributes["connection"] = connection
+    # Read by 0009pg16 when it creates the partitioned token index (PostgreSQL only).
+    cfg.attributes["index_partitions"] = index_partitions
     return cfg
 
 
@@ -31,11 +33,14 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str | None]:
-    """Brings the store to the newest schema; returns (before, after) revisions."""
+def upgrade(engine: Engine, *, index_partitions: int | None = None) -> tuple[str | None, str | None]:
+    """Brings the store to the newest schema; returns (before, after) revisions.
+    ``index_partitions``: how many partitions the token index gets on PostgreSQL when a
+    migration creates it (``[store] index_partitions``; default 16); ignored on SQLite and
+    once the table exists."""
     before = current(engine)
     with engine.begin() as conn:
-        command.upgrade(_config(conn), "head")
+        command.upgrade(_config(conn, index_partitions), "head")
     return before, current(engine)
 
 

@@ -17,13 +17,15 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import grpc
 from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hedui.adapters.idnum import normalize
 from hedui.common.clock import DEFAULT_ZONE, local_date, zone
@@ -163,10 +165,13 @@ def record_directory(rt: Runtime) -> None:
     v = rt.directory.version
     with rt.engine.begin() as c:
         if c.execute(select(directory_history.c.version).where(directory_history.c.version == v)).first() is None:
-            c.execute(insert(directory_history).values(
+            # Concurrent first cases of a version (threads, or hub replicas sharing a store)
+            # may all get here: the first insert wins, the others add nothing.
+            ins = (pg_insert if c.dialect.name == "postgresql" else sqlite_insert)(directory_history).values(
                 version=v, envelope=rt.directory.envelope.SerializeToString(deterministic=True),
                 accepted_at=rt.clock.now(),
-            ))
+            )
+            c.execute(ins.on_conflict_do_nothing(index_elements=["version"]))
 
 
 @dataclass
@@ -184,6 +189,10 @@ class CaseRun:
     seconds: float
     #: The case's status after the run: "complete" only when its report is (issue 12).
     status: str = ""
+    #: When every department answered but the report is incomplete: the report's gaps
+    #: (``member``, ``provider``, ``field``, ``why``, ``reason``, ``data_date``), so the
+    #: caseworker is told what is missing and why (issue 13, "Honest exits").
+    missing: list[dict] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -236,17 +245,20 @@ def run_case(
     with rt.engine.connect() as c:
         statuses = [r.status for r in c.execute(select(case_answers.c.status).where(case_answers.c.case_ref == case_ref))]
     status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
+    missing: list[dict] = []
     if status == "complete":
         # Every department answered; the case is complete only if its report is (issue 12:
         # a needed figure that is not current, or a field no department offers, concludes
         # nothing), so a reviewer cannot approve what the report does not conclude.
         from hedui.node.verification.report import build_report
 
-        if not build_report(rt.engine, case_ref, rules, tz=rt.clock.zone)["complete"]:
+        built = build_report(rt.engine, case_ref, rules, tz=rt.clock.zone)
+        if not built["complete"]:
             status = "incomplete"
+            missing = list(built["missing"])
     with rt.engine.begin() as c:
         c.execute(update(cases).where(cases.c.case_ref == case_ref).values(status=status, run_at=rt.clock.now()))
-    return CaseRun(case_ref, outcomes, time.monotonic() - started, status)
+    return CaseRun(case_ref, outcomes, time.monotonic() - started, status, missing)
 
 
 def _status_of(err: grpc.RpcError) -> tuple[str, str]:
@@ -258,7 +270,13 @@ def _status_of(err: grpc.RpcError) -> tuple[str, str]:
 
 
 def _retryable(err: grpc.RpcError) -> bool:
-    return err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    """Unavailable, past its deadline, or shedding load (``OVERLOADED``, node/admission.py:
+    "retry with back-off") — a quota refusal is not retried (it lasts the quota's window).
+    Retrying the shed call is what keeps one hub's flood from failing another hub's case
+    (issue 13, per-caller fairness: the shed hub gets its share on the next attempt)."""
+    if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    return err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and from_rpc_error(err).reason == Reason.OVERLOADED
 
 
 def _call(fn, req, timeout: float, retries: int):

@@ -12,8 +12,12 @@ record's digest, purpose and case — goes into the signed answer and both sides
 
 Revocation: the hub keeps an append-only list of revoked record digests
 (:data:`consent_revocations`) and pushes the signed list (:data:`hedui.keys.dsse.REVOCATIONS`)
-with every request; a provider keeps the highest serial it has seen per hub and refuses a
-request whose list is older (an operator cannot drop a revocation by sending an old list).
+with every request; a provider keeps, in its store, the highest serial it has seen per hub
+and every digest revoked, and refuses a request whose list is older (an operator cannot drop
+a revocation by sending an old list, nor by waiting for a restart):
+:mod:`~hedui.node.verification.consent_state`, which also enforces one-off and periodic use.
+``hedui consent revoke CASE_REF`` (:func:`revoke_case`) and ``hedui consent list``
+(:func:`list_consents`) are the hub's commands.
 
 Signing is deterministic (Ed25519, RFC 8032 §5.1.6) and the record is built from the stored
 case alone, so re-issuing the record of a case gives the same bytes and the same digest.
@@ -23,19 +27,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
-from hedui.common.errors import HeduiError
+from hedui.adapters import idnum
 from hedui.keys import dsse
 from hedui.keys.directory import PURPOSE_NAMES, PURPOSES, ROLE_ANSWERS
 from hedui.keys.signing import SigningKey, VerifyingKey
 from hedui.node.audit.entry import Kind
-from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, VerificationError
+from hedui.node.errors import InvalidArgument, NotFound, PermissionDenied, Reason, VerificationError
+from hedui.node.verification.consent_state import RevocationState, verified_payload
 from hedui.node.verification.hub_tables import case_members, cases, consent_revocations
 from hedui.v1 import common_pb2, lookup_pb2
 
@@ -56,6 +60,8 @@ __all__ = [
     "issue_for_case",
     "issue_for_context",
     "revoke",
+    "revoke_case",
+    "list_consents",
     "revocation_list",
     "sign_revocations",
     "reused_consents",
@@ -132,51 +138,6 @@ class Accepted:
     digest: bytes
 
 
-@dataclass
-class RevocationState:
-    """A provider's view of each hub's revocation list: the highest serial seen and the
-    revoked digests. In memory: after a restart the next request brings the list again."""
-
-    serial: dict[str, int] = field(default_factory=dict)
-    revoked: dict[str, frozenset[bytes]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def apply(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope, now: dt.datetime) -> None:
-        """Verifies and takes ``env`` (a hub's pushed list); refuses one older than seen."""
-        if not env.payload and not env.signatures:
-            if self.serial.get(hub, 0):
-                raise PermissionDenied(f"context.revocations: got none, want serial >= {self.serial[hub]}", reason=Reason.REVOCATIONS_STALE)
-            return
-        payload = _verified(env, key, dsse.REVOCATIONS, "context.revocations")
-        try:
-            lst = common_pb2.ConsentRevocations.FromString(payload)
-        except Exception:
-            raise InvalidArgument("context.revocations: signed payload is not a ConsentRevocations", reason=Reason.CONSENT_INVALID) from None
-        if lst.hub != hub:
-            raise PermissionDenied(f"context.revocations.hub: got {lst.hub[:32]!r}, want {hub!r}", reason=Reason.CONSENT_FORGED)
-        if lst.serial != len(lst.revoked) or len(set(lst.revoked)) != len(lst.revoked):
-            raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct digests",
-                                  reason=Reason.CONSENT_INVALID)
-        with self.lock:
-            seen = self.serial.get(hub, 0)
-            if lst.serial < seen:
-                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
-                                       reason=Reason.REVOCATIONS_STALE)
-            self.serial[hub] = int(lst.serial)
-            self.revoked[hub] = frozenset(bytes(d) for d in lst.revoked)
-
-    def is_revoked(self, hub: str, digest: bytes) -> bool:
-        return digest in self.revoked.get(hub, frozenset())
-
-
-def _verified(env: common_pb2.Envelope, key: dict[str, VerifyingKey], payload_type: str, what: str) -> bytes:
-    try:
-        payload, _ = dsse.verify(env, key, payload_type=payload_type)
-    except HeduiError as exc:
-        raise PermissionDenied(f"{what}: {exc.message}", reason=Reason.CONSENT_FORGED) from None
-    return payload
-
-
 def check_consent(
     ctx: common_pb2.RequestContext, *, caller: str, directory_keys: dict[str, VerifyingKey], members: int,
     now: dt.datetime, revocations: RevocationState,
@@ -187,7 +148,7 @@ def check_consent(
     revocations.apply(caller, key, ctx.revocations, now)
     if not ctx.HasField("consent") or not ctx.consent.payload:
         raise PermissionDenied("context.consent: got none, want the hub's signed consent record", reason=Reason.CONSENT_MISSING)
-    payload = _verified(ctx.consent, key, dsse.CONSENT, "context.consent")
+    payload = verified_payload(ctx.consent, key, dsse.CONSENT, "context.consent")
     try:
         rec = common_pb2.ConsentRecord.FromString(payload)
     except Exception:
@@ -259,16 +220,73 @@ def reused_consents(engine: Engine) -> list[dict]:
     return [{"consent_digest": d.hex(), "cases": refs} for d, refs in by.items() if len(refs) > 1]
 
 
-def revoke(rt: Runtime, digest: bytes, *, operator: str) -> int:
-    """Appends a record digest to the hub's revocation list; returns the new serial."""
+def revoke(rt: Runtime, digest: bytes, *, operator: str, case_ref: str | None = None, reason: str | None = None) -> int:
+    """Appends a record digest to the hub's revocation list; returns the new serial. The row
+    and its ``consent.revoked`` audit entry commit in one transaction (none without the
+    other). Revoking a digest already revoked changes nothing but is audited again."""
     if len(digest) != 32:
         raise InvalidArgument(f"consent digest: got {len(digest)} bytes, want 32", reason=Reason.BAD_CONSENT_DIGEST)
+    if not operator or len(operator) > 64 or not operator.isprintable():
+        raise InvalidArgument(f"operator: got {len(operator)} characters, want a staff code of 1..64 printable")
+    if reason is not None and (not reason.strip() or len(reason) > 300 or not reason.isprintable()):
+        raise InvalidArgument(f"reason: got {len(reason)} characters, want 1..300 printable on one line (why the consent is revoked)")
+    if idnum.contains(operator) or (reason is not None and idnum.contains(reason)):
+        raise InvalidArgument("operator/reason: got text containing an identity number, want none", reason=Reason.IDENTITY_IN_TEXT)
     with rt.engine.begin() as c:
         if c.execute(select(consent_revocations.c.consent_digest).where(consent_revocations.c.consent_digest == digest)).first() is None:
-            c.execute(consent_revocations.insert().values(consent_digest=digest, revoked_at=rt.clock.now(), operator=operator))
+            c.execute(consent_revocations.insert().values(consent_digest=digest, revoked_at=rt.clock.now(), operator=operator,
+                                                          case_ref=case_ref, reason=reason))
         serial = int(c.execute(select(func.count()).select_from(consent_revocations)).scalar_one())
-    rt.audit.record(Kind.CONSENT_REVOKED, {"consent_digest": digest.hex(), "operator": operator, "serial": serial})
+        fields: dict[str, Any] = {"consent_digest": digest.hex(), "operator": operator, "serial": serial}
+        if case_ref is not None:
+            fields["case_ref"] = case_ref
+        seqs = rt.audit.write_in(c, rt.audit.prepare([(Kind.CONSENT_REVOKED, fields)]))
+    rt.audit.committed(seqs)
     return serial
+
+
+def revoke_case(rt: Runtime, case_ref: str, *, reason: str, operator: str) -> dict:
+    """``hedui consent revoke``: revokes the consent record of an open case (the household
+    withdrew its authorisation, or it was recorded in error). Every later request of this hub
+    carries the new list, and providers refuse the record from then on (``CONSENT_REVOKED``)."""
+    if not case_ref or len(case_ref) > 64 or not case_ref.isprintable() or idnum.contains(case_ref):
+        raise InvalidArgument(f"case: got {len(case_ref)} characters, want a case reference (1..64 printable)", reason=Reason.BAD_CASE_REF)
+    with rt.engine.connect() as c:
+        case = c.execute(select(cases).where(cases.c.case_ref == case_ref)).first()
+    if case is None:
+        raise NotFound(f"case: got {case_ref[:32]!r}, want an open case reference")
+    digest = consent_digest(issue_for_case(rt, case))
+    serial = revoke(rt, digest, operator=operator, case_ref=case_ref, reason=reason)
+    return {"case_ref": case_ref, "consent_digest": digest.hex(), "serial": serial}
+
+
+def list_consents(rt: Runtime) -> list[dict]:
+    """``hedui consent list``: each case's consent record (digest, use, validity) and whether
+    and why it was revoked."""
+    with rt.engine.connect() as c:
+        rows = c.execute(select(cases).order_by(cases.c.created_at, cases.c.case_ref)).all()
+        revoked = {bytes(r.consent_digest): r for r in c.execute(select(consent_revocations))}
+    out = []
+    for case in rows:
+        env = issue_for_case(rt, case)
+        rec = common_pb2.ConsentRecord.FromString(env.payload)
+        d = consent_digest(env)
+        r = revoked.get(d)
+        out.append({
+            "case_ref": case.case_ref, "purpose": case.purpose, "consent_digest": d.hex(),
+            "use": "periodic" if rec.use == common_pb2.CONSENT_USE_PERIODIC else "one-off",
+            "min_interval_days": int(rec.min_interval_days), "max_members": int(rec.max_members),
+            "not_after": rec.not_after.ToDatetime(tzinfo=dt.UTC).isoformat(),
+            "revoked": r is not None,
+            "revoked_at": _utc(r.revoked_at).isoformat() if r is not None else None,
+            "revoked_by": r.operator if r is not None else None,
+            "reason": r.reason if r is not None else None,
+        })
+    return out
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
 
 
 def revocation_list(engine: Engine) -> list[bytes]:

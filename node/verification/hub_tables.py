@@ -102,11 +102,15 @@ directory_history = Table(
 )
 
 # The hub's append-only list of revoked consent records (node/verification/consent.py):
-# its row count is the serial of the signed list pushed to providers.
+# its row count is the serial of the signed list pushed to providers. ``case_ref`` and
+# ``reason`` (issue 18c, ``hedui consent revoke``) say which case's record and why; rows
+# written before them have NULL.
 consent_revocations = Table(
     "consent_revocations",
     metadata,
     Column("consent_digest", LargeBinary(32), primary_key=True),
     Column("revoked_at", DateTime(timezone=True), nullable=False),
     Column("operator", String(64), nullable=False),
+    Column("case_ref", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
 )

@@ -30,12 +30,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, delete, func, select, text, update
 
 from hedui.adapters import Adapter, idnum
 from hedui.adapters.records import Fact, Record, RowProblem
@@ -499,11 +500,17 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
 
 # --- reading ---------------------------------------------------------------------------------------
 
-def facts_for_tokens(engine: Engine, epoch: int, tokens: Iterable[bytes]) -> dict[bytes, list[Fact]]:
+def _connected(bind: Engine | Connection) -> Any:
+    # A Connection is used as it is: a caller reading several things in one snapshot (a
+    # lookup on a streaming replica, issue 16) passes its own.
+    return nullcontext(bind) if isinstance(bind, Connection) else bind.connect()
+
+
+def facts_for_tokens(engine: Engine | Connection, epoch: int, tokens: Iterable[bytes]) -> dict[bytes, list[Fact]]:
     """The facts filed under each token in ``epoch`` (tokens not in the index are absent),
     ordered by source, source row and mapping order."""
     out: dict[bytes, list[Fact]] = {}
-    with engine.connect() as conn:
+    with _connected(engine) as conn:
         docs = _load_docs(conn, epoch, {bytes(t) for t in tokens})
     for tok, doc in docs.items():
         facts: list[Fact] = []
@@ -515,9 +522,9 @@ def facts_for_tokens(engine: Engine, epoch: int, tokens: Iterable[bytes]) -> dic
     return out
 
 
-def data_dates(engine: Engine, epoch: int) -> dict[str, date | None]:
+def data_dates(engine: Engine | Connection, epoch: int) -> dict[str, date | None]:
     """Each source's data date in ``epoch`` (``None``: never recorded)."""
-    with engine.connect() as conn:
+    with _connected(engine) as conn:
         rows = conn.execute(select(index_progress.c.source, index_progress.c.data_date)
                             .where(index_progress.c.epoch == epoch)).all()
     return {src: d for src, d in rows}

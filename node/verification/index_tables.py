@@ -9,11 +9,14 @@ facts; ``index_progress`` is the resumable position of each source's build;
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Integer, LargeBinary, String, Table, Text
 
 from hedui.node.store.schema import metadata
 
-__all__ = ["token_index", "index_rows", "index_progress", "index_problems"]
+__all__ = ["token_index", "index_rows", "index_progress", "index_problems", "DEFAULT_INDEX_PARTITIONS",
+           "MAX_INDEX_PARTITIONS", "partition_bounds", "token_index_pg_ddl", "is_partition"]
 
 # One row per (epoch, token). ``facts`` is canonical JSON (sorted keys, no spaces, ASCII):
 # {"<source>": {"<locator>": [{"name", "value", "unit", "on", "attrs"[, "until"]}, ...]}}; values
@@ -71,3 +74,55 @@ index_problems = Table(
     Column("reason", Text, nullable=False),
     Column("run", Integer, nullable=False),
 )
+
+
+# --- PostgreSQL partitions (issue 16 item 6) -----------------------------------------------------
+#
+# On PostgreSQL ``token_index`` (the tokens and their facts: what every lookup reads and every
+# build writes) is partitioned by the token's leading two bytes: ``PARTITION BY RANGE (token)``
+# with bounds at equal steps of the 2-byte prefix. A token is an OPRF output (RFC 9497: a
+# SHA-512 digest), uniform over its bytes, so equal prefix ranges are equal-sized partitions —
+# hash partitioning in effect — while ranges keep the token order: a scan in token order (the
+# cross-check filter, ``all_tokens``) reads the partitions one after the other instead of
+# merging all of them. Each partition has its own B-tree (shallower, built and vacuumed
+# independently, by several workers at once). The number of partitions is fixed when the
+# table is created (``[store] index_partitions``, migration 0009pg16); changing it later means
+# rebuilding the table (docs/department-it.md). SQLite keeps the plain table.
+
+DEFAULT_INDEX_PARTITIONS = 16
+MAX_INDEX_PARTITIONS = 256
+
+
+def partition_bounds(n: int) -> list[tuple[bytes | None, bytes | None]]:
+    """``n`` half-open token ranges ``[lo, hi)`` covering every token (``None``: unbounded),
+    split at equal steps of the 2-byte prefix."""
+    if not 1 <= n <= MAX_INDEX_PARTITIONS:
+        raise ValueError(f"index partitions: got {n}, want 1..{MAX_INDEX_PARTITIONS}")
+    cuts = [(i * 65536 // n).to_bytes(2, "big") for i in range(1, n)]
+    los: list[bytes | None] = [None, *cuts]
+    his: list[bytes | None] = [*cuts, None]
+    return list(zip(los, his))
+
+
+def _bound(b: bytes | None, edge: str) -> str:
+    return edge if b is None else f"'\\x{b.hex()}'::bytea"
+
+
+def token_index_pg_ddl(n: int, name: str = "token_index") -> list[str]:
+    """The statements that create ``name`` as the partitioned token index (same columns and
+    primary key as :data:`token_index`) and its ``n`` partitions ``<name>_p000`` …"""
+    stmts = [
+        f"CREATE TABLE {name} (epoch INTEGER NOT NULL, token BYTEA NOT NULL, facts TEXT NOT NULL, "
+        f"row_count INTEGER NOT NULL, updated_at TIMESTAMP WITH TIME ZONE NOT NULL, "
+        f"CONSTRAINT pk_{name} PRIMARY KEY (epoch, token)) PARTITION BY RANGE (token)"
+    ]
+    for i, (lo, hi) in enumerate(partition_bounds(n)):
+        stmts.append(f"CREATE TABLE {name}_p{i:03d} PARTITION OF {name} "
+                     f"FOR VALUES FROM ({_bound(lo, 'MINVALUE')}) TO ({_bound(hi, 'MAXVALUE')})")
+    return stmts
+
+
+def is_partition(name: str | None) -> bool:
+    """A partition of a partitioned table (storage, not a table of the model): Alembic's
+    comparison of the schema with the table modules leaves them out."""
+    return bool(name) and re.fullmatch(r"token_index_p\d{3}", name or "") is not None

@@ -9,7 +9,7 @@ from hedui.keys.keyfile import load_secret
 from hedui.keys.oprf import ServerKey
 from hedui.node.errors import ConfigError, NotFound, Reason
 from hedui.node.verification.catalogue import Catalogue, check_catalogue, facts_of_mappings, load_catalogue
-from hedui.node.verification.consent import RevocationState
+from hedui.node.verification.consent_state import RevocationState
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
@@ -27,11 +27,12 @@ class ProviderState:
     keys: dict[int, ServerKey]
     current_epoch: int
     catalogue: Catalogue
+    #: Each hub's consent revocation list as learned, in the node store
+    #: (node/verification/consent_state.py): survives restarts.
+    revocations: RevocationState
     #: Fact name -> the sources (mapping names) producing it, for each field's data date;
     #: empty when the node names no mapping (every source then counts for every field).
     sources_of: dict[str, list[str]] = field(default_factory=dict)
-    #: Each hub's consent revocation list as last pushed (node/verification/consent.py).
-    revocations: RevocationState = field(default_factory=RevocationState)
 
     def epoch(self, asked: int) -> int:
         """The epoch a request names (0: the current one), if this provider holds its key."""
@@ -81,4 +82,4 @@ def load_provider(rt: Runtime) -> ProviderState:
         facts = facts_of_mappings(mappings)
         check_catalogue(cat, facts, rt.config.path(p.fields))
         sources_of = {name: info.sources for name, info in facts.items()}
-    return ProviderState(keys=keys, current_epoch=p.epoch, catalogue=cat, sources_of=sources_of)
+    return ProviderState(keys=keys, current_epoch=p.epoch, catalogue=cat, revocations=RevocationState(rt.engine), sources_of=sources_of)

@@ -18,10 +18,10 @@ from hedui.node.crosscheck.publish import published_filter
 from hedui.node.crosscheck.wire import header_digest
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
-from hedui.node.verification import consent, protocol
+from hedui.node.verification import consent, consent_state, protocol
 from hedui.node.verification.answer import answer_lookup
-from hedui.node.verification.index import data_dates, facts_for_tokens
 from hedui.node.verification.provider import ProviderState
+from hedui.node.verification.replica import read_index
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
 
 if TYPE_CHECKING:
@@ -148,17 +148,29 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
             return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
         epoch = st.epoch(request.epoch)
+        # Issue 18c: one-off / periodic use of the authorisation (consent_state.check_use),
+        # checked and recorded inside the transaction that stores the answer: a refusal there
+        # rolls the exchange back (no answer leaves, nothing is charged) and is audited like a
+        # quota refusal. Not checked again before the work: a refused use is rare, and a
+        # separate read costs every lookup a round trip (bench/bench_consent.py).
+        hub, ctx, tokens = call.caller.code, request.context, list(request.tokens)
+
+        def use(c) -> None:
+            consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(), record=True)
+
         received = {
             **base, "epoch": epoch, "count": len(request.tokens),
             "fields": [q.field for q in request.queries], **tokens_field(request.tokens),
             "reference_month": request.reference_month,
         }
         try:
+            # The replica when one is configured (issue 16); quota and replay stay on the primary.
+            facts, dates = read_index(rt, epoch, list(request.tokens))
             answer = answer_lookup(
-                facts_for_tokens(rt.engine, epoch, list(request.tokens)), list(request.tokens), queries,
+                facts, list(request.tokens), queries,
                 provider=rt.member, digest=digest, directory_version=rt.directory.version,
                 reference_month=protocol.parse_reference_month(request.reference_month), now=rt.clock.now(),
-                data_dates=data_dates(rt.engine, epoch), sources_of=st.sources_of,
+                data_dates=dates, sources_of=st.sources_of,
             )
             answer.consent_digest, answer.purpose, answer.case_ref = accepted.digest, request.context.purpose, request.context.case_ref
             payload = answer.SerializeToString(deterministic=True)
@@ -175,7 +187,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         try:
             policy.commit(rt, call.caller.code, _LOOKUP, request.context, grant, digest,
                           env.SerializeToString(deterministic=True),
-                          audit=[(Kind.QUERY_RECEIVED, received), (Kind.ANSWER_SENT, sent)])
+                          audit=[(Kind.QUERY_RECEIVED, received), (Kind.ANSWER_SENT, sent)], also=use)
         except BaseException:
             rt.audit.record(Kind.QUERY_RECEIVED, received)
             raise

@@ -166,6 +166,7 @@ class Member(_message.Message):
     ANSWER_KEY_FIELD_NUMBER: _builtins.int
     CHECKPOINT_KEY_FIELD_NUMBER: _builtins.int
     COSIGN_KEY_FIELD_NUMBER: _builtins.int
+    REPLICA_ENDPOINTS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Short stable code, e.g. "tax", "civil-affairs-hub"."""
     name: _builtins.str
@@ -216,6 +217,14 @@ class Member(_message.Message):
         overlaps the current one (`hedui keys renew`, issue 17); dropped once it is installed.
         """
 
+    @_builtins.property
+    def replica_endpoints(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Further host:port endpoints of the same node (issue 16): replicas of the member's
+        node sharing its store. Callers balance calls over `endpoint` and these
+        (gRPC round_robin); each presents the member's certificate (the pin) and must
+        answer to the host name of `endpoint` (the SAN checked). Empty: one endpoint.
+        """
+
     def __init__(
         self,
         *,
@@ -234,10 +243,11 @@ class Member(_message.Message):
         answer_key: _builtins.bytes = ...,
         checkpoint_key: _builtins.bytes = ...,
         cosign_key: _builtins.bytes = ...,
+        replica_endpoints: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_key", b"answer_key", "checkpoint_key", b"checkpoint_key", "code", b"code", "cosign_key", b"cosign_key", "endpoint", b"endpoint", "fields", b"fields", "maintenance", b"maintenance", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "renewed_tls_cert_sha256", b"renewed_tls_cert_sha256", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_key", b"answer_key", "checkpoint_key", b"checkpoint_key", "code", b"code", "cosign_key", b"cosign_key", "endpoint", b"endpoint", "fields", b"fields", "maintenance", b"maintenance", "name", b"name", "oprf_keys", b"oprf_keys", "region", b"region", "renewed_tls_cert_sha256", b"renewed_tls_cert_sha256", "replica_endpoints", b"replica_endpoints", "roles", b"roles", "sealing_key", b"sealing_key", "signing_key", b"signing_key", "tls_cert_sha256", b"tls_cert_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,242 @@
+"""A provider's durable consent state (issue 18c): revocations learned from each hub, and the
+use of each authorisation — one-off or periodic with a maximum frequency (动态复核).
+
+**Revocations.** A hub pushes its signed, append-only revocation list with every request
+(``RequestContext.revocations``, node/verification/consent.py). That is enough for
+publication: a record can only be used by the hub that signed it, and every request of that
+hub carries the hub's current list, so a provider always holds the newest list at the moment
+it could be asked to honour a revoked record. No separate channel or fetch rpc is needed. What
+the provider must not do is *forget*: :class:`RevocationState` stores the highest serial and
+every revoked digest per hub (``consent_lists_seen``, ``consent_revoked_seen``), so an older
+list — or none — is refused (``REVOCATIONS_STALE``) after a restart too, and a digest once
+revoked stays revoked even if a later list omits it.
+
+**Use.** :func:`check_use` refuses, per (hub, authorisation scan digest, one-off/periodic):
+
+- a one-off authorisation used for a second case (``CONSENT_REUSED``): the record of each case
+  names its case, but a hub could open another case under the same scan and sign a new record;
+- more distinct members, over all uses here, than the record names (``CONSENT_REUSED``:
+  another member set) — members are counted per OPRF key epoch, by a digest of the token;
+- a periodic authorisation used again sooner than its ``min_interval_days`` after its last
+  use here (``CONSENT_TOO_SOON``).
+
+The Lookup runs it inside the transaction that stores the answer
+(:func:`hedui.node.policy.commit`), where the row is created if missing and locked, so two
+concurrent requests cannot both take one period and a refused or failed exchange uses
+nothing. (``record=False`` is a read-only check, for tools.) A retry of the same request (its
+cached answer) is not a new use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from hedui.common.errors import HeduiError
+from hedui.keys import dsse
+from hedui.keys.signing import VerifyingKey
+from hedui.node.errors import InvalidArgument, PermissionDenied, Reason
+from hedui.node.verification.consent_tables import consent_lists_seen, consent_revoked_seen, consent_uses
+from hedui.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+__all__ = ["RevocationState", "check_use", "member_entries", "verified_payload"]
+
+_ENTRY = 4 + 32  # one member: 4-byte epoch, SHA-256 of its token
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes (stored as UTC); PostgreSQL aware ones.
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def verified_payload(env: common_pb2.Envelope, key: dict[str, VerifyingKey], payload_type: str, what: str) -> bytes:
+    """The DSSE payload of ``env`` under ``key`` (the caller's keys), or ``CONSENT_FORGED``."""
+    try:
+        payload, _ = dsse.verify(env, key, payload_type=payload_type)
+    except HeduiError as exc:
+        raise PermissionDenied(f"{what}: {exc.message}", reason=Reason.CONSENT_FORGED) from None
+    return payload
+
+
+class RevocationState:
+    """Each hub's revocation list as this provider learned it, in the node store.
+
+    The store is the truth (several replicas may share it); each request reads the stored
+    serial once. The revoked digests for a serial never change (only ever added to, with a
+    higher serial), so they are cached per hub with the serial they were read at and read
+    again only when the stored serial moved (bench/bench_consent.py)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._cache: dict[str, tuple[int, frozenset[bytes]]] = {}
+        self._lock = threading.Lock()
+
+    def _remember(self, c: Connection, hub: str, serial: int) -> None:
+        with self._lock:
+            have = self._cache.get(hub)
+            if have is not None and have[0] >= serial:
+                return
+        got = frozenset(bytes(r[0]) for r in c.execute(_REVOKED_OF, {"hub": hub}))
+        with self._lock:
+            have = self._cache.get(hub)
+            if have is None or have[0] < serial:
+                self._cache[hub] = (serial, got)
+
+    def apply(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope, now: dt.datetime) -> None:
+        """Verifies and takes ``env`` (a hub's pushed list); refuses one older than seen."""
+        if not env.payload and not env.signatures:
+            with self.engine.connect() as c:
+                seen = _serial(c, hub)
+            if seen:
+                raise PermissionDenied(f"context.revocations: got none, want serial >= {seen}", reason=Reason.REVOCATIONS_STALE)
+            return
+        payload = verified_payload(env, key, dsse.REVOCATIONS, "context.revocations")
+        try:
+            lst = common_pb2.ConsentRevocations.FromString(payload)
+        except Exception:
+            raise InvalidArgument("context.revocations: signed payload is not a ConsentRevocations", reason=Reason.CONSENT_INVALID) from None
+        if lst.hub != hub:
+            raise PermissionDenied(f"context.revocations.hub: got {lst.hub[:32]!r}, want {hub!r}", reason=Reason.CONSENT_FORGED)
+        revoked = {bytes(d) for d in lst.revoked}
+        if lst.serial != len(lst.revoked) or len(revoked) != len(lst.revoked) or any(len(d) != 32 for d in revoked):
+            raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct 32-byte digests",
+                                  reason=Reason.CONSENT_INVALID)
+        with self.engine.connect() as c:
+            seen = _serial(c, hub)
+            if lst.serial < seen:
+                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
+                                       reason=Reason.REVOCATIONS_STALE)
+            if lst.serial == seen:
+                self._remember(c, hub, seen)
+                return  # the list it already holds: the common case, no write
+        with self.engine.begin() as c:
+            # Re-read under the write: a concurrent request may have stored a newer list.
+            seen = _serial(c, hub, lock=True)
+            if lst.serial < seen:
+                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
+                                       reason=Reason.REVOCATIONS_STALE)
+            if lst.serial == seen:
+                self._remember(c, hub, seen)
+                return
+            known = {bytes(r[0]) for r in c.execute(_REVOKED_OF, {"hub": hub})}
+            new = sorted(revoked - known)
+            if new:
+                c.execute(consent_revoked_seen.insert(), [{"hub": hub, "consent_digest": d, "learned_at": now} for d in new])
+            if seen:
+                c.execute(update(consent_lists_seen).where(consent_lists_seen.c.hub == hub).values(serial=int(lst.serial), received_at=now))
+            else:
+                c.execute(consent_lists_seen.insert().values(hub=hub, serial=int(lst.serial), received_at=now))
+            self._remember(c, hub, int(lst.serial))
+
+    def is_revoked(self, hub: str, digest: bytes) -> bool:
+        """Against what :meth:`apply` last read for ``hub`` (each request applies first)."""
+        with self._lock:
+            have = self._cache.get(hub)
+        if have is not None:
+            return digest in have[1]
+        with self.engine.connect() as c:
+            return c.execute(select(consent_revoked_seen.c.hub).where(and_(
+                consent_revoked_seen.c.hub == hub, consent_revoked_seen.c.consent_digest == digest))).first() is not None
+
+    def serial(self, hub: str) -> int:
+        with self.engine.connect() as c:
+            return _serial(c, hub)
+
+
+# Statements built once (per-request construction was most of the cost, bench/bench_consent.py).
+_SERIAL = select(consent_lists_seen.c.serial).where(consent_lists_seen.c.hub == bindparam("hub"))
+_SERIAL_LOCKED = _SERIAL.with_for_update()
+_REVOKED_OF = select(consent_revoked_seen.c.consent_digest).where(consent_revoked_seen.c.hub == bindparam("hub"))
+_USE_KEY = and_(consent_uses.c.hub == bindparam("k_hub"), consent_uses.c.scan_digest == bindparam("k_scan"),
+                consent_uses.c.use == bindparam("k_use"))
+_USE_ROW = select(consent_uses).where(_USE_KEY)
+_USE_UPDATE = update(consent_uses).where(_USE_KEY).values(
+    case_ref=bindparam("case_ref"), record_digest=bindparam("record_digest"), last_used_at=bindparam("last_used_at"),
+    uses=consent_uses.c.uses + 1, members=bindparam("members"), first_used_at=bindparam("first_used_at"))
+# Creates the row if missing and returns it, locked on PostgreSQL (the no-op ``DO UPDATE``
+# takes the row lock that ``SELECT … FOR UPDATE`` would): one round trip instead of two.
+_PK = [consent_uses.c.hub, consent_uses.c.scan_digest, consent_uses.c.use]
+_TAKE_ROW = {
+    "postgresql": pg_insert(consent_uses).on_conflict_do_update(index_elements=_PK, set_={"uses": consent_uses.c.uses})
+    .returning(*consent_uses.c),
+    "sqlite": sqlite_insert(consent_uses).on_conflict_do_update(index_elements=_PK, set_={"uses": consent_uses.c.uses})
+    .returning(*consent_uses.c),
+}
+
+
+def _serial(c: Connection, hub: str, *, lock: bool = False) -> int:
+    q = _SERIAL_LOCKED if lock and c.dialect.name == "postgresql" else _SERIAL
+    v = c.execute(q, {"hub": hub}).scalar_one_or_none()
+    return int(v) if v is not None else 0
+
+
+def member_entries(epoch: int, tokens: Sequence[bytes]) -> set[bytes]:
+    """The members of a request as stored: epoch (4 bytes) + SHA-256 of each token."""
+    e = int(epoch).to_bytes(4, "big")
+    return {e + hashlib.sha256(bytes(t)).digest() for t in tokens}
+
+
+def _members(blob: bytes) -> set[bytes]:
+    return {blob[i:i + _ENTRY] for i in range(0, len(blob), _ENTRY)}
+
+
+def _most_per_epoch(members: set[bytes]) -> int:
+    counts: dict[bytes, int] = {}
+    for m in members:
+        counts[m[:4]] = counts.get(m[:4], 0) + 1
+    return max(counts.values(), default=0)
+
+
+def _decide(row: Any, rec: common_pb2.ConsentRecord, case_ref: str, members: set[bytes], now: dt.datetime) -> set[bytes]:
+    """Refuses the use, or returns the members recorded after it."""
+    if row is None or not row.uses:
+        have: set[bytes] = set()
+    else:
+        have = _members(bytes(row.members))
+        if rec.use == common_pb2.CONSENT_USE_ONE_OFF and row.case_ref != case_ref:
+            raise PermissionDenied(f"consent: this one-off authorisation was already used here for case {row.case_ref}, "
+                                   "want a new authorisation for another case", reason=Reason.CONSENT_REUSED)
+        if rec.use == common_pb2.CONSENT_USE_PERIODIC and rec.min_interval_days:
+            nxt = _utc(row.last_used_at) + dt.timedelta(days=int(rec.min_interval_days))
+            if now < nxt:
+                raise PermissionDenied(f"consent: periodic authorisation last used here {_utc(row.last_used_at).isoformat()}, "
+                                       f"at most every {rec.min_interval_days} days, want no earlier than {nxt.isoformat()}",
+                                       reason=Reason.CONSENT_TOO_SOON)
+    after = have | members
+    if _most_per_epoch(after) > rec.max_members:
+        raise PermissionDenied(f"consent: {_most_per_epoch(after)} distinct members asked about under this authorisation here, "
+                               f"want at most {rec.max_members} (another member set)", reason=Reason.CONSENT_REUSED)
+    return after
+
+
+def _key(hub: str, rec: common_pb2.ConsentRecord) -> dict[str, Any]:
+    return {"k_hub": hub, "k_scan": bytes(rec.scan_digest), "k_use": int(rec.use)}
+
+
+def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_digest: bytes, case_ref: str, epoch: int,
+              tokens: Sequence[bytes], now: dt.datetime, *, record: bool) -> None:
+    """Refuses a use of ``rec`` that its kind does not allow (see the module docstring).
+    With ``record`` (inside the answer's transaction) the use is written, the row created
+    if missing and locked in the same statement (``INSERT … ON CONFLICT DO UPDATE …
+    RETURNING``) so concurrent requests take turns."""
+    members = member_entries(epoch, tokens)
+    key = _key(hub, rec)
+    if not record:
+        _decide(c.execute(_USE_ROW, key).first(), rec, case_ref, members, now)
+        return
+    row = c.execute(_TAKE_ROW[c.dialect.name], {
+        "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
+        "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 0, "members": b""}).one()
+    after = _decide(row, rec, case_ref, members, now)
+    c.execute(_USE_UPDATE, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
+                            "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at})
