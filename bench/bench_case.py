@@ -4,8 +4,11 @@ Hedui path: a 4-member household case run by the hub — blind, Evaluate (batche
 DLEQ proof) and verify at each provider, then one signed Lookup per provider with policy,
 replay guard, quota and audit on both sides, all over mTLS — versus a baseline that performs
 the same lookups (same tokens, same index, same field derivation) as plaintext gRPC calls
-with no OPRF, signing, policy or audit, measured in the same run. Every node runs in this
-process on 2 cores, so both paths share the machine alike. The third path is the case floor
+with no OPRF, signing, policy or audit, measured in the same run. Every provider runs as
+its own process (issue 16 item 5, deployment shape = benchmark shape): Hedui's as ``hedui node
+serve`` (node/testbed/procs.py), the floor's and the bare baseline's as one server process per
+provider; the hub side of all three runs in this process (as ``hedui case run`` or the
+console runs beside a hub node), so all paths share the 2 cores alike. The third path is the case floor
 (``bench/floor_case.py``): the same protocol (same crypto, same rpcs over mTLS, signed
 answers) with one commit per side per exchange and nothing else. The three paths alternate
 in ``--reps`` rounds per concurrency level after a warm-up; rates min/median per round.
@@ -25,6 +28,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -45,10 +49,12 @@ from hedui.keys import dsse
 from hedui.keys.directory import ROLE_ANSWERS
 from hedui.keys.keyfile import PASSPHRASE_ENV, load_secret
 from hedui.keys.oprf import ServerKey
+from hedui.node.runtime import Runtime
 from hedui.node.server import server_options
 from hedui.node.store.db import open_engine
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.testbed import provider as testbed_provider
+from hedui.node.testbed.procs import NodeProcess
 from hedui.node.verification import consent
 from hedui.node.verification.answer import derive, window_of
 from hedui.node.verification.cases import consent_digest_of, open_case, run_case
@@ -130,8 +136,7 @@ def _households(n_cases: int, residents: int) -> list[list[str]]:
     return [[resident(rng.randint(1, residents), SEED).id_number for _ in range(4)] for _ in range(n_cases)]
 
 
-def _run_hedui(tb, households, conc: int) -> tuple[list[float], float, int]:
-    hub = tb.runtime("hub")
+def _run_hedui(hub, households, conc: int) -> tuple[list[float], float, int]:
     refs = [open_case(hub, [(i, "m") for i in dict.fromkeys(h)], purpose="dibao",
                       # one authorisation per household (issue 18 refuses a scan reused for another member set)
                       consent_digest=consent_digest_of(os.urandom(16)), operator="bench", region="370304") for h in households]
@@ -188,7 +193,22 @@ def _run_bare(stubs, key: ServerKey, households, conc: int, hub) -> tuple[list[f
     return lat, rate
 
 
+def _serve_bare(url: str, fields: str) -> None:
+    """``bench_case.py --serve-bare STORE_URL fields.toml``: the bare baseline of one provider
+    in its own process; prints its port, serves until stdin closes."""
+    s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=server_options())
+    lookup_pb2_grpc.add_LookupServiceServicer_to_server(_BareLookup(url, load_catalogue(Path(fields))), s)
+    port = s.add_insecure_port("127.0.0.1:0")
+    s.start()
+    print(port, flush=True)
+    sys.stdin.read()
+    s.stop(0)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--serve-bare"]:
+        _serve_bare(sys.argv[2], sys.argv[3])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--residents", type=int, default=100_000)
     ap.add_argument("--cases", type=int, default=64, help="cases per concurrency level and path")
@@ -201,26 +221,30 @@ def main() -> None:
     levels = [int(x) for x in a.concurrency.split(",")]
     with tempfile.TemporaryDirectory(dir=os.environ.get("HEDUI_BENCH_TMP")) as d:
         tb, records, index_s, key = _setup(Path(d), a.residents)
-        tb.start()
+        env = tb.env()
+        nodes = [NodeProcess(tb.config_path(c), env, log=Path(d) / f"{c}.log") for c in PROVIDERS]
+        for n in nodes:
+            n.start()
+        hub_rt = Runtime.open(tb.config_path("hub"))
+        prov_rts = [Runtime.open(tb.config_path(c)) for c in PROVIDERS]
         global REFERENCE_MONTH
-        REFERENCE_MONTH = str(Month.of(tb.runtime("hub").clock.today()).plus(-1))   # the hub's default
+        REFERENCE_MONTH = str(Month.of(hub_rt.clock.today()).plus(-1))   # the hub's default
         cat = load_catalogue(tb.member_dir("p1") / "fields.toml")
-        bare_servers, stubs, channels = [], [], []
-        for code in PROVIDERS:
-            s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=server_options())
-            lookup_pb2_grpc.add_LookupServiceServicer_to_server(_BareLookup(tb.runtime(code).config.store_url(), cat), s)
-            port = s.add_insecure_port("127.0.0.1:0")
-            s.start()
-            bare_servers.append(s)
-            ch = grpc.insecure_channel(f"127.0.0.1:{port}")
+        bare_procs, stubs, channels = [], [], []
+        for code, rt in zip(PROVIDERS, prov_rts, strict=True):
+            proc = subprocess.Popen([sys.executable, __file__, "--serve-bare", rt.config.store_url(),
+                                     str(tb.member_dir(code) / "fields.toml")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    env={**os.environ, **env})
+            bare_procs.append(proc)
+            ch = grpc.insecure_channel(f"127.0.0.1:{int(proc.stdout.readline())}")  # type: ignore[union-attr]
             channels.append(ch)
             stubs.append(lookup_pb2_grpc.LookupServiceStub(ch))
-        hub_rt = tb.runtime("hub")
-        floor = FloorFederation(hub_rt, [tb.runtime(c) for c in PROVIDERS], key, cat, "income_last_year", REFERENCE_MONTH)
+        floor = FloorFederation(hub_rt, prov_rts, key, cat, "income_last_year", REFERENCE_MONTH,
+                                configs=[tb.config_path(c) for c in PROVIDERS], env=env)
         rows = []
         try:
             warm = _households(4, a.residents)
-            _run_hedui(tb, warm, 1)  # warm up channels and caches
+            _run_hedui(hub_rt, warm, 1)  # warm up channels and caches
             floor.run(warm, 1)
             _run_bare(stubs, key, warm, 1, hub_rt)
             for conc in levels:
@@ -232,7 +256,7 @@ def main() -> None:
                 inc = 0
                 # Interleaved rounds: hedui, floor, bare, hedui, floor, bare, ...
                 for _ in range(a.reps):
-                    lat, rate, i = _run_hedui(tb, hh, conc)
+                    lat, rate, i = _run_hedui(hub_rt, hh, conc)
                     h_lat += lat
                     h_rates.append(rate)
                     inc += i
@@ -258,9 +282,13 @@ def main() -> None:
             floor.close()
             for ch in channels:
                 ch.close()
-            for s in bare_servers:
-                s.stop(0)
-            tb.stop()
+            for proc in bare_procs:
+                proc.stdin.close()  # type: ignore[union-attr]
+                proc.wait(30)
+            for rt in [hub_rt, *prov_rts]:
+                rt.close()
+            for n in nodes:
+                n.stop()
         report("bench_case (4-member household × 8 providers)", rows, json_out=a.json, extra={
             "indexed residents per provider": f"{a.residents:,} ({records:,} records; index built in {index_s:.1f} s)",
             "cases per level": a.cases,

@@ -1,24 +1,29 @@
-"""Active-discovery benchmark: notices from 5 department nodes to one hub, end to end.
+"""Active-discovery benchmark: notices from 5 department nodes to one hub, end to end, every
+node its own process as deployed (issue 16: deployment shape = benchmark shape).
 
-hedui path (what the nodes do): each department seals the personal part of every notice to
-the hub's key (HPKE ML-KEM-768 + X25519), DSSE-signs it and queues it in its durable outbox
-(one transaction per batch, like a detection run); its pusher sends the queued notices over
-mutual TLS to the hub node, which identifies the caller, checks the policy, verifies the
-signature, opens the sealed part, merges the notice into the person's lead with a referral,
-signs a receipt and audits it; the department verifies the receipt, audits it and stores it.
-Enqueueing and pushing overlap, as on a node whose detection run is followed by its pusher.
-The hub runs as its own process (``hedui node serve``), the departments in this one.
+hedui path: the hub and each department run ``hedui node serve`` (node/testbed/procs.py).
+Beside each department node a detection process (what ``hedui notices detect`` is) seals
+the personal part of every notice to the hub's key (HPKE ML-KEM-768 + X25519), DSSE-signs it
+and queues it in the department's durable outbox (one transaction per ``--batch``); the
+department node's pusher (``[provider] push_interval``, ``push_batch``) sends the queued
+notices with ``NoticeService.PushBatch`` over mutual TLS to the hub, which identifies the
+caller, checks the policy, verifies each signature, opens each sealed part, merges each
+notice into the person's lead with a referral, signs a receipt per notice and audits them,
+one transaction per batch; the department verifies each receipt and stores it with its
+audit entries, one transaction per batch. A round ends when every queued notice has its
+receipt stored in its outbox.
 
-Baseline, same run: the same notices, personal part in clear and unsigned, pushed with the
-same concurrency over plain (insecure) gRPC to a bare NoticeService in its own process that
-parses the notice and answers an unsigned receipt, storing nothing.
+Baseline, same run: the same notices, personal part in clear and unsigned, one ``Push`` per
+notice over plain (insecure) gRPC to a bare NoticeService in its own process that parses the
+notice and answers an unsigned receipt, storing nothing; one sender process per department.
 
 Reports notices/s for both and their ratio, and the delivery delay of the hedui path
-(enqueue → receipt stored in the outbox) at p50 and p99.
+(enqueue → receipt stored in the outbox) at p50 and p99, in a burst and paced at half the
+measured rate.
 
 Baseline and hedui alternate in --reps rounds (after a warm-up), each on fresh notices.
 
-    python bench/bench_notices.py [--notices 100000] [--providers 5] [--batch 500] [--reps 3] [--json]
+    python bench/bench_notices.py [--notices 20000] [--providers 5] [--batch 500] [--push-batch 100] [--reps 3] [--json]
 """
 
 from __future__ import annotations
@@ -30,13 +35,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-
-import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, report
@@ -44,12 +46,10 @@ from _common import percentile, report
 from hedui.adapters.synthetic import resident
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.discovery.detect import Detection
-from hedui.node.discovery.outbox import enqueue
-from hedui.node.discovery.provider import ProviderNotices
 from hedui.node.discovery.tables import notice_inbox, notice_outbox, utc
-from hedui.node.runtime import Runtime
+from hedui.node.store.db import open_engine
 from hedui.node.testbed import MemberPlan, Testbed
-from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
+from hedui.node.testbed.procs import NodeProcess
 
 _TOWNS = ("370304001", "370304002", "370304003")
 
@@ -95,11 +95,11 @@ def _detections(provider: int, n: int, start: int) -> list[Detection]:
     return out
 
 
-def _delays(rts, since: datetime) -> list[float]:
+def _delays(engines, since: datetime) -> list[float]:
     """Seconds from enqueue to receipt stored, for outbox rows queued since ``since``."""
     out: list[float] = []
-    for rt in rts:
-        with rt.engine.connect() as c:
+    for eng in engines:
+        with eng.connect() as c:
             rows = c.execute(
                 notice_outbox.select().with_only_columns(notice_outbox.c.created_at, notice_outbox.c.delivered_at)
                 .where(notice_outbox.c.status == "delivered", notice_outbox.c.created_at >= since)
@@ -108,127 +108,146 @@ def _delays(rts, since: datetime) -> list[float]:
     return out
 
 
+def _undelivered(engines) -> tuple[int, str | None]:
+    """Rows not yet delivered in every outbox, and a refusal if any row was rejected."""
+    from sqlalchemy import func, select
+
+    left, why = 0, None
+    for eng in engines:
+        with eng.connect() as c:
+            counts = dict(c.execute(select(notice_outbox.c.status, func.count()).group_by(notice_outbox.c.status)).all())
+            if counts.get("rejected"):
+                why = c.execute(select(notice_outbox.c.last_error).where(notice_outbox.c.status == "rejected")).scalar()
+        left += counts.get("pending", 0)
+    return left, why
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+def _worker(mode: str, arg: str, provider: int) -> None:
+    """One sender beside a department: ``hedui`` queues notices in the department's outbox
+    (the detection process: seal, sign, one transaction per batch), ``bare`` pushes them in
+    clear to the bare servicer. Commands on stdin: ``n start batch rate``; answers ``done``."""
+    if mode == "hedui":
+        from hedui.node.discovery.outbox import enqueue
+        from hedui.node.discovery.provider import ProviderNotices
+        from hedui.node.runtime import Runtime
+
+        rt = Runtime.open(Path(arg))
+        pn = ProviderNotices(rt)
+    else:
+        import grpc
+
+        from hedui.v1 import common_pb2, notice_pb2, notice_pb2_grpc
+
+        ch = grpc.insecure_channel(f"127.0.0.1:{arg}")
+        stub = notice_pb2_grpc.NoticeServiceStub(ch)
+    print("READY", flush=True)
+    for line in sys.stdin:
+        n, first, batch, rate = line.split()
+        dets = _detections(provider, int(n), int(first))
+        t0 = time.perf_counter()
+        if mode == "hedui":
+            step = int(batch)
+            for a in range(0, len(dets), step):
+                if float(rate):
+                    ahead = t0 + a / float(rate) - time.perf_counter()
+                    if ahead > 0:
+                        time.sleep(ahead)
+                with rt.engine.begin() as conn:
+                    for d in dets[a:a + step]:
+                        enqueue(conn, d, pn.sign_and_seal, hub=pn.hub, now=rt.clock.now())
+        else:
+            for d in dets:
+                nt = notice_pb2.Notice(
+                    notice_id=os.urandom(16), provider=f"dept-{provider + 1}", hub="bare", rule=d.rule,
+                    event_type=d.event_type, region=d.region, event_date=d.event_date.isoformat(),
+                    due_date=d.due_date.isoformat(), sealed_suite="none",
+                    sealed_ciphertext=notice_pb2.SealedDetails(identity=d.identity, details=dict(d.details)).SerializeToString(),
+                )
+                nt.created_at.GetCurrentTime()
+                env = common_pb2.Envelope(payload_type="application/vnd.hedui.notice.v1+proto", payload=nt.SerializeToString())
+                resp = stub.Push(notice_pb2.PushRequest(notice=env), timeout=30)
+                notice_pb2.Receipt.FromString(resp.receipt.payload)
+        print("done", flush=True)
+
+
+class _Workers:
+    """One worker process per department, driven over stdin/stdout."""
+
+    def __init__(self, mode: str, args: list[str], env: dict[str, str]) -> None:
+        me = str(Path(__file__).resolve())
+        self.procs = [subprocess.Popen([sys.executable, me, "--worker", mode, a, str(i)], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+                      for i, a in enumerate(args)]
+        for p in self.procs:
+            line = p.stdout.readline()  # type: ignore[union-attr]
+            if line.strip() != "READY":
+                raise SystemExit(f"{mode} worker did not start: {line!r}")
+
+    def run(self, per: list[tuple[int, int]], batch: int = 1, rate: float = 0.0) -> None:
+        """Sends every worker its command and returns when all have answered."""
+        for p, (n, first) in zip(self.procs, per, strict=True):
+            p.stdin.write(f"{n} {first} {batch} {rate}\n")  # type: ignore[union-attr]
+            p.stdin.flush()  # type: ignore[union-attr]
+        for p in self.procs:
+            if p.stdout.readline().strip() != "done":  # type: ignore[union-attr]
+                raise SystemExit(f"a worker failed (exit {p.wait()})")
+
+    def cpu(self) -> float:
+        return sum(_cpu(p.pid) for p in self.procs)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.stdin.close()  # type: ignore[union-attr]
+            p.wait(30)
+
+
 def _cpu(pid: int) -> float:
     """User + system CPU seconds of a process (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_hub(tb: Testbed) -> subprocess.Popen:
-    exe = Path(sys.executable).with_name("hedui")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from hedui.node.cli import main; main()"]
-    proc = subprocess.Popen(cmd + ["node", "serve", "--config", str(tb.config_path("hub"))],
-                            stdout=subprocess.PIPE, env={**os.environ, **tb.env()})
-    line = proc.stdout.readline()
-    if b"serving on" not in line:
-        proc.kill()
-        raise SystemExit(f"hub did not start: {line!r}")
-    return proc
-
-
-def _hedui_run(pns: list[ProviderNotices], per: list[list[Detection]], batch: int, rate: float = 0.0) -> float:
-    """Enqueue (seal + sign, one transaction per batch) and push, overlapped; returns seconds
-    from the first enqueue to the last receipt stored. With ``rate`` (notices/s in total) the
-    batches are queued at that pace instead of as fast as possible."""
-    done = [threading.Event() for _ in pns]
-    wake = [threading.Event() for _ in pns]
-    errors: list[BaseException] = []
-
-    def enqueuer(i: int) -> None:
-        pn, dets = pns[i], per[i]
-        start = time.perf_counter()
-        try:
-            for a in range(0, len(dets), batch):
-                if rate:
-                    ahead = start + a * len(pns) / rate - time.perf_counter()
-                    if ahead > 0:
-                        time.sleep(ahead)
-                with pn.rt.engine.begin() as conn:
-                    for d in dets[a:a + batch]:
-                        enqueue(conn, d, pn.sign_and_seal, hub=pn.hub, now=pn.rt.clock.now())
-                wake[i].set()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            done[i].set()
-            wake[i].set()
-
-    def pusher(i: int) -> None:
-        pn = pns[i]
-        try:
-            while True:
-                stats = pn.pusher.push_due()
-                if stats.failed:
-                    errors.append(RuntimeError(f"{pn.rt.member}: {stats.failed} push(es) failed"))
-                    return
-                if done[i].is_set() and stats.attempted == 0 and pn.pending() == 0:
-                    return
-                if stats.attempted == 0:
-                    wake[i].wait(0.05)
-                    wake[i].clear()
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=f, args=(i,)) for i in range(len(pns)) for f in (enqueuer, pusher)]
+def _hedui_round(enq: _Workers, engines, per: list[tuple[int, int]], batch: int, rate: float = 0.0) -> float:
+    """Queues the notices (detection processes) while the department nodes push; returns
+    seconds from the first enqueue to the last receipt stored."""
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    if errors:
-        raise SystemExit(f"hedui run failed: {errors[0]!r}")
-    return elapsed
+    enq.run(per, batch, rate)
+    while True:
+        left, why = _undelivered(engines)
+        if why:
+            raise SystemExit(f"a notice was rejected: {why}")
+        if not left:
+            return time.perf_counter() - t0
+        time.sleep(0.01)
 
 
-def _baseline(port: int, per: list[list[Detection]]) -> float:
-    """The same notices in clear, unsigned, over insecure gRPC to the bare servicer."""
-    ch = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 64 << 20)])
-    stub = notice_pb2_grpc.NoticeServiceStub(ch)
-    errors: list[BaseException] = []
-
-    def push(i: int) -> None:
-        try:
-            for d in per[i]:
-                n = notice_pb2.Notice(
-                    notice_id=os.urandom(16), provider=f"dept-{i + 1}", hub="bare", rule=d.rule,
-                    event_type=d.event_type, region=d.region, event_date=d.event_date.isoformat(),
-                    due_date=d.due_date.isoformat(), sealed_suite="none",
-                    sealed_ciphertext=notice_pb2.SealedDetails(identity=d.identity, details=dict(d.details)).SerializeToString(),
-                )
-                n.created_at.GetCurrentTime()
-                env = common_pb2.Envelope(payload_type="application/vnd.hedui.notice.v1+proto", payload=n.SerializeToString())
-                resp = stub.Push(notice_pb2.PushRequest(notice=env), timeout=30)
-                notice_pb2.Receipt.FromString(resp.receipt.payload)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=push, args=(i,)) for i in range(len(per))]
+def _baseline_round(bare: _Workers, per: list[tuple[int, int]]) -> float:
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - t0
-    ch.close()
-    if errors:
-        raise SystemExit(f"baseline failed: {errors[0]!r}")
-    return elapsed
+    bare.run(per)
+    return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--notices", type=int, default=20_000,
-                    help="notices in total (split over the providers); 10^5 takes about 13 minutes on 2 cores")
+    ap.add_argument("--notices", type=int, default=20_000, help="notices in total (split over the providers and rounds)")
     ap.add_argument("--paced", type=int, default=2000,
                     help="notices for the delay measurement at half the measured throughput (0: skip)")
     ap.add_argument("--providers", type=int, default=5)
     ap.add_argument("--batch", type=int, default=500, help="notices queued per outbox transaction")
+    ap.add_argument("--push-batch", type=int, default=100, help="notices per PushBatch call ([provider] push_batch)")
+    ap.add_argument("--push-interval", type=float, default=0.05, help="[provider] push_interval, seconds")
     ap.add_argument("--hub-store", default=None,
                     help="the hub's store URL (an empty PostgreSQL database); default a SQLite file")
     ap.add_argument("--reps", type=int, default=3, help="interleaved rounds (the notices are split over them)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker:
+        _worker(a.worker[0], a.worker[1], int(a.worker[2]))
+        return
     load_before = os.getloadavg()[0]
     n_round = a.notices // a.providers // a.reps
     total = n_round * a.providers   # per round
@@ -237,92 +256,115 @@ def main() -> None:
         codes = [f"dept-{i}" for i in range(1, a.providers + 1)]
         members = [MemberPlan("hub", "hub", ["hub"])] + [
             MemberPlan(c, c, ["provider"], extra_config={"provider": {
-                "rules": rules, "hub": "hub", "mapping": "unused.toml", "detect_at": "manual"}})
+                "rules": rules, "hub": "hub", "mapping": "unused.toml", "detect_at": "manual",
+                "push_interval": a.push_interval, "push_batch": a.push_batch}})
             for c in codes
         ]
+
         def store(code: str) -> str:
             return a.hub_store if code == "hub" else f"sqlite:///{Path(d) / 'fed' / 'members' / code / 'node.db'}"
 
         tb = Testbed(Path(d) / "fed", members, residents=10, store=store if a.hub_store else None).create()
         os.environ[PASSPHRASE_ENV] = tb.passphrase
-        hub = _start_hub(tb)
-        rts = [Runtime.open(tb.config_path(c)) for c in codes]
-        pns = [ProviderNotices(rt, base_delay=0.2, max_delay=5.0) for rt in rts]
-        bare = subprocess.Popen([sys.executable, "-c", _BARE], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
-        bare_port = int(bare.stdout.readline())
+        logs = Path(d) / "logs"
+        logs.mkdir()
+        nodes = [NodeProcess(tb.config_path(c), tb.env(), log=logs / f"{c}.log") for c in ["hub", *codes]]
+        for n in nodes:
+            n.start()
+        from hedui.node.config import load_config
+
+        engines = [open_engine(load_config(tb.config_path(c)).store_url()) for c in codes]
+        bare_srv = subprocess.Popen([sys.executable, "-c", _BARE], stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+        bare_port = int(bare_srv.stdout.readline())  # type: ignore[union-attr]
+        enq = _Workers("hedui", [str(tb.config_path(c)) for c in codes], tb.env())
+        bare = _Workers("bare", [str(bare_port)] * a.providers, {})
         try:
-            # Warm-up (connections, caches, first SQLite pages): 20 notices each, not counted.
-            warm = [_detections(i, 20, 10_000_000 + i * 1000) for i in range(a.providers)]
-            _hedui_run(pns, warm, a.batch)
-            _baseline(bare_port, warm)
+            # Warm-up (connections, caches, first SQLite pages): 40 notices each, not counted.
+            warm = [(40, 10_000_000 + i * 1000) for i in range(a.providers)]
+            _hedui_round(enq, engines, warm, a.batch)
+            _baseline_round(bare, warm)
             # Interleaved rounds: baseline, hedui, baseline, hedui, ... on fresh notices each
             # round, so load drift on the shared machine enters both sides alike.
             t_base_r: list[float] = []
             t_hedui_r: list[float] = []
-            delays = []
-            cpu_hub = cpu_dept = 0.0
+            delays: list[float] = []
+            cpu_hub = cpu_dept = cpu_enq = cpu_bare_srv = cpu_bare_cli = 0.0
+            # What the nodes spend idle (pushers polling, checkpoints, health): over 3 s, no notices.
+            idle0 = [n.cpu_seconds() for n in nodes]
+            time.sleep(3.0)
+            idle = [(n.cpu_seconds() - c0) / 3.0 for n, c0 in zip(nodes, idle0, strict=True)]
             for r in range(a.reps):
                 off = 1 + r * total
-                per = [_detections(i, n_round, off + i * n_round) for i in range(a.providers)]
-                t_base_r.append(_baseline(bare_port, per))
+                per = [(n_round, off + i * n_round) for i in range(a.providers)]
+                cpub = _cpu(bare_srv.pid), bare.cpu()
+                t_base_r.append(_baseline_round(bare, per))
+                cpu_bare_srv += _cpu(bare_srv.pid) - cpub[0]
+                cpu_bare_cli += bare.cpu() - cpub[1]
                 mark = datetime.now(UTC)
-                cpu0 = _cpu(hub.pid), time.process_time()
-                t_hedui_r.append(_hedui_run(pns, per, a.batch))
-                cpu_hub += _cpu(hub.pid) - cpu0[0]
-                cpu_dept += time.process_time() - cpu0[1]
-                delays += _delays(rts, mark)
+                cpu0 = nodes[0].cpu_seconds(), sum(n.cpu_seconds() for n in nodes[1:]), enq.cpu()
+                t_hedui_r.append(_hedui_round(enq, engines, per, a.batch))
+                cpu_hub += nodes[0].cpu_seconds() - cpu0[0]
+                cpu_dept += sum(n.cpu_seconds() for n in nodes[1:]) - cpu0[1]
+                cpu_enq += enq.cpu() - cpu0[2]
+                delays += _delays(engines, mark)
             t_hedui = statistics.median(t_hedui_r)
             t_base = statistics.median(t_base_r)
             paced: list[float] = []
             paced_rate = 0.5 * total / t_hedui
             if a.paced:
-                # The delay a notice sees when the hub is not behind: queued one by one at half
-                # the throughput just measured.
+                # The delay a notice sees when the hub is not behind: queued one by one (one
+                # transaction each) at half the throughput just measured.
                 n_paced = a.paced // a.providers
                 mark2 = datetime.now(UTC)
-                _hedui_run(pns, [_detections(i, n_paced, 20_000_000 + i * n_paced) for i in range(a.providers)], 1,
-                           rate=paced_rate)
-                paced = _delays(rts, mark2)
+                _hedui_round(enq, engines, [(n_paced, 20_000_000 + i * n_paced) for i in range(a.providers)], 1,
+                             rate=paced_rate / a.providers)
+                paced = _delays(engines, mark2)
         finally:
-            for pn in pns:
-                pn.close()
-            for rt in rts:
-                rt.close()
-            bare.stdin.close()
-            bare.wait(10)
-            hub.terminate()
-            hub.wait(60)
+            enq.close()
+            bare.close()
+            for eng in engines:
+                eng.dispose()
+            bare_srv.stdin.close()  # type: ignore[union-attr]
+            bare_srv.wait(10)
+            for n in nodes:
+                n.stop()
         from sqlalchemy import func, select
-
-        from hedui.node.config import load_config
-        from hedui.node.store.db import open_engine
 
         eng = open_engine(load_config(tb.config_path("hub")).store_url())
         with eng.connect() as c:
             received = c.execute(select(func.count()).select_from(notice_inbox)).scalar_one()
         eng.dispose()
-        warm_n = 20 * a.providers + len(paced)
+        warm_n = 40 * a.providers + len(paced)
         if received != total * a.reps + warm_n or len(delays) != total * a.reps:
             raise SystemExit(f"hub holds {received} notices and the outboxes {len(delays)} receipts, "
                              f"want {total * a.reps + warm_n}")
-        ratios = [b / h for h, b in zip(t_hedui_r, t_base_r)]
+        ratios = [b / h for h, b in zip(t_hedui_r, t_base_r, strict=True)]
         rows = [
-            {"path": "hedui: sealed + signed, mTLS, verify + open + merge + signed receipt, audited both sides",
+            {"path": "hedui: nodes as processes; sealed + signed, mTLS, PushBatch, verify + open + merge + signed receipt "
+                     "per notice, audited both sides, one transaction per batch each side",
              "notices per round": total, "median s": t_hedui, "notices/s best": total / min(t_hedui_r),
              "notices/s median": total / t_hedui},
-            {"path": "baseline: same notices in clear, unsigned, insecure gRPC, bare servicer (no store)",
+            {"path": "baseline: same notices in clear, unsigned, one Push each, insecure gRPC, bare servicer (no store)",
              "notices per round": total, "median s": t_base, "notices/s best": total / min(t_base_r),
              "notices/s median": total / t_base},
         ]
         extra = {
             "providers": a.providers,
+            "push batch / outbox batch": f"{a.push_batch} / {a.batch}",
             f"ratio hedui/baseline (notices/s), per round, min / median of {a.reps}":
                 f"{min(ratios):.3f} / {statistics.median(ratios):.3f}",
+            "per-round seconds hedui / baseline": f"{[round(x, 2) for x in t_hedui_r]} / {[round(x, 2) for x in t_base_r]}",
             "delivery delay p50 / p99 s, burst (all queued at once; mostly queueing)":
                 f"{percentile(delays, 50):.3f} / {percentile(delays, 99):.3f}",
             f"delivery delay p50 / p99 s, paced at {paced_rate:.0f} notices/s ({len(paced)} notices)":
                 f"{percentile(paced, 50):.3f} / {percentile(paced, 99):.3f}" if paced else "skipped",
-            "CPU s during the hedui run: hub process / department processes": f"{cpu_hub:.1f} / {cpu_dept:.1f}",
+            "CPU ms per notice in the timed rounds: hub node / department nodes / detection processes":
+                f"{1000 * cpu_hub / (total * a.reps):.2f} / {1000 * cpu_dept / (total * a.reps):.2f} / "
+                f"{1000 * cpu_enq / (total * a.reps):.2f}",
+            "CPU ms per notice in the timed rounds, baseline: bare server / sender processes":
+                f"{1000 * cpu_bare_srv / (total * a.reps):.2f} / {1000 * cpu_bare_cli / (total * a.reps):.2f}",
+            "idle CPU of the nodes (ms per second): hub / department nodes":
+                f"{1000 * idle[0]:.1f} / {1000 * sum(idle[1:]):.1f}",
             "hub store": "PostgreSQL" if a.hub_store else "SQLite (WAL)",
             "load average (1 min) before / after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
             "notices at the hub (incl. warm-up and paced)": received,

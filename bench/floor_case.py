@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -101,11 +103,42 @@ class _Provider(pseudonym_pb2_grpc.PseudonymServiceServicer, lookup_pb2_grpc.Loo
         return lookup_pb2.LookupResponse(answer=env)
 
 
+def _serve(config: str) -> None:
+    """``python floor_case.py --serve node.toml``: one floor provider as its own process (as
+    Hedui's providers run, issue 16 item 5) on a free port of its member's host, with the
+    member's TLS key, OPRF key, catalogue and store; prints the port, serves until stdin closes."""
+    from pathlib import Path
+
+    from hedui.keys.keyfile import load_secret
+    from hedui.node.runtime import Runtime
+    from hedui.node.verification.catalogue import load_catalogue
+    from hedui.node.verification.provider import OPRF_SEED_LABEL
+
+    rt = Runtime.open(Path(config))
+    p = rt.config.provider
+    seed = load_secret(rt.config.path(p.oprf_seed), rt.passphrase, label=OPRF_SEED_LABEL)
+    _md.create_all(rt.engine)
+    s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=server_options())
+    svc = _Provider(rt, ServerKey.derive(seed, p.epoch), load_catalogue(rt.config.path(p.fields)))
+    pseudonym_pb2_grpc.add_PseudonymServiceServicer_to_server(svc, s)
+    lookup_pb2_grpc.add_LookupServiceServicer_to_server(svc, s)
+    host = rt.directory.member(rt.member).endpoint.rsplit(":", 1)[0]
+    port = s.add_secure_port(f"{host}:0", grpc.ssl_server_credentials(
+        [(rt.tls_key_pem, rt.tls_cert_pem)], root_certificates=rt.ca_pem, require_client_auth=True))
+    s.start()
+    print(port, flush=True)
+    sys.stdin.read()
+    s.stop(0)
+
+
 class FloorFederation:
     """Floor servers for ``providers`` (runtimes of the bench federation), each on a new port
-    of its member's host with the member's TLS key, and the hub's client side."""
+    of its member's host with the member's TLS key, and the hub's client side. With
+    ``configs`` (the providers' node.toml paths) and ``env`` each floor provider runs as its
+    own process, as Hedui's nodes do in ``bench_case.py``."""
 
-    def __init__(self, hub_rt, provider_rts: Sequence, key: ServerKey, catalogue, field: str, reference_month: str) -> None:
+    def __init__(self, hub_rt, provider_rts: Sequence, key: ServerKey, catalogue, field: str, reference_month: str,
+                 *, configs: Sequence | None = None, env: dict | None = None) -> None:
         self.hub = hub_rt
         self.key_pub = key.public_key_bytes
         self.field = field
@@ -113,8 +146,19 @@ class FloorFederation:
         _md.create_all(hub_rt.engine)
         creds = channel_credentials(hub_rt.ca_pem, hub_rt.tls_cert_pem, hub_rt.tls_key_pem)
         self.servers, self.channels, self.peers = [], [], []
-        for rt in provider_rts:
+        self.procs: list[subprocess.Popen] = []
+        for i, rt in enumerate(provider_rts):
             _md.create_all(rt.engine)
+            if configs is not None:
+                proc = subprocess.Popen([sys.executable, __file__, "--serve", str(configs[i])], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, env={**os.environ, **(env or {})})
+                self.procs.append(proc)
+                host = hub_rt.directory.member(rt.member).endpoint.rsplit(":", 1)[0]
+                ch = grpc.secure_channel(f"{host}:{int(proc.stdout.readline())}", creds)  # type: ignore[union-attr]
+                self.channels.append(ch)
+                trusted = {rt.signer.keyid: rt.signer.public}
+                self.peers.append((pseudonym_pb2_grpc.PseudonymServiceStub(ch), lookup_pb2_grpc.LookupServiceStub(ch), trusted))
+                continue
             s = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=server_options())
             svc = _Provider(rt, key, catalogue)
             pseudonym_pb2_grpc.add_PseudonymServiceServicer_to_server(svc, s)
@@ -176,3 +220,17 @@ class FloorFederation:
             ch.close()
         for s in self.servers:
             s.stop(0)
+        for proc in self.procs:
+            proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"] and len(sys.argv) == 3:
+        _serve(sys.argv[2])
+    else:
+        raise SystemExit("usage: floor_case.py --serve node.toml (bench_case.py runs the floor)")

@@ -16,6 +16,7 @@ post-quantum KEM ML-KEM-768 + X25519, HKDF-SHA256 and AES-256-GCM, from ``crypto
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -116,6 +117,14 @@ def _public_key(public: bytes) -> hpke.MLKEM768X25519PublicKey:
     if not isinstance(public, (bytes, bytearray)) or len(public) != PUBLIC_KEY_SIZE:
         got = len(public) if isinstance(public, (bytes, bytearray)) else type(public).__name__
         raise InvalidArgument(f"sealing public key: got {got} bytes, want {PUBLIC_KEY_SIZE}")
+    return _parsed(bytes(public))
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(public: bytes) -> hpke.MLKEM768X25519PublicKey:
+    """The parsed key, kept: a node seals every notice to the same hub key (issue 16, cached
+    parsed keys; parsing ML-KEM-768 costs about as much as the X25519 part of a seal). Keys
+    are immutable, so a cached one is the same key; a refused key raises and is not cached."""
     try:
         m = mlkem.MLKEM768PublicKey.from_public_bytes(bytes(public[:_MLKEM_PUB]))
         x = x25519.X25519PublicKey.from_public_bytes(bytes(public[_MLKEM_PUB:]))

@@ -121,6 +121,15 @@ class ProviderSection(_Section):
         "it the run is reported as failed (CLI exit 3): a detection run's period is not marked done, an index "
         "build is not made live (the previous build keeps answering; `node index --max-unusable-share` overrides)",
     )
+    push_interval: float = Field(
+        default=1.0, ge=0.01, le=3600.0,
+        description="Seconds between the pusher's looks at the notice outbox (a detection run in the node "
+        "wakes it at once)",
+    )
+    push_batch: int = Field(
+        default=100, ge=1, le=500,
+        description="Notices per PushBatch call to the hub (1: one Push per notice, as before batches)",
+    )
     detect_at: str = Field(
         default="01:30",
         description="Local (China) time of the daily detection run, HH:MM; \"manual\" runs detection only "

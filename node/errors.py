@@ -39,6 +39,7 @@ __all__ = [
     "Unavailable",
     "VerificationError",
     "status_code",
+    "from_status",
     "to_status",
     "from_rpc_error",
     "describe_remote",
@@ -99,6 +100,17 @@ def from_rpc_error(err: grpc.RpcError) -> HeduiError:
     as a transport failure, gets the code's own). ``remote_code`` keeps the status name."""
     code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
     details = (err.details() if callable(getattr(err, "details", None)) else "") or ""
+    return _from_code(code, details)
+
+
+def from_status(code_name: str, details: str) -> HeduiError:
+    """:func:`from_rpc_error` for a status carried in a message (a notice refused inside a
+    ``PushBatch``): ``code_name`` a gRPC status code name, ``details`` ``REASON: message``."""
+    code = grpc.StatusCode.__members__.get(code_name, grpc.StatusCode.UNKNOWN)
+    return _from_code(code, details)
+
+
+def _from_code(code: grpc.StatusCode, details: str) -> HeduiError:
     cls, default = _FAMILIES.get(code, (HeduiError, Reason.UNKNOWN))
     head, sep, rest = details.partition(": ")
     known = Reason.__members__.get(head) if sep else None

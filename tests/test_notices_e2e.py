@@ -466,7 +466,7 @@ from hedui.node.testbed.discovery import SCENARIO_AS_OF
 
 config, mode = Path(sys.argv[1]), sys.argv[2]
 rt = Runtime.open(config)
-pn = ProviderNotices(rt)
+pn = ProviderNotices(rt, batch=1 if mode == "mid-push" else 100)
 if mode == "mid-transaction":
     seal = pn.sign_and_seal
     done = []
@@ -482,7 +482,7 @@ elif mode == "after-commit":
     pn.run(SCENARIO_AS_OF)
     print("READY", flush=True)
     time.sleep(600)
-else:  # mid-push: the hub has the notice, the provider dies before it records the receipt
+elif mode == "mid-push":  # single pushes: the hub has the notice, the provider dies before it records the receipt
     pn.run(SCENARIO_AS_OF)
     send = pn.pusher._send
     def send_then_hang(envelope):
@@ -491,6 +491,17 @@ else:  # mid-push: the hub has the notice, the provider dies before it records t
         time.sleep(600)
         return receipt
     pn.pusher._send = send_then_hang
+    pn.push()
+else:  # mid-batch: the hub has committed the whole batch, the provider dies before it records the receipts
+    pn.run(SCENARIO_AS_OF)
+    send_batch = pn.pusher._send_batch
+    def batch_then_hang(envelopes):
+        results = send_batch(envelopes)
+        assert len(results) == 2 and all(isinstance(r, bytes) for r in results)
+        print("READY", flush=True)
+        time.sleep(600)
+        return results
+    pn.pusher._send_batch = batch_then_hang
     pn.push()
 """
 
@@ -504,7 +515,7 @@ def _wait_ready(proc: subprocess.Popen, timeout: float = 120.0) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", ["mid-transaction", "after-commit", "mid-push"])
+@pytest.mark.parametrize("moment", ["mid-transaction", "after-commit", "mid-push", "mid-batch"])
 def test_kill_9_of_the_provider_loses_nothing_and_delivers_exactly_once(tmp_path, monkeypatch, moment):
     tb = _make(tmp_path / "fed").create()
     monkeypatch.setenv(PASSPHRASE_ENV, tb.passphrase)
@@ -530,14 +541,17 @@ def test_kill_9_of_the_provider_loses_nothing_and_delivers_exactly_once(tmp_path
         clock = Clock(max((t.utc(r.next_attempt_at) for r in rows), default=NOW))
         pn = ProviderNotices(rt, clock=clock)
         try:
-            assert len(rows) == {"mid-transaction": 0, "after-commit": 2, "mid-push": 2}[moment]
+            assert len(rows) == {"mid-transaction": 0, "after-commit": 2, "mid-push": 2, "mid-batch": 2}[moment]
             assert pn.run(SCENARIO_AS_OF).queued == 2 - len(rows)  # the re-run fills the gap, no more
             clock.advance(300)  # past the crashed pusher's lease
             stats = pn.push()
             assert (stats.delivered, stats.failed) == (2, 0)
-            assert stats.duplicates == (1 if moment == "mid-push" else 0)
+            assert stats.duplicates == {"mid-push": 1, "mid-batch": 2}.get(moment, 0)
             assert all(r.status == "delivered" for r in _outbox(rt))
             ids = sorted(bytes(r.notice_id) for r in _outbox(rt))
+            # Delivered and audited in one transaction: one notice.sent + receipt per notice.
+            sent = sorted(e["fields"]["request_id"] for e in audit_log(rt) if e["kind"] in ("notice.sent", "receipt"))
+            assert sent == sorted([i.hex() for i in ids] * 2)
         finally:
             pn.close()
             rt.close()

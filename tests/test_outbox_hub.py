@@ -599,3 +599,36 @@ def test_monthly_report_of_a_running_month_counts_as_at_today(engine, hub_key):
     clock.set(datetime(2025, 3, 3, 10, tzinfo=CHINA_TZ))
     with pytest.raises(InvalidArgument, match="month: got 2025-04, want a month that has begun by 2025-03-03"):
         monthly_report(hub, 2025, 4)
+
+
+def test_batch_pusher_claims_once_and_a_late_pusher_audits_only_what_it_delivered(engine, hub, hub_key):
+    """PushBatch on the provider (issue 16): one statement claims a batch (a second pusher
+    finds nothing due while the lease holds); when the lease runs out mid-call and another
+    pusher delivers the rows, the late one marks and audits none of them."""
+    clock = Clock(local(2025, 6, 3))
+    Provider("370304-medins", hub_key, clock).run(engine, stays(PEOPLE[:3]), "medins", date(2025, 6, 3))
+    server = HubServer(hub, hub_key, clock)
+    audited: dict[str, list[bytes]] = {"a": [], "b": []}
+
+    def audit(who: str):
+        return lambda conn, delivered: audited[who].extend(d[0] for d in delivered)
+
+    b = Pusher(engine, server, verify_receipt, lease=120, clock=clock, audit=audit("b"),
+               send_batch=lambda envs: [server(e) for e in envs])
+
+    def slow_batch(envs: list[bytes]) -> list:
+        out = [server(e) for e in envs]
+        assert b.push_due().attempted == 0      # claimed by a: nothing due for b
+        clock.advance(121)                      # a's lease runs out before its answer is back
+        assert b.push_due().delivered == 3      # duplicates at the hub, delivered by b
+        return out
+
+    a = Pusher(engine, server, verify_receipt, lease=120, clock=clock, audit=audit("a"), send_batch=slow_batch)
+    stats = a.push_due()
+    assert (stats.attempted, stats.delivered, stats.failed) == (3, 0, 0)  # its receipts checked out...
+    assert audited["a"] == [] and len(audited["b"]) == 3    # ...but b marked the rows: only b audits
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.notice_outbox.c.status, t.notice_outbox.c.attempts, t.notice_outbox.c.receipt)).all()
+    assert [(r.status, r.attempts) for r in rows] == [("delivered", 2)] * 3
+    assert all(verify_receipt(b"", r.receipt).duplicate for r in rows)   # b's receipts (the replays) stay
+    assert count(engine, t.notice_inbox) == 3 and count(engine, t.lead_events) == 3

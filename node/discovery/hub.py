@@ -37,16 +37,16 @@ from hedui.keys.directory import TrustedDirectory
 from hedui.keys.sealing import SealingKey
 from hedui.node.config import NodeConfig
 from hedui.node.discovery.calendar import WorkCalendar, local_date
+from hedui.node.discovery.intake import accept_notices
 from hedui.node.discovery.leads import Leads
-from hedui.node.discovery.notice import NOTICE_PAYLOAD_TYPE, make_receipt, notice_fields
 from hedui.node.discovery.routing import CODE_PATTERN, HubFile, Routing
-from hedui.node.discovery.tables import insert_ignore, lead_events, leads, notice_inbox, referrals, utc
+from hedui.node.discovery.tables import insert_ignore, lead_events, leads, referrals
 from hedui.node.errors import (
     ConfigError,
+    HeduiError,
     InvalidArgument,
-    Reason,
 )
-from hedui.v1 import common_pb2, notice_pb2
+from hedui.v1 import notice_pb2
 
 __all__ = ["Hub", "Acceptance", "load_hub", "load_sealing_key", "read_person_secret"]
 
@@ -194,70 +194,29 @@ class Hub(Leads):
         """Takes one verified notice on ``conn`` (the caller's transaction, which should also
         hold the audit entry). ``envelope`` is the serialised DSSE envelope exactly as
         received and already verified; ``notice`` its parsed payload; ``opened`` its sealed
-        part opened with the hub key (:func:`~hedui.node.discovery.notice.open_notice`). Returns the signed receipt."""
-        at = now or self.clock.now()
-        env = common_pb2.Envelope.FromString(envelope)
-        if env.payload_type != NOTICE_PAYLOAD_TYPE:
-            raise InvalidArgument(f"envelope.payload_type: got {env.payload_type!r}, want {NOTICE_PAYLOAD_TYPE!r}")
-        if notice_pb2.Notice.FromString(env.payload) != notice:
-            raise InvalidArgument("notice: got a message that differs from the envelope payload, want its parse")
-        digest = hashlib.sha256(env.payload).digest()
-        meta = notice_fields(notice, self.hub)
+        part opened with the hub key (:func:`~hedui.node.discovery.notice.open_notice`). Returns the signed receipt.
 
-        inserted = insert_ignore(
-            conn,
-            notice_inbox,
-            {
-                "notice_id": bytes(notice.notice_id),
-                "provider": notice.provider,
-                "notice_digest": digest,
-                "rule": notice.rule,
-                "event_type": notice.event_type,
-                "region": notice.region,
-                "event_date": meta["event_date"],
-                "due_date": meta["due_date"],
-                "created_at": meta["created_at"],
-                "sealed_enc": bytes(notice.sealed_enc),
-                "sealed_ciphertext": bytes(notice.sealed_ciphertext),
-                "sealed_suite": notice.sealed_suite,
-                "envelope": bytes(envelope),
-                "received_at": at,
-            },
-            ["notice_id"],
-        )
-        if not inserted:
-            row = conn.execute(
-                select(notice_inbox.c.notice_digest, notice_inbox.c.received_at, notice_inbox.c.lead_id)
-                .where(notice_inbox.c.notice_id == bytes(notice.notice_id))
-            ).one()
-            if bytes(row.notice_digest) != digest:
-                raise InvalidArgument(
-                    f"notice_id: got {bytes(notice.notice_id).hex()} again with different contents, "
-                    "want a new id for a new notice",
-                    reason=Reason.NOTICE_ID_REUSED,
-                )
-            receipt = sign_receipt(make_receipt(self.hub, notice.notice_id, digest, utc(row.received_at), duplicate=True))
-            return Acceptance(True, row.lead_id, None, False, receipt)
+        Raises its refusals (``InvalidArgument``, e.g. ``INVALID_IDENTITY``,
+        ``NOTICE_ID_REUSED``) before it writes anything, so the caller's transaction may go
+        on with other notices. A batch goes through :func:`~hedui.node.discovery.intake.accept_notices`
+        (this is its one-notice case)."""
+        (result,) = self.accept_notices(conn, [(notice, opened, bytes(envelope))], sign_receipt=sign_receipt, now=now)
+        if isinstance(result, HeduiError):
+            raise result
+        return result
 
-        lead_id, new_lead, referral_id = self._attach(
-            conn,
-            identity=opened.identity,
-            region=notice.region,
-            event_type=notice.event_type,
-            event_date=meta["event_date"],
-            provider=notice.provider,
-            source="notice",
-            notice_id=bytes(notice.notice_id),
-            sealed=None,
-            at=at,
-        )
-        receipt = sign_receipt(make_receipt(self.hub, notice.notice_id, digest, at, duplicate=False))
-        conn.execute(
-            update(notice_inbox)
-            .where(notice_inbox.c.notice_id == bytes(notice.notice_id))
-            .values(lead_id=lead_id, receipt=receipt)
-        )
-        return Acceptance(False, lead_id, referral_id, new_lead, receipt)
+    def accept_notices(
+        self,
+        conn: Connection,
+        items: list[tuple[notice_pb2.Notice, notice_pb2.SealedDetails, bytes]],
+        *,
+        sign_receipt: Callable[[notice_pb2.Receipt], bytes],
+        now: datetime | None = None,
+    ) -> list[Acceptance | HeduiError]:
+        """A batch of verified notices on ``conn`` (``(notice, opened, envelope)`` each): one
+        result per notice, in order — the acceptance with its signed receipt, or the refusal
+        of that notice (:func:`~hedui.node.discovery.intake.accept_notices`)."""
+        return accept_notices(self, conn, items, sign_receipt=sign_receipt, now=now)
 
     def add_manual_lead(
         self,

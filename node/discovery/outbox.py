@@ -4,12 +4,14 @@
   caller's connection, so it commits (or not) together with whatever else the caller writes
   in that transaction. Idempotent on ``dedup_key``: a re-run of a period adds nothing and does
   not even call the signer.
-- :class:`Pusher` sends pending notices, retries with exponential backoff and jitter, checks the
-  hub's receipt with the caller's verifier, and marks the row delivered with the receipt. A row
-  is claimed by bumping ``attempts`` (compare-and-set) and pushing ``next_attempt_at`` one lease
-  ahead, so several pushers can share a store and a crash mid-send only delays the row. Since
-  the hub is idempotent on ``notice_id`` (a resend gets a receipt marked duplicate), the effect is
-  exactly once.
+- :class:`Pusher` sends pending notices, one per call or in batches (``PushBatch``, issue 16),
+  retries with exponential backoff and jitter, checks the hub's receipt with the caller's
+  verifier, and marks the row delivered with the receipt and its audit entries in one
+  transaction. A row is claimed by bumping ``attempts`` and pushing ``next_attempt_at`` one
+  lease ahead (compare-and-set on ``attempts`` for one row; for a batch, one
+  ``UPDATE … RETURNING`` whose condition is that the row is still due), so several pushers can
+  share a store and a crash mid-send only delays the row. Since the hub is idempotent on
+  ``notice_id`` (a resend gets a receipt marked duplicate), the effect is exactly once.
 
 Transport (gRPC ``NoticeService.Push``), sealing and signing (:mod:`~hedui.node.discovery.notice`)
 and receipt verification are injected, so the outbox is tested on both stores without a network.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
 
 from hedui.adapters.idnum import scrub
 from hedui.node.discovery.calendar import CHINA_TZ, local_date
@@ -42,9 +44,37 @@ log = logging.getLogger(__name__)
 SignAndSeal = Callable[[Detection, bytes], bytes]
 """``(detection, notice_id) -> serialised DSSE Envelope of the sealed Notice``."""
 
+SendBatch = Callable[[list[bytes]], list["bytes | BaseException"]]
+"""``(envelopes) -> one result per envelope, in order``: the receipt envelope bytes, or the
+exception that refused that notice. Raises when the whole call failed."""
+
+Delivered = tuple[bytes, bytes, bytes, notice_pb2.Receipt]
+"""``(notice_id, envelope, receipt_bytes, receipt)`` of a notice whose receipt checked out."""
+
+AuditIn = Callable[[Connection, list[Delivered]], "Callable[[], None] | None"]
+"""Writes the audit entries of delivered notices on the delivery transaction's connection;
+may return a function to run once that transaction has committed."""
 
 
 # ---------------------------------------------------------------- outbox
+
+# Statements built once, values as parameters (issue 16: lean statements on the hot path).
+_CLAIM = (
+    update(notice_outbox)
+    .where(
+        notice_outbox.c.notice_id.in_(bindparam("ids", expanding=True)),
+        notice_outbox.c.status == "pending",
+        notice_outbox.c.next_attempt_at <= bindparam("now"),
+    )
+    .values(attempts=notice_outbox.c.attempts + 1, next_attempt_at=bindparam("until"))
+    .returning(notice_outbox.c.notice_id, notice_outbox.c.attempts)
+)
+_BY_DEDUP = select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == bindparam("k"))
+_DELIVER = (
+    update(notice_outbox)
+    .where(notice_outbox.c.notice_id == bindparam("b_nid"), notice_outbox.c.status == "pending")
+    .values(status="delivered", receipt=bindparam("b_receipt"), delivered_at=bindparam("b_at"), last_error=None)
+)
 
 
 def enqueue(
@@ -58,9 +88,7 @@ def enqueue(
     """Puts the notice for ``detection`` in the outbox on ``conn`` (the caller's transaction).
     Returns ``(notice_id, created)``; ``created`` is False when the detection was already
     queued (then ``sign_and_seal`` is not called). ``now``: the caller's clock (DESIGN.md "Time")."""
-    existing = conn.execute(
-        select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == detection.dedup_key)
-    ).scalar_one_or_none()
+    existing = conn.execute(_BY_DEDUP, {"k": detection.dedup_key}).scalar_one_or_none()
     if existing is not None:
         return bytes(existing), False
     notice_id = os.urandom(16)
@@ -91,9 +119,7 @@ def enqueue(
     if inserted:
         return notice_id, True
     # A concurrent run queued the same detection first.
-    winner = conn.execute(
-        select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == detection.dedup_key)
-    ).scalar_one()
+    winner = conn.execute(_BY_DEDUP, {"k": detection.dedup_key}).scalar_one()
     return bytes(winner), False
 
 
@@ -113,8 +139,17 @@ class Pusher:
     receipt, raising (or returning ``None``) to reject it. The pusher then checks that the
     receipt names this notice and the SHA-256 of its exact payload.
     ``on_delivered(notice_id, envelope, receipt_bytes, receipt)``, if given, runs after the
-    receipt checked out and before the row is marked delivered (the node audits there); if it
-    raises, the attempt counts as failed and is retried (the hub answers a duplicate receipt).
+    receipt checked out and before the row is marked delivered; if it raises, the attempt
+    counts as failed and is retried (the hub answers a duplicate receipt).
+    ``audit(conn, delivered)``, if given, writes the audit entries of the delivered notices in
+    the same transaction that marks them delivered (issue 16: delivered + audit commit
+    together, so a crash leaves both or neither; the hub answers the retry as a duplicate).
+
+    ``send_batch``, if given, is used instead of ``send`` (``NoticeService.PushBatch``): up
+    to ``batch`` due rows are claimed in one transaction, sent in one call, and their outcomes
+    (delivered + audit, retry or rejected, per notice) recorded in one transaction — two
+    commits per batch instead of two or three per notice. A notice the hub refused in the
+    batch is handled as a refusal of a single push would be (``permanent`` decides).
     """
 
     def __init__(
@@ -131,6 +166,8 @@ class Pusher:
         rng: random.Random | None = None,
         on_delivered: Callable[[bytes, bytes, bytes, notice_pb2.Receipt], None] | None = None,
         permanent: Callable[[BaseException], bool] | None = None,
+        send_batch: SendBatch | None = None,
+        audit: AuditIn | None = None,
     ) -> None:
         if base_delay <= 0 or max_delay < base_delay or lease <= 0 or batch < 1:
             raise InvalidArgument(
@@ -148,6 +185,8 @@ class Pusher:
         self._rng = rng or random.Random()
         self._on_delivered = on_delivered
         self._permanent = permanent or (lambda exc: False)
+        self._send_batch = send_batch
+        self._audit = audit
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failures: exponential, capped, with
@@ -173,8 +212,11 @@ class Pusher:
                 ).all()
             if not rows:
                 return stats
-            for row in rows:
-                stats = _add(stats, self._push_one(bytes(row.notice_id), row.attempts, bytes(row.envelope)))
+            if self._send_batch is not None:
+                stats = _add(stats, self._push_batch([(bytes(r.notice_id), r.attempts, bytes(r.envelope)) for r in rows]))
+            else:
+                for row in rows:
+                    stats = _add(stats, self._push_one(bytes(row.notice_id), row.attempts, bytes(row.envelope)))
             if len(rows) < self._batch:
                 return stats
 
@@ -220,14 +262,86 @@ class Pusher:
                 )
             log.info("notice %s: push attempt %d failed: %s", notice_id.hex(), attempts + 1, error)
             return PushStats(attempted=1, failed=1)
-        delivered_at = self._clock()
+        marked = self._record([(notice_id, envelope, bytes(receipt_bytes), receipt)], [])
+        return PushStats(attempted=1, delivered=len(marked), duplicates=1 if marked and receipt.duplicate else 0)
+
+    def _push_batch(self, rows: list[tuple[bytes, int, bytes]]) -> PushStats:
+        """Claims ``rows`` in one transaction, sends them in one call, records every outcome
+        in one transaction."""
+        now = self._clock()
+        # One statement claims the batch: a row another pusher claimed meanwhile has its
+        # next_attempt_at a lease ahead (and a delivered one is no longer pending), so the
+        # due condition is the compare-and-set; attempts come back already counted.
+        envelopes = {nid: env for nid, _, env in rows}
         with self._engine.begin() as conn:
-            conn.execute(
-                update(notice_outbox)
-                .where(notice_outbox.c.notice_id == notice_id, notice_outbox.c.status == "pending")
-                .values(status="delivered", receipt=receipt_bytes, delivered_at=delivered_at, last_error=None)
-            )
-        return PushStats(attempted=1, delivered=1, duplicates=1 if receipt.duplicate else 0)
+            got = conn.execute(_CLAIM, {"ids": list(envelopes), "now": now, "until": now + self._lease}).all()
+        order = {nid: k for k, nid in enumerate(envelopes)}
+        claimed = sorted(((bytes(r.notice_id), int(r.attempts) - 1, envelopes[bytes(r.notice_id)]) for r in got),
+                         key=lambda c: order[c[0]])
+        if not claimed:
+            return PushStats()
+        try:
+            results = self._send_batch([e for _, _, e in claimed])  # type: ignore[misc]
+            if len(results) != len(claimed):
+                raise VerificationError(
+                    f"push batch: got {len(results)} results for {len(claimed)} notices, want one each",
+                    reason=Reason.RECEIPT_INVALID,
+                )
+        except Exception as exc:   # the whole call failed: every notice of it is retried (or rejected)
+            results = [exc] * len(claimed)
+        delivered: list[Delivered] = []
+        failed: list[tuple[bytes, int, BaseException]] = []
+        for (notice_id, attempts, envelope), res in zip(claimed, results, strict=True):
+            try:
+                if isinstance(res, BaseException):
+                    raise res
+                receipt = self._check(notice_id, envelope, res)
+                if self._on_delivered is not None:
+                    self._on_delivered(notice_id, envelope, bytes(res), receipt)
+                delivered.append((notice_id, envelope, bytes(res), receipt))
+            except Exception as exc:
+                failed.append((notice_id, attempts, exc))
+        marked = self._record(delivered, failed)
+        return PushStats(
+            attempted=len(claimed), delivered=len(marked), failed=len(failed),
+            duplicates=sum(1 for d in marked if d[3].duplicate),
+        )
+
+    def _record(self, delivered: list[Delivered], failed: list[tuple[bytes, int, BaseException]]) -> list[Delivered]:
+        """One transaction: delivered rows with their receipts and audit entries, failed rows
+        back in the queue after their backoff (or rejected, for a permanent refusal). Returns
+        the rows it marked delivered (not those another pusher marked first)."""
+        at = self._clock()
+        after: Callable[[], None] | None = None
+        with self._engine.begin() as conn:
+            marked: list[Delivered] = []
+            if delivered:
+                n = conn.execute(_DELIVER, [{"b_nid": d[0], "b_receipt": d[2], "b_at": at} for d in delivered]).rowcount
+                if n == len(delivered):
+                    marked = delivered
+                else:   # another pusher delivered some meanwhile (a lease ran out): audit only ours
+                    ours = {bytes(r.notice_id): bytes(r.receipt) for r in conn.execute(
+                        select(notice_outbox.c.notice_id, notice_outbox.c.receipt)
+                        .where(notice_outbox.c.notice_id.in_([d[0] for d in delivered])))}
+                    marked = [d for d in delivered if ours.get(d[0]) == d[2]]
+            for notice_id, attempts, exc in failed:
+                error = scrub(f"{type(exc).__name__}: {exc}")[:500]
+                if self._permanent(exc):
+                    values: dict[str, Any] = {"status": "rejected", "last_error": error}
+                    log.warning("notice %s: rejected by the hub, not retried: %s", notice_id.hex(), error)
+                else:
+                    values = {"next_attempt_at": at + self.backoff(attempts + 1), "last_error": error}
+                    log.info("notice %s: push attempt %d failed: %s", notice_id.hex(), attempts + 1, error)
+                conn.execute(
+                    update(notice_outbox)
+                    .where(notice_outbox.c.notice_id == notice_id, notice_outbox.c.status == "pending")
+                    .values(**values)
+                )
+            if marked and self._audit is not None:
+                after = self._audit(conn, marked)   # entries last, in the same transaction
+        if after is not None:
+            after()
+        return marked
 
     def _check(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
         if not isinstance(receipt_bytes, (bytes, bytearray)) or not receipt_bytes:

@@ -18,10 +18,12 @@ A provider takes part when its ``node.toml`` names rules and a hub::
 - The notice's personal part is sealed (HPKE, ML-KEM-768 + X25519) to the hub's sealing key
   as published in the directory, and the notice is DSSE-signed with the node's signing key.
 - :meth:`ProviderNotices.push` pushes due outbox rows (:class:`~hedui.node.discovery.outbox.Pusher`:
-  claims, retries with exponential backoff and jitter), verifies each receipt against the
-  hub's directory signing key and the SHA-256 of the exact notice payload, audits
-  ``notice.sent`` and ``receipt``, then marks the row delivered with the receipt. The hub is
-  idempotent on notice ids, so a crash anywhere repeats at most a push, never a notice.
+  claims, retries with exponential backoff and jitter) in batches of ``[provider] push_batch``
+  (``PushBatch``; single ``Push`` to a hub that answers UNIMPLEMENTED), verifies each receipt
+  against the hub's directory signing key and the SHA-256 of the exact notice payload, and
+  marks the rows delivered with their receipts and ``notice.sent`` + ``receipt`` entries in
+  one transaction. The hub is idempotent on notice ids, so a crash anywhere repeats at most a
+  push, never a notice.
 
 The dedup secret keys the ``dedup_key`` column (HMAC-SHA256 over provider, rule, period,
 identity and event). It is created on first use (32 random bytes, encrypted with the key
@@ -53,17 +55,19 @@ from hedui.node.audit.entry import Kind
 from hedui.node.discovery.calendar import WorkCalendar, local_date
 from hedui.node.discovery.detect import Detection, detect
 from hedui.node.discovery.notice import permanent_refusal, seal_notice, sign_notice, verify_receipt
-from hedui.node.discovery.outbox import Pusher, PushStats, enqueue
+from hedui.node.discovery.outbox import Delivered, Pusher, PushStats, enqueue
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
 from hedui.node.discovery.runs import MAX_LISTED, DetectionRun, _Counted
 from hedui.node.discovery.tables import notice_outbox
 from hedui.node.errors import (
     ConfigError,
+    HeduiError,
     Reason,
     Unavailable,
     VerificationError,
     describe_remote,
     from_rpc_error,
+    from_status,
 )
 from hedui.node.loops import PeriodicJob
 from hedui.node.store.tables import node_state
@@ -151,6 +155,7 @@ class ProviderNotices:
         max_delay: float = 900.0,
         lease: float = 120.0,
         timeout: float = 10.0,
+        batch: int | None = None,
     ) -> None:
         cfg = rt.config
         p = cfg.provider
@@ -182,11 +187,14 @@ class ProviderNotices:
         self.zone = rt.clock.zone
         self.timeout = timeout
         self.wake = threading.Event()
+        batch = p.push_batch if batch is None else batch   # notices per PushBatch; 1: single Push
         self.pusher = Pusher(
             rt.engine, self._send, self._verify,
-            base_delay=base_delay, max_delay=max_delay, lease=lease, clock=self._clock, on_delivered=self._delivered,
-            permanent=permanent_refusal,
+            base_delay=base_delay, max_delay=max_delay, lease=lease, clock=self._clock, audit=self._audit_in,
+            permanent=permanent_refusal, batch=batch, send_batch=self._send_batch if batch > 1 else None,
         )
+        #: False once the hub answered PushBatch with UNIMPLEMENTED (an older hub): single pushes.
+        self._hub_batches = True
 
     # ------------------------------------------------------------ detection
 
@@ -309,18 +317,21 @@ class ProviderNotices:
         """Closes the channel to the hub (cancels an RPC in flight)."""
         self.rt.peers.reset(self.hub)
 
-    def _send(self, envelope: bytes) -> bytes:
-        req = notice_pb2.PushRequest(notice=common_pb2.Envelope.FromString(envelope))
+    def _checkpoint_note(self) -> bytes:
+        """The newest checkpoint the node's scheduler signed (every few seconds), for the hub
+        to cosign. Signing a fresh one for every push would cost more than the push."""
         try:
-            # The newest checkpoint the node's scheduler signed (every few seconds): for the
-            # hub to cosign. Signing a fresh one for every push would cost more than the push.
             cp = self.rt.audit.log.latest_checkpoint()
-            req.checkpoint.note = cp.note.encode() if cp is not None else self.rt.audit.latest_checkpoint_note()
+            return cp.note.encode() if cp is not None else self.rt.audit.latest_checkpoint_note()
         except Exception:  # the checkpoint is for cosigning; a push goes without it
             log.debug("no checkpoint for the push", exc_info=True)
+            return b""
+
+    def _call(self, method: str, req):
+        """One rpc to the hub; a failure comes back as the typed error, naming the hub."""
         client = self.rt.peers.get(self.hub)
         try:
-            resp = client.notice.Push(req, timeout=self.timeout)
+            return getattr(client.notice, method)(req, timeout=self.timeout)
         except grpc.RpcError as exc:
             err = from_rpc_error(exc)
             if isinstance(err, Unavailable):
@@ -329,6 +340,11 @@ class ProviderNotices:
                 self.rt.peers.reset(self.hub, client)
             err.message = f"hub {self.hub}: {describe_remote(err)}"[:400]
             raise err from None
+
+    def _send(self, envelope: bytes) -> bytes:
+        req = notice_pb2.PushRequest(notice=common_pb2.Envelope.FromString(envelope))
+        req.checkpoint.note = self._checkpoint_note()
+        resp = self._call("Push", req)
         if not resp.HasField("receipt"):
             raise VerificationError("push response: got no receipt, want a signed receipt", reason=Reason.RECEIPT_INVALID)
         # The hub's checkpoint: cosigned in the background (consistency-checked against the
@@ -336,30 +352,75 @@ class ProviderNotices:
         self.rt.audit.offer_peer_checkpoint(self.hub, bytes(resp.checkpoint.note))
         return resp.receipt.SerializeToString()
 
+    def _send_batch(self, envelopes: list[bytes]) -> list[bytes | BaseException]:
+        """``NoticeService.PushBatch``: one result per notice (its receipt, or the hub's
+        refusal of it as the typed error). A hub that does not know PushBatch yet (UNIMPLEMENTED)
+        gets single pushes from then on."""
+        if not self._hub_batches:
+            return self._send_each(envelopes)
+        req = notice_pb2.PushBatchRequest(notices=[common_pb2.Envelope.FromString(e) for e in envelopes])
+        req.checkpoint.note = self._checkpoint_note()
+        try:
+            resp = self._call("PushBatch", req)
+        except HeduiError as err:
+            if err.remote_code != "UNIMPLEMENTED":
+                raise
+            log.warning("hub %s does not take PushBatch; pushing notices one by one", self.hub)
+            self._hub_batches = False
+            return self._send_each(envelopes)
+        self.rt.audit.offer_peer_checkpoint(self.hub, bytes(resp.checkpoint.note))
+        out: list[bytes | BaseException] = []
+        for r in resp.results:
+            which = r.WhichOneof("result")
+            if which == "receipt":
+                out.append(r.receipt.SerializeToString())
+            elif which == "refusal":
+                err = from_status(r.refusal.code, r.refusal.details)
+                err.message = f"hub {self.hub}: {describe_remote(err)}"[:400]
+                out.append(err)
+            else:
+                out.append(VerificationError("push result: got neither a receipt nor a refusal", reason=Reason.RECEIPT_INVALID))
+        return out   # the pusher checks there is one result per notice
+
+    def _send_each(self, envelopes: list[bytes]) -> list[bytes | BaseException]:
+        out: list[bytes | BaseException] = []
+        for e in envelopes:
+            try:
+                out.append(self._send(e))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     def _verify(self, _envelope: bytes, receipt_bytes: bytes) -> notice_pb2.Receipt:
         return verify_receipt(receipt_bytes, hub=self.hub, verifier=self.hub_verifier)
 
-    def _delivered(self, notice_id: bytes, envelope: bytes, receipt_bytes: bytes, receipt: notice_pb2.Receipt) -> None:
-        payload = common_pb2.Envelope.FromString(envelope).payload
-        notice = notice_pb2.Notice.FromString(payload)
-        nid = notice_id.hex()
-        self.rt.audit.record_many([
-            (Kind.NOTICE_SENT, {
-                "request_id": nid,
-                "peer": self.hub,
-                "request_digest": hashlib.sha256(payload).hexdigest(),
-                "rule": notice.rule,
-                "event_type": notice.event_type,
-                "due_date": notice.due_date,
-            }),
-            (Kind.RECEIPT, {
-                "request_id": nid,
-                "peer": self.hub,
-                "answer_digest": hashlib.sha256(common_pb2.Envelope.FromString(receipt_bytes).payload).hexdigest(),
-                "duplicate": receipt.duplicate,
-                "received_at": receipt.received_at.ToDatetime(tzinfo=UTC).isoformat(),
-            }),
-        ])
+    def _audit_in(self, conn, delivered: list[Delivered]) -> Callable[[], None]:
+        """``notice.sent`` + ``receipt`` per delivered notice, written on the delivery
+        transaction's ``conn`` (one commit for the rows and their entries)."""
+        items: list[tuple[str, dict]] = []
+        for notice_id, envelope, receipt_bytes, receipt in delivered:
+            payload = common_pb2.Envelope.FromString(envelope).payload
+            notice = notice_pb2.Notice.FromString(payload)
+            nid = notice_id.hex()
+            items += [
+                (Kind.NOTICE_SENT, {
+                    "request_id": nid,
+                    "peer": self.hub,
+                    "request_digest": hashlib.sha256(payload).hexdigest(),
+                    "rule": notice.rule,
+                    "event_type": notice.event_type,
+                    "due_date": notice.due_date,
+                }),
+                (Kind.RECEIPT, {
+                    "request_id": nid,
+                    "peer": self.hub,
+                    "answer_digest": hashlib.sha256(common_pb2.Envelope.FromString(receipt_bytes).payload).hexdigest(),
+                    "duplicate": receipt.duplicate,
+                    "received_at": receipt.received_at.ToDatetime(tzinfo=UTC).isoformat(),
+                }),
+            ]
+        seqs = self.rt.audit.write_in(conn, self.rt.audit.prepare(items))
+        return lambda: self.rt.audit.committed(seqs)
 
 
 # ---------------------------------------------------------------- background jobs
@@ -419,5 +480,5 @@ def provider_background(rt: Runtime) -> list:
     if p.detect_at != "manual":
         hh, mm = p.detect_at.split(":")
         jobs.append(DetectionScheduler(notices, at=time(int(hh), int(mm))))
-    jobs.append(PushLoop(notices))
+    jobs.append(PushLoop(notices, poll_interval=p.push_interval))
     return jobs

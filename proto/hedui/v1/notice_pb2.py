@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from hedui.v1 import common_pb2 as hedui_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hedui/v1/notice.proto\x12\x08hedui.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hedui/v1/common.proto\"a\n\x0bPushRequest\x12\"\n\x06notice\x18\x01 \x01(\x0b\x32\x12.hedui.v1.Envelope\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.hedui.v1.SignedCheckpoint\"c\n\x0cPushResponse\x12#\n\x07receipt\x18\x01 \x01(\x0b\x32\x12.hedui.v1.Envelope\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.hedui.v1.SignedCheckpoint\"\x87\x02\n\x06Notice\x12\x11\n\tnotice_id\x18\x01 \x01(\x0c\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0b\n\x03hub\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x0e\n\x06region\x18\x06 \x01(\t\x12\x12\n\nevent_date\x18\x07 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsealed_enc\x18\n \x01(\x0c\x12\x19\n\x11sealed_ciphertext\x18\x0b \x01(\x0c\x12\x14\n\x0csealed_suite\x18\x0c \x01(\t\"\x96\x01\n\rSealedDetails\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32$.hedui.v1.SealedDetails.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x01\n\x07Receipt\x12\x0b\n\x03hub\x18\x01 \x01(\t\x12\x11\n\tnotice_id\x18\x02 \x01(\x0c\x12\x15\n\rnotice_digest\x18\x03 \x01(\x0c\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x32\x46\n\rNoticeService\x12\x35\n\x04Push\x12\x15.hedui.v1.PushRequest\x1a\x16.hedui.v1.PushResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hedui/v1/notice.proto\x12\x08hedui.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hedui/v1/common.proto\"a\n\x0bPushRequest\x12\"\n\x06notice\x18\x01 \x01(\x0b\x32\x12.hedui.v1.Envelope\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.hedui.v1.SignedCheckpoint\"c\n\x0cPushResponse\x12#\n\x07receipt\x18\x01 \x01(\x0b\x32\x12.hedui.v1.Envelope\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.hedui.v1.SignedCheckpoint\"g\n\x10PushBatchRequest\x12#\n\x07notices\x18\x01 \x03(\x0b\x32\x12.hedui.v1.Envelope\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.hedui.v1.SignedCheckpoint\"i\n\nPushResult\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x12.hedui.v1.EnvelopeH\x00\x12*\n\x07refusal\x18\x02 \x01(\x0b\x32\x17.hedui.v1.NoticeRefusalH\x00\x42\x08\n\x06result\".\n\rNoticeRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65tails\x18\x02 \x01(\t\"j\n\x11PushBatchResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.hedui.v1.PushResult\x12.\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1a.hedui.v1.SignedCheckpoint\"\x87\x02\n\x06Notice\x12\x11\n\tnotice_id\x18\x01 \x01(\x0c\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x0b\n\x03hub\x18\x03 \x01(\t\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x0e\n\x06region\x18\x06 \x01(\t\x12\x12\n\nevent_date\x18\x07 \x01(\t\x12\x10\n\x08\x64ue_date\x18\x08 \x01(\t\x12.\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsealed_enc\x18\n \x01(\x0c\x12\x19\n\x11sealed_ciphertext\x18\x0b \x01(\x0c\x12\x14\n\x0csealed_suite\x18\x0c \x01(\t\"\x96\x01\n\rSealedDetails\x12\x10\n\x08identity\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32$.hedui.v1.SealedDetails.DetailsEntry\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x01\n\x07Receipt\x12\x0b\n\x03hub\x18\x01 \x01(\t\x12\x11\n\tnotice_id\x18\x02 \x01(\x0c\x12\x15\n\rnotice_digest\x18\x03 \x01(\x0c\x12/\n\x0breceived_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tduplicate\x18\x05 \x01(\x08\x32\x8c\x01\n\rNoticeService\x12\x35\n\x04Push\x12\x15.hedui.v1.PushRequest\x1a\x16.hedui.v1.PushResponse\x12\x44\n\tPushBatch\x12\x1a.hedui.v1.PushBatchRequest\x1a\x1b.hedui.v1.PushBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,14 +39,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUSHREQUEST']._serialized_end=188
   _globals['_PUSHRESPONSE']._serialized_start=190
   _globals['_PUSHRESPONSE']._serialized_end=289
-  _globals['_NOTICE']._serialized_start=292
-  _globals['_NOTICE']._serialized_end=555
-  _globals['_SEALEDDETAILS']._serialized_start=558
-  _globals['_SEALEDDETAILS']._serialized_end=708
-  _globals['_SEALEDDETAILS_DETAILSENTRY']._serialized_start=662
-  _globals['_SEALEDDETAILS_DETAILSENTRY']._serialized_end=708
-  _globals['_RECEIPT']._serialized_start=711
-  _globals['_RECEIPT']._serialized_end=843
-  _globals['_NOTICESERVICE']._serialized_start=845
-  _globals['_NOTICESERVICE']._serialized_end=915
+  _globals['_PUSHBATCHREQUEST']._serialized_start=291
+  _globals['_PUSHBATCHREQUEST']._serialized_end=394
+  _globals['_PUSHRESULT']._serialized_start=396
+  _globals['_PUSHRESULT']._serialized_end=501
+  _globals['_NOTICEREFUSAL']._serialized_start=503
+  _globals['_NOTICEREFUSAL']._serialized_end=549
+  _globals['_PUSHBATCHRESPONSE']._serialized_start=551
+  _globals['_PUSHBATCHRESPONSE']._serialized_end=657
+  _globals['_NOTICE']._serialized_start=660
+  _globals['_NOTICE']._serialized_end=923
+  _globals['_SEALEDDETAILS']._serialized_start=926
+  _globals['_SEALEDDETAILS']._serialized_end=1076
+  _globals['_SEALEDDETAILS_DETAILSENTRY']._serialized_start=1030
+  _globals['_SEALEDDETAILS_DETAILSENTRY']._serialized_end=1076
+  _globals['_RECEIPT']._serialized_start=1079
+  _globals['_RECEIPT']._serialized_end=1211
+  _globals['_NOTICESERVICE']._serialized_start=1214
+  _globals['_NOTICESERVICE']._serialized_end=1354
 # @@protoc_insertion_point(module_scope)

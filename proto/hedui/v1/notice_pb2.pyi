@@ -81,6 +81,124 @@ class PushResponse(_message.Message):
 Global___PushResponse: _TypeAlias = PushResponse  # noqa: Y015
 
 @_typing.final
+class PushBatchRequest(_message.Message):
+    """PushBatch input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICES_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def notices(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Envelope]:
+        """DSSE envelopes of payload type "application/vnd.hedui.notice.v1+proto", 1..500."""
+
+    @_builtins.property
+    def checkpoint(self) -> _common_pb2.SignedCheckpoint:
+        """The provider's latest signed checkpoint (for cross-cosigning)."""
+
+    def __init__(
+        self,
+        *,
+        notices: _abc.Iterable[_common_pb2.Envelope] | None = ...,
+        checkpoint: _common_pb2.SignedCheckpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "notices", b"notices"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushBatchRequest: _TypeAlias = PushBatchRequest  # noqa: Y015
+
+@_typing.final
+class PushResult(_message.Message):
+    """The hub's answer for one notice of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipt(self) -> _common_pb2.Envelope:
+        """The signed receipt (DSSE over a Receipt), as Push would answer it."""
+
+    @_builtins.property
+    def refusal(self) -> Global___NoticeRefusal:
+        """Why this notice was refused; nothing of it was stored."""
+
+    def __init__(
+        self,
+        *,
+        receipt: _common_pb2.Envelope | None = ...,
+        refusal: Global___NoticeRefusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt", "refusal", b"refusal", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["receipt", b"receipt", "refusal", b"refusal", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["receipt", "refusal"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___PushResult: _TypeAlias = PushResult  # noqa: Y015
+
+@_typing.final
+class NoticeRefusal(_message.Message):
+    """The refusal of one notice in a batch: what Push would have answered as its status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    DETAILS_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """gRPC status code name, e.g. "INVALID_ARGUMENT", "PERMISSION_DENIED"."""
+    details: _builtins.str
+    """"REASON: message", the reason one of Hedui's stable refusal reasons."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        details: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoticeRefusal: _TypeAlias = NoticeRefusal  # noqa: Y015
+
+@_typing.final
+class PushBatchResponse(_message.Message):
+    """PushBatch output."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___PushResult]:
+        """One result per notice of the request, in the same order."""
+
+    @_builtins.property
+    def checkpoint(self) -> _common_pb2.SignedCheckpoint:
+        """The hub's latest signed checkpoint."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___PushResult] | None = ...,
+        checkpoint: _common_pb2.SignedCheckpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushBatchResponse: _TypeAlias = PushBatchResponse  # noqa: Y015
+
+@_typing.final
 class Notice(_message.Message):
     """A discovery notice: public metadata plus a sealed personal part."""
 

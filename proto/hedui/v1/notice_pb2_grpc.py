@@ -40,6 +40,11 @@ class NoticeServiceStub:
                 request_serializer=hedui_dot_v1_dot_notice__pb2.PushRequest.SerializeToString,
                 response_deserializer=hedui_dot_v1_dot_notice__pb2.PushResponse.FromString,
                 _registered_method=True)
+        self.PushBatch = channel.unary_unary(
+                '/hedui.v1.NoticeService/PushBatch',
+                request_serializer=hedui_dot_v1_dot_notice__pb2.PushBatchRequest.SerializeToString,
+                response_deserializer=hedui_dot_v1_dot_notice__pb2.PushBatchResponse.FromString,
+                _registered_method=True)
 
 
 class NoticeServiceServicer:
@@ -55,6 +60,19 @@ class NoticeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PushBatch(self, request, context):
+        """Accepts up to 500 signed notices in one call (issue 16): each is checked exactly as
+        Push checks one, the accepted ones commit with their receipts and audit entries in one
+        transaction, and the answer has one result per notice, in request order: a signed
+        receipt, or the refusal of that notice (a malformed or forged notice never sinks the
+        good ones beside it). Refusals of the call itself (caller not a member or without the
+        Push rule, an empty or oversized batch) are a gRPC status for the whole batch, and
+        nothing is stored. Authorised by the directory rule for Push: a batch is several pushes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NoticeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +80,11 @@ def add_NoticeServiceServicer_to_server(servicer, server):
                     servicer.Push,
                     request_deserializer=hedui_dot_v1_dot_notice__pb2.PushRequest.FromString,
                     response_serializer=hedui_dot_v1_dot_notice__pb2.PushResponse.SerializeToString,
+            ),
+            'PushBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushBatch,
+                    request_deserializer=hedui_dot_v1_dot_notice__pb2.PushBatchRequest.FromString,
+                    response_serializer=hedui_dot_v1_dot_notice__pb2.PushBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -92,6 +115,33 @@ class NoticeService:
             '/hedui.v1.NoticeService/Push',
             hedui_dot_v1_dot_notice__pb2.PushRequest.SerializeToString,
             hedui_dot_v1_dot_notice__pb2.PushResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hedui.v1.NoticeService/PushBatch',
+            hedui_dot_v1_dot_notice__pb2.PushBatchRequest.SerializeToString,
+            hedui_dot_v1_dot_notice__pb2.PushBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,15 @@ class NoticeServiceStub:
     receipt (DSSE over a Receipt). Idempotent: pushing the same notice again
     returns a receipt for the first delivery.
     """
+    PushBatch: _grpc.UnaryUnaryMultiCallable[_notice_pb2.PushBatchRequest, _notice_pb2.PushBatchResponse]
+    """Accepts up to 500 signed notices in one call (issue 16): each is checked exactly as
+    Push checks one, the accepted ones commit with their receipts and audit entries in one
+    transaction, and the answer has one result per notice, in request order: a signed
+    receipt, or the refusal of that notice (a malformed or forged notice never sinks the
+    good ones beside it). Refusals of the call itself (caller not a member or without the
+    Push rule, an empty or oversized batch) are a gRPC status for the whole batch, and
+    nothing is stored. Authorised by the directory rule for Push: a batch is several pushes.
+    """
 
 @_typing.type_check_only
 class NoticeServiceAsyncStub(NoticeServiceStub):
@@ -48,6 +57,15 @@ class NoticeServiceAsyncStub(NoticeServiceStub):
     """Accepts one signed notice (DSSE over a Notice) and answers with a signed
     receipt (DSSE over a Receipt). Idempotent: pushing the same notice again
     returns a receipt for the first delivery.
+    """
+    PushBatch: _aio.UnaryUnaryMultiCallable[_notice_pb2.PushBatchRequest, _notice_pb2.PushBatchResponse]  # type: ignore[assignment]
+    """Accepts up to 500 signed notices in one call (issue 16): each is checked exactly as
+    Push checks one, the accepted ones commit with their receipts and audit entries in one
+    transaction, and the answer has one result per notice, in request order: a signed
+    receipt, or the refusal of that notice (a malformed or forged notice never sinks the
+    good ones beside it). Refusals of the call itself (caller not a member or without the
+    Push rule, an empty or oversized batch) are a gRPC status for the whole batch, and
+    nothing is stored. Authorised by the directory rule for Push: a batch is several pushes.
     """
 
 class NoticeServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -62,6 +80,21 @@ class NoticeServiceServicer(metaclass=_abc_1.ABCMeta):
         """Accepts one signed notice (DSSE over a Notice) and answers with a signed
         receipt (DSSE over a Receipt). Idempotent: pushing the same notice again
         returns a receipt for the first delivery.
+        """
+
+    @_abc_1.abstractmethod
+    def PushBatch(
+        self,
+        request: _notice_pb2.PushBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notice_pb2.PushBatchResponse, _abc.Awaitable[_notice_pb2.PushBatchResponse]]:
+        """Accepts up to 500 signed notices in one call (issue 16): each is checked exactly as
+        Push checks one, the accepted ones commit with their receipts and audit entries in one
+        transaction, and the answer has one result per notice, in request order: a signed
+        receipt, or the refusal of that notice (a malformed or forged notice never sinks the
+        good ones beside it). Refusals of the call itself (caller not a member or without the
+        Push rule, an empty or oversized batch) are a gRPC status for the whole batch, and
+        nothing is stored. Authorised by the directory rule for Push: a batch is several pushes.
         """
 
 def add_NoticeServiceServicer_to_server(servicer: NoticeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
