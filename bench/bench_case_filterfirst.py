@@ -74,15 +74,15 @@ def main() -> None:
         with hub.engine.connect() as c:
             saved = [dict(r._mapping) for r in c.execute(token_filters.select())]
         counted = {"lookups": 0, "tokens": 0}
-        real = service.read_live
+        real = service.read_index
 
-        def spy(engine, epoch, tokens, sources=()):
+        def spy(rt, epoch, tokens, sources=()):
             tokens = list(tokens)
             counted["lookups"] += 1
             counted["tokens"] += len(tokens)
-            return real(engine, epoch, tokens, sources)
+            return real(rt, epoch, tokens, sources)
 
-        service.read_live = spy
+        service.read_index = spy
 
         def one_round(first: bool) -> dict:
             with hub.engine.begin() as c:

@@ -303,15 +303,15 @@ def test_provider_sees_no_token_of_a_member_it_does_not_hold(fed, monkeypatch):
 
     tb, oracle, root = fed
     seen: dict[str, list[bytes]] = {d: [] for d in ("huji", "cheguan", "budongchan")}
-    real = service.read_live
+    real = service.read_index
     by_url = {str(tb.runtime(d).engine.url): d for d in seen}
 
-    def spy(engine, epoch, tokens, sources=()):
+    def spy(rt, epoch, tokens, sources=()):
         tokens = list(tokens)
-        seen[by_url[str(engine.url)]] += [bytes(t) for t in tokens]
-        return real(engine, epoch, tokens, sources)
+        seen[by_url[str(rt.engine.url)]] += [bytes(t) for t in tokens]
+        return real(rt, epoch, tokens, sources)
 
-    monkeypatch.setattr(service, "read_live", spy)
+    monkeypatch.setattr(service, "read_index", spy)
     res = run_check(tb.runtime("hub"), _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "p.toml"),
                     count_only=True)
     for d, toks in seen.items():
@@ -426,16 +426,16 @@ def test_case_lookups_are_filter_first(fed, monkeypatch):
     tok = [key.token(i) for i in people]
     assert tok[0] in held and not (tok[1] in held and tok[2] in held), "the household mixes held and not held"
     seen: list[bytes] = []
-    real = service.read_live
+    real = service.read_index
     cheguan_url = str(cheguan.engine.url)
 
-    def spy(engine, epoch, tokens, sources=()):
+    def spy(rt, epoch, tokens, sources=()):
         tokens = list(tokens)
-        if str(engine.url) == cheguan_url:
+        if str(rt.engine.url) == cheguan_url:
             seen.extend(bytes(t) for t in tokens)
-        return real(engine, epoch, tokens, sources)
+        return real(rt, epoch, tokens, sources)
 
-    monkeypatch.setattr(service, "read_live", spy)
+    monkeypatch.setattr(service, "read_index", spy)
     ref = open_case(hub, [(i, "member") for i in people], purpose="dibao", consent_digest=consent_digest_of(b"auth"),
                     operator="cw01", region="370304")
     run_case(hub, ref)
@@ -479,15 +479,15 @@ def test_case_with_nobody_held_sends_no_lookup(fed, monkeypatch):
     people = [p.id18 for k, p in sorted(D.people.items()) if key.token(p.id18) not in held][:2]
     assert len(people) == 2
     calls: list[str] = []
-    real = service.read_live
+    real = service.read_index
     cheguan_url = str(cheguan.engine.url)
 
-    def spy(engine, epoch, tokens, sources=()):
-        if str(engine.url) == cheguan_url:
+    def spy(rt, epoch, tokens, sources=()):
+        if str(rt.engine.url) == cheguan_url:
             calls.append("cheguan")
-        return real(engine, epoch, tokens, sources)
+        return real(rt, epoch, tokens, sources)
 
-    monkeypatch.setattr(service, "read_live", spy)
+    monkeypatch.setattr(service, "read_index", spy)
     ref = open_case(hub, [(i, "member") for i in people], purpose="dibao", consent_digest=consent_digest_of(b"auth: nobody held"),
                     operator="cw01", region="370304")
     run = run_case(hub, ref)

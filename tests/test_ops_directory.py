@@ -165,6 +165,9 @@ def test_unreachable_source_backs_off_and_is_reported(bed, tmp_path):
     tax = bed.runtime("tax")
     tax.config.directory.sources = [str(tmp_path / "missing.json")]
     puller = bed.servers["tax"].puller
+    # Its thread's first pull (at start, from the good source) must not land between the
+    # ticks below: they stand for the thread's pulls, one at a time.
+    puller.stop()
     assert puller.tick() == 120.0
     assert tax.metrics.registry.get_sample_value("hedui_directory_fetch_failures") == 1
     assert _refused(tax, "FETCH_FAILED") == 0   # not a refused directory: none arrived

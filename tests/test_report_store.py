@@ -17,6 +17,7 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import json
 import types
 from decimal import Decimal
@@ -174,6 +175,10 @@ def _directory(version: int = 3, authority: SigningKey = AUTHORITY) -> bytes:
     return dsse.sign(dsse.DIRECTORY, msg.SerializeToString(), [authority]).SerializeToString()
 
 
+#: One authorisation scan per case: a one-off authorisation serves one case only (issue 18).
+_SCANS = itertools.count()
+
+
 def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged=(), version=3, first=None, run=True,
           no_envelope=()):
     """Opens a case with the real ``open_case`` and stores every provider's outcome the way
@@ -186,7 +191,7 @@ def _case(engine, answers, *, purpose="dibao", expenditure=None, down=(), forged
     try:
         rt = types.SimpleNamespace(engine=engine, audit=audit, clock=FixedClock(OPENED))
         ref = open_case(rt, list(zip(IDS, RELATIONS, strict=True)), purpose=purpose, expenditure=expenditure,
-                        consent_digest=consent_digest_of(b"signed"), operator="cw07", region="370304",
+                        consent_digest=consent_digest_of(f"signed {next(_SCANS)}".encode()), operator="cw07", region="370304",
                         reference_month="2026-08")
     finally:
         audit.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
+
 from hedui.common.errors import Reason
 
 __all__ = ["Advice", "for_gap", "for_outcome", "reason_code"]
@@ -24,11 +26,9 @@ _CONSENT = frozenset({
     Reason.CONSENT_EXPIRED, Reason.CONSENT_REVOKED, Reason.CONSENT_WRONG_PURPOSE, Reason.CONSENT_WRONG_CASE,
     Reason.CONSENT_OVER_COUNT, Reason.CONSENT_REUSED,
 })
-_GRPC_CODES = frozenset({
-    "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-    "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED", "LOCAL",
-})
+#: Status names (not refusal reasons): a stored outcome whose reason is one of these carries
+#: no reason of ours; "LOCAL" marks a failure on the hub's side of the call.
+_GRPC_CODES = frozenset({c.name for c in grpc.StatusCode} | {"LOCAL"})
 
 
 @dataclass(frozen=True)
