@@ -437,3 +437,38 @@ def test_release_late_in_the_utc_day_gives_back_that_days_charge(engine):
     day = (date(2026, 11, 30) - date(1970, 1, 1)).days  # the UTC day number, counted by calendar
     minute = day * 1440 + 23 * 60 + 30
     assert _counters(engine, LOOKUP) == {("m", minute): 1, ("d", day): 1}
+
+
+def test_commit_writes_the_exchanges_audit_entries_with_it_and_none_on_a_refusal(engine):
+    """Issue 16: the exchange's audit entries commit with its quota and request id — and only
+    with them (a quota overrun leaves none)."""
+    from console.helpers import LogRecorder
+    from sqlalchemy import func
+
+    from hedui.node.audit.tables import audit_entries
+
+    rt = _runtime(engine, _rule(per_minute=1))
+    rt.audit = LogRecorder(engine)
+    try:
+        def entries(ctx) -> list[tuple[str, dict]]:
+            rid = bytes(ctx.request_id).hex()
+            return [("query.received", {"request_id": rid, "peer": "hub", "purpose": "dibao", "case_ref": "case-1",
+                                        "request_digest": "d" * 64}),
+                    ("answer.sent", {"request_id": rid, "peer": "hub", "answer_digest": "a" * 64, "outcome": "ok"})]
+
+        def count() -> int:
+            with engine.connect() as c:
+                return int(c.execute(select(func.count()).select_from(audit_entries)).scalar_one())
+
+        before = count()
+        ctx = _ctx()
+        grant = policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+        policy.commit(rt, "hub", LOOKUP, ctx, grant, b"d" * 32, b"answer", audit=entries(ctx))
+        assert count() == before + 2
+        ctx = _ctx()
+        grant = policy.check(rt, "hub", LOOKUP, ctx, fields=["income"], batch=1, request_digest=b"d" * 32)
+        with pytest.raises(ResourceExhausted):
+            policy.commit(rt, "hub", LOOKUP, ctx, grant, b"d" * 32, b"answer", audit=entries(ctx))
+        assert count() == before + 2
+    finally:
+        rt.audit.close()
