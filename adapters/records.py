@@ -55,9 +55,6 @@ class RowProblem:
 
     locator: str
     reason: str
-    #: Physical lines the row took in the source (a CSV row whose unterminated quote swallowed
-    #: the lines after it spans them all): what a run counts as unusable (issue 13).
-    lines: int = 1
 
 
 @dataclass(frozen=True, slots=True)

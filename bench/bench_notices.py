@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -44,12 +44,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, report
 
 from hedui.adapters.synthetic import resident
+from hedui.common.clock import SystemClock
 from hedui.keys.keyfile import PASSPHRASE_ENV
 from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.tables import notice_inbox, notice_outbox, utc
 from hedui.node.store.db import open_engine
 from hedui.node.testbed import MemberPlan, Testbed
 from hedui.node.testbed.procs import NodeProcess
+
+#: Delivery delays compare the nodes' own stored instants (their SystemClock) with this one.
+WALL = SystemClock()
 
 _TOWNS = ("370304001", "370304002", "370304003")
 
@@ -300,7 +304,7 @@ def main() -> None:
                 t_base_r.append(_baseline_round(bare, per))
                 cpu_bare_srv += _cpu(bare_srv.pid) - cpub[0]
                 cpu_bare_cli += bare.cpu() - cpub[1]
-                mark = datetime.now(UTC)
+                mark = WALL.now()
                 cpu0 = nodes[0].cpu_seconds(), sum(n.cpu_seconds() for n in nodes[1:]), enq.cpu()
                 t_hedui_r.append(_hedui_round(enq, engines, per, a.batch))
                 cpu_hub += nodes[0].cpu_seconds() - cpu0[0]
@@ -315,7 +319,7 @@ def main() -> None:
                 # The delay a notice sees when the hub is not behind: queued one by one (one
                 # transaction each) at half the throughput just measured.
                 n_paced = a.paced // a.providers
-                mark2 = datetime.now(UTC)
+                mark2 = WALL.now()
                 _hedui_round(enq, engines, [(n_paced, 20_000_000 + i * n_paced) for i in range(a.providers)], 1,
                              rate=paced_rate / a.providers)
                 paced = _delays(engines, mark2)

@@ -27,14 +27,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from hedui.adapters import idnum
 from hedui.keys.directory import MAX_BATCH as DIRECTORY_MAX_BATCH
 from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, ResourceExhausted
+from hedui.node.store.db import dialect_insert
 from hedui.node.store.tables import quota_counters, seen_requests
 from hedui.v1 import common_pb2, directory_pb2
 
@@ -228,7 +227,7 @@ def _new_counter(c, caller: str, method: str, window: str, start: int) -> int:
     # The window's first call. Node replicas sharing one PostgreSQL store (issue 16) may both
     # get here for the same window: an upsert, so the second adds to the first's row instead
     # of failing on its key (which commit() would misread as a replayed request id).
-    ins = (pg_insert if c.dialect.name == "postgresql" else sqlite_insert)(quota_counters).values(
+    ins = dialect_insert(c)(quota_counters).values(
         caller=caller, method=method, window=window, window_start=start, count=1)
     ins = ins.on_conflict_do_update(index_elements=["caller", "method", "window", "window_start"],
                                     set_={"count": quota_counters.c.count + 1})

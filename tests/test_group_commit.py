@@ -7,17 +7,13 @@ part. Expectations are straight SQL over the store."""
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
-from collections import Counter
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from sqlalchemy import select, text
+from exchange_crash import kill_mid_flight_and_check, state
 
 from hedui.common.clock import FixedClock
 from hedui.node import policy
@@ -28,7 +24,6 @@ from hedui.node.audit.note import Signer
 from hedui.node.audit.recorder import NodeAudit
 from hedui.node.errors import PermissionDenied, ResourceExhausted
 from hedui.node.store.group import GroupCommit
-from hedui.node.store.tables import quota_counters
 from hedui.v1 import common_pb2, directory_pb2
 
 T0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
@@ -49,14 +44,6 @@ def _ctx(rid: bytes) -> common_pb2.RequestContext:
 def _entries(rid: bytes) -> list[tuple[str, dict]]:
     base = {"request_id": rid.hex(), "peer": "hub", "purpose": "PURPOSE_DIBAO", "case_ref": "C-1"}
     return [("query.received", {**base, "request_digest": "ab" * 32}), ("answer.sent", {**base, "answer_digest": "cd" * 32, "outcome": "ok"})]
-
-
-def _state(engine) -> tuple[set[str], Counter, int]:
-    with engine.connect() as c:
-        seen = {bytes(r[0]).hex() for r in c.execute(text("SELECT request_id FROM seen_requests"))}
-        entries = Counter((r[0], r[1]) for r in c.execute(text("SELECT request_id, kind FROM audit_entries")))
-        quota = c.execute(select(quota_counters.c.count).where(quota_counters.c.window == "m")).scalar()
-    return seen, entries, int(quota or 0)
 
 
 def test_concurrent_exchanges_share_commits_and_each_is_whole(engine) -> None:
@@ -81,7 +68,7 @@ def test_concurrent_exchanges_share_commits_and_each_is_whole(engine) -> None:
         t.join()
     assert errors == []
     group = rt.audit.log.group
-    seen, entries, quota = _state(engine)
+    seen, entries, quota = state(engine)
     assert seen == {r.hex() for r in rids} and quota == len(rids)
     assert all(entries[(r.hex(), k)] == 1 for r in rids for k in ("query.received", "answer.sent"))
     assert group.units == len(rids)
@@ -127,7 +114,7 @@ def test_a_failing_unit_takes_no_other_with_it(engine) -> None:
     for t in threads:
         t.join()
     assert outcome == {**{f"good{i}": "ok" for i in range(4)}, "replay": "REPLAYED_REQUEST", "quota": "QUOTA_EXCEEDED"}
-    seen, entries, _ = _state(engine)
+    seen, entries, _ = state(engine)
     # taken, other's first and the four good ones: nothing of the two refused units.
     assert seen == {taken.hex(), other_first.hex(), *(r.hex() for r in good)}
     assert entries[(taken.hex(), "query.received")] == 1
@@ -166,7 +153,7 @@ def test_units_queued_meanwhile_commit_together(engine) -> None:
     for t in threads:
         t.join()
     assert group.commits - before == 2   # the held one, then all five in one transaction
-    seen, entries, quota = _state(engine)
+    seen, entries, quota = state(engine)
     assert seen == {r.hex() for r in rids} and quota == 5 and sum(entries.values()) == 10
 
 
@@ -221,30 +208,4 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.slow
 def test_kill_9_of_concurrent_committers_loses_no_acknowledged_exchange(engine, store_url) -> None:
-    signer = Signer.generate("crash.hedui/audit")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    acked: list[str] = []
-    for _round in range(3):
-        child = subprocess.Popen([sys.executable, "-c", CHILD, store_url, signer.skey], stdout=subprocess.PIPE, env=env, text=True)
-        try:
-            for _ in range(60):   # let its 8 threads commit a while, then kill it mid-flight
-                line = child.stdout.readline()
-                assert line, "the child died on its own"
-                acked.append(line.strip())
-            os.kill(child.pid, signal.SIGKILL)
-            rest, _ = child.communicate(timeout=30)
-            acked += [x for x in rest.split() if x]   # printed before the kill: acknowledged too
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-    seen, entries, quota = _state(engine)
-    missing = [r for r in acked if r not in seen]
-    assert missing == [], f"{len(missing)} acknowledged exchanges lost"
-    for rid in seen:   # every stored exchange is whole: both entries, once each
-        assert entries[(rid, "query.received")] == 1 and entries[(rid, "answer.sent")] == 1, rid
-    assert {rid for rid, _ in entries} == seen, "audit entries of an exchange whose request id was rolled back"
-    assert quota == len(seen), "the quota counted an exchange that was not committed (or missed one)"
-    AuditLog(engine, signer.name, signer, clock=FixedClock(T0).now).checkpoint()   # reopens after the crash and signs
-    report = audit_verify.verify(engine, [signer.vkey])
-    assert report.verdict is audit_verdict.Verdict.OK, report.problems
+    kill_mid_flight_and_check(engine, store_url, CHILD, acks_before_kill=60)   # 8 threads committing

@@ -37,6 +37,7 @@ from hedui.node.discovery.calendar import local_date
 from hedui.node.discovery.notice import NOTICE_PAYLOAD_TYPE, make_receipt, notice_fields
 from hedui.node.discovery.tables import lead_events, leads, notice_inbox, referrals, utc
 from hedui.node.errors import HeduiError, InvalidArgument, Reason
+from hedui.node.store.db import dialect_insert
 from hedui.v1 import common_pb2, notice_pb2
 
 if TYPE_CHECKING:
@@ -76,17 +77,6 @@ class _New:
     lead_id: int = 0
     new_lead: bool = False
     referral_id: int | None = None
-
-
-def _dialect_insert(conn: Connection) -> Callable[..., Any]:
-    """``insert`` with ``on_conflict_do_nothing`` for the store's dialect."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql.insert
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite.insert
 
 
 def accept_notices(
@@ -152,7 +142,7 @@ def accept_notices(
 
     if new:
         # 1. Inbox rows; one a concurrent batch inserted first is answered as a replay.
-        ins = _dialect_insert(conn)(notice_inbox).on_conflict_do_nothing(index_elements=["notice_id"])
+        ins = dialect_insert(conn)(notice_inbox).on_conflict_do_nothing(index_elements=["notice_id"])
         inserted = {bytes(r[0]) for r in conn.execute(ins.returning(notice_inbox.c.notice_id), [{
             "notice_id": bytes(n.notice.notice_id), "provider": n.notice.provider, "notice_digest": n.digest,
             "rule": n.notice.rule, "event_type": n.notice.event_type, "region": n.notice.region,
@@ -217,7 +207,7 @@ def _leads(hub: Hub, conn: Connection, new: list[_New], at: datetime) -> None:
             enc, ct, suite = sealing.seal(hub._public, n.identity.encode(), b"hedui.lead.v1\x00" + k.encode())
             rows.append({"person_key": k, "identity_enc": enc, "identity_ciphertext": ct, "identity_suite": suite,
                          "region": n.notice.region, "status": "open", "created_at": at, "updated_at": at})
-        ins = _dialect_insert(conn)(leads).on_conflict_do_nothing(index_elements=["person_key"])
+        ins = dialect_insert(conn)(leads).on_conflict_do_nothing(index_elements=["person_key"])
         made = {r.person_key: int(r.lead_id) for r in conn.execute(ins.returning(leads.c.lead_id, leads.c.person_key), rows)}
         for k in missing:
             if k in made:

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from hedui.node.errors import ConfigError
 
-__all__ = ["open_engine", "sqlite_url", "is_sqlite"]
+__all__ = ["open_engine", "sqlite_url", "is_sqlite", "dialect_insert"]
 
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
+
+
+def dialect_insert(conn: Connection) -> Callable[..., Any]:
+    """The store dialect's ``insert`` (it has ``on_conflict_do_nothing`` / ``…_do_update``):
+    the store is SQLite or PostgreSQL, and both spell an upsert the same way."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -25,8 +25,6 @@ from zoneinfo import ZoneInfo
 
 import grpc
 from sqlalchemy import Engine, bindparam, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hedui.adapters.idnum import normalize
 from hedui.common.clock import DEFAULT_ZONE, local_date, zone
@@ -47,6 +45,7 @@ from hedui.node.errors import (
     describe_remote,
     from_rpc_error,
 )
+from hedui.node.store.db import dialect_insert
 from hedui.node.verification import consent
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.node.verification.protocol import request_digest, verify_answer
@@ -179,7 +178,7 @@ def record_directory(rt: Runtime) -> None:
         if c.execute(select(directory_history.c.version).where(directory_history.c.version == v)).first() is None:
             # Concurrent first cases of a version (threads, or hub replicas sharing a store)
             # may all get here: the first insert wins, the others add nothing.
-            ins = (pg_insert if c.dialect.name == "postgresql" else sqlite_insert)(directory_history).values(
+            ins = dialect_insert(c)(directory_history).values(
                 version=v, envelope=rt.directory.envelope.SerializeToString(deterministic=True),
                 accepted_at=rt.clock.now(),
             )

@@ -124,7 +124,7 @@ def _start(engine: Engine, adapter: Adapter, epoch: int, full: bool, clock: Cloc
             conn.execute(index_progress.insert().values(
                 epoch=epoch, source=src, run=1, mode="full", status="running", position=None,
                 fingerprint=fp, rows_read=0, started_at=now, updated_at=now, completed_at=None, live_gen=None,
-                problem_rows=0, problem_lines=0))
+                problem_rows=0))
             if conn.execute(select(token_index.c.epoch).limit(1)).first() is None:
                 for name in _SECONDARY:   # an empty store: load first, index after (the swap)
                     conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
@@ -141,7 +141,7 @@ def _start(engine: Engine, adapter: Adapter, epoch: int, full: bool, clock: Cloc
         conn.execute(update(index_progress).where(
             index_progress.c.epoch == epoch, index_progress.c.source == src).values(
             run=run.run, mode=run.mode, status="running", position=run.position, fingerprint=fp,
-            rows_read=0, problem_rows=0, problem_lines=0, started_at=now, updated_at=now))
+            rows_read=0, problem_rows=0, started_at=now, updated_at=now))
         return run
 
 
@@ -152,12 +152,12 @@ def _lock(conn, epoch: int) -> None:
 
 
 def _latest(prepared: list) -> dict[str, tuple]:
-    """Locator -> ``("r", token, facts_json)`` or ``("p", reason, lines)``; the last item for a
+    """Locator -> ``("r", token, facts_json)`` or ``("p", reason, None)``; the last item for a
     locator wins (a re-read row, or a duplicate reported as a problem)."""
     latest: dict[str, tuple] = {}
     for it in prepared:
         if it[0] != "s":
-            latest[it[1]] = (it[0], it[2], it[3])
+            latest[it[1]] = (it[0], it[2], it[3] if it[0] == "r" else None)
     return latest
 
 
@@ -182,8 +182,7 @@ def _write_batch(engine: Engine, run: _Run, prepared: list, position: Any) -> No
             _write_incremental(conn, sql, run, latest)
         bad = [it for it in used if it[0] == "p"]
         values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + len(used), "updated_at": run.clock.now(),
-                                  "problem_rows": index_progress.c.problem_rows + len(bad),
-                                  "problem_lines": index_progress.c.problem_lines + sum(it[3] for it in bad)}
+                                  "problem_rows": index_progress.c.problem_rows + len(bad)}
         if position is not None:
             values["position"] = json.dumps(position, sort_keys=True)
         conn.execute(update(index_progress).where(index_progress.c.epoch == run.epoch,
@@ -412,11 +411,9 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         workers_.close()
         adapter.close()
     with engine.connect() as conn:
-        read, bad_rows, bad_lines = conn.execute(select(
-            index_progress.c.rows_read, index_progress.c.problem_rows, index_progress.c.problem_lines).where(
+        read, bad_rows = conn.execute(select(index_progress.c.rows_read, index_progress.c.problem_rows).where(
             index_progress.c.epoch == epoch, index_progress.c.source == run.source)).one()
-    seen = read - bad_rows + bad_lines
-    share = bad_lines / seen if seen else 0.0
+    share = bad_rows / read if read else 0.0
     truncated = bool(getattr(adapter, "truncated", False))
     live = max_unusable_share is None or not (truncated or share > max_unusable_share)
     removed = _swap(engine, run, covered) if live else 0

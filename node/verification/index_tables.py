@@ -74,10 +74,9 @@ index_progress = Table(
     # The run whose build is served (NULL: none completed yet). Set only by the swap, in the
     # transaction that deletes what the run supersedes (node/verification/index.py).
     Column("live_gen", Integer, nullable=True),
-    # Problem rows of the current run and the physical lines they took (an unterminated quote
-    # swallows lines): the unusable share a run must stay under to go live (issue 13).
+    # Problem rows of the current run (a quote left open counts every line it swallowed,
+    # adapters/tabular.py): the unusable share a run must stay under to go live (issue 13).
     Column("problem_rows", BigInteger, nullable=False, server_default="0"),
-    Column("problem_lines", BigInteger, nullable=False, server_default="0"),
     # The last day the source's data covers (its extract date), as found when the last build
     # started; answers over windows ending later are "not current" (issue 12).
     Column("data_date", Date, nullable=True),

@@ -8,7 +8,8 @@ A batch goes to the workers as adapter items — :class:`~hedui.adapters.records
 
 * ``("r", locator, token, facts_json)`` — a record: its facts as canonical JSON (sorted keys,
   no spaces, ASCII), scrubbed of anything shaped like an identity number;
-* ``("p", locator, reason, lines)`` — a problem row and the physical lines it took;
+* ``("p", locator, reason)`` — a problem row (a CSV quote left open names each line it took,
+  adapters/tabular.py, so every unusable line counts);
 * ``("s",)`` — a row the mapping skips (``source.where``, ``identity.skip_where``).
 
 RFC 9497 §3.3.1 Evaluate is the expensive step; a token is computed once per identity per chunk.
@@ -93,7 +94,7 @@ def prepare(items: Sequence[Record | RowProblem | RawRow], state: dict[str, Any]
                 tok = seen[item.identity] = token(item.identity)
             out.append(("r", fit(item.locator), tok, dump([fact_json(f) for f in item.facts])))
         else:
-            out.append(("p", fit(item.locator), scrub(item.reason), max(1, getattr(item, "lines", 1))))
+            out.append(("p", fit(item.locator), scrub(item.reason)))
     return out
 
 

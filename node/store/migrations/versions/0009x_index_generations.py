@@ -2,7 +2,7 @@
 
 token_index becomes one row per (epoch, token, source, gen, part): the facts of one source
 behind one token in one build; index_progress.live_gen names the build that is served, and
-problem_rows / problem_lines count what the current run could not use.
+problem_rows counts what the current run could not use.
 Existing rows are split by source and filed under the run that wrote them; a source whose
 build had completed is live at that run (a build that was in progress when the store was
 upgraded is served as it stands, as before the upgrade: finish it with ``hedui node index``).
@@ -56,7 +56,6 @@ def upgrade() -> None:
     with op.batch_alter_table('index_progress', schema=None) as batch_op:
         batch_op.add_column(sa.Column('live_gen', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('problem_rows', sa.BigInteger(), server_default='0', nullable=False))
-        batch_op.add_column(sa.Column('problem_lines', sa.BigInteger(), server_default='0', nullable=False))
     conn.execute(sa.text("UPDATE index_progress SET live_gen = run WHERE completed_at IS NOT NULL"))
     runs = {(e, s): r for e, s, r in conn.execute(sa.text("SELECT epoch, source, run FROM index_progress"))}
     _new_table('token_index_v2')
@@ -119,6 +118,5 @@ def downgrade() -> None:
     if conn.dialect.name == 'postgresql':
         op.execute("ALTER INDEX pk_token_index_v1 RENAME TO pk_token_index")
     with op.batch_alter_table('index_progress', schema=None) as batch_op:
-        batch_op.drop_column('problem_lines')
         batch_op.drop_column('problem_rows')
         batch_op.drop_column('live_gen')
