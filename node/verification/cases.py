@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -192,6 +193,10 @@ class ProviderOutcome:
     status: str
     reason: str = ""
     attempts: int = 0
+    #: The answer this run verified (verify_answer) and stored: the envelope's stored bytes
+    #: and the parsed answer, so the report built at the end of the run need not verify the
+    #: same bytes a second time (report.verified_answers ``known``).
+    verified: tuple[bytes, lookup_pb2.LookupAnswer] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -255,10 +260,10 @@ def run_case(
     from hedui.node.crosscheck.fetch import cached_digests
 
     digests = cached_digests(rt)
-    with ThreadPoolExecutor(max_workers=max(1, len(todo))) as pool:
-        futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored, digests)
-                for m, fields in todo]
-        outcomes = [f.result() for f in futs]
+    pool = _exchange_pool(rt)
+    futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored, digests)
+            for m, fields in todo]
+    outcomes = [f.result() for f in futs]
     # What is stored now: the rows before this run, each replaced by this run's outcome (its
     # row was written before the outcome returned) — no need to read them back.
     statuses = list({**stored, **{o.provider: o.status for o in outcomes}}.values())
@@ -270,13 +275,34 @@ def run_case(
         # nothing), so a reviewer cannot approve what the report does not conclude.
         from hedui.node.verification.report import build_report
 
-        built = build_report(rt.engine, case_ref, rules, tz=rt.clock.zone)
+        # The answers this run verified are not verified again (same stored bytes, same
+        # directory version: the same outcome); `hedui case report` / `case verify` still
+        # verify every stored answer from scratch.
+        known = {o.provider: o.verified for o in outcomes if o.verified is not None}
+        built = build_report(rt.engine, case_ref, rules, tz=rt.clock.zone, known=known)
         if not built["complete"]:
             status = "incomplete"
             missing = list(built["missing"])
     run_at = rt.clock.now()
     rt.audit.transact(lambda c: c.execute(_SET_STATUS, {"k_case": case_ref, "status": status, "run_at": run_at}))
     return CaseRun(case_ref, outcomes, time.monotonic() - started, status, missing)
+
+
+#: Runtime -> the threads that run a case's exchanges, one per department and case in flight,
+#: kept between cases (a pool per case started and joined 8 threads every case; issue 16).
+_pools: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_pools_lock = threading.Lock()
+#: Exchanges in flight at once per hub process: 32 concurrent cases x 8 departments (beyond,
+#: exchanges wait for a thread; no exchange submits another, so waiting cannot deadlock).
+_POOL_THREADS = 256
+
+
+def _exchange_pool(rt: Runtime) -> ThreadPoolExecutor:
+    with _pools_lock:
+        pool = _pools.get(rt)
+        if pool is None:
+            pool = _pools[rt] = ThreadPoolExecutor(max_workers=_POOL_THREADS, thread_name_prefix="hedui-case")
+        return pool
 
 
 def _status_of(err: grpc.RpcError) -> tuple[str, str]:
@@ -368,6 +394,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
     # query.sent entry was never durable before the request left (it was queued), and a case
     # is acknowledged only once run_case returns, after this commit.
     entries: list[tuple[str, dict]] = []
+    verified: tuple[bytes, lookup_pb2.LookupAnswer] | None = None
     try:
         if not epochs:
             raise VerificationError(f"directory: {code} publishes no OPRF key", reason=Reason.NO_OPRF_KEY)
@@ -403,11 +430,14 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         }))
         resp, n = _call(peer.lookup.Lookup, req, timeout, retries)
         attempts += n
-        answer = verify_answer(rt.directory.signing_keys(), code, resp.answer, digest, tokens)
+        trusted = rt.directory   # one version for the keys and for what the report may reuse
+        answer = verify_answer(trusted.signing_keys(), code, resp.answer, digest, tokens)
         consent.check_binding(answer, req)
         _observe_checkpoint(rt, code, resp.checkpoint)
-        row.update(status="ok", reason="", envelope=resp.answer.SerializeToString(deterministic=True),
-                   answered_at=rt.clock.now())
+        stored_env = resp.answer.SerializeToString(deterministic=True)
+        row.update(status="ok", reason="", envelope=stored_env, answered_at=rt.clock.now())
+        if trusted.version == row["directory_version"]:   # the version stored with the answer
+            verified = (stored_env, answer)
         entries.append((Kind.ANSWER_RECEIVED, {
             "peer": code, "case_ref": req.context.case_ref, "request_id": rid.hex(), "request_digest": digest.hex(),
             "answer_digest": hashlib.sha256(resp.answer.payload).hexdigest(), "outcome": "ok",
@@ -428,7 +458,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason}))
     row["attempts"] = attempts
     _store_outcome(rt, row, entries, fresh=fresh)
-    return ProviderOutcome(code, row["status"], row.get("reason", ""), attempts)
+    return ProviderOutcome(code, row["status"], row.get("reason", ""), attempts, verified)
 
 
 def _observe_checkpoint(rt: Runtime, code: str, cp) -> None:
