@@ -249,6 +249,7 @@ def run_case(
             raise NotFound(f"case: got {case_ref[:32]!r}, want an open case reference")
         idents = [r.identity for r in c.execute(select(case_members.c.identity).where(case_members.c.case_ref == case_ref).order_by(case_members.c.position))]
         stored = {r.provider: r.status for r in c.execute(select(case_answers.c.provider, case_answers.c.status).where(case_answers.c.case_ref == case_ref))}
+        revoked = consent.revocations_in(c)
     done = {p for p, st in stored.items() if st == "ok"}
     if rt.hub is None:
         raise ConfigError(f"node.roles: got {', '.join(rt.config.node.roles)}, want the hub role to run cases")
@@ -257,7 +258,7 @@ def run_case(
     rules = rt.hub.rules
     todo = [(m, f) for m, f in _providers(rt, rules) if rerun_ok or m.code not in done]
     ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator,
-                    **consent.context_fields(rt, case))  # issue 18: the signed consent record
+                    **consent.context_fields_of(rt, case, len(idents), revoked))  # issue 18: the signed consent record
     month = str(reference_month_of(case, rt.clock.zone))
     from hedui.node.crosscheck.fetch import cached_digests
 

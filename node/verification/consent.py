@@ -68,6 +68,8 @@ __all__ = [
     "refuse_reuse",
     "check_binding",
     "context_fields",
+    "context_fields_of",
+    "revocations_in",
 ]
 
 #: How long a consent record is valid from the case's opening. An authorisation covers one
@@ -112,10 +114,13 @@ def issue(
     return dsse.sign(dsse.CONSENT, rec.SerializeToString(deterministic=True), [signer])
 
 
-def issue_for_case(rt: Runtime, case: Any) -> common_pb2.Envelope:
-    """The hub's record for a stored case row (one call site in ``run_case``)."""
-    with rt.engine.connect() as c:
-        n = c.execute(select(func.count()).select_from(case_members).where(case_members.c.case_ref == case.case_ref)).scalar_one()
+def issue_for_case(rt: Runtime, case: Any, members: int | None = None) -> common_pb2.Envelope:
+    """The hub's record for a stored case row (one call site in ``run_case``); ``members``:
+    the case's member count when the caller has just read them (else read here)."""
+    n = members
+    if n is None:
+        with rt.engine.connect() as c:
+            n = c.execute(select(func.count()).select_from(case_members).where(case_members.c.case_ref == case.case_ref)).scalar_one()
     created = case.created_at if case.created_at.tzinfo else case.created_at.replace(tzinfo=dt.UTC)
     return issue(rt.signer_for(ROLE_ANSWERS), hub=rt.member, scan_digest=bytes(case.consent_digest), purpose=case.purpose,
                  case_ref=case.case_ref, max_members=int(n), issued_at=created, operator=case.operator)
@@ -307,8 +312,15 @@ def _utc(t: dt.datetime) -> dt.datetime:
 
 def revocation_list(engine: Engine) -> list[bytes]:
     with engine.connect() as c:
-        return [bytes(r.consent_digest) for r in c.execute(
-            select(consent_revocations.c.consent_digest).order_by(consent_revocations.c.revoked_at, consent_revocations.c.consent_digest))]
+        return revocations_in(c)
+
+
+def revocations_in(c: Connection) -> list[bytes]:
+    """:func:`revocation_list` on an open connection (run_case reads it with the case)."""
+    return [bytes(r[0]) for r in c.execute(_REVOKED)]
+
+
+_REVOKED = select(consent_revocations.c.consent_digest).order_by(consent_revocations.c.revoked_at, consent_revocations.c.consent_digest)
 
 
 def sign_revocations(signer: SigningKey, hub: str, revoked: Sequence[bytes], now: dt.datetime) -> common_pb2.Envelope:
@@ -318,5 +330,11 @@ def sign_revocations(signer: SigningKey, hub: str, revoked: Sequence[bytes], now
 
 def context_fields(rt: Runtime, case: Any) -> dict:
     """The consent fields of a hub request's context: the case's record and the current list."""
-    return {"consent": issue_for_case(rt, case),
-            "revocations": sign_revocations(rt.signer_for(ROLE_ANSWERS), rt.member, revocation_list(rt.engine), rt.clock.now())}
+    return context_fields_of(rt, case, None, revocation_list(rt.engine))
+
+
+def context_fields_of(rt: Runtime, case: Any, members: int | None, revoked: Sequence[bytes]) -> dict:
+    """:func:`context_fields` from what the caller has just read: the case's member count and
+    the hub's revocation list (:func:`revocations_in`)."""
+    return {"consent": issue_for_case(rt, case, members),
+            "revocations": sign_revocations(rt.signer_for(ROLE_ANSWERS), rt.member, revoked, rt.clock.now())}

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import weakref
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from hedui.common.clock import DEFAULT_ZONE, fmt_instant, zone
 from hedui.common.periods import end_of
@@ -40,17 +41,41 @@ def mask_identity(ident: str) -> str:
 
 def load_case(engine, case_ref: str) -> dict:
     """Everything stored about a case (evidence as bytes), for reports and exports."""
+    k = {"k_case": case_ref}
     with engine.connect() as c:
-        case = c.execute(select(cases).where(cases.c.case_ref == case_ref)).first()
+        case = c.execute(_CASE, k).first()
         if case is None:
             raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
-        members = c.execute(select(case_members).where(case_members.c.case_ref == case_ref).order_by(case_members.c.position)).all()
-        answers = c.execute(select(case_answers).where(case_answers.c.case_ref == case_ref).order_by(case_answers.c.provider)).all()
-        overrides = _latest_overrides(c.execute(select(case_member_overrides).where(case_member_overrides.c.case_ref == case_ref)
-                                                .order_by(case_member_overrides.c.override_id)).all())
+        members = c.execute(_MEMBERS, k).all()
+        answers = c.execute(_ANSWERS, k).all()
+        overrides = _latest_overrides(c.execute(_OVERRIDES, k).all())
         versions = {a.directory_version for a in answers if a.directory_version}
-        dirs = {r.version: bytes(r.envelope) for r in c.execute(select(directory_history).where(directory_history.c.version.in_(versions)))} if versions else {}
+        dirs = _directories(engine, c, versions)
     return {"case": case, "members": members, "answers": answers, "directories": dirs, "overrides": overrides}
+
+
+# Built once (issue 16 item 3: building a Core statement per call cost more than running it).
+_K = bindparam("k_case")
+_CASE = select(cases).where(cases.c.case_ref == _K)
+_MEMBERS = select(case_members).where(case_members.c.case_ref == _K).order_by(case_members.c.position)
+_ANSWERS = select(case_answers).where(case_answers.c.case_ref == _K).order_by(case_answers.c.provider)
+_OVERRIDES = select(case_member_overrides).where(case_member_overrides.c.case_ref == _K).order_by(case_member_overrides.c.override_id)
+_DIRS = select(directory_history.c.version, directory_history.c.envelope).where(directory_history.c.version.in_(bindparam("versions", expanding=True)))
+#: engine -> {directory version: its stored envelope}. A version's row is written once and
+#: never changed (a second directory under an accepted version is refused, runtime.py), so
+#: the bytes read once serve every later report of this process (each report read them all).
+_DIR_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _directories(engine, c, versions: set[int]) -> dict[int, bytes]:
+    if not versions:
+        return {}
+    cache = _DIR_CACHE.setdefault(engine, {})
+    missing = [v for v in versions if v not in cache]
+    if missing:
+        for v, env in c.execute(_DIRS, {"versions": missing}):
+            cache[v] = bytes(env)
+    return {v: cache[v] for v in versions if v in cache}
 
 
 def _latest_overrides(rows) -> list:
