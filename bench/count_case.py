@@ -72,7 +72,7 @@ def main() -> None:
             _side[id(tb.runtime("hub").engine)] = "hub"
             for code in PROVIDERS:
                 _side[id(tb.runtime(code).engine)] = "provider"
-            _run_hedui(tb, _households(4, a.residents), 1)   # warm-up: channels, caches, first checkpoints
+            _run_hedui(tb.runtime("hub"), _households(4, a.residents), 1)   # warm-up: channels, caches, first checkpoints
             for code in ["hub", *PROVIDERS]:
                 rt = tb.runtime(code)
                 rt.audit.log.flush()
@@ -80,7 +80,7 @@ def main() -> None:
                 rt.audit.cosigner.stop()
             hh = _households(a.cases, a.residents)
             _on = True
-            _lat, _rate, incomplete = _run_hedui(tb, hh, a.concurrency)
+            _lat, _rate, incomplete = _run_hedui(tb.runtime("hub"), hh, a.concurrency)
             for code in ["hub", *PROVIDERS]:
                 tb.runtime(code).audit.log.flush()
             _on = False
