@@ -307,6 +307,8 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
         "wait_to_seen_p99_ms": p99(_server_side(stamps, sent, load, "issue", "seen")),
         "hub2_srv_unloaded_p99_ms": p99(_server_side(stamps, probe_sent, "pu", "seen", "leave")),
         "hub2_srv_p99_ms": p99(_server_side(stamps, probe_sent, "p", "seen", "leave")) if other["lat"] else float("nan"),
+        "hub2_wait_to_seen_p99_ms": p99(_server_side(stamps, {k: v for k, v in probe_sent.items() if not k.startswith("pu")},
+                                                     "p", "issue", "seen")),
         "load1": os.getloadavg()[0],
         "unloaded_p99_ms": percentile(base, 99) * 1000, "admitted": len(ok), "refused": len(shed),
         "admitted_p99_ms": percentile(ok, 99) * 1000 if ok else float("nan"),
@@ -367,7 +369,7 @@ def main() -> None:
         for k in ("unloaded_p99_ms", "admitted_p99_ms", "refused_p50_ms", "refused_p99_ms", "admitted", "refused",
                   "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_p99_ms", "srv_unloaded_p99_ms",
                   "srv_admitted_p99_ms", "srv_handler_p99_ms", "wait_to_seen_p99_ms", "hub2_srv_unloaded_p99_ms",
-                  "hub2_srv_p99_ms", "load1"):
+                  "hub2_srv_p99_ms", "hub2_wait_to_seen_p99_ms", "load1"):
             xs = [r[k] for r in rs if r[k] == r[k]]
             row[f"{k} min"] = round(min(xs), 2) if xs else None
             row[f"{k} median"] = round(statistics.median(xs), 2) if xs else None
@@ -378,6 +380,10 @@ def main() -> None:
                if r["srv_admitted_p99_ms"] == r["srv_admitted_p99_ms"] and r["srv_unloaded_p99_ms"] > 0]
         row["server-side admitted/unloaded p99 min"] = round(min(srv), 2) if srv else None
         row["server-side admitted/unloaded p99 median"] = round(statistics.median(srv), 2) if srv else None
+        srv2 = [r["hub2_srv_p99_ms"] / r["hub2_srv_unloaded_p99_ms"] for r in rs
+                if r["hub2_srv_p99_ms"] == r["hub2_srv_p99_ms"] and r["hub2_srv_unloaded_p99_ms"] > 0]
+        row["hub2 server-side loaded/unloaded p99 min"] = round(min(srv2), 2) if srv2 else None
+        row["hub2 server-side loaded/unloaded p99 median"] = round(statistics.median(srv2), 2) if srv2 else None
         probe = [r["hub2_p99_ms"] / r["hub2_unloaded_p99_ms"] for r in rs if r["hub2_p99_ms"] == r["hub2_p99_ms"]]
         row["hub2 loaded/unloaded p99 min"] = round(min(probe), 2) if probe else None
         row["hub2 loaded/unloaded p99 median"] = round(statistics.median(probe), 2) if probe else None
