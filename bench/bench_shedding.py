@@ -15,7 +15,13 @@ refused with RESOURCE_EXHAUSTED and how quickly, and the probe's p99 under load 
 unloaded p99 (the latency a well-behaved caller sees beyond capacity; fairness). Baseline and
 candidates are interleaved (B, C1, C2, B, ...), ``--runs`` each, min and median reported.
 
-    python bench/bench_shedding.py [--mode burst|flood] [--burst 1000] [--runs 3] [--caps 8,2] [--json]
+Server side too: the node runs under ``bench/_node_timeline.py``, which stamps every tagged call
+when gRPC's polling thread takes it and when its handler enters, is admitted and leaves, so
+each figure has a server-side twin (taken → left, unloaded calls measured the same way) and
+the wait before the polling thread (sent → taken) is reported on its own.
+
+    python bench/bench_shedding.py [--mode burst|flood] [--burst 1000] [--runs 3] [--caps 8,2]
+        [--switch-ms 5,1] [--no-uncapped] [--json]
 """
 
 from __future__ import annotations
