@@ -8,6 +8,11 @@ server interceptor, node/transport.py, runs there for every call, refused ones i
 admitted (node/admission.py), and left. A call refused by gRPC's own limit (node/server.py
 ``core_limit``) has ``seen`` only. At exit the stamps go to ``$HEDUI_BENCH_TIMELINE`` as JSON.
 
+``deadline`` is the call's deadline on the same clock, from ``context.time_remaining()`` at
+``enter``: gRPC's core sets it when it parsed the call's headers, to that moment plus the
+client's timeout (the ``grpc-timeout`` header), so deadline minus the client's timeout is when
+the call reached the server's core — before it waited for the polling thread.
+
 CLOCK_MONOTONIC is one clock for every process of the machine (Linux), so the load generator's
 send and receive times and the node's stamps compare directly. Cost: a list append per stamp.
 """
@@ -50,7 +55,11 @@ def _timed(rt, full_name, request, refusal_fields, context) -> Iterator[object]:
         with _serving(rt, full_name, request, refusal_fields, context) as call:
             yield call
         return
-    _stamps.append((bid, "enter", time.monotonic()))
+    now = time.monotonic()
+    _stamps.append((bid, "enter", now))
+    remaining = context.time_remaining()
+    if remaining is not None:
+        _stamps.append((bid, "deadline", now + remaining))
     try:
         with _serving(rt, full_name, request, refusal_fields, context) as call:
             _stamps.append((bid, "admit", time.monotonic()))

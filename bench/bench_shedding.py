@@ -246,14 +246,22 @@ def _load_child(a: argparse.Namespace) -> None:
     print(json.dumps({"base": base, "ok": ok, "shed": shed, "codes": codes, "sent": sent}), flush=True)
 
 
+#: The clients' timeouts by call tag prefix: ``deadline - timeout`` is when a call reached the
+#: server's gRPC core (bench/_node_timeline.py).
+_TIMEOUT = {"u": 30.0, "pu": 30.0, "b": 60.0, "f": 60.0, "p": 60.0}
+
+
 def _server_side(stamps: dict[str, dict[str, float]], sent: dict, prefix: str, first: str, last: str) -> list[float]:
     """For the admitted calls tagged ``prefix*``: the time from stamp ``first`` to ``last``
-    (``issue`` and ``done`` are the client's send and answer times)."""
+    (``issue`` and ``done`` are the client's send and answer times, ``core`` the call's arrival
+    in the server's gRPC core)."""
     out = []
     for tag, (t, d, code) in sent.items():
         if code != "OK" or not tag.startswith(prefix):
             continue
         ev = {**stamps.get(tag, {}), "issue": t, "done": d}
+        if "deadline" in ev:
+            ev["core"] = ev["deadline"] - _TIMEOUT[tag.rstrip("0123456789")]
         if first in ev and last in ev:
             out.append(ev[last] - ev[first])
     return out
@@ -311,6 +319,11 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
         "srv_admitted_p99_ms": p99(_server_side(stamps, sent, load, "seen", "leave")),
         "srv_handler_p99_ms": p99(_server_side(stamps, sent, load, "admit", "leave")),
         "wait_to_seen_p99_ms": p99(_server_side(stamps, sent, load, "issue", "seen")),
+        # That wait split at the call's arrival in the server's gRPC core: sent -> arrived, and
+        # arrived -> taken by the polling thread.
+        "send_to_core_p99_ms": p99(_server_side(stamps, sent, load, "issue", "core")),
+        "core_to_seen_p99_ms": p99(_server_side(stamps, sent, load, "core", "seen")),
+        "unloaded_send_to_core_p99_ms": p99(_server_side(stamps, sent, "u", "issue", "core")),
         "hub2_srv_unloaded_p99_ms": p99(_server_side(stamps, probe_sent, "pu", "seen", "leave")),
         "hub2_srv_p99_ms": p99(_server_side(stamps, probe_sent, "p", "seen", "leave")) if other["lat"] else float("nan"),
         "hub2_wait_to_seen_p99_ms": p99(_server_side(stamps, {k: v for k, v in probe_sent.items() if not k.startswith("pu")},
@@ -375,7 +388,8 @@ def main() -> None:
         for k in ("unloaded_p99_ms", "admitted_p99_ms", "refused_p50_ms", "refused_p99_ms", "admitted", "refused",
                   "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_p99_ms", "srv_unloaded_p99_ms",
                   "srv_admitted_p99_ms", "srv_handler_p99_ms", "wait_to_seen_p99_ms", "hub2_srv_unloaded_p99_ms",
-                  "hub2_srv_p99_ms", "hub2_wait_to_seen_p99_ms", "load1"):
+                  "hub2_srv_p99_ms", "hub2_wait_to_seen_p99_ms", "send_to_core_p99_ms", "core_to_seen_p99_ms",
+                  "unloaded_send_to_core_p99_ms", "load1"):
             xs = [r[k] for r in rs if r[k] == r[k]]
             row[f"{k} min"] = round(min(xs), 2) if xs else None
             row[f"{k} median"] = round(statistics.median(xs), 2) if xs else None
