@@ -15,7 +15,13 @@ refused with RESOURCE_EXHAUSTED and how quickly, and the probe's p99 under load 
 unloaded p99 (the latency a well-behaved caller sees beyond capacity; fairness). Baseline and
 candidates are interleaved (B, C1, C2, B, ...), ``--runs`` each, min and median reported.
 
-    python bench/bench_shedding.py [--mode burst|flood] [--burst 1000] [--runs 3] [--caps 8,2] [--json]
+Server side too: the node runs under ``bench/_node_timeline.py``, which stamps every tagged call
+when gRPC's polling thread takes it and when its handler enters, is admitted and leaves, so
+each figure has a server-side twin (taken → left, unloaded calls measured the same way) and
+the wait before the polling thread (sent → taken) is reported on its own.
+
+    python bench/bench_shedding.py [--mode burst|flood] [--burst 1000] [--runs 3] [--caps 8,2]
+        [--switch-ms 5,1] [--no-uncapped] [--json]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _node_timeline
 from _common import percentile, report
 
 from hedui.adapters.synthetic import resident
@@ -51,14 +58,17 @@ from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 SEED = 13
 
 
-def _serve(tb: Testbed, cap: int, workers: int) -> subprocess.Popen:
+def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float | None = None) -> subprocess.Popen:
     cfg = tb.config_path("tax")
-    text = re.sub(r"\nmax_concurrent_rpcs = \d+", "", cfg.read_text())
+    text = re.sub(r"\n(max_concurrent_rpcs|switch_interval_ms) = [\d.]+", "", cfg.read_text())
     text = text.replace("[node]\n", f"[node]\nmax_concurrent_rpcs = {cap}\n", 1)
+    if switch_ms is not None:  # only where the node knows the setting (after issue 13's shedding pass)
+        text = text.replace("[node]\n", f"[node]\nswitch_interval_ms = {switch_ms}\n", 1)
     text = re.sub(r"workers = \d+", f"workers = {workers}", text)
     cfg.write_text(text)
-    env = {**os.environ, PASSPHRASE_ENV: tb.passphrase}
-    p = subprocess.Popen([sys.executable, "-m", "hedui.node.cli", "node", "serve", "--config", str(cfg)],
+    env = {**os.environ, PASSPHRASE_ENV: tb.passphrase, "HEDUI_BENCH_TIMELINE": str(timeline)}
+    # `hedui node serve` with per-call stamps for the server-side figures (bench/_node_timeline.py).
+    p = subprocess.Popen([sys.executable, _node_timeline.__file__, "node", "serve", "--config", str(cfg)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL, env=env, text=True)
     line = p.stdout.readline() if p.stdout else ""
     if "serving on" not in line:
@@ -81,18 +91,31 @@ def _request(hub: Runtime, tokens: list[bytes]) -> lookup_pb2.LookupRequest:
                                     reference_month=str(Month.of(hub.clock.today()).plus(-1)))
 
 
-def _unloaded(client: PeerClient, hub: Runtime, tokens: list[bytes], n: int) -> list[float]:
+def _tagged(tag: str | None) -> tuple[tuple[str, str], ...] | None:
+    """The metadata that names a call in the node's timeline (bench/_node_timeline.py)."""
+    return None if tag is None else ((_node_timeline.TAG, tag),)
+
+
+def _unloaded(client: PeerClient, hub: Runtime, tokens: list[bytes], n: int, tag: str | None = None,
+              sent: dict | None = None) -> list[float]:
+    """``n`` sequential Lookups; with ``tag``, each is named ``tag + i`` and its send and answer
+    times (CLOCK_MONOTONIC) go into ``sent``."""
     out = []
-    for _ in range(n):
+    for i in range(n):
         req = _request(hub, tokens)
-        t = time.perf_counter()
-        client.lookup.Lookup(req, timeout=30)
-        out.append(time.perf_counter() - t)
+        t = time.monotonic()
+        client.lookup.Lookup(req, timeout=30, metadata=_tagged(None if tag is None else f"{tag}{i}"))
+        d = time.monotonic()
+        out.append(d - t)
+        if tag is not None and sent is not None:
+            sent[f"{tag}{i}"] = (t, d, "OK")
     return out
 
 
-def _burst(client: PeerClient, hub: Runtime, tokens: list[bytes], n: int) -> tuple[list[float], list[float], dict[str, int]]:
-    """``n`` Lookups issued at once (the issue's 1,000 concurrent lookups)."""
+def _burst(client: PeerClient, hub: Runtime, tokens: list[bytes], n: int,
+           sent: dict) -> tuple[list[float], list[float], dict[str, int]]:
+    """``n`` Lookups issued at once (the issue's 1,000 concurrent lookups); each call's send and
+    answer times and status go into ``sent`` by its tag."""
     reqs = [_request(hub, tokens) for _ in range(n)]
     done = threading.Semaphore(0)
     ok: list[float] = []
@@ -100,14 +123,16 @@ def _burst(client: PeerClient, hub: Runtime, tokens: list[bytes], n: int) -> tup
     codes: dict[str, int] = {}
     lock = threading.Lock()
 
-    def issue(req) -> None:
-        t = time.perf_counter()
-        fut = client.lookup.Lookup.future(req, timeout=60)
+    def issue(i: int, req) -> None:
+        t = time.monotonic()
+        fut = client.lookup.Lookup.future(req, timeout=60, metadata=_tagged(f"b{i}"))
 
         def finished(f) -> None:
-            dt = time.perf_counter() - t
+            d = time.monotonic()
+            dt = d - t
             code = f.code()
             with lock:
+                sent[f"b{i}"] = (t, d, code.name)
                 codes[code.name] = codes.get(code.name, 0) + 1
                 if code not in (grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED):
                     detail = f"{code.name}: {f.details()}"[:80]
@@ -117,14 +142,14 @@ def _burst(client: PeerClient, hub: Runtime, tokens: list[bytes], n: int) -> tup
 
         fut.add_done_callback(finished)
 
-    for r in reqs:
-        issue(r)
+    for i, r in enumerate(reqs):
+        issue(i, r)
     for _ in range(n):
         done.acquire()
     return ok, shed, codes
 
 
-def _flood(client: PeerClient, hub: Runtime, tokens: list[bytes], outstanding: int, seconds: float,
+def _flood(client: PeerClient, hub: Runtime, tokens: list[bytes], outstanding: int, seconds: float, sent: dict,
            backoff: float = 0.1) -> tuple[list[float], list[float], dict[str, int]]:
     """Keeps ``outstanding`` Lookups in flight for ``seconds`` (each completion issues the
     next), then waits for the last ones: a sustained overload, not one burst."""
@@ -135,16 +160,21 @@ def _flood(client: PeerClient, hub: Runtime, tokens: list[bytes], outstanding: i
     end = time.perf_counter() + seconds
     live = [0]
     drained = threading.Event()
+    serial = iter(range(10**9))
 
     def issue() -> None:
         req = _request(hub, tokens)
-        t = time.perf_counter()
-        fut = client.lookup.Lookup.future(req, timeout=60)
+        with lock:
+            tag = f"f{next(serial)}"
+        t = time.monotonic()
+        fut = client.lookup.Lookup.future(req, timeout=60, metadata=_tagged(tag))
 
         def finished(f) -> None:
-            dt = time.perf_counter() - t
+            d = time.monotonic()
+            dt = d - t
             code = f.code()
             with lock:
+                sent[tag] = (t, d, code.name)
                 codes[code.name] = codes.get(code.name, 0) + 1
                 (ok if code == grpc.StatusCode.OK else shed if code == grpc.StatusCode.RESOURCE_EXHAUSTED else []).append(dt)
             if time.perf_counter() < end:
@@ -172,16 +202,19 @@ def _bystander(client: PeerClient, hub: Runtime, tokens: list[bytes], stop: thre
     """Another hub's sequential Lookups while the burst runs: does the flood starve it?"""
     lat: list[float] = []
     codes: dict[str, int] = {}
+    sent: dict[str, tuple[float, float, str]] = {}
     while not stop.is_set():
-        t = time.perf_counter()
+        tag = f"p{len(sent)}"
+        t = time.monotonic()
         try:
-            client.lookup.Lookup(_request(hub, tokens), timeout=60)
+            client.lookup.Lookup(_request(hub, tokens), timeout=60, metadata=_tagged(tag))
             name = "OK"
-            lat.append(time.perf_counter() - t)
+            lat.append(time.monotonic() - t)
         except grpc.RpcError as e:
             name = e.code().name
+        sent[tag] = (t, time.monotonic(), name)
         codes[name] = codes.get(name, 0) + 1
-    out.update(codes=codes, lat=lat)
+    out.update(codes=codes, lat=lat, sent=sent)
 
 
 def _tokens(c: PeerClient, hub: Runtime) -> list[bytes]:
@@ -200,26 +233,50 @@ def _load_child(a: argparse.Namespace) -> None:
         with PeerClient.to_member(hub, "tax") as c:
             tokens = _tokens(c, hub)
             _unloaded(c, hub, tokens, 20)  # warm-up
-            base = _unloaded(c, hub, tokens, a.unloaded)
+            sent: dict[str, tuple[float, float, str]] = {}
+            base = _unloaded(c, hub, tokens, a.unloaded, "u", sent)
             print("ready", flush=True)
             sys.stdin.readline()
             if a.mode == "burst":
-                ok, shed, codes = _burst(c, hub, tokens, a.burst)
+                ok, shed, codes = _burst(c, hub, tokens, a.burst, sent)
             else:
-                ok, shed, codes = _flood(c, hub, tokens, a.burst, a.seconds)
+                ok, shed, codes = _flood(c, hub, tokens, a.burst, a.seconds, sent)
     finally:
         hub.close()
-    print(json.dumps({"base": base, "ok": ok, "shed": shed, "codes": codes}), flush=True)
+    print(json.dumps({"base": base, "ok": ok, "shed": shed, "codes": codes, "sent": sent}), flush=True)
 
 
-def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int) -> dict:
-    p = _serve(tb, cap, a.workers)
+#: The clients' timeouts by call tag prefix: ``deadline - timeout`` is when a call reached the
+#: server's gRPC core (bench/_node_timeline.py).
+_TIMEOUT = {"u": 30.0, "pu": 30.0, "b": 60.0, "f": 60.0, "p": 60.0}
+
+
+def _server_side(stamps: dict[str, dict[str, float]], sent: dict, prefix: str, first: str, last: str) -> list[float]:
+    """For the admitted calls tagged ``prefix*``: the time from stamp ``first`` to ``last``
+    (``issue`` and ``done`` are the client's send and answer times, ``core`` the call's arrival
+    in the server's gRPC core)."""
+    out = []
+    for tag, (t, d, code) in sent.items():
+        if code != "OK" or not tag.startswith(prefix):
+            continue
+        ev = {**stamps.get(tag, {}), "issue": t, "done": d}
+        if "deadline" in ev:
+            ev["core"] = ev["deadline"] - _TIMEOUT[tag.rstrip("0123456789")]
+        if first in ev and last in ev:
+            out.append(ev[last] - ev[first])
+    return out
+
+
+def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch_ms: float | None) -> dict:
+    timeline = tb.root / f"timeline-{cap}.json"
+    p = _serve(tb, cap, a.workers, timeline, switch_ms)
     child = None
     try:
         with PeerClient.to_member(hub2, "tax") as c2:
             tokens = _tokens(c2, hub2)
             _unloaded(c2, hub2, tokens, 20)  # warm-up
-            probe_base = _unloaded(c2, hub2, tokens, a.unloaded)
+            probe_sent: dict[str, tuple[float, float, str]] = {}
+            probe_base = _unloaded(c2, hub2, tokens, a.unloaded, "pu", probe_sent)
             child = subprocess.Popen(
                 [sys.executable, __file__, "--load-child", str(tb.config_path("hub")), "--mode", a.mode,
                  "--burst", str(a.burst), "--seconds", str(a.seconds), "--unloaded", str(a.unloaded)],
@@ -246,7 +303,32 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int) -> dic
             p.kill()
             p.wait(30)
     ok, shed, codes, base = got["ok"], got["shed"], got["codes"], got["base"]
+    stamps = _node_timeline.load(str(timeline)) if timeline.exists() else {}
+    timeline.unlink(missing_ok=True)
+    sent, probe_sent = got["sent"], {**probe_sent, **other["sent"]}
+    load = "f" if a.mode == "flood" else "b"
+
+    def p99(xs: list[float]) -> float:
+        return percentile(xs, 99) * 1000 if xs else float("nan")
+
     return {
+        # Server side (bench/_node_timeline.py): from gRPC's polling thread taking the call to
+        # the handler leaving, for admitted calls; and how long an admitted call of the load
+        # waited, after it was sent, for the polling thread to take it.
+        "srv_unloaded_p99_ms": p99(_server_side(stamps, sent, "u", "seen", "leave")),
+        "srv_admitted_p99_ms": p99(_server_side(stamps, sent, load, "seen", "leave")),
+        "srv_handler_p99_ms": p99(_server_side(stamps, sent, load, "admit", "leave")),
+        "wait_to_seen_p99_ms": p99(_server_side(stamps, sent, load, "issue", "seen")),
+        # That wait split at the call's arrival in the server's gRPC core: sent -> arrived, and
+        # arrived -> taken by the polling thread.
+        "send_to_core_p99_ms": p99(_server_side(stamps, sent, load, "issue", "core")),
+        "core_to_seen_p99_ms": p99(_server_side(stamps, sent, load, "core", "seen")),
+        "unloaded_send_to_core_p99_ms": p99(_server_side(stamps, sent, "u", "issue", "core")),
+        "hub2_srv_unloaded_p99_ms": p99(_server_side(stamps, probe_sent, "pu", "seen", "leave")),
+        "hub2_srv_p99_ms": p99(_server_side(stamps, probe_sent, "p", "seen", "leave")) if other["lat"] else float("nan"),
+        "hub2_wait_to_seen_p99_ms": p99(_server_side(stamps, {k: v for k, v in probe_sent.items() if not k.startswith("pu")},
+                                                     "p", "issue", "seen")),
+        "load1": os.getloadavg()[0],
         "unloaded_p99_ms": percentile(base, 99) * 1000, "admitted": len(ok), "refused": len(shed),
         "admitted_p99_ms": percentile(ok, 99) * 1000 if ok else float("nan"),
         "refused_p50_ms": percentile(shed, 50) * 1000 if shed else float("nan"),
@@ -268,6 +350,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--caps", default="8,2", help="candidate caps (max_concurrent_rpcs), comma-separated")
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--switch-ms", default="", help="candidate GIL switch intervals of the node ([node] switch_interval_ms), "
+                    "comma-separated: each cap is run with each; empty: the node's default")
+    ap.add_argument("--no-uncapped", action="store_true", help="leave out the baseline without a cap")
     ap.add_argument("--unloaded", type=int, default=200)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
@@ -285,12 +370,15 @@ def main() -> None:
     os.environ[PASSPHRASE_ENV] = tb.passphrase
     tb.build_indexes()
     hub2 = Runtime.open(tb.config_path("hub2"))
-    variants = {"baseline (no cap)": 4096, **{f"candidate (cap {c})": int(c) for c in a.caps.split(",")}}
+    variants: dict[str, tuple[int, float | None]] = {} if a.no_uncapped else {"baseline (no cap)": (4096, None)}
+    for c in a.caps.split(","):
+        for sw in a.switch_ms.split(",") if a.switch_ms else [None]:
+            variants[f"candidate (cap {c}{'' if sw is None else f', switch {sw} ms'})"] = (int(c), None if sw is None else float(sw))
     results: dict[str, list[dict]] = {k: [] for k in variants}
     try:
         for run in range(a.runs):
-            for name, cap in variants.items():
-                results[name].append(_one_run(tb, hub2, a, cap))
+            for name, (cap, sw) in variants.items():
+                results[name].append(_one_run(tb, hub2, a, cap, sw))
                 print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr, flush=True)
     finally:
         hub2.close()
@@ -298,18 +386,30 @@ def main() -> None:
     for name, rs in results.items():
         row: dict = {"variant": name, "runs": len(rs), "burst": a.burst}
         for k in ("unloaded_p99_ms", "admitted_p99_ms", "refused_p50_ms", "refused_p99_ms", "admitted", "refused",
-                  "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_p99_ms"):
+                  "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_p99_ms", "srv_unloaded_p99_ms",
+                  "srv_admitted_p99_ms", "srv_handler_p99_ms", "wait_to_seen_p99_ms", "hub2_srv_unloaded_p99_ms",
+                  "hub2_srv_p99_ms", "hub2_wait_to_seen_p99_ms", "send_to_core_p99_ms", "core_to_seen_p99_ms",
+                  "unloaded_send_to_core_p99_ms", "load1"):
             xs = [r[k] for r in rs if r[k] == r[k]]
             row[f"{k} min"] = round(min(xs), 2) if xs else None
             row[f"{k} median"] = round(statistics.median(xs), 2) if xs else None
         ratios = [r["admitted_p99_ms"] / r["unloaded_p99_ms"] for r in rs if r["admitted_p99_ms"] == r["admitted_p99_ms"]]
         row["admitted/unloaded p99 min"] = round(min(ratios), 2) if ratios else None
         row["admitted/unloaded p99 median"] = round(statistics.median(ratios), 2) if ratios else None
+        srv = [r["srv_admitted_p99_ms"] / r["srv_unloaded_p99_ms"] for r in rs
+               if r["srv_admitted_p99_ms"] == r["srv_admitted_p99_ms"] and r["srv_unloaded_p99_ms"] > 0]
+        row["server-side admitted/unloaded p99 min"] = round(min(srv), 2) if srv else None
+        row["server-side admitted/unloaded p99 median"] = round(statistics.median(srv), 2) if srv else None
+        srv2 = [r["hub2_srv_p99_ms"] / r["hub2_srv_unloaded_p99_ms"] for r in rs
+                if r["hub2_srv_p99_ms"] == r["hub2_srv_p99_ms"] and r["hub2_srv_unloaded_p99_ms"] > 0]
+        row["hub2 server-side loaded/unloaded p99 min"] = round(min(srv2), 2) if srv2 else None
+        row["hub2 server-side loaded/unloaded p99 median"] = round(statistics.median(srv2), 2) if srv2 else None
         probe = [r["hub2_p99_ms"] / r["hub2_unloaded_p99_ms"] for r in rs if r["hub2_p99_ms"] == r["hub2_p99_ms"]]
         row["hub2 loaded/unloaded p99 min"] = round(min(probe), 2) if probe else None
         row["hub2 loaded/unloaded p99 median"] = round(statistics.median(probe), 2) if probe else None
         rows.append(row)
-    report("load shedding (issue 13)", rows, json_out=a.json, extra={"caps": a.caps, "workers": a.workers, "mode": a.mode})
+    report("load shedding (issue 13)", rows, json_out=a.json, extra={"caps": a.caps, "workers": a.workers, "mode": a.mode,
+                                                                         "switch_ms": a.switch_ms or "default"})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ class NodeSection(_Section):
     # Load shedding (node/admission.py): 0 means "as many as workers".
     max_concurrent_rpcs: int = Field(default=0, ge=0, le=4096, description="calls handled at once; beyond: RESOURCE_EXHAUSTED")
     max_concurrent_per_caller: int = Field(default=0, ge=0, le=4096, description="one caller's share; 0: three quarters of the cap")
+    # Python's GIL switch interval in `hedui node serve` (sys.setswitchinterval): how long a
+    # CPU-bound handler thread may keep the GIL while gRPC's one polling thread, which admits
+    # and refuses every call, waits for it. Python's default is 5 ms (docs/performance.md
+    # "Load shedding" for the measurements behind the default).
+    switch_interval_ms: float = Field(default=5.0, gt=0, le=100, description="GIL switch interval of the serving process, ms")
 
     @field_validator("listen")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -19,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from hedui.node.config import NodeConfig
 from hedui.node.errors import ConfigError, Reason
 from hedui.node.loops import PeriodicJob
 from hedui.node.ops_http import ops_app
@@ -39,7 +41,7 @@ from hedui.v1 import (
     pseudonym_pb2_grpc,
 )
 
-__all__ = ["NodeServer", "build_server", "server_options"]
+__all__ = ["NodeServer", "apply_process_settings", "build_server", "server_options"]
 
 log = logging.getLogger("hedui.node.server")
 
@@ -251,9 +253,16 @@ def _audit_background(rt: Runtime) -> list:
     return [rt.audit.scheduler, rt.audit.cosigner]
 
 
+def apply_process_settings(config: NodeConfig) -> None:
+    """Process-wide settings of a serving node (not of :func:`build_server`, which tests call
+    several times in one process): the GIL switch interval (``[node] switch_interval_ms``)."""
+    sys.setswitchinterval(config.node.switch_interval_ms / 1000)
+
+
 def serve(config_path) -> None:
     """Runs a node until SIGTERM or SIGINT, then stops gracefully."""
     rt = Runtime.open(config_path)
+    apply_process_settings(rt.config)
     # TLS handshake refusals (no client certificate, a foreign CA) never reach Python; gRPC
     # core logs them on stderr, where this process counts them (node/transport.py).
     tap = CoreLogTap(rt.refusals.count)

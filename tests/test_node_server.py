@@ -170,6 +170,8 @@ def test_tampered_directory_refused_at_start(fedbed):
         (lambda t: t.replace('listen = "127.0.0.1:', 'listen = "nowhere'), "node.listen"),
         (lambda t: t + "\n[surprise]\nx = 1\n", "surprise: got an unknown key"),
         (lambda t: t.replace("[tls]", "[tls]\n[[oops"), "got invalid TOML"),
+        (lambda t: t.replace("[node]", "[node]\nswitch_interval_ms = 0"), "node.switch_interval_ms"),
+        (lambda t: t.replace("[node]", "[node]\nswitch_interval_ms = \"fast\""), "node.switch_interval_ms"),
     ],
 )
 def test_bad_config_is_one_line(fedbed, mutate, message):
@@ -178,6 +180,38 @@ def test_bad_config_is_one_line(fedbed, mutate, message):
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert message in e.value.message and "\n" not in e.value.message
+
+
+def test_switch_interval_is_read_and_set_by_serve_before_the_server_is_built(fedbed, monkeypatch):
+    """``[node] switch_interval_ms`` (docs/performance.md "Load shedding"): parsed, defaulted,
+    and applied to the serving process before its gRPC server exists."""
+    import sys
+
+    from hedui.node import server
+
+    p = fedbed.config_path("tax")
+    assert load_config(p).node.switch_interval_ms == 5.0
+    p.write_text(p.read_text().replace("[node]", "[node]\nswitch_interval_ms = 0.5"))
+    assert load_config(p).node.switch_interval_ms == 0.5
+
+    class _Built(Exception):
+        pass
+
+    seen: list[float] = []
+
+    def build(rt, **_kw):
+        seen.append(sys.getswitchinterval())
+        rt.close()
+        raise _Built
+
+    before = sys.getswitchinterval()
+    monkeypatch.setattr(server, "build_server", build)
+    try:
+        with pytest.raises(_Built):
+            server.serve(p)
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == [pytest.approx(0.0005)]
 
 
 def test_wrong_passphrase_refused_at_start(fedbed, monkeypatch):
