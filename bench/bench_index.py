@@ -159,7 +159,9 @@ def _bytes_per_token(engine) -> float | None:
     if engine.dialect.name != "postgresql":
         return None
     with engine.connect() as c:
-        size = c.execute(text("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('token_index')")).scalar()
+        # pg_partition_tree lists nothing for a plain table (PostgreSQL 15).
+        size = c.execute(text("SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) FROM "
+                              "pg_partition_tree('token_index')), pg_total_relation_size('token_index'))")).scalar()
         n = c.execute(text("SELECT count(*) FROM token_index")).scalar()
     return round(int(size) / n) if n else None
 
