@@ -82,8 +82,9 @@ def _init(parent: int, initializer: Callable[..., Any] | None, initargs: tuple) 
 
 
 class _Popen(popen_spawn_posix.Popen):
-    """``popen_spawn_posix.Popen`` (CPython 3.11–3.13, the same there) less the preparation
-    entries that make the child import the parent's ``__main__``."""
+    """``popen_spawn_posix.Popen`` with CPython 3.11's ``_launch``, less the preparation
+    entries that make the child import the parent's ``__main__``
+    (tests/test_failsafe_procs.py checks that it does not)."""
 
     def _launch(self, process_obj: Any) -> None:
         from multiprocessing import resource_tracker
