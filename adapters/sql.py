@@ -278,12 +278,14 @@ class SqlAdapter:
         pos = since or None
         self.skipped = 0
         raw = len(labels) if self._raw else 0
+        # By position, not row._mapping (a mapping object per access): the mapping's columns,
+        # then the key, then the watermark (the plan's select list).
+        ipk, iwm = len(labels), len(labels) + 1
 
         prev: list[Any] = [object()]
 
         def emit(row, after: dict) -> tuple[Record | RowProblem | None, dict]:
-            m = row._mapping
-            key = m[pk_l]
+            key = row[ipk]
             locator = f"{table}:{pk_name}={key}"
             if idnum.contains(locator):
                 return RowProblem(f"{table}:{pk_name}=<withheld>", "source.primary_key: got an identity-shaped "
@@ -294,6 +296,7 @@ class SqlAdapter:
             prev[0] = key
             if raw:   # converted later, elsewhere (raw_scan): the mapping's columns come first, in order
                 return RawRow(locator, tuple(row[:raw])), after
+            m = row._mapping
             return self._conv.convert(locator, lambda ref: m[labels[ref]]), after
 
         def kept(pair: tuple[Record | RowProblem | None, dict]) -> Iterator[tuple[Record | RowProblem, dict]]:
@@ -319,14 +322,14 @@ class SqlAdapter:
             start = pos["pk"] if pos else None
             excluded(after_pk(start)(None))
             for row in self._pages(after_pk(start), [pk]):
-                yield from kept(emit(row, {"pk": _encode(row._mapping[pk_l])}))
+                yield from kept(emit(row, {"pk": _encode(row[ipk])}))
             return
         if pos is None or pos.get("phase") == "null":
             start = pos["pk"] if pos else None
             null_where = after_pk(start)
             excluded(and_(wm.is_(None), null_where(None)))
             for row in self._pages(lambda last: and_(wm.is_(None), null_where(last)), [pk]):
-                yield from kept(emit(row, {"phase": "null", "pk": _encode(row._mapping[pk_l])}))
+                yield from kept(emit(row, {"phase": "null", "pk": _encode(row[ipk])}))
             pos = None
 
         def after_wm(last):
@@ -337,8 +340,7 @@ class SqlAdapter:
 
         excluded(after_wm(None))
         for row in self._pages(after_wm, [wm, pk]):
-            m = row._mapping
-            yield from kept(emit(row, {"wm": _encode(m[wm_l]), "pk": _encode(m[pk_l])}))
+            yield from kept(emit(row, {"wm": _encode(row[iwm]), "pk": _encode(row[ipk])}))
 
     def data_date(self) -> date | None:
         """How current the source is: ``source.data_date`` as written, or the largest value of

@@ -30,6 +30,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -142,6 +143,48 @@ def _floor_write(dst, table: str, rows: list[tuple[bytes, bytes]], start: int) -
     return start + len(rows)
 
 
+class PeakRss:
+    """Peak resident memory (MiB) of this process and of its largest child while in use,
+    sampled from /proc every 0.2 s: the build's own peak, apart from the data generation and
+    the floor that share the process (``ru_maxrss`` covers the whole run). Linux only; zeros
+    elsewhere."""
+
+    def __init__(self) -> None:
+        self.main = self.worker = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="peak-rss", daemon=True)
+
+    @staticmethod
+    def _rss(pid: int | str) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) // 1024
+        except OSError:
+            pass
+        return 0
+
+    def _watch(self) -> None:
+        me = os.getpid()
+        while not self._stop.wait(0.2):
+            self.main = max(self.main, self._rss(me))
+            kids: list[str] = []
+            for task in Path(f"/proc/{me}/task").glob("*/children"):
+                try:
+                    kids += task.read_text().split()
+                except OSError:
+                    pass
+            self.worker = max([self.worker, *(self._rss(k) for k in kids)])
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _fresh_tables(engine, partitions: int) -> None:
     """The node's tables; on PostgreSQL with ``partitions`` the token index partitioned by
     token prefix as migration 0009pg16 makes it (issue 16 item 6)."""
@@ -159,7 +202,9 @@ def _bytes_per_token(engine) -> float | None:
     if engine.dialect.name != "postgresql":
         return None
     with engine.connect() as c:
-        size = c.execute(text("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('token_index')")).scalar()
+        # pg_partition_tree lists nothing for a plain table (PostgreSQL 15).
+        size = c.execute(text("SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) FROM "
+                              "pg_partition_tree('token_index')), pg_total_relation_size('token_index'))")).scalar()
         n = c.execute(text("SELECT count(*) FROM token_index")).scalar()
     return round(int(size) / n) if n else None
 
@@ -173,12 +218,15 @@ def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Pa
     engine = open_engine(store_url)
     _fresh_tables(engine, partitions)
     try:
-        report = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers, clock=CLOCK)
+        with PeakRss() as peak:
+            report = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers,
+                                 clock=CLOCK)
         per_token = _bytes_per_token(engine)
     finally:
         engine.dispose()
     out = {"records": report.records, "seconds": round(report.seconds, 2), "records_per_s": round(report.rate),
-           "tokens": report.tokens, "generate_seconds": round(generated, 2)}
+           "tokens": report.tokens, "generate_seconds": round(generated, 2),
+           "build_peak_rss_mib": {"main": peak.main, "largest_worker": peak.worker}}
     if per_token is not None:
         out["store_bytes_per_token"] = per_token
         out["partitions"] = partitions
@@ -286,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
             res[kind]["share_of_floor"] = round(res[kind]["records_per_s"] / res[kind]["floor_tokens_per_s"], 2)
     res["micro"] = micro()
     res["loadavg_after"] = os.getloadavg()[0]
-    # Peak resident memory (Linux ru_maxrss is in KiB): this process (reads, writes) and the
-    # largest token worker (children that ended).
+    # Peak resident memory over the whole run (Linux ru_maxrss is in KiB: data generation and
+    # floors included): this process and the largest child that ended. The build's own peak
+    # is each store's build_peak_rss_mib (PeakRss).
     res["peak_rss_mib_main"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     res["peak_rss_mib_largest_worker"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
 

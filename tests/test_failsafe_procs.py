@@ -70,3 +70,27 @@ def test_watchdog_alone_ends_a_reparented_worker(tmp_path):
             "die_with_parent(os.getppid() + 1000000); time.sleep(30)")
     r = subprocess.run([sys.executable, "-c", code], timeout=20)
     assert r.returncode == 1
+
+
+
+def test_pool_workers_do_not_rerun_the_parents_main(tmp_path):
+    """A worker starts without re-running the parent's ``__main__`` (node/procs.py): the
+    ``hedui`` command's imports would double each worker's start-up (issue 16 item 4)."""
+    marker = tmp_path / "imported"
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        with open({str(marker)!r}, "a") as f:   # runs once per process that imports this file
+            f.write(f"{{os.getpid()}}\\n")
+
+        if __name__ == "__main__":
+            from hedui.node.procs import worker_pool
+            with worker_pool(2) as pool:
+                workers = {{pool.submit(os.getpid).result() for _ in range(4)}}
+            print(os.getpid(), *sorted(workers), flush=True)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    parent, *workers = out.stdout.split()
+    assert workers and parent not in workers
+    assert marker.read_text().split() == [parent]

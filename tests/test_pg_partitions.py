@@ -123,3 +123,58 @@ def test_sqlite_keeps_one_plain_table(tmp_path):
     finally:
         eng.dispose()
 
+
+
+@pytest.mark.postgres
+def test_a_row_whose_identity_changes_moves_partition_and_the_row_map_stays_one_table(pg_url, tmp_path):
+    """``index_rows`` (locator -> token, what incremental runs read) is keyed by locator and
+    deliberately not partitioned (docs/department-it.md, "Partitions"): a row whose identity
+    changes leaves the partition of its old token for that of its new one, while its one
+    row-map entry is updated in place."""
+    from sqlalchemy import create_engine
+
+    from hedui.adapters import open_adapter
+    from hedui.adapters.synthetic import write_sql
+    from hedui.common.clock import FixedClock
+    from hedui.keys.oprf import ServerKey
+    from hedui.node.verification.index import build_index
+
+    key, clock = ServerKey.derive(bytes(range(32)), 1), FixedClock(AT)
+    db = tmp_path / "dept.db"
+    maps = write_sql(f"sqlite:///{db}", residents=120, seed=5, departments=["vehicles"], mapping_dir=tmp_path / "maps",
+                     months=3)
+    src = create_engine(f"sqlite:///{db}")
+    with src.connect() as c:
+        owners = {i: o for i, o in c.execute(text("SELECT id, owner_idno FROM vehicle ORDER BY id"))}
+    eng = open_engine(pg_url)
+    try:
+        migrate.upgrade(eng, index_partitions=8)
+        parts = _partitions(eng)
+        # A vehicle whose new owner's token falls in another partition than the old owner's.
+        vid, new = next((i, o) for i, old in owners.items() for o in owners.values()
+                        if _partition_of(key.token(o), parts) != _partition_of(key.token(old), parts))
+        old_tok, new_tok = key.token(owners[vid]), key.token(new)
+        build_index(eng, open_adapter(maps["vehicles"]), key, 1, workers=0, clock=clock)
+        loc = f"vehicle:id={vid}"
+
+        def where() -> tuple[list[str], list[bytes]]:
+            with eng.connect() as c:
+                held = [p for (p,) in c.execute(text("SELECT tableoid::regclass::text FROM token_index "
+                                                     "WHERE facts LIKE :l"), {"l": f'%"{loc}"%'})]
+                mapped = [bytes(t) for (t,) in c.execute(text("SELECT token FROM index_rows WHERE locator = :l"), {"l": loc})]
+            return held, mapped
+
+        assert where() == ([_partition_of(old_tok, parts)], [old_tok])
+        with src.begin() as c:   # sold: a new owner, a later watermark
+            c.execute(text("UPDATE vehicle SET owner_idno = :o, updated_at = '2025-07-01 09:00:00.000000' WHERE id = :i"),
+                      {"o": new, "i": vid})
+        inc = build_index(eng, open_adapter(maps["vehicles"]), key, 1, workers=0, clock=clock)
+        assert (inc.mode, inc.rows) == ("incremental", 1)
+        assert where() == ([_partition_of(new_tok, parts)], [new_tok])
+        assert facts_for_tokens(eng, 1, [new_tok])[new_tok]
+        with eng.connect() as c:
+            kinds = dict(c.execute(text("SELECT relname, relkind FROM pg_class WHERE relname IN ('token_index', 'index_rows')")).all())
+        assert kinds == {"token_index": "p", "index_rows": "r"}
+    finally:
+        eng.dispose()
+        src.dispose()

@@ -373,13 +373,20 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         raise InvalidArgument(f"workers: got {workers}, want 0 or more")
     started = time.perf_counter()
     adapter.check()
-    covered = source_data_date(adapter, clock, data_date)
-    run = _start(engine, adapter, epoch, full, clock)
-    task = progress.add_task(f"index {run.source} (epoch {epoch}, {run.mode})", total=None) if progress else None
-    counts = {"rows": 0, "records": 0, "problems": 0, "skipped": 0}
     # A SQL source hands over its rows unconverted: the workers convert them (index_work.py).
     raw = callable(getattr(adapter, "raw_scan", None)) and callable(getattr(adapter, "raw_converter", None))
+    # Started first: the workers start up (imports) while this process reads the data date
+    # and opens the run.
     workers_ = Workers(server_key, workers, adapter.raw_converter() if raw else None)  # type: ignore[attr-defined]
+    try:
+        covered = source_data_date(adapter, clock, data_date)
+        run = _start(engine, adapter, epoch, full, clock)
+    except BaseException:
+        workers_.close()
+        adapter.close()
+        raise
+    task = progress.add_task(f"index {run.source} (epoch {epoch}, {run.mode})", total=None) if progress else None
+    counts = {"rows": 0, "records": 0, "problems": 0, "skipped": 0}
     scan = adapter.raw_scan if raw else adapter.scan  # type: ignore[attr-defined]
     inflight: deque = deque()
 
@@ -407,18 +414,19 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
             inflight.append((len(batch), workers_.submit(batch), position))
         while inflight:
             drain_one()
+        workers_.close(wait=False)   # they exit while the swap runs
+        with engine.connect() as conn:
+            read, bad_rows = conn.execute(select(index_progress.c.rows_read, index_progress.c.problem_rows).where(
+                index_progress.c.epoch == epoch, index_progress.c.source == run.source)).one()
+        share = bad_rows / read if read else 0.0
+        truncated = bool(getattr(adapter, "truncated", False))
+        live = max_unusable_share is None or not (truncated or share > max_unusable_share)
+        removed = _swap(engine, run, covered) if live else 0
+        with engine.connect() as conn:
+            total = count_tokens(conn, epoch)
     finally:
         workers_.close()
         adapter.close()
-    with engine.connect() as conn:
-        read, bad_rows = conn.execute(select(index_progress.c.rows_read, index_progress.c.problem_rows).where(
-            index_progress.c.epoch == epoch, index_progress.c.source == run.source)).one()
-    share = bad_rows / read if read else 0.0
-    truncated = bool(getattr(adapter, "truncated", False))
-    live = max_unusable_share is None or not (truncated or share > max_unusable_share)
-    removed = _swap(engine, run, covered) if live else 0
-    with engine.connect() as conn:
-        total = count_tokens(conn, epoch)
     return IndexReport(epoch, run.source, run.mode, run.resumed, counts["rows"], counts["records"],
                        counts["problems"], removed, total, time.perf_counter() - started,
                        counts["skipped"] + int(getattr(adapter, "skipped", 0) or 0), share, truncated, live)

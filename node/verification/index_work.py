@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -104,10 +105,13 @@ class Workers:
     def __init__(self, key: ServerKey, workers: int, raw: tuple | None) -> None:
         self._workers = workers
         self._pool = None
+        self._closing: threading.Thread | None = None
         self._inline: dict[str, Any] = {}   # this build's own state when inline (builds may share a process)
         if workers > 0:
             # Workers die with this process, even when it is killed (node/procs.py, issue 13).
             self._pool = worker_pool(workers, _init, (key, raw))
+            for _ in range(workers):   # one no-op each: the pool starts every worker now, not at the first batch
+                self._pool.submit(int)
         else:
             _init(key, raw, self._inline)
 
@@ -126,6 +130,15 @@ class Workers:
             out.extend(f.result())
         return out
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
+    def close(self, wait: bool = True) -> None:
+        """Stops the workers. ``wait=False`` returns at once and a later ``close()`` joins
+        them (they die with this process in any case: node/procs.py)."""
+        if self._pool is None:
+            return
+        if self._closing is None:
+            pool = self._pool
+            self._closing = threading.Thread(target=lambda: pool.shutdown(cancel_futures=True),
+                                             name="index-workers-exit", daemon=True)
+            self._closing.start()
+        if wait:
+            self._closing.join()
