@@ -333,7 +333,7 @@ def main() -> None:
             for eng in engines:
                 eng.dispose()
             bare_srv.stdin.close()  # type: ignore[union-attr]
-            bare_srv.wait(10)
+            bare_srv.wait(120)   # a loaded machine can take a while to stop it
             for n in nodes:
                 n.stop()
         from sqlalchemy import func, select
