@@ -245,7 +245,7 @@ def main() -> None:
     ap.add_argument("--push-batch", type=int, default=100, help="notices per PushBatch call ([provider] push_batch)")
     ap.add_argument("--push-interval", type=float, default=1.0,
                     help="[provider] push_interval, seconds (the poll; queued notices ring the doorbell)")
-    ap.add_argument("--push-in-flight", type=int, default=2, help="[provider] push_in_flight")
+    ap.add_argument("--push-in-flight", type=int, default=1, help="[provider] push_in_flight")
     ap.add_argument("--hub-store", default=None,
                     help="the hub's store URL (an empty PostgreSQL database); default a SQLite file")
     ap.add_argument("--reps", type=int, default=3, help="interleaved rounds (the notices are split over them)")

@@ -367,7 +367,7 @@ def test_push_batch_and_interval_settings_are_checked_and_used(tmp_path, monkeyp
     from hedui.node.config import ProviderSection
     from hedui.node.discovery.provider import PushLoop, provider_background
 
-    assert (ProviderSection().push_batch, ProviderSection().push_interval, ProviderSection().push_in_flight) == (100, 1.0, 2)
+    assert (ProviderSection().push_batch, ProviderSection().push_interval, ProviderSection().push_in_flight) == (100, 1.0, 1)
     for bad in ({"push_batch": 0}, {"push_batch": 501}, {"push_interval": 0}, {"push_in_flight": 0}, {"push_in_flight": 9}):
         with pytest.raises(ValidationError):
             ProviderSection(**bad)
@@ -377,7 +377,7 @@ def test_push_batch_and_interval_settings_are_checked_and_used(tmp_path, monkeyp
     try:
         assert ProviderNotices(rt).pusher._send_batch is not None          # default: PushBatch
         assert ProviderNotices(rt, batch=1).pusher._send_batch is None     # one Push per notice
-        assert ProviderNotices(rt).pusher._in_flight == 2
+        assert ProviderNotices(rt).pusher._in_flight == 1
         rt.config.provider.push_in_flight = 3  # type: ignore[union-attr]
         assert ProviderNotices(rt).pusher._in_flight == 3
         rt.config.provider.push_interval = 0.25  # type: ignore[union-attr]

@@ -495,6 +495,7 @@ elif mode == "mid-push":  # single pushes: the hub has the notice, the provider 
 elif mode == "two-in-flight":  # two batches in flight at once, both committed at the hub, neither recorded
     pn.run(SCENARIO_AS_OF)
     pn.pusher._batch = 1   # one notice per PushBatch: the scenario's two notices are two batches
+    pn.pusher._in_flight = 2   # [provider] push_in_flight = 2
     send_batch = pn.pusher._send_batch
     both = threading.Barrier(2)   # passed only while both lanes are in their call
     def batch_then_hang(envelopes):
