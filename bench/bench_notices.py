@@ -4,9 +4,10 @@ node its own process as deployed (issue 16: deployment shape = benchmark shape).
 hedui path: the hub and each department run ``hedui node serve`` (node/testbed/procs.py).
 Beside each department node a detection process (what ``hedui notices detect`` is) seals
 the personal part of every notice to the hub's key (HPKE ML-KEM-768 + X25519), DSSE-signs it
-and queues it in the department's durable outbox (one transaction per ``--batch``); the
-department node's pusher (``[provider] push_interval``, ``push_batch``) sends the queued
-notices with ``NoticeService.PushBatch`` over mutual TLS to the hub, which identifies the
+and queues it in the department's durable outbox (one transaction per ``--batch``, the signing
+before the inserts) and rings the node's outbox doorbell; the department node's pusher
+(``[provider] push_interval`` as the fallback poll, ``push_batch``, ``push_in_flight``) sends
+the queued notices with ``NoticeService.PushBatch`` over mutual TLS to the hub, which identifies the
 caller, checks the policy, verifies each signature, opens each sealed part, merges each
 notice into the person's lead with a referral, signs a receipt per notice and audits them,
 one transaction per batch; the department verifies each receipt and stores it with its
@@ -134,7 +135,7 @@ def _worker(mode: str, arg: str, provider: int) -> None:
     (the detection process: seal, sign, one transaction per batch), ``bare`` pushes them in
     clear to the bare servicer. Commands on stdin: ``n start batch rate``; answers ``done``."""
     if mode == "hedui":
-        from hedui.node.discovery.outbox import enqueue
+        from hedui.node.discovery.outbox import enqueue_many
         from hedui.node.discovery.provider import ProviderNotices
         from hedui.node.runtime import Runtime
 
@@ -160,8 +161,8 @@ def _worker(mode: str, arg: str, provider: int) -> None:
                     if ahead > 0:
                         time.sleep(ahead)
                 with rt.engine.begin() as conn:
-                    for d in dets[a:a + step]:
-                        enqueue(conn, d, pn.sign_and_seal, hub=pn.hub, now=rt.clock.now())
+                    enqueue_many(conn, dets[a:a + step], pn.sign_and_seal, hub=pn.hub, now=rt.clock.now())
+                pn.queued()   # as a detection run does: rings the node's outbox doorbell
         else:
             for d in dets:
                 nt = notice_pb2.Notice(
@@ -242,7 +243,9 @@ def main() -> None:
     ap.add_argument("--providers", type=int, default=5)
     ap.add_argument("--batch", type=int, default=500, help="notices queued per outbox transaction")
     ap.add_argument("--push-batch", type=int, default=100, help="notices per PushBatch call ([provider] push_batch)")
-    ap.add_argument("--push-interval", type=float, default=0.05, help="[provider] push_interval, seconds")
+    ap.add_argument("--push-interval", type=float, default=1.0,
+                    help="[provider] push_interval, seconds (the poll; queued notices ring the doorbell)")
+    ap.add_argument("--push-in-flight", type=int, default=1, help="[provider] push_in_flight")
     ap.add_argument("--hub-store", default=None,
                     help="the hub's store URL (an empty PostgreSQL database); default a SQLite file")
     ap.add_argument("--reps", type=int, default=3, help="interleaved rounds (the notices are split over them)")
@@ -261,7 +264,8 @@ def main() -> None:
         members = [MemberPlan("hub", "hub", ["hub"])] + [
             MemberPlan(c, c, ["provider"], extra_config={"provider": {
                 "rules": rules, "hub": "hub", "mapping": "unused.toml", "detect_at": "manual",
-                "push_interval": a.push_interval, "push_batch": a.push_batch}})
+                "push_interval": a.push_interval, "push_batch": a.push_batch,
+                "push_in_flight": a.push_in_flight}})
             for c in codes
         ]
 
@@ -329,7 +333,7 @@ def main() -> None:
             for eng in engines:
                 eng.dispose()
             bare_srv.stdin.close()  # type: ignore[union-attr]
-            bare_srv.wait(10)
+            bare_srv.wait(120)   # a loaded machine can take a while to stop it
             for n in nodes:
                 n.stop()
         from sqlalchemy import func, select
@@ -354,7 +358,8 @@ def main() -> None:
         ]
         extra = {
             "providers": a.providers,
-            "push batch / outbox batch": f"{a.push_batch} / {a.batch}",
+            "push batch / outbox batch / in flight / push interval s":
+                f"{a.push_batch} / {a.batch} / {a.push_in_flight} / {a.push_interval}",
             f"ratio hedui/baseline (notices/s), per round, min / median of {a.reps}":
                 f"{min(ratios):.3f} / {statistics.median(ratios):.3f}",
             "per-round seconds hedui / baseline": f"{[round(x, 2) for x in t_hedui_r]} / {[round(x, 2) for x in t_base_r]}",

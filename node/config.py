@@ -128,12 +128,19 @@ class ProviderSection(_Section):
     )
     push_interval: float = Field(
         default=1.0, ge=0.01, le=3600.0,
-        description="Seconds between the pusher's looks at the notice outbox (a detection run in the node "
-        "wakes it at once)",
+        description="Seconds between the pusher's looks at the notice outbox (a detection run in the node, "
+        "or `hedui notices detect` on the node's host, wakes it at once: the outbox doorbell)",
     )
     push_batch: int = Field(
         default=100, ge=1, le=500,
         description="Notices per PushBatch call to the hub (1: one Push per notice, as before batches)",
+    )
+    push_in_flight: int = Field(
+        default=1, ge=1, le=8,
+        description="PushBatch calls the pusher keeps in flight at once when more than one batch is due (the hub "
+        "works on one while the node records the receipts of another); 1: one after the other (the default: "
+        "2 gained nothing measurable in docs/performance.md and lost when every department's batches reached "
+        "the hub at once)",
     )
     detect_at: str = Field(
         default="01:30",

@@ -367,8 +367,8 @@ def test_push_batch_and_interval_settings_are_checked_and_used(tmp_path, monkeyp
     from hedui.node.config import ProviderSection
     from hedui.node.discovery.provider import PushLoop, provider_background
 
-    assert (ProviderSection().push_batch, ProviderSection().push_interval) == (100, 1.0)
-    for bad in ({"push_batch": 0}, {"push_batch": 501}, {"push_interval": 0}):
+    assert (ProviderSection().push_batch, ProviderSection().push_interval, ProviderSection().push_in_flight) == (100, 1.0, 1)
+    for bad in ({"push_batch": 0}, {"push_batch": 501}, {"push_interval": 0}, {"push_in_flight": 0}, {"push_in_flight": 9}):
         with pytest.raises(ValidationError):
             ProviderSection(**bad)
     tb = _make(tmp_path / "fed").create()
@@ -377,8 +377,67 @@ def test_push_batch_and_interval_settings_are_checked_and_used(tmp_path, monkeyp
     try:
         assert ProviderNotices(rt).pusher._send_batch is not None          # default: PushBatch
         assert ProviderNotices(rt, batch=1).pusher._send_batch is None     # one Push per notice
+        assert ProviderNotices(rt).pusher._in_flight == 1
+        rt.config.provider.push_in_flight = 3  # type: ignore[union-attr]
+        assert ProviderNotices(rt).pusher._in_flight == 3
         rt.config.provider.push_interval = 0.25  # type: ignore[union-attr]
         (loop,) = [j for j in provider_background(rt) if isinstance(j, PushLoop)]
         assert loop.interval == 0.25
     finally:
         rt.close()
+
+
+# ---------------------------------------------------------------- the outbox doorbell
+
+_QUEUE_AND_RING = r"""
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from hedui.node.runtime import Runtime
+from hedui.node.discovery.detect import Detection
+from hedui.node.discovery.outbox import enqueue_many
+from hedui.node.discovery.provider import ProviderNotices
+
+rt = Runtime.open(Path(sys.argv[1]))
+pn = ProviderNotices(rt)
+on = date(2025, 10, 7)
+dets = [Detection(rule="fire.large_loss", event_type="fire_loss", identity=idn, region="370304001", event_date=on,
+                  due_date=on + timedelta(days=4), period=on.isoformat(),
+                  details={"fact": "fire", "value": "60000.00", "unit": "CNY"}, dedup_key=f"{900 + k:064x}")
+        for k, idn in enumerate(sys.argv[2:])]
+with rt.engine.begin() as conn:
+    enqueue_many(conn, dets, pn.sign_and_seal, hub=pn.hub, now=rt.clock.now())
+pn.queued()   # what a detection run in another process does after its commit
+rt.close()
+"""
+
+
+def test_a_detection_in_another_process_wakes_the_node_pusher_through_the_doorbell(batch_tb):
+    import subprocess
+    import sys
+
+    from hedui.node.discovery.provider import PushLoop
+
+    tb = batch_tb
+    rt, pn = tb.runtime("fire"), notices(tb, "fire")
+    loop = PushLoop(pn, poll_interval=3600.0)   # its own poll would not come within the test
+    pause = threading.Event()                    # never set: waits below are sleeps, not clock reads
+    loop.start()
+    try:
+        if loop.doorbell._sock is None:
+            pytest.skip("no outbox doorbell on this host: the pusher polls")
+        for _ in range(1200):                     # the first pass (at start) is over
+            if loop.next_due is not None:
+                break
+            pause.wait(0.05)
+        subprocess.run([sys.executable, "-c", _QUEUE_AND_RING, str(tb.config_path("fire")),
+                        *(planted_identity(tb, 70 + k) for k in range(3))],
+                       env={**os.environ, **tb.env()}, check=True, timeout=120)
+        for _ in range(1200):                     # a safety net, not a timing assertion
+            if [r.status for r in _outbox(rt)] == ["delivered"] * 3:
+                break
+            pause.wait(0.05)
+        assert [r.status for r in _outbox(rt)] == ["delivered"] * 3
+        assert hub_counts(tb)["notice_inbox"] == 3
+    finally:
+        loop.stop()

@@ -458,7 +458,7 @@ def test_hub_down_then_back_nothing_lost_nothing_doubled(fed_tb):
 # ---------------------------------------------------------------- kill -9
 
 _KILL_SCRIPT = r"""
-import sys, time
+import sys, threading, time
 from pathlib import Path
 from hedui.node.runtime import Runtime
 from hedui.node.discovery.provider import ProviderNotices
@@ -492,6 +492,21 @@ elif mode == "mid-push":  # single pushes: the hub has the notice, the provider 
         return receipt
     pn.pusher._send = send_then_hang
     pn.push()
+elif mode == "two-in-flight":  # two batches in flight at once, both committed at the hub, neither recorded
+    pn.run(SCENARIO_AS_OF)
+    pn.pusher._batch = 1   # one notice per PushBatch: the scenario's two notices are two batches
+    pn.pusher._in_flight = 2   # [provider] push_in_flight = 2
+    send_batch = pn.pusher._send_batch
+    both = threading.Barrier(2)   # passed only while both lanes are in their call
+    def batch_then_hang(envelopes):
+        results = send_batch(envelopes)
+        assert len(results) == 1 and isinstance(results[0], bytes)
+        if both.wait() == 0:
+            print("READY", flush=True)
+        time.sleep(600)
+        return results
+    pn.pusher._send_batch = batch_then_hang
+    pn.push()
 else:  # mid-batch: the hub has committed the whole batch, the provider dies before it records the receipts
     pn.run(SCENARIO_AS_OF)
     send_batch = pn.pusher._send_batch
@@ -515,7 +530,7 @@ def _wait_ready(proc: subprocess.Popen, timeout: float = 120.0) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", ["mid-transaction", "after-commit", "mid-push", "mid-batch"])
+@pytest.mark.parametrize("moment", ["mid-transaction", "after-commit", "mid-push", "mid-batch", "two-in-flight"])
 def test_kill_9_of_the_provider_loses_nothing_and_delivers_exactly_once(tmp_path, monkeypatch, moment):
     tb = _make(tmp_path / "fed").create()
     monkeypatch.setenv(PASSPHRASE_ENV, tb.passphrase)
@@ -541,12 +556,13 @@ def test_kill_9_of_the_provider_loses_nothing_and_delivers_exactly_once(tmp_path
         clock = Clock(max((t.utc(r.next_attempt_at) for r in rows), default=NOW))
         pn = ProviderNotices(rt, clock=clock)
         try:
-            assert len(rows) == {"mid-transaction": 0, "after-commit": 2, "mid-push": 2, "mid-batch": 2}[moment]
+            assert len(rows) == {"mid-transaction": 0, "after-commit": 2, "mid-push": 2, "mid-batch": 2,
+                                 "two-in-flight": 2}[moment]
             assert pn.run(SCENARIO_AS_OF).queued == 2 - len(rows)  # the re-run fills the gap, no more
             clock.advance(300)  # past the crashed pusher's lease
             stats = pn.push()
             assert (stats.delivered, stats.failed) == (2, 0)
-            assert stats.duplicates == {"mid-push": 1, "mid-batch": 2}.get(moment, 0)
+            assert stats.duplicates == {"mid-push": 1, "mid-batch": 2, "two-in-flight": 2}.get(moment, 0)
             assert all(r.status == "delivered" for r in _outbox(rt))
             ids = sorted(bytes(r.notice_id) for r in _outbox(rt))
             # Delivered and audited in one transaction: one notice.sent + receipt per notice.

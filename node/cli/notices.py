@@ -63,7 +63,8 @@ def detect_cmd(
 ) -> None:
     """Run detection rules now and list what they find (public fields only)."""
     from hedui.node.discovery.detect import detect
-    from hedui.node.discovery.outbox import enqueue
+    from hedui.node.discovery.doorbell import bell_name, ring
+    from hedui.node.discovery.outbox import enqueue_many
     from hedui.node.discovery.rules import default_rules, load_rules
 
     if config is not None:
@@ -102,8 +103,9 @@ def detect_cmd(
         engine = store(db)
         try:
             with engine.begin() as conn:
-                for d in found:
-                    queued += enqueue(conn, d, sign_and_seal, hub=enqueue_to, now=wall.now())[1]
+                queued = sum(c for _, c in enqueue_many(conn, found, sign_and_seal, hub=enqueue_to, now=wall.now()))
+            if queued:
+                ring(bell_name(engine))   # a node serving this store pushes them now
         finally:
             engine.dispose()
     rows = [_with_basis(d.public(), d, cal) for d in found]

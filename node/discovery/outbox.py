@@ -19,10 +19,12 @@ and receipt verification are injected, so the outbox is tested on both stores wi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -35,9 +37,10 @@ from hedui.node.discovery.detect import Detection
 from hedui.node.discovery.notice import check_receipt
 from hedui.node.discovery.tables import insert_ignore, notice_outbox, utc
 from hedui.node.errors import InvalidArgument, Reason, VerificationError
+from hedui.node.store.db import dialect_insert
 from hedui.v1 import notice_pb2
 
-__all__ = ["enqueue", "Pusher", "PushStats", "retry_rejected", "outbox_status"]
+__all__ = ["enqueue", "enqueue_many", "Pusher", "PushStats", "retry_rejected", "outbox_status"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,9 @@ AuditIn = Callable[[Connection, list[Delivered]], "Callable[[], None] | None"]
 may return a function to run once that transaction has committed."""
 
 
+#: Batches one pusher keeps in flight at most (``[provider] push_in_flight``).
+MAX_IN_FLIGHT = 8
+
 # ---------------------------------------------------------------- outbox
 
 # Statements built once, values as parameters (issue 16: lean statements on the hot path).
@@ -67,9 +73,18 @@ _CLAIM = (
         notice_outbox.c.next_attempt_at <= bindparam("now"),
     )
     .values(attempts=notice_outbox.c.attempts + 1, next_attempt_at=bindparam("until"))
-    .returning(notice_outbox.c.notice_id, notice_outbox.c.attempts)
+    .returning(notice_outbox.c.notice_id, notice_outbox.c.attempts, notice_outbox.c.envelope)
+)
+_DUE = (
+    select(notice_outbox.c.notice_id)
+    .where(notice_outbox.c.status == "pending", notice_outbox.c.next_attempt_at <= bindparam("now"))
+    .order_by(notice_outbox.c.next_attempt_at, notice_outbox.c.notice_id)
+    .limit(bindparam("n"))
 )
 _BY_DEDUP = select(notice_outbox.c.notice_id).where(notice_outbox.c.dedup_key == bindparam("k"))
+_BY_DEDUPS = select(notice_outbox.c.dedup_key, notice_outbox.c.notice_id).where(
+    notice_outbox.c.dedup_key.in_(bindparam("ks", expanding=True))
+)
 _DELIVER = (
     update(notice_outbox)
     .where(notice_outbox.c.notice_id == bindparam("b_nid"), notice_outbox.c.status == "pending")
@@ -123,6 +138,56 @@ def enqueue(
     return bytes(winner), False
 
 
+def enqueue_many(
+    conn: Connection,
+    detections: Sequence[Detection],
+    sign_and_seal: SignAndSeal,
+    *,
+    hub: str,
+    now: datetime,
+) -> list[tuple[bytes, bool]]:
+    """:func:`enqueue` for several detections, one result each, in order. Every new notice is
+    sealed and signed *before* the first write, and the rows go in by one ``executemany``: on
+    SQLite the file's write lock (which the node's pusher needs too) is then held for the
+    inserts only, not for the signing of the whole batch (issue 16: no busy-handler sleeping
+    between detection and pusher). Two detections with one dedup key queue one notice."""
+    keys = list(dict.fromkeys(d.dedup_key for d in detections))
+    have: dict[str, bytes] = {}
+    for k in range(0, len(keys), 500):   # well under SQLite's bound-parameter limit
+        have.update((r.dedup_key, bytes(r.notice_id)) for r in conn.execute(_BY_DEDUPS, {"ks": keys[k:k + 500]}))
+    rows: dict[str, dict[str, Any]] = {}
+    for d in detections:
+        if d.dedup_key in have or d.dedup_key in rows:
+            continue
+        notice_id = os.urandom(16)
+        envelope = sign_and_seal(d, notice_id)
+        if not isinstance(envelope, (bytes, bytearray)) or not envelope:
+            raise InvalidArgument(
+                f"sign_and_seal: got {type(envelope).__name__}, want the serialised envelope bytes"
+            )
+        rows[d.dedup_key] = {
+            "notice_id": notice_id, "dedup_key": d.dedup_key, "rule": d.rule, "hub": hub,
+            "event_type": d.event_type, "due_date": d.due_date, "envelope": bytes(envelope),
+            "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
+        }
+    created: set[str] = set()
+    if rows:
+        ins = dialect_insert(conn)(notice_outbox).on_conflict_do_nothing(index_elements=["dedup_key"])
+        created = {r.dedup_key for r in conn.execute(ins.returning(notice_outbox.c.dedup_key), list(rows.values()))}
+        late = [k for k in rows if k not in created]   # a concurrent run queued them first
+        if late:
+            have.update((r.dedup_key, bytes(r.notice_id)) for r in conn.execute(_BY_DEDUPS, {"ks": late}))
+    out: list[tuple[bytes, bool]] = []
+    for d in detections:
+        k = d.dedup_key
+        if k in created:
+            out.append((rows[k]["notice_id"], True))
+            created.discard(k)   # a second detection with this key was not created by itself
+        else:
+            out.append((have[k] if k in have else rows[k]["notice_id"], False))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class PushStats:
     attempted: int = 0
@@ -150,6 +215,12 @@ class Pusher:
     (delivered + audit, retry or rejected, per notice) recorded in one transaction — two
     commits per batch instead of two or three per notice. A notice the hub refused in the
     batch is handled as a refusal of a single push would be (``permanent`` decides).
+
+    ``in_flight`` (batches only): how many batches one pass keeps in flight at once, each in
+    its own lane (a thread: claim, send, record, repeat). With 2 the hub works on one batch
+    while this side verifies and records the receipts of the other. Every batch is still
+    claimed, sent and recorded on its own, so a crash with several in flight leaves each of
+    them leased, to be pushed again when its lease runs out (the hub answers duplicates).
     """
 
     def __init__(
@@ -168,11 +239,13 @@ class Pusher:
         permanent: Callable[[BaseException], bool] | None = None,
         send_batch: SendBatch | None = None,
         audit: AuditIn | None = None,
+        in_flight: int = 1,
     ) -> None:
-        if base_delay <= 0 or max_delay < base_delay or lease <= 0 or batch < 1:
+        if base_delay <= 0 or max_delay < base_delay or lease <= 0 or batch < 1 or not 1 <= in_flight <= MAX_IN_FLIGHT:
             raise InvalidArgument(
                 f"pusher settings: got base_delay={base_delay}, max_delay={max_delay}, lease={lease}, "
-                f"batch={batch}, want 0 < base_delay <= max_delay, lease > 0, batch >= 1"
+                f"batch={batch}, in_flight={in_flight}, want 0 < base_delay <= max_delay, lease > 0, batch >= 1, "
+                f"1 <= in_flight <= {MAX_IN_FLIGHT}"
             )
         self._engine = engine
         self._send = send
@@ -187,6 +260,13 @@ class Pusher:
         self._permanent = permanent or (lambda exc: False)
         self._send_batch = send_batch
         self._audit = audit
+        self._in_flight = in_flight
+        # The lanes of one pusher take turns at the store's write lock in this process: on
+        # SQLite a second writer would otherwise wait in SQLite's busy handler, which sleeps
+        # (up to 100 ms a try) instead of waking when the lock is free.
+        self._writes: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     def backoff(self, attempts: int) -> timedelta:
         """Delay before the next try after ``attempts`` failures: exponential, capped, with
@@ -196,27 +276,62 @@ class Pusher:
 
     def push_due(self) -> PushStats:
         """One pass over every pending row whose ``next_attempt_at`` has come."""
+        if self._send_batch is None:
+            return self._push_singly()
+        first = self._claim_due()
+        if not first:
+            return PushStats()
+        if len(first) < self._batch or self._in_flight == 1:
+            return _add(self._push_batch(first), self._lane() if len(first) == self._batch else PushStats())
+        # More than one batch is due: the other lanes claim and push theirs meanwhile.
+        results: list[PushStats] = []
+        errors: list[BaseException] = []
+
+        def lane() -> None:
+            try:
+                results.append(self._lane())
+            except BaseException as exc:   # re-raised in the pass's thread below
+                errors.append(exc)
+
+        others = [threading.Thread(target=lane, name=f"{threading.current_thread().name}-lane{k}", daemon=True)
+                  for k in range(1, self._in_flight)]
+        for t in others:
+            t.start()
+        try:
+            mine = _add(self._push_batch(first), self._lane())
+        finally:
+            for t in others:
+                t.join()
+        if errors:
+            raise errors[0]
+        for r in results:
+            mine = _add(mine, r)
+        return mine
+
+    def _lane(self) -> PushStats:
+        """Claims and pushes batches until none is due."""
+        stats = PushStats()
+        while True:
+            claimed = self._claim_due()
+            if not claimed:
+                return stats
+            stats = _add(stats, self._push_batch(claimed))
+            if len(claimed) < self._batch:
+                return stats
+
+    def _push_singly(self) -> PushStats:
         stats = PushStats()
         while True:
             now = self._clock()
             with self._engine.connect() as conn:
                 rows = conn.execute(
-                    select(
-                        notice_outbox.c.notice_id,
-                        notice_outbox.c.attempts,
-                        notice_outbox.c.envelope,
-                    )
+                    select(notice_outbox.c.notice_id, notice_outbox.c.attempts, notice_outbox.c.envelope)
                     .where(notice_outbox.c.status == "pending", notice_outbox.c.next_attempt_at <= now)
                     .order_by(notice_outbox.c.next_attempt_at, notice_outbox.c.notice_id)
                     .limit(self._batch)
                 ).all()
-            if not rows:
-                return stats
-            if self._send_batch is not None:
-                stats = _add(stats, self._push_batch([(bytes(r.notice_id), r.attempts, bytes(r.envelope)) for r in rows]))
-            else:
-                for row in rows:
-                    stats = _add(stats, self._push_one(bytes(row.notice_id), row.attempts, bytes(row.envelope)))
+            for row in rows:
+                stats = _add(stats, self._push_one(bytes(row.notice_id), row.attempts, bytes(row.envelope)))
             if len(rows) < self._batch:
                 return stats
 
@@ -265,21 +380,32 @@ class Pusher:
         marked = self._record([(notice_id, envelope, bytes(receipt_bytes), receipt)], [])
         return PushStats(attempted=1, delivered=len(marked), duplicates=1 if marked and receipt.duplicate else 0)
 
-    def _push_batch(self, rows: list[tuple[bytes, int, bytes]]) -> PushStats:
-        """Claims ``rows`` in one transaction, sends them in one call, records every outcome
-        in one transaction."""
-        now = self._clock()
-        # One statement claims the batch: a row another pusher claimed meanwhile has its
-        # next_attempt_at a lease ahead (and a delivered one is no longer pending), so the
-        # due condition is the compare-and-set; attempts come back already counted.
-        envelopes = {nid: env for nid, _, env in rows}
-        with self._engine.begin() as conn:
-            got = conn.execute(_CLAIM, {"ids": list(envelopes), "now": now, "until": now + self._lease}).all()
-        order = {nid: k for k, nid in enumerate(envelopes)}
-        claimed = sorted(((bytes(r.notice_id), int(r.attempts) - 1, envelopes[bytes(r.notice_id)]) for r in got),
-                         key=lambda c: order[c[0]])
-        if not claimed:
-            return PushStats()
+    def _claim_due(self) -> list[tuple[bytes, int, bytes]]:
+        """Claims up to ``batch`` due rows, oldest first: ``(notice_id, attempts before this
+        one, envelope)``. The look is a read (an idle pass takes no write lock); one
+        ``UPDATE … RETURNING`` whose condition is that the row is still due claims them: a row
+        another pusher or lane claimed meanwhile has its ``next_attempt_at`` a lease ahead (and
+        a delivered one is no longer pending), so the condition is the compare-and-set, and the
+        attempts come back already counted."""
+        for _ in range(3):   # what another lane or pusher claimed between look and claim is gone: look again
+            # On SQLite the look and the claim are under this pusher's lock (lanes do not race);
+            # the look takes no write lock, so an idle pass does not hold up detection.
+            with self._writes, self._engine.begin() as conn:
+                now = self._clock()
+                ids = [bytes(x) for x in conn.execute(_DUE, {"now": now, "n": self._batch}).scalars()]
+                if not ids:
+                    return []
+                got = conn.execute(_CLAIM, {"ids": ids, "now": now, "until": now + self._lease}).all()
+            if got:
+                break
+        else:
+            return []
+        order = {nid: k for k, nid in enumerate(ids)}
+        return sorted(((bytes(r.notice_id), int(r.attempts) - 1, bytes(r.envelope)) for r in got),
+                      key=lambda c: order[c[0]])
+
+    def _push_batch(self, claimed: list[tuple[bytes, int, bytes]]) -> PushStats:
+        """Sends claimed rows in one call and records every outcome in one transaction."""
         try:
             results = self._send_batch([e for _, _, e in claimed])  # type: ignore[misc]
             if len(results) != len(claimed):
@@ -313,7 +439,7 @@ class Pusher:
         the rows it marked delivered (not those another pusher marked first)."""
         at = self._clock()
         after: Callable[[], None] | None = None
-        with self._engine.begin() as conn:
+        with self._writes, self._engine.begin() as conn:
             marked: list[Delivered] = []
             if delivered:
                 n = conn.execute(_DELIVER, [{"b_nid": d[0], "b_receipt": d[2], "b_at": at} for d in delivered]).rowcount

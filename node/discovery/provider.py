@@ -54,8 +54,9 @@ from hedui.keys.keyfile import load_secret, save_secret
 from hedui.node.audit.entry import Kind
 from hedui.node.discovery.calendar import WorkCalendar, local_date
 from hedui.node.discovery.detect import Detection, detect
+from hedui.node.discovery.doorbell import Doorbell, bell_name, ring
 from hedui.node.discovery.notice import permanent_refusal, seal_notice, sign_notice, verify_receipt
-from hedui.node.discovery.outbox import Delivered, Pusher, PushStats, enqueue
+from hedui.node.discovery.outbox import Delivered, Pusher, PushStats, enqueue_many
 from hedui.node.discovery.rules import Rule, RuleSet, load_rules, period_for
 from hedui.node.discovery.runs import MAX_LISTED, DetectionRun, _Counted
 from hedui.node.discovery.tables import notice_outbox
@@ -187,11 +188,14 @@ class ProviderNotices:
         self.zone = rt.clock.zone
         self.timeout = timeout
         self.wake = threading.Event()
+        #: The outbox doorbell of this store (docs: :mod:`~hedui.node.discovery.doorbell`).
+        self.bell = bell_name(rt.engine)
         batch = p.push_batch if batch is None else batch   # notices per PushBatch; 1: single Push
         self.pusher = Pusher(
             rt.engine, self._send, self._verify,
             base_delay=base_delay, max_delay=max_delay, lease=lease, clock=self._clock, audit=self._audit_in,
             permanent=permanent_refusal, batch=batch, send_batch=self._send_batch if batch > 1 else None,
+            in_flight=p.push_in_flight,
         )
         #: False once the hub answered PushBatch with UNIMPLEMENTED (an older hub): single pushes.
         self._hub_batches = True
@@ -235,11 +239,9 @@ class ProviderNotices:
         result = DetectionRun(as_of, tuple(r.id for r in rules), counted.records, counted.problems, tuple(found), 0,
                               tuple(counted.listed), limit, int(getattr(adapter, "skipped", 0)), named,
                               None if truncated is None else idnum.scrub(truncated))
-        queued = 0
         now = self._clock()
         with self.rt.engine.begin() as conn:
-            for d in found:
-                queued += enqueue(conn, d, self.sign_and_seal, hub=self.hub, now=now)[1]
+            queued = sum(created for _, created in enqueue_many(conn, found, self.sign_and_seal, hub=self.hub, now=now))
             # What was found is real and queued (a re-run dedups it); but a run that could not
             # read its data is not the period's run: the next one tries again.
             if not result.too_many_unusable:
@@ -252,8 +254,14 @@ class ProviderNotices:
             f", export truncated at {result.truncated}" if result.truncated else "", result.skipped, len(found), queued,
         )
         if queued:
-            self.wake.set()
+            self.queued()
         return replace(result, queued=queued)
+
+    def queued(self) -> None:
+        """Wakes the pusher after notices were queued (committed): this process's, and the
+        serving node's through the outbox doorbell when this is another process."""
+        self.wake.set()
+        ring(self.bell)
 
     def run_now(self, as_of: date | None = None) -> DetectionRun:
         """Every rule, now (what ``hedui notices detect --config`` runs); the scheduler runs
@@ -451,12 +459,22 @@ class DetectionScheduler(PeriodicJob):
 
 class PushLoop(PeriodicJob):
     """Pushes due outbox rows every ``poll_interval`` seconds, or at once when a detection
-    run queued something (``notices.wake``). ``stop()`` closes the channel, so an RPC in
-    flight ends now."""
+    run queued something (``notices.wake``: a run in this process sets it, a run in another
+    process on this host rings the outbox doorbell, which sets it). ``stop()`` closes the
+    channel, so an RPC in flight ends now."""
 
     def __init__(self, notices: ProviderNotices, *, poll_interval: float = 1.0) -> None:
         super().__init__(f"pusher-{notices.rt.member}", interval=poll_interval, wake=notices.wake)
         self.notices = notices
+        self.doorbell = Doorbell(notices.bell, notices.wake)
+
+    def start(self) -> None:
+        self.doorbell.start()
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        self.doorbell.stop()
 
     def step(self) -> None:
         self.notices.push()
