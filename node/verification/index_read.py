@@ -23,7 +23,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, bindparam, select, text
 
 from hedui.adapters.records import Fact, RowProblem
 from hedui.common.errors import Reason, Unavailable
@@ -56,10 +56,14 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+# Read by every lookup: built once, the epoch as a parameter (issue 16 item 3).
+_LIVE_STATE = (select(index_progress.c.source, index_progress.c.live_gen, index_progress.c.data_date)
+               .where(index_progress.c.epoch == bindparam("epoch")))
+
+
 def live_state(conn: Connection, epoch: int) -> dict[str, tuple[int | None, date | None]]:
     """Each source recorded in ``epoch``: (its live generation or None, its data date)."""
-    rows = conn.execute(select(index_progress.c.source, index_progress.c.live_gen, index_progress.c.data_date)
-                        .where(index_progress.c.epoch == epoch)).all()
+    rows = conn.execute(_LIVE_STATE, {"epoch": epoch}).all()
     return {src: (gen, d) for src, gen, d in rows}
 
 
