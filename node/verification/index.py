@@ -381,26 +381,21 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
     try:
         covered = source_data_date(adapter, clock, data_date)
         run = _start(engine, adapter, epoch, full, clock)
-    except BaseException:
-        workers_.close()
-        adapter.close()
-        raise
-    task = progress.add_task(f"index {run.source} (epoch {epoch}, {run.mode})", total=None) if progress else None
-    counts = {"rows": 0, "records": 0, "problems": 0, "skipped": 0}
-    scan = adapter.raw_scan if raw else adapter.scan  # type: ignore[attr-defined]
-    inflight: deque = deque()
+        task = progress.add_task(f"index {run.source} (epoch {epoch}, {run.mode})", total=None) if progress else None
+        counts = {"rows": 0, "records": 0, "problems": 0, "skipped": 0}
+        scan = adapter.raw_scan if raw else adapter.scan  # type: ignore[attr-defined]
+        inflight: deque = deque()
 
-    def drain_one() -> None:
-        n, pending, position = inflight.popleft()
-        prepared = workers_.result(pending)
-        for it in prepared:
-            counts[{"r": "records", "p": "problems", "s": "skipped"}[it[0]]] += 1
-        counts["rows"] += sum(1 for it in prepared if it[0] != "s")
-        _write_batch(engine, run, prepared, position)
-        if progress is not None:
-            progress.advance(task, n)
+        def drain_one() -> None:
+            n, pending, position = inflight.popleft()
+            prepared = workers_.result(pending)
+            for it in prepared:
+                counts[{"r": "records", "p": "problems", "s": "skipped"}[it[0]]] += 1
+            counts["rows"] += sum(1 for it in prepared if it[0] != "s")
+            _write_batch(engine, run, prepared, position)
+            if progress is not None:
+                progress.advance(task, n)
 
-    try:
         batch: list = []
         position = None
         for item, position in scan(json.loads(run.position) if run.position else None):
