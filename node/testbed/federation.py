@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,14 +20,9 @@ from hedui.common.clock import Clock, SystemClock
 from hedui.keys import federation as fed
 from hedui.keys.keyfile import PASSPHRASE_ENV, KdfParams, set_default_params, write_private
 from hedui.node.testbed import discovery, provider
+from hedui.node.testbed.ports import free_port
 
 __all__ = ["MemberPlan", "Testbed", "free_port", "DEFAULT_MEMBERS"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -13,13 +13,14 @@ import contextlib
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from hedui.node.testbed.ports import free_port
 
 __all__ = ["PgPair", "pg_bin", "primary_and_replica"]
 
@@ -28,12 +29,6 @@ def pg_bin() -> Path | None:
     """The newest installed server binaries (Debian layout), if any."""
     roots = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
     return roots[-1].parent if roots else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -79,7 +74,7 @@ def primary_and_replica() -> Iterator[PgPair]:
     if user:
         shutil.chown(root, user)
     prim, repl = root / "primary", root / "replica"
-    p1, p2 = _free_port(), _free_port()
+    p1, p2 = free_port(), free_port()
     started: list[Path] = []
     watchdog: subprocess.Popen | None = None
     try:
