@@ -274,14 +274,14 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
         "reference_month": reference_month})
     if len(rows) != 1:
         raise RuntimeError(f"consent_uses: the upsert returned {len(rows)} rows, want 1")
-    row = _UseRow(*rows[0])
-    again = same_review(row, record_digest, reference_month)
-    after = _decide(row, rec, case_ref, members, now, again=again)
+    used: Any = _UseRow(*rows[0])
+    again = same_review(used, record_digest, reference_month)
+    after = _decide(used, rec, case_ref, members, now, again=again)
     if again:  # the same use: only members it may add (still within the limit) are written
-        _USE_UPDATE.run(c, {**key, "case_ref": row.case_ref, "record_digest": record_digest, "last_used_at": row.last_used_at,
-                                "members": b"".join(sorted(after)), "first_used_at": row.first_used_at, "add": 0,
-                                "reference_month": reference_month})
+        _USE_UPDATE.run(c, {**key, "case_ref": used.case_ref, "record_digest": record_digest, "last_used_at": used.last_used_at,
+                            "members": b"".join(sorted(after)), "first_used_at": used.first_used_at, "add": 0,
+                            "reference_month": reference_month})
         return
     _USE_UPDATE.run(c, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
-                            "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at,
-                            "add": 1, "reference_month": reference_month})
+                        "members": b"".join(sorted(after)), "first_used_at": now if not used.uses else used.first_used_at,
+                        "add": 1, "reference_month": reference_month})
