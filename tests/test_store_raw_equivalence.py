@@ -90,9 +90,9 @@ def _dump(engine) -> dict[str, list[tuple]]:
         return {t.name: [tuple(r) for r in c.execute(select(t).order_by(*t.primary_key.columns))] for t in TABLES}
 
 
-def _runtime(engine, clock: FixedClock, log: AuditLog):
+def _runtime(engine, clock: FixedClock, log: AuditLog, *, per_minute: int = 3, per_day: int = 50):
     rules = [directory_pb2.AccessRule(caller="hub", provider="tax", method=m, purposes=[common_pb2.PURPOSE_DIBAO],
-                                      fields=["income"], per_minute=3, per_day=50) for m in (LOOKUP, EVALUATE)]
+                                      fields=["income"], per_minute=per_minute, per_day=per_day) for m in (LOOKUP, EVALUATE)]
     msg = directory_pb2.Directory(version=1, policy=rules, members=[
         directory_pb2.Member(code="tax", fields=[directory_pb2.FieldSpec(name="income")]), directory_pb2.Member(code="hub")])
     audit = SimpleNamespace(prepare=log.prepare_many, write_in=log.write_in, transact=log.group.run, committed=lambda seqs: None)
