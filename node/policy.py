@@ -34,6 +34,7 @@ from hedui.keys.directory import MAX_BATCH as DIRECTORY_MAX_BATCH
 from hedui.keys.directory import PURPOSE_NAMES
 from hedui.node.errors import InvalidArgument, PermissionDenied, Reason, ResourceExhausted
 from hedui.node.store.db import dialect_insert
+from hedui.node.store.raw import Prepared
 from hedui.node.store.tables import quota_counters, seen_requests
 from hedui.v1 import common_pb2, directory_pb2
 
@@ -59,25 +60,28 @@ _Q = quota_counters.c
 _S = seen_requests.c
 #: One ``UPDATE … RETURNING`` per quota window, or one for both (the common case): the new
 #: counts come back with the update.
-_BUMP = (update(quota_counters)
-         .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
-                     _Q.window == bindparam("k_window"), _Q.window_start == bindparam("k_start")))
-         .values(count=_Q.count + 1).returning(_Q.count))
-_BUMP_BOTH = (update(quota_counters)
-              .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
-                          or_(and_(_Q.window == "m", _Q.window_start == bindparam("k_m")),
-                              and_(_Q.window == "d", _Q.window_start == bindparam("k_d")))))
-              .values(count=_Q.count + 1).returning(_Q.window, _Q.count))
+#: They run on the driver's cursor (node/store/raw.py, issue 16 item 3): the Core execution
+#: path of the exchange's few statements was most of a provider's SQLAlchemy time.
+_BUMP = Prepared(update(quota_counters)
+                 .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
+                             _Q.window == bindparam("k_window"), _Q.window_start == bindparam("k_start")))
+                 .values(count=_Q.count + 1).returning(_Q.count))
+_BUMP_BOTH = Prepared(update(quota_counters)
+                      .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
+                                  or_(and_(_Q.window == "m", _Q.window_start == bindparam("k_m")),
+                                      and_(_Q.window == "d", _Q.window_start == bindparam("k_d")))))
+                      .values(count=_Q.count + 1).returning(_Q.window, _Q.count))
 _UNBUMP = (update(quota_counters)
            .where(and_(_Q.caller == bindparam("k_caller"), _Q.method == bindparam("k_method"),
                        _Q.window == bindparam("k_window"), _Q.window_start == bindparam("k_start"), _Q.count > 0))
            .values(count=_Q.count - 1))
-_SEEN = seen_requests.insert()
+_SEEN = Prepared(seen_requests.insert(),
+                 column_keys=["request_id", "caller", "method", "seen_at", "request_digest", "answer"])
 _SEEN_ROW = select(_S.caller, _S.method, _S.request_digest, _S.answer, _S.seen_at).where(_S.request_id == bindparam("rid"))
 _FORGET = seen_requests.delete().where(_S.request_id == bindparam("rid"))
 _FORGET_MINE = seen_requests.delete().where(and_(_S.request_id == bindparam("rid"), _S.caller == bindparam("k_caller"),
                                                  _S.method == bindparam("k_method")))
-_PRUNE = seen_requests.delete().where(_S.seen_at < bindparam("before"))
+_PRUNE = Prepared(seen_requests.delete().where(_S.seen_at < bindparam("before")))
 
 
 @dataclass(frozen=True)
@@ -241,8 +245,8 @@ def _charge_quota(c, caller: str, method: str, grant: Grant, now: float) -> None
         return
     if len(windows) == 2:
         # Both windows in one UPDATE … RETURNING (a window's first call inserts its row).
-        counts = dict(c.execute(_BUMP_BOTH, {"k_caller": caller, "k_method": method,
-                                             "k_m": windows[0][1], "k_d": windows[1][1]}).all())
+        counts = dict(_BUMP_BOTH.run(c, {"k_caller": caller, "k_method": method,
+                                             "k_m": windows[0][1], "k_d": windows[1][1]}))
         for window, start, _ in windows:
             if window not in counts:
                 counts[window] = _new_counter(c, caller, method, window, start)
@@ -280,7 +284,7 @@ def commit(rt: Runtime, caller: str, method: str, ctx, grant: Grant, request_dig
         _charge_quota(c, caller, method, grant, at)
         if prune:
             prune_replay_cache(c, now, window)
-        c.execute(_SEEN, row)
+        _SEEN.run(c, row)
         if also is not None:
             also(c)
         # Last: the audit head row it locks serialises the log's writers until commit.
@@ -337,7 +341,7 @@ def _prune_due(engine, at: float) -> bool:
 
 def prune_replay_cache(c, now: datetime, window: timedelta) -> int:
     """Deletes replay-cache entries (and their cached answers) older than ``window``."""
-    return int(c.execute(_PRUNE, {"before": _utc(now) - window}).rowcount or 0)
+    return int(_PRUNE.rowcount(c, {"before": _utc(now) - window}) or 0)
 
 
 def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
@@ -361,7 +365,7 @@ def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes) -
 
 def _bump(c, caller: str, method: str, window: str, start: int) -> int:
     # One statement per window in the common case: the new count comes back with the update.
-    row = c.execute(_BUMP, {"k_caller": caller, "k_method": method, "k_window": window, "k_start": start}).first()
-    if row is None:
+    rows = _BUMP.run(c, {"k_caller": caller, "k_method": method, "k_window": window, "k_start": start})
+    if not rows:
         return _new_counter(c, caller, method, window, start)
-    return int(row[0])
+    return int(rows[0][0])

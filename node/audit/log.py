@@ -42,6 +42,7 @@ from hedui.node.audit.tree import DEFAULT_TILE_HEIGHT, HEAD_ID, TIME_EXTENSION, 
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.loops import PeriodicJob
 from hedui.node.store.group import GroupCommit
+from hedui.node.store.raw import Prepared
 
 __all__ = ["AuditLog", "CheckpointScheduler"]
 
@@ -59,11 +60,13 @@ class _Prepared:
 _STOP = object()
 
 # Statements of every append, built once (issue 16 item 3: building them per call cost more
-# than running them); the values travel as parameters.
-_GROW_HEAD = (update(audit_head).where(audit_head.c.id == bindparam("head"))
-              .values(size=audit_head.c.size + bindparam("grow")).returning(audit_head.c.size))
-_INSERT_ENTRY = insert(audit_entries)
-_INSERT_NODE = insert(audit_nodes)
+# than running them); the values travel as parameters. They run on the driver's cursor in
+# the caller's transaction (node/store/raw.py): every exchange appends, and the Core
+# execution path of these statements was a large part of a node's SQLAlchemy time.
+_GROW_HEAD = Prepared(update(audit_head).where(audit_head.c.id == bindparam("head"))
+                      .values(size=audit_head.c.size + bindparam("grow")).returning(audit_head.c.size))
+_INSERT_ENTRY = Prepared(insert(audit_entries), column_keys=["seq", "entry", "leaf_hash", "kind", "request_id", "created_at"])
+_INSERT_NODE = Prepared(insert(audit_nodes), column_keys=["level", "idx", "hash"])
 
 
 class AuditLog(TreeReader):
@@ -296,7 +299,10 @@ class AuditLog(TreeReader):
     def _lock_head(self, conn, grow: int = 0) -> int:
         # The first statement of every write of the log: takes the row lock (PostgreSQL)
         # or the database write lock (SQLite) and returns the new size.
-        return int(conn.execute(_GROW_HEAD, {"head": HEAD_ID, "grow": grow}).scalar_one())
+        rows = _GROW_HEAD.run(conn, {"head": HEAD_ID, "grow": grow})
+        if len(rows) != 1:
+            raise TamperedLogError(f"audit_head: got {len(rows)} rows for the log's head, want 1")
+        return int(rows[0][0])
 
     def _write(self, items: Sequence[_Prepared]) -> int:
         return self.group.run(lambda conn: self._write_conn(conn, items))
@@ -304,8 +310,8 @@ class AuditLog(TreeReader):
     def _write_conn(self, conn, items: Sequence[_Prepared]) -> int:
         leaves = [merkle.leaf_hash(p.data) for p in items]
         start = self._lock_head(conn, len(items)) - len(items)
-        conn.execute(
-            _INSERT_ENTRY,
+        _INSERT_ENTRY.run_many(
+            conn,
             [
                 {
                     "seq": start + i,
@@ -333,10 +339,7 @@ class AuditLog(TreeReader):
             children = (self._read_level(conn, level, base, lo) if base < lo else []) + new
             parents = [perfect_root(children[(p << T) - base : ((p + 1) << T) - base]) for p in range(first, end)]
             level += T
-            conn.execute(
-                _INSERT_NODE,
-                [{"level": level, "idx": first + i, "hash": h} for i, h in enumerate(parents)],
-            )
+            _INSERT_NODE.run_many(conn, [{"level": level, "idx": first + i, "hash": h} for i, h in enumerate(parents)])
             lo, new = first, parents
 
     def checkpoint(self, *, max_idle: float | None = None) -> StoredCheckpoint:

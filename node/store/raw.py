@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exc
+from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import Insert
@@ -41,6 +41,8 @@ class _Plan:
     binds: tuple[tuple[str, _Proc, Any], ...]
     #: one result processor per selected / returned column
     results: tuple[_Proc, ...]
+    #: the names of those columns
+    keys: tuple[str, ...]
 
 
 _NEED = object()
@@ -91,10 +93,9 @@ class Prepared:
             if bind is not None and not bind.required and bind.callable is None and bind.value is not None:
                 fixed = bind.value
             binds.append((name, processors.get(name), fixed))
-        results = tuple(
-            typ._cached_result_processor(dialect, None) for _k, _n, _o, typ in compiled._result_columns
-        )
-        return _Plan(compiled.string, compiled.positional, tuple(binds), results)
+        cols = compiled._result_columns
+        results = tuple(typ._cached_result_processor(dialect, None) for _k, _n, _o, typ in cols)
+        return _Plan(compiled.string, compiled.positional, tuple(binds), results, tuple(k for k, _n, _o, _t in cols))
 
     def _args(self, plan: _Plan, params: Mapping[str, Any]) -> Any:
         out = []
@@ -105,31 +106,70 @@ class Prepared:
             return tuple(out)
         return {name: v for (name, _p, _f), v in zip(plan.binds, out)}
 
+    def keys(self, dialect: Dialect) -> tuple[str, ...]:
+        """The names of the columns :meth:`run` returns, in order (for named rows)."""
+        return self._plan(dialect).keys
+
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Executes with ``params`` (bind name → value) in ``conn``'s transaction; returns the
         rows it selected or returned (processed), ``[]`` for none."""
-        rows, _ = self._run(conn, params or {})
+        plan = self._plan(conn.dialect)
+        rows, _ = self._exec(conn, plan, self._args(plan, params or {}), many=False)
         return rows
 
     def rowcount(self, conn: Connection, params: Mapping[str, Any] | None = None) -> int:
         """Executes a statement that returns no rows; returns the driver's row count."""
-        return self._run(conn, params or {})[1]
+        plan = self._plan(conn.dialect)
+        return self._exec(conn, plan, self._args(plan, params or {}), many=False)[1]
 
-    def _run(self, conn: Connection, params: Mapping[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
-        dialect = conn.dialect
-        plan = self._plan(dialect)
-        args = self._args(plan, params)
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Executes the statement once per row of ``rows`` (the driver's ``executemany``: one
+        call, as Core's ``execute(stmt, [row, …])``) in ``conn``'s transaction. For
+        statements that return nothing (an ``INSERT`` of several rows)."""
+        if not rows:
+            return
+        plan = self._plan(conn.dialect)
+        if plan.results:
+            raise ValueError("Prepared.run_many: the statement returns rows, want run() per row")
+        if len(rows) == 1:
+            self._exec(conn, plan, self._args(plan, rows[0]), many=False)
+            return
+        self._exec(conn, plan, [self._args(plan, r) for r in rows], many=True)
+
+    def _exec(self, conn: Connection, plan: _Plan, args: Any, *, many: bool) -> tuple[list[tuple[Any, ...]], int]:
+        # As Connection._execute_context does: begin the transaction a "commit as you go"
+        # connection would have begun, refuse to run in one that failed (PendingRollbackError).
+        c: Any = conn
+        if c._transaction is None:
+            c._autobegin()
+        elif not c._transaction.is_active:
+            c._invalid_transaction()
         dbapi: Any = conn.connection.dbapi_connection
+        sql = plan.sql
+        events = c._has_events or c.engine._has_events
         cur = dbapi.cursor()
         try:
-            cur.execute(plan.sql, args)
-            raw = cur.fetchall() if cur.description is not None else []
-            count = cur.rowcount
-        except Exception as err:   # the driver's error, as SQLAlchemy would have raised it
-            base = dialect.loaded_dbapi.Error
-            if isinstance(err, base):
-                raise exc.DBAPIError.instance(plan.sql, args, err, base, dialect=dialect) from err
-            raise
+            try:
+                if events:
+                    # The engine's cursor events fire as through Core (bench/count_case.py counts
+                    # statements with them, fault-injection tests stop a process at one). There
+                    # is no execution context: ``context`` is None.
+                    for fn in c.dispatch.before_cursor_execute:
+                        sql, args = fn(conn, cur, sql, args, None, many)
+                if many:
+                    cur.executemany(sql, args)
+                else:
+                    cur.execute(sql, args)
+                if events:
+                    c.dispatch.after_cursor_execute(conn, cur, sql, args, None, many)
+                raw = cur.fetchall() if cur.description is not None else []
+                count = cur.rowcount
+            except Exception as err:
+                if isinstance(err, conn.dialect.loaded_dbapi.Error):
+                    # SQLAlchemy's handling of a driver error: the same exception class
+                    # (IntegrityError …), a lost connection invalidated, handle_error events.
+                    c._handle_dbapi_exception(err, sql, args, cur, None)
+                raise
         finally:
             cur.close()
         procs = plan.results

@@ -47,6 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
+from collections import namedtuple
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,7 @@ from hedui.common.errors import HeduiError
 from hedui.keys import dsse
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import InvalidArgument, PermissionDenied, Reason
+from hedui.node.store.raw import Prepared
 from hedui.node.verification.consent_tables import consent_lists_seen, consent_revoked_seen, consent_uses
 from hedui.v1 import common_pb2
 
@@ -175,19 +177,24 @@ _REVOKED_OF = select(consent_revoked_seen.c.consent_digest).where(consent_revoke
 _USE_KEY = and_(consent_uses.c.hub == bindparam("k_hub"), consent_uses.c.scan_digest == bindparam("k_scan"),
                 consent_uses.c.use == bindparam("k_use"))
 _USE_ROW = select(consent_uses).where(_USE_KEY)
-_USE_UPDATE = update(consent_uses).where(_USE_KEY).values(
+# The two writes of every Lookup run on the driver's cursor in the exchange's transaction
+# (node/store/raw.py, issue 16 item 3: the Core execution path was most of their cost).
+_USE_UPDATE = Prepared(update(consent_uses).where(_USE_KEY).values(
     case_ref=bindparam("case_ref"), record_digest=bindparam("record_digest"), last_used_at=bindparam("last_used_at"),
     uses=consent_uses.c.uses + bindparam("add"), members=bindparam("members"), first_used_at=bindparam("first_used_at"),
-    reference_month=bindparam("reference_month"))
+    reference_month=bindparam("reference_month")))
 # Creates the row if missing and returns it, locked on PostgreSQL (the no-op ``DO UPDATE``
 # takes the row lock that ``SELECT … FOR UPDATE`` would): one round trip instead of two.
 _PK = [consent_uses.c.hub, consent_uses.c.scan_digest, consent_uses.c.use]
+_USE_COLUMNS = [c.key for c in consent_uses.c]
 _TAKE_ROW = {
-    "postgresql": pg_insert(consent_uses).on_conflict_do_update(index_elements=_PK, set_={"uses": consent_uses.c.uses})
-    .returning(*consent_uses.c),
-    "sqlite": sqlite_insert(consent_uses).on_conflict_do_update(index_elements=_PK, set_={"uses": consent_uses.c.uses})
-    .returning(*consent_uses.c),
+    "postgresql": Prepared(pg_insert(consent_uses).on_conflict_do_update(index_elements=_PK, set_={"uses": consent_uses.c.uses})
+                           .returning(*consent_uses.c), column_keys=_USE_COLUMNS),
+    "sqlite": Prepared(sqlite_insert(consent_uses).on_conflict_do_update(index_elements=_PK, set_={"uses": consent_uses.c.uses})
+                       .returning(*consent_uses.c), column_keys=_USE_COLUMNS),
 }
+#: A ``consent_uses`` row as :data:`_TAKE_ROW` returns it, its columns by name (as a Core row).
+_UseRow = namedtuple("_UseRow", _USE_COLUMNS)  # type: ignore[misc]
 
 
 def _serial(c: Connection, hub: str, *, lock: bool = False) -> int:
@@ -261,17 +268,20 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
         row = c.execute(_USE_ROW, key).first()
         _decide(row, rec, case_ref, members, now, again=same_review(row, record_digest, reference_month))
         return
-    row = c.execute(_TAKE_ROW[c.dialect.name], {
+    rows = _TAKE_ROW[c.dialect.name].run(c, {
         "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
         "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 0, "members": b"",
-        "reference_month": reference_month}).one()
-    again = same_review(row, record_digest, reference_month)
-    after = _decide(row, rec, case_ref, members, now, again=again)
+        "reference_month": reference_month})
+    if len(rows) != 1:
+        raise RuntimeError(f"consent_uses: the upsert returned {len(rows)} rows, want 1")
+    used: Any = _UseRow(*rows[0])
+    again = same_review(used, record_digest, reference_month)
+    after = _decide(used, rec, case_ref, members, now, again=again)
     if again:  # the same use: only members it may add (still within the limit) are written
-        c.execute(_USE_UPDATE, {**key, "case_ref": row.case_ref, "record_digest": record_digest, "last_used_at": row.last_used_at,
-                                "members": b"".join(sorted(after)), "first_used_at": row.first_used_at, "add": 0,
-                                "reference_month": reference_month})
+        _USE_UPDATE.run(c, {**key, "case_ref": used.case_ref, "record_digest": record_digest, "last_used_at": used.last_used_at,
+                            "members": b"".join(sorted(after)), "first_used_at": used.first_used_at, "add": 0,
+                            "reference_month": reference_month})
         return
-    c.execute(_USE_UPDATE, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
-                            "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at,
-                            "add": 1, "reference_month": reference_month})
+    _USE_UPDATE.run(c, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
+                        "members": b"".join(sorted(after)), "first_used_at": now if not used.uses else used.first_used_at,
+                        "add": 1, "reference_month": reference_month})
