@@ -7,7 +7,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import grpc
 
@@ -244,7 +244,7 @@ class _LeanUnary:
         except grpc.RpcError as exc:
             from grpc._interceptor import _FailureOutcome
 
-            return _FailureOutcome(exc, exc.__traceback__)
+            return _FailureOutcome(exc, exc.__traceback__)  # type: ignore[arg-type]
         fut = self._inner.future(request, timeout, md, credentials, wait_for_ready, compression)
 
         def done(c) -> None:  # type: ignore[no-untyped-def]
@@ -316,12 +316,12 @@ class PeerClient:
         interceptors += [pin] if pin is not None else []
         traced = grpc.intercept_channel(self.channel, *interceptors, _TraceContext())
         # Unary calls (Evaluate, Lookup: a case's rpcs) skip the chain (_LeanUnary, issue 16).
-        peer = _PeerChannel(self.channel, traced, pin, metrics, code)
-        self.node = node_pb2_grpc.NodeServiceStub(peer)  # type: ignore[arg-type]
-        self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(peer)  # type: ignore[arg-type]
-        self.lookup = lookup_pb2_grpc.LookupServiceStub(peer)  # type: ignore[arg-type]
-        self.notice = notice_pb2_grpc.NoticeServiceStub(peer)  # type: ignore[arg-type]
-        self.audit = audit_pb2_grpc.AuditServiceStub(peer)  # type: ignore[arg-type]
+        peer = cast(grpc.Channel, _PeerChannel(self.channel, traced, pin, metrics, code))
+        self.node = node_pb2_grpc.NodeServiceStub(peer)
+        self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(peer)
+        self.lookup = lookup_pb2_grpc.LookupServiceStub(peer)
+        self.notice = notice_pb2_grpc.NoticeServiceStub(peer)
+        self.audit = audit_pb2_grpc.AuditServiceStub(peer)
 
     @classmethod
     def to_member(cls, rt: Runtime, code: str) -> PeerClient:
