@@ -13,6 +13,7 @@ import grpc
 
 from hedui.keys.directory import TrustedDirectory
 from hedui.node import logs
+from hedui.node.metrics import outcome_class
 from hedui.node.pinning import PinningInterceptor
 from hedui.v1 import audit_pb2_grpc, lookup_pb2_grpc, node_pb2_grpc, notice_pb2_grpc, pseudonym_pb2_grpc
 
@@ -100,8 +101,6 @@ class _TraceContext(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
 
     @staticmethod
     def _with(d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        from hedui.node import logs
-
         md = [(k, v) for k, v in (d.metadata or ()) if k not in ("traceparent",)]
         md.append(("traceparent", logs.child_traceparent()))
         return _Details(d, md)
@@ -129,8 +128,6 @@ class _Outcomes(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
         self._code = code
 
     def _inc(self, method: str, code_name: str) -> None:
-        from hedui.node.metrics import outcome_class
-
         self._metrics.outcomes.labels("called", method, self._code, outcome_class(code_name)).inc()
 
     def _count(self, method: str, start):  # type: ignore[no-untyped-def]
@@ -191,8 +188,6 @@ class _LeanUnary:
     def _count(self, code_name: str) -> None:
         if self._metrics is None:
             return
-        from hedui.node.metrics import outcome_class
-
         cls = outcome_class(code_name)
         child = self._children.get(cls)
         if child is None:
