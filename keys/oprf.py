@@ -16,6 +16,7 @@ VOPRF (``modeVOPRF = 0x01``, §3.1) only, which is the mode Hedui uses.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -80,7 +81,9 @@ def _sink_fd() -> int:
     global _SINK
     pid = os.getpid()
     if _SINK is None or _SINK[0] != pid:
-        _SINK = (pid, tempfile.TemporaryFile(buffering=0))
+        sink = tempfile.TemporaryFile(buffering=0)
+        atexit.register(sink.close)   # closed at exit, not left to the collector's warning
+        _SINK = (pid, sink)
     return _SINK[1].fileno()
 
 
