@@ -16,6 +16,7 @@ VOPRF (``modeVOPRF = 0x01``, §3.1) only, which is the mode Hedui uses.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 from voprf import ristretto as _r
 
@@ -69,6 +71,22 @@ _PANIC_REPORT = re.compile(
 )
 
 
+#: The process's sink for fd 2 during a guarded call: (pid, file). One per process, kept
+#: (issue 16: making a temporary file per call cost ~135 µs of the ~8 a swap costs without
+#: it, three times per finalize); a forked child makes its own, as its parent's is shared.
+_SINK: tuple[int, BinaryIO] | None = None
+
+
+def _sink_fd() -> int:
+    global _SINK
+    pid = os.getpid()
+    if _SINK is None or _SINK[0] != pid:
+        sink = tempfile.TemporaryFile(buffering=0)
+        atexit.register(sink.close)   # closed at exit, not left to the collector's warning
+        _SINK = (pid, sink)
+    return _SINK[1].fileno()
+
+
 @contextlib.contextmanager
 def _no_foreign_panic_report() -> Iterator[None]:
     """Keeps the binding's panic report off stderr (issue 18: a hostile provider's bad proof
@@ -78,23 +96,34 @@ def _no_foreign_panic_report() -> Iterator[None]:
     report straight to file descriptor 2, below Python, so the only way to keep it out is to
     point fd 2 elsewhere for the duration of the call. Whatever else reached fd 2 meanwhile
     (another thread's log line) is written back afterwards, minus the panic report. A lock
-    serialises the swap (the calls hold the GIL anyway)."""
-    with _STDERR_LOCK, tempfile.TemporaryFile() as tmp:
+    serialises the swap (the calls hold the GIL anyway); the sink is emptied after each."""
+    with _STDERR_LOCK:
         try:
             sys.stderr.flush()
         except (AttributeError, ValueError, OSError):
             pass
+        sink = _sink_fd()
         saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
+        os.dup2(sink, 2)   # fd 2 shares the sink's offset: it says how much was written
         try:
             yield
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            tmp.seek(0)
-            rest = _PANIC_REPORT.sub(b"", tmp.read())
-            if rest:
-                os.write(2, rest)
+            written = os.lseek(sink, 0, os.SEEK_CUR)
+            if written:
+                os.lseek(sink, 0, os.SEEK_SET)
+                got = b""
+                while len(got) < written:
+                    part = os.read(sink, written - len(got))
+                    if not part:
+                        break
+                    got += part
+                os.ftruncate(sink, 0)
+                os.lseek(sink, 0, os.SEEK_SET)
+                rest = _PANIC_REPORT.sub(b"", got)
+                if rest:
+                    os.write(2, rest)
 
 
 def _is_library_error(exc: BaseException) -> bool:
@@ -246,24 +275,23 @@ def finalize(state: BlindState, elements: Sequence[bytes], proof: bytes, public_
     for i, e in enumerate(elements):
         if not isinstance(e, (bytes, bytearray)) or len(e) != ELEMENT_SIZE:
             raise OprfProofError(f"elements[{i}]: got {len(e) if isinstance(e, (bytes, bytearray)) else type(e).__name__} bytes, want {ELEMENT_SIZE}")
+    # One guarded swap for the three library calls (issue 16); ``stage`` names what failed.
+    stage = "public_key"
     try:
         with _no_foreign_panic_report():
             pk = _r.PublicKey.deserialize(bytes(public_key))
-    except BaseException as exc:
-        if not _is_library_error(exc):
-            raise
-        raise OprfProofError("public_key: got an invalid encoding, want a ristretto255 element") from None
-    try:
-        with _no_foreign_panic_report():
+            stage = "elements"
             output = _r.VerifiableBatchOutput.deserialize(bytes(proof) + b"".join(bytes(e) for e in elements))
-    except BaseException as exc:
-        if not _is_library_error(exc):
-            raise
-        raise OprfProofError("elements: got an invalid encoding, want ristretto255 elements and a proof c || s") from None
-    try:
-        with _no_foreign_panic_report():
+            stage = "proof"
             return list(_r.Client.finalize_batch(state._clients, output, pk))
     except BaseException as exc:
         if not _is_library_error(exc):
             raise
-        raise OprfProofError("proof: got a DLEQ proof that does not verify against the public key, want a valid one") from None
+        raise OprfProofError(_FINALIZE_FAILED[stage]) from None
+
+
+_FINALIZE_FAILED = {
+    "public_key": "public_key: got an invalid encoding, want a ristretto255 element",
+    "elements": "elements: got an invalid encoding, want ristretto255 elements and a proof c || s",
+    "proof": "proof: got a DLEQ proof that does not verify against the public key, want a valid one",
+}

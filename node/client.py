@@ -7,11 +7,13 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import grpc
 
 from hedui.keys.directory import TrustedDirectory
+from hedui.node import logs
+from hedui.node.metrics import outcome_class
 from hedui.node.pinning import PinningInterceptor
 from hedui.v1 import audit_pb2_grpc, lookup_pb2_grpc, node_pb2_grpc, notice_pb2_grpc, pseudonym_pb2_grpc
 
@@ -99,8 +101,6 @@ class _TraceContext(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
 
     @staticmethod
     def _with(d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        from hedui.node import logs
-
         md = [(k, v) for k, v in (d.metadata or ()) if k not in ("traceparent",)]
         md.append(("traceparent", logs.child_traceparent()))
         return _Details(d, md)
@@ -128,8 +128,6 @@ class _Outcomes(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
         self._code = code
 
     def _inc(self, method: str, code_name: str) -> None:
-        from hedui.node.metrics import outcome_class
-
         self._metrics.outcomes.labels("called", method, self._code, outcome_class(code_name)).inc()
 
     def _count(self, method: str, start):  # type: ignore[no-untyped-def]
@@ -166,6 +164,119 @@ class _Outcomes(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
         return self._count(client_call_details.method, lambda: continuation(client_call_details, request))
 
 
+class _LeanUnary:
+    """A unary-unary multicallable of a peer channel, made once per channel and method (the
+    stubs are built once per :class:`PeerClient`), doing inline what the three interceptors
+    did per call (issue 16, the hub's side of a case): the pin check, the ``traceparent`` and
+    the outcome count (issue 17 item 3, issue 18). gRPC's interceptor chain built a call
+    details object, a continuation closure and an outcome wrapper per interceptor and call,
+    and the counter looked up its labelled child every time; here the child per outcome
+    class is kept. Same behaviour: a pin refusal is counted and raised before anything goes
+    out (``future`` hands it back as a failed future, as gRPC's interceptor chain did)."""
+
+    __slots__ = ("_inner", "_method", "_pin", "_metrics", "_code", "_children")
+
+    def __init__(self, inner: grpc.UnaryUnaryMultiCallable, method: str, pin: PinningInterceptor | None,
+                 metrics: Metrics | None, code: str) -> None:
+        self._inner = inner
+        self._method = method
+        self._pin = pin
+        self._metrics = metrics if metrics is not None and code else None
+        self._code = code
+        self._children: dict[str, object] = {}
+
+    def _count(self, code_name: str) -> None:
+        if self._metrics is None:
+            return
+        cls = outcome_class(code_name)
+        child = self._children.get(cls)
+        if child is None:
+            child = self._children[cls] = self._metrics.outcomes.labels("called", self._method, self._code, cls)
+        child.inc()  # type: ignore[attr-defined]
+
+    def _refused(self, exc: grpc.RpcError) -> None:
+        code = exc.code() if callable(getattr(exc, "code", None)) else None
+        self._count(code.name if code is not None else "UNKNOWN")
+
+    def _start(self, metadata):  # type: ignore[no-untyped-def]
+        """Pin check (raises, counted), then the metadata with a child ``traceparent``."""
+        if self._pin is not None:
+            try:
+                self._pin.check()
+            except grpc.RpcError as exc:
+                self._refused(exc)
+                raise
+        md = [(k, v) for k, v in metadata if k != "traceparent"] if metadata else []
+        md.append(("traceparent", logs.child_traceparent()))
+        return md
+
+    def __call__(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None,  # type: ignore[no-untyped-def]
+                 compression=None):
+        md = self._start(metadata)
+        try:
+            resp = self._inner(request, timeout, md, credentials, wait_for_ready, compression)
+        except grpc.RpcError as exc:
+            self._refused(exc)
+            raise
+        self._count("OK")
+        return resp
+
+    def with_call(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None,  # type: ignore[no-untyped-def]
+                  compression=None):
+        md = self._start(metadata)
+        try:
+            resp, call = self._inner.with_call(request, timeout, md, credentials, wait_for_ready, compression)
+        except grpc.RpcError as exc:
+            self._refused(exc)
+            raise
+        self._count("OK")
+        return resp, call
+
+    def future(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None,  # type: ignore[no-untyped-def]
+               compression=None):
+        try:
+            md = self._start(metadata)
+        except grpc.RpcError as exc:
+            from grpc._interceptor import _FailureOutcome
+
+            return _FailureOutcome(exc, exc.__traceback__)  # type: ignore[arg-type]
+        fut = self._inner.future(request, timeout, md, credentials, wait_for_ready, compression)
+
+        def done(c) -> None:  # type: ignore[no-untyped-def]
+            try:
+                name = c.code().name
+            except Exception:  # a call object without a status (never expected): an error
+                name = "UNKNOWN"
+            self._count(name)
+
+        fut.add_done_callback(done)
+        return fut
+
+
+class _PeerChannel:
+    """What a peer's stubs are built on: unary-unary methods go through :class:`_LeanUnary`,
+    the streamed ones (filters, audit, notices) through gRPC's interceptor chain as before."""
+
+    def __init__(self, channel: grpc.Channel, intercepted: grpc.Channel, pin: PinningInterceptor | None,
+                 metrics: Metrics | None, code: str) -> None:
+        self._channel, self._intercepted = channel, intercepted
+        self._pin, self._metrics, self._code = pin, metrics, code
+
+    def unary_unary(self, method, request_serializer=None, response_deserializer=None,  # type: ignore[no-untyped-def]
+                    _registered_method=False):
+        inner = self._channel.unary_unary(method, request_serializer, response_deserializer, _registered_method=_registered_method)  # type: ignore[call-arg]
+        return _LeanUnary(inner, method, self._pin, self._metrics, self._code)
+
+    def unary_stream(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self._intercepted.unary_stream(*args, **kwargs)
+
+    def stream_unary(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self._intercepted.stream_unary(*args, **kwargs)
+
+    def stream_stream(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self._intercepted.stream_stream(*args, **kwargs)
+
+
 class PeerClient:
     """Stubs to one peer. The server's certificate must chain to the federation CA and carry
     the endpoint host as SAN; the peer's answers are signed, so they are checked against the
@@ -199,11 +310,13 @@ class PeerClient:
         interceptors: list[grpc.UnaryUnaryClientInterceptor] = [_Outcomes(metrics, code)] if metrics is not None and code else []
         interceptors += [pin] if pin is not None else []
         traced = grpc.intercept_channel(self.channel, *interceptors, _TraceContext())
-        self.node = node_pb2_grpc.NodeServiceStub(traced)
-        self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(traced)
-        self.lookup = lookup_pb2_grpc.LookupServiceStub(traced)
-        self.notice = notice_pb2_grpc.NoticeServiceStub(traced)
-        self.audit = audit_pb2_grpc.AuditServiceStub(traced)
+        # Unary calls (Evaluate, Lookup: a case's rpcs) skip the chain (_LeanUnary, issue 16).
+        peer = cast(grpc.Channel, _PeerChannel(self.channel, traced, pin, metrics, code))
+        self.node = node_pb2_grpc.NodeServiceStub(peer)
+        self.pseudonym = pseudonym_pb2_grpc.PseudonymServiceStub(peer)
+        self.lookup = lookup_pb2_grpc.LookupServiceStub(peer)
+        self.notice = notice_pb2_grpc.NoticeServiceStub(peer)
+        self.audit = audit_pb2_grpc.AuditServiceStub(peer)
 
     @classmethod
     def to_member(cls, rt: Runtime, code: str) -> PeerClient:

@@ -62,7 +62,22 @@ def test_another_members_server_is_refused(bed):
     with PeerClient(wrong, creds, code="tax", pin=PinningInterceptor("tax", wrong, hub.ca_pem, lambda: want)) as c:
         with pytest.raises(grpc.RpcError) as e2:
             c.node.Ping(node_pb2.PingRequest(), timeout=10)
+        # The same through the other call styles of a unary method (issue 16's lean unary
+        # calls): with_call raises, future hands back a failed future, nothing goes out.
+        with pytest.raises(grpc.RpcError) as e3:
+            c.node.Ping.with_call(node_pb2.PingRequest(), timeout=10)
+        fut = c.node.Ping.future(node_pb2.PingRequest(), timeout=10)
+        with pytest.raises(grpc.RpcError) as e4:
+            fut.result()
     assert e2.value.code() == grpc.StatusCode.UNAUTHENTICATED and "SERVER_NOT_PINNED" in e2.value.details()
+    assert e3.value.code() == e4.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # Answered calls work in every style once the pin matches (hrss's own fingerprint).
+    hrss = bytes(hub.directory.member("hrss").tls_cert_sha256)
+    with PeerClient(wrong, creds, code="hrss", pin=PinningInterceptor("hrss", wrong, hub.ca_pem, lambda: hrss)) as c:
+        c.node.Ping(node_pb2.PingRequest(), timeout=10)
+        _, call = c.node.Ping.with_call(node_pb2.PingRequest(), timeout=10)
+        assert call.code() == grpc.StatusCode.OK
+        c.node.Ping.future(node_pb2.PingRequest(), timeout=10).result()
 
 
 def test_a_case_sent_to_the_wrong_server_records_the_refusal(bed):

@@ -159,6 +159,21 @@ def test_bad_proof_is_a_typed_error_without_a_foreign_trace(capfd):
     assert err == "before\nafter\n"  # what else went to stderr is kept, in order
 
 
+def test_the_guard_keeps_one_sink_and_empties_it_after_each_call(capfd):
+    """Issue 16: one sink per process for the guard's fd-2 swap; what another writer put on
+    fd 2 during a guarded call reaches stderr once, in order, and is not repeated by the next."""
+    from hedui.keys.oprf import _no_foreign_panic_report
+
+    for i in range(3):
+        with _no_foreign_panic_report():
+            os.write(2, b"line %d\n\nthread 'x' panicked at src/a.rs:1:2:\nboom\n" % i)
+    err = capfd.readouterr().err
+    assert err == "line 0\nline 1\nline 2\n"
+    from hedui.keys import oprf as mod
+
+    assert mod._SINK is not None and mod._SINK[0] == os.getpid()
+
+
 def test_bad_proof_at_the_hub_logs_one_line(tmp_path, monkeypatch, caplog, capfd):
     """A hostile provider answers with evaluations under another key than the directory lists:
     the case records bad_proof (audited), the hub logs one line, and stderr has no trace."""

@@ -29,6 +29,8 @@ from hedui.node.errors import FailedPrecondition, VerificationError, from_rpc_er
 from hedui.v1 import common_pb2, directory_pb2, pseudonym_pb2
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from hedui.node.runtime import Runtime
 
 __all__ = ["CachedFilter", "current_filter", "cached_filter", "member_epoch"]
@@ -64,9 +66,12 @@ _MEMO: dict[tuple[str, str, bytes], CachedFilter] = {}
 _MEMO_LOCK = threading.Lock()
 
 
-def cached_digests(rt: Runtime) -> dict[str, bytes]:
+def cached_digests(rt: Runtime, conn: Connection | None = None) -> dict[str, bytes]:
     """Provider -> header digest of every cached filter, in one read (a case consults every
-    department's: one statement per case instead of one per department)."""
+    department's: one statement per case instead of one per department); ``conn``: an open
+    connection of ``rt.engine`` to read on (run_case's, which reads the case: issue 16)."""
+    if conn is not None:
+        return {p: bytes(d) for p, d in conn.execute(_DIGESTS)}
     with rt.engine.connect() as c:
         return {p: bytes(d) for p, d in c.execute(_DIGESTS)}
 
@@ -79,6 +84,13 @@ def cached_filter(rt: Runtime, code: str, sha: bytes | None = None) -> CachedFil
     kept in memory per (store, provider, header digest): a case asks this for every
     department, and re-reading megabytes of shards per case would cost more than it saves.
     ``sha``: its header digest as just read by :func:`cached_digests` (else read here)."""
+    if sha is not None:
+        # A case asks for every department with the digest it has just read: a filter in
+        # memory is found without a connection checked out of the pool (issue 16).
+        with _MEMO_LOCK:
+            hit = _MEMO.get((str(rt.engine.url), code, bytes(sha)))
+        if hit is not None:
+            return hit
     with rt.engine.connect() as c:
         if sha is None:
             sha = c.execute(select(token_filters.c.header_sha256).where(token_filters.c.provider == code)).scalar_one_or_none()

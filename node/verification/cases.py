@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -49,7 +50,7 @@ from hedui.node.errors import (
 from hedui.node.store.db import dialect_insert
 from hedui.node.verification import consent
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
-from hedui.node.verification.protocol import request_digest, verify_answer
+from hedui.node.verification.protocol import verify_answer
 from hedui.node.verification.rules import Rules
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 
@@ -243,13 +244,23 @@ def run_case(
     lookups themselves carry the case's own operator."""
     started = time.monotonic()
     record_directory(rt)
+    from hedui.node.crosscheck.fetch import cached_digests
+    from hedui.node.verification.report import load_case_on, report_of
+
+    # Everything the run and its report need, read once on one connection (issue 16): the
+    # case, its members, stored answers and overrides, the directories of the report, the
+    # revocation list, the cached filters' digests. The report at the end is built from
+    # this and what the run is about to store, so the case is not read back after the run.
     with rt.engine.connect() as c:
-        case = c.execute(select(cases).where(cases.c.case_ref == case_ref)).first()
-        if case is None:
-            raise NotFound(f"case: got {case_ref[:32]!r}, want an open case reference")
-        idents = [r.identity for r in c.execute(select(case_members.c.identity).where(case_members.c.case_ref == case_ref).order_by(case_members.c.position))]
-        stored = {r.provider: r.status for r in c.execute(select(case_answers.c.provider, case_answers.c.status).where(case_answers.c.case_ref == case_ref))}
+        try:
+            data = load_case_on(rt.engine, c, case_ref, (rt.directory.version,))
+        except NotFound:
+            raise NotFound(f"case: got {case_ref[:32]!r}, want an open case reference") from None
         revoked = consent.revocations_in(c)
+        digests = cached_digests(rt, c)
+    case = data["case"]
+    idents = [m.identity for m in data["members"]]
+    stored = {r.provider: r.status for r in data["answers"]}
     done = {p for p, st in stored.items() if st == "ok"}
     if rt.hub is None:
         raise ConfigError(f"node.roles: got {', '.join(rt.config.node.roles)}, want the hub role to run cases")
@@ -260,36 +271,41 @@ def run_case(
     ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator,
                     **consent.context_fields_of(rt, case, len(idents), revoked))  # issue 18: the signed consent record
     month = str(reference_month_of(case, rt.clock.zone))
-    from hedui.node.crosscheck.fetch import cached_digests
-
-    digests = cached_digests(rt)
     pool = _exchange_pool(rt)
     futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored, digests)
             for m, fields in todo]
     outcomes = [f.result() for f in futs]
-    _store_outcomes(rt, [o.stored for o in outcomes if o.stored is not None])
-    # What is stored now: the rows before this run, each replaced by this run's outcome (its
-    # row was written before the outcome returned) — no need to read them back.
-    statuses = list({**stored, **{o.provider: o.status for o in outcomes}}.values())
-    status = "complete" if statuses and all(s == "ok" for s in statuses) else "incomplete"
+    pending = [o.stored for o in outcomes if o.stored is not None]
+    # What will be stored: the rows before this run, each replaced by this run's outcome.
+    rows = {r.provider: r for r in data["answers"]}
+    rows.update({p.row["provider"]: _as_row(p.row) for p in pending})
+    status = "complete" if rows and all(r.status == "ok" for r in rows.values()) else "incomplete"
     missing: list[dict] = []
     if status == "complete":
         # Every department answered; the case is complete only if its report is (issue 12:
         # a needed figure that is not current, or a field no department offers, concludes
-        # nothing), so a reviewer cannot approve what the report does not conclude.
-        from hedui.node.verification.report import build_report
-
-        # The answers this run verified are not verified again (same stored bytes, same
-        # directory version: the same outcome); `hedui case report` / `case verify` still
-        # verify every stored answer from scratch.
+        # nothing), so a reviewer cannot approve what the report does not conclude. The
+        # report is built from the rows about to be stored (the same a read-back would
+        # return), and the answers this run verified are not verified again (same bytes,
+        # same directory version: the same outcome); `hedui case report` / `case verify`
+        # still verify every stored answer from scratch.
         known = {o.provider: o.verified for o in outcomes if o.verified is not None}
-        built = build_report(rt.engine, case_ref, rules, tz=rt.clock.zone, known=known)
+        built = report_of({**data, "answers": [rows[p] for p in sorted(rows)]}, rules, tz=rt.clock.zone, known=known)
         if not built["complete"]:
             status = "incomplete"
             missing = list(built["missing"])
-    run_at = rt.clock.now()
-    rt.audit.transact(lambda c: c.execute(_SET_STATUS, {"k_case": case_ref, "status": status, "run_at": run_at}))
+    # The exchanges and the case's status in one transaction (one commit per case, issue 16).
+    _store_outcomes(rt, pending, (case_ref, status, rt.clock.now()))
     return CaseRun(case_ref, outcomes, time.monotonic() - started, status, missing)
+
+
+#: Every column of a ``case_answers`` row, for the rows run_case builds in memory.
+_ANSWER_COLUMNS = tuple(col.name for col in case_answers.c)
+
+
+def _as_row(row: dict) -> SimpleNamespace:
+    """A pending ``case_answers`` row as the stored row reads (absent columns: NULL)."""
+    return SimpleNamespace(**{**dict.fromkeys(_ANSWER_COLUMNS), **row})
 
 
 #: Runtime -> the threads that run a case's exchanges, one per department and case in flight,
@@ -427,8 +443,9 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
             context=common_pb2.RequestContext(request_id=rid, **ctx_base), epoch=epoch, tokens=tokens,
             queries=[lookup_pb2.FieldQuery(field=f) for f in fields], reference_month=month,
         )
-        digest = request_digest(req)
-        row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens), request=req.SerializeToString(deterministic=True))
+        raw_req = req.SerializeToString(deterministic=True)   # stored, and what request_digest hashes
+        digest = hashlib.sha256(raw_req).digest()
+        row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens), request=raw_req)
         entries.append((Kind.QUERY_SENT, {
             "peer": code, "purpose": int(req.context.purpose), "case_ref": req.context.case_ref,
             "request_id": rid.hex(), "request_digest": digest.hex(), "count": len(tokens), "fields": fields,
@@ -482,20 +499,21 @@ class _Pending:
     fresh: bool
 
 
-def _store_outcomes(rt: Runtime, pending: Sequence[_Pending]) -> None:
-    """The case's exchanges — each one's outcome row and audit entries — in one transaction
-    (entries last: the audit head row lock is held until the commit), group-committed with
-    any concurrent write (node/store/group.py); durable on return, before run_case returns
-    (a case is acknowledged only then). One transaction and a few statements per case
-    instead of one transaction and three or more statements per department (issue 16)."""
-    if not pending:
-        return
-    prepared = rt.audit.prepare([e for p in pending for e in p.entries])
+def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str, str, dt.datetime]) -> None:
+    """The case's exchanges — each one's outcome row and audit entries — and the case's
+    ``status`` (case_ref, status, run_at) in one transaction (entries last: the audit head row
+    lock is held until the commit), group-committed with any concurrent write
+    (node/store/group.py); durable on return, before run_case returns (a case is
+    acknowledged only then). One transaction and a few statements per case instead of one
+    transaction and three or more statements per department, and no second transaction for
+    the status (issue 16)."""
+    prepared = rt.audit.prepare([e for p in pending for e in p.entries]) if pending else []
     keyed = []
     for p in pending:
         vals = {k: v for k, v in p.row.items() if k not in ("case_ref", "provider")}
         vals.update(k_case=p.row["case_ref"], k_provider=p.row["provider"])
         keyed.append((p, vals))
+    case_ref, st, run_at = status
 
     def unit(c) -> list[int]:
         # Touches nothing but ``c``: a unit may run twice (node/store/group.py).
@@ -505,6 +523,7 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending]) -> None:
                 inserts.setdefault(tuple(sorted(p.row)), []).append(p.row)
         for rows in inserts.values():
             c.execute(_INSERT_ANSWER, rows)
+        c.execute(_SET_STATUS, {"k_case": case_ref, "status": st, "run_at": run_at})
         return rt.audit.write_in(c, prepared) if prepared else []
 
     seqs = rt.audit.transact(unit)

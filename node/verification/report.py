@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,7 @@ from hedui.node.verification.reckon import KNOWN, Cell, Override, Source, cell_f
 from hedui.node.verification.rules import Rules
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2
 
-__all__ = ["build_report", "render_html", "mask_identity", "load_case", "sources_of"]
+__all__ = ["build_report", "report_of", "render_html", "mask_identity", "load_case", "load_case_on", "sources_of"]
 
 _CENT = Decimal("0.01")
 
@@ -41,16 +41,21 @@ def mask_identity(ident: str) -> str:
 
 def load_case(engine, case_ref: str) -> dict:
     """Everything stored about a case (evidence as bytes), for reports and exports."""
-    k = {"k_case": case_ref}
     with engine.connect() as c:
-        case = c.execute(_CASE, k).first()
-        if case is None:
-            raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
-        members = c.execute(_MEMBERS, k).all()
-        answers = c.execute(_ANSWERS, k).all()
-        overrides = _latest_overrides(c.execute(_OVERRIDES, k).all())
-        versions = {a.directory_version for a in answers if a.directory_version}
-        dirs = _directories(engine, c, versions)
+        return load_case_on(engine, c, case_ref)
+
+
+def load_case_on(engine, c, case_ref: str, versions: Iterable[int] = ()) -> dict:
+    """:func:`load_case` on an open connection ``c`` of ``engine``; ``versions``: directory
+    versions to include beyond those of the stored answers (run_case: the one it is using)."""
+    k = {"k_case": case_ref}
+    case = c.execute(_CASE, k).first()
+    if case is None:
+        raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
+    members = c.execute(_MEMBERS, k).all()
+    answers = c.execute(_ANSWERS, k).all()
+    overrides = _latest_overrides(c.execute(_OVERRIDES, k).all())
+    dirs = _directories(engine, c, {a.directory_version for a in answers if a.directory_version} | set(versions))
     return {"case": case, "members": members, "answers": answers, "directories": dirs, "overrides": overrides}
 
 
@@ -284,8 +289,15 @@ def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey
     """The report of a case (JSON-able); ``tz`` is the federation zone (default China
     Standard Time) in which dates are read and shown; ``known``: answers the caller has just
     verified (:func:`verified_answers`)."""
+    return report_of(load_case(engine, case_ref), rules, authority=authority, tz=tz, known=known)
+
+
+def report_of(data: dict, rules: Rules, *, authority: VerifyingKey | None = None, tz: ZoneInfo | None = None,
+              known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None = None) -> dict:
+    """:func:`build_report` of what :func:`load_case` returns — or of the same built in
+    memory by ``run_case`` from what it read and is about to store (issue 16: the case's
+    status is decided before its one commit, without reading the case back)."""
     tz = tz or zone(DEFAULT_ZONE)
-    data = load_case(engine, case_ref)
     case = data["case"]
     members = data["members"]
     n = len(members)

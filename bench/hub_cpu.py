@@ -1,0 +1,84 @@
+"""Issue 16: CPU per case of the hub's side of ``bench_case.py``, optionally with a py-spy
+profile of it.
+
+Same set-up as ``bench_case.py`` and ``provider_cpu.py`` (8 ``hedui node serve`` provider
+processes, the hub runtime in this process, as ``hedui case run`` runs it), hedui cases only.
+For each concurrency level and round it prints this process's user + system CPU per case
+(the hub: its exchange threads, the group committer, gRPC's threads and the hub's own
+background loops) beside the 8 providers' (``/proc``). With ``--pyspy OUT`` this process is
+sampled during the first round of the first level (``py-spy record --gil --nonblocking -f
+raw``: the thread holding the GIL, i.e. the hub's Python CPU; ``py-spy`` on PATH or given
+by ``--pyspy-bin``).
+
+    python bench/hub_cpu.py [--residents 3000] [--cases 64] [--concurrency 1,8] [--reps 3] [--pyspy OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_case as bc
+
+from hedui.node.runtime import Runtime
+from hedui.node.testbed.procs import NodeProcess
+
+
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--residents", type=int, default=3000)
+    ap.add_argument("--cases", type=int, default=64, help="cases per round")
+    ap.add_argument("--concurrency", default="1,8")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--pyspy", default="", help="write a raw py-spy profile of this (the hub's) process here")
+    ap.add_argument("--pyspy-bin", default=shutil.which("py-spy") or "py-spy")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tb, _, _, _ = bc._setup(Path(d), a.residents)
+        env = tb.env()
+        nodes = [NodeProcess(tb.config_path(c), env, log=Path(d) / f"{c}.log") for c in bc.PROVIDERS]
+        for n in nodes:
+            n.start()
+        hub = Runtime.open(tb.config_path("hub"))
+        try:
+            bc._run_hedui(hub, bc._households(8, a.residents), 1)   # warm-up
+            levels = [int(x) for x in a.concurrency.split(",")]
+            for conc in levels:
+                for rep in range(a.reps):
+                    spy = None
+                    if a.pyspy and rep == 0 and conc == levels[0]:
+                        spy = subprocess.Popen([a.pyspy_bin, "record", "-p", str(os.getpid()), "-r", "250", "-f", "raw",
+                                                "-o", a.pyspy, "--gil", "--nonblocking"],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                        time.sleep(1.0)   # attached before the round starts
+                    households = bc._households(a.cases, a.residents)
+                    hub0, prov0 = _self_cpu(), sum(n.cpu_seconds() for n in nodes)
+                    _, rate, incomplete = bc._run_hedui(hub, households, conc)
+                    hub_cpu = (_self_cpu() - hub0) / a.cases
+                    prov_cpu = (sum(n.cpu_seconds() for n in nodes) - prov0) / a.cases
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(60)
+                    print(f"concurrency {conc} round {rep}: {rate:.1f} cases/s, hub {hub_cpu * 1e3:.1f} ms CPU per case, "
+                          f"8 providers {prov_cpu * 1e3:.1f} ms, {incomplete} incomplete", flush=True)
+        finally:
+            hub.close()
+            for n in nodes:
+                n.stop()
+
+
+if __name__ == "__main__":
+    main()
