@@ -47,7 +47,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, select, update
@@ -58,6 +59,7 @@ from hedui.common.errors import HeduiError
 from hedui.keys import dsse
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import InvalidArgument, PermissionDenied, Reason
+from hedui.node.store.raw import Prepared
 from hedui.node.verification.consent_tables import consent_lists_seen, consent_revoked_seen, consent_uses
 from hedui.v1 import common_pb2
 
@@ -107,10 +109,14 @@ class RevocationState:
             if have is None or have[0] < serial:
                 self._cache[hub] = (serial, got)
 
-    def apply(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope, now: dt.datetime) -> None:
-        """Verifies and takes ``env`` (a hub's pushed list); refuses one older than seen."""
+    def apply(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope, now: dt.datetime,
+              conn: Connection | None = None) -> None:
+        """Verifies and takes ``env`` (a hub's pushed list); refuses one older than seen.
+
+        ``conn``: a read connection of the caller's (a Lookup's one snapshot, issue 16 item 3)
+        to read the stored serial on; a newer list is still written in a transaction of its own."""
         if not env.payload and not env.signatures:
-            with self.engine.connect() as c:
+            with _reading(self.engine, conn) as c:
                 seen = _serial(c, hub)
             if seen:
                 raise PermissionDenied(f"context.revocations: got none, want serial >= {seen}", reason=Reason.REVOCATIONS_STALE)
@@ -126,7 +132,7 @@ class RevocationState:
         if lst.serial != len(lst.revoked) or len(revoked) != len(lst.revoked) or any(len(d) != 32 for d in revoked):
             raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct 32-byte digests",
                                   reason=Reason.CONSENT_INVALID)
-        with self.engine.connect() as c:
+        with _reading(self.engine, conn) as c:
             seen = _serial(c, hub)
             if lst.serial < seen:
                 raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
@@ -190,9 +196,25 @@ _TAKE_ROW = {
 }
 
 
+# Read by every Lookup: on the driver's cursor (issue 16 item 3, node/store/raw.py).
+_SERIAL_RAW = Prepared(_SERIAL)
+
+
+@contextmanager
+def _reading(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
+    if conn is not None:
+        yield conn
+        return
+    with engine.connect() as c:
+        yield c
+
+
 def _serial(c: Connection, hub: str, *, lock: bool = False) -> int:
-    q = _SERIAL_LOCKED if lock and c.dialect.name == "postgresql" else _SERIAL
-    v = c.execute(q, {"hub": hub}).scalar_one_or_none()
+    if lock and c.dialect.name == "postgresql":
+        v = c.execute(_SERIAL_LOCKED, {"hub": hub}).scalar_one_or_none()
+    else:
+        rows = _SERIAL_RAW.run(c, {"hub": hub})
+        v = rows[0][0] if rows else None
     return int(v) if v is not None else 0
 
 
