@@ -147,7 +147,7 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         with snapshot(rt.engine) as conn:
             # Issue 18: the caller's signed consent record must cover this request.
             accepted = consent.check_consent(
-                request.context, caller=call.caller.code, directory_keys=rt.directory.signing_keys(),
+                request.context, caller=call.caller.code, directory_keys=rt.directory.signing_keys_of(call.caller.code),
                 members=len(request.tokens), now=rt.clock.now(), revocations=st.revocations, conn=conn,
             )
             base = {**_base(call.caller.code, request.context), "request_digest": digest.hex(),
