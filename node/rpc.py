@@ -111,7 +111,7 @@ def _serving(rt: Runtime, full_name: str, request, refusal_fields, context: grpc
     except Exception:  # a bug: log it here, tell the peer nothing internal
         outcome[0] = "INTERNAL"
         log.exception("internal error in %s (caller %s)", full_name, caller_code)
-        rt.metrics.calls.labels(full_name, "INTERNAL").inc()
+        rt.metrics.child(rt.metrics.calls, full_name, "INTERNAL").inc()
         context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
     finally:
         if admitted:
@@ -155,11 +155,12 @@ def _leave(rt: Runtime, caller: str) -> None:
 
 def _refuse(rt: Runtime, method: str, caller: str, err: HeduiError, request, extra: Callable | None, context) -> None:
     code, details = to_status(err)
-    rt.metrics.calls.labels(method, code.name).inc()
-    rt.metrics.refusals.labels(err.reason.value if err.reason else "UNSPECIFIED").inc()
+    m = rt.metrics   # a flood of refusals (shedding) comes through here too: cached children
+    m.child(m.calls, method, code.name).inc()
+    m.child(m.refusals, err.reason.value if err.reason else "UNSPECIFIED").inc()
     if getattr(err, "aggregate", False):
         if err.reason == Reason.OVERLOADED:
-            rt.metrics.shed.labels(caller).inc()
+            m.child(m.shed, caller).inc()
         rt.refusals.count(err.reason.lower(), caller)
     else:
         _record_refusal(rt, method, caller, err, request, extra)

@@ -52,7 +52,7 @@ def read_index(rt: Runtime, epoch: int, tokens: Sequence[bytes], sources: Sequen
     if eng is not None:
         try:
             live = read_live(eng, epoch, tokens, sources)
-            rt.metrics.index_reads.labels("replica", "").inc()
+            rt.metrics.child(rt.metrics.index_reads, "replica", "").inc()
             return live
         except Unavailable as exc:
             if exc.reason is not Reason.INDEX_NOT_READY:
@@ -61,7 +61,7 @@ def read_index(rt: Runtime, epoch: int, tokens: Sequence[bytes], sources: Sequen
         except DBAPIError as exc:
             reason = "replica_failed"
             log.warning("index read on the replica failed, reading the primary (%s)", type(exc.orig).__name__)
-    rt.metrics.index_reads.labels("primary", reason).inc()
+    rt.metrics.child(rt.metrics.index_reads, "primary", reason).inc()
     if conn is not None:
         return read_live_in(conn, epoch, tokens, sources)
     return read_live(rt.engine, epoch, tokens, sources)
