@@ -47,6 +47,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -196,8 +197,14 @@ _TAKE_ROW = {
 }
 
 
-# Read by every Lookup: on the driver's cursor (issue 16 item 3, node/store/raw.py).
+# Run by every Lookup: on the driver's cursor (issue 16 item 3, node/store/raw.py), the row
+# of consent_uses back as a named tuple (the columns' attributes, as Core's Row has them).
 _SERIAL_RAW = Prepared(_SERIAL)
+_TAKE_KEYS = ["hub", "scan_digest", "use", "case_ref", "record_digest", "first_used_at", "last_used_at", "uses", "members",
+              "reference_month"]
+_TAKE_RAW = {d: Prepared(stmt, column_keys=_TAKE_KEYS) for d, stmt in _TAKE_ROW.items()}
+_USE_UPDATE_RAW = Prepared(_USE_UPDATE)
+_UseRow = namedtuple("_UseRow", [c.key for c in consent_uses.c])
 
 
 @contextmanager
@@ -283,17 +290,18 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
         row = c.execute(_USE_ROW, key).first()
         _decide(row, rec, case_ref, members, now, again=same_review(row, record_digest, reference_month))
         return
-    row = c.execute(_TAKE_ROW[c.dialect.name], {
+    (got,) = _TAKE_RAW[c.dialect.name].run(c, {
         "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
         "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 0, "members": b"",
-        "reference_month": reference_month}).one()
+        "reference_month": reference_month})
+    row = _UseRow(*got)
     again = same_review(row, record_digest, reference_month)
     after = _decide(row, rec, case_ref, members, now, again=again)
     if again:  # the same use: only members it may add (still within the limit) are written
-        c.execute(_USE_UPDATE, {**key, "case_ref": row.case_ref, "record_digest": record_digest, "last_used_at": row.last_used_at,
-                                "members": b"".join(sorted(after)), "first_used_at": row.first_used_at, "add": 0,
-                                "reference_month": reference_month})
+        _USE_UPDATE_RAW.rowcount(c, {**key, "case_ref": row.case_ref, "record_digest": record_digest,
+                                     "last_used_at": row.last_used_at, "members": b"".join(sorted(after)),
+                                     "first_used_at": row.first_used_at, "add": 0, "reference_month": reference_month})
         return
-    c.execute(_USE_UPDATE, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
-                            "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at,
-                            "add": 1, "reference_month": reference_month})
+    _USE_UPDATE_RAW.rowcount(c, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
+                                 "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at,
+                                 "add": 1, "reference_month": reference_month})
