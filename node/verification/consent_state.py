@@ -47,10 +47,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -204,7 +203,24 @@ _TAKE_KEYS = ["hub", "scan_digest", "use", "case_ref", "record_digest", "first_u
               "reference_month"]
 _TAKE_RAW = {d: Prepared(stmt, column_keys=_TAKE_KEYS) for d, stmt in _TAKE_ROW.items()}
 _USE_UPDATE_RAW = Prepared(_USE_UPDATE)
-_UseRow = namedtuple("_UseRow", [c.key for c in consent_uses.c])
+
+
+class _UseRow(NamedTuple):
+    """A consent_uses row as ``_TAKE_ROW`` returns it (its columns in table order)."""
+
+    hub: str
+    scan_digest: bytes
+    use: int
+    case_ref: str
+    record_digest: bytes
+    first_used_at: dt.datetime
+    last_used_at: dt.datetime
+    uses: int
+    members: bytes
+    reference_month: str | None
+
+
+assert list(_UseRow._fields) == [c.key for c in consent_uses.c]
 
 
 @contextmanager
@@ -294,14 +310,15 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
         "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
         "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 0, "members": b"",
         "reference_month": reference_month})
-    row = _UseRow(*got)
-    again = same_review(row, record_digest, reference_month)
-    after = _decide(row, rec, case_ref, members, now, again=again)
+    taken = _UseRow(*got)
+    again = same_review(taken, record_digest, reference_month)
+    after = _decide(taken, rec, case_ref, members, now, again=again)
     if again:  # the same use: only members it may add (still within the limit) are written
-        _USE_UPDATE_RAW.rowcount(c, {**key, "case_ref": row.case_ref, "record_digest": record_digest,
-                                     "last_used_at": row.last_used_at, "members": b"".join(sorted(after)),
-                                     "first_used_at": row.first_used_at, "add": 0, "reference_month": reference_month})
+        _USE_UPDATE_RAW.rowcount(c, {**key, "case_ref": taken.case_ref, "record_digest": record_digest,
+                                     "last_used_at": taken.last_used_at, "members": b"".join(sorted(after)),
+                                     "first_used_at": taken.first_used_at, "add": 0, "reference_month": reference_month})
         return
     _USE_UPDATE_RAW.rowcount(c, {**key, "case_ref": case_ref, "record_digest": record_digest, "last_used_at": now,
-                                 "members": b"".join(sorted(after)), "first_used_at": now if not row.uses else row.first_used_at,
+                                 "members": b"".join(sorted(after)),
+                                 "first_used_at": now if not taken.uses else taken.first_used_at,
                                  "add": 1, "reference_month": reference_month})
