@@ -76,11 +76,11 @@ def main() -> None:
         counted = {"lookups": 0, "tokens": 0}
         real = service.read_index
 
-        def spy(rt, epoch, tokens, sources=()):
+        def spy(rt, epoch, tokens, sources=(), **kw):
             tokens = list(tokens)
             counted["lookups"] += 1
             counted["tokens"] += len(tokens)
-            return real(rt, epoch, tokens, sources)
+            return real(rt, epoch, tokens, sources, **kw)
 
         service.read_index = spy
 

@@ -318,6 +318,13 @@ class TrustedDirectory:
         self._keys = {role: {m.code: VerifyingKey(m.code, role_key_of(m, role)) for m in self.msg.members}
                       for role in ROLE_FIELDS}
         self._by_keyid = {role: {vk.keyid: vk for vk in keys.values()} for role, keys in self._keys.items()}
+        # The policy indexed once per directory version (issue 16 item 3): every call asked
+        # for its rules by scanning the whole list; (caller, method) -> rules in list order.
+        self._rules: dict[tuple[str, str], list[directory_pb2.AccessRule]] = {}
+        for r in self.msg.policy:
+            self._rules.setdefault((r.caller, r.method), []).append(r)
+        self._expires_at = self.msg.expires_at.ToDatetime(tzinfo=dt.UTC)
+        self._keys_of: dict[tuple[str, str], dict[str, VerifyingKey]] = {}
 
     def cert_fingerprints(self, code: str) -> set[bytes]:
         """Every certificate fingerprint member ``code`` may present (current and renewed)."""
@@ -338,7 +345,7 @@ class TrustedDirectory:
 
     @property
     def expires_at(self) -> dt.datetime:
-        return self.msg.expires_at.ToDatetime(tzinfo=dt.UTC)
+        return self._expires_at   # read by the serving guard on every call (node/guard.py)
 
     def member(self, code: str) -> directory_pb2.Member:
         try:
@@ -358,11 +365,17 @@ class TrustedDirectory:
     def members_with(self, role: int) -> list[directory_pb2.Member]:
         return [m for m in self.msg.members if role in m.roles]
 
+    def signing_keys_of(self, owner: str, role: str = ROLE_ANSWERS) -> dict[str, VerifyingKey]:
+        """:meth:`signing_keys` of one member only (what a check of that member's signature
+        takes), built once per directory: every Lookup verifies its caller's consent record."""
+        got = self._keys_of.get((owner, role))
+        if got is None:
+            got = {k: v for k, v in self._by_keyid[role].items() if v.owner == owner}
+            self._keys_of[(owner, role)] = got
+        return dict(got)
+
     def rules(self, caller: str, provider: str, method: str) -> list[directory_pb2.AccessRule]:
-        return [
-            r for r in self.msg.policy
-            if r.caller == caller and r.provider in ("*", provider) and r.method == method
-        ]
+        return [r for r in self._rules.get((caller, method), ()) if r.provider in ("*", provider)]
 
 
 def directory_digest(td: TrustedDirectory) -> bytes:

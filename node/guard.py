@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from hedui.node.errors import Reason, Unavailable
+from hedui.node.store.raw import Prepared
 from hedui.node.store.tables import node_state
 
 if TYPE_CHECKING:
@@ -89,10 +90,16 @@ class ServingGuard:
         raise Unavailable(msg, reason=why)
 
 
+# Built once and run on the driver's cursor (issue 16 item 3): building the select per read
+# showed in the provider's profile (node/store/raw.py).
+_ACCEPTED = Prepared(select(node_state.c.value).where(node_state.c.key == "directory_version"))
+
+
 def _accepted_version(rt: Runtime) -> int:
     try:
         with rt.engine.connect() as c:
-            v = c.execute(select(node_state.c.value).where(node_state.c.key == "directory_version")).scalar()
+            rows = _ACCEPTED.run(c)
     except Exception:  # the store briefly away: keep what we knew
         return 0
+    v = rows[0][0] if rows else None
     return int(v) if v else 0

@@ -28,6 +28,7 @@ __all__ = ["JsonFormatter", "configure", "current_traceparent", "child_tracepare
 # The parent id is 16 hex digits, written as two runs of 8 (tests/test_architecture.py keeps
 # identity-length digit runs out of every pattern but the identity guard's).
 _TP = re.compile(r"00-([0-9a-f]{32})-((?:[0-9a-f]{8}){2})-([0-9a-f]{2})")
+_RID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _trace: contextvars.ContextVar[str | None] = contextvars.ContextVar("hedui_traceparent", default=None)
 _request: contextvars.ContextVar[str | None] = contextvars.ContextVar("hedui_request_id", default=None)
 
@@ -63,10 +64,16 @@ def current_traceparent() -> str | None:
 
 def start_call(metadata: object) -> tuple[contextvars.Token, contextvars.Token]:
     """Binds the call's trace context and request id; :func:`end_call` unbinds them."""
-    md = dict(metadata or ())  # type: ignore[call-overload]
-    tp = parse_traceparent(md.get("traceparent")) or new_traceparent()
-    rid = str(md.get("x-request-id") or "")[:64] or tp[36:52]
-    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", rid):
+    tp_in = rid_in = None
+    for k, v in metadata or ():  # type: ignore[attr-defined]
+        # The two keys read, the last of each winning (as a dict of the pairs would).
+        if k == "traceparent":
+            tp_in = v
+        elif k == "x-request-id":
+            rid_in = v
+    tp = parse_traceparent(tp_in) or new_traceparent()
+    rid = str(rid_in or "")[:64] or tp[36:52]
+    if not _RID.fullmatch(rid):
         rid = tp[36:52]
     return _trace.set(tp), _request.set(rid)
 

@@ -7,6 +7,7 @@ references or identities.
 from __future__ import annotations
 
 import threading
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -78,6 +79,17 @@ class Metrics:
         self.index_reads = Counter("hedui_index_reads_total", "Token-index reads of lookups, by store and reason",
                                    ["store", "reason"], registry=self.registry)
         self.port = 0
+        self._children: dict[tuple, Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, cached (issue 16 item 3: every rpc asked for three
+        or four children, each a validation and a lock in prometheus_client). Children are
+        never removed from these metrics, and a race only looks the same child up twice."""
+        key = (metric, values)
+        got = self._children.get(key)
+        if got is None:
+            got = self._children[key] = metric.labels(*values)
+        return got
 
     def serve(self, hostport: str, app=None) -> int:
         """Serves ``app`` (default: the registry alone) on the ops port; the bound port."""

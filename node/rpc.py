@@ -22,6 +22,7 @@ from hedui.node import logs
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import HeduiError, Reason, status_code, to_status
 from hedui.node.metrics import outcome_class
+from hedui.node.peer import caller_of
 
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
@@ -98,18 +99,19 @@ def _serving(rt: Runtime, full_name: str, request, refusal_fields, context: grpc
         _admit(rt, caller_code)
         admitted = True
         yield Call(member, full_name, context)
-        rt.metrics.calls.labels(full_name, "OK").inc()
+        m = rt.metrics
+        m.child(m.calls, full_name, "OK").inc()
     except HeduiError as err:
         outcome[:] = [status_code(err).name, str(err.reason or "")]
         _refuse(rt, full_name, caller_code, err, request, refusal_fields, context)
     except GeneratorExit:  # a streamed call's peer went away: gRPC dropped the iterator
         outcome[0] = "CANCELLED"
-        rt.metrics.calls.labels(full_name, "CANCELLED").inc()
+        rt.metrics.child(rt.metrics.calls, full_name, "CANCELLED").inc()
         raise
     except Exception:  # a bug: log it here, tell the peer nothing internal
         outcome[0] = "INTERNAL"
         log.exception("internal error in %s (caller %s)", full_name, caller_code)
-        rt.metrics.calls.labels(full_name, "INTERNAL").inc()
+        rt.metrics.child(rt.metrics.calls, full_name, "INTERNAL").inc()
         context.abort(grpc.StatusCode.INTERNAL, "INTERNAL: internal error, logged at the node")
     finally:
         if admitted:
@@ -122,15 +124,15 @@ def _done(rt: Runtime, method: str, caller: str, outcome: list[str], started: fl
     """Latency by method and calling member, and the one access line of the call (issue 17):
     method, peer, status, reason and milliseconds — never the request's content."""
     took = time.monotonic() - started
-    rt.metrics.latency.labels(method, caller).observe(took)
-    rt.metrics.outcomes.labels("served", method, caller, outcome_class(outcome[0])).inc()
-    logs.access.info("%s %s %s", method, caller, outcome[0], extra={
-        "method": method, "peer": caller, "code": outcome[0], "reason": outcome[1] or None, "ms": round(took * 1000, 1)})
+    m = rt.metrics
+    m.child(m.latency, method, caller).observe(took)
+    m.child(m.outcomes, "served", method, caller, outcome_class(outcome[0])).inc()
+    if logs.access.isEnabledFor(logging.INFO):   # the record and its fields only when written
+        logs.access.info("%s %s %s", method, caller, outcome[0], extra={
+            "method": method, "peer": caller, "code": outcome[0], "reason": outcome[1] or None, "ms": round(took * 1000, 1)})
 
 
 def _identify(rt: Runtime, context: grpc.ServicerContext):
-    from hedui.node.peer import caller_of
-
     return caller_of(context, rt.directory)
 
 
@@ -153,11 +155,12 @@ def _leave(rt: Runtime, caller: str) -> None:
 
 def _refuse(rt: Runtime, method: str, caller: str, err: HeduiError, request, extra: Callable | None, context) -> None:
     code, details = to_status(err)
-    rt.metrics.calls.labels(method, code.name).inc()
-    rt.metrics.refusals.labels(err.reason.value if err.reason else "UNSPECIFIED").inc()
+    m = rt.metrics   # a flood of refusals (shedding) comes through here too: cached children
+    m.child(m.calls, method, code.name).inc()
+    m.child(m.refusals, err.reason.value if err.reason else "UNSPECIFIED").inc()
     if getattr(err, "aggregate", False):
         if err.reason == Reason.OVERLOADED:
-            rt.metrics.shed.labels(caller).inc()
+            m.child(m.shed, caller).inc()
         rt.refusals.count(err.reason.lower(), caller)
     else:
         _record_refusal(rt, method, caller, err, request, extra)

@@ -306,10 +306,10 @@ def test_provider_sees_no_token_of_a_member_it_does_not_hold(fed, monkeypatch):
     real = service.read_index
     by_url = {str(tb.runtime(d).engine.url): d for d in seen}
 
-    def spy(rt, epoch, tokens, sources=()):
+    def spy(rt, epoch, tokens, sources=(), **kw):
         tokens = list(tokens)
         seen[by_url[str(rt.engine.url)]] += [bytes(t) for t in tokens]
-        return real(rt, epoch, tokens, sources)
+        return real(rt, epoch, tokens, sources, **kw)
 
     monkeypatch.setattr(service, "read_index", spy)
     res = run_check(tb.runtime("hub"), _check(root, CHECK.format(population='recipients = "env:HEDUI_DEPT_MINZHENG_URL"'), "p.toml"),
@@ -429,11 +429,11 @@ def test_case_lookups_are_filter_first(fed, monkeypatch):
     real = service.read_index
     cheguan_url = str(cheguan.engine.url)
 
-    def spy(rt, epoch, tokens, sources=()):
+    def spy(rt, epoch, tokens, sources=(), **kw):
         tokens = list(tokens)
         if str(rt.engine.url) == cheguan_url:
             seen.extend(bytes(t) for t in tokens)
-        return real(rt, epoch, tokens, sources)
+        return real(rt, epoch, tokens, sources, **kw)
 
     monkeypatch.setattr(service, "read_index", spy)
     ref = open_case(hub, [(i, "member") for i in people], purpose="dibao", consent_digest=consent_digest_of(b"auth"),
@@ -482,10 +482,10 @@ def test_case_with_nobody_held_sends_no_lookup(fed, monkeypatch):
     real = service.read_index
     cheguan_url = str(cheguan.engine.url)
 
-    def spy(rt, epoch, tokens, sources=()):
+    def spy(rt, epoch, tokens, sources=(), **kw):
         if str(rt.engine.url) == cheguan_url:
             calls.append("cheguan")
-        return real(rt, epoch, tokens, sources)
+        return real(rt, epoch, tokens, sources, **kw)
 
     monkeypatch.setattr(service, "read_index", spy)
     ref = open_case(hub, [(i, "member") for i in people], purpose="dibao", consent_digest=consent_digest_of(b"auth: nobody held"),

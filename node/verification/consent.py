@@ -145,12 +145,13 @@ class Accepted:
 
 def check_consent(
     ctx: common_pb2.RequestContext, *, caller: str, directory_keys: dict[str, VerifyingKey], members: int,
-    now: dt.datetime, revocations: RevocationState,
+    now: dt.datetime, revocations: RevocationState, conn: Connection | None = None,
 ) -> Accepted:
     """The provider's end: refuses (``CONSENT_*``) unless the caller's signed record covers
-    this request — its purpose, its case, ``members`` tokens, at ``now`` — and is not revoked."""
+    this request — its purpose, its case, ``members`` tokens, at ``now`` — and is not revoked.
+    ``conn``: the Lookup's read snapshot, to read the stored revocation serial on (issue 16)."""
     key = {k: v for k, v in directory_keys.items() if v.owner == caller}
-    revocations.apply(caller, key, ctx.revocations, now)
+    revocations.apply(caller, key, ctx.revocations, now, conn=conn)
     if not ctx.HasField("consent") or not ctx.consent.payload:
         raise PermissionDenied("context.consent: got none, want the hub's signed consent record", reason=Reason.CONSENT_MISSING)
     payload = verified_payload(ctx.consent, key, dsse.CONSENT, "context.consent")

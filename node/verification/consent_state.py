@@ -47,9 +47,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from collections import namedtuple
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -109,10 +109,14 @@ class RevocationState:
             if have is None or have[0] < serial:
                 self._cache[hub] = (serial, got)
 
-    def apply(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope, now: dt.datetime) -> None:
-        """Verifies and takes ``env`` (a hub's pushed list); refuses one older than seen."""
+    def apply(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope, now: dt.datetime,
+              conn: Connection | None = None) -> None:
+        """Verifies and takes ``env`` (a hub's pushed list); refuses one older than seen.
+
+        ``conn``: a read connection of the caller's (a Lookup's one snapshot, issue 16 item 3)
+        to read the stored serial on; a newer list is still written in a transaction of its own."""
         if not env.payload and not env.signatures:
-            with self.engine.connect() as c:
+            with _reading(self.engine, conn) as c:
                 seen = _serial(c, hub)
             if seen:
                 raise PermissionDenied(f"context.revocations: got none, want serial >= {seen}", reason=Reason.REVOCATIONS_STALE)
@@ -128,7 +132,7 @@ class RevocationState:
         if lst.serial != len(lst.revoked) or len(revoked) != len(lst.revoked) or any(len(d) != 32 for d in revoked):
             raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct 32-byte digests",
                                   reason=Reason.CONSENT_INVALID)
-        with self.engine.connect() as c:
+        with _reading(self.engine, conn) as c:
             seen = _serial(c, hub)
             if lst.serial < seen:
                 raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
@@ -193,13 +197,45 @@ _TAKE_ROW = {
     "sqlite": Prepared(sqlite_insert(consent_uses).on_conflict_do_update(index_elements=_PK, set_={"uses": consent_uses.c.uses})
                        .returning(*consent_uses.c), column_keys=_USE_COLUMNS),
 }
-#: A ``consent_uses`` row as :data:`_TAKE_ROW` returns it, its columns by name (as a Core row).
-_UseRow = namedtuple("_UseRow", _USE_COLUMNS)  # type: ignore[misc]
+
+
+# The consent-list serial, read by every Lookup on the driver's cursor (issue 16 item 3).
+_SERIAL_RAW = Prepared(_SERIAL)
+
+
+class _UseRow(NamedTuple):
+    """A consent_uses row as ``_TAKE_ROW`` returns it (its columns in table order)."""
+
+    hub: str
+    scan_digest: bytes
+    use: int
+    case_ref: str
+    record_digest: bytes
+    first_used_at: dt.datetime
+    last_used_at: dt.datetime
+    uses: int
+    members: bytes
+    reference_month: str | None
+
+
+assert list(_UseRow._fields) == [c.key for c in consent_uses.c]
+
+
+@contextmanager
+def _reading(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
+    if conn is not None:
+        yield conn
+        return
+    with engine.connect() as c:
+        yield c
 
 
 def _serial(c: Connection, hub: str, *, lock: bool = False) -> int:
-    q = _SERIAL_LOCKED if lock and c.dialect.name == "postgresql" else _SERIAL
-    v = c.execute(q, {"hub": hub}).scalar_one_or_none()
+    if lock and c.dialect.name == "postgresql":
+        v = c.execute(_SERIAL_LOCKED, {"hub": hub}).scalar_one_or_none()
+    else:
+        rows = _SERIAL_RAW.run(c, {"hub": hub})
+        v = rows[0][0] if rows else None
     return int(v) if v is not None else 0
 
 
@@ -274,7 +310,7 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
         "reference_month": reference_month})
     if len(rows) != 1:
         raise RuntimeError(f"consent_uses: the upsert returned {len(rows)} rows, want 1")
-    used: Any = _UseRow(*rows[0])
+    used = _UseRow(*rows[0])
     again = same_review(used, record_digest, reference_month)
     after = _decide(used, rec, case_ref, members, now, again=again)
     if again:  # the same use: only members it may add (still within the limit) are written

@@ -27,10 +27,11 @@ from sqlalchemy import Connection, Engine, bindparam, select, text
 
 from hedui.adapters.records import Fact, RowProblem
 from hedui.common.errors import Reason, Unavailable
-from hedui.node.verification.index_sql import Sql
+from hedui.node.store.raw import Prepared
+from hedui.node.verification.index_sql import Sql, chunks
 from hedui.node.verification.index_tables import index_problems, index_progress
 
-__all__ = ["Live", "snapshot", "live_state", "require_live", "read_live", "facts_for_tokens", "data_dates",
+__all__ = ["Live", "snapshot", "live_state", "require_live", "read_live", "read_live_in", "facts_for_tokens", "data_dates",
            "live_tokens", "all_tokens", "count_tokens", "list_problems", "live_epochs", "fact_of"]
 
 
@@ -51,20 +52,23 @@ def snapshot(engine: Engine) -> Iterator[Connection]:
         return
     with engine.connect() as conn:
         # pysqlite opens no transaction for a SELECT; in WAL mode an explicit one keeps the
-        # snapshot of its first read until it ends (the pool rolls it back on release).
-        conn.exec_driver_sql("BEGIN")
+        # snapshot of its first read until it ends (the pool rolls it back on release). Sent
+        # on the driver's connection: through Core it cost a statement's whole Python path
+        # on every lookup (issue 16 item 3).
+        dbapi: Any = conn.connection.dbapi_connection
+        dbapi.execute("BEGIN")
         yield conn
 
 
-# Read by every lookup: built once, the epoch as a parameter (issue 16 item 3).
-_LIVE_STATE = (select(index_progress.c.source, index_progress.c.live_gen, index_progress.c.data_date)
-               .where(index_progress.c.epoch == bindparam("epoch")))
+# Read by every lookup: built once, the epoch as a parameter, run on the driver's cursor
+# (issue 16 item 3: node/store/raw.py).
+_LIVE_STATE = Prepared(select(index_progress.c.source, index_progress.c.live_gen, index_progress.c.data_date)
+                       .where(index_progress.c.epoch == bindparam("epoch")))
 
 
 def live_state(conn: Connection, epoch: int) -> dict[str, tuple[int | None, date | None]]:
     """Each source recorded in ``epoch``: (its live generation or None, its data date)."""
-    rows = conn.execute(_LIVE_STATE, {"epoch": epoch}).all()
-    return {src: (gen, d) for src, gen, d in rows}
+    return {src: (gen, d) for src, gen, d in _LIVE_STATE.run(conn, {"epoch": epoch})}
 
 
 def require_live(state: dict[str, tuple[int | None, date | None]], epoch: int, sources: Iterable[str] = ()) -> None:
@@ -98,15 +102,33 @@ _LIVE_ROWS = ("SELECT t.token, t.source, t.facts FROM token_index t JOIN index_p
               "ON p.epoch = t.epoch AND p.source = t.source AND t.gen <= p.live_gen WHERE t.epoch = ? AND t.token")
 
 
+def _select_in(conn: Connection, epoch: int, want: list[bytes]) -> list[tuple]:
+    """:data:`_LIVE_ROWS` for ``token IN want``, on the driver's cursor (issue 16 item 3; the
+    PostgreSQL path of :class:`Sql` already is; SQLite's went through Core's ``exec_driver_sql``)."""
+    if conn.dialect.name != "sqlite":
+        return list(Sql(conn.dialect.name).select_in(conn, _LIVE_ROWS, (epoch,), want))
+    dbapi: Any = conn.connection.dbapi_connection
+    rows: list[tuple] = []
+    for part in chunks(want):
+        rows.extend(dbapi.execute(f"{_LIVE_ROWS} IN ({', '.join('?' * len(part))})", (epoch, *part)).fetchall())
+    return rows
+
+
 def read_live(engine: Engine, epoch: int, tokens: Iterable[bytes], sources: Iterable[str] = ()) -> Live:
     """The live facts filed under each token of ``epoch`` (tokens not in the index are
     absent), ordered by source, source row and mapping order, with the sources' data dates;
     raises ``INDEX_NOT_READY`` (:func:`require_live`) when the epoch cannot answer."""
-    want = list({bytes(t): None for t in tokens})
     with snapshot(engine) as conn:
-        state = live_state(conn, epoch)
-        require_live(state, epoch, sources)
-        rows = list(Sql(conn.dialect.name).select_in(conn, _LIVE_ROWS, (epoch,), want))
+        return read_live_in(conn, epoch, tokens, sources)
+
+
+def read_live_in(conn: Connection, epoch: int, tokens: Iterable[bytes], sources: Iterable[str] = ()) -> Live:
+    """:func:`read_live` on ``conn``, a :func:`snapshot` the caller holds (a Lookup reads the
+    revocation serial and the index in one: issue 16 item 3)."""
+    want = list({bytes(t): None for t in tokens})
+    state = live_state(conn, epoch)
+    require_live(state, epoch, sources)
+    rows = _select_in(conn, epoch, want) if want else []
     docs: dict[bytes, dict[str, dict[str, list]]] = {}
     for tok, src, facts in rows:   # the parts of one build merge (index_tables.token_index)
         docs.setdefault(bytes(tok), {}).setdefault(src, {}).update(json.loads(facts))

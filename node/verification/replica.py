@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import DBAPIError
 
 from hedui.common.errors import Reason, Unavailable
-from hedui.node.verification.index_read import Live, read_live
+from hedui.node.verification.index_read import Live, read_live, read_live_in
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from hedui.node.runtime import Runtime
 
 __all__ = ["read_index"]
@@ -39,15 +41,18 @@ __all__ = ["read_index"]
 log = logging.getLogger("hedui.replica")
 
 
-def read_index(rt: Runtime, epoch: int, tokens: Sequence[bytes], sources: Sequence[str] = ()) -> Live:
+def read_index(rt: Runtime, epoch: int, tokens: Sequence[bytes], sources: Sequence[str] = (), *,
+               conn: Connection | None = None) -> Live:
     """The live facts of ``tokens`` in ``epoch`` and each source's data date, from the replica
-    when one is configured and answers, else from the primary."""
+    when one is configured and answers, else from the primary — on ``conn`` when given (a
+    :func:`~hedui.node.verification.index_read.snapshot` of the primary the Lookup holds:
+    one connection per Lookup, issue 16 item 3)."""
     eng = rt.read_engine
     reason = "no_replica"
     if eng is not None:
         try:
             live = read_live(eng, epoch, tokens, sources)
-            rt.metrics.index_reads.labels("replica", "").inc()
+            rt.metrics.child(rt.metrics.index_reads, "replica", "").inc()
             return live
         except Unavailable as exc:
             if exc.reason is not Reason.INDEX_NOT_READY:
@@ -56,5 +61,7 @@ def read_index(rt: Runtime, epoch: int, tokens: Sequence[bytes], sources: Sequen
         except DBAPIError as exc:
             reason = "replica_failed"
             log.warning("index read on the replica failed, reading the primary (%s)", type(exc.orig).__name__)
-    rt.metrics.index_reads.labels("primary", reason).inc()
+    rt.metrics.child(rt.metrics.index_reads, "primary", reason).inc()
+    if conn is not None:
+        return read_live_in(conn, epoch, tokens, sources)
     return read_live(rt.engine, epoch, tokens, sources)

@@ -20,6 +20,7 @@ from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.rpc import Call, rpc_method, rpc_stream
 from hedui.node.verification import consent, consent_state, protocol
 from hedui.node.verification.answer import answer_lookup
+from hedui.node.verification.index_read import snapshot
 from hedui.node.verification.provider import ProviderState
 from hedui.node.verification.replica import read_index
 from hedui.v1 import common_pb2, lookup_pb2, lookup_pb2_grpc, pseudonym_pb2, pseudonym_pb2_grpc
@@ -140,40 +141,48 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
             rt, call.caller.code, _LOOKUP, request.context,
             fields=[q.field for q in request.queries], batch=len(request.tokens), request_digest=digest,
         )
-        # Issue 18: the caller's signed consent record must cover this request.
-        accepted = consent.check_consent(
-            request.context, caller=call.caller.code, directory_keys=rt.directory.signing_keys(),
-            members=len(request.tokens), now=rt.clock.now(), revocations=st.revocations,
-        )
-        base = {**_base(call.caller.code, request.context), "request_digest": digest.hex(),
-                "consent": accepted.digest.hex()}
-        if grant.cached_answer is not None:
-            env = common_pb2.Envelope.FromString(grant.cached_answer)
-            rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
-            return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
-        epoch = st.epoch(request.epoch)
-        # Issue 18c: one-off / periodic use of the authorisation (consent_state.check_use),
-        # checked and recorded inside the transaction that stores the answer: a refusal there
-        # rolls the exchange back (no answer leaves, nothing is charged) and is audited like a
-        # quota refusal. Not checked again before the work: a refused use is rare, and a
-        # separate read costs every lookup a round trip (bench/bench_consent.py).
-        hub, ctx, tokens = call.caller.code, request.context, list(request.tokens)
-        month = request.reference_month  # validated by parse_lookup (YYYY-MM)
+        # One read connection per Lookup (issue 16 item 3): the stored revocation serial and
+        # the index (its live state and facts) come from one snapshot of the primary, instead
+        # of a connection each. Closed before the exchange commits.
+        with snapshot(rt.engine) as conn:
+            # Issue 18: the caller's signed consent record must cover this request.
+            accepted = consent.check_consent(
+                request.context, caller=call.caller.code, directory_keys=rt.directory.signing_keys_of(call.caller.code),
+                members=len(request.tokens), now=rt.clock.now(), revocations=st.revocations, conn=conn,
+            )
+            base = {**_base(call.caller.code, request.context), "request_digest": digest.hex(),
+                    "consent": accepted.digest.hex()}
+            if grant.cached_answer is not None:
+                env = common_pb2.Envelope.FromString(grant.cached_answer)
+                rt.audit.record(Kind.ANSWER_SENT, {**base, "answer_digest": hashlib.sha256(env.payload).hexdigest(), "outcome": "ok", "resent": True})
+                return lookup_pb2.LookupResponse(answer=env, checkpoint=common_pb2.SignedCheckpoint(note=rt.audit.latest_checkpoint_note()))
+            epoch = st.epoch(request.epoch)
+            # Issue 18c: one-off / periodic use of the authorisation (consent_state.check_use),
+            # checked and recorded inside the transaction that stores the answer: a refusal there
+            # rolls the exchange back (no answer leaves, nothing is charged) and is audited like a
+            # quota refusal. Not checked again before the work: a refused use is rare, and a
+            # separate read costs every lookup a round trip (bench/bench_consent.py).
+            hub, ctx, tokens = call.caller.code, request.context, list(request.tokens)
+            month = request.reference_month  # validated by parse_lookup (YYYY-MM)
 
-        def use(c) -> None:
-            consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(),
-                                    reference_month=month, record=True)
+            def use(c) -> None:
+                consent_state.check_use(c, hub, accepted.record, accepted.digest, ctx.case_ref, epoch, tokens, rt.clock.now(),
+                                        reference_month=month, record=True)
 
-        received = {
-            **base, "epoch": epoch, "count": len(request.tokens),
-            "fields": [q.field for q in request.queries], **tokens_field(request.tokens),
-            "reference_month": request.reference_month,
-        }
+            received = {
+                **base, "epoch": epoch, "count": len(request.tokens),
+                "fields": [q.field for q in request.queries], **tokens_field(request.tokens),
+                "reference_month": request.reference_month,
+            }
+            try:
+                # Facts and data dates of the live build only, from one snapshot; INDEX_NOT_READY
+                # (UNAVAILABLE) while some source has no complete build (issue 13 item 1). Read on
+                # the replica when one is configured (issue 16); quota and replay stay on the primary.
+                live = read_index(rt, epoch, list(request.tokens), st.sources, conn=conn)
+            except BaseException:
+                rt.audit.record(Kind.QUERY_RECEIVED, received)   # a query that got this far is logged
+                raise
         try:
-            # Facts and data dates of the live build only, from one snapshot; INDEX_NOT_READY
-            # (UNAVAILABLE) while some source has no complete build (issue 13 item 1). Read on
-            # the replica when one is configured (issue 16); quota and replay stay on the primary.
-            live = read_index(rt, epoch, list(request.tokens), st.sources)
             answer = answer_lookup(
                 live.facts, list(request.tokens), queries,
                 provider=rt.member, digest=digest, directory_version=rt.directory.version,
