@@ -30,7 +30,7 @@ import json
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from json.encoder import encode_basestring_ascii as _q   # the C escaper json.dumps(ensure_ascii=True) uses
+from json.encoder import encode_basestring_ascii as _q  # the C escaper json.dumps(ensure_ascii=True) uses
 from typing import Any
 
 from hedui.adapters import idnum
