@@ -118,15 +118,19 @@ def prepare(items: Sequence[Record | RowProblem | RawRow | tuple], state: dict[s
     conv, idx = state.get("conv"), state.get("idx") or {}
     seen: dict[str, bytes] = {}
     out: list[Prepared] = []
-    for item in items:
-        fresh = type(item) is tuple or type(item) is RawRow
+    for wired in items:
+        item: Record | RowProblem
+        fresh = type(wired) is tuple or type(wired) is RawRow
         if fresh:
-            locator, values = _wire(item)
+            locator, values = _wire(wired)
             assert conv is not None, "a raw row needs the adapter's raw_converter()"
-            item = conv.convert(locator, lambda ref, v=values: v[idx[ref]])
-            if item is None:
+            got = conv.convert(locator, lambda ref, v=values: v[idx[ref]])
+            if got is None:
                 out.append(("s",))
                 continue
+            item = got
+        else:
+            item = wired   # type: ignore[assignment]
         if isinstance(item, Record):
             ident = item.identity
             tok = seen.get(ident)
