@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping, SqlSource, load_mapping
 from hedui.adapters.records import Fact, Record, RowProblem
+
+if TYPE_CHECKING:
+    from hedui.adapters.mapping import Mapping, load_mapping
 
 __all__ = ["Adapter", "open_adapter", "Mapping", "load_mapping", "Fact", "Record", "RowProblem"]
 
@@ -53,8 +55,21 @@ class Adapter(Protocol):
     def close(self) -> None: ...
 
 
+def __getattr__(name: str) -> Any:
+    # The mapping models (pydantic) load on first use, not with the package: the index
+    # build's worker processes import hedui.adapters (idnum, the converter) and never a
+    # mapping, and pydantic's import was half a second of each worker's start (issue 16 item 4).
+    if name in ("Mapping", "load_mapping"):
+        from hedui.adapters import mapping
+
+        return getattr(mapping, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_adapter(mapping: Mapping | str | Path) -> Adapter:
     """The adapter for a mapping; nothing is opened or read until ``check()``/``scan()``."""
+    from hedui.adapters.mapping import CsvSource, ExcelSource, Mapping, SqlSource, load_mapping
+
     m = mapping if isinstance(mapping, Mapping) else load_mapping(mapping)
     if isinstance(m.source, SqlSource):
         from hedui.adapters.sql import SqlAdapter

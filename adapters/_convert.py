@@ -11,18 +11,21 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hedui.adapters import dates, idnum
 from hedui.adapters.errors import InvalidIdentity
-from hedui.adapters.filters import Matcher
+from hedui.adapters.filters import Condition, Matcher
 from hedui.adapters.idnum import normalize
-from hedui.adapters.mapping import FactSpec, Mapping
 from hedui.adapters.records import Fact, Record, RowProblem
 
-__all__ = ["RowConverter", "BadCell", "is_blank"]
+if TYPE_CHECKING:   # not at run time: the pydantic models stay out of the build's workers
+    from hedui.adapters.mapping import Mapping
+
+__all__ = ["RowConverter", "ConvPlan", "FactPlan", "BadCell", "is_blank"]
 
 _FEN = Decimal("0.01")
 _UNIT_FACTOR = {"fen": Decimal("0.01"), "yuan": Decimal(1), "wan_yuan": Decimal(10000)}
@@ -151,7 +154,7 @@ def _code(v: Any) -> str:
     return idnum.mask_embedded(text)
 
 
-def _value(spec: FactSpec, v: Any) -> Decimal | str:
+def _value(spec: FactPlan, v: Any) -> Decimal | str:
     if spec.type == "bool":
         return Decimal(int(_bool(v)))
     if spec.type == "code":
@@ -166,7 +169,7 @@ def _value(spec: FactSpec, v: Any) -> Decimal | str:
     return _canonical_decimal(d)
 
 
-def _want(spec: FactSpec) -> str:
+def _want(spec: FactPlan) -> str:
     if spec.type == "money":
         return _UNIT_WORD[spec.unit or "yuan"]
     return {"decimal": "a decimal number", "integer": "a whole number",
@@ -212,17 +215,86 @@ def _attr(kind: str, v: Any) -> str:
     return idnum.mask_embedded(text)
 
 
+@dataclass(frozen=True, slots=True)
+class DayPlan:
+    column: str
+    format: str
+    inclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FactPlan:
+    """What :class:`RowConverter` needs of one ``FactSpec``, as plain values."""
+
+    name: str
+    column: str
+    type: str
+    unit: str | None
+    out_unit: str
+    optional: bool
+    date: DayPlan | None
+    until: DayPlan | None
+    attrs: tuple[tuple[str, str, str], ...]   # (name, column, type)
+    where: tuple[Condition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConvPlan:
+    """A mapping as the converter reads it, in plain values (issue 16 item 4): what the
+    index build hands its worker processes, which then import neither pydantic nor the
+    mapping models to unpickle it."""
+
+    identity: str
+    where: tuple[Condition, ...]
+    skip: tuple[Condition, ...]
+    facts: tuple[FactPlan, ...]
+
+    @classmethod
+    def of(cls, mapping: Mapping) -> ConvPlan:
+        where, skip, fact_where = mapping.conditions()
+        facts = tuple(
+            FactPlan(f.name, f.column, f.type, f.unit, f.out_unit, f.optional,
+                     DayPlan(f.date.column, f.date.format) if f.date else None,
+                     DayPlan(f.until.column, f.until.format, f.until.inclusive) if f.until else None,
+                     tuple((n, a.column, a.type) for n, a in f.attrs.items()), w)
+            for f, w in zip(mapping.facts, fact_where))
+        return cls(mapping.identity.column, where, skip, facts)
+
+
+_DAY_MEMO = 4096   # distinct date cells remembered per converter (bounded memory)
+
+
 class RowConverter:
     """Turns one row, read through ``get(column reference)``, into a Record or RowProblem,
     or ``None`` when the mapping skips the row (``source.where`` does not hold, or
     ``identity.skip_where`` does): such rows are counted by the adapter, not reported."""
 
-    def __init__(self, mapping: Mapping) -> None:
-        self._m = mapping
-        where, skip, fact_where = mapping.conditions()
-        self._where = Matcher(where) if where else None
-        self._skip = Matcher(skip) if skip else None
-        self._facts = [(spec, Matcher(w) if w else None) for spec, w in zip(mapping.facts, fact_where)]
+    def __init__(self, mapping: Mapping | ConvPlan) -> None:
+        plan = mapping if isinstance(mapping, ConvPlan) else ConvPlan.of(mapping)
+        self._identity = plan.identity
+        self._where = Matcher(plan.where) if plan.where else None
+        self._skip = Matcher(plan.skip) if plan.skip else None
+        self._facts = [(spec, Matcher(spec.where) if spec.where else None) for spec in plan.facts]
+        # Day and period cells repeat (a pay month, a filing day): each distinct text is
+        # parsed once (issue 16 item 4), its day or its BadCell wording remembered.
+        self._days: dict[tuple[str, str, bool], date | str] = {}
+
+    def _day(self, v: Any, fmt: str, end: bool = False) -> date:
+        if type(v) is not str:
+            return _date(v, fmt, end=end)
+        key = (v, fmt, end)
+        got = self._days.get(key)
+        if got is None:
+            try:
+                got = _date(v, fmt, end=end)
+            except BadCell as bad:
+                got = bad.got
+            if len(self._days) >= _DAY_MEMO:
+                self._days.clear()
+            self._days[key] = got
+        if type(got) is str:
+            raise BadCell(got)
+        return got   # type: ignore[return-value]
 
     def skips(self, get: Callable[[str], Any]) -> bool:
         return self.skip_reason(get) is not None
@@ -240,7 +312,7 @@ class RowConverter:
         if self.skips(get):
             return None
         try:
-            identity = _identity(get(self._m.identity.column))
+            identity = _identity(get(self._identity))
         except InvalidIdentity as err:
             return RowProblem(locator, err.message)
         facts: list[Fact] = []
@@ -266,14 +338,14 @@ class RowConverter:
                 if is_blank(d):
                     return RowProblem(locator, f"{spec.name}.date: got an empty cell, want {dates.want(spec.date.format)}")
                 try:
-                    on = _date(d, spec.date.format)
+                    on = self._day(d, spec.date.format)
                 except BadCell as bad:
                     return RowProblem(locator, f"{spec.name}.date: got {bad.got}, want {dates.want(spec.date.format)}")
             if spec.until:
                 u = get(spec.until.column)
                 if not is_blank(u):   # empty: still holding
                     try:
-                        until = _date(u, spec.until.format, end=True)
+                        until = self._day(u, spec.until.format, True)
                     except BadCell as bad:
                         return RowProblem(locator, f"{spec.name}.until: got {bad.got}, "
                                                    f"want {dates.want(spec.until.format)}")
@@ -282,14 +354,14 @@ class RowConverter:
                     if not spec.until.inclusive:
                         until = until - _DAY
             attrs: dict[str, str] = {}
-            for name, a in spec.attrs.items():
-                av = get(a.column)
+            for name, column, kind in spec.attrs:
+                av = get(column)
                 if is_blank(av):
                     continue
                 try:
-                    attrs[name] = _attr(a.type, av)
+                    attrs[name] = self._day(av, "date").isoformat() if kind == "date" else _attr(kind, av)
                 except BadCell as bad:
-                    want = "a date" if a.type == "date" else "text"
+                    want = "a date" if kind == "date" else "text"
                     return RowProblem(locator, f"{spec.name}.{name}: got {bad.got}, want {want}")
             facts.append(Fact(spec.name, value, spec.out_unit, on, attrs, until))
         return Record(identity, locator, tuple(facts))

@@ -14,7 +14,7 @@ cell is null: it fails every comparison except ``null = true`` — SQL's three-v
 same rule the catalogue's attribute filters follow, so an empty cell never matches by accident.
 Dates and datetimes compare as their ISO text (``"2026-10-31"``).
 
-:func:`parse_where` raises :class:`~hedui.common.toml.FieldValueError` worded ``key: got X,
+:func:`parse_where` raises :class:`~hedui.common.values.FieldValueError` worded ``key: got X,
 want Y`` (the mapping loader reports it under ``source.where`` …); :func:`matches` evaluates.
 Nothing here quotes a cell: messages describe the filter only.
 """
@@ -30,7 +30,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from hedui.adapters import idnum
-from hedui.common.toml import FieldValueError, show
+from hedui.common.values import FieldValueError, show
 
 __all__ = ["Condition", "Matcher", "parse_where", "matches", "columns_of", "OPS"]
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import NoSuchTableError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from hedui.adapters import dates, idnum
-from hedui.adapters._convert import RowConverter, is_blank
+from hedui.adapters._convert import ConvPlan, RowConverter, is_blank
 from hedui.adapters.errors import SourceError
 from hedui.adapters.filters import parse_where
 from hedui.adapters.mapping import DataDateSpec, Mapping, SqlSource
@@ -375,13 +375,15 @@ class SqlAdapter:
         for item, _ in self.scan(since):
             yield item
 
-    def raw_converter(self) -> tuple[Mapping, tuple[str, ...]]:
-        """What converts a :class:`RawRow` elsewhere: the mapping (for a ``RowConverter``)
-        and the column references its values stand for, in order."""
+    def raw_converter(self) -> tuple[ConvPlan, tuple[str, ...]]:
+        """What converts a :class:`RawRow` elsewhere: the mapping as a plain
+        :class:`~hedui.adapters._convert.ConvPlan` (for a ``RowConverter``; a worker process
+        unpickles it without importing pydantic) and the column references its values stand
+        for, in order."""
         if self._plan is None:
             self.check()
         assert self._plan is not None
-        return self.mapping, tuple(self._plan["labels"])
+        return ConvPlan.of(self.mapping), tuple(self._plan["labels"])
 
     def raw_scan(self, since: Any = None) -> Iterator[tuple[RawRow | RowProblem, Any]]:
         """:meth:`scan` without the conversion: rows as :class:`RawRow` (problems found while

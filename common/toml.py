@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from hedui.common.errors import ConfigError
+from hedui.common.values import FieldValueError, show
 
 __all__ = ["FieldValueError", "load_toml", "parse_toml", "read_toml", "validate", "format_validation_error", "show"]
 
@@ -27,15 +28,6 @@ M = TypeVar("M", bound=BaseModel)
 
 _MAX_PROBLEMS = 5
 _ITEM_KEYS = ("id", "code", "name")
-
-
-class FieldValueError(ValueError):
-    """Raised by a model validator for a problem that concerns one key below the model
-    (a cross-field rule): reported as ``key: got X, want Y`` under that key."""
-
-    def __init__(self, key: str, got: str, want: str) -> None:
-        super().__init__(f"{key}: got {got}, want {want}")
-        self.key, self.got, self.want = key, got, want
 
 
 def read_toml(path: str | Path, *, what: str, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
@@ -160,18 +152,6 @@ def _problem(e: Any, model: type[BaseModel] | None, data: Any) -> str:
 
 def _lower(msg: str) -> str:
     return msg[:1].lower() + msg[1:]
-
-
-def show(v: Any) -> str:
-    """A value as a message shows it: ``nothing``, ``a table``, or its repr cut to 60 characters."""
-    if v is None:
-        return "nothing"
-    if isinstance(v, dict):
-        return "a table"
-    if isinstance(v, list):
-        return f"an array of {len(v)}"
-    s = repr(v)
-    return s if len(s) <= 60 else s[:57] + "..."
 
 
 # -- where: the key path as the operator wrote it --------------------------------------------

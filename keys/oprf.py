@@ -211,6 +211,13 @@ class ServerKey:
         """
         return self._evaluate(_ascii(identity))
 
+    def token_of_normalized(self, identity: str) -> bytes:
+        """:meth:`token` for an identity that has just come out of
+        :func:`~hedui.adapters.idnum.normalize` (the index build's row converter): the same
+        ``F(k, id)`` without checking and folding the number a second time (issue 16 item 4).
+        Anything else must go through :meth:`token`."""
+        return self._evaluator.evaluate_known_input(identity.encode("ascii"))
+
     def _evaluate(self, x: bytes) -> bytes:
         # §3.3.1 Evaluate on raw input bytes (conformance tests feed the vectors' inputs).
         return self._evaluator.evaluate_known_input(x)

@@ -13,6 +13,14 @@ A batch goes to the workers as adapter items — :class:`~hedui.adapters.records
 * ``("s",)`` — a row the mapping skips (``source.where``, ``identity.skip_where``).
 
 RFC 9497 §3.3.1 Evaluate is the expensive step; a token is computed once per identity per chunk.
+
+Lean workers (issue 16 item 4, profiled at 20,000 residents): a worker imports neither pydantic
+nor the mapping models — it gets the mapping as a plain ``ConvPlan`` — and a raw row travels
+as a plain ``(locator, values)`` tuple (a slotted dataclass pickles field by field in
+Python). The converter normalises the identity once (``token_of_normalized`` does not
+repeat it), parses each distinct day cell once, and the facts are written as JSON by
+:func:`facts_text` (same text as :func:`dump` of :func:`fact_json`, without the generic
+encoder's per-call set-up).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import json
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from json.encoder import encode_basestring_ascii as _q  # the C escaper json.dumps(ensure_ascii=True) uses
 from typing import Any
 
 from hedui.adapters import idnum
@@ -29,7 +38,7 @@ from hedui.adapters.records import Fact, RawRow, Record, RowProblem
 from hedui.keys.oprf import ServerKey
 from hedui.node.procs import worker_pool
 
-__all__ = ["Workers", "prepare", "fit", "scrub", "fact_json", "dump", "Prepared"]
+__all__ = ["Workers", "prepare", "fit", "scrub", "fact_json", "facts_text", "dump", "Prepared"]
 
 _MAX_LOCATOR = 255
 
@@ -55,8 +64,30 @@ def fact_json(f: Fact) -> dict[str, Any]:
     return doc
 
 
+# One encoder for every document (json.dumps with these options builds a new one per call).
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+
+
 def dump(doc: Any) -> str:
-    return scrub(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True))
+    return scrub(_encode(doc))
+
+
+def _fact_text(f: Fact) -> str:
+    # fact_json's keys in sorted order: attrs, name, on, unit, until, value.
+    a = f.attrs
+    attrs = "{" + ",".join(_q(k) + ":" + _q(a[k]) for k in sorted(a)) + "}" if a else "{}"
+    until = ',"until":' + _q(f.until.isoformat()) if f.until is not None else ""
+    return ('{"attrs":' + attrs + ',"name":' + _q(f.name) + ',"on":'
+            + (_q(f.on.isoformat()) if f.on is not None else "null") + ',"unit":' + _q(f.unit)
+            + until + ',"value":' + _q(str(f.value)) + "}")
+
+
+def facts_text(facts: Sequence[Fact]) -> str:
+    """``dump([fact_json(f) for f in facts])``, written directly (the same text, scrubbed)."""
+    try:
+        return scrub("[" + ",".join([_fact_text(f) for f in facts]) + "]")
+    except TypeError:   # not the text fields a RowConverter makes (a None unit, a non-text attr)
+        return dump([fact_json(f) for f in facts])
 
 
 # --- worker state --------------------------------------------------------------------------------
@@ -70,30 +101,43 @@ def _init(key: ServerKey, raw: tuple | None, state: dict[str, Any] = _state) -> 
     if raw is not None:
         from hedui.adapters._convert import RowConverter
 
-        mapping, refs = raw
-        state["conv"] = RowConverter(mapping)
+        plan, refs = raw   # a ConvPlan: plain values, no pydantic in the worker
+        state["conv"] = RowConverter(plan)
         state["idx"] = {r: i for i, r in enumerate(refs)}
 
 
-def prepare(items: Sequence[Record | RowProblem | RawRow], state: dict[str, Any] = _state) -> list[Prepared]:
-    """Converts, tokenises and serialises one chunk of a batch (in a worker, or inline)."""
-    token = state["key"].token
+def _wire(item: Any) -> Any:
+    """A batch item as it travels to a worker: a raw row as ``(locator, values)``."""
+    return (item.locator, item.values) if type(item) is RawRow else item
+
+
+def prepare(items: Sequence[Record | RowProblem | RawRow | tuple], state: dict[str, Any] = _state) -> list[Prepared]:
+    """Converts, tokenises and serialises one chunk of a batch (in a worker, or inline). A
+    raw row comes as a :class:`RawRow` or as its ``(locator, values)`` tuple."""
+    key = state["key"]
     conv, idx = state.get("conv"), state.get("idx") or {}
     seen: dict[str, bytes] = {}
     out: list[Prepared] = []
-    for item in items:
-        if isinstance(item, RawRow):
-            values = item.values
+    for wired in items:
+        item: Record | RowProblem
+        fresh = type(wired) is tuple or type(wired) is RawRow
+        if fresh:
+            locator, values = _wire(wired)
             assert conv is not None, "a raw row needs the adapter's raw_converter()"
-            item = conv.convert(item.locator, lambda ref, v=values: v[idx[ref]])
-            if item is None:
+            got = conv.convert(locator, lambda ref, v=values: v[idx[ref]])
+            if got is None:
                 out.append(("s",))
                 continue
+            item = got
+        else:
+            item = wired   # type: ignore[assignment]
         if isinstance(item, Record):
-            tok = seen.get(item.identity)
+            ident = item.identity
+            tok = seen.get(ident)
             if tok is None:
-                tok = seen[item.identity] = token(item.identity)
-            out.append(("r", fit(item.locator), tok, dump([fact_json(f) for f in item.facts])))
+                # Converted just now: the converter has normalised the identity (once per row).
+                tok = seen[ident] = key.token_of_normalized(ident) if fresh else key.token(ident)
+            out.append(("r", fit(item.locator), tok, facts_text(item.facts)))
         else:
             out.append(("p", fit(item.locator), scrub(item.reason)))
     return out
@@ -118,6 +162,7 @@ class Workers:
     def submit(self, items: list) -> list[Future] | list[Prepared]:
         if self._pool is None:
             return prepare(items, self._inline)
+        items = [_wire(it) for it in items]
         n = max(1, -(-len(items) // self._workers))
         return [self._pool.submit(prepare, items[i:i + n]) for i in range(0, len(items), n)]
 
