@@ -1,24 +1,30 @@
-"""Issue 16: CPU per case of the 8 provider processes of ``bench_case.py``, optionally with a
-py-spy profile of one of them.
+"""Issue 16: CPU per case of the hub and of the 8 provider processes of ``bench_case.py``,
+optionally with a py-spy profile of one of them.
 
-``bench_case.py`` reports rates; this reports where the providers' side stands: the same
-set-up (8 ``hedui node serve`` processes, one hub runtime here), hedui cases only, and for
-each concurrency level and round the providers' user + system CPU (``/proc``) per case.
-With ``--pyspy OUT`` the first provider is sampled during the first round of the first level
-(``py-spy record --gil --nonblocking -f raw``: the thread holding the GIL, i.e. its Python
-CPU; needs ``py-spy`` on PATH or given by ``--pyspy-bin``).
+``bench_case.py`` reports rates; this reports where each side stands: the same set-up (8
+``hedui node serve`` provider processes, the hub runtime in this process, as ``hedui case
+run`` runs it), hedui cases only, and for each concurrency level and round this process's
+user + system CPU per case (the hub: its exchange threads, the group committer, gRPC's
+threads and its background loops) beside the 8 providers' (``/proc``). With ``--pyspy OUT``
+the first provider (``--pyspy-of provider``, the default) or this process (``--pyspy-of
+hub``) is sampled during the first round of the first level (``py-spy record --gil
+--nonblocking -f raw``: the thread holding the GIL, i.e. its Python CPU; needs ``py-spy`` on
+PATH or given by ``--pyspy-bin``).
 
-    python bench/provider_cpu.py [--residents 3000] [--cases 96] [--concurrency 1,8] [--reps 3] [--pyspy OUT]
+    python bench/provider_cpu.py [--residents 3000] [--cases 96] [--concurrency 1,8] [--reps 3]
+                                 [--pyspy OUT] [--pyspy-of provider|hub]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,13 +34,20 @@ from hedui.node.runtime import Runtime
 from hedui.node.testbed.procs import NodeProcess
 
 
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--residents", type=int, default=3000)
     ap.add_argument("--cases", type=int, default=96, help="cases per round")
     ap.add_argument("--concurrency", default="1,8")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--pyspy", default="", help="write a raw py-spy profile of provider p1 here")
+    ap.add_argument("--pyspy", default="", help="write a raw py-spy profile here")
+    ap.add_argument("--pyspy-of", choices=("provider", "hub"), default="provider",
+                    help="profile the first provider or this (the hub's) process")
     ap.add_argument("--pyspy-bin", default=shutil.which("py-spy") or "py-spy")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
@@ -46,21 +59,26 @@ def main() -> None:
         hub = Runtime.open(tb.config_path("hub"))
         try:
             bc._run_hedui(hub, bc._households(8, a.residents), 1)   # warm-up
-            for conc in [int(x) for x in a.concurrency.split(",")]:
+            levels = [int(x) for x in a.concurrency.split(",")]
+            for conc in levels:
                 for rep in range(a.reps):
                     spy = None
-                    if a.pyspy and rep == 0 and conc == int(a.concurrency.split(",")[0]):
-                        spy = subprocess.Popen([a.pyspy_bin, "record", "-p", str(nodes[0].pid), "-r", "250", "-f", "raw",
+                    if a.pyspy and rep == 0 and conc == levels[0]:
+                        pid = os.getpid() if a.pyspy_of == "hub" else nodes[0].pid
+                        spy = subprocess.Popen([a.pyspy_bin, "record", "-p", str(pid), "-r", "250", "-f", "raw",
                                                 "-o", a.pyspy, "--gil", "--nonblocking"],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                    before = sum(n.cpu_seconds() for n in nodes)
-                    _, rate, incomplete = bc._run_hedui(hub, bc._households(a.cases, a.residents), conc)
-                    cpu = (sum(n.cpu_seconds() for n in nodes) - before) / a.cases
+                        time.sleep(1.0)   # attached before the round starts
+                    households = bc._households(a.cases, a.residents)
+                    hub0, prov0 = _self_cpu(), sum(n.cpu_seconds() for n in nodes)
+                    _, rate, incomplete = bc._run_hedui(hub, households, conc)
+                    hub_cpu = (_self_cpu() - hub0) / a.cases
+                    prov_cpu = (sum(n.cpu_seconds() for n in nodes) - prov0) / a.cases
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(60)
-                    print(f"concurrency {conc} round {rep}: {rate:.1f} cases/s, 8 providers {cpu * 1e3:.1f} ms CPU per case, "
-                          f"{incomplete} incomplete", flush=True)
+                    print(f"concurrency {conc} round {rep}: {rate:.1f} cases/s, 8 providers {prov_cpu * 1e3:.1f} ms CPU "
+                          f"per case, hub {hub_cpu * 1e3:.1f} ms, {incomplete} incomplete", flush=True)
         finally:
             hub.close()
             for n in nodes:

@@ -128,7 +128,8 @@ class _Outcomes(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
         self._code = code
 
     def _inc(self, method: str, code_name: str) -> None:
-        self._metrics.outcomes.labels("called", method, self._code, outcome_class(code_name)).inc()
+        m = self._metrics
+        m.child(m.outcomes, "called", method, self._code, outcome_class(code_name)).inc()
 
     def _count(self, method: str, start):  # type: ignore[no-untyped-def]
         try:
@@ -170,11 +171,11 @@ class _LeanUnary:
     did per call (issue 16, the hub's side of a case): the pin check, the ``traceparent`` and
     the outcome count (issue 17 item 3, issue 18). gRPC's interceptor chain built a call
     details object, a continuation closure and an outcome wrapper per interceptor and call,
-    and the counter looked up its labelled child every time; here the child per outcome
-    class is kept. Same behaviour: a pin refusal is counted and raised before anything goes
+    and the counter looked up its labelled child every time; here it is cached
+    (:meth:`~hedui.node.metrics.Metrics.child`). Same behaviour: a pin refusal is counted and raised before anything goes
     out (``future`` hands it back as a failed future, as gRPC's interceptor chain did)."""
 
-    __slots__ = ("_inner", "_method", "_pin", "_metrics", "_code", "_children")
+    __slots__ = ("_inner", "_method", "_pin", "_metrics", "_code")
 
     def __init__(self, inner: grpc.UnaryUnaryMultiCallable, method: str, pin: PinningInterceptor | None,
                  metrics: Metrics | None, code: str) -> None:
@@ -183,16 +184,11 @@ class _LeanUnary:
         self._pin = pin
         self._metrics = metrics if metrics is not None and code else None
         self._code = code
-        self._children: dict[str, object] = {}
 
     def _count(self, code_name: str) -> None:
-        if self._metrics is None:
-            return
-        cls = outcome_class(code_name)
-        child = self._children.get(cls)
-        if child is None:
-            child = self._children[cls] = self._metrics.outcomes.labels("called", self._method, self._code, cls)
-        child.inc()  # type: ignore[attr-defined]
+        if self._metrics is not None:
+            m = self._metrics
+            m.child(m.outcomes, "called", self._method, self._code, outcome_class(code_name)).inc()
 
     def _refused(self, exc: grpc.RpcError) -> None:
         code = exc.code() if callable(getattr(exc, "code", None)) else None
@@ -210,27 +206,23 @@ class _LeanUnary:
         md.append(("traceparent", logs.child_traceparent()))
         return md
 
-    def __call__(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None,  # type: ignore[no-untyped-def]
-                 compression=None):
+    def _run(self, fn, request, timeout, metadata, *rest):  # type: ignore[no-untyped-def]
         md = self._start(metadata)
         try:
-            resp = self._inner(request, timeout, md, credentials, wait_for_ready, compression)
+            out = fn(request, timeout, md, *rest)
         except grpc.RpcError as exc:
             self._refused(exc)
             raise
         self._count("OK")
-        return resp
+        return out
+
+    def __call__(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None,  # type: ignore[no-untyped-def]
+                 compression=None):
+        return self._run(self._inner, request, timeout, metadata, credentials, wait_for_ready, compression)
 
     def with_call(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None,  # type: ignore[no-untyped-def]
                   compression=None):
-        md = self._start(metadata)
-        try:
-            resp, call = self._inner.with_call(request, timeout, md, credentials, wait_for_ready, compression)
-        except grpc.RpcError as exc:
-            self._refused(exc)
-            raise
-        self._count("OK")
-        return resp, call
+        return self._run(self._inner.with_call, request, timeout, metadata, credentials, wait_for_ready, compression)
 
     def future(self, request, timeout=None, metadata=None, credentials=None, wait_for_ready=None,  # type: ignore[no-untyped-def]
                compression=None):

@@ -70,10 +70,10 @@ def cached_digests(rt: Runtime, conn: Connection | None = None) -> dict[str, byt
     """Provider -> header digest of every cached filter, in one read (a case consults every
     department's: one statement per case instead of one per department); ``conn``: an open
     connection of ``rt.engine`` to read on (run_case's, which reads the case: issue 16)."""
-    if conn is not None:
-        return {p: bytes(d) for p, d in conn.execute(_DIGESTS)}
-    with rt.engine.connect() as c:
-        return {p: bytes(d) for p, d in c.execute(_DIGESTS)}
+    if conn is None:
+        with rt.engine.connect() as c:
+            return cached_digests(rt, c)
+    return {p: bytes(d) for p, d in conn.execute(_DIGESTS)}
 
 
 _DIGESTS = select(token_filters.c.provider, token_filters.c.header_sha256)

@@ -50,7 +50,7 @@ from hedui.node.errors import (
 from hedui.node.store.db import dialect_insert
 from hedui.node.verification import consent
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
-from hedui.node.verification.protocol import verify_answer
+from hedui.node.verification.protocol import serialized_request_digest, verify_answer
 from hedui.node.verification.rules import Rules
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2, pseudonym_pb2
 
@@ -443,8 +443,8 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
             context=common_pb2.RequestContext(request_id=rid, **ctx_base), epoch=epoch, tokens=tokens,
             queries=[lookup_pb2.FieldQuery(field=f) for f in fields], reference_month=month,
         )
-        raw_req = req.SerializeToString(deterministic=True)   # stored, and what request_digest hashes
-        digest = hashlib.sha256(raw_req).digest()
+        raw_req = req.SerializeToString(deterministic=True)   # stored, and what the digest hashes
+        digest = serialized_request_digest(raw_req)
         row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens), request=raw_req)
         entries.append((Kind.QUERY_SENT, {
             "peer": code, "purpose": int(req.context.purpose), "case_ref": req.context.case_ref,

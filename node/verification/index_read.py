@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, bindparam, select, text
 from hedui.adapters.records import Fact, RowProblem
 from hedui.common.errors import Reason, Unavailable
 from hedui.node.store.raw import Prepared
-from hedui.node.verification.index_sql import Sql, chunks
+from hedui.node.verification.index_sql import Sql
 from hedui.node.verification.index_tables import index_problems, index_progress
 
 __all__ = ["Live", "snapshot", "live_state", "require_live", "read_live", "read_live_in", "facts_for_tokens", "data_dates",
@@ -102,18 +102,6 @@ _LIVE_ROWS = ("SELECT t.token, t.source, t.facts FROM token_index t JOIN index_p
               "ON p.epoch = t.epoch AND p.source = t.source AND t.gen <= p.live_gen WHERE t.epoch = ? AND t.token")
 
 
-def _select_in(conn: Connection, epoch: int, want: list[bytes]) -> list[tuple]:
-    """:data:`_LIVE_ROWS` for ``token IN want``, on the driver's cursor (issue 16 item 3; the
-    PostgreSQL path of :class:`Sql` already is; SQLite's went through Core's ``exec_driver_sql``)."""
-    if conn.dialect.name != "sqlite":
-        return list(Sql(conn.dialect.name).select_in(conn, _LIVE_ROWS, (epoch,), want))
-    dbapi: Any = conn.connection.dbapi_connection
-    rows: list[tuple] = []
-    for part in chunks(want):
-        rows.extend(dbapi.execute(f"{_LIVE_ROWS} IN ({', '.join('?' * len(part))})", (epoch, *part)).fetchall())
-    return rows
-
-
 def read_live(engine: Engine, epoch: int, tokens: Iterable[bytes], sources: Iterable[str] = ()) -> Live:
     """The live facts filed under each token of ``epoch`` (tokens not in the index are
     absent), ordered by source, source row and mapping order, with the sources' data dates;
@@ -128,7 +116,7 @@ def read_live_in(conn: Connection, epoch: int, tokens: Iterable[bytes], sources:
     want = list({bytes(t): None for t in tokens})
     state = live_state(conn, epoch)
     require_live(state, epoch, sources)
-    rows = _select_in(conn, epoch, want) if want else []
+    rows = list(Sql(conn.dialect.name).select_in(conn, _LIVE_ROWS, (epoch,), want))
     docs: dict[bytes, dict[str, dict[str, list]]] = {}
     for tok, src, facts in rows:   # the parts of one build merge (index_tables.token_index)
         docs.setdefault(bytes(tok), {}).setdefault(src, {}).update(json.loads(facts))

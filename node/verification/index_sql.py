@@ -79,8 +79,11 @@ class Sql:
         if self.pg:
             yield from self._pg(conn, sql.replace("?", "%s") + " = ANY(%s)", params + (list(values),))
             return
+        # On the driver's connection: a lookup's index read goes through here, and Core's
+        # exec_driver_sql cost a statement's whole Python path per call (issue 16 item 3).
+        dbapi: Any = conn.connection.dbapi_connection
         for part in chunks(values):
-            yield from conn.exec_driver_sql(f"{sql} IN ({', '.join('?' * len(part))})", params + tuple(part))
+            yield from dbapi.execute(f"{sql} IN ({', '.join('?' * len(part))})", params + tuple(part)).fetchall()
 
     def delete_in(self, conn: Connection, sql: str, params: tuple, values: Sequence) -> None:
         """Runs ``sql`` (a DELETE ending in a column, ``?`` placeholders) for ``column IN values``."""

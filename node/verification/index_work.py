@@ -18,9 +18,8 @@ Lean workers (issue 16 item 4, profiled at 20,000 residents): a worker imports n
 nor the mapping models — it gets the mapping as a plain ``ConvPlan`` — and a raw row travels
 as a plain ``(locator, values)`` tuple (a slotted dataclass pickles field by field in
 Python). The converter normalises the identity once (``token_of_normalized`` does not
-repeat it), parses each distinct day cell once, and the facts are written as JSON by
-:func:`facts_text` (same text as :func:`dump` of :func:`fact_json`, without the generic
-encoder's per-call set-up).
+repeat it), parses each distinct day cell once, and one JSON encoder serves every
+document (``json.dumps`` with options builds one per call).
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import json
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from json.encoder import encode_basestring_ascii as _q  # the C escaper json.dumps(ensure_ascii=True) uses
 from typing import Any
 
 from hedui.adapters import idnum
@@ -72,22 +70,9 @@ def dump(doc: Any) -> str:
     return scrub(_encode(doc))
 
 
-def _fact_text(f: Fact) -> str:
-    # fact_json's keys in sorted order: attrs, name, on, unit, until, value.
-    a = f.attrs
-    attrs = "{" + ",".join(_q(k) + ":" + _q(a[k]) for k in sorted(a)) + "}" if a else "{}"
-    until = ',"until":' + _q(f.until.isoformat()) if f.until is not None else ""
-    return ('{"attrs":' + attrs + ',"name":' + _q(f.name) + ',"on":'
-            + (_q(f.on.isoformat()) if f.on is not None else "null") + ',"unit":' + _q(f.unit)
-            + until + ',"value":' + _q(str(f.value)) + "}")
-
-
 def facts_text(facts: Sequence[Fact]) -> str:
-    """``dump([fact_json(f) for f in facts])``, written directly (the same text, scrubbed)."""
-    try:
-        return scrub("[" + ",".join([_fact_text(f) for f in facts]) + "]")
-    except TypeError:   # not the text fields a RowConverter makes (a None unit, a non-text attr)
-        return dump([fact_json(f) for f in facts])
+    """``dump([fact_json(f) for f in facts])``: the facts of one record as stored."""
+    return dump([fact_json(f) for f in facts])
 
 
 # --- worker state --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ __all__ = [
     "FILTER_CHUNK",
     "Query",
     "request_digest",
+    "serialized_request_digest",
     "parse_lookup",
     "parse_operand",
     "parse_reference_month",
@@ -57,7 +58,13 @@ class Query(NamedTuple):
 
 def request_digest(req: lookup_pb2.LookupRequest) -> bytes:
     """The digest a signed answer binds: SHA-256 of the deterministic serialisation."""
-    return hashlib.sha256(req.SerializeToString(deterministic=True)).digest()
+    return serialized_request_digest(req.SerializeToString(deterministic=True))
+
+
+def serialized_request_digest(raw: bytes) -> bytes:
+    """:func:`request_digest` of a request already serialised deterministically (the hub
+    stores those bytes too: one serialisation for both, issue 16)."""
+    return hashlib.sha256(raw).digest()
 
 
 def parse_lookup(req: lookup_pb2.LookupRequest, catalogue: Catalogue) -> list[Query]:
