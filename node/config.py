@@ -36,6 +36,12 @@ class NodeSection(_Section):
     # and refuses every call, waits for it. Python's default is 5 ms (docs/performance.md
     # "Load shedding" for the measurements behind the default).
     switch_interval_ms: float = Field(default=5.0, gt=0, le=100, description="GIL switch interval of the serving process, ms")
+    # A node of several processes (node/front/): with N >= 1, `hedui node serve` is a light
+    # front that takes every call, admits or refuses it (the cap above, per caller) and passes
+    # the admitted ones, undecoded, to one of N worker processes (each a full node on a private
+    # unix socket). The front does no Lookup work, so its one polling thread never waits for
+    # the GIL behind admitted Lookups (docs/performance.md "Load shedding"). 0: one process.
+    worker_processes: int = Field(default=0, ge=0, le=64, description="worker processes behind a front; 0: one process")
 
     @field_validator("listen")
     @classmethod
@@ -225,4 +231,9 @@ def load_config(path: Path) -> NodeConfig:
         raise ConfigError(f"{path}: provider: got nothing, want a [provider] section for role provider")
     if "hub" in cfg.node.roles and cfg.hub is None:
         raise ConfigError(f"{path}: hub: got nothing, want a [hub] section for role hub")
+    if cfg.node.worker_processes > 1 and not cfg.store.url.startswith("postgresql"):
+        # Several workers are several writers of one store (audit log, quota, replay cache),
+        # as node replicas are: SQLite is one process per store (docs/department-it.md).
+        raise ConfigError(f"{path}: node.worker_processes: got {cfg.node.worker_processes} with a SQLite store, want 0 or 1 "
+                          "(several worker processes share one store: they need a PostgreSQL store.url)")
     return cfg

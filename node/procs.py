@@ -38,7 +38,7 @@ from multiprocessing import popen_spawn_posix, reduction, spawn, util
 from multiprocessing.context import SpawnContext, SpawnProcess, set_spawning_popen
 from typing import Any
 
-__all__ = ["worker_pool", "die_with_parent", "exec_dies_with_parent"]
+__all__ = ["worker_pool", "spawn_context", "die_with_parent", "exec_dies_with_parent"]
 
 _PR_SET_PDEATHSIG = 1
 _WATCH_SECONDS = 0.5
@@ -126,6 +126,13 @@ class _Process(SpawnProcess):
 
 class _Context(SpawnContext):
     Process = _Process
+
+
+def spawn_context() -> Any:
+    """The spawn context of :func:`worker_pool`, for a single long-lived child process (a
+    front's worker, node/front/): its ``Process`` does not re-run ``__main__`` either; the
+    child must call :func:`die_with_parent` first."""
+    return _Context() if sys.platform != "win32" else multiprocessing.get_context("spawn")
 
 
 def worker_pool(workers: int, initializer: Callable[..., Any] | None = None, initargs: tuple = ()) -> ProcessPoolExecutor:

@@ -61,6 +61,22 @@ class Refusals:
                 t.count += n
                 t.last = now
 
+    def merge(self, cause: str, peer: str, n: int, first: dt.datetime, last: dt.datetime) -> None:
+        """Adds refusals counted elsewhere — by the front of a node of several processes
+        (node/front/), which has no store — to this node's tally, with their own times."""
+        self._rt.metrics.transport_refusals.labels(cause).inc(n)
+        with self._lock:
+            key = (cause, peer[:128])
+            if key not in self._tally and len(self._tally) >= _MAX_PAIRS:
+                key = (cause, "*")
+            t = self._tally.get(key)
+            if t is None:
+                self._tally[key] = _Tally(n, first, last)
+            else:
+                t.count += n
+                t.first = min(t.first, first)
+                t.last = max(t.last, last)
+
     def pending(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return {k: t.count for k, t in self._tally.items()}

@@ -76,9 +76,13 @@ class NodeServer:
     #: Pulls newer signed directories while running (node/directory_live.py), when configured.
     puller: Any = None
     _stopped: threading.Event = field(default_factory=threading.Event)
+    #: The unix socket of a front's worker (node/front/), else None.
+    front_socket: str | None = None
 
     @property
     def address(self) -> str:
+        if self.front_socket is not None:
+            return f"unix:{self.front_socket}"
         host = self.rt.config.node.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
@@ -128,8 +132,12 @@ class NodeServer:
         self._stopped.wait()
 
 
-def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | None = None) -> NodeServer:
-    """Builds (does not start) the server for ``rt``'s roles, bound with mTLS."""
+def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | None = None,
+                 front_socket: str | None = None) -> NodeServer:
+    """Builds (does not start) the server for ``rt``'s roles, bound with mTLS — or, for a worker
+    process of a front (node/front/), ``front_socket``: a unix socket path in the front's
+    private folder, without TLS, and no TCP port at all (the front ended TLS and passes the
+    verified peer certificate on, node/peer.py)."""
     listen = listen or rt.config.node.listen
     # Threads beyond the call cap (node/admission.py) are what refuses the excess at once:
     # with only as many threads as admitted calls, a refusal would queue behind them.
@@ -197,7 +205,11 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         require_client_auth=True,
     )
     try:
-        port = server.add_secure_port(listen, creds)
+        if front_socket is not None:
+            listen = f"unix:{front_socket}"
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, creds)
     except RuntimeError:
         port = 0
     if port == 0:
@@ -213,7 +225,7 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
             raise ConfigError(f"metrics.listen: cannot bind {rt.config.metrics.listen} ({exc.strerror})", reason=Reason.BIND_FAILED) from None
         background.append(_Stopper(rt.metrics.stop))
     ns = NodeServer(rt=rt, server=server, port=port, health=hs, background=background, services=services,
-                    readiness=readiness)
+                    readiness=readiness, front_socket=front_socket)
     ns.background.append(_HealthWatch(ns))
     if rt.config.directory.sources:
         from hedui.node.directory_live import DirectoryPuller
@@ -260,7 +272,16 @@ def apply_process_settings(config: NodeConfig) -> None:
 
 
 def serve(config_path) -> None:
-    """Runs a node until SIGTERM or SIGINT, then stops gracefully."""
+    """Runs a node until SIGTERM or SIGINT, then stops gracefully: one process, or with
+    ``[node] worker_processes`` a front and its worker processes (node/front/)."""
+    from hedui.node.config import load_config
+
+    if load_config(config_path).node.worker_processes:
+        from hedui.common.clock import SystemClock
+        from hedui.node.front.proxy import serve_front
+
+        serve_front(config_path, clock=SystemClock())
+        return
     rt = Runtime.open(config_path)
     apply_process_settings(rt.config)
     # TLS handshake refusals (no client certificate, a foreign CA) never reach Python; gRPC

@@ -1,0 +1,467 @@
+"""The front of a node of several processes (``[node] worker_processes = N``, N >= 1).
+
+Why: in one process, gRPC Python's single polling thread — which takes every new call, and
+so decides every refusal — shares one GIL with the handler threads running admitted Lookups
+(~5 ms of Python each), and under a flood calls wait for it in gRPC's core, whoever sent
+them (docs/performance.md "Load shedding (issue 13)"). Here the process that takes calls
+does no Lookup work: it ends TLS, admits or refuses each call at once (node/admission.py:
+the node's cap and per-caller share, ``RESOURCE_EXHAUSTED`` / ``OVERLOADED``) and passes the
+admitted ones, as raw bytes (no decoding), to one of N worker processes
+(node/front/worker.py), each a full node of the same ``node.toml`` on a unix socket in a
+private 0700 folder. The caller's certificate, as the front's TLS layer verified it, goes
+with the call in metadata (node/peer.py ``FORWARDED_CERT``; anything a caller sends under
+that key is dropped). Status codes, details, deadlines and metadata pass through unchanged;
+streaming methods stream.
+
+The front is one asyncio event loop (grpc.aio): no handler threads, so nothing in this
+process competes with the loop for the GIL but the loop itself.
+
+A worker that dies: calls in flight on it fail ``UNAVAILABLE`` (its socket closed), calls
+routed while none is up are refused ``UNAVAILABLE`` / ``WORKER_UNAVAILABLE`` by the front,
+and the front starts it again. Workers die with the front (node/procs.py).
+
+Refusals the front makes are counted here by (cause, caller) and handed to a worker every
+few seconds (and when the front stops), which audits them as the one-process node does
+(node/refusals.py, ``refusal.aggregated``): the front itself never opens the store, so one
+worker on SQLite is still one process per store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from hedui.common.clock import Clock
+from hedui.keys.ca import member_of_cert
+from hedui.node.admission import Admission
+from hedui.node.errors import ConfigError, HeduiError, Reason, to_status
+from hedui.node.front.methods import Method, method_table
+from hedui.node.front.worker import REFUSALS_METHOD
+from hedui.node.peer import FORWARDED_CERT
+
+__all__ = ["Front", "WorkerSlot", "serve_front"]
+
+log = logging.getLogger("hedui.node.front")
+
+#: Metadata a caller may not pass to a worker: gRPC's own headers, and the front's identity key.
+_HOP = {"user-agent", "te", "content-type", "grpc-timeout", "grpc-encoding", "grpc-accept-encoding", FORWARDED_CERT}
+
+_WORKER_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 32 * 1024 * 1024),
+    # A restarted worker is reconnected at once, not after gRPC's back-off.
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
+
+
+@functools.lru_cache(maxsize=1024)
+def _caller_key(pem: bytes) -> str:
+    """The member code the certificate names (its CN): the key of the caller's share. The TLS
+    layer verified the chain to the federation CA; whether this exact certificate is in the
+    directory is the worker's check (node/peer.py), as in the one-process node."""
+    from cryptography import x509
+
+    try:
+        return member_of_cert(x509.load_pem_x509_certificate(pem))
+    except Exception:
+        return "?"
+
+
+@dataclass
+class WorkerSlot:
+    """One worker process and the front's channel to it."""
+
+    index: int
+    socket: str
+    process: Any = None
+    conn: Connection | None = None
+    channel: grpc.aio.Channel | None = None
+    ready: bool = False
+    in_flight: int = 0
+    restarts: int = 0
+    callables: dict[str, Any] = field(default_factory=dict)
+
+    def callable(self, m: Method) -> Any:
+        got = self.callables.get(m.path)
+        if got is None:
+            assert self.channel is not None
+            kind = {(False, False): self.channel.unary_unary, (False, True): self.channel.unary_stream,
+                    (True, False): self.channel.stream_unary, (True, True): self.channel.stream_stream}
+            got = self.callables[m.path] = kind[(m.request_streaming, m.response_streaming)](m.path)
+        return got
+
+
+class _Tally:
+    """Refusals made by the front, by (cause, caller, method), until a worker takes them."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._items: dict[tuple[str, str, str], list] = {}
+
+    def count(self, cause: str, peer: str, method: str = "") -> None:
+        now = self._clock.now()
+        got = self._items.get((cause, peer, method))
+        if got is None:
+            self._items[(cause, peer, method)] = [1, now, now]
+        else:
+            got[0] += 1
+            got[2] = now
+
+    def take(self) -> list[dict]:
+        items, self._items = self._items, {}
+        return [{"cause": c, "peer": p, "method": m, "count": n, "first": f.isoformat(), "last": la.isoformat()}
+                for (c, p, m), (n, f, la) in items.items()]
+
+    def put_back(self, items: list[dict]) -> None:
+        for it in items:
+            key = (it["cause"], it["peer"], it["method"])
+            first, last = dt.datetime.fromisoformat(it["first"]), dt.datetime.fromisoformat(it["last"])
+            got = self._items.get(key)
+            if got is None:
+                self._items[key] = [it["count"], first, last]
+            else:
+                got[0] += it["count"]
+                got[1] = min(got[1], first)
+
+
+class Front(grpc.GenericRpcHandler):
+    """Admission and pass-through; see the module's docstring."""
+
+    def __init__(self, admission: Admission, workers: list[WorkerSlot], clock: Clock) -> None:
+        self.admission = admission
+        self.workers = workers
+        self.tally = _Tally(clock)
+        self._table = method_table()
+        self._next = 0
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for m in self._table.values():
+            behaviour = self._behaviour(m)
+            make = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+                    (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+            self._handlers[m.path] = make[(m.request_streaming, m.response_streaming)](behaviour)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        return self._handlers.get(handler_call_details.method)
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def _pick(self) -> WorkerSlot | None:
+        """The ready worker with the fewest calls in flight (round robin among equals)."""
+        best: WorkerSlot | None = None
+        n = len(self.workers)
+        for k in range(n):
+            w = self.workers[(self._next + k) % n]
+            if w.ready and (best is None or w.in_flight < best.in_flight):
+                best = w
+        self._next = (self._next + 1) % max(1, n)
+        return best
+
+    @staticmethod
+    def _metadata(context: grpc.aio.ServicerContext, pem: bytes | None) -> tuple[tuple[str, str | bytes], ...]:
+        md = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if k not in _HOP and not k.startswith(":"))
+        return md + ((FORWARDED_CERT, pem),) if pem is not None else md
+
+    # -- one call --------------------------------------------------------------------------
+
+    def _behaviour(self, m: Method) -> Callable:
+        front = self
+
+        async def enter(context: grpc.aio.ServicerContext) -> tuple[str | None, WorkerSlot, tuple]:
+            """Admit (or refuse) and route; returns the caller key holding a slot, the worker
+            and the metadata to send. Aborts the call when refused."""
+            pems = list(context.auth_context().get("x509_pem_cert") or [])
+            pem = bytes(pems[0]) if pems else None
+            caller: str | None = None
+            if m.admitted:
+                key = _caller_key(pem) if pem is not None else "?"
+                try:
+                    front.admission.try_acquire(key)
+                except HeduiError as err:
+                    front.tally.count(err.reason.lower() if err.reason else "overloaded", key, m.path[1:])
+                    code, details = to_status(err)
+                    await context.abort(code, details)
+                caller = key
+            w = front._pick()
+            if w is None:
+                if caller is not None:
+                    front.admission.release(caller)
+                await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                    f"{Reason.UNAVAILABLE.value}: node: no worker process is up; retry with back-off")
+            assert w is not None
+            w.in_flight += 1
+            return caller, w, front._metadata(context, pem)
+
+        def leave(caller: str | None, w: WorkerSlot) -> None:
+            w.in_flight -= 1
+            if caller is not None:
+                front.admission.release(caller)
+
+        async def relay_error(context: grpc.aio.ServicerContext, err: grpc.aio.AioRpcError) -> None:
+            await context.abort(err.code(), err.details() or "", err.trailing_metadata() or ())
+
+        async def finish(context: grpc.aio.ServicerContext, call: Any) -> None:
+            trailing = await call.trailing_metadata()
+            if trailing:
+                context.set_trailing_metadata(tuple(trailing))
+
+        if not m.response_streaming:
+            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+                caller, w, md = await enter(context)
+                try:
+                    call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                    try:
+                        response = await call
+                        initial = await call.initial_metadata()
+                        if initial:
+                            await context.send_initial_metadata(tuple(initial))
+                        await finish(context, call)
+                    except grpc.aio.AioRpcError as err:
+                        await relay_error(context, err)
+                    return response
+                finally:
+                    leave(caller, w)
+
+            return unary_response
+
+        async def streamed_response(request: Any, context: grpc.aio.ServicerContext) -> None:
+            caller, w, md = await enter(context)
+            try:
+                call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                try:
+                    initial = await call.initial_metadata()
+                    if initial:
+                        await context.send_initial_metadata(tuple(initial))
+                    async for message in call:
+                        await context.write(message)
+                    await finish(context, call)
+                except grpc.aio.AioRpcError as err:
+                    await relay_error(context, err)
+            finally:
+                leave(caller, w)
+
+        return streamed_response
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+def _log_settings() -> tuple[str, str]:
+    """This process's log level and format, for a worker (node/logs.py ``configure``)."""
+    from hedui.node.logs import JsonFormatter
+
+    root = logging.getLogger()
+    fmt = "json" if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) or not root.handlers else "text"
+    return logging.getLevelName(root.level).lower(), fmt
+
+
+class _Workers:
+    """Starts, watches and stops the worker processes (from the thread running the event
+    loop, the main thread: PR_SET_PDEATHSIG follows the thread that spawned, node/procs.py)."""
+
+    def __init__(self, config_path: Path, n: int, passphrase_env: str, passphrase: bytes,
+                 hook: Callable[[int], Any] | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="hedui-front-"))   # 0700: only this user reaches the sockets
+        os.chmod(self.folder, 0o700)
+        self.slots = [WorkerSlot(i, str(self.folder / f"w{i}.sock")) for i in range(n)]
+        self._args = (str(config_path), passphrase_env, passphrase)
+        self._hook = hook
+        self.stopping = False
+
+    def spawn(self, w: WorkerSlot) -> None:
+        from hedui.node.front.worker import run
+        from hedui.node.procs import spawn_context
+
+        ctx = spawn_context()
+        mine, theirs = ctx.Pipe(duplex=True)
+        if os.path.exists(w.socket):
+            os.unlink(w.socket)
+        cfg, env, pw = self._args
+        w.process = ctx.Process(target=run, name=f"hedui-worker-{w.index}",
+                                args=(w.index, cfg, w.socket, env, pw, os.getpid(), theirs, _log_settings(), self._hook),
+                                daemon=False)
+        w.process.start()
+        theirs.close()
+        w.conn = mine
+        w.ready = False
+
+    def start_all(self, timeout: float = 600.0) -> None:
+        """One after the other (the first runs the store's migrations alone); raises the
+        first worker's start-up error as the front's own."""
+        for w in self.slots:
+            self.spawn(w)
+            assert w.conn is not None
+            if not w.conn.poll(timeout):
+                self.stop()
+                raise ConfigError(f"node.worker_processes: worker {w.index} did not start within {timeout:.0f} s")
+            try:
+                kind, detail = w.conn.recv()
+            except EOFError:
+                kind, detail = "error", f"worker {w.index} exited at start (code {w.process.exitcode})"
+            if kind != "ready":
+                self.stop()
+                raise ConfigError(str(detail))
+            # Connected in the event loop (grpc.aio channels belong to the loop that made them).
+
+    def _connect(self, w: WorkerSlot) -> None:
+        w.channel = grpc.aio.insecure_channel(f"unix:{w.socket}", options=_WORKER_OPTIONS)
+        w.callables = {}
+        w.ready = True
+
+    async def watch(self, interval: float = 0.1) -> None:
+        """Restarts a worker that died (calls routed meanwhile are refused UNAVAILABLE)."""
+        while not self.stopping:
+            for w in self.slots:
+                if w.process is None or self.stopping:
+                    continue
+                if w.ready and not w.process.is_alive():
+                    w.ready = False
+                    log.error("worker %d (pid %s) exited with %s; starting it again", w.index, w.process.pid,
+                              w.process.exitcode)
+                    if w.channel is not None:
+                        await w.channel.close()
+                        w.channel = None
+                    w.restarts += 1
+                    self.spawn(w)
+                elif not w.ready and w.conn is not None and w.conn.poll():
+                    try:
+                        kind, _ = w.conn.recv()
+                    except EOFError:
+                        kind = "error"
+                    if kind == "ready":
+                        self._connect(w)
+                        log.info("worker %d serving again (pid %s)", w.index, w.process.pid)
+                    else:
+                        w.process.join(5)
+                        self.spawn(w)   # try again; its error is on stderr
+                elif not w.ready and not w.process.is_alive() and w.conn is not None and not w.conn.poll():
+                    self.spawn(w)
+            await asyncio.sleep(interval)
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Tells every worker to stop (each stops gracefully: its last flush of refusals, its
+        final checkpoint), SIGKILL to those still running after ``grace`` seconds."""
+        self.stopping = True
+        for w in self.slots:
+            if w.process is not None and w.process.is_alive() and w.conn is not None:
+                try:
+                    w.conn.send(("stop",))
+                except OSError:
+                    pass
+        for w in self.slots:
+            if w.process is not None:
+                w.process.join(grace)
+                if w.process.is_alive():
+                    w.process.kill()
+                    w.process.join(5)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
+    """The front's refusals to a worker, which audits them (node/refusals.py)."""
+    items = front.tally.take()
+    if not items:
+        return
+    for w in sorted(workers, key=lambda s: s.index):
+        if not w.ready or w.channel is None:
+            continue
+        try:
+            call: Any = w.channel.unary_unary(REFUSALS_METHOD)
+            await call(json.dumps(items).encode(), timeout=10)
+            log.info("front: %d refusal tallies handed to worker %d", len(items), w.index)
+            return
+        except grpc.aio.AioRpcError as err:
+            log.warning("front: worker %d did not take the refusal tallies (%s)", w.index, err.code().name)
+            continue
+    front.tally.put_back(items)
+    log.warning("front: %d refusal tallies kept for later: no worker took them", len(items))
+
+
+async def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, clock: Clock,
+                 workers: _Workers, flush_interval: float, member: str) -> None:
+    front = Front(admission, workers.slots, clock)
+    for w in workers.slots:
+        workers._connect(w)
+    loop = asyncio.get_running_loop()
+    from hedui.node.server import server_options
+    from hedui.node.transport import CoreLogTap
+
+    # TLS handshake refusals (no client certificate, a foreign CA) are the front's now: gRPC
+    # core logs them on the front's stderr, counted here and audited by a worker.
+    def counted(cause: str, peer: str) -> None:
+        loop.call_soon_threadsafe(front.tally.count, cause, peer)
+
+    tap = CoreLogTap(counted)
+    tap.install()
+
+    server = grpc.aio.server(options=server_options())
+    server.add_generic_rpc_handlers((front,))
+    key, cert, ca = tls
+    creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    try:
+        port = server.add_secure_port(listen, creds)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        tap.uninstall()
+        raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)
+    await server.start()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(workers.watch())
+    host = listen.rpartition(":")[0]
+    log.info("node %s front serving on %s:%d with %d worker processes", member, host, port, len(workers.slots))
+    print(f"hedui node {member} serving on {host}:{port}", flush=True)
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), flush_interval)
+            except TimeoutError:
+                await _hand_over(front, workers.slots)
+        log.info("front: stopping")
+        await server.stop(5.0)
+    finally:
+        workers.stopping = True
+        watcher.cancel()
+        await _hand_over(front, workers.slots)
+        for w in workers.slots:
+            if w.channel is not None:
+                await w.channel.close()
+
+
+def serve_front(config_path: Path, *, clock: Clock, hook: Callable[[int], Any] | None = None,
+                flush_interval: float = 5.0) -> None:
+    """``hedui node serve`` with ``[node] worker_processes >= 1``: start the workers, then the
+    front; on SIGTERM/SIGINT stop the front, then the workers."""
+    from hedui.keys.ca import cert_pem, key_pem, load_cert, load_tls_key
+    from hedui.keys.keyfile import passphrase
+    from hedui.node.config import load_config
+
+    cfg = load_config(config_path)
+    n = cfg.node
+    pw = passphrase(env=cfg.keys.passphrase_env)
+    tls = (key_pem(load_tls_key(cfg.path(cfg.tls.key), pw, allow_legacy=cfg.keys.allow_legacy)),
+           cert_pem(load_cert(cfg.path(cfg.tls.cert))), cert_pem(load_cert(cfg.path(cfg.tls.ca))))
+    admission = Admission(n.max_concurrent_rpcs or n.workers, n.max_concurrent_per_caller)
+    workers = _Workers(Path(config_path).resolve(), n.worker_processes, cfg.keys.passphrase_env, pw, hook)
+    workers.start_all()
+    log.info("%d worker processes up", n.worker_processes)
+    try:
+        asyncio.run(_serve(n.listen, tls, admission, clock, workers, flush_interval, n.member))
+    finally:
+        workers.stop()

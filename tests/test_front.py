@@ -1,0 +1,246 @@
+"""A node of several processes (``[node] worker_processes``, node/front/): a front that ends
+TLS, admits or refuses each call, and passes the admitted ones to worker processes over unix
+sockets. End to end through real ``hedui node serve`` processes: the answers are the
+one-process node's, caller identity is still the TLS certificate (a TCP caller cannot inject
+the front's identity metadata), a call beyond the cap is refused RESOURCE_EXHAUSTED and
+audited, a killed worker fails its call UNAVAILABLE and is restarted, and the front's exit
+takes its workers with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, select
+
+from hedui.adapters.synthetic import resident
+from hedui.common.periods import Month
+from hedui.keys import oprf
+from hedui.keys.directory import ROLE_ANSWERS
+from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.audit.tables import audit_entries
+from hedui.node.client import PeerClient
+from hedui.node.config import load_config
+from hedui.node.errors import ConfigError
+from hedui.node.peer import FORWARDED_CERT
+from hedui.node.runtime import Runtime
+from hedui.node.testbed import MemberPlan, Testbed, default_policy
+from hedui.node.testbed.procs import NodeProcess
+from hedui.node.verification import consent
+from hedui.v1 import common_pb2, lookup_pb2, node_pb2, pseudonym_pb2
+
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("front")
+    tb = Testbed(root / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"]),
+                                MemberPlan("fire", "fire", ["provider"])], residents=30, data_seed=SEED)
+    tb.create()
+    tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
+    tb.sign_directory()
+    old = os.environ.get(PASSPHRASE_ENV)
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    tb.build_indexes(["tax"])
+    hub = Runtime.open(tb.config_path("hub"))
+    fire = Runtime.open(tb.config_path("fire"))
+    yield tb, hub, fire
+    hub.close()
+    fire.close()
+    if old is None:
+        os.environ.pop(PASSPHRASE_ENV, None)
+    else:
+        os.environ[PASSPHRASE_ENV] = old
+
+
+def _set_node(tb: Testbed, code: str, **values: int) -> Path:
+    cfg = tb.config_path(code)
+    lines = [ln for ln in cfg.read_text().splitlines() if ln.split(" = ")[0] not in values]
+    at = lines.index("[node]") + 1
+    lines[at:at] = [f"{k} = {v}" for k, v in values.items()]
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def _serve(tb: Testbed, tmp: Path, workers: int, cap: int = 8) -> NodeProcess:
+    cfg = _set_node(tb, "tax", worker_processes=workers, max_concurrent_rpcs=cap)
+    return NodeProcess(cfg, tb.env(), log=tmp / f"tax-{workers}.log")   # started by `with`, or .start()
+
+
+def _children(pid: int) -> set[int]:
+    """The worker processes of the front ``pid`` (not multiprocessing's resource tracker)."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out |= {int(x) for x in (task / "children").read_text().split()}
+    return {c for c in out if b"spawn_main" in _cmdline(c)}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _wait(pred, what: str, bound: float = 60.0) -> None:
+    """A safety net for something that happens in another process, not a timing assertion."""
+    end = time.monotonic() + bound
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError(f"{what}: not within {bound} s")
+        time.sleep(0.05)
+
+
+def _blinded():
+    return oprf.blind([resident(i, SEED).id_number for i in (1, 2, 3)])
+
+
+def _evaluate(c: PeerClient, state, **kw):
+    return c.pseudonym.Evaluate(pseudonym_pb2.EvaluateRequest(
+        context=common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="FRONT-1", request_id=os.urandom(16)),
+        epoch=1, blinded_elements=state.blinded), timeout=30, **kw)
+
+
+def _lookup_request(hub: Runtime, tokens: list[bytes]) -> lookup_pb2.LookupRequest:
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="FRONT-1", consent_digest=os.urandom(32),
+                                    request_id=os.urandom(16), operator="test")
+    ctx.consent.CopyFrom(consent.issue_for_context(hub.signer_for(ROLE_ANSWERS), hub.member, ctx, members=len(tokens),
+                                                   issued_at=hub.clock.now()))
+    return lookup_pb2.LookupRequest(context=ctx, epoch=1, tokens=tokens, queries=[lookup_pb2.FieldQuery(field="income_last_year")],
+                                    reference_month=str(Month.of(hub.clock.today()).plus(-1)))
+
+
+def _answers(tb: Testbed, hub: Runtime) -> tuple[list[bytes], list[bytes]]:
+    """What the node answers: the tokens one Evaluate yields (the blinding differs per call,
+    the tokens do not), and each member's answer (fields, values, dates) of one Lookup."""
+    state = _blinded()
+    with PeerClient.to_member(hub, "tax") as c:
+        ev = _evaluate(c, state)
+        tokens = oprf.finalize(state, list(ev.evaluated_elements), ev.proof, bytes(hub.directory.member("tax").oprf_keys[0].public_key))
+        resp = c.lookup.Lookup(_lookup_request(hub, tokens), timeout=30)
+    answer = lookup_pb2.LookupAnswer()
+    answer.ParseFromString(resp.answer.payload)
+    assert answer.provider == "tax"
+    return tokens, [m.SerializeToString(deterministic=True) for m in answer.members]
+
+
+def test_front_answers_as_the_one_process_node(bed, tmp_path):
+    tb, hub, _ = bed
+    with _serve(tb, tmp_path, 0):
+        one = _answers(tb, hub)
+    with _serve(tb, tmp_path, 1) as node:
+        assert len(_children(node.pid)) >= 1   # a front and its worker
+        front = _answers(tb, hub)
+    assert front == one
+    assert any(front[1])   # records were answered, not only "no record"
+
+
+def test_caller_identity_is_the_tls_certificate_not_metadata(bed, tmp_path):
+    tb, hub, fire = bed
+    with _serve(tb, tmp_path, 1), PeerClient.to_member(fire, "tax") as c:
+        # fire may not ask tax for pseudonyms: refused by the worker's policy, as by one process.
+        with pytest.raises(grpc.RpcError) as e:
+            _evaluate(c, _blinded())
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # Claiming the hub's certificate in the front's identity metadata changes nothing.
+        with pytest.raises(grpc.RpcError) as e2:
+            _evaluate(c, _blinded(), metadata=((FORWARDED_CERT, hub.tls_cert_pem),))
+        assert e2.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert e2.value.details() == e.value.details()
+        # And the hub itself is answered.
+        with PeerClient.to_member(hub, "tax") as h:
+            assert len(_evaluate(h, _blinded()).evaluated_elements) == 3
+
+
+def test_beyond_the_cap_the_front_refuses_resource_exhausted_and_it_is_audited(bed, tmp_path):
+    tb, hub, _ = bed
+    with _serve(tb, tmp_path, 1, cap=1) as node, PeerClient.to_member(hub, "tax") as c:
+        c.node.Ping(node_pb2.PingRequest(), timeout=30)
+        (worker,) = _children(node.pid)
+        os.kill(worker, signal.SIGSTOP)   # the admitted call stays in the worker: its slot stays held
+        try:
+            held = c.node.Ping.future(node_pb2.PingRequest(), timeout=60)
+            with pytest.raises(grpc.RpcError) as e:
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert e.value.details().startswith("OVERLOADED")
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        held.result()
+        c.node.Ping(node_pb2.PingRequest(), timeout=30)   # the slot is free again
+    # The front handed its refusal to the worker, which audited it before it stopped.
+    eng = create_engine(load_config(tb.config_path("tax")).store_url())
+    with eng.connect() as conn:
+        rows = [json.loads(bytes(e))["fields"] for e in conn.execute(
+            select(audit_entries.c.entry).where(audit_entries.c.kind == "refusal.aggregated")).scalars()]
+    eng.dispose()
+    assert any(r["cause"] == "overloaded" and r["peer"] == "hub" and r["count"] >= 1 for r in rows), rows
+
+
+def test_a_killed_worker_fails_its_call_unavailable_and_is_started_again(bed, tmp_path):
+    tb, hub, _ = bed
+    with _serve(tb, tmp_path, 1) as node, PeerClient.to_member(hub, "tax") as c:
+        c.node.Ping(node_pb2.PingRequest(), timeout=30)
+        (worker,) = _children(node.pid)
+        os.kill(worker, signal.SIGSTOP)
+        call = c.node.Ping.future(node_pb2.PingRequest(), timeout=60)
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(grpc.RpcError) as e:
+            call.result()
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        def recovered() -> bool:
+            try:
+                c.node.Ping(node_pb2.PingRequest(), timeout=5)
+                return True
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+                return False
+
+        _wait(recovered, "a new worker answers")
+        (again,) = _children(node.pid)
+        assert again != worker
+        assert node.alive()
+
+
+def test_the_fronts_end_ends_its_workers(bed, tmp_path):
+    tb, hub, _ = bed
+    node = _serve(tb, tmp_path, 1).start()
+    try:
+        (worker,) = _children(node.pid)
+        os.kill(node.pid, signal.SIGKILL)   # the front alone, not its process group
+        node.proc.wait()
+        _wait(lambda: not _alive(worker), "the worker ends with its front")
+    finally:
+        node.kill()
+    # A graceful stop ends them too, and the front exits 0.
+    node = _serve(tb, tmp_path, 1).start()
+    (worker,) = _children(node.pid)
+    os.kill(node.pid, signal.SIGTERM)
+    assert node.proc.wait(120) == 0
+    _wait(lambda: not _alive(worker), "the worker stops with its front")
+    node.kill()
+
+
+def test_several_workers_on_sqlite_are_a_config_error(bed):
+    tb, _, _ = bed
+    cfg = _set_node(tb, "tax", worker_processes=2)
+    try:
+        with pytest.raises(ConfigError, match="worker_processes"):
+            load_config(cfg)
+    finally:
+        _set_node(tb, "tax", worker_processes=0)
