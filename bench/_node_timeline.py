@@ -15,12 +15,18 @@ the call reached the server's core — before it waited for the polling thread.
 
 CLOCK_MONOTONIC is one clock for every process of the machine (Linux), so the load generator's
 send and receive times and the node's stamps compare directly. Cost: a list append per stamp.
+
+A node of several processes (``[node] worker_processes``, node/front/): ``seen`` is stamped by
+the front when it looks up the call's handler (``Front.service``: where it takes the call),
+``enter`` / ``admit`` / ``leave`` / ``deadline`` by the worker that ran it (each worker dumps
+its stamps to ``$HEDUI_BENCH_TIMELINE.w<index>``; :func:`load` merges them).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import glob
 import json
 import os
 import time
@@ -73,19 +79,61 @@ def _dump() -> None:
         json.dump(_stamps, f)
 
 
+def _dump_worker(index: int) -> None:
+    with open(f"{os.environ['HEDUI_BENCH_TIMELINE']}.w{index}", "w") as f:
+        json.dump(_stamps, f)
+
+
+def install_worker(index: int) -> None:
+    """In a front's worker process (node/front/worker.py ``hook``): stamp enter/admit/leave."""
+    rpc._serving = _timed  # type: ignore[assignment]
+    atexit.register(_dump_worker, index)
+
+
+def _front_service(orig):
+    def service(self, details):
+        bid = _tag(details.invocation_metadata)
+        if bid is not None:
+            _stamps.append((bid, "seen", time.monotonic()))
+        return orig(self, details)
+
+    return service
+
+
 def load(path: str) -> dict[str, dict[str, float]]:
-    """The dumped stamps by call tag: ``{tag: {"seen": t, "enter": t, ...}}``."""
-    with open(path) as f:
-        out: dict[str, dict[str, float]] = {}
-        for bid, kind, t in json.load(f):
-            out.setdefault(bid, {})[kind] = t
-        return out
+    """The dumped stamps by call tag: ``{tag: {"seen": t, "enter": t, ...}}`` (a front's and
+    its workers' files merged; the files are removed)."""
+    out: dict[str, dict[str, float]] = {}
+    for name in [path, *sorted(glob.glob(glob.escape(path) + ".w*"))]:
+        if not os.path.exists(name):
+            continue
+        with open(name) as f:
+            for bid, kind, t in json.load(f):
+                out.setdefault(bid, {})[kind] = t
+        if name != path:
+            os.unlink(name)
+    return out
 
 
 if __name__ == "__main__":
     transport.TransportRefusals.intercept_service = _seen  # type: ignore[method-assign]
     rpc._serving = _timed  # type: ignore[assignment]  # looked up per call by rpc_method's wrapper
     atexit.register(_dump)
+    try:
+        import _node_timeline as _importable  # by name, so a worker can unpickle its hook
+
+        from hedui.node.front import proxy
+    except ImportError:   # a base without node/front/
+        pass
+    else:
+        proxy.Front.service = _front_service(proxy.Front.service)  # type: ignore[method-assign]
+        _init = proxy._Workers.__init__
+
+        def _workers_init(self, *a, **k) -> None:
+            _init(self, *a, **k)
+            self._hook = _importable.install_worker
+
+        proxy._Workers.__init__ = _workers_init  # type: ignore[method-assign]
     from hedui.node.cli import main
 
     main()

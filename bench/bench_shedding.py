@@ -58,10 +58,13 @@ from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 SEED = 13
 
 
-def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float | None = None) -> subprocess.Popen:
+def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float | None = None,
+           processes: int = 0) -> subprocess.Popen:
     cfg = tb.config_path("tax")
-    text = re.sub(r"\n(max_concurrent_rpcs|switch_interval_ms) = [\d.]+", "", cfg.read_text())
+    text = re.sub(r"\n(max_concurrent_rpcs|switch_interval_ms|worker_processes) = [\d.]+", "", cfg.read_text())
     text = text.replace("[node]\n", f"[node]\nmax_concurrent_rpcs = {cap}\n", 1)
+    if processes:  # a front and its worker processes (node/front/; after issue 13's third pass)
+        text = text.replace("[node]\n", f"[node]\nworker_processes = {processes}\n", 1)
     if switch_ms is not None:  # only where the node knows the setting (after issue 13's shedding pass)
         text = text.replace("[node]\n", f"[node]\nswitch_interval_ms = {switch_ms}\n", 1)
     text = re.sub(r"workers = \d+", f"workers = {workers}", text)
@@ -267,9 +270,10 @@ def _server_side(stamps: dict[str, dict[str, float]], sent: dict, prefix: str, f
     return out
 
 
-def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch_ms: float | None) -> dict:
+def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch_ms: float | None,
+             processes: int = 0) -> dict:
     timeline = tb.root / f"timeline-{cap}.json"
-    p = _serve(tb, cap, a.workers, timeline, switch_ms)
+    p = _serve(tb, cap, a.workers, timeline, switch_ms, processes)
     child = None
     try:
         with PeerClient.to_member(hub2, "tax") as c2:
@@ -303,7 +307,7 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
             p.kill()
             p.wait(30)
     ok, shed, codes, base = got["ok"], got["shed"], got["codes"], got["base"]
-    stamps = _node_timeline.load(str(timeline)) if timeline.exists() else {}
+    stamps = _node_timeline.load(str(timeline))
     timeline.unlink(missing_ok=True)
     sent, probe_sent = got["sent"], {**probe_sent, **other["sent"]}
     load = "f" if a.mode == "flood" else "b"
@@ -353,6 +357,10 @@ def main() -> None:
     ap.add_argument("--switch-ms", default="", help="candidate GIL switch intervals of the node ([node] switch_interval_ms), "
                     "comma-separated: each cap is run with each; empty: the node's default")
     ap.add_argument("--no-uncapped", action="store_true", help="leave out the baseline without a cap")
+    ap.add_argument("--processes", default="", help="candidate [node] worker_processes, comma-separated (0: one "
+                    "process; N: a front and N workers, node/front/): each cap is run with each; empty: the node's default")
+    ap.add_argument("--store", default="sqlite", help="sqlite, or a PostgreSQL URL for the provider's store (an empty "
+                    "database; worker_processes > 1 needs one)")
     ap.add_argument("--unloaded", type=int, default=200)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
@@ -361,8 +369,9 @@ def main() -> None:
         _load_child(a)
         return
     root = Path(tempfile.mkdtemp(prefix="hedui-bench-shed-"))
+    store = {} if a.store == "sqlite" else {"store": (lambda code: a.store if code == "tax" else "sqlite:///node.db")}
     tb = Testbed(root / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("hub2", "hub2", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
-                 residents=200, data_seed=SEED)
+                 residents=200, data_seed=SEED, **store)
     tb.create()
     # No quota in the way: a QUOTA_EXCEEDED is a RESOURCE_EXHAUSTED too, and would count as shed.
     tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
@@ -370,15 +379,17 @@ def main() -> None:
     os.environ[PASSPHRASE_ENV] = tb.passphrase
     tb.build_indexes()
     hub2 = Runtime.open(tb.config_path("hub2"))
-    variants: dict[str, tuple[int, float | None]] = {} if a.no_uncapped else {"baseline (no cap)": (4096, None)}
+    variants: dict[str, tuple[int, float | None, int]] = {} if a.no_uncapped else {"baseline (no cap)": (4096, None, 0)}
     for c in a.caps.split(","):
         for sw in a.switch_ms.split(",") if a.switch_ms else [None]:
-            variants[f"candidate (cap {c}{'' if sw is None else f', switch {sw} ms'})"] = (int(c), None if sw is None else float(sw))
+            for n in [int(x) for x in a.processes.split(",")] if a.processes else [0]:
+                label = f"cap {c}{'' if sw is None else f', switch {sw} ms'}{f', {n} worker processes' if n else ''}"
+                variants[f"candidate ({label})"] = (int(c), None if sw is None else float(sw), n)
     results: dict[str, list[dict]] = {k: [] for k in variants}
     try:
         for run in range(a.runs):
-            for name, (cap, sw) in variants.items():
-                results[name].append(_one_run(tb, hub2, a, cap, sw))
+            for name, (cap, sw, n) in variants.items():
+                results[name].append(_one_run(tb, hub2, a, cap, sw, n))
                 print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr, flush=True)
     finally:
         hub2.close()
@@ -409,6 +420,7 @@ def main() -> None:
         row["hub2 loaded/unloaded p99 median"] = round(statistics.median(probe), 2) if probe else None
         rows.append(row)
     report("load shedding (issue 13)", rows, json_out=a.json, extra={"caps": a.caps, "workers": a.workers, "mode": a.mode,
+                                                                         "processes": a.processes or "0", "store": a.store.split("@")[-1],
                                                                          "switch_ms": a.switch_ms or "default"})
 
 
