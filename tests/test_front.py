@@ -23,6 +23,10 @@ from hedui.common.periods import Month
 from hedui.keys import oprf
 from hedui.keys.directory import ROLE_ANSWERS
 from hedui.keys.keyfile import PASSPHRASE_ENV
+from hedui.node.audit import verdict as audit_verdict
+from hedui.node.audit import verify as audit_verify
+from hedui.node.audit.note import Verifier, Verifiers
+from hedui.node.audit.recorder import origin_of
 from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient
 from hedui.node.config import load_config
@@ -244,3 +248,45 @@ def test_several_workers_on_sqlite_are_a_config_error(bed):
             load_config(cfg)
     finally:
         _set_node(tb, "tax", worker_processes=0)
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgresql_answer_alike_and_survive_one_killed(tmp_path, pg_url):
+    """Two workers share one PostgreSQL store as node replicas do (audit log, quota, replay
+    cache): the answers are the one-process node's, and with one worker killed the other
+    keeps answering while the front starts the first again."""
+    tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
+                 residents=30, data_seed=SEED, store=lambda code: pg_url if code == "tax" else "sqlite:///node.db")
+    tb.create()
+    tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
+    tb.sign_directory()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    tb.build_indexes(["tax"])
+    hub = Runtime.open(tb.config_path("hub"))
+    try:
+        with _serve(tb, tmp_path, 0):
+            one = _answers(tb, hub)
+        with _serve(tb, tmp_path, 2) as node:
+            workers = _children(node.pid)
+            assert len(workers) == 2
+            assert [_answers(tb, hub) for _ in range(4)] == [one] * 4   # calls go to both workers in turn
+            os.kill(min(workers), signal.SIGKILL)
+            with PeerClient.to_member(hub, "tax") as c:
+                oks = 0
+                for _ in range(20):   # the survivor answers; a call routed to the dead one fails UNAVAILABLE
+                    try:
+                        c.node.Ping(node_pb2.PingRequest(), timeout=30)
+                        oks += 1
+                    except grpc.RpcError as err:
+                        assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+                assert oks >= 1
+            _wait(lambda: len(_children(node.pid)) == 2 and min(workers) not in _children(node.pid), "the killed worker is replaced")
+            assert _answers(tb, hub) == one
+        # One audit log, two writers and a kill: still one consistent tree, re-derived and checked.
+        d = hub.directory
+        keys = Verifiers([Verifier(origin_of(d.msg.federation, m.code), bytes(m.checkpoint_key or m.signing_key))
+                          for m in d.msg.members])
+        rep = audit_verify.verify(pg_url, keys)
+        assert rep.verdict is audit_verdict.Verdict.OK, rep.to_dict()
+    finally:
+        hub.close()
