@@ -95,6 +95,8 @@ class WorkerSlot:
     ready: bool = False
     in_flight: int = 0
     restarts: int = 0
+    failures: int = 0       # failed starts in a row
+    hold: int = 0           # watch ticks before the next start
     callables: dict[str, Any] = field(default_factory=dict)
 
     def callable(self, m: Method) -> Any:
@@ -323,33 +325,47 @@ class _Workers:
         w.ready = True
 
     async def watch(self, interval: float = 0.1) -> None:
-        """Restarts a worker that died (calls routed meanwhile are refused UNAVAILABLE)."""
+        """Restarts a worker that died (calls routed meanwhile are refused UNAVAILABLE); one
+        that fails to start again is retried after 0.2, 0.4, … up to 30 seconds."""
         while not self.stopping:
             for w in self.slots:
                 if w.process is None or self.stopping:
                     continue
-                if w.ready and not w.process.is_alive():
-                    w.ready = False
-                    log.error("worker %d (pid %s) exited with %s; starting it again", w.index, w.process.pid,
-                              w.process.exitcode)
-                    if w.channel is not None:
-                        await w.channel.close()
-                        w.channel = None
-                    w.restarts += 1
-                    self.spawn(w)
-                elif not w.ready and w.conn is not None and w.conn.poll():
+                if w.ready:
+                    if not w.process.is_alive():
+                        w.ready = False
+                        log.error("worker %d (pid %s) exited with %s; starting it again", w.index, w.process.pid,
+                                  w.process.exitcode)
+                        if w.channel is not None:
+                            await w.channel.close()
+                            w.channel = None
+                        w.restarts += 1
+                        self.spawn(w)
+                    continue
+                if w.hold > 0:   # waiting before the next attempt
+                    w.hold -= 1
+                    if w.hold == 0:
+                        self.spawn(w)
+                    continue
+                failed = False
+                if w.conn is not None and w.conn.poll():
                     try:
                         kind, _ = w.conn.recv()
-                    except EOFError:
+                    except (EOFError, OSError):
                         kind = "error"
                     if kind == "ready":
                         self._connect(w)
+                        w.failures = 0
                         log.info("worker %d serving again (pid %s)", w.index, w.process.pid)
-                    else:
-                        w.process.join(5)
-                        self.spawn(w)   # try again; its error is on stderr
-                elif not w.ready and not w.process.is_alive() and w.conn is not None and not w.conn.poll():
-                    self.spawn(w)
+                        continue
+                    failed = True
+                elif not w.process.is_alive():
+                    failed = True
+                if failed:
+                    w.failures += 1
+                    w.hold = min(2 ** w.failures, 300)
+                    log.error("worker %d did not start (%d in a row; its error is above); next attempt in %.1f s",
+                              w.index, w.failures, w.hold * interval)
             await asyncio.sleep(interval)
 
     def stop(self, grace: float = 30.0) -> None:
