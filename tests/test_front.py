@@ -290,3 +290,30 @@ def test_two_workers_on_postgresql_answer_alike_and_survive_one_killed(tmp_path,
         assert rep.verdict is audit_verdict.Verdict.OK, rep.to_dict()
     finally:
         hub.close()
+
+
+def _filter(hub: Runtime) -> list:
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_BULK_CROSS_CHECK, case_ref="XC-2026-07",
+                                    request_id=os.urandom(16))
+    with PeerClient.to_member(hub, "tax") as c:
+        stream = c.pseudonym.GetTokenFilter(pseudonym_pb2.GetTokenFilterRequest(context=ctx, epoch=1), timeout=30)
+        assert iter(stream) is stream
+        return list(stream)
+
+
+def test_streaming_methods_pass_through_the_front(bed, tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    tb, hub, _ = bed
+    with _serve(tb, tmp_path, 0):
+        one = _filter(hub)
+    with _serve(tb, tmp_path, 1):
+        parts = _filter(hub)   # server streaming (GetTokenFilter)
+        with PeerClient.to_member(hub, "tax") as c:
+            health = health_pb2_grpc.HealthStub(c.channel)
+            assert health.Check(health_pb2.HealthCheckRequest(service="hedui.v1.LookupService"),
+                                timeout=30).status == health_pb2.HealthCheckResponse.SERVING
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            watch.cancel()
+    assert len(parts) == len(one) > 1 and parts[0].total == one[0].total > 0

@@ -215,7 +215,7 @@ class Front(grpc.GenericRpcHandler):
                 front.admission.release(caller)
 
         async def relay_error(context: grpc.aio.ServicerContext, err: grpc.aio.AioRpcError) -> None:
-            await context.abort(err.code(), err.details() or "", err.trailing_metadata() or ())
+            await context.abort(err.code(), err.details() or "", tuple(err.trailing_metadata() or ()))
 
         async def finish(context: grpc.aio.ServicerContext, call: Any) -> None:
             trailing = await call.trailing_metadata()
