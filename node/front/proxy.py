@@ -13,8 +13,10 @@ with the call in metadata (node/peer.py ``FORWARDED_CERT``; anything a caller se
 that key is dropped). Status codes, details, deadlines and metadata pass through unchanged;
 streaming methods stream.
 
-The front is one asyncio event loop (grpc.aio): no handler threads, so nothing in this
-process competes with the loop for the GIL but the loop itself.
+The front is gRPC Python's thread-pool server, whose handler threads only admit or refuse
+and then wait for a worker's answer (the GIL released); a grpc.aio front (one event loop)
+was measured first and spent ~50 % more CPU per call (docs/performance.md, "Load shedding",
+third pass), and under a flood the front's CPU per call is what calls wait for.
 
 A worker that dies: calls in flight on it fail ``UNAVAILABLE`` (its socket closed), calls
 routed while none is up are refused ``UNAVAILABLE`` / ``WORKER_UNAVAILABLE`` by the front,
@@ -28,7 +30,6 @@ worker on SQLite is still one process per store.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import json
@@ -37,14 +38,15 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import grpc
-import grpc.aio
 
 from hedui.common.clock import Clock
 from hedui.keys.ca import member_of_cert
@@ -91,7 +93,7 @@ class WorkerSlot:
     socket: str
     process: Any = None
     conn: Connection | None = None
-    channel: grpc.aio.Channel | None = None
+    channel: grpc.Channel | None = None
     ready: bool = False
     in_flight: int = 0
     restarts: int = 0
@@ -114,23 +116,30 @@ class _Tally:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
+        self._lock = threading.Lock()
         self._items: dict[tuple[str, str, str], list] = {}
 
     def count(self, cause: str, peer: str, method: str = "") -> None:
         now = self._clock.now()
-        got = self._items.get((cause, peer, method))
-        if got is None:
-            self._items[(cause, peer, method)] = [1, now, now]
-        else:
-            got[0] += 1
-            got[2] = now
+        with self._lock:
+            got = self._items.get((cause, peer, method))
+            if got is None:
+                self._items[(cause, peer, method)] = [1, now, now]
+            else:
+                got[0] += 1
+                got[2] = now
 
     def take(self) -> list[dict]:
-        items, self._items = self._items, {}
+        with self._lock:
+            items, self._items = self._items, {}
         return [{"cause": c, "peer": p, "method": m, "count": n, "first": f.isoformat(), "last": la.isoformat()}
                 for (c, p, m), (n, f, la) in items.items()]
 
     def put_back(self, items: list[dict]) -> None:
+        with self._lock:
+            self._put_back(items)
+
+    def _put_back(self, items: list[dict]) -> None:
         for it in items:
             key = (it["cause"], it["peer"], it["method"])
             first, last = dt.datetime.fromisoformat(it["first"]), dt.datetime.fromisoformat(it["last"])
@@ -151,6 +160,7 @@ class Front(grpc.GenericRpcHandler):
         self.tally = _Tally(clock)
         self._table = method_table()
         self._next = 0
+        self._lock = threading.Lock()
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         for m in self._table.values():
             behaviour = self._behaviour(m)
@@ -164,18 +174,26 @@ class Front(grpc.GenericRpcHandler):
     # -- routing ---------------------------------------------------------------------------
 
     def _pick(self) -> WorkerSlot | None:
-        """The ready worker with the fewest calls in flight (round robin among equals)."""
+        """The ready worker with the fewest calls in flight (round robin among equals); its
+        count is taken here."""
         best: WorkerSlot | None = None
-        n = len(self.workers)
-        for k in range(n):
-            w = self.workers[(self._next + k) % n]
-            if w.ready and (best is None or w.in_flight < best.in_flight):
-                best = w
-        self._next = (self._next + 1) % max(1, n)
+        with self._lock:
+            n = len(self.workers)
+            for k in range(n):
+                w = self.workers[(self._next + k) % n]
+                if w.ready and (best is None or w.in_flight < best.in_flight):
+                    best = w
+            self._next = (self._next + 1) % max(1, n)
+            if best is not None:
+                best.in_flight += 1
         return best
 
+    def _done(self, w: WorkerSlot) -> None:
+        with self._lock:
+            w.in_flight -= 1
+
     @staticmethod
-    def _metadata(context: grpc.aio.ServicerContext, pem: bytes | None) -> tuple[tuple[str, str | bytes], ...]:
+    def _metadata(context: grpc.ServicerContext, pem: bytes | None) -> tuple[tuple[str, str | bytes], ...]:
         md = tuple((k, v) for k, v in (context.invocation_metadata() or ()) if k not in _HOP and not k.startswith(":"))
         return md + ((FORWARDED_CERT, pem),) if pem is not None else md
 
@@ -184,10 +202,10 @@ class Front(grpc.GenericRpcHandler):
     def _behaviour(self, m: Method) -> Callable:
         front = self
 
-        async def enter(context: grpc.aio.ServicerContext) -> tuple[str | None, WorkerSlot, tuple]:
+        def enter(context: grpc.ServicerContext) -> tuple[str | None, WorkerSlot, tuple]:
             """Admit (or refuse) and route; returns the caller key holding a slot, the worker
             and the metadata to send. Aborts the call when refused."""
-            pems = list(context.auth_context().get("x509_pem_cert") or [])
+            pems: Any = context.auth_context().get("x509_pem_cert") or []
             pem = bytes(pems[0]) if pems else None
             caller: str | None = None
             if m.admitted:
@@ -197,63 +215,66 @@ class Front(grpc.GenericRpcHandler):
                 except HeduiError as err:
                     front.tally.count(err.reason.lower() if err.reason else "overloaded", key, m.path[1:])
                     code, details = to_status(err)
-                    await context.abort(code, details)
+                    context.abort(code, details)
                 caller = key
             w = front._pick()
             if w is None:
                 if caller is not None:
                     front.admission.release(caller)
-                await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                    f"{Reason.UNAVAILABLE.value}: node: no worker process is up; retry with back-off")
+                context.abort(grpc.StatusCode.UNAVAILABLE,
+                              f"{Reason.UNAVAILABLE.value}: node: no worker process is up; retry with back-off")
             assert w is not None
-            w.in_flight += 1
             return caller, w, front._metadata(context, pem)
 
         def leave(caller: str | None, w: WorkerSlot) -> None:
-            w.in_flight -= 1
+            front._done(w)
             if caller is not None:
                 front.admission.release(caller)
 
-        async def relay_error(context: grpc.aio.ServicerContext, err: grpc.aio.AioRpcError) -> None:
-            await context.abort(err.code(), err.details() or "", tuple(err.trailing_metadata() or ()))
-
-        async def finish(context: grpc.aio.ServicerContext, call: Any) -> None:
-            trailing = await call.trailing_metadata()
+        def relay_error(context: grpc.ServicerContext, err: grpc.RpcError) -> None:
+            call: Any = err
+            trailing = call.trailing_metadata()
             if trailing:
                 context.set_trailing_metadata(tuple(trailing))
+            context.abort(call.code(), call.details() or "")
 
         if not m.response_streaming:
-            async def unary_response(request: Any, context: grpc.aio.ServicerContext) -> bytes:
-                caller, w, md = await enter(context)
+            def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
+                caller, w, md = enter(context)
                 try:
-                    call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                    call = w.callable(m).future(request, timeout=context.time_remaining(), metadata=md)
+                    context.add_callback(call.cancel)   # the caller went away: so does the forwarded call
                     try:
-                        response = await call
-                        initial = await call.initial_metadata()
-                        if initial:
-                            await context.send_initial_metadata(tuple(initial))
-                        await finish(context, call)
-                    except grpc.aio.AioRpcError as err:
-                        await relay_error(context, err)
+                        response = call.result()
+                    except grpc.RpcError as err:
+                        relay_error(context, err)
+                    initial = call.initial_metadata()
+                    if initial:
+                        context.send_initial_metadata(tuple(initial))
+                    trailing = call.trailing_metadata()
+                    if trailing:
+                        context.set_trailing_metadata(tuple(trailing))
                     return response
                 finally:
                     leave(caller, w)
 
             return unary_response
 
-        async def streamed_response(request: Any, context: grpc.aio.ServicerContext) -> None:
-            caller, w, md = await enter(context)
+        def streamed_response(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            caller, w, md = enter(context)
             try:
                 call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                context.add_callback(call.cancel)
                 try:
-                    initial = await call.initial_metadata()
+                    initial = call.initial_metadata()
                     if initial:
-                        await context.send_initial_metadata(tuple(initial))
-                    async for message in call:
-                        await context.write(message)
-                    await finish(context, call)
-                except grpc.aio.AioRpcError as err:
-                    await relay_error(context, err)
+                        context.send_initial_metadata(tuple(initial))
+                    yield from call
+                except grpc.RpcError as err:
+                    relay_error(context, err)
+                trailing = call.trailing_metadata()
+                if trailing:
+                    context.set_trailing_metadata(tuple(trailing))
             finally:
                 leave(caller, w)
 
@@ -283,6 +304,7 @@ class _Workers:
         self._args = (str(config_path), passphrase_env, passphrase)
         self._hook = hook
         self.stopping = False
+        self._tick = threading.Event()   # set only to stop the watch
 
     def spawn(self, w: WorkerSlot) -> None:
         from hedui.node.front.worker import run
@@ -317,14 +339,14 @@ class _Workers:
             if kind != "ready":
                 self.stop()
                 raise ConfigError(str(detail))
-            # Connected in the event loop (grpc.aio channels belong to the loop that made them).
+            self._connect(w)
 
     def _connect(self, w: WorkerSlot) -> None:
-        w.channel = grpc.aio.insecure_channel(f"unix:{w.socket}", options=_WORKER_OPTIONS)
+        w.channel = grpc.insecure_channel(f"unix:{w.socket}", options=_WORKER_OPTIONS)
         w.callables = {}
         w.ready = True
 
-    async def watch(self, interval: float = 0.1) -> None:
+    def watch(self, interval: float = 0.1) -> None:
         """Restarts a worker that died (calls routed meanwhile are refused UNAVAILABLE); one
         that fails to start again is retried after 0.2, 0.4, … up to 30 seconds."""
         while not self.stopping:
@@ -337,7 +359,7 @@ class _Workers:
                         log.error("worker %d (pid %s) exited with %s; starting it again", w.index, w.process.pid,
                                   w.process.exitcode)
                         if w.channel is not None:
-                            await w.channel.close()
+                            w.channel.close()
                             w.channel = None
                         w.restarts += 1
                         self.spawn(w)
@@ -366,12 +388,13 @@ class _Workers:
                     w.hold = min(2 ** w.failures, 300)
                     log.error("worker %d did not start (%d in a row; its error is above); next attempt in %.1f s",
                               w.index, w.failures, w.hold * interval)
-            await asyncio.sleep(interval)
+            self._tick.wait(interval)
 
     def stop(self, grace: float = 30.0) -> None:
         """Tells every worker to stop (each stops gracefully: its last flush of refusals, its
         final checkpoint), SIGKILL to those still running after ``grace`` seconds."""
         self.stopping = True
+        self._tick.set()
         for w in self.slots:
             if w.process is not None and w.process.is_alive() and w.conn is not None:
                 try:
@@ -387,44 +410,41 @@ class _Workers:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-async def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
+def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
     """The front's refusals to a worker, which audits them (node/refusals.py)."""
     items = front.tally.take()
     if not items:
         return
     for w in sorted(workers, key=lambda s: s.index):
-        if not w.ready or w.channel is None:
+        channel = w.channel
+        if not w.ready or channel is None:
             continue
         try:
-            call: Any = w.channel.unary_unary(REFUSALS_METHOD)
-            await call(json.dumps(items).encode(), timeout=10)
+            hand: Any = channel.unary_unary(REFUSALS_METHOD)
+            hand(json.dumps(items).encode(), timeout=10)
             log.info("front: %d refusal tallies handed to worker %d", len(items), w.index)
             return
-        except grpc.aio.AioRpcError as err:
+        except grpc.RpcError as err:
             log.warning("front: worker %d did not take the refusal tallies (%s)", w.index, err.code().name)
             continue
     front.tally.put_back(items)
     log.warning("front: %d refusal tallies kept for later: no worker took them", len(items))
 
 
-async def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, clock: Clock,
-                 workers: _Workers, flush_interval: float, member: str) -> None:
-    front = Front(admission, workers.slots, clock)
-    for w in workers.slots:
-        workers._connect(w)
-    loop = asyncio.get_running_loop()
-    from hedui.node.server import server_options
+def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, clock: Clock,
+           workers: _Workers, flush_interval: float, member: str) -> None:
+    from hedui.node.server import core_limit, server_options
     from hedui.node.transport import CoreLogTap
 
+    front = Front(admission, workers.slots, clock)
     # TLS handshake refusals (no client certificate, a foreign CA) are the front's now: gRPC
     # core logs them on the front's stderr, counted here and audited by a worker.
-    def counted(cause: str, peer: str) -> None:
-        loop.call_soon_threadsafe(front.tally.count, cause, peer)
-
-    tap = CoreLogTap(counted)
+    tap = CoreLogTap(lambda cause, peer: front.tally.count(cause, peer))
     tap.install()
-
-    server = grpc.aio.server(options=server_options())
+    # As many threads as admitted calls (each waits for its worker) plus as many again that
+    # refuse the excess at once (node/server.py core_limit).
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=core_limit(admission.cap), thread_name_prefix="front"),
+                         options=server_options())
     server.add_generic_rpc_handlers((front,))
     key, cert, ca = tls
     creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
@@ -435,29 +455,32 @@ async def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admiss
     if port == 0:
         tap.uninstall()
         raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)
-    await server.start()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(workers.watch())
+    server.start()
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    # Restarted workers are spawned by this thread, which lives as long as the front
+    # (PR_SET_PDEATHSIG follows the spawning thread, node/procs.py).
+    watcher = threading.Thread(target=workers.watch, name="worker-watch", daemon=True)
+    watcher.start()
     host = listen.rpartition(":")[0]
     log.info("node %s front serving on %s:%d with %d worker processes", member, host, port, len(workers.slots))
     print(f"hedui node {member} serving on {host}:{port}", flush=True)
     try:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), flush_interval)
-            except TimeoutError:
-                await _hand_over(front, workers.slots)
+        while not stop.wait(flush_interval):
+            _hand_over(front, workers.slots)
         log.info("front: stopping")
-        await server.stop(5.0)
+        server.stop(5.0).wait(6.0)
     finally:
         workers.stopping = True
-        watcher.cancel()
-        await _hand_over(front, workers.slots)
+        _hand_over(front, workers.slots)
         for w in workers.slots:
             if w.channel is not None:
-                await w.channel.close()
+                w.channel.close()
 
 
 def serve_front(config_path: Path, *, clock: Clock, hook: Callable[[int], Any] | None = None,
@@ -478,6 +501,6 @@ def serve_front(config_path: Path, *, clock: Clock, hook: Callable[[int], Any] |
     workers.start_all()
     log.info("%d worker processes up", n.worker_processes)
     try:
-        asyncio.run(_serve(n.listen, tls, admission, clock, workers, flush_interval, n.member))
+        _serve(n.listen, tls, admission, clock, workers, flush_interval, n.member)
     finally:
         workers.stop()
