@@ -442,9 +442,12 @@ def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, c
     tap = CoreLogTap(lambda cause, peer: front.tally.count(cause, peer))
     tap.install()
     # As many threads as admitted calls (each waits for its worker) plus as many again that
-    # refuse the excess at once (node/server.py core_limit).
+    # refuse the excess at once; beyond that many calls in the front, gRPC refuses in its
+    # polling thread (RESOURCE_EXHAUSTED, decoded as OVERLOADED) before any handler thread,
+    # as in one process (node/server.py core_limit): without it, every call of a flood
+    # queues for a handler thread, admitted ones behind the refusals ahead of them.
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=core_limit(admission.cap), thread_name_prefix="front"),
-                         options=server_options())
+                         options=server_options(), maximum_concurrent_rpcs=core_limit(admission.cap))
     server.add_generic_rpc_handlers((front,))
     key, cert, ca = tls
     creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
