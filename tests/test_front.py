@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, select, text
 
 from hedui.adapters.synthetic import resident
 from hedui.common.periods import Month
@@ -219,6 +219,14 @@ def test_a_killed_worker_fails_its_call_unavailable_and_is_started_again(bed, tm
         (again,) = _children(node.pid)
         assert again != worker
         assert node.alive()
+        assert len(_evaluate(c, _blinded()).evaluated_elements) == 3   # audited by the new worker
+    # The restarted worker stopped gracefully with its front: its last entries are signed.
+    assert node.proc is not None and node.proc.returncode == 0
+    eng = create_engine(load_config(tb.config_path("tax")).store_url())
+    with eng.connect() as conn:
+        size, signed = conn.execute(text("SELECT (SELECT size FROM audit_head), max(size) FROM audit_checkpoints")).one()
+    eng.dispose()
+    assert size == signed
 
 
 def test_the_fronts_end_ends_its_workers(bed, tmp_path):

@@ -293,8 +293,9 @@ def _log_settings() -> tuple[str, str]:
 
 
 class _Workers:
-    """Starts, watches and stops the worker processes (from the thread running the event
-    loop, the main thread: PR_SET_PDEATHSIG follows the thread that spawned, node/procs.py)."""
+    """Starts, watches and stops the worker processes. PR_SET_PDEATHSIG follows the *thread*
+    that spawned a worker (node/procs.py): the first ones are spawned by the main thread,
+    restarted ones by the watch thread, which therefore lives until every worker stopped."""
 
     def __init__(self, config_path: Path, n: int, passphrase_env: str, passphrase: bytes,
                  hook: Callable[[int], Any] | None = None) -> None:
@@ -305,6 +306,7 @@ class _Workers:
         self._hook = hook
         self.stopping = False
         self._tick = threading.Event()   # set only to stop the watch
+        self._ended = threading.Event()  # every worker stopped: the watch thread may end
 
     def spawn(self, w: WorkerSlot) -> None:
         from hedui.node.front.worker import run
@@ -389,6 +391,9 @@ class _Workers:
                     log.error("worker %d did not start (%d in a row; its error is above); next attempt in %.1f s",
                               w.index, w.failures, w.hold * interval)
             self._tick.wait(interval)
+        # A worker this thread restarted would get SIGKILL from the kernel the moment this
+        # thread ends: stay until stop() has let every worker finish.
+        self._ended.wait()
 
     def stop(self, grace: float = 30.0) -> None:
         """Tells every worker to stop (each stops gracefully: its last flush of refusals, its
@@ -408,6 +413,7 @@ class _Workers:
                     w.process.kill()
                     w.process.join(5)
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._ended.set()
 
 
 def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
