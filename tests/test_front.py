@@ -77,12 +77,13 @@ def _serve(tb: Testbed, tmp: Path, workers: int, cap: int = 8) -> NodeProcess:
     return NodeProcess(cfg, tb.env(), log=tmp / f"tax-{workers}.log")   # started by `with`, or .start()
 
 
-def _children(pid: int) -> set[int]:
-    """The worker processes of the front ``pid`` (not multiprocessing's resource tracker)."""
+def _children(pid: int, *, every: bool = False) -> set[int]:
+    """The worker processes of the front ``pid`` (``every``: with multiprocessing's resource
+    tracker)."""
     out: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
         out |= {int(x) for x in (task / "children").read_text().split()}
-    return {c for c in out if b"spawn_main" in _cmdline(c)}
+    return out if every else {c for c in out if b"spawn_main" in _cmdline(c)}
 
 
 def _cmdline(pid: int) -> bytes:
@@ -234,9 +235,11 @@ def test_the_fronts_end_ends_its_workers(bed, tmp_path):
     node = _serve(tb, tmp_path, 1).start()
     try:
         (worker,) = _children(node.pid)
+        every = _children(node.pid, every=True)   # multiprocessing's resource tracker too
+        assert worker in every
         os.kill(node.pid, signal.SIGKILL)   # the front alone, not its process group
         node.proc.wait()
-        _wait(lambda: not _alive(worker), "the worker ends with its front")
+        _wait(lambda: not any(_alive(p) for p in every), "the front's children end with it")
     finally:
         node.kill()
     # A graceful stop ends them too, and the front exits 0.
