@@ -24,7 +24,7 @@ def serve(
     ),
 ) -> None:
     """Start the node (mTLS gRPC, health, reflection). Stops gracefully on SIGTERM/SIGINT.
-    With [node] worker_processes = N, a front that admits and forwards calls to N worker
+    With node.worker_processes = N, a front that admits and forwards calls to N worker
     processes (docs/department-it.md "Worker processes"). The key passphrase: --passphrase-file / --passphrase-fd, else $HEDUI_KEY_PASSPHRASE (removed
     from the environment once read) or the file named by $HEDUI_KEY_PASSPHRASE_FILE."""
     from hedui.node.cli.keys import take_passphrase
