@@ -130,3 +130,28 @@ def test_chunk_rows_for_sqlite_and_copy_text_agree():
                    for r in rows.tokens)
     assert text.tokens.decode() == want
     assert isinstance(text.rows, bytes) and text.rows.decode().count("\n") == len(rows.rows) == 4
+
+
+def test_integer_keys_shaped_like_an_identity_are_withheld(engine, tmp_path):
+    # The SQL adapter checks every key but skips the scan for integers of fewer than 15
+    # digits: an 18-digit integer key is still caught, a 14-digit one is a plain key.
+    import sqlite3
+
+    from hedui.adapters.synthetic import write_sql
+
+    m = write_sql(f"sqlite:///{tmp_path / 'dept.db'}", residents=40, seed=2, departments=["tax"],
+                  mapping_dir=tmp_path / "maps")["tax"]
+    con = sqlite3.connect(tmp_path / "dept.db")
+    with con:
+        con.execute("UPDATE tax_annual SET id = 110105194912310021 WHERE id = 3")
+        con.execute("UPDATE tax_annual SET id = 99999999999999 WHERE id = 4")
+    con.close()
+    report = build_index(engine, open_adapter(m), KEY1, 1, workers=2, batch_size=8, clock=CLOCK)
+    problems = {p.locator: p.reason for p in list_problems(engine, 1)}
+    assert "tax_annual:id=<withheld>" in problems and "identity-shaped" in problems["tax_annual:id=<withheld>"]
+    with engine.connect() as c:
+        locs = set(c.execute(select(index_rows.c.locator)).scalars())
+    assert "tax_annual:id=99999999999999" in locs
+    assert not [loc for loc in locs | set(problems) if "110105194912310021" in loc]
+    assert _actual(engine, 1) == _expected(m, KEY1)
+    assert report.problems == 1

@@ -99,7 +99,7 @@ def _init(key: ServerKey, raw: tuple | None, state: dict[str, Any] = _state) -> 
 
         plan, refs = raw   # a ConvPlan: plain values, no pydantic in the worker
         state["conv"] = RowConverter(plan)
-        state["idx"] = {r: i for i, r in enumerate(refs)}
+        state["refs"] = tuple(refs)
 
 
 def _wire(item: Any) -> Any:
@@ -111,7 +111,7 @@ def prepare(items: Sequence[Record | RowProblem | RawRow | tuple], state: dict[s
     """Converts, tokenises and serialises one chunk of a batch (in a worker, or inline). A
     raw row comes as a :class:`RawRow` or as its ``(locator, values)`` tuple."""
     key = state["key"]
-    conv, idx = state.get("conv"), state.get("idx") or {}
+    conv, refs = state.get("conv"), state.get("refs") or ()
     seen: dict[str, bytes] = {}
     out: list[Prepared] = []
     for wired in items:
@@ -120,7 +120,8 @@ def prepare(items: Sequence[Record | RowProblem | RawRow | tuple], state: dict[s
         if fresh:
             locator, values = _wire(wired)
             assert conv is not None, "a raw row needs the adapter's raw_converter()"
-            got = conv.convert(locator, lambda ref, v=values: v[idx[ref]])
+            # A row's cells by reference through a dict's C lookup (no Python frame per cell).
+            got = conv.convert(locator, dict(zip(refs, values)).__getitem__)
             if got is None:
                 out.append(("s",))
                 continue
@@ -133,7 +134,12 @@ def prepare(items: Sequence[Record | RowProblem | RawRow | tuple], state: dict[s
             if tok is None:
                 # Converted just now: the converter has normalised the identity (once per row).
                 tok = seen[ident] = key.token_of_normalized(ident) if fresh else key.token(ident)
-            out.append(("r", fit(item.locator), tok, facts_text(item.facts)))
+            loc = item.locator
+            # A raw row's locator was checked by its adapter (adapters/sql.py: an identity-shaped
+            # key is a problem row); scrub() would return it unchanged unless it holds an escape.
+            if not (fresh and len(loc) <= _MAX_LOCATOR and "\\" not in loc):
+                loc = fit(loc)
+            out.append(("r", loc, tok, facts_text(item.facts)))
         else:
             out.append(("p", fit(item.locator), scrub(item.reason)))
     return out
