@@ -35,6 +35,7 @@ from hedui.adapters.sql_filter import prefilter
 __all__ = ["SqlAdapter"]
 
 _YIELD_PER = 1000
+_SHORT_INT = 10 ** 14   # integers below this in magnitude have at most 14 digits
 
 
 def _raw(col: Column) -> Any:
@@ -283,28 +284,24 @@ class SqlAdapter:
         ipk, iwm = len(labels), len(labels) + 1
 
         prev: list[Any] = [object()]
+        prefix_holds = idnum.contains(f"{table}:{pk_name}=")
 
-        def emit(row, after: dict) -> tuple[Record | RowProblem | None, dict]:
+        def emit(row) -> Record | RowProblem | None:
             key = row[ipk]
             locator = f"{table}:{pk_name}={key}"
-            if idnum.contains(locator):
+            # An integer key of fewer than 15 digits cannot hold an identity number's shape, and
+            # none can span the "=" before it: then only the prefix (checked once) could.
+            if (prefix_holds if type(key) is int and -_SHORT_INT < key < _SHORT_INT else idnum.contains(locator)):
                 return RowProblem(f"{table}:{pk_name}=<withheld>", "source.primary_key: got an identity-shaped "
-                                  "key, want a key that is not an identity number"), after
+                                  "key, want a key that is not an identity number")
             if key == prev[0]:  # a one-to-many join repeated the row
                 return RowProblem(locator, "source.joins: got several joined rows for one row, want "
-                                  "many-to-one joins"), after
+                                  "many-to-one joins")
             prev[0] = key
             if raw:   # converted later, elsewhere (raw_scan): the mapping's columns come first, in order
-                return RawRow(locator, tuple(row[:raw])), after
+                return RawRow(locator, tuple(row[:raw]))
             m = row._mapping
-            return self._conv.convert(locator, lambda ref: m[labels[ref]]), after
-
-        def kept(pair: tuple[Record | RowProblem | None, dict]) -> Iterator[tuple[Record | RowProblem, dict]]:
-            item, after = pair
-            if item is None:
-                self.skipped += 1
-            else:
-                yield item, after
+            return self._conv.convert(locator, lambda ref: m[labels[ref]])
 
         def excluded(range_: Any) -> None:
             if plan["excluded"] is not None:
@@ -322,14 +319,20 @@ class SqlAdapter:
             start = pos["pk"] if pos else None
             excluded(after_pk(start)(None))
             for row in self._pages(after_pk(start), [pk]):
-                yield from kept(emit(row, {"pk": _encode(row[ipk])}))
+                if (item := emit(row)) is None:
+                    self.skipped += 1
+                else:
+                    yield item, {"pk": _encode(row[ipk])}
             return
         if pos is None or pos.get("phase") == "null":
             start = pos["pk"] if pos else None
             null_where = after_pk(start)
             excluded(and_(wm.is_(None), null_where(None)))
             for row in self._pages(lambda last: and_(wm.is_(None), null_where(last)), [pk]):
-                yield from kept(emit(row, {"phase": "null", "pk": _encode(row[ipk])}))
+                if (item := emit(row)) is None:
+                    self.skipped += 1
+                else:
+                    yield item, {"phase": "null", "pk": _encode(row[ipk])}
             pos = None
 
         def after_wm(last):
@@ -340,7 +343,10 @@ class SqlAdapter:
 
         excluded(after_wm(None))
         for row in self._pages(after_wm, [wm, pk]):
-            yield from kept(emit(row, {"wm": _encode(row[iwm]), "pk": _encode(row[ipk])}))
+            if (item := emit(row)) is None:
+                self.skipped += 1
+            else:
+                yield item, {"wm": _encode(row[iwm]), "pk": _encode(row[ipk])}
 
     def data_date(self) -> date | None:
         """How current the source is: ``source.data_date`` as written, or the largest value of

@@ -7,8 +7,10 @@
    right before each build, which is compared with its own floor.
 2. Read/evaluate/write floor (:func:`floor_rw`): the same department rows read with one
    streaming SELECT, normalised, tokenised and serialised in W processes and bulk-inserted
-   into a plain table: what any build must do. Builds and floors alternate (``--reps``), each
-   build into a fresh store; min/median of each and of the per-round ratio.
+   into a plain table: what any build must do. After ``--warmup`` untimed pairs, builds and
+   floors alternate (``--reps`` rounds, the order within a round alternating), each build
+   into a fresh store; min/median of each and of the per-round ratio, and every round with
+   its wall and CPU seconds (this process, and the reaped workers) and load average.
 3. Build: synthetic residents (one tax record per adult resident) in a department database,
    ``build_index`` into a fresh node store, W token workers; on SQLite (files in a temporary
    directory) and on PostgreSQL (fresh databases, dropped afterwards). Reported as records
@@ -209,49 +211,111 @@ def _bytes_per_token(engine) -> float | None:
     return round(int(size) / n) if n else None
 
 
+def _cpu() -> tuple[float, float]:
+    """CPU seconds so far: this process, and its children that have been reaped (a build's
+    and a floor's workers are joined before either returns)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _timed(fn) -> tuple[object, dict]:
+    """Runs ``fn`` and returns its result and what it cost: wall seconds, CPU seconds of this
+    process and of the workers it reaped, the 1-minute load average before. A round whose
+    wall time rose but whose CPU did not waited for the cores (other work), not for itself."""
+    load = os.getloadavg()[0]
+    c0 = _cpu()
+    t = time.perf_counter()
+    got = fn()
+    wall = time.perf_counter() - t
+    c1 = _cpu()
+    return got, {"wall": round(wall, 3), "cpu_main": round(c1[0] - c0[0], 3), "cpu_workers": round(c1[1] - c0[1], 3),
+                 "load": round(load, 2)}
+
+
 def build(source_url: str, store_url: str, residents: int, workers: int, tmp: Path, reps: int = 3,
-          partitions: int = 0) -> dict:
+          partitions: int = 0, warmup: int = 1) -> dict:
     t = time.perf_counter()
     maps = write_sql(source_url, residents=residents, seed=1, departments=["tax"], share={"tax": 1.0}, years=1,
                      mapping_dir=tmp / f"maps-{uuid.uuid4().hex[:6]}")
     generated = time.perf_counter() - t
-    engine = open_engine(store_url)
-    _fresh_tables(engine, partitions)
-    try:
-        with PeakRss() as peak:
-            report = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers,
-                                 clock=CLOCK)
-        per_token = _bytes_per_token(engine)
-    finally:
-        engine.dispose()
+    if source_url.startswith("postgresql"):
+        # The source as a department's table at rest: vacuumed, analysed, checkpointed, so that
+        # autovacuum of the rows just generated does not run during the first timed round.
+        eng = create_engine(source_url.replace("postgresql://", "postgresql+psycopg://")
+                            if "+" not in source_url else source_url, isolation_level="AUTOCOMMIT")
+        with eng.connect() as c:
+            c.execute(text("VACUUM ANALYZE"))
+            c.execute(text("CHECKPOINT"))
+        eng.dispose()
+
+    def one_build(peak: PeakRss | None = None):
+        engine = open_engine(store_url)
+        schema.load_all().drop_all(engine)
+        _fresh_tables(engine, partitions)
+        try:
+            if peak is None:
+                rep = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1, workers=workers,
+                                  clock=CLOCK)
+            else:
+                with peak:
+                    rep = build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1,
+                                      workers=workers, clock=CLOCK)
+            return rep, _bytes_per_token(engine)
+        finally:
+            engine.dispose()
+
+    # Warm-up (untimed): one build and one floor, so that neither side's first timed round
+    # pays for cold caches (imports, page cache, the store's first file growth).
+    for _ in range(warmup):
+        one_build()
+        floor_rw(source_url, store_url, workers)
+    # Interleaved, in alternating order (build then floor, floor then build, ...) so that
+    # neither side always runs right after the other; a round's ratio is floor ÷ build of
+    # the pair.
+    rounds: list[dict] = []
+    peak = PeakRss()
+    report = None
+    per_token = None
+    for i in range(reps):
+        def b(i: int = i):
+            nonlocal report, per_token
+            rep, pt = one_build(peak if i == 0 else None)
+            if i == 0:
+                report, per_token = rep, pt
+            return rep
+        order = ("build", "floor") if i % 2 == 0 else ("floor", "build")
+        got: dict = {}
+        for side in order:
+            if side == "build":
+                rep, got["build"] = _timed(b)
+                got["build"]["seconds"] = round(rep.seconds, 3)   # build_index's own timing
+            else:
+                fl, got["floor"] = _timed(lambda: floor_rw(source_url, store_url, workers))
+                got["floor"]["seconds"] = fl["seconds"]
+                got["floor"]["records"] = fl["records"]
+        got["ratio"] = round(got["floor"]["seconds"] / got["build"]["seconds"], 3)
+        got["order"] = order[0]
+        rounds.append(got)
+        print(f"round {i + 1}: build {got['build']['seconds']:.2f} s (cpu {got['build']['cpu_main']:.2f} + "
+              f"{got['build']['cpu_workers']:.2f}), floor {got['floor']['seconds']:.2f} s (cpu "
+              f"{got['floor']['cpu_main']:.2f} + {got['floor']['cpu_workers']:.2f}), ratio {got['ratio']:.2f}, "
+              f"load {got['build']['load']}", file=sys.stderr, flush=True)
+    assert report is not None
+    builds = [r["build"]["seconds"] for r in rounds]
+    fs = [r["floor"]["seconds"] for r in rounds]
+    ratios = [r["ratio"] for r in rounds]
     out = {"records": report.records, "seconds": round(report.seconds, 2), "records_per_s": round(report.rate),
            "tokens": report.tokens, "generate_seconds": round(generated, 2),
            "build_peak_rss_mib": {"main": peak.main, "largest_worker": peak.worker}}
     if per_token is not None:
         out["store_bytes_per_token"] = per_token
         out["partitions"] = partitions
-    # Interleaved with the build on the same data: floor, (build above), floor again, build
-    # again into a fresh store, floor; min/median of each side.
-    floors = [floor_rw(source_url, store_url, workers)]
-    builds = [report.seconds]
-    print(f"build {report.seconds:.2f} s, floor {floors[-1]['seconds']} s", file=sys.stderr, flush=True)
-    for _ in range(reps - 1):
-        engine = open_engine(store_url)
-        schema.load_all().drop_all(engine)
-        _fresh_tables(engine, partitions)
-        try:
-            builds.append(build_index(engine, open_adapter(maps["tax"]), ServerKey.derive(SEED, 1), 1,
-                                      workers=workers, clock=CLOCK).seconds)
-        finally:
-            engine.dispose()
-        floors.append(floor_rw(source_url, store_url, workers))
-        print(f"build {builds[-1]:.2f} s, floor {floors[-1]['seconds']} s", file=sys.stderr, flush=True)
-    fs = [f["seconds"] for f in floors]
     out["build_seconds_min_median"] = [round(min(builds), 2), round(statistics.median(builds), 2)]
     out["rw_floor_seconds_min_median"] = [round(min(fs), 2), round(statistics.median(fs), 2)]
-    out["rw_floor_records"] = floors[0]["records"]
-    ratios = [f / b for b, f in zip(builds, fs)]
+    out["rw_floor_records"] = rounds[0]["floor"]["records"]
+    out["build_records_per_s_median"] = round(report.records / statistics.median(builds))
     out["share_of_rw_floor_min_median"] = [round(min(ratios), 2), round(statistics.median(ratios), 2)]
+    out["rounds"] = rounds
     return out
 
 
@@ -293,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-partitions", type=int, default=0,
                     help="PostgreSQL token index partitioned by token prefix into N (0: one table)")
     ap.add_argument("--reps", type=int, default=3, help="builds and read/evaluate/write floors, interleaved")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed build + floor pairs before the timed rounds")
+    ap.add_argument("--no-micro", action="store_true", help="skip the pseudonym micro-benchmarks")
     args = ap.parse_args(argv)
 
     res: dict = {"residents": args.residents, "workers": args.workers, "cpus": os.cpu_count(),
@@ -307,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_sqlite:
             sqlite_floor = floor(floor_ids, args.workers)
             res["sqlite"] = build(f"sqlite:///{tmp / 'dept.db'}", sqlite_url(tmp / "node.db"), args.residents,
-                                  args.workers, tmp, args.reps)
+                                  args.workers, tmp, args.reps, warmup=args.warmup)
         if not args.no_postgres:
             admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
             names = [f"hedui_bench_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("src", "store")]
@@ -318,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 base = PG_ADMIN.rsplit("/", 1)[0]
                 pg_floor = floor(floor_ids, args.workers)
                 res["postgres"] = build(f"{base}/{names[0]}", f"{base}/{names[1]}", args.residents, args.workers, tmp,
-                                        args.reps, args.pg_partitions)
+                                        args.reps, args.pg_partitions, args.warmup)
             finally:
                 with admin.connect() as c:
                     for n in names:
@@ -332,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("sqlite", "postgres"):
         if kind in res:
             res[kind]["share_of_floor"] = round(res[kind]["records_per_s"] / res[kind]["floor_tokens_per_s"], 2)
-    res["micro"] = micro()
+    if not args.no_micro:
+        res["micro"] = micro()
     res["loadavg_after"] = os.getloadavg()[0]
     # Peak resident memory over the whole run (Linux ru_maxrss is in KiB: data generation and
     # floors included): this process and the largest child that ended. The build's own peak
@@ -363,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                       "/".join(map(str, r["share_of_rw_floor_min_median"])))
     con.print(t)
     print(f"peak memory: main process {res['peak_rss_mib_main']} MiB, largest worker {res['peak_rss_mib_largest_worker']} MiB")
+    if "micro" not in res:
+        return 0
     m = res["micro"]
     t2 = Table(title="Pseudonym crypto, one process")
     t2.add_column("measure")

@@ -36,7 +36,7 @@ def main() -> None:
 
     counts = {"batches": 0, "writes": 0}
     real_start, real_batch, real_swap = index._start, index._write_batch, index._swap
-    real_full, real_inc = index._write_full, index._write_incremental
+    real_full, real_inc, real_ready = index._write_full, index._write_incremental, index._write_ready
     real_build = index.build_index
 
     def start(*a, **kw):
@@ -53,10 +53,11 @@ def main() -> None:
 
     def written(real):
         def wrapper(*a, **kw):
-            real(*a, **kw)
+            got = real(*a, **kw)
             counts["writes"] += 1
             if name == "batch" and counts["writes"] == at:
                 _die()     # the batch's token rows are written, not committed
+            return got
         return wrapper
 
     def swap(*a, **kw):
@@ -75,6 +76,7 @@ def main() -> None:
 
     index._start, index._write_batch, index._swap = start, write_batch, swap
     index._write_full, index._write_incremental = written(real_full), written(real_inc)
+    index._write_ready = written(real_ready)   # a fresh full run's batches (workers made the rows ready)
     index.build_index = build
     sys.argv = ["hedui", *args]
     from hedui.node.cli import main as cli

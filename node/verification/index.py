@@ -54,7 +54,7 @@ from hedui.node.verification.index_read import (
 )
 from hedui.node.verification.index_sql import Sql
 from hedui.node.verification.index_tables import index_problems, index_progress, index_rows, token_index
-from hedui.node.verification.index_work import Workers, dump
+from hedui.node.verification.index_work import Fresh, FreshSpec, Workers, dump
 
 __all__ = ["IndexReport", "build_index", "facts_for_tokens", "read_live", "all_tokens", "live_epochs", "retire_epoch",
            "list_problems", "data_dates", "source_data_date"]
@@ -170,24 +170,72 @@ def _doc(pairs: list[tuple[str, str]]) -> str:
 def _write_batch(engine: Engine, run: _Run, prepared: list, position: Any) -> None:
     """One batch (as the workers prepared it, index_work.py) and the position after it, in
     one transaction (the unit of resumption). Rows go under the run's generation, which no
-    reader sees before the swap."""
-    latest = _latest(prepared)
-    used = [it for it in prepared if it[0] != "s"]
+    reader sees before the swap. ``prepared`` is the batch's items, or (a fresh full run)
+    its chunks ready to write (:class:`Fresh`)."""
     sql = Sql(engine.dialect.name)
     with engine.begin() as conn:
         _lock(conn, run.epoch)
-        if run.mode == "full":
-            _write_full(conn, sql, run, latest)
+        if prepared and type(prepared[0]) is Fresh:
+            used, bad = _write_ready(conn, sql, run, prepared)
         else:
-            _write_incremental(conn, sql, run, latest)
-        bad = [it for it in used if it[0] == "p"]
-        values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + len(used), "updated_at": run.clock.now(),
-                                  "problem_rows": index_progress.c.problem_rows + len(bad)}
+            latest = _latest(prepared)
+            if run.mode == "full":
+                _write_full(conn, sql, run, latest)
+            else:
+                _write_incremental(conn, sql, run, latest)
+            used = sum(1 for it in prepared if it[0] != "s")
+            bad = sum(1 for it in prepared if it[0] == "p")
+        values: dict[str, Any] = {"rows_read": index_progress.c.rows_read + used, "updated_at": run.clock.now(),
+                                  "problem_rows": index_progress.c.problem_rows + bad}
         if position is not None:
             values["position"] = json.dumps(position, sort_keys=True)
         conn.execute(update(index_progress).where(index_progress.c.epoch == run.epoch,
                                                   index_progress.c.source == run.source).values(**values))
-    run.rows_read += len(used)
+    run.rows_read += used
+
+
+_ROW_COLS = ("epoch", "source", "locator", "token", "run")
+
+
+def _write_ready(conn, sql: Sql, run: _Run, chunks: list[Fresh]) -> tuple[int, int]:
+    """A fresh full run's batch, whose workers made each chunk ready to write (index_work.py
+    ``prepare_fresh``): the chunks' token rows and row→token maps are appended as they
+    came, then their problem rows filed — a problem takes a record of the same locator
+    written earlier in this run back out, as :func:`_write_full` does. Returns the rows
+    used and the problem rows."""
+    # With problems, chunk by chunk in source order, so that the last word on a locator wins.
+    groups = [chunks] if not any(c.problems for c in chunks) else [[c] for c in chunks]
+    for group in groups:
+        sql.copy_ready(conn, "token_index", _TOKEN_COLS, [c.tokens for c in group])
+        sql.copy_ready(conn, "index_rows", _ROW_COLS, [c.rows for c in group])
+        problems = [p for c in group for p in c.problems]
+        if problems:
+            _file_problems(conn, sql, run, problems)
+    return sum(c.used for c in chunks), sum(c.problem_rows for c in chunks)
+
+
+def _file_problems(conn, sql: Sql, run: _Run, problems: list[tuple[str, str]]) -> None:
+    """Files problem rows of a full run, taking each locator's record of this run out."""
+    ep, src, g = run.epoch, run.source, run.run
+    locs = [loc for loc, _ in problems]
+    old = list(sql.select_in(conn, "SELECT locator, token, run FROM index_rows WHERE epoch = ? AND source = ? AND locator",
+                             (ep, src), locs))
+    for loc, tok, r in old:
+        if r == g:
+            _drop_locator(conn, run, bytes(tok), loc)
+    sql.delete_in(conn, "DELETE FROM index_rows WHERE epoch = ? AND source = ? AND locator", (ep, src),
+                  [loc for loc, _, _ in old])
+    sql.upsert(conn, "index_problems", "reason", ep, src, g, problems)
+
+
+def _next_part(engine: Engine, run: _Run) -> int:
+    """The first part number free in the run's generation (0 for a run not resumed)."""
+    if not run.resumed:
+        return 0
+    with engine.connect() as conn:
+        got = conn.execute(select(func.max(token_index.c.part)).where(
+            token_index.c.epoch == run.epoch, token_index.c.source == run.source, token_index.c.gen == run.run)).scalar()
+    return 0 if got is None else int(got) + 1
 
 
 def _write_full(conn, sql: Sql, run: _Run, latest: dict[str, tuple]) -> None:
@@ -206,21 +254,13 @@ def _write_full(conn, sql: Sql, run: _Run, latest: dict[str, tuple]) -> None:
     sql.copy(conn, "token_index", _TOKEN_COLS,
              sorted((ep, tok, src, g, run.rows_read, _doc(pairs), len(pairs)) for tok, pairs in by_tok.items()))
     if run.fresh:
-        sql.copy(conn, "index_rows", ("epoch", "source", "locator", "token", "run"), [(ep, src, loc, tok, g) for loc, tok in rows])
+        sql.copy(conn, "index_rows", _ROW_COLS, [(ep, src, loc, tok, g) for loc, tok in rows])
     else:
         sql.upsert(conn, "index_rows", "token", ep, src, g, rows)
         sql.delete_in(conn, "DELETE FROM index_problems WHERE epoch = ? AND source = ? AND locator", (ep, src),
                       [loc for loc, _ in rows])
     if problems:
-        locs = [loc for loc, _ in problems]
-        old = list(sql.select_in(conn, "SELECT locator, token, run FROM index_rows WHERE epoch = ? AND source = ? AND locator",
-                                 (ep, src), locs))
-        for loc, tok, r in old:
-            if r == g:
-                _drop_locator(conn, run, bytes(tok), loc)
-        sql.delete_in(conn, "DELETE FROM index_rows WHERE epoch = ? AND source = ? AND locator", (ep, src),
-                      [loc for loc, _, _ in old])
-        sql.upsert(conn, "index_problems", "reason", ep, src, g, problems)
+        _file_problems(conn, sql, run, problems)
 
 
 def _drop_locator(conn, run: _Run, tok: bytes, loc: str) -> None:
@@ -385,9 +425,31 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         counts = {"rows": 0, "records": 0, "problems": 0, "skipped": 0}
         scan = adapter.raw_scan if raw else adapter.scan  # type: ignore[attr-defined]
         inflight: deque = deque()
+        if run.fresh:
+            # Each chunk comes back ready to write (index_work.py prepare_fresh), as one part.
+            with engine.connect() as conn:
+                encoding = Sql(engine.dialect.name).copy_encoding(conn)
+            parts = iter(range(_next_part(engine, run), 1 << 62))
+
+            def spec() -> FreshSpec:
+                return FreshSpec(epoch, run.source, run.run, next(parts), encoding)
+
+        def submit(items: list) -> list:
+            return workers_.submit_fresh(items, spec) if run.fresh else workers_.submit(items)
 
         def drain_one() -> None:
             n, pending, position = inflight.popleft()
+            if run.fresh:
+                chunks = workers_.chunks(pending)
+                for c in chunks:
+                    counts["records"] += c.records
+                    counts["problems"] += c.problem_rows
+                    counts["skipped"] += c.skipped
+                    counts["rows"] += c.used
+                _write_batch(engine, run, chunks, position)
+                if progress is not None:
+                    progress.advance(task, n)
+                return
             prepared = workers_.result(pending)
             for it in prepared:
                 counts[{"r": "records", "p": "problems", "s": "skipped"}[it[0]]] += 1
@@ -401,12 +463,12 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         for item, position in scan(json.loads(run.position) if run.position else None):
             batch.append(item)
             if len(batch) >= batch_size:
-                inflight.append((len(batch), workers_.submit(batch), position))
+                inflight.append((len(batch), submit(batch), position))
                 batch = []
                 if len(inflight) > _IN_FLIGHT:
                     drain_one()
         if batch:
-            inflight.append((len(batch), workers_.submit(batch), position))
+            inflight.append((len(batch), submit(batch), position))
         while inflight:
             drain_one()
         workers_.close(wait=False)   # they exit while the swap runs

@@ -53,6 +53,31 @@ class Sql:
         else:
             conn.exec_driver_sql(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))})", list(rows))
 
+    def copy_ready(self, conn: Connection, table: str, columns: Sequence[str], parts: Sequence[bytes | list[tuple]]) -> None:
+        """Appends rows the workers made ready to write (index_work.py ``prepare_fresh``):
+        ``COPY`` text on PostgreSQL, streamed as it is; row tuples on SQLite."""
+        cols = ", ".join(columns)
+        if self.pg:
+            if not any(parts):
+                return
+            with _cursor(conn) as cur, cur.copy(f"COPY {table} ({cols}) FROM STDIN") as cp:
+                for part in parts:
+                    if part:
+                        cp.write(part)
+            return
+        rows = [r for part in parts for r in part]
+        if rows:
+            dbapi: Any = conn.connection.dbapi_connection
+            dbapi.executemany(f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))})", rows)
+
+    def copy_encoding(self, conn: Connection) -> str | None:
+        """The Python codec of the connection's client encoding for ``COPY`` text
+        (PostgreSQL), or None (SQLite: rows go as tuples)."""
+        if not self.pg:
+            return None
+        dbapi: Any = conn.connection.dbapi_connection
+        return str(dbapi.info.encoding)
+
     def upsert(self, conn: Connection, table: str, value_col: str, epoch: int, source: str, run: int,
                rows: Sequence[tuple[str, Any]]) -> None:
         """``(epoch, source, locator) -> (value_col, run)`` for index_rows / index_problems."""
