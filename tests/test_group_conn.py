@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from hedui.node.store.group import GroupCommit
 
@@ -30,7 +31,7 @@ def test_transactions_share_one_kept_connection_and_an_error_drops_it(engine):
     first = group.run(lambda c: (c.execute(insert(_rows).values(id=1, what="a")), _dbapi(c))[1])
     assert group.run(lambda c: (c.execute(insert(_rows).values(id=2, what="b")), _dbapi(c))[1]) == first
     assert engine.pool.checkedout() == 1   # the committer's, between transactions
-    with pytest.raises(Exception):   # a unit that fails (duplicate key): rolled back, connection dropped
+    with pytest.raises(IntegrityError):   # a unit that fails (duplicate key): rolled back, connection dropped
         group.run(lambda c: c.execute(insert(_rows).values(id=2, what="again")))
     assert engine.pool.checkedout() == 0
     group.run(lambda c: c.execute(insert(_rows).values(id=3, what="c")))
