@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--pyspy-of", choices=("provider", "hub"), default="provider",
                     help="profile the first provider or this (the hub's) process")
     ap.add_argument("--pyspy-bin", default=shutil.which("py-spy") or "py-spy")
+    ap.add_argument("--pyspy-threads", action="store_true",
+                    help="sample every running thread, not only the GIL holder (CPU outside the GIL shows too)")
     ap.add_argument("--floor", action="store_true", help="also run each round through floor_case and report its CPU")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
@@ -88,7 +90,7 @@ def main() -> None:
                     if a.pyspy and rep == 0 and conc == levels[0]:
                         pid = os.getpid() if a.pyspy_of == "hub" else nodes[0].pid
                         spy = subprocess.Popen([a.pyspy_bin, "record", "-p", str(pid), "-r", "250", "-f", "raw",
-                                                "-o", a.pyspy, "--gil", "--nonblocking"],
+                                                "-o", a.pyspy, "--nonblocking", *([] if a.pyspy_threads else ["--gil"])],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                         time.sleep(1.0)   # attached before the round starts
                     households = bc._households(a.cases, a.residents)
