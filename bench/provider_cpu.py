@@ -41,9 +41,10 @@ from hedui.node.testbed.procs import NodeProcess
 from hedui.node.verification.catalogue import load_catalogue
 
 
-def _proc_cpu(pid: int) -> float:
+def _proc_cpu(pid: int, *, system: bool = False) -> float:
+    """User + system CPU seconds of a process (``system``: the system part alone)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[12]) + (0 if system else int(fields[11]))) / os.sysconf("SC_CLK_TCK")
 
 
 def _self_cpu() -> float:
@@ -95,21 +96,25 @@ def main() -> None:
                         time.sleep(1.0)   # attached before the round starts
                     households = bc._households(a.cases, a.residents)
                     hub0, prov0 = _self_cpu(), sum(n.cpu_seconds() for n in nodes)
+                    sys0 = sum(_proc_cpu(n.pid, system=True) for n in nodes)
                     _, rate, incomplete = bc._run_hedui(hub, households, conc)
                     hub_cpu = (_self_cpu() - hub0) / a.cases
                     prov_cpu = (sum(n.cpu_seconds() for n in nodes) - prov0) / a.cases
+                    prov_sys = (sum(_proc_cpu(n.pid, system=True) for n in nodes) - sys0) / a.cases
                     if spy is not None:
                         spy.send_signal(signal.SIGINT)
                         spy.wait(60)
                     print(f"concurrency {conc} round {rep}: {rate:.1f} cases/s, 8 providers {prov_cpu * 1e3:.1f} ms CPU "
-                          f"per case, hub {hub_cpu * 1e3:.1f} ms, {incomplete} incomplete", flush=True)
+                          f"per case (system {prov_sys * 1e3:.1f}), hub {hub_cpu * 1e3:.1f} ms, {incomplete} incomplete", flush=True)
                     if floor is not None:
                         hub0, prov0 = _self_cpu(), sum(_proc_cpu(p.pid) for p in floor.procs)
+                        sys0 = sum(_proc_cpu(p.pid, system=True) for p in floor.procs)
                         _, frate = floor.run(households, conc)
                         fhub = (_self_cpu() - hub0) / a.cases
                         fprov = (sum(_proc_cpu(p.pid) for p in floor.procs) - prov0) / a.cases
+                        fsys = (sum(_proc_cpu(p.pid, system=True) for p in floor.procs) - sys0) / a.cases
                         print(f"concurrency {conc} round {rep}: floor {frate:.1f} cases/s, 8 providers {fprov * 1e3:.1f} ms CPU "
-                              f"per case, hub {fhub * 1e3:.1f} ms", flush=True)
+                              f"per case (system {fsys * 1e3:.1f}), hub {fhub * 1e3:.1f} ms", flush=True)
         finally:
             if floor is not None:
                 floor.close()
