@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["RevocationState", "check_use", "member_entries", "verified_payload"]
 
 _ENTRY = 4 + 32  # one member: 4-byte epoch, SHA-256 of its token
+_VERIFIED_KEPT = 32  # verified revocation lists kept per provider (RevocationState._verified)
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
@@ -97,6 +98,12 @@ class RevocationState:
         self.engine = engine
         self._cache: dict[str, tuple[int, frozenset[bytes]]] = {}
         self._lock = threading.Lock()
+        #: Lists already verified and checked, by (hub, the envelope's bytes, the keys it was
+        #: verified under) -> (serial, revoked): the hub sends the same signed list with every
+        #: request until its list changes (node/verification/consent.py), so each provider
+        #: verifies its signature once, not once per Lookup (issue 16). Only what verified is
+        #: kept; the stored serial is still read and compared on every request.
+        self._verified: dict[tuple, tuple[int, frozenset[bytes]]] = {}
 
     def _remember(self, c: Connection, hub: str, serial: int) -> None:
         with self._lock:
@@ -121,32 +128,22 @@ class RevocationState:
             if seen:
                 raise PermissionDenied(f"context.revocations: got none, want serial >= {seen}", reason=Reason.REVOCATIONS_STALE)
             return
-        payload = verified_payload(env, key, dsse.REVOCATIONS, "context.revocations")
-        try:
-            lst = common_pb2.ConsentRevocations.FromString(payload)
-        except Exception:
-            raise InvalidArgument("context.revocations: signed payload is not a ConsentRevocations", reason=Reason.CONSENT_INVALID) from None
-        if lst.hub != hub:
-            raise PermissionDenied(f"context.revocations.hub: got {lst.hub[:32]!r}, want {hub!r}", reason=Reason.CONSENT_FORGED)
-        revoked = {bytes(d) for d in lst.revoked}
-        if lst.serial != len(lst.revoked) or len(revoked) != len(lst.revoked) or any(len(d) != 32 for d in revoked):
-            raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct 32-byte digests",
-                                  reason=Reason.CONSENT_INVALID)
+        serial, revoked = self._verify(hub, key, env)
         with _reading(self.engine, conn) as c:
             seen = _serial(c, hub)
-            if lst.serial < seen:
-                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
+            if serial < seen:
+                raise PermissionDenied(f"context.revocations.serial: got {serial}, want >= {seen} (an older list)",
                                        reason=Reason.REVOCATIONS_STALE)
-            if lst.serial == seen:
+            if serial == seen:
                 self._remember(c, hub, seen)
                 return  # the list it already holds: the common case, no write
         with self.engine.begin() as c:
             # Re-read under the write: a concurrent request may have stored a newer list.
             seen = _serial(c, hub, lock=True)
-            if lst.serial < seen:
-                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
+            if serial < seen:
+                raise PermissionDenied(f"context.revocations.serial: got {serial}, want >= {seen} (an older list)",
                                        reason=Reason.REVOCATIONS_STALE)
-            if lst.serial == seen:
+            if serial == seen:
                 self._remember(c, hub, seen)
                 return
             known = {bytes(r[0]) for r in c.execute(_REVOKED_OF, {"hub": hub})}
@@ -154,10 +151,37 @@ class RevocationState:
             if new:
                 c.execute(consent_revoked_seen.insert(), [{"hub": hub, "consent_digest": d, "learned_at": now} for d in new])
             if seen:
-                c.execute(update(consent_lists_seen).where(consent_lists_seen.c.hub == hub).values(serial=int(lst.serial), received_at=now))
+                c.execute(update(consent_lists_seen).where(consent_lists_seen.c.hub == hub).values(serial=serial, received_at=now))
             else:
-                c.execute(consent_lists_seen.insert().values(hub=hub, serial=int(lst.serial), received_at=now))
-            self._remember(c, hub, int(lst.serial))
+                c.execute(consent_lists_seen.insert().values(hub=hub, serial=serial, received_at=now))
+            self._remember(c, hub, serial)
+
+    def _verify(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope) -> tuple[int, frozenset[bytes]]:
+        """The serial and revoked digests of ``env``, a list signed by ``hub`` under ``key``;
+        refuses a forged or malformed one. A list verified before under the same keys is
+        not verified again (see ``_verified``)."""
+        ck = (hub, env.SerializeToString(deterministic=True), tuple(sorted((k, v.owner, v.raw) for k, v in key.items())))
+        with self._lock:
+            got = self._verified.get(ck)
+        if got is not None:
+            return got
+        payload = verified_payload(env, key, dsse.REVOCATIONS, "context.revocations")
+        try:
+            lst = common_pb2.ConsentRevocations.FromString(payload)
+        except Exception:
+            raise InvalidArgument("context.revocations: signed payload is not a ConsentRevocations", reason=Reason.CONSENT_INVALID) from None
+        if lst.hub != hub:
+            raise PermissionDenied(f"context.revocations.hub: got {lst.hub[:32]!r}, want {hub!r}", reason=Reason.CONSENT_FORGED)
+        revoked = frozenset(bytes(d) for d in lst.revoked)
+        if lst.serial != len(lst.revoked) or len(revoked) != len(lst.revoked) or any(len(d) != 32 for d in revoked):
+            raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct 32-byte digests",
+                                  reason=Reason.CONSENT_INVALID)
+        got = (int(lst.serial), revoked)
+        with self._lock:
+            if len(self._verified) >= _VERIFIED_KEPT:
+                self._verified.clear()   # lists change rarely: the current few are all it needs
+            self._verified[ck] = got
+        return got
 
     def is_revoked(self, hub: str, digest: bytes) -> bool:
         """Against what :meth:`apply` last read for ``hub`` (each request applies first)."""
