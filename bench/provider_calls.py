@@ -8,7 +8,7 @@ and ``LookupServicer.Lookup`` called directly with a stand-in servicer context (
 certificate, a ``traceparent``) — the whole method as served, from ``node/rpc.py``'s wrapper
 on — against ``floor_case._Provider``'s two methods on the same runtime and store. Requests
 are built outside the timing as the hub builds them (the hub's signed consent record and
-revocation list per case, blinded elements, tokens). One thread; ``--cases`` exchange pairs
+revocation list as the tree's hub sends it, blinded elements, tokens). One thread; ``--cases`` exchange pairs
 per round, Hedui and the floor alternated ``--reps`` times after a warm-up; reported: µs of
 this process's CPU per Evaluate + Lookup pair (min / median) and their difference.
 
@@ -32,7 +32,9 @@ from floor_case import _Provider
 
 from hedui.common.periods import Month
 from hedui.keys import oprf
+from hedui.keys.directory import ROLE_ANSWERS
 from hedui.node.runtime import Runtime
+from hedui.node.verification import consent
 from hedui.node.verification.catalogue import load_catalogue
 from hedui.node.verification.service import LookupServicer, PseudonymServicer
 from hedui.v1 import lookup_pb2, pseudonym_pb2
@@ -61,6 +63,8 @@ def _requests(hub, key, households: list[list[str]]) -> list[tuple]:
     for h in households:
         ids = list(dict.fromkeys(h))
         ctx = bc._bare_context(hub, len(ids), f"PC-{os.urandom(6).hex()}")
+        if hasattr(consent, "current_revocations"):   # the hub's list as the tree's hub sends it
+            ctx.revocations.CopyFrom(consent.current_revocations(hub.signer_for(ROLE_ANSWERS), hub.member, [], hub.clock.now()))
         ev = pseudonym_pb2.EvaluateRequest(context=ctx, epoch=1, blinded_elements=oprf.blind(ids).blinded)
         lctx = type(ctx)()
         lctx.CopyFrom(ctx)
