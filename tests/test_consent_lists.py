@@ -82,3 +82,39 @@ def test_a_provider_verifies_a_list_once_and_refuses_what_it_refused_before(engi
             state.apply("hub", KEYS, forged, T0)
     assert len(calls) == before + 2
     assert dsse.REVOCATIONS == env.payload_type
+
+
+def test_a_first_use_is_one_statement_and_stores_what_the_row_path_stores(engine):
+    """The first use of an authorisation writes its row whole in one statement; a second use
+    (a re-run of the same one-off case) finds the row and goes through it as before."""
+    import hashlib
+
+    from sqlalchemy import event, select
+
+    from hedui.node.verification.consent_state import check_use, member_entries
+    from hedui.node.verification.consent_tables import consent_uses
+
+    env = consent.issue(HUB, hub="hub", scan_digest=hashlib.sha256(b"scan").digest(), purpose="dibao",
+                        case_ref="HUB-2026-000001", max_members=2, issued_at=T0, operator="cw01")
+    rec, digest = common_pb2.ConsentRecord.FromString(env.payload), consent.consent_digest(env)
+    tokens = [hashlib.sha512(b"member %d" % i).digest() for i in range(2)]
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cur, sql, *a: statements.append(sql.split()[0]))
+
+    def use(at, month):
+        with engine.begin() as c:
+            check_use(c, "hub", rec, digest, rec.case_ref, 1, tokens, at, reference_month=month, record=True)
+
+    use(T0, "2026-06")
+    assert statements == ["INSERT"]
+    with engine.connect() as c:
+        row = c.execute(select(consent_uses)).one()
+    assert (row.uses, row.case_ref, bytes(row.record_digest), row.reference_month) == (1, rec.case_ref, digest, "2026-06")
+    assert consent_state._utc(row.first_used_at) == T0 == consent_state._utc(row.last_used_at)
+    assert bytes(row.members) == b"".join(sorted(member_entries(1, tokens)))
+    statements.clear()
+    use(T0 + dt.timedelta(hours=1), "2026-07")   # the same case again, another month: a second use
+    assert statements == ["INSERT", "INSERT", "UPDATE"]
+    with engine.connect() as c:
+        row = c.execute(select(consent_uses)).one()
+    assert (row.uses, row.reference_month) == (2, "2026-07") and consent_state._utc(row.first_used_at) == T0

@@ -223,6 +223,16 @@ _TAKE_ROW = {
 }
 
 
+# The first use of an authorisation here (every case's Lookup: a one-off authorisation is
+# used once per department), written whole in one statement; a conflict (the row exists, or a
+# concurrent request is writing it: PostgreSQL waits for that one's outcome) inserts nothing,
+# and the use then takes the row as above (issue 16: one statement instead of two).
+_INSERT_FIRST = {
+    "postgresql": Prepared(pg_insert(consent_uses).on_conflict_do_nothing(index_elements=_PK), column_keys=_USE_COLUMNS),
+    "sqlite": Prepared(sqlite_insert(consent_uses).on_conflict_do_nothing(index_elements=_PK), column_keys=_USE_COLUMNS),
+}
+
+
 # The consent-list serial, read by every Lookup on the driver's cursor (issue 16 item 3).
 _SERIAL_RAW = Prepared(_SERIAL)
 
@@ -327,6 +337,13 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
     if not record:
         row = c.execute(_USE_ROW, key).first()
         _decide(row, rec, case_ref, members, now, again=same_review(row, record_digest, reference_month))
+        return
+    # A first use (no row: nothing used before) needs only the member limit, and is written
+    # whole, as the take-row + update below would leave it.
+    if _most_per_epoch(members) <= rec.max_members and _INSERT_FIRST[c.dialect.name].rowcount(c, {
+            "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
+            "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 1,
+            "members": b"".join(sorted(members)), "reference_month": reference_month}) == 1:
         return
     rows = _TAKE_ROW[c.dialect.name].run(c, {
         "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
