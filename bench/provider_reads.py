@@ -1,8 +1,10 @@
 """Issue 16 item 3: the store reads of one provider Lookup, in-process, on SQLite or PostgreSQL.
 
-What a Lookup reads besides the replay cache (node/policy.py): the hub's stored revocation
-serial (node/verification/consent_state.py) and the index's live state and facts for its
-tokens (node/verification/index_read.py). Run under two trees to compare them: where the
+What a Lookup reads: the replay cache (node/policy.py ``_replay``: a fresh request id), the
+hub's stored revocation serial (node/verification/consent_state.py) and the index's live
+state and facts for its tokens (node/verification/index_read.py). Where the tree's
+``policy._replay`` takes ``conn`` the replay cache is read on the Lookup's snapshot, else on a
+connection of its own (as the tree's Lookup does). Run under two trees to compare them: where the
 tree has ``read_live_in`` (one snapshot connection for all of it, statements on the driver's
 cursor) that path is timed, else the former one (a connection for the serial, a snapshot for
 the index, through Core). µs per Lookup (wall, and this process's CPU: on PostgreSQL the
@@ -14,20 +16,26 @@ server's work is elsewhere), min / median of ``--reps`` rounds of ``--calls``.
 from __future__ import annotations
 
 import argparse
+import inspect
+import itertools
 import json
 import statistics
 import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 from sqlalchemy import text
 
+from hedui.common.clock import FixedClock
+from hedui.node import policy
 from hedui.node.store import migrate
 from hedui.node.store.db import open_engine
 from hedui.node.verification import consent_state, index_read
 from hedui.node.verification.consent_tables import consent_lists_seen
 from hedui.node.verification.index_tables import index_progress, token_index
+from hedui.v1 import common_pb2
 
 _T = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
 
@@ -67,10 +75,24 @@ def main() -> None:
             url = a.pg
         eng, toks = _setup(url, a.tokens)
         new = hasattr(index_read, "read_live_in")
+        on_snapshot = "conn" in inspect.signature(policy._replay).parameters
+        rt = SimpleNamespace(engine=eng, clock=FixedClock(_T), config=SimpleNamespace(provider=None))
+        ids = itertools.count()
+
+        def replay(c=None) -> None:
+            ctx = common_pb2.RequestContext(request_id=next(ids).to_bytes(16, "big"))
+            if c is None:
+                assert policy._replay(rt, "hub", "Lookup", ctx, b"d" * 32) is None
+            else:
+                assert policy._replay(rt, "hub", "Lookup", ctx, b"d" * 32, conn=c) is None
 
         def one() -> None:
+            if not on_snapshot:
+                replay()
             if new:
                 with index_read.snapshot(eng) as c:
+                    if on_snapshot:
+                        replay(c)
                     consent_state._serial(c, "hub")
                     live = index_read.read_live_in(c, 1, toks, ["tax"])
             else:
@@ -89,7 +111,10 @@ def main() -> None:
             wall.append((time.perf_counter() - t0) / a.calls * 1e6)
             cpu.append((time.process_time() - c0) / a.calls * 1e6)
         eng.dispose()
-        print(f"{'one snapshot, driver cursor' if new else 'Core, two connections'} ({a.store}, {a.tokens} tokens), "
+        what = ("replay cache, serial and index on one snapshot" if on_snapshot else
+                "replay cache on its own connection, serial and index on one snapshot" if new else
+                "replay cache, serial, index: three connections through Core")
+        print(f"{what} ({a.store}, {a.tokens} tokens), "
               f"µs per Lookup's reads, min / median of {a.reps}: wall {min(wall):.0f} / {statistics.median(wall):.0f}, "
               f"this process's CPU {min(cpu):.0f} / {statistics.median(cpu):.0f}")
 

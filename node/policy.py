@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -77,11 +77,21 @@ _UNBUMP = (update(quota_counters)
            .values(count=_Q.count - 1))
 _SEEN = Prepared(seen_requests.insert(),
                  column_keys=["request_id", "caller", "method", "seen_at", "request_digest", "answer"])
-_SEEN_ROW = select(_S.caller, _S.method, _S.request_digest, _S.answer, _S.seen_at).where(_S.request_id == bindparam("rid"))
+#: The replay-cache read of every Lookup, on the driver's cursor of the Lookup's one read
+#: snapshot (issue 16 item 3: it took a pool check-out and Core's execution path of its own).
+_SEEN_ROW = Prepared(select(_S.caller, _S.method, _S.request_digest, _S.answer, _S.seen_at).where(_S.request_id == bindparam("rid")))
 _FORGET = seen_requests.delete().where(_S.request_id == bindparam("rid"))
 _FORGET_MINE = seen_requests.delete().where(and_(_S.request_id == bindparam("rid"), _S.caller == bindparam("k_caller"),
                                                  _S.method == bindparam("k_method")))
 _PRUNE = Prepared(seen_requests.delete().where(_S.seen_at < bindparam("before")))
+
+
+class _SeenRow(NamedTuple):
+    caller: str
+    method: str
+    request_digest: bytes | None
+    answer: bytes | None
+    seen_at: datetime
 
 
 @dataclass(frozen=True)
@@ -124,8 +134,14 @@ def check(
     request_digest: bytes = b"",
     replay_guard: bool = True,
     charge: bool = True,
+    conn: Any = None,
 ) -> Grant:
     """Checks everything a request can be refused for before any work.
+
+    ``conn``: a read connection the caller holds (a Lookup's one snapshot of the store,
+    node/verification/index_read.py ``snapshot``) on which the replay cache is read, instead
+    of a connection of its own. The replay guard's last word is the request id's primary key
+    at :func:`commit` either way; this read only finds a retry's cached answer early.
 
     With ``replay_guard`` the request id is looked up (a retry of the same request returns
     the cached answer) and the quota is charged later, in the same transaction that stores
@@ -155,7 +171,7 @@ def check(
         raise ResourceExhausted(f"batch: got {batch} items, want at most {max_batch}", reason=Reason.BATCH_TOO_LARGE)
     grant = Grant(tuple(rules))
     if replay_guard:
-        cached = _replay(rt, caller, method, ctx, request_digest)
+        cached = _replay(rt, caller, method, ctx, request_digest, conn=conn)
         if cached is not None:
             return Grant(tuple(rules), cached_answer=cached)
         return grant
@@ -344,11 +360,16 @@ def prune_replay_cache(c, now: datetime, window: timedelta) -> int:
     return int(_PRUNE.rowcount(c, {"before": _utc(now) - window}) or 0)
 
 
-def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes) -> bytes | None:
+def _replay(rt: Runtime, caller: str, method: str, ctx, request_digest: bytes, *, conn: Any = None) -> bytes | None:
     rid = bytes(ctx.request_id)
-    # A read on its own (no write transaction, no commit): the common case is a fresh id.
-    with rt.engine.connect() as c:
-        row = c.execute(_SEEN_ROW, {"rid": rid}).first()
+    # A read (no write transaction, no commit): the common case is a fresh id. On the caller's
+    # connection when it holds one, else on one of its own.
+    if conn is not None:
+        rows = _SEEN_ROW.run(conn, {"rid": rid})
+    else:
+        with rt.engine.connect() as c:
+            rows = _SEEN_ROW.run(c, {"rid": rid})
+    row = _SeenRow(*rows[0]) if rows else None
     if row is not None and _utc(row.seen_at) < _utc(rt.clock.now()) - replay_window(rt):
         # Expired but not yet pruned: it is gone as far as anyone can tell.
         with rt.engine.begin() as c:

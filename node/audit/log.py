@@ -247,6 +247,7 @@ class AuditLog(TreeReader):
         if w is not None:
             self._queue.put(_STOP)
             w.join()
+        self.group.close()   # the group committer's kept connection back to the pool
 
     def __enter__(self) -> AuditLog:
         return self

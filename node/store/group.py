@@ -20,19 +20,35 @@ A unit that raises (a quota overrun, a replayed request id) must not take the ot
 the shared transaction is rolled back and every unit of the batch runs again in a
 transaction of its own, so each gets its own outcome. Units must therefore touch nothing but
 the connection they are given (they may run twice, and the first run may be rolled back).
+
+The committer keeps **one connection** for its transactions (issue 16 item 3): only one
+leader runs at a time, so a connection of its own saves every transaction the pool's
+check-out and check-in (on PostgreSQL a pre-ping round trip and a reset) and SQLAlchemy's
+per-connection set-up. Any error drops that connection (the next transaction checks out a
+fresh, pre-pinged one); a batch that failed because the kept connection had gone stale (the
+server restarted, SQLAlchemy invalidated it) runs once more on a fresh connection, as a
+rolled-back batch's units do anyway. Only engines with a queue pool (a file SQLite store,
+PostgreSQL) keep one; :meth:`GroupCommit.close` gives it back.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import QueuePool
 
 __all__ = ["GroupCommit"]
 
 T = TypeVar("T")
+
+#: Connections a forked child inherited from its parent's committers: kept referenced so
+#: they are never closed (nor collected) in the child.
+_INHERITED: list[Connection] = []
 
 
 class _Unit(Generic[T]):
@@ -54,9 +70,48 @@ class GroupCommit:
         self._cv = threading.Condition(threading.Lock())
         self._pending: list[_Unit] = []
         self._busy = False
+        #: The connection this committer keeps between transactions (only the leader uses
+        #: it), the process that opened it, and whether it keeps one at all.
+        self._conn: Connection | None = None
+        self._pid = 0
+        self._hold = isinstance(engine.pool, QueuePool)
         #: Transactions committed and units carried, for benchmarks and tests.
         self.commits = 0
         self.units = 0
+
+    def close(self) -> None:
+        """Gives the kept connection back (waits for a transaction in progress); later
+        transactions each check one out of the pool."""
+        with self._cv:
+            self._hold = False
+            while self._busy:
+                self._cv.wait()
+            conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+
+    def _connection(self) -> tuple[Connection, bool]:
+        """The connection for the next transaction, and whether it was kept from an earlier one."""
+        conn = self._conn
+        if conn is not None:
+            if self._pid == os.getpid():
+                return conn, True
+            # Inherited across a fork: the parent's. Never used or closed here (closing would
+            # end the parent's session on a shared socket); kept referenced, never collected.
+            _INHERITED.append(conn)
+            self._conn = None
+        conn = self.engine.connect()
+        if self._hold:
+            self._conn, self._pid = conn, os.getpid()
+        return conn, False
+
+    def _drop(self, conn: Connection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        try:
+            conn.close()
+        except Exception:   # a broken connection: the pool discards it
+            pass
 
     def run(self, work: Callable[[Connection], T]) -> T:
         """Runs ``work(conn)`` in a transaction shared with concurrent units; returns its
@@ -84,11 +139,22 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Unit]) -> None:
         values: list[Any] = []
+        conn, kept = self._connection()
+        committing = False
         try:
-            with self.engine.begin() as conn:
+            with conn.begin():
                 for u in batch:
                     values.append(u.work(conn))
+                committing = True
+            if not self._hold:
+                self._drop(conn)
         except BaseException as exc:
+            self._drop(conn)
+            if kept and not committing and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                # The kept connection had gone stale before the commit was asked for, so
+                # nothing of the batch can have been stored: once more on a fresh connection.
+                self._commit(batch)
+                return
             if len(batch) == 1 or not isinstance(exc, Exception):
                 for u in batch:
                     u.error, u.done = exc, True

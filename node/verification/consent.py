@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,7 @@ __all__ = [
     "check_binding",
     "context_fields",
     "context_fields_of",
+    "current_revocations",
     "revocations_in",
 ]
 
@@ -334,8 +336,34 @@ def context_fields(rt: Runtime, case: Any) -> dict:
     return context_fields_of(rt, case, None, revocation_list(rt.engine))
 
 
+#: How long (node clock) the hub sends one signed revocation list before signing it anew
+#: while its content stays the same (issue 16).
+LIST_REUSE = dt.timedelta(seconds=60)
+_signed_lists: dict[tuple, tuple[dt.datetime, common_pb2.Envelope]] = {}
+_signed_lock = threading.Lock()
+
+
+def current_revocations(signer: SigningKey, hub: str, revoked: Sequence[bytes], now: dt.datetime) -> common_pb2.Envelope:
+    """The hub's signed revocation list of ``revoked``: the one signed before while the list
+    is the same and was signed less than :data:`LIST_REUSE` ago, else a new one (issue 16).
+    A provider checks a list's hub, signature and serial, never its age (consent_state.py),
+    so the same signed bytes serve every case meanwhile, and each provider verifies them
+    once instead of on every Lookup. A revocation changes the list: signed at once."""
+    k = (signer.keyid, signer.public.raw, hub, tuple(bytes(d) for d in revoked))
+    with _signed_lock:
+        have = _signed_lists.get(k)
+    if have is not None and have[0] <= now < have[0] + LIST_REUSE:
+        return have[1]
+    env = sign_revocations(signer, hub, revoked, now)
+    with _signed_lock:
+        if len(_signed_lists) >= 16:
+            _signed_lists.clear()
+        _signed_lists[k] = (now, env)
+    return env
+
+
 def context_fields_of(rt: Runtime, case: Any, members: int | None, revoked: Sequence[bytes]) -> dict:
     """:func:`context_fields` from what the caller has just read: the case's member count and
     the hub's revocation list (:func:`revocations_in`)."""
     return {"consent": issue_for_case(rt, case, members),
-            "revocations": sign_revocations(rt.signer_for(ROLE_ANSWERS), rt.member, revoked, rt.clock.now())}
+            "revocations": current_revocations(rt.signer_for(ROLE_ANSWERS), rt.member, revoked, rt.clock.now())}

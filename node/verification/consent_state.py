@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["RevocationState", "check_use", "member_entries", "verified_payload"]
 
 _ENTRY = 4 + 32  # one member: 4-byte epoch, SHA-256 of its token
+_VERIFIED_KEPT = 32  # verified revocation lists kept per provider (RevocationState._verified)
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
@@ -97,6 +98,12 @@ class RevocationState:
         self.engine = engine
         self._cache: dict[str, tuple[int, frozenset[bytes]]] = {}
         self._lock = threading.Lock()
+        #: Lists already verified and checked, by (hub, the envelope's bytes, the keys it was
+        #: verified under) -> (serial, revoked): the hub sends the same signed list with every
+        #: request until its list changes (node/verification/consent.py), so each provider
+        #: verifies its signature once, not once per Lookup (issue 16). Only what verified is
+        #: kept; the stored serial is still read and compared on every request.
+        self._verified: dict[tuple, tuple[int, frozenset[bytes]]] = {}
 
     def _remember(self, c: Connection, hub: str, serial: int) -> None:
         with self._lock:
@@ -121,32 +128,22 @@ class RevocationState:
             if seen:
                 raise PermissionDenied(f"context.revocations: got none, want serial >= {seen}", reason=Reason.REVOCATIONS_STALE)
             return
-        payload = verified_payload(env, key, dsse.REVOCATIONS, "context.revocations")
-        try:
-            lst = common_pb2.ConsentRevocations.FromString(payload)
-        except Exception:
-            raise InvalidArgument("context.revocations: signed payload is not a ConsentRevocations", reason=Reason.CONSENT_INVALID) from None
-        if lst.hub != hub:
-            raise PermissionDenied(f"context.revocations.hub: got {lst.hub[:32]!r}, want {hub!r}", reason=Reason.CONSENT_FORGED)
-        revoked = {bytes(d) for d in lst.revoked}
-        if lst.serial != len(lst.revoked) or len(revoked) != len(lst.revoked) or any(len(d) != 32 for d in revoked):
-            raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct 32-byte digests",
-                                  reason=Reason.CONSENT_INVALID)
+        serial, revoked = self._verify(hub, key, env)
         with _reading(self.engine, conn) as c:
             seen = _serial(c, hub)
-            if lst.serial < seen:
-                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
+            if serial < seen:
+                raise PermissionDenied(f"context.revocations.serial: got {serial}, want >= {seen} (an older list)",
                                        reason=Reason.REVOCATIONS_STALE)
-            if lst.serial == seen:
+            if serial == seen:
                 self._remember(c, hub, seen)
                 return  # the list it already holds: the common case, no write
         with self.engine.begin() as c:
             # Re-read under the write: a concurrent request may have stored a newer list.
             seen = _serial(c, hub, lock=True)
-            if lst.serial < seen:
-                raise PermissionDenied(f"context.revocations.serial: got {lst.serial}, want >= {seen} (an older list)",
+            if serial < seen:
+                raise PermissionDenied(f"context.revocations.serial: got {serial}, want >= {seen} (an older list)",
                                        reason=Reason.REVOCATIONS_STALE)
-            if lst.serial == seen:
+            if serial == seen:
                 self._remember(c, hub, seen)
                 return
             known = {bytes(r[0]) for r in c.execute(_REVOKED_OF, {"hub": hub})}
@@ -154,10 +151,37 @@ class RevocationState:
             if new:
                 c.execute(consent_revoked_seen.insert(), [{"hub": hub, "consent_digest": d, "learned_at": now} for d in new])
             if seen:
-                c.execute(update(consent_lists_seen).where(consent_lists_seen.c.hub == hub).values(serial=int(lst.serial), received_at=now))
+                c.execute(update(consent_lists_seen).where(consent_lists_seen.c.hub == hub).values(serial=serial, received_at=now))
             else:
-                c.execute(consent_lists_seen.insert().values(hub=hub, serial=int(lst.serial), received_at=now))
-            self._remember(c, hub, int(lst.serial))
+                c.execute(consent_lists_seen.insert().values(hub=hub, serial=serial, received_at=now))
+            self._remember(c, hub, serial)
+
+    def _verify(self, hub: str, key: dict[str, VerifyingKey], env: common_pb2.Envelope) -> tuple[int, frozenset[bytes]]:
+        """The serial and revoked digests of ``env``, a list signed by ``hub`` under ``key``;
+        refuses a forged or malformed one. A list verified before under the same keys is
+        not verified again (see ``_verified``)."""
+        ck = (hub, env.SerializeToString(deterministic=True), tuple(sorted((k, v.owner, v.raw) for k, v in key.items())))
+        with self._lock:
+            got = self._verified.get(ck)
+        if got is not None:
+            return got
+        payload = verified_payload(env, key, dsse.REVOCATIONS, "context.revocations")
+        try:
+            lst = common_pb2.ConsentRevocations.FromString(payload)
+        except Exception:
+            raise InvalidArgument("context.revocations: signed payload is not a ConsentRevocations", reason=Reason.CONSENT_INVALID) from None
+        if lst.hub != hub:
+            raise PermissionDenied(f"context.revocations.hub: got {lst.hub[:32]!r}, want {hub!r}", reason=Reason.CONSENT_FORGED)
+        revoked = frozenset(bytes(d) for d in lst.revoked)
+        if lst.serial != len(lst.revoked) or len(revoked) != len(lst.revoked) or any(len(d) != 32 for d in revoked):
+            raise InvalidArgument(f"context.revocations.serial: got {lst.serial}, want {len(lst.revoked)} distinct 32-byte digests",
+                                  reason=Reason.CONSENT_INVALID)
+        got = (int(lst.serial), revoked)
+        with self._lock:
+            if len(self._verified) >= _VERIFIED_KEPT:
+                self._verified.clear()   # lists change rarely: the current few are all it needs
+            self._verified[ck] = got
+        return got
 
     def is_revoked(self, hub: str, digest: bytes) -> bool:
         """Against what :meth:`apply` last read for ``hub`` (each request applies first)."""
@@ -196,6 +220,16 @@ _TAKE_ROW = {
                            .returning(*consent_uses.c), column_keys=_USE_COLUMNS),
     "sqlite": Prepared(sqlite_insert(consent_uses).on_conflict_do_update(index_elements=_PK, set_={"uses": consent_uses.c.uses})
                        .returning(*consent_uses.c), column_keys=_USE_COLUMNS),
+}
+
+
+# The first use of an authorisation here (every case's Lookup: a one-off authorisation is
+# used once per department), written whole in one statement; a conflict (the row exists, or a
+# concurrent request is writing it: PostgreSQL waits for that one's outcome) inserts nothing,
+# and the use then takes the row as above (issue 16: one statement instead of two).
+_INSERT_FIRST = {
+    "postgresql": Prepared(pg_insert(consent_uses).on_conflict_do_nothing(index_elements=_PK), column_keys=_USE_COLUMNS),
+    "sqlite": Prepared(sqlite_insert(consent_uses).on_conflict_do_nothing(index_elements=_PK), column_keys=_USE_COLUMNS),
 }
 
 
@@ -303,6 +337,13 @@ def check_use(c: Connection, hub: str, rec: common_pb2.ConsentRecord, record_dig
     if not record:
         row = c.execute(_USE_ROW, key).first()
         _decide(row, rec, case_ref, members, now, again=same_review(row, record_digest, reference_month))
+        return
+    # A first use (no row: nothing used before) needs only the member limit, and is written
+    # whole, as the take-row + update below would leave it.
+    if _most_per_epoch(members) <= rec.max_members and _INSERT_FIRST[c.dialect.name].rowcount(c, {
+            "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,
+            "record_digest": record_digest, "first_used_at": now, "last_used_at": now, "uses": 1,
+            "members": b"".join(sorted(members)), "reference_month": reference_month}) == 1:
         return
     rows = _TAKE_ROW[c.dialect.name].run(c, {
         "hub": hub, "scan_digest": bytes(rec.scan_digest), "use": int(rec.use), "case_ref": case_ref,

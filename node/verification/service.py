@@ -137,14 +137,14 @@ class LookupServicer(lookup_pb2_grpc.LookupServiceServicer):
         rt, st = self.rt, _state(self.rt)
         queries = protocol.parse_lookup(request, st.catalogue)
         digest = protocol.request_digest(request)
-        grant = policy.check(
-            rt, call.caller.code, _LOOKUP, request.context,
-            fields=[q.field for q in request.queries], batch=len(request.tokens), request_digest=digest,
-        )
-        # One read connection per Lookup (issue 16 item 3): the stored revocation serial and
-        # the index (its live state and facts) come from one snapshot of the primary, instead
-        # of a connection each. Closed before the exchange commits.
+        # One read connection per Lookup (issue 16 item 3): the replay cache, the stored
+        # revocation serial and the index (its live state and facts) come from one snapshot of
+        # the primary, instead of a connection each. Closed before the exchange commits.
         with snapshot(rt.engine) as conn:
+            grant = policy.check(
+                rt, call.caller.code, _LOOKUP, request.context,
+                fields=[q.field for q in request.queries], batch=len(request.tokens), request_digest=digest, conn=conn,
+            )
             # Issue 18: the caller's signed consent record must cover this request.
             accepted = consent.check_consent(
                 request.context, caller=call.caller.code, directory_keys=rt.directory.signing_keys_of(call.caller.code),
