@@ -48,6 +48,7 @@ from hedui.node.errors import (
     from_rpc_error,
 )
 from hedui.node.store.db import dialect_insert
+from hedui.node.store.raw import Prepared
 from hedui.node.verification import consent
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.node.verification.protocol import serialized_request_digest, verify_answer
@@ -407,8 +408,8 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         # the case says so rather than "unavailable"; a later run asks it again.
         row.update(status="maintenance", reason=f"in maintenance (directory v{rt.directory.version})", attempts=0)
         out = ProviderOutcome(code, "maintenance", row["reason"], 0)
-        out.stored = _Pending(row, [(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(),
-                                                         "status": "maintenance", "reason": "MAINTENANCE"})], fresh)
+        out.stored = _Pending(row, rt.audit.prepare([(Kind.QUERY_FAILED, {
+            "peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": "maintenance", "reason": "MAINTENANCE"})]), fresh)
         return out
     # The exchange's audit entries, committed with its case_answers row — and the case's other
     # exchanges — in one transaction once every exchange of the case ended (issue 16: at most
@@ -481,7 +482,10 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason}))
     row["attempts"] = attempts
     out = ProviderOutcome(code, row["status"], row.get("reason", ""), attempts, verified)
-    out.stored = _Pending(row, entries, fresh)
+    # Validated and encoded here, in the exchange's own thread, while the case's other
+    # exchanges still wait on their providers (issue 16: the case's one transaction at the end
+    # then only writes bytes). Each exchange's entries carry the instant it ended.
+    out.stored = _Pending(row, rt.audit.prepare(entries), fresh)
     return out
 
 
@@ -491,11 +495,12 @@ def _observe_checkpoint(rt: Runtime, code: str, cp) -> None:
 
 @dataclass
 class _Pending:
-    """An exchange's ``case_answers`` row and audit entries, not yet stored; ``fresh``: the
-    case has no row for the department yet (inserted without trying an update first)."""
+    """An exchange's ``case_answers`` row and audit entries (validated and encoded:
+    ``NodeAudit.prepare``), not yet stored; ``fresh``: the case has no row for the
+    department yet (inserted without trying an update first)."""
 
     row: dict
-    entries: Sequence[tuple[str, dict]]
+    entries: Sequence
     fresh: bool
 
 
@@ -507,7 +512,7 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str,
     acknowledged only then). One transaction and a few statements per case instead of one
     transaction and three or more statements per department, and no second transaction for
     the status (issue 16)."""
-    prepared = rt.audit.prepare([e for p in pending for e in p.entries]) if pending else []
+    prepared = [e for p in pending for e in p.entries]
     keyed = []
     for p in pending:
         vals = {k: v for k, v in p.row.items() if k not in ("case_ref", "provider")}
@@ -517,13 +522,9 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str,
 
     def unit(c) -> list[int]:
         # Touches nothing but ``c``: a unit may run twice (node/store/group.py).
-        inserts: dict[tuple[str, ...], list[dict]] = {}   # executemany: one key set per batch
-        for p, vals in keyed:
-            if p.fresh or c.execute(_UPDATE_ANSWER, vals).rowcount == 0:
-                inserts.setdefault(tuple(sorted(p.row)), []).append(p.row)
-        for rows in inserts.values():
-            c.execute(_INSERT_ANSWER, rows)
-        c.execute(_SET_STATUS, {"k_case": case_ref, "status": st, "run_at": run_at})
+        inserts = [_full_row(p.row) for p, vals in keyed if p.fresh or c.execute(_UPDATE_ANSWER, vals).rowcount == 0]
+        _INSERT_ANSWER.run_many(c, inserts)   # one executemany on the driver's cursor
+        _SET_STATUS.run(c, {"k_case": case_ref, "status": st, "run_at": run_at})
         return rt.audit.write_in(c, prepared) if prepared else []
 
     seqs = rt.audit.transact(unit)
@@ -531,8 +532,22 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str,
         rt.audit.committed(seqs)
 
 
-# Built once (issue 16 item 3); the values travel as parameters (the SET clause follows them).
-_INSERT_ANSWER = insert(case_answers)
+def _full_row(row: dict) -> dict:
+    """``row`` with every column of ``case_answers`` (the insert below names them all): a
+    column the exchange did not set is NULL, as when it is left out, and ``reason`` /
+    ``attempts`` take their column defaults."""
+    return {**_ROW_DEFAULTS, **row}
+
+
+#: What an insert leaving a column out stores: NULL, or the column's default.
+_ROW_DEFAULTS = {**dict.fromkeys(_ANSWER_COLUMNS), "reason": "", "attempts": 0}
+
+# Built once (issue 16 item 3). The case's writes run on the driver's cursor of the group
+# committer's transaction (node/store/raw.py: compiled once per dialect, SQLAlchemy's own
+# bind processors; same transaction, same commit). A rerun's update of an existing row
+# keeps Core: its SET clause follows the outcome's columns.
+_INSERT_ANSWER = Prepared(insert(case_answers), column_keys=_ANSWER_COLUMNS)
 _UPDATE_ANSWER = update(case_answers).where(
     (case_answers.c.case_ref == bindparam("k_case")) & (case_answers.c.provider == bindparam("k_provider")))
-_SET_STATUS = update(cases).where(cases.c.case_ref == bindparam("k_case"))
+_SET_STATUS = Prepared(update(cases).values(status=bindparam("status"), run_at=bindparam("run_at"))
+                       .where(cases.c.case_ref == bindparam("k_case")))
