@@ -246,7 +246,7 @@ def run_case(
     started = time.monotonic()
     record_directory(rt)
     from hedui.node.crosscheck.fetch import cached_digests
-    from hedui.node.verification.report import load_case_on, report_of
+    from hedui.node.verification.report import conclusion_of, load_case_on
 
     # Everything the run and its report need, read once on one connection (issue 16): the
     # case, its members, stored answers and overrides, the directories of the report, the
@@ -291,10 +291,10 @@ def run_case(
         # same directory version: the same outcome); `hedui case report` / `case verify`
         # still verify every stored answer from scratch.
         known = {o.provider: o.verified for o in outcomes if o.verified is not None}
-        built = report_of({**data, "answers": [rows[p] for p in sorted(rows)]}, rules, tz=rt.clock.zone, known=known)
-        if not built["complete"]:
+        complete, gaps = conclusion_of({**data, "answers": [rows[p] for p in sorted(rows)]}, rules, tz=rt.clock.zone, known=known)
+        if not complete:
             status = "incomplete"
-            missing = list(built["missing"])
+            missing = gaps
     # The exchanges and the case's status in one transaction (one commit per case, issue 16).
     _store_outcomes(rt, pending, (case_ref, status, rt.clock.now()))
     return CaseRun(case_ref, outcomes, time.monotonic() - started, status, missing)

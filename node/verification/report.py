@@ -30,7 +30,7 @@ from hedui.node.verification.reckon import KNOWN, Cell, Override, Source, cell_f
 from hedui.node.verification.rules import Rules
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2
 
-__all__ = ["build_report", "report_of", "render_html", "mask_identity", "load_case", "load_case_on", "sources_of"]
+__all__ = ["build_report", "report_of", "conclusion_of", "render_html", "mask_identity", "load_case", "load_case_on", "sources_of"]
 
 _CENT = Decimal("0.01")
 
@@ -292,6 +292,29 @@ def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey
     return report_of(load_case(engine, case_ref), rules, authority=authority, tz=tz, known=known)
 
 
+def _reckoned(data: dict, rules: Rules, authority: VerifyingKey | None, tz: ZoneInfo,
+              known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None) -> tuple:
+    """What a report concludes from: the verified answers, their cells, the reference month,
+    the overrides in force and the reckoned figures (``complete``, ``missing`` …)."""
+    case = data["case"]
+    ans = verified_answers(data, authority, known)
+    sources = sources_of(ans)
+    month = reference_month_of(case, tz)
+    overrides = {o.position: Override(bool(o.counted), o.reason, o.operator) for o in data["overrides"]}
+    figures = reckon(rules, sources, len(data["members"]), overrides, rules.standard_for(case.region, month))
+    return ans, sources, month, overrides, figures
+
+
+def conclusion_of(data: dict, rules: Rules, *, tz: ZoneInfo | None = None,
+                  known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None = None) -> tuple[bool, list[dict]]:
+    """Whether :func:`report_of` of the same arguments concludes ``complete``, and its
+    ``missing`` list, without building the rest of the report (the evidence table, labels,
+    masked identities): ``run_case`` decides the case's status from this at the end of every
+    run (issue 16). The same computation as the report's, so the two cannot disagree."""
+    figures = _reckoned(data, rules, None, tz or zone(DEFAULT_ZONE), known)[4]
+    return bool(figures["complete"]), list(figures["missing"])
+
+
 def report_of(data: dict, rules: Rules, *, authority: VerifyingKey | None = None, tz: ZoneInfo | None = None,
               known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None = None) -> dict:
     """:func:`build_report` of what :func:`load_case` returns — or of the same built in
@@ -301,11 +324,7 @@ def report_of(data: dict, rules: Rules, *, authority: VerifyingKey | None = None
     case = data["case"]
     members = data["members"]
     n = len(members)
-    ans = verified_answers(data, authority, known)
-    sources = sources_of(ans)
-    month = reference_month_of(case, tz)
-    overrides = {o.position: Override(bool(o.counted), o.reason, o.operator) for o in data["overrides"]}
-    figures = reckon(rules, sources, n, overrides, rules.standard_for(case.region, month))
+    ans, sources, month, overrides, figures = _reckoned(data, rules, authority, tz, known)
     for row, m in zip(figures["members"], members, strict=True):
         row.update(identity=mask_identity(m.identity), relation=m.relation)
         o = overrides.get(m.position)
