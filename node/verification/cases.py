@@ -139,16 +139,12 @@ def open_case(
     year = rt.clock.today().year  # the case reference's year is the local (federation-zone) year
     with rt.engine.begin() as c:
         consent.refuse_reuse(rt, c, consent_digest, [i for i, _ in norm], operator, purpose)  # issue 18: one 授权书, one household
-        n = c.execute(select(func.count()).select_from(cases)).scalar_one()
-        ref = f"HUB-{year}-{n + 1:06d}"
-        while c.execute(select(cases.c.case_ref).where(cases.c.case_ref == ref)).first():
-            n += 1
-            ref = f"HUB-{year}-{n + 1:06d}"
-        c.execute(insert(cases).values(
-            case_ref=ref, purpose=purpose, consent_digest=consent_digest, operator=operator, region=region,
-            expenditure=expenditure, status="open", created_at=now, reference_month=str(ref_month),
-        ))
-        c.execute(insert(case_members), [
+        ref = _next_ref(c, year)
+        _INSERT_CASE.run(c, {
+            "case_ref": ref, "purpose": purpose, "consent_digest": consent_digest, "operator": operator, "region": region,
+            "expenditure": expenditure, "status": "open", "created_at": now, "run_at": None, "reference_month": str(ref_month),
+        })
+        _INSERT_MEMBER.run_many(c, [
             {"case_ref": ref, "position": i, "identity": ident, "relation": rel} for i, (ident, rel) in enumerate(norm)
         ])
         # case.opened commits with the case (issue 16: one durable transaction per act).
@@ -157,6 +153,36 @@ def open_case(
             "consent_digest": consent_digest.hex(), "reference_month": str(ref_month)})]))
     rt.audit.committed(seqs)
     return ref
+
+
+def _next_ref(c, year: int) -> str:
+    """The next case reference, ``HUB-<year>-<n+1>`` (six digits at least), ``n`` the number
+    of the newest case: read from the primary key's index (the greatest ``HUB-`` reference,
+    one index seek) instead of counting every case (a scan that grows with the store; issue
+    16). The same numbers as counting the cases for a store whose cases were all numbered
+    so; when that reference is taken (references of other shapes, the numbers past 999999
+    that do not sort after the six-digit ones) it counts the cases as before, and a taken
+    reference is skipped as before."""
+    last = c.execute(_LAST_REF).scalar()
+    tail = last.rpartition("-")[2] if last is not None else ""
+    n = int(tail) if tail.isdigit() else c.execute(_COUNT_CASES).scalar_one()
+    ref = f"HUB-{year}-{n + 1:06d}"
+    if c.execute(_REF_TAKEN, {"k_case": ref}).first():
+        n = max(n, c.execute(_COUNT_CASES).scalar_one())
+        ref = f"HUB-{year}-{n + 1:06d}"
+        while c.execute(_REF_TAKEN, {"k_case": ref}).first():
+            n += 1
+            ref = f"HUB-{year}-{n + 1:06d}"
+    return ref
+
+
+# Built once (issue 16 item 3: building a statement per call cost more than running it).
+_LAST_REF = (select(cases.c.case_ref).where((cases.c.case_ref >= "HUB-") & (cases.c.case_ref < "HUB."))
+             .order_by(cases.c.case_ref.desc()).limit(1))
+_COUNT_CASES = select(func.count()).select_from(cases)
+_REF_TAKEN = select(cases.c.case_ref).where(cases.c.case_ref == bindparam("k_case"))
+_INSERT_CASE = Prepared(insert(cases), column_keys=[col.name for col in cases.c])
+_INSERT_MEMBER = Prepared(insert(case_members), column_keys=[col.name for col in case_members.c])
 
 
 def list_cases(engine: Engine) -> list[dict[str, str]]:
