@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import weakref
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
@@ -23,6 +24,7 @@ from hedui.keys.directory import TrustedDirectory, verify_directory
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import NotFound, VerificationError
 from hedui.node.html import render
+from hedui.node.store.raw import Prepared
 from hedui.node.verification.cases import reference_month_of
 from hedui.node.verification.hub_tables import case_answers, case_member_overrides, case_members, cases, directory_history
 from hedui.node.verification.protocol import verify_answer
@@ -52,19 +54,36 @@ def load_case_on(engine, c, case_ref: str, versions: Iterable[int] = ()) -> dict
     case = c.execute(_CASE, k).first()
     if case is None:
         raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
-    members = c.execute(_MEMBERS, k).all()
-    answers = c.execute(_ANSWERS, k).all()
-    overrides = _latest_overrides(c.execute(_OVERRIDES, k).all())
+    members = _rows(c, _MEMBERS, k)
+    answers = _rows(c, _ANSWERS, k)
+    overrides = _latest_overrides(_rows(c, _OVERRIDES, k))
     dirs = _directories(engine, c, {a.directory_version for a in answers if a.directory_version} | set(versions))
     return {"case": case, "members": members, "answers": answers, "directories": dirs, "overrides": overrides}
 
 
-# Built once (issue 16 item 3: building a Core statement per call cost more than running it).
+def _rows(c, stmt: Prepared, params: dict) -> list:
+    """``stmt``'s rows on ``c`` as named tuples (attribute access, as Core's rows)."""
+    dialect = c.dialect
+    cls = _ROW_TYPES.get((id(stmt), dialect.name))
+    if cls is None:
+        cls = _ROW_TYPES[(id(stmt), dialect.name)] = namedtuple("CaseRow", stmt.keys(dialect))  # type: ignore[misc]
+    return [cls._make(r) for r in stmt.run(c, params)]
+
+
+#: (statement, dialect) -> the named tuple of its rows.
+_ROW_TYPES: dict[tuple[int, str], type] = {}
+
+# Built once (issue 16 item 3: building a Core statement per call cost more than running it),
+# and all but the case's own row run on the driver's cursor (node/store/raw.py: compiled once
+# per dialect, SQLAlchemy's own result processors): the reads of every run_case and every
+# report. The case row stays on Core: its ``Numeric`` column's processor on psycopg depends
+# on the column type the cursor reports, which a statement compiled ahead does not know.
 _K = bindparam("k_case")
 _CASE = select(cases).where(cases.c.case_ref == _K)
-_MEMBERS = select(case_members).where(case_members.c.case_ref == _K).order_by(case_members.c.position)
-_ANSWERS = select(case_answers).where(case_answers.c.case_ref == _K).order_by(case_answers.c.provider)
-_OVERRIDES = select(case_member_overrides).where(case_member_overrides.c.case_ref == _K).order_by(case_member_overrides.c.override_id)
+_MEMBERS = Prepared(select(case_members).where(case_members.c.case_ref == _K).order_by(case_members.c.position))
+_ANSWERS = Prepared(select(case_answers).where(case_answers.c.case_ref == _K).order_by(case_answers.c.provider))
+_OVERRIDES = Prepared(select(case_member_overrides).where(case_member_overrides.c.case_ref == _K)
+                      .order_by(case_member_overrides.c.override_id))
 _DIRS = select(directory_history.c.version, directory_history.c.envelope).where(directory_history.c.version.in_(bindparam("versions", expanding=True)))
 #: engine -> {directory version: its stored envelope}. A version's row is written once and
 #: never changed (a second directory under an accepted version is refused, runtime.py), so
