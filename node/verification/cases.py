@@ -247,11 +247,27 @@ class CaseRun:
         return all(o.status == "ok" for o in self.outcomes)
 
 
+#: Runtime -> (directory, rules, _providers of them): the same for every case until the
+#: directory (a live update replaces the object) or the rules change (issue 16).
+_asked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _providers(rt: Runtime, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]:
+    """The departments a case asks and the fields asked of each."""
+    directory = rt.directory
+    got = _asked.get(rt)
+    if got is not None and got[0] is directory and got[1] is rules:
+        return list(got[2])
+    out = _providers_of(directory, rt.member, rules)
+    _asked[rt] = (directory, rules, out)
+    return list(out)
+
+
+def _providers_of(directory, member: str, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]:
     need = rules.fields_by_provider()
     out = []
-    for m in rt.directory.members_with(directory_pb2.ROLE_PROVIDER):
-        if m.code == rt.member:
+    for m in directory.members_with(directory_pb2.ROLE_PROVIDER):
+        if m.code == member:
             continue
         catalogue = {f.name for f in m.fields}
         fields = [f for f in need.get(m.code, []) if f in catalogue]
@@ -481,7 +497,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         resp, n = _call(peer.lookup.Lookup, req, timeout, retries)
         attempts += n
         trusted = rt.directory   # one version for the keys and for what the report may reuse
-        answer = verify_answer(trusted.signing_keys(), code, resp.answer, digest, tokens)
+        answer = verify_answer(trusted.signing_keys_of(code), code, resp.answer, digest, tokens)
         consent.check_binding(answer, req)
         _observe_checkpoint(rt, code, resp.checkpoint)
         stored_env = resp.answer.SerializeToString(deterministic=True)
