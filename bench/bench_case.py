@@ -11,7 +11,8 @@ provider; the hub side of all three runs in this process (as ``hedui case run`` 
 console runs beside a hub node), so all paths share the 2 cores alike. The third path is the case floor
 (``bench/floor_case.py``): the same protocol (same crypto, same rpcs over mTLS, signed
 answers) with one commit per side per exchange and nothing else. The three paths alternate
-in ``--reps`` rounds per concurrency level after a warm-up; rates min/median per round.
+in ``--reps`` rounds per concurrency level after a warm-up; rates min/median per round, and
+the median CPU per case of this process (the hub's side) for Hedui's rounds and the floor's.
 
 The 8 providers serve the same synthetic department data (tax, ~0.8 records per resident):
 one index of N residents is built once and copied to the 8 provider stores with the same
@@ -136,7 +137,13 @@ def _households(n_cases: int, residents: int) -> list[list[str]]:
     return [[resident(rng.randint(1, residents), SEED).id_number for _ in range(4)] for _ in range(n_cases)]
 
 
-def _run_hedui(hub, households, conc: int) -> tuple[list[float], float, int]:
+def _cpu() -> float:
+    """This process's user + system CPU seconds (every thread): the hub side of every path runs here."""
+    return time.process_time()
+
+
+def _run_hedui(hub, households, conc: int, cpu: list[float] | None = None) -> tuple[list[float], float, int]:
+    """``cpu``: gets this process's CPU seconds per case of the timed part (opening excluded)."""
     refs = [open_case(hub, [(i, "m") for i in dict.fromkeys(h)], purpose="dibao",
                       # one authorisation per household (issue 18 refuses a scan reused for another member set)
                       consent_digest=consent_digest_of(os.urandom(16)), operator="bench", region="370304") for h in households]
@@ -152,9 +159,11 @@ def _run_hedui(hub, households, conc: int) -> tuple[list[float], float, int]:
             lat.append(time.perf_counter() - t)
             incomplete += not r.complete
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     with ThreadPoolExecutor(max_workers=conc) as pool:
         list(pool.map(one, refs))
+    if cpu is not None:
+        cpu.append((_cpu() - c0) / len(refs))
     return lat, len(refs) / (time.perf_counter() - t0), incomplete
 
 
@@ -253,14 +262,18 @@ def main() -> None:
                 f_lat: list[float] = []
                 b_lat: list[float] = []
                 h_rates, f_rates, b_rates = [], [], []
+                h_cpu: list[float] = []
+                f_cpu: list[float] = []
                 inc = 0
                 # Interleaved rounds: hedui, floor, bare, hedui, floor, bare, ...
                 for _ in range(a.reps):
-                    lat, rate, i = _run_hedui(hub_rt, hh, conc)
+                    lat, rate, i = _run_hedui(hub_rt, hh, conc, h_cpu)
                     h_lat += lat
                     h_rates.append(rate)
                     inc += i
+                    c0 = _cpu()
                     lat, rate = floor.run(hh, conc)
+                    f_cpu.append((_cpu() - c0) / len(hh))
                     f_lat += lat
                     f_rates.append(rate)
                     lat, rate = _run_bare(stubs, key, hh, conc, hub_rt)
@@ -276,6 +289,9 @@ def main() -> None:
                     "bare p50 ms": percentile(b_lat, 50) * 1e3, "bare cases/s median": statistics.median(b_rates),
                     "hedui ÷ floor min": min(vs_floor), "hedui ÷ floor median": statistics.median(vs_floor),
                     "loss vs bare × min": min(loss), "loss vs bare × median": statistics.median(loss),
+                    # This process's CPU per case (the hub's side; its background loops included).
+                    "hedui hub CPU ms/case median": statistics.median(h_cpu) * 1e3,
+                    "floor hub CPU ms/case median": statistics.median(f_cpu) * 1e3,
                     "incomplete": inc,
                 })
         finally:

@@ -48,6 +48,7 @@ from hedui.node.errors import (
     from_rpc_error,
 )
 from hedui.node.store.db import dialect_insert
+from hedui.node.store.raw import Prepared
 from hedui.node.verification import consent
 from hedui.node.verification.hub_tables import case_answers, case_members, cases, directory_history
 from hedui.node.verification.protocol import serialized_request_digest, verify_answer
@@ -138,16 +139,12 @@ def open_case(
     year = rt.clock.today().year  # the case reference's year is the local (federation-zone) year
     with rt.engine.begin() as c:
         consent.refuse_reuse(rt, c, consent_digest, [i for i, _ in norm], operator, purpose)  # issue 18: one 授权书, one household
-        n = c.execute(select(func.count()).select_from(cases)).scalar_one()
-        ref = f"HUB-{year}-{n + 1:06d}"
-        while c.execute(select(cases.c.case_ref).where(cases.c.case_ref == ref)).first():
-            n += 1
-            ref = f"HUB-{year}-{n + 1:06d}"
-        c.execute(insert(cases).values(
-            case_ref=ref, purpose=purpose, consent_digest=consent_digest, operator=operator, region=region,
-            expenditure=expenditure, status="open", created_at=now, reference_month=str(ref_month),
-        ))
-        c.execute(insert(case_members), [
+        ref = _next_ref(c, year)
+        _INSERT_CASE.run(c, {
+            "case_ref": ref, "purpose": purpose, "consent_digest": consent_digest, "operator": operator, "region": region,
+            "expenditure": expenditure, "status": "open", "created_at": now, "run_at": None, "reference_month": str(ref_month),
+        })
+        _INSERT_MEMBER.run_many(c, [
             {"case_ref": ref, "position": i, "identity": ident, "relation": rel} for i, (ident, rel) in enumerate(norm)
         ])
         # case.opened commits with the case (issue 16: one durable transaction per act).
@@ -156,6 +153,36 @@ def open_case(
             "consent_digest": consent_digest.hex(), "reference_month": str(ref_month)})]))
     rt.audit.committed(seqs)
     return ref
+
+
+def _next_ref(c, year: int) -> str:
+    """The next case reference, ``HUB-<year>-<n+1>`` (six digits at least), ``n`` the number
+    of the newest case: read from the primary key's index (the greatest ``HUB-`` reference,
+    one index seek) instead of counting every case (a scan that grows with the store; issue
+    16). The same numbers as counting the cases for a store whose cases were all numbered
+    so; when that reference is taken (references of other shapes, the numbers past 999999
+    that do not sort after the six-digit ones) it counts the cases as before, and a taken
+    reference is skipped as before."""
+    last = c.execute(_LAST_REF).scalar()
+    tail = last.rpartition("-")[2] if last is not None else ""
+    n = int(tail) if tail.isdigit() else c.execute(_COUNT_CASES).scalar_one()
+    ref = f"HUB-{year}-{n + 1:06d}"
+    if c.execute(_REF_TAKEN, {"k_case": ref}).first():
+        n = max(n, c.execute(_COUNT_CASES).scalar_one())
+        ref = f"HUB-{year}-{n + 1:06d}"
+        while c.execute(_REF_TAKEN, {"k_case": ref}).first():
+            n += 1
+            ref = f"HUB-{year}-{n + 1:06d}"
+    return ref
+
+
+# Built once (issue 16 item 3: building a statement per call cost more than running it).
+_LAST_REF = (select(cases.c.case_ref).where((cases.c.case_ref >= "HUB-") & (cases.c.case_ref < "HUB."))
+             .order_by(cases.c.case_ref.desc()).limit(1))
+_COUNT_CASES = select(func.count()).select_from(cases)
+_REF_TAKEN = select(cases.c.case_ref).where(cases.c.case_ref == bindparam("k_case"))
+_INSERT_CASE = Prepared(insert(cases), column_keys=[col.name for col in cases.c])
+_INSERT_MEMBER = Prepared(insert(case_members), column_keys=[col.name for col in case_members.c])
 
 
 def list_cases(engine: Engine) -> list[dict[str, str]]:
@@ -220,11 +247,27 @@ class CaseRun:
         return all(o.status == "ok" for o in self.outcomes)
 
 
+#: Runtime -> (directory, rules, _providers of them): the same for every case until the
+#: directory (a live update replaces the object) or the rules change (issue 16).
+_asked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _providers(rt: Runtime, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]:
+    """The departments a case asks and the fields asked of each."""
+    directory = rt.directory
+    got = _asked.get(rt)
+    if got is not None and got[0] is directory and got[1] is rules:
+        return list(got[2])
+    out = _providers_of(directory, rt.member, rules)
+    _asked[rt] = (directory, rules, out)
+    return list(out)
+
+
+def _providers_of(directory, member: str, rules: Rules) -> list[tuple[directory_pb2.Member, list[str]]]:
     need = rules.fields_by_provider()
     out = []
-    for m in rt.directory.members_with(directory_pb2.ROLE_PROVIDER):
-        if m.code == rt.member:
+    for m in directory.members_with(directory_pb2.ROLE_PROVIDER):
+        if m.code == member:
             continue
         catalogue = {f.name for f in m.fields}
         fields = [f for f in need.get(m.code, []) if f in catalogue]
@@ -245,7 +288,7 @@ def run_case(
     started = time.monotonic()
     record_directory(rt)
     from hedui.node.crosscheck.fetch import cached_digests
-    from hedui.node.verification.report import load_case_on, report_of
+    from hedui.node.verification.report import conclusion_of, load_case_on
 
     # Everything the run and its report need, read once on one connection (issue 16): the
     # case, its members, stored answers and overrides, the directories of the report, the
@@ -290,10 +333,10 @@ def run_case(
         # same directory version: the same outcome); `hedui case report` / `case verify`
         # still verify every stored answer from scratch.
         known = {o.provider: o.verified for o in outcomes if o.verified is not None}
-        built = report_of({**data, "answers": [rows[p] for p in sorted(rows)]}, rules, tz=rt.clock.zone, known=known)
-        if not built["complete"]:
+        complete, gaps = conclusion_of({**data, "answers": [rows[p] for p in sorted(rows)]}, rules, tz=rt.clock.zone, known=known)
+        if not complete:
             status = "incomplete"
-            missing = list(built["missing"])
+            missing = gaps
     # The exchanges and the case's status in one transaction (one commit per case, issue 16).
     _store_outcomes(rt, pending, (case_ref, status, rt.clock.now()))
     return CaseRun(case_ref, outcomes, time.monotonic() - started, status, missing)
@@ -407,8 +450,8 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         # the case says so rather than "unavailable"; a later run asks it again.
         row.update(status="maintenance", reason=f"in maintenance (directory v{rt.directory.version})", attempts=0)
         out = ProviderOutcome(code, "maintenance", row["reason"], 0)
-        out.stored = _Pending(row, [(Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(),
-                                                         "status": "maintenance", "reason": "MAINTENANCE"})], fresh)
+        out.stored = _Pending(row, rt.audit.prepare([(Kind.QUERY_FAILED, {
+            "peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": "maintenance", "reason": "MAINTENANCE"})]), fresh)
         return out
     # The exchange's audit entries, committed with its case_answers row — and the case's other
     # exchanges — in one transaction once every exchange of the case ended (issue 16: at most
@@ -454,7 +497,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         resp, n = _call(peer.lookup.Lookup, req, timeout, retries)
         attempts += n
         trusted = rt.directory   # one version for the keys and for what the report may reuse
-        answer = verify_answer(trusted.signing_keys(), code, resp.answer, digest, tokens)
+        answer = verify_answer(trusted.signing_keys_of(code), code, resp.answer, digest, tokens)
         consent.check_binding(answer, req)
         _observe_checkpoint(rt, code, resp.checkpoint)
         stored_env = resp.answer.SerializeToString(deterministic=True)
@@ -481,7 +524,10 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason}))
     row["attempts"] = attempts
     out = ProviderOutcome(code, row["status"], row.get("reason", ""), attempts, verified)
-    out.stored = _Pending(row, entries, fresh)
+    # Validated and encoded here, in the exchange's own thread, while the case's other
+    # exchanges still wait on their providers (issue 16: the case's one transaction at the end
+    # then only writes bytes). Each exchange's entries carry the instant it ended.
+    out.stored = _Pending(row, rt.audit.prepare(entries), fresh)
     return out
 
 
@@ -491,11 +537,12 @@ def _observe_checkpoint(rt: Runtime, code: str, cp) -> None:
 
 @dataclass
 class _Pending:
-    """An exchange's ``case_answers`` row and audit entries, not yet stored; ``fresh``: the
-    case has no row for the department yet (inserted without trying an update first)."""
+    """An exchange's ``case_answers`` row and audit entries (validated and encoded:
+    ``NodeAudit.prepare``), not yet stored; ``fresh``: the case has no row for the
+    department yet (inserted without trying an update first)."""
 
     row: dict
-    entries: Sequence[tuple[str, dict]]
+    entries: Sequence
     fresh: bool
 
 
@@ -507,7 +554,7 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str,
     acknowledged only then). One transaction and a few statements per case instead of one
     transaction and three or more statements per department, and no second transaction for
     the status (issue 16)."""
-    prepared = rt.audit.prepare([e for p in pending for e in p.entries]) if pending else []
+    prepared = [e for p in pending for e in p.entries]
     keyed = []
     for p in pending:
         vals = {k: v for k, v in p.row.items() if k not in ("case_ref", "provider")}
@@ -517,13 +564,9 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str,
 
     def unit(c) -> list[int]:
         # Touches nothing but ``c``: a unit may run twice (node/store/group.py).
-        inserts: dict[tuple[str, ...], list[dict]] = {}   # executemany: one key set per batch
-        for p, vals in keyed:
-            if p.fresh or c.execute(_UPDATE_ANSWER, vals).rowcount == 0:
-                inserts.setdefault(tuple(sorted(p.row)), []).append(p.row)
-        for rows in inserts.values():
-            c.execute(_INSERT_ANSWER, rows)
-        c.execute(_SET_STATUS, {"k_case": case_ref, "status": st, "run_at": run_at})
+        inserts = [_full_row(p.row) for p, vals in keyed if p.fresh or c.execute(_UPDATE_ANSWER, vals).rowcount == 0]
+        _INSERT_ANSWER.run_many(c, inserts)   # one executemany on the driver's cursor
+        _SET_STATUS.run(c, {"k_case": case_ref, "status": st, "run_at": run_at})
         return rt.audit.write_in(c, prepared) if prepared else []
 
     seqs = rt.audit.transact(unit)
@@ -531,8 +574,22 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str,
         rt.audit.committed(seqs)
 
 
-# Built once (issue 16 item 3); the values travel as parameters (the SET clause follows them).
-_INSERT_ANSWER = insert(case_answers)
+def _full_row(row: dict) -> dict:
+    """``row`` with every column of ``case_answers`` (the insert below names them all): a
+    column the exchange did not set is NULL, as when it is left out, and ``reason`` /
+    ``attempts`` take their column defaults."""
+    return {**_ROW_DEFAULTS, **row}
+
+
+#: What an insert leaving a column out stores: NULL, or the column's default.
+_ROW_DEFAULTS = {**dict.fromkeys(_ANSWER_COLUMNS), "reason": "", "attempts": 0}
+
+# Built once (issue 16 item 3). The case's writes run on the driver's cursor of the group
+# committer's transaction (node/store/raw.py: compiled once per dialect, SQLAlchemy's own
+# bind processors; same transaction, same commit). A rerun's update of an existing row
+# keeps Core: its SET clause follows the outcome's columns.
+_INSERT_ANSWER = Prepared(insert(case_answers), column_keys=_ANSWER_COLUMNS)
 _UPDATE_ANSWER = update(case_answers).where(
     (case_answers.c.case_ref == bindparam("k_case")) & (case_answers.c.provider == bindparam("k_provider")))
-_SET_STATUS = update(cases).where(cases.c.case_ref == bindparam("k_case"))
+_SET_STATUS = Prepared(update(cases).values(status=bindparam("status"), run_at=bindparam("run_at"))
+                       .where(cases.c.case_ref == bindparam("k_case")))

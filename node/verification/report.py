@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import weakref
+from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
@@ -23,6 +24,7 @@ from hedui.keys.directory import TrustedDirectory, verify_directory
 from hedui.keys.signing import VerifyingKey
 from hedui.node.errors import NotFound, VerificationError
 from hedui.node.html import render
+from hedui.node.store.raw import Prepared
 from hedui.node.verification.cases import reference_month_of
 from hedui.node.verification.hub_tables import case_answers, case_member_overrides, case_members, cases, directory_history
 from hedui.node.verification.protocol import verify_answer
@@ -30,7 +32,7 @@ from hedui.node.verification.reckon import KNOWN, Cell, Override, Source, cell_f
 from hedui.node.verification.rules import Rules
 from hedui.v1 import common_pb2, directory_pb2, lookup_pb2
 
-__all__ = ["build_report", "report_of", "render_html", "mask_identity", "load_case", "load_case_on", "sources_of"]
+__all__ = ["build_report", "report_of", "conclusion_of", "render_html", "mask_identity", "load_case", "load_case_on", "sources_of"]
 
 _CENT = Decimal("0.01")
 
@@ -52,19 +54,36 @@ def load_case_on(engine, c, case_ref: str, versions: Iterable[int] = ()) -> dict
     case = c.execute(_CASE, k).first()
     if case is None:
         raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
-    members = c.execute(_MEMBERS, k).all()
-    answers = c.execute(_ANSWERS, k).all()
-    overrides = _latest_overrides(c.execute(_OVERRIDES, k).all())
+    members = _rows(c, _MEMBERS, k)
+    answers = _rows(c, _ANSWERS, k)
+    overrides = _latest_overrides(_rows(c, _OVERRIDES, k))
     dirs = _directories(engine, c, {a.directory_version for a in answers if a.directory_version} | set(versions))
     return {"case": case, "members": members, "answers": answers, "directories": dirs, "overrides": overrides}
 
 
-# Built once (issue 16 item 3: building a Core statement per call cost more than running it).
+def _rows(c, stmt: Prepared, params: dict) -> list:
+    """``stmt``'s rows on ``c`` as named tuples (attribute access, as Core's rows)."""
+    dialect = c.dialect
+    cls = _ROW_TYPES.get((id(stmt), dialect.name))
+    if cls is None:
+        cls = _ROW_TYPES[(id(stmt), dialect.name)] = namedtuple("CaseRow", stmt.keys(dialect))  # type: ignore[misc]
+    return [cls._make(r) for r in stmt.run(c, params)]
+
+
+#: (statement, dialect) -> the named tuple of its rows.
+_ROW_TYPES: dict[tuple[int, str], type] = {}
+
+# Built once (issue 16 item 3: building a Core statement per call cost more than running it),
+# and all but the case's own row run on the driver's cursor (node/store/raw.py: compiled once
+# per dialect, SQLAlchemy's own result processors): the reads of every run_case and every
+# report. The case row stays on Core: its ``Numeric`` column's processor on psycopg depends
+# on the column type the cursor reports, which a statement compiled ahead does not know.
 _K = bindparam("k_case")
 _CASE = select(cases).where(cases.c.case_ref == _K)
-_MEMBERS = select(case_members).where(case_members.c.case_ref == _K).order_by(case_members.c.position)
-_ANSWERS = select(case_answers).where(case_answers.c.case_ref == _K).order_by(case_answers.c.provider)
-_OVERRIDES = select(case_member_overrides).where(case_member_overrides.c.case_ref == _K).order_by(case_member_overrides.c.override_id)
+_MEMBERS = Prepared(select(case_members).where(case_members.c.case_ref == _K).order_by(case_members.c.position))
+_ANSWERS = Prepared(select(case_answers).where(case_answers.c.case_ref == _K).order_by(case_answers.c.provider))
+_OVERRIDES = Prepared(select(case_member_overrides).where(case_member_overrides.c.case_ref == _K)
+                      .order_by(case_member_overrides.c.override_id))
 _DIRS = select(directory_history.c.version, directory_history.c.envelope).where(directory_history.c.version.in_(bindparam("versions", expanding=True)))
 #: engine -> {directory version: its stored envelope}. A version's row is written once and
 #: never changed (a second directory under an accepted version is refused, runtime.py), so
@@ -292,6 +311,29 @@ def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey
     return report_of(load_case(engine, case_ref), rules, authority=authority, tz=tz, known=known)
 
 
+def _reckoned(data: dict, rules: Rules, authority: VerifyingKey | None, tz: ZoneInfo,
+              known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None) -> tuple:
+    """What a report concludes from: the verified answers, their cells, the reference month,
+    the overrides in force and the reckoned figures (``complete``, ``missing`` …)."""
+    case = data["case"]
+    ans = verified_answers(data, authority, known)
+    sources = sources_of(ans)
+    month = reference_month_of(case, tz)
+    overrides = {o.position: Override(bool(o.counted), o.reason, o.operator) for o in data["overrides"]}
+    figures = reckon(rules, sources, len(data["members"]), overrides, rules.standard_for(case.region, month))
+    return ans, sources, month, overrides, figures
+
+
+def conclusion_of(data: dict, rules: Rules, *, tz: ZoneInfo | None = None,
+                  known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None = None) -> tuple[bool, list[dict]]:
+    """Whether :func:`report_of` of the same arguments concludes ``complete``, and its
+    ``missing`` list, without building the rest of the report (the evidence table, labels,
+    masked identities): ``run_case`` decides the case's status from this at the end of every
+    run (issue 16). The same computation as the report's, so the two cannot disagree."""
+    figures = _reckoned(data, rules, None, tz or zone(DEFAULT_ZONE), known)[4]
+    return bool(figures["complete"]), list(figures["missing"])
+
+
 def report_of(data: dict, rules: Rules, *, authority: VerifyingKey | None = None, tz: ZoneInfo | None = None,
               known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None = None) -> dict:
     """:func:`build_report` of what :func:`load_case` returns — or of the same built in
@@ -301,11 +343,7 @@ def report_of(data: dict, rules: Rules, *, authority: VerifyingKey | None = None
     case = data["case"]
     members = data["members"]
     n = len(members)
-    ans = verified_answers(data, authority, known)
-    sources = sources_of(ans)
-    month = reference_month_of(case, tz)
-    overrides = {o.position: Override(bool(o.counted), o.reason, o.operator) for o in data["overrides"]}
-    figures = reckon(rules, sources, n, overrides, rules.standard_for(case.region, month))
+    ans, sources, month, overrides, figures = _reckoned(data, rules, authority, tz, known)
     for row, m in zip(figures["members"], members, strict=True):
         row.update(identity=mask_identity(m.identity), relation=m.relation)
         o = overrides.get(m.position)
