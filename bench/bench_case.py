@@ -170,13 +170,14 @@ def _run_hedui(hub, households, conc: int, cpu: list[float] | None = None) -> tu
 def _bare_context(hub, n: int, case_ref: str) -> common_pb2.RequestContext:
     """What the hub's context carries since issue 18: its signed consent record for the case
     (and its revocation list), so the bare path puts the same bytes on the wire and pays the
-    same signing cost per case as run_case does."""
+    same signing cost per case as run_case does (its revocation list as run_case's: one signed
+    list reused while unchanged, consent.current_revocations)."""
     # One authorisation per case, as run_case has (a one-off authorisation serves one case, issue 18c).
     ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref=case_ref, consent_digest=consent_digest_of(case_ref.encode()),
                                     operator="bench", request_id=os.urandom(16))
     signer, now = hub.signer_for(ROLE_ANSWERS), hub.clock.now()
     ctx.consent.CopyFrom(consent.issue_for_context(signer, hub.member, ctx, members=n, issued_at=now))
-    ctx.revocations.CopyFrom(consent.sign_revocations(signer, hub.member, [], now))
+    ctx.revocations.CopyFrom(consent.current_revocations(signer, hub.member, [], now))
     return ctx
 
 
