@@ -4,7 +4,7 @@ sockets. End to end through real ``hedui node serve`` processes: the answers are
 one-process node's, caller identity is still the TLS certificate (a TCP caller cannot inject
 the front's identity metadata), a call beyond the cap is refused RESOURCE_EXHAUSTED and
 audited, a killed worker fails its call UNAVAILABLE and is restarted, and the front's exit
-takes its workers with it."""
+takes its workers with it; the ops port shows every worker's metrics."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import json
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, select, text
 
 from hedui.adapters.synthetic import resident
@@ -34,6 +37,7 @@ from hedui.node.errors import ConfigError
 from hedui.node.peer import FORWARDED_CERT
 from hedui.node.runtime import Runtime
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
+from hedui.node.testbed.ports import free_port
 from hedui.node.testbed.procs import NodeProcess
 from hedui.node.verification import consent
 from hedui.v1 import common_pb2, lookup_pb2, node_pb2, pseudonym_pb2
@@ -328,3 +332,78 @@ def test_streaming_methods_pass_through_the_front(bed, tmp_path):
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             watch.cancel()
     assert len(parts) == len(one) > 1 and parts[0].total == one[0].total > 0
+
+
+# -- the ops port of a node of several processes (node/front/ops.py) --------------------------
+
+PING = "/hedui.v1.NodeService/Ping"
+
+
+def _samples(port: int) -> list:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def _get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.postgres
+def test_the_scrape_of_a_two_worker_node_counts_every_workers_calls_and_the_fronts_refusals(tmp_path, pg_url):
+    tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
+                 residents=10, data_seed=7, store=lambda code: pg_url if code == "tax" else "sqlite:///node.db")
+    tb.create()
+    tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
+    tb.sign_directory()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    cfg = _set_node(tb, "tax", worker_processes=2, max_concurrent_rpcs=1)
+    ops = free_port()
+    cfg.write_text(cfg.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{ops}"\n')
+    hub = Runtime.open(tb.config_path("hub"))
+    try:
+        with NodeProcess(cfg, tb.env(), log=tmp_path / "tax.log") as node, PeerClient.to_member(hub, "tax") as c:
+            calls = 9
+            for _ in range(calls):   # one after the other: the front routes them to both workers in turn
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            # One refusal by the front: cap 1, one call held in a stopped worker.
+            workers = _children(node.pid)
+            assert len(workers) == 2
+            for w in workers:
+                os.kill(w, signal.SIGSTOP)
+            try:
+                held = c.node.Ping.future(node_pb2.PingRequest(), timeout=60)
+                with pytest.raises(grpc.RpcError) as e:
+                    c.node.Ping(node_pb2.PingRequest(), timeout=30)
+                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            finally:
+                for w in workers:
+                    os.kill(w, signal.SIGCONT)
+            held.result()
+
+            got = _samples(ops)
+            ok = {s.labels["worker"]: s.value for s in got
+                  if s.name == "hedui_rpc_total" and s.labels["method"] == PING and s.labels["code"] == "OK"}
+            assert set(ok) == {"0", "1"} and all(v >= 1 for v in ok.values()), ok   # both workers served
+            assert sum(ok.values()) == calls + 1                                    # every call, the held one too
+            busy = [s for s in got if s.name == "hedui_rpc_total" and s.labels["method"] == PING
+                    and s.labels["code"] == "RESOURCE_EXHAUSTED"]
+            assert [(s.labels["worker"], s.value) for s in busy] == [("front", 1.0)]
+            shed = [(s.labels["worker"], s.labels["peer"], s.value) for s in got if s.name == "hedui_rpc_shed_total"]
+            assert shed == [("front", "hub", 1.0)]
+            served = sum(s.value for s in got if s.name == "hedui_rpc_outcomes_total" and s.labels["method"] == PING)
+            assert served == calls + 2
+            assert {s.labels["worker"]: s.value for s in got if s.name == "hedui_worker_up"} == {"0": 1.0, "1": 1.0}
+            # The state read from the shared store is there once, without a worker label.
+            version = [s for s in got if s.name == "hedui_directory_version"]
+            assert len(version) == 1 and "worker" not in version[0].labels and version[0].value >= 1
+            assert _get(ops, "/healthz")[0] == 200
+            code, body = _get(ops, "/readyz")
+            assert code in (200, 503) and set(body["workers"]) == {"0", "1"} and "checks" in body
+            assert _get(ops, "/nothing")[0] == 404
+    finally:
+        hub.close()

@@ -54,6 +54,7 @@ from hedui.node.admission import Admission
 from hedui.node.errors import ConfigError, HeduiError, Reason, to_status
 from hedui.node.front.methods import Method, method_table
 from hedui.node.front.worker import REFUSALS_METHOD
+from hedui.node.metrics import FrontMetrics
 from hedui.node.peer import FORWARDED_CERT
 
 __all__ = ["Front", "WorkerSlot", "serve_front"]
@@ -158,6 +159,7 @@ class Front(grpc.GenericRpcHandler):
         self.admission = admission
         self.workers = workers
         self.tally = _Tally(clock)
+        self.metrics = FrontMetrics()   # its refusals, on the ops port with the workers' figures (node/front/ops.py)
         self._table = method_table()
         self._next = 0
         self._lock = threading.Lock()
@@ -215,12 +217,14 @@ class Front(grpc.GenericRpcHandler):
                 except HeduiError as err:
                     front.tally.count(err.reason.lower() if err.reason else "overloaded", key, m.path[1:])
                     code, details = to_status(err)
+                    front.metrics.refused(m.path, key, code.name, err.reason.value if err.reason else "UNSPECIFIED")
                     context.abort(code, details)
                 caller = key
             w = front._pick()
             if w is None:
                 if caller is not None:
                     front.admission.release(caller)
+                front.metrics.refused(m.path, caller or "?", "UNAVAILABLE", Reason.UNAVAILABLE.value)
                 context.abort(grpc.StatusCode.UNAVAILABLE,
                               f"{Reason.UNAVAILABLE.value}: node: no worker process is up; retry with back-off")
             assert w is not None
@@ -438,7 +442,7 @@ def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
 
 
 def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, clock: Clock,
-           workers: _Workers, flush_interval: float, member: str) -> None:
+           workers: _Workers, flush_interval: float, member: str, ops_listen: str | None = None) -> None:
     from hedui.node.server import core_limit, server_options
     from hedui.node.transport import CoreLogTap
 
@@ -464,6 +468,17 @@ def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, c
     if port == 0:
         tap.uninstall()
         raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)
+    ops = None
+    if ops_listen:
+        from hedui.node.front.ops import NodeFigures, front_ops_app
+        from hedui.node.metrics import serve_wsgi
+
+        try:
+            ops = serve_wsgi(ops_listen, front_ops_app(NodeFigures(front.metrics, workers.slots), workers.slots))
+        except OSError as exc:
+            tap.uninstall()
+            server.stop(0)
+            raise ConfigError(f"metrics.listen: cannot bind {ops_listen} ({exc.strerror})", reason=Reason.BIND_FAILED) from None
     server.start()
     stop = threading.Event()
 
@@ -485,6 +500,9 @@ def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, c
         log.info("front: stopping")
         server.stop(5.0).wait(6.0)
     finally:
+        if ops is not None:
+            ops.shutdown()
+            ops.server_close()
         workers.stopping = True
         _hand_over(front, workers.slots)
         for w in workers.slots:
@@ -510,6 +528,6 @@ def serve_front(config_path: Path, *, clock: Clock, hook: Callable[[int], Any] |
     workers.start_all()
     log.info("%d worker processes up", n.worker_processes)
     try:
-        _serve(n.listen, tls, admission, clock, workers, flush_interval, n.member)
+        _serve(n.listen, tls, admission, clock, workers, flush_interval, n.member, cfg.metrics.listen)
     finally:
         workers.stop()
