@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -34,11 +36,12 @@ from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient
 from hedui.node.config import load_config
 from hedui.node.errors import ConfigError
+from hedui.node.front.proxy import socket_folder
 from hedui.node.peer import FORWARDED_CERT
 from hedui.node.runtime import Runtime
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
 from hedui.node.testbed.ports import free_port
-from hedui.node.testbed.procs import NodeProcess
+from hedui.node.testbed.procs import NodeProcess, serve_command
 from hedui.node.verification import consent
 from hedui.v1 import common_pb2, lookup_pb2, node_pb2, pseudonym_pb2
 
@@ -253,6 +256,32 @@ def test_the_fronts_end_ends_its_workers(bed, tmp_path):
     assert node.proc.wait(120) == 0
     _wait(lambda: not _alive(worker), "the worker stops with its front")
     node.kill()
+
+
+def test_a_front_killed_9_leaves_its_socket_folder_to_its_next_start(bed, tmp_path):
+    """The workers' sockets live in a fixed 0700 folder of the node (next to its node.toml),
+    held by a lock for the front's life: a second front of the same node does not start, and
+    what a front killed with ``kill -9`` left is removed when the node starts again."""
+    tb, hub, _ = bed
+    folder = socket_folder(tb.config_path("tax"))
+    node = _serve(tb, tmp_path, 1).start()
+    try:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and (folder / "w0.sock").exists()
+        second = subprocess.run(serve_command(node.config), env=node.env, capture_output=True, timeout=120)
+        assert second.returncode != 0 and b"another front" in second.stdout + second.stderr, second
+        assert node.alive() and (folder / "w0.sock").exists()   # the running front keeps its folder
+        every = _children(node.pid, every=True)
+        os.kill(node.pid, signal.SIGKILL)
+        node.proc.wait()
+        _wait(lambda: not any(_alive(p) for p in every), "the front's children end with it")
+    finally:
+        node.kill()
+    assert (folder / "w0.sock").exists()   # left behind by the killed front
+    (folder / "w5.sock").touch()           # and whatever else was in it
+    with _serve(tb, tmp_path, 1), PeerClient.to_member(hub, "tax") as c:
+        c.node.Ping(node_pb2.PingRequest(), timeout=30)
+        assert sorted(os.listdir(folder)) == ["front.lock", "w0.sock"]
+    assert not folder.exists()   # a front that stops removes it
 
 
 def test_several_workers_on_sqlite_are_a_config_error(bed):
