@@ -205,6 +205,7 @@ def _bystander(client: PeerClient, hub: Runtime, tokens: list[bytes], stop: thre
     """Another hub's sequential Lookups while the burst runs: does the flood starve it?"""
     lat: list[float] = []
     codes: dict[str, int] = {}
+    gate: dict[str, int] = {}
     sent: dict[str, tuple[float, float, str]] = {}
     while not stop.is_set():
         tag = f"p{len(sent)}"
@@ -215,9 +216,12 @@ def _bystander(client: PeerClient, hub: Runtime, tokens: list[bytes], stop: thre
             lat.append(time.monotonic() - t)
         except grpc.RpcError as e:
             name = e.code().name
+            if name == "RESOURCE_EXHAUSTED":   # which gate: the node's admission (per caller) or gRPC's limit (blind)
+                by = "admission" if (e.details() or "").startswith("OVERLOADED") else "grpc"
+                gate[by] = gate.get(by, 0) + 1
         sent[tag] = (t, time.monotonic(), name)
         codes[name] = codes.get(name, 0) + 1
-    out.update(codes=codes, lat=lat, sent=sent)
+    out.update(codes=codes, lat=lat, sent=sent, gate=gate)
 
 
 def _tokens(c: PeerClient, hub: Runtime) -> list[bytes]:
@@ -340,6 +344,9 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
         "other": {k: v for k, v in codes.items() if k not in ("OK", "RESOURCE_EXHAUSTED")},
         "hub2_unloaded_p99_ms": percentile(probe_base, 99) * 1000,
         "hub2_ok": other["codes"].get("OK", 0), "hub2_refused": other["codes"].get("RESOURCE_EXHAUSTED", 0),
+        # Of those refusals, how many the node's admission made (its per-caller share, details
+        # "OVERLOADED: …") and how many gRPC's caller-blind limit of calls in the server.
+        "hub2_refused_admission": other["gate"].get("admission", 0), "hub2_refused_grpc": other["gate"].get("grpc", 0),
         "hub2_p99_ms": percentile(other["lat"], 99) * 1000 if other["lat"] else float("nan"),
     }
 
@@ -397,7 +404,7 @@ def main() -> None:
     for name, rs in results.items():
         row: dict = {"variant": name, "runs": len(rs), "burst": a.burst}
         for k in ("unloaded_p99_ms", "admitted_p99_ms", "refused_p50_ms", "refused_p99_ms", "admitted", "refused",
-                  "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_p99_ms", "srv_unloaded_p99_ms",
+                  "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_refused_admission", "hub2_refused_grpc", "hub2_p99_ms", "srv_unloaded_p99_ms",
                   "srv_admitted_p99_ms", "srv_handler_p99_ms", "wait_to_seen_p99_ms", "hub2_srv_unloaded_p99_ms",
                   "hub2_srv_p99_ms", "hub2_wait_to_seen_p99_ms", "send_to_core_p99_ms", "core_to_seen_p99_ms",
                   "unloaded_send_to_core_p99_ms", "load1"):
