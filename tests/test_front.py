@@ -371,6 +371,8 @@ PING = "/hedui.v1.NodeService/Ping"
 def _samples(port: int) -> list:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
         text = r.read().decode()
+    types = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), "one family per name, whichever processes it came from"
     return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
 
 
