@@ -59,10 +59,13 @@ SEED = 13
 
 
 def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float | None = None,
-           processes: int = 0) -> subprocess.Popen:
+           processes: int = 0, per_caller: int = 0) -> subprocess.Popen:
     cfg = tb.config_path("tax")
-    text = re.sub(r"\n(max_concurrent_rpcs|switch_interval_ms|worker_processes) = [\d.]+", "", cfg.read_text())
+    text = re.sub(r"\n(max_concurrent_rpcs|switch_interval_ms|worker_processes|max_concurrent_per_caller) = [\d.]+", "",
+                  cfg.read_text())
     text = text.replace("[node]\n", f"[node]\nmax_concurrent_rpcs = {cap}\n", 1)
+    if per_caller:   # a caller's share of the cap (node/admission.py; 0: its default)
+        text = text.replace("[node]\n", f"[node]\nmax_concurrent_per_caller = {per_caller}\n", 1)
     if processes:  # a front and its worker processes (node/front/; after issue 13's third pass)
         text = text.replace("[node]\n", f"[node]\nworker_processes = {processes}\n", 1)
     if switch_ms is not None:  # only where the node knows the setting (after issue 13's shedding pass)
@@ -205,6 +208,7 @@ def _bystander(client: PeerClient, hub: Runtime, tokens: list[bytes], stop: thre
     """Another hub's sequential Lookups while the burst runs: does the flood starve it?"""
     lat: list[float] = []
     codes: dict[str, int] = {}
+    gate: dict[str, int] = {}
     sent: dict[str, tuple[float, float, str]] = {}
     while not stop.is_set():
         tag = f"p{len(sent)}"
@@ -215,9 +219,12 @@ def _bystander(client: PeerClient, hub: Runtime, tokens: list[bytes], stop: thre
             lat.append(time.monotonic() - t)
         except grpc.RpcError as e:
             name = e.code().name
+            if name == "RESOURCE_EXHAUSTED":   # which gate: the node's admission (per caller) or gRPC's limit (blind)
+                by = "admission" if (e.details() or "").startswith("OVERLOADED") else "grpc"
+                gate[by] = gate.get(by, 0) + 1
         sent[tag] = (t, time.monotonic(), name)
         codes[name] = codes.get(name, 0) + 1
-    out.update(codes=codes, lat=lat, sent=sent)
+    out.update(codes=codes, lat=lat, sent=sent, gate=gate)
 
 
 def _tokens(c: PeerClient, hub: Runtime) -> list[bytes]:
@@ -271,9 +278,9 @@ def _server_side(stamps: dict[str, dict[str, float]], sent: dict, prefix: str, f
 
 
 def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch_ms: float | None,
-             processes: int = 0) -> dict:
+             processes: int = 0, per_caller: int = 0) -> dict:
     timeline = tb.root / f"timeline-{cap}.json"
-    p = _serve(tb, cap, a.workers, timeline, switch_ms, processes)
+    p = _serve(tb, cap, a.workers, timeline, switch_ms, processes, per_caller)
     child = None
     try:
         with PeerClient.to_member(hub2, "tax") as c2:
@@ -340,6 +347,9 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
         "other": {k: v for k, v in codes.items() if k not in ("OK", "RESOURCE_EXHAUSTED")},
         "hub2_unloaded_p99_ms": percentile(probe_base, 99) * 1000,
         "hub2_ok": other["codes"].get("OK", 0), "hub2_refused": other["codes"].get("RESOURCE_EXHAUSTED", 0),
+        # Of those refusals, how many the node's admission made (its per-caller share, details
+        # "OVERLOADED: …") and how many gRPC's caller-blind limit of calls in the server.
+        "hub2_refused_admission": other["gate"].get("admission", 0), "hub2_refused_grpc": other["gate"].get("grpc", 0),
         "hub2_p99_ms": percentile(other["lat"], 99) * 1000 if other["lat"] else float("nan"),
     }
 
@@ -359,6 +369,8 @@ def main() -> None:
     ap.add_argument("--no-uncapped", action="store_true", help="leave out the baseline without a cap")
     ap.add_argument("--processes", default="", help="candidate [node] worker_processes, comma-separated (0: one "
                     "process; N: a front and N workers, node/front/): each cap is run with each; empty: the node's default")
+    ap.add_argument("--per-caller", default="", help="candidate [node] max_concurrent_per_caller, comma-separated "
+                    "(0: node/admission.py's default, three quarters of the cap — the whole cap below 4)")
     ap.add_argument("--store", default="sqlite", help="sqlite, or a PostgreSQL URL for the provider's store (an empty "
                     "database; worker_processes > 1 needs one)")
     ap.add_argument("--unloaded", type=int, default=200)
@@ -379,17 +391,19 @@ def main() -> None:
     os.environ[PASSPHRASE_ENV] = tb.passphrase
     tb.build_indexes()
     hub2 = Runtime.open(tb.config_path("hub2"))
-    variants: dict[str, tuple[int, float | None, int]] = {} if a.no_uncapped else {"baseline (no cap)": (4096, None, 0)}
+    variants: dict[str, tuple[int, float | None, int, int]] = {} if a.no_uncapped else {"baseline (no cap)": (4096, None, 0, 0)}
     for c in a.caps.split(","):
         for sw in a.switch_ms.split(",") if a.switch_ms else [None]:
             for n in [int(x) for x in a.processes.split(",")] if a.processes else [0]:
-                label = f"cap {c}{'' if sw is None else f', switch {sw} ms'}{f', {n} worker processes' if n else ''}"
-                variants[f"candidate ({label})"] = (int(c), None if sw is None else float(sw), n)
+                for pc in [int(x) for x in a.per_caller.split(",")] if a.per_caller else [0]:
+                    label = (f"cap {c}{'' if sw is None else f', switch {sw} ms'}{f', {n} worker processes' if n else ''}"
+                             f"{f', per caller {pc}' if pc else ''}")
+                    variants[f"candidate ({label})"] = (int(c), None if sw is None else float(sw), n, pc)
     results: dict[str, list[dict]] = {k: [] for k in variants}
     try:
         for run in range(a.runs):
-            for name, (cap, sw, n) in variants.items():
-                results[name].append(_one_run(tb, hub2, a, cap, sw, n))
+            for name, (cap, sw, n, pc) in variants.items():
+                results[name].append(_one_run(tb, hub2, a, cap, sw, n, pc))
                 print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr, flush=True)
     finally:
         hub2.close()
@@ -397,7 +411,7 @@ def main() -> None:
     for name, rs in results.items():
         row: dict = {"variant": name, "runs": len(rs), "burst": a.burst}
         for k in ("unloaded_p99_ms", "admitted_p99_ms", "refused_p50_ms", "refused_p99_ms", "admitted", "refused",
-                  "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_p99_ms", "srv_unloaded_p99_ms",
+                  "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_refused_admission", "hub2_refused_grpc", "hub2_p99_ms", "srv_unloaded_p99_ms",
                   "srv_admitted_p99_ms", "srv_handler_p99_ms", "wait_to_seen_p99_ms", "hub2_srv_unloaded_p99_ms",
                   "hub2_srv_p99_ms", "hub2_wait_to_seen_p99_ms", "send_to_core_p99_ms", "core_to_seen_p99_ms",
                   "unloaded_send_to_core_p99_ms", "load1"):

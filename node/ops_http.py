@@ -21,7 +21,7 @@ from prometheus_client import make_wsgi_app
 from hedui.node.metrics import Metrics
 from hedui.node.readiness import Readiness
 
-__all__ = ["ops_app"]
+__all__ = ["ops_app", "readyz", "send"]
 
 
 def ops_app(metrics: Metrics, readiness: Readiness) -> Callable[..., Iterable[bytes]]:
@@ -34,16 +34,27 @@ def ops_app(metrics: Metrics, readiness: Readiness) -> Callable[..., Iterable[by
         if path == "/healthz":
             return _send(start_response, 200, {"status": "ok"})
         if path == "/readyz":
-            ok, checks = readiness.ready()
-            body: dict[str, Any] = {"status": "ready" if ok else "not ready",
-                                    "checks": {k: {"ok": v[0], "detail": v[1]} for k, v in checks.items()}}
-            info = readiness.info()
-            if info:
-                body["info"] = info
+            ok, body = readyz(readiness)
             return _send(start_response, 200 if ok else 503, body)
         return _send(start_response, 404, {"status": "not found", "paths": ["/healthz", "/readyz", "/metrics"]})
 
     return app
+
+
+def readyz(readiness: Readiness) -> tuple[bool, dict[str, Any]]:
+    """Whether the node is ready, and the JSON body ``/readyz`` answers."""
+    ok, checks = readiness.ready()
+    body: dict[str, Any] = {"status": "ready" if ok else "not ready",
+                            "checks": {k: {"ok": v[0], "detail": v[1]} for k, v in checks.items()}}
+    info = readiness.info()
+    if info:
+        body["info"] = info
+    return ok, body
+
+
+def send(start_response: Callable[..., Any], code: int, body: dict[str, Any]) -> list[bytes]:
+    """A JSON answer of the ops port."""
+    return _send(start_response, code, body)
 
 
 def _send(start_response: Callable[..., Any], code: int, body: dict[str, Any]) -> list[bytes]:

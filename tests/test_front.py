@@ -4,18 +4,23 @@ sockets. End to end through real ``hedui node serve`` processes: the answers are
 one-process node's, caller identity is still the TLS certificate (a TCP caller cannot inject
 the front's identity metadata), a call beyond the cap is refused RESOURCE_EXHAUSTED and
 audited, a killed worker fails its call UNAVAILABLE and is restarted, and the front's exit
-takes its workers with it."""
+takes its workers with it; the ops port shows every worker's metrics."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import stat
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, select, text
 
 from hedui.adapters.synthetic import resident
@@ -31,10 +36,12 @@ from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient
 from hedui.node.config import load_config
 from hedui.node.errors import ConfigError
+from hedui.node.front.proxy import socket_folder
 from hedui.node.peer import FORWARDED_CERT
 from hedui.node.runtime import Runtime
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
-from hedui.node.testbed.procs import NodeProcess
+from hedui.node.testbed.ports import free_port
+from hedui.node.testbed.procs import NodeProcess, serve_command
 from hedui.node.verification import consent
 from hedui.v1 import common_pb2, lookup_pb2, node_pb2, pseudonym_pb2
 
@@ -251,6 +258,32 @@ def test_the_fronts_end_ends_its_workers(bed, tmp_path):
     node.kill()
 
 
+def test_a_front_killed_9_leaves_its_socket_folder_to_its_next_start(bed, tmp_path):
+    """The workers' sockets live in a fixed 0700 folder of the node (next to its node.toml),
+    held by a lock for the front's life: a second front of the same node does not start, and
+    what a front killed with ``kill -9`` left is removed when the node starts again."""
+    tb, hub, _ = bed
+    folder = socket_folder(tb.config_path("tax"))
+    node = _serve(tb, tmp_path, 1).start()
+    try:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and (folder / "w0.sock").exists()
+        second = subprocess.run(serve_command(node.config), env=node.env, capture_output=True, timeout=120)
+        assert second.returncode != 0 and b"another front" in second.stdout + second.stderr, second
+        assert node.alive() and (folder / "w0.sock").exists()   # the running front keeps its folder
+        every = _children(node.pid, every=True)
+        os.kill(node.pid, signal.SIGKILL)
+        node.proc.wait()
+        _wait(lambda: not any(_alive(p) for p in every), "the front's children end with it")
+    finally:
+        node.kill()
+    assert (folder / "w0.sock").exists()   # left behind by the killed front
+    (folder / "w5.sock").touch()           # and whatever else was in it
+    with _serve(tb, tmp_path, 1), PeerClient.to_member(hub, "tax") as c:
+        c.node.Ping(node_pb2.PingRequest(), timeout=30)
+        assert sorted(os.listdir(folder)) == ["front.lock", "w0.sock"]
+    assert not folder.exists()   # a front that stops removes it
+
+
 def test_several_workers_on_sqlite_are_a_config_error(bed):
     tb, _, _ = bed
     cfg = _set_node(tb, "tax", worker_processes=2)
@@ -328,3 +361,82 @@ def test_streaming_methods_pass_through_the_front(bed, tmp_path):
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             watch.cancel()
     assert len(parts) == len(one) > 1 and parts[0].total == one[0].total > 0
+
+
+# -- the ops port of a node of several processes (node/front/ops.py) --------------------------
+
+PING = "/hedui.v1.NodeService/Ping"
+
+
+def _samples(port: int) -> list:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    types = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE ")]
+    assert len(types) == len(set(types)), "one family per name, whichever processes it came from"
+    return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+
+def _get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.postgres
+def test_the_scrape_of_a_two_worker_node_counts_every_workers_calls_and_the_fronts_refusals(tmp_path, pg_url):
+    tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
+                 residents=10, data_seed=7, store=lambda code: pg_url if code == "tax" else "sqlite:///node.db")
+    tb.create()
+    tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
+    tb.sign_directory()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    cfg = _set_node(tb, "tax", worker_processes=2, max_concurrent_rpcs=1)
+    ops = free_port()
+    cfg.write_text(cfg.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{ops}"\n')
+    hub = Runtime.open(tb.config_path("hub"))
+    try:
+        with NodeProcess(cfg, tb.env(), log=tmp_path / "tax.log") as node, PeerClient.to_member(hub, "tax") as c:
+            calls = 9
+            for _ in range(calls):   # one after the other: the front routes them to both workers in turn
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            # One refusal by the front: cap 1, one call held in a stopped worker.
+            workers = _children(node.pid)
+            assert len(workers) == 2
+            for w in workers:
+                os.kill(w, signal.SIGSTOP)
+            try:
+                held = c.node.Ping.future(node_pb2.PingRequest(), timeout=60)
+                with pytest.raises(grpc.RpcError) as e:
+                    c.node.Ping(node_pb2.PingRequest(), timeout=30)
+                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            finally:
+                for w in workers:
+                    os.kill(w, signal.SIGCONT)
+            held.result()
+
+            got = _samples(ops)
+            ok = {s.labels["worker"]: s.value for s in got
+                  if s.name == "hedui_rpc_total" and s.labels["method"] == PING and s.labels["code"] == "OK"}
+            assert set(ok) == {"0", "1"} and all(v >= 1 for v in ok.values()), ok   # both workers served
+            assert sum(ok.values()) == calls + 1                                    # every call, the held one too
+            busy = [s for s in got if s.name == "hedui_rpc_total" and s.labels["method"] == PING
+                    and s.labels["code"] == "RESOURCE_EXHAUSTED"]
+            assert [(s.labels["worker"], s.value) for s in busy] == [("front", 1.0)]
+            shed = [(s.labels["worker"], s.labels["peer"], s.value) for s in got if s.name == "hedui_rpc_shed_total"]
+            assert shed == [("front", "hub", 1.0)]
+            served = sum(s.value for s in got if s.name == "hedui_rpc_outcomes_total" and s.labels["method"] == PING)
+            assert served == calls + 2
+            assert {s.labels["worker"]: s.value for s in got if s.name == "hedui_worker_up"} == {"0": 1.0, "1": 1.0}
+            # The state read from the shared store is there once, without a worker label.
+            version = [s for s in got if s.name == "hedui_directory_version"]
+            assert len(version) == 1 and "worker" not in version[0].labels and version[0].value >= 1
+            assert _get(ops, "/healthz")[0] == 200
+            code, body = _get(ops, "/readyz")
+            states = body["workers"]   # each worker answered; the node is ready when one is
+            assert set(states) == {"0", "1"} and set(states.values()) <= {"ready", "not ready"}, body
+            assert (code == 200) == ("ready" in states.values()) and "checks" in body
+            assert _get(ops, "/nothing")[0] == 404
+    finally:
+        hub.close()

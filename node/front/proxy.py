@@ -8,7 +8,7 @@ does no Lookup work: it ends TLS, admits or refuses each call at once (node/admi
 the node's cap and per-caller share, ``RESOURCE_EXHAUSTED`` / ``OVERLOADED``) and passes the
 admitted ones, as raw bytes (no decoding), to one of N worker processes
 (node/front/worker.py), each a full node of the same ``node.toml`` on a unix socket in a
-private 0700 folder. The caller's certificate, as the front's TLS layer verified it, goes
+private 0700 folder next to the ``node.toml`` (:func:`socket_folder`). The caller's certificate, as the front's TLS layer verified it, goes
 with the call in metadata (node/peer.py ``FORWARDED_CERT``; anything a caller sends under
 that key is dropped). Status codes, details, deadlines and metadata pass through unchanged;
 streaming methods stream.
@@ -31,12 +31,15 @@ worker on SQLite is still one process per store.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -54,9 +57,10 @@ from hedui.node.admission import Admission
 from hedui.node.errors import ConfigError, HeduiError, Reason, to_status
 from hedui.node.front.methods import Method, method_table
 from hedui.node.front.worker import REFUSALS_METHOD
+from hedui.node.metrics import FrontMetrics
 from hedui.node.peer import FORWARDED_CERT
 
-__all__ = ["Front", "WorkerSlot", "serve_front"]
+__all__ = ["Front", "WorkerSlot", "serve_front", "socket_folder"]
 
 log = logging.getLogger("hedui.node.front")
 
@@ -158,6 +162,7 @@ class Front(grpc.GenericRpcHandler):
         self.admission = admission
         self.workers = workers
         self.tally = _Tally(clock)
+        self.metrics = FrontMetrics()   # its refusals, on the ops port with the workers' figures (node/front/ops.py)
         self._table = method_table()
         self._next = 0
         self._lock = threading.Lock()
@@ -215,12 +220,14 @@ class Front(grpc.GenericRpcHandler):
                 except HeduiError as err:
                     front.tally.count(err.reason.lower() if err.reason else "overloaded", key, m.path[1:])
                     code, details = to_status(err)
+                    front.metrics.refused(m.path, key, code.name, err.reason.value if err.reason else "UNSPECIFIED")
                     context.abort(code, details)
                 caller = key
             w = front._pick()
             if w is None:
                 if caller is not None:
                     front.admission.release(caller)
+                front.metrics.refused(m.path, caller or "?", "UNAVAILABLE", Reason.UNAVAILABLE.value)
                 context.abort(grpc.StatusCode.UNAVAILABLE,
                               f"{Reason.UNAVAILABLE.value}: node: no worker process is up; retry with back-off")
             assert w is not None
@@ -292,6 +299,77 @@ def _log_settings() -> tuple[str, str]:
     return logging.getLevelName(root.level).lower(), fmt
 
 
+#: The longest unix socket path the kernel takes is 107 bytes; ours end in ``/w63.sock``.
+_SOCKET_PATH_MAX = 100
+
+
+def socket_folder(config_path: Path) -> Path:
+    """Where the front of ``config_path`` puts its workers' sockets: a fixed place of that
+    node, so that a front started again finds — and removes — what one killed with ``kill -9``
+    left: ``.hedui-front.<name of the toml>`` next to it, or, when that path is too long for a
+    unix socket, ``$TMPDIR/hedui-front-<uid>-<hash of the toml's path>``."""
+    config_path = Path(config_path).resolve()
+    here = config_path.parent / f".hedui-front.{config_path.stem}"
+    if len(os.fsencode(here / "w63.sock")) <= _SOCKET_PATH_MAX:
+        return here
+    digest = hashlib.sha256(os.fsencode(config_path)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"hedui-front-{os.getuid()}-{digest}"
+
+
+class _Folder:
+    """The socket folder, mode 0700 and this user's, held by a lock on ``front.lock`` for the
+    front's life (the kernel lets go of it when the front dies, even by ``kill -9``): a folder
+    whose lock is free is stale and emptied; one whose lock is held belongs to a front of the
+    same node still running, and this one does not start."""
+
+    LOCK = "front.lock"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise ConfigError(f"node.worker_processes: {path} is not a folder of this user; remove it")
+        os.chmod(path, 0o700)   # only this user reaches the sockets
+        self._fd = os.open(path / self.LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise ConfigError(f"node.worker_processes: another front of this node.toml is running (it holds {path / self.LOCK}); "
+                              "stop it first") from None
+        stale = [e for e in os.listdir(path) if e != self.LOCK]
+        for entry in stale:   # sockets of a front that was killed
+            target = path / entry
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+        if stale:
+            log.info("front: removed %d stale entries from %s (a front that did not stop)", len(stale), path)
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def remove(self) -> None:
+        """Empties and removes the folder, then lets go of the lock (once)."""
+        if self._fd < 0:
+            return
+        try:
+            for entry in os.listdir(self.path):
+                if entry != self.LOCK:
+                    (self.path / entry).unlink(missing_ok=True)
+            (self.path / self.LOCK).unlink(missing_ok=True)
+            self.path.rmdir()
+        except OSError as exc:
+            log.warning("front: could not remove %s (%s)", self.path, exc.strerror)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class _Workers:
     """Starts, watches and stops the worker processes. PR_SET_PDEATHSIG follows the *thread*
     that spawned a worker (node/procs.py): the first ones are spawned by the main thread,
@@ -299,8 +377,8 @@ class _Workers:
 
     def __init__(self, config_path: Path, n: int, passphrase_env: str, passphrase: bytes,
                  hook: Callable[[int], Any] | None = None) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="hedui-front-"))   # 0700: only this user reaches the sockets
-        os.chmod(self.folder, 0o700)
+        self._folder = _Folder(socket_folder(config_path))
+        self.folder = self._folder.path
         self.slots = [WorkerSlot(i, str(self.folder / f"w{i}.sock")) for i in range(n)]
         self._args = (str(config_path), passphrase_env, passphrase)
         self._hook = hook
@@ -412,7 +490,7 @@ class _Workers:
                 if w.process.is_alive():
                     w.process.kill()
                     w.process.join(5)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self._folder.remove()
         self._ended.set()
 
 
@@ -438,7 +516,7 @@ def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
 
 
 def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, clock: Clock,
-           workers: _Workers, flush_interval: float, member: str) -> None:
+           workers: _Workers, flush_interval: float, member: str, ops_listen: str | None = None) -> None:
     from hedui.node.server import core_limit, server_options
     from hedui.node.transport import CoreLogTap
 
@@ -464,6 +542,17 @@ def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, c
     if port == 0:
         tap.uninstall()
         raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)
+    ops = None
+    if ops_listen:
+        from hedui.node.front.ops import NodeFigures, front_ops_app
+        from hedui.node.metrics import serve_wsgi
+
+        try:
+            ops = serve_wsgi(ops_listen, front_ops_app(NodeFigures(front.metrics, workers.slots), workers.slots))
+        except OSError as exc:
+            tap.uninstall()
+            server.stop(0)
+            raise ConfigError(f"metrics.listen: cannot bind {ops_listen} ({exc.strerror})", reason=Reason.BIND_FAILED) from None
     server.start()
     stop = threading.Event()
 
@@ -485,6 +574,9 @@ def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, c
         log.info("front: stopping")
         server.stop(5.0).wait(6.0)
     finally:
+        if ops is not None:
+            ops.shutdown()
+            ops.server_close()
         workers.stopping = True
         _hand_over(front, workers.slots)
         for w in workers.slots:
@@ -510,6 +602,6 @@ def serve_front(config_path: Path, *, clock: Clock, hook: Callable[[int], Any] |
     workers.start_all()
     log.info("%d worker processes up", n.worker_processes)
     try:
-        _serve(n.listen, tls, admission, clock, workers, flush_interval, n.member)
+        _serve(n.listen, tls, admission, clock, workers, flush_interval, n.member, cfg.metrics.listen)
     finally:
         workers.stop()

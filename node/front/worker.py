@@ -7,10 +7,11 @@ the front's ``__main__``), dies with the front (``PR_SET_PDEATHSIG`` and a watch
 group: the front decides when its workers stop, by SIGTERM) and trusts the caller identity
 the front forwards in metadata — only on that unix socket (node/peer.py ``trust_front``).
 
-Besides the node's services it serves one internal method the front calls: the refusals the
-front counted (it has no store), merged into this node's aggregated refusals and metrics
-(node/refusals.py), so they are audited as before. The method is reachable only on the unix
-socket: the front's method table (node/front/proxy.py) does not forward it.
+Besides the node's services it serves internal methods the front calls: the refusals the
+front counted (it has no store), merged into this node's aggregated refusals (node/refusals.py),
+so they are audited as before; this worker's metrics and readiness, which the front serves on
+the node's ops port (``[metrics] listen``, node/front/ops.py). They are reachable only on the
+unix socket: the front's method table (node/front/proxy.py) does not forward them.
 """
 
 from __future__ import annotations
@@ -31,36 +32,65 @@ import grpc
 if TYPE_CHECKING:
     from hedui.node.runtime import Runtime
 
-__all__ = ["run", "REFUSALS_METHOD"]
+__all__ = ["run", "REFUSALS_METHOD", "METRICS_METHOD", "READY_METHOD"]
 
 log = logging.getLogger("hedui.node.front.worker")
 
 #: The internal method a worker serves on its unix socket (never forwarded from outside).
 REFUSALS_METHOD = "/hedui.front.Internal/Refusals"
+#: This worker's Prometheus exposition: JSON ``{"process": text, "state": text or null}``
+#: (the request ``b"state"`` asks for the state read from the store too, node/metrics.py).
+METRICS_METHOD = "/hedui.front.Internal/Metrics"
+#: This worker's ``/readyz`` answer: JSON ``{"ok": bool, "body": {...}}`` (node/ops_http.py).
+READY_METHOD = "/hedui.front.Internal/Ready"
 
 
 def _merge_refusals(rt: Runtime) -> Callable[[bytes, grpc.ServicerContext], bytes]:
     def merge(request: bytes, context: grpc.ServicerContext) -> bytes:
-        m = rt.metrics
         for item in json.loads(request):
             cause, peer, n = str(item["cause"]), str(item["peer"]), int(item["count"])
             first, last = dt.datetime.fromisoformat(item["first"]), dt.datetime.fromisoformat(item["last"])
+            # Audited here; the front counted them in its own metrics when it refused them.
             rt.refusals.merge(cause, peer, n, first, last)
-            if cause == "overloaded":   # what node/rpc.py counts for a call it sheds itself
-                m.child(m.refusals, "OVERLOADED").inc(n)
-                m.child(m.shed, peer).inc(n)
-                if item.get("method"):
-                    m.child(m.calls, str(item["method"]), "RESOURCE_EXHAUSTED").inc(n)
         return b""
 
     return merge
 
 
-def _internal(rt: Runtime) -> Callable[[grpc.Server], None]:
+def _metrics(rt: Runtime) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+    from prometheus_client import generate_latest
+
+    from hedui.node.metrics import NodeRegistry
+
+    def expose(request: bytes, context: grpc.ServicerContext) -> bytes:
+        reg = rt.metrics.registry
+        assert isinstance(reg, NodeRegistry)
+        state = generate_latest(reg.part(True)).decode() if request == b"state" else None
+        return json.dumps({"process": generate_latest(reg.part(False)).decode(), "state": state}).encode()
+
+    return expose
+
+
+def _ready(held: dict[str, Any]) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+    from hedui.node.ops_http import readyz
+
+    def ready(request: bytes, context: grpc.ServicerContext) -> bytes:
+        ns = held.get("ns")
+        if ns is None or ns.readiness is None:
+            return json.dumps({"ok": False, "body": {"status": "not ready", "checks": {}}}).encode()
+        ok, body = readyz(ns.readiness)
+        return json.dumps({"ok": ok, "body": body}).encode()
+
+    return ready
+
+
+def _internal(rt: Runtime, held: dict[str, Any]) -> Callable[[grpc.Server], None]:
     def add(server: grpc.Server) -> None:
-        service, _, method = REFUSALS_METHOD.lstrip("/").partition("/")
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            service, {method: grpc.unary_unary_rpc_method_handler(_merge_refusals(rt))}),))
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for path, fn in ((REFUSALS_METHOD, _merge_refusals(rt)), (METRICS_METHOD, _metrics(rt)), (READY_METHOD, _ready(held))):
+            service, _, method = path.lstrip("/").partition("/")
+            handlers[method] = grpc.unary_unary_rpc_method_handler(fn)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
 
     return add
 
@@ -96,11 +126,11 @@ def run(index: int, config_path: str, socket_path: str, passphrase_env: str, pas
     trust_front()
     try:
         cfg = load_config(Path(config_path))
-        if index > 0:
-            cfg.metrics.listen = None   # one Prometheus endpoint per node: the first worker's
+        cfg.metrics.listen = None   # the front serves the ops port, from every worker (node/front/ops.py)
         rt = Runtime.from_config(cfg)
         apply_process_settings(cfg)
-        ns = build_server(rt, front_socket=socket_path, extra=_internal(rt))
+        held: dict[str, Any] = {}
+        ns = held["ns"] = build_server(rt, front_socket=socket_path, extra=_internal(rt, held))
     except HeduiError as exc:
         conn.send(("error", exc.message))
         os._exit(2)
