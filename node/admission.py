@@ -5,8 +5,10 @@
 A call beyond ``[node] max_concurrent_rpcs`` — or beyond its caller's share — is refused at
 once with ``RESOURCE_EXHAUSTED`` / ``OVERLOADED`` instead of queueing behind the handler
 threads: the caller's retry with back-off is cheaper than a queue whose every member misses
-its deadline. A caller's share is ``max_concurrent_per_caller`` (default three quarters of the
-cap, so one hub can never take every slot), and while other callers hold slots no caller may
+its deadline. A caller's share is ``max_concurrent_per_caller`` (default: the cap less a
+quarter of it, at least one slot, so from a cap of 2 up one hub can never take every slot —
+three quarters alone reserved nothing below a cap of 4, measured in docs/performance.md,
+"which gate refuses the second hub"), and while other callers hold slots no caller may
 hold more than an equal split of the cap (``cap // callers``), so one hub flooding cannot
 starve another.
 """
@@ -27,7 +29,7 @@ class Admission:
         if cap < 1:
             raise ValueError(f"max_concurrent_rpcs: got {cap}, want >= 1")
         self.cap = cap
-        self.per_caller = per_caller if per_caller > 0 else max(1, cap - cap // 4)
+        self.per_caller = per_caller if per_caller > 0 else max(1, cap - max(1, cap // 4))
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
         self._total = 0

@@ -30,7 +30,7 @@ class NodeSection(_Section):
     workers: int = Field(default=16, ge=1, le=256, description="gRPC handler threads")
     # Load shedding (node/admission.py): 0 means "as many as workers".
     max_concurrent_rpcs: int = Field(default=0, ge=0, le=4096, description="calls handled at once; beyond: RESOURCE_EXHAUSTED")
-    max_concurrent_per_caller: int = Field(default=0, ge=0, le=4096, description="one caller's share; 0: three quarters of the cap")
+    max_concurrent_per_caller: int = Field(default=0, ge=0, le=4096, description="one caller's share; 0: the cap less a quarter, at least one slot")
     # Python's GIL switch interval in `hedui node serve` (sys.setswitchinterval): how long a
     # CPU-bound handler thread may keep the GIL while gRPC's one polling thread, which admits
     # and refuses every call, waits for it. Python's default is 5 ms (docs/performance.md

@@ -338,6 +338,14 @@ def test_calls_beyond_the_cap_are_refused_at_once_and_fairly(bed):
     (8, 8, {"a": 7}, "a", True),
     (1, 0, {}, "a", True),
     (1, 0, {"b": 1}, "a", False),
+    # Small caps keep a slot no single caller can take (issue 13: one hub cannot starve another).
+    (2, 0, {}, "a", True),
+    (2, 0, {"a": 1}, "a", False),
+    (2, 0, {"a": 1}, "b", True),
+    (3, 0, {"a": 1}, "a", True),
+    (3, 0, {"a": 2}, "a", False),
+    (3, 0, {"a": 2}, "b", True),
+    (2, 2, {"a": 1}, "a", True),
 ])
 def test_admission_table(cap, per_caller, holds, caller, ok):
     from hedui.node.admission import Admission
