@@ -49,21 +49,12 @@ class Refusals:
 
     def count(self, cause: str, peer: str, n: int = 1) -> None:
         now = self._rt.clock.now()
-        self._rt.metrics.transport_refusals.labels(cause).inc(n)
-        with self._lock:
-            key = (cause, peer[:128])
-            if key not in self._tally and len(self._tally) >= _MAX_PAIRS:
-                key = (cause, "*")
-            t = self._tally.get(key)
-            if t is None:
-                self._tally[key] = _Tally(n, now, now)
-            else:
-                t.count += n
-                t.last = now
+        self.merge(cause, peer, n, now, now)
 
     def merge(self, cause: str, peer: str, n: int, first: dt.datetime, last: dt.datetime) -> None:
-        """Adds refusals counted elsewhere — by the front of a node of several processes
-        (node/front/), which has no store — to this node's tally, with their own times."""
+        """Adds ``n`` refusals first/last seen at the given times: this process's own
+        (:meth:`count`) or those counted by the front of a node of several processes
+        (node/front/), which has no store."""
         self._rt.metrics.transport_refusals.labels(cause).inc(n)
         with self._lock:
             key = (cause, peer[:128])
