@@ -34,6 +34,7 @@ __all__ = [
     "cert_fingerprint",
     "check_issued_by",
     "member_of_cert",
+    "member_of_pem",
 ]
 
 _CA_YEARS = 10
@@ -89,6 +90,16 @@ def pem_fingerprint(pem: bytes) -> bytes:
 def member_of_cert(cert: x509.Certificate) -> str:
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(cns[0].value) if cns else ""
+
+
+def member_of_pem(pem: bytes) -> str:
+    """The member code a PEM certificate names (its CN); a :class:`CertificateError` if it is
+    not a certificate."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise CertificateError("certificate: got unreadable PEM, want an X.509 certificate", reason=Reason.BAD_CLIENT_CERT) from None
+    return member_of_cert(cert)
 
 
 @dataclass

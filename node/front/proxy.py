@@ -52,7 +52,8 @@ from typing import Any
 import grpc
 
 from hedui.common.clock import Clock
-from hedui.keys.ca import member_of_cert
+from hedui.keys.ca import member_of_pem
+from hedui.keys.errors import CertificateError
 from hedui.node.admission import Admission
 from hedui.node.errors import ConfigError, HeduiError, Reason, to_status
 from hedui.node.front.methods import Method, method_table
@@ -81,11 +82,9 @@ def _caller_key(pem: bytes) -> str:
     """The member code the certificate names (its CN): the key of the caller's share. The TLS
     layer verified the chain to the federation CA; whether this exact certificate is in the
     directory is the worker's check (node/peer.py), as in the one-process node."""
-    from cryptography import x509
-
     try:
-        return member_of_cert(x509.load_pem_x509_certificate(pem))
-    except Exception:
+        return member_of_pem(pem)
+    except CertificateError:
         return "?"
 
 
