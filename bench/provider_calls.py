@@ -10,7 +10,10 @@ on — against ``floor_case._Provider``'s two methods on the same runtime and st
 are built outside the timing as the hub builds them (the hub's signed consent record and
 revocation list as the tree's hub sends it, blinded elements, tokens). One thread; ``--cases`` exchange pairs
 per round, Hedui and the floor alternated ``--reps`` times after a warm-up; reported: µs of
-this process's CPU per Evaluate + Lookup pair (min / median) and their difference.
+this process's CPU per Evaluate + Lookup pair (min / median) and their difference, and per
+method (Evaluate and Lookup apart, Hedui's and the floor's) the CPU and wall µs per call
+(min / median of the rounds' means): wall minus CPU is what a call waits for (the store's
+syncs, the other processes on the cores).
 
     python bench/provider_calls.py [--residents 3000] [--cases 300] [--reps 5]
 """
@@ -93,30 +96,48 @@ def main() -> None:
             floor = _Provider(rt, key, load_catalogue(tb.member_dir("p1") / "fields.toml"))
             ctx = _Context(hub.tls_cert_pem)
 
+            split: dict[str, list[float]] = {}   # path.method -> [cpu s, wall s] summed over the round
+
+            def timed(key: str, fn, req):
+                c0, w0 = time.process_time(), time.perf_counter()
+                out = fn(req, ctx)
+                acc = split.setdefault(key, [0.0, 0.0])
+                acc[0] += time.process_time() - c0
+                acc[1] += time.perf_counter() - w0
+                return out
+
             def hedui(reqs) -> None:
                 for ev, lk in reqs:
-                    r = ev_svc.Evaluate(ev, ctx)
+                    r = timed("hedui.Evaluate", ev_svc.Evaluate, ev)
                     assert len(r.evaluated_elements) == len(ev.blinded_elements)
-                    assert lk_svc.Lookup(lk, ctx).answer.payload
+                    assert timed("hedui.Lookup", lk_svc.Lookup, lk).answer.payload
 
             def floor_path(reqs) -> None:
                 for ev, lk in reqs:
-                    floor.Evaluate(ev, ctx)
-                    assert floor.Lookup(lk, ctx).answer.payload
+                    timed("floor.Evaluate", floor.Evaluate, ev)
+                    assert timed("floor.Lookup", floor.Lookup, lk).answer.payload
 
             paths = {"hedui": hedui, "floor": floor_path}
             for fn in paths.values():   # warm-up
                 fn(_requests(hub, key, bc._households(20, a.residents)))
             cpu: dict[str, list[float]] = {k: [] for k in paths}
+            per_call: dict[str, list[tuple[float, float]]] = {}
             for rep in range(a.reps):
                 for name in ("hedui", "floor") if rep % 2 == 0 else ("floor", "hedui"):
                     reqs = _requests(hub, key, bc._households(a.cases, a.residents))
+                    split.clear()
                     c0 = time.process_time()
                     paths[name](reqs)
                     cpu[name].append((time.process_time() - c0) / a.cases * 1e6)
+                    for k, (c, w) in split.items():
+                        per_call.setdefault(k, []).append((c / a.cases * 1e6, w / a.cases * 1e6))
             for name, xs in cpu.items():
                 print(f"{name}: {min(xs):.0f} / {statistics.median(xs):.0f} µs CPU per Evaluate + Lookup "
                       f"(min / median of {len(xs)}), rounds {', '.join(f'{x:.0f}' for x in xs)}")
+            for k, xs in sorted(per_call.items()):
+                cs, ws = [c for c, _ in xs], [w for _, w in xs]
+                print(f"  {k}: CPU {min(cs):.0f} / {statistics.median(cs):.0f} µs, wall {min(ws):.0f} / "
+                      f"{statistics.median(ws):.0f} µs per call (min / median)")
             h, f = statistics.median(cpu["hedui"]), statistics.median(cpu["floor"])
             print(f"Hedui-only: {h - f:.0f} µs per pair (median), hedui ÷ floor CPU {h / f:.2f}")
             if a.cprofile:
