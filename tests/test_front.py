@@ -117,6 +117,37 @@ def _wait(pred, what: str, bound: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _replacement(front: int, gone: set[int]) -> int:
+    """The worker process the front started in place of the killed ``gone``, as soon as it
+    exists (before it opened the node and could tell the front it is ready)."""
+    new: set[int] = set()
+
+    def started() -> bool:
+        new.update(_children(front) - gone)
+        return bool(new)
+
+    _wait(started, "the front starts a worker again")
+    (pid,) = new
+    return pid
+
+
+def _worker_index(pid: int, folder: Path) -> int:
+    """Which worker ``pid`` is: the index of the unix socket it listens on (``w<i>.sock``)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8 and parts[6] in inodes and Path(parts[7]).parent == folder:
+            return int(Path(parts[7]).stem[1:])
+    raise AssertionError(f"process {pid} listens on no socket in {folder}")
+
+
 def _blinded():
     return oprf.blind([resident(i, SEED).id_number for i in (1, 2, 3)])
 
@@ -214,6 +245,17 @@ def test_a_killed_worker_fails_its_call_unavailable_and_is_started_again(bed, tm
         with pytest.raises(grpc.RpcError) as e:
             call.result()
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        # While no worker is up (its replacement held stopped before it could start), the
+        # front itself refuses calls UNAVAILABLE.
+        spare = _replacement(node.pid, {worker})
+        os.kill(spare, signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.RpcError) as e:
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert e.value.details().startswith("UNAVAILABLE: node: no worker process is up"), e.value.details()
+        finally:
+            os.kill(spare, signal.SIGCONT)
 
         def recovered() -> bool:
             try:
@@ -440,3 +482,109 @@ def test_the_scrape_of_a_two_worker_node_counts_every_workers_calls_and_the_fron
             assert _get(ops, "/nothing")[0] == 404
     finally:
         hub.close()
+
+
+def _pings(got: list) -> dict[str, float]:
+    """Each worker's count of Pings answered OK, in one scrape."""
+    return {s.labels["worker"]: s.value for s in got
+            if s.name == "hedui_rpc_total" and s.labels["method"] == PING and s.labels["code"] == "OK"}
+
+
+def _up(got: list) -> dict[str, float]:
+    return {s.labels["worker"]: s.value for s in got if s.name == "hedui_worker_up"}
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_9_is_down_in_the_scrape_and_readyz_and_comes_back_with_its_counters_from_0(tmp_path, pg_url):
+    """While a killed worker is being started again, the scrape shows it ``hedui_worker_up 0``
+    (its series missing) and the other worker's figures as before, and ``/readyz`` names it;
+    back, it is up 1 again and its counters start from 0 while the other's go on."""
+    tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
+                 residents=10, data_seed=7, store=lambda code: pg_url if code == "tax" else "sqlite:///node.db")
+    tb.create()
+    tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
+    tb.sign_directory()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    cfg = _set_node(tb, "tax", worker_processes=2, max_concurrent_rpcs=8)
+    ops = free_port()
+    cfg.write_text(cfg.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{ops}"\n')
+    hub = Runtime.open(tb.config_path("hub"))
+    try:
+        with NodeProcess(cfg, tb.env(), log=tmp_path / "tax.log") as node, PeerClient.to_member(hub, "tax") as c:
+            for _ in range(10):   # one after the other: both workers serve
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            workers = _children(node.pid)
+            assert len(workers) == 2
+            victim = max(workers)
+            dead = str(_worker_index(victim, socket_folder(cfg)))
+            (other,) = {"0", "1"} - {dead}
+            before = _pings(_samples(ops))
+            assert set(before) == {"0", "1"} and sum(before.values()) == 10 and before[dead] >= 2, before
+
+            os.kill(victim, signal.SIGKILL)
+            spare = _replacement(node.pid, workers)
+            os.kill(spare, signal.SIGSTOP)   # its replacement exists but cannot start: the worker stays away
+            try:
+                got = _samples(ops)
+                assert _up(got) == {dead: 0.0, other: 1.0}
+                assert _pings(got) == {other: before[other]}   # the dead worker's series are missing, the other's as they were
+                code, body = _get(ops, "/readyz")
+                assert body["workers"][dead] == "not up", body
+                assert body["workers"][other] in ("ready", "not ready") and (code == 200) == (body["workers"][other] == "ready"), body
+                for _ in range(4):   # the front routes every call to the worker that is up
+                    c.node.Ping(node_pb2.PingRequest(), timeout=30)
+                got = _samples(ops)
+                assert _up(got) == {dead: 0.0, other: 1.0}
+                assert _pings(got) == {other: before[other] + 4}
+            finally:
+                os.kill(spare, signal.SIGCONT)
+
+            _wait(lambda: _up(_samples(ops)).get(dead) == 1.0, "the restarted worker answers the scrape")
+            got = _samples(ops)
+            assert _up(got) == {"0": 1.0, "1": 1.0}
+            back = _pings(got)
+            assert back.get(dead, 0.0) == 0.0 and back[other] == before[other] + 4, (before, back)   # from 0; the other's go on
+            assert _get(ops, "/readyz")[1]["workers"][dead] in ("ready", "not ready")
+            for _ in range(4):
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            after = _pings(_samples(ops))
+            assert after[dead] >= 1 and after[other] >= back[other] and sum(after.values()) == before[other] + 8, (back, after)
+    finally:
+        hub.close()
+
+
+def test_a_node_toml_too_deep_for_a_unix_socket_puts_the_socket_folder_under_tmpdir(bed, tmp_path):
+    """When ``.hedui-front.<toml name>`` next to the node.toml would make a socket path
+    longer than the kernel takes, the workers' sockets go to a 0700 folder under $TMPDIR,
+    removed when the front stops."""
+    import shutil
+    import tempfile
+
+    tb, hub, _ = bed
+    _set_node(tb, "tax", worker_processes=1, max_concurrent_rpcs=8)
+    deep = tmp_path / ("deep-" * 12) / ("folder-" * 6) / "tax"
+    shutil.copytree(tb.member_dir("tax"), deep, ignore=shutil.ignore_patterns(".hedui-front.*"))
+    cfg = deep / "node.toml"
+    cfg.write_text(cfg.read_text().replace('"../../', f'"{tb.config_path("tax").parent.parent.parent.resolve()}/'))  # the federation's files
+    assert len(os.fsencode(deep / ".hedui-front.node" / "w0.sock")) > 107   # next to it: too long for a socket
+    tmpdir = tmp_path / "t"
+    tmpdir.mkdir()
+    held = tempfile.tempdir
+    tempfile.tempdir = str(tmpdir)
+    try:
+        folder = socket_folder(cfg)
+    finally:
+        tempfile.tempdir = held
+    assert folder.parent == tmpdir and folder.name.startswith(f"hedui-front-{os.getuid()}-")
+    with NodeProcess(cfg, {**tb.env(), "TMPDIR": str(tmpdir)}, log=tmp_path / "deep.log") as node, \
+            PeerClient.to_member(hub, "tax") as c:
+        c.node.Ping(node_pb2.PingRequest(), timeout=30)
+        assert len(_evaluate(c, _blinded()).evaluated_elements) == 3
+        assert os.listdir(tmpdir) == [folder.name]
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == os.getuid()
+        assert sorted(os.listdir(folder)) == ["front.lock", "w0.sock"]
+        assert not (deep / ".hedui-front.node").exists()
+        (worker,) = _children(node.pid)
+        assert _worker_index(worker, folder) == 0
+    assert node.proc is not None and node.proc.returncode == 0
+    assert os.listdir(tmpdir) == []   # a clean stop removes it

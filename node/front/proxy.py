@@ -19,7 +19,7 @@ was measured first and spent ~50 % more CPU per call (docs/performance.md, "Load
 third pass), and under a flood the front's CPU per call is what calls wait for.
 
 A worker that dies: calls in flight on it fail ``UNAVAILABLE`` (its socket closed), calls
-routed while none is up are refused ``UNAVAILABLE`` / ``WORKER_UNAVAILABLE`` by the front,
+routed while none is up are refused ``UNAVAILABLE`` by the front (details ``UNAVAILABLE: node: no worker process is up``),
 and the front starts it again. Workers die with the front (node/procs.py).
 
 Refusals the front makes are counted here by (cause, caller) and handed to a worker every
