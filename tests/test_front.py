@@ -8,6 +8,7 @@ takes its workers with it; the ops port shows every worker's metrics."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient
 from hedui.node.config import load_config
 from hedui.node.errors import ConfigError
-from hedui.node.front.proxy import socket_folder
+from hedui.node.front.proxy import WorkerSlot, socket_folder
 from hedui.node.peer import FORWARDED_CERT
 from hedui.node.runtime import Runtime
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
@@ -588,3 +589,61 @@ def test_a_node_toml_too_deep_for_a_unix_socket_puts_the_socket_folder_under_tmp
         assert _worker_index(worker, folder) == 0
     assert node.proc is not None and node.proc.returncode == 0
     assert os.listdir(tmpdir) == []   # a clean stop removes it
+
+
+# -- a worker that dies between being picked and being called (in process) -------------------
+
+FILTER = "/hedui.v1.PseudonymService/GetTokenFilter"
+
+
+def _dying_slots(tmp_path: Path) -> list[WorkerSlot]:
+    """Worker slots as a scrape, a probe or a call sees them when the watch finds their worker
+    dead between the moment they were read as ready and the moment they are used: the
+    channel closed (gRPC then raises ValueError, not an RpcError), or already dropped."""
+    closed = grpc.insecure_channel(f"unix:{tmp_path / 'w0.sock'}")
+    closed.close()
+    return [WorkerSlot(0, str(tmp_path / "w0.sock"), channel=closed, ready=True),
+            WorkerSlot(1, str(tmp_path / "w1.sock"), channel=None, ready=True)]
+
+
+def test_a_worker_dying_as_it_is_scraped_is_down_not_an_error(tmp_path):
+    from hedui.node.front.ops import NodeFigures
+    from hedui.node.front.ops import _ready as ready
+    from hedui.node.metrics import FrontMetrics
+
+    slots = _dying_slots(tmp_path)
+    got = [s for fam in NodeFigures(FrontMetrics(), slots[:1], timeout=5).collect() for s in fam.samples]
+    assert {s.labels["worker"]: s.value for s in got if s.name == "hedui_worker_up"} == {"0": 0.0}
+    ok, body = ready(slots, 5)
+    assert not ok and body["workers"] == {"0": "not answering", "1": "not up"}
+
+
+@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("method", [PING, FILTER])
+def test_a_call_routed_to_a_worker_dying_as_it_is_called_fails_unavailable(tmp_path, which, method):
+    """Not UNKNOWN (an exception in the front): the caller, a hub, retries UNAVAILABLE."""
+    from concurrent import futures
+
+    from hedui.common.clock import FixedClock
+    from hedui.node.admission import Admission
+    from hedui.node.front.proxy import Front
+
+    slot = _dying_slots(tmp_path)[which]
+    admission = Admission(4)
+    front = Front(admission, [slot], FixedClock(dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((front,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                if method == PING:
+                    ch.unary_unary(method)(b"", timeout=30)
+                else:
+                    list(ch.unary_stream(method)(b"", timeout=30))
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+        assert e.value.details().startswith("UNAVAILABLE: node: the worker process ended"), e.value.details()
+        assert slot.in_flight == 0 and admission.in_flight == 0   # what the call held is given back
+    finally:
+        server.stop(None).wait()

@@ -106,11 +106,15 @@ class WorkerSlot:
     callables: dict[str, Any] = field(default_factory=dict)
 
     def callable(self, m: Method) -> Any:
+        """The method on this worker's channel. Raises ValueError (as gRPC does for a call on
+        a closed channel) when the watch dropped the channel: the worker died meanwhile."""
         got = self.callables.get(m.path)
         if got is None:
-            assert self.channel is not None
-            kind = {(False, False): self.channel.unary_unary, (False, True): self.channel.unary_stream,
-                    (True, False): self.channel.stream_unary, (True, True): self.channel.stream_stream}
+            channel = self.channel
+            if channel is None:
+                raise ValueError("worker channel closed")
+            kind = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
+                    (True, False): channel.stream_unary, (True, True): channel.stream_stream}
             got = self.callables[m.path] = kind[(m.request_streaming, m.response_streaming)](m.path)
         return got
 
@@ -238,6 +242,12 @@ class Front(grpc.GenericRpcHandler):
             if caller is not None:
                 front.admission.release(caller)
 
+        def gone(context: grpc.ServicerContext) -> None:
+            """The worker picked died after it was picked: the watch closed its channel
+            (gRPC raises ValueError for a call on a closed channel) before the call was sent."""
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"{Reason.UNAVAILABLE.value}: node: the worker process ended; retry with back-off")
+
         def relay_error(context: grpc.ServicerContext, err: grpc.RpcError) -> None:
             call: Any = err
             trailing = call.trailing_metadata()
@@ -249,7 +259,10 @@ class Front(grpc.GenericRpcHandler):
             def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
                 caller, w, md = enter(context)
                 try:
-                    call = w.callable(m).future(request, timeout=context.time_remaining(), metadata=md)
+                    try:
+                        call = w.callable(m).future(request, timeout=context.time_remaining(), metadata=md)
+                    except ValueError:
+                        gone(context)
                     context.add_callback(call.cancel)   # the caller went away: so does the forwarded call
                     try:
                         response = call.result()
@@ -270,7 +283,10 @@ class Front(grpc.GenericRpcHandler):
         def streamed_response(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             caller, w, md = enter(context)
             try:
-                call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                try:
+                    call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                except ValueError:
+                    gone(context)
                 context.add_callback(call.cancel)
                 try:
                     initial = call.initial_metadata()
@@ -510,6 +526,9 @@ def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
             return
         except grpc.RpcError as err:
             log.warning("front: worker %d did not take the refusal tallies (%s)", w.index, err.code().name)
+            continue
+        except ValueError:   # its channel was closed meanwhile: the worker died
+            log.warning("front: worker %d did not take the refusal tallies (it ended)", w.index)
             continue
     front.tally.put_back(items)
     log.warning("front: %d refusal tallies kept for later: no worker took them", len(items))
