@@ -554,7 +554,7 @@ def test_a_worker_killed_9_is_down_in_the_scrape_and_readyz_and_comes_back_with_
         hub.close()
 
 
-def test_a_node_toml_too_deep_for_a_unix_socket_puts_the_socket_folder_under_tmpdir(bed, tmp_path):
+def test_a_node_toml_too_deep_for_a_unix_socket_puts_the_socket_folder_under_tmpdir(bed, tmp_path, request):
     """When ``.hedui-front.<toml name>`` next to the node.toml would make a socket path
     longer than the kernel takes, the workers' sockets go to a 0700 folder under $TMPDIR,
     removed when the front stops."""
@@ -568,8 +568,9 @@ def test_a_node_toml_too_deep_for_a_unix_socket_puts_the_socket_folder_under_tmp
     cfg = deep / "node.toml"
     cfg.write_text(cfg.read_text().replace('"../../', f'"{tb.config_path("tax").parent.parent.parent.resolve()}/'))  # the federation's files
     assert len(os.fsencode(deep / ".hedui-front.node" / "w0.sock")) > 107   # next to it: too long for a socket
-    tmpdir = tmp_path / "t"
-    tmpdir.mkdir()
+    # A fresh temporary folder of its own, short (pytest's tmp_path may be too long for a socket itself).
+    tmpdir = Path(tempfile.mkdtemp(prefix="hf-"))
+    request.addfinalizer(lambda: shutil.rmtree(tmpdir, ignore_errors=True))
     held = tempfile.tempdir
     tempfile.tempdir = str(tmpdir)
     try:
@@ -647,3 +648,25 @@ def test_a_call_routed_to_a_worker_dying_as_it_is_called_fails_unavailable(tmp_p
         assert slot.in_flight == 0 and admission.in_flight == 0   # what the call held is given back
     finally:
         server.stop(None).wait()
+
+
+def test_refusals_for_a_worker_dying_as_they_are_handed_over_are_kept(tmp_path):
+    from hedui.common.clock import FixedClock
+    from hedui.node.admission import Admission
+    from hedui.node.front.proxy import Front, _hand_over
+
+    front = Front(Admission(4), _dying_slots(tmp_path), FixedClock(dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)))
+    front.tally.count("overloaded", "hub", "hedui.v1.NodeService/Ping")
+    _hand_over(front, front.workers)   # neither worker takes them; the front keeps them for later
+    assert [(t["cause"], t["peer"], t["count"]) for t in front.tally.take()] == [("overloaded", "hub", 1)]
+
+
+def test_a_tmpdir_too_long_as_well_is_a_config_error(tmp_path, monkeypatch):
+    import tempfile
+
+    deep = tmp_path / ("deep-" * 20) / "node.toml"
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("t" * 120)))
+    with pytest.raises(ConfigError, match="TMPDIR"):
+        socket_folder(deep)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert socket_folder(deep).parent == tmp_path

@@ -315,21 +315,28 @@ def _log_settings() -> tuple[str, str]:
     return logging.getLevelName(root.level).lower(), fmt
 
 
-#: The longest unix socket path the kernel takes is 107 bytes; ours end in ``/w63.sock``.
+#: The longest unix socket path the kernel takes is 107 bytes; ours end in ``/w63.sock``
+#: (at most 64 workers). Next to the node.toml with a margin; in $TMPDIR up to the limit.
 _SOCKET_PATH_MAX = 100
+_SOCKET_PATH_LIMIT = 107
 
 
 def socket_folder(config_path: Path) -> Path:
     """Where the front of ``config_path`` puts its workers' sockets: a fixed place of that
     node, so that a front started again finds — and removes — what one killed with ``kill -9``
     left: ``.hedui-front.<name of the toml>`` next to it, or, when that path is too long for a
-    unix socket, ``$TMPDIR/hedui-front-<uid>-<hash of the toml's path>``."""
+    unix socket, ``$TMPDIR/hedui-front-<uid>-<hash of the toml's path>``; when that is too
+    long as well, a configuration error (rather than a worker's failure to bind)."""
     config_path = Path(config_path).resolve()
     here = config_path.parent / f".hedui-front.{config_path.stem}"
     if len(os.fsencode(here / "w63.sock")) <= _SOCKET_PATH_MAX:
         return here
     digest = hashlib.sha256(os.fsencode(config_path)).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"hedui-front-{os.getuid()}-{digest}"
+    there = Path(tempfile.gettempdir()) / f"hedui-front-{os.getuid()}-{digest}"
+    if len(os.fsencode(there / "w63.sock")) > _SOCKET_PATH_LIMIT:
+        raise ConfigError(f"node.worker_processes: the workers' unix sockets would be too long a path both next to "
+                          f"{config_path.name} and in the temporary folder {there.parent}; set TMPDIR to a shorter folder")
+    return there
 
 
 class _Folder:
