@@ -632,17 +632,25 @@ def test_a_worker_dying_as_it_is_scraped_is_down_not_an_error(tmp_path):
     assert not ok and body["workers"] == {"0": "not answering", "1": "not up"}
 
 
-@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("which", [0, 1, 2])
 @pytest.mark.parametrize("method", [PING, FILTER])
 def test_a_call_routed_to_a_worker_dying_as_it_is_called_fails_unavailable(tmp_path, which, method):
-    """Not UNKNOWN (an exception in the front): the caller, a hub, retries UNAVAILABLE."""
+    """Not UNKNOWN (an exception in the front): the caller, a hub, retries UNAVAILABLE. The
+    third case: the worker is dead but the front has not noticed yet (its socket file left,
+    nobody listening on it), and the call is sent."""
+    import socket
     from concurrent import futures
 
     from hedui.common.clock import FixedClock
     from hedui.node.admission import Admission
     from hedui.node.front.proxy import Front
 
-    slot = _dying_slots(tmp_path)[which]
+    if which < 2:
+        slot = _dying_slots(tmp_path)[which]
+    else:
+        left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)   # bound, never listening: what a killed worker leaves
+        left.bind(str(tmp_path / "w2.sock"))
+        slot = WorkerSlot(2, str(tmp_path / "w2.sock"), channel=grpc.insecure_channel(f"unix:{tmp_path / 'w2.sock'}"), ready=True)
     admission = Admission(4)
     front = Front(admission, [slot], FixedClock(dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)))
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
@@ -657,10 +665,15 @@ def test_a_call_routed_to_a_worker_dying_as_it_is_called_fails_unavailable(tmp_p
                 else:
                     list(ch.unary_stream(method)(b"", timeout=30))
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
-        assert e.value.details().startswith("UNAVAILABLE: node: the worker process ended"), e.value.details()
+        if which < 2:
+            assert e.value.details().startswith("UNAVAILABLE: node: the worker process ended"), e.value.details()
         assert slot.in_flight == 0 and admission.in_flight == 0   # what the call held is given back
     finally:
         server.stop(None).wait()
+        if slot.channel is not None:
+            slot.channel.close()
+        if which == 2:
+            left.close()
 
 
 def test_refusals_for_a_worker_dying_as_they_are_handed_over_are_kept(tmp_path):
