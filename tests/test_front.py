@@ -8,6 +8,7 @@ takes its workers with it; the ops port shows every worker's metrics."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ from hedui.node.audit.tables import audit_entries
 from hedui.node.client import PeerClient
 from hedui.node.config import load_config
 from hedui.node.errors import ConfigError
-from hedui.node.front.proxy import socket_folder
+from hedui.node.front.proxy import WorkerSlot, socket_folder
 from hedui.node.peer import FORWARDED_CERT
 from hedui.node.runtime import Runtime
 from hedui.node.testbed import MemberPlan, Testbed, default_policy
@@ -89,7 +90,10 @@ def _children(pid: int, *, every: bool = False) -> set[int]:
     tracker)."""
     out: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        out |= {int(x) for x in (task / "children").read_text().split()}
+        try:
+            out |= {int(x) for x in (task / "children").read_text().split()}
+        except FileNotFoundError:   # a thread that ended meanwhile
+            continue
     return out if every else {c for c in out if b"spawn_main" in _cmdline(c)}
 
 
@@ -115,6 +119,51 @@ def _wait(pred, what: str, bound: float = 60.0) -> None:
         if time.monotonic() > end:
             raise AssertionError(f"{what}: not within {bound} s")
         time.sleep(0.05)
+
+
+def _replacement(front: int, gone: set[int]) -> int:
+    """The worker process the front started in place of the killed ``gone``, as soon as it
+    exists (before it opened the node and could tell the front it is ready)."""
+    new: set[int] = set()
+
+    def started() -> bool:
+        new.update(_children(front) - gone)
+        return bool(new)
+
+    _wait(started, "the front starts a worker again")
+    (pid,) = new
+    return pid
+
+
+def _worker_index(pid: int, folder: Path) -> int:
+    """Which worker ``pid`` is: the index of the unix socket it listens on (``w<i>.sock``)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8 and parts[6] in inodes and Path(parts[7]).parent == folder:
+            return int(Path(parts[7]).stem[1:])
+    raise AssertionError(f"process {pid} listens on no socket in {folder}")
+
+
+def _one_refused(c: PeerClient) -> tuple:
+    """Two Pings at once to a front of cap 1 whose workers are stopped: the one it admits
+    first stays held in a worker, the other is refused at once. Which arrives first is the
+    front's threads' choice, so both are sent and the one that ends is the refused one.
+    Returns the held call and the refusal."""
+    calls = [c.node.Ping.future(node_pb2.PingRequest(), timeout=60) for _ in range(2)]
+    _wait(lambda: any(f.done() for f in calls), "one of two calls over the cap is refused")
+    (refused,) = [f for f in calls if f.done()]
+    (held,) = [f for f in calls if f is not refused]
+    err = refused.exception()
+    assert isinstance(err, grpc.RpcError), err
+    return held, err
 
 
 def _blinded():
@@ -185,11 +234,9 @@ def test_beyond_the_cap_the_front_refuses_resource_exhausted_and_it_is_audited(b
         (worker,) = _children(node.pid)
         os.kill(worker, signal.SIGSTOP)   # the admitted call stays in the worker: its slot stays held
         try:
-            held = c.node.Ping.future(node_pb2.PingRequest(), timeout=60)
-            with pytest.raises(grpc.RpcError) as e:
-                c.node.Ping(node_pb2.PingRequest(), timeout=30)
-            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert e.value.details().startswith("OVERLOADED")
+            held, e = _one_refused(c)
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert e.details().startswith("OVERLOADED")
         finally:
             os.kill(worker, signal.SIGCONT)
         held.result()
@@ -214,6 +261,17 @@ def test_a_killed_worker_fails_its_call_unavailable_and_is_started_again(bed, tm
         with pytest.raises(grpc.RpcError) as e:
             call.result()
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        # While no worker is up (its replacement held stopped before it could start), the
+        # front itself refuses calls UNAVAILABLE.
+        spare = _replacement(node.pid, {worker})
+        os.kill(spare, signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.RpcError) as e:
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert e.value.details().startswith("UNAVAILABLE: node: no worker process is up"), e.value.details()
+        finally:
+            os.kill(spare, signal.SIGCONT)
 
         def recovered() -> bool:
             try:
@@ -407,10 +465,8 @@ def test_the_scrape_of_a_two_worker_node_counts_every_workers_calls_and_the_fron
             for w in workers:
                 os.kill(w, signal.SIGSTOP)
             try:
-                held = c.node.Ping.future(node_pb2.PingRequest(), timeout=60)
-                with pytest.raises(grpc.RpcError) as e:
-                    c.node.Ping(node_pb2.PingRequest(), timeout=30)
-                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                held, e = _one_refused(c)
+                assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             finally:
                 for w in workers:
                     os.kill(w, signal.SIGCONT)
@@ -440,3 +496,204 @@ def test_the_scrape_of_a_two_worker_node_counts_every_workers_calls_and_the_fron
             assert _get(ops, "/nothing")[0] == 404
     finally:
         hub.close()
+
+
+def _pings(got: list) -> dict[str, float]:
+    """Each worker's count of Pings answered OK, in one scrape."""
+    return {s.labels["worker"]: s.value for s in got
+            if s.name == "hedui_rpc_total" and s.labels["method"] == PING and s.labels["code"] == "OK"}
+
+
+def _up(got: list) -> dict[str, float]:
+    return {s.labels["worker"]: s.value for s in got if s.name == "hedui_worker_up"}
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_9_is_down_in_the_scrape_and_readyz_and_comes_back_with_its_counters_from_0(tmp_path, pg_url):
+    """While a killed worker is being started again, the scrape shows it ``hedui_worker_up 0``
+    (its series missing) and the other worker's figures as before, and ``/readyz`` names it;
+    back, it is up 1 again and its counters start from 0 while the other's go on."""
+    tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
+                 residents=10, data_seed=7, store=lambda code: pg_url if code == "tax" else "sqlite:///node.db")
+    tb.create()
+    tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
+    tb.sign_directory()
+    os.environ[PASSPHRASE_ENV] = tb.passphrase
+    cfg = _set_node(tb, "tax", worker_processes=2, max_concurrent_rpcs=8)
+    ops = free_port()
+    cfg.write_text(cfg.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{ops}"\n')
+    hub = Runtime.open(tb.config_path("hub"))
+    try:
+        with NodeProcess(cfg, tb.env(), log=tmp_path / "tax.log") as node, PeerClient.to_member(hub, "tax") as c:
+            for _ in range(10):   # one after the other: both workers serve
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            workers = _children(node.pid)
+            assert len(workers) == 2
+            victim = max(workers)
+            dead = str(_worker_index(victim, socket_folder(cfg)))
+            (other,) = {"0", "1"} - {dead}
+            before = _pings(_samples(ops))
+            assert set(before) == {"0", "1"} and sum(before.values()) == 10 and before[dead] >= 2, before
+
+            os.kill(victim, signal.SIGKILL)
+            spare = _replacement(node.pid, workers)
+            os.kill(spare, signal.SIGSTOP)   # its replacement exists but cannot start: the worker stays away
+            try:
+                got = _samples(ops)
+                assert _up(got) == {dead: 0.0, other: 1.0}
+                assert _pings(got) == {other: before[other]}   # the dead worker's series are missing, the other's as they were
+                code, body = _get(ops, "/readyz")
+                assert body["workers"][dead] == "not up", body
+                assert body["workers"][other] in ("ready", "not ready") and (code == 200) == (body["workers"][other] == "ready"), body
+                for _ in range(4):   # the front routes every call to the worker that is up
+                    c.node.Ping(node_pb2.PingRequest(), timeout=30)
+                got = _samples(ops)
+                assert _up(got) == {dead: 0.0, other: 1.0}
+                assert _pings(got) == {other: before[other] + 4}
+            finally:
+                os.kill(spare, signal.SIGCONT)
+
+            _wait(lambda: _up(_samples(ops)).get(dead) == 1.0, "the restarted worker answers the scrape")
+            got = _samples(ops)
+            assert _up(got) == {"0": 1.0, "1": 1.0}
+            back = _pings(got)
+            assert back.get(dead, 0.0) == 0.0 and back[other] == before[other] + 4, (before, back)   # from 0; the other's go on
+            assert _get(ops, "/readyz")[1]["workers"][dead] in ("ready", "not ready")
+            for _ in range(4):
+                c.node.Ping(node_pb2.PingRequest(), timeout=30)
+            after = _pings(_samples(ops))
+            assert after[dead] >= 1 and after[other] >= back[other] and sum(after.values()) == before[other] + 8, (back, after)
+    finally:
+        hub.close()
+
+
+def test_a_node_toml_too_deep_for_a_unix_socket_puts_the_socket_folder_under_tmpdir(bed, tmp_path, request):
+    """When ``.hedui-front.<toml name>`` next to the node.toml would make a socket path
+    longer than the kernel takes, the workers' sockets go to a 0700 folder under $TMPDIR,
+    removed when the front stops."""
+    import shutil
+    import tempfile
+
+    tb, hub, _ = bed
+    _set_node(tb, "tax", worker_processes=1, max_concurrent_rpcs=8)
+    deep = tmp_path / ("deep-" * 12) / ("folder-" * 6) / "tax"
+    shutil.copytree(tb.member_dir("tax"), deep, ignore=shutil.ignore_patterns(".hedui-front.*"))
+    cfg = deep / "node.toml"
+    cfg.write_text(cfg.read_text().replace('"../../', f'"{tb.config_path("tax").parent.parent.parent.resolve()}/'))  # the federation's files
+    assert len(os.fsencode(deep / ".hedui-front.node" / "w0.sock")) > 107   # next to it: too long for a socket
+    # A fresh temporary folder of its own, short (pytest's tmp_path may be too long for a socket itself).
+    tmpdir = Path(tempfile.mkdtemp(prefix="hf-"))
+    request.addfinalizer(lambda: shutil.rmtree(tmpdir, ignore_errors=True))
+    held = tempfile.tempdir
+    tempfile.tempdir = str(tmpdir)
+    try:
+        folder = socket_folder(cfg)
+    finally:
+        tempfile.tempdir = held
+    assert folder.parent == tmpdir and folder.name.startswith(f"hedui-front-{os.getuid()}-")
+    with NodeProcess(cfg, {**tb.env(), "TMPDIR": str(tmpdir)}, log=tmp_path / "deep.log") as node, \
+            PeerClient.to_member(hub, "tax") as c:
+        c.node.Ping(node_pb2.PingRequest(), timeout=30)
+        assert len(_evaluate(c, _blinded()).evaluated_elements) == 3
+        assert os.listdir(tmpdir) == [folder.name]
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and folder.stat().st_uid == os.getuid()
+        assert sorted(os.listdir(folder)) == ["front.lock", "w0.sock"]
+        assert not (deep / ".hedui-front.node").exists()
+        (worker,) = _children(node.pid)
+        assert _worker_index(worker, folder) == 0
+    assert node.proc is not None and node.proc.returncode == 0
+    assert os.listdir(tmpdir) == []   # a clean stop removes it
+
+
+# -- a worker that dies between being picked and being called (in process) -------------------
+
+FILTER = "/hedui.v1.PseudonymService/GetTokenFilter"
+
+
+def _dying_slots(tmp_path: Path) -> list[WorkerSlot]:
+    """Worker slots as a scrape, a probe or a call sees them when the watch finds their worker
+    dead between the moment they were read as ready and the moment they are used: the
+    channel closed (gRPC then raises ValueError, not an RpcError), or already dropped."""
+    closed = grpc.insecure_channel(f"unix:{tmp_path / 'w0.sock'}")
+    closed.close()
+    return [WorkerSlot(0, str(tmp_path / "w0.sock"), channel=closed, ready=True),
+            WorkerSlot(1, str(tmp_path / "w1.sock"), channel=None, ready=True)]
+
+
+def test_a_worker_dying_as_it_is_scraped_is_down_not_an_error(tmp_path):
+    from hedui.node.front.ops import NodeFigures
+    from hedui.node.front.ops import _ready as ready
+    from hedui.node.metrics import FrontMetrics
+
+    slots = _dying_slots(tmp_path)
+    got = [s for fam in NodeFigures(FrontMetrics(), slots[:1], timeout=5).collect() for s in fam.samples]
+    assert {s.labels["worker"]: s.value for s in got if s.name == "hedui_worker_up"} == {"0": 0.0}
+    ok, body = ready(slots, 5)
+    assert not ok and body["workers"] == {"0": "not answering", "1": "not up"}
+
+
+@pytest.mark.parametrize("which", [0, 1, 2])
+@pytest.mark.parametrize("method", [PING, FILTER])
+def test_a_call_routed_to_a_worker_dying_as_it_is_called_fails_unavailable(tmp_path, which, method):
+    """Not UNKNOWN (an exception in the front): the caller, a hub, retries UNAVAILABLE. The
+    third case: the worker is dead but the front has not noticed yet (its socket file left,
+    nobody listening on it), and the call is sent."""
+    import socket
+    from concurrent import futures
+
+    from hedui.common.clock import FixedClock
+    from hedui.node.admission import Admission
+    from hedui.node.front.proxy import Front
+
+    if which < 2:
+        slot = _dying_slots(tmp_path)[which]
+    else:
+        left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)   # bound, never listening: what a killed worker leaves
+        left.bind(str(tmp_path / "w2.sock"))
+        slot = WorkerSlot(2, str(tmp_path / "w2.sock"), channel=grpc.insecure_channel(f"unix:{tmp_path / 'w2.sock'}"), ready=True)
+    admission = Admission(4)
+    front = Front(admission, [slot], FixedClock(dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((front,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                if method == PING:
+                    ch.unary_unary(method)(b"", timeout=30)
+                else:
+                    list(ch.unary_stream(method)(b"", timeout=30))
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value
+        if which < 2:
+            assert e.value.details().startswith("UNAVAILABLE: node: the worker process ended"), e.value.details()
+        assert slot.in_flight == 0 and admission.in_flight == 0   # what the call held is given back
+    finally:
+        server.stop(None).wait()
+        if slot.channel is not None:
+            slot.channel.close()
+        if which == 2:
+            left.close()
+
+
+def test_refusals_for_a_worker_dying_as_they_are_handed_over_are_kept(tmp_path):
+    from hedui.common.clock import FixedClock
+    from hedui.node.admission import Admission
+    from hedui.node.front.proxy import Front, _hand_over
+
+    front = Front(Admission(4), _dying_slots(tmp_path), FixedClock(dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)))
+    front.tally.count("overloaded", "hub", "hedui.v1.NodeService/Ping")
+    _hand_over(front, front.workers)   # neither worker takes them; the front keeps them for later
+    assert [(t["cause"], t["peer"], t["count"]) for t in front.tally.take()] == [("overloaded", "hub", 1)]
+
+
+def test_a_tmpdir_too_long_as_well_is_a_config_error(tmp_path, monkeypatch):
+    import tempfile
+
+    deep = tmp_path / ("deep-" * 20) / "node.toml"
+    short = tempfile.gettempdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / ("t" * 120)))
+    with pytest.raises(ConfigError, match="TMPDIR"):
+        socket_folder(deep)
+    monkeypatch.setattr(tempfile, "tempdir", short)
+    assert socket_folder(deep).parent == Path(short)

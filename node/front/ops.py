@@ -78,6 +78,8 @@ class NodeFigures(Collector):
                     got = json.loads(ask(b"" if state else b"state", timeout=self._timeout))
                 except grpc.RpcError as err:
                     log.warning("metrics: worker %d did not answer (%s)", w.index, err.code().name)
+                except ValueError:   # the watch closed its channel meanwhile: the worker died
+                    log.warning("metrics: worker %d did not answer (it ended)", w.index)
             up.add_metric([str(w.index)], 0 if got is None else 1)
             if got is None:
                 continue
@@ -104,7 +106,7 @@ def _ready(slots: list[Any], timeout: float) -> tuple[bool, dict[str, Any]]:
         try:
             ask: Any = channel.unary_unary(READY_METHOD)
             got = json.loads(ask(b"", timeout=timeout))
-        except grpc.RpcError:
+        except (grpc.RpcError, ValueError):   # ValueError: its channel was closed meanwhile (the worker died)
             states[str(w.index)] = "not answering"
             continue
         states[str(w.index)] = "ready" if got["ok"] else "not ready"

@@ -19,7 +19,7 @@ was measured first and spent ~50 % more CPU per call (docs/performance.md, "Load
 third pass), and under a flood the front's CPU per call is what calls wait for.
 
 A worker that dies: calls in flight on it fail ``UNAVAILABLE`` (its socket closed), calls
-routed while none is up are refused ``UNAVAILABLE`` / ``WORKER_UNAVAILABLE`` by the front,
+routed while none is up are refused ``UNAVAILABLE`` by the front (details ``UNAVAILABLE: node: no worker process is up``),
 and the front starts it again. Workers die with the front (node/procs.py).
 
 Refusals the front makes are counted here by (cause, caller) and handed to a worker every
@@ -105,11 +105,15 @@ class WorkerSlot:
     callables: dict[str, Any] = field(default_factory=dict)
 
     def callable(self, m: Method) -> Any:
+        """The method on this worker's channel. Raises ValueError (as gRPC does for a call on
+        a closed channel) when the watch dropped the channel: the worker died meanwhile."""
         got = self.callables.get(m.path)
         if got is None:
-            assert self.channel is not None
-            kind = {(False, False): self.channel.unary_unary, (False, True): self.channel.unary_stream,
-                    (True, False): self.channel.stream_unary, (True, True): self.channel.stream_stream}
+            channel = self.channel
+            if channel is None:
+                raise ValueError("worker channel closed")
+            kind = {(False, False): channel.unary_unary, (False, True): channel.unary_stream,
+                    (True, False): channel.stream_unary, (True, True): channel.stream_stream}
             got = self.callables[m.path] = kind[(m.request_streaming, m.response_streaming)](m.path)
         return got
 
@@ -237,6 +241,12 @@ class Front(grpc.GenericRpcHandler):
             if caller is not None:
                 front.admission.release(caller)
 
+        def gone(context: grpc.ServicerContext) -> None:
+            """The worker picked died after it was picked: the watch closed its channel
+            (gRPC raises ValueError for a call on a closed channel) before the call was sent."""
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"{Reason.UNAVAILABLE.value}: node: the worker process ended; retry with back-off")
+
         def relay_error(context: grpc.ServicerContext, err: grpc.RpcError) -> None:
             call: Any = err
             trailing = call.trailing_metadata()
@@ -248,7 +258,10 @@ class Front(grpc.GenericRpcHandler):
             def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
                 caller, w, md = enter(context)
                 try:
-                    call = w.callable(m).future(request, timeout=context.time_remaining(), metadata=md)
+                    try:
+                        call = w.callable(m).future(request, timeout=context.time_remaining(), metadata=md)
+                    except ValueError:
+                        gone(context)
                     context.add_callback(call.cancel)   # the caller went away: so does the forwarded call
                     try:
                         response = call.result()
@@ -269,7 +282,10 @@ class Front(grpc.GenericRpcHandler):
         def streamed_response(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             caller, w, md = enter(context)
             try:
-                call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                try:
+                    call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                except ValueError:
+                    gone(context)
                 context.add_callback(call.cancel)
                 try:
                     initial = call.initial_metadata()
@@ -298,21 +314,28 @@ def _log_settings() -> tuple[str, str]:
     return logging.getLevelName(root.level).lower(), fmt
 
 
-#: The longest unix socket path the kernel takes is 107 bytes; ours end in ``/w63.sock``.
+#: The longest unix socket path the kernel takes is 107 bytes; ours end in ``/w63.sock``
+#: (at most 64 workers). Next to the node.toml with a margin; in $TMPDIR up to the limit.
 _SOCKET_PATH_MAX = 100
+_SOCKET_PATH_LIMIT = 107
 
 
 def socket_folder(config_path: Path) -> Path:
     """Where the front of ``config_path`` puts its workers' sockets: a fixed place of that
     node, so that a front started again finds — and removes — what one killed with ``kill -9``
     left: ``.hedui-front.<name of the toml>`` next to it, or, when that path is too long for a
-    unix socket, ``$TMPDIR/hedui-front-<uid>-<hash of the toml's path>``."""
+    unix socket, ``$TMPDIR/hedui-front-<uid>-<hash of the toml's path>``; when that is too
+    long as well, a configuration error (rather than a worker's failure to bind)."""
     config_path = Path(config_path).resolve()
     here = config_path.parent / f".hedui-front.{config_path.stem}"
     if len(os.fsencode(here / "w63.sock")) <= _SOCKET_PATH_MAX:
         return here
     digest = hashlib.sha256(os.fsencode(config_path)).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"hedui-front-{os.getuid()}-{digest}"
+    there = Path(tempfile.gettempdir()) / f"hedui-front-{os.getuid()}-{digest}"
+    if len(os.fsencode(there / "w63.sock")) > _SOCKET_PATH_LIMIT:
+        raise ConfigError(f"node.worker_processes: the workers' unix sockets would be too long a path both next to "
+                          f"{config_path.name} and in the temporary folder {there.parent}; set TMPDIR to a shorter folder")
+    return there
 
 
 class _Folder:
@@ -509,6 +532,9 @@ def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
             return
         except grpc.RpcError as err:
             log.warning("front: worker %d did not take the refusal tallies (%s)", w.index, err.code().name)
+            continue
+        except ValueError:   # its channel was closed meanwhile: the worker died
+            log.warning("front: worker %d did not take the refusal tallies (it ended)", w.index)
             continue
     front.tally.put_back(items)
     log.warning("front: %d refusal tallies kept for later: no worker took them", len(items))
