@@ -442,17 +442,24 @@ def _get(port: int, path: str) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
-@pytest.mark.postgres
-def test_the_scrape_of_a_two_worker_node_counts_every_workers_calls_and_the_fronts_refusals(tmp_path, pg_url):
+def _two_workers_on_pg_with_metrics(tmp_path, pg_url, cap: int):
+    """A hub (SQLite) and a tax node of two workers on PostgreSQL with the call cap ``cap``,
+    no quota, and its metrics on a free loopback port: (testbed, tax's node.toml, ops port)."""
     tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
                  residents=10, data_seed=7, store=lambda code: pg_url if code == "tax" else "sqlite:///node.db")
     tb.create()
     tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
     tb.sign_directory()
     os.environ[PASSPHRASE_ENV] = tb.passphrase
-    cfg = _set_node(tb, "tax", worker_processes=2, max_concurrent_rpcs=1)
+    cfg = _set_node(tb, "tax", worker_processes=2, max_concurrent_rpcs=cap)
     ops = free_port()
     cfg.write_text(cfg.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{ops}"\n')
+    return tb, cfg, ops
+
+
+@pytest.mark.postgres
+def test_the_scrape_of_a_two_worker_node_counts_every_workers_calls_and_the_fronts_refusals(tmp_path, pg_url):
+    tb, cfg, ops = _two_workers_on_pg_with_metrics(tmp_path, pg_url, cap=1)
     hub = Runtime.open(tb.config_path("hub"))
     try:
         with NodeProcess(cfg, tb.env(), log=tmp_path / "tax.log") as node, PeerClient.to_member(hub, "tax") as c:
@@ -513,15 +520,7 @@ def test_a_worker_killed_9_is_down_in_the_scrape_and_readyz_and_comes_back_with_
     """While a killed worker is being started again, the scrape shows it ``hedui_worker_up 0``
     (its series missing) and the other worker's figures as before, and ``/readyz`` names it;
     back, it is up 1 again and its counters start from 0 while the other's go on."""
-    tb = Testbed(tmp_path / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
-                 residents=10, data_seed=7, store=lambda code: pg_url if code == "tax" else "sqlite:///node.db")
-    tb.create()
-    tb.policy = [dict(r, per_minute=0, per_day=0) for r in default_policy(tb.members)]
-    tb.sign_directory()
-    os.environ[PASSPHRASE_ENV] = tb.passphrase
-    cfg = _set_node(tb, "tax", worker_processes=2, max_concurrent_rpcs=8)
-    ops = free_port()
-    cfg.write_text(cfg.read_text() + f'\n[metrics]\nlisten = "127.0.0.1:{ops}"\n')
+    tb, cfg, ops = _two_workers_on_pg_with_metrics(tmp_path, pg_url, cap=8)
     hub = Runtime.open(tb.config_path("hub"))
     try:
         with NodeProcess(cfg, tb.env(), log=tmp_path / "tax.log") as node, PeerClient.to_member(hub, "tax") as c:
