@@ -18,8 +18,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from hedui.node.errors import Reason, ResourceExhausted
+
+if TYPE_CHECKING:
+    from hedui.node.config import NodeSection
 
 __all__ = ["Admission"]
 
@@ -33,6 +37,12 @@ class Admission:
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}
         self._total = 0
+
+    @classmethod
+    def of(cls, node: NodeSection) -> Admission:
+        """The node's admission: ``[node] max_concurrent_rpcs`` (0: as many as the handler
+        threads) and ``max_concurrent_per_caller`` — one process's or a front's alike."""
+        return cls(node.max_concurrent_rpcs or node.workers, node.max_concurrent_per_caller)
 
     @property
     def in_flight(self) -> int:

@@ -98,7 +98,23 @@ def _shed(reg: CollectorRegistry) -> Counter:
                    ["peer"], registry=reg)
 
 
-class FrontMetrics:
+class _Children:
+    """``child(metric, *values)``: ``metric.labels(*values)``, cached (issue 16 item 3: every
+    rpc asked for three or four children, each a validation and a lock in prometheus_client).
+    Children are never removed from these metrics, and a race only looks the same child up
+    twice."""
+
+    _children: dict[tuple, Any]
+
+    def child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        got = self._children.get(key)
+        if got is None:
+            got = self._children[key] = metric.labels(*values)
+        return got
+
+
+class FrontMetrics(_Children):
     """What the front of a node of several processes counts itself: the calls it refuses at
     once (over the cap or a caller's share), as one process counts them in node/rpc.py."""
 
@@ -113,16 +129,9 @@ class FrontMetrics:
     def refused(self, method: str, caller: str, code: str, reason: str) -> None:
         for metric, values in ((self.calls, (method, code)), (self.outcomes, ("served", method, caller, outcome_class(code))),
                                (self.refusals, (reason,))):
-            self._child(metric, values).inc()
+            self.child(metric, *values).inc()
         if reason == "OVERLOADED":
-            self._child(self.shed, (caller,)).inc()
-
-    def _child(self, metric: Any, values: tuple[str, ...]) -> Any:
-        key = (metric, values)
-        got = self._children.get(key)
-        if got is None:
-            got = self._children[key] = metric.labels(*values)
-        return got
+            self.child(self.shed, caller).inc()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -139,7 +148,7 @@ def serve_wsgi(hostport: str, app: Any) -> WSGIServer:
     return server
 
 
-class Metrics:
+class Metrics(_Children):
     def __init__(self) -> None:
         self.registry = NodeRegistry()
         self.calls = _calls(self.registry)
@@ -172,16 +181,6 @@ class Metrics:
                                    ["store", "reason"], registry=self.registry)
         self.port = 0
         self._children: dict[tuple, Any] = {}
-
-    def child(self, metric: Any, *values: str) -> Any:
-        """``metric.labels(*values)``, cached (issue 16 item 3: every rpc asked for three
-        or four children, each a validation and a lock in prometheus_client). Children are
-        never removed from these metrics, and a race only looks the same child up twice."""
-        key = (metric, values)
-        got = self._children.get(key)
-        if got is None:
-            got = self._children[key] = metric.labels(*values)
-        return got
 
     def serve(self, hostport: str, app=None) -> int:
         """Serves ``app`` (default: the registry alone) on the ops port; the bound port."""

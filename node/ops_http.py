@@ -32,11 +32,11 @@ def ops_app(metrics: Metrics, readiness: Readiness) -> Callable[..., Iterable[by
         if path == "/metrics":
             return prom(environ, start_response)
         if path == "/healthz":
-            return _send(start_response, 200, {"status": "ok"})
+            return send(start_response, 200, {"status": "ok"})
         if path == "/readyz":
             ok, body = readyz(readiness)
-            return _send(start_response, 200 if ok else 503, body)
-        return _send(start_response, 404, {"status": "not found", "paths": ["/healthz", "/readyz", "/metrics"]})
+            return send(start_response, 200 if ok else 503, body)
+        return send(start_response, 404, {"status": "not found", "paths": ["/healthz", "/readyz", "/metrics"]})
 
     return app
 
@@ -54,10 +54,6 @@ def readyz(readiness: Readiness) -> tuple[bool, dict[str, Any]]:
 
 def send(start_response: Callable[..., Any], code: int, body: dict[str, Any]) -> list[bytes]:
     """A JSON answer of the ops port."""
-    return _send(start_response, code, body)
-
-
-def _send(start_response: Callable[..., Any], code: int, body: dict[str, Any]) -> list[bytes]:
     data = json.dumps(body, ensure_ascii=False).encode("utf-8")
     reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[code]
     start_response(f"{code} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])

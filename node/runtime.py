@@ -193,7 +193,7 @@ class Runtime:
         _audit_split_view(rt)
         rt.guard = ServingGuard(rt)
         n = cfg.node
-        rt.admission = Admission(n.max_concurrent_rpcs or n.workers, n.max_concurrent_per_caller)
+        rt.admission = Admission.of(n)
         rt.refusals = Refusals(rt)
         from hedui.node.metrics_node import NodeCollector
 

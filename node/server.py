@@ -132,6 +132,15 @@ class NodeServer:
         self._stopped.wait()
 
 
+def add_port(server: grpc.Server, listen: str, creds: grpc.ServerCredentials | None) -> int:
+    """Binds ``listen`` (with ``creds``, or without TLS for a worker's unix socket); the
+    bound port, 0 when it cannot bind (gRPC raises or returns 0, by version and cause)."""
+    try:
+        return server.add_secure_port(listen, creds) if creds is not None else server.add_insecure_port(listen)
+    except RuntimeError:
+        return 0
+
+
 def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | None = None,
                  front_socket: str | None = None) -> NodeServer:
     """Builds (does not start) the server for ``rt``'s roles, bound with mTLS — or, for a worker
@@ -204,14 +213,9 @@ def build_server(rt: Runtime, *, listen: str | None = None, extra: Callable | No
         root_certificates=rt.ca_pem,
         require_client_auth=True,
     )
-    try:
-        if front_socket is not None:
-            listen = f"unix:{front_socket}"
-            port = server.add_insecure_port(listen)
-        else:
-            port = server.add_secure_port(listen, creds)
-    except RuntimeError:
-        port = 0
+    if front_socket is not None:
+        listen = f"unix:{front_socket}"
+    port = add_port(server, listen, None if front_socket is not None else creds)
     if port == 0:
         rt.close()
         raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)

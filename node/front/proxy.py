@@ -542,7 +542,7 @@ def _hand_over(front: Front, workers: list[WorkerSlot]) -> None:
 
 def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, clock: Clock,
            workers: _Workers, flush_interval: float, member: str, ops_listen: str | None = None) -> None:
-    from hedui.node.server import core_limit, server_options
+    from hedui.node.server import add_port, core_limit, server_options
     from hedui.node.transport import CoreLogTap
 
     front = Front(admission, workers.slots, clock)
@@ -560,10 +560,7 @@ def _serve(listen: str, tls: tuple[bytes, bytes, bytes], admission: Admission, c
     server.add_generic_rpc_handlers((front,))
     key, cert, ca = tls
     creds = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
-    try:
-        port = server.add_secure_port(listen, creds)
-    except RuntimeError:
-        port = 0
+    port = add_port(server, listen, creds)
     if port == 0:
         tap.uninstall()
         raise ConfigError(f"node.listen: cannot bind {listen} (port already in use or address not local)", reason=Reason.BIND_FAILED)
@@ -622,7 +619,7 @@ def serve_front(config_path: Path, *, clock: Clock, hook: Callable[[int], Any] |
     pw = passphrase(env=cfg.keys.passphrase_env)
     tls = (key_pem(load_tls_key(cfg.path(cfg.tls.key), pw, allow_legacy=cfg.keys.allow_legacy)),
            cert_pem(load_cert(cfg.path(cfg.tls.cert))), cert_pem(load_cert(cfg.path(cfg.tls.ca))))
-    admission = Admission(n.max_concurrent_rpcs or n.workers, n.max_concurrent_per_caller)
+    admission = Admission.of(n)
     workers = _Workers(Path(config_path).resolve(), n.worker_processes, cfg.keys.passphrase_env, pw, hook)
     workers.start_all()
     log.info("%d worker processes up", n.worker_processes)

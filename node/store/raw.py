@@ -19,6 +19,7 @@ callers' handling does not change.
 from __future__ import annotations
 
 import threading
+from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ class _Plan:
     results: tuple[_Proc, ...]
     #: the names of those columns
     keys: tuple[str, ...]
+    #: a named tuple of those columns (:meth:`Prepared.rows`)
+    row: Any
 
 
 _NEED = object()
@@ -95,7 +98,9 @@ class Prepared:
             binds.append((name, processors.get(name), fixed))
         cols = compiled._result_columns
         results = tuple(typ._cached_result_processor(dialect, None) for _k, _n, _o, typ in cols)
-        return _Plan(compiled.string, compiled.positional, tuple(binds), results, tuple(k for k, _n, _o, _t in cols))
+        keys = tuple(k for k, _n, _o, _t in cols)
+        return _Plan(compiled.string, compiled.positional, tuple(binds), results, keys,
+                     namedtuple("Row", keys, rename=True) if keys else None)
 
     def _args(self, plan: _Plan, params: Mapping[str, Any]) -> Any:
         out = []
@@ -116,6 +121,13 @@ class Prepared:
         plan = self._plan(conn.dialect)
         rows, _ = self._exec(conn, plan, self._args(plan, params or {}), many=False)
         return rows
+
+    def rows(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """:meth:`run`, each row a named tuple of the selected columns (attribute access, as
+        Core's rows)."""
+        plan = self._plan(conn.dialect)
+        rows, _ = self._exec(conn, plan, self._args(plan, params or {}), many=False)
+        return [plan.row._make(r) for r in rows]
 
     def rowcount(self, conn: Connection, params: Mapping[str, Any] | None = None) -> int:
         """Executes a statement that returns no rows; returns the driver's row count."""

@@ -581,8 +581,8 @@ def _full_row(row: dict) -> dict:
     return {**_ROW_DEFAULTS, **row}
 
 
-#: What an insert leaving a column out stores: NULL, or the column's default.
-_ROW_DEFAULTS = {**dict.fromkeys(_ANSWER_COLUMNS), "reason": "", "attempts": 0}
+#: What an insert leaving a column out stores: NULL, or the column's (scalar) default.
+_ROW_DEFAULTS = {col.name: col.default.arg if col.default is not None else None for col in case_answers.c}
 
 # Built once (issue 16 item 3). The case's writes run on the driver's cursor of the group
 # committer's transaction (node/store/raw.py: compiled once per dialect, SQLAlchemy's own

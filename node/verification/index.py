@@ -54,7 +54,7 @@ from hedui.node.verification.index_read import (
 )
 from hedui.node.verification.index_sql import Sql
 from hedui.node.verification.index_tables import index_problems, index_progress, index_rows, token_index
-from hedui.node.verification.index_work import Fresh, FreshSpec, Workers, dump
+from hedui.node.verification.index_work import Fresh, FreshSpec, Workers, dump, token_doc
 
 __all__ = ["IndexReport", "build_index", "facts_for_tokens", "read_live", "all_tokens", "live_epochs", "retire_epoch",
            "list_problems", "data_dates", "source_data_date"]
@@ -161,12 +161,6 @@ def _latest(prepared: list) -> dict[str, tuple]:
     return latest
 
 
-def _doc(pairs: list[tuple[str, str]]) -> str:
-    """``{locator: facts}`` as canonical JSON (what ``dump`` would give) from facts already
-    serialised by the workers: sorted keys, no spaces, ASCII."""
-    return "{" + ",".join(f"{json.dumps(loc)}:{fj}" for loc, fj in sorted(pairs)) + "}"
-
-
 def _write_batch(engine: Engine, run: _Run, prepared: list, position: Any) -> None:
     """One batch (as the workers prepared it, index_work.py) and the position after it, in
     one transaction (the unit of resumption). Rows go under the run's generation, which no
@@ -252,7 +246,7 @@ def _write_full(conn, sql: Sql, run: _Run, latest: dict[str, tuple]) -> None:
             problems.append((loc, a))
     # In key order: neighbouring keys share index pages.
     sql.copy(conn, "token_index", _TOKEN_COLS,
-             sorted((ep, tok, src, g, run.rows_read, _doc(pairs), len(pairs)) for tok, pairs in by_tok.items()))
+             sorted((ep, tok, src, g, run.rows_read, token_doc(pairs), len(pairs)) for tok, pairs in by_tok.items()))
     if run.fresh:
         sql.copy(conn, "index_rows", _ROW_COLS, [(ep, src, loc, tok, g) for loc, tok in rows])
     else:

@@ -47,7 +47,7 @@ from hedui.keys.oprf import ServerKey
 from hedui.node.procs import worker_pool
 
 __all__ = ["Workers", "prepare", "prepare_fresh", "FreshSpec", "Fresh", "fit", "scrub", "fact_json", "facts_text", "dump",
-           "Prepared", "copy_text"]
+           "Prepared", "copy_text", "token_doc"]
 
 _MAX_LOCATOR = 255
 
@@ -79,6 +79,12 @@ _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=T
 
 def dump(doc: Any) -> str:
     return scrub(_encode(doc))
+
+
+def token_doc(pairs: Sequence[tuple[str, str]]) -> str:
+    """``{locator: facts}`` as canonical JSON (what ``dump`` would give) from facts already
+    serialised by the workers: sorted keys, no spaces, ASCII."""
+    return "{" + ",".join(f"{_encode(loc)}:{fj}" for loc, fj in sorted(pairs)) + "}"
 
 
 def facts_text(facts: Sequence[Fact]) -> str:
@@ -207,8 +213,7 @@ def prepare_fresh(items: Sequence[Record | RowProblem | RawRow | tuple], spec: F
     for _, loc, tok, facts in latest.values():
         by_tok.setdefault(tok, []).append((loc, facts))
     ep, src, g, part = spec.epoch, spec.source, spec.gen, spec.part
-    docs = sorted((tok, "{" + ",".join(f"{_encode(loc)}:{fj}" for loc, fj in sorted(pairs)) + "}", len(pairs))
-                  for tok, pairs in by_tok.items())   # in key order: neighbouring keys share index pages
+    docs = sorted((tok, token_doc(pairs), len(pairs)) for tok, pairs in by_tok.items())   # in key order: neighbouring keys share index pages
     rows = [(loc, it[2]) for loc, it in latest.items()]
     if spec.copy_encoding is None:
         return Fresh(records, problem_rows, problems, skipped, [(ep, tok, src, g, part, doc, n) for tok, doc, n in docs],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import weakref
-from collections import namedtuple
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
@@ -54,24 +53,12 @@ def load_case_on(engine, c, case_ref: str, versions: Iterable[int] = ()) -> dict
     case = c.execute(_CASE, k).first()
     if case is None:
         raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
-    members = _rows(c, _MEMBERS, k)
-    answers = _rows(c, _ANSWERS, k)
-    overrides = _latest_overrides(_rows(c, _OVERRIDES, k))
+    members = _MEMBERS.rows(c, k)
+    answers = _ANSWERS.rows(c, k)
+    overrides = _latest_overrides(_OVERRIDES.rows(c, k))
     dirs = _directories(engine, c, {a.directory_version for a in answers if a.directory_version} | set(versions))
     return {"case": case, "members": members, "answers": answers, "directories": dirs, "overrides": overrides}
 
-
-def _rows(c, stmt: Prepared, params: dict) -> list:
-    """``stmt``'s rows on ``c`` as named tuples (attribute access, as Core's rows)."""
-    dialect = c.dialect
-    cls = _ROW_TYPES.get((id(stmt), dialect.name))
-    if cls is None:
-        cls = _ROW_TYPES[(id(stmt), dialect.name)] = namedtuple("CaseRow", stmt.keys(dialect))  # type: ignore[misc]
-    return [cls._make(r) for r in stmt.run(c, params)]
-
-
-#: (statement, dialect) -> the named tuple of its rows.
-_ROW_TYPES: dict[tuple[int, str], type] = {}
 
 # Built once (issue 16 item 3: building a Core statement per call cost more than running it),
 # and all but the case's own row run on the driver's cursor (node/store/raw.py: compiled once
