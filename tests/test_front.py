@@ -121,6 +121,13 @@ def _wait(pred, what: str, bound: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def _unread(pid: int) -> int:
+    """Bytes waiting unread on the unix sockets of process ``pid`` (``ss``'s Recv-Q): a
+    stopped worker's, once the front has passed it a call."""
+    out = subprocess.run(["ss", "-x", "-p", "-H"], capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[2]) for line in out.splitlines() if f"pid={pid}," in line)
+
+
 def _replacement(front: int, gone: set[int]) -> int:
     """The worker process the front started in place of the killed ``gone``, as soon as it
     exists (before it opened the node and could tell the front it is ready)."""
@@ -257,6 +264,8 @@ def test_a_killed_worker_fails_its_call_unavailable_and_is_started_again(bed, tm
         (worker,) = _children(node.pid)
         os.kill(worker, signal.SIGSTOP)
         call = c.node.Ping.future(node_pb2.PingRequest(), timeout=60)
+        # Killed only once the call is in the worker (else it may reach the replacement).
+        _wait(lambda: _unread(worker) > 0, "the front passing the call to the stopped worker")
         os.kill(worker, signal.SIGKILL)
         with pytest.raises(grpc.RpcError) as e:
             call.result()
