@@ -18,7 +18,7 @@ and then wait for a worker's answer (the GIL released); a grpc.aio front (one ev
 was measured first and spent ~50 % more CPU per call (docs/performance.md, "Load shedding",
 third pass), and under a flood the front's CPU per call is what calls wait for.
 
-A worker that dies: calls in flight on it fail ``UNAVAILABLE`` (its socket closed), calls
+A worker that dies: calls in flight on it fail ``UNAVAILABLE`` (ended by the watch, :class:`Flight`), calls
 routed while none is up are refused ``UNAVAILABLE`` by the front (details ``UNAVAILABLE: node: no worker process is up``),
 and the front starts it again. Workers die with the front (node/procs.py).
 
@@ -88,6 +88,44 @@ def _caller_key(pem: bytes) -> str:
         return "?"
 
 
+class Flight:
+    """One call the front passed to a worker. It ends when the worker's answer is back, or when
+    the watch finds the worker dead (:meth:`WorkerSlot.died`): then the caller gets
+    ``UNAVAILABLE`` whatever gRPC makes of the dead channel — a closed channel's calls may end
+    ``CANCELLED``, and one sent just before the worker died was seen under load to end only
+    at its deadline (closing note, 2026-12-02)."""
+
+    __slots__ = ("ended", "worker_died", "call")
+
+    def __init__(self) -> None:
+        self.ended = threading.Event()
+        self.worker_died = False
+        self.call: Any = None
+
+    def attach(self, call: Any) -> None:
+        """The forwarded call, once started; cancelled at once if its worker already died."""
+        self.call = call
+        call.add_done_callback(lambda _done: self.ended.set())
+        if self.worker_died:
+            call.cancel()
+
+    def abandon(self) -> None:
+        """The caller went away: the forwarded call is cancelled and the wait for it ends."""
+        if self.call is not None:
+            self.call.cancel()
+        self.ended.set()
+
+    def answered(self) -> bool:
+        """The forwarded call ended with the worker's answer (not an error, not cancelled)."""
+        call = self.call
+        if call is None or not call.done() or call.cancelled():
+            return False
+        try:
+            return call.exception(timeout=0) is None
+        except (grpc.FutureCancelledError, grpc.FutureTimeoutError):
+            return False
+
+
 @dataclass
 class WorkerSlot:
     """One worker process and the front's channel to it."""
@@ -103,6 +141,8 @@ class WorkerSlot:
     failures: int = 0       # failed starts in a row
     hold: int = 0           # watch ticks before the next start
     callables: dict[str, Any] = field(default_factory=dict)
+    flights: set[Flight] = field(default_factory=set)
+    guard: threading.Lock = field(default_factory=threading.Lock)
 
     def callable(self, m: Method) -> Any:
         """The method on this worker's channel. Raises ValueError (as gRPC does for a call on
@@ -116,6 +156,38 @@ class WorkerSlot:
                     (True, False): channel.stream_unary, (True, True): channel.stream_stream}
             got = self.callables[m.path] = kind[(m.request_streaming, m.response_streaming)](m.path)
         return got
+
+    def board(self, m: Method) -> tuple[Flight, Any]:
+        """A call about to be sent: its :class:`Flight` and the method, taken together under
+        the slot's guard, so that a call is either ended by :meth:`died` or sent on a channel
+        that :meth:`died` has closed (gRPC then raises ValueError). Raises ValueError when the
+        channel is already dropped."""
+        with self.guard:
+            method = self.callable(m)
+            flight = Flight()
+            self.flights.add(flight)
+        return flight, method
+
+    def land(self, flight: Flight) -> None:
+        with self.guard:
+            self.flights.discard(flight)
+
+    def died(self) -> int:
+        """The watch found the worker dead: no call is routed to it, its channel is closed and
+        every call in flight on it ends now (``UNAVAILABLE`` for its caller). Returns how many."""
+        with self.guard:
+            self.ready = False
+            flights, self.flights = self.flights, set()
+            channel, self.channel = self.channel, None
+            self.callables = {}
+        for flight in flights:
+            flight.worker_died = True
+            flight.ended.set()
+            if flight.call is not None:
+                flight.call.cancel()
+        if channel is not None:
+            channel.close()
+        return len(flights)
 
 
 class _Tally:
@@ -259,14 +331,31 @@ class Front(grpc.GenericRpcHandler):
                 caller, w, md = enter(context)
                 try:
                     try:
-                        call = w.callable(m).future(request, timeout=context.time_remaining(), metadata=md)
+                        flight, method = w.board(m)
                     except ValueError:
                         gone(context)
-                    context.add_callback(call.cancel)   # the caller went away: so does the forwarded call
                     try:
-                        response = call.result()
-                    except grpc.RpcError as err:
-                        relay_error(context, err)
+                        remaining = context.time_remaining()
+                        try:
+                            call = method.future(request, timeout=remaining, metadata=md)
+                        except ValueError:
+                            gone(context)
+                        flight.attach(call)
+                        context.add_callback(flight.abandon)   # the caller went away: so does the forwarded call
+                        # Bounded by the caller's deadline even if gRPC never ends the call.
+                        if not flight.ended.wait(None if remaining is None else remaining + 1.0):
+                            call.cancel()
+                            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "node: the worker did not answer in time")
+                        if flight.worker_died and not flight.answered():
+                            gone(context)
+                        try:
+                            response = call.result(timeout=0)
+                        except grpc.RpcError as err:
+                            relay_error(context, err)
+                        except (grpc.FutureCancelledError, grpc.FutureTimeoutError):   # the caller went away
+                            context.abort(grpc.StatusCode.CANCELLED, "node: the call was cancelled")
+                    finally:
+                        w.land(flight)
                     initial = call.initial_metadata()
                     if initial:
                         context.send_initial_metadata(tuple(initial))
@@ -283,17 +372,27 @@ class Front(grpc.GenericRpcHandler):
             caller, w, md = enter(context)
             try:
                 try:
-                    call = w.callable(m)(request, timeout=context.time_remaining(), metadata=md)
+                    flight, method = w.board(m)
                 except ValueError:
                     gone(context)
-                context.add_callback(call.cancel)
                 try:
-                    initial = call.initial_metadata()
-                    if initial:
-                        context.send_initial_metadata(tuple(initial))
-                    yield from call
-                except grpc.RpcError as err:
-                    relay_error(context, err)
+                    try:
+                        call = method(request, timeout=context.time_remaining(), metadata=md)
+                    except ValueError:
+                        gone(context)
+                    flight.attach(call)   # died() cancels it: the iteration below ends at once
+                    context.add_callback(flight.abandon)
+                    try:
+                        initial = call.initial_metadata()
+                        if initial:
+                            context.send_initial_metadata(tuple(initial))
+                        yield from call
+                    except grpc.RpcError as err:
+                        if flight.worker_died:
+                            gone(context)
+                        relay_error(context, err)
+                finally:
+                    w.land(flight)
                 trailing = call.trailing_metadata()
                 if trailing:
                     context.set_trailing_metadata(tuple(trailing))
@@ -457,12 +556,9 @@ class _Workers:
                     continue
                 if w.ready:
                     if not w.process.is_alive():
-                        w.ready = False
-                        log.error("worker %d (pid %s) exited with %s; starting it again", w.index, w.process.pid,
-                                  w.process.exitcode)
-                        if w.channel is not None:
-                            w.channel.close()
-                            w.channel = None
+                        ended = w.died()
+                        log.error("worker %d (pid %s) exited with %s (%d calls in flight on it ended UNAVAILABLE); "
+                                  "starting it again", w.index, w.process.pid, w.process.exitcode, ended)
                         w.restarts += 1
                         self.spawn(w)
                     continue
