@@ -58,16 +58,55 @@ from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 SEED = 13
 
 
+#: ``--processes`` value for the Go front spike (bench/go_front/): a Go proxy in front of one
+#: Python worker process.
+GO = -1
+_GO_FRONT = Path(__file__).resolve().parent / "go_front" / "hedui-go-front"
+_ENDPOINTS: dict[Path, str] = {}
+
+
+def _go_front(tb: Testbed, cfg: Path, endpoint: str, cap: int, per_caller: int, timeline: Path,
+              binary: Path) -> subprocess.Popen:
+    """The Go front spike (bench/go_front/README.md) on the node's endpoint, in front of the
+    worker of the Python front just started (``worker_processes = 1``, its own front moved to
+    another port and left idle): the same worker, reached through a compiled front. The TLS key
+    goes to it decrypted on its stdin, never to disk (keys/ca.py ``key_pem``)."""
+    from hedui.keys.ca import key_pem, load_tls_key
+    from hedui.node.config import load_config
+    from hedui.node.front.proxy import socket_folder
+
+    c = load_config(cfg)
+    key = key_pem(load_tls_key(c.path(c.tls.key), tb.passphrase.encode()))
+    g = subprocess.Popen([str(binary), "-listen", endpoint, "-cert", str(c.path(c.tls.cert)), "-key", "/dev/stdin",
+                          "-ca", str(c.path(c.tls.ca)), "-worker", str(socket_folder(cfg) / "w0.sock"), "-cap", str(cap),
+                          "-per-caller", str(per_caller), "-timeline", f"{timeline}.wgo"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL)
+    assert g.stdin is not None and g.stdout is not None
+    g.stdin.write(key.decode())
+    g.stdin.close()
+    line = g.stdout.readline()
+    if "serving on" not in line:
+        g.kill()
+        raise SystemExit(f"the Go front did not start: {line!r}")
+    return g
+
+
 def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float | None = None,
-           processes: int = 0, per_caller: int = 0) -> subprocess.Popen:
+           processes: int = 0, per_caller: int = 0, go_front: Path = _GO_FRONT) -> list[subprocess.Popen]:
+    """The node's processes, the one clients reach first (and to stop first) first."""
     cfg = tb.config_path("tax")
+    # The directory's endpoint, as the testbed wrote it first (a Go run moves the listen away).
+    endpoint = _ENDPOINTS.setdefault(cfg, re.findall(r'\[node\][^\[]*?\nlisten = "([^"]+)"', cfg.read_text())[0])
     text = re.sub(r"\n(max_concurrent_rpcs|switch_interval_ms|worker_processes|max_concurrent_per_caller) = [\d.]+", "",
                   cfg.read_text())
     text = text.replace("[node]\n", f"[node]\nmax_concurrent_rpcs = {cap}\n", 1)
     if per_caller:   # a caller's share of the cap (node/admission.py; 0: its default)
         text = text.replace("[node]\n", f"[node]\nmax_concurrent_per_caller = {per_caller}\n", 1)
     if processes:  # a front and its worker processes (node/front/; after issue 13's third pass)
-        text = text.replace("[node]\n", f"[node]\nworker_processes = {processes}\n", 1)
+        text = text.replace("[node]\n", f"[node]\nworker_processes = {1 if processes == GO else processes}\n", 1)
+    # With the Go front, it takes the node's endpoint; the Python front, idle, another port.
+    text = re.sub(r'(\[node\][^\[]*?\nlisten = )"[^"]+"', rf'\1"{"127.0.0.1:0" if processes == GO else endpoint}"', text, count=1)
     if switch_ms is not None:  # only where the node knows the setting (after issue 13's shedding pass)
         text = text.replace("[node]\n", f"[node]\nswitch_interval_ms = {switch_ms}\n", 1)
     text = re.sub(r"workers = \d+", f"workers = {workers}", text)
@@ -81,7 +120,13 @@ def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float
         p.kill()
         err = p.stderr.read() if p.stderr else ""
         raise SystemExit(f"tax did not start: {line!r} {err[-2000:]}")
-    return p
+    if processes != GO:
+        return [p]
+    try:
+        return [_go_front(tb, cfg, endpoint, cap, per_caller, timeline, go_front), p]
+    except BaseException:
+        p.kill()
+        raise
 
 
 def _request(hub: Runtime, tokens: list[bytes]) -> lookup_pb2.LookupRequest:
@@ -280,7 +325,7 @@ def _server_side(stamps: dict[str, dict[str, float]], sent: dict, prefix: str, f
 def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch_ms: float | None,
              processes: int = 0, per_caller: int = 0) -> dict:
     timeline = tb.root / f"timeline-{cap}.json"
-    p = _serve(tb, cap, a.workers, timeline, switch_ms, processes, per_caller)
+    procs = _serve(tb, cap, a.workers, timeline, switch_ms, processes, per_caller, Path(a.go_front))
     child = None
     try:
         with PeerClient.to_member(hub2, "tax") as c2:
@@ -307,12 +352,13 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
     finally:
         if child is not None and child.poll() is None:
             child.kill()
-        p.terminate()
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:  # a graceful stop with a thousand calls still draining
-            p.kill()
-            p.wait(30)
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:  # a graceful stop with a thousand calls still draining
+                p.kill()
+                p.wait(30)
     ok, shed, codes, base = got["ok"], got["shed"], got["codes"], got["base"]
     stamps = _node_timeline.load(str(timeline))
     timeline.unlink(missing_ok=True)
@@ -368,7 +414,9 @@ def main() -> None:
                     "comma-separated: each cap is run with each; empty: the node's default")
     ap.add_argument("--no-uncapped", action="store_true", help="leave out the baseline without a cap")
     ap.add_argument("--processes", default="", help="candidate [node] worker_processes, comma-separated (0: one "
-                    "process; N: a front and N workers, node/front/): each cap is run with each; empty: the node's default")
+                    "process; N: a front and N workers, node/front/; go: the Go front spike, bench/go_front/, and one "
+                    "worker): each cap is run with each; empty: the node's default")
+    ap.add_argument("--go-front", default=str(_GO_FRONT), help="the Go front spike's binary (bench/go_front/README.md)")
     ap.add_argument("--per-caller", default="", help="candidate [node] max_concurrent_per_caller, comma-separated "
                     "(0: node/admission.py's default, three quarters of the cap — the whole cap below 4)")
     ap.add_argument("--store", default="sqlite", help="sqlite, or a PostgreSQL URL for the provider's store (an empty "
@@ -380,6 +428,12 @@ def main() -> None:
     if a.load_child:
         _load_child(a)
         return
+    processes = [GO if x == "go" else int(x) for x in a.processes.split(",")] if a.processes else [0]
+    if GO in processes and not os.access(a.go_front, os.X_OK):   # the spike is optional: CI has no Go
+        print(f"skipped: the Go front variant, no binary at {a.go_front} (bench/go_front/README.md)", file=sys.stderr)
+        processes.remove(GO)
+        if not processes:
+            return
     root = Path(tempfile.mkdtemp(prefix="hedui-bench-shed-"))
     store = {} if a.store == "sqlite" else {"store": (lambda code: a.store if code == "tax" else "sqlite:///node.db")}
     tb = Testbed(root / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("hub2", "hub2", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
@@ -394,10 +448,10 @@ def main() -> None:
     variants: dict[str, tuple[int, float | None, int, int]] = {} if a.no_uncapped else {"baseline (no cap)": (4096, None, 0, 0)}
     for c in a.caps.split(","):
         for sw in a.switch_ms.split(",") if a.switch_ms else [None]:
-            for n in [int(x) for x in a.processes.split(",")] if a.processes else [0]:
+            for n in processes:
                 for pc in [int(x) for x in a.per_caller.split(",")] if a.per_caller else [0]:
-                    label = (f"cap {c}{'' if sw is None else f', switch {sw} ms'}{f', {n} worker processes' if n else ''}"
-                             f"{f', per caller {pc}' if pc else ''}")
+                    front = ", Go front + 1 worker process" if n == GO else f", {n} worker processes" if n else ""
+                    label = f"cap {c}{'' if sw is None else f', switch {sw} ms'}{front}{f', per caller {pc}' if pc else ''}"
                     variants[f"candidate ({label})"] = (int(c), None if sw is None else float(sw), n, pc)
     results: dict[str, list[dict]] = {k: [] for k in variants}
     try:
