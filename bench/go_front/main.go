@@ -38,6 +38,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -287,7 +288,18 @@ func main() {
 	capN := flag.Int("cap", 8, "[node] max_concurrent_rpcs")
 	perCaller := flag.Int("per-caller", 0, "[node] max_concurrent_per_caller (0: node/admission.py's default)")
 	timeline := flag.String("timeline", "", "write the 'seen' stamps of tagged calls here on SIGTERM")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here (until SIGTERM)")
 	flag.Parse()
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatalf("hedui-go-front: %v", err)
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			log.Fatalf("hedui-go-front: %v", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	pair, err := tls.X509KeyPair(mustRead(*certPath), mustRead(*keyPath))
 	if err != nil {
