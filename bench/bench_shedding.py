@@ -403,6 +403,10 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
         # flooding hub's callback, for admitted calls (the front's relay and the load
         # generator's own queue of completions, under its GIL).
         "leave_to_done_p99_ms": p99(_server_side(stamps, sent, load, "leave", "done")),
+        # Its two parts with the Go front (bench/go_front/ stamps "out" when its handler
+        # returns): the front's relay, and the rest (the loopback and the load generator).
+        "leave_to_out_p99_ms": p99(_server_side(stamps, sent, load, "leave", "out")),
+        "out_to_done_p99_ms": p99(_server_side(stamps, sent, load, "out", "done")),
         # CPU of the process clients reach (the front; the whole node in one process) during
         # the load, per call of the flooding hub.
         "entry_cpu_ms_per_call": cpu * 1000 / max(1, len(got["ok"]) + len(got["shed"])),
@@ -490,7 +494,7 @@ def main() -> None:
                   "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_refused_admission", "hub2_refused_grpc", "hub2_p99_ms", "srv_unloaded_p99_ms",
                   "srv_admitted_p99_ms", "srv_handler_p99_ms", "wait_to_seen_p99_ms", "hub2_srv_unloaded_p99_ms",
                   "hub2_srv_p99_ms", "hub2_wait_to_seen_p99_ms", "send_to_core_p99_ms", "core_to_seen_p99_ms",
-                  "unloaded_send_to_core_p99_ms", "leave_to_done_p99_ms", "entry_cpu_ms_per_call", "load1"):
+                  "unloaded_send_to_core_p99_ms", "leave_to_done_p99_ms", "leave_to_out_p99_ms", "out_to_done_p99_ms", "entry_cpu_ms_per_call", "load1"):
             xs = [r[k] for r in rs if r[k] == r[k]]
             row[f"{k} min"] = round(min(xs), 2) if xs else None
             row[f"{k} median"] = round(statistics.median(xs), 2) if xs else None

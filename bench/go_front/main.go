@@ -19,9 +19,9 @@
 // What it does not do (a product front would have to): refusal tallies handed to a worker for
 // the audit log, metrics, the ops port, starting and watching workers, several workers.
 //
-// With -timeline PATH it stamps "seen" (CLOCK_MONOTONIC, the clock of Python's
-// time.monotonic) for every call tagged x-bench-id and writes them as JSON to PATH on SIGTERM,
-// in bench/_node_timeline.py's format.
+// With -timeline PATH it stamps "seen" (the call reached the handler) and "out" (the handler
+// returns) on CLOCK_MONOTONIC, the clock of Python's time.monotonic, for every call tagged
+// x-bench-id and writes them as JSON to PATH on SIGTERM, in bench/_node_timeline.py's format.
 package main
 
 import (
@@ -151,8 +151,8 @@ func (a *admission) release(caller string) {
 }
 
 type stamp struct {
-	tag string
-	t   int64
+	tag, kind string
+	t         int64
 }
 
 type front struct {
@@ -170,13 +170,10 @@ var hop = map[string]bool{"user-agent": true, "te": true, "content-type": true, 
 func (f *front) handle(_ interface{}, ss grpc.ServerStream) error {
 	ctx := ss.Context()
 	md, _ := metadata.FromIncomingContext(ctx)
-	if f.record {
-		if tags := md.Get(benchTag); len(tags) > 0 {
-			t := nanotime()
-			f.mu.Lock()
-			f.stamps = append(f.stamps, stamp{tags[0], t})
-			f.mu.Unlock()
-		}
+	if tags := md.Get(benchTag); f.record && len(tags) > 0 {
+		f.stamp(tags[0], "seen")
+		// "out": the handler returns, the answer or status about to go back to the caller.
+		defer f.stamp(tags[0], "out")
 	}
 	method, _ := grpc.MethodFromServerStream(ss)
 	if strings.HasPrefix(method, "/hedui.front.") {
@@ -257,12 +254,19 @@ func (f *front) handle(_ interface{}, ss grpc.ServerStream) error {
 	}
 }
 
+func (f *front) stamp(tag, kind string) {
+	t := nanotime()
+	f.mu.Lock()
+	f.stamps = append(f.stamps, stamp{tag, kind, t})
+	f.mu.Unlock()
+}
+
 func (f *front) dump(path string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([][3]interface{}, len(f.stamps))
 	for i, s := range f.stamps {
-		out[i] = [3]interface{}{s.tag, "seen", float64(s.t) / 1e9}
+		out[i] = [3]interface{}{s.tag, s.kind, float64(s.t) / 1e9}
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
