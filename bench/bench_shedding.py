@@ -58,16 +58,61 @@ from hedui.v1 import common_pb2, lookup_pb2, pseudonym_pb2
 SEED = 13
 
 
+#: ``--processes`` value for the Go front spike (bench/go_front/): a Go proxy in front of one
+#: Python worker process.
+GO = -1
+#: The same with the Go runtime on one core (GOMAXPROCS=1): no scheduler threads spinning for
+#: work on the 2 cores the worker and the clients share.
+GO1 = -2
+_GOS = {"go": GO, "go1": GO1}
+_GO_FRONT = Path(__file__).resolve().parent / "go_front" / "hedui-go-front"
+_ENDPOINTS: dict[Path, str] = {}
+
+
+def _go_front(tb: Testbed, cfg: Path, endpoint: str, cap: int, per_caller: int, timeline: Path,
+              binary: Path, one_core: bool = False) -> subprocess.Popen:
+    """The Go front spike (bench/go_front/README.md) on the node's endpoint, in front of the
+    worker of the Python front just started (``worker_processes = 1``, its own front moved to
+    another port and left idle): the same worker, reached through a compiled front. The TLS key
+    goes to it decrypted on its stdin, never to disk (keys/ca.py ``key_pem``)."""
+    from hedui.keys.ca import key_pem, load_tls_key
+    from hedui.node.config import load_config
+    from hedui.node.front.proxy import socket_folder
+
+    c = load_config(cfg)
+    key = key_pem(load_tls_key(c.path(c.tls.key), tb.passphrase.encode()))
+    g = subprocess.Popen([str(binary), "-listen", endpoint, "-cert", str(c.path(c.tls.cert)), "-key", "/dev/stdin",
+                          "-ca", str(c.path(c.tls.ca)), "-worker", str(socket_folder(cfg) / "w0.sock"), "-cap", str(cap),
+                          "-per-caller", str(per_caller), "-timeline", f"{timeline}.wgo",
+                          *os.environ.get("BENCH_GO_ARGS", "").split()],   # e.g. -cpuprofile FILE
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, **({"GOMAXPROCS": "1"} if one_core else {})},
+                         stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL)
+    assert g.stdin is not None and g.stdout is not None
+    g.stdin.write(key.decode())
+    g.stdin.close()
+    line = g.stdout.readline()
+    if "serving on" not in line:
+        g.kill()
+        raise SystemExit(f"the Go front did not start: {line!r}")
+    return g
+
+
 def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float | None = None,
-           processes: int = 0, per_caller: int = 0) -> subprocess.Popen:
+           processes: int = 0, per_caller: int = 0, go_front: Path = _GO_FRONT) -> list[subprocess.Popen]:
+    """The node's processes, the one clients reach first (and to stop first) first."""
     cfg = tb.config_path("tax")
+    # The directory's endpoint, as the testbed wrote it first (a Go run moves the listen away).
+    endpoint = _ENDPOINTS.setdefault(cfg, re.findall(r'\[node\][^\[]*?\nlisten = "([^"]+)"', cfg.read_text())[0])
     text = re.sub(r"\n(max_concurrent_rpcs|switch_interval_ms|worker_processes|max_concurrent_per_caller) = [\d.]+", "",
                   cfg.read_text())
     text = text.replace("[node]\n", f"[node]\nmax_concurrent_rpcs = {cap}\n", 1)
     if per_caller:   # a caller's share of the cap (node/admission.py; 0: its default)
         text = text.replace("[node]\n", f"[node]\nmax_concurrent_per_caller = {per_caller}\n", 1)
     if processes:  # a front and its worker processes (node/front/; after issue 13's third pass)
-        text = text.replace("[node]\n", f"[node]\nworker_processes = {processes}\n", 1)
+        text = text.replace("[node]\n", f"[node]\nworker_processes = {1 if processes in (GO, GO1) else processes}\n", 1)
+    # With the Go front, it takes the node's endpoint; the Python front, idle, another port.
+    text = re.sub(r'(\[node\][^\[]*?\nlisten = )"[^"]+"', rf'\1"{"127.0.0.1:0" if processes in (GO, GO1) else endpoint}"', text, count=1)
     if switch_ms is not None:  # only where the node knows the setting (after issue 13's shedding pass)
         text = text.replace("[node]\n", f"[node]\nswitch_interval_ms = {switch_ms}\n", 1)
     text = re.sub(r"workers = \d+", f"workers = {workers}", text)
@@ -81,7 +126,19 @@ def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float
         p.kill()
         err = p.stderr.read() if p.stderr else ""
         raise SystemExit(f"tax did not start: {line!r} {err[-2000:]}")
-    return p
+    if processes not in (GO, GO1):
+        return [p]
+    try:
+        return [_go_front(tb, cfg, endpoint, cap, per_caller, timeline, go_front, processes == GO1), p]
+    except BaseException:
+        p.kill()
+        raise
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (``/proc/<pid>/stat``, its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _request(hub: Runtime, tokens: list[bytes]) -> lookup_pb2.LookupRequest:
@@ -280,7 +337,7 @@ def _server_side(stamps: dict[str, dict[str, float]], sent: dict, prefix: str, f
 def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch_ms: float | None,
              processes: int = 0, per_caller: int = 0) -> dict:
     timeline = tb.root / f"timeline-{cap}.json"
-    p = _serve(tb, cap, a.workers, timeline, switch_ms, processes, per_caller)
+    procs = _serve(tb, cap, a.workers, timeline, switch_ms, processes, per_caller, Path(a.go_front))
     child = None
     try:
         with PeerClient.to_member(hub2, "tax") as c2:
@@ -298,21 +355,24 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
             stop, other = threading.Event(), {}
             th = threading.Thread(target=_bystander, args=(c2, hub2, tokens, stop, other))
             th.start()
+            cpu0 = _cpu_seconds(procs[0].pid)
             child.stdin.write("go\n")
             child.stdin.flush()
             got = json.loads(child.stdout.readline())
+            cpu = _cpu_seconds(procs[0].pid) - cpu0
             stop.set()
             th.join()
             child.wait(60)
     finally:
         if child is not None and child.poll() is None:
             child.kill()
-        p.terminate()
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:  # a graceful stop with a thousand calls still draining
-            p.kill()
-            p.wait(30)
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:  # a graceful stop with a thousand calls still draining
+                p.kill()
+                p.wait(30)
     ok, shed, codes, base = got["ok"], got["shed"], got["codes"], got["base"]
     stamps = _node_timeline.load(str(timeline))
     timeline.unlink(missing_ok=True)
@@ -339,6 +399,17 @@ def _one_run(tb: Testbed, hub2: Runtime, a: argparse.Namespace, cap: int, switch
         "hub2_srv_p99_ms": p99(_server_side(stamps, probe_sent, "p", "seen", "leave")) if other["lat"] else float("nan"),
         "hub2_wait_to_seen_p99_ms": p99(_server_side(stamps, {k: v for k, v in probe_sent.items() if not k.startswith("pu")},
                                                      "p", "issue", "seen")),
+        # The way back: from the worker (or the one process) leaving the handler to the
+        # flooding hub's callback, for admitted calls (the front's relay and the load
+        # generator's own queue of completions, under its GIL).
+        "leave_to_done_p99_ms": p99(_server_side(stamps, sent, load, "leave", "done")),
+        # Its two parts with the Go front (bench/go_front/ stamps "out" when its handler
+        # returns): the front's relay, and the rest (the loopback and the load generator).
+        "leave_to_out_p99_ms": p99(_server_side(stamps, sent, load, "leave", "out")),
+        "out_to_done_p99_ms": p99(_server_side(stamps, sent, load, "out", "done")),
+        # CPU of the process clients reach (the front; the whole node in one process) during
+        # the load, per call of the flooding hub.
+        "entry_cpu_ms_per_call": cpu * 1000 / max(1, len(got["ok"]) + len(got["shed"])),
         "load1": os.getloadavg()[0],
         "unloaded_p99_ms": percentile(base, 99) * 1000, "admitted": len(ok), "refused": len(shed),
         "admitted_p99_ms": percentile(ok, 99) * 1000 if ok else float("nan"),
@@ -368,7 +439,9 @@ def main() -> None:
                     "comma-separated: each cap is run with each; empty: the node's default")
     ap.add_argument("--no-uncapped", action="store_true", help="leave out the baseline without a cap")
     ap.add_argument("--processes", default="", help="candidate [node] worker_processes, comma-separated (0: one "
-                    "process; N: a front and N workers, node/front/): each cap is run with each; empty: the node's default")
+                    "process; N: a front and N workers, node/front/; go: the Go front spike, bench/go_front/, and one "
+                    "worker; go1: the same on GOMAXPROCS=1): each cap is run with each; empty: the node's default")
+    ap.add_argument("--go-front", default=str(_GO_FRONT), help="the Go front spike's binary (bench/go_front/README.md)")
     ap.add_argument("--per-caller", default="", help="candidate [node] max_concurrent_per_caller, comma-separated "
                     "(0: node/admission.py's default, three quarters of the cap — the whole cap below 4)")
     ap.add_argument("--store", default="sqlite", help="sqlite, or a PostgreSQL URL for the provider's store (an empty "
@@ -380,6 +453,12 @@ def main() -> None:
     if a.load_child:
         _load_child(a)
         return
+    processes = [_GOS[x] if x in _GOS else int(x) for x in a.processes.split(",")] if a.processes else [0]
+    if {GO, GO1} & set(processes) and not os.access(a.go_front, os.X_OK):   # the spike is optional: CI has no Go
+        print(f"skipped: the Go front variants, no binary at {a.go_front} (bench/go_front/README.md)", file=sys.stderr)
+        processes = [n for n in processes if n not in (GO, GO1)]
+        if not processes:
+            return
     root = Path(tempfile.mkdtemp(prefix="hedui-bench-shed-"))
     store = {} if a.store == "sqlite" else {"store": (lambda code: a.store if code == "tax" else "sqlite:///node.db")}
     tb = Testbed(root / "fed", [MemberPlan("hub", "hub", ["hub"]), MemberPlan("hub2", "hub2", ["hub"]), MemberPlan("tax", "tax", ["provider"])],
@@ -394,10 +473,11 @@ def main() -> None:
     variants: dict[str, tuple[int, float | None, int, int]] = {} if a.no_uncapped else {"baseline (no cap)": (4096, None, 0, 0)}
     for c in a.caps.split(","):
         for sw in a.switch_ms.split(",") if a.switch_ms else [None]:
-            for n in [int(x) for x in a.processes.split(",")] if a.processes else [0]:
+            for n in processes:
                 for pc in [int(x) for x in a.per_caller.split(",")] if a.per_caller else [0]:
-                    label = (f"cap {c}{'' if sw is None else f', switch {sw} ms'}{f', {n} worker processes' if n else ''}"
-                             f"{f', per caller {pc}' if pc else ''}")
+                    front = (", Go front + 1 worker process" if n == GO else ", Go front (GOMAXPROCS=1) + 1 worker process" if n == GO1
+                             else f", {n} worker processes" if n else "")
+                    label = f"cap {c}{'' if sw is None else f', switch {sw} ms'}{front}{f', per caller {pc}' if pc else ''}"
                     variants[f"candidate ({label})"] = (int(c), None if sw is None else float(sw), n, pc)
     results: dict[str, list[dict]] = {k: [] for k in variants}
     try:
@@ -414,7 +494,7 @@ def main() -> None:
                   "hub2_unloaded_p99_ms", "hub2_ok", "hub2_refused", "hub2_refused_admission", "hub2_refused_grpc", "hub2_p99_ms", "srv_unloaded_p99_ms",
                   "srv_admitted_p99_ms", "srv_handler_p99_ms", "wait_to_seen_p99_ms", "hub2_srv_unloaded_p99_ms",
                   "hub2_srv_p99_ms", "hub2_wait_to_seen_p99_ms", "send_to_core_p99_ms", "core_to_seen_p99_ms",
-                  "unloaded_send_to_core_p99_ms", "load1"):
+                  "unloaded_send_to_core_p99_ms", "leave_to_done_p99_ms", "leave_to_out_p99_ms", "out_to_done_p99_ms", "entry_cpu_ms_per_call", "load1"):
             xs = [r[k] for r in rs if r[k] == r[k]]
             row[f"{k} min"] = round(min(xs), 2) if xs else None
             row[f"{k} median"] = round(statistics.median(xs), 2) if xs else None
