@@ -41,7 +41,7 @@ from hedui.node.audit.tables import audit_checkpoints, audit_cosignatures, audit
 from hedui.node.audit.tree import DEFAULT_TILE_HEIGHT, HEAD_ID, TIME_EXTENSION, StoredCheckpoint, TreeReader, perfect_root
 from hedui.node.errors import ConfigError, InvalidArgument
 from hedui.node.loops import PeriodicJob
-from hedui.node.store.group import GroupCommit
+from hedui.node.store.group import GroupCommit, on_commit
 from hedui.node.store.raw import Prepared
 
 __all__ = ["AuditLog", "CheckpointScheduler"]
@@ -117,6 +117,10 @@ class AuditLog(TreeReader):
         # signs a newer one is seen at this log's next checkpoint(); until then answers
         # carry this one, which is as valid (an older signed size of the same tree).
         self._signed: StoredCheckpoint | None = None
+        #: The committed hashes of each stored level's incomplete tile: level -> (index of
+        #: its first hash, the hashes), as this process last committed them (see
+        #: :meth:`_tails_in`). Replaced whole after each commit, never changed in place.
+        self._tails: dict[int, tuple[int, list[bytes]]] = {}
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -328,17 +332,55 @@ class AuditLog(TreeReader):
         self._write_nodes(conn, start, leaves)
         return start
 
+    def _tails_in(self, conn) -> dict[int, tuple[int, list[bytes]]] | None:
+        """This transaction's view of the incomplete tiles' hashes (``_tails``): the
+        committed ones plus what this transaction appended, which become the committed ones
+        once it commits (node/store/group.py ``on_commit``; a rollback drops them). None for
+        a transaction not run by a group committer: it reads the stored hashes, as before.
+
+        Why (issue 16, the case at one at a time): a write that completes a tile read the
+        tile's earlier leaves back from the store — a query in ~every transaction of the hub's
+        case and 1.5 per provider and case. Committed entries never change (append-only), so
+        hashes this process committed can be reused; a cached tile is used only if it ends
+        exactly where the new entries start, so entries another process or connection
+        appended meanwhile make it miss (the store is read, as before)."""
+        key = ("hedui.audit.tails", id(self))
+        txn = conn.get_transaction()
+        got = conn.info.get(key)
+        if got is not None and got[0] is txn:
+            return got[1]
+        tails = dict(self._tails)
+
+        def committed() -> None:
+            self._tails = tails
+
+        if not on_commit(conn, committed):
+            return None
+        conn.info[key] = (txn, tails)
+        return tails
+
     def _write_nodes(self, conn, start: int, new: list[bytes]) -> None:
         """Stores every complete subtree at heights T, 2T, ... that the new leaves
         ``[start, start + len(new))`` finish (RFC 9162 §2.1.1 node hashes)."""
         T, level, lo = self._tile, 0, start
+        tails = self._tails_in(conn)
         while True:
             first, end = lo >> T, (lo + len(new)) >> T
-            if end <= first:
-                return
             base = first << T
-            children = (self._read_level(conn, level, base, lo) if base < lo else []) + new
+            prev = _cached(tails, level, base, lo)
+            if end <= first:
+                if tails is not None:   # the tile grows; unknown if its start is not known
+                    if prev is None:
+                        tails.pop(level, None)
+                    else:
+                        tails[level] = (base, prev + new)
+                return
+            if prev is None:
+                prev = self._read_level(conn, level, base, lo)
+            children = prev + new
             parents = [perfect_root(children[(p << T) - base : ((p + 1) << T) - base]) for p in range(first, end)]
+            if tails is not None:   # what is left of this level after its complete tiles
+                tails[level] = (end << T, children[(end << T) - base:])
             level += T
             _INSERT_NODE.run_many(conn, [{"level": level, "idx": first + i, "hash": h} for i, h in enumerate(parents)])
             lo, new = first, parents
@@ -506,3 +548,17 @@ class CheckpointScheduler(PeriodicJob):
     def final(self) -> None:
         if self._final:
             self.tick()
+
+
+def _cached(tails: dict[int, tuple[int, list[bytes]]] | None, level: int, base: int, lo: int) -> list[bytes] | None:
+    """The hashes of ``level`` at ``[base, lo)`` from ``tails`` (``[]`` when the range is
+    empty), or None when they are not all there: the cached run must end exactly at ``lo``."""
+    if base >= lo:
+        return []
+    got = tails.get(level) if tails is not None else None
+    if got is None:
+        return None
+    first, hashes = got
+    if first > base or first + len(hashes) != lo:
+        return None
+    return hashes[base - first:]

@@ -33,6 +33,7 @@ PostgreSQL) keep one; :meth:`GroupCommit.close` gives it back.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -42,13 +43,48 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "on_commit"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("hedui.store")
 
 #: Connections a forked child inherited from its parent's committers: kept referenced so
 #: they are never closed (nor collected) in the child.
 _INHERITED: list[Connection] = []
+
+
+#: ``conn.info`` key of the after-commit callbacks of the transaction a committer runs.
+_HOOKS = "hedui.group.on_commit"
+
+
+def on_commit(conn: Connection, fn: Callable[[], None]) -> bool:
+    """Registers ``fn`` to run once the transaction ``conn`` is in has committed — only when
+    a :class:`GroupCommit` runs that transaction (it runs them right after the commit, never
+    after a rollback). Returns False, and ``fn`` never runs, for any other transaction. For
+    caches of committed state (an append-only log's committed rows never change): a unit
+    must not touch anything but its connection, since it may run twice and its first run
+    may be rolled back — what it learnt becomes true only with the commit."""
+    hooks = conn.info.get(_HOOKS)
+    if hooks is None or hooks[0] is not conn.get_transaction():
+        return False
+    hooks[1].append(fn)
+    return True
+
+
+def _clear_hooks(conn: Connection) -> None:
+    try:
+        conn.info.pop(_HOOKS, None)
+    except Exception:   # a closed or invalidated connection has no info left to clear
+        pass
+
+
+def _run_hooks(hooks: list[Callable[[], None]]) -> None:
+    for fn in hooks:
+        try:
+            fn()
+        except Exception:   # the transaction is committed: a cache's failure must not undo that
+            log.exception("after-commit callback failed")
 
 
 class _Unit(Generic[T]):
@@ -141,14 +177,18 @@ class GroupCommit:
         values: list[Any] = []
         conn, kept = self._connection()
         committing = False
+        hooks: list[Callable[[], None]] = []
         try:
-            with conn.begin():
+            with conn.begin() as txn:
+                conn.info[_HOOKS] = (txn, hooks)
                 for u in batch:
                     values.append(u.work(conn))
                 committing = True
+            _clear_hooks(conn)
             if not self._hold:
                 self._drop(conn)
         except BaseException as exc:
+            _clear_hooks(conn)
             self._drop(conn)
             if kept and not committing and isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 # The kept connection had gone stale before the commit was asked for, so
@@ -161,15 +201,23 @@ class GroupCommit:
                 return
             # Some unit failed and took the shared transaction with it: each on its own now.
             for u in batch:
+                one_hooks: list[Callable[[], None]] = []
                 try:
                     with self.engine.begin() as conn:
-                        u.value = u.work(conn)
+                        conn.info[_HOOKS] = (conn.get_transaction(), one_hooks)
+                        try:
+                            u.value = u.work(conn)
+                        finally:
+                            _clear_hooks(conn)
                     self.commits += 1
                     self.units += 1
                 except BaseException as one:
                     u.error = one
+                else:
+                    _run_hooks(one_hooks)
                 u.done = True
             return
+        _run_hooks(hooks)
         self.commits += 1
         self.units += len(batch)
         for u, v in zip(batch, values):
