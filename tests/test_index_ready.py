@@ -159,9 +159,10 @@ def test_integer_keys_shaped_like_an_identity_are_withheld(engine, tmp_path):
 
 @pytest.mark.parametrize("commit_rows", [None, 25])
 def test_fresh_batches_commit_together_up_to_commit_rows(engine, tmp_path, commit_rows):
-    # ~60 rows in batches of 10: with commit_rows=25 every third batch commits (30 rows at a
-    # time); by default one transaction on SQLite (SQLITE_FRESH_COMMIT_ROWS), one per batch on
-    # PostgreSQL. The index and the counts are the same whichever way the rows were grouped.
+    # ~60 rows in batches of 10: with commit_rows=25 the first two batches commit alone
+    # (fewer than 25 rows in with them), then three at a time; by default (20,000 rows on SQLite,
+    # one batch on PostgreSQL) one per batch here. The index and the counts are the same
+    # whichever way the rows were grouped.
     m, n = _csv_source(tmp_path)
     real = index._write_batch
     seen: list[int] = []
@@ -176,14 +177,13 @@ def test_fresh_batches_commit_together_up_to_commit_rows(engine, tmp_path, commi
                              clock=CLOCK)
     finally:
         index._write_batch = real
-    def groups(size: int) -> list[int]:
-        return [size] * (n // size) + ([n % size] if n % size else [])
 
-    if commit_rows == 25:
-        assert seen == groups(30)
-    elif engine.dialect.name == "sqlite":
-        assert seen == [n]
-    else:
+    def groups(size: int, total: int = n) -> list[int]:
+        return [size] * (total // size) + ([total % size] if total % size else [])
+
+    if commit_rows == 25:   # one batch at a time while fewer than 25 rows would be in, then three at a time
+        assert seen == [10, 10, *groups(30, n - 20)]
+    else:                   # fewer rows than SQLITE_FRESH_COMMIT_ROWS: one batch per transaction
         assert seen == groups(10)
     assert report.rows == n and report.records == n
     assert _actual(engine, 1) == _expected(m, KEY1)
