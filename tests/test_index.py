@@ -296,7 +296,9 @@ _CHILD = textwrap.dedent("""
                 time.sleep(0.004)
                 yield item
         adapter.scan = slow_scan
-        build_index(open_engine(store), adapter, ServerKey.derive(bytes(range(32)), 1), 1, workers=1, batch_size=40, clock=CLOCK)
+        # Three batches per transaction (a fresh build on SQLite groups its commits).
+        build_index(open_engine(store), adapter, ServerKey.derive(bytes(range(32)), 1), 1, workers=1, batch_size=40,
+                    commit_rows=120, clock=CLOCK)
 
     if __name__ == "__main__":   # the token workers are spawned and re-import this file
         main()

@@ -99,13 +99,13 @@ def test_parts_are_unique_per_chunk_and_continue_after_a_resume(engine, tmp_path
     index._write_batch = stop_after_two
     try:
         with pytest.raises(_Stop):
-            build_index(engine, open_adapter(m), KEY1, 1, workers=2, batch_size=10, clock=CLOCK)
+            build_index(engine, open_adapter(m), KEY1, 1, workers=2, batch_size=10, commit_rows=10, clock=CLOCK)
     finally:
         index._write_batch = real
     with engine.connect() as c:
         first = c.execute(select(func.max(token_index.c.part))).scalar()
     assert first is not None
-    report = build_index(engine, open_adapter(m), KEY1, 1, workers=2, batch_size=10, clock=CLOCK)
+    report = build_index(engine, open_adapter(m), KEY1, 1, workers=2, batch_size=10, commit_rows=10, clock=CLOCK)
     assert report.resumed
     with engine.connect() as c:
         parts = c.execute(select(token_index.c.part, func.count()).group_by(token_index.c.part)).all()
@@ -155,3 +155,36 @@ def test_integer_keys_shaped_like_an_identity_are_withheld(engine, tmp_path):
     assert not [loc for loc in locs | set(problems) if "110105194912310021" in loc]
     assert _actual(engine, 1) == _expected(m, KEY1)
     assert report.problems == 1
+
+
+@pytest.mark.parametrize("commit_rows", [None, 25])
+def test_fresh_batches_commit_together_up_to_commit_rows(engine, tmp_path, commit_rows):
+    # ~60 rows in batches of 10: with commit_rows=25 the first two batches commit alone
+    # (fewer than 25 rows in with them), then three at a time; by default (20,000 rows on SQLite,
+    # one batch on PostgreSQL) one per batch here. The index and the counts are the same
+    # whichever way the rows were grouped.
+    m, n = _csv_source(tmp_path)
+    real = index._write_batch
+    seen: list[int] = []
+
+    def counting(engine_, run, prepared, position):
+        seen.append(sum(c.used for c in prepared))
+        return real(engine_, run, prepared, position)
+
+    index._write_batch = counting
+    try:
+        report = build_index(engine, open_adapter(m), KEY1, 1, workers=2, batch_size=10, commit_rows=commit_rows,
+                             clock=CLOCK)
+    finally:
+        index._write_batch = real
+
+    def groups(size: int, total: int = n) -> list[int]:
+        return [size] * (total // size) + ([total % size] if total % size else [])
+
+    if commit_rows == 25:   # one batch at a time while fewer than 25 rows would be in, then three at a time
+        assert seen == [10, 10, *groups(30, n - 20)]
+    else:                   # fewer rows than SQLITE_FRESH_COMMIT_ROWS: one batch per transaction
+        assert seen == groups(10)
+    assert report.rows == n and report.records == n
+    assert _actual(engine, 1) == _expected(m, KEY1)
+    assert _row_counts(engine, 1) == n

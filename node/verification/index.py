@@ -60,6 +60,13 @@ __all__ = ["IndexReport", "build_index", "facts_for_tokens", "read_live", "all_t
            "list_problems", "data_dates", "source_data_date"]
 
 _IN_FLIGHT = 3           # batches whose tokens are being computed while one is written
+# Rows per transaction of a fresh full build on SQLite (issue 16 item 4, docs/performance.md
+# "Index build, 10^6 residents on SQLite"): the token index's primary key is in token order,
+# i.e. random, so every commit rewrites (WAL, then checkpoint) about one leaf page per row
+# it inserted until the index outgrows the batch; at 10^6 residents a commit per 2,000 rows
+# spent 112 of a 271 s build in COMMIT. The unit of resumption grows with it, nothing else:
+# each transaction still commits its rows with the position after them.
+SQLITE_FRESH_COMMIT_ROWS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +387,7 @@ def source_data_date(adapter: Adapter, clock: Clock, configured: date | None = N
 def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: int, *, clock: Clock,
                 workers: int | None = None, progress: Any = None, full: bool = False,
                 batch_size: int = 2000, data_date: date | None = None,
-                max_unusable_share: float | None = None) -> IndexReport:
+                max_unusable_share: float | None = None, commit_rows: int | None = None) -> IndexReport:
     """Builds or updates the token index of ``epoch`` from one adapter's source.
 
     Resumes an interrupted run of the same source and epoch; otherwise reads what changed
@@ -397,11 +404,18 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
     what it read, or whose source ends inside a row (a truncated export), is not made live:
     the report says ``live=False``, the previous build keeps answering, and the run stays
     open (issue 13: an export that all fails to decode must not become "no record" for all).
+
+    ``commit_rows``: a fresh full run (the first of a source in an epoch) commits each batch
+    alone until this many rows are in, then its batches together until at least this many
+    rows are pending (default: one batch on PostgreSQL, :data:`SQLITE_FRESH_COMMIT_ROWS` on
+    SQLite); other runs commit every batch.
     """
     if server_key.epoch != epoch:
         raise InvalidArgument(f"epoch: got {epoch}, want the server key's epoch {server_key.epoch}")
     if batch_size < 1:
         raise InvalidArgument(f"batch_size: got {batch_size}, want at least 1")
+    if commit_rows is None:
+        commit_rows = SQLITE_FRESH_COMMIT_ROWS if engine.dialect.name == "sqlite" else batch_size
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 0:
         raise InvalidArgument(f"workers: got {workers}, want 0 or more")
@@ -419,6 +433,7 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         counts = {"rows": 0, "records": 0, "problems": 0, "skipped": 0}
         scan = adapter.raw_scan if raw else adapter.scan  # type: ignore[attr-defined]
         inflight: deque = deque()
+        held: list = []          # a fresh run's chunks not written yet (up to commit_rows rows)
         if run.fresh:
             # Each chunk comes back ready to write (index_work.py prepare_fresh), as one part.
             with engine.connect() as conn:
@@ -431,7 +446,7 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         def submit(items: list) -> list:
             return workers_.submit_fresh(items, spec) if run.fresh else workers_.submit(items)
 
-        def drain_one() -> None:
+        def drain_one(last: bool = False) -> None:
             n, pending, position = inflight.popleft()
             if run.fresh:
                 chunks = workers_.chunks(pending)
@@ -440,7 +455,17 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
                     counts["problems"] += c.problem_rows
                     counts["skipped"] += c.skipped
                     counts["rows"] += c.used
-                _write_batch(engine, run, chunks, position)
+                held.extend(chunks)
+                # Batches commit together (with the position after the last of them) once
+                # commit_rows rows are pending, and at the end. Until commit_rows rows are in,
+                # each batch commits alone: on a small index a commit is cheap, and writing
+                # each batch as it comes overlaps the writes with the workers (a build of
+                # fewer rows writes as it did before grouping).
+                held_rows = sum(c.used + c.skipped for c in held)
+                if last or held_rows >= commit_rows or run.rows_read + held_rows < commit_rows:
+                    ready = held.copy()
+                    held.clear()
+                    _write_batch(engine, run, ready, position)
                 if progress is not None:
                     progress.advance(task, n)
                 return
@@ -464,7 +489,7 @@ def build_index(engine: Engine, adapter: Adapter, server_key: ServerKey, epoch: 
         if batch:
             inflight.append((len(batch), submit(batch), position))
         while inflight:
-            drain_one()
+            drain_one(last=len(inflight) == 1)
         workers_.close(wait=False)   # they exit while the swap runs
         with engine.connect() as conn:
             read, bad_rows = conn.execute(select(index_progress.c.rows_read, index_progress.c.problem_rows).where(
