@@ -629,6 +629,23 @@ def _dying_slots(tmp_path: Path) -> list[WorkerSlot]:
             WorkerSlot(1, str(tmp_path / "w1.sock"), channel=None, ready=True)]
 
 
+def _front_over(slot: WorkerSlot):
+    """An in-process front (its own admission, cap 4) over ``slot``, on a loopback port."""
+    from concurrent import futures
+
+    from hedui.common.clock import FixedClock
+    from hedui.node.admission import Admission
+    from hedui.node.front.proxy import Front
+
+    admission = Admission(4)
+    front = Front(admission, [slot], FixedClock(dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers((front,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return admission, server, port
+
+
 def test_a_worker_dying_as_it_is_scraped_is_down_not_an_error(tmp_path):
     from hedui.node.front.ops import NodeFigures
     from hedui.node.front.ops import _ready as ready
@@ -648,11 +665,7 @@ def test_a_call_routed_to_a_worker_dying_as_it_is_called_fails_unavailable(tmp_p
     third case: the worker is dead but the front has not noticed yet (its socket file left,
     nobody listening on it), and the call is sent."""
     import socket
-    from concurrent import futures
 
-    from hedui.common.clock import FixedClock
-    from hedui.node.admission import Admission
-    from hedui.node.front.proxy import Front
 
     if which < 2:
         slot = _dying_slots(tmp_path)[which]
@@ -660,12 +673,7 @@ def test_a_call_routed_to_a_worker_dying_as_it_is_called_fails_unavailable(tmp_p
         left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)   # bound, never listening: what a killed worker leaves
         left.bind(str(tmp_path / "w2.sock"))
         slot = WorkerSlot(2, str(tmp_path / "w2.sock"), channel=grpc.insecure_channel(f"unix:{tmp_path / 'w2.sock'}"), ready=True)
-    admission = Admission(4)
-    front = Front(admission, [slot], FixedClock(dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((front,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    admission, server, port = _front_over(slot)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             with pytest.raises(grpc.RpcError) as e:
@@ -695,9 +703,6 @@ def test_a_call_inside_a_worker_found_dead_ends_unavailable_at_once(tmp_path, me
     import threading
     from concurrent import futures
 
-    from hedui.common.clock import FixedClock
-    from hedui.node.admission import Admission
-    from hedui.node.front.proxy import Front
 
     entered, release = threading.Event(), threading.Event()
 
@@ -719,12 +724,7 @@ def test_a_call_inside_a_worker_found_dead_ends_unavailable_at_once(tmp_path, me
     worker.add_insecure_port(f"unix:{sock}")
     worker.start()
     slot = WorkerSlot(0, str(sock), channel=grpc.insecure_channel(f"unix:{sock}"), ready=True)
-    admission = Admission(4)
-    front = Front(admission, [slot], FixedClock(dt.datetime(2026, 12, 1, 9, tzinfo=dt.UTC)))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((front,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    admission, server, port = _front_over(slot)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             if method == PING:
