@@ -67,6 +67,16 @@ GO1 = -2
 _GOS = {"go": GO, "go1": GO1}
 _GO_FRONT = Path(__file__).resolve().parent / "go_front" / "hedui-go-front"
 _ENDPOINTS: dict[Path, str] = {}
+#: ``--pin``: the CPUs of the node's processes (and everything they start); the clients run on
+#: the others. Empty: no pinning, every process on every core.
+_NODE_CPUS: set[int] = set()
+
+
+def _on_node_cores() -> None:
+    """In a node process just forked, before it runs: keep it (and its workers, which inherit
+    the mask) on the node's CPUs."""
+    if _NODE_CPUS:
+        os.sched_setaffinity(0, _NODE_CPUS)
 
 
 def _go_front(tb: Testbed, cfg: Path, endpoint: str, cap: int, per_caller: int, timeline: Path,
@@ -85,7 +95,7 @@ def _go_front(tb: Testbed, cfg: Path, endpoint: str, cap: int, per_caller: int, 
                           "-ca", str(c.path(c.tls.ca)), "-worker", str(socket_folder(cfg) / "w0.sock"), "-cap", str(cap),
                           "-per-caller", str(per_caller), "-timeline", f"{timeline}.wgo",
                           *os.environ.get("BENCH_GO_ARGS", "").split()],   # e.g. -cpuprofile FILE
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_on_node_cores,
                          env={**os.environ, **({"GOMAXPROCS": "1"} if one_core else {})},
                          stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL)
     assert g.stdin is not None and g.stdout is not None
@@ -120,7 +130,7 @@ def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float
     env = {**os.environ, PASSPHRASE_ENV: tb.passphrase, "HEDUI_BENCH_TIMELINE": str(timeline)}
     # `hedui node serve` with per-call stamps for the server-side figures (bench/_node_timeline.py).
     p = subprocess.Popen([sys.executable, _node_timeline.__file__, "node", "serve", "--config", str(cfg)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL, env=env, text=True)
+                         preexec_fn=_on_node_cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL, env=env, text=True)
     line = p.stdout.readline() if p.stdout else ""
     if "serving on" not in line:
         p.kill()
@@ -447,6 +457,9 @@ def main() -> None:
     ap.add_argument("--store", default="sqlite", help="sqlite, or a PostgreSQL URL for the provider's store (an empty "
                     "database; worker_processes > 1 needs one)")
     ap.add_argument("--unloaded", type=int, default=200)
+    ap.add_argument("--pin", default="", help="node CPUs, comma-separated (e.g. 0): the node's processes run on "
+                    "these, the two hubs (load generator and probe) on the others — the load generator off the "
+                    "node's cores, as a remote caller would be; the unloaded p99 is measured the same way")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--load-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -454,6 +467,12 @@ def main() -> None:
         _load_child(a)
         return
     processes = [_GOS[x] if x in _GOS else int(x) for x in a.processes.split(",")] if a.processes else [0]
+    if a.pin:
+        _NODE_CPUS.update(int(x) for x in a.pin.split(","))
+        clients = set(os.sched_getaffinity(0)) - _NODE_CPUS
+        if not clients or not _NODE_CPUS <= set(os.sched_getaffinity(0)):
+            raise SystemExit(f"--pin: got {a.pin}, want a proper subset of CPUs {sorted(os.sched_getaffinity(0))}")
+        os.sched_setaffinity(0, clients)   # this process (the probe) and the load generator it starts
     if {GO, GO1} & set(processes) and not os.access(a.go_front, os.X_OK):   # the spike is optional: CI has no Go
         print(f"skipped: the Go front variants, no binary at {a.go_front} (bench/go_front/README.md)", file=sys.stderr)
         processes = [n for n in processes if n not in (GO, GO1)]
@@ -515,6 +534,7 @@ def main() -> None:
         rows.append(row)
     report("load shedding (issue 13)", rows, json_out=a.json, extra={"caps": a.caps, "workers": a.workers, "mode": a.mode,
                                                                          "processes": a.processes or "0", "store": a.store.split("@")[-1],
+                                                                         "pin": a.pin or "none",
                                                                          "switch_ms": a.switch_ms or "default"})
 
 
