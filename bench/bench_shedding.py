@@ -130,7 +130,8 @@ def _serve(tb: Testbed, cap: int, workers: int, timeline: Path, switch_ms: float
     env = {**os.environ, PASSPHRASE_ENV: tb.passphrase, "HEDUI_BENCH_TIMELINE": str(timeline)}
     # `hedui node serve` with per-call stamps for the server-side figures (bench/_node_timeline.py).
     p = subprocess.Popen([sys.executable, _node_timeline.__file__, "node", "serve", "--config", str(cfg)],
-                         preexec_fn=_on_node_cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL, env=env, text=True)
+                         preexec_fn=_on_node_cores, stdout=subprocess.PIPE, env=env, text=True,
+                         stderr=subprocess.PIPE if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL)
     line = p.stdout.readline() if p.stdout else ""
     if "serving on" not in line:
         p.kill()
