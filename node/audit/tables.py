@@ -8,7 +8,8 @@
 - ``audit_entries``: one row per leaf; ``seq`` is the RFC 9162 leaf index (from 0);
   ``entry`` holds the exact bytes that were hashed (``leaf_hash`` = SHA-256(0x00 || entry)).
   ``kind``, ``request_id`` and ``created_at`` are copies of fields inside ``entry`` for
-  indexed look-ups; verification trusts only ``entry``.
+  indexed look-ups (``kind`` / ``created_at``: reconcile's period scans; ``request_id``:
+  ``hedui audit find``, node/audit/find.py); verification and look-ups trust only ``entry``.
 - ``audit_nodes``: hashes of complete subtrees at heights ``tile_height``,
   ``2*tile_height``, ...: a cache so that proofs and roots need O(log n) short range reads
   instead of rehashing; written in the same transaction as the entries it covers.

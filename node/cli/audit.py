@@ -3,7 +3,7 @@
 Exit codes: 0 OK; 1 error (one message on stderr, never a traceback); 2 usage error;
 ``verify`` and ``proof --check`` exit with the verdict code (3 TAMPERED, 4 TRUNCATED,
 5 FORK, 6 UNKNOWN_KEY, 7 STALE, 8 EMPTY, 10 UNSIGNED_TAIL); ``reconcile`` exits 9 when it
-found discrepancies.
+found discrepancies; ``find`` exits 11 when no log names the request id.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hedui.adapters import idnum
 from hedui.common.clock import DEFAULT_ZONE, ClockError, fmt_instant, zone
 from hedui.node.audit import export as audit_export
+from hedui.node.audit import find as audit_find
 from hedui.node.audit import proof as audit_proof
 from hedui.node.audit import reconcile as audit_reconcile
 from hedui.node.audit import sources as audit_sources
@@ -36,9 +37,12 @@ from hedui.node.audit.errors import NoteError, ProofError, UnknownKeyError
 from hedui.node.cli._common import wall_clock
 from hedui.node.errors import HeduiError
 
-__all__ = ["app", "RECONCILE_MISMATCH_EXIT"]
+__all__ = ["app", "RECONCILE_MISMATCH_EXIT", "FIND_NONE_EXIT"]
 
 RECONCILE_MISMATCH_EXIT = 9
+#: ``audit find``: none of the logs holds an entry naming the request id (like grep's 1, but 1
+#: is this tool's "error").
+FIND_NONE_EXIT = 11
 
 app = typer.Typer(
     help="Audit log tools for security officers: export, verify, prove and reconcile logs offline.",
@@ -334,6 +338,58 @@ def proof_cmd(
         _out.print_json(json.dumps({"seq": seq, "proof": text}))
     else:
         sys.stdout.write(text)
+
+
+@app.command("find")
+@_guard
+def find_cmd(
+    request_id: Annotated[str, typer.Argument(help="The request (or notice) id: 32 hex digits, as `audit reconcile` lists it.")],
+    logs: Annotated[
+        list[str], typer.Argument(help="Logs to search: NAME=URL-or-file (e.g. tax=sqlite:///tax/node.db, hub=hub.ndjson), "
+                                       "or a URL or file alone; several allowed.")
+    ],
+    time_zone: Annotated[
+        str, typer.Option("--time-zone", help="The federation zone times are shown in (the directory's).")
+    ] = DEFAULT_ZONE,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every entry that names one request id, in each log given: both sides of one exchange."""
+    try:
+        tz = zone(time_zone)
+    except ClockError as exc:
+        raise _fail("--time-zone: " + exc.message.partition(": ")[2], 2) from None
+    try:
+        rid = audit_find.request_id_of(request_id)
+    except HeduiError as exc:
+        raise _fail(exc.message, 2) from None
+    named: list[tuple[str, str]] = []
+    for arg in logs:
+        name, sep, src = arg.partition("=")
+        # A URL's own "=" (a query string) comes after its "://"; NAME= never contains one.
+        if not sep or "://" in name or not name or not src:
+            name, src = arg, arg
+        named.append((name, src))
+    found: list[tuple[str, list[audit_find.Found]]] = []
+    for name, src in named:
+        if not audit_sources.is_url(src) and not Path(src).is_file():
+            raise _fail(f"{name}: got {src[:200]!r}, want a store URL (sqlite:///node.db) or an export file", 2)
+        with _Bar(f"searching {name}") as progress:
+            found.append((name, audit_find.find_request(src, rid, progress=progress)))
+    total = sum(len(f) for _, f in found)
+    if as_json:
+        _out.print_json(json.dumps({"request_id": rid, "entries": total,
+                                    "logs": [{"name": n, "entries": [e.to_dict() for e in f]} for n, f in found]},
+                                   ensure_ascii=False))
+    else:
+        for name, entries in found:
+            _out.print(f"[bold]{escape(name)}[/]: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}", soft_wrap=True)
+            for e in entries:
+                when = audit_sources.parse_iso(e.time)
+                detail = " ".join(f"{k}={v}" for k, v in sorted(e.fields.items()) if k != "request_id")
+                _out.print(f"  seq {e.seq}  {fmt_instant(when, tz, seconds=True) if when else e.time}  {e.kind}  {detail}",
+                           markup=False, soft_wrap=True)
+    if total == 0:
+        raise typer.Exit(FIND_NONE_EXIT)
 
 
 @app.command("reconcile")
