@@ -299,15 +299,17 @@ def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey
 
 
 def _reckoned(data: dict, rules: Rules, authority: VerifyingKey | None, tz: ZoneInfo,
-              known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None) -> tuple:
+              known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None, *, conclusion_only: bool = False) -> tuple:
     """What a report concludes from: the verified answers, their cells, the reference month,
-    the overrides in force and the reckoned figures (``complete``, ``missing`` …)."""
+    the overrides in force and the reckoned figures (``complete``, ``missing`` …; only those
+    two with ``conclusion_only``)."""
     case = data["case"]
     ans = verified_answers(data, authority, known)
     sources = sources_of(ans)
     month = reference_month_of(case, tz)
     overrides = {o.position: Override(bool(o.counted), o.reason, o.operator) for o in data["overrides"]}
-    figures = reckon(rules, sources, len(data["members"]), overrides, rules.standard_for(case.region, month))
+    figures = reckon(rules, sources, len(data["members"]), overrides, rules.standard_for(case.region, month),
+                     conclusion_only=conclusion_only)
     return ans, sources, month, overrides, figures
 
 
@@ -317,7 +319,7 @@ def conclusion_of(data: dict, rules: Rules, *, tz: ZoneInfo | None = None,
     ``missing`` list, without building the rest of the report (the evidence table, labels,
     masked identities): ``run_case`` decides the case's status from this at the end of every
     run (issue 16). The same computation as the report's, so the two cannot disagree."""
-    figures = _reckoned(data, rules, None, tz or zone(DEFAULT_ZONE), known)[4]
+    figures = _reckoned(data, rules, None, tz or zone(DEFAULT_ZONE), known, conclusion_only=True)[4]
     return bool(figures["complete"]), list(figures["missing"])
 
 
