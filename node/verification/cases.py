@@ -422,14 +422,14 @@ def filter_first(rt: Runtime, code: str, epoch: int, month: str, tokens: list[by
     end); otherwise every token is sent, as before. A false positive (≤ 2^-30 per token) only
     costs a Lookup answered "no record". ``digests``: the cached filters' header digests as
     read once for the whole case (``cached_digests``); a department not in it has none."""
+    if digests is not None and code not in digests:
+        return tokens, None   # before the imports below: the common case costs a lookup
     import base64
     import json
 
     from hedui.node.crosscheck import shards
     from hedui.node.crosscheck.fetch import cached_filter
 
-    if digests is not None and code not in digests:
-        return tokens, None
     try:
         filt = cached_filter(rt, code, None if digests is None else digests[code])
     except (VerificationError, InvalidArgument):
