@@ -175,7 +175,7 @@ class _LeanUnary:
     (:meth:`~hedui.node.metrics.Metrics.child`). Same behaviour: a pin refusal is counted and raised before anything goes
     out (``future`` hands it back as a failed future, as gRPC's interceptor chain did)."""
 
-    __slots__ = ("_inner", "_method", "_pin", "_metrics", "_code")
+    __slots__ = ("_inner", "_method", "_pin", "_metrics", "_code", "_ok")
 
     def __init__(self, inner: grpc.UnaryUnaryMultiCallable, method: str, pin: PinningInterceptor | None,
                  metrics: Metrics | None, code: str) -> None:
@@ -184,11 +184,18 @@ class _LeanUnary:
         self._pin = pin
         self._metrics = metrics if metrics is not None and code else None
         self._code = code
+        self._ok = None   # the counter child of this method's successful calls, once looked up
 
     def _count(self, code_name: str) -> None:
         if self._metrics is not None:
+            if code_name == "OK" and self._ok is not None:
+                self._ok.inc()
+                return
             m = self._metrics
-            m.child(m.outcomes, "called", self._method, self._code, outcome_class(code_name)).inc()
+            child = m.child(m.outcomes, "called", self._method, self._code, outcome_class(code_name))
+            if code_name == "OK":
+                self._ok = child
+            child.inc()
 
     def _refused(self, exc: grpc.RpcError) -> None:
         code = exc.code() if callable(getattr(exc, "code", None)) else None

@@ -47,7 +47,8 @@ def parse_traceparent(value: str | None) -> str | None:
 
 
 def new_traceparent() -> str:
-    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    h = os.urandom(24).hex()   # trace id and parent id from one read of the system's random source
+    return f"00-{h[:32]}-{h[32:]}-01"
 
 
 def child_traceparent() -> str:

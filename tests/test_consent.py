@@ -334,3 +334,31 @@ def test_audit_reconcile_lists_an_authorisation_used_for_several_cases(bed):
     assert want in r.to_dict()["consent_reused"]
     # The consent each side logged for each query agrees (a mismatch would be listed).
     assert not [m for m in r.request_mismatches if "consent" in m["detail"]]
+
+
+def test_the_answer_must_bind_the_consent_record_sent_whether_its_digest_is_given_or_computed():
+    """``check_binding`` (the hub's end, issue 18): run_case passes the record's digest it
+    computed once per case (``sent``, issue 16); without it the digest is computed from the
+    request. Either way an answer naming another record, purpose or case is refused."""
+    from hedui.node.errors import Reason, VerificationError
+    from hedui.node.verification import consent
+    from hedui.v1 import common_pb2, lookup_pb2
+
+    hub = SigningKey.generate("hub")
+    record = consent.issue(hub, hub="hub", scan_digest=bytes(32), purpose="dibao", case_ref="HUB-2026-000001", max_members=2,
+                           issued_at=dt.datetime(2026, 11, 1, tzinfo=dt.UTC), operator="cw07")
+    ctx = common_pb2.RequestContext(purpose=common_pb2.PURPOSE_DIBAO, case_ref="HUB-2026-000001", consent=record)
+    req = lookup_pb2.LookupRequest(context=ctx)
+    digest = consent.consent_digest(record)
+    bound = lookup_pb2.LookupAnswer(consent_digest=digest, purpose=common_pb2.PURPOSE_DIBAO, case_ref="HUB-2026-000001")
+    consent.check_binding(bound, req)
+    consent.check_binding(bound, req, digest)
+    other = hashlib.sha256(b"another record").digest()
+    for answer, sent in ((lookup_pb2.LookupAnswer(consent_digest=other, purpose=common_pb2.PURPOSE_DIBAO,
+                                                  case_ref="HUB-2026-000001"), None),
+                         (bound, other),   # the digest the caller says it sent is not the one bound
+                         (lookup_pb2.LookupAnswer(consent_digest=digest, purpose=common_pb2.PURPOSE_DIBAO,
+                                                  case_ref="HUB-2026-000002"), digest)):
+        with pytest.raises(VerificationError) as e:
+            consent.check_binding(answer, req, sent)
+        assert e.value.reason == Reason.ANSWER_NOT_BOUND

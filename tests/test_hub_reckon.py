@@ -101,7 +101,12 @@ def household(n: int, *, status=None, wages=None, labour=None, vehicle=None, roo
 
 
 def run(sources, n, overrides=None, standard=STD, rules=RULES):
-    return reckon(rules, sources, n, overrides or {}, standard)
+    out = reckon(rules, sources, n, overrides or {}, standard)
+    # Every case here also checks the conclusion run_case decides a case's status from
+    # (issue 16: ``conclusion_only``): the same ``complete`` and ``missing``, gap for gap.
+    assert reckon(rules, sources, n, overrides or {}, standard, conclusion_only=True) == {
+        "complete": out["complete"], "missing": out["missing"]}
+    return out
 
 
 # ---------------------------------------------------------------- members

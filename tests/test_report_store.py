@@ -397,3 +397,21 @@ def test_an_ok_row_without_an_answer_is_evidence_that_does_not_verify_and_a_case
     assert rep["providers"]["shebao"]["status"] == "bad_signature"
     assert rep["unavailable"] == [{"provider": "shebao", "status": "bad_signature", "reason": "evidence does not verify: ValueError"}]
     assert rep["run_at"] is None and rep["created_at"] == "2026-12-01 01:00 (UTC+8)"
+
+
+@pytest.mark.parametrize("expenditure", [None, Decimal("24000.12"), Decimal("0.01")])
+def test_the_case_row_as_every_run_reads_it_equals_cores(engine, expenditure):
+    """``load_case`` reads the case row on the driver's cursor on SQLite (issue 16): the same
+    columns and values as a Core read, the stored expenditure a Decimal, times as stored."""
+    from hedui.node.verification.report import _CASE, case_row, load_case
+
+    ref = _case(engine, _answers("15960.00", "1000.00", "0"), purpose="temporary_assistance", expenditure=expenditure)
+    with engine.connect() as c:
+        core = c.execute(_CASE, {"k_case": ref}).first()
+        got = case_row(c, {"k_case": ref})
+        assert case_row(c, {"k_case": "HUB-1999-000001"}) is None
+    assert core is not None and got is not None
+    assert tuple(got) == tuple(core) and got._fields == tuple(core._fields)
+    assert got.expenditure == expenditure and (expenditure is None or isinstance(got.expenditure, Decimal))
+    assert got.run_at is not None and got.created_at is not None
+    assert tuple(load_case(engine, ref)["case"]) == tuple(core)

@@ -176,10 +176,15 @@ _SCALARS = (str, int, bool, type(None))
 def _check_value(path: str, v: Any, depth: int = 0) -> None:
     if depth == 0 and type(v) is dict:
         for k, x in v.items():
-            if type(k) is not str or type(x) not in _SCALARS:
+            if type(k) is not str:
+                break
+            tx = type(x)
+            if tx not in _SCALARS and (tx is not list or any(type(y) not in _SCALARS for y in x)):
                 break
         else:
-            return  # the common case: a flat object of scalars (one pass, no generators)
+            # The common case: a flat object of scalars and lists of scalars (an exchange's
+            # field names), in one pass, no paths built.
+            return
     if depth > 8:
         raise InvalidArgument(f"audit entry {path}: nested too deep")
     if v is None or isinstance(v, (bool, str)):

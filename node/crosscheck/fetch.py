@@ -26,6 +26,7 @@ from hedui.node.crosscheck.filterfmt import Assembler, FilterChunk, FilterFormat
 from hedui.node.crosscheck.tables import token_filters
 from hedui.node.crosscheck.wire import header_digest, verify_header
 from hedui.node.errors import FailedPrecondition, VerificationError, from_rpc_error
+from hedui.node.store.raw import Prepared
 from hedui.v1 import common_pb2, directory_pb2, pseudonym_pb2
 
 if TYPE_CHECKING:
@@ -73,10 +74,11 @@ def cached_digests(rt: Runtime, conn: Connection | None = None) -> dict[str, byt
     if conn is None:
         with rt.engine.connect() as c:
             return cached_digests(rt, c)
-    return {p: bytes(d) for p, d in conn.execute(_DIGESTS)}
+    return {p: bytes(d) for p, d in _DIGESTS.run(conn)}
 
 
-_DIGESTS = select(token_filters.c.provider, token_filters.c.header_sha256)
+# On the driver's cursor (node/store/raw.py): read at the start of every case (issue 16).
+_DIGESTS = Prepared(select(token_filters.c.provider, token_filters.c.header_sha256))
 
 
 def cached_filter(rt: Runtime, code: str, sha: bytes | None = None) -> CachedFilter | None:

@@ -312,17 +312,21 @@ def run_case(
         rt.audit.record("case.run", {"case_ref": case_ref, "operator": operator})
     rules = rt.hub.rules
     todo = [(m, f) for m, f in _providers(rt, rules) if rerun_ok or m.code not in done]
-    ctx_base = dict(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest), operator=case.operator,
-                    **consent.context_fields_of(rt, case, len(idents), revoked))  # issue 18: the signed consent record
+    # The context every request of the case carries, built once (each request copies it and
+    # sets its own request id: issue 16), and the digest of its signed consent record (issue
+    # 18), which the query.sent entries name and every answer must bind.
+    ctx_base = common_pb2.RequestContext(purpose=PURPOSES[case.purpose], case_ref=case_ref, consent_digest=bytes(case.consent_digest),
+                                         operator=case.operator, **consent.context_fields_of(rt, case, len(idents), revoked))
+    ctx = _CaseContext(ctx_base, consent.consent_digest(ctx_base.consent))
     month = str(reference_month_of(case, rt.clock.zone))
     pool = _exchange_pool(rt)
     # The last department's exchange runs in this thread, which would otherwise only wait:
     # one hand-off to a pool thread less per case (issue 16: at one case at a time the
     # hand-offs are on the case's critical path).
-    futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored, digests)
+    futs = [pool.submit(_ask_provider, rt, m, fields, idents, ctx, timeout, retries, month, m.code not in stored, digests)
             for m, fields in todo[:-1]]
     # In an empty context, as a pool thread runs it (no trace or request id of the caller's).
-    last = [contextvars.Context().run(_ask_provider, rt, m, fields, idents, ctx_base, timeout, retries, month, m.code not in stored, digests)
+    last = [contextvars.Context().run(_ask_provider, rt, m, fields, idents, ctx, timeout, retries, month, m.code not in stored, digests)
             for m, fields in todo[-1:]]
     outcomes = [f.result() for f in futs] + last
     pending = [o.stored for o in outcomes if o.stored is not None]
@@ -418,14 +422,14 @@ def filter_first(rt: Runtime, code: str, epoch: int, month: str, tokens: list[by
     end); otherwise every token is sent, as before. A false positive (≤ 2^-30 per token) only
     costs a Lookup answered "no record". ``digests``: the cached filters' header digests as
     read once for the whole case (``cached_digests``); a department not in it has none."""
+    if digests is not None and code not in digests:
+        return tokens, None   # before the imports below: the common case costs a lookup
     import base64
     import json
 
     from hedui.node.crosscheck import shards
     from hedui.node.crosscheck.fetch import cached_filter
 
-    if digests is not None and code not in digests:
-        return tokens, None
     try:
         filt = cached_filter(rt, code, None if digests is None else digests[code])
     except (VerificationError, InvalidArgument):
@@ -442,15 +446,29 @@ def filter_first(rt: Runtime, code: str, epoch: int, month: str, tokens: list[by
     return [tokens[i] for i in positions], json.dumps(doc, separators=(",", ":"))
 
 
-def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, month: str, fresh: bool = False,
+@dataclass(frozen=True)
+class _CaseContext:
+    """What every exchange of a case sends: the request context (``request_id`` unset; each
+    request copies it and sets its own) and the digest of the consent record it carries."""
+
+    base: common_pb2.RequestContext
+    consent_digest: bytes
+
+    @property
+    def case_ref(self) -> str:
+        return self.base.case_ref
+
+
+def _ask_provider(rt: Runtime, m, fields, idents, ctx: _CaseContext, timeout, retries, month: str, fresh: bool = False,
                   digests: dict[str, bytes] | None = None) -> ProviderOutcome:
     """One department's exchange of a case; ``fresh``: the case has no row for it yet;
     ``digests``: the cached filters' header digests, read once per case (filter_first)."""
+    case_ref = ctx.case_ref
     code = m.code
     peer = rt.peers.get(code)
     epochs = sorted(((k.epoch, bytes(k.public_key)) for k in m.oprf_keys), reverse=True)
     rid = os.urandom(16)
-    row = {"case_ref": ctx_base["case_ref"], "provider": code, "request_id": rid, "directory_version": rt.directory.version}
+    row = {"case_ref": case_ref, "provider": code, "request_id": rid, "directory_version": rt.directory.version}
     attempts = 0
     if m.maintenance:
         # The authority flagged the member as down for maintenance (issue 17): not called, and
@@ -458,7 +476,7 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         row.update(status="maintenance", reason=f"in maintenance (directory v{rt.directory.version})", attempts=0)
         out = ProviderOutcome(code, "maintenance", row["reason"], 0)
         out.stored = _Pending(row, rt.audit.prepare([(Kind.QUERY_FAILED, {
-            "peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": "maintenance", "reason": "MAINTENANCE"})]), fresh)
+            "peer": code, "case_ref": case_ref, "request_id": rid.hex(), "status": "maintenance", "reason": "MAINTENANCE"})]), fresh)
         return out
     # The exchange's audit entries, committed with its case_answers row — and the case's other
     # exchanges — in one transaction once every exchange of the case ended (issue 16: at most
@@ -472,10 +490,8 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
             raise VerificationError(f"directory: {code} publishes no OPRF key", reason=Reason.NO_OPRF_KEY)
         epoch, pub = epochs[0]
         state = oprf.blind(idents)
-        ev_req = pseudonym_pb2.EvaluateRequest(
-            context=common_pb2.RequestContext(request_id=os.urandom(16), **ctx_base), epoch=epoch,
-            blinded_elements=state.blinded,
-        )
+        ev_req = pseudonym_pb2.EvaluateRequest(context=ctx.base, epoch=epoch, blinded_elements=state.blinded)
+        ev_req.context.request_id = os.urandom(16)
         ev, n = _call(peer.pseudonym.Evaluate, ev_req, timeout, retries)
         attempts += n
         if ev.epoch != epoch:
@@ -490,22 +506,23 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
             row.update(status="ok", reason="", epoch=epoch, tokens=b"", answered_at=rt.clock.now())
             raise _NoLookup
         req = lookup_pb2.LookupRequest(
-            context=common_pb2.RequestContext(request_id=rid, **ctx_base), epoch=epoch, tokens=tokens,
+            context=ctx.base, epoch=epoch, tokens=tokens,
             queries=[lookup_pb2.FieldQuery(field=f) for f in fields], reference_month=month,
         )
+        req.context.request_id = rid
         raw_req = req.SerializeToString(deterministic=True)   # stored, and what the digest hashes
         digest = serialized_request_digest(raw_req)
         row.update(request_digest=digest, epoch=epoch, tokens=b"".join(tokens), request=raw_req)
         entries.append((Kind.QUERY_SENT, {
             "peer": code, "purpose": int(req.context.purpose), "case_ref": req.context.case_ref,
             "request_id": rid.hex(), "request_digest": digest.hex(), "count": len(tokens), "fields": fields,
-            "consent": consent.consent_digest(req.context.consent).hex(),
+            "consent": ctx.consent_digest.hex(),
         }))
         resp, n = _call(peer.lookup.Lookup, req, timeout, retries)
         attempts += n
         trusted = rt.directory   # one version for the keys and for what the report may reuse
         answer = verify_answer(trusted.signing_keys_of(code), code, resp.answer, digest, tokens)
-        consent.check_binding(answer, req)
+        consent.check_binding(answer, req, ctx.consent_digest)
         _observe_checkpoint(rt, code, resp.checkpoint)
         stored_env = resp.answer.SerializeToString(deterministic=True)
         row.update(status="ok", reason="", envelope=stored_env, answered_at=rt.clock.now())
@@ -522,13 +539,13 @@ def _ask_provider(rt: Runtime, m, fields, idents, ctx_base, timeout, retries, mo
         attempts += getattr(err, "attempts", 1)
         status, reason = _status_of(err)
         row.update(status=status, reason=reason)
-        entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": reason[:120]}))
+        entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": case_ref, "request_id": rid.hex(), "status": status, "reason": reason[:120]}))
     except VerificationError as exc:
         status = "bad_proof" if exc.reason == Reason.BAD_PROOF else "bad_signature"
         # One line per failure, never a trace (issue 18): the audit entry has the rest.
-        log.warning("case %s: %s refused from %s: %s", ctx_base["case_ref"], status, code, exc.reason)
+        log.warning("case %s: %s refused from %s: %s", case_ref, status, code, exc.reason)
         row.update(status=status, reason=f"{exc.reason}: {exc.message}"[:300])
-        entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": ctx_base["case_ref"], "request_id": rid.hex(), "status": status, "reason": exc.reason}))
+        entries.append((Kind.QUERY_FAILED, {"peer": code, "case_ref": case_ref, "request_id": rid.hex(), "status": status, "reason": exc.reason}))
     row["attempts"] = attempts
     out = ProviderOutcome(code, row["status"], row.get("reason", ""), attempts, verified)
     # Validated and encoded here, in the exchange's own thread, while the case's other
@@ -562,16 +579,15 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str,
     transaction and three or more statements per department, and no second transaction for
     the status (issue 16)."""
     prepared = [e for p in pending for e in p.entries]
-    keyed = []
-    for p in pending:
-        vals = {k: v for k, v in p.row.items() if k not in ("case_ref", "provider")}
-        vals.update(k_case=p.row["case_ref"], k_provider=p.row["provider"])
-        keyed.append((p, vals))
+    # A fresh exchange (the case has no row for its department yet) is inserted; any other is
+    # updated, or inserted if its row is gone. Rows built here, once, not per run of the unit.
+    fresh = [_full_row(p.row) for p in pending if p.fresh]
+    rerun = [(_full_row(p.row), _update_values(p.row)) for p in pending if not p.fresh]
     case_ref, st, run_at = status
 
     def unit(c) -> list[int]:
         # Touches nothing but ``c``: a unit may run twice (node/store/group.py).
-        inserts = [_full_row(p.row) for p, vals in keyed if p.fresh or c.execute(_UPDATE_ANSWER, vals).rowcount == 0]
+        inserts = fresh + [row for row, vals in rerun if c.execute(_UPDATE_ANSWER, vals).rowcount == 0]
         _INSERT_ANSWER.run_many(c, inserts)   # one executemany on the driver's cursor
         _SET_STATUS.run(c, {"k_case": case_ref, "status": st, "run_at": run_at})
         return rt.audit.write_in(c, prepared) if prepared else []
@@ -579,6 +595,13 @@ def _store_outcomes(rt: Runtime, pending: Sequence[_Pending], status: tuple[str,
     seqs = rt.audit.transact(unit)
     if seqs:
         rt.audit.committed(seqs)
+
+
+def _update_values(row: dict) -> dict:
+    """The parameters of :data:`_UPDATE_ANSWER` for an exchange's ``row``."""
+    vals = {k: v for k, v in row.items() if k not in ("case_ref", "provider")}
+    vals.update(k_case=row["case_ref"], k_provider=row["provider"])
+    return vals
 
 
 def _full_row(row: dict) -> dict:

@@ -40,6 +40,7 @@ from hedui.keys.directory import PURPOSE_NAMES, PURPOSES, ROLE_ANSWERS
 from hedui.keys.signing import SigningKey, VerifyingKey
 from hedui.node.audit.entry import Kind
 from hedui.node.errors import InvalidArgument, NotFound, PermissionDenied, Reason, VerificationError
+from hedui.node.store.raw import Prepared
 from hedui.node.verification.consent_state import RevocationState, verified_payload
 from hedui.node.verification.hub_tables import case_members, cases, consent_revocations
 from hedui.v1 import common_pb2, lookup_pb2
@@ -224,10 +225,12 @@ def refuse_reuse(rt: Runtime, c: Connection, scan_digest: bytes, identities: Seq
         raise
 
 
-def check_binding(answer: lookup_pb2.LookupAnswer, req: lookup_pb2.LookupRequest) -> None:
+def check_binding(answer: lookup_pb2.LookupAnswer, req: lookup_pb2.LookupRequest, sent: bytes | None = None) -> None:
     """The hub's and the evidence checker's end: the signed answer names the consent record,
-    purpose and case the request carried (``ANSWER_NOT_BOUND`` otherwise)."""
-    want = consent_digest(req.context.consent)
+    purpose and case the request carried (``ANSWER_NOT_BOUND`` otherwise). ``sent``: the
+    :func:`consent_digest` of ``req.context.consent`` when the caller has it (run_case
+    computes it once per case: every request of the case carries the same record)."""
+    want = consent_digest(req.context.consent) if sent is None else sent
     if bytes(answer.consent_digest) != want:
         raise VerificationError("answer.consent_digest: does not name the consent record sent", reason=Reason.ANSWER_NOT_BOUND)
     if answer.purpose != req.context.purpose or answer.case_ref != req.context.case_ref:
@@ -320,10 +323,12 @@ def revocation_list(engine: Engine) -> list[bytes]:
 
 def revocations_in(c: Connection) -> list[bytes]:
     """:func:`revocation_list` on an open connection (run_case reads it with the case)."""
-    return [bytes(r[0]) for r in c.execute(_REVOKED)]
+    return [bytes(r[0]) for r in _REVOKED.run(c)]
 
 
-_REVOKED = select(consent_revocations.c.consent_digest).order_by(consent_revocations.c.revoked_at, consent_revocations.c.consent_digest)
+# On the driver's cursor (node/store/raw.py): read at the start of every case (issue 16).
+_REVOKED = Prepared(select(consent_revocations.c.consent_digest)
+                    .order_by(consent_revocations.c.revoked_at, consent_revocations.c.consent_digest))
 
 
 def sign_revocations(signer: SigningKey, hub: str, revoked: Sequence[bytes], now: dt.datetime) -> common_pb2.Envelope:

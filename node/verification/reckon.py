@@ -260,8 +260,11 @@ def _member_rows(rules: Rules, sources: Sources, n: int, counts: list[Counting])
 
 
 def reckon(rules: Rules, sources: Mapping[str, Source], n: int, overrides: Mapping[int, Override],
-           standard: Decimal | None) -> dict:
-    """Every figure of the report for ``n`` listed members (see the module docstring)."""
+           standard: Decimal | None, *, conclusion_only: bool = False) -> dict:
+    """Every figure of the report for ``n`` listed members (see the module docstring).
+    ``conclusion_only``: only ``complete`` and ``missing`` (the same computation, without
+    the rows and totals that only the report shows: run_case decides a case's status from
+    these two at the end of every run, issue 16)."""
     missing: list[dict] = []
     counts = []
     rule = rules.members
@@ -284,6 +287,8 @@ def reckon(rules: Rules, sources: Mapping[str, Source], n: int, overrides: Mappi
         missing.append({"member": None, "provider": "", "field": "standards", "why": "no_standard",
                         "reason": "no standard in force for the region and reference month", "data_date": None})
     complete = not missing
+    if conclusion_only:
+        return {"complete": complete, "missing": missing}
     net = max(income - deductions, Fraction(0))
     pc = per_capita(net, len(counted)) if complete else None
     return {

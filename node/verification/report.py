@@ -50,7 +50,7 @@ def load_case_on(engine, c, case_ref: str, versions: Iterable[int] = ()) -> dict
     """:func:`load_case` on an open connection ``c`` of ``engine``; ``versions``: directory
     versions to include beyond those of the stored answers (run_case: the one it is using)."""
     k = {"k_case": case_ref}
-    case = c.execute(_CASE, k).first()
+    case = case_row(c, k)
     if case is None:
         raise NotFound(f"case: got {case_ref[:32]!r}, want an existing case reference")
     members = _MEMBERS.rows(c, k)
@@ -63,10 +63,14 @@ def load_case_on(engine, c, case_ref: str, versions: Iterable[int] = ()) -> dict
 # Built once (issue 16 item 3: building a Core statement per call cost more than running it),
 # and all but the case's own row run on the driver's cursor (node/store/raw.py: compiled once
 # per dialect, SQLAlchemy's own result processors): the reads of every run_case and every
-# report. The case row stays on Core: its ``Numeric`` column's processor on psycopg depends
-# on the column type the cursor reports, which a statement compiled ahead does not know.
+# report. The case row stays on Core on PostgreSQL: its ``Numeric`` column's processor on
+# psycopg depends on the column type the cursor reports, which a statement compiled ahead
+# does not know.
 _K = bindparam("k_case")
 _CASE = select(cases).where(cases.c.case_ref == _K)
+#: On SQLite the case row too is read on the driver's cursor (its ``Numeric`` processor does
+#: not depend on the cursor: every run_case reads it; issue 16).
+_CASE_RAW = Prepared(_CASE)
 _MEMBERS = Prepared(select(case_members).where(case_members.c.case_ref == _K).order_by(case_members.c.position))
 _ANSWERS = Prepared(select(case_answers).where(case_answers.c.case_ref == _K).order_by(case_answers.c.provider))
 _OVERRIDES = Prepared(select(case_member_overrides).where(case_member_overrides.c.case_ref == _K)
@@ -76,6 +80,15 @@ _DIRS = select(directory_history.c.version, directory_history.c.envelope).where(
 #: never changed (a second directory under an accepted version is refused, runtime.py), so
 #: the bytes read once serve every later report of this process (each report read them all).
 _DIR_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def case_row(c, k: dict):
+    """The ``cases`` row of ``k["k_case"]`` (None if there is none): a named tuple read on
+    the driver's cursor on SQLite, a Core row elsewhere (the same columns and values)."""
+    if c.dialect.name == "sqlite":
+        rows = _CASE_RAW.rows(c, k)
+        return rows[0] if rows else None
+    return c.execute(_CASE, k).first()
 
 
 def _directories(engine, c, versions: set[int]) -> dict[int, bytes]:
@@ -299,15 +312,17 @@ def build_report(engine, case_ref: str, rules: Rules, *, authority: VerifyingKey
 
 
 def _reckoned(data: dict, rules: Rules, authority: VerifyingKey | None, tz: ZoneInfo,
-              known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None) -> tuple:
+              known: Mapping[str, tuple[bytes, lookup_pb2.LookupAnswer]] | None, *, conclusion_only: bool = False) -> tuple:
     """What a report concludes from: the verified answers, their cells, the reference month,
-    the overrides in force and the reckoned figures (``complete``, ``missing`` …)."""
+    the overrides in force and the reckoned figures (``complete``, ``missing`` …; only those
+    two with ``conclusion_only``)."""
     case = data["case"]
     ans = verified_answers(data, authority, known)
     sources = sources_of(ans)
     month = reference_month_of(case, tz)
     overrides = {o.position: Override(bool(o.counted), o.reason, o.operator) for o in data["overrides"]}
-    figures = reckon(rules, sources, len(data["members"]), overrides, rules.standard_for(case.region, month))
+    figures = reckon(rules, sources, len(data["members"]), overrides, rules.standard_for(case.region, month),
+                     conclusion_only=conclusion_only)
     return ans, sources, month, overrides, figures
 
 
@@ -317,7 +332,7 @@ def conclusion_of(data: dict, rules: Rules, *, tz: ZoneInfo | None = None,
     ``missing`` list, without building the rest of the report (the evidence table, labels,
     masked identities): ``run_case`` decides the case's status from this at the end of every
     run (issue 16). The same computation as the report's, so the two cannot disagree."""
-    figures = _reckoned(data, rules, None, tz or zone(DEFAULT_ZONE), known)[4]
+    figures = _reckoned(data, rules, None, tz or zone(DEFAULT_ZONE), known, conclusion_only=True)[4]
     return bool(figures["complete"]), list(figures["missing"])
 
 
