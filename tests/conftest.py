@@ -115,10 +115,10 @@ def _migrated_sqlite(tmp_path_factory) -> Path:
 @pytest.fixture
 def engine(request, store_url):
     """An engine on a fresh store, brought to the newest schema by the real migrations. On
-    SQLite the store is a copy of one the migrations brought there in this process (a file
-    copy: the same tables, indexes and revision; tests/test_migrations.py runs the migrations
-    on fresh stores themselves); on PostgreSQL each store is migrated (copying a database
-    from a template costs about as much as migrating it)."""
+    SQLite the store is a byte copy of one the migrations brought there in this test process
+    (the same tables, indexes and revision; a broken migration fails every test that uses
+    it, and every testbed node still migrates its own fresh store); on PostgreSQL each store
+    is migrated (copying a database from a template costs about as much as migrating it)."""
     from hedui.node.store import migrate
 
     url = make_url(store_url)
