@@ -16,12 +16,37 @@ if [ ${#instants[@]} -eq 0 ]; then
   )
 fi
 
-for spec in "${instants[@]}"; do
+# Two instants at a time (FAKETIME_JOBS): each run is one pytest process, mostly a collection
+# of the whole suite and the demo, so on two cores two runs take the time of one. Each has
+# its own --basetemp; their output is printed in order once all have ended.
+jobs=${FAKETIME_JOBS:-2}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+run() {   # index, spec
+  local spec=$2 at tz local_start
   at=${spec%%|*}
   tz=${spec#*|}
   [ "$tz" = "$spec" ] && tz=UTC
   local_start=$(TZ=$tz date -d "$at UTC" '+%Y-%m-%d %H:%M:%S')
-  echo "-- $at UTC (machine zone $tz: $local_start)"
-  TZ=$tz faketime -f "@$local_start" \
-    "$PY" -m pytest -q -p no:cacheprovider -m timesensitive tests
+  local rc=0
+  {
+    echo "-- $at UTC (machine zone $tz: $local_start)"
+    TZ=$tz faketime -f "@$local_start" \
+      "$PY" -m pytest -q -p no:cacheprovider --basetemp "$out/tmp$1" -m timesensitive tests || rc=$?
+  } > "$out/$1.log" 2>&1
+  echo "$rc" > "$out/$1.rc"
+}
+
+for i in "${!instants[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+  run "$i" "${instants[$i]}" &
 done
+wait
+
+status=0
+for i in "${!instants[@]}"; do
+  cat "$out/$i.log"
+  [ "$(cat "$out/$i.rc" 2>/dev/null)" = 0 ] || status=1
+done
+exit $status
