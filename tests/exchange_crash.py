@@ -57,7 +57,11 @@ def kill_mid_flight_and_check(engine, store_url: str, child: str, *, acks_before
                 proc.wait()
     seen, entries, quota = state(engine)
     missing = [r for r in acked if r not in seen]
-    assert missing == [], f"{len(missing)} acknowledged exchanges lost"
+    # Say what each lost one looks like: a whole request id or a cut line, its entries present
+    # or not, and where it was in the acknowledgements (last of a round: the kill's moment).
+    assert missing == [], f"{len(missing)} acknowledged exchanges lost: " + "; ".join(
+        f"{r!r} (ack {acked.index(r) + 1} of {len(acked)}, entries {entries[(r, 'query.received')]}/{entries[(r, 'answer.sent')]})"
+        for r in missing[:5])
     for rid in seen:   # every stored exchange is whole: both entries, once each
         assert entries[(rid, "query.received")] == 1 and entries[(rid, "answer.sent")] == 1, rid
     assert {rid for rid, _ in entries} == seen, "audit entries of an exchange whose request id was rolled back"
