@@ -25,6 +25,7 @@ on whose key made the tokens).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -34,8 +35,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -130,6 +133,50 @@ def _setup(root: Path, residents: int):
             m.oprf_public = pub
     tb.sign_directory()
     return tb, built["p1"], index_s, ServerKey.derive(seed, 1)
+
+
+@dataclass
+class Federation:
+    """:func:`_setup`'s federation running as deployed (each provider a ``hedui node serve``
+    process), the hub runtime in this process and, when asked for, the case floor over the
+    same stores: what the CPU and phase benchmarks measure."""
+
+    tb: Testbed
+    nodes: list[NodeProcess]
+    hub: Runtime
+    floor: FloorFederation | None
+
+
+@contextlib.contextmanager
+def federation(root: Path, residents: int, *, floor: bool = False) -> Iterator[Federation]:
+    """Starts :class:`Federation` under ``root`` and stops all of it on exit (the floor's
+    provider runtimes and processes included)."""
+    tb, _, _, key = _setup(root, residents)
+    env = tb.env()
+    nodes = [NodeProcess(tb.config_path(c), env, log=root / f"{c}.log") for c in PROVIDERS]
+    prov_rts: list[Runtime] = []
+    fed = None
+    try:
+        for n in nodes:
+            n.start()
+        hub = Runtime.open(tb.config_path("hub"))
+        fed = Federation(tb, nodes, hub, None)
+        if floor:
+            global REFERENCE_MONTH
+            REFERENCE_MONTH = str(Month.of(hub.clock.today()).plus(-1))   # the hub's default
+            prov_rts = [Runtime.open(tb.config_path(c)) for c in PROVIDERS]
+            fed.floor = FloorFederation(hub, prov_rts, key, load_catalogue(tb.member_dir("p1") / "fields.toml"),
+                                        "income_last_year", REFERENCE_MONTH, configs=[tb.config_path(c) for c in PROVIDERS], env=env)
+        yield fed
+    finally:
+        if fed is not None and fed.floor is not None:
+            fed.floor.close()
+        for rt in prov_rts:
+            rt.close()
+        if fed is not None:
+            fed.hub.close()
+        for n in nodes:
+            n.stop()
 
 
 def _households(n_cases: int, residents: int) -> list[list[str]]:

@@ -27,11 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_case as bc
 from floor_case import FloorFederation
 
-from hedui.common.periods import Month
-from hedui.node.runtime import Runtime
-from hedui.node.testbed.procs import NodeProcess
-from hedui.node.verification.catalogue import load_catalogue
-
 _cpu: dict[str, float] = collections.defaultdict(float)
 _calls: dict[str, int] = collections.defaultdict(int)
 _lock = threading.Lock()
@@ -146,80 +141,54 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--floor", action="store_true")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        tb, _, _, key = bc._setup(Path(d), a.residents)
-        env = tb.env()
-        nodes = [NodeProcess(tb.config_path(c), env, log=Path(d) / f"{c}.log") for c in bc.PROVIDERS]
-        for n in nodes:
-            n.start()
-        hub = Runtime.open(tb.config_path("hub"))
+    with tempfile.TemporaryDirectory() as d, bc.federation(Path(d), a.residents, floor=a.floor) as fed:
+        hub, floor = fed.hub, fed.floor
         _instrument()
         _instrument_late(hub)
-        floor = prov_rts = None
-        if a.floor:
-            prov_rts = [Runtime.open(tb.config_path(c)) for c in bc.PROVIDERS]
-            month = str(Month.of(hub.clock.today()).plus(-1))
-            bc.REFERENCE_MONTH = month
-            floor = FloorFederation(hub, prov_rts, key, load_catalogue(tb.member_dir("p1") / "fields.toml"), "income_last_year",
-                                    month, configs=[tb.config_path(c) for c in bc.PROVIDERS], env=env)
+        if floor is not None:
             _wrap(FloorFederation, "_exchange", "exchange (all threads)")
             for ev, lk, _ in floor.peers:
                 _wrap(ev, "Evaluate", "exchange: Evaluate call")
                 _wrap(lk, "Lookup", "exchange: Lookup call")
             _wrap(FloorFederation, "run_case", "run_case (caller thread)")
-        try:
-            bc._run_hedui(hub, bc._households(16, a.residents), a.concurrency)   # warm-up
+        bc._run_hedui(hub, bc._households(16, a.residents), a.concurrency)   # warm-up
+        if floor is not None:
+            floor.run(bc._households(16, a.residents), a.concurrency)
+        per_round: dict[str, list[float]] = collections.defaultdict(list)
+        totals: list[tuple[float, float]] = []
+        for rep in range(a.reps):
+            _cpu.clear()
+            _calls.clear()
+            households = bc._households(a.cases, a.residents)
+            cpu: list[float] = []
+            th0 = _threads()
+            bc._run_hedui(hub, households, a.concurrency, cpu)
+            for k, v in _by_name(th0, _threads()).items():
+                per_round["thread " + k].append(v / a.cases * 1e3)
+            for k, v in _cpu.items():
+                per_round[k].append(v / a.cases * 1e3)
+            fcpu = float("nan")
             if floor is not None:
-                floor.run(bc._households(16, a.residents), a.concurrency)
-            per_round: dict[str, list[float]] = collections.defaultdict(list)
-            totals: list[tuple[float, float]] = []
-            for rep in range(a.reps):
                 _cpu.clear()
-                _calls.clear()
-                from hedui.node.verification import cases as _cases
-                getattr(_cases, "_SEC", {}).clear()
-                households = bc._households(a.cases, a.residents)
-                cpu: list[float] = []
                 th0 = _threads()
-                bc._run_hedui(hub, households, a.concurrency, cpu)
+                c0 = time.process_time()
+                floor.run(households, a.concurrency)
+                fcpu = (time.process_time() - c0) / a.cases
                 for k, v in _by_name(th0, _threads()).items():
-                    per_round["thread " + k].append(v / a.cases * 1e3)
+                    per_round["floor thread " + k].append(v / a.cases * 1e3)
                 for k, v in _cpu.items():
-                    per_round[k].append(v / a.cases * 1e3)
-                from hedui.node.verification import cases as _cases
-                for k, v in getattr(_cases, "_SEC", {}).items():   # section timers, when a build has them
-                    per_round["section " + k].append(v / a.cases * 1e3)
-                getattr(_cases, "_SEC", {}).clear()
-                fcpu = float("nan")
-                if floor is not None:
-                    _cpu.clear()
-                    th0 = _threads()
-                    c0 = time.process_time()
-                    floor.run(households, a.concurrency)
-                    fcpu = (time.process_time() - c0) / a.cases
-                    for k, v in _by_name(th0, _threads()).items():
-                        per_round["floor thread " + k].append(v / a.cases * 1e3)
-                    for k, v in _cpu.items():
-                        per_round["floor: " + k.strip()].append(v / a.cases * 1e3)
-                totals.append((cpu[0] * 1e3, fcpu * 1e3))
-                print(f"round {rep}: hub process {cpu[0] * 1e3:.2f} ms CPU/case (run only), floor {fcpu * 1e3:.2f}", flush=True)
-            print(f"\nthread CPU per case, ms (median of {a.reps} rounds; min..max), concurrency {a.concurrency}, pid {os.getpid()}")
-            for k in sorted(per_round, key=lambda k: list(_order()).index(k) if k in _order() else 99):
-                v = per_round[k]
-                print(f"{k:60s} {statistics.median(v):7.3f}  ({min(v):.3f}..{max(v):.3f})")
-            h = [t[0] for t in totals]
-            f = [t[1] for t in totals]
-            print(f"{'hub process, run only':60s} {statistics.median(h):7.3f}  ({min(h):.3f}..{max(h):.3f})")
-            if floor is not None:
-                print(f"{'floor hub process':60s} {statistics.median(f):7.3f}  ({min(f):.3f}..{max(f):.3f})")
-        finally:
-            if floor is not None:
-                floor.close()
-                for rt in prov_rts or []:
-                    rt.close()
-            hub.close()
-            for n in nodes:
-                n.stop()
+                    per_round["floor: " + k.strip()].append(v / a.cases * 1e3)
+            totals.append((cpu[0] * 1e3, fcpu * 1e3))
+            print(f"round {rep}: hub process {cpu[0] * 1e3:.2f} ms CPU/case (run only), floor {fcpu * 1e3:.2f}", flush=True)
+        print(f"\nthread CPU per case, ms (median of {a.reps} rounds; min..max), concurrency {a.concurrency}, pid {os.getpid()}")
+        for k in sorted(per_round, key=lambda k: list(_order()).index(k) if k in _order() else 99):
+            v = per_round[k]
+            print(f"{k:60s} {statistics.median(v):7.3f}  ({min(v):.3f}..{max(v):.3f})")
+        h = [t[0] for t in totals]
+        f = [t[1] for t in totals]
+        print(f"{'hub process, run only':60s} {statistics.median(h):7.3f}  ({min(h):.3f}..{max(h):.3f})")
+        if floor is not None:
+            print(f"{'floor hub process':60s} {statistics.median(f):7.3f}  ({min(f):.3f}..{max(f):.3f})")
 
 
 @functools.cache

@@ -33,12 +33,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_case as bc
-from floor_case import FloorFederation
-
-from hedui.common.periods import Month
-from hedui.node.runtime import Runtime
-from hedui.node.testbed.procs import NodeProcess
-from hedui.node.verification.catalogue import load_catalogue
 
 
 def _proc_cpu(pid: int, *, system: bool = False) -> float:
@@ -66,63 +60,42 @@ def main() -> None:
                     help="sample every running thread, not only the GIL holder (CPU outside the GIL shows too)")
     ap.add_argument("--floor", action="store_true", help="also run each round through floor_case and report its CPU")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        tb, _, _, key = bc._setup(Path(d), a.residents)
-        env = tb.env()
-        nodes = [NodeProcess(tb.config_path(c), env, log=Path(d) / f"{c}.log") for c in bc.PROVIDERS]
-        for n in nodes:
-            n.start()
-        hub = Runtime.open(tb.config_path("hub"))
-        floor = None
-        if a.floor:
-            prov_rts = [Runtime.open(tb.config_path(c)) for c in bc.PROVIDERS]
-            month = str(Month.of(hub.clock.today()).plus(-1))
-            bc.REFERENCE_MONTH = month
-            floor = FloorFederation(hub, prov_rts, key, load_catalogue(tb.member_dir("p1") / "fields.toml"), "income_last_year",
-                                    month, configs=[tb.config_path(c) for c in bc.PROVIDERS], env=env)
-        try:
-            bc._run_hedui(hub, bc._households(8, a.residents), 1)   # warm-up
-            if floor is not None:
-                floor.run(bc._households(8, a.residents), 1)
-            levels = [int(x) for x in a.concurrency.split(",")]
-            for conc in levels:
-                for rep in range(a.reps):
-                    spy = None
-                    if a.pyspy and rep == 0 and conc == levels[0]:
-                        pid = os.getpid() if a.pyspy_of == "hub" else nodes[0].pid
-                        spy = subprocess.Popen([a.pyspy_bin, "record", "-p", str(pid), "-r", "250", "-f", "raw",
-                                                "-o", a.pyspy, "--nonblocking", *([] if a.pyspy_threads else ["--gil"])],
-                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                        time.sleep(1.0)   # attached before the round starts
-                    households = bc._households(a.cases, a.residents)
-                    hub0, prov0 = _self_cpu(), sum(n.cpu_seconds() for n in nodes)
-                    sys0 = sum(_proc_cpu(n.pid, system=True) for n in nodes)
-                    _, rate, incomplete = bc._run_hedui(hub, households, conc)
-                    hub_cpu = (_self_cpu() - hub0) / a.cases
-                    prov_cpu = (sum(n.cpu_seconds() for n in nodes) - prov0) / a.cases
-                    prov_sys = (sum(_proc_cpu(n.pid, system=True) for n in nodes) - sys0) / a.cases
-                    if spy is not None:
-                        spy.send_signal(signal.SIGINT)
-                        spy.wait(60)
-                    print(f"concurrency {conc} round {rep}: {rate:.1f} cases/s, 8 providers {prov_cpu * 1e3:.1f} ms CPU "
-                          f"per case (system {prov_sys * 1e3:.1f}), hub {hub_cpu * 1e3:.1f} ms, {incomplete} incomplete", flush=True)
-                    if floor is not None:
-                        hub0, prov0 = _self_cpu(), sum(_proc_cpu(p.pid) for p in floor.procs)
-                        sys0 = sum(_proc_cpu(p.pid, system=True) for p in floor.procs)
-                        _, frate = floor.run(households, conc)
-                        fhub = (_self_cpu() - hub0) / a.cases
-                        fprov = (sum(_proc_cpu(p.pid) for p in floor.procs) - prov0) / a.cases
-                        fsys = (sum(_proc_cpu(p.pid, system=True) for p in floor.procs) - sys0) / a.cases
-                        print(f"concurrency {conc} round {rep}: floor {frate:.1f} cases/s, 8 providers {fprov * 1e3:.1f} ms CPU "
-                              f"per case (system {fsys * 1e3:.1f}), hub {fhub * 1e3:.1f} ms", flush=True)
-        finally:
-            if floor is not None:
-                floor.close()
-                for rt in prov_rts:
-                    rt.close()
-            hub.close()
-            for n in nodes:
-                n.stop()
+    with tempfile.TemporaryDirectory() as d, bc.federation(Path(d), a.residents, floor=a.floor) as fed:
+        nodes, hub, floor = fed.nodes, fed.hub, fed.floor
+        bc._run_hedui(hub, bc._households(8, a.residents), 1)   # warm-up
+        if floor is not None:
+            floor.run(bc._households(8, a.residents), 1)
+        levels = [int(x) for x in a.concurrency.split(",")]
+        for conc in levels:
+            for rep in range(a.reps):
+                spy = None
+                if a.pyspy and rep == 0 and conc == levels[0]:
+                    pid = os.getpid() if a.pyspy_of == "hub" else nodes[0].pid
+                    spy = subprocess.Popen([a.pyspy_bin, "record", "-p", str(pid), "-r", "250", "-f", "raw",
+                                            "-o", a.pyspy, "--nonblocking", *([] if a.pyspy_threads else ["--gil"])],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    time.sleep(1.0)   # attached before the round starts
+                households = bc._households(a.cases, a.residents)
+                hub0, prov0 = _self_cpu(), sum(n.cpu_seconds() for n in nodes)
+                sys0 = sum(_proc_cpu(n.pid, system=True) for n in nodes)
+                _, rate, incomplete = bc._run_hedui(hub, households, conc)
+                hub_cpu = (_self_cpu() - hub0) / a.cases
+                prov_cpu = (sum(n.cpu_seconds() for n in nodes) - prov0) / a.cases
+                prov_sys = (sum(_proc_cpu(n.pid, system=True) for n in nodes) - sys0) / a.cases
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
+                print(f"concurrency {conc} round {rep}: {rate:.1f} cases/s, 8 providers {prov_cpu * 1e3:.1f} ms CPU "
+                      f"per case (system {prov_sys * 1e3:.1f}), hub {hub_cpu * 1e3:.1f} ms, {incomplete} incomplete", flush=True)
+                if floor is not None:
+                    hub0, prov0 = _self_cpu(), sum(_proc_cpu(p.pid) for p in floor.procs)
+                    sys0 = sum(_proc_cpu(p.pid, system=True) for p in floor.procs)
+                    _, frate = floor.run(households, conc)
+                    fhub = (_self_cpu() - hub0) / a.cases
+                    fprov = (sum(_proc_cpu(p.pid) for p in floor.procs) - prov0) / a.cases
+                    fsys = (sum(_proc_cpu(p.pid, system=True) for p in floor.procs) - sys0) / a.cases
+                    print(f"concurrency {conc} round {rep}: floor {frate:.1f} cases/s, 8 providers {fprov * 1e3:.1f} ms CPU "
+                          f"per case (system {fsys * 1e3:.1f}), hub {fhub * 1e3:.1f} ms", flush=True)
 
 
 if __name__ == "__main__":
